@@ -1,0 +1,35 @@
+# dijlepost: `make demo` runs the three wave DAGs on embedded defaults; `make test` runs the suite.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+
+.PHONY: demo test test-fast bench install lock clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	@$(VENV)/bin/uv pip install -q -p $(PY) -r requirements.txt
+	@$(VENV)/bin/uv pip install -q -p $(PY) --no-deps -e .
+	@touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m include.dijlepost.demo
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not e2e"
+
+bench: install
+	$(PY) -m benchmarks.run
+
+# Re-resolve the pinned set after editing requirements.in.
+lock: install
+	$(VENV)/bin/uv pip compile -q requirements.in --python-version 3.11 -o requirements.txt
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,70 @@
+"""The rollout waves, declared once. Adding a department is one entry here plus its templates.
+
+Each wave becomes one Airflow DAG (`letters_<department>`) built by `dag_factory.build_wave_dag`.
+Nothing here touches a database or the network: DAG files import it at parse time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEPARTMENTS = ("finance", "gas", "economy_housing")
+LANGUAGES = ("nl", "fr", "de")
+
+
+@dataclass(frozen=True)
+class Wave:
+    department: str
+    title: str
+    description: str
+    letter_types: tuple[str, ...]
+    schedule: str
+    wave_number: int
+    batch_size: int = 5000          # letters claimed by one run
+    chunk_size: int = 500           # letters per mapped render / delivery task
+    # Letters that must go as registered mail may use the eBox's registered e-delivery.
+    registered_via_ebox: bool = True
+    # eBox message type per letter type (assigned by the eBox when a message type is registered).
+    ebox_message_types: dict[str, str] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+
+    @property
+    def dag_id(self) -> str:
+        return f"letters_{self.department}"
+
+
+WAVES: dict[str, Wave] = {
+    "finance": Wave(
+        department="finance",
+        title="Wave 1: financial service",
+        description="Invoices (facturen), reminders (aanmaningen) and tax assessments (aanslagbiljetten).",
+        letter_types=("invoice", "reminder", "tax_assessment"),
+        schedule="0 6-18/2 * * 1-5",
+        wave_number=1,
+        ebox_message_types={"invoice": "MECH-FIN-INVOICE", "reminder": "MECH-FIN-REMINDER",
+                            "tax_assessment": "MECH-FIN-TAX"},
+        tags=("wave-1",),
+    ),
+    "gas": Wave(
+        department="gas",
+        title="Wave 2: municipal administrative sanctions (GAS)",
+        description="Findings (vaststellingen) and decisions (beslissingen), traditionally registered.",
+        letter_types=("gas_finding", "gas_decision"),
+        schedule="30 7-17/2 * * 1-5",
+        wave_number=2,
+        ebox_message_types={"gas_finding": "MECH-GAS-FINDING", "gas_decision": "MECH-GAS-DECISION"},
+        tags=("wave-2",),
+    ),
+    "economy_housing": Wave(
+        department="economy_housing",
+        title="Wave 3: Economy and Housing",
+        description="Premium decisions and inspection notices.",
+        letter_types=("premium_decision", "inspection_notice"),
+        schedule="0 8,14 * * 1-5",
+        wave_number=3,
+        ebox_message_types={"premium_decision": "MECH-EW-PREMIUM",
+                            "inspection_notice": "MECH-EW-INSPECTION"},
+        tags=("wave-3",),
+    ),
+}
+
+ALL_LETTER_TYPES = {t: w.department for w in WAVES.values() for t in w.letter_types}

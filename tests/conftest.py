@@ -1,0 +1,17 @@
+"""Shared fixtures. Integration tests use the real PostgreSQL at DIJLEPOST_TEST_PG (default
+127.0.0.1:5432, trust auth), a real eBox sandbox over HTTPS and a real OpenSSH sshd on loopback."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg
+import pytest
+
+pytest_plugins = [
+    "tests.support.database",
+    "tests.support.ebox_sandbox",
+    "tests.support.sshd",
+]
+
+os.environ.setdefault("DIJLEPOST_PSEUDONYM_KEY", "test-pseudonym-key-not-secret")

@@ -1,0 +1,208 @@
+"""`dijlepost`: the command line for data engineers and administrators.
+
+    dijlepost db migrate
+    dijlepost letters import FILE            (CSV or JSON Lines)
+    dijlepost letters status [--department D]
+    dijlepost letters show LETTER_ID          (a letter's state and history, no personal data)
+    dijlepost rollout show
+    dijlepost rollout set DEPARTMENT PHASE --reason TEXT [--by NAME] [--pilot-file FILE]
+    dijlepost rollout exempt add|remove citizen|enterprise ID --reason TEXT [--by NAME]
+The database is `DIJLEPOST_DATABASE_URL` (or `--database-url`).
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_REFUSED, EXIT_CONFIG = 0, 1, 2
+
+
+def _conn(args):
+    from include.dijlepost.connection import connect
+
+    return connect(args.database_url or os.environ.get("DIJLEPOST_DATABASE_URL"))
+
+
+def _key() -> bytes:
+    from include.dijlepost.settings import Settings
+
+    return Settings.from_env().pseudonym_key
+
+
+def cmd_migrate(args) -> int:
+    from include.dijlepost.db.migrate import migrate
+
+    with _conn(args) as conn:
+        applied = migrate(conn)
+    print(f"migrations applied: {', '.join(applied) if applied else 'none (schema up to date)'}")
+    return EXIT_OK
+
+
+def cmd_import(args) -> int:
+    from include.dijlepost.intake import import_file
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"error: {path} does not exist", file=sys.stderr)
+        return EXIT_REFUSED
+    with _conn(args) as conn:
+        report = import_file(conn, path)
+    for line, message in report.errors:
+        print(f"{path.name}:{line}: refused: {message}", file=sys.stderr)
+    for line, letter_id, same in report.duplicates:
+        what = "already in the outbox, not inserted again" if same else \
+            "already in the outbox WITH DIFFERENT CONTENT: refused, correct it in the source system"
+        print(f"{path.name}:{line}: duplicate {letter_id}: {what}", file=sys.stderr)
+    print(f"imported {len(report.inserted)} letters, {len(report.duplicates)} duplicates, "
+          f"{len(report.errors)} refused")
+    return EXIT_OK if report.ok else EXIT_REFUSED
+
+
+def cmd_status(args) -> int:
+    sql = ("SELECT department, status, coalesce(channel, '-'), coalesce(decision_rule, '-'), count(*) "
+           "FROM letters {} GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4")
+    with _conn(args) as conn:
+        rows = conn.execute(sql.format("WHERE department = %s" if args.department else ""),
+                            (args.department,) if args.department else ()).fetchall()
+    print(f"{'department':<16} {'status':<16} {'channel':<8} {'rule':<28} {'letters':>7}")
+    for row in rows:
+        print(f"{row[0]:<16} {row[1]:<16} {row[2]:<8} {row[3]:<28} {row[4]:>7}")
+    return EXIT_OK
+
+
+def cmd_show(args) -> int:
+    with _conn(args) as conn:
+        row = conn.execute(
+            "SELECT letter_id, department, letter_type, status, channel, decision_rule, decision_reason, "
+            "rollout_phase, pdf_sha256, ebox_message_id, print_batch_id, quarantine_reason FROM letters "
+            "WHERE letter_id = %s", (args.letter_id,)).fetchone()
+        if row is None:
+            print(f"no letter {args.letter_id!r}", file=sys.stderr)
+            return EXIT_REFUSED
+        names = ("letter_id", "department", "letter_type", "status", "channel", "rule", "reason", "phase",
+                 "pdf_sha256", "ebox_message_id", "print_batch_id", "quarantine_reason")
+        for name, value in zip(names, row):
+            if value is not None:
+                print(f"{name:>18}: {value}")
+        for at, event, details, dag_id, run_id, task_id, map_index, try_number in conn.execute(
+                "SELECT at, event, details, dag_id, run_id, task_id, map_index, try_number FROM letter_events "
+                "WHERE letter_id = %s ORDER BY event_id", (args.letter_id,)):
+            where = f"{dag_id}/{run_id}/{task_id}[{map_index}] try {try_number}" if dag_id else (task_id or "")
+            print(f"{at:%Y-%m-%d %H:%M:%S%z}  {event:<24} {json.dumps(details, ensure_ascii=False)}  {where}")
+    return EXIT_OK
+
+
+def cmd_rollout_show(args) -> int:
+    from include.dijlepost.rollout import show
+
+    with _conn(args) as conn:
+        for r in show(conn):
+            print(f"{r['department']:<16} {r['phase']:<7} pilot={r['pilot_size']:<5} "
+                  f"{r['changed_at']:%Y-%m-%d %H:%M} by {r['changed_by']}: {r['reason']}")
+    return EXIT_OK
+
+
+def cmd_rollout_set(args) -> int:
+    from include.dijlepost.recipients import InvalidRecipientId, normalize_recipient_id, pseudonym
+    from include.dijlepost.rollout import RolloutChangeRefused, set_phase
+
+    allowlist = None
+    if args.pilot_file:
+        allowlist, key = [], _key()
+        for n, line in enumerate(Path(args.pilot_file).read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            kind, _, value = line.strip().partition(",")
+            try:
+                allowlist.append(pseudonym(key, kind, normalize_recipient_id(kind, value)))
+            except InvalidRecipientId as exc:
+                print(f"{args.pilot_file}:{n}: refused: {exc}", file=sys.stderr)
+                return EXIT_REFUSED
+    try:
+        with _conn(args) as conn:
+            before, after = set_phase(conn, args.department, args.phase, args.reason, args.by, allowlist)
+    except RolloutChangeRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"{args.department}: {before} -> {after} (takes effect at the next run)")
+    return EXIT_OK
+
+
+def cmd_exempt(args) -> int:
+    from include.dijlepost.recipients import InvalidRecipientId, normalize_recipient_id, pseudonym
+    from include.dijlepost.rollout import RolloutChangeRefused, add_exemption, remove_exemption
+
+    try:
+        p = pseudonym(_key(), args.kind, normalize_recipient_id(args.kind, args.recipient_id))
+    except InvalidRecipientId as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    try:
+        with _conn(args) as conn:
+            changed = add_exemption(conn, p, args.reason, args.by) if args.action == "add" else \
+                remove_exemption(conn, p)
+    except RolloutChangeRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"{args.action} paper exemption for {p}: {'done' if changed else 'nothing to change'}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from include.dijlepost.rollout import PHASES
+    from include.dijlepost.waves import DEPARTMENTS
+
+    p = argparse.ArgumentParser(prog="dijlepost", description=__doc__.splitlines()[0])
+    p.add_argument("--database-url", help="PostgreSQL URL (default: $DIJLEPOST_DATABASE_URL)")
+    sub = p.add_subparsers(dest="area", required=True)
+
+    db = sub.add_parser("db").add_subparsers(dest="cmd", required=True)
+    db.add_parser("migrate", help="create or upgrade the schema (idempotent)").set_defaults(func=cmd_migrate)
+
+    letters = sub.add_parser("letters").add_subparsers(dest="cmd", required=True)
+    imp = letters.add_parser("import", help="validate and insert letters from CSV or JSON Lines")
+    imp.add_argument("file")
+    imp.set_defaults(func=cmd_import)
+    st = letters.add_parser("status", help="letters by department, status, channel and rule")
+    st.add_argument("--department", choices=DEPARTMENTS)
+    st.set_defaults(func=cmd_status)
+    sh = letters.add_parser("show", help="one letter's state and history")
+    sh.add_argument("letter_id")
+    sh.set_defaults(func=cmd_show)
+
+    rollout = sub.add_parser("rollout").add_subparsers(dest="cmd", required=True)
+    rollout.add_parser("show", help="each department's rollout phase").set_defaults(func=cmd_rollout_show)
+    rs = rollout.add_parser("set", help="change a department's rollout phase")
+    rs.add_argument("department", choices=DEPARTMENTS)
+    rs.add_argument("phase", help=f"one of {', '.join(PHASES)}")
+    rs.add_argument("--reason", required=True)
+    rs.add_argument("--by", default=getpass.getuser())
+    rs.add_argument("--pilot-file", help="lines 'citizen,<NRN>' or 'enterprise,<KBO>': the pilot allowlist")
+    rs.set_defaults(func=cmd_rollout_set)
+    ex = rollout.add_parser("exempt", help="keep a recipient on paper whatever their eBox says")
+    ex.add_argument("action", choices=("add", "remove"))
+    ex.add_argument("kind", choices=("citizen", "enterprise"))
+    ex.add_argument("recipient_id")
+    ex.add_argument("--reason", required=True)
+    ex.add_argument("--by", default=getpass.getuser())
+    ex.set_defaults(func=cmd_exempt)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from include.dijlepost.settings import ConfigurationError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""One factory builds every wave DAG from its `Wave` entry; DAG files only call `build_wave_dag`.
+
+    read_rollout_phase (short-circuit: phase off stops here)
+      -> claim_letters -> check_ebox_activation -> decide_channels
+      -> render_letters[chunk]  (dynamic task mapping over chunks, never one task per letter)
+      -> choose_delivery_paths (@task.branch)
+           -> deliver_to_ebox[chunk] ----\
+           -> hand_over_to_print  <-------/   (after eBox, so NO_DIGITAL_USER fallbacks go the same run)
+      -> record_outcome
+Every task body calls one function of `pipeline.py` and logs what it did as `event=... key=value`
+lines with counts, rules, ids of what it produced and keyed pseudonyms only.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime, timedelta
+
+import pendulum
+
+from include.dijlepost import logfmt
+from include.dijlepost.waves import Wave
+
+log = logging.getLogger("dijlepost")
+
+DB_CONN_ID = "dijlepost_db"
+QUEUES = {"default": "default", "render": "render", "delivery": "delivery"}
+POOLS = {"ebox": "ebox_publication", "print": "print_house_sftp"}
+CLAIM_LEASE = timedelta(hours=3)
+DAGRUN_TIMEOUT = timedelta(hours=2)      # shorter than the lease: a claim is only taken over from a dead run
+EBOX_FRESHNESS = timedelta(days=int(os.environ.get("DIJLEPOST_EBOX_FRESHNESS_DAYS", "7")))
+PRINT_BATCH_MAX_LETTERS = 2000
+
+
+def on_failure(context) -> None:
+    """Failure callback on every DAG and task: one alert line an operator can grep and page on."""
+    ti = context.get("ti") or context.get("task_instance")
+    logfmt.emit("alert_task_failed", dag_id=getattr(ti, "dag_id", None), task_id=getattr(ti, "task_id", None),
+                run_id=context.get("run_id"), map_index=getattr(ti, "map_index", None),
+                error=type(context.get("exception")).__name__)
+
+
+def _ctx():
+    from airflow.sdk import get_current_context
+
+    from include.dijlepost.outbox import RunContext
+
+    c = get_current_context()
+    ti = c["ti"]
+    return RunContext(dag_id=ti.dag_id, run_id=c["run_id"], task_id=ti.task_id,
+                      map_index=ti.map_index, try_number=ti.try_number)
+
+
+def _claim_key(ctx) -> str:
+    return f"{ctx.dag_id}:{ctx.run_id}"
+
+
+def _db():
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    return PostgresHook(postgres_conn_id=DB_CONN_ID).get_conn()
+
+
+def _settings():
+    from include.dijlepost.settings import Settings
+
+    return Settings.from_env()
+
+
+def build_wave_dag(wave: Wave):
+    from airflow.sdk import Param, dag, task
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    @dag(
+        dag_id=wave.dag_id,
+        description=f"{wave.title}: {wave.description}",
+        doc_md=f"### {wave.title}\n{wave.description}\n\n" + (__doc__ or ""),
+        schedule=wave.schedule,
+        start_date=pendulum.datetime(2026, 1, 1, tz="Europe/Brussels"),
+        catchup=False,
+        max_active_runs=1,
+        dagrun_timeout=DAGRUN_TIMEOUT,
+        tags=["dijlepost", wave.department, *wave.tags],
+        on_failure_callback=on_failure,
+        params={"batch_size": Param(wave.batch_size, type="integer", minimum=1, maximum=200_000,
+                                    description="Maximum letters claimed by this run")},
+        default_args={
+            "owner": "dijlepost",
+            "retries": 3,
+            "retry_delay": timedelta(minutes=1),
+            "retry_exponential_backoff": True,
+            "max_retry_delay": timedelta(minutes=15),
+            "on_failure_callback": on_failure,
+            "queue": QUEUES["default"],
+        },
+    )
+    def wave_dag():
+        @task.short_circuit
+        def read_rollout_phase():
+            from include.dijlepost.rollout import read_state
+
+            conn = _db()
+            try:
+                state = read_state(conn, wave.department)
+            finally:
+                conn.close()
+            logfmt.emit("rollout_phase", department=wave.department, phase=state.phase,
+                        pilot_size=len(state.pilot_allowlist))
+            if state.phase == "off":
+                logfmt.emit("wave_skipped", department=wave.department, reason="rollout phase off")
+                return False
+            return state.to_xcom()
+
+        @task(multiple_outputs=True)
+        def claim_letters(params=None):
+            from include.dijlepost.outbox import claim
+
+            ctx = _ctx()
+            conn = _db()
+            try:
+                c = claim(conn, wave.department, _claim_key(ctx), int(params["batch_size"]), wave.chunk_size,
+                          CLAIM_LEASE, ctx)
+            finally:
+                conn.close()
+            logfmt.emit("letters_claimed", department=wave.department, letters=c.count, chunks=len(c.chunks),
+                        taken_over=c.taken_over)
+            return {"count": c.count, "chunks": c.chunks}
+
+        @task
+        def check_ebox_activation(state: dict, count: int):
+            from include.dijlepost.ebox.hook import EboxHook
+            from include.dijlepost.pipeline import check_activation
+
+            if state["phase"] == "paper":
+                logfmt.emit("ebox_check_skipped", department=wave.department, reason="phase paper")
+                return {"skipped": True}
+            if not count:
+                return {"recipients": 0}
+            ctx = _ctx()
+            conn = _db()
+            try:
+                result = check_activation(conn, EboxHook().get_client(), _settings().pseudonym_key,
+                                          _claim_key(ctx), EBOX_FRESHNESS, ctx)
+            finally:
+                conn.close()
+            logfmt.emit("ebox_activation_checked", department=wave.department, **result)
+            return result
+
+        @task
+        def decide_channels(state: dict, _activation: dict):
+            from include.dijlepost.pipeline import decide_claim
+            from include.dijlepost.rollout import RolloutState
+
+            ctx = _ctx()
+            conn = _db()
+            try:
+                result = decide_claim(conn, wave, RolloutState.from_xcom(state), _settings().pseudonym_key,
+                                      _claim_key(ctx), ctx)
+            finally:
+                conn.close()
+            logfmt.emit("channels_decided", department=wave.department, **result)
+            return result
+
+        @task(queue=QUEUES["render"], map_index_template="chunk {{ task.op_kwargs['chunk'] }}")
+        def render_letters(chunk: int):
+            from include.dijlepost.pipeline import render_chunk
+            from include.dijlepost.rendering import LetterRenderer
+
+            ctx = _ctx()
+            conn = _db()
+            try:
+                result = render_chunk(conn, LetterRenderer(), _settings().document_root, _claim_key(ctx), chunk, ctx)
+            finally:
+                conn.close()
+            logfmt.emit("letters_rendered", department=wave.department, **result)
+            return result
+
+        @task.branch(trigger_rule="none_failed")
+        def choose_delivery_paths():
+            from include.dijlepost.pipeline import ready_channels
+
+            ctx = _ctx()
+            conn = _db()
+            try:
+                ready = ready_channels(conn, wave.department, _claim_key(ctx))
+            finally:
+                conn.close()
+            paths = (["deliver_to_ebox"] if ready["ebox"] else []) + (
+                ["hand_over_to_print"] if ready["paper"] or ready["unfinished_print_batches"] else [])
+            logfmt.emit("delivery_paths", department=wave.department, **ready,
+                        following=paths or "none")
+            return paths
+
+        @task(queue=QUEUES["delivery"], pool=POOLS["ebox"], map_index_template="chunk {{ task.op_kwargs['chunk'] }}")
+        def deliver_to_ebox(chunk: int):
+            from include.dijlepost.ebox.hook import EboxHook
+            from include.dijlepost.pipeline import deliver_chunk_to_ebox
+            from include.dijlepost.rendering import LetterRenderer
+
+            ctx = _ctx()
+            conn = _db()
+            hook = EboxHook()
+            try:
+                result = deliver_chunk_to_ebox(conn, hook.get_client(), LetterRenderer(), wave,
+                                               _settings().pseudonym_key, _claim_key(ctx), chunk, ctx,
+                                               concurrency=hook.get_config().max_concurrency)
+            finally:
+                conn.close()
+            logfmt.emit("ebox_delivered", department=wave.department, **result)
+            return result
+
+        @task(queue=QUEUES["delivery"], pool=POOLS["print"], trigger_rule="none_failed")
+        def hand_over_to_print():
+            from include.dijlepost.pipeline import assign_print_batches, pending_print_batches, upload_print_batch
+            from include.dijlepost.printhouse.hook import PrintHouseHook
+
+            ctx = _ctx()
+            settings = _settings()
+            conn = _db()
+            try:
+                assigned = assign_print_batches(conn, wave.department, _claim_key(ctx), ctx, PRINT_BATCH_MAX_LETTERS)
+                batches = pending_print_batches(conn, wave.department)
+                if not batches:
+                    logfmt.emit("print_handoff_skipped", department=wave.department, reason="no paper letters")
+                    raise AirflowSkipException("no paper letters to hand over")
+                hook = PrintHouseHook()
+                results = []
+                with hook.get_managed_conn() as sftp:
+                    for batch_id in batches:
+                        r = upload_print_batch(conn, sftp, hook.inbox_dir, settings.print_work_dir, batch_id, ctx)
+                        logfmt.emit("print_batch_handed_over", department=wave.department, **r)
+                        results.append(r)
+            finally:
+                conn.close()
+            return {"assigned_now": assigned, "batches": results}
+
+        @task(trigger_rule="none_failed")
+        def record_outcome():
+            from include.dijlepost.outbox import outcome_counts
+            from include.dijlepost.pipeline import RunSummary
+
+            ctx = _ctx()
+            conn = _db()
+            try:
+                summary = RunSummary(wave.department, ctx.run_id, outcome_counts(conn, ctx.dag_id, ctx.run_id))
+            finally:
+                conn.close()
+            summary.log()
+            return summary.outcome
+
+        state = read_rollout_phase()
+        claimed = claim_letters()
+        state >> claimed
+        activation = check_ebox_activation(state, claimed["count"])
+        decided = decide_channels(state, activation)
+        rendered = render_letters.expand(chunk=claimed["chunks"])
+        decided >> rendered
+        paths = choose_delivery_paths()
+        rendered >> paths
+        ebox = deliver_to_ebox.expand(chunk=claimed["chunks"])
+        paper = hand_over_to_print()
+        paths >> [ebox, paper]
+        ebox >> paper >> record_outcome()
+
+    return wave_dag()

@@ -1,0 +1,344 @@
+"""The stages of a wave run, as plain functions of a database connection and the external clients.
+
+DAG tasks (see `dag_factory.py`) call exactly one of these each and log what it returns. Nothing here
+imports Airflow, so every stage is tested directly against PostgreSQL, the eBox sandbox and sshd.
+Each stage is idempotent: it only acts on letters still in the state it expects, and every external
+side effect is keyed by the letter (eBox Idempotency-Key) or by a batch recorded before upload.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from include.dijlepost import logfmt
+from include.dijlepost.outbox import (RunContext, letters_in_claim, quarantine, record_events,
+                                      release_for_retry)
+from include.dijlepost.recipients import InvalidRecipientId, normalize_recipient_id, pseudonym
+from include.dijlepost.rollout import RolloutState
+from include.dijlepost.routing import EBOX, PAPER, LetterFacts, decide
+from include.dijlepost.waves import Wave
+
+log = logging.getLogger("dijlepost.pipeline")
+
+
+# --------------------------------------------------------------------------- eBox activation
+
+def check_activation(conn, client, key: bytes, run_id: str, freshness: timedelta, ctx: RunContext) -> dict:
+    """Make sure every valid recipient of the claim has an activation check younger than `freshness`."""
+    wanted: dict[str, tuple[str, str]] = {}
+    for letter in letters_in_claim(conn, run_id):
+        try:
+            rid = normalize_recipient_id(letter["recipient_kind"], letter["recipient_id"])
+        except InvalidRecipientId:
+            continue
+        wanted[pseudonym(key, letter["recipient_kind"], rid)] = (letter["recipient_kind"], rid)
+    with conn.cursor() as cur:
+        cur.execute("SELECT recipient_pseudonym FROM ebox_activation WHERE recipient_pseudonym = ANY(%s) "
+                    "AND checked_at >= now() - %s", (list(wanted), freshness))
+        fresh = {r[0] for r in cur.fetchall()}
+    conn.commit()
+    stale = {p: v for p, v in wanted.items() if p not in fresh}
+    looked_up = Counter()
+    for kind in ("citizen", "enterprise"):
+        ids = {rid: p for p, (k, rid) in stale.items() if k == kind}
+        if not ids:
+            continue
+        answers = client.lookup_activation(kind, sorted(ids))
+        rows = [(ids[rid], kind, a.active, a.exclusively_ebox) for rid, a in answers.items() if rid in ids]
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO ebox_activation (recipient_pseudonym, recipient_kind, active, exclusively_ebox, "
+                "checked_at) VALUES (%s, %s, %s, %s, now()) ON CONFLICT (recipient_pseudonym) DO UPDATE SET "
+                "active = EXCLUDED.active, exclusively_ebox = EXCLUDED.exclusively_ebox, checked_at = now()",
+                rows)
+        conn.commit()
+        looked_up[f"{kind}_checked"] = len(rows)
+        looked_up[f"{kind}_active"] = sum(1 for r in rows if r[2])
+    return {"recipients": len(wanted), "cached_fresh": len(fresh), **looked_up}
+
+
+# --------------------------------------------------------------------------- decision
+
+def _address_complete(letter: dict) -> bool:
+    return all((letter.get(f) or "").strip() for f in ("recipient_name", "street", "postal_code", "city", "country"))
+
+
+def decide_claim(conn, wave: Wave, state: RolloutState, key: bytes, run_id: str, ctx: RunContext) -> dict:
+    """Route every undecided letter of the claim with the ordered rules; store channel, rule, reason."""
+    letters = letters_in_claim(conn, run_id, where="decided_at IS NULL")
+    facts_by_letter: dict[str, LetterFacts] = {}
+    pseudonyms: dict[str, str] = {}
+    for letter in letters:
+        error, rid = None, letter["recipient_id"]
+        try:
+            rid = normalize_recipient_id(letter["recipient_kind"], rid)
+        except InvalidRecipientId as exc:
+            error = str(exc)
+        pseudonyms[letter["letter_id"]] = pseudonym(key, letter["recipient_kind"], rid)
+        facts_by_letter[letter["letter_id"]] = (error, letter)
+    with conn.cursor() as cur:
+        cur.execute("SELECT recipient_pseudonym FROM paper_exemptions WHERE recipient_pseudonym = ANY(%s)",
+                    (list(set(pseudonyms.values())),))
+        exempt = {r[0] for r in cur.fetchall()}
+        cur.execute("SELECT recipient_pseudonym, active FROM ebox_activation WHERE recipient_pseudonym = ANY(%s)",
+                    (list(set(pseudonyms.values())),))
+        active = dict(cur.fetchall())
+    by_rule: Counter = Counter()
+    updates, quarantined, events = [], [], []
+    for letter_id, (error, letter) in facts_by_letter.items():
+        p = pseudonyms[letter_id]
+        facts = LetterFacts(
+            letter_id=letter_id, recipient_pseudonym=p, recipient_id_error=error,
+            address_complete=_address_complete(letter), registered=letter["registered"],
+            paper_exempt=p in exempt, ebox_active=active.get(p), ebox_state=letter["ebox_state"],
+            registered_via_ebox=wave.registered_via_ebox)
+        d = decide(facts, state)
+        by_rule[d.rule] += 1
+        events.append((letter_id, "decided", {"channel": d.channel or "quarantine", "rule": d.rule,
+                                              "reason": d.reason, "phase": state.phase,
+                                              "shadow_channel": d.shadow_channel, "recipient": p}))
+        if d.channel is None:
+            quarantined.append((letter_id, f"{d.rule}: {d.reason}"))
+        updates.append((state.phase, d.channel, d.rule, d.reason, d.shadow_channel, letter_id, run_id))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE letters SET rollout_phase = %s, channel = %s, decision_rule = %s, decision_reason = %s, "
+            "shadow_channel = %s, decided_at = now(), updated_at = now() "
+            "WHERE letter_id = %s AND claim_run_id = %s AND status = 'processing'", updates)
+        record_events(cur, ctx, events)
+        for letter_id, reason in quarantined:
+            quarantine(cur, ctx, letter_id, run_id, reason, stage="decide")
+    conn.commit()
+    channels = Counter(u[1] or "quarantine" for u in updates)
+    return {"decided": len(updates), "by_channel": dict(sorted(channels.items())),
+            "by_rule": dict(sorted(by_rule.items())), "phase": state.phase}
+
+
+# --------------------------------------------------------------------------- rendering
+
+def document_path(root: Path, letter: dict) -> Path:
+    return root / letter["department"] / f"{letter['letter_id']}.pdf"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def render_chunk(conn, renderer, document_root: Path, run_id: str, chunk: int, ctx: RunContext) -> dict:
+    """Render one PDF per decided letter of the chunk that has none yet; bad data is quarantined."""
+    from include.dijlepost.rendering import LetterDataError
+
+    letters = letters_in_claim(conn, run_id, chunk, where="channel IS NOT NULL AND rendered_at IS NULL")
+    rendered, failed = [], []
+    for letter in letters:
+        try:
+            doc = renderer.render(letter)
+        except LetterDataError as exc:
+            failed.append((letter["letter_id"], str(exc)))
+            continue
+        path = document_path(document_root, letter)
+        _write_atomically(path, doc.pdf)
+        rendered.append((letter["letter_id"], str(path), doc.sha256, doc.pages))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE letters SET pdf_path = %s, pdf_sha256 = %s, pdf_pages = %s, rendered_at = now(), "
+            "updated_at = now() WHERE letter_id = %s AND claim_run_id = %s AND status = 'processing'",
+            [(path, sha, pages, lid, run_id) for lid, path, sha, pages in rendered])
+        record_events(cur, ctx, ((lid, "rendered", {"sha256": sha, "pages": pages})
+                                 for lid, _, sha, pages in rendered))
+        for letter_id, reason in failed:
+            quarantine(cur, ctx, letter_id, run_id, f"render: {reason}", stage="render")
+    conn.commit()
+    return {"chunk": chunk, "rendered": len(rendered), "quarantined": len(failed),
+            "quarantine_reasons": dict(Counter(r.split(":")[0] for _, r in failed))}
+
+
+# --------------------------------------------------------------------------- branch
+
+def ready_channels(conn, department: str, run_id: str) -> dict:
+    """How many rendered letters of the claim wait for each channel; paper also counts print batches
+    of the department that an earlier, interrupted run recorded but did not upload."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT channel, count(*) FROM letters WHERE claim_run_id = %s AND status = 'processing' "
+                    "AND rendered_at IS NOT NULL GROUP BY channel", (run_id,))
+        counts = dict(cur.fetchall())
+        cur.execute("SELECT count(*) FROM print_batches WHERE department = %s AND status = 'assigned'",
+                    (department,))
+        (batches,) = cur.fetchone()
+    conn.commit()
+    return {EBOX: counts.get(EBOX, 0), PAPER: counts.get(PAPER, 0), "unfinished_print_batches": batches}
+
+
+# --------------------------------------------------------------------------- eBox delivery
+
+def deliver_chunk_to_ebox(conn, client, renderer, wave: Wave, key: bytes, run_id: str, chunk: int,
+                          ctx: RunContext, concurrency: int = 4) -> dict:
+    """Publish the chunk's eBox letters. `in_flight` is committed before the first call so that no
+    later decision can send a copy on paper of a letter the eBox may already hold."""
+    from include.dijlepost.ebox.client import Publication
+
+    letters = letters_in_claim(conn, run_id, chunk, where="channel = 'ebox' AND rendered_at IS NOT NULL")
+    if not letters:
+        return {"chunk": chunk, "letters": 0}
+    with conn.cursor() as cur:
+        cur.execute("UPDATE letters SET ebox_state = 'in_flight', updated_at = now() WHERE letter_id = ANY(%s) "
+                    "AND claim_run_id = %s AND status = 'processing'", ([l["letter_id"] for l in letters], run_id))
+    conn.commit()
+
+    def publish(letter: dict):
+        pdf = Path(letter["pdf_path"]).read_bytes()
+        pub = Publication(
+            letter_id=letter["letter_id"], recipient_kind=letter["recipient_kind"],
+            recipient_id=normalize_recipient_id(letter["recipient_kind"], letter["recipient_id"]),
+            language=letter["language"], subject=renderer.subject(letter),
+            message_type_id=wave.ebox_message_types.get(letter["letter_type"]),
+            registered=letter["registered"], pdf=pdf, filename=f"{letter['letter_id']}.pdf")
+        return letter, client.publish(pub)
+
+    outcomes: Counter = Counter()
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        for letter, result in pool.map(publish, letters):
+            outcomes[result.kind] += 1
+            _record_publication(conn, ctx, run_id, letter["letter_id"], result)
+    logfmt.emit("ebox_chunk_outcomes", chunk=chunk, **dict(outcomes))
+    return {"chunk": chunk, "letters": len(letters), **dict(sorted(outcomes.items()))}
+
+
+def _record_publication(conn, ctx: RunContext, run_id: str, letter_id: str, result) -> None:
+    with conn.cursor() as cur:
+        if result.kind in ("published", "already_published"):
+            cur.execute(
+                "UPDATE letters SET status = 'delivered_ebox', ebox_message_id = %s, ebox_state = NULL, "
+                "final_at = now(), updated_at = now() "
+                "WHERE letter_id = %s AND claim_run_id = %s AND status = 'processing'",
+                (result.message_id, letter_id, run_id))
+            if cur.rowcount:
+                record_events(cur, ctx, [(letter_id, "delivered_ebox",
+                                          {"message_id": result.message_id, "answer": result.kind})])
+        elif result.kind == "no_digital_user":
+            cur.execute(
+                "UPDATE letters SET channel = 'paper', ebox_state = 'no_digital_user', decision_rule = "
+                "'no_digital_user', decision_reason = %s, updated_at = now() "
+                "WHERE letter_id = %s AND claim_run_id = %s AND status = 'processing'",
+                ("the eBox answered NO_DIGITAL_USER: the recipient never opened the eBox", letter_id, run_id))
+            record_events(cur, ctx, [(letter_id, "rerouted_to_paper", {"rule": "no_digital_user"})])
+        elif result.kind == "rejected":
+            cur.execute("UPDATE letters SET ebox_state = 'rejected' WHERE letter_id = %s AND claim_run_id = %s "
+                        "AND status = 'processing'", (letter_id, run_id))
+            quarantine(cur, ctx, letter_id, run_id, f"ebox rejected {result.code}: {result.message}", stage="ebox")
+        else:  # retry_later: the eBox did not answer; the letter stays in flight for the next run
+            release_for_retry(cur, ctx, letter_id, run_id, f"ebox: {result.code or ''} {result.message or ''}".strip())
+    conn.commit()
+
+
+# --------------------------------------------------------------------------- print-house handoff
+
+def assign_print_batches(conn, department: str, run_id: str, ctx: RunContext, max_letters: int) -> list[str]:
+    """Record batch membership for the claim's rendered paper letters *before* any file is built, so a
+    retry rebuilds exactly the same batch and no letter can end up in two batches."""
+    from include.dijlepost.printhouse.batch import batch_id_for, postage_class_for
+
+    letters = letters_in_claim(conn, run_id, where="channel = 'paper' AND rendered_at IS NOT NULL "
+                                                    "AND print_batch_id IS NULL")
+    groups: dict[str, list[str]] = {}
+    for letter in letters:
+        groups.setdefault(postage_class_for(letter["registered"]), []).append(letter["letter_id"])
+    batch_ids = []
+    with conn.cursor() as cur:
+        for postage_class, ids in sorted(groups.items()):
+            for start in range(0, len(ids), max_letters):
+                members = ids[start:start + max_letters]
+                batch_id = batch_id_for(department, postage_class, members)
+                cur.execute("INSERT INTO print_batches (batch_id, department, postage_class, letter_count) "
+                            "VALUES (%s, %s, %s, %s) ON CONFLICT (batch_id) DO NOTHING",
+                            (batch_id, department, postage_class, len(members)))
+                cur.execute("UPDATE letters SET print_batch_id = %s, updated_at = now() WHERE letter_id = ANY(%s) "
+                            "AND status = 'processing' AND print_batch_id IS NULL", (batch_id, members))
+                record_events(cur, ctx, ((lid, "assigned_to_print_batch", {"batch_id": batch_id})
+                                         for lid in members))
+                batch_ids.append(batch_id)
+    conn.commit()
+    return batch_ids
+
+
+def pending_print_batches(conn, department: str) -> list[str]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT batch_id FROM print_batches WHERE department = %s AND status = 'assigned' "
+                    "ORDER BY created_at, batch_id", (department,))
+        ids = [r[0] for r in cur.fetchall()]
+    conn.commit()
+    return ids
+
+
+def upload_print_batch(conn, sftp, remote_dir: str, work_dir: Path, batch_id: str, ctx: RunContext) -> dict:
+    """Build the batch's zip from its recorded members, upload it atomically, then mark its letters."""
+    from include.dijlepost.printhouse.batch import BatchLetter, address_lines, build_batch_zip, postage_class_for
+    from include.dijlepost.printhouse.upload import upload_batch
+
+    with conn.cursor() as cur:
+        cur.execute("SELECT letter_id, pdf_path, pdf_sha256, pdf_pages, registered, recipient_name, street, "
+                    "postal_code, city, country FROM letters WHERE print_batch_id = %s AND status = 'processing' "
+                    "ORDER BY letter_id", (batch_id,))
+        rows = cur.fetchall()
+    conn.commit()
+    if not rows:  # every member already final: an earlier attempt finished after the upload
+        _mark_batch_uploaded(conn, batch_id, None, ctx, [])
+        return {"batch_id": batch_id, "letters": 0}
+    members = [BatchLetter(letter_id=r[0], pdf_path=Path(r[1]), pdf_sha256=r[2], pages=r[3],
+                           postage_class=postage_class_for(r[4]), registered=r[4],
+                           address_lines=address_lines(r[5], r[6], r[7], r[8], r[9]), country=r[9])
+               for r in rows]
+    built = build_batch_zip(batch_id, members, work_dir)
+    result = upload_batch(sftp, built.path, remote_dir)
+    _mark_batch_uploaded(conn, batch_id, (built, result), ctx, [m.letter_id for m in members])
+    return {"batch_id": batch_id, "letters": len(members), "bytes": built.size, "sha256": built.sha256,
+            "already_present": result.already_present, "remote_path": result.remote_path,
+            "local_path": str(built.path)}
+
+
+def _mark_batch_uploaded(conn, batch_id: str, upload, ctx: RunContext, letter_ids: list[str]) -> None:
+    with conn.cursor() as cur:
+        if upload is not None:
+            built, result = upload
+            cur.execute("UPDATE print_batches SET status = 'uploaded', zip_sha256 = %s, zip_bytes = %s, "
+                        "remote_path = %s, uploaded_at = now() WHERE batch_id = %s",
+                        (built.sha256, built.size, result.remote_path, batch_id))
+        else:
+            cur.execute("UPDATE print_batches SET status = 'uploaded', uploaded_at = coalesce(uploaded_at, now()) "
+                        "WHERE batch_id = %s", (batch_id,))
+        cur.execute("UPDATE letters SET status = 'handed_to_print', final_at = now(), updated_at = now() "
+                    "WHERE print_batch_id = %s AND status = 'processing' AND letter_id = ANY(%s)",
+                    (batch_id, letter_ids))
+        record_events(cur, ctx, ((lid, "handed_to_print",
+                                  {"batch_id": batch_id, "batch_sha256": upload[0].sha256 if upload else None})
+                                 for lid in letter_ids))
+    conn.commit()
+
+
+# --------------------------------------------------------------------------- summary
+
+@dataclass(frozen=True)
+class RunSummary:
+    department: str
+    run_id: str
+    outcome: dict
+
+    def log(self) -> None:
+        logfmt.emit("run_summary", department=self.department, run_id=self.run_id,
+                    by_status=self.outcome["by_status"], by_rule=self.outcome["by_rule"])

@@ -111,8 +111,8 @@ def build_wave_dag(wave: Wave):
                 return False
             return state.to_xcom()
 
-        @task(multiple_outputs=True)
-        def claim_letters(params=None):
+        @task
+        def claim_letters(params=None) -> list[int]:
             from include.dijlepost.outbox import claim
 
             ctx = _ctx()
@@ -124,17 +124,17 @@ def build_wave_dag(wave: Wave):
                 conn.close()
             logfmt.emit("letters_claimed", department=wave.department, letters=c.count, chunks=len(c.chunks),
                         taken_over=c.taken_over)
-            return {"count": c.count, "chunks": c.chunks}
+            return c.chunks
 
         @task
-        def check_ebox_activation(state: dict, count: int):
+        def check_ebox_activation(state: dict, chunks: list[int]):
             from include.dijlepost.ebox.hook import EboxHook
             from include.dijlepost.pipeline import check_activation
 
             if state["phase"] == "paper":
                 logfmt.emit("ebox_check_skipped", department=wave.department, reason="phase paper")
                 return {"skipped": True}
-            if not count:
+            if not chunks:
                 return {"recipients": 0}
             ctx = _ctx()
             conn = _db()
@@ -251,13 +251,13 @@ def build_wave_dag(wave: Wave):
         state = read_rollout_phase()
         claimed = claim_letters()
         state >> claimed
-        activation = check_ebox_activation(state, claimed["count"])
+        activation = check_ebox_activation(state, claimed)
         decided = decide_channels(state, activation)
-        rendered = render_letters.expand(chunk=claimed["chunks"])
+        rendered = render_letters.expand(chunk=claimed)
         decided >> rendered
         paths = choose_delivery_paths()
         rendered >> paths
-        ebox = deliver_to_ebox.expand(chunk=claimed["chunks"])
+        ebox = deliver_to_ebox.expand(chunk=claimed)
         paper = hand_over_to_print()
         paths >> [ebox, paper]
         ebox >> paper >> record_outcome()

@@ -1,0 +1,1 @@
+"""The paper path: print batches and their delivery to the print house over SFTP."""

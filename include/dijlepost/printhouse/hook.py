@@ -1,0 +1,68 @@
+"""Airflow hook for the print house's SFTP server: the SFTP provider's hook, made strict.
+
+Batches carry names and addresses, so the hook refuses a Connection that would let a stranger pose
+as the print house: the server's public key must be pinned in the `host_key` extra, host key
+checking may not be switched off, and the client authenticates with its own key only
+(`key_file` or `private_key`). The remote folders come from the `inbox_dir` and `outbox_dir`
+extras. `get_conn()` / `get_managed_conn()` give a paramiko `SFTPClient`, as in the provider.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.sftp.hooks.sftp import SFTPHook
+from airflow.sdk.exceptions import AirflowException
+
+DEFAULT_CONN_TIMEOUT_S = 30
+
+
+class InsecurePrintHouseConnection(AirflowException):
+    """The print-house Connection would not verify the server or would not use key authentication."""
+
+
+def _is_true(value: Any) -> bool:
+    # Same reading of boolean extras as the SSH provider.
+    return str(value).lower() == "true"
+
+
+class PrintHouseHook(SFTPHook):
+    """SFTP to the print house, with a pinned host key and key authentication, or not at all."""
+
+    default_conn_name = "printhouse_sftp"
+    hook_name = "Print house (SFTP)"
+
+    def __init__(self, ssh_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        if kwargs.get("no_host_key_check"):
+            raise InsecurePrintHouseConnection("the print house's host key must always be checked")
+        extra = self.get_connection(ssh_conn_id).extra_dejson
+        self._refuse_unverified(ssh_conn_id, extra, kwargs)
+        if "conn_timeout" not in extra:
+            # The provider's default is to wait forever for an unreachable server.
+            kwargs.setdefault("conn_timeout", DEFAULT_CONN_TIMEOUT_S)
+        super().__init__(ssh_conn_id=ssh_conn_id, no_host_key_check=False, **kwargs)
+        # Only the configured key: never whatever happens to sit in the worker's ~/.ssh.
+        self.look_for_keys = False
+        self.inbox_dir: str = extra.get("inbox_dir") or "inbox"
+        self.outbox_dir: str = extra.get("outbox_dir") or "outbox"
+
+    @staticmethod
+    def _refuse_unverified(conn_id: str, extra: dict[str, Any], kwargs: dict[str, Any]) -> None:
+        if _is_true(extra.get("no_host_key_check")) or _is_true(extra.get("ignore_hostkey_verification")):
+            raise InsecurePrintHouseConnection(
+                f"Connection {conn_id!r} disables host key checking; remove no_host_key_check and pin "
+                "the print house's key in the host_key extra"
+            )
+        if _is_true(extra.get("allow_host_key_change")):
+            raise InsecurePrintHouseConnection(
+                f"Connection {conn_id!r} sets allow_host_key_change, which accepts unknown host keys"
+            )
+        if not str(extra.get("host_key") or "").strip():
+            raise InsecurePrintHouseConnection(
+                f"Connection {conn_id!r} has no host_key extra; set it to the print house's public host "
+                "key line, e.g. 'ssh-ed25519 AAAA...'"
+            )
+        if not (extra.get("key_file") or extra.get("private_key") or kwargs.get("key_file")):
+            raise InsecurePrintHouseConnection(
+                f"Connection {conn_id!r} has no key_file or private_key extra; the print house accepts "
+                "key authentication only"
+            )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pendulum
 
@@ -30,6 +30,9 @@ CLAIM_LEASE = timedelta(hours=3)
 DAGRUN_TIMEOUT = timedelta(hours=2)      # shorter than the lease: a claim is only taken over from a dead run
 EBOX_FRESHNESS = timedelta(days=int(os.environ.get("DIJLEPOST_EBOX_FRESHNESS_DAYS", "7")))
 PRINT_BATCH_MAX_LETTERS = 2000
+# Deployment settings read from the environment at parse time (no database or network involved).
+TASK_RETRIES = int(os.environ.get("DIJLEPOST_TASK_RETRIES", "3"))
+RETRY_DELAY = timedelta(seconds=int(os.environ.get("DIJLEPOST_RETRY_DELAY_SECONDS", "60")))
 
 
 def on_failure(context) -> None:
@@ -86,8 +89,8 @@ def build_wave_dag(wave: Wave):
                                     description="Maximum letters claimed by this run")},
         default_args={
             "owner": "dijlepost",
-            "retries": 3,
-            "retry_delay": timedelta(minutes=1),
+            "retries": TASK_RETRIES,
+            "retry_delay": RETRY_DELAY,
             "retry_exponential_backoff": True,
             "max_retry_delay": timedelta(minutes=15),
             "on_failure_callback": on_failure,

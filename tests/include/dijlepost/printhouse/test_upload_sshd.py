@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import socket
+from pathlib import Path
 
 import paramiko
 import pytest
@@ -62,6 +63,16 @@ def test_full_upload(printhouse, batch_file, caplog):
     assert os.listdir(printhouse.root / "inbox") == [batch_file.name]
     messages = [r.getMessage() for r in caplog.records if r.name == "dijlepost.printhouse"]
     assert any(batch_file.stem in m and str(result.size) in m for m in messages)
+
+
+def test_private_key_in_the_connection(printhouse, batch_file, monkeypatch):
+    conn = printhouse.airflow_connection()
+    conn["extra"]["private_key"] = Path(conn["extra"].pop("key_file")).read_text()
+    set_connection(monkeypatch, conn)
+    hook = PrintHouseHook()
+    with hook.get_managed_conn() as sftp:
+        upload_batch(sftp, batch_file, hook.inbox_dir)
+    assert sha256(printhouse.root / "inbox" / batch_file.name) == sha256(batch_file)
 
 
 def test_second_upload_is_recognised(printhouse, batch_file):

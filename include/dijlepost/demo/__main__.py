@@ -24,6 +24,8 @@ from include.dijlepost.settings import PROJECT_ROOT
 
 VAR = Path(os.environ.get("DIJLEPOST_DEMO_DIR", PROJECT_ROOT / "var" / "demo"))
 WAVE_DAGS = ["letters_finance", "letters_gas", "letters_economy_housing"]
+POOLS = [("ebox_publication", 4, "concurrent eBox publication tasks"),
+         ("print_house_sftp", 1, "one SFTP session to the print house at a time")]
 DEMO_PHASES = {
     "finance": ("live", "wave 1: the financial service is digital"),
     "gas": ("pilot", "wave 2: GAS pilot with a group of volunteers before the summer"),
@@ -109,6 +111,9 @@ def main() -> int:
         env = airflow_env(PROJECT_ROOT, VAR, db, ebox.airflow_connection(), sftp.airflow_connection())
         say("migrating Airflow's metadata database (first run takes a few seconds)")
         _run([sys.executable, "-m", "airflow", "db", "migrate"], env, VAR / "logs" / "airflow-db-migrate.log")
+        for pool, slots, what in POOLS:
+            _run([sys.executable, "-m", "airflow", "pools", "set", pool, str(slots), what], env,
+                 VAR / "logs" / f"airflow-pool-{pool}.log")
         say(f"running {', '.join(WAVE_DAGS)} (task logs in {VAR / 'logs'})")
         for dag_id in WAVE_DAGS:
             t0 = time.monotonic()

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from babel import Locale
 from stdnum.exceptions import ValidationError
 
 from include.dijlepost.outbox import RunContext, record_events
@@ -22,6 +23,7 @@ from include.dijlepost.waves import LANGUAGES, WAVES
 
 LETTER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
+KNOWN_COUNTRIES = frozenset(code for code in Locale("nl").territories if COUNTRY_RE.match(code))
 REQUIRED = ("letter_id", "department", "letter_type", "recipient_kind", "recipient_id", "recipient_name",
             "street", "postal_code", "city", "language")
 TRUE, FALSE = {"true", "1", "yes", "ja", "oui", "t"}, {"false", "0", "no", "nee", "non", "f", ""}
@@ -49,8 +51,23 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict]]:
     suffix = path.suffix.lower()
     with path.open(encoding="utf-8-sig", newline="") as fh:
         if suffix == ".csv":
-            for row in csv.DictReader(fh):
-                yield 0, row
+            # csv.reader instead of DictReader: DictReader skips blank lines silently, so counting its rows
+            # gives wrong line numbers; `line_num` before a record is where that record starts.
+            reader = csv.reader(fh)
+            header = next(reader, None) or []
+            while True:
+                start = reader.line_num + 1
+                try:
+                    values = next(reader)
+                except StopIteration:
+                    break
+                if not values:
+                    continue  # blank line
+                row: dict = dict(zip(header, values))
+                if len(values) > len(header):
+                    row[None] = values[len(header):]  # extra values, as DictReader's restkey
+                row.update({name: None for name in header[len(values):]})
+                yield start, row
         elif suffix in (".jsonl", ".ndjson", ".json"):
             for n, text in enumerate(fh, start=1):
                 if not text.strip():
@@ -65,9 +82,13 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict]]:
             raise ValueError(f"{path.name}: unsupported file type {suffix!r} (use .csv or .jsonl)")
 
 
-def _with_csv_lines(rows: Iterable[tuple[int, dict]]) -> Iterator[tuple[int, dict]]:
-    for i, (n, row) in enumerate(rows, start=2):  # CSV line 1 is the header
-        yield (n or i), row
+_CODE_RE = re.compile(r"[a-z][a-z_]{0,31}")
+
+
+def _shown(value) -> str:
+    """A refused value is echoed only when it looks like a code (a typo such as 'fnance'); anything else may
+    be a name or a number that slipped into the wrong column, and the message may end up in a log."""
+    return repr(value) if isinstance(value, str) and _CODE_RE.fullmatch(value) else "a value not shown here"
 
 
 def validate_row(raw: dict) -> dict:
@@ -82,21 +103,21 @@ def validate_row(raw: dict) -> dict:
         raise RowError("letter_id: must be 1-64 characters A-Z a-z 0-9 . _ - starting with a letter or digit")
     wave = WAVES.get(row["department"])
     if wave is None:
-        raise RowError(f"department: unknown {row['department']!r}; expected one of {', '.join(WAVES)}")
+        raise RowError(f"department: unknown {_shown(row['department'])}; expected one of {', '.join(WAVES)}")
     if row["letter_type"] not in wave.letter_types:
-        raise RowError(f"letter_type: {row['letter_type']!r} is not a {wave.department} letter type "
+        raise RowError(f"letter_type: {_shown(row['letter_type'])} is not a {wave.department} letter type "
                        f"({', '.join(wave.letter_types)})")
     if row["recipient_kind"] not in RECIPIENT_KINDS:
-        raise RowError(f"recipient_kind: must be citizen or enterprise, not {row['recipient_kind']!r}")
+        raise RowError(f"recipient_kind: must be citizen or enterprise, not {_shown(row['recipient_kind'])}")
     try:
         recipient_id = normalize_recipient_id(row["recipient_kind"], str(row["recipient_id"]))
     except InvalidRecipientId as exc:
         raise RowError(f"recipient_id: {exc}") from None
     if row["language"] not in LANGUAGES:
-        raise RowError(f"language: must be nl, fr or de, not {row['language']!r}")
+        raise RowError(f"language: must be nl, fr or de, not {_shown(row['language'])}")
     country = (row.get("country") or "BE").upper()
-    if not COUNTRY_RE.match(country):
-        raise RowError("country: must be a two-letter ISO 3166 code such as BE")
+    if not COUNTRY_RE.match(country) or country not in KNOWN_COUNTRIES:
+        raise RowError("country: must be a two-letter ISO 3166 country code such as BE")
     if country == "BE" and not re.fullmatch(r"[1-9][0-9]{3}", str(row["postal_code"])):
         raise RowError("postal_code: a Belgian postal code has four digits")
     registered = row.get("registered", False)
@@ -163,10 +184,7 @@ def import_rows(conn, rows: Iterable[tuple[int, dict]], ctx: RunContext | None =
 
 
 def import_file(conn, path: Path, ctx: RunContext | None = None) -> ImportReport:
-    rows = read_rows(path)
-    if path.suffix.lower() == ".csv":
-        rows = _with_csv_lines(rows)
-    return import_rows(conn, rows, ctx)
+    return import_rows(conn, read_rows(path), ctx)
 
 
 def _same(a: dict, b: dict) -> bool:

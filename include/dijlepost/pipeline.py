@@ -66,7 +66,10 @@ def check_activation(conn, client, key: bytes, run_id: str, freshness: timedelta
 # --------------------------------------------------------------------------- decision
 
 def _address_complete(letter: dict) -> bool:
-    return all((letter.get(f) or "").strip() for f in ("recipient_name", "street", "postal_code", "city", "country"))
+    from include.dijlepost.intake import KNOWN_COUNTRIES
+
+    return (all((letter.get(f) or "").strip() for f in ("recipient_name", "street", "postal_code", "city"))
+            and (letter.get("country") or "") in KNOWN_COUNTRIES)
 
 
 def decide_claim(conn, wave: Wave, state: RolloutState, key: bytes, run_id: str, ctx: RunContext) -> dict:

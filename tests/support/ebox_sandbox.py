@@ -1,0 +1,22 @@
+"""Pytest plugin: a real eBox sandbox over HTTPS for the whole session.
+
+`ebox_sandbox` is the started SandboxServer, shared by every test of the session; `ebox` is the same
+server with its state reset (recipients, publications, Idempotency-Keys, tokens, faults) first.
+"""
+from __future__ import annotations
+
+import pytest
+
+from include.dijlepost.ebox.sandbox import SandboxServer
+
+
+@pytest.fixture(scope="session")
+def ebox_sandbox():
+    with SandboxServer() as server:
+        yield server
+
+
+@pytest.fixture
+def ebox(ebox_sandbox):
+    ebox_sandbox.state.reset()
+    yield ebox_sandbox

@@ -14,9 +14,14 @@ log = logging.getLogger("dijlepost")
 
 def _value(v) -> str:
     if isinstance(v, Mapping) or isinstance(v, (list, tuple)):
-        return json.dumps(v, sort_keys=True, separators=(",", ":"), default=str)
+        s = json.dumps(v, sort_keys=True, separators=(",", ":"), default=str)
+        # JSON escapes control characters; a space inside a string would still split the value.
+        return json.dumps(s) if any(c.isspace() for c in s) else s
     s = str(v)
-    return json.dumps(s) if (" " in s or "=" in s or not s) else s
+    # Quote (as a JSON string) anything a logfmt reader would split or misread: whitespace of any kind
+    # (a newline would even start a forged log line), '=', quotes, other non-printable characters.
+    needs_quotes = not s or any(c.isspace() or c in '="' or not c.isprintable() for c in s)
+    return json.dumps(s) if needs_quotes else s
 
 
 def line(event: str, **fields) -> str:

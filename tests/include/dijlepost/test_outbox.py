@@ -1,0 +1,333 @@
+"""The outbox state machine (`include.dijlepost.outbox`) against a real PostgreSQL."""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import timedelta
+
+import psycopg
+import pytest
+
+from include.dijlepost import outbox
+from include.dijlepost.outbox import RunContext, claim, letters_in_claim, quarantine, release_for_retry
+
+pytestmark = pytest.mark.integration
+
+HOUR = timedelta(hours=1)
+NRN = "85073003328"
+
+
+def ctx(run_id: str, dag_id: str = "letters_finance") -> RunContext:
+    return RunContext(dag_id=dag_id, run_id=run_id, task_id="claim", map_index=-1, try_number=1)
+
+
+def add_letters(db, n: int, department: str = "finance", prefix: str | None = None, **columns) -> list[str]:
+    """Insert n letters (in id order) straight into the outbox, as a department system would."""
+    prefix = prefix or department[:3].upper()
+    letter_type = {"finance": "invoice", "gas": "gas_finding", "economy_housing": "premium_decision"}[department]
+    ids = []
+    start = db.execute("SELECT count(*) FROM letters").fetchone()[0]
+    with db.cursor() as cur:
+        for i in range(n):
+            lid = f"{prefix}-{start + i:05d}"
+            cols = {"letter_id": lid, "department": department, "letter_type": letter_type,
+                    "recipient_kind": "citizen", "recipient_id": NRN, "recipient_name": "Test Person",
+                    "street": "Bruul 1", "postal_code": "2800", "city": "Mechelen", "language": "nl", **columns}
+            cur.execute(f"INSERT INTO letters ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})",
+                        list(cols.values()))
+            ids.append(lid)
+    db.commit()
+    return ids
+
+
+def held(db, run_id: str) -> dict[str, int]:
+    """letter_id -> chunk of the letters a run holds."""
+    rows = db.execute("SELECT letter_id, claim_chunk FROM letters WHERE claim_run_id = %s AND status = 'processing' "
+                      "ORDER BY id", (run_id,)).fetchall()
+    db.commit()
+    return dict(rows)
+
+
+def claimed_events(db) -> Counter:
+    rows = db.execute("SELECT letter_id FROM letter_events WHERE event = 'claimed'").fetchall()
+    db.commit()
+    return Counter(r[0] for r in rows)
+
+
+def one(db, sql: str, *params):
+    value = db.execute(sql, params).fetchone()
+    db.commit()
+    return value
+
+
+# --------------------------------------------------------------------------- claim
+
+
+def test_claim_takes_the_oldest_letters_up_to_batch_size_in_numbered_chunks(db):
+    ids = add_letters(db, 23)
+    c = claim(db, "finance", "run-1", batch_size=10, chunk_size=4, lease=HOUR, ctx=ctx("run-1"))
+
+    assert (c.run_id, c.count, c.chunks, c.taken_over) == ("run-1", 10, [0, 1, 2], 0)
+    h = held(db, "run-1")
+    assert list(h) == ids[:10]
+    assert Counter(h.values()) == {0: 4, 1: 4, 2: 2}
+    assert [h[i] for i in ids[:10]] == sorted(h.values())          # chunks follow the letter order
+    assert one(db, "SELECT count(*) FROM letters WHERE status = 'pending'")[0] == 13
+    assert one(db, "SELECT min(attempts), max(attempts), bool_and(claimed_at IS NOT NULL) FROM letters "
+                   "WHERE claim_run_id = 'run-1'") == (1, 1, True)
+    events = db.execute("SELECT letter_id, details, dag_id, run_id, task_id, map_index, try_number "
+                        "FROM letter_events WHERE event = 'claimed' ORDER BY letter_id").fetchall()
+    db.commit()
+    assert [e[0] for e in events] == ids[:10]
+    assert all(tuple(e[1:]) == ({"taken_over": False}, "letters_finance", "run-1", "claim", -1, 1) for e in events)
+
+
+def test_successive_runs_share_the_outbox_until_it_is_empty(db):
+    ids = add_letters(db, 23)
+    counts = [claim(db, "finance", f"run-{i}", 10, 4, HOUR, ctx(f"run-{i}")) for i in range(4)]
+    assert [c.count for c in counts] == [10, 10, 3, 0]
+    assert [c.chunks for c in counts] == [[0, 1, 2], [0, 1, 2], [0], []]
+    assert sorted(lid for i in range(3) for lid in held(db, f"run-{i}")) == ids
+    assert claimed_events(db) == Counter({lid: 1 for lid in ids})
+
+
+def test_chunk_size_larger_than_batch_gives_one_chunk(db):
+    add_letters(db, 5)
+    c = claim(db, "finance", "r", batch_size=50, chunk_size=500, lease=HOUR, ctx=ctx("r"))
+    assert (c.count, c.chunks) == (5, [0])
+
+
+def test_rerun_of_the_same_run_keeps_its_letters_and_claims_nothing_new(db):
+    ids = add_letters(db, 30)
+    first = claim(db, "finance", "run-A", 10, 4, HOUR, ctx("run-A"))
+    before = held(db, "run-A")
+
+    again = claim(db, "finance", "run-A", 10, 4, HOUR, ctx("run-A"))
+    assert (again.count, again.chunks, again.taken_over) == (first.count, first.chunks, 0)
+    assert held(db, "run-A") == before
+    assert one(db, "SELECT max(attempts) FROM letters")[0] == 1
+    assert sum(claimed_events(db).values()) == 10
+
+    smaller = claim(db, "finance", "run-A", 4, 4, HOUR, ctx("run-A"))
+    assert smaller.count == 10 and held(db, "run-A") == before      # nothing is given back either
+
+    bigger = claim(db, "finance", "run-A", 15, 4, HOUR, ctx("run-A"))
+    after = held(db, "run-A")
+    assert bigger.count == 15 and list(after) == ids[:15]
+    assert {k: after[k] for k in before} == before                  # earlier chunks unchanged
+    assert {after[k] for k in ids[10:15]} == {3, 4}                 # new chunks continue the numbering
+    assert bigger.chunks == [0, 1, 2, 3, 4]
+
+
+def test_claim_leaves_other_departments_alone(db):
+    gas = add_letters(db, 4, department="gas")
+    fin = add_letters(db, 3)
+    eh = add_letters(db, 2, department="economy_housing")
+    c = claim(db, "finance", "fin-run", 100, 10, HOUR, ctx("fin-run"))
+    assert c.count == 3 and sorted(held(db, "fin-run")) == sorted(fin)
+    rows = db.execute("SELECT letter_id, status, claim_run_id FROM letters WHERE department <> 'finance'").fetchall()
+    db.commit()
+    assert sorted(r[0] for r in rows) == sorted(gas + eh)
+    assert {(r[1], r[2]) for r in rows} == {("pending", None)}
+
+
+def test_expired_claim_of_another_run_is_taken_over(db):
+    ids = add_letters(db, 6)
+    claim(db, "finance", "dead-run", 6, 10, HOUR, ctx("dead-run"))
+    expired, young, batched = ids[:2], ids[2:4], ids[4:6]
+    db.execute("UPDATE letters SET claimed_at = now() - interval '3 hours', channel = 'ebox', "
+               "decision_rule = 'ebox_active', decided_at = now(), ebox_state = 'in_flight' "
+               "WHERE letter_id = ANY(%s)", (expired,))
+    db.execute("UPDATE letters SET claimed_at = now() - interval '30 minutes' WHERE letter_id = ANY(%s)", (young,))
+    db.execute("UPDATE letters SET claimed_at = now() - interval '3 hours', print_batch_id = 'PB-1' "
+               "WHERE letter_id = ANY(%s)", (batched,))
+    db.commit()
+
+    c = claim(db, "finance", "new-run", 10, 10, timedelta(hours=2), ctx("new-run"))
+
+    assert (c.count, c.taken_over) == (2, 2)
+    assert sorted(held(db, "new-run")) == expired
+    assert sorted(held(db, "dead-run")) == young + batched
+    rows = db.execute("SELECT attempts, channel, decision_rule, decided_at, ebox_state FROM letters "
+                      "WHERE letter_id = ANY(%s)", (expired,)).fetchall()
+    assert set(rows) == {(2, None, None, None, "in_flight")}   # re-decided, but the eBox state is kept
+    details = db.execute("SELECT details FROM letter_events WHERE event = 'claimed' AND run_id = 'new-run'").fetchall()
+    db.commit()
+    assert [d[0] for d in details] == [{"taken_over": True}] * 2
+
+
+def test_takeover_and_pending_letters_together_respect_the_batch(db):
+    ids = add_letters(db, 8)
+    claim(db, "finance", "dead", 3, 10, HOUR, ctx("dead"))
+    db.execute("UPDATE letters SET claimed_at = now() - interval '1 day' WHERE claim_run_id = 'dead'")
+    db.commit()
+    c = claim(db, "finance", "next", 5, 2, HOUR, ctx("next"))
+    assert (c.count, c.taken_over, c.chunks) == (5, 3, [0, 1, 2])
+    assert list(held(db, "next")) == ids[:5]
+
+
+def test_a_run_does_not_take_over_its_own_old_claim(db):
+    add_letters(db, 2)
+    claim(db, "finance", "self", 2, 10, HOUR, ctx("self"))
+    db.execute("UPDATE letters SET claimed_at = now() - interval '1 day'")
+    db.commit()
+    c = claim(db, "finance", "self", 2, 10, HOUR, ctx("self"))
+    assert (c.count, c.taken_over) == (2, 0)
+    assert one(db, "SELECT max(attempts) FROM letters")[0] == 1
+
+
+@pytest.mark.parametrize("status", ["delivered_ebox", "handed_to_print", "quarantined"])
+def test_final_letters_are_never_claimed(db, status):
+    add_letters(db, 3, status=status, final_at="2025-01-01T00:00:00Z", claim_run_id="old",
+                claimed_at="2025-01-01T00:00:00Z", quarantine_reason="r" if status == "quarantined" else None)
+    c = claim(db, "finance", "r", 10, 10, timedelta(0), ctx("r"))
+    assert (c.count, c.taken_over) == (0, 0)
+    assert one(db, "SELECT count(*) FROM letters WHERE status = %s AND claim_run_id = 'old'", status)[0] == 3
+    assert claimed_events(db) == Counter()
+
+
+def test_concurrent_claims_never_share_a_letter_and_together_take_all(db, pg_url):
+    ids = add_letters(db, 1200)
+    add_letters(db, 20, department="gas")
+    start = threading.Barrier(3)
+    reported: dict[str, int] = {}
+    failures: list[BaseException] = []
+
+    def worker(name: str) -> None:
+        try:
+            with psycopg.connect(pg_url) as conn:
+                start.wait()
+                for round_no in range(1000):
+                    run_id = f"{name}-{round_no}"
+                    c = claim(conn, "finance", run_id, batch_size=5, chunk_size=2, lease=HOUR, ctx=ctx(run_id))
+                    reported[run_id] = c.count
+                    if c.count == 0:
+                        break
+        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in ("a", "b", "c")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not failures, failures
+    assert not any(t.is_alive() for t in threads)
+
+    assert sum(reported.values()) == len(ids)
+    assert max(reported.values()) <= 5
+    assert sum(1 for r, n in reported.items() if n and r.startswith("a")) > 0
+    rows = db.execute("SELECT letter_id, status, claim_run_id, attempts FROM letters WHERE department = 'finance'"
+                      ).fetchall()
+    db.commit()
+    assert {r[1] for r in rows} == {"processing"}
+    assert {r[3] for r in rows} == {1}
+    per_run = Counter(r[2] for r in rows)
+    assert per_run == Counter({r: n for r, n in reported.items() if n})
+    assert claimed_events(db) == Counter({lid: 1 for lid in ids})
+    assert one(db, "SELECT count(*) FROM letters WHERE department = 'gas' AND status = 'pending'")[0] == 20
+
+
+# --------------------------------------------------------------------------- quarantine and retry
+
+
+def test_quarantine_acts_once_and_only_on_the_runs_processing_letter(db):
+    ids = add_letters(db, 3)
+    claim(db, "finance", "run-q", 2, 10, HOUR, ctx("run-q"))
+    with db.cursor() as cur:
+        assert quarantine(cur, ctx("run-q"), ids[0], "run-q", "render failed: missing amount", "render") is True
+        assert quarantine(cur, ctx("run-q"), ids[0], "run-q", "another reason", "render") is False
+        assert quarantine(cur, ctx("other"), ids[1], "other-run", "wrong run", "render") is False
+        assert quarantine(cur, ctx("run-q"), ids[2], "run-q", "not claimed", "render") is False
+    db.commit()
+    rows = dict((r[0], r[1:]) for r in db.execute(
+        "SELECT letter_id, status, quarantine_reason, final_at IS NOT NULL FROM letters").fetchall())
+    assert rows[ids[0]] == ("quarantined", "render failed: missing amount", True)
+    assert rows[ids[1]] == ("processing", None, False)
+    assert rows[ids[2]] == ("pending", None, False)
+    events = db.execute("SELECT letter_id, details FROM letter_events WHERE event = 'quarantined'").fetchall()
+    db.commit()
+    assert events == [(ids[0], {"stage": "render", "reason": "render failed: missing amount"})]
+    assert claim(db, "finance", "later", 10, 10, HOUR, ctx("later")).count == 1  # only ids[2]
+    assert ids[0] not in held(db, "later")
+
+
+def test_release_for_retry_acts_once_and_the_letter_is_claimed_again(db):
+    ids = add_letters(db, 2)
+    claim(db, "finance", "run-r", 2, 10, HOUR, ctx("run-r"))
+    db.execute("UPDATE letters SET ebox_state = 'in_flight' WHERE letter_id = %s", (ids[0],))
+    with db.cursor() as cur:
+        assert release_for_retry(cur, ctx("run-r"), ids[0], "run-r", "eBox 503") is True
+        assert release_for_retry(cur, ctx("run-r"), ids[0], "run-r", "eBox 503 again") is False
+        assert release_for_retry(cur, ctx("x"), ids[1], "another-run", "nope") is False
+    db.commit()
+    assert one(db, "SELECT status, claim_run_id, claim_chunk, claimed_at, last_error, ebox_state FROM letters "
+                   "WHERE letter_id = %s", ids[0]) == ("pending", None, None, None, "eBox 503", "in_flight")
+    assert held(db, "run-r") == {ids[1]: 0}
+    with db.cursor() as cur:   # a released letter is no longer the run's to quarantine
+        assert quarantine(cur, ctx("run-r"), ids[0], "run-r", "late", "ebox") is False
+    db.commit()
+    assert one(db, "SELECT count(*) FROM letter_events WHERE event = 'released_for_retry'")[0] == 1
+
+    c = claim(db, "finance", "run-s", 5, 10, HOUR, ctx("run-s"))
+    assert c.count == 1 and list(held(db, "run-s")) == [ids[0]]
+    assert one(db, "SELECT attempts, ebox_state FROM letters WHERE letter_id = %s", ids[0]) == (2, "in_flight")
+
+
+def test_quarantine_in_the_callers_transaction_can_be_rolled_back(db):
+    ids = add_letters(db, 1)
+    claim(db, "finance", "run-t", 1, 1, HOUR, ctx("run-t"))
+    with db.cursor() as cur:
+        assert quarantine(cur, ctx("run-t"), ids[0], "run-t", "r", "render")
+    db.rollback()
+    assert one(db, "SELECT status FROM letters")[0] == "processing"
+    assert one(db, "SELECT count(*) FROM letter_events WHERE event = 'quarantined'")[0] == 0
+
+
+@pytest.mark.parametrize("sql", [
+    "UPDATE letters SET status = 'delivered_ebox'",
+    "UPDATE letters SET status = 'handed_to_print'",
+    "UPDATE letters SET status = 'quarantined', quarantine_reason = 'x'",
+    "UPDATE letters SET status = 'quarantined', final_at = now()",
+    "UPDATE letters SET final_at = now()",
+    "UPDATE letters SET channel = 'fax'",
+    "UPDATE letters SET status = 'sent', final_at = now()",
+])
+def test_schema_refuses_inconsistent_states(db, sql):
+    add_letters(db, 1)
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.execute(sql)
+    db.rollback()
+    assert one(db, "SELECT status, final_at FROM letters") == ("pending", None)
+
+
+def test_final_status_with_final_at_is_accepted(db):
+    add_letters(db, 1)
+    db.execute("UPDATE letters SET status = 'delivered_ebox', final_at = now()")
+    db.commit()
+    assert one(db, "SELECT status FROM letters")[0] == "delivered_ebox"
+
+
+def test_letters_in_claim_filters_by_chunk_and_condition(db):
+    ids = add_letters(db, 5)
+    claim(db, "finance", "run-l", 5, 2, HOUR, ctx("run-l"))
+    db.execute("UPDATE letters SET decided_at = now() WHERE letter_id = %s", (ids[0],))
+    db.commit()
+    assert [r["letter_id"] for r in letters_in_claim(db, "run-l")] == ids
+    assert [r["letter_id"] for r in letters_in_claim(db, "run-l", chunk=1)] == ids[2:4]
+    assert [r["letter_id"] for r in letters_in_claim(db, "run-l", where="decided_at IS NULL")] == ids[1:]
+    assert letters_in_claim(db, "another-run") == []
+
+
+def test_outcome_counts_follow_the_letters_a_run_claimed(db):
+    ids = add_letters(db, 4)
+    claim(db, "finance", "run-o", 4, 10, HOUR, ctx("run-o"))
+    with db.cursor() as cur:
+        quarantine(cur, ctx("run-o"), ids[0], "run-o", "x", "decide")
+    db.execute("UPDATE letters SET channel = 'paper', decision_rule = 'no_ebox' WHERE letter_id = ANY(%s)",
+               (ids[1:3],))
+    db.commit()
+    out = outbox.outcome_counts(db, "letters_finance", "run-o")
+    assert out["by_status"] == {"processing": 3, "quarantined": 1}
+    assert out["by_rule"] == {"-": 2, "no_ebox": 2}
+    assert outbox.outcome_counts(db, "letters_gas", "run-o")["by_status"] == {}

@@ -101,6 +101,8 @@ def show(conn) -> list[dict]:
 def add_exemption(conn, recipient_pseudonym: str, reason: str, added_by: str) -> bool:
     if not reason or not reason.strip():
         raise RolloutChangeRefused("a reason is required to register a paper exemption")
+    if not added_by or not added_by.strip():
+        raise RolloutChangeRefused("the person registering the exemption must be named")
     with conn.cursor() as cur:
         cur.execute("INSERT INTO paper_exemptions (recipient_pseudonym, added_by, reason) VALUES (%s, %s, %s) "
                     "ON CONFLICT DO NOTHING", (recipient_pseudonym, added_by, reason.strip()))

@@ -22,7 +22,7 @@ EXIT_OK, EXIT_REFUSED, EXIT_CONFIG = 0, 1, 2
 
 
 def _conn(args):
-    from include.dijlepost.connection import connect
+    from include.dijlepost.db.connection import connect
 
     return connect(args.database_url or os.environ.get("DIJLEPOST_DATABASE_URL"))
 
@@ -50,7 +50,12 @@ def cmd_import(args) -> int:
         print(f"error: {path} does not exist", file=sys.stderr)
         return EXIT_REFUSED
     with _conn(args) as conn:
-        report = import_file(conn, path)
+        try:
+            report = import_file(conn, path)
+        except ValueError as exc:  # unsupported file type, or not UTF-8 (UnicodeDecodeError)
+            conn.rollback()
+            print(f"error: {path.name}: cannot read the file: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
     for line, message in report.errors:
         print(f"{path.name}:{line}: refused: {message}", file=sys.stderr)
     for line, letter_id, same in report.duplicates:

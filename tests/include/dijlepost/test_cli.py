@@ -1,0 +1,266 @@
+"""The `dijlepost` command line (`include.dijlepost.cli.main`) against a real PostgreSQL."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from include.dijlepost.cli import EXIT_CONFIG, EXIT_OK, EXIT_REFUSED, main
+from include.dijlepost.recipients import pseudonym
+
+pytestmark = pytest.mark.integration
+
+
+def make_nrn(yymmdd: str, serial: int) -> str:
+    base = f"{yymmdd}{serial:03d}"
+    return f"{base}{97 - int(base) % 97:02d}"
+
+
+def make_kbo(first8: str) -> str:
+    return f"{first8}{97 - int(first8) % 97:02d}"
+
+
+NRN, NRN_2, KBO = make_nrn("850730", 33), make_nrn("700101", 123), make_kbo("04035784")
+BAD_NRN = NRN[:-2] + f"{int(NRN[-2:]) % 97 + 1:02d}"
+KEY = os.environ["DIJLEPOST_PSEUDONYM_KEY"].encode()
+
+
+@pytest.fixture
+def run(pg_url, capsys):
+    def _run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(["--database-url", pg_url, *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+    return _run
+
+
+def letter(letter_id: str, **overrides) -> dict:
+    return {"letter_id": letter_id, "department": "finance", "letter_type": "invoice", "recipient_kind": "citizen",
+            "recipient_id": NRN, "recipient_name": "Janssens Jan", "street": "Bruul 1", "postal_code": "2800",
+            "city": "Mechelen", "language": "nl", "payload": {"amount_cents": 100}, **overrides}
+
+
+def jsonl(path, *rows) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def one(db, sql, *params):
+    row = db.execute(sql, params).fetchone()
+    db.commit()
+    return row
+
+
+# --------------------------------------------------------------------------- db
+
+
+def test_db_migrate_reports_an_up_to_date_schema(db, run):
+    code, out, _ = run("db", "migrate")
+    assert code == EXIT_OK
+    assert "none (schema up to date)" in out
+
+
+def test_missing_database_url_is_a_configuration_error(monkeypatch, capsys):
+    monkeypatch.delenv("DIJLEPOST_DATABASE_URL", raising=False)
+    assert main(["db", "migrate"]) == EXIT_CONFIG
+    assert "DIJLEPOST_DATABASE_URL" in capsys.readouterr().err
+
+
+def test_database_url_from_the_environment(db, pg_url, monkeypatch, capsys):
+    monkeypatch.setenv("DIJLEPOST_DATABASE_URL", pg_url)
+    assert main(["letters", "status"]) == EXIT_OK
+    assert "department" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- letters import / status / show
+
+
+def test_import_of_a_clean_file_exits_0_and_is_idempotent(db, run, tmp_path):
+    path = jsonl(tmp_path / "ok.jsonl", letter("CLI-1"), letter("CLI-2", department="gas", letter_type="gas_finding"))
+    code, out, err = run("letters", "import", path)
+    assert (code, err) == (EXIT_OK, "")
+    assert "imported 2 letters, 0 duplicates, 0 refused" in out
+
+    code, out, err = run("letters", "import", path)
+    assert code == EXIT_OK
+    assert "imported 0 letters, 2 duplicates, 0 refused" in out
+    assert "ok.jsonl:1: duplicate CLI-1: already in the outbox, not inserted again" in err
+    assert one(db, "SELECT count(*) FROM letters")[0] == 2
+
+
+def test_import_with_refused_rows_exits_1_naming_line_and_field_only(db, run, tmp_path):
+    path = jsonl(tmp_path / "mixed.jsonl", letter("CLI-1"), letter("CLI-BAD", recipient_id=BAD_NRN),
+                 letter("CLI-PC", postal_code="28"))
+    code, out, err = run("letters", "import", path)
+    assert code == EXIT_REFUSED
+    assert "imported 1 letters, 0 duplicates, 2 refused" in out
+    assert "mixed.jsonl:2: refused: recipient_id: not a valid national register number" in err
+    assert "mixed.jsonl:3: refused: postal_code:" in err
+    for personal in (BAD_NRN, NRN, "Janssens", "Bruul"):
+        assert personal not in out + err
+
+
+def test_import_of_a_duplicate_with_different_content_exits_1(db, run, tmp_path):
+    run("letters", "import", jsonl(tmp_path / "a.jsonl", letter("CLI-1")))
+    code, out, err = run("letters", "import", jsonl(tmp_path / "b.jsonl", letter("CLI-1", postal_code="2801")))
+    assert code == EXIT_REFUSED
+    assert "b.jsonl:1: duplicate CLI-1: already in the outbox WITH DIFFERENT CONTENT" in err
+    assert one(db, "SELECT postal_code FROM letters WHERE letter_id = 'CLI-1'")[0] == "2800"
+
+
+def test_import_of_a_csv_file(db, run, tmp_path):
+    path = tmp_path / "letters.csv"
+    path.write_text("letter_id,department,letter_type,recipient_kind,recipient_id,recipient_name,street,"
+                    f"postal_code,city,language,registered\nCSV-1,gas,gas_decision,enterprise,{KBO},Maes BV,"
+                    f"Bruul 2,2800,Mechelen,nl,ja\n", encoding="utf-8")
+    code, out, _ = run("letters", "import", str(path))
+    assert code == EXIT_OK and "imported 1 letters" in out
+    assert one(db, "SELECT registered, recipient_id FROM letters WHERE letter_id = 'CSV-1'") == (True, KBO)
+
+
+def test_import_of_a_missing_file_exits_1(db, run, tmp_path):
+    code, out, err = run("letters", "import", str(tmp_path / "nope.jsonl"))
+    assert code == EXIT_REFUSED and "does not exist" in err and out == ""
+
+
+@pytest.mark.parametrize("name,content", [("letters.xlsx", b"PK\x03\x04"), ("latin1.csv", b"letter_id\nL\xe9\n")])
+def test_import_of_an_unreadable_file_exits_1_without_a_traceback(db, run, tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    code, out, err = run("letters", "import", str(path))
+    assert code == EXIT_REFUSED
+    assert name in err and "Traceback" not in err
+    assert one(db, "SELECT count(*) FROM letters")[0] == 0
+
+
+def test_letters_status_groups_by_department_and_status(db, run, tmp_path):
+    run("letters", "import", jsonl(tmp_path / "s.jsonl", letter("S-1"), letter("S-2"),
+                                   letter("S-3", department="gas", letter_type="gas_finding")))
+    db.execute("UPDATE letters SET status = 'quarantined', final_at = now(), quarantine_reason = 'x', "
+               "decision_rule = 'incomplete_address' WHERE letter_id = 'S-2'")
+    db.commit()
+    code, out, _ = run("letters", "status")
+    assert code == EXIT_OK
+    lines = [line.split() for line in out.splitlines()]
+    assert lines[0] == ["department", "status", "channel", "rule", "letters"]
+    assert sorted(lines[1:]) == [["finance", "pending", "-", "-", "1"],
+                                 ["finance", "quarantined", "-", "incomplete_address", "1"],
+                                 ["gas", "pending", "-", "-", "1"]]
+
+    code, out, _ = run("letters", "status", "--department", "gas")
+    assert [line.split() for line in out.splitlines()[1:]] == [["gas", "pending", "-", "-", "1"]]
+
+
+def test_letters_show_prints_state_and_history_without_personal_data(db, run, tmp_path):
+    run("letters", "import", jsonl(tmp_path / "s.jsonl", letter("SHOW-1")))
+    code, out, _ = run("letters", "show", "SHOW-1")
+    assert code == EXIT_OK
+    assert "letter_id: SHOW-1" in out and "status: pending" in out and "department: finance" in out
+    assert "accepted" in out and "letters_import" in out
+    for personal in (NRN, "Janssens", "Bruul", "2800", "Mechelen"):
+        assert personal not in out
+
+
+def test_letters_show_of_an_unknown_letter_exits_1(db, run):
+    code, _, err = run("letters", "show", "NOPE-1")
+    assert code == EXIT_REFUSED and "NOPE-1" in err
+
+
+# --------------------------------------------------------------------------- rollout
+
+
+def test_rollout_show_lists_every_department(db, run):
+    code, out, _ = run("rollout", "show")
+    assert code == EXIT_OK
+    phases = {line.split()[0]: line.split()[1] for line in out.splitlines()}
+    assert phases == {"economy_housing": "live", "finance": "live", "gas": "live"}
+
+
+def test_rollout_set_changes_the_phase_with_history(db, run):
+    code, out, err = run("rollout", "set", "gas", "shadow", "--reason", "shadow week", "--by", "tester")
+    assert (code, err) == (EXIT_OK, "")
+    assert "gas: live -> shadow" in out
+    assert one(db, "SELECT phase, changed_by, reason FROM rollout_phases WHERE department = 'gas'") == \
+        ("shadow", "tester", "shadow week")
+    assert one(db, "SELECT from_phase, to_phase, changed_by FROM rollout_history ORDER BY id DESC LIMIT 1") == \
+        ("live", "shadow", "tester")
+    _, out, _ = run("rollout", "show")
+    assert any(line.split()[:2] == ["gas", "shadow"] for line in out.splitlines())
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["finance", "liv", "--reason", "typo"], "unknown phase"),
+    (["finance", "paper", "--reason", "   "], "reason is required"),
+])
+def test_rollout_set_refusals_exit_1_and_change_nothing(db, run, argv, message):
+    code, out, err = run("rollout", "set", *argv, "--by", "tester")
+    assert code == EXIT_REFUSED and message in err and out == ""
+    assert one(db, "SELECT phase FROM rollout_phases WHERE department = 'finance'")[0] == "live"
+    assert one(db, "SELECT count(*) FROM rollout_history")[0] == 0
+
+
+def test_rollout_set_refuses_an_unknown_department_at_the_parser(db, run):
+    with pytest.raises(SystemExit) as info:
+        run("rollout", "set", "culture", "live", "--reason", "x")
+    assert info.value.code == 2
+    assert one(db, "SELECT count(*) FROM rollout_history")[0] == 0
+
+
+def test_rollout_set_pilot_file_stores_pseudonyms(db, run, tmp_path):
+    pilot = tmp_path / "pilot.txt"
+    pilot.write_text(f"citizen,{NRN}\n\nenterprise,{KBO}\ncitizen,{NRN_2[:2]}.{NRN_2[2:4]}.{NRN_2[4:6]}-"
+                     f"{NRN_2[6:9]}.{NRN_2[9:]}\n")
+    code, out, _ = run("rollout", "set", "finance", "pilot", "--reason", "pilot", "--by", "t",
+                       "--pilot-file", str(pilot))
+    assert code == EXIT_OK
+    allowlist = one(db, "SELECT pilot_allowlist FROM rollout_phases WHERE department = 'finance'")[0]
+    assert sorted(allowlist) == sorted([pseudonym(KEY, "citizen", NRN), pseudonym(KEY, "enterprise", KBO),
+                                        pseudonym(KEY, "citizen", NRN_2)])
+    assert NRN not in out
+
+
+def test_rollout_set_pilot_file_with_a_bad_line_changes_nothing(db, run, tmp_path):
+    pilot = tmp_path / "pilot.txt"
+    pilot.write_text(f"citizen,{NRN}\ncitizen,{BAD_NRN}\n")
+    code, out, err = run("rollout", "set", "finance", "pilot", "--reason", "pilot", "--pilot-file", str(pilot))
+    assert code == EXIT_REFUSED
+    assert "pilot.txt:2: refused" in err and BAD_NRN not in err
+    assert one(db, "SELECT phase FROM rollout_phases WHERE department = 'finance'")[0] == "live"
+
+
+def test_rollout_exempt_add_and_remove(db, run):
+    p = pseudonym(KEY, "citizen", NRN)
+    formatted = f"{NRN[:2]}.{NRN[2:4]}.{NRN[4:6]}-{NRN[6:9]}.{NRN[9:]}"
+    code, out, _ = run("rollout", "exempt", "add", "citizen", formatted, "--reason", "digipunt", "--by", "clerk")
+    assert code == EXIT_OK and p in out and "done" in out and NRN not in out
+    assert one(db, "SELECT recipient_pseudonym, added_by, reason FROM paper_exemptions") == (p, "clerk", "digipunt")
+
+    code, out, _ = run("rollout", "exempt", "add", "citizen", NRN, "--reason", "again", "--by", "clerk")
+    assert code == EXIT_OK and "nothing to change" in out
+
+    code, out, _ = run("rollout", "exempt", "remove", "citizen", NRN, "--reason", "back to eBox", "--by", "clerk")
+    assert code == EXIT_OK and "done" in out
+    assert one(db, "SELECT count(*) FROM paper_exemptions")[0] == 0
+    code, out, _ = run("rollout", "exempt", "remove", "citizen", NRN, "--reason", "again", "--by", "clerk")
+    assert code == EXIT_OK and "nothing to change" in out
+
+
+def test_rollout_exempt_refuses_an_invalid_id_without_echoing_it(db, run):
+    code, out, err = run("rollout", "exempt", "add", "citizen", BAD_NRN, "--reason", "x", "--by", "clerk")
+    assert code == EXIT_REFUSED and "refused" in err and BAD_NRN not in err + out
+    assert one(db, "SELECT count(*) FROM paper_exemptions")[0] == 0
+
+
+def test_rollout_exempt_refuses_an_empty_reason(db, run):
+    code, _, err = run("rollout", "exempt", "add", "enterprise", KBO, "--reason", " ", "--by", "clerk")
+    assert code == EXIT_REFUSED and "reason" in err
+    assert one(db, "SELECT count(*) FROM paper_exemptions")[0] == 0
+
+
+def test_rollout_exempt_without_a_pseudonym_key_is_a_configuration_error(db, run, monkeypatch):
+    monkeypatch.setenv("DIJLEPOST_PSEUDONYM_KEY", "short")
+    code, _, err = run("rollout", "exempt", "add", "citizen", NRN, "--reason", "x", "--by", "clerk")
+    assert code == EXIT_CONFIG and "DIJLEPOST_PSEUDONYM_KEY" in err
+    assert one(db, "SELECT count(*) FROM paper_exemptions")[0] == 0

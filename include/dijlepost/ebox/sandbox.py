@@ -914,7 +914,8 @@ class SandboxServer:
                  public_host: str | None = None, state_path: str | Path | None = None,
                  token_lifetime_seconds: int = 600):
         self._temporary = directory is None
-        self.directory = Path(tempfile.mkdtemp(prefix="ebox-sandbox-")) if directory is None else Path(directory)
+        self.directory = (Path(tempfile.mkdtemp(prefix="ebox-sandbox-")) if directory is None
+                          else Path(directory).absolute())
         self.directory.mkdir(parents=True, exist_ok=True)
         self.host, self._port = host, port
         self.public_host = public_host or ("127.0.0.1" if host in ("0.0.0.0", "") else host)
@@ -1061,14 +1062,16 @@ class SandboxServer:
                 "token_url": self.token_url,
                 "sender_organization_id": DEFAULT_SENDER_ORGANIZATION_ID,
                 "sender_application_id": DEFAULT_SENDER_APPLICATION_ID,
-                "ca_bundle": str(self.ca_path.resolve()),
+                "ca_bundle": str(self.ca_path),
             },
         }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; /_sandbox needs no token, so "
+                             "keep it off shared networks)")
     parser.add_argument("--port", type=int, default=8443)
     parser.add_argument("--dir", default="var/ebox-sandbox", type=Path,
                         help="where ca.pem, client_key.pem, connection.json and state.sqlite live")

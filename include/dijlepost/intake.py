@@ -31,6 +31,9 @@ COMPARED = ("department", "letter_type", "recipient_kind", "recipient_id", "reci
             "postal_code", "city", "country", "language", "registered", "payload")
 
 
+_IMPORT_LOCK_ID = 0x64696A69  # "diji": held by one import transaction at a time
+
+
 class RowError(ValueError):
     pass
 
@@ -161,6 +164,9 @@ def import_rows(conn, rows: Iterable[tuple[int, dict]], ctx: RunContext | None =
     if not clean:
         return report
     with conn.cursor() as cur:
+        # Serialise imports: without it, two imports of the same file both see "not yet in the outbox", the
+        # second INSERT silently does nothing (ON CONFLICT), yet both report and record the letters as accepted.
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_IMPORT_LOCK_ID,))
         cur.execute(f"SELECT {', '.join(('letter_id',) + COMPARED)} FROM letters WHERE letter_id = ANY(%s)",
                     (list(clean),))
         existing = {r[0]: dict(zip(("letter_id",) + COMPARED, r)) for r in cur.fetchall()}

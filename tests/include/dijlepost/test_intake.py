@@ -302,3 +302,46 @@ def test_validate_row_refuses_with_the_field_name(overrides, field):
         validate_row({**row("V-2"), **overrides})
     assert str(info.value).startswith(f"{field}:")
     assert_no_personal_values([str(info.value)], NRN_A, "Bruul")
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_concurrent_imports_of_the_same_file_insert_and_report_each_letter_once(db, pg_url, tmp_path):
+    import threading
+
+    import psycopg
+
+    paths = [write_jsonl(tmp_path / f"round{r}.jsonl", [row(f"CC-{r}-{i:04d}", i) for i in range(300)])
+             for r in range(4)]
+    reports: list = []
+    failures: list = []
+
+    def importer(path, barrier):
+        try:
+            with psycopg.connect(pg_url) as conn:
+                barrier.wait()
+                reports.append((path, import_file(conn, path)))
+        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+            failures.append(exc)
+
+    for path in paths:
+        barrier = threading.Barrier(2)
+        threads = [threading.Thread(target=importer, args=(path, barrier)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    assert not failures, failures
+    for path in paths:
+        both = [rep for p, rep in reports if p == path]
+        assert len(both) == 2
+        inserted = [lid for rep in both for lid in rep.inserted]
+        assert len(inserted) == 300 == len(set(inserted)), "a letter was reported inserted by both imports"
+        assert all(rep.ok for rep in both)
+        assert sorted(len(rep.duplicates) for rep in both) == [0, 300]
+    events = db.execute("SELECT letter_id, count(*) FROM letter_events WHERE event = 'accepted' "
+                        "GROUP BY letter_id HAVING count(*) > 1").fetchall()
+    db.commit()
+    assert events == []
+    assert len(letters(db)) == 1200

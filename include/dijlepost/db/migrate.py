@@ -1,7 +1,7 @@
 """Versioned schema migrations: `dijlepost db migrate` applies every file in `migrations/` once.
 
-Idempotent and safe to run concurrently: a transaction-level advisory lock serialises runners and
-each file is applied in the same transaction that records it in `schema_migrations`.
+Idempotent and safe to run concurrently: a session-level advisory lock (released in `finally`) serialises
+runners and each file is applied in the same transaction that records it in `schema_migrations`.
 """
 from __future__ import annotations
 

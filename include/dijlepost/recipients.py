@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from stdnum.be import nn, vat
+from stdnum.be import bis, nn, vat
 from stdnum.exceptions import ValidationError
 
 CITIZEN = "citizen"
@@ -19,7 +19,9 @@ class InvalidRecipientId(ValueError):
 def normalize_recipient_id(kind: str, value: str) -> str:
     """Return the compact, checksum-verified id or raise InvalidRecipientId saying why.
 
-    Citizens carry an 11-digit national register number (rijksregisternummer, `stdnum.be.nn`);
+    Citizens carry an 11-digit social security identification number (SSIN): the national register
+    number (rijksregisternummer, `stdnum.be.nn`) or, for people not in the register, a BIS number
+    (`stdnum.be.bis`); the eBox knows citizens by either.
     enterprises a 10-digit KBO number (same number as the Belgian VAT number, `stdnum.be.vat`).
     The message never contains the id itself: it may end up in a log.
     """
@@ -27,7 +29,9 @@ def normalize_recipient_id(kind: str, value: str) -> str:
         try:
             return nn.validate(value)
         except ValidationError as exc:
-            raise InvalidRecipientId(f"not a valid national register number ({exc})") from None
+            if bis.is_valid(value):
+                return bis.compact(value)
+            raise InvalidRecipientId(f"not a valid national register or BIS number ({exc})") from None
     if kind == ENTERPRISE:
         try:
             return vat.validate(value)

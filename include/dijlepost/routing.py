@@ -105,9 +105,9 @@ def ebox_active(f: LetterFacts, r: RolloutState) -> Decision | None:
 
 RULES: tuple[Rule, ...] = (
     ebox_publication_in_flight,
-    no_digital_user,
     invalid_recipient_id,
     incomplete_address,
+    no_digital_user,
     department_not_live,
     paper_preference,
     registered_requires_paper,

@@ -59,7 +59,7 @@ def main() -> int:
     os.environ.setdefault("DIJLEPOST_PRINT_WORK_DIR", str(VAR / "print-batches"))
 
     from include.dijlepost import cli
-    from include.dijlepost.connection import connect
+    from include.dijlepost.db.connection import connect
     from include.dijlepost.demo import dataset
     from include.dijlepost.demo.services import airflow_env, start_database
     from include.dijlepost.ebox.sandbox import SandboxServer
@@ -151,7 +151,7 @@ def _run(cmd: list[str], env: dict, log_path: Path) -> int:
 
 
 def _print_where(db_url: str, ebox, sftp) -> None:
-    from include.dijlepost.connection import connect
+    from include.dijlepost.db.connection import connect
 
     with connect(db_url) as conn:
         batches = conn.execute("SELECT batch_id, postage_class, letter_count, remote_path FROM print_batches "

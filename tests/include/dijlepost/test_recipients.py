@@ -62,7 +62,7 @@ def test_invalid_national_register_numbers_are_refused_without_echoing_them(valu
     with pytest.raises(InvalidRecipientId) as info:
         normalize_recipient_id(CITIZEN, value)
     message = str(info.value)
-    assert "national register number" in message
+    assert "national register or BIS number" in message
     if value.strip():
         assert value not in message
         assert value[:6] not in message  # not even the birth date part
@@ -120,3 +120,13 @@ def test_pseudonym_does_not_contain_the_id(rid):
     p = pseudonym(KEY, CITIZEN, rid)
     assert rid not in p
     assert rid not in re.sub(r"\D", "", p)  # not even hidden between the hex letters
+
+
+def test_bis_numbers_are_accepted_for_citizens():
+    from stdnum.be import bis
+
+    # A BIS number: month + 40 (gender known), valid checksum, for someone not in the national register.
+    base = "854730033"  # born 30 July 1985; month 07 + 40 marks a BIS number
+    value = base + f"{97 - int(base) % 97:02d}"
+    assert bis.is_valid(value)
+    assert normalize_recipient_id("citizen", value) == value

@@ -227,10 +227,12 @@ def test_live_sends_ebox_only_when_active_and_not_exempt():
 
 
 @pytest.mark.parametrize("phase", ROUTED_PHASES)
-def test_quarantine_exactly_for_bad_id_or_address_outside_ebox_answers(phase):
+def test_quarantine_exactly_for_bad_id_or_address_unless_a_publication_is_in_flight(phase):
     for f in ALL_FACTS:
         d = decide(f, state(phase))
-        expect_quarantine = (f.ebox_state not in ("in_flight", "no_digital_user")
+        # A letter the eBox may already hold is finished there; anything else with a bad id or no
+        # printable address (even after NO_DIGITAL_USER) cannot be sent and is quarantined.
+        expect_quarantine = (f.ebox_state != "in_flight"
                              and (f.recipient_id_error is not None or not f.address_complete))
         assert (d.channel is None) == expect_quarantine, (f, d)
 

@@ -1,0 +1,215 @@
+"""Payload field kinds: check a raw payload value and write it out in the letter's language.
+
+A template declares each payload field with a kind (`text`, `date`, `amount`, ...). `parse` turns the
+raw JSON value into a Python value or raises `LetterDataError` naming the field; a `choice` field
+carries a code whose wording per language the template lists (`parse_choice`). `display` writes the
+parsed value the way a Belgian letter in Dutch, French or German does (`1 maart 2026`,
+`1er mars 2026`, `1. März 2026`; `1.250,50 EUR`, `1 250,50 EUR`). Amounts are `Decimal` throughout: a
+float has already lost the cents, so it is refused rather than converted.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Collection
+from datetime import date, datetime, time
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from schwifty import IBAN
+from schwifty.exceptions import SchwiftyException
+from stdnum.be import ogm_vcs
+from stdnum.exceptions import ValidationError
+
+from .errors import LetterDataError
+
+FIELD_KINDS = ("text", "date", "amount", "iban", "ogm", "integer", "time", "choice")
+
+MAX_TEXT_LENGTH = 4000
+MAX_AMOUNT = Decimal("999999999.99")  # the EPC QR code's ceiling; no city letter comes near it
+
+NBSP = "\u00a0"
+NARROW_NBSP = "\u202f"
+# Thousands separator per language; French follows the Belgian-French (CLDR fr-BE) narrow space.
+_THOUSANDS = {"nl": ".", "fr": NARROW_NBSP, "de": "."}
+
+_MONTHS = {
+    "nl": ("januari", "februari", "maart", "april", "mei", "juni", "juli", "augustus", "september",
+           "oktober", "november", "december"),
+    "fr": ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre",
+           "octobre", "novembre", "décembre"),
+    "de": ("Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September",
+           "Oktober", "November", "Dezember"),
+}
+
+_AMOUNT_RE = re.compile(r"^\d{1,9}(\.\d{1,2})?$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_WHITESPACE_RE = re.compile(r"\s+")
+
+
+def format_date(value: date, language: str) -> str:
+    month = _MONTHS[language][value.month - 1]
+    if language == "fr":
+        return f"{'1er' if value.day == 1 else value.day} {month} {value.year}"
+    if language == "de":
+        return f"{value.day}. {month} {value.year}"
+    return f"{value.day} {month} {value.year}"
+
+
+def format_amount(value: Decimal, language: str) -> str:
+    """`1250.5` -> `1.250,50 EUR` (nl, de) or `1 250,50 EUR` (fr); the space before EUR does not break."""
+    units, cents = f"{abs(value):.2f}".split(".")
+    groups = []
+    while len(units) > 3:
+        groups.insert(0, units[-3:])
+        units = units[:-3]
+    groups.insert(0, units)
+    sign = "-" if value < 0 else ""
+    return f"{sign}{_THOUSANDS[language].join(groups)},{cents}{NBSP}EUR"
+
+
+def format_time(value: time, language: str) -> str:
+    if language == "fr":
+        return f"{value.hour}{NBSP}h{NBSP}{value.minute:02d}"
+    if language == "de":
+        return f"{value.hour}:{value.minute:02d}{NBSP}Uhr"
+    return f"{value.hour}.{value.minute:02d}{NBSP}uur"
+
+
+def format_ogm(compact: str) -> str:
+    """`010806817183` -> `+++010/8068/17183+++`, as printed on Belgian payment slips."""
+    return f"+++{ogm_vcs.format(compact)}+++"
+
+
+def clean_text(value: str) -> str:
+    """NFC (so `O` + combining diaeresis prints as one `Ö`) and single spaces, no line breaks."""
+    return _WHITESPACE_RE.sub(" ", unicodedata.normalize("NFC", value)).strip()
+
+
+def is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def parse(kind: str, value: Any, field: str) -> Any:
+    """The payload value as a Python value of the kind; LetterDataError names the field if it is not."""
+    return _PARSERS[kind](value, field)
+
+
+def display(kind: str, value: Any, language: str) -> str:
+    """The parsed value as it is printed in a letter in `language`."""
+    return _DISPLAY[kind](value, language)
+
+
+def parse_choice(value: Any, field: str, codes: Collection[str]) -> str:
+    if not isinstance(value, str) or value not in codes:
+        raise LetterDataError(f"payload field {field!r} must be one of {', '.join(sorted(codes))}")
+    return value
+
+
+def _parse_text(value: Any, field: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise LetterDataError(f"payload field {field!r} must be text, got {type(value).__name__}")
+    text = clean_text(str(value))
+    if len(text) > MAX_TEXT_LENGTH:
+        raise LetterDataError(f"payload field {field!r} is longer than {MAX_TEXT_LENGTH} characters")
+    return text
+
+
+def _parse_date(value: Any, field: str) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and _DATE_RE.match(value.strip()):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise LetterDataError(f"payload field {field!r} must be a date written YYYY-MM-DD")
+
+
+def _parse_amount(value: Any, field: str) -> Decimal:
+    if isinstance(value, float):
+        raise LetterDataError(
+            f"payload field {field!r} must be an amount written as a string such as '125.50', not a float"
+        )
+    if isinstance(value, Decimal):
+        amount = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        amount = Decimal(value)
+    elif isinstance(value, str) and _AMOUNT_RE.match(value.strip()):
+        amount = Decimal(value.strip())
+    else:
+        raise LetterDataError(
+            f"payload field {field!r} must be an amount in euro such as '125.50' "
+            "(a point before the cents, at most two decimals, not negative)"
+        )
+    try:
+        if not amount.is_finite() or amount < 0 or amount != amount.quantize(Decimal("0.01")):
+            raise InvalidOperation
+    except InvalidOperation:
+        raise LetterDataError(
+            f"payload field {field!r} must be a non-negative amount in euro with at most two decimals"
+        ) from None
+    if amount > MAX_AMOUNT:
+        raise LetterDataError(f"payload field {field!r} is above the maximum of {MAX_AMOUNT} EUR")
+    return amount.quantize(Decimal("0.01"))
+
+
+def _parse_iban(value: Any, field: str) -> IBAN:
+    if not isinstance(value, str):
+        raise LetterDataError(f"payload field {field!r} must be an IBAN written as text")
+    try:
+        return IBAN(value)
+    except SchwiftyException as exc:
+        raise LetterDataError(f"payload field {field!r} is not a valid IBAN ({exc})") from None
+
+
+def _parse_ogm(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise LetterDataError(f"payload field {field!r} must be a structured communication written as text")
+    try:
+        return ogm_vcs.validate(value)
+    except ValidationError as exc:
+        raise LetterDataError(
+            f"payload field {field!r} is not a valid structured communication "
+            f"(+++ddd/dddd/ddddd+++ with mod-97 check digits): {exc}"
+        ) from None
+
+
+def _parse_integer(value: Any, field: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdecimal():
+        return int(value.strip())
+    raise LetterDataError(f"payload field {field!r} must be a whole number")
+
+
+def _parse_time(value: Any, field: str) -> time:
+    if isinstance(value, time):
+        return value
+    if isinstance(value, str) and _TIME_RE.match(value.strip()):
+        return time.fromisoformat(value.strip())
+    raise LetterDataError(f"payload field {field!r} must be a time of day written HH:MM")
+
+
+_PARSERS = {
+    "text": _parse_text,
+    "date": _parse_date,
+    "amount": _parse_amount,
+    "iban": _parse_iban,
+    "ogm": _parse_ogm,
+    "integer": _parse_integer,
+    "time": _parse_time,
+}
+
+_DISPLAY = {
+    "text": lambda value, language: value,
+    "date": format_date,
+    "amount": format_amount,
+    "iban": lambda value, language: value.formatted,
+    "ogm": lambda value, language: format_ogm(value),
+    "integer": lambda value, language: str(value),
+    "time": format_time,
+}

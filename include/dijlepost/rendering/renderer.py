@@ -1,0 +1,458 @@
+"""The render stage: one letter row in, one finished PDF out.
+
+`LetterRenderer` loads and checks the templates and prepares the fonts once; `render` then checks the
+letter row and its payload against the template of its type, lays the letter out (sender, address in
+the envelope window, date and reference, subject, details, body, payment block with EPC QR code,
+signature, "1/2" page numbers) and draws it with fpdf2. Anything wrong with the letter raises
+`LetterDataError` before a single page is drawn, so a letter is either complete or not rendered.
+
+Output is deterministic: the same letter rendered on the same day gives the same bytes (the PDF's
+creation date is the letter date), so a retried render yields the same sha256.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time, timezone
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from babel import Locale
+from fpdf import FPDF
+
+from ..recipients import RECIPIENT_KINDS
+from ..settings import TEMPLATES_DIR
+from ..waves import LANGUAGES
+from . import fields
+from .errors import LetterDataError, TemplateError, TemplateFieldMissing
+from .fonts import BOLD, FAMILY, REGULAR, LetterFonts
+from .layout import (
+    ADDRESS_BOX, ADDRESS_SIZES, BODY_SIZE, CONTENT_WIDTH, FIRST_PAGE_BODY_TOP, FOOTER_BASELINE,
+    FOOTER_RULE, MARGIN_LEFT, META_BOX, NEXT_PAGE_BODY_TOP, PAGE_WIDTH, SENDER_TOP, SMALL_SIZE, Box,
+    Flow, FrameOp, Op, QrOp, RuleOp, TextOp, baseline_offset, line_height, wrap,
+)
+from .payment import epc_payload, epc_qr_matrix
+from .templates import LetterTemplate, TemplateSet, load_templates
+
+MAX_FILENAME = 80
+LETTER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")   # as the outbox table checks it
+ADDRESS_FIELDS = ("recipient_name", "street", "postal_code", "city")
+QR_SIZE = 30.0          # mm including the quiet zone: modules of 0.6 mm for a typical version 6 code
+QR_QUIET_ZONE = 4       # modules, as ISO/IEC 18004 asks
+# Letters that have no accent-free form in NFKD, spelled the way their language does without them.
+_SPELLED_OUT = str.maketrans({"ß": "ss", "ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue",
+                              "æ": "ae", "Æ": "Ae", "œ": "oe", "Œ": "Oe", "ø": "o", "Ø": "O", "’": " ", "'": " "})
+
+
+@dataclass(frozen=True)
+class RenderedLetter:
+    pdf: bytes
+    sha256: str
+    pages: int
+    subject: str
+    filename: str           # <= 80 characters, in the letter's language, ends .pdf
+
+
+@dataclass(frozen=True)
+class _Payment:
+    amount: Decimal
+    due_date: date
+    ogm: str                # 12 digits
+
+
+@dataclass(frozen=True)
+class _Letter:
+    """A letter row checked and formatted, ready for layout."""
+    template: LetterTemplate
+    language: str
+    letter_id: str
+    letter_date: date
+    registered: bool
+    address: tuple[str, ...]
+    subject: str
+    details: tuple[tuple[str, str], ...]
+    body: tuple[str, ...]
+    payment: _Payment | None
+
+
+class LetterRenderer:
+    """Renders letter rows to PDF. Build one per process (loading takes about half a second) and reuse
+    it; `render` keeps no state between letters."""
+
+    def __init__(self, templates_dir: Path = TEMPLATES_DIR, today: date | None = None):
+        self._set: TemplateSet = load_templates(Path(templates_dir))
+        self._fonts = LetterFonts(Path(templates_dir) / "fonts")
+        self._today = today
+        self._check_printable()
+
+    def required_fields(self, letter_type: str) -> tuple[str, ...]:
+        """The payload fields a letter of this type must carry."""
+        return tuple(self._template(letter_type).fields)
+
+    def subject(self, letter: Mapping[str, Any]) -> str:
+        """The letter's subject in its own language (the eBox message title); checks the letter fully."""
+        return self._prepare(letter).subject
+
+    def render(self, letter: Mapping[str, Any]) -> RenderedLetter:
+        prepared = self._prepare(letter)
+        pages = self._layout(prepared)
+        pdf = self._draw(prepared, pages)
+        texts = prepared.template.texts[prepared.language]
+        return RenderedLetter(
+            pdf=pdf,
+            sha256=hashlib.sha256(pdf).hexdigest(),
+            pages=len(pages),
+            subject=prepared.subject,
+            filename=_filename(texts.document_name, prepared.letter_id),
+        )
+
+    # -- checking the letter -------------------------------------------------------------------
+
+    def _template(self, letter_type: Any) -> LetterTemplate:
+        template = self._set.templates.get(letter_type) if isinstance(letter_type, str) else None
+        if template is None:
+            raise LetterDataError(f"unknown letter type {letter_type!r}")
+        return template
+
+    def _prepare(self, letter: Mapping[str, Any]) -> _Letter:
+        template = self._template(letter.get("letter_type"))
+        language = letter.get("language")
+        if language not in LANGUAGES:
+            raise LetterDataError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
+        letter_id = letter.get("letter_id")
+        if not isinstance(letter_id, str) or not LETTER_ID_RE.match(letter_id):
+            raise LetterDataError("letter_id must be 1 to 64 letters, digits, '.', '_' or '-'")
+        department = letter.get("department")
+        if department is not None and department != template.department:
+            raise LetterDataError(
+                f"letter type {template.letter_type!r} belongs to department {template.department!r}, "
+                f"not {department!r}"
+            )
+        if letter.get("recipient_kind") not in RECIPIENT_KINDS:
+            raise LetterDataError(f"recipient_kind must be one of {', '.join(RECIPIENT_KINDS)}")
+        registered = letter.get("registered", False)
+        if not isinstance(registered, bool):
+            raise LetterDataError("registered must be true or false")
+        payload = letter.get("payload") or {}
+        if not isinstance(payload, Mapping):
+            raise LetterDataError("payload must be a JSON object")
+
+        address = self._address(letter, language)
+        parsed = {}
+        values = {}
+        for name, spec in template.fields.items():
+            raw = payload.get(name)
+            if fields.is_missing(raw):
+                raise TemplateFieldMissing(template.letter_type, name)
+            if spec.kind == "choice":
+                parsed[name] = fields.parse_choice(raw, name, spec.choices)
+                values[name] = spec.choices[parsed[name]][language]
+                continue
+            parsed[name] = fields.parse(spec.kind, raw, name)
+            values[name] = fields.display(spec.kind, parsed[name], language)
+            if spec.kind == "text":
+                self._require_printable(values[name], f"payload field {name!r}")
+        letter_date = self._today or date.today()
+        values.update(recipient_name=address[0], letter_id=letter_id,
+                      letter_date=fields.format_date(letter_date, language))
+
+        payment = None
+        if template.payment:
+            if parsed["amount_due"] <= 0:
+                raise LetterDataError("payload field 'amount_due' must be above 0.00 EUR for a payment letter")
+            payment = _Payment(parsed["amount_due"], parsed["due_date"], parsed["ogm"])
+
+        texts = template.texts[language]
+        return _Letter(
+            template=template,
+            language=language,
+            letter_id=letter_id,
+            letter_date=letter_date,
+            registered=registered,
+            address=address,
+            subject=texts.subject.format_map(values),
+            details=tuple((label, value.format_map(values)) for label, value in texts.details),
+            body=tuple(paragraph.format_map(values) for paragraph in texts.body),
+            payment=payment,
+        )
+
+    def _address(self, letter: Mapping[str, Any], language: str) -> tuple[str, ...]:
+        lines = {}
+        for name in ADDRESS_FIELDS:
+            value = letter.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and name == "postal_code":
+                value = str(value)
+            if not isinstance(value, str) or not value.strip():
+                raise LetterDataError(f"letter field {name!r} is missing or empty")
+            lines[name] = fields.clean_text(value)
+            self._require_printable(lines[name], f"letter field {name!r}")
+        country = (letter.get("country") or "BE")
+        if not isinstance(country, str) or not re.fullmatch(r"[A-Za-z]{2}", country):
+            raise LetterDataError("country must be a two-letter ISO 3166 code such as BE")
+        country = country.upper()
+        if country == "BE" and not re.fullmatch(r"[1-9]\d{3}", lines["postal_code"]):
+            raise LetterDataError("a Belgian postal_code is four digits")
+        address = [lines["recipient_name"], lines["street"], f"{lines['postal_code']} {lines['city']}"]
+        if country != "BE":
+            address.append(_country_name(country, language).upper())
+        return tuple(address)
+
+    def _require_printable(self, text: str, where: str) -> None:
+        char = self._fonts.unprintable(text)
+        if char is not None:
+            raise LetterDataError(
+                f"{where} contains a character the letter font cannot print: {char!r} (U+{ord(char):04X})"
+            )
+
+    def _check_printable(self) -> None:
+        """Fixed texts are checked once here, so a letter only has its own data checked."""
+        def check(template: str, where: str, text: str) -> None:
+            char = self._fonts.unprintable(text)
+            if char is not None:
+                raise TemplateError(template, where, f"contains {char!r} (U+{ord(char):04X}), which the font lacks")
+
+        s = self._set
+        for lang in LANGUAGES:
+            check("common", f"sender.name.{lang}", s.sender.names[lang])
+            for key, label in s.labels[lang].items():
+                check("common", f"labels.{lang}.{key}", label)
+            for dep_name, dep in s.departments.items():
+                check("common", f"departments.{dep_name}.name.{lang}", dep.names[lang])
+                for line in dep.signature[lang]:
+                    check("common", f"departments.{dep_name}.signature.{lang}", line)
+            for letter_type, template in s.templates.items():
+                for name, spec in template.fields.items():
+                    for code, wording in (spec.choices or {}).items():
+                        check(letter_type, f"{name}.{code}.{lang}", wording[lang])
+                texts = template.texts[lang]
+                for where, text in [("document_name", texts.document_name), ("subject", texts.subject),
+                                    *(("details", f"{label} {value}") for label, value in texts.details),
+                                    *(("body", paragraph) for paragraph in texts.body)]:
+                    check(letter_type, f"{lang}.{where}", text)
+
+    # -- layout --------------------------------------------------------------------------------
+
+    def _layout(self, letter: _Letter) -> list[list[Op]]:
+        labels = self._set.labels[letter.language]
+        department = self._set.departments[letter.template.department]
+        first_page = self._letterhead(letter) + self._meta(letter) + self._address_ops(letter.address)
+
+        top = max(FIRST_PAGE_BODY_TOP, max(op.y for op in first_page if isinstance(op, TextOp)) + 8)
+        flow = Flow(self._fonts, top)
+        flow.ops.extend(first_page)
+        flow.paragraph(letter.subject, style=BOLD, size=11, space_after=5)
+        if letter.details:
+            flow.rows(list(letter.details), label_width=48)
+            flow.gap(4)
+        flow.paragraph(labels["salutation"])
+        for paragraph in letter.body:
+            if paragraph.startswith("- "):
+                flow.bullet(paragraph[2:])
+            else:
+                flow.paragraph(paragraph)
+        if letter.payment:
+            flow.gap(2)
+            ops, height = self._payment_block(letter)
+            flow.keep_together(ops, height)
+        ops, height = self._signature(labels["closing"], department.signature[letter.language])
+        flow.keep_together(ops, height)
+
+        pages = flow.pages
+        for number, ops in enumerate(pages, start=1):
+            if number > 1:
+                ops.extend(self._continuation_header(letter))
+            ops.extend(self._footer(letter.language, f"{labels['page']} {number}/{len(pages)}"))
+        return pages
+
+    def _letterhead(self, letter: _Letter) -> list[Op]:
+        sender = self._set.sender
+        department = self._set.departments[letter.template.department]
+        lang = letter.language
+        ops: list[Op] = [TextOp(MARGIN_LEFT, SENDER_TOP + 5, sender.names[lang], BOLD, 16)]
+        y = SENDER_TOP + 11
+        ops.append(TextOp(MARGIN_LEFT, y, department.names[lang], BOLD, 9))
+        for line in (sender.street, f"{sender.postal_code} {sender.city}", sender.website):
+            y += line_height(SMALL_SIZE)
+            ops.append(TextOp(MARGIN_LEFT, y, line, REGULAR, SMALL_SIZE, gray=True))
+        return ops
+
+    def _meta(self, letter: _Letter) -> list[Op]:
+        labels = self._set.labels[letter.language]
+        department = self._set.departments[letter.template.department]
+        rows = [
+            (labels["date"], fields.format_date(letter.letter_date, letter.language)),
+            (labels["reference"], letter.letter_id),
+            (labels["contact"], department.email),
+            ("", department.phone),
+        ]
+        flow = Flow(self._fonts, META_BOX.top)
+        flow.rows(rows, label_width=30, size=SMALL_SIZE, left=META_BOX.left, width=META_BOX.width)
+        if letter.registered:
+            flow.gap(1.5)
+            flow.paragraph(labels["registered"].upper(), style=BOLD, size=9, left=META_BOX.left,
+                           width=META_BOX.width)
+        return flow.ops
+
+    def _address_ops(self, address: tuple[str, ...]) -> list[Op]:
+        """The address lines, in the largest size that fits the window; wrapped at the smallest."""
+        for size in ADDRESS_SIZES:
+            if all(self._fonts.width(line, REGULAR, size) <= ADDRESS_BOX.width for line in address):
+                lines = list(address)
+                break
+        else:
+            lines = [part for line in address
+                     for part in wrap(self._fonts, line, REGULAR, size, ADDRESS_BOX.width)]
+        height = line_height(size)
+        if len(lines) * height > ADDRESS_BOX.height:
+            raise LetterDataError("the recipient address is too long to fit in the envelope window")
+        return [TextOp(ADDRESS_BOX.left, ADDRESS_BOX.top + index * height + baseline_offset(size), line,
+                       REGULAR, size) for index, line in enumerate(lines)]
+
+    def _payment_block(self, letter: _Letter) -> tuple[list[Op], float]:
+        """Framed payment details with the EPC QR code on the right, drawn from y=0."""
+        labels = self._set.labels[letter.language]
+        sender = self._set.sender
+        payment = letter.payment
+        lang = letter.language
+        qr_payload = epc_payload(name=sender.account_name, iban=sender.iban.compact, amount=payment.amount,
+                                 reference=payment.ogm, bic=sender.bic or None)
+        matrix = epc_qr_matrix(qr_payload)
+
+        padding = 4.0
+        qr_box = Box(MARGIN_LEFT + CONTENT_WIDTH - padding - QR_SIZE, padding - 1, QR_SIZE, QR_SIZE)
+        rows = [
+            (labels["amount_due"], fields.format_amount(payment.amount, lang)),
+            (labels["due_date"], fields.format_date(payment.due_date, lang)),
+            (labels["beneficiary"], sender.account_name),
+            (labels["account"], sender.iban.formatted),
+            *([(labels["bic"], sender.bic)] if sender.bic else []),
+            (labels["ogm"], fields.format_ogm(payment.ogm)),
+        ]
+        flow = Flow(self._fonts, padding)
+        flow.paragraph(labels["payment_title"], style=BOLD, left=MARGIN_LEFT + padding, space_after=1.5)
+        flow.rows(rows, label_width=56, size=9, left=MARGIN_LEFT + padding,
+                  width=qr_box.left - MARGIN_LEFT - 2 * padding)
+        ops = flow.ops
+        caption_y = qr_box.bottom + 2
+        for line in wrap(self._fonts, labels["qr_caption"], REGULAR, 7, QR_SIZE + 8):
+            width = self._fonts.width(line, REGULAR, 7)
+            ops.append(TextOp(qr_box.left + (QR_SIZE - width) / 2, caption_y, line, REGULAR, 7, gray=True))
+            caption_y += line_height(7)
+        ops.append(QrOp(qr_box, matrix))
+        height = max(flow.y, caption_y) + padding / 2
+        ops.append(FrameOp(Box(MARGIN_LEFT, 0, CONTENT_WIDTH, height)))
+        return ops, height + 5
+
+    def _signature(self, closing: str, lines: tuple[str, ...]) -> tuple[list[Op], float]:
+        """Closing words, then who signs; the role (last line) stands apart, where a signature goes."""
+        flow = Flow(self._fonts, 2)
+        flow.paragraph(closing)
+        for line in lines[:-1]:
+            flow.paragraph(line, space_after=0)
+        flow.gap(8)
+        flow.paragraph(lines[-1], space_after=0)
+        return flow.ops, flow.y
+
+    def _continuation_header(self, letter: _Letter) -> list[Op]:
+        texts = letter.template.texts[letter.language]
+        line = f"{self._set.sender.names[letter.language]} \u00b7 {texts.document_name} \u00b7 {letter.letter_id}"
+        return [TextOp(MARGIN_LEFT, 16, line, REGULAR, 8, gray=True),
+                RuleOp(MARGIN_LEFT, NEXT_PAGE_BODY_TOP - 8, PAGE_WIDTH - MARGIN_LEFT, NEXT_PAGE_BODY_TOP - 8)]
+
+    def _footer(self, language: str, page_text: str) -> list[Op]:
+        sender = self._set.sender
+        labels = self._set.labels[language]
+        line = " \u00b7 ".join((sender.names[language], sender.street, f"{sender.postal_code} {sender.city}",
+                                f"{labels['enterprise_number']} {sender.enterprise_number}", sender.website))
+        right = PAGE_WIDTH - MARGIN_LEFT
+        return [
+            RuleOp(MARGIN_LEFT, FOOTER_RULE, right, FOOTER_RULE),
+            TextOp(MARGIN_LEFT, FOOTER_BASELINE, line, REGULAR, 7.5, gray=True),
+            TextOp(right - self._fonts.width(page_text, REGULAR, 7.5), FOOTER_BASELINE, page_text,
+                   REGULAR, 7.5, gray=True),
+        ]
+
+    # -- drawing -------------------------------------------------------------------------------
+
+    def _draw(self, letter: _Letter, pages: list[list[Op]]) -> bytes:
+        lang = letter.language
+        department = self._set.departments[letter.template.department]
+        pdf = FPDF(unit="mm", format="A4")
+        pdf.set_auto_page_break(False)
+        self._fonts.install(pdf, (op.text for ops in pages for op in ops if isinstance(op, TextOp)))
+        pdf.set_title(letter.subject)
+        pdf.set_subject(letter.template.texts[lang].document_name)
+        pdf.set_author(f"{self._set.sender.names[lang]} - {department.names[lang]}")
+        pdf.set_lang(f"{lang}-BE")
+        pdf.set_creator("dijlepost")
+        pdf.set_creation_date(datetime.combine(letter.letter_date, time(), tzinfo=timezone.utc))
+        pdf.set_draw_color(150)
+        pdf.set_line_width(0.2)
+        for ops in pages:
+            pdf.add_page()
+            font = None
+            gray = None
+            for op in ops:
+                if isinstance(op, TextOp):
+                    if font != (op.style, op.size):
+                        font = (op.style, op.size)
+                        pdf.set_font(FAMILY, op.style, op.size)
+                    if gray != op.gray:
+                        gray = op.gray
+                        pdf.set_text_color(90 if gray else 0)
+                    pdf.text(op.x, op.y, op.text)
+                elif isinstance(op, RuleOp):
+                    pdf.line(op.x1, op.y1, op.x2, op.y2)
+                elif isinstance(op, FrameOp):
+                    pdf.rect(op.box.left, op.box.top, op.box.width, op.box.height)
+                else:
+                    _draw_qr(pdf, op)
+        return bytes(pdf.output())
+
+
+def _draw_qr(pdf: FPDF, op: QrOp) -> None:
+    """Dark modules as filled rectangles (sharp at any print resolution): runs of dark modules in a row,
+    merged with the same run in the rows below, which halves the number of rectangles."""
+    module = op.box.width / (len(op.matrix) + 2 * QR_QUIET_ZONE)
+    left = op.box.left + QR_QUIET_ZONE * module
+    top = op.box.top + QR_QUIET_ZONE * module
+    open_runs: dict[tuple[int, int], int] = {}      # (first, end) column -> first row
+    for row_index, row in enumerate((*op.matrix, ())):
+        runs = set()
+        start = None
+        for col, dark in enumerate((*row, False)):
+            if dark and start is None:
+                start = col
+            elif not dark and start is not None:
+                runs.add((start, col))
+                start = None
+        for run in [run for run in open_runs if run not in runs]:
+            first_row = open_runs.pop(run)
+            pdf.rect(left + run[0] * module, top + first_row * module, (run[1] - run[0]) * module,
+                     (row_index - first_row) * module, style="F")
+        for run in runs:
+            open_runs.setdefault(run, row_index)
+
+
+@lru_cache(maxsize=None)
+def _country_name(code: str, language: str) -> str:
+    name = Locale(language).territories.get(code)
+    if name is None:
+        raise LetterDataError(f"country {code!r} is not an ISO 3166 country code")
+    return name
+
+
+def _filename(document_name: str, letter_id: str) -> str:
+    """`Factuur_<letter_id>.pdf`: the document name in the letter's language, ASCII only, the letter id
+    kept whole (it is unique); the name is shortened when the id is long."""
+    spelled = document_name.translate(_SPELLED_OUT)
+    ascii_name = unicodedata.normalize("NFKD", spelled).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^A-Za-z0-9-]+", "_", ascii_name).strip("_-")
+    room = MAX_FILENAME - len(".pdf") - len(letter_id) - 1
+    slug = slug[:max(room, 0)].rstrip("_-")
+    return f"{slug}_{letter_id}.pdf" if slug else f"{letter_id}.pdf"

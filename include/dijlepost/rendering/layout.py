@@ -196,18 +196,22 @@ class Flow:
 
     def rows(self, rows: list[tuple[str, str]], *, label_width: float, size: float = BODY_SIZE,
              left: float = MARGIN_LEFT, width: float = CONTENT_WIDTH) -> None:
-        """Label/value rows (label in bold); a row never splits over two pages."""
+        """Label/value rows (label in bold); a row splits over two pages only if it is longer than a page."""
         height = line_height(size)
         for label, value in rows:
             labels = wrap(self.fonts, label, BOLD, size, label_width - 3)
             values = wrap(self.fonts, value, REGULAR, size, width - label_width)
-            self.ensure(height * max(len(labels), len(values)))
-            for index, line in enumerate(labels):
-                self.ops.append(TextOp(left, self.y + index * height + baseline_offset(size), line, BOLD, size))
-            for index, line in enumerate(values):
-                self.ops.append(TextOp(left + label_width, self.y + index * height + baseline_offset(size),
-                                       line, REGULAR, size))
-            self.y += height * max(len(labels), len(values))
+            count = max(len(labels), len(values))
+            if count * height <= BODY_BOTTOM - NEXT_PAGE_BODY_TOP:
+                self.ensure(count * height)
+            for index in range(count):
+                self.ensure(height)
+                baseline = self.y + baseline_offset(size)
+                if index < len(labels):
+                    self.ops.append(TextOp(left, baseline, labels[index], BOLD, size))
+                if index < len(values):
+                    self.ops.append(TextOp(left + label_width, baseline, values[index], REGULAR, size))
+                self.y += height
 
     def keep_together(self, ops: list[Op], height: float) -> None:
         """Place a block drawn from y=0 as one piece, on a new page if it does not fit here."""

@@ -61,10 +61,10 @@ class LetterFonts:
     """The prepared regular and bold faces: text measuring for the layout, registration into a PDF."""
 
     def __init__(self, fonts_dir: Path):
-        self._full = {style: _prepare(str(fonts_dir / name), style, COVERAGE)
-                      for style, name in FONT_FILES.items()}
-        self._core = {style: _prepare(str(fonts_dir / name), style, CORE_COVERAGE)
-                      for style, name in FONT_FILES.items()}
+        # Keyed by the resolved path, so every renderer in the process shares one preparation.
+        paths = {style: str((fonts_dir / name).resolve()) for style, name in FONT_FILES.items()}
+        self._full = {style: _prepare(path, style, COVERAGE) for style, path in paths.items()}
+        self._core = {style: _prepare(path, style, CORE_COVERAGE) for style, path in paths.items()}
         self.codepoints = frozenset.intersection(*(frozenset(f.widths) for f in self._full.values()))
         self._core_chars = frozenset(chr(cp) for cp in frozenset.intersection(
             *(frozenset(f.widths) for f in self._core.values())))

@@ -1,0 +1,82 @@
+"""Structured communication check digits and the EPC069-12 QR payload."""
+from decimal import Decimal
+
+import pytest
+import segno
+
+from include.dijlepost.rendering import LetterDataError
+from include.dijlepost.rendering.payment import epc_payload, epc_qr_matrix, make_ogm
+
+
+@pytest.mark.parametrize("base, expected", [
+    (108068171, "010806817183"),     # python-stdnum's documented example
+    (1, "000000000101"),
+    (97, "000000009797"),            # base divisible by 97: the check digits are 97, never 00
+    (9999999999, "999999999948"),
+])
+def test_structured_communication_check_digits_are_base_mod_97(base, expected):
+    assert make_ogm(base) == expected
+    assert int(expected[-2:]) == (int(expected[:10]) % 97 or 97)
+
+
+def test_structured_communication_base_is_ten_digits_at_most():
+    for base in (0, 10**10):
+        with pytest.raises(ValueError):
+            make_ogm(base)
+
+
+def test_epc_payload_is_exactly_as_epc069_12_lays_it_out():
+    payload = epc_payload(name="Stad Mechelen", iban="BE68 5390 0754 7034", amount=Decimal("125.50"),
+                          reference="010806817183")
+    assert payload == (
+        "BCD\n"            # service tag
+        "002\n"            # version 2: BIC optional
+        "1\n"              # UTF-8
+        "SCT\n"            # SEPA credit transfer
+        "\n"               # no BIC
+        "Stad Mechelen\n"
+        "BE68539007547034\n"
+        "EUR125.50\n"
+        "\n"               # no purpose code
+        "010806817183"     # structured reference, and nothing after the last element used
+    )
+
+
+def test_epc_payload_with_bic_and_whole_euros():
+    payload = epc_payload(name="Stad Mechelen", iban="BE68539007547034", amount=Decimal("80"),
+                          reference="010806817183", bic="GKCCBEBB")
+    assert payload.split("\n") == ["BCD", "002", "1", "SCT", "GKCCBEBB", "Stad Mechelen", "BE68539007547034",
+                                   "EUR80.00", "", "010806817183"]
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"amount": Decimal("0.00")}, "between 0.01 and 999999999.99"),
+    ({"amount": Decimal("1000000000.00")}, "between 0.01 and 999999999.99"),
+    ({"amount": 12.5}, "between 0.01 and 999999999.99"),
+    ({"name": "x" * 71}, "1 to 70 characters"),
+])
+def test_epc_payload_limits(kwargs, words):
+    args = {"name": "Stad Mechelen", "iban": "BE68539007547034", "amount": Decimal("1.00"),
+            "reference": "010806817183", **kwargs}
+    with pytest.raises(LetterDataError, match=words):
+        epc_payload(**args)
+
+
+def _format_bits(matrix) -> int:
+    """The 15 format bits next to the top-left finder pattern, unmasked (ISO/IEC 18004, 7.9)."""
+    positions = [(8, col) for col in (0, 1, 2, 3, 4, 5, 7, 8)] + [(row, 8) for row in (7, 5, 4, 3, 2, 1, 0)]
+    bits = 0
+    for row, col in positions:
+        bits = (bits << 1) | int(matrix[row][col])
+    return bits ^ 0b101010000010010
+
+
+def test_epc_qr_code_uses_error_correction_level_m_and_at_most_version_13():
+    payload = epc_payload(name="Stad Mechelen", iban="BE68539007547034", amount=Decimal("999999999.99"),
+                          reference="999999999948")
+    matrix = epc_qr_matrix(payload)
+    version = (len(matrix) - 17) // 4
+    assert 1 <= version <= 13
+    assert _format_bits(matrix) >> 13 == 0b00          # 00 is level M
+    assert matrix == tuple(tuple(bool(m) for m in row)
+                           for row in segno.make_qr(payload.encode(), error="m", boost_error=False).matrix)

@@ -77,10 +77,13 @@ def _add_mistakes(ds: DemoDataset, rng: random.Random, prefix: str, today: date)
         base.update(letter_id=f"{prefix}-BADID-{i + 1}", recipient_id=rid[:-2] + f"{(int(rid[-2:]) + 1) % 100:02d}")
         ds.direct_rows.append(base)
     # Letters whose payload lacks a field the template needs: quarantined at rendering, with the field.
+    from include.dijlepost.rendering import LetterRenderer
+
+    renderer = LetterRenderer()
     for i in range(2):
         base = dict(rng.choice(ds.letters))
         payload = dict(base["payload"])
-        payload.pop(sorted(payload)[0])
+        payload.pop(rng.choice(renderer.required_fields(base["letter_type"])))
         base.update(letter_id=f"{prefix}-NOFIELD-{i + 1}", payload=payload)
         ds.direct_rows.append(base)
     # Rows that `letters import` refuses, each with its own reason.

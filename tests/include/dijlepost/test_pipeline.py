@@ -1,0 +1,195 @@
+"""The wave stages against real PostgreSQL, the eBox sandbox over HTTPS and sshd, including crashes
+in the middle of a step: nothing may be lost and nothing may be sent twice."""
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from datetime import date, timedelta
+
+import pytest
+
+from include.dijlepost import pipeline
+from include.dijlepost.demo import dataset
+from include.dijlepost.ebox.client import EboxClient
+from include.dijlepost.intake import import_rows
+from include.dijlepost.outbox import RunContext, claim
+from include.dijlepost.printhouse.hook import PrintHouseHook
+from include.dijlepost.rendering import LetterRenderer
+from include.dijlepost.rollout import read_state, set_phase
+from include.dijlepost.waves import WAVES
+
+pytestmark = pytest.mark.integration
+KEY = b"test-pseudonym-key-not-secret"
+WAVE = WAVES["finance"]
+RUN = "letters_finance:manual__1"
+CTX = RunContext(dag_id="letters_finance", run_id="manual__1", task_id="test", map_index=-1, try_number=1)
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    return LetterRenderer(today=date(2026, 3, 2))
+
+
+@pytest.fixture
+def client(ebox):
+    return EboxClient(ebox.config(backoff_base_seconds=0.01, max_attempts=2, timeout_seconds=5))
+
+
+def seed(db, ebox, n: int, active_share: float, seed_no: int = 3):
+    data = dataset.build(seed=seed_no, mix={"finance": n}, today=date(2026, 3, 2), prefix=f"P{seed_no}",
+                         ebox_share=active_share, mistakes=False)
+    data.no_digital_user.clear()
+    data.paper_exempt.clear()
+    assert not import_rows(db, enumerate(data.letters, start=1)).errors
+    for (kind, rid), exclusive in data.ebox_active.items():
+        ebox.state.register_recipient(kind, rid, active=True, exclusively_ebox=exclusive)
+    return data
+
+
+def prepare(db, client, renderer, tmp_path, run=RUN, lease=timedelta(hours=3)):
+    """claim -> activation -> decide -> render, as the DAG does before branching."""
+    c = claim(db, "finance", run, 1000, 1000, lease, CTX)
+    pipeline.check_activation(db, client, KEY, run, timedelta(days=7), CTX)
+    pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, run, CTX)
+    for chunk in c.chunks:
+        pipeline.render_chunk(db, renderer, tmp_path / "docs", run, chunk, CTX)
+    return c
+
+
+def statuses(db) -> dict[str, tuple]:
+    rows = db.execute("SELECT letter_id, status, channel, decision_rule, ebox_state FROM letters").fetchall()
+    db.commit()
+    return {r[0]: r[1:] for r in rows}
+
+
+def ebox_copies(ebox) -> dict[str, int]:
+    copies: dict[str, int] = {}
+    for p in ebox.state.publications():
+        copies[p["idempotency_key"]] = copies.get(p["idempotency_key"], 0) + 1
+    return copies
+
+
+class CrashAfterPublishing:
+    """The eBox accepts the letter, then the worker dies before the answer is recorded."""
+
+    def __init__(self, real: EboxClient, survive: int):
+        self.real, self.left = real, survive
+
+    def publish(self, pub):
+        outcome = self.real.publish(pub)
+        self.left -= 1
+        if self.left < 0:
+            raise SystemExit("worker killed after the eBox accepted the letter")
+        return outcome
+
+
+def test_crash_after_publishing_then_retry_delivers_each_letter_once(db, ebox, client, renderer, tmp_path):
+    seed(db, ebox, 8, active_share=1.0)
+    c = prepare(db, client, renderer, tmp_path)
+    with pytest.raises(SystemExit):
+        pipeline.deliver_chunk_to_ebox(db, CrashAfterPublishing(client, survive=3), renderer, WAVE, KEY, RUN,
+                                       c.chunks[0], CTX, concurrency=1)
+    mid = statuses(db)
+    assert any(s[3] == "in_flight" and s[0] == "processing" for s in mid.values())
+
+    pipeline.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
+    after = statuses(db)
+    assert {s[0] for s in after.values()} == {"delivered_ebox"}
+    assert len(ebox.state.publications()) == 8
+    assert set(ebox_copies(ebox).values()) == {1}
+
+
+def test_in_flight_letter_taken_over_after_phase_change_still_goes_to_ebox_not_paper(
+        db, ebox, client, renderer, tmp_path):
+    seed(db, ebox, 4, active_share=1.0, seed_no=5)
+    c = prepare(db, client, renderer, tmp_path)
+    with pytest.raises(SystemExit):
+        pipeline.deliver_chunk_to_ebox(db, CrashAfterPublishing(client, survive=0), renderer, WAVE, KEY, RUN,
+                                       c.chunks[0], CTX, concurrency=1)
+    # The run died. An administrator switches finance to paper; the next run takes the claims over.
+    set_phase(db, "finance", "paper", "incident", "test")
+    run2 = "letters_finance:manual__2"
+    c2 = prepare(db, client, renderer, tmp_path, run=run2, lease=timedelta(0))
+    assert c2.taken_over == 4
+    rules = {s[2] for s in statuses(db).values()}
+    assert rules == {"ebox_publication_in_flight"}
+    for chunk in c2.chunks:
+        pipeline.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run2, chunk, CTX)
+    assert {s[0] for s in statuses(db).values()} == {"delivered_ebox"}
+    assert set(ebox_copies(ebox).values()) == {1} and len(ebox_copies(ebox)) == 4
+    assert pipeline.assign_print_batches(db, "finance", run2, CTX, 100) == []
+
+
+def test_unreachable_ebox_releases_letters_for_the_next_run(db, ebox, client, renderer, tmp_path):
+    seed(db, ebox, 3, active_share=1.0, seed_no=9)
+    c = prepare(db, client, renderer, tmp_path)
+    ebox.state.set_faults(error_rate=1.0)
+    result = pipeline.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
+    assert result["retry_later"] == 3
+    assert {s[0] for s in statuses(db).values()} == {"pending"}
+    ebox.state.set_faults()
+    run2 = "letters_finance:manual__2"
+    c2 = prepare(db, client, renderer, tmp_path, run=run2)
+    pipeline.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run2, c2.chunks[0], CTX)
+    assert {s[0] for s in statuses(db).values()} == {"delivered_ebox"}
+    assert len(ebox.state.publications()) == 3
+
+
+def test_no_digital_user_goes_to_paper_in_the_same_run(db, ebox, client, renderer, tmp_path, printhouse_dirs,
+                                                       monkeypatch):
+    data = seed(db, ebox, 3, active_share=1.0, seed_no=21)
+    for kind, rid in data.ebox_active:
+        ebox.state.register_recipient(kind, rid, active=True, no_digital_user=True)
+    c = prepare(db, client, renderer, tmp_path)
+    pipeline.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
+    assert {s[2] for s in statuses(db).values()} == {"no_digital_user"}
+    monkeypatch.setenv("AIRFLOW_CONN_PRINTHOUSE_SFTP", __import__("json").dumps(printhouse_dirs.airflow_connection()))
+    batches = pipeline.assign_print_batches(db, "finance", RUN, CTX, 100)
+    with PrintHouseHook().get_managed_conn() as sftp:
+        for b in batches:
+            pipeline.upload_print_batch(db, sftp, "inbox", tmp_path / "work", b, CTX)
+    assert {s[0] for s in statuses(db).values()} == {"handed_to_print"}
+
+
+def test_crash_after_upload_before_recording_then_rerun_hands_over_once(
+        db, ebox, client, renderer, tmp_path, printhouse_dirs, monkeypatch):
+    seed(db, ebox, 10, active_share=0.0, seed_no=31)
+    set_phase(db, "finance", "paper", "print run", "test")
+    prepare(db, client, renderer, tmp_path)
+    monkeypatch.setenv("AIRFLOW_CONN_PRINTHOUSE_SFTP", __import__("json").dumps(printhouse_dirs.airflow_connection()))
+    batches = pipeline.assign_print_batches(db, "finance", RUN, CTX, 100)
+    assert len(batches) == 1
+    assert pipeline.assign_print_batches(db, "finance", RUN, CTX, 100) == []  # retry assigns nothing new
+
+    def crash(*args, **kwargs):
+        raise SystemExit("worker killed after the upload, before the database was updated")
+    real_mark = pipeline._mark_batch_uploaded
+    monkeypatch.setattr(pipeline, "_mark_batch_uploaded", crash)
+    with PrintHouseHook().get_managed_conn() as sftp, pytest.raises(SystemExit):
+        pipeline.upload_print_batch(db, sftp, "inbox", tmp_path / "work", batches[0], CTX)
+    monkeypatch.setattr(pipeline, "_mark_batch_uploaded", real_mark)
+    assert {s[0] for s in statuses(db).values()} == {"processing"}
+
+    assert pipeline.pending_print_batches(db, "finance") == batches
+    with PrintHouseHook().get_managed_conn() as sftp:
+        result = pipeline.upload_print_batch(db, sftp, "inbox", tmp_path / "work2", batches[0], CTX)
+    assert result["already_present"] is True
+    assert {s[0] for s in statuses(db).values()} == {"handed_to_print"}
+    zips = list((printhouse_dirs.root / "inbox").glob("*.zip"))
+    assert len(zips) == 1
+    with zipfile.ZipFile(zips[0]) as z:
+        manifest = list(csv.DictReader(io.StringIO(z.read("manifest.csv").decode())))
+    assert sorted(r["letter_id"] for r in manifest) == sorted(statuses(db))
+
+
+def test_missing_template_field_quarantines_with_the_field_name(db, ebox, client, renderer, tmp_path):
+    data = seed(db, ebox, 2, active_share=0.0, seed_no=41)
+    victim = data.letters[0]["letter_id"]
+    field = renderer.required_fields(data.letters[0]["letter_type"])[0]
+    db.execute("UPDATE letters SET payload = payload - %s WHERE letter_id = %s", (field, victim))
+    db.commit()
+    prepare(db, client, renderer, tmp_path)
+    status, reason = db.execute("SELECT status, quarantine_reason FROM letters WHERE letter_id = %s",
+                                (victim,)).fetchone()
+    assert status == "quarantined" and field in reason

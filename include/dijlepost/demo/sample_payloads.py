@@ -195,7 +195,8 @@ def _ogm(rng: random.Random) -> str:
 
 
 def _belgian_iban(rng: random.Random) -> str:
-    return str(IBAN.generate("BE", bank_code=rng.choice(BANK_CODES), account_code=f"{rng.randint(0, 9999999):07d}"))
+    account = f"{rng.randint(0, 9999999):07d}"
+    return str(IBAN.generate("BE", bank_code=rng.choice(BANK_CODES), account_code=account))
 
 
 def _months_later(day: date, months: int) -> date:

@@ -96,7 +96,8 @@ class LetterFonts:
             font.i = len(pdf.fonts) + 1
             # The reduced font's glyph boxes are already exact, so fontTools need not decode every kept
             # glyph again to recompute them when fpdf2 writes the subset.
-            font.ttfont = TTFont(io.BytesIO(prepared.data), recalcTimestamp=False, recalcBBoxes=False, lazy=True)
+            font.ttfont = TTFont(io.BytesIO(prepared.data), recalcTimestamp=False, recalcBBoxes=False,
+                                 lazy=True)
             pdf.fonts[font.fontkey] = font
 
 

@@ -61,5 +61,7 @@ def epc_qr_matrix(payload: str) -> tuple[tuple[bool, ...], ...]:
     requires (not boosted, which would change the level)."""
     qr = segno.make_qr(payload.encode("utf-8"), error="m", boost_error=False)
     if qr.version > EPC_MAX_VERSION:
-        raise LetterDataError(f"the EPC QR code needs version {qr.version}, above the maximum {EPC_MAX_VERSION}")
+        raise LetterDataError(
+            f"the EPC QR code needs version {qr.version}, above the maximum {EPC_MAX_VERSION}"
+        )
     return tuple(tuple(bool(module) for module in row) for row in qr.matrix)

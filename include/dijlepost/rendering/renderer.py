@@ -32,12 +32,12 @@ from . import fields
 from .errors import LetterDataError, TemplateError, TemplateFieldMissing
 from .fonts import BOLD, FAMILY, REGULAR, LetterFonts
 from .layout import (
-    ADDRESS_BOX, ADDRESS_SIZES, BODY_SIZE, CONTENT_WIDTH, FIRST_PAGE_BODY_TOP, FOOTER_BASELINE,
-    FOOTER_RULE, MARGIN_LEFT, META_BOX, NEXT_PAGE_BODY_TOP, PAGE_WIDTH, SENDER_TOP, SMALL_SIZE, Box,
-    Flow, FrameOp, Op, QrOp, RuleOp, TextOp, baseline_offset, line_height, wrap,
+    ADDRESS_BOX, ADDRESS_SIZES, CONTENT_WIDTH, FIRST_PAGE_BODY_TOP, FOOTER_BASELINE, FOOTER_RULE, MARGIN_LEFT,
+    META_BOX, NEXT_PAGE_BODY_TOP, PAGE_WIDTH, PARAGRAPH_GAP, SENDER_TOP, SMALL_SIZE, Box, Flow, FrameOp, Op,
+    QrOp, RuleOp, TextOp, baseline_offset, line_height, wrap,
 )
 from .payment import epc_payload, epc_qr_matrix
-from .templates import LetterTemplate, TemplateSet, load_templates
+from .templates import LetterTemplate, Paragraph, TemplateSet, load_templates
 
 MAX_FILENAME = 80
 LETTER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")   # as the outbox table checks it
@@ -45,8 +45,10 @@ ADDRESS_FIELDS = ("recipient_name", "street", "postal_code", "city")
 QR_SIZE = 30.0          # mm including the quiet zone: modules of 0.6 mm for a typical version 6 code
 QR_QUIET_ZONE = 4       # modules, as ISO/IEC 18004 asks
 # Letters that have no accent-free form in NFKD, spelled the way their language does without them.
-_SPELLED_OUT = str.maketrans({"ß": "ss", "ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue",
-                              "æ": "ae", "Æ": "Ae", "œ": "oe", "Œ": "Oe", "ø": "o", "Ø": "O", "’": " ", "'": " "})
+_SPELLED_OUT = str.maketrans({
+    "ß": "ss", "ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue",
+    "æ": "ae", "Æ": "Ae", "œ": "oe", "Œ": "Oe", "ø": "o", "Ø": "O", "’": " ", "'": " ",
+})
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class _Letter:
     address: tuple[str, ...]
     subject: str
     details: tuple[tuple[str, str], ...]
-    body: tuple[str, ...]
+    body: tuple[Paragraph, ...]
     payment: _Payment | None
 
 
@@ -164,7 +166,9 @@ class LetterRenderer:
         payment = None
         if template.payment:
             if parsed["amount_due"] <= 0:
-                raise LetterDataError("payload field 'amount_due' must be above 0.00 EUR for a payment letter")
+                raise LetterDataError(
+                    "payload field 'amount_due' must be above 0.00 EUR for a payment letter"
+                )
             payment = _Payment(parsed["amount_due"], parsed["due_date"], parsed["ogm"])
 
         texts = template.texts[language]
@@ -177,7 +181,7 @@ class LetterRenderer:
             address=address,
             subject=texts.subject.format_map(values),
             details=tuple((label, value.format_map(values)) for label, value in texts.details),
-            body=tuple(paragraph.format_map(values) for paragraph in texts.body),
+            body=tuple(Paragraph(p.text.format_map(values), p.bullet) for p in texts.body),
             payment=payment,
         )
 
@@ -214,7 +218,8 @@ class LetterRenderer:
         def check(template: str, where: str, text: str) -> None:
             char = self._fonts.unprintable(text)
             if char is not None:
-                raise TemplateError(template, where, f"contains {char!r} (U+{ord(char):04X}), which the font lacks")
+                raise TemplateError(template, where,
+                                    f"contains {char!r} (U+{ord(char):04X}), which the font lacks")
 
         s = self._set
         for lang in LANGUAGES:
@@ -232,7 +237,7 @@ class LetterRenderer:
                 texts = template.texts[lang]
                 for where, text in [("document_name", texts.document_name), ("subject", texts.subject),
                                     *(("details", f"{label} {value}") for label, value in texts.details),
-                                    *(("body", paragraph) for paragraph in texts.body)]:
+                                    *(("body", paragraph.text) for paragraph in texts.body)]:
                     check(letter_type, f"{lang}.{where}", text)
 
     # -- layout --------------------------------------------------------------------------------
@@ -250,11 +255,15 @@ class LetterRenderer:
             flow.rows(list(letter.details), label_width=48)
             flow.gap(4)
         flow.paragraph(labels["salutation"])
+        after_bullet = False
         for paragraph in letter.body:
-            if paragraph.startswith("- "):
-                flow.bullet(paragraph[2:])
+            if paragraph.bullet:
+                flow.bullet(paragraph.text)
             else:
-                flow.paragraph(paragraph)
+                if after_bullet:
+                    flow.gap(PARAGRAPH_GAP / 2)    # bullets sit closer together than paragraphs
+                flow.paragraph(paragraph.text)
+            after_bullet = paragraph.bullet
         if letter.payment:
             flow.gap(2)
             ops, height = self._payment_block(letter)
@@ -360,7 +369,8 @@ class LetterRenderer:
 
     def _continuation_header(self, letter: _Letter) -> list[Op]:
         texts = letter.template.texts[letter.language]
-        line = f"{self._set.sender.names[letter.language]} \u00b7 {texts.document_name} \u00b7 {letter.letter_id}"
+        sender = self._set.sender.names[letter.language]
+        line = f"{sender} \u00b7 {texts.document_name} \u00b7 {letter.letter_id}"
         return [TextOp(MARGIN_LEFT, 16, line, REGULAR, 8, gray=True),
                 RuleOp(MARGIN_LEFT, NEXT_PAGE_BODY_TOP - 8, PAGE_WIDTH - MARGIN_LEFT, NEXT_PAGE_BODY_TOP - 8)]
 

@@ -44,11 +44,17 @@ _LANGUAGE_KEYS = {"document_name", "subject", "details", "body"}
 
 
 @dataclass(frozen=True)
+class Paragraph:
+    text: str
+    bullet: bool = False                   # written with "- " in front in the template
+
+
+@dataclass(frozen=True)
 class LanguageText:
     document_name: str
     subject: str
     details: tuple[tuple[str, str], ...]   # (label, value template) rows
-    body: tuple[str, ...]                  # paragraphs; "- " at the start makes a bullet
+    body: tuple[Paragraph, ...]
 
 
 @dataclass(frozen=True)
@@ -108,8 +114,10 @@ def load_templates(templates_dir: Path) -> TemplateSet:
             raise TemplateError(letter_type, "(file)", f"{path.name} is missing from {templates_dir}")
         template = _template(letter_type, _read_yaml(path, letter_type))
         if template.department != department:
-            raise TemplateError(letter_type, "department",
-                                f"is {template.department!r} but waves.py puts {letter_type} in {department!r}")
+            raise TemplateError(
+                letter_type, "department",
+                f"is {template.department!r} but waves.py puts {letter_type} in {department!r}",
+            )
         if department not in departments:
             raise TemplateError("common", f"departments.{department}", "is missing")
         templates[letter_type] = template
@@ -121,7 +129,8 @@ def placeholders(template: str, where: str, text: str) -> set[str]:
     try:
         parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
-        raise TemplateError(template, where, f"unbalanced braces ({exc}); write {{{{ for a literal brace") from None
+        raise TemplateError(template, where,
+                            f"unbalanced braces ({exc}); write {{{{ for a literal brace") from None
     names = set()
     for _literal, name, spec, conversion in parsed:
         if name is None:
@@ -129,7 +138,8 @@ def placeholders(template: str, where: str, text: str) -> set[str]:
         if not name.isidentifier():
             raise TemplateError(template, where, f"placeholder {{{name}}} is not a field name")
         if spec or conversion:
-            raise TemplateError(template, name, f"placeholder in {where} may not carry a format (:... or !...)")
+            raise TemplateError(template, name,
+                                f"placeholder in {where} may not carry a format (:... or !...)")
         names.add(name)
     return names
 
@@ -176,7 +186,8 @@ def _sender(data: Mapping[str, Any]) -> Sender:
         raise TemplateError("common", "sender.payment_account.iban", f"is not a valid IBAN ({exc})") from None
     bic = account.get("bic") or ""
     if not isinstance(bic, str) or len(bic.strip()) not in (0, 8, 11):
-        raise TemplateError("common", "sender.payment_account.bic", "must be empty or a BIC of 8 or 11 characters")
+        raise TemplateError("common", "sender.payment_account.bic",
+                            "must be empty or a BIC of 8 or 11 characters")
     return Sender(
         names=_per_language(data, "name", "common"),
         street=_text(data, "street", "common", "sender.street"),
@@ -225,7 +236,8 @@ def _labels(data: Mapping[str, Any]) -> dict[str, dict[str, str]]:
 def _template(letter_type: str, data: Mapping[str, Any]) -> LetterTemplate:
     unknown = set(data) - _TEMPLATE_KEYS
     if unknown:
-        raise TemplateError(letter_type, sorted(unknown)[0], f"unknown key (expected {sorted(_TEMPLATE_KEYS)})")
+        raise TemplateError(letter_type, sorted(unknown)[0],
+                            f"unknown key (expected {sorted(_TEMPLATE_KEYS)})")
     payment = data.get("payment", False)
     if not isinstance(payment, bool):
         raise TemplateError(letter_type, "payment", "must be true or false")
@@ -263,8 +275,10 @@ def _field_spec(letter_type: str, name: str, spec: Any) -> FieldSpec:
         for code, wording in raw_choices.items():
             if not isinstance(wording, Mapping):
                 raise TemplateError(letter_type, name, f"choice {code!r} must give the wording per language")
-            choices[str(code)] = {lang: _spaced(lang, _text(wording, lang, letter_type, f"{name}.{code}.{lang}"))
-                                  for lang in LANGUAGES}
+            choices[str(code)] = {
+                lang: _spaced(lang, _text(wording, lang, letter_type, f"{name}.{code}.{lang}"))
+                for lang in LANGUAGES
+            }
         return FieldSpec("choice", choices)
     if spec not in FIELD_KINDS or spec == "choice":
         raise TemplateError(letter_type, name, f"has kind {spec!r}; expected one of {', '.join(FIELD_KINDS)} "
@@ -296,7 +310,8 @@ def _language_text(letter_type: str, lang: str, data: Mapping[str, Any], allowed
     document_name = _spaced(lang, _text(data, "document_name", letter_type, f"{lang}.document_name"))
     if "{" in document_name:
         raise TemplateError(letter_type, f"{lang}.document_name", "is a fixed name without placeholders")
-    subject = checked(f"{lang}.subject", _spaced(lang, _text(data, "subject", letter_type, f"{lang}.subject")))
+    subject = checked(f"{lang}.subject",
+                      _spaced(lang, _text(data, "subject", letter_type, f"{lang}.subject")))
 
     details = []
     raw_details = data.get("details") or {}
@@ -316,5 +331,6 @@ def _language_text(letter_type: str, lang: str, data: Mapping[str, Any], allowed
         where = f"{lang}.body[{index + 1}]"
         if not isinstance(paragraph, str) or not paragraph.strip():
             raise TemplateError(letter_type, where, "a paragraph must be text")
-        paragraphs.append(checked(where, _spaced(lang, paragraph)))
+        text = checked(where, _spaced(lang, paragraph))
+        paragraphs.append(Paragraph(text[2:], bullet=True) if text.startswith("- ") else Paragraph(text))
     return LanguageText(document_name, subject, tuple(details), tuple(paragraphs))

@@ -114,7 +114,8 @@ def _strings(body: bytes) -> dict[str, str]:
     for key, literal, hexa in re.findall(rb"/(\w+)\s*(?:\(((?:\\.|[^\\)])*)\)|<([0-9A-Fa-f]+)>)", body):
         if hexa:
             raw = bytes.fromhex(hexa.decode())
-            values[key.decode()] = raw[2:].decode("utf-16-be") if raw.startswith(b"\xfe\xff") else raw.decode("latin-1")
+            utf16 = raw.startswith(b"\xfe\xff")
+            values[key.decode()] = raw[2:].decode("utf-16-be") if utf16 else raw.decode("latin-1")
         else:
             values[key.decode()] = _unescape(literal).decode("latin-1")
     return values

@@ -30,7 +30,8 @@ def _ink(run) -> Box:
     """Where a text run's glyphs can reach, from the PDF's own position, font and size."""
     style = "B" if run.font == "F2" else ""
     size = run.size * PT_TO_MM
-    return Box(run.x, run.y - ASCENT * size, FONTS.width(run.text, style, run.size), (ASCENT + DESCENT) * size)
+    width = FONTS.width(run.text, style, run.size)
+    return Box(run.x, run.y - ASCENT * size, width, (ASCENT + DESCENT) * size)
 
 
 def _overlaps(a: Box, b: Box) -> bool:
@@ -64,7 +65,7 @@ def test_every_letter_type_renders_a_complete_pdf_in_every_language(letter_type,
     for other in set(LANGUAGES) - {language}:
         other_texts = TEMPLATES.templates[letter_type].texts[other]
         assert other_texts.document_name not in doc.subject
-        for words in (LABELS[other]["reference"], LABELS[other]["closing"], other_texts.body[0][:40]):
+        for words in (LABELS[other]["reference"], LABELS[other]["closing"], other_texts.body[0].text[:40]):
             assert words not in text
 
     payment = letter_type in PAYMENT_TYPES
@@ -125,7 +126,8 @@ def test_malformed_payload_values_are_refused_with_a_clear_message(letter_type, 
     ({"country": "Belgium"}, "country must be a two-letter ISO 3166 code"),
     ({"country": "XX"}, "country 'XX' is not an ISO 3166 country code"),
     ({"payload": "not a mapping"}, "payload must be a JSON object"),
-    ({"recipient_name": "王小明"}, "letter field 'recipient_name' contains a character the letter font cannot print: '王' (U+738B)"),
+    ({"recipient_name": "王小明"},
+     "letter field 'recipient_name' contains a character the letter font cannot print: '王' (U+738B)"),
     ({"street": "Bruul 12 \U0001F3E0"}, "letter field 'street' contains a character"),
 ])
 def test_a_wrong_letter_row_is_refused(change, words):
@@ -193,7 +195,8 @@ def test_a_long_body_flows_onto_more_pages_with_page_numbers():
     assert "reservering 0," in pdf.text and "reservering 59," in pdf.text
     assert "+++" in pdf.pages[-1].text and "Met vriendelijke groeten," in pdf.pages[-1].text
     for page in pdf.pages[1:]:
-        assert page.runs[-3].text == f"Stad Mechelen · Factuur · {letter['letter_id']}"   # continuation header
+        # the continuation header
+        assert page.runs[-3].text == f"Stad Mechelen · Factuur · {letter['letter_id']}"
     for page in pdf.pages:
         body = page.runs[:-3]
         assert all(_ink(run).bottom < FOOTER_RULE and _ink(run).right <= 190.01 for run in body)
@@ -221,14 +224,15 @@ def test_amounts_are_printed_in_the_letters_language(language, expected):
     letter = with_payload(make_letter("premium_decision", language), premium_amount="1250.50")
     assert expected in read_pdf(renderer().render(letter).pdf).text
     letter = with_payload(make_letter("invoice", language), amount_due="125.5")
-    assert expected.replace("1.250", "125").replace("1\u202f250", "125") in read_pdf(renderer().render(letter).pdf).text
+    small = expected.replace("1.250", "125").replace("1\u202f250", "125")
+    assert small in read_pdf(renderer().render(letter).pdf).text
 
 
 def test_the_qr_code_in_the_pdf_is_the_epc_payload_of_the_letter():
     letter = with_payload(make_letter("invoice", "nl"), amount_due="125.50", ogm="+++010/8068/17183+++")
     page = read_pdf(renderer().render(letter).pdf).pages[0]
-    expected = epc_qr_matrix(epc_payload(name="Stad Mechelen", iban="BE68539007547034", amount=Decimal("125.50"),
-                                         reference="010806817183"))
+    expected = epc_qr_matrix(epc_payload(name="Stad Mechelen", iban="BE68539007547034",
+                                         amount=Decimal("125.50"), reference="010806817183"))
     module = QR_SIZE / (len(expected) + 2 * QR_QUIET_ZONE)
     left, top = min(r.x for r in page.rects), min(r.y for r in page.rects)
     drawn = [[False] * len(expected) for _ in expected]
@@ -281,3 +285,11 @@ def test_the_fonts_are_embedded_and_cover_the_text():
     for program in pdf.font_files:
         font = TTFont(BytesIO(program))
         assert "glyf" in font and len(font.getGlyphOrder()) > 20
+
+
+def test_template_paragraphs_starting_with_a_dash_are_bullets():
+    runs = read_pdf(renderer().render(make_letter("gas_finding", "nl")).pdf).pages[0].runs
+    bullets = [index for index, run in enumerate(runs) if run.text == "\u2022"]
+    assert len(bullets) == 4
+    assert runs[bullets[0] + 1].text.startswith("U kunt uw verweermiddelen schriftelijk")
+    assert runs[bullets[0] + 1].x > runs[bullets[0]].x

@@ -20,7 +20,8 @@ DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 @pytest.mark.parametrize("letter_type", sorted(ALL_LETTER_TYPES))
 def test_sample_payloads_fit_their_template(letter_type):
-    kinds = {name: spec.kind for name, spec in load_templates(TEMPLATES_DIR).templates[letter_type].fields.items()}
+    template = load_templates(TEMPLATES_DIR).templates[letter_type]
+    kinds = {name: spec.kind for name, spec in template.fields.items()}
     for seed in range(40):
         payload = sample_payload(letter_type, random.Random(seed), TODAY)
         assert set(payload) == set(kinds)

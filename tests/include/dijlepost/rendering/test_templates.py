@@ -14,7 +14,8 @@ from include.dijlepost.waves import ALL_LETTER_TYPES, LANGUAGES
 from .letters import renderer
 
 EXPECTED_FIELDS = {
-    "invoice": ("invoice_number", "invoice_date", "service", "service_detail", "amount_due", "due_date", "ogm"),
+    "invoice": ("invoice_number", "invoice_date", "service", "service_detail", "amount_due", "due_date",
+                "ogm"),
     "reminder": ("invoice_number", "invoice_date", "original_due_date", "original_amount", "reminder_costs",
                  "amount_due", "due_date", "ogm"),
     "tax_assessment": ("tax", "tax_year", "assessment_number", "tax_object", "roll_date", "amount_due",
@@ -25,8 +26,8 @@ EXPECTED_FIELDS = {
                      "regulation_article", "amount_due", "due_date", "ogm"),
     "premium_decision": ("premium", "application_number", "application_date", "property_address",
                          "decision_date", "premium_amount", "iban", "payment_date"),
-    "inspection_notice": ("inspection", "case_number", "property_address", "inspection_date", "inspection_time",
-                          "inspector_name", "reschedule_deadline"),
+    "inspection_notice": ("inspection", "case_number", "property_address", "inspection_date",
+                          "inspection_time", "inspector_name", "reschedule_deadline"),
 }
 
 
@@ -35,7 +36,8 @@ def test_every_letter_type_has_a_template_in_every_language():
     assert set(templates) == set(ALL_LETTER_TYPES)
     for template in templates.values():
         assert set(template.texts) == set(LANGUAGES)
-        assert template.payment == (template.letter_type in {"invoice", "reminder", "tax_assessment", "gas_decision"})
+        payment = template.letter_type in {"invoice", "reminder", "tax_assessment", "gas_decision"}
+        assert template.payment == payment
 
 
 @pytest.mark.parametrize("letter_type", sorted(EXPECTED_FIELDS))

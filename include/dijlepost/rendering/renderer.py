@@ -33,8 +33,8 @@ from .errors import LetterDataError, TemplateError, TemplateFieldMissing
 from .fonts import BOLD, FAMILY, REGULAR, LetterFonts
 from .layout import (
     ADDRESS_BOX, ADDRESS_SIZES, CONTENT_WIDTH, FIRST_PAGE_BODY_TOP, FOOTER_BASELINE, FOOTER_RULE, MARGIN_LEFT,
-    META_BOX, NEXT_PAGE_BODY_TOP, PAGE_WIDTH, PARAGRAPH_GAP, SENDER_TOP, SMALL_SIZE, Box, Flow, FrameOp, Op,
-    QrOp, RuleOp, TextOp, baseline_offset, line_height, wrap,
+    META_BOX, NEXT_PAGE_BODY_TOP, PAGE_HEIGHT, PAGE_WIDTH, PARAGRAPH_GAP, SENDER_TOP, SMALL_SIZE, Box, Flow,
+    FrameOp, Op, QrOp, RuleOp, TextOp, baseline_offset, ink_box, line_height, wrap,
 )
 from .payment import epc_payload, epc_qr_matrix
 from .templates import LetterTemplate, Paragraph, TemplateSet, load_templates
@@ -317,10 +317,12 @@ class LetterRenderer:
             lines = [part for line in address
                      for part in wrap(self._fonts, line, REGULAR, size, ADDRESS_BOX.width)]
         height = line_height(size)
-        if len(lines) * height > ADDRESS_BOX.height:
+        top = ADDRESS_BOX.top + baseline_offset(size)
+        ops = [TextOp(ADDRESS_BOX.left, top + index * height, line, REGULAR, size)
+               for index, line in enumerate(lines)]
+        if not all(ADDRESS_BOX.contains(ink_box(self._fonts, op)) for op in ops):
             raise LetterDataError("the recipient address is too long to fit in the envelope window")
-        return [TextOp(ADDRESS_BOX.left, ADDRESS_BOX.top + index * height + baseline_offset(size), line,
-                       REGULAR, size) for index, line in enumerate(lines)]
+        return ops
 
     def _payment_block(self, letter: _Letter) -> tuple[list[Op], float]:
         """Framed payment details with the EPC QR code on the right, drawn from y=0."""
@@ -392,7 +394,7 @@ class LetterRenderer:
     def _draw(self, letter: _Letter, pages: list[list[Op]]) -> bytes:
         lang = letter.language
         department = self._set.departments[letter.template.department]
-        pdf = FPDF(unit="mm", format="A4")
+        pdf = FPDF(unit="mm", format=(PAGE_WIDTH, PAGE_HEIGHT))
         pdf.set_auto_page_break(False)
         self._fonts.install(pdf, (op.text for ops in pages for op in ops if isinstance(op, TextOp)))
         pdf.set_title(letter.subject)

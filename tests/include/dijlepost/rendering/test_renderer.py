@@ -9,7 +9,7 @@ from include.dijlepost.rendering import LetterDataError, LetterRenderer, Templat
 from include.dijlepost.rendering.fields import format_date
 from include.dijlepost.rendering.fonts import LetterFonts
 from include.dijlepost.rendering.layout import (
-    ADDRESS_BOX, ASCENT, DESCENT, ENVELOPE_WINDOW, FOOTER_RULE, PT_TO_MM, Box,
+    ADDRESS_BOX, ENVELOPE_WINDOW, FOOTER_RULE, Box, TextOp, ink_box,
 )
 from include.dijlepost.rendering.payment import epc_payload, epc_qr_matrix
 from include.dijlepost.rendering.renderer import QR_QUIET_ZONE, QR_SIZE
@@ -27,11 +27,8 @@ PAYMENT_TYPES = {"invoice", "reminder", "tax_assessment", "gas_decision"}
 
 
 def _ink(run) -> Box:
-    """Where a text run's glyphs can reach, from the PDF's own position, font and size."""
-    style = "B" if run.font == "F2" else ""
-    size = run.size * PT_TO_MM
-    width = FONTS.width(run.text, style, run.size)
-    return Box(run.x, run.y - ASCENT * size, width, (ASCENT + DESCENT) * size)
+    """Where a text run's glyphs can reach, from the PDF's own position, font and size (F2 is bold)."""
+    return ink_box(FONTS, TextOp(run.x, run.y, run.text, "B" if run.font == "F2" else "", run.size))
 
 
 def _overlaps(a: Box, b: Box) -> bool:

@@ -44,6 +44,7 @@ LETTER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")   # as the outbo
 ADDRESS_FIELDS = ("recipient_name", "street", "postal_code", "city")
 QR_SIZE = 30.0          # mm including the quiet zone: modules of 0.6 mm for a typical version 6 code
 QR_QUIET_ZONE = 4       # modules, as ISO/IEC 18004 asks
+_NOT_COUNTRIES = frozenset({"EU", "EZ", "UN", "QO", "ZZ"})
 # Letters that have no accent-free form in NFKD, spelled the way their language does without them.
 _SPELLED_OUT = str.maketrans({
     "ß": "ss", "ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue",
@@ -222,6 +223,11 @@ class LetterRenderer:
                                     f"contains {char!r} (U+{ord(char):04X}), which the font lacks")
 
         s = self._set
+        for key in ("street", "postal_code", "city", "website", "enterprise_number", "account_name"):
+            check("common", f"sender.{key}", getattr(s.sender, key))
+        for dep_name, dep in s.departments.items():
+            check("common", f"departments.{dep_name}.email", dep.email)
+            check("common", f"departments.{dep_name}.phone", dep.phone)
         for lang in LANGUAGES:
             check("common", f"sender.name.{lang}", s.sender.names[lang])
             for key, label in s.labels[lang].items():
@@ -453,7 +459,8 @@ def _draw_qr(pdf: FPDF, op: QrOp) -> None:
 
 @lru_cache(maxsize=None)
 def _country_name(code: str, language: str) -> str:
-    name = Locale(language).territories.get(code)
+    # CLDR also names regions and groupings (EU, UN, ZZ "unknown region"); no letter goes there.
+    name = None if code in _NOT_COUNTRIES else Locale(language).territories.get(code)
     if name is None:
         raise LetterDataError(f"country {code!r} is not an ISO 3166 country code")
     return name

@@ -1,5 +1,5 @@
 # dijlepost: `make demo` runs the three wave DAGs on embedded defaults; `make test` runs the suite.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
@@ -8,6 +8,8 @@ UV_VERSION := 0.13.9
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "dijlepost needs Python 3.11"'
+	@$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null
 	@$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 	@$(VENV)/bin/uv pip install -q -p $(PY) -r requirements.txt
 	@$(VENV)/bin/uv pip install -q -p $(PY) --no-deps -e .

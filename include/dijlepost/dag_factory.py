@@ -85,8 +85,12 @@ def build_wave_dag(wave: Wave):
         dagrun_timeout=DAGRUN_TIMEOUT,
         tags=["dijlepost", wave.department, *wave.tags],
         on_failure_callback=on_failure,
-        params={"batch_size": Param(wave.batch_size, type="integer", minimum=1, maximum=200_000,
-                                    description="Maximum letters claimed by this run")},
+        params={
+            "batch_size": Param(wave.batch_size, type="integer", minimum=1, maximum=200_000,
+                                description="Maximum letters claimed by this run"),
+            "chunk_size": Param(wave.chunk_size, type="integer", minimum=1, maximum=10_000,
+                                description="Letters per mapped render / eBox task"),
+        },
         default_args={
             "owner": "dijlepost",
             "retries": TASK_RETRIES,
@@ -121,8 +125,8 @@ def build_wave_dag(wave: Wave):
             ctx = _ctx()
             conn = _db()
             try:
-                c = claim(conn, wave.department, _claim_key(ctx), int(params["batch_size"]), wave.chunk_size,
-                          CLAIM_LEASE, ctx)
+                c = claim(conn, wave.department, _claim_key(ctx), int(params["batch_size"]),
+                          int(params["chunk_size"]), CLAIM_LEASE, ctx)
             finally:
                 conn.close()
             logfmt.emit("letters_claimed", department=wave.department, letters=c.count, chunks=len(c.chunks),

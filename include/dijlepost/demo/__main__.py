@@ -117,7 +117,9 @@ def main() -> int:
         say(f"running {', '.join(WAVE_DAGS)} (task logs in {VAR / 'logs'})")
         for dag_id in WAVE_DAGS:
             t0 = time.monotonic()
-            rc = _run([sys.executable, "-m", "include.dijlepost.demo.run_waves", dag_id], env,
+            # Small chunks, so that the demo shows the fan-out of rendering and eBox delivery.
+            rc = _run([sys.executable, "-m", "include.dijlepost.demo.run_waves", "--conf", '{"chunk_size": 100}',
+                       dag_id], env,
                       VAR / "logs" / f"{dag_id}.log")
             print(f"    {dag_id}: {'success' if rc == 0 else 'FAILED'} in {time.monotonic() - t0:.0f}s")
             if rc != 0:
@@ -171,7 +173,15 @@ def _print_where(db_url: str, ebox, sftp) -> None:
     print(f"quarantined:     {len(quarantined)}")
     for letter_id, reason in quarantined:
         print(f"    {letter_id}: {reason}")
-    print("\ntrace one letter with: .venv/bin/dijlepost --database-url '<url>' letters show <letter_id>")
+    with connect(db_url) as conn:
+        examples = conn.execute(
+            "SELECT DISTINCT ON (decision_rule) letter_id FROM letters WHERE decision_rule IN "
+            "('ebox_active', 'no_digital_user') ORDER BY decision_rule, letter_id").fetchall()
+    from include.dijlepost import cli
+
+    for (letter_id,) in examples:
+        print(f"\n$ dijlepost letters show {letter_id}")
+        cli.main(["--database-url", db_url, "letters", "show", letter_id])
 
 
 if __name__ == "__main__":

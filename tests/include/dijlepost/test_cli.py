@@ -96,7 +96,7 @@ def test_import_with_refused_rows_exits_1_naming_line_and_field_only(db, run, tm
     code, out, err = run("letters", "import", path)
     assert code == EXIT_REFUSED
     assert "imported 1 letters, 0 duplicates, 2 refused" in out
-    assert "mixed.jsonl:2: refused: recipient_id: not a valid national register number" in err
+    assert "mixed.jsonl:2: refused: recipient_id: not a valid national register or BIS number" in err
     assert "mixed.jsonl:3: refused: postal_code:" in err
     for personal in (BAD_NRN, NRN, "Janssens", "Bruul"):
         assert personal not in out + err

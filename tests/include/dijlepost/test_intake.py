@@ -124,7 +124,7 @@ def test_jsonl_import_inserts_good_rows_and_reports_the_rest_by_line(db, mixed_j
     assert sorted(report.inserted) == ["FIN-1", "FIN-FR", "GAS-1"]
     errors = dict(report.errors)
     assert sorted(errors) == [3, 4, 5, 6, 7, 9, 15, 16]
-    assert errors[3].startswith("recipient_id:") and "national register number" in errors[3]
+    assert errors[3].startswith("recipient_id:") and "national register or BIS number" in errors[3]
     assert errors[4].startswith("department:") and "'financ'" in errors[4]   # a typo is shown
     assert errors[5].startswith("letter_type:") and "finance" in errors[5]
     assert errors[6] == "city: missing"

@@ -37,7 +37,7 @@ def test_live_with_active_ebox_goes_to_ebox():
 
 @pytest.mark.parametrize("phase", ROUTED_PHASES)
 def test_in_flight_publication_beats_every_other_fact_in_every_phase(phase):
-    worst = facts(ebox_state="in_flight", recipient_id_error="not a valid national register number",
+    worst = facts(ebox_state="in_flight", recipient_id_error="not a valid national register or BIS number",
                   address_complete=False, paper_exempt=True, ebox_active=False, registered=True,
                   registered_via_ebox=False, recipient_pseudonym=OUTSIDER)
     d = decide(worst, state(phase))
@@ -170,7 +170,7 @@ def test_decision_is_immutable():
 # --------------------------------------------------------------------------- every combination
 
 FACT_SPACE = dict(
-    recipient_id_error=(None, "not a valid national register number (checksum)"),
+    recipient_id_error=(None, "not a valid national register or BIS number (checksum)"),
     address_complete=(True, False),
     registered=(False, True),
     paper_exempt=(False, True),

@@ -26,6 +26,13 @@ class Wave:
     # eBox message type per letter type (assigned by the eBox when a message type is registered).
     ebox_message_types: dict[str, str] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
+    # Paper path (docs/print-house.md): a print batch holds at most this many letters and megabytes;
+    # letters decided after the daily cut-off (HH:MM, Europe/Brussels) go into the next day's batch;
+    # a batch the print house has not acknowledged after `print_ack_alert_hours` raises an alert.
+    print_batch_max_letters: int = 2000
+    print_batch_max_mb: int = 200
+    print_cutoff: str = "15:00"
+    print_ack_alert_hours: int = 24
 
     @property
     def dag_id(self) -> str:

@@ -27,6 +27,7 @@ class LetterFacts:
     ebox_active: bool | None            # None: not checked (phase needs no check)
     ebox_state: str | None              # see migration 0002
     registered_via_ebox: bool = True
+    followup_of: str | None = None      # a paper copy of this letter, whose eBox message stayed unread
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,14 @@ def ebox_publication_in_flight(f: LetterFacts, r: RolloutState) -> Decision | No
         return Decision(EBOX, "ebox_publication_in_flight",
                         "an earlier attempt started the eBox publication; it is finished with the same "
                         "idempotency key so that the letter is never sent twice")
+    return None
+
+
+def unread_ebox_followup(f: LetterFacts, r: RolloutState) -> Decision | None:
+    if f.followup_of is not None:
+        return Decision(PAPER, "unread_ebox_followup",
+                        f"paper copy of letter {f.followup_of}: its eBox message was not opened within the "
+                        "follow-up period of its letter type")
     return None
 
 
@@ -105,6 +114,7 @@ def ebox_active(f: LetterFacts, r: RolloutState) -> Decision | None:
 
 RULES: tuple[Rule, ...] = (
     ebox_publication_in_flight,
+    unread_ebox_followup,
     invalid_recipient_id,
     incomplete_address,
     no_digital_user,

@@ -33,6 +33,10 @@ class Wave:
     print_batch_max_mb: int = 200
     print_cutoff: str = "15:00"
     print_ack_alert_hours: int = 24
+    # Important letter types: an eBox message of these types that is not opened within
+    # `followup_after_days` gets one paper copy (rule `unread_ebox_followup`, DAG letters_ebox_followup).
+    followup_letter_types: tuple[str, ...] = ()
+    followup_after_days: int = 14
 
     @property
     def dag_id(self) -> str:
@@ -50,6 +54,7 @@ WAVES: dict[str, Wave] = {
         ebox_message_types={"invoice": "MECH-FIN-INVOICE", "reminder": "MECH-FIN-REMINDER",
                             "tax_assessment": "MECH-FIN-TAX"},
         tags=("wave-1",),
+        followup_letter_types=("reminder", "tax_assessment"),
     ),
     "gas": Wave(
         department="gas",
@@ -60,6 +65,7 @@ WAVES: dict[str, Wave] = {
         wave_number=2,
         ebox_message_types={"gas_finding": "MECH-GAS-FINDING", "gas_decision": "MECH-GAS-DECISION"},
         tags=("wave-2",),
+        followup_letter_types=("gas_decision",),
     ),
     "economy_housing": Wave(
         department="economy_housing",

@@ -18,7 +18,7 @@ def facts(**overrides) -> LetterFacts:
     """A letter that goes to the eBox when its department is live; tests change one fact at a time."""
     base = dict(letter_id="L-1", recipient_pseudonym=PILOT_MEMBER, recipient_id_error=None,
                 address_complete=True, registered=False, paper_exempt=False, ebox_active=True,
-                ebox_state=None, registered_via_ebox=True)
+                ebox_state=None, registered_via_ebox=True, followup_of=None)
     base.update(overrides)
     return LetterFacts(**base)
 
@@ -43,6 +43,29 @@ def test_in_flight_publication_beats_every_other_fact_in_every_phase(phase):
     d = decide(worst, state(phase))
     assert d.channel == EBOX
     assert d.rule == "ebox_publication_in_flight"
+
+
+@pytest.mark.parametrize("phase", ROUTED_PHASES)
+def test_paper_copy_of_an_unread_ebox_letter_goes_on_paper_whatever_else_holds(phase):
+    # Everything else about the recipient says eBox (or would quarantine): the copy is for paper.
+    for other in ({}, {"paper_exempt": True}, {"ebox_active": False}, {"recipient_pseudonym": OUTSIDER},
+                  {"registered": True, "registered_via_ebox": False}, {"ebox_state": "no_digital_user"},
+                  {"address_complete": False}, {"recipient_id_error": "x"}):
+        d = decide(facts(followup_of="FIN-1", **other), state(phase))
+        assert (d.channel, d.rule) == (PAPER, "unread_ebox_followup"), other
+        assert "FIN-1" in d.reason
+
+
+def test_paper_copy_rule_comes_right_after_the_in_flight_rule():
+    names = [r.__name__ for r in RULES]
+    assert names[:2] == ["ebox_publication_in_flight", "unread_ebox_followup"]
+    d = decide(facts(followup_of="FIN-1", ebox_state="in_flight"), state("live"))
+    assert d.rule == "ebox_publication_in_flight"
+
+
+def test_shadow_keeps_the_paper_copy_rule():
+    d = decide(facts(followup_of="FIN-1"), state("shadow"))
+    assert (d.channel, d.rule, d.shadow_channel) == (PAPER, "unread_ebox_followup", PAPER)
 
 
 @pytest.mark.parametrize("phase", ROUTED_PHASES)
@@ -178,6 +201,7 @@ FACT_SPACE = dict(
     ebox_state=(None, "in_flight", "no_digital_user", "rejected"),
     registered_via_ebox=(True, False),
     recipient_pseudonym=(PILOT_MEMBER, OUTSIDER),
+    followup_of=(None, "FIN-2026-000001"),
 )
 ALL_FACTS = [facts(**dict(zip(FACT_SPACE, values))) for values in itertools.product(*FACT_SPACE.values())]
 RULE_NAMES = {r.__name__ for r in RULES} | {"shadow_mode"}
@@ -187,6 +211,8 @@ def _ebox_allowed(f: LetterFacts, phase: str) -> bool:
     """Written from the rollout policy, not from the rule list."""
     if f.ebox_state == "in_flight":
         return True
+    if f.followup_of is not None:  # the paper copy of an unread eBox letter
+        return False
     if phase in ("paper", "shadow"):
         return False
     return (f.ebox_active is True and not f.paper_exempt and f.recipient_id_error is None
@@ -196,7 +222,7 @@ def _ebox_allowed(f: LetterFacts, phase: str) -> bool:
 
 
 def test_fact_space_is_complete():
-    assert len(ALL_FACTS) == 2 * 2 * 2 * 2 * 3 * 4 * 2 * 2
+    assert len(ALL_FACTS) == 2 * 2 * 2 * 2 * 3 * 4 * 2 * 2 * 2
 
 
 @pytest.mark.parametrize("phase", ROUTED_PHASES)
@@ -232,7 +258,8 @@ def test_quarantine_exactly_for_bad_id_or_address_unless_a_publication_is_in_fli
         d = decide(f, state(phase))
         # A letter the eBox may already hold is finished there; anything else with a bad id or no
         # printable address (even after NO_DIGITAL_USER) cannot be sent and is quarantined.
-        expect_quarantine = (f.ebox_state != "in_flight"
+        # A paper copy of an unread eBox letter was printable when its original was decided.
+        expect_quarantine = (f.ebox_state != "in_flight" and f.followup_of is None
                              and (f.recipient_id_error is not None or not f.address_complete))
         assert (d.channel is None) == expect_quarantine, (f, d)
 
@@ -257,3 +284,13 @@ def test_phase_off_raises_for_every_combination():
     for f in ALL_FACTS[:50]:
         with pytest.raises(ValueError):
             decide(f, state("off"))
+
+
+@pytest.mark.parametrize("phase", ROUTED_PHASES)
+def test_every_paper_copy_goes_on_paper_unless_a_publication_is_in_flight(phase):
+    for f in ALL_FACTS:
+        d = decide(f, state(phase))
+        if f.followup_of is not None and f.ebox_state != "in_flight":
+            assert (d.channel, d.rule) == (PAPER, "unread_ebox_followup"), (f, d)
+        elif f.followup_of is None:
+            assert d.rule != "unread_ebox_followup", (f, d)

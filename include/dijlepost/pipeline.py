@@ -100,7 +100,7 @@ def decide_claim(conn, wave: Wave, state: RolloutState, key: bytes, run_id: str,
             letter_id=letter_id, recipient_pseudonym=p, recipient_id_error=error,
             address_complete=_address_complete(letter), registered=letter["registered"],
             paper_exempt=p in exempt, ebox_active=active.get(p), ebox_state=letter["ebox_state"],
-            registered_via_ebox=wave.registered_via_ebox)
+            registered_via_ebox=wave.registered_via_ebox, followup_of=letter.get("followup_of"))
         d = decide(facts, state)
         by_rule[d.rule] += 1
         events.append((letter_id, "decided", {"channel": d.channel or "quarantine", "rule": d.rule,

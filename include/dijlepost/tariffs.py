@@ -1,0 +1,82 @@
+"""What a paper letter costs the city, and so what a letter sent to the eBox saves.
+
+One module for every figure in euro, so the shadow report (issue 6) and the evaluation (issue 7)
+count the same way. The defaults are *planning estimates*, not contract prices: replace them with the
+figures of the city's bpost and print-house contracts through the environment variables below (or by
+passing a `Tariffs` explicitly). Sources of the defaults:
+
+- postage: bpost's published 2025-2026 tariff for a standard national non-prior letter up to 50 g,
+  bought in bulk as franked administrative mail, rounded to EUR 1.10 (the single-stamp price is
+  higher; contract prices for presorted mail are lower, so this is a middle estimate);
+- registered letter surcharge: bpost registered-letter option on top of postage, EUR 6.00 estimate;
+- printing, enveloping and handling by the print house: EUR 0.20 per letter (first sheet, C5/DL window
+  envelope, inserting) plus EUR 0.06 per additional page, typical for municipal print-and-mail
+  contracts of this size (an estimate);
+- eBox: free of charge for Belgian public authorities (the federal eBox is provided by BOSA/FOD BOSA).
+
+Override with DIJLEPOST_TARIFF_POSTAGE_EUR, DIJLEPOST_TARIFF_REGISTERED_SURCHARGE_EUR,
+DIJLEPOST_TARIFF_PRINT_PER_LETTER_EUR, DIJLEPOST_TARIFF_PRINT_PER_EXTRA_PAGE_EUR, DIJLEPOST_TARIFF_SOURCE.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+DEFAULT_SOURCE = "planning estimates in include/dijlepost/tariffs.py (not contract prices)"
+
+_ENV = {
+    "postage": "DIJLEPOST_TARIFF_POSTAGE_EUR",
+    "registered_surcharge": "DIJLEPOST_TARIFF_REGISTERED_SURCHARGE_EUR",
+    "print_per_letter": "DIJLEPOST_TARIFF_PRINT_PER_LETTER_EUR",
+    "print_per_extra_page": "DIJLEPOST_TARIFF_PRINT_PER_EXTRA_PAGE_EUR",
+}
+
+
+class TariffError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Tariffs:
+    postage: Decimal = Decimal("1.10")
+    registered_surcharge: Decimal = Decimal("6.00")
+    print_per_letter: Decimal = Decimal("0.20")
+    print_per_extra_page: Decimal = Decimal("0.06")
+    ebox: Decimal = Decimal("0.00")
+    source: str = DEFAULT_SOURCE
+
+    def postage_for(self, registered: bool = False) -> Decimal:
+        return self.postage + (self.registered_surcharge if registered else Decimal("0"))
+
+    def printing_for(self, pages: int | None = 1) -> Decimal:
+        extra = max(int(pages or 1) - 1, 0)
+        return self.print_per_letter + self.print_per_extra_page * extra
+
+    def paper_cost(self, pages: int | None = 1, registered: bool = False) -> Decimal:
+        """Postage plus printing of one paper letter."""
+        return self.postage_for(registered) + self.printing_for(pages)
+
+    def saving(self, pages: int | None = 1, registered: bool = False) -> Decimal:
+        """What one letter saves by going to the eBox instead of on paper."""
+        return self.paper_cost(pages, registered) - self.ebox
+
+    @classmethod
+    def from_env(cls, environ=None) -> "Tariffs":
+        environ = os.environ if environ is None else environ
+        values: dict = {}
+        for name, var in _ENV.items():
+            raw = environ.get(var)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                value = Decimal(raw.strip())
+            except InvalidOperation:
+                raise TariffError(f"{var}={raw!r} is not an amount in euro (e.g. 1.10)") from None
+            if not value.is_finite() or value < 0:
+                raise TariffError(f"{var}={raw!r} must be a non-negative amount in euro")
+            values[name] = value
+        if values:
+            values["source"] = environ.get("DIJLEPOST_TARIFF_SOURCE") or "environment (" + ", ".join(
+                _ENV[n] for n in values) + "); other figures: " + DEFAULT_SOURCE
+        return cls(**values)

@@ -29,7 +29,6 @@ POOLS = {"ebox": "ebox_publication", "print": "print_house_sftp"}
 CLAIM_LEASE = timedelta(hours=3)
 DAGRUN_TIMEOUT = timedelta(hours=2)      # shorter than the lease: a claim is only taken over from a dead run
 EBOX_FRESHNESS = timedelta(days=int(os.environ.get("DIJLEPOST_EBOX_FRESHNESS_DAYS", "7")))
-PRINT_BATCH_MAX_LETTERS = 2000
 # Deployment settings read from the environment at parse time (no database or network involved).
 TASK_RETRIES = int(os.environ.get("DIJLEPOST_TASK_RETRIES", "3"))
 RETRY_DELAY = timedelta(seconds=int(os.environ.get("DIJLEPOST_RETRY_DELAY_SECONDS", "60")))
@@ -225,10 +224,13 @@ def build_wave_dag(wave: Wave):
             settings = _settings()
             conn = _db()
             try:
-                assigned = assign_print_batches(conn, wave.department, _claim_key(ctx), ctx, PRINT_BATCH_MAX_LETTERS)
+                assigned = assign_print_batches(conn, wave.department, _claim_key(ctx), ctx,
+                                                wave.print_batch_max_letters, wave.print_batch_max_mb,
+                                                wave.print_cutoff)
                 batches = pending_print_batches(conn, wave.department)
                 if not batches:
-                    logfmt.emit("print_handoff_skipped", department=wave.department, reason="no paper letters")
+                    logfmt.emit("print_handoff_skipped", department=wave.department, assigned_now=len(assigned),
+                                reason="no batch due today (none, or all after the cut-off)")
                     raise AirflowSkipException("no paper letters to hand over")
                 hook = PrintHouseHook()
                 results = []

@@ -181,7 +181,8 @@ def ready_channels(conn, department: str, run_id: str) -> dict:
         cur.execute("SELECT channel, count(*) FROM letters WHERE claim_run_id = %s AND status = 'processing' "
                     "AND rendered_at IS NOT NULL GROUP BY channel", (run_id,))
         counts = dict(cur.fetchall())
-        cur.execute("SELECT count(*) FROM print_batches WHERE department = %s AND status = 'assigned'",
+        cur.execute("SELECT count(*) FROM print_batches WHERE department = %s AND status = 'assigned' "
+                    "AND (hand_over_on IS NULL OR hand_over_on <= (now() AT TIME ZONE 'Europe/Brussels')::date)",
                     (department,))
         (batches,) = cur.fetchone()
     conn.commit()
@@ -252,46 +253,27 @@ def _record_publication(conn, ctx: RunContext, run_id: str, letter_id: str, resu
 
 # --------------------------------------------------------------------------- print-house handoff
 
-def assign_print_batches(conn, department: str, run_id: str, ctx: RunContext, max_letters: int) -> list[str]:
+def assign_print_batches(conn, department: str, run_id: str, ctx: RunContext, max_letters: int,
+                         max_mb: float | None = None, cutoff: str | None = None) -> list[str]:
     """Record batch membership for the claim's rendered paper letters *before* any file is built, so a
-    retry rebuilds exactly the same batch and no letter can end up in two batches."""
-    from include.dijlepost.printhouse.batch import batch_id_for, postage_class_for
+    retry rebuilds exactly the same batch and no letter can end up in two batches. Batches are cut by
+    postage class, print day (the wave's daily cut-off) and size: see `printhouse/handoff.py`."""
+    from include.dijlepost.printhouse import handoff
 
-    letters = letters_in_claim(conn, run_id, where="channel = 'paper' AND rendered_at IS NOT NULL "
-                                                    "AND print_batch_id IS NULL")
-    groups: dict[str, list[str]] = {}
-    for letter in letters:
-        groups.setdefault(postage_class_for(letter["registered"]), []).append(letter["letter_id"])
-    batch_ids = []
-    with conn.cursor() as cur:
-        for postage_class, ids in sorted(groups.items()):
-            for start in range(0, len(ids), max_letters):
-                members = ids[start:start + max_letters]
-                batch_id = batch_id_for(department, postage_class, members)
-                cur.execute("INSERT INTO print_batches (batch_id, department, postage_class, letter_count) "
-                            "VALUES (%s, %s, %s, %s) ON CONFLICT (batch_id) DO NOTHING",
-                            (batch_id, department, postage_class, len(members)))
-                cur.execute("UPDATE letters SET print_batch_id = %s, updated_at = now() WHERE letter_id = ANY(%s) "
-                            "AND status = 'processing' AND print_batch_id IS NULL", (batch_id, members))
-                record_events(cur, ctx, ((lid, "assigned_to_print_batch", {"batch_id": batch_id})
-                                         for lid in members))
-                batch_ids.append(batch_id)
-    conn.commit()
-    return batch_ids
+    return handoff.assign_print_batches(conn, department, run_id, ctx, max_letters, max_mb, cutoff)
 
 
-def pending_print_batches(conn, department: str) -> list[str]:
-    with conn.cursor() as cur:
-        cur.execute("SELECT batch_id FROM print_batches WHERE department = %s AND status = 'assigned' "
-                    "ORDER BY created_at, batch_id", (department,))
-        ids = [r[0] for r in cur.fetchall()]
-    conn.commit()
-    return ids
+def pending_print_batches(conn, department: str, today=None) -> list[str]:
+    """Recorded, not yet uploaded batches whose print day has come."""
+    from include.dijlepost.printhouse import handoff
+
+    return handoff.pending_print_batches(conn, department, today)
 
 
 def upload_print_batch(conn, sftp, remote_dir: str, work_dir: Path, batch_id: str, ctx: RunContext) -> dict:
     """Build the batch's zip from its recorded members, upload it atomically, then mark its letters."""
     from include.dijlepost.printhouse.batch import BatchLetter, address_lines, build_batch_zip, postage_class_for
+    from include.dijlepost.printhouse.handoff import upload_checksum
     from include.dijlepost.printhouse.upload import upload_batch
 
     with conn.cursor() as cur:
@@ -309,19 +291,21 @@ def upload_print_batch(conn, sftp, remote_dir: str, work_dir: Path, batch_id: st
                for r in rows]
     built = build_batch_zip(batch_id, members, work_dir)
     result = upload_batch(sftp, built.path, remote_dir)
-    _mark_batch_uploaded(conn, batch_id, (built, result), ctx, [m.letter_id for m in members])
+    # The checksum file goes last: its arrival tells the print house the batch is complete.
+    checksum = upload_checksum(sftp, built, remote_dir)
+    _mark_batch_uploaded(conn, batch_id, (built, result, checksum), ctx, [m.letter_id for m in members])
     return {"batch_id": batch_id, "letters": len(members), "bytes": built.size, "sha256": built.sha256,
             "already_present": result.already_present, "remote_path": result.remote_path,
-            "local_path": str(built.path)}
+            "checksum_path": checksum.remote_path, "local_path": str(built.path)}
 
 
 def _mark_batch_uploaded(conn, batch_id: str, upload, ctx: RunContext, letter_ids: list[str]) -> None:
     with conn.cursor() as cur:
         if upload is not None:
-            built, result = upload
+            built, result, checksum = upload
             cur.execute("UPDATE print_batches SET status = 'uploaded', zip_sha256 = %s, zip_bytes = %s, "
-                        "remote_path = %s, uploaded_at = now() WHERE batch_id = %s",
-                        (built.sha256, built.size, result.remote_path, batch_id))
+                        "remote_path = %s, zip_sha256_remote_path = %s, uploaded_at = now() WHERE batch_id = %s",
+                        (built.sha256, built.size, result.remote_path, checksum.remote_path, batch_id))
         else:
             cur.execute("UPDATE print_batches SET status = 'uploaded', uploaded_at = coalesce(uploaded_at, now()) "
                         "WHERE batch_id = %s", (batch_id,))

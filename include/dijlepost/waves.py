@@ -27,11 +27,11 @@ class Wave:
     ebox_message_types: dict[str, str] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
     # Paper path (docs/print-house.md): a print batch holds at most this many letters and megabytes;
-    # letters decided after the daily cut-off (HH:MM, Europe/Brussels) go into the next day's batch;
-    # a batch the print house has not acknowledged after `print_ack_alert_hours` raises an alert.
+    # letters decided at or after the daily cut-off (HH:MM, Europe/Brussels; None: no cut-off) go into
+    # the next day's batch; a batch not acknowledged after `print_ack_alert_hours` raises an alert.
     print_batch_max_letters: int = 2000
     print_batch_max_mb: int = 200
-    print_cutoff: str = "15:00"
+    print_cutoff: str | None = None
     print_ack_alert_hours: int = 24
     # Important letter types: an eBox message of these types that is not opened within
     # `followup_after_days` gets one paper copy (rule `unread_ebox_followup`, DAG letters_ebox_followup).

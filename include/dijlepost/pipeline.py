@@ -75,7 +75,7 @@ def _address_complete(letter: dict) -> bool:
 def decide_claim(conn, wave: Wave, state: RolloutState, key: bytes, run_id: str, ctx: RunContext) -> dict:
     """Route every undecided letter of the claim with the ordered rules; store channel, rule, reason."""
     letters = letters_in_claim(conn, run_id, where="decided_at IS NULL")
-    facts_by_letter: dict[str, LetterFacts] = {}
+    id_errors: dict[str, str | None] = {}
     pseudonyms: dict[str, str] = {}
     for letter in letters:
         error, rid = None, letter["recipient_id"]
@@ -84,7 +84,7 @@ def decide_claim(conn, wave: Wave, state: RolloutState, key: bytes, run_id: str,
         except InvalidRecipientId as exc:
             error = str(exc)
         pseudonyms[letter["letter_id"]] = pseudonym(key, letter["recipient_kind"], rid)
-        facts_by_letter[letter["letter_id"]] = (error, letter)
+        id_errors[letter["letter_id"]] = error
     with conn.cursor() as cur:
         cur.execute("SELECT recipient_pseudonym FROM paper_exemptions WHERE recipient_pseudonym = ANY(%s)",
                     (list(set(pseudonyms.values())),))
@@ -94,10 +94,11 @@ def decide_claim(conn, wave: Wave, state: RolloutState, key: bytes, run_id: str,
         active = dict(cur.fetchall())
     by_rule: Counter = Counter()
     updates, quarantined, events = [], [], []
-    for letter_id, (error, letter) in facts_by_letter.items():
+    for letter in letters:
+        letter_id = letter["letter_id"]
         p = pseudonyms[letter_id]
         facts = LetterFacts(
-            letter_id=letter_id, recipient_pseudonym=p, recipient_id_error=error,
+            letter_id=letter_id, recipient_pseudonym=p, recipient_id_error=id_errors[letter_id],
             address_complete=_address_complete(letter), registered=letter["registered"],
             paper_exempt=p in exempt, ebox_active=active.get(p), ebox_state=letter["ebox_state"],
             registered_via_ebox=wave.registered_via_ebox, followup_of=letter.get("followup_of"))

@@ -149,7 +149,7 @@ def cmd_exempt(args) -> int:
     try:
         with _conn(args) as conn:
             changed = add_exemption(conn, p, args.reason, args.by) if args.action == "add" else \
-                remove_exemption(conn, p)
+                remove_exemption(conn, p, args.reason, args.by)
     except RolloutChangeRefused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED

@@ -111,7 +111,7 @@ def build_wave_dag(wave: Wave):
             finally:
                 conn.close()
             logfmt.emit("rollout_phase", department=wave.department, phase=state.phase,
-                        pilot_size=len(state.pilot_allowlist))
+                        pilot_size=len(state.pilot_allowlist), pilot_percent=state.pilot_percent)
             if state.phase == "off":
                 logfmt.emit("wave_skipped", department=wave.department, reason="rollout phase off")
                 return False

@@ -103,7 +103,7 @@ def no_ebox(f: LetterFacts, r: RolloutState) -> Decision | None:
 
 
 def not_in_pilot(f: LetterFacts, r: RolloutState) -> Decision | None:
-    if r.phase == "pilot" and f.recipient_pseudonym not in r.pilot_allowlist:
+    if r.phase == "pilot" and not r.in_pilot(f.recipient_pseudonym):
         return Decision(PAPER, "not_in_pilot", "recipient has an active eBox but is not in the pilot group")
     return None
 
@@ -142,7 +142,7 @@ def decide(facts: LetterFacts, state: RolloutState) -> Decision:
         d = _first(facts, state)
         return Decision(d.channel, d.rule, d.reason, shadow_channel=None)
     # Shadow: decide exactly as live would, record it, and send paper instead of eBox.
-    live = _first(facts, RolloutState(state.department, "live", state.pilot_allowlist))
+    live = _first(facts, RolloutState(state.department, "live", state.pilot_allowlist, state.pilot_percent))
     if live.channel == EBOX and live.rule != "ebox_publication_in_flight":
         return Decision(PAPER, "shadow_mode", f"shadow phase: would have gone to eBox ({live.reason})",
                         shadow_channel=EBOX)

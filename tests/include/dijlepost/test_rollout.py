@@ -3,15 +3,37 @@ from __future__ import annotations
 
 import pytest
 
-from include.dijlepost.rollout import (PHASES, RolloutChangeRefused, RolloutState, UnknownRolloutPhase,
-                                       add_exemption, read_state, remove_exemption, set_phase, show)
+from include.dijlepost.rollout import (PHASES, PILOT_BUCKETS, RolloutChangeRefused, RolloutState,
+                                       UnknownRolloutPhase, add_exemption, exemption_history, exemptions,
+                                       pilot_bucket, read_state, remove_exemption, set_phase, show)
+from include.dijlepost.rollout import history as phase_history
 from include.dijlepost.waves import DEPARTMENTS
 
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(autouse=True)
+def _reset_rollout_admin(request):
+    """The shared `db` fixture predates migration 0006: clear the pilot percentage and the exemption
+    history before and after each test that uses the database, so no other test sees them."""
+    if "db" not in request.fixturenames:
+        yield
+        return
+    db = request.getfixturevalue("db")
+
+    def reset():
+        db.rollback()
+        db.execute("UPDATE rollout_phases SET pilot_percent = 0")
+        db.execute("TRUNCATE paper_exemption_history RESTART IDENTITY")
+        db.commit()
+    reset()
+    yield
+    reset()
+
+
 def phases(db) -> dict[str, tuple]:
-    rows = db.execute("SELECT department, phase, pilot_allowlist, changed_by, reason FROM rollout_phases").fetchall()
+    rows = db.execute("SELECT department, phase, pilot_allowlist, changed_by, reason, pilot_percent "
+                      "FROM rollout_phases").fetchall()
     db.commit()
     return {r[0]: r[1:] for r in rows}
 
@@ -23,7 +45,7 @@ def history(db) -> list[tuple]:
     return rows
 
 
-def exemptions(db) -> dict[str, tuple]:
+def exempt_rows(db) -> dict[str, tuple]:
     rows = db.execute("SELECT recipient_pseudonym, added_by, reason FROM paper_exemptions").fetchall()
     db.commit()
     return {r[0]: r[1:] for r in rows}
@@ -73,12 +95,19 @@ def test_department_without_a_row_is_an_error(db):
         db.commit()
 
 
-def test_xcom_round_trip():
-    st = RolloutState("finance", "pilot", frozenset({"r-2", "r-1"}))
+@pytest.mark.parametrize("percent", [0, 1, 37, 100])
+def test_xcom_round_trip(percent):
+    st = RolloutState("finance", "pilot", frozenset({"r-2", "r-1"}), percent)
     data = st.to_xcom()
-    assert data["pilot_allowlist"] == ["r-1", "r-2"]
+    assert data["pilot_allowlist"] == ["r-1", "r-2"] and data["pilot_percent"] == percent
     assert RolloutState.from_xcom(data) == st
-    assert RolloutState.from_xcom({"department": "gas", "phase": "paper"}).pilot_allowlist == frozenset()
+    old = RolloutState.from_xcom({"department": "gas", "phase": "paper"})    # an XCom from before 0006
+    assert old.pilot_allowlist == frozenset() and old.pilot_percent == 0
+
+
+def test_read_state_returns_the_pilot_percentage(db):
+    set_phase(db, "gas", "pilot", "a quarter", "tester", pilot_percent=25)
+    assert read_state(db, "gas") == RolloutState("gas", "pilot", frozenset(), 25)
 
 
 def test_set_phase_changes_the_phase_and_records_history(db):
@@ -86,7 +115,7 @@ def test_set_phase_changes_the_phase_and_records_history(db):
     assert set_phase(db, "finance", "pilot", "pilot group ready", "an.admin", ["r-1", "r-2"]) == ("shadow", "pilot")
     assert set_phase(db, "finance", "live", "pilot went fine", "other.admin") == ("pilot", "live")
 
-    assert phases(db)["finance"] == ("live", ["r-1", "r-2"], "other.admin", "pilot went fine")
+    assert phases(db)["finance"] == ("live", ["r-1", "r-2"], "other.admin", "pilot went fine", 0)
     assert history(db) == [
         ("finance", "live", "shadow", "an.admin", "first shadow week"),
         ("finance", "shadow", "pilot", "an.admin", "pilot group ready"),
@@ -99,8 +128,74 @@ def test_set_phase_replaces_the_allowlist_only_when_given(db):
     set_phase(db, "gas", "pilot", "start", "a", ["r-1"])
     set_phase(db, "gas", "pilot", "keep", "a")
     assert read_state(db, "gas").pilot_allowlist == {"r-1"}
-    set_phase(db, "gas", "pilot", "empty it", "a", [])
-    assert read_state(db, "gas").pilot_allowlist == frozenset()
+    set_phase(db, "gas", "pilot", "percentage instead", "a", [], pilot_percent=10)
+    assert read_state(db, "gas") == RolloutState("gas", "pilot", frozenset(), 10)
+    set_phase(db, "gas", "pilot", "keep the percentage", "a", ["r-9", "r-9", "r-8"])
+    assert read_state(db, "gas") == RolloutState("gas", "pilot", frozenset({"r-8", "r-9"}), 10)
+    set_phase(db, "gas", "live", "everyone", "a")
+    assert read_state(db, "gas") == RolloutState("gas", "live", frozenset({"r-8", "r-9"}), 10)
+
+
+def test_history_records_the_pilot_group_with_each_change(db):
+    set_phase(db, "gas", "pilot", "ten percent", "a", ["r-1", "r-2"], pilot_percent="10")
+    set_phase(db, "gas", "pilot", "twenty percent", "b", pilot_percent=" 20 % ")
+    set_phase(db, "finance", "paper", "printer test", "c")
+    rows = phase_history(db, "gas")
+    assert [(r["from_phase"], r["to_phase"], r["changed_by"], r["reason"], r["pilot_percent"], r["pilot_size"])
+            for r in rows] == [("pilot", "pilot", "b", "twenty percent", 20, 2),
+                               ("live", "pilot", "a", "ten percent", 10, 2)]
+    assert [r["department"] for r in phase_history(db)] == ["finance", "gas", "gas"]
+    assert len(phase_history(db, limit=1)) == 1
+    with pytest.raises(RolloutChangeRefused, match="unknown department"):
+        phase_history(db, "culture")
+
+
+@pytest.mark.parametrize("percent,allowlist,match", [
+    (0, [], "needs a pilot group"),
+    (None, None, "needs a pilot group"),         # the fixture leaves no allowlist and 0 %
+    (101, None, "outside 0..100"),
+    (-1, None, "outside 0..100"),
+    ("150", None, "outside 0..100"),
+    ("ten", None, "not a whole number"),
+    ("12.5", None, "not a whole number"),
+    (12.5, None, "outside 0..100"),
+    (True, None, "not a whole number"),
+    (10, ["85073003328"], "not recipient pseudonyms"),
+])
+def test_bad_pilot_group_is_refused_and_changes_nothing(db, percent, allowlist, match):
+    before_phases, before_history = phases(db), history(db)
+    with pytest.raises(RolloutChangeRefused, match=match):
+        set_phase(db, "gas", "pilot", "try", "tester", allowlist, pilot_percent=percent)
+    assert phases(db) == before_phases
+    assert history(db) == before_history
+    assert db.info.transaction_status.name == "IDLE"
+
+
+def test_pilot_bucket_is_stable_and_spread_evenly():
+    people = [f"r-{i:020x}" for i in range(20_000)]
+    buckets = [pilot_bucket(p) for p in people]
+    assert buckets == [pilot_bucket(p) for p in people]                       # same person, same bucket
+    assert all(0 <= b < PILOT_BUCKETS for b in buckets)
+    for percent in (1, 10, 25, 50, 90):
+        share = sum(RolloutState("gas", "pilot", pilot_percent=percent).in_pilot(p) for p in people) / len(people)
+        assert abs(share - percent / 100) < 0.015, (percent, share)
+
+
+def test_raising_the_percentage_only_adds_people():
+    people = [f"r-{i:020x}" for i in range(5_000)]
+    previous: set[str] = set()
+    for percent in range(0, 101, 5):
+        group = {p for p in people if RolloutState("gas", "pilot", pilot_percent=percent).in_pilot(p)}
+        assert previous <= group, percent
+        previous = group
+    assert previous == set(people)                                          # 100 % is everyone
+    assert not any(RolloutState("gas", "pilot").in_pilot(p) for p in people)  # 0 % and no allowlist
+
+
+def test_the_allowlist_is_in_the_pilot_whatever_the_percentage():
+    outsider = next(f"r-{i:020x}" for i in range(1000) if pilot_bucket(f"r-{i:020x}") >= 5_000)
+    assert not RolloutState("gas", "pilot", pilot_percent=50).in_pilot(outsider)
+    assert RolloutState("gas", "pilot", frozenset({outsider}), 50).in_pilot(outsider)
 
 
 @pytest.mark.parametrize("department,phase,reason,by,match", [
@@ -112,6 +207,8 @@ def test_set_phase_replaces_the_allowlist_only_when_given(db):
     ("finance", "paper", None, "me", "reason is required"),
     ("finance", "paper", "why", "", "must be named"),
     ("finance", "paper", "why", "  ", "must be named"),
+    ("finance", "paper", "why", None, "must be named"),
+    (None, "paper", "why", "me", "unknown department"),
 ])
 def test_set_phase_refuses_and_leaves_the_database_unchanged(db, department, phase, reason, by, match):
     before_phases, before_history = phases(db), history(db)
@@ -128,29 +225,57 @@ def test_show_lists_every_department(db):
     assert (rows["gas"]["phase"], rows["gas"]["pilot_size"], rows["gas"]["changed_by"], rows["gas"]["reason"]) == \
         ("pilot", 3, "tester", "pilot starts")
     assert rows["finance"]["phase"] == "live" and rows["finance"]["pilot_size"] == 0
+    assert rows["gas"]["pilot_percent"] == 0
 
 
-def test_exemptions_are_added_once_and_removed_once(db):
+def test_exemptions_are_added_once_and_removed_once_with_their_history(db):
     assert add_exemption(db, "r-abc", " digipunt request ", "desk.clerk") is True
     assert add_exemption(db, "r-abc", "second request", "other.clerk") is False
-    assert exemptions(db) == {"r-abc": ("desk.clerk", "digipunt request")}
+    assert exempt_rows(db) == {"r-abc": ("desk.clerk", "digipunt request")}
     assert add_exemption(db, "r-def", "social service", "desk.clerk") is True
 
-    assert remove_exemption(db, "r-abc") is True
-    assert remove_exemption(db, "r-abc") is False
-    assert remove_exemption(db, "r-never") is False
-    assert exemptions(db) == {"r-def": ("desk.clerk", "social service")}
+    assert remove_exemption(db, "r-abc", "has internet at home now", "other.clerk") is True
+    assert remove_exemption(db, "r-abc", "again", "other.clerk") is False
+    assert remove_exemption(db, "r-never", "never there", "other.clerk") is False
+    assert exempt_rows(db) == {"r-def": ("desk.clerk", "social service")}
+    assert [e["recipient_pseudonym"] for e in exemptions(db)] == ["r-def"]
+
+    assert [(h["recipient_pseudonym"], h["action"], h["changed_by"], h["reason"])
+            for h in exemption_history(db)] == [
+        ("r-abc", "remove", "other.clerk", "has internet at home now"),
+        ("r-def", "add", "desk.clerk", "social service"),
+        ("r-abc", "add", "desk.clerk", "digipunt request"),
+    ]
+    assert [h["action"] for h in exemption_history(db, "r-abc")] == ["remove", "add"]
 
 
 @pytest.mark.parametrize("reason", ["", "  ", None])
 def test_an_exemption_needs_a_reason(db, reason):
     with pytest.raises(RolloutChangeRefused, match="reason"):
         add_exemption(db, "r-abc", reason, "desk.clerk")
-    assert exemptions(db) == {}
+    assert exempt_rows(db) == {}
+    assert exemption_history(db) == []
 
 
 @pytest.mark.parametrize("added_by", ["", "  ", None])
 def test_an_exemption_names_who_added_it(db, added_by):
     with pytest.raises(RolloutChangeRefused, match="named"):
         add_exemption(db, "r-abc", "digipunt", added_by)
-    assert exemptions(db) == {}
+    assert exempt_rows(db) == {}
+
+
+@pytest.mark.parametrize("reason,by,match", [("", "clerk", "reason"), ("   ", "clerk", "reason"),
+                                             (None, "clerk", "reason"), ("moved", "", "named")])
+def test_removing_an_exemption_needs_a_reason_and_a_name_and_changes_nothing_without(db, reason, by, match):
+    add_exemption(db, "r-abc", "digipunt", "desk.clerk")
+    with pytest.raises(RolloutChangeRefused, match=match):
+        remove_exemption(db, "r-abc", reason, by)
+    assert exempt_rows(db) == {"r-abc": ("desk.clerk", "digipunt")}
+    assert len(exemption_history(db)) == 1
+
+
+@pytest.mark.parametrize("value", ["85073003328", "", None, "r-" + "a" * 80])
+def test_an_exemption_is_keyed_by_a_pseudonym_never_a_raw_id(db, value):
+    with pytest.raises(RolloutChangeRefused, match="not a recipient pseudonym"):
+        add_exemption(db, value, "digipunt", "desk.clerk")
+    assert exempt_rows(db) == {}

@@ -6,11 +6,13 @@ import itertools
 
 import pytest
 
-from include.dijlepost.rollout import PHASES, RolloutState
+from include.dijlepost.rollout import PHASES, RolloutState, pilot_bucket
 from include.dijlepost.routing import EBOX, PAPER, RULES, Decision, LetterFacts, decide
 
 PILOT_MEMBER = "r-pilotmember000000001"
 OUTSIDER = "r-outsider00000000000002"
+PERCENT_MEMBER = "r-percentmember00000008"    # hash bucket 378: in every pilot of 4 % or more
+PILOT_PERCENT = 20
 ROUTED_PHASES = tuple(p for p in PHASES if p != "off")
 
 
@@ -23,8 +25,14 @@ def facts(**overrides) -> LetterFacts:
     return LetterFacts(**base)
 
 
-def state(phase: str, allowlist=(PILOT_MEMBER,)) -> RolloutState:
-    return RolloutState("finance", phase, frozenset(allowlist))
+def state(phase: str, allowlist=(PILOT_MEMBER,), percent: int = 0) -> RolloutState:
+    return RolloutState("finance", phase, frozenset(allowlist), percent)
+
+
+def test_the_test_pseudonyms_fall_where_the_tests_need_them():
+    assert pilot_bucket(PERCENT_MEMBER) < PILOT_PERCENT * 100
+    assert pilot_bucket(PILOT_MEMBER) >= PILOT_PERCENT * 100
+    assert pilot_bucket(OUTSIDER) >= PILOT_PERCENT * 100
 
 
 # --------------------------------------------------------------------------- one rule at a time
@@ -147,6 +155,33 @@ def test_pilot_member_without_ebox_goes_on_paper_as_no_ebox():
     assert (d.channel, d.rule) == (PAPER, "no_ebox")
 
 
+def test_pilot_percentage_member_with_active_ebox_goes_to_ebox():
+    d = decide(facts(recipient_pseudonym=PERCENT_MEMBER), state("pilot", allowlist=(), percent=PILOT_PERCENT))
+    assert (d.channel, d.rule) == (EBOX, "ebox_active")
+
+
+@pytest.mark.parametrize("percent", [0, 3])
+def test_pilot_percentage_too_low_for_the_recipient_goes_on_paper(percent):
+    d = decide(facts(recipient_pseudonym=PERCENT_MEMBER), state("pilot", allowlist=(), percent=percent))
+    assert (d.channel, d.rule) == (PAPER, "not_in_pilot")
+
+
+def test_pilot_allowlist_and_percentage_together():
+    st = state("pilot", allowlist=(PILOT_MEMBER,), percent=PILOT_PERCENT)
+    assert decide(facts(recipient_pseudonym=PILOT_MEMBER), st).channel == EBOX
+    assert decide(facts(recipient_pseudonym=PERCENT_MEMBER), st).channel == EBOX
+    assert decide(facts(recipient_pseudonym=OUTSIDER), st).rule == "not_in_pilot"
+
+
+def test_pilot_of_a_hundred_percent_is_everyone_with_an_ebox():
+    assert decide(facts(recipient_pseudonym=OUTSIDER), state("pilot", allowlist=(), percent=100)).channel == EBOX
+
+
+def test_shadow_decides_as_live_whatever_the_pilot_group():
+    d = decide(facts(recipient_pseudonym=OUTSIDER), state("shadow", allowlist=(), percent=PILOT_PERCENT))
+    assert (d.channel, d.rule, d.shadow_channel) == (PAPER, "shadow_mode", EBOX)
+
+
 def test_live_ignores_the_pilot_allowlist():
     d = decide(facts(recipient_pseudonym=OUTSIDER), state("live", allowlist=()))
     assert d.channel == EBOX
@@ -200,14 +235,25 @@ FACT_SPACE = dict(
     ebox_active=(True, False, None),
     ebox_state=(None, "in_flight", "no_digital_user", "rejected"),
     registered_via_ebox=(True, False),
-    recipient_pseudonym=(PILOT_MEMBER, OUTSIDER),
+    recipient_pseudonym=(PILOT_MEMBER, PERCENT_MEMBER, OUTSIDER),
     followup_of=(None, "FIN-2026-000001"),
 )
 ALL_FACTS = [facts(**dict(zip(FACT_SPACE, values))) for values in itertools.product(*FACT_SPACE.values())]
 RULE_NAMES = {r.__name__ for r in RULES} | {"shadow_mode"}
 
 
-def _ebox_allowed(f: LetterFacts, phase: str) -> bool:
+# pilot group configurations: (allowlist, percentage)
+PILOT_GROUPS = {"allowlist": ((PILOT_MEMBER,), 0), "percent": ((), PILOT_PERCENT),
+                "both": ((PILOT_MEMBER,), PILOT_PERCENT)}
+
+
+def _in_pilot_group(pseudonym: str, group: str) -> bool:
+    """The policy: on the allowlist, or in the lowest `percent` of the stable hash buckets."""
+    allowlist, percent = PILOT_GROUPS[group]
+    return pseudonym in allowlist or pilot_bucket(pseudonym) * 100 < percent * 10_000
+
+
+def _ebox_allowed(f: LetterFacts, phase: str, group: str = "allowlist") -> bool:
     """Written from the rollout policy, not from the rule list."""
     if f.ebox_state == "in_flight":
         return True
@@ -218,21 +264,23 @@ def _ebox_allowed(f: LetterFacts, phase: str) -> bool:
     return (f.ebox_active is True and not f.paper_exempt and f.recipient_id_error is None
             and f.address_complete and f.ebox_state != "no_digital_user"
             and not (f.registered and not f.registered_via_ebox)
-            and (phase == "live" or f.recipient_pseudonym == PILOT_MEMBER))
+            and (phase == "live" or _in_pilot_group(f.recipient_pseudonym, group)))
 
 
 def test_fact_space_is_complete():
-    assert len(ALL_FACTS) == 2 * 2 * 2 * 2 * 3 * 4 * 2 * 2 * 2
+    assert len(ALL_FACTS) == 2 * 2 * 2 * 2 * 3 * 4 * 2 * 3 * 2
 
 
+@pytest.mark.parametrize("group", sorted(PILOT_GROUPS))
 @pytest.mark.parametrize("phase", ROUTED_PHASES)
-def test_every_combination_goes_to_ebox_exactly_when_policy_allows(phase):
-    st = state(phase)
+def test_every_combination_goes_to_ebox_exactly_when_policy_allows(phase, group):
+    allowlist, percent = PILOT_GROUPS[group]
+    st = state(phase, allowlist=allowlist, percent=percent)
     wrong = []
     for f in ALL_FACTS:
         d = decide(f, st)
         assert isinstance(d, Decision) and d.rule in RULE_NAMES and d.reason
-        if (d.channel == EBOX) != _ebox_allowed(f, phase):
+        if (d.channel == EBOX) != _ebox_allowed(f, phase, group):
             wrong.append((f, d))
     assert not wrong, f"{len(wrong)} decisions break the policy, first: {wrong[0]}"
 

@@ -7,6 +7,9 @@
     dijlepost rollout show
     dijlepost rollout set DEPARTMENT PHASE --reason TEXT [--by NAME] [--pilot-file FILE]
     dijlepost rollout exempt add|remove citizen|enterprise ID --reason TEXT [--by NAME]
+    dijlepost audit trace LETTER_ID          (a letter's whole life, with the task log of each step)
+    dijlepost audit export --from DATE --to DATE --output FILE   (events of a period, CSV)
+    dijlepost audit verify [--anchor SEQ:HASH]                   (hash chain and privacy check)
 The database is `DIJLEPOST_DATABASE_URL` (or `--database-url`).
 """
 from __future__ import annotations
@@ -157,6 +160,75 @@ def cmd_exempt(args) -> int:
     return EXIT_OK
 
 
+def _airflow_url(args) -> str:
+    from include.dijlepost.audit import DEFAULT_AIRFLOW_URL
+
+    return (args.airflow_url or os.environ.get("DIJLEPOST_AIRFLOW_URL") or os.environ.get("AIRFLOW__API__BASE_URL")
+            or DEFAULT_AIRFLOW_URL)
+
+
+def cmd_audit_trace(args) -> int:
+    from include.dijlepost.audit import format_trace, trace
+
+    with _conn(args) as conn:
+        events = trace(conn, args.letter_id, _airflow_url(args))
+    if not events:
+        print(f"no events for letter {args.letter_id!r}", file=sys.stderr)
+        return EXIT_REFUSED
+    for text in format_trace(events):
+        print(text)
+    return EXIT_OK
+
+
+def cmd_audit_export(args) -> int:
+    import hashlib
+    from datetime import date
+
+    from include.dijlepost.audit import chain_head, export_csv
+
+    try:
+        start, end = date.fromisoformat(args.date_from), date.fromisoformat(args.date_to)
+        if end < start:
+            raise ValueError(f"--to {end} is before --from {start}")
+    except ValueError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    out = Path(args.output)
+    tmp = out.with_name(out.name + ".part")
+    with _conn(args) as conn:
+        with tmp.open("w", encoding="utf-8", newline="") as fp:
+            rows = export_csv(conn, start, end, fp, _airflow_url(args))
+        head = chain_head(conn)
+    tmp.replace(out)
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    print(f"exported {rows} events of {start}..{end} (Europe/Brussels) to {out}")
+    print(f"sha256 {digest}  chain head #{head[0]} {head[1]}")
+    return EXIT_OK
+
+
+def cmd_audit_verify(args) -> int:
+    from include.dijlepost.audit import parse_anchor, privacy_findings, verify
+
+    try:
+        anchors = dict(parse_anchor(a) for a in args.anchor)
+    except ValueError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    with _conn(args) as conn:
+        result = verify(conn, anchors)
+        findings = privacy_findings(conn) if result.broken_at is None else []
+    if result.broken_at is not None:
+        print(f"BROKEN at event #{result.broken_at}: {result.problem}")
+        print(f"{result.checked} events before it are intact")
+    else:
+        print(f"chain intact: {result.checked} events; head #{result.head_seq} {result.head_hash}")
+    for problem in result.anchor_problems:
+        print(f"ANCHOR MISMATCH: {problem}")
+    for f in findings:
+        print(f"PERSONAL DATA: event #{f['chain_seq']} ({f['event']} of {f['letter_id']}) holds a {f['holds']}")
+    return EXIT_OK if result.ok and not findings else EXIT_REFUSED
+
+
 def build_parser() -> argparse.ArgumentParser:
     from include.dijlepost.rollout import PHASES
     from include.dijlepost.waves import DEPARTMENTS
@@ -195,6 +267,23 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--reason", required=True)
     ex.add_argument("--by", default=getpass.getuser())
     ex.set_defaults(func=cmd_exempt)
+
+    audit = sub.add_parser("audit").add_subparsers(dest="cmd", required=True)
+    at = audit.add_parser("trace", help="a letter's whole life in order, with the task log of each step")
+    at.add_argument("letter_id")
+    at.add_argument("--airflow-url", help="Airflow UI base URL for task log links (default: $DIJLEPOST_AIRFLOW_URL)")
+    at.set_defaults(func=cmd_audit_trace)
+    ae = audit.add_parser("export", help="the events of a period (whole days, Europe/Brussels) as CSV")
+    ae.add_argument("--from", dest="date_from", required=True, metavar="YYYY-MM-DD")
+    ae.add_argument("--to", dest="date_to", required=True, metavar="YYYY-MM-DD", help="included")
+    ae.add_argument("--format", choices=("csv",), default="csv")
+    ae.add_argument("--output", required=True)
+    ae.add_argument("--airflow-url")
+    ae.set_defaults(func=cmd_audit_export)
+    av = audit.add_parser("verify", help="check the hash chain and that no event holds personal data")
+    av.add_argument("--anchor", action="append", default=[], metavar="SEQ:HASH",
+                    help="a chain head recorded earlier (e.g. in an evaluation report); repeatable")
+    av.set_defaults(func=cmd_audit_verify)
     return p
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from include.dijlepost.waves import WAVES
 
-EXPECTED_DAG_IDS = {"letters_finance", "letters_gas", "letters_economy_housing"}
+EXPECTED_DAG_IDS = {"letters_finance", "letters_gas", "letters_economy_housing", "letters_ebox_followup"}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,20 @@ def test_no_import_errors(dagbag):
 
 
 def test_exactly_the_wave_dags(dagbag):
-    assert set(dagbag.dag_ids) == EXPECTED_DAG_IDS == {w.dag_id for w in WAVES.values()}
+    assert set(dagbag.dag_ids) == EXPECTED_DAG_IDS
+    assert {w.dag_id for w in WAVES.values()} <= EXPECTED_DAG_IDS
+
+
+def test_ebox_followup_dag_is_built_to_rules(dagbag):
+    dag = dagbag.dags["letters_ebox_followup"]
+    assert {"dijlepost", "ebox"} <= set(dag.tags)
+    assert dag.on_failure_callback is not None and dag.catchup is False and dag.max_active_runs == 1
+    assert dag.dagrun_timeout is not None
+    for task in dag.tasks:
+        assert task.retries >= 1 and task.on_failure_callback, task.task_id
+    assert dag.get_task("fetch_ebox_read_status").pool == "ebox_publication"
+    # Copies are decided on the read status fetched in the same run.
+    assert dag.get_task("create_followup_copies").upstream_task_ids == {"fetch_ebox_read_status"}
 
 
 @pytest.mark.parametrize("department", sorted(WAVES))

@@ -8,6 +8,8 @@ import pytest
 from include.dijlepost.waves import WAVES
 
 EXPECTED_DAG_IDS = {"letters_finance", "letters_gas", "letters_economy_housing", "letters_ebox_followup"}
+PRINT_HOUSE_DAG_IDS = {"print_house_acknowledgements", "print_house_reconciliation"}
+EXPECTED_DAG_IDS |= PRINT_HOUSE_DAG_IDS
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +48,20 @@ def test_ebox_followup_dag_is_built_to_rules(dagbag):
     assert dag.get_task("fetch_ebox_read_status").pool == "ebox_publication"
     # Copies are decided on the read status fetched in the same run.
     assert dag.get_task("create_followup_copies").upstream_task_ids == {"fetch_ebox_read_status"}
+
+
+@pytest.mark.parametrize("dag_id", sorted(PRINT_HOUSE_DAG_IDS))
+def test_print_house_dags_are_built_to_rules(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    assert {"dijlepost", "print-house"} <= set(dag.tags)
+    assert dag.on_failure_callback is not None
+    assert dag.catchup is False and dag.max_active_runs == 1 and dag.dagrun_timeout is not None
+    for task in dag.tasks:
+        assert task.retries >= 1 and task.on_failure_callback, task.task_id
+    if dag_id == "print_house_acknowledgements":
+        assert dag.get_task("collect_print_house_files").pool == "print_house_sftp"
+        # The overdue check runs even when a refused file failed the collection.
+        assert dag.get_task("check_unacknowledged_batches").trigger_rule == "all_done"
 
 
 @pytest.mark.parametrize("department", sorted(WAVES))

@@ -8,7 +8,10 @@ sandbox keeps its identity and an existing Connection stays valid.
 
     python -m include.dijlepost.printhouse.sandbox --dir var/printhouse --port 2222
 
-writes `<dir>/connection.json`, the value for `AIRFLOW_CONN_PRINTHOUSE_SFTP`.
+writes `<dir>/connection.json`, the value for `AIRFLOW_CONN_PRINTHOUSE_SFTP`. With `--print` it also
+plays the print house: every `--poll` seconds it takes complete batches from the inbox, checks them
+and writes acknowledgements (and, with `--reject-every` / `--return-every`, some rejections and
+returned mail) to the outbox; see `simulator.py`.
 """
 from __future__ import annotations
 
@@ -88,8 +91,14 @@ class PrintHouseSftpServer:
     or call `start()` / `stop()`."""
 
     def __init__(
-        self, directory: Path, port: int = 0, host: str = "127.0.0.1", username: str = "printhouse"
+        self, directory: Path, port: int = 0, host: str = "127.0.0.1", username: str = "printhouse",
+        printer=None, poll_seconds: float = 1.0,
     ) -> None:
+        # printer: a simulator.PrinterBehaviour to answer batches as the print house, or None.
+        self.printer = printer
+        self.poll_seconds = poll_seconds
+        self._printer_stop = threading.Event()
+        self._printer_thread: threading.Thread | None = None
         self.directory = Path(directory).resolve()
         self.root = self.directory / "root"
         self.host = host
@@ -124,6 +133,9 @@ class PrintHouseSftpServer:
             self._stop_loop()
             raise
         self.port = self._acceptor.get_port()
+        if self.printer is not None:
+            self._printer_thread = threading.Thread(target=self._print_loop, name="printhouse-printer", daemon=True)
+            self._printer_thread.start()
         log.info("print-house sandbox listening on %s:%d, root %s", self.host, self.port, self.root)
         return self
 
@@ -157,7 +169,26 @@ class PrintHouseSftpServer:
             },
         }
 
+    def process_inbox(self) -> dict:
+        """Answer every complete batch in the inbox now, as the print house (see simulator.py)."""
+        from include.dijlepost.printhouse.simulator import PrinterBehaviour, process_inbox
+
+        return process_inbox(self.root, self.printer or PrinterBehaviour())
+
+    def _print_loop(self) -> None:
+        while not self._printer_stop.wait(self.poll_seconds):
+            try:
+                done = self.process_inbox()
+                if done["batches"]:
+                    log.info("print house answered %d batch(es)", len(done["batches"]))
+            except Exception:  # keep serving; the next poll tries again
+                log.exception("print-house simulation failed")
+
     def stop(self) -> None:
+        if self._printer_thread is not None:
+            self._printer_stop.set()
+            self._printer_thread.join()
+            self._printer_thread = None
         if self._loop is None:
             return
         if self._acceptor is not None:
@@ -192,7 +223,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=2222, help="0 picks a free port")
     parser.add_argument("--user", default="printhouse")
+    parser.add_argument("--print", action="store_true", help="answer batches as the print house would")
+    parser.add_argument("--poll", type=float, default=5.0, help="seconds between looks at the inbox")
+    parser.add_argument("--reject-every", type=int, default=0, help="reject every n-th letter of a batch")
+    parser.add_argument("--return-every", type=int, default=0, help="return every n-th accepted letter")
     args = parser.parse_args(argv)
+    printer = None
+    if args.print:
+        from include.dijlepost.printhouse.simulator import PrinterBehaviour
+
+        printer = PrinterBehaviour(reject_every=args.reject_every, return_every=args.return_every)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # asyncssh logs every channel at INFO; warnings are enough for a demo server.
     asyncssh.set_log_level(logging.WARNING)
@@ -200,7 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
-    with PrintHouseSftpServer(args.dir, port=args.port, host=args.host, username=args.user) as server:
+    with PrintHouseSftpServer(args.dir, port=args.port, host=args.host, username=args.user,
+                              printer=printer, poll_seconds=args.poll) as server:
         connection = server.directory / "connection.json"
         # Written then renamed, so whoever waits for the file never reads half of it.
         partial = connection.with_suffix(".json.tmp")

@@ -1,0 +1,142 @@
+"""Builders of the print house's two DAGs; the files in `dags/` only call these.
+
+    print_house_acknowledgements  every 15 minutes
+        collect_print_house_files      acks and returned mail from the print house's outbound folder
+        check_unacknowledged_batches   alert on batches without an ack after the wave's alert delay
+    print_house_reconciliation    daily at 07:00 Europe/Brussels
+        reconcile_print_handoffs       letters handed over without an ack; returned letters to follow up
+
+The logic lives in `acks.py`; Airflow is imported only inside the builders (no parse-time database or
+network access). Failures meant for operators are `AirflowFailException` (no retry hides them) after
+an `alert_...` log line, and the failure callback adds `alert_task_failed`.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+
+from include.dijlepost import logfmt
+from include.dijlepost.dag_factory import RETRY_DELAY, TASK_RETRIES, _ctx, _db, _settings, on_failure
+from include.dijlepost.waves import WAVES
+
+ACK_DAG_ID = "print_house_acknowledgements"
+RECONCILIATION_DAG_ID = "print_house_reconciliation"
+TAGS = ["dijlepost", "print-house"]
+
+
+def _default_args() -> dict:
+    return {"owner": "dijlepost", "retries": TASK_RETRIES, "retry_delay": RETRY_DELAY,
+            "retry_exponential_backoff": True, "max_retry_delay": timedelta(minutes=15),
+            "on_failure_callback": on_failure, "queue": "delivery"}
+
+
+def build_acknowledgements_dag():
+    from airflow.sdk import dag, task
+    from airflow.sdk.exceptions import AirflowFailException
+
+    @dag(
+        dag_id=ACK_DAG_ID,
+        description="Reads the print house's acknowledgements and returned mail; alerts on missing acks.",
+        doc_md=__doc__,
+        schedule="*/15 * * * *",
+        start_date=pendulum.datetime(2026, 1, 1, tz="Europe/Brussels"),
+        catchup=False,
+        max_active_runs=1,
+        dagrun_timeout=timedelta(minutes=30),
+        tags=TAGS,
+        on_failure_callback=on_failure,
+        default_args=_default_args(),
+    )
+    def print_house_acknowledgements():
+        @task(pool="print_house_sftp")
+        def collect_print_house_files():
+            from include.dijlepost.printhouse.acks import collect, summarise
+            from include.dijlepost.printhouse.hook import PrintHouseHook
+
+            ctx = _ctx()
+            conn = _db()
+            hook = PrintHouseHook()
+            try:
+                with hook.get_managed_conn() as sftp:
+                    outcomes = collect(conn, sftp, hook.outbox_dir, ctx)
+            finally:
+                conn.close()
+            summary = summarise(outcomes)
+            logfmt.emit("print_house_files_collected", **summary)
+            if summary["refused_files"]:
+                raise AirflowFailException(
+                    f"refused print-house file(s) {summary['refused_files']}: kept in the database and in "
+                    f"{hook.outbox_dir}/refused; see the alert_print_house_file_refused lines for the reasons")
+            return summary
+
+        @task(trigger_rule="all_done")
+        def check_unacknowledged_batches():
+            from include.dijlepost.printhouse.acks import overdue_batches
+
+            conn = _db()
+            try:
+                overdue = {w.department: overdue_batches(conn, w.department, w.print_ack_alert_hours)
+                           for w in WAVES.values()}
+            finally:
+                conn.close()
+            late = 0
+            for department, batches in overdue.items():
+                for b in batches:
+                    late += 1
+                    logfmt.emit("alert_print_ack_overdue", department=department, batch_id=b["batch_id"],
+                                letters=b["letters"], uploaded_at=b["uploaded_at"],
+                                alert_after_hours=WAVES[department].print_ack_alert_hours)
+            logfmt.emit("print_acks_checked", overdue_batches=late)
+            if late:
+                raise AirflowFailException(f"{late} print batch(es) without acknowledgement past the alert delay")
+            return {"overdue_batches": 0}
+
+        collect_print_house_files() >> check_unacknowledged_batches()
+
+    return print_house_acknowledgements()
+
+
+def build_reconciliation_dag():
+    from airflow.sdk import dag, task
+
+    @dag(
+        dag_id=RECONCILIATION_DAG_ID,
+        description="Daily list of letters handed to the print house without acknowledgement, and returns.",
+        doc_md=__doc__,
+        schedule="0 7 * * *",
+        start_date=pendulum.datetime(2026, 1, 1, tz="Europe/Brussels"),
+        catchup=False,
+        max_active_runs=1,
+        dagrun_timeout=timedelta(hours=1),
+        tags=TAGS,
+        on_failure_callback=on_failure,
+        default_args=_default_args(),
+    )
+    def print_house_reconciliation():
+        @task
+        def reconcile_print_handoffs():
+            from include.dijlepost.printhouse.acks import reconciliation, write_reconciliation_report
+            from include.dijlepost.printhouse.handoff import today_in_brussels
+
+            conn = _db()
+            try:
+                report = reconciliation(conn)
+            finally:
+                conn.close()
+            path = write_reconciliation_report(report, _settings().print_work_dir / "reconciliation",
+                                               today_in_brussels())
+            by_batch: dict[str, int] = {}
+            for r in report["unacknowledged"]:
+                by_batch[r["batch_id"]] = by_batch.get(r["batch_id"], 0) + 1
+            logfmt.emit("print_reconciliation", unacknowledged=len(report["unacknowledged"]),
+                        returned=len(report["returned"]), batches_without_ack=by_batch, report=path)
+            for r in report["returned"]:
+                logfmt.emit("print_follow_up_needed", letter_id=r["letter_id"], department=r["department"],
+                            reason=r["reason"])
+            return {"unacknowledged": len(report["unacknowledged"]), "returned": len(report["returned"]),
+                    "report": path}
+
+        reconcile_print_handoffs()
+
+    return print_house_reconciliation()

@@ -190,7 +190,9 @@ def history(conn, department: str | None = None, limit: int = 100) -> list[dict]
 def _check_pseudonym(recipient_pseudonym) -> str:
     if not isinstance(recipient_pseudonym, str) or not recipient_pseudonym.startswith("r-") \
             or len(recipient_pseudonym) > 64:
-        raise RolloutChangeRefused(f"{recipient_pseudonym!r} is not a recipient pseudonym (r-...)")
+        # never echo the value: it may be a national register or KBO number typed in the wrong field
+        raise RolloutChangeRefused("the recipient given is not a recipient pseudonym (r-...); give the "
+                                   "pseudonym, or the kind and id so that it is computed")
     return recipient_pseudonym
 
 

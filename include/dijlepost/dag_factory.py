@@ -42,6 +42,16 @@ def on_failure(context) -> None:
                 error=type(context.get("exception")).__name__)
 
 
+def report_peak_rss(context) -> None:
+    """Success callback on every task (it runs in the task's own process): the process's peak memory,
+    for the scale benchmark (benchmarks/scale.py reads these lines from the task logs)."""
+    import resource
+
+    ti = context.get("ti") or context.get("task_instance")
+    logfmt.emit("task_peak_rss", task_id=getattr(ti, "task_id", None), map_index=getattr(ti, "map_index", None),
+                peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+
+
 def _ctx():
     from airflow.sdk import get_current_context
 
@@ -97,6 +107,7 @@ def build_wave_dag(wave: Wave):
             "retry_exponential_backoff": True,
             "max_retry_delay": timedelta(minutes=15),
             "on_failure_callback": on_failure,
+            "on_success_callback": report_peak_rss,
             "queue": QUEUES["default"],
         },
     )

@@ -10,6 +10,7 @@ from include.dijlepost.waves import WAVES
 EXPECTED_DAG_IDS = {"letters_finance", "letters_gas", "letters_economy_housing", "letters_ebox_followup"}
 PRINT_HOUSE_DAG_IDS = {"print_house_acknowledgements", "print_house_reconciliation"}
 EXPECTED_DAG_IDS |= PRINT_HOUSE_DAG_IDS
+EXPECTED_DAG_IDS |= {"letters_evaluation"}
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +91,15 @@ def test_every_dag_file_is_thin():
 
     for path in Path("dags").glob("*.py"):
         assert len(path.read_text().splitlines()) <= 30, f"{path} should only wire a wave to the factory"
+
+
+def test_evaluation_dag_is_built_to_rules(dagbag):
+    dag = dagbag.dags["letters_evaluation"]
+    assert {"dijlepost", "evaluation"} <= set(dag.tags)
+    assert dag.on_failure_callback is not None and dag.catchup is False and dag.max_active_runs == 1
+    assert dag.dagrun_timeout is not None
+    for task in dag.tasks:
+        assert task.retries >= 1 and task.on_failure_callback, task.task_id
+    # The weekly summary runs after the day's figures, and only when the week is complete.
+    assert dag.get_task("evaluate_week").upstream_task_ids == {"week_is_complete"}
+    assert dag.get_task("week_is_complete").upstream_task_ids == {"evaluate_day"}

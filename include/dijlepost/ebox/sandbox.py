@@ -7,7 +7,9 @@ prefix as production, over real TLS. It validates publications at least as stric
 service is documented to, so that a letter that passes here is not rejected there for shape.
 
 Beyond the contract, `/_sandbox/...` lets a test or the demo register recipients, inspect what was
-published, mark messages read, reset, and inject faults (503/429, slow answers). See
+published (with digests and Idempotency-Keys), mark messages read, reset, and inject faults: latency
+on every call, 429 with Retry-After, 500, 503, answers that come too late, connections closed
+without an answer, and NO_DIGITAL_USER for publications whatever the recipient's registration. See
 docs/ebox-sandbox-openapi.yaml.
 
 Programmatic use: `with SandboxServer() as sandbox: client = EboxClient(sandbox.config())`.
@@ -138,16 +140,26 @@ class IssuedToken:
 
 @dataclass
 class Faults:
-    """Fault injection for contract calls (the token endpoint and /_sandbox are spared)."""
+    """Fault injection for contract calls (the token endpoint and /_sandbox are spared).
+
+    The `*_next` counters come first, in the order fail, timeout, drop; then one draw decides
+    between error, timeout and drop by their rates. A timeout and a drop happen *after* the call was
+    processed (a publication is stored): the answer is lost, which is what an Idempotency-Key is for."""
 
     error_rate: float = 0.0
-    error_status: int = 503
+    error_status: int = 503  # 429, 500 or 503
     retry_after_seconds: int | None = None
     timeout_rate: float = 0.0
     timeout_delay_seconds: float = 35.0
     fail_next: int = 0  # the next N contract calls answer error_status, whatever the rates
     timeout_next: int = 0  # then the next N contract calls answer late
     seed: int | None = None
+    latency_ms: int = 0  # added to every contract call before it is handled
+    drop_rate: float = 0.0  # share of contract calls whose connection is closed without an answer
+    drop_next: int = 0  # then the next N contract calls are dropped that way
+    # Publications answered 201 NO_DIGITAL_USER whatever the recipient's registration (new keys only).
+    no_digital_user_rate: float = 0.0
+    no_digital_user_next: int = 0
 
 
 @dataclass(frozen=True)
@@ -341,10 +353,13 @@ class SandboxState:
                 raise
         return message_id
 
-    def publications(self, recipient_kind: str | None = None, recipient_id: str | None = None
-                     ) -> list[dict[str, Any]]:
+    def publications(self, recipient_kind: str | None = None, recipient_id: str | None = None,
+                     idempotency_key: str | None = None) -> list[dict[str, Any]]:
         query, args = "SELECT * FROM publications", []
         conditions = []
+        if idempotency_key is not None:
+            conditions.append("idempotency_key = ?")
+            args.append(idempotency_key)
         if recipient_kind is not None:
             conditions.append("recipient_kind = ?")
             args.append(recipient_kind)
@@ -411,9 +426,15 @@ class SandboxState:
     def set_faults(self, **settings: Any) -> Faults:
         """Replace the fault settings (unnamed ones go back to their defaults)."""
         faults = Faults(**settings)
-        if not (0 <= faults.error_rate <= 1 and 0 <= faults.timeout_rate <= 1
-                and faults.error_rate + faults.timeout_rate <= 1):
-            raise ValueError("error_rate and timeout_rate must be within 0..1 and add up to at most 1")
+        rates = (faults.error_rate, faults.timeout_rate, faults.drop_rate)
+        if not (all(0 <= r <= 1 for r in rates) and sum(rates) <= 1):
+            raise ValueError("error_rate, timeout_rate and drop_rate must be within 0..1 and add up to at most 1")
+        if not 0 <= faults.no_digital_user_rate <= 1:
+            raise ValueError("no_digital_user_rate must be within 0..1")
+        if faults.error_status not in (429, 500, 503):
+            raise ValueError("error_status must be 429, 500 or 503")
+        if faults.latency_ms < 0 or faults.drop_next < 0 or faults.no_digital_user_next < 0:
+            raise ValueError("latency_ms, drop_next and no_digital_user_next must be >= 0")
         with self._lock:
             self._faults = faults
             self._rng = random.Random(faults.seed)
@@ -423,7 +444,7 @@ class SandboxState:
         with self._lock:
             return dataclasses.replace(self._faults)
 
-    def roll_fault(self) -> Literal["error", "timeout"] | None:
+    def roll_fault(self) -> Literal["error", "timeout", "drop"] | None:
         with self._lock:
             faults = self._faults
             if faults.fail_next > 0:
@@ -432,14 +453,35 @@ class SandboxState:
             if faults.timeout_next > 0:
                 faults.timeout_next -= 1
                 return "timeout"
-            if not faults.error_rate and not faults.timeout_rate:
+            if faults.drop_next > 0:
+                faults.drop_next -= 1
+                return "drop"
+            if not faults.error_rate and not faults.timeout_rate and not faults.drop_rate:
                 return None
             draw = self._rng.random()
             if draw < faults.error_rate:
                 return "error"
             if draw < faults.error_rate + faults.timeout_rate:
                 return "timeout"
+            if draw < faults.error_rate + faults.timeout_rate + faults.drop_rate:
+                return "drop"
             return None
+
+    def roll_no_digital_user(self) -> bool:
+        """Whether the next new publication is answered NO_DIGITAL_USER by configuration."""
+        with self._lock:
+            faults = self._faults
+            if faults.no_digital_user_next > 0:
+                faults.no_digital_user_next -= 1
+                return True
+            return bool(faults.no_digital_user_rate) and self._rng.random() < faults.no_digital_user_rate
+
+    def idempotency_key_used(self, sender_application_id: str, idempotency_key: str) -> bool:
+        with self._lock:
+            return self._db.execute(
+                "SELECT 1 FROM idempotency_keys WHERE sender_application_id = ? AND idempotency_key = ?",
+                (sender_application_id, idempotency_key),
+            ).fetchone() is not None
 
     def reset(self) -> None:
         """Forget recipients, publications, idempotency keys, tokens and faults; keep the clients."""
@@ -673,13 +715,51 @@ class RecipientIn(BaseModel):
 
 class FaultsIn(BaseModel):
     error_rate: float = Field(0.0, ge=0, le=1)
-    error_status: Literal[429, 503] = 503
+    error_status: Literal[429, 500, 503] = 503
     retry_after_seconds: int | None = Field(None, ge=0)
     timeout_rate: float = Field(0.0, ge=0, le=1)
     timeout_delay_seconds: float = Field(35.0, ge=0)
     fail_next: int = Field(0, ge=0)
     timeout_next: int = Field(0, ge=0)
     seed: int | None = None
+    latency_ms: int = Field(0, ge=0, le=600_000)
+    drop_rate: float = Field(0.0, ge=0, le=1)
+    drop_next: int = Field(0, ge=0)
+    no_digital_user_rate: float = Field(0.0, ge=0, le=1)
+    no_digital_user_next: int = Field(0, ge=0)
+
+
+_CAN_DROP = "dijlepost.sandbox.can_drop"
+_DROP = "dijlepost.sandbox.drop"
+
+
+class _DroppableConnections:
+    """Outermost ASGI layer: when the fault middleware marks a call for dropping, the answer is
+    swallowed and the connection is aborted (TCP reset, no TLS close_notify, no HTTP answer).
+
+    Reaching the connection needs the server's own `send` (uvicorn's request-response cycle holds the
+    transport); when it cannot be found the call fails instead of silently answering."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        scope[_CAN_DROP] = True
+
+        async def guarded_send(message):
+            if not scope.get(_DROP):
+                await send(message)
+
+        await self.app(scope, receive, guarded_send)
+        if scope.get(_DROP):
+            cycle = getattr(send, "__self__", None)
+            transport = getattr(cycle, "transport", None)
+            if transport is None:
+                raise RuntimeError("cannot reach the connection to drop it")
+            cycle.disconnected = True  # uvicorn: do not answer 500 for a response never started
+            transport.abort()
 
 
 def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
@@ -701,8 +781,15 @@ def create_app(state: SandboxState) -> FastAPI:
         path = request.url.path
         if path == TOKEN_PATH or not path.startswith("/REST/"):
             return await call_next(request)
-        fault = state.roll_fault()
         faults = state.faults()
+        if faults.latency_ms:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        fault = state.roll_fault()
+        if fault == "drop":
+            if not request.scope.get(_CAN_DROP):
+                raise RuntimeError("dropping connections needs the app served through SandboxServer")
+            # The call is processed; _DroppableConnections swallows the answer and aborts the connection.
+            request.scope[_DROP] = True
         if fault == "error":
             response = ApiError(faults.error_status, "INJECTED_FAULT", "injected fault").response()
             if faults.retry_after_seconds is not None:
@@ -812,8 +899,10 @@ def create_app(state: SandboxState) -> FastAPI:
                 raise _invalid("the Idempotency-Key header must be a UUID") from None
         message_json, uploads = await _read_uploads(request)
         record = validate_publication(message_json, uploads, issued.client)
+        if key is not None and state.idempotency_key_used(issued.client.application_id, key):
+            raise ApiError(409, "CONFLICT", "this Idempotency-Key was used before by this sender application")
         known = state.recipient(record["recipient_kind"], record["recipient_id"])
-        never_opened = known is None or known["no_digital_user"]
+        never_opened = known is None or known["no_digital_user"] or state.roll_no_digital_user()
         published_at = _now()
         record.update(
             code="NO_DIGITAL_USER" if never_opened else None,
@@ -864,9 +953,16 @@ def create_app(state: SandboxState) -> FastAPI:
         return state.recipients()
 
     @app.get(f"{ADMIN_PREFIX}/publications", tags=["sandbox"])
-    async def list_publications(recipient_kind: str | None = None, recipient_id: str | None = None
-                                ) -> list[dict[str, Any]]:
-        return state.publications(recipient_kind, recipient_id)
+    async def list_publications(recipient_kind: str | None = None, recipient_id: str | None = None,
+                                idempotency_key: str | None = None) -> list[dict[str, Any]]:
+        return state.publications(recipient_kind, recipient_id, idempotency_key)
+
+    @app.get(f"{ADMIN_PREFIX}/publications/{{message_id}}", tags=["sandbox"])
+    async def get_publication(message_id: str) -> dict[str, Any]:
+        record = state.publication(message_id)
+        if record is None:
+            raise ApiError(404, "NOT_FOUND", "no such messageId")
+        return record
 
     @app.post(f"{ADMIN_PREFIX}/publications/{{message_id}}/read", tags=["sandbox"])
     async def mark_read(message_id: str) -> Response:
@@ -984,7 +1080,7 @@ class SandboxServer:
         sock.listen(128)
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(
-            create_app(self.state), ssl_certfile=str(cert_path), ssl_keyfile=str(key_path),
+            _DroppableConnections(create_app(self.state)), ssl_certfile=str(cert_path), ssl_keyfile=str(key_path),
             log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)

@@ -1,0 +1,110 @@
+"""The sandbox's fault injection over HTTPS: latency, 500, dropped connections, NO_DIGITAL_USER by
+configuration, and the publications (with digests and keys) inspected over HTTP."""
+from __future__ import annotations
+
+import ssl
+
+import httpx
+import pytest
+
+from include.dijlepost.ebox.client import EboxClient, EboxUnavailableError, idempotency_key, sha256_base64url
+from tests.include.dijlepost.ebox.helpers import CITIZEN_ID, ENTERPRISE_ID, publication
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def admin(ebox):
+    with httpx.Client(base_url=ebox.base_url, verify=ssl.create_default_context(cafile=str(ebox.ca_path))) as c:
+        yield c
+
+
+def client_for(ebox, **config) -> EboxClient:
+    return EboxClient(ebox.config(**{"backoff_base_seconds": 0.001, "timeout_seconds": 5, **config}))
+
+
+def set_faults(admin, **faults) -> dict:
+    answer = admin.put("/_sandbox/faults", json=faults)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_a_dropped_connection_loses_the_answer_not_the_publication(ebox, admin):
+    ebox.state.register_recipient("citizen", CITIZEN_ID)
+    set_faults(admin, drop_next=1)
+    with client_for(ebox, max_attempts=1) as client:
+        client._access_token()  # the token endpoint is never faulted; fetch it outside the count
+        lost = client.publish(publication())
+        assert (lost.kind, lost.message) == ("retry_later", "RemoteProtocolError")
+        stored = admin.get("/_sandbox/publications", params={"idempotency_key": idempotency_key("L-0001")}).json()
+        assert len(stored) == 1  # processed before the connection was closed
+        assert client.publish(publication()).kind == "already_published"
+    assert len(ebox.state.publications()) == 1
+
+
+def test_a_retry_after_a_dropped_connection_reads_409(ebox, admin):
+    ebox.state.register_recipient("citizen", CITIZEN_ID)
+    with client_for(ebox, max_attempts=3) as client:
+        client._access_token()
+        set_faults(admin, drop_next=1)
+        assert client.publish(publication()).kind == "already_published"
+    assert len(ebox.state.publications()) == 1
+
+
+def test_a_drop_rate_is_drawn_with_the_other_rates(ebox, admin):
+    set_faults(admin, error_rate=0.2, timeout_rate=0.2, drop_rate=0.3, seed=11)
+    draws = [ebox.state.roll_fault() for _ in range(400)]
+    assert {"error", "timeout", "drop", None} == set(draws)
+    answer = admin.put("/_sandbox/faults", json={"error_rate": 0.5, "drop_rate": 0.6})
+    assert answer.status_code == 400 and "add up to at most 1" in answer.json()["message"]
+
+
+def test_500_is_retried_and_then_the_letter_is_published_once(ebox, admin):
+    ebox.state.register_recipient("citizen", CITIZEN_ID)
+    assert set_faults(admin, fail_next=2, error_status=500)["error_status"] == 500
+    with client_for(ebox, max_attempts=3) as client:
+        assert client.publish(publication()).kind == "published"
+    assert len(ebox.state.publications()) == 1
+    assert admin.put("/_sandbox/faults", json={"error_status": 502}).status_code == 422
+
+
+def test_latency_longer_than_the_client_timeout_reads_as_a_timeout(ebox, admin):
+    # A lookup, not a publication: the late call changes nothing once the client has given up.
+    with client_for(ebox, max_attempts=1, timeout_seconds=0.2) as client:
+        client._access_token()
+        set_faults(admin, latency_ms=1500)
+        with pytest.raises(EboxUnavailableError, match="ReadTimeout"):
+            client.lookup_activation("enterprise", [ENTERPRISE_ID])
+    assert admin.get("/_sandbox/faults").json()["latency_ms"] == 1500
+
+
+def test_no_digital_user_by_configuration(ebox, admin):
+    ebox.state.register_recipient("citizen", CITIZEN_ID)
+    ebox.state.register_recipient("enterprise", ENTERPRISE_ID)
+    set_faults(admin, no_digital_user_next=1)
+    with client_for(ebox) as client:
+        first = client.publish(publication(letter_id="L-1"))
+        # A duplicate does not use up the configured answer.
+        assert client.publish(publication(letter_id="L-1")).kind == "already_published"
+        second = client.publish(publication(letter_id="L-2"))
+        set_faults(admin, no_digital_user_rate=1.0)
+        third = client.publish(publication(letter_id="L-3", recipient_kind="enterprise",
+                                           recipient_id=ENTERPRISE_ID))
+    assert (first.kind, second.kind, third.kind) == ("no_digital_user", "published", "no_digital_user")
+    codes = {p["idempotency_key"]: p["code"] for p in admin.get("/_sandbox/publications").json()}
+    assert codes == {idempotency_key("L-1"): "NO_DIGITAL_USER", idempotency_key("L-2"): None,
+                     idempotency_key("L-3"): "NO_DIGITAL_USER"}
+
+
+def test_publications_and_their_digests_are_inspectable_over_http(ebox, admin):
+    ebox.state.register_recipient("citizen", CITIZEN_ID)
+    pub = publication(pdf=b"%PDF-1.7 inspect me")
+    with client_for(ebox) as client:
+        outcome = client.publish(pub)
+    record = admin.get(f"/_sandbox/publications/{outcome.message_id}").json()
+    assert record["idempotency_key"] == idempotency_key(pub.letter_id)
+    (attachment,) = record["attachments"]
+    assert attachment["sha256"] == sha256_base64url(pub.pdf).rstrip("=")
+    assert (attachment["fileName"], attachment["size"]) == (pub.filename, len(pub.pdf))
+    missing = admin.get("/_sandbox/publications/no-such-id")
+    assert missing.status_code == 404 and missing.json()["code"] == "NOT_FOUND"

@@ -28,6 +28,7 @@ from paramiko import SFTPClient
 
 from include.dijlepost import logfmt
 from include.dijlepost.outbox import RunContext, record_events
+from include.dijlepost.printhouse.upload import _rename
 
 ACK_SUFFIX = ".ack.csv"
 ACK_COLUMNS = ("letter_id", "result", "reason")
@@ -306,7 +307,7 @@ def _move_aside(sftp: SFTPClient, outbox_dir: str, name: str, folder: str, diges
         target = f"{target}.{digest[:12]}"  # an earlier file of the same name is kept as well
     except FileNotFoundError:
         pass
-    sftp.posix_rename(posixpath.join(outbox_dir, name), target)
+    _rename(sftp, posixpath.join(outbox_dir, name), target)
 
 
 # --------------------------------------------------------------------------- alerts and reconciliation

@@ -15,13 +15,25 @@ Each document then gets a copy of the smallest font that covers its text, throug
 and its own freshly opened font tables, because fpdf2 subsets those in place while writing the PDF.
 Both sizes come from the same face, so widths (and therefore the layout) do not depend on the choice.
 
-This relies on fpdf2's `TTFFont`, `SubsetMap` and `FPDF.fonts`; test_fonts.py checks that a letter
-drawn this way matches one drawn through `add_font`, so an fpdf2 upgrade that changes them fails loudly.
+Embedding the font into each PDF (fontTools subsetting the glyphs used, then the PDF font objects)
+was, even so, half the render time. So the glyphs a document may use are picked *before* drawing, in
+code point order, from a fixed base set (printable ASCII, the letters of Dutch, French and German and the
+usual punctuation: most letters need nothing else) widened by the 32-code-point blocks of any
+other character the letter shows. Letters with the same glyph key then have the same subset with the
+same character codes, and `LetterPDF`'s output producer embeds it from a per-process cache (bounded,
+least recently used) of the finished bytes: font program, widths, ToUnicode and CIDToGIDMap.
+
+This relies on fpdf2's `TTFFont`, `SubsetMap`, `FPDF.fonts` and `OutputProducer._add_fonts`;
+test_fonts.py checks that a letter drawn this way matches one drawn through `add_font`, and that the
+cached embedding writes byte for byte what fpdf2's own `_add_fonts` writes, so an fpdf2 upgrade that
+changes them fails loudly.
 """
 from __future__ import annotations
 
 import copy
 import io
+import zlib
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,7 +42,10 @@ from pathlib import Path
 from fontTools import subset
 from fontTools.ttLib import TTFont
 from fpdf import FPDF
+from fpdf.errors import FPDFException
 from fpdf.fonts import SubsetMap, TTFFont
+from fpdf.output import CIDSystemInfo, OutputProducer, PDFFont, _build_cmap_blocks, _tt_font_widths
+from fpdf.syntax import Name, PDFArray, PDFContentStream, PDFObject
 
 FAMILY = "dejavu"
 REGULAR = ""
@@ -49,6 +64,16 @@ CORE_COVERAGE = ((0x0020, 0x007E), (0x00A0, 0x017F), (0x2000, 0x206F), (0x20AC, 
 
 PT_TO_MM = 25.4 / 72
 
+# Glyphs every document embeds whether it shows them or not (a superset keeps the cache hit rate high
+# at the price of a few kilobytes per PDF): printable ASCII, the letters of Dutch, French and German
+# and the punctuation and signs the templates use.
+BASE_CODEPOINTS = frozenset([
+    *range(0x20, 0x7F),
+    *map(ord, "\u00a0àâäçéèêëîïôöùûüÿÀÂÄÇÉÈÊËÎÏÔÖÙÛÜŸßæœÆŒ«»‘’‚“”„–—•…€°§·"),
+])
+BLOCK = 32                 # other characters bring their whole block of 32 code points
+EMBED_CACHE_SIZE = 64      # glyph keys per face kept; a miss costs one fontTools subsetting (~15 ms)
+
 
 @dataclass(frozen=True)
 class _PreparedFont:
@@ -66,8 +91,8 @@ class LetterFonts:
         self._full = {style: _prepare(path, style, COVERAGE) for style, path in paths.items()}
         self._core = {style: _prepare(path, style, CORE_COVERAGE) for style, path in paths.items()}
         self.codepoints = frozenset.intersection(*(frozenset(f.widths) for f in self._full.values()))
-        self._core_chars = frozenset(chr(cp) for cp in frozenset.intersection(
-            *(frozenset(f.widths) for f in self._core.values())))
+        self._core_codepoints = frozenset.intersection(*(frozenset(f.widths) for f in self._core.values()))
+        self._core_chars = frozenset(chr(cp) for cp in self._core_codepoints)
 
     def width(self, text: str, style: str, size_pt: float) -> float:
         """Width of `text` in mm, exactly as fpdf2 will set it (no kerning without text shaping)."""
@@ -83,22 +108,66 @@ class LetterFonts:
 
     def install(self, pdf: FPDF, texts: Iterable[str]) -> None:
         """Make both faces available to `pdf.set_font(FAMILY, style)`, in the smallest font that has
-        every character of `texts` (all the text the document will show)."""
+        every character of `texts` (all the text the document will show), with the document's glyph
+        key picked in code point order (see the module docstring)."""
         chars = set().union(*texts)
         fonts = self._core if chars <= self._core_chars else self._full
+        available = self._core_codepoints if fonts is self._core else self.codepoints
+        key = _glyph_key(frozenset(ord(char) for char in chars) - BASE_CODEPOINTS, available)
         for prepared in fonts.values():
             proto = prepared.prototype
             # The width and glyph-id tables are only read, so they are shared rather than copied; the
             # subset map gets a fresh one below (copying it would copy the prototype a second time).
             shared = {id(proto.cw): proto.cw, id(proto.glyph_ids): proto.glyph_ids, id(proto.subset): None}
             font = copy.deepcopy(proto, shared)
-            font.subset = SubsetMap(font)
             font.i = len(pdf.fonts) + 1
-            # The reduced font's glyph boxes are already exact, so fontTools need not decode every kept
-            # glyph again to recompute them when fpdf2 writes the subset.
-            font.ttfont = TTFont(io.BytesIO(prepared.data), recalcTimestamp=False, recalcBBoxes=False,
-                                 lazy=True)
+            font.subset = _picked_subset(prepared, key, font)
             pdf.fonts[font.fontkey] = font
+            if isinstance(pdf, LetterPDF):
+                # Embedded from the cache: the font tables are never touched, so they stay shared.
+                pdf.letter_fonts[font.fontkey] = prepared
+            else:
+                # fpdf2 subsets the font tables in place while writing the PDF, so it gets its own. The
+                # reduced font's glyph boxes are already exact: fontTools need not decode every kept
+                # glyph again to recompute them.
+                font.ttfont = TTFont(io.BytesIO(prepared.data), recalcTimestamp=False, recalcBBoxes=False,
+                                     lazy=True)
+
+
+SUBSET_MAP_ATTRIBUTES = frozenset({"font", "_next", "_reserved", "_char_id_per_glyph"})
+
+
+def _picked_subset(prepared: _PreparedFont, key: tuple[int, ...], font: TTFFont) -> SubsetMap:
+    """A SubsetMap for `font` in the state that picking every code point of `key` in order leaves it:
+    picked once per (font, key) and copied, since picking 200 glyphs per face per letter was a fifth of
+    the render time."""
+    _trim(_subset_states)
+    state = _subset_states.get((id(prepared), key))
+    if state is None:
+        picked = SubsetMap(font)
+        for codepoint in key:
+            picked.pick(codepoint)
+        SubsetMap.pick.cache_clear()       # the map is kept; its memoised lookups, bound to it, are not
+        state = _subset_states[(id(prepared), key)] = (
+            dict(picked._char_id_per_glyph), picked._next, tuple(picked._reserved))
+        _trim(_subset_states)
+    char_ids, next_code, reserved = state
+    subset_map = SubsetMap.__new__(SubsetMap)
+    subset_map.font = font
+    subset_map._char_id_per_glyph = dict(char_ids)
+    subset_map._next = next_code
+    subset_map._reserved = list(reserved)
+    return subset_map
+
+
+_subset_states: dict[tuple[int, tuple[int, ...]], tuple[dict, int, tuple[int, ...]]] = {}
+
+
+def _trim(cache: dict) -> None:
+    """Drop the oldest entries beyond EMBED_CACHE_SIZE per face: memory stays flat however many
+    different names a batch holds."""
+    while len(cache) > EMBED_CACHE_SIZE * len(FONT_FILES):
+        cache.pop(next(iter(cache)))
 
 
 @lru_cache(maxsize=None)
@@ -123,3 +192,156 @@ def _prepare(path: str, style: str, coverage: tuple[tuple[int, int], ...]) -> _P
     # fpdf2 keeps widths in a defaultdict; a plain copy keeps measuring from growing it.
     widths = {cp: prototype.cw[cp] for cp in prototype.cmap}
     return _PreparedFont(data, prototype, widths)
+
+
+@lru_cache(maxsize=1024)
+def _glyph_key(extra: frozenset[int], available: frozenset[int]) -> tuple[int, ...]:
+    """The code points a document picks: the base set plus the blocks of its other characters."""
+    blocks = {codepoint // BLOCK for codepoint in extra}
+    wanted = BASE_CODEPOINTS.union(*(range(block * BLOCK, (block + 1) * BLOCK) for block in blocks))
+    return tuple(sorted(wanted & available))
+
+
+# -- embedding -------------------------------------------------------------------------------------
+
+class LetterPDF(FPDF):
+    """An FPDF whose `output()` embeds the letter fonts from the per-process cache."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.letter_fonts: dict[str, _PreparedFont] = {}
+
+    def output(self, *args, **kwargs):
+        # fpdf2's own producer would subset the shared font tables in place.
+        if kwargs.setdefault("output_producer_class", _LetterOutputProducer) is not _LetterOutputProducer:
+            raise FPDFException("a LetterPDF is written by its own output producer")
+        return super().output(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class _Embedding:
+    """Everything of one subset that does not depend on the document: finished, compressed bytes."""
+    font_file: bytes            # FlateDecode TrueType subset
+    font_file_length: int       # its uncompressed length (/Length1)
+    widths: str                 # the /W array
+    to_unicode: bytes           # the ToUnicode CMap (fpdf2 leaves it uncompressed)
+    cid_to_gid: bytes           # FlateDecode CIDToGIDMap
+
+
+class _CompressedStream(PDFContentStream):
+    """A stream whose FlateDecode bytes are already known (PDFContentStream would compress again)."""
+
+    def __init__(self, compressed: bytes, length1: int | None = None):
+        PDFObject.__init__(self)
+        self._contents = compressed
+        self.filter = Name("FlateDecode")
+        self.length = len(compressed)
+        if length1 is not None:
+            self.length1 = length1
+
+
+_embeddings: OrderedDict[tuple, _Embedding] = OrderedDict()
+
+
+def _embedding(prepared: _PreparedFont, font: TTFFont) -> _Embedding:
+    glyphs = tuple(sorted((code, glyph.glyph_name, glyph.unicode, glyph.glyph_width)
+                          for glyph, code in font.subset.items() if glyph is not None))
+    key = (id(prepared), glyphs)
+    _trim(_embeddings)
+    cached = _embeddings.get(key)
+    if cached is not None:
+        _embeddings.move_to_end(key)
+        return cached
+
+    # What fpdf2's OutputProducer._add_fonts does for a TrueType font, on a fresh copy of the font.
+    ttfont = TTFont(io.BytesIO(prepared.data), recalcTimestamp=False, recalcBBoxes=False, lazy=True)
+    options = subset.Options(notdef_outline=True, recommended_glyphs=True)
+    options.drop_tables += ["FFTM", "GDEF", "GPOS", "GSUB", "MATH", "hdmx", "meta", "sbix", "CBDT", "CBLC",
+                            "EBDT", "EBLC", "EBSC", "SVG ", "CPAL", "COLR"]
+    subsetter = subset.Subsetter(options)
+    subsetter.populate(glyphs=font.subset.get_all_glyph_names())
+    subsetter.subset(ttfont)
+    code_to_glyph = {code: ttfont.getGlyphID(name) for code, name, _, _ in glyphs}
+    buffer = io.BytesIO()
+    ttfont.save(buffer)
+    program = buffer.getvalue()
+
+    def hex_code(codepoint: int) -> str:
+        if codepoint > 0xFFFF:
+            return f"{0xD800 | (codepoint - 0x10000) >> 10:04X}{0xDC00 | (codepoint & 0x3FF):04X}"
+        return f"{codepoint:04X}"
+
+    bf_chars = [f'<{code:04X}> <{"".join(hex_code(cp) for cp in glyph.unicode)}>\n'
+                for glyph, code in font.subset.items()
+                if glyph is not None and isinstance(glyph.unicode, tuple) and glyph.unicode]
+    to_unicode = (
+        "/CIDInit /ProcSet findresource begin\n12 dict begin\nbegincmap\n/CIDSystemInfo\n"
+        "<</Registry (Adobe)\n/Ordering (UCS)\n/Supplement 0\n>> def\n/CMapName /Adobe-Identity-UCS def\n"
+        "/CMapType 2 def\n1 begincodespacerange\n<0000> <FFFF>\nendcodespacerange\n"
+        f"{_build_cmap_blocks(bf_chars, 'bfchar')}"
+        "endcmap\nCMapName currentdict /CMap defineresource pop\nend\nend"
+    ).encode("latin-1")
+    cid_to_gid = bytearray(256 * 256 * 2)
+    for code, glyph_id in code_to_glyph.items():
+        cid_to_gid[code * 2] = glyph_id >> 8
+        cid_to_gid[code * 2 + 1] = glyph_id & 0xFF
+    level = PDFContentStream._COMPRESSION_LEVEL
+    embedded = _Embedding(
+        font_file=zlib.compress(program, level=level),
+        font_file_length=len(program),
+        widths=_tt_font_widths(font),
+        to_unicode=to_unicode,
+        cid_to_gid=zlib.compress(bytes(cid_to_gid), level=level),
+    )
+    _embeddings[key] = embedded
+    _trim(_embeddings)
+    return embedded
+
+
+class _LetterOutputProducer(OutputProducer):
+    """fpdf2's producer with the letter fonts written from the cache: the same objects, in the same
+    order and with the same bytes as `OutputProducer._add_fonts` writes them."""
+
+    def _add_fonts(self, image_objects_per_index, gfxstate_objs_per_name, pattern_objs_per_name):
+        fpdf = self.fpdf
+        if fpdf._compliance or set(fpdf.fonts) != set(fpdf.letter_fonts):
+            raise FPDFException("LetterPDF embeds only the letter fonts, without a PDF/A profile")
+        objects = {}
+        try:
+            for font in sorted(fpdf.fonts.values(), key=lambda font: font.i):
+                objects[font.i] = self._add_letter_font(font, fpdf.letter_fonts[font.fontkey])
+        finally:
+            # fpdf2 caches SubsetMap lookups process-wide; it clears them after each document too.
+            SubsetMap.pick.cache_clear()
+            SubsetMap.get_glyph.cache_clear()
+        return objects
+
+    def _add_letter_font(self, font: TTFFont, prepared: _PreparedFont) -> PDFFont:
+        if font.missing_glyphs:
+            raise FPDFException(f"font {font.fontkey} lacks glyphs {font.missing_glyphs[:10]}")
+        embedded = _embedding(prepared, font)
+        fontname = f"MPDFAA+{font.name}"
+        composite = PDFFont(subtype="Type0", base_font=fontname, encoding="Identity-H")
+        self._add_pdf_obj(composite, "fonts")
+        cid_font = PDFFont(subtype="CIDFontType2", base_font=fontname, d_w=font.desc.missing_width,
+                           w=embedded.widths)
+        self._add_pdf_obj(cid_font, "fonts")
+        composite.descendant_fonts = PDFArray([cid_font])
+        to_unicode = PDFContentStream(embedded.to_unicode)
+        self._add_pdf_obj(to_unicode, "fonts")
+        composite.to_unicode = to_unicode
+        system_info = CIDSystemInfo()
+        self._add_pdf_obj(system_info, "fonts")
+        cid_font.c_i_d_system_info = system_info
+        descriptor = copy.copy(font.desc)       # the prototype's descriptor is shared; never mutate it
+        descriptor.font_name = Name(fontname)
+        self._add_pdf_obj(descriptor, "fonts")
+        cid_font.font_descriptor = descriptor
+        cid_to_gid = _CompressedStream(embedded.cid_to_gid)
+        self._add_pdf_obj(cid_to_gid, "fonts")
+        cid_font.c_i_d_to_g_i_d_map = cid_to_gid
+        font_file = _CompressedStream(embedded.font_file, embedded.font_file_length)
+        self._add_pdf_obj(font_file, "fonts")
+        descriptor.font_file2 = font_file
+        return composite
+

@@ -20,6 +20,7 @@ EPC_MAX_VERSION = 13    # EPC069-12: largest QR code version a scanner must read
 EPC_MAX_NAME = 70
 EPC_MIN_AMOUNT = Decimal("0.01")
 EPC_MAX_AMOUNT = Decimal("999999999.99")
+QR_MASK = 6
 
 
 def make_ogm(number: int) -> str:
@@ -58,8 +59,13 @@ def epc_payload(*, name: str, iban: str, amount: Decimal, reference: str, bic: s
 
 def epc_qr_matrix(payload: str) -> tuple[tuple[bool, ...], ...]:
     """The QR code's modules (True = dark), without quiet zone; error correction level M as EPC069-12
-    requires (not boosted, which would change the level)."""
-    qr = segno.make_qr(payload.encode("utf-8"), error="m", boost_error=False)
+    requires (not boosted, which would change the level).
+
+    The data mask is fixed (ISO/IEC 18004 allows any of the eight; the reader takes it from the format
+    information) instead of segno scoring all eight, which was 80% of the encoding time. Mask 6 is the
+    one segno's own scoring chose for 56% of 400 random payloads to the city's account (mask 4 for
+    most others); tests decode the rendered codes."""
+    qr = segno.make_qr(payload.encode("utf-8"), error="m", boost_error=False, mask=QR_MASK)
     if qr.version > EPC_MAX_VERSION:
         raise LetterDataError(
             f"the EPC QR code needs version {qr.version}, above the maximum {EPC_MAX_VERSION}"

@@ -30,7 +30,7 @@ from ..settings import TEMPLATES_DIR
 from ..waves import LANGUAGES
 from . import fields
 from .errors import LetterDataError, TemplateError, TemplateFieldMissing
-from .fonts import BOLD, FAMILY, REGULAR, LetterFonts
+from .fonts import BOLD, FAMILY, REGULAR, LetterFonts, LetterPDF
 from .layout import (
     ADDRESS_BOX, ADDRESS_SIZES, CONTENT_WIDTH, FIRST_PAGE_BODY_TOP, FOOTER_BASELINE, FOOTER_RULE, MARGIN_LEFT,
     META_BOX, NEXT_PAGE_BODY_TOP, PAGE_HEIGHT, PAGE_WIDTH, PARAGRAPH_GAP, SENDER_TOP, SMALL_SIZE, Box, Flow,
@@ -400,7 +400,7 @@ class LetterRenderer:
     def _draw(self, letter: _Letter, pages: list[list[Op]]) -> bytes:
         lang = letter.language
         department = self._set.departments[letter.template.department]
-        pdf = FPDF(unit="mm", format=(PAGE_WIDTH, PAGE_HEIGHT))
+        pdf = LetterPDF(unit="mm", format=(PAGE_WIDTH, PAGE_HEIGHT))
         pdf.set_auto_page_break(False)
         self._fonts.install(pdf, (op.text for ops in pages for op in ops if isinstance(op, TextOp)))
         pdf.set_title(letter.subject)
@@ -435,10 +435,15 @@ class LetterRenderer:
 
 def _draw_qr(pdf: FPDF, op: QrOp) -> None:
     """Dark modules as filled rectangles (sharp at any print resolution): runs of dark modules in a row,
-    merged with the same run in the rows below, which halves the number of rectangles."""
+    merged with the same run in the rows below, which halves the number of rectangles. All rectangles
+    form one path filled once (`re` ... `f`, as fpdf2's `rect` writes each of them), written straight
+    into the page's content stream: some 300 `rect` calls cost more than the rest of the page."""
     module = op.box.width / (len(op.matrix) + 2 * QR_QUIET_ZONE)
     left = op.box.left + QR_QUIET_ZONE * module
     top = op.box.top + QR_QUIET_ZONE * module
+    k = pdf.k
+    page_height = pdf.h
+    path: list[str] = []
     open_runs: dict[tuple[int, int], int] = {}      # (first, end) column -> first row
     for row_index, row in enumerate((*op.matrix, ())):
         runs = set()
@@ -449,12 +454,15 @@ def _draw_qr(pdf: FPDF, op: QrOp) -> None:
             elif not dark and start is not None:
                 runs.add((start, col))
                 start = None
-        for run in [run for run in open_runs if run not in runs]:
+        for run in sorted(run for run in open_runs if run not in runs):
             first_row = open_runs.pop(run)
-            pdf.rect(left + run[0] * module, top + first_row * module, (run[1] - run[0]) * module,
-                     (row_index - first_row) * module, style="F")
-        for run in runs:
+            x, y = left + run[0] * module, top + first_row * module
+            width, height = (run[1] - run[0]) * module, (row_index - first_row) * module
+            path.append(f"{x * k:.2f} {(page_height - y) * k:.2f} {width * k:.2f} {-height * k:.2f} re")
+        for run in sorted(runs):
             open_runs.setdefault(run, row_index)
+    path.append("f")
+    pdf._out("\n".join(path))
 
 
 @lru_cache(maxsize=None)

@@ -205,7 +205,7 @@ def _page(content: bytes, cmaps: dict[str, dict[int, str]]) -> Page:
     operands: list = []
     font, size = None, 0.0
     x = y = 0.0
-    pending_rect = None
+    pending_rects = []          # a path may hold many rectangles, filled at once
     for kind, value in _tokens(content):
         if kind != "op" or value in "[]":
             operands.append(value)
@@ -220,15 +220,14 @@ def _page(content: bytes, cmaps: dict[str, dict[int, str]]) -> Page:
             text = "".join(cmaps[font][code] for code in codes)
             page.runs.append(TextRun(x * PT_TO_MM, (PAGE_HEIGHT_PT - y) * PT_TO_MM, font, size, text))
         elif value == "re":
-            rx, ry, rw, rh = operands[-4:]
-            pending_rect = (rx, ry, rw, rh)
-        elif value == "f" and pending_rect:
-            rx, ry, rw, rh = pending_rect
-            top, bottom = PAGE_HEIGHT_PT - ry, PAGE_HEIGHT_PT - (ry + rh)
-            page.rects.append(FilledRect(rx * PT_TO_MM, min(top, bottom) * PT_TO_MM, abs(rw) * PT_TO_MM,
-                                         abs(rh) * PT_TO_MM))
-            pending_rect = None
+            pending_rects.append(tuple(operands[-4:]))
+        elif value == "f":
+            for rx, ry, rw, rh in pending_rects:
+                top, bottom = PAGE_HEIGHT_PT - ry, PAGE_HEIGHT_PT - (ry + rh)
+                page.rects.append(FilledRect(rx * PT_TO_MM, min(top, bottom) * PT_TO_MM, abs(rw) * PT_TO_MM,
+                                             abs(rh) * PT_TO_MM))
+            pending_rects = []
         elif value in ("S", "B", "n"):
-            pending_rect = None
+            pending_rects = []
         operands = []
     return page

@@ -1,16 +1,23 @@
 """The prepared fonts against fpdf2's own `add_font`: same widths, same text, same glyph outlines.
 
-fonts.py reuses fpdf2 internals to avoid parsing the font for every letter; if an fpdf2 upgrade changes
-them, these tests say so before a letter comes out wrong.
+fonts.py reuses fpdf2 internals to avoid parsing the font for every letter and to embed each subset from
+a cache; if an fpdf2 upgrade changes them, these tests say so before a letter comes out wrong.
 """
 import re
+from datetime import datetime, timezone
 from io import BytesIO
 
 import pytest
 from fontTools.ttLib import TTFont
 from fpdf import FPDF
+from fpdf.fonts import SubsetMap
+from fpdf.output import OutputProducer
+from pypdf import PdfReader
 
-from include.dijlepost.rendering.fonts import BOLD, FAMILY, FONT_FILES, REGULAR, LetterFonts
+from include.dijlepost.rendering import fonts as fonts_module
+from include.dijlepost.rendering.fonts import (
+    BASE_CODEPOINTS, BOLD, FAMILY, FONT_FILES, REGULAR, SUBSET_MAP_ATTRIBUTES, LetterFonts, LetterPDF,
+)
 from include.dijlepost.settings import TEMPLATES_DIR
 
 from .pdfread import read_pdf
@@ -20,8 +27,9 @@ CORE_TEXT = ["Łukasz Şahin-Öztürk – Françoise Æbelø", "Weiß 1.250,50\u
 FULL_TEXT = CORE_TEXT + ["Ștefan Țurcanu, Nguyễn Thị Ánh ǅ"]
 
 
-def _draw(install, lines) -> bytes:
-    pdf = FPDF(unit="mm", format="A4")
+def _draw(install, lines, pdf_class=FPDF) -> bytes:
+    pdf = pdf_class(unit="mm", format="A4")
+    pdf.set_creation_date(datetime(2026, 3, 1, tzinfo=timezone.utc))   # else documents a second apart differ
     install(pdf)
     pdf.add_page()
     for index, line in enumerate(lines):
@@ -51,13 +59,93 @@ def test_a_letter_font_draws_exactly_what_add_font_draws(lines):
 
     assert [run.text for run in ours_pdf.pages[0].runs] == lines
     assert ours_pdf.pages[0].runs == theirs_pdf.pages[0].runs
-    # Same glyph widths per character code.
-    widths = [re.findall(rb"/W \[.*?\]\s*\n", pdf, re.S) for pdf in (ours, theirs)]
-    assert widths[0] == widths[1] and widths[0]
+    # Same glyph width for every character drawn (the character codes differ: ours are picked in
+    # code point order before drawing, fpdf2's in order of first use).
+    ours_widths, theirs_widths = _char_widths(ours), _char_widths(theirs)
+    assert len(ours_widths) == len(theirs_widths) == 2
+    for face, (mine, reference) in enumerate(zip(ours_widths, theirs_widths)):
+        drawn = "".join(lines[face::2])
+        assert {c: mine[c] for c in drawn} == {c: reference[c] for c in drawn}
     # Same outlines for every character drawn.
     for index, (mine, reference) in enumerate(zip(ours_pdf.font_files, theirs_pdf.font_files)):
         text = "".join(lines[index::2])
         assert _outlines(mine, text) == _outlines(reference, text)
+
+
+def _char_widths(data: bytes) -> list[dict[str, int]]:
+    """Per font resource (F1, F2...): character -> glyph width from /W through the ToUnicode CMap."""
+    fonts = PdfReader(BytesIO(data)).pages[0]["/Resources"]["/Font"]
+    result = []
+    for name in sorted(fonts):
+        font = fonts[name].get_object()
+        cmap = font["/ToUnicode"].get_object().get_data().decode("latin-1")
+        chars = {int(code, 16): chr(int(uni, 16)) for code, uni in re.findall(r"<([0-9A-F]{4})> <([0-9A-F]{4})>", cmap)}
+        widths_array = font["/DescendantFonts"][0].get_object()["/W"]
+        widths, index = {}, 0
+        while index < len(widths_array):
+            first, second = widths_array[index], widths_array[index + 1]
+            if isinstance(second, list):
+                widths.update({first + n: int(w) for n, w in enumerate(second)})
+                index += 2
+            else:
+                widths.update({code: int(widths_array[index + 2]) for code in range(first, second + 1)})
+                index += 3
+        result.append({char: widths[code] for code, char in chars.items() if code in widths})
+    return result
+
+
+@pytest.mark.parametrize("lines", [CORE_TEXT, FULL_TEXT], ids=["core", "full"])
+def test_cached_embedding_writes_byte_for_byte_what_fpdf2_writes(lines):
+    """LetterPDF's producer against fpdf2's own `_add_fonts` for the same document, on a cache miss and
+    on a hit."""
+    fonts = LetterFonts(FONTS_DIR)
+    theirs = _draw(lambda pdf: fonts.install(pdf, lines), lines)
+    first = _draw(lambda pdf: fonts.install(pdf, lines), lines, LetterPDF)
+    again = _draw(lambda pdf: fonts.install(pdf, lines), lines, LetterPDF)
+    assert first == theirs
+    assert again == theirs
+    assert "".join(run.text for run in read_pdf(again).pages[0].runs) == "".join(lines)
+
+
+def test_a_letter_pdf_refuses_fpdf2s_own_producer():
+    """fpdf2's producer would subset the font tables that every LetterPDF of the process shares."""
+    fonts = LetterFonts(FONTS_DIR)
+    pdf = LetterPDF()
+    fonts.install(pdf, ["x"])
+    pdf.add_page()
+    with pytest.raises(Exception, match="own output producer"):
+        pdf.output(output_producer_class=OutputProducer)
+
+
+def test_letters_with_the_same_glyph_key_share_one_embedding():
+    fonts = LetterFonts(FONTS_DIR)
+    _draw(lambda pdf: fonts.install(pdf, ["Jan Peeters"]), ["Jan Peeters"], LetterPDF)
+    cached = len(fonts_module._embeddings)
+    for name in ["Françoise Dubois", "Jürgen Weiß", "Anaïs Lefèvre 12,50 €"]:
+        assert {ord(c) for c in name} <= BASE_CODEPOINTS
+        _draw(lambda pdf: fonts.install(pdf, [name]), [name], LetterPDF)
+    assert len(fonts_module._embeddings) == cached
+    # A character outside the base set brings its block: a new key, one more embedding per face.
+    _draw(lambda pdf: fonts.install(pdf, ["Łukasz"]), ["Łukasz"], LetterPDF)
+    assert len(fonts_module._embeddings) == cached + len(FONT_FILES) or cached == fonts_module.EMBED_CACHE_SIZE * 2
+
+
+def test_the_embedding_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr(fonts_module, "EMBED_CACHE_SIZE", 1)
+    fonts = LetterFonts(FONTS_DIR)
+    for name in ["Łukasz", "Ştefan", "Nguyễn", "Ǆ"]:
+        _draw(lambda pdf: fonts.install(pdf, [name]), [name], LetterPDF)
+        assert len(fonts_module._embeddings) <= len(FONT_FILES)
+        assert len(fonts_module._subset_states) <= len(FONT_FILES)
+
+
+def test_subset_map_keeps_the_state_fonts_py_copies():
+    """fonts.py copies a picked SubsetMap by these attributes; another layout means an fpdf2 change."""
+    fonts = LetterFonts(FONTS_DIR)
+    pdf = FPDF()
+    fonts.install(pdf, ["x"])
+    font = next(iter(pdf.fonts.values()))
+    assert set(vars(SubsetMap(font))) == SUBSET_MAP_ATTRIBUTES
 
 
 def test_measured_widths_match_fpdf2():

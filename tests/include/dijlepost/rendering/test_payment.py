@@ -5,7 +5,7 @@ import pytest
 import segno
 
 from include.dijlepost.rendering import LetterDataError
-from include.dijlepost.rendering.payment import epc_payload, epc_qr_matrix, make_ogm
+from include.dijlepost.rendering.payment import QR_MASK, epc_payload, epc_qr_matrix, make_ogm
 
 
 @pytest.mark.parametrize("base, expected", [
@@ -78,5 +78,6 @@ def test_epc_qr_code_uses_error_correction_level_m_and_at_most_version_13():
     version = (len(matrix) - 17) // 4
     assert 1 <= version <= 13
     assert _format_bits(matrix) >> 13 == 0b00          # 00 is level M
-    assert matrix == tuple(tuple(bool(m) for m in row)
-                           for row in segno.make_qr(payload.encode(), error="m", boost_error=False).matrix)
+    assert (_format_bits(matrix) >> 10) & 0b111 == QR_MASK
+    assert matrix == tuple(tuple(bool(m) for m in row) for row in segno.make_qr(
+        payload.encode(), error="m", boost_error=False, mask=QR_MASK).matrix)

@@ -19,8 +19,10 @@ from include.dijlepost.printhouse.hook import PrintHouseHook
 from include.dijlepost.rendering import LetterRenderer
 from include.dijlepost.rollout import read_state
 from include.dijlepost.waves import WAVES, Wave
+from tests.include.dijlepost.ebox.swagger import swagger_checked  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.integration
+# Every request to the eBox here is checked against the published Swagger files too.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("swagger_checked")]
 KEY = b"test-pseudonym-key-not-secret"
 WAVE = WAVES["finance"]
 IMPORTANT = set(WAVE.followup_letter_types)

@@ -152,6 +152,7 @@ def build_wave_dag(wave: Wave):
                 logfmt.emit("ebox_check_skipped", department=wave.department, reason="phase paper")
                 return {"skipped": True}
             if not chunks:
+                logfmt.emit("ebox_check_skipped", department=wave.department, reason="no letters claimed")
                 return {"recipients": 0}
             ctx = _ctx()
             conn = _db()
@@ -252,6 +253,8 @@ def build_wave_dag(wave: Wave):
                         results.append(r)
             finally:
                 conn.close()
+            logfmt.emit("print_handed_over", department=wave.department, assigned_now=len(assigned),
+                        batches=len(results), letters=sum(r.get("letters", 0) for r in results))
             return {"assigned_now": assigned, "batches": results}
 
         @task(trigger_rule="none_failed")

@@ -136,7 +136,8 @@ def create_app(connect: Callable[[], object], identify: Callable, *,
     def overview(conn) -> list[dict]:
         t = tariffs()
         out = []
-        for row in rollout.show(conn):
+        order = {d: i for i, d in enumerate(DEPARTMENTS)}      # wave order: finance, gas, economy_housing
+        for row in sorted(rollout.show(conn), key=lambda r: order.get(r["department"], len(order))):
             d = row["department"]
             report = figures.shadow_report(conn, d, t)
             out.append({**row, "title": WAVES[d].title if d in WAVES else d,

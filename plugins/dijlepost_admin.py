@@ -1,0 +1,84 @@
+"""Airflow plugin: the dijlepost rollout administration page and REST API inside the Airflow 3 UI.
+
+- `fastapi_apps`: the app of `include/dijlepost/admin/app.py`, mounted by the Airflow API server at
+  /dijlepost-rollout (page at /dijlepost-rollout/, JSON API at /dijlepost-rollout/api/v1/...).
+- `external_views`: a navigation entry "Rollout" (Admin menu) that shows the page inside the UI at
+  /plugin/dijlepost-rollout.
+
+Who is signed in comes from Airflow itself: the JWT the API server issued at login (the `_token`
+cookie of the UI, or an `Authorization: Bearer` header for API clients), resolved by Airflow's
+`get_user` dependency; what they may do comes from the configured auth manager. Reading needs access
+to the custom view "Dijlepost Rollout"; changing needs the administrator role (SimpleAuthManager: role
+ADMIN; other auth managers: `is_authorized_custom_view(method="PUT", resource_name="Dijlepost Rollout")`).
+The dijlepost database is the `dijlepost_db` Connection (PostgresHook).
+
+The app is built on the first request, so loading plugins in the scheduler or a worker imports nothing
+of FastAPI or the admin code.
+"""
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+
+URL_PREFIX = "/dijlepost-rollout"
+URL_ROUTE = "dijlepost-rollout"
+RESOURCE_NAME = "Dijlepost Rollout"
+DB_CONN_ID = "dijlepost_db"
+
+
+def _connect():
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    return PostgresHook(postgres_conn_id=DB_CONN_ID).get_conn()
+
+
+def build_app():
+    from fastapi import Depends, HTTPException, Request
+
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.core_api.security import get_user
+    from include.dijlepost.admin.app import Identity, create_app
+
+    def is_admin(auth_manager, user) -> bool:
+        from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
+        if isinstance(auth_manager, SimpleAuthManager):
+            # SimpleAuthManager lets every role "PUT" a custom view; the administrator role is ADMIN.
+            return bool(user.role) and SimpleAuthManager._is_admin(user)
+        return bool(auth_manager.is_authorized_custom_view(method="PUT", resource_name=RESOURCE_NAME, user=user))
+
+    def identify(user=Depends(get_user)) -> Identity:
+        auth_manager = get_auth_manager()
+        if not auth_manager.is_authorized_custom_view(method="GET", resource_name=RESOURCE_NAME, user=user):
+            raise HTTPException(403, f"{user.get_name()} may not view the rollout administration")
+        return Identity(name=user.get_name(), is_admin=is_admin(auth_manager, user))
+
+    def login_url(request: Request) -> str:
+        return get_auth_manager().get_url_login(next_url=str(request.url))
+
+    return create_app(_connect, identify, login_url=login_url)
+
+
+class _AppOnFirstRequest:
+    """An ASGI app that builds the real one when the API server first routes a request to it."""
+
+    def __init__(self, factory):
+        self._factory = factory
+        self._app = None
+
+    async def __call__(self, scope, receive, send):
+        if self._app is None:
+            self._app = self._factory()
+        await self._app(scope, receive, send)
+
+
+class DijlepostAdminPlugin(AirflowPlugin):
+    name = "dijlepost_admin"
+    fastapi_apps = [{"app": _AppOnFirstRequest(build_app), "url_prefix": URL_PREFIX,
+                     "name": "dijlepost rollout administration"}]
+    external_views = [{
+        "name": "Rollout",
+        "href": URL_PREFIX + "/",
+        "url_route": URL_ROUTE,
+        "destination": "nav",
+        "category": "admin",
+    }]

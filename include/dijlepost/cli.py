@@ -5,8 +5,11 @@
     dijlepost letters status [--department D]
     dijlepost letters show LETTER_ID          (a letter's state and history, no personal data)
     dijlepost rollout show
-    dijlepost rollout set DEPARTMENT PHASE --reason TEXT [--by NAME] [--pilot-file FILE]
+    dijlepost rollout set DEPARTMENT PHASE --reason TEXT [--by NAME] [--pilot-file FILE] [--pilot-percent N]
+    dijlepost rollout history [--department D] [--limit N]
+    dijlepost rollout shadow-report DEPARTMENT [--days N]
     dijlepost rollout exempt add|remove citizen|enterprise ID --reason TEXT [--by NAME]
+    dijlepost rollout exemptions [--history]
     dijlepost audit trace LETTER_ID          (a letter's whole life, with the task log of each step)
     dijlepost audit export --from DATE --to DATE --output FILE   (events of a period, CSV)
     dijlepost audit verify [--anchor SEQ:HASH]                   (hash chain and privacy check)
@@ -110,7 +113,71 @@ def cmd_rollout_show(args) -> int:
     with _conn(args) as conn:
         for r in show(conn):
             print(f"{r['department']:<16} {r['phase']:<7} pilot={r['pilot_size']:<5} "
+                  f"pilot%={r['pilot_percent']:<3} "
                   f"{r['changed_at']:%Y-%m-%d %H:%M} by {r['changed_by']}: {r['reason']}")
+    return EXIT_OK
+
+
+def cmd_rollout_history(args) -> int:
+    from include.dijlepost.rollout import RolloutChangeRefused, history
+
+    try:
+        with _conn(args) as conn:
+            rows = history(conn, args.department, limit=args.limit)
+    except RolloutChangeRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    for h in rows:
+        pilot = f" pilot={h['pilot_size']}+{h['pilot_percent']}%" if h["pilot_percent"] is not None else ""
+        print(f"{h['changed_at']:%Y-%m-%d %H:%M}  {h['department']:<16} {h['from_phase'] or '-':>6} -> "
+              f"{h['to_phase']:<7} by {h['changed_by']}{pilot}: {h['reason']}")
+    return EXIT_OK
+
+
+def cmd_rollout_shadow_report(args) -> int:
+    from include.dijlepost.admin.figures import shadow_report
+    from include.dijlepost.rollout import RolloutChangeRefused, read_state
+    from include.dijlepost.tariffs import TariffError, Tariffs
+
+    try:
+        tariffs = Tariffs.from_env()
+        with _conn(args) as conn:
+            r = shadow_report(conn, args.department, tariffs, args.days)
+            phase = read_state(conn, args.department).phase
+    except (RolloutChangeRefused, TariffError) as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    share = "-" if r.digital_share is None else f"{r.digital_share * 100:.1f} %"
+    period = f"the last {args.days} days" if args.days else "all time"
+    print(f"shadow report for {args.department} (phase now: {phase}; letters decided in shadow, {period})")
+    print(f"  letters decided             {r.decided:>10}")
+    print(f"  would have gone to eBox     {r.would_be_ebox:>10}   ({share} of the sendable letters)")
+    print(f"  on paper anyway             {r.would_be_paper:>10}")
+    print(f"  quarantined                 {r.quarantined:>10}")
+    print(f"  postage saved          EUR {r.postage_saving:>10.2f}")
+    print(f"  printing saved         EUR {r.printing_saving:>10.2f}")
+    print(f"  total saved            EUR {r.total_saving:>10.2f}")
+    t = r.tariffs
+    print(f"tariffs: postage EUR {t.postage} (+{t.registered_surcharge} registered), printing EUR "
+          f"{t.print_per_letter} per letter + {t.print_per_extra_page} per extra page; source: {t.source}")
+    if r.pages_estimated:
+        print(f"note: {r.pages_estimated} letters not rendered yet are counted as one page")
+    if phase != "shadow" and not r.decided:
+        print(f"note: {args.department} has no letters decided in phase shadow")
+    return EXIT_OK
+
+
+def cmd_exemptions(args) -> int:
+    from include.dijlepost.rollout import exemption_history, exemptions
+
+    with _conn(args) as conn:
+        if args.history:
+            for h in exemption_history(conn, limit=args.limit):
+                print(f"{h['changed_at']:%Y-%m-%d %H:%M}  {h['action']:<6} {h['recipient_pseudonym']} "
+                      f"by {h['changed_by']}: {h['reason']}")
+        else:
+            for e in exemptions(conn, limit=args.limit):
+                print(f"{e['recipient_pseudonym']}  since {e['added_at']:%Y-%m-%d} by {e['added_by']}: {e['reason']}")
     return EXIT_OK
 
 
@@ -120,6 +187,9 @@ def cmd_rollout_set(args) -> int:
 
     allowlist = None
     if args.pilot_file:
+        if not Path(args.pilot_file).is_file():
+            print(f"error: {args.pilot_file} does not exist", file=sys.stderr)
+            return EXIT_REFUSED
         allowlist, key = [], _key()
         for n, line in enumerate(Path(args.pilot_file).read_text().splitlines(), start=1):
             if not line.strip():
@@ -132,7 +202,8 @@ def cmd_rollout_set(args) -> int:
                 return EXIT_REFUSED
     try:
         with _conn(args) as conn:
-            before, after = set_phase(conn, args.department, args.phase, args.reason, args.by, allowlist)
+            before, after = set_phase(conn, args.department, args.phase, args.reason, args.by, allowlist,
+                                      args.pilot_percent)
     except RolloutChangeRefused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -254,12 +325,26 @@ def build_parser() -> argparse.ArgumentParser:
     rollout = sub.add_parser("rollout").add_subparsers(dest="cmd", required=True)
     rollout.add_parser("show", help="each department's rollout phase").set_defaults(func=cmd_rollout_show)
     rs = rollout.add_parser("set", help="change a department's rollout phase")
-    rs.add_argument("department", choices=DEPARTMENTS)
+    rs.add_argument("department", help=f"one of {', '.join(DEPARTMENTS)}")   # checked by rollout.set_phase
     rs.add_argument("phase", help=f"one of {', '.join(PHASES)}")
     rs.add_argument("--reason", required=True)
     rs.add_argument("--by", default=getpass.getuser())
     rs.add_argument("--pilot-file", help="lines 'citizen,<NRN>' or 'enterprise,<KBO>': the pilot allowlist")
+    rs.add_argument("--pilot-percent", metavar="N",
+                    help="0..100: also every recipient whose stable hash falls in the lowest N %%")
     rs.set_defaults(func=cmd_rollout_set)
+    rh = rollout.add_parser("history", help="phase changes, newest first: who, when, from, to, why")
+    rh.add_argument("--department")
+    rh.add_argument("--limit", type=int, default=50)
+    rh.set_defaults(func=cmd_rollout_history)
+    rr = rollout.add_parser("shadow-report", help="share of letters that would have gone digital, and the saving")
+    rr.add_argument("department")
+    rr.add_argument("--days", type=int, help="only letters decided in the last N days")
+    rr.set_defaults(func=cmd_rollout_shadow_report)
+    rx = rollout.add_parser("exemptions", help="the paper exemptions (by pseudonym), or their history")
+    rx.add_argument("--history", action="store_true")
+    rx.add_argument("--limit", type=int, default=500)
+    rx.set_defaults(func=cmd_exemptions)
     ex = rollout.add_parser("exempt", help="keep a recipient on paper whatever their eBox says")
     ex.add_argument("action", choices=("add", "remove"))
     ex.add_argument("kind", choices=("citizen", "enterprise"))

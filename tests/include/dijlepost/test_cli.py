@@ -201,10 +201,124 @@ def test_rollout_set_refusals_exit_1_and_change_nothing(db, run, argv, message):
     assert one(db, "SELECT count(*) FROM rollout_history")[0] == 0
 
 
-def test_rollout_set_refuses_an_unknown_department_at_the_parser(db, run):
-    with pytest.raises(SystemExit) as info:
-        run("rollout", "set", "culture", "live", "--reason", "x")
-    assert info.value.code == 2
+@pytest.fixture
+def rollout_admin(db):
+    """Reset what migration 0006 added (pilot percentage, exemption history), before and after."""
+    def reset():
+        db.rollback()
+        db.execute("UPDATE rollout_phases SET pilot_percent = 0")
+        db.execute("TRUNCATE paper_exemption_history RESTART IDENTITY")
+        db.commit()
+    reset()
+    yield db
+    reset()
+
+
+def test_rollout_set_refuses_an_unknown_department_with_the_rules_of_rollout_py(db, run):
+    code, out, err = run("rollout", "set", "culture", "live", "--reason", "x", "--by", "tester")
+    assert code == EXIT_REFUSED and out == ""
+    assert "unknown department 'culture'; expected one of finance, gas, economy_housing" in err
+    assert one(db, "SELECT count(*) FROM rollout_history")[0] == 0
+
+
+def test_rollout_set_pilot_percent(rollout_admin, run):
+    db = rollout_admin
+    code, out, err = run("rollout", "set", "gas", "pilot", "--reason", "a fifth", "--by", "tester",
+                         "--pilot-percent", "20")
+    assert (code, err) == (EXIT_OK, "") and "gas: live -> pilot" in out
+    assert one(db, "SELECT phase, pilot_percent FROM rollout_phases WHERE department = 'gas'") == ("pilot", 20)
+    _, out, _ = run("rollout", "show")
+    assert any(line.split()[:2] == ["gas", "pilot"] and "pilot%=20" in line for line in out.splitlines())
+
+
+@pytest.mark.parametrize("percent,message", [("101", "outside 0..100"), ("-3", "not a whole number"),
+                                             ("half", "not a whole number"), ("0", "needs a pilot group")])
+def test_rollout_set_refuses_a_bad_pilot_percent_and_changes_nothing(rollout_admin, run, percent, message):
+    db = rollout_admin
+    code, out, err = run("rollout", "set", "gas", "pilot", "--reason", "x", "--by", "t", "--pilot-percent", percent)
+    assert code == EXIT_REFUSED and message in err and out == ""
+    assert one(db, "SELECT phase, pilot_percent FROM rollout_phases WHERE department = 'gas'") == ("live", 0)
+    assert one(db, "SELECT count(*) FROM rollout_history")[0] == 0
+
+
+def test_rollout_history_lists_changes_newest_first(rollout_admin, run):
+    run("rollout", "set", "gas", "shadow", "--reason", "measure", "--by", "ann")
+    run("rollout", "set", "gas", "pilot", "--reason", "ten percent", "--by", "bob", "--pilot-percent", "10")
+    run("rollout", "set", "finance", "paper", "--reason", "printer test", "--by", "cas")
+    code, out, _ = run("rollout", "history", "--department", "gas")
+    lines = out.splitlines()
+    assert code == EXIT_OK and len(lines) == 2
+    assert "gas" in lines[0] and "shadow -> pilot" in lines[0] and "by bob pilot=0+10%: ten percent" in lines[0]
+    assert "live -> shadow" in lines[1] and "by ann" in lines[1] and "measure" in lines[1]
+    code, out, _ = run("rollout", "history", "--limit", "1")
+    assert out.count("\n") == 1 and "finance" in out and "printer test" in out
+    code, _, err = run("rollout", "history", "--department", "culture")
+    assert code == EXIT_REFUSED and "unknown department" in err
+
+
+def test_rollout_shadow_report_shows_the_share_and_the_saving(rollout_admin, run, monkeypatch):
+    db = rollout_admin
+    monkeypatch.setenv("DIJLEPOST_TARIFF_POSTAGE_EUR", "1.00")
+    monkeypatch.setenv("DIJLEPOST_TARIFF_REGISTERED_SURCHARGE_EUR", "5.00")
+    monkeypatch.setenv("DIJLEPOST_TARIFF_PRINT_PER_LETTER_EUR", "0.20")
+    monkeypatch.setenv("DIJLEPOST_TARIFF_PRINT_PER_EXTRA_PAGE_EUR", "0.10")
+    run("rollout", "set", "economy_housing", "shadow", "--reason", "measure", "--by", "t")
+    rows = [("ebox", False, 1)] * 3 + [("ebox", True, 3), ("paper", False, 1), ("paper", False, 2), (None, False, None)]
+    with db.cursor() as cur:
+        for i, (shadow, registered, pages) in enumerate(rows):
+            cur.execute(
+                "INSERT INTO letters (letter_id, department, letter_type, recipient_kind, recipient_id, "
+                "recipient_name, street, postal_code, city, language, registered, rollout_phase, channel, "
+                "decision_rule, decision_reason, shadow_channel, decided_at, pdf_pages, status, claim_run_id) "
+                "VALUES (%s, 'economy_housing', 'premium_decision', 'citizen', %s, 'Test', 'Bruul 1', '2800', "
+                "'Mechelen', 'nl', %s, 'shadow', %s, 'r', 'why', %s, now(), %s, 'processing', 'run-1')",
+                (f"EH-{i}", NRN, registered, "paper" if shadow else None, shadow, pages))
+    db.commit()
+    code, out, err = run("rollout", "shadow-report", "economy_housing")
+    assert (code, err) == (EXIT_OK, "")
+    # by hand: 4 would-be-eBox letters of 6 sendable; postage 3 x 1.00 + (1.00 + 5.00) registered;
+    # printing 3 x 0.20 + (0.20 + 2 extra pages x 0.10)
+    assert "phase now: shadow" in out
+    assert "letters decided                      7" in out
+    assert "would have gone to eBox              4   (66.7 % of the sendable letters)" in out
+    assert "quarantined                          1" in out
+    assert "postage saved          EUR       9.00" in out
+    assert "printing saved         EUR       1.00" in out
+    assert "total saved            EUR      10.00" in out
+    assert "DIJLEPOST_TARIFF_POSTAGE_EUR" in out                 # the source of the tariffs is named
+    code, out, _ = run("rollout", "shadow-report", "gas")
+    assert code == EXIT_OK and "letters decided                      0" in out and "no letters decided" in out
+    code, _, err = run("rollout", "shadow-report", "culture")
+    assert code == EXIT_REFUSED and "unknown department" in err
+    monkeypatch.setenv("DIJLEPOST_TARIFF_POSTAGE_EUR", "free")
+    code, _, err = run("rollout", "shadow-report", "economy_housing")
+    assert code == EXIT_REFUSED and "DIJLEPOST_TARIFF_POSTAGE_EUR='free'" in err
+
+
+def test_rollout_exemptions_list_and_history(rollout_admin, run):
+    p = pseudonym(KEY, "citizen", NRN)
+    run("rollout", "exempt", "add", "citizen", NRN, "--reason", "digipunt", "--by", "clerk")
+    code, out, _ = run("rollout", "exemptions")
+    assert code == EXIT_OK and p in out and "by clerk: digipunt" in out and NRN not in out
+    run("rollout", "exempt", "remove", "citizen", NRN, "--reason", "internet at home", "--by", "desk")
+    code, out, _ = run("rollout", "exemptions")
+    assert out == ""
+    code, out, _ = run("rollout", "exemptions", "--history")
+    lines = out.splitlines()
+    assert len(lines) == 2 and "remove" in lines[0] and "by desk: internet at home" in lines[0]
+    assert "add" in lines[1] and p in lines[1] and NRN not in out
+
+
+def test_rollout_exempt_remove_needs_a_reason(rollout_admin, run):
+    run("rollout", "exempt", "add", "citizen", NRN, "--reason", "digipunt", "--by", "clerk")
+    code, _, err = run("rollout", "exempt", "remove", "citizen", NRN, "--reason", "  ", "--by", "clerk")
+    assert code == EXIT_REFUSED and "reason is required to remove" in err
+    assert one(rollout_admin, "SELECT count(*) FROM paper_exemptions")[0] == 1
+
+
+def test_rollout_set_with_a_missing_pilot_file_is_refused(db, run, tmp_path):
+    code, _, err = run("rollout", "set", "gas", "pilot", "--reason", "x", "--pilot-file", str(tmp_path / "no.csv"))
+    assert code == EXIT_REFUSED and "does not exist" in err
     assert one(db, "SELECT count(*) FROM rollout_history")[0] == 0
 
 

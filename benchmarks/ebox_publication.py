@@ -1,0 +1,136 @@
+"""Publication throughput to the eBox sandbox, at 0 ms and 100 ms injected latency per call.
+
+    .venv/bin/python -m benchmarks.ebox_publication [--letters 400] [--latencies 0 100] [--concurrency 4]
+
+The sandbox runs as its own process (HTTPS on loopback, SQLite state file), as in the demo, so the
+client and the server do not share a GIL. Each letter is one real rendered PDF (a finance letter from
+the demo data set) published with its own Idempotency-Key, exactly as `pipeline.deliver_chunk_to_ebox`
+does it: a thread pool of `concurrency` workers over one EboxClient, whose own limit
+(`max_concurrency`, the Connection's extra, default 4) bounds the calls in flight. The client asks
+for its token before the clock starts. Prints letters/s and the latency of one publication.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from pathlib import Path
+
+import httpx
+
+from include.dijlepost.ebox.client import EboxClient, Publication
+from include.dijlepost.ebox.hook import config_from_connection
+
+ROOT = Path(__file__).resolve().parents[1]
+CITIZEN_ID = "85073003328"
+
+
+def sample_pdf() -> tuple[bytes, str]:
+    from include.dijlepost.demo import dataset
+    from include.dijlepost.rendering import LetterRenderer
+
+    row = dataset.build(seed=7, mix={"finance": 1}, today=date(2026, 3, 2), prefix="BENCH", mistakes=False).letters[0]
+    row = {**row, "created_at": None}
+    renderer = LetterRenderer(today=date(2026, 3, 2))
+    return renderer.render(row).pdf, renderer.subject(row)
+
+
+def start_sandbox(directory: Path) -> tuple[subprocess.Popen, dict]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = directory / "sandbox.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "include.dijlepost.ebox.sandbox", "--port", str(port), "--dir", str(directory)],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 30
+    while "eBox sandbox at" not in log.read_text():  # printed once it is serving
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the sandbox did not start: {log.read_text()}")
+        time.sleep(0.05)
+    return proc, json.loads((directory / "connection.json").read_text())
+
+
+def run(letters: int, latency_ms: int, concurrency: int, conn: dict, admin: httpx.Client,
+        pdf: bytes, subject: str, tag: str) -> dict:
+    assert admin.post("/_sandbox/reset").status_code == 204
+    assert admin.post("/_sandbox/recipients", json=[{"kind": "citizen", "id": CITIZEN_ID}]).status_code == 200
+    assert admin.put("/_sandbox/faults", json={"latency_ms": latency_ms}).status_code == 200
+    extra = {**conn["extra"], "max_concurrency": concurrency}
+    config = config_from_connection("ebox_default", conn["host"], conn["login"], conn["password"], extra)
+    pubs = [Publication(letter_id=f"BENCH-{tag}-{i:06d}", recipient_kind="citizen", recipient_id=CITIZEN_ID,
+                        language="nl", subject=subject, message_type_id="MECH-FIN-INVOICE", registered=False,
+                        pdf=pdf, filename=f"BENCH-{tag}-{i:06d}.pdf") for i in range(letters)]
+    durations: list[float] = []
+
+    with EboxClient(config) as client:
+        client._access_token()
+
+        def publish(pub: Publication) -> str:
+            t0 = time.perf_counter()
+            kind = client.publish(pub).kind
+            durations.append(time.perf_counter() - t0)
+            return kind
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            kinds = list(pool.map(publish, pubs))
+        elapsed = time.perf_counter() - start
+    stored = len(admin.get("/_sandbox/publications").json())
+    if kinds.count("published") != letters or stored != letters:
+        raise RuntimeError(f"expected {letters} publications, got {kinds.count('published')} answers "
+                           f"and {stored} stored")
+    durations.sort()
+    return {"latency_ms": latency_ms, "concurrency": concurrency, "letters": letters, "seconds": elapsed,
+            "letters_per_s": letters / elapsed, "p50_ms": statistics.median(durations) * 1000,
+            "p95_ms": durations[int(len(durations) * 0.95) - 1] * 1000}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--letters", type=int, default=400)
+    parser.add_argument("--latencies", type=int, nargs="+", default=[0, 100])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[4],
+                        help="client-side limits to measure (the default 4 is what production uses)")
+    args = parser.parse_args(argv)
+    for name in ("dijlepost", "httpx", "fontTools"):  # one line per letter would drown the figures
+        logging.getLogger(name).setLevel(logging.WARNING)
+    pdf, subject = sample_pdf()
+    with tempfile.TemporaryDirectory(prefix="ebox-bench-") as tmp:
+        proc, conn = start_sandbox(Path(tmp))
+        try:
+            verify = ssl.create_default_context(cafile=conn["extra"]["ca_bundle"])
+            with httpx.Client(base_url=conn["host"].split("/REST/")[0], verify=verify) as admin:
+                print(f"eBox publication throughput: {args.letters} letters of {len(pdf)} bytes (one PDF each), "
+                      f"sandbox in its own process over HTTPS, {os.cpu_count()} CPUs")
+                print(f"{'latency':>8} {'limit':>6} {'letters/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'seconds':>8}")
+                for latency in args.latencies:
+                    for concurrency in args.concurrency:
+                        r = run(args.letters, latency, concurrency, conn, admin, pdf, subject,
+                                f"{latency}-{concurrency}")
+                        print(f"{r['latency_ms']:>6}ms {r['concurrency']:>6} {r['letters_per_s']:>10.1f} "
+                              f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['seconds']:>8.2f}", flush=True)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()

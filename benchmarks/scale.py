@@ -1,0 +1,396 @@
+"""Scale: a whole wave of N letters through a real Airflow scheduler and LocalExecutor.
+
+    .venv/bin/python -m benchmarks.scale --letters 100000
+    .venv/bin/python -m benchmarks.scale --series 10000,30000,100000
+
+For each N, on this machine:
+1. a fresh outbox database on the PostgreSQL server (DIJLEPOST_BENCH_PG, default 127.0.0.1:5432),
+   migrated, seeded by COPY with N letters from the demo generator (finance 45 %, GAS 30 %, Economy &
+   Housing 25 %; nl/fr/de; citizens and companies; about half of the recipients with an active eBox,
+   a few NO_DIGITAL_USER), all three departments `live`;
+2. the eBox sandbox (HTTPS) and the print house's SFTP server, each in its own process so that
+   neither competes with this driver for a GIL; recipients registered through the sandbox's admin API;
+3. Airflow as deployed: api-server, dag-processor and scheduler with LocalExecutor, parallelism =
+   cores, a fresh metadata database (`tests/support/airflow_cluster.py`); the three wave DAGs are
+   triggered at once with `batch_size` = their letters and `chunk_size` (default 500);
+4. after the runs: every letter must be in a final state, the eBox must hold each published letter
+   once and the print inbox each paper letter once (the benchmark fails otherwise);
+5. the bare rendering loop: `LetterRenderer().render` over the same letters, one process per core.
+
+Reports wall time (trigger to the last run's end), letters/s end to end, letters/s of each stage
+(letters the stage handled / time from its first task's start to its last task's end, and per
+task-second), peak RSS of the largest task process (each task logs its own `ru_maxrss`, see
+`dag_factory.report_peak_rss`), the Airflow overhead (time within the runs when no task of the wave
+was running) and the ratio end-to-end / bare rendering throughput. A JSON copy of every result goes
+to <workdir>/result-<N>.json. Never part of `make test`.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import multiprocessing
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+import zipfile
+from collections import Counter, defaultdict
+from datetime import date
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from include.dijlepost.db.migrate import migrate  # noqa: E402
+from include.dijlepost.demo import dataset  # noqa: E402
+from include.dijlepost.intake import COMPARED  # noqa: E402
+from include.dijlepost.outbox import LETTER_COLUMNS  # noqa: E402
+from include.dijlepost.rollout import set_phase  # noqa: E402
+from tests.support.airflow_cluster import AirflowCluster, free_port  # noqa: E402
+
+PG_SERVER = os.environ.get("DIJLEPOST_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+MIX = {"finance": 0.45, "gas": 0.30, "economy_housing": 0.25}
+DAGS = {"finance": "letters_finance", "gas": "letters_gas", "economy_housing": "letters_economy_housing"}
+FINAL = ("delivered_ebox", "handed_to_print", "quarantined")
+STAGES = {"render_letters": "rendered", "deliver_to_ebox": "delivered_ebox", "hand_over_to_print": "handed_to_print"}
+RSS_LINE = re.compile(r"event=task_peak_rss task_id=(\S+) map_index=(-?\d+) peak_rss_mib=([\d.]+)")
+
+
+def say(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+# -- services ------------------------------------------------------------------------------------
+class Service:
+    """A helper process in its own process group, stopped by its own id."""
+
+    def __init__(self, name: str, cmd: list[str], log: Path, env: dict | None = None):
+        self.name = name
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _wait_for(what: str, check, service: Service, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not service.alive():
+            raise RuntimeError(f"{service.name} exited; see its log")
+        try:
+            if check():
+                return
+        except (OSError, httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{what} not ready after {timeout}s")
+
+
+def start_ebox(work: Path) -> tuple[Service, httpx.Client, dict]:
+    directory = work / "ebox-sandbox"
+    port = free_port()
+    svc = Service("ebox sandbox", [sys.executable, "-m", "include.dijlepost.ebox.sandbox", "--port", str(port),
+                                   "--dir", str(directory), "--token-lifetime", "3600"],
+                  work / "ebox-sandbox.log")
+    base = f"https://127.0.0.1:{port}"
+    client: dict = {}
+
+    def ready() -> bool:
+        if "c" not in client:
+            if not (directory / "ca.pem").exists():
+                return False
+            client["c"] = httpx.Client(base_url=base, verify=str(directory / "ca.pem"), timeout=120)
+        return client["c"].get("/_sandbox/health").status_code == 200
+
+    _wait_for("eBox sandbox", ready, svc)
+    return svc, client["c"], json.loads((directory / "connection.json").read_text())
+
+
+def start_printhouse(work: Path) -> tuple[Service, Path, dict]:
+    directory = work / "printhouse"
+    svc = Service("print house SFTP", [sys.executable, "-m", "include.dijlepost.printhouse.sandbox", "--dir",
+                                       str(directory), "--port", "0"], work / "printhouse.log")
+    _wait_for("print house SFTP", lambda: (directory / "connection.json").exists(), svc)
+    conn = json.loads((directory / "connection.json").read_text())
+    return svc, directory, conn
+
+
+def _pg_connection(url: str) -> dict:
+    p = urlsplit(url)
+    return {"conn_type": "postgres", "host": p.hostname, "port": p.port or 5432, "login": p.username or "postgres",
+            "password": p.password or "", "schema": p.path.lstrip("/")}
+
+
+# -- seeding -------------------------------------------------------------------------------------
+def mix_for(n: int) -> dict[str, int]:
+    counts = {d: int(n * share) for d, share in MIX.items()}
+    counts["finance"] += n - sum(counts.values())
+    return counts
+
+
+def seed(url: str, ebox: httpx.Client, n: int, seed_no: int) -> dict[str, int]:
+    mix = mix_for(n)
+    data = dataset.build(seed=seed_no, mix=mix, today=date.today(), prefix="S", ebox_share=0.5, mistakes=False)
+    cols = ("letter_id",) + COMPARED
+    with psycopg.connect(url) as conn:
+        with conn.cursor() as cur, cur.copy(f"COPY letters ({', '.join(cols)}) FROM STDIN") as copy:
+            for r in data.letters:
+                copy.write_row([json.dumps(r["payload"]) if c == "payload" else r[c] for c in cols])
+        conn.commit()
+        for department in mix:
+            set_phase(conn, department, "live", "scale benchmark", "benchmarks.scale")
+    recipients = [{"kind": k, "id": rid, "active": True, "exclusively_ebox": excl,
+                   "no_digital_user": (k, rid) in data.no_digital_user}
+                  for (k, rid), excl in data.ebox_active.items()]
+    for i in range(0, len(recipients), 5000):
+        ebox.post("/_sandbox/recipients", json=recipients[i:i + 5000]).raise_for_status()
+    return mix
+
+
+# -- the bare rendering loop ---------------------------------------------------------------------
+_renderer = None
+
+
+def _init_renderer() -> None:
+    global _renderer
+    from include.dijlepost.rendering import LetterRenderer
+
+    _renderer = LetterRenderer()
+
+
+def _render_many(letters: list[dict]) -> int:
+    for letter in letters:
+        _renderer.render(letter)
+    return len(letters)
+
+
+def bare_render(url: str, processes: int, limit: int | None) -> tuple[int, float]:
+    with psycopg.connect(url) as conn:
+        cur = conn.execute(f"SELECT {LETTER_COLUMNS} FROM letters WHERE status <> 'quarantined' ORDER BY id"
+                           + (f" LIMIT {int(limit)}" if limit else ""))
+        names = [d[0] for d in cur.description]
+        letters = [dict(zip(names, r)) for r in cur.fetchall()]
+    chunks = [letters[i:i + 200] for i in range(0, len(letters), 200)]
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(processes, initializer=_init_renderer) as pool:
+        t0 = time.monotonic()
+        done = sum(pool.imap_unordered(_render_many, chunks))
+        elapsed = time.monotonic() - t0
+    return done, elapsed
+
+
+# -- measuring -----------------------------------------------------------------------------------
+def _union_seconds(intervals: list[tuple[float, float]]) -> float:
+    total, end = 0.0, None
+    for s, e in sorted(intervals):
+        if end is None or s > end:
+            total += e - s
+            end = e
+        elif e > end:
+            total += e - end
+            end = e
+    return total
+
+
+def peak_rss(airflow_home: Path) -> dict[str, float]:
+    by_task: dict[str, float] = defaultdict(float)
+    for path in (airflow_home / "logs").rglob("*.log"):
+        for m in RSS_LINE.finditer(path.read_text(errors="replace")):
+            by_task[m.group(1)] = max(by_task[m.group(1)], float(m.group(3)))
+    return dict(by_task)
+
+
+def verify(url: str, ebox: httpx.Client, printhouse_dir: Path) -> dict:
+    with psycopg.connect(url) as conn:
+        statuses = dict(conn.execute("SELECT status, count(*) FROM letters GROUP BY status").fetchall())
+        ebox_ids = {r[0] for r in conn.execute("SELECT letter_id FROM letters WHERE status = 'delivered_ebox'")}
+        paper_ids = {r[0] for r in conn.execute("SELECT letter_id FROM letters WHERE status = 'handed_to_print'")}
+        rendered = conn.execute("SELECT count(*) FROM letters WHERE rendered_at IS NOT NULL").fetchone()[0]
+    from include.dijlepost.ebox.client import idempotency_key
+
+    keys = Counter(p["idempotency_key"] for p in ebox.get("/_sandbox/publications").json()
+                   if p.get("code") != "NO_DIGITAL_USER")
+    in_inbox: Counter = Counter()
+    for path in (printhouse_dir / "root" / "inbox").rglob("*.zip"):
+        with zipfile.ZipFile(path) as z:
+            in_inbox.update(r["letter_id"] for r in csv.DictReader(io.StringIO(z.read("manifest.csv").decode())))
+    problems = []
+    if set(statuses) - set(FINAL):
+        problems.append(f"letters not in a final state: { {s: c for s, c in statuses.items() if s not in FINAL} }")
+    if any(c > 1 for c in keys.values()) or set(keys) != {idempotency_key(i) for i in ebox_ids}:
+        problems.append("the eBox does not hold each published letter exactly once")
+    if any(c > 1 for c in in_inbox.values()) or set(in_inbox) != paper_ids:
+        problems.append("the print inbox does not hold each paper letter exactly once")
+    return {"statuses": statuses, "rendered": rendered, "ebox_publications": sum(keys.values()),
+            "print_inbox_letters": sum(in_inbox.values()), "problems": problems}
+
+
+def run_once(n: int, args) -> dict:
+    work = Path(args.workdir) / f"n{n}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    cores = args.parallelism
+    outbox_db = f"dijlepost_bench_{uuid.uuid4().hex[:8]}"
+    url = f"{PG_SERVER}/{outbox_db}"
+    services: list[Service] = []
+    os.environ.setdefault("DIJLEPOST_PSEUDONYM_KEY", secrets.token_hex(32))
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{outbox_db}"')
+    try:
+        with psycopg.connect(url) as conn:
+            migrate(conn)
+        say(f"N={n}: starting the eBox sandbox and the print house (own processes)")
+        ebox_svc, ebox, ebox_conn = start_ebox(work)
+        services.append(ebox_svc)
+        ph_svc, ph_dir, ph_conn = start_printhouse(work)
+        services.append(ph_svc)
+        t = time.monotonic()
+        mix = seed(url, ebox, n, args.seed)
+        say(f"seeded {n} letters {mix} in {time.monotonic() - t:.0f}s")
+        env = {
+            "AIRFLOW_CONN_DIJLEPOST_DB": json.dumps(_pg_connection(url)),
+            "AIRFLOW_CONN_EBOX_DEFAULT": json.dumps(ebox_conn),
+            "AIRFLOW_CONN_PRINTHOUSE_SFTP": json.dumps(ph_conn),
+            "DIJLEPOST_DOCUMENT_ROOT": str(work / "documents"),
+            "DIJLEPOST_PRINT_WORK_DIR": str(work / "print-batches"),
+            "DIJLEPOST_RETRY_DELAY_SECONDS": "10",
+            "AIRFLOW__CORE__MAX_MAP_LENGTH": "4096",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        }
+        say(f"starting Airflow: api-server, dag-processor, scheduler (LocalExecutor, parallelism {cores})")
+        with AirflowCluster(work / "airflow", env, executor="LocalExecutor", parallelism=cores) as cluster:
+            cluster.wait_for_dags(list(DAGS.values()))
+            say("triggering the three wave DAGs")
+            t0 = time.monotonic()
+            runs = [(DAGS[d], cluster.trigger(DAGS[d], {"batch_size": max(1, c), "chunk_size": args.chunk_size}))
+                    for d, c in mix.items()]
+            states = cluster.wait(runs, timeout=args.timeout, poll=2)
+            wall = time.monotonic() - t0
+            tis = [ti | {"dag_id": d} for d, r in runs for ti in cluster.task_instances(d, r)]
+            run_spans = cluster.query(
+                "SELECT min(start_date), max(end_date) FROM dag_run WHERE run_id = ANY(%s)", ([r for _, r in runs],))
+            rss = peak_rss(cluster.workdir / "airflow")
+        say(f"runs finished in {wall:.0f}s: {states}")
+        check = verify(url, ebox, ph_dir)
+        say(f"bare rendering loop over the same letters, {cores} processes")
+        bare_n, bare_s = bare_render(url, cores, args.bare_letters)
+    finally:
+        for svc in reversed(services):
+            svc.stop()
+        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{outbox_db}" WITH (FORCE)')
+        if not args.keep:
+            for sub in ("documents", "print-batches", "printhouse"):
+                shutil.rmtree(work / sub, ignore_errors=True)
+
+    ran = [t for t in tis if t["start_date"] and t["end_date"]]
+    intervals = [(t["start_date"].timestamp(), t["end_date"].timestamp()) for t in ran]
+    first, last = run_spans[0]
+    run_wall = (last - first).total_seconds()
+    busy = _union_seconds(intervals)
+    stage_letters = {"render_letters": check["rendered"],
+                     "deliver_to_ebox": check["statuses"].get("delivered_ebox", 0),
+                     "hand_over_to_print": check["statuses"].get("handed_to_print", 0)}
+    stages = {}
+    for task_id in sorted({t["task_id"] for t in ran}):
+        mine = [t for t in ran if t["task_id"] == task_id]
+        span = max(t["end_date"] for t in mine) - min(t["start_date"] for t in mine)
+        task_seconds = sum((t["end_date"] - t["start_date"]).total_seconds() for t in mine)
+        entry = {"tasks": len(mine), "span_s": round(span.total_seconds(), 1), "task_s": round(task_seconds, 1),
+                 "retries": sum(1 for t in mine if (t["try_number"] or 1) > 1)}
+        if task_id in stage_letters:
+            entry["letters"] = stage_letters[task_id]
+            entry["letters_per_s"] = round(stage_letters[task_id] / max(span.total_seconds(), 1e-9), 1)
+            entry["letters_per_task_s"] = round(stage_letters[task_id] / max(task_seconds, 1e-9), 1)
+        stages[task_id] = entry
+    e2e = n / wall
+    bare = bare_n / bare_s
+    result = {
+        "letters": n, "mix": mix, "cores": cores, "chunk_size": args.chunk_size, "run_states": list(states.values()),
+        "wall_s": round(wall, 1), "letters_per_s": round(e2e, 1), "dag_run_span_s": round(run_wall, 1),
+        "airflow_overhead_s": round(max(0.0, run_wall - busy), 1),
+        "airflow_overhead_share": round(max(0.0, run_wall - busy) / run_wall, 3) if run_wall else None,
+        "stages": stages, "peak_rss_mib": max(rss.values()) if rss else None, "peak_rss_mib_by_task": rss,
+        "bare_letters": bare_n, "bare_s": round(bare_s, 1), "bare_letters_per_s": round(bare, 1),
+        "ratio_e2e_to_bare": round(e2e / bare, 3), "check": check,
+    }
+    (Path(args.workdir) / f"result-{n}.json").write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def report(r: dict) -> None:
+    print(f"\nN = {r['letters']} letters {r['mix']} on {r['cores']} cores, chunk_size {r['chunk_size']}")
+    print(f"  runs:                  {', '.join(r['run_states'])}")
+    print(f"  wall time:             {r['wall_s']} s (trigger to last run end)   dag runs span {r['dag_run_span_s']} s")
+    print(f"  end to end:            {r['letters_per_s']} letters/s")
+    print(f"  bare rendering:        {r['bare_letters_per_s']} letters/s ({r['bare_letters']} letters, "
+          f"{r['cores']} processes, {r['bare_s']} s)")
+    print(f"  ratio e2e / bare:      {r['ratio_e2e_to_bare']}")
+    print(f"  Airflow overhead:      {r['airflow_overhead_s']} s with no task of the wave running "
+          f"({(r['airflow_overhead_share'] or 0) * 100:.1f} % of the runs' span)")
+    print(f"  peak RSS, largest task process: {r['peak_rss_mib']} MiB")
+    print(f"  {'task':<24}{'tasks':>6}{'span s':>9}{'task s':>9}{'letters':>9}{'letters/s':>11}{'per task-s':>12}"
+          f"{'peak MiB':>10}")
+    for task_id, s in r["stages"].items():
+        print(f"  {task_id:<24}{s['tasks']:>6}{s['span_s']:>9}{s['task_s']:>9}{s.get('letters', ''):>9}"
+              f"{s.get('letters_per_s', ''):>11}{s.get('letters_per_task_s', ''):>12}"
+              f"{r['peak_rss_mib_by_task'].get(task_id, ''):>10}")
+    c = r["check"]
+    print(f"  outcome:               {c['statuses']}; eBox holds {c['ebox_publications']}, "
+          f"print inbox {c['print_inbox_letters']}")
+    for p in c["problems"]:
+        print(f"  PROBLEM: {p}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--letters", type=int, default=100_000)
+    parser.add_argument("--series", help="comma-separated N values, e.g. 10000,30000,100000")
+    parser.add_argument("--chunk-size", type=int, default=500)
+    parser.add_argument("--parallelism", type=int, default=os.cpu_count() or 2,
+                        help="LocalExecutor parallelism and bare-rendering processes (default: cores)")
+    parser.add_argument("--bare-letters", type=int, default=None,
+                        help="render only this many letters in the bare loop (default: all of them)")
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the runs")
+    parser.add_argument("--workdir", default=str(ROOT / "var" / "bench" / "scale"))
+    parser.add_argument("--keep", action="store_true", help="keep the PDFs, batches and print inbox")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.series.split(",")] if args.series else [args.letters]
+    results = []
+    for n in sizes:
+        r = run_once(n, args)
+        report(r)
+        results.append(r)
+    if len(results) > 1:
+        print("\nseries (linear cost: seconds per 1000 letters should stay flat)")
+        print(f"  {'N':>8}{'wall s':>9}{'letters/s':>11}{'s/1000':>9}{'ratio':>8}{'peak MiB':>10}")
+        for r in results:
+            print(f"  {r['letters']:>8}{r['wall_s']:>9}{r['letters_per_s']:>11}"
+                  f"{r['wall_s'] / r['letters'] * 1000:>9.2f}{r['ratio_e2e_to_bare']:>8}{r['peak_rss_mib']:>10}")
+    return 0 if all(not r["check"]["problems"] and set(r["run_states"]) == {"success"} for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

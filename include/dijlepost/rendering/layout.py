@@ -10,6 +10,7 @@ All measures are millimetres from the top-left corner of an A4 page.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from .fonts import BOLD, PT_TO_MM, REGULAR, LetterFonts
@@ -70,6 +71,15 @@ ASCENT = 1901 / 2048
 DESCENT = 483 / 2048
 
 
+_groups = itertools.count(1)
+
+
+def new_group() -> int:
+    """A fresh structure-element id: consecutive text operations with the same tag and group are one
+    element of the tagged PDF (one paragraph, one heading, one label/value row)."""
+    return next(_groups)
+
+
 @dataclass(frozen=True, slots=True)
 class TextOp:
     x: float
@@ -78,6 +88,8 @@ class TextOp:
     style: str
     size: float
     gray: bool = False
+    tag: str | None = "P"       # structure type (P, H1, H2); None for a page artifact (footer, header)
+    group: int = 0              # see new_group(); 0 = an element of its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +109,7 @@ class FrameOp:
 class QrOp:
     box: Box                                # includes the quiet zone
     matrix: tuple[tuple[bool, ...], ...]
+    alt: str = ""                           # alternative text of the figure
 
 
 Op = TextOp | RuleOp | FrameOp | QrOp
@@ -180,19 +193,23 @@ class Flow:
 
     def paragraph(self, text: str, *, style: str = REGULAR, size: float = BODY_SIZE,
                   left: float = MARGIN_LEFT, width: float = CONTENT_WIDTH,
-                  space_after: float = PARAGRAPH_GAP) -> None:
+                  space_after: float = PARAGRAPH_GAP, tag: str = "P", group: int | None = None) -> None:
         height = line_height(size)
+        group = group or new_group()
         for line in wrap(self.fonts, text, style, size, width):
             self.ensure(height)
-            self.ops.append(TextOp(left, self.y + baseline_offset(size), line, style, size))
+            self.ops.append(TextOp(left, self.y + baseline_offset(size), line, style, size, tag=tag, group=group))
             self.y += height
         self.y += space_after
 
     def bullet(self, text: str, *, size: float = BODY_SIZE) -> None:
+        """A list item: the bullet and its text are one paragraph of the tagged PDF."""
         self.ensure(line_height(size))
-        self.ops.append(TextOp(MARGIN_LEFT + 1.5, self.y + baseline_offset(size), "\u2022", REGULAR, size))
+        group = new_group()
+        self.ops.append(TextOp(MARGIN_LEFT + 1.5, self.y + baseline_offset(size), "\u2022", REGULAR, size,
+                               group=group))
         self.paragraph(text, size=size, left=MARGIN_LEFT + BULLET_INDENT,
-                       width=CONTENT_WIDTH - BULLET_INDENT, space_after=PARAGRAPH_GAP / 2)
+                       width=CONTENT_WIDTH - BULLET_INDENT, space_after=PARAGRAPH_GAP / 2, group=group)
 
     def rows(self, rows: list[tuple[str, str]], *, label_width: float, size: float = BODY_SIZE,
              left: float = MARGIN_LEFT, width: float = CONTENT_WIDTH) -> None:
@@ -204,13 +221,15 @@ class Flow:
             count = max(len(labels), len(values))
             if count * height <= BODY_BOTTOM - NEXT_PAGE_BODY_TOP:
                 self.ensure(count * height)
+            group = new_group()     # a row reads as one paragraph: the label, then the value
             for index in range(count):
                 self.ensure(height)
                 baseline = self.y + baseline_offset(size)
                 if index < len(labels):
-                    self.ops.append(TextOp(left, baseline, labels[index], BOLD, size))
+                    self.ops.append(TextOp(left, baseline, labels[index], BOLD, size, group=group))
                 if index < len(values):
-                    self.ops.append(TextOp(left + label_width, baseline, values[index], REGULAR, size))
+                    self.ops.append(TextOp(left + label_width, baseline, values[index], REGULAR, size,
+                                           group=group))
                 self.y += height
 
     def keep_together(self, ops: list[Op], height: float) -> None:
@@ -222,9 +241,9 @@ class Flow:
 
 def _shift(op: Op, dy: float) -> Op:
     if isinstance(op, TextOp):
-        return TextOp(op.x, op.y + dy, op.text, op.style, op.size, op.gray)
+        return TextOp(op.x, op.y + dy, op.text, op.style, op.size, op.gray, op.tag, op.group)
     if isinstance(op, RuleOp):
         return RuleOp(op.x1, op.y1 + dy, op.x2, op.y2 + dy)
     if isinstance(op, FrameOp):
         return FrameOp(Box(op.box.left, op.box.top + dy, op.box.width, op.box.height))
-    return QrOp(Box(op.box.left, op.box.top + dy, op.box.width, op.box.height), op.matrix)
+    return QrOp(Box(op.box.left, op.box.top + dy, op.box.width, op.box.height), op.matrix, op.alt)

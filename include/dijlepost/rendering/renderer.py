@@ -34,7 +34,7 @@ from .fonts import BOLD, FAMILY, REGULAR, LetterFonts, LetterPDF
 from .layout import (
     ADDRESS_BOX, ADDRESS_SIZES, CONTENT_WIDTH, FIRST_PAGE_BODY_TOP, FOOTER_BASELINE, FOOTER_RULE, MARGIN_LEFT,
     META_BOX, NEXT_PAGE_BODY_TOP, PAGE_HEIGHT, PAGE_WIDTH, PARAGRAPH_GAP, SENDER_TOP, SMALL_SIZE, Box, Flow,
-    FrameOp, Op, QrOp, RuleOp, TextOp, baseline_offset, ink_box, line_height, wrap,
+    FrameOp, Op, QrOp, RuleOp, TextOp, baseline_offset, ink_box, line_height, new_group, wrap,
 )
 from .payment import epc_payload, epc_qr_matrix
 from .templates import LetterTemplate, Paragraph, TemplateSet, load_templates
@@ -256,7 +256,7 @@ class LetterRenderer:
         top = max(FIRST_PAGE_BODY_TOP, max(op.y for op in first_page if isinstance(op, TextOp)) + 8)
         flow = Flow(self._fonts, top)
         flow.ops.extend(first_page)
-        flow.paragraph(letter.subject, style=BOLD, size=11, space_after=5)
+        flow.paragraph(letter.subject, style=BOLD, size=11, space_after=5, tag="H1")
         if letter.details:
             flow.rows(list(letter.details), label_width=48)
             flow.gap(4)
@@ -288,12 +288,14 @@ class LetterRenderer:
         sender = self._set.sender
         department = self._set.departments[letter.template.department]
         lang = letter.language
-        ops: list[Op] = [TextOp(MARGIN_LEFT, SENDER_TOP + 5, sender.names[lang], BOLD, 16)]
+        group = new_group()
+        ops: list[Op] = [TextOp(MARGIN_LEFT, SENDER_TOP + 5, sender.names[lang], BOLD, 16, group=group)]
         y = SENDER_TOP + 11
-        ops.append(TextOp(MARGIN_LEFT, y, department.names[lang], BOLD, 9))
+        ops.append(TextOp(MARGIN_LEFT, y, department.names[lang], BOLD, 9, group=group))
+        group = new_group()
         for line in (sender.street, f"{sender.postal_code} {sender.city}", sender.website):
             y += line_height(SMALL_SIZE)
-            ops.append(TextOp(MARGIN_LEFT, y, line, REGULAR, SMALL_SIZE, gray=True))
+            ops.append(TextOp(MARGIN_LEFT, y, line, REGULAR, SMALL_SIZE, gray=True, group=group))
         return ops
 
     def _meta(self, letter: _Letter) -> list[Op]:
@@ -324,7 +326,8 @@ class LetterRenderer:
                      for part in wrap(self._fonts, line, REGULAR, size, ADDRESS_BOX.width)]
         height = line_height(size)
         top = ADDRESS_BOX.top + baseline_offset(size)
-        ops = [TextOp(ADDRESS_BOX.left, top + index * height, line, REGULAR, size)
+        group = new_group()
+        ops = [TextOp(ADDRESS_BOX.left, top + index * height, line, REGULAR, size, group=group)
                for index, line in enumerate(lines)]
         if not all(ADDRESS_BOX.contains(ink_box(self._fonts, op)) for op in ops):
             raise LetterDataError("the recipient address is too long to fit in the envelope window")
@@ -351,16 +354,22 @@ class LetterRenderer:
             (labels["ogm"], fields.format_ogm(payment.ogm)),
         ]
         flow = Flow(self._fonts, padding)
-        flow.paragraph(labels["payment_title"], style=BOLD, left=MARGIN_LEFT + padding, space_after=1.5)
+        flow.paragraph(labels["payment_title"], style=BOLD, left=MARGIN_LEFT + padding, space_after=1.5,
+                       tag="H2")
         flow.rows(rows, label_width=56, size=9, left=MARGIN_LEFT + padding,
                   width=qr_box.left - MARGIN_LEFT - 2 * padding)
         ops = flow.ops
         caption_y = qr_box.bottom + 2
+        # The code itself is a figure whose alternative text says what a scan fills in.
+        alt = (f"{labels['qr_caption']}: {fields.format_amount(payment.amount, lang)}, "
+               f"{sender.iban.formatted}, {fields.format_ogm(payment.ogm)}")
+        ops.append(QrOp(qr_box, matrix, alt=alt))
+        group = new_group()
         for line in wrap(self._fonts, labels["qr_caption"], REGULAR, 7, QR_SIZE + 8):
             width = self._fonts.width(line, REGULAR, 7)
-            ops.append(TextOp(qr_box.left + (QR_SIZE - width) / 2, caption_y, line, REGULAR, 7, gray=True))
+            ops.append(TextOp(qr_box.left + (QR_SIZE - width) / 2, caption_y, line, REGULAR, 7, gray=True,
+                              group=group))
             caption_y += line_height(7)
-        ops.append(QrOp(qr_box, matrix))
         height = max(flow.y, caption_y) + padding / 2
         ops.append(FrameOp(Box(MARGIN_LEFT, 0, CONTENT_WIDTH, height)))
         return ops, height + 5
@@ -379,7 +388,7 @@ class LetterRenderer:
         texts = letter.template.texts[letter.language]
         sender = self._set.sender.names[letter.language]
         line = f"{sender} \u00b7 {texts.document_name} \u00b7 {letter.letter_id}"
-        return [TextOp(MARGIN_LEFT, 16, line, REGULAR, 8, gray=True),
+        return [TextOp(MARGIN_LEFT, 16, line, REGULAR, 8, gray=True, tag=None),
                 RuleOp(MARGIN_LEFT, NEXT_PAGE_BODY_TOP - 8, PAGE_WIDTH - MARGIN_LEFT, NEXT_PAGE_BODY_TOP - 8)]
 
     def _footer(self, language: str, page_text: str) -> list[Op]:
@@ -390,9 +399,9 @@ class LetterRenderer:
         right = PAGE_WIDTH - MARGIN_LEFT
         return [
             RuleOp(MARGIN_LEFT, FOOTER_RULE, right, FOOTER_RULE),
-            TextOp(MARGIN_LEFT, FOOTER_BASELINE, line, REGULAR, 7.5, gray=True),
+            TextOp(MARGIN_LEFT, FOOTER_BASELINE, line, REGULAR, 7.5, gray=True, tag=None),
             TextOp(right - self._fonts.width(page_text, REGULAR, 7.5), FOOTER_BASELINE, page_text,
-                   REGULAR, 7.5, gray=True),
+                   REGULAR, 7.5, gray=True, tag=None),
         ]
 
     # -- drawing -------------------------------------------------------------------------------
@@ -415,7 +424,9 @@ class LetterRenderer:
             pdf.add_page()
             font = None
             gray = None
+            marks = _MarkedContent(pdf)
             for op in ops:
+                marks.enter(op)
                 if isinstance(op, TextOp):
                     if font != (op.style, op.size):
                         font = (op.style, op.size)
@@ -430,7 +441,47 @@ class LetterRenderer:
                     pdf.rect(op.box.left, op.box.top, op.box.width, op.box.height)
                 else:
                     _draw_qr(pdf, op)
+            marks.close()
         return bytes(pdf.output())
+
+
+class _MarkedContent:
+    """Tags one page as it is drawn (PDF 1.7, 14.7 and 14.8): each structure element (a paragraph, a
+    heading, a label/value row, the QR figure) is one marked-content sequence with its MCID, in the
+    order the letter reads; rules, frames, the running header and the footer are artifacts.
+
+    Builds on fpdf2's structure tree (`FPDF._add_marked_content`, which it uses for images' alt text):
+    fpdf2 then writes the StructTreeRoot with its /Document element, the ParentTree, each page's
+    /StructParents and /MarkInfo << /Marked true >>. test_accessibility.py reads all of it back."""
+
+    def __init__(self, pdf: FPDF):
+        self.pdf = pdf
+        self.current: tuple | None = None
+        self.mcid = 0
+
+    def enter(self, op: Op) -> None:
+        if isinstance(op, TextOp):
+            key = (op.tag, op.group or id(op)) if op.tag else ("Artifact",)
+        elif isinstance(op, QrOp):
+            key = ("Figure", id(op))
+        else:
+            key = ("Artifact",)
+        if key == self.current:
+            return
+        self.close()
+        self.current = key
+        if key[0] == "Artifact":
+            self.pdf._out("/Artifact BMC")
+            return
+        alt = op.alt if isinstance(op, QrOp) else None
+        self.pdf._add_marked_content(struct_type=f"/{key[0]}", mcid=self.mcid, alt_text=alt)
+        self.pdf._out(f"/{key[0]} <</MCID {self.mcid}>> BDC")
+        self.mcid += 1
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.pdf._out("EMC")
+            self.current = None
 
 
 def _draw_qr(pdf: FPDF, op: QrOp) -> None:

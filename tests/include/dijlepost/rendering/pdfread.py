@@ -37,9 +37,24 @@ class FilledRect:
 
 
 @dataclass
+class Marked:
+    """One marked-content sequence: BDC with an MCID (tagged content) or BMC /Artifact."""
+    tag: str
+    mcid: int | None
+    texts: list[str] = field(default_factory=list)
+    rects: int = 0
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.texts)
+
+
+@dataclass
 class Page:
     runs: list[TextRun] = field(default_factory=list)
     rects: list[FilledRect] = field(default_factory=list)
+    marked: list[Marked] = field(default_factory=list)      # in content-stream order
+    unmarked: list[str] = field(default_factory=list)        # text drawn outside any marked content
 
     @property
     def text(self) -> str:
@@ -168,6 +183,9 @@ def _tokens(data: bytes):
         c = data[i:i + 1]
         if c.isspace():
             i += 1
+        elif data[i:i + 2] in (b"<<", b">>"):       # inline dictionary (marked-content properties)
+            yield ("op", data[i:i + 2].decode())
+            i += 2
         elif c == b"(":
             depth, j = 1, i + 1
             while depth:
@@ -206,8 +224,9 @@ def _page(content: bytes, cmaps: dict[str, dict[int, str]]) -> Page:
     font, size = None, 0.0
     x = y = 0.0
     pending_rects = []          # a path may hold many rectangles, filled at once
+    current: Marked | None = None
     for kind, value in _tokens(content):
-        if kind != "op" or value in "[]":
+        if kind != "op" or value in ("[", "]", "<<", ">>"):
             operands.append(value)
             continue
         if value == "Tf":
@@ -219,9 +238,23 @@ def _page(content: bytes, cmaps: dict[str, dict[int, str]]) -> Page:
             codes = [int.from_bytes(raw[k:k + 2], "big") for k in range(0, len(raw), 2)]
             text = "".join(cmaps[font][code] for code in codes)
             page.runs.append(TextRun(x * PT_TO_MM, (PAGE_HEIGHT_PT - y) * PT_TO_MM, font, size, text))
+            (current.texts if current else page.unmarked).append(text)
+        elif value == "BDC":
+            assert current is None, "nested marked content"
+            assert operands[1:3] == ["<<", "MCID"] and operands[-1] == ">>", f"unexpected BDC {operands}"
+            current = Marked(operands[0], int(operands[3]))
+        elif value == "BMC":
+            assert current is None, "nested marked content"
+            current = Marked(operands[-1], None)
+        elif value == "EMC":
+            assert current is not None, "EMC without BDC/BMC"
+            page.marked.append(current)
+            current = None
         elif value == "re":
             pending_rects.append(tuple(operands[-4:]))
         elif value == "f":
+            if current:
+                current.rects += len(pending_rects)
             for rx, ry, rw, rh in pending_rects:
                 top, bottom = PAGE_HEIGHT_PT - ry, PAGE_HEIGHT_PT - (ry + rh)
                 page.rects.append(FilledRect(rx * PT_TO_MM, min(top, bottom) * PT_TO_MM, abs(rw) * PT_TO_MM,
@@ -230,4 +263,5 @@ def _page(content: bytes, cmaps: dict[str, dict[int, str]]) -> Page:
         elif value in ("S", "B", "n"):
             pending_rects = []
         operands = []
+    assert current is None, "marked content left open at the end of the page"
     return page

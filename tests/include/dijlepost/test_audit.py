@@ -308,3 +308,36 @@ def test_personal_data_in_an_event_is_found(db, run, details, holds):
     assert [(f["chain_seq"], f["holds"]) for f in privacy_findings(db)] == [(8, holds)]
     code, out, _ = run("audit", "verify")
     assert code == EXIT_REFUSED and "PERSONAL DATA: event #8" in out
+
+
+def test_the_migration_chains_the_events_written_before_it():
+    """An existing database: events recorded before 0005 are chained in the order they were written."""
+    import uuid
+
+    from include.dijlepost.db.migrate import available_migrations
+    from tests.support.database import SERVER
+
+    name = f"dijlepost_audit_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with psycopg.connect(f"{SERVER}/{name}") as conn:
+            conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY, checksum text NOT NULL)")
+            migrations = dict(available_migrations())
+            for version in ("0001_outbox", "0002_ebox_state"):
+                conn.execute(migrations[version])
+            with conn.cursor() as cur:
+                record_events(cur, CLAIM, [(f"OLD-{i}", "claimed", {"taken_over": False}) for i in range(5)])
+            conn.commit()
+            conn.execute(migrations["0005_audit_chain"])
+            conn.commit()
+            with conn.cursor() as cur:
+                record_events(cur, CLAIM, [("NEW-1", "claimed", {"taken_over": False})])
+            conn.commit()
+            rows = conn.execute("SELECT letter_id, chain_seq FROM letter_events ORDER BY chain_seq").fetchall()
+            assert rows == [(f"OLD-{i}", i + 1) for i in range(5)] + [("NEW-1", 6)]
+            result = verify(conn)
+            assert result.ok and result.checked == 6
+    finally:
+        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

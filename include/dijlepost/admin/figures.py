@@ -13,9 +13,13 @@ from include.dijlepost.rollout import check_department
 from include.dijlepost.tariffs import Tariffs
 
 
-def recent_runs(conn, department: str, limit: int = 5) -> list[dict]:
+def recent_runs(conn, department: str, limit: int = 5, days: int = 14) -> list[dict]:
     """The department's latest wave runs (by claim), newest first: letters to the eBox, on paper,
-    quarantined and not yet finished, with the moment the run started and last finished a letter."""
+    quarantined and not yet finished, with the moment the run started and last finished a letter.
+
+    Only letters decided in the last `days` days are read (index letters_department_decided_idx), so
+    the page stays fast on an outbox of years; a run's letters not decided yet are not counted.
+    """
     check_department(department)
     with conn.cursor() as cur:
         cur.execute(
@@ -32,10 +36,11 @@ def recent_runs(conn, department: str, limit: int = 5) -> list[dict]:
                    string_agg(DISTINCT rollout_phase, ',')            AS phases
               FROM letters
              WHERE department = %s AND claim_run_id IS NOT NULL
+               AND decided_at >= now() - %s * interval '1 day'
              GROUP BY claim_run_id
              ORDER BY max(coalesce(final_at, claimed_at)) DESC NULLS LAST, claim_run_id DESC
              LIMIT %s
-            """, (department, limit))
+            """, (department, days, limit))
         rows = cur.fetchall()
     conn.commit()
     names = ("run", "started", "last_final", "ebox", "paper", "quarantined", "unfinished", "shadow_ebox",

@@ -79,6 +79,7 @@ def add_letters(db, department: str, n: int, *, run: str | None = None, status: 
                    "street": "Bruul 1", "postal_code": "2800", "city": "Mechelen", "language": "nl",
                    "status": status, "claim_run_id": run, "claimed_at": now - timedelta(minutes=5) if run else None,
                    "final_at": now if final else None,
+                   "decided_at": now - timedelta(minutes=4) if run else None,
                    "quarantine_reason": "incomplete_address: no street" if status == "quarantined" else None,
                    **cols}
             cur.execute(f"INSERT INTO letters ({', '.join(row)}) VALUES ({', '.join(['%s'] * len(row))})",

@@ -124,6 +124,15 @@ def test_recent_runs_newest_first_and_limited(rollout_db):
     assert totals(db)["finance"] == {"delivered_ebox": 7, "quarantined": 2}
 
 
+def test_recent_runs_read_only_the_last_days(rollout_db):
+    db = rollout_db
+    add_letters(db, "gas", 2, prefix="OLD", run="letters_gas:old", status="handed_to_print", channel="paper",
+                decided_at=_now(db) - timedelta(days=20))
+    add_letters(db, "gas", 1, prefix="NEW", run="letters_gas:new", status="handed_to_print", channel="paper")
+    assert [r["run"] for r in recent_runs(db, "gas")] == ["letters_gas:new"]
+    assert [r["run"] for r in recent_runs(db, "gas", days=30)] == ["letters_gas:new", "letters_gas:old"]
+
+
 def _now(db):
     value = db.execute("SELECT now()").fetchone()[0]
     db.commit()

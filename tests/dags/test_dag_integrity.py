@@ -61,8 +61,8 @@ def test_print_house_dags_are_built_to_rules(dagbag, dag_id):
         assert task.retries >= 1 and task.on_failure_callback, task.task_id
     if dag_id == "print_house_acknowledgements":
         assert dag.get_task("collect_print_house_files").pool == "print_house_sftp"
-        # The overdue check runs even when a refused file failed the collection.
-        assert dag.get_task("check_unacknowledged_batches").trigger_rule == "all_done"
+        # The last task fails the run for refused files and overdue batches alike.
+        assert dag.get_task("check_unacknowledged_batches").upstream_task_ids == {"collect_print_house_files"}
 
 
 @pytest.mark.parametrize("department", sorted(WAVES))

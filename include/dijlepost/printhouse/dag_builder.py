@@ -2,13 +2,15 @@
 
     print_house_acknowledgements  every 15 minutes
         collect_print_house_files      acks and returned mail from the print house's outbound folder
-        check_unacknowledged_batches   alert on batches without an ack after the wave's alert delay
+        check_unacknowledged_batches   alert on batches without an ack after the wave's alert delay;
+                                       fails the run (no retry) on such batches or on refused files
     print_house_reconciliation    daily at 07:00 Europe/Brussels
         reconcile_print_handoffs       letters handed over without an ack; returned letters to follow up
 
 The logic lives in `acks.py`; Airflow is imported only inside the builders (no parse-time database or
 network access). Failures meant for operators are `AirflowFailException` (no retry hides them) after
-an `alert_...` log line, and the failure callback adds `alert_task_failed`.
+an `alert_...` log line, raised by the DAG's last task so the run itself turns red; the failure
+callback adds `alert_task_failed`.
 """
 from __future__ import annotations
 
@@ -64,14 +66,11 @@ def build_acknowledgements_dag():
                 conn.close()
             summary = summarise(outcomes)
             logfmt.emit("print_house_files_collected", **summary)
-            if summary["refused_files"]:
-                raise AirflowFailException(
-                    f"refused print-house file(s) {summary['refused_files']}: kept in the database and in "
-                    f"{hook.outbox_dir}/refused; see the alert_print_house_file_refused lines for the reasons")
-            return summary
+            # Applied files are safe; refused ones fail the run in the next task, after the overdue check.
+            return {**summary, "refused_in": f"{hook.outbox_dir}/refused"}
 
-        @task(trigger_rule="all_done")
-        def check_unacknowledged_batches():
+        @task
+        def check_unacknowledged_batches(collected: dict):
             from include.dijlepost.printhouse.acks import overdue_batches
 
             conn = _db()
@@ -87,12 +86,18 @@ def build_acknowledgements_dag():
                     logfmt.emit("alert_print_ack_overdue", department=department, batch_id=b["batch_id"],
                                 letters=b["letters"], uploaded_at=b["uploaded_at"],
                                 alert_after_hours=WAVES[department].print_ack_alert_hours)
-            logfmt.emit("print_acks_checked", overdue_batches=late)
+            logfmt.emit("print_acks_checked", overdue_batches=late, refused_files=len(collected["refused_files"]))
+            problems = []
+            if collected["refused_files"]:
+                problems.append(f"refused print-house file(s) {collected['refused_files']}, kept in the database and "
+                                f"in {collected['refused_in']} (reasons in the alert_print_house_file_refused lines)")
             if late:
-                raise AirflowFailException(f"{late} print batch(es) without acknowledgement past the alert delay")
+                problems.append(f"{late} print batch(es) without acknowledgement past the alert delay")
+            if problems:
+                raise AirflowFailException("; ".join(problems))
             return {"overdue_batches": 0}
 
-        collect_print_house_files() >> check_unacknowledged_batches()
+        check_unacknowledged_batches(collect_print_house_files())
 
     return print_house_acknowledgements()
 

@@ -35,8 +35,10 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import zipfile
@@ -127,10 +129,11 @@ def start_ebox(work: Path) -> tuple[Service, httpx.Client, dict]:
     return svc, client["c"], json.loads((directory / "connection.json").read_text())
 
 
-def start_printhouse(work: Path) -> tuple[Service, Path, dict]:
+def start_printhouse(work: Path, port: int = 0) -> tuple[Service, Path, dict]:
     directory = work / "printhouse"
+    (directory / "connection.json").unlink(missing_ok=True)
     svc = Service("print house SFTP", [sys.executable, "-m", "include.dijlepost.printhouse.sandbox", "--dir",
-                                       str(directory), "--port", "0"], work / "printhouse.log")
+                                       str(directory), "--port", str(port)], work / "printhouse.log")
     _wait_for("print house SFTP", lambda: (directory / "connection.json").exists(), svc)
     conn = json.loads((directory / "connection.json").read_text())
     return svc, directory, conn
@@ -200,6 +203,54 @@ def bare_render(url: str, processes: int, limit: int | None) -> tuple[int, float
     return done, elapsed
 
 
+# -- faults at scale -----------------------------------------------------------------------------
+EBOX_FAULTS = {"error_rate": 0.05, "error_status": 503, "timeout_rate": 0.01, "timeout_delay_seconds": 8}
+EBOX_CLIENT_TIMEOUT_S = 5
+
+
+class FaultInjector(threading.Thread):
+    """While the runs go: SIGKILL one running render_letters task process a few seconds into its chunk,
+    and kill + restart the print house's SFTP server once while hand_over_to_print runs."""
+
+    def __init__(self, cluster: AirflowCluster, run_ids: list[str], work: Path, services: list):
+        super().__init__(daemon=True)
+        self.cluster, self.run_ids, self.work, self.services = cluster, run_ids, work, services
+        self.stop_event = threading.Event()
+        self.done: list[str] = []
+
+    def _running(self, task_id: str) -> list[tuple]:
+        return self.cluster.query(
+            "SELECT pid, extract(epoch FROM now() - start_date), dag_id, map_index FROM task_instance "
+            "WHERE run_id = ANY(%s) AND task_id = %s AND state = 'running' AND pid IS NOT NULL",
+            (self.run_ids, task_id))
+
+    def run(self) -> None:
+        killed = dropped = False
+        while not self.stop_event.wait(0.5) and not (killed and dropped):
+            try:
+                if not killed:
+                    for pid, age, dag_id, map_index in self._running("render_letters"):
+                        if age >= 3:
+                            os.kill(pid, signal.SIGKILL)
+                            killed = True
+                            self.done.append(f"killed render_letters[{map_index}] of {dag_id} (pid {pid}) "
+                                             f"{age:.0f}s into its chunk")
+                            break
+                if not dropped and self._running("hand_over_to_print"):
+                    time.sleep(0.5)
+                    old = self.services[-1]
+                    port = json.loads((self.work / "printhouse" / "connection.json").read_text())["port"]
+                    os.kill(old.proc.pid, signal.SIGKILL)
+                    old.proc.wait()
+                    time.sleep(2)
+                    self.services[-1] = start_printhouse(self.work, port)[0]
+                    dropped = True
+                    self.done.append("print house SFTP server killed during hand_over_to_print, restarted 2s later")
+            except (OSError, psycopg.Error, RuntimeError, TimeoutError) as exc:
+                self.done.append(f"fault injection error: {exc!r}")
+                return
+
+
 # -- measuring -----------------------------------------------------------------------------------
 def _union_seconds(intervals: list[tuple[float, float]]) -> float:
     total, end = 0.0, None
@@ -263,11 +314,17 @@ def run_once(n: int, args) -> dict:
         say(f"N={n}: starting the eBox sandbox and the print house (own processes)")
         ebox_svc, ebox, ebox_conn = start_ebox(work)
         services.append(ebox_svc)
+        if args.faults:
+            ebox_conn["extra"]["timeout_seconds"] = EBOX_CLIENT_TIMEOUT_S
         ph_svc, ph_dir, ph_conn = start_printhouse(work)
         services.append(ph_svc)
         t = time.monotonic()
         mix = seed(url, ebox, n, args.seed)
         say(f"seeded {n} letters {mix} in {time.monotonic() - t:.0f}s")
+        if args.faults:
+            ebox.put("/_sandbox/faults", json={**EBOX_FAULTS, "seed": args.seed}).raise_for_status()
+            say(f"faults: eBox {EBOX_FAULTS}, client timeout {EBOX_CLIENT_TIMEOUT_S}s; a render task process "
+                "will be killed, the SFTP server dropped once")
         env = {
             "AIRFLOW_CONN_DIJLEPOST_DB": json.dumps(_pg_connection(url)),
             "AIRFLOW_CONN_EBOX_DEFAULT": json.dumps(ebox_conn),
@@ -285,7 +342,25 @@ def run_once(n: int, args) -> dict:
             t0 = time.monotonic()
             runs = [(DAGS[d], cluster.trigger(DAGS[d], {"batch_size": max(1, c), "chunk_size": args.chunk_size}))
                     for d, c in mix.items()]
+            injector = None
+            if args.faults:
+                injector = FaultInjector(cluster, [r for _, r in runs], work, services)
+                injector.start()
             states = cluster.wait(runs, timeout=args.timeout, poll=2)
+            if injector:
+                injector.stop_event.set()
+                injector.join()
+                for line in injector.done:
+                    say(f"fault: {line}")
+                say(f"first runs: {states}; an operator reruns every wave once")
+                ebox.put("/_sandbox/faults", json={}).raise_for_status()
+                reruns = [(DAGS[d], cluster.trigger(DAGS[d], {"batch_size": max(1, c),
+                                                              "chunk_size": args.chunk_size}))
+                          for d, c in mix.items()]
+                rerun_states = cluster.wait(reruns, timeout=args.timeout, poll=2)
+                say(f"reruns: {rerun_states}")
+                runs += reruns
+                states = {**states, **rerun_states}
             wall = time.monotonic() - t0
             tis = [ti | {"dag_id": d} for d, r in runs for ti in cluster.task_instances(d, r)]
             run_spans = cluster.query(
@@ -376,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the runs")
     parser.add_argument("--workdir", default=str(ROOT / "var" / "bench" / "scale"))
     parser.add_argument("--keep", action="store_true", help="keep the PDFs, batches and print inbox")
+    parser.add_argument("--faults", action="store_true",
+                        help="eBox 5%% errors + 1%% timeouts, a render task killed, the SFTP server dropped "
+                             "once; then one rerun of every wave (see docs/scaling.md)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.series.split(",")] if args.series else [args.letters]
     results = []
@@ -389,7 +467,9 @@ def main(argv: list[str] | None = None) -> int:
         for r in results:
             print(f"  {r['letters']:>8}{r['wall_s']:>9}{r['letters_per_s']:>11}"
                   f"{r['wall_s'] / r['letters'] * 1000:>9.2f}{r['ratio_e2e_to_bare']:>8}{r['peak_rss_mib']:>10}")
-    return 0 if all(not r["check"]["problems"] and set(r["run_states"]) == {"success"} for r in results) else 1
+    # Under --faults a first run may fail after its retries; what counts is the outcome after the rerun.
+    return 0 if all(not r["check"]["problems"] and (args.faults or set(r["run_states"]) == {"success"})
+                    for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -41,7 +41,11 @@ def _dicts(cur) -> list[dict]:
 
 
 def record_events(cur, ctx: RunContext, events: Iterable[tuple[str, str, dict]]) -> None:
-    """Append (letter_id, event, details) rows to the letter history, in the caller's transaction."""
+    """Append (letter_id, event, details) rows to the letter history, in the caller's transaction.
+
+    The database chains each row by hash and stamps its time (trigger of migration 0005, docs/audit.md);
+    rows can never be changed afterwards. `details` must hold keyed pseudonyms only, never a recipient's
+    id, name or address (`dijlepost audit verify` reports any it finds)."""
     rows = [(lid, ev, json.dumps(details, default=str), ctx.dag_id, ctx.run_id, ctx.task_id,
              ctx.map_index, ctx.try_number) for lid, ev, details in events]
     if rows:

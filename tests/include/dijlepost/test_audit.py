@@ -223,6 +223,34 @@ def test_the_pipeline_role_can_append_but_never_change_events(db):
     assert result.ok and result.checked == 9
 
 
+def test_break_glass_needs_the_role_the_privilege_and_the_setting(db, pg_url):
+    member = "dijlepost_test_breakglass_member"
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        try:
+            admin.execute(f"CREATE ROLE {member} NOLOGIN IN ROLE dijlepost_audit_breakglass")
+        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+            pass    # roles belong to the server: made by an earlier session
+    seed_history(db)
+    db.execute(f"SET ROLE {member}")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+        break_glass(db)
+        db.execute("UPDATE letter_events SET event = 'x' WHERE chain_seq = 1")   # no privilege granted yet
+    db.rollback()
+    db.execute("GRANT SELECT, UPDATE ON letter_events TO dijlepost_audit_breakglass")    # the DBA, for the incident
+    db.commit()
+    db.execute(f"SET ROLE {member}")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+        db.execute("UPDATE letter_events SET event = 'x' WHERE chain_seq = 1")   # the setting is missing
+    db.rollback()
+    db.execute(f"SET ROLE {member}")
+    break_glass(db)
+    db.execute("UPDATE letter_events SET event = 'x' WHERE chain_seq = 1")
+    db.execute("RESET ROLE")
+    db.execute("REVOKE SELECT, UPDATE ON letter_events FROM dijlepost_audit_breakglass")
+    db.commit()
+    assert verify(db).broken_at == 1
+
+
 # --------------------------------------------------------------------------- trace and export
 
 def test_trace_tells_a_letters_life_in_order_with_its_task_logs(db, run):

@@ -95,7 +95,7 @@ def airflow_api(pg_url, tmp_path_factory):
         if server is not None and server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)       # the server and its own workers, nothing else
             try:
-                server.wait(timeout=5)          # uvicorn drains slowly; nothing to keep
+                server.wait(timeout=2)          # a throwaway server: no need to wait for a graceful drain
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
                 server.wait()

@@ -55,11 +55,11 @@ class Period:
     end: date       # exclusive
 
     @classmethod
-    def day(cls, d: date) -> "Period":
+    def day(cls, d: date) -> Period:
         return cls("day", d, d + timedelta(days=1))
 
     @classmethod
-    def week_of(cls, d: date) -> "Period":
+    def week_of(cls, d: date) -> Period:
         monday = d - timedelta(days=d.weekday())
         return cls("week", monday, monday + timedelta(days=7))
 

@@ -53,11 +53,11 @@ def test_a_run_as_the_pipeline_role_leaves_an_intact_readable_trail(db, ebox, ru
                      ("decided", "decide_channels", "letters_finance"),
                      ("rendered", "render_letters", "letters_finance"),
                      ("delivered_ebox", "deliver_to_ebox", "letters_finance")]
-    rendered = [e for e in trace(db, delivered[0]) if e["event"] == "rendered"][0]
+    rendered = next(e for e in trace(db, delivered[0]) if e["event"] == "rendered")
     assert rendered["map_index"] >= 0 and rendered["try_number"] >= 1 and "/mapped/" in rendered["task_log_url"]
     for name in SUMMARY_LINES:
         assert f"event={name} " in log, name
     # The login the run used is the restricted one.
-    with psycopg.connect(pipeline_login) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for table letter_events"):
-            conn.execute("DELETE FROM letter_events")
+    with psycopg.connect(pipeline_login) as conn, \
+            pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for table letter_events"):
+        conn.execute("DELETE FROM letter_events")

@@ -8,7 +8,8 @@ from __future__ import annotations
 import csv
 import io
 import threading
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
+from itertools import pairwise
 
 import psycopg
 import pytest
@@ -78,7 +79,7 @@ def test_every_event_is_chained_in_order_and_the_chain_verifies(db, run):
     rows = db.execute("SELECT chain_seq, prev_hash, hash FROM letter_events ORDER BY chain_seq").fetchall()
     assert [r[0] for r in rows] == [1, 2, 3, 4, 5, 6, 7]
     assert bytes(rows[0][1]) == bytes(32)
-    assert all(bytes(b[1]) == bytes(a[2]) for a, b in zip(rows, rows[1:]))
+    assert all(bytes(b[1]) == bytes(a[2]) for a, b in pairwise(rows))
     # The migration's SQL definition and the verifier's own agree on every row.
     assert db.execute("SELECT count(*) FROM letter_events e WHERE hash <> audit_event_hash(e)").fetchone()[0] == 0
     result = verify(db)
@@ -297,11 +298,11 @@ def test_export_writes_the_events_of_whole_brussels_days_with_their_links(db):
     assert export_csv(db, date(2026, 3, 1), date(2026, 3, 2), buf) == 3
     rows = list(csv.DictReader(io.StringIO(buf.getvalue())))
     assert [r["letter_id"] for r in rows] == ["IN-1", "IN-2", "IN-3"]
-    assert datetime.fromisoformat(rows[0]["at"]) == datetime(2026, 2, 28, 23, tzinfo=timezone.utc)
+    assert datetime.fromisoformat(rows[0]["at"]) == datetime(2026, 2, 28, 23, tzinfo=UTC)
     assert rows[0]["details"] == '{"taken_over": false}'
     assert rows[0]["task_log_url"] == "http://localhost:8080/dags/letters_gas/runs/r1/tasks/claim_letters?try_number=1"
     # Consecutive rows link up, so an auditor can check an export on its own.
-    assert all(b["prev_hash"] == a["hash"] for a, b in zip(rows, rows[1:]))
+    assert all(b["prev_hash"] == a["hash"] for a, b in pairwise(rows))
 
 
 def test_export_command_writes_the_file_and_refuses_a_reversed_period(db, run, tmp_path):

@@ -3,7 +3,7 @@ by hand below, on the real PostgreSQL."""
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import psycopg
@@ -11,7 +11,7 @@ import pytest
 
 from include.dijlepost.db.migrate import available_migrations
 from include.dijlepost.evaluation import Period, compute, evaluate, evaluated_day
-from include.dijlepost.outbox import RunContext, record_events
+from include.dijlepost.outbox import RunContext
 from include.dijlepost.tariffs import Tariffs
 from tests.support.database import SERVER
 
@@ -160,6 +160,6 @@ def test_figures_of_features_not_installed_are_not_measured(tmp_path):
 
 
 def test_a_run_evaluates_the_day_before_it_in_brussels():
-    assert evaluated_day(datetime(2026, 3, 11, 5, 30, tzinfo=timezone.utc)) == DAY
-    assert evaluated_day(datetime(2026, 3, 10, 23, 30, tzinfo=timezone.utc)) == DAY   # already the 11th in Brussels
-    assert evaluated_day(datetime(2026, 3, 11, 5, 30, tzinfo=timezone.utc), "2026-02-01") == date(2026, 2, 1)
+    assert evaluated_day(datetime(2026, 3, 11, 5, 30, tzinfo=UTC)) == DAY
+    assert evaluated_day(datetime(2026, 3, 10, 23, 30, tzinfo=UTC)) == DAY   # already the 11th in Brussels
+    assert evaluated_day(datetime(2026, 3, 11, 5, 30, tzinfo=UTC), "2026-02-01") == date(2026, 2, 1)

@@ -119,10 +119,14 @@ def create_app(connect: Callable[[], object], identify: Callable, *,
             return value
         if not (recipient_id or "").strip():
             raise RolloutChangeRefused("give a recipient: a pseudonym (r-...) or a kind and id")
+        from include.dijlepost.settings import ConfigurationError
+
         try:
             return pseudonym(key(), kind or "", normalize_recipient_id(kind or "", recipient_id.strip()))
         except InvalidRecipientId as exc:
             raise RolloutChangeRefused(str(exc)) from None
+        except ConfigurationError as exc:
+            raise HTTPException(503, f"cannot turn a recipient id into a pseudonym here: {exc}") from None
 
     @app.exception_handler(RolloutChangeRefused)
     async def refused(request: Request, exc: RolloutChangeRefused):
@@ -233,6 +237,8 @@ def create_app(connect: Callable[[], object], identify: Callable, *,
             notice = action()
         except RolloutChangeRefused as exc:
             return page(request, who, conn, error=f"refused, nothing changed: {exc}", status=400)
+        except HTTPException as exc:
+            return page(request, who, conn, error=f"nothing changed: {exc.detail}", status=exc.status_code)
         prefix = request.scope.get("root_path", "").rstrip("/")
         return RedirectResponse(f"{prefix}/?done={notice}", status_code=303)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from html import unescape
 
+import psycopg
 import pytest
 
 from include.dijlepost.recipients import pseudonym
@@ -266,3 +267,20 @@ def test_the_page_links_stay_under_the_mount_prefix(pg_url, rollout_db, app):
         r = c.post("/dijlepost-rollout/departments/gas/phase", data={"phase": "paper", "reason": "mounted"},
                    follow_redirects=False)
         assert r.headers["location"] == "/dijlepost-rollout/?done=phase:gas"
+
+
+def test_adding_by_number_without_a_pseudonym_key_is_a_clear_configuration_error(pg_url, rollout_db, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from include.dijlepost.admin.app import create_app
+
+    from .conftest import header_identity
+
+    monkeypatch.delenv("DIJLEPOST_PSEUDONYM_KEY", raising=False)
+    app = create_app(lambda: psycopg.connect(pg_url), header_identity)        # key from the environment
+    with TestClient(app, headers={"X-Test-User": "ann.admin:admin"}) as c:
+        r = c.post("/api/v1/exemptions", json={"kind": "citizen", "recipient_id": NRN, "reason": "digipunt"})
+        assert r.status_code == 503 and "DIJLEPOST_PSEUDONYM_KEY" in r.json()["detail"] and NRN not in r.text
+        ok = c.post("/api/v1/exemptions", json={"recipient_pseudonym": "r-abc", "reason": "digipunt"})
+        assert ok.status_code == 201                                            # by pseudonym it still works
+    assert exemption_rows(rollout_db)[0] == [("r-abc", "ann.admin", "digipunt")]

@@ -8,6 +8,7 @@ phase shadow.
 Uses a fresh, migrated database on DIJLEPOST_TEST_PG (default postgresql://postgres@127.0.0.1:5432),
 dropped at the end. Prints median and worst wall-clock times in milliseconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,8 +85,9 @@ def main() -> None:
         with TestClient(app) as client:
             med, worst = timed(lambda: client.get("/").raise_for_status(), args.repeat)
             print(f"GET / (the page)                  median {med:8.1f} ms   worst {worst:8.1f} ms")
-            med, worst = timed(lambda: client.get("/api/v1/departments/gas/shadow-report").raise_for_status(),
-                               args.repeat)
+            med, worst = timed(
+                lambda: client.get("/api/v1/departments/gas/shadow-report").raise_for_status(), args.repeat
+            )
             print(f"GET /api/v1/.../shadow-report     median {med:8.1f} ms   worst {worst:8.1f} ms")
     finally:
         with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:

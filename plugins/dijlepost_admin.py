@@ -15,6 +15,7 @@ The dijlepost database is the `dijlepost_db` Connection (PostgresHook).
 The app is built on the first request, so loading plugins in the scheduler or a worker imports nothing
 of FastAPI or the admin code.
 """
+
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
@@ -32,10 +33,10 @@ def _connect():
 
 
 def build_app():
-    from fastapi import Depends, HTTPException, Request
-
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.core_api.security import get_user
+    from fastapi import Depends, HTTPException, Request
+
     from include.dijlepost.admin.app import Identity, create_app
 
     def is_admin(auth_manager, user) -> bool:
@@ -44,7 +45,9 @@ def build_app():
         if isinstance(auth_manager, SimpleAuthManager):
             # SimpleAuthManager lets every role "PUT" a custom view; the administrator role is ADMIN.
             return bool(user.role) and SimpleAuthManager._is_admin(user)
-        return bool(auth_manager.is_authorized_custom_view(method="PUT", resource_name=RESOURCE_NAME, user=user))
+        return bool(
+            auth_manager.is_authorized_custom_view(method="PUT", resource_name=RESOURCE_NAME, user=user)
+        )
 
     def identify(user=Depends(get_user)) -> Identity:
         auth_manager = get_auth_manager()
@@ -73,12 +76,19 @@ class _AppOnFirstRequest:
 
 class DijlepostAdminPlugin(AirflowPlugin):
     name = "dijlepost_admin"
-    fastapi_apps = [{"app": _AppOnFirstRequest(build_app), "url_prefix": URL_PREFIX,
-                     "name": "dijlepost rollout administration"}]
-    external_views = [{
-        "name": "Rollout",
-        "href": URL_PREFIX + "/",
-        "url_route": URL_ROUTE,
-        "destination": "nav",
-        "category": "admin",
-    }]
+    fastapi_apps = [
+        {
+            "app": _AppOnFirstRequest(build_app),
+            "url_prefix": URL_PREFIX,
+            "name": "dijlepost rollout administration",
+        }
+    ]
+    external_views = [
+        {
+            "name": "Rollout",
+            "href": URL_PREFIX + "/",
+            "url_route": URL_ROUTE,
+            "destination": "nav",
+            "category": "admin",
+        }
+    ]

@@ -14,6 +14,7 @@ An unknown phase is an error; it never means live.
 Every way in (CLI, REST API, the admin page in Airflow) calls the functions below, which hold all the
 validation: a refused change raises `RolloutChangeRefused` with the reason and changes nothing.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,7 +33,7 @@ class RolloutChangeRefused(ValueError):
     pass
 
 
-PILOT_BUCKETS = 10_000          # a percentage with two decimals of resolution per hash bucket
+PILOT_BUCKETS = 10_000  # a percentage with two decimals of resolution per hash bucket
 
 
 def pilot_bucket(recipient_pseudonym: str) -> int:
@@ -54,23 +55,34 @@ class RolloutState:
 
     def in_pilot(self, recipient_pseudonym: str) -> bool:
         """Whether a recipient belongs to the pilot group (allowlist or percentage)."""
-        return (recipient_pseudonym in self.pilot_allowlist
-                or pilot_bucket(recipient_pseudonym) < self.pilot_percent * (PILOT_BUCKETS // 100))
+        return recipient_pseudonym in self.pilot_allowlist or pilot_bucket(
+            recipient_pseudonym
+        ) < self.pilot_percent * (PILOT_BUCKETS // 100)
 
     def to_xcom(self) -> dict:
-        return {"department": self.department, "phase": self.phase,
-                "pilot_allowlist": sorted(self.pilot_allowlist), "pilot_percent": self.pilot_percent}
+        return {
+            "department": self.department,
+            "phase": self.phase,
+            "pilot_allowlist": sorted(self.pilot_allowlist),
+            "pilot_percent": self.pilot_percent,
+        }
 
     @classmethod
     def from_xcom(cls, data: dict) -> "RolloutState":
-        return cls(data["department"], data["phase"], frozenset(data.get("pilot_allowlist") or ()),
-                   int(data.get("pilot_percent") or 0))
+        return cls(
+            data["department"],
+            data["phase"],
+            frozenset(data.get("pilot_allowlist") or ()),
+            int(data.get("pilot_percent") or 0),
+        )
 
 
 def read_state(conn, department: str) -> RolloutState:
     with conn.cursor() as cur:
-        cur.execute("SELECT phase, pilot_allowlist, pilot_percent FROM rollout_phases WHERE department = %s",
-                    (department,))
+        cur.execute(
+            "SELECT phase, pilot_allowlist, pilot_percent FROM rollout_phases WHERE department = %s",
+            (department,),
+        )
         row = cur.fetchone()
     conn.commit()
     if row is None:
@@ -92,7 +104,9 @@ def _require(value, what: str) -> str:
 
 def check_department(department) -> str:
     if department not in DEPARTMENTS:
-        raise RolloutChangeRefused(f"unknown department {department!r}; expected one of {', '.join(DEPARTMENTS)}")
+        raise RolloutChangeRefused(
+            f"unknown department {department!r}; expected one of {', '.join(DEPARTMENTS)}"
+        )
     return department
 
 
@@ -110,9 +124,15 @@ def check_pilot_percent(value) -> int:
     return value
 
 
-def set_phase(conn, department: str, phase: str, reason: str, changed_by: str,
-              pilot_allowlist: list[str] | None = None,
-              pilot_percent: int | str | None = None) -> tuple[str | None, str]:
+def set_phase(
+    conn,
+    department: str,
+    phase: str,
+    reason: str,
+    changed_by: str,
+    pilot_allowlist: list[str] | None = None,
+    pilot_percent: int | str | None = None,
+) -> tuple[str | None, str]:
     """Change a department's phase with a required reason; returns (from_phase, to_phase).
 
     `pilot_allowlist` / `pilot_percent` replace the stored pilot group when given and keep it when
@@ -129,23 +149,29 @@ def set_phase(conn, department: str, phase: str, reason: str, changed_by: str,
     if pilot_allowlist is not None:
         bad = [p for p in pilot_allowlist if not isinstance(p, str) or not p.startswith("r-")]
         if bad:
-            raise RolloutChangeRefused(f"the pilot allowlist holds {len(bad)} value(s) that are not "
-                                       "recipient pseudonyms (r-...)")
+            raise RolloutChangeRefused(
+                f"the pilot allowlist holds {len(bad)} value(s) that are not " "recipient pseudonyms (r-...)"
+            )
         pilot_allowlist = sorted(set(pilot_allowlist))
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT phase, pilot_allowlist, pilot_percent FROM rollout_phases "
-                        "WHERE department = %s FOR UPDATE", (department,))
+            cur.execute(
+                "SELECT phase, pilot_allowlist, pilot_percent FROM rollout_phases "
+                "WHERE department = %s FOR UPDATE",
+                (department,),
+            )
             row = cur.fetchone()
             from_phase = row[0] if row else None
             allowlist = pilot_allowlist if pilot_allowlist is not None else (list(row[1]) if row else [])
             percent = pilot_percent if pilot_percent is not None else (row[2] if row else 0)
             if phase == "pilot" and not allowlist and percent == 0:
-                raise RolloutChangeRefused("a pilot needs a pilot group: an allowlist of recipients and/or a "
-                                           "percentage above 0")
+                raise RolloutChangeRefused(
+                    "a pilot needs a pilot group: an allowlist of recipients and/or a " "percentage above 0"
+                )
             cur.execute(
                 "INSERT INTO rollout_phases (department, phase, pilot_allowlist, pilot_percent, changed_by, "
-                "reason, changed_at) VALUES (%s, %s, %s, %s, %s, %s, now()) ON CONFLICT (department) DO UPDATE "
+                "reason, changed_at) VALUES (%s, %s, %s, %s, %s, %s, now()) "
+                "ON CONFLICT (department) DO UPDATE "
                 "SET phase = EXCLUDED.phase, pilot_allowlist = EXCLUDED.pilot_allowlist, "
                 "pilot_percent = EXCLUDED.pilot_percent, changed_by = EXCLUDED.changed_by, "
                 "reason = EXCLUDED.reason, changed_at = now()",
@@ -165,12 +191,21 @@ def set_phase(conn, department: str, phase: str, reason: str, changed_by: str,
 
 def show(conn) -> list[dict]:
     with conn.cursor() as cur:
-        cur.execute("SELECT department, phase, cardinality(pilot_allowlist), pilot_percent, changed_by, reason, "
-                    "changed_at FROM rollout_phases ORDER BY department")
+        cur.execute(
+            "SELECT department, phase, cardinality(pilot_allowlist), pilot_percent, changed_by, reason, "
+            "changed_at FROM rollout_phases ORDER BY department"
+        )
         rows = cur.fetchall()
     conn.commit()
-    return [dict(zip(("department", "phase", "pilot_size", "pilot_percent", "changed_by", "reason",
-                      "changed_at"), r)) for r in rows]
+    return [
+        dict(
+            zip(
+                ("department", "phase", "pilot_size", "pilot_percent", "changed_by", "reason", "changed_at"),
+                r,
+            )
+        )
+        for r in rows
+    ]
 
 
 def history(conn, department: str | None = None, limit: int = 100) -> list[dict]:
@@ -178,21 +213,46 @@ def history(conn, department: str | None = None, limit: int = 100) -> list[dict]
     if department is not None:
         check_department(department)
     with conn.cursor() as cur:
-        cur.execute("SELECT id, department, from_phase, to_phase, changed_by, reason, changed_at, pilot_percent, "
-                    "pilot_size FROM rollout_history WHERE %(d)s::text IS NULL OR department = %(d)s "
-                    "ORDER BY id DESC LIMIT %(n)s", {"d": department, "n": limit})
+        cur.execute(
+            "SELECT id, department, from_phase, to_phase, changed_by, reason, changed_at, pilot_percent, "
+            "pilot_size FROM rollout_history WHERE %(d)s::text IS NULL OR department = %(d)s "
+            "ORDER BY id DESC LIMIT %(n)s",
+            {"d": department, "n": limit},
+        )
         rows = cur.fetchall()
     conn.commit()
-    return [dict(zip(("id", "department", "from_phase", "to_phase", "changed_by", "reason", "changed_at",
-                      "pilot_percent", "pilot_size"), r)) for r in rows]
+    return [
+        dict(
+            zip(
+                (
+                    "id",
+                    "department",
+                    "from_phase",
+                    "to_phase",
+                    "changed_by",
+                    "reason",
+                    "changed_at",
+                    "pilot_percent",
+                    "pilot_size",
+                ),
+                r,
+            )
+        )
+        for r in rows
+    ]
 
 
 def _check_pseudonym(recipient_pseudonym) -> str:
-    if not isinstance(recipient_pseudonym, str) or not recipient_pseudonym.startswith("r-") \
-            or len(recipient_pseudonym) > 64:
+    if (
+        not isinstance(recipient_pseudonym, str)
+        or not recipient_pseudonym.startswith("r-")
+        or len(recipient_pseudonym) > 64
+    ):
         # never echo the value: it may be a national register or KBO number typed in the wrong field
-        raise RolloutChangeRefused("the recipient given is not a recipient pseudonym (r-...); give the "
-                                   "pseudonym, or the kind and id so that it is computed")
+        raise RolloutChangeRefused(
+            "the recipient given is not a recipient pseudonym (r-...); give the "
+            "pseudonym, or the kind and id so that it is computed"
+        )
     return recipient_pseudonym
 
 
@@ -202,12 +262,18 @@ def add_exemption(conn, recipient_pseudonym: str, reason: str, added_by: str) ->
     added_by = _require(added_by, "the person registering the exemption must be named")
     _check_pseudonym(recipient_pseudonym)
     with conn.cursor() as cur:
-        cur.execute("INSERT INTO paper_exemptions (recipient_pseudonym, added_by, reason) VALUES (%s, %s, %s) "
-                    "ON CONFLICT DO NOTHING", (recipient_pseudonym, added_by, reason))
+        cur.execute(
+            "INSERT INTO paper_exemptions (recipient_pseudonym, added_by, reason) VALUES (%s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (recipient_pseudonym, added_by, reason),
+        )
         added = cur.rowcount == 1
         if added:
-            cur.execute("INSERT INTO paper_exemption_history (recipient_pseudonym, action, changed_by, reason) "
-                        "VALUES (%s, 'add', %s, %s)", (recipient_pseudonym, added_by, reason))
+            cur.execute(
+                "INSERT INTO paper_exemption_history (recipient_pseudonym, action, changed_by, reason) "
+                "VALUES (%s, 'add', %s, %s)",
+                (recipient_pseudonym, added_by, reason),
+            )
     conn.commit()
     return added
 
@@ -221,16 +287,22 @@ def remove_exemption(conn, recipient_pseudonym: str, reason: str, removed_by: st
         cur.execute("DELETE FROM paper_exemptions WHERE recipient_pseudonym = %s", (recipient_pseudonym,))
         removed = cur.rowcount == 1
         if removed:
-            cur.execute("INSERT INTO paper_exemption_history (recipient_pseudonym, action, changed_by, reason) "
-                        "VALUES (%s, 'remove', %s, %s)", (recipient_pseudonym, removed_by, reason))
+            cur.execute(
+                "INSERT INTO paper_exemption_history (recipient_pseudonym, action, changed_by, reason) "
+                "VALUES (%s, 'remove', %s, %s)",
+                (recipient_pseudonym, removed_by, reason),
+            )
     conn.commit()
     return removed
 
 
 def exemptions(conn, limit: int = 500) -> list[dict]:
     with conn.cursor() as cur:
-        cur.execute("SELECT recipient_pseudonym, added_by, reason, added_at FROM paper_exemptions "
-                    "ORDER BY added_at DESC, recipient_pseudonym LIMIT %s", (limit,))
+        cur.execute(
+            "SELECT recipient_pseudonym, added_by, reason, added_at FROM paper_exemptions "
+            "ORDER BY added_at DESC, recipient_pseudonym LIMIT %s",
+            (limit,),
+        )
         rows = cur.fetchall()
     conn.commit()
     return [dict(zip(("recipient_pseudonym", "added_by", "reason", "added_at"), r)) for r in rows]
@@ -238,10 +310,15 @@ def exemptions(conn, limit: int = 500) -> list[dict]:
 
 def exemption_history(conn, recipient_pseudonym: str | None = None, limit: int = 100) -> list[dict]:
     with conn.cursor() as cur:
-        cur.execute("SELECT id, recipient_pseudonym, action, changed_by, reason, changed_at "
-                    "FROM paper_exemption_history WHERE %(p)s::text IS NULL OR recipient_pseudonym = %(p)s "
-                    "ORDER BY id DESC LIMIT %(n)s", {"p": recipient_pseudonym, "n": limit})
+        cur.execute(
+            "SELECT id, recipient_pseudonym, action, changed_by, reason, changed_at "
+            "FROM paper_exemption_history WHERE %(p)s::text IS NULL OR recipient_pseudonym = %(p)s "
+            "ORDER BY id DESC LIMIT %(n)s",
+            {"p": recipient_pseudonym, "n": limit},
+        )
         rows = cur.fetchall()
     conn.commit()
-    return [dict(zip(("id", "recipient_pseudonym", "action", "changed_by", "reason", "changed_at"), r))
-            for r in rows]
+    return [
+        dict(zip(("id", "recipient_pseudonym", "action", "changed_by", "reason", "changed_at"), r))
+        for r in rows
+    ]

@@ -17,6 +17,7 @@ passing a `Tariffs` explicitly). Sources of the defaults:
 Override with DIJLEPOST_TARIFF_POSTAGE_EUR, DIJLEPOST_TARIFF_REGISTERED_SURCHARGE_EUR,
 DIJLEPOST_TARIFF_PRINT_PER_LETTER_EUR, DIJLEPOST_TARIFF_PRINT_PER_EXTRA_PAGE_EUR, DIJLEPOST_TARIFF_SOURCE.
 """
+
 from __future__ import annotations
 
 import os
@@ -77,6 +78,11 @@ class Tariffs:
                 raise TariffError(f"{var}={raw!r} must be a non-negative amount in euro")
             values[name] = value
         if values:
-            values["source"] = environ.get("DIJLEPOST_TARIFF_SOURCE") or "environment (" + ", ".join(
-                _ENV[n] for n in values) + "); other figures: " + DEFAULT_SOURCE
+            values["source"] = (
+                environ.get("DIJLEPOST_TARIFF_SOURCE")
+                or "environment ("
+                + ", ".join(_ENV[n] for n in values)
+                + "); other figures: "
+                + DEFAULT_SOURCE
+            )
         return cls(**values)

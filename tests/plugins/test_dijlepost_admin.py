@@ -8,6 +8,7 @@ opens the page through the Admin menu (the plugin's navigation entry, shown in t
 - the viewer sees the page without forms, and a forged POST with the viewer's session is refused.
 Chromium is Debian's package (`.ci/run` installs it); Playwright only drives it, it downloads nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,15 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 USERS = {"ada": ("admin", "ada-" + uuid.uuid4().hex[:12]), "vik": ("viewer", "vik-" + uuid.uuid4().hex[:12])}
 
 
@@ -55,29 +63,56 @@ def airflow_api(pg_url, tmp_path_factory):
     passwords.write_text(json.dumps({name: pw for name, (_, pw) in USERS.items()}))
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"{SERVER.replace('postgresql://', 'postgresql+psycopg://')}/{meta}",
-        "AIRFLOW__CORE__AUTH_MANAGER":
-            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{n}:{role}" for n, (role, _) in USERS.items()),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "AIRFLOW_CONN_DIJLEPOST_DB": pg_url,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": SERVER.replace("postgresql://", "postgresql+psycopg://")
+            + f"/{meta}",
+            "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                f"{n}:{role}" for n, (role, _) in USERS.items()
+            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+            "AIRFLOW_CONN_DIJLEPOST_DB": pg_url,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
+    )
     log = (home / "api-server.log").open("w")
     server = None
     try:
-        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, cwd=ROOT,
-                       stdout=log, stderr=subprocess.STDOUT, timeout=180)
-        server = subprocess.Popen([sys.executable, "-m", "airflow", "api-server", "--host", "127.0.0.1",
-                                   "--port", str(port), "--workers", "1"], env=env, cwd=ROOT,
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            env=env,
+            check=True,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=180,
+        )
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "airflow",
+                "api-server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while True:
@@ -87,15 +122,17 @@ def airflow_api(pg_url, tmp_path_factory):
             except httpx.TransportError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"airflow api-server did not start; see {home / 'api-server.log'}:\n"
-                            + (home / "api-server.log").read_text()[-3000:])
+                pytest.fail(
+                    f"airflow api-server did not start; see {home / 'api-server.log'}:\n"
+                    + (home / "api-server.log").read_text()[-3000:]
+                )
             time.sleep(0.3)
         yield base
     finally:
         if server is not None and server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)       # the server and its own workers, nothing else
+            os.killpg(server.pid, signal.SIGTERM)  # the server and its own workers, nothing else
             try:
-                server.wait(timeout=2)          # a throwaway server: no need to wait for a graceful drain
+                server.wait(timeout=2)  # a throwaway server: no need to wait for a graceful drain
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
                 server.wait()
@@ -122,12 +159,15 @@ def phases(db):
     db.commit()
 
     def read():
-        rows = db.execute("SELECT department, phase, changed_by, reason FROM rollout_phases "
-                          "ORDER BY department").fetchall()
-        hist = db.execute("SELECT department, from_phase, to_phase, changed_by, reason FROM rollout_history "
-                          "ORDER BY id").fetchall()
+        rows = db.execute(
+            "SELECT department, phase, changed_by, reason FROM rollout_phases " "ORDER BY department"
+        ).fetchall()
+        hist = db.execute(
+            "SELECT department, from_phase, to_phase, changed_by, reason FROM rollout_history " "ORDER BY id"
+        ).fetchall()
         db.commit()
         return rows, hist
+
     return read
 
 
@@ -151,7 +191,8 @@ def sign_in_and_open_the_page(browser, base: str, user: str):
 
 
 def test_an_administrator_changes_a_phase_in_the_airflow_ui_and_sees_it_in_the_history(
-        airflow_api, browser, phases):
+    airflow_api, browser, phases
+):
     page, frame = sign_in_and_open_the_page(browser, airflow_api, "ada")
     try:
         assert frame.locator("#user").inner_text() == "ada"
@@ -170,9 +211,11 @@ def test_an_administrator_changes_a_phase_in_the_airflow_ui_and_sees_it_in_the_h
         frame.locator("#notice").wait_for()
         assert frame.locator("#phase-gas").inner_text() == "shadow"
         first_row = frame.locator("#history tr").nth(1).inner_text()
-        assert all(part in first_row for part in ("gas", "ada", "live", "shadow",
-                                                  "two weeks of shadow before the pilot"))
-        assert frame.locator("#shadow-gas").is_visible()           # the shadow report appears
+        assert all(
+            part in first_row
+            for part in ("gas", "ada", "live", "shadow", "two weeks of shadow before the pilot")
+        )
+        assert frame.locator("#shadow-gas").is_visible()  # the shadow report appears
     finally:
         page.context.close()
     rows, hist = phases()
@@ -189,14 +232,20 @@ def test_a_viewer_sees_the_page_read_only_and_cannot_change_anything(airflow_api
         assert frame.locator("form").count() == 0
         assert frame.locator("#phase-gas").inner_text() == "live"
         # the viewer's own session (cookie) forging what the form would send: refused server-side
-        forged = page.request.post(f"{airflow_api}/dijlepost-rollout/departments/gas/phase",
-                                   form={"phase": "paper", "reason": "sneaky"})
+        forged = page.request.post(
+            f"{airflow_api}/dijlepost-rollout/departments/gas/phase",
+            form={"phase": "paper", "reason": "sneaky"},
+        )
         assert forged.status == 403 and "only administrators" in forged.text()
-        api = page.request.put(f"{airflow_api}/dijlepost-rollout/api/v1/departments/gas/phase",
-                               data={"phase": "paper", "reason": "sneaky"})
+        api = page.request.put(
+            f"{airflow_api}/dijlepost-rollout/api/v1/departments/gas/phase",
+            data={"phase": "paper", "reason": "sneaky"},
+        )
         assert api.status == 403
-        exempt = page.request.post(f"{airflow_api}/dijlepost-rollout/api/v1/exemptions",
-                                   data={"recipient_pseudonym": "r-abc", "reason": "sneaky"})
+        exempt = page.request.post(
+            f"{airflow_api}/dijlepost-rollout/api/v1/exemptions",
+            data={"recipient_pseudonym": "r-abc", "reason": "sneaky"},
+        )
         assert exempt.status == 403
     finally:
         page.context.close()
@@ -206,19 +255,28 @@ def test_a_viewer_sees_the_page_read_only_and_cannot_change_anything(airflow_api
 def test_the_api_needs_airflow_authentication_and_takes_a_bearer_token(airflow_api, phases):
     with httpx.Client(base_url=airflow_api, timeout=10) as c:
         assert c.get("/dijlepost-rollout/api/v1/departments").status_code == 401
-        assert c.get("/dijlepost-rollout/api/v1/departments",
-                     headers={"Authorization": "Bearer not-a-token"}).status_code in (401, 403)
-        tokens = {u: c.post("/auth/token", json={"username": u, "password": USERS[u][1]}).json()["access_token"]
-                  for u in USERS}
-        me = c.get("/dijlepost-rollout/api/v1/me", headers={"Authorization": f"Bearer {tokens['vik']}"}).json()
+        assert c.get(
+            "/dijlepost-rollout/api/v1/departments", headers={"Authorization": "Bearer not-a-token"}
+        ).status_code in (401, 403)
+        tokens = {
+            u: c.post("/auth/token", json={"username": u, "password": USERS[u][1]}).json()["access_token"]
+            for u in USERS
+        }
+        me = c.get(
+            "/dijlepost-rollout/api/v1/me", headers={"Authorization": f"Bearer {tokens['vik']}"}
+        ).json()
         assert me == {"name": "vik", "is_admin": False}
-        r = c.put("/dijlepost-rollout/api/v1/departments/finance/phase",
-                  headers={"Authorization": f"Bearer {tokens['ada']}"},
-                  json={"phase": "pilot", "reason": "ten percent first", "pilot_percent": 10})
+        r = c.put(
+            "/dijlepost-rollout/api/v1/departments/finance/phase",
+            headers={"Authorization": f"Bearer {tokens['ada']}"},
+            json={"phase": "pilot", "reason": "ten percent first", "pilot_percent": 10},
+        )
         assert r.status_code == 200, r.text
-        r = c.put("/dijlepost-rollout/api/v1/departments/finance/phase",
-                  headers={"Authorization": f"Bearer {tokens['ada']}"},
-                  json={"phase": "pilot", "reason": "too many", "pilot_percent": 150})
+        r = c.put(
+            "/dijlepost-rollout/api/v1/departments/finance/phase",
+            headers={"Authorization": f"Bearer {tokens['ada']}"},
+            json={"phase": "pilot", "reason": "too many", "pilot_percent": 150},
+        )
         assert r.status_code == 422 and "outside 0..100" in r.json()["detail"]
     rows, hist = phases()
     assert ("finance", "pilot", "ada", "ten percent first") in rows

@@ -16,6 +16,7 @@ Cookie-authenticated browsers are protected against cross-site form posts by Air
 session cookie and, here, by refusing unsafe requests that a browser marks as cross-site
 (`Sec-Fetch-Site`) or whose `Origin` is another host.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -44,13 +45,13 @@ class PhaseChange(BaseModel):
     phase: str
     reason: str
     pilot_percent: int | None = None
-    pilot_allowlist: list[str] | None = None     # recipient pseudonyms (r-...)
+    pilot_allowlist: list[str] | None = None  # recipient pseudonyms (r-...)
 
 
 class ExemptionAdd(BaseModel):
     reason: str
-    recipient_pseudonym: str | None = None       # either a pseudonym ...
-    kind: str | None = None                      # ... or a kind and id, turned into a pseudonym here
+    recipient_pseudonym: str | None = None  # either a pseudonym ...
+    kind: str | None = None  # ... or a kind and id, turned into a pseudonym here
     recipient_id: str | None = None
 
 
@@ -73,12 +74,19 @@ def _json_safe(value):
     return value
 
 
-def create_app(connect: Callable[[], object], identify: Callable, *,
-               pseudonym_key: Callable[[], bytes] | None = None,
-               tariffs: Callable[[], Tariffs] = Tariffs.from_env,
-               login_url: Callable[[Request], str] | None = None) -> FastAPI:
-    app = FastAPI(title="dijlepost rollout administration", version="1",
-                  description="Rollout phases per department, pilot groups and paper exemptions.")
+def create_app(
+    connect: Callable[[], object],
+    identify: Callable,
+    *,
+    pseudonym_key: Callable[[], bytes] | None = None,
+    tariffs: Callable[[], Tariffs] = Tariffs.from_env,
+    login_url: Callable[[Request], str] | None = None,
+) -> FastAPI:
+    app = FastAPI(
+        title="dijlepost rollout administration",
+        version="1",
+        description="Rollout phases per department, pilot groups and paper exemptions.",
+    )
 
     def db() -> Iterator[object]:
         conn = connect()
@@ -134,20 +142,27 @@ def create_app(connect: Callable[[], object], identify: Callable, *,
 
     def department_or_404(department: str) -> str:
         if department not in DEPARTMENTS:
-            raise HTTPException(404, f"unknown department {department!r}; expected one of {', '.join(DEPARTMENTS)}")
+            raise HTTPException(
+                404, f"unknown department {department!r}; expected one of {', '.join(DEPARTMENTS)}"
+            )
         return department
 
     def overview(conn) -> list[dict]:
         t = tariffs()
         out = []
-        order = {d: i for i, d in enumerate(DEPARTMENTS)}      # wave order: finance, gas, economy_housing
+        order = {d: i for i, d in enumerate(DEPARTMENTS)}  # wave order: finance, gas, economy_housing
         for row in sorted(rollout.show(conn), key=lambda r: order.get(r["department"], len(order))):
             d = row["department"]
             report = figures.shadow_report(conn, d, t)
-            out.append({**row, "title": WAVES[d].title if d in WAVES else d,
-                        "recent_runs": figures.recent_runs(conn, d),
-                        "history": rollout.history(conn, d, limit=10),
-                        "shadow_report": report.to_dict() if row["phase"] == "shadow" or report.decided else None})
+            out.append(
+                {
+                    **row,
+                    "title": WAVES[d].title if d in WAVES else d,
+                    "recent_runs": figures.recent_runs(conn, d),
+                    "history": rollout.history(conn, d, limit=10),
+                    "shadow_report": report.to_dict() if row["phase"] == "shadow" or report.decided else None,
+                }
+            )
         return out
 
     # ------------------------------------------------------------------ JSON API
@@ -167,14 +182,27 @@ def create_app(connect: Callable[[], object], identify: Callable, *,
 
     @app.put("/api/v1/departments/{department}/phase")
     def change_phase(department: str, change: PhaseChange, who: Identity = Depends(admin), conn=Depends(db)):
-        before, after = rollout.set_phase(conn, department, change.phase, change.reason, who.name,
-                                          change.pilot_allowlist, change.pilot_percent)
-        return {"department": department, "from_phase": before, "to_phase": after, "changed_by": who.name,
-                "takes_effect": "at the next run"}
+        before, after = rollout.set_phase(
+            conn,
+            department,
+            change.phase,
+            change.reason,
+            who.name,
+            change.pilot_allowlist,
+            change.pilot_percent,
+        )
+        return {
+            "department": department,
+            "from_phase": before,
+            "to_phase": after,
+            "changed_by": who.name,
+            "takes_effect": "at the next run",
+        }
 
     @app.get("/api/v1/departments/{department}/history")
-    def department_history(department: str, limit: int = 100, who: Identity = Depends(identify),
-                           conn=Depends(db)):
+    def department_history(
+        department: str, limit: int = 100, who: Identity = Depends(identify), conn=Depends(db)
+    ):
         department_or_404(department)
         return _json_safe(rollout.history(conn, department, limit=min(max(limit, 1), 1000)))
 
@@ -184,8 +212,9 @@ def create_app(connect: Callable[[], object], identify: Callable, *,
         return _json_safe(figures.recent_runs(conn, department, limit=min(max(limit, 1), 100)))
 
     @app.get("/api/v1/departments/{department}/shadow-report")
-    def department_shadow_report(department: str, days: int | None = None, who: Identity = Depends(identify),
-                                 conn=Depends(db)):
+    def department_shadow_report(
+        department: str, days: int | None = None, who: Identity = Depends(identify), conn=Depends(db)
+    ):
         department_or_404(department)
         return figures.shadow_report(conn, department, tariffs(), days).to_dict()
 
@@ -198,8 +227,12 @@ def create_app(connect: Callable[[], object], identify: Callable, *,
         return _json_safe(rollout.exemptions(conn))
 
     @app.get("/api/v1/exemptions/history")
-    def exemptions_history(recipient_pseudonym: str | None = None, limit: int = 100,
-                           who: Identity = Depends(identify), conn=Depends(db)):
+    def exemptions_history(
+        recipient_pseudonym: str | None = None,
+        limit: int = 100,
+        who: Identity = Depends(identify),
+        conn=Depends(db),
+    ):
         return _json_safe(rollout.exemption_history(conn, recipient_pseudonym, min(max(limit, 1), 1000)))
 
     @app.post("/api/v1/exemptions")
@@ -209,8 +242,9 @@ def create_app(connect: Callable[[], object], identify: Callable, *,
         return JSONResponse({"recipient_pseudonym": p, "added": added}, status_code=201 if added else 200)
 
     @app.post("/api/v1/exemptions/{recipient_pseudonym}/remove")
-    def remove_exemption(recipient_pseudonym: str, body: ExemptionRemove, who: Identity = Depends(admin),
-                         conn=Depends(db)):
+    def remove_exemption(
+        recipient_pseudonym: str, body: ExemptionRemove, who: Identity = Depends(admin), conn=Depends(db)
+    ):
         removed = rollout.remove_exemption(conn, recipient_pseudonym, body.reason, who.name)
         if not removed:
             raise HTTPException(404, f"{recipient_pseudonym} has no paper exemption")
@@ -220,10 +254,17 @@ def create_app(connect: Callable[[], object], identify: Callable, *,
 
     def page(request: Request, who: Identity, conn, *, error: str | None = None, status: int = 200):
         html = render_page(
-            prefix=request.scope.get("root_path", "").rstrip("/"), who=who, departments=overview(conn),
-            history=rollout.history(conn, limit=25), exemptions=rollout.exemptions(conn),
-            exemption_history=rollout.exemption_history(conn, limit=25), phases=rollout.PHASES,
-            error=error, notice=_notice(request), tariffs=tariffs())
+            prefix=request.scope.get("root_path", "").rstrip("/"),
+            who=who,
+            departments=overview(conn),
+            history=rollout.history(conn, limit=25),
+            exemptions=rollout.exemptions(conn),
+            exemption_history=rollout.exemption_history(conn, limit=25),
+            phases=rollout.PHASES,
+            error=error,
+            notice=_notice(request),
+            tariffs=tariffs(),
+        )
         return HTMLResponse(html, status_code=status)
 
     def form_action(request: Request, who: Identity, conn, action: Callable[[], str]):
@@ -247,37 +288,72 @@ def create_app(connect: Callable[[], object], identify: Callable, *,
         return page(request, who, conn)
 
     @app.post("/departments/{department}/phase", response_class=HTMLResponse)
-    def form_phase(request: Request, department: str, phase: str = Form(""), reason: str = Form(""),
-                   pilot_percent: str = Form(""), who: Identity = Depends(identify), conn=Depends(db)):
+    def form_phase(
+        request: Request,
+        department: str,
+        phase: str = Form(""),
+        reason: str = Form(""),
+        pilot_percent: str = Form(""),
+        who: Identity = Depends(identify),
+        conn=Depends(db),
+    ):
         def act():
-            rollout.set_phase(conn, department, phase, reason, who.name, None,
-                              pilot_percent if pilot_percent.strip() else None)
+            rollout.set_phase(
+                conn,
+                department,
+                phase,
+                reason,
+                who.name,
+                None,
+                pilot_percent if pilot_percent.strip() else None,
+            )
             return f"phase:{department}"
+
         return form_action(request, who, conn, act)
 
     @app.post("/exemptions/add", response_class=HTMLResponse)
-    def form_exemption_add(request: Request, recipient: str = Form(""), kind: str = Form("citizen"),
-                           reason: str = Form(""), who: Identity = Depends(identify), conn=Depends(db)):
+    def form_exemption_add(
+        request: Request,
+        recipient: str = Form(""),
+        kind: str = Form("citizen"),
+        reason: str = Form(""),
+        who: Identity = Depends(identify),
+        conn=Depends(db),
+    ):
         def act():
             value = recipient.strip()
-            p = to_pseudonym(value if value.startswith("r-") else None, kind, None if value.startswith("r-")
-                             else value)
-            return "exemption-added" if rollout.add_exemption(conn, p, reason, who.name) else "exemption-exists"
+            p = to_pseudonym(
+                value if value.startswith("r-") else None, kind, None if value.startswith("r-") else value
+            )
+            return (
+                "exemption-added" if rollout.add_exemption(conn, p, reason, who.name) else "exemption-exists"
+            )
+
         return form_action(request, who, conn, act)
 
     @app.post("/exemptions/remove", response_class=HTMLResponse)
-    def form_exemption_remove(request: Request, recipient_pseudonym: str = Form(""), reason: str = Form(""),
-                              who: Identity = Depends(identify), conn=Depends(db)):
+    def form_exemption_remove(
+        request: Request,
+        recipient_pseudonym: str = Form(""),
+        reason: str = Form(""),
+        who: Identity = Depends(identify),
+        conn=Depends(db),
+    ):
         def act():
             removed = rollout.remove_exemption(conn, recipient_pseudonym, reason, who.name)
             return "exemption-removed" if removed else "exemption-absent"
+
         return form_action(request, who, conn, act)
 
     if login_url is not None:
+
         @app.exception_handler(HTTPException)
         async def to_login(request: Request, exc: HTTPException):
-            wants_html = request.method == "GET" and "text/html" in request.headers.get("accept", "") \
+            wants_html = (
+                request.method == "GET"
+                and "text/html" in request.headers.get("accept", "")
                 and not request.url.path.startswith(request.scope.get("root_path", "") + "/api/")
+            )
             if exc.status_code == 401 and wants_html:
                 return RedirectResponse(login_url(request), status_code=303)
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)

@@ -3,6 +3,7 @@ report (what share of a department's letters would have gone digital, and what t
 
 Pure SQL over `letters`; no personal data leaves these functions (counts and amounts only).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -40,11 +41,22 @@ def recent_runs(conn, department: str, limit: int = 5, days: int = 14) -> list[d
              GROUP BY claim_run_id
              ORDER BY max(coalesce(final_at, claimed_at)) DESC NULLS LAST, claim_run_id DESC
              LIMIT %s
-            """, (department, days, limit))
+            """,
+            (department, days, limit),
+        )
         rows = cur.fetchall()
     conn.commit()
-    names = ("run", "started", "last_final", "ebox", "paper", "quarantined", "unfinished", "shadow_ebox",
-             "phases")
+    names = (
+        "run",
+        "started",
+        "last_final",
+        "ebox",
+        "paper",
+        "quarantined",
+        "unfinished",
+        "shadow_ebox",
+        "phases",
+    )
     return [dict(zip(names, r)) for r in rows]
 
 
@@ -64,11 +76,11 @@ def totals(conn) -> dict[str, dict[str, int]]:
 class ShadowReport:
     department: str
     since: datetime | None
-    decided: int                # letters decided while the department was in shadow
-    would_be_ebox: int          # ... that live would have sent to the eBox
-    would_be_paper: int         # ... that live would have sent on paper as well
-    quarantined: int            # ... that could not be sent at all
-    pages_estimated: int        # would-be-eBox letters not rendered yet, counted as one page
+    decided: int  # letters decided while the department was in shadow
+    would_be_ebox: int  # ... that live would have sent to the eBox
+    would_be_paper: int  # ... that live would have sent on paper as well
+    quarantined: int  # ... that could not be sent at all
+    pages_estimated: int  # would-be-eBox letters not rendered yet, counted as one page
     postage_saving: Decimal
     printing_saving: Decimal
     tariffs: Tariffs
@@ -94,8 +106,9 @@ class ShadowReport:
         return d
 
 
-def shadow_report(conn, department: str, tariffs: Tariffs | None = None,
-                  days: int | None = None) -> ShadowReport:
+def shadow_report(
+    conn, department: str, tariffs: Tariffs | None = None, days: int | None = None
+) -> ShadowReport:
     """What the letters decided in phase `shadow` would have done live (`letters.shadow_channel`).
 
     Savings are counted for the would-be-eBox letters only: postage (plus the registered surcharge for
@@ -105,6 +118,7 @@ def shadow_report(conn, department: str, tariffs: Tariffs | None = None,
     check_department(department)
     if days is not None and (not isinstance(days, int) or isinstance(days, bool) or days < 1):
         from include.dijlepost.rollout import RolloutChangeRefused
+
         raise RolloutChangeRefused(f"days {days!r} must be a whole number of at least 1")
     tariffs = tariffs or Tariffs.from_env()
     since = None
@@ -119,7 +133,9 @@ def shadow_report(conn, department: str, tariffs: Tariffs | None = None,
              WHERE department = %(d)s AND rollout_phase = 'shadow' AND decided_at IS NOT NULL
                AND (%(since)s::timestamptz IS NULL OR decided_at >= %(since)s)
              GROUP BY 1, 2, 3, 4
-            """, {"d": department, "since": since})
+            """,
+            {"d": department, "since": since},
+        )
         rows = cur.fetchall()
     conn.commit()
     decided = ebox = paper = quarantined = estimated = 0
@@ -135,5 +151,15 @@ def shadow_report(conn, department: str, tariffs: Tariffs | None = None,
             paper += n
         elif is_quarantined:
             quarantined += n
-    return ShadowReport(department, since, decided, ebox, paper, quarantined, estimated,
-                        postage - tariffs.ebox * ebox, printing, tariffs)
+    return ShadowReport(
+        department,
+        since,
+        decided,
+        ebox,
+        paper,
+        quarantined,
+        estimated,
+        postage - tariffs.ebox * ebox,
+        printing,
+        tariffs,
+    )

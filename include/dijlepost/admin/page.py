@@ -1,4 +1,5 @@
 """The admin page's HTML (Jinja2, autoescaped). Forms are only rendered for administrators."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -149,7 +150,11 @@ TEMPLATE = r"""<!doctype html>
 
 
 def _when(value) -> str:
-    return value.strftime("%Y-%m-%d %H:%M %Z").strip() if value is not None and hasattr(value, "strftime") else ""
+    return (
+        value.strftime("%Y-%m-%d %H:%M %Z").strip()
+        if value is not None and hasattr(value, "strftime")
+        else ""
+    )
 
 
 def _eur(value) -> str:

@@ -1,11 +1,24 @@
 """Rollout phases and paper exemptions (`include.dijlepost.rollout`) against a real PostgreSQL."""
+
 from __future__ import annotations
 
 import pytest
 
-from include.dijlepost.rollout import (PHASES, PILOT_BUCKETS, RolloutChangeRefused, RolloutState,
-                                       UnknownRolloutPhase, add_exemption, exemption_history, exemptions,
-                                       pilot_bucket, read_state, remove_exemption, set_phase, show)
+from include.dijlepost.rollout import (
+    PHASES,
+    PILOT_BUCKETS,
+    RolloutChangeRefused,
+    RolloutState,
+    UnknownRolloutPhase,
+    add_exemption,
+    exemption_history,
+    exemptions,
+    pilot_bucket,
+    read_state,
+    remove_exemption,
+    set_phase,
+    show,
+)
 from include.dijlepost.rollout import history as phase_history
 from include.dijlepost.waves import DEPARTMENTS
 
@@ -26,21 +39,24 @@ def _reset_rollout_admin(request):
         db.execute("UPDATE rollout_phases SET pilot_percent = 0")
         db.execute("TRUNCATE paper_exemption_history RESTART IDENTITY")
         db.commit()
+
     reset()
     yield
     reset()
 
 
 def phases(db) -> dict[str, tuple]:
-    rows = db.execute("SELECT department, phase, pilot_allowlist, changed_by, reason, pilot_percent "
-                      "FROM rollout_phases").fetchall()
+    rows = db.execute(
+        "SELECT department, phase, pilot_allowlist, changed_by, reason, pilot_percent " "FROM rollout_phases"
+    ).fetchall()
     db.commit()
     return {r[0]: r[1:] for r in rows}
 
 
 def history(db) -> list[tuple]:
-    rows = db.execute("SELECT department, from_phase, to_phase, changed_by, reason FROM rollout_history "
-                      "ORDER BY id").fetchall()
+    rows = db.execute(
+        "SELECT department, from_phase, to_phase, changed_by, reason FROM rollout_history " "ORDER BY id"
+    ).fetchall()
     db.commit()
     return rows
 
@@ -53,12 +69,14 @@ def exempt_rows(db) -> dict[str, tuple]:
 
 @pytest.mark.parametrize("phase", PHASES)
 def test_read_state_returns_each_phase_and_the_allowlist(db, phase):
-    db.execute("UPDATE rollout_phases SET phase = %s, pilot_allowlist = %s WHERE department = 'gas'",
-               (phase, ["r-aaa", "r-bbb"]))
+    db.execute(
+        "UPDATE rollout_phases SET phase = %s, pilot_allowlist = %s WHERE department = 'gas'",
+        (phase, ["r-aaa", "r-bbb"]),
+    )
     db.commit()
     st = read_state(db, "gas")
     assert st == RolloutState("gas", phase, frozenset({"r-aaa", "r-bbb"}))
-    assert read_state(db, "finance").phase == "live"      # the fixture's reset, untouched by the update
+    assert read_state(db, "finance").phase == "live"  # the fixture's reset, untouched by the update
 
 
 def test_read_state_does_not_leave_a_transaction_open(db):
@@ -78,8 +96,10 @@ def test_unknown_phase_in_the_table_is_an_error_never_live(db, bad):
 
 
 def test_department_without_a_row_is_an_error(db):
-    saved = db.execute("SELECT department, phase, pilot_allowlist, changed_by, reason FROM rollout_phases "
-                       "WHERE department = 'gas'").fetchone()
+    saved = db.execute(
+        "SELECT department, phase, pilot_allowlist, changed_by, reason FROM rollout_phases "
+        "WHERE department = 'gas'"
+    ).fetchone()
     db.execute("DELETE FROM rollout_phases WHERE department = 'gas'")
     db.commit()
     try:
@@ -90,8 +110,11 @@ def test_department_without_a_row_is_an_error(db):
         assert history(db)[-1] == ("gas", None, "paper", "tester", "restore")
     finally:
         db.rollback()
-        db.execute("INSERT INTO rollout_phases (department, phase, pilot_allowlist, changed_by, reason) "
-                   "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (department) DO NOTHING", saved)
+        db.execute(
+            "INSERT INTO rollout_phases (department, phase, pilot_allowlist, changed_by, reason) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (department) DO NOTHING",
+            saved,
+        )
         db.commit()
 
 
@@ -101,7 +124,7 @@ def test_xcom_round_trip(percent):
     data = st.to_xcom()
     assert data["pilot_allowlist"] == ["r-1", "r-2"] and data["pilot_percent"] == percent
     assert RolloutState.from_xcom(data) == st
-    old = RolloutState.from_xcom({"department": "gas", "phase": "paper"})    # an XCom from before 0006
+    old = RolloutState.from_xcom({"department": "gas", "phase": "paper"})  # an XCom from before 0006
     assert old.pilot_allowlist == frozenset() and old.pilot_percent == 0
 
 
@@ -112,7 +135,10 @@ def test_read_state_returns_the_pilot_percentage(db):
 
 def test_set_phase_changes_the_phase_and_records_history(db):
     assert set_phase(db, "finance", "shadow", "  first shadow week  ", "an.admin") == ("live", "shadow")
-    assert set_phase(db, "finance", "pilot", "pilot group ready", "an.admin", ["r-1", "r-2"]) == ("shadow", "pilot")
+    assert set_phase(db, "finance", "pilot", "pilot group ready", "an.admin", ["r-1", "r-2"]) == (
+        "shadow",
+        "pilot",
+    )
     assert set_phase(db, "finance", "live", "pilot went fine", "other.admin") == ("pilot", "live")
 
     assert phases(db)["finance"] == ("live", ["r-1", "r-2"], "other.admin", "pilot went fine", 0)
@@ -141,27 +167,31 @@ def test_history_records_the_pilot_group_with_each_change(db):
     set_phase(db, "gas", "pilot", "twenty percent", "b", pilot_percent=" 20 % ")
     set_phase(db, "finance", "paper", "printer test", "c")
     rows = phase_history(db, "gas")
-    assert [(r["from_phase"], r["to_phase"], r["changed_by"], r["reason"], r["pilot_percent"], r["pilot_size"])
-            for r in rows] == [("pilot", "pilot", "b", "twenty percent", 20, 2),
-                               ("live", "pilot", "a", "ten percent", 10, 2)]
+    assert [
+        (r["from_phase"], r["to_phase"], r["changed_by"], r["reason"], r["pilot_percent"], r["pilot_size"])
+        for r in rows
+    ] == [("pilot", "pilot", "b", "twenty percent", 20, 2), ("live", "pilot", "a", "ten percent", 10, 2)]
     assert [r["department"] for r in phase_history(db)] == ["finance", "gas", "gas"]
     assert len(phase_history(db, limit=1)) == 1
     with pytest.raises(RolloutChangeRefused, match="unknown department"):
         phase_history(db, "culture")
 
 
-@pytest.mark.parametrize("percent,allowlist,match", [
-    (0, [], "needs a pilot group"),
-    (None, None, "needs a pilot group"),         # the fixture leaves no allowlist and 0 %
-    (101, None, "outside 0..100"),
-    (-1, None, "outside 0..100"),
-    ("150", None, "outside 0..100"),
-    ("ten", None, "not a whole number"),
-    ("12.5", None, "not a whole number"),
-    (12.5, None, "outside 0..100"),
-    (True, None, "not a whole number"),
-    (10, ["85073003328"], "not recipient pseudonyms"),
-])
+@pytest.mark.parametrize(
+    "percent,allowlist,match",
+    [
+        (0, [], "needs a pilot group"),
+        (None, None, "needs a pilot group"),  # the fixture leaves no allowlist and 0 %
+        (101, None, "outside 0..100"),
+        (-1, None, "outside 0..100"),
+        ("150", None, "outside 0..100"),
+        ("ten", None, "not a whole number"),
+        ("12.5", None, "not a whole number"),
+        (12.5, None, "outside 0..100"),
+        (True, None, "not a whole number"),
+        (10, ["85073003328"], "not recipient pseudonyms"),
+    ],
+)
 def test_bad_pilot_group_is_refused_and_changes_nothing(db, percent, allowlist, match):
     before_phases, before_history = phases(db), history(db)
     with pytest.raises(RolloutChangeRefused, match=match):
@@ -174,10 +204,12 @@ def test_bad_pilot_group_is_refused_and_changes_nothing(db, percent, allowlist, 
 def test_pilot_bucket_is_stable_and_spread_evenly():
     people = [f"r-{i:020x}" for i in range(20_000)]
     buckets = [pilot_bucket(p) for p in people]
-    assert buckets == [pilot_bucket(p) for p in people]                       # same person, same bucket
+    assert buckets == [pilot_bucket(p) for p in people]  # same person, same bucket
     assert all(0 <= b < PILOT_BUCKETS for b in buckets)
     for percent in (1, 10, 25, 50, 90):
-        share = sum(RolloutState("gas", "pilot", pilot_percent=percent).in_pilot(p) for p in people) / len(people)
+        share = sum(RolloutState("gas", "pilot", pilot_percent=percent).in_pilot(p) for p in people) / len(
+            people
+        )
         assert abs(share - percent / 100) < 0.015, (percent, share)
 
 
@@ -188,7 +220,7 @@ def test_raising_the_percentage_only_adds_people():
         group = {p for p in people if RolloutState("gas", "pilot", pilot_percent=percent).in_pilot(p)}
         assert previous <= group, percent
         previous = group
-    assert previous == set(people)                                          # 100 % is everyone
+    assert previous == set(people)  # 100 % is everyone
     assert not any(RolloutState("gas", "pilot").in_pilot(p) for p in people)  # 0 % and no allowlist
 
 
@@ -198,18 +230,21 @@ def test_the_allowlist_is_in_the_pilot_whatever_the_percentage():
     assert RolloutState("gas", "pilot", frozenset({outsider}), 50).in_pilot(outsider)
 
 
-@pytest.mark.parametrize("department,phase,reason,by,match", [
-    ("culture", "live", "why", "me", "unknown department"),
-    ("finance", "liv", "why", "me", "unknown phase"),
-    ("finance", "LIVE", "why", "me", "unknown phase"),
-    ("finance", "paper", "", "me", "reason is required"),
-    ("finance", "paper", "   \t", "me", "reason is required"),
-    ("finance", "paper", None, "me", "reason is required"),
-    ("finance", "paper", "why", "", "must be named"),
-    ("finance", "paper", "why", "  ", "must be named"),
-    ("finance", "paper", "why", None, "must be named"),
-    (None, "paper", "why", "me", "unknown department"),
-])
+@pytest.mark.parametrize(
+    "department,phase,reason,by,match",
+    [
+        ("culture", "live", "why", "me", "unknown department"),
+        ("finance", "liv", "why", "me", "unknown phase"),
+        ("finance", "LIVE", "why", "me", "unknown phase"),
+        ("finance", "paper", "", "me", "reason is required"),
+        ("finance", "paper", "   \t", "me", "reason is required"),
+        ("finance", "paper", None, "me", "reason is required"),
+        ("finance", "paper", "why", "", "must be named"),
+        ("finance", "paper", "why", "  ", "must be named"),
+        ("finance", "paper", "why", None, "must be named"),
+        (None, "paper", "why", "me", "unknown department"),
+    ],
+)
 def test_set_phase_refuses_and_leaves_the_database_unchanged(db, department, phase, reason, by, match):
     before_phases, before_history = phases(db), history(db)
     with pytest.raises(RolloutChangeRefused, match=match):
@@ -222,8 +257,12 @@ def test_show_lists_every_department(db):
     set_phase(db, "gas", "pilot", "pilot starts", "tester", ["r-1", "r-2", "r-3"])
     rows = {r["department"]: r for r in show(db)}
     assert sorted(rows) == sorted(DEPARTMENTS)
-    assert (rows["gas"]["phase"], rows["gas"]["pilot_size"], rows["gas"]["changed_by"], rows["gas"]["reason"]) == \
-        ("pilot", 3, "tester", "pilot starts")
+    assert (
+        rows["gas"]["phase"],
+        rows["gas"]["pilot_size"],
+        rows["gas"]["changed_by"],
+        rows["gas"]["reason"],
+    ) == ("pilot", 3, "tester", "pilot starts")
     assert rows["finance"]["phase"] == "live" and rows["finance"]["pilot_size"] == 0
     assert rows["gas"]["pilot_percent"] == 0
 
@@ -240,8 +279,9 @@ def test_exemptions_are_added_once_and_removed_once_with_their_history(db):
     assert exempt_rows(db) == {"r-def": ("desk.clerk", "social service")}
     assert [e["recipient_pseudonym"] for e in exemptions(db)] == ["r-def"]
 
-    assert [(h["recipient_pseudonym"], h["action"], h["changed_by"], h["reason"])
-            for h in exemption_history(db)] == [
+    assert [
+        (h["recipient_pseudonym"], h["action"], h["changed_by"], h["reason"]) for h in exemption_history(db)
+    ] == [
         ("r-abc", "remove", "other.clerk", "has internet at home now"),
         ("r-def", "add", "desk.clerk", "social service"),
         ("r-abc", "add", "desk.clerk", "digipunt request"),
@@ -264,8 +304,10 @@ def test_an_exemption_names_who_added_it(db, added_by):
     assert exempt_rows(db) == {}
 
 
-@pytest.mark.parametrize("reason,by,match", [("", "clerk", "reason"), ("   ", "clerk", "reason"),
-                                             (None, "clerk", "reason"), ("moved", "", "named")])
+@pytest.mark.parametrize(
+    "reason,by,match",
+    [("", "clerk", "reason"), ("   ", "clerk", "reason"), (None, "clerk", "reason"), ("moved", "", "named")],
+)
 def test_removing_an_exemption_needs_a_reason_and_a_name_and_changes_nothing_without(db, reason, by, match):
     add_exemption(db, "r-abc", "digipunt", "desk.clerk")
     with pytest.raises(RolloutChangeRefused, match=match):

@@ -174,7 +174,8 @@ def test_pilot_allowlist_and_percentage_together():
 
 
 def test_pilot_of_a_hundred_percent_is_everyone_with_an_ebox():
-    assert decide(facts(recipient_pseudonym=OUTSIDER), state("pilot", allowlist=(), percent=100)).channel == EBOX
+    everyone = state("pilot", allowlist=(), percent=100)
+    assert decide(facts(recipient_pseudonym=OUTSIDER), everyone).channel == EBOX
 
 
 def test_shadow_decides_as_live_whatever_the_pilot_group():

@@ -1,4 +1,5 @@
 """Tariffs (`include.dijlepost.tariffs`): what a paper letter costs, from defaults or the environment."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -16,21 +17,32 @@ def test_defaults_are_documented_and_used_without_environment():
 
 
 def test_paper_cost_adds_postage_registered_surcharge_and_printing_per_page():
-    t = Tariffs(postage=Decimal("1.00"), registered_surcharge=Decimal("5.00"), print_per_letter=Decimal("0.20"),
-                print_per_extra_page=Decimal("0.10"))
+    t = Tariffs(
+        postage=Decimal("1.00"),
+        registered_surcharge=Decimal("5.00"),
+        print_per_letter=Decimal("0.20"),
+        print_per_extra_page=Decimal("0.10"),
+    )
     assert t.paper_cost(1) == Decimal("1.20")
     assert t.paper_cost(3) == Decimal("1.40")
-    assert t.paper_cost(None) == Decimal("1.20")           # not rendered yet: one page
+    assert t.paper_cost(None) == Decimal("1.20")  # not rendered yet: one page
     assert t.paper_cost(2, registered=True) == Decimal("6.30")
     assert t.saving(2, registered=True) == Decimal("6.30")
 
 
 def test_environment_overrides_and_names_its_source():
-    t = Tariffs.from_env({"DIJLEPOST_TARIFF_POSTAGE_EUR": " 0.95 ", "DIJLEPOST_TARIFF_PRINT_PER_LETTER_EUR": "0.18"})
-    assert (t.postage, t.print_per_letter, t.registered_surcharge) == (Decimal("0.95"), Decimal("0.18"),
-                                                                       Tariffs().registered_surcharge)
+    t = Tariffs.from_env(
+        {"DIJLEPOST_TARIFF_POSTAGE_EUR": " 0.95 ", "DIJLEPOST_TARIFF_PRINT_PER_LETTER_EUR": "0.18"}
+    )
+    assert (t.postage, t.print_per_letter, t.registered_surcharge) == (
+        Decimal("0.95"),
+        Decimal("0.18"),
+        Tariffs().registered_surcharge,
+    )
     assert "DIJLEPOST_TARIFF_POSTAGE_EUR" in t.source and "DIJLEPOST_TARIFF_PRINT_PER_LETTER_EUR" in t.source
-    named = Tariffs.from_env({"DIJLEPOST_TARIFF_POSTAGE_EUR": "0.95", "DIJLEPOST_TARIFF_SOURCE": "bpost contract 2026"})
+    named = Tariffs.from_env(
+        {"DIJLEPOST_TARIFF_POSTAGE_EUR": "0.95", "DIJLEPOST_TARIFF_SOURCE": "bpost contract 2026"}
+    )
     assert named.source == "bpost contract 2026"
 
 

@@ -2,6 +2,7 @@
 FastAPI's TestClient in-process. Who is signed in is given per request in the `X-Test-User` header
 (`name` or `name:admin`): the app receives identity through a dependency, and Airflow's real JWT
 authentication behind that dependency is exercised by tests/plugins/test_admin_page_e2e.py."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -15,7 +16,7 @@ from include.dijlepost.admin.app import Identity, create_app
 from include.dijlepost.tariffs import Tariffs
 
 NRN = "85073003328"
-TARIFFS = Tariffs()   # the documented defaults, whatever the environment says
+TARIFFS = Tariffs()  # the documented defaults, whatever the environment says
 
 
 def header_identity(request: Request) -> Identity:
@@ -29,11 +30,13 @@ def header_identity(request: Request) -> Identity:
 @pytest.fixture
 def rollout_db(db):
     """The shared `db` fixture, plus the state migration 0006 added (pilot percentage, exemption history)."""
+
     def reset():
         db.rollback()
         db.execute("UPDATE rollout_phases SET pilot_percent = 0")
         db.execute("TRUNCATE paper_exemption_history RESTART IDENTITY")
         db.commit()
+
     reset()
     yield db
     reset()
@@ -41,8 +44,12 @@ def rollout_db(db):
 
 @pytest.fixture
 def app(pg_url, rollout_db):
-    return create_app(lambda: psycopg.connect(pg_url), header_identity,
-                      pseudonym_key=lambda: b"test-pseudonym-key-not-secret", tariffs=lambda: TARIFFS)
+    return create_app(
+        lambda: psycopg.connect(pg_url),
+        header_identity,
+        pseudonym_key=lambda: b"test-pseudonym-key-not-secret",
+        tariffs=lambda: TARIFFS,
+    )
 
 
 @pytest.fixture
@@ -63,10 +70,13 @@ def anonymous(app):
         yield c
 
 
-def add_letters(db, department: str, n: int, *, run: str | None = None, status: str = "pending",
-                prefix: str = "L", **cols) -> list[str]:
+def add_letters(
+    db, department: str, n: int, *, run: str | None = None, status: str = "pending", prefix: str = "L", **cols
+) -> list[str]:
     """Insert n letters in a given state, as the pipeline leaves them."""
-    letter_type = {"finance": "invoice", "gas": "gas_finding", "economy_housing": "premium_decision"}[department]
+    letter_type = {"finance": "invoice", "gas": "gas_finding", "economy_housing": "premium_decision"}[
+        department
+    ]
     start = db.execute("SELECT count(*) FROM letters").fetchone()[0]
     final = status in ("delivered_ebox", "handed_to_print", "quarantined")
     now = datetime.now(timezone.utc)
@@ -74,16 +84,29 @@ def add_letters(db, department: str, n: int, *, run: str | None = None, status: 
     with db.cursor() as cur:
         for i in range(n):
             lid = f"{prefix}-{start + i:05d}"
-            row = {"letter_id": lid, "department": department, "letter_type": letter_type,
-                   "recipient_kind": "citizen", "recipient_id": NRN, "recipient_name": "Test Person",
-                   "street": "Bruul 1", "postal_code": "2800", "city": "Mechelen", "language": "nl",
-                   "status": status, "claim_run_id": run, "claimed_at": now - timedelta(minutes=5) if run else None,
-                   "final_at": now if final else None,
-                   "decided_at": now - timedelta(minutes=4) if run else None,
-                   "quarantine_reason": "incomplete_address: no street" if status == "quarantined" else None,
-                   **cols}
-            cur.execute(f"INSERT INTO letters ({', '.join(row)}) VALUES ({', '.join(['%s'] * len(row))})",
-                        list(row.values()))
+            row = {
+                "letter_id": lid,
+                "department": department,
+                "letter_type": letter_type,
+                "recipient_kind": "citizen",
+                "recipient_id": NRN,
+                "recipient_name": "Test Person",
+                "street": "Bruul 1",
+                "postal_code": "2800",
+                "city": "Mechelen",
+                "language": "nl",
+                "status": status,
+                "claim_run_id": run,
+                "claimed_at": now - timedelta(minutes=5) if run else None,
+                "final_at": now if final else None,
+                "decided_at": now - timedelta(minutes=4) if run else None,
+                "quarantine_reason": "incomplete_address: no street" if status == "quarantined" else None,
+                **cols,
+            }
+            cur.execute(
+                f"INSERT INTO letters ({', '.join(row)}) VALUES ({', '.join(['%s'] * len(row))})",
+                list(row.values()),
+            )
             ids.append(lid)
     db.commit()
     return ids

@@ -1,5 +1,6 @@
 """Figures of the admin page and CLI: recent runs and the shadow report, on letters the real pipeline
 decided (real PostgreSQL, the eBox sandbox over HTTPS) and on hand-made rows for exact amounts."""
+
 from __future__ import annotations
 
 from datetime import date, timedelta
@@ -22,14 +23,25 @@ from .conftest import add_letters
 
 pytestmark = pytest.mark.integration
 KEY = b"test-pseudonym-key-not-secret"
-TARIFFS = Tariffs(postage=Decimal("1.00"), registered_surcharge=Decimal("5.00"), print_per_letter=Decimal("0.20"),
-                  print_per_extra_page=Decimal("0.10"), source="test")
+TARIFFS = Tariffs(
+    postage=Decimal("1.00"),
+    registered_surcharge=Decimal("5.00"),
+    print_per_letter=Decimal("0.20"),
+    print_per_extra_page=Decimal("0.10"),
+    source="test",
+)
 
 
 def test_shadow_report_of_letters_the_pipeline_decided_in_shadow(rollout_db, ebox):
     db = rollout_db
-    data = dataset.build(seed=11, mix={"economy_housing": 60}, today=date(2026, 3, 2), prefix="SH",
-                         ebox_share=0.6, mistakes=False)
+    data = dataset.build(
+        seed=11,
+        mix={"economy_housing": 60},
+        today=date(2026, 3, 2),
+        prefix="SH",
+        ebox_share=0.6,
+        mistakes=False,
+    )
     data.no_digital_user.clear()
     data.paper_exempt.clear()
     assert not import_rows(db, enumerate(data.letters, start=1)).errors
@@ -37,7 +49,9 @@ def test_shadow_report_of_letters_the_pipeline_decided_in_shadow(rollout_db, ebo
         ebox.state.register_recipient(kind, rid, active=True, exclusively_ebox=exclusive)
     set_phase(db, "economy_housing", "shadow", "measure first", "tester")
     run = "letters_economy_housing:manual__1"
-    ctx = RunContext(dag_id="letters_economy_housing", run_id="manual__1", task_id="t", map_index=-1, try_number=1)
+    ctx = RunContext(
+        dag_id="letters_economy_housing", run_id="manual__1", task_id="t", map_index=-1, try_number=1
+    )
     client = EboxClient(ebox.config(backoff_base_seconds=0.01, max_attempts=2, timeout_seconds=5))
     claim(db, "economy_housing", run, 1000, 1000, timedelta(hours=3), ctx)
     pipeline.check_activation(db, client, KEY, run, timedelta(days=7), ctx)
@@ -45,8 +59,10 @@ def test_shadow_report_of_letters_the_pipeline_decided_in_shadow(rollout_db, ebo
 
     report = shadow_report(db, "economy_housing", TARIFFS)
     active = {(k, normalize_recipient_id(k, r)) for k, r in data.ebox_active}
-    letters = db.execute("SELECT recipient_kind, recipient_id, registered, shadow_channel, channel "
-                         "FROM letters WHERE department = 'economy_housing'").fetchall()
+    letters = db.execute(
+        "SELECT recipient_kind, recipient_id, registered, shadow_channel, channel "
+        "FROM letters WHERE department = 'economy_housing'"
+    ).fetchall()
     db.commit()
     would_be_ebox = [r for r in letters if r[3] == "ebox"]
     assert report.decided == len(letters) == 60
@@ -60,7 +76,9 @@ def test_shadow_report_of_letters_the_pipeline_decided_in_shadow(rollout_db, ebo
     registered = sum(1 for r in would_be_ebox if r[2])
     assert report.postage_saving == Decimal("1.00") * len(would_be_ebox) + Decimal("5.00") * registered
     assert report.printing_saving == Decimal("0.20") * len(would_be_ebox)
-    assert report.digital_share == pytest.approx(report.would_be_ebox / (report.would_be_ebox + report.would_be_paper))
+    assert report.digital_share == pytest.approx(
+        report.would_be_ebox / (report.would_be_ebox + report.would_be_paper)
+    )
 
     runs = recent_runs(db, "economy_housing")
     assert [(r["run"], r["unfinished"], r["phases"]) for r in runs] == [(run, 60, "shadow")]
@@ -70,20 +88,62 @@ def test_shadow_report_of_letters_the_pipeline_decided_in_shadow(rollout_db, ebo
 def test_shadow_report_counts_pages_and_registered_letters_exactly(rollout_db):
     db = rollout_db
     common = dict(rollout_phase="shadow", decision_rule="r", decision_reason="why")
-    add_letters(db, "gas", 2, prefix="A", shadow_channel="ebox", channel="paper", pdf_pages=1,
-                decided_at=_now(db), **common)
-    add_letters(db, "gas", 1, prefix="B", shadow_channel="ebox", channel="paper", pdf_pages=4, registered=True,
-                decided_at=_now(db), **common)
-    add_letters(db, "gas", 1, prefix="C", shadow_channel="paper", channel="paper", pdf_pages=2,
-                decided_at=_now(db), **common)
-    add_letters(db, "gas", 1, prefix="D", decided_at=_now(db), **common)                  # quarantined
-    add_letters(db, "gas", 3, prefix="E", shadow_channel=None, channel="ebox", pdf_pages=1,
-                decided_at=_now(db), rollout_phase="live", decision_rule="r", decision_reason="why")  # not shadow
+    add_letters(
+        db,
+        "gas",
+        2,
+        prefix="A",
+        shadow_channel="ebox",
+        channel="paper",
+        pdf_pages=1,
+        decided_at=_now(db),
+        **common,
+    )
+    add_letters(
+        db,
+        "gas",
+        1,
+        prefix="B",
+        shadow_channel="ebox",
+        channel="paper",
+        pdf_pages=4,
+        registered=True,
+        decided_at=_now(db),
+        **common,
+    )
+    add_letters(
+        db,
+        "gas",
+        1,
+        prefix="C",
+        shadow_channel="paper",
+        channel="paper",
+        pdf_pages=2,
+        decided_at=_now(db),
+        **common,
+    )
+    add_letters(db, "gas", 1, prefix="D", decided_at=_now(db), **common)  # quarantined
+    add_letters(
+        db,
+        "gas",
+        3,
+        prefix="E",
+        shadow_channel=None,
+        channel="ebox",
+        pdf_pages=1,
+        decided_at=_now(db),
+        rollout_phase="live",
+        decision_rule="r",
+        decision_reason="why",
+    )  # not shadow
     r = shadow_report(db, "gas", TARIFFS)
     assert (r.decided, r.would_be_ebox, r.would_be_paper, r.quarantined, r.pages_estimated) == (5, 3, 1, 1, 0)
     # by hand: postage 2 x 1.00 + (1.00 + 5.00); printing 2 x 0.20 + (0.20 + 3 x 0.10)
-    assert (r.postage_saving, r.printing_saving, r.total_saving) == \
-        (Decimal("8.00"), Decimal("0.90"), Decimal("8.90"))
+    assert (r.postage_saving, r.printing_saving, r.total_saving) == (
+        Decimal("8.00"),
+        Decimal("0.90"),
+        Decimal("8.90"),
+    )
     assert r.digital_share == 0.75
     d = r.to_dict()
     assert d["total_saving"] == "8.90" and d["tariffs"]["postage"] == "1.00" and d["digital_share"] == 0.75
@@ -91,8 +151,14 @@ def test_shadow_report_counts_pages_and_registered_letters_exactly(rollout_db):
 
 def test_shadow_report_of_recent_days_only(rollout_db):
     db = rollout_db
-    common = dict(rollout_phase="shadow", decision_rule="r", decision_reason="why", shadow_channel="ebox",
-                  channel="paper", pdf_pages=1)
+    common = dict(
+        rollout_phase="shadow",
+        decision_rule="r",
+        decision_reason="why",
+        shadow_channel="ebox",
+        channel="paper",
+        pdf_pages=1,
+    )
     add_letters(db, "gas", 2, prefix="OLD", decided_at=_now(db) - timedelta(days=10), **common)
     add_letters(db, "gas", 1, prefix="NEW", decided_at=_now(db) - timedelta(hours=1), **common)
     assert shadow_report(db, "gas", TARIFFS).would_be_ebox == 3
@@ -112,10 +178,19 @@ def test_shadow_report_without_shadow_letters_has_no_share(rollout_db):
 def test_recent_runs_newest_first_and_limited(rollout_db):
     db = rollout_db
     for i in range(7):
-        add_letters(db, "finance", 1, prefix=f"R{i}", run=f"letters_finance:run-{i}", status="delivered_ebox",
-                    channel="ebox")
-        db.execute("UPDATE letters SET final_at = now() + %s * interval '1 minute' WHERE claim_run_id = %s",
-                   (i, f"letters_finance:run-{i}"))
+        add_letters(
+            db,
+            "finance",
+            1,
+            prefix=f"R{i}",
+            run=f"letters_finance:run-{i}",
+            status="delivered_ebox",
+            channel="ebox",
+        )
+        db.execute(
+            "UPDATE letters SET final_at = now() + %s * interval '1 minute' WHERE claim_run_id = %s",
+            (i, f"letters_finance:run-{i}"),
+        )
         db.commit()
     add_letters(db, "finance", 2, prefix="Q", run="letters_finance:run-6", status="quarantined")
     runs = recent_runs(db, "finance", limit=5)
@@ -126,8 +201,16 @@ def test_recent_runs_newest_first_and_limited(rollout_db):
 
 def test_recent_runs_read_only_the_last_days(rollout_db):
     db = rollout_db
-    add_letters(db, "gas", 2, prefix="OLD", run="letters_gas:old", status="handed_to_print", channel="paper",
-                decided_at=_now(db) - timedelta(days=20))
+    add_letters(
+        db,
+        "gas",
+        2,
+        prefix="OLD",
+        run="letters_gas:old",
+        status="handed_to_print",
+        channel="paper",
+        decided_at=_now(db) - timedelta(days=20),
+    )
     add_letters(db, "gas", 1, prefix="NEW", run="letters_gas:new", status="handed_to_print", channel="paper")
     assert [r["run"] for r in recent_runs(db, "gas")] == ["letters_gas:new"]
     assert [r["run"] for r in recent_runs(db, "gas", days=30)] == ["letters_gas:new", "letters_gas:old"]

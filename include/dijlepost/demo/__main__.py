@@ -12,6 +12,7 @@ Rerunning is safe: the import reports duplicates, nothing is sent twice, new run
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import subprocess
@@ -126,6 +127,26 @@ def main() -> int:
                 print(f"    see {VAR / 'logs' / f'{dag_id}.log'}", file=sys.stderr)
                 return rc
 
+        say("the print house answers: batches checked, 1 letter in 25 rejected, 1 in 20 returned by the post")
+        from include.dijlepost.printhouse.simulator import PrinterBehaviour, process_inbox
+
+        answered = process_inbox(sftp.root, PrinterBehaviour(reject_every=25, return_every=20))
+        print(f"    {len(answered['batches'])} batch(es) acknowledged in {sftp.root / 'outbox'}")
+        # What the print_house_acknowledgements DAG does every 15 minutes, run here directly to keep the
+        # demo short: read the answers over SFTP (pinned host key) and move the letters on.
+        from include.dijlepost.outbox import RunContext
+        from include.dijlepost.printhouse.acks import collect, summarise
+        from include.dijlepost.printhouse.hook import PrintHouseHook
+
+        os.environ["AIRFLOW_CONN_PRINTHOUSE_SFTP"] = env["AIRFLOW_CONN_PRINTHOUSE_SFTP"]
+        logging.getLogger("paramiko").setLevel(logging.WARNING)
+        hook = PrintHouseHook()
+        with connect(db.dijlepost_url) as conn, hook.get_managed_conn() as remote:
+            read = summarise(collect(conn, remote, hook.outbox_dir, RunContext(
+                dag_id="print_house_acknowledgements", run_id="demo", task_id="collect_print_house_files")))
+        print(f"    read {read['files']} file(s) from the print house: {read.get('accepted', 0)} accepted "
+              f"(printed and posted), {read.get('rejected', 0)} rejected, {read.get('returned', 0)} later returned")
+
         say("what happened")
         cli.main(["--database-url", db.dijlepost_url, "letters", "status"])
         _print_where(db.dijlepost_url, ebox, sftp)
@@ -168,6 +189,11 @@ def _print_where(db_url: str, ebox, sftp) -> None:
           f"(local copies in {os.environ['DIJLEPOST_PRINT_WORK_DIR']})")
     for batch_id, postage, count, remote in batches:
         print(f"    {batch_id}  {postage:<10} {count:>4} letters  {remote}")
+    with connect(db_url) as conn:
+        answers = conn.execute("SELECT coalesce(print_status, 'awaiting acknowledgement'), count(*) FROM letters "
+                               "WHERE print_batch_id IS NOT NULL GROUP BY 1 ORDER BY 1").fetchall()
+    print("print house:     " + (", ".join(f"{n} {what}" for what, n in answers) or "nothing handed over")
+          + "  (docs/print-house.md)")
     if shadow[1]:
         print(f"shadow phase:    {shadow[0]} of {shadow[1]} letters would have gone to the eBox")
     print(f"quarantined:     {len(quarantined)}")

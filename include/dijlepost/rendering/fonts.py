@@ -11,9 +11,10 @@ So, once per process:
 - fpdf2's parsed font object is built once per size.
 
 Each document then gets a copy of the smallest font that covers its text, through
-`TTFFont.__deepcopy__` (fpdf2's own copy for its recorder) with the read-only metric tables shared
-and its own freshly opened font tables, because fpdf2 subsets those in place while writing the PDF.
-Both sizes come from the same face, so widths (and therefore the layout) do not depend on the choice.
+`TTFFont.__deepcopy__` (fpdf2's own copy for its recorder) with the read-only metric tables shared.
+A plain FPDF also gets its own freshly opened font tables, because fpdf2 subsets those in place while
+writing the PDF; a `LetterPDF` (what the renderer uses) never subsets them, see below. Both sizes come
+from the same face, so widths (and therefore the layout) do not depend on the choice.
 
 Embedding the font into each PDF (fontTools subsetting the glyphs used, then the PDF font objects)
 was, even so, half the render time. So the glyphs a document may use are picked *before* drawing, in

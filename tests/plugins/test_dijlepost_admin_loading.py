@@ -17,8 +17,8 @@ module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 plugin = module.DijlepostAdminPlugin
 print(json.dumps({
-    "imported": [m for m in ("fastapi", "include.dijlepost.admin.app", "airflow.api_fastapi.core_api.security",
-                             "psycopg") if m in sys.modules],
+    "imported": [m for m in ("fastapi", "include.dijlepost.admin.app", "psycopg",
+                             "airflow.api_fastapi.core_api.security") if m in sys.modules],
     "name": plugin.name,
     "apps": [{"url_prefix": a["url_prefix"], "name": a["name"], "callable": callable(a["app"])}
              for a in plugin.fastapi_apps],
@@ -38,5 +38,5 @@ def test_loading_the_plugin_imports_nothing_heavy_and_declares_the_app_and_the_m
     from airflow.api_fastapi.app import RESERVED_URL_PREFIXES
 
     assert not any(info["apps"][0]["url_prefix"].startswith(p) for p in RESERVED_URL_PREFIXES)
-    assert info["views"] == [{"name": "Rollout", "href": "/dijlepost-rollout/", "url_route": "dijlepost-rollout",
-                              "destination": "nav", "category": "admin"}]
+    assert info["views"] == [{"name": "Rollout", "href": "/dijlepost-rollout/",
+                              "url_route": "dijlepost-rollout", "destination": "nav", "category": "admin"}]

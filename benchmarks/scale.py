@@ -210,7 +210,8 @@ EBOX_CLIENT_TIMEOUT_S = 5
 
 class FaultInjector(threading.Thread):
     """While the runs go: SIGKILL one running render_letters task process a few seconds into its chunk,
-    and kill + restart the print house's SFTP server once while hand_over_to_print runs."""
+    and kill + restart the print house's SFTP server once in the middle of an upload (as soon as a
+    `.part` file shows in its inbox; if no upload is caught, while hand_over_to_print runs)."""
 
     def __init__(self, cluster: AirflowCluster, run_ids: list[str], work: Path, services: list):
         super().__init__(daemon=True)
@@ -237,7 +238,11 @@ class FaultInjector(threading.Thread):
                                              f"{age:.0f}s into its chunk")
                             break
                 if not dropped and self._running("hand_over_to_print"):
-                    time.sleep(0.5)
+                    inbox = self.work / "printhouse" / "root" / "inbox"
+                    deadline = time.monotonic() + 20
+                    while not any(inbox.glob("*.part")) and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                    mid_upload = any(inbox.glob("*.part"))
                     old = self.services[-1]
                     port = json.loads((self.work / "printhouse" / "connection.json").read_text())["port"]
                     os.kill(old.proc.pid, signal.SIGKILL)
@@ -245,7 +250,9 @@ class FaultInjector(threading.Thread):
                     time.sleep(2)
                     self.services[-1] = start_printhouse(self.work, port)[0]
                     dropped = True
-                    self.done.append("print house SFTP server killed during hand_over_to_print, restarted 2s later")
+                    self.done.append("print house SFTP server killed " + (
+                        "in the middle of an upload" if mid_upload else "while hand_over_to_print ran")
+                        + ", restarted 2s later")
             except (OSError, psycopg.Error, RuntimeError, TimeoutError) as exc:
                 self.done.append(f"fault injection error: {exc!r}")
                 return
@@ -278,6 +285,7 @@ def verify(url: str, ebox: httpx.Client, printhouse_dir: Path) -> dict:
         ebox_ids = {r[0] for r in conn.execute("SELECT letter_id FROM letters WHERE status = 'delivered_ebox'")}
         paper_ids = {r[0] for r in conn.execute("SELECT letter_id FROM letters WHERE status = 'handed_to_print'")}
         rendered = conn.execute("SELECT count(*) FROM letters WHERE rendered_at IS NOT NULL").fetchone()[0]
+        by_claim = dict(conn.execute("SELECT claim_run_id, count(*) FROM letters GROUP BY 1").fetchall())
     from include.dijlepost.ebox.client import idempotency_key
 
     keys = Counter(p["idempotency_key"] for p in ebox.get("/_sandbox/publications").json()
@@ -294,7 +302,7 @@ def verify(url: str, ebox: httpx.Client, printhouse_dir: Path) -> dict:
     if any(c > 1 for c in in_inbox.values()) or set(in_inbox) != paper_ids:
         problems.append("the print inbox does not hold each paper letter exactly once")
     return {"statuses": statuses, "rendered": rendered, "ebox_publications": sum(keys.values()),
-            "print_inbox_letters": sum(in_inbox.values()), "problems": problems}
+            "print_inbox_letters": sum(in_inbox.values()), "letters_by_claim": by_claim, "problems": problems}
 
 
 def run_once(n: int, args) -> dict:
@@ -342,7 +350,7 @@ def run_once(n: int, args) -> dict:
             t0 = time.monotonic()
             runs = [(DAGS[d], cluster.trigger(DAGS[d], {"batch_size": max(1, c), "chunk_size": args.chunk_size}))
                     for d, c in mix.items()]
-            injector = None
+            injector, faults_done = None, []
             if args.faults:
                 injector = FaultInjector(cluster, [r for _, r in runs], work, services)
                 injector.start()
@@ -350,7 +358,8 @@ def run_once(n: int, args) -> dict:
             if injector:
                 injector.stop_event.set()
                 injector.join()
-                for line in injector.done:
+                faults_done = injector.done
+                for line in faults_done:
                     say(f"fault: {line}")
                 say(f"first runs: {states}; an operator reruns every wave once")
                 ebox.put("/_sandbox/faults", json={}).raise_for_status()
@@ -408,7 +417,7 @@ def run_once(n: int, args) -> dict:
         "airflow_overhead_share": round(max(0.0, run_wall - busy) / run_wall, 3) if run_wall else None,
         "stages": stages, "peak_rss_mib": max(rss.values()) if rss else None, "peak_rss_mib_by_task": rss,
         "bare_letters": bare_n, "bare_s": round(bare_s, 1), "bare_letters_per_s": round(bare, 1),
-        "ratio_e2e_to_bare": round(e2e / bare, 3), "check": check,
+        "ratio_e2e_to_bare": round(e2e / bare, 3), "check": check, "faults": faults_done,
     }
     (Path(args.workdir) / f"result-{n}.json").write_text(json.dumps(result, indent=2, default=str))
     return result
@@ -432,8 +441,12 @@ def report(r: dict) -> None:
               f"{s.get('letters_per_s', ''):>11}{s.get('letters_per_task_s', ''):>12}"
               f"{r['peak_rss_mib_by_task'].get(task_id, ''):>10}")
     c = r["check"]
+    for line in r["faults"]:
+        print(f"  fault injected:        {line}")
     print(f"  outcome:               {c['statuses']}; eBox holds {c['ebox_publications']}, "
           f"print inbox {c['print_inbox_letters']}")
+    if len(c["letters_by_claim"]) > 3:
+        print(f"  letters by the run that finished them: {c['letters_by_claim']}")
     for p in c["problems"]:
         print(f"  PROBLEM: {p}")
 

@@ -90,7 +90,8 @@ def _naive_pdf(renderer, letter) -> bytes:
                     for col, dark in enumerate(row):
                         if dark:
                             pdf.rect(op.box.left + (QR_QUIET_ZONE + col) * module,
-                                     op.box.top + (QR_QUIET_ZONE + row_index) * module, module, module, style="F")
+                                     op.box.top + (QR_QUIET_ZONE + row_index) * module, module, module,
+                                     style="F")
     return bytes(pdf.output())
 
 
@@ -142,7 +143,8 @@ def run(kind: str, count: int) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--naive", type=int, default=200, help="letters for the naive baseline (0: skip)")
     args = parser.parse_args(argv)
@@ -154,7 +156,8 @@ def main(argv=None) -> None:
           f"{'peak RSS MB':>12} {'growth MB':>10} {'avg PDF kB':>11}")
     for r in results:
         print(f"{r['kind']:<10} {r['letters']:>8} {r['per_cpu_s']:>15.1f} {r['per_wall_s']:>15.1f} "
-              f"{r['peak_rss_mb']:>12.1f} {r['peak_rss_mb'] - r['rss_before_mb']:>10.1f} {r['avg_pdf_kb']:>11.1f}")
+              f"{r['peak_rss_mb']:>12.1f} {r['peak_rss_mb'] - r['rss_before_mb']:>10.1f} "
+              f"{r['avg_pdf_kb']:>11.1f}")
     longest = max((r for r in results if r["kind"] == "renderer"), key=lambda r: r["letters"])
     if longest["rss_curve"]:
         print(f"peak RSS (MB) after every 1,000 of the {longest['letters']:,} letters: "

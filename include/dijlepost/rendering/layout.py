@@ -198,7 +198,8 @@ class Flow:
         group = group or new_group()
         for line in wrap(self.fonts, text, style, size, width):
             self.ensure(height)
-            self.ops.append(TextOp(left, self.y + baseline_offset(size), line, style, size, tag=tag, group=group))
+            self.ops.append(TextOp(left, self.y + baseline_offset(size), line, style, size,
+                                   tag=tag, group=group))
             self.y += height
         self.y += space_after
 

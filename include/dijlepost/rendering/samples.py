@@ -81,7 +81,8 @@ def render_samples(out: Path, today: date, *, png: bool = True) -> list[Sample]:
                 # pdftoppm numbers pages with as many digits as the last page number needs.
                 pngs = tuple(sorted(out.glob(f"{stem}-*.png"), key=lambda p: int(p.stem.rsplit("-", 1)[1])))
                 if len(pngs) != rendered.pages:
-                    raise RuntimeError(f"pdftoppm made {len(pngs)} images of the {rendered.pages} pages of {pdf}")
+                    raise RuntimeError(
+                        f"pdftoppm made {len(pngs)} images of the {rendered.pages} pages of {pdf}")
             samples.append(Sample(letter, rendered, pdf, pngs))
     index = [f"{s.pdf.name}\t{s.rendered.pages} page(s)\t{s.rendered.sha256}\t{s.rendered.subject}"
              for s in samples]
@@ -90,7 +91,8 @@ def render_samples(out: Path, today: date, *, png: bool = True) -> list[Sample]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("var/samples"))
     parser.add_argument("--date", type=date.fromisoformat, default=None, help="letter date, YYYY-MM-DD")
     parser.add_argument("--no-png", action="store_true", help="PDFs only")

@@ -43,7 +43,7 @@ def _tagged(data: bytes):
 def test_every_letter_is_a_tagged_pdf_with_its_language(letter_type, language):
     data = renderer().render(make_letter(letter_type, language)).pdf
     reader, catalog, elements = _structure(data)
-    assert catalog["/MarkInfo"]["/Marked"] == True  # noqa: E712  (a pypdf BooleanObject)
+    assert bool(catalog["/MarkInfo"]["/Marked"]) is True
     assert catalog["/Lang"] == f"{language}-BE"
     pages, tagged = _tagged(data)
 
@@ -71,7 +71,7 @@ def test_every_letter_is_a_tagged_pdf_with_its_language(letter_type, language):
 def test_the_reading_order_follows_the_letter():
     letter = make_letter("invoice", "nl", registered=True)
     data = renderer().render(letter).pdf
-    pages, tagged = _tagged(data)
+    _, tagged = _tagged(data)
     texts = [m.text for marks in tagged for m in marks]
 
     def position(start: str) -> int:

@@ -79,7 +79,8 @@ def _char_widths(data: bytes) -> list[dict[str, int]]:
     for name in sorted(fonts):
         font = fonts[name].get_object()
         cmap = font["/ToUnicode"].get_object().get_data().decode("latin-1")
-        chars = {int(code, 16): chr(int(uni, 16)) for code, uni in re.findall(r"<([0-9A-F]{4})> <([0-9A-F]{4})>", cmap)}
+        pairs = re.findall(r"<([0-9A-F]{4})> <([0-9A-F]{4})>", cmap)
+        chars = {int(code, 16): chr(int(uni, 16)) for code, uni in pairs}
         widths_array = font["/DescendantFonts"][0].get_object()["/W"]
         widths, index = {}, 0
         while index < len(widths_array):
@@ -125,7 +126,7 @@ def test_letters_with_the_same_glyph_key_share_one_embedding(monkeypatch):
     assert cached == len(FONT_FILES)
     for name in ["Françoise Dubois", "Jürgen Weiß", "Anaïs Lefèvre 12,50 €"]:
         assert {ord(c) for c in name} <= BASE_CODEPOINTS
-        _draw(lambda pdf: fonts.install(pdf, [name]), [name], LetterPDF)
+        _draw(lambda pdf, name=name: fonts.install(pdf, [name]), [name], LetterPDF)
     assert len(fonts_module._embeddings) == cached
     # A character outside the base set brings its block: a new key, one more embedding per face.
     _draw(lambda pdf: fonts.install(pdf, ["Łukasz"]), ["Łukasz"], LetterPDF)
@@ -136,7 +137,7 @@ def test_the_embedding_cache_is_bounded(monkeypatch):
     monkeypatch.setattr(fonts_module, "EMBED_CACHE_SIZE", 1)
     fonts = LetterFonts(FONTS_DIR)
     for name in ["Łukasz", "Ştefan", "Nguyễn", "Ǆ"]:
-        _draw(lambda pdf: fonts.install(pdf, [name]), [name], LetterPDF)
+        _draw(lambda pdf, name=name: fonts.install(pdf, [name]), [name], LetterPDF)
         assert len(fonts_module._embeddings) <= len(FONT_FILES)
         assert len(fonts_module._subset_states) <= len(FONT_FILES)
 

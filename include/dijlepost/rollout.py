@@ -33,7 +33,7 @@ class RolloutChangeRefused(ValueError):
     pass
 
 
-PILOT_BUCKETS = 10_000  # a percentage with two decimals of resolution per hash bucket
+PILOT_BUCKETS = 10_000  # hash buckets: each is 0.01 % of the recipients
 
 
 def pilot_bucket(recipient_pseudonym: str) -> int:
@@ -55,9 +55,9 @@ class RolloutState:
 
     def in_pilot(self, recipient_pseudonym: str) -> bool:
         """Whether a recipient belongs to the pilot group (allowlist or percentage)."""
-        return recipient_pseudonym in self.pilot_allowlist or pilot_bucket(
-            recipient_pseudonym
-        ) < self.pilot_percent * (PILOT_BUCKETS // 100)
+        if recipient_pseudonym in self.pilot_allowlist:
+            return True
+        return pilot_bucket(recipient_pseudonym) < self.pilot_percent * (PILOT_BUCKETS // 100)
 
     def to_xcom(self) -> dict:
         return {

@@ -49,6 +49,11 @@ class PrintHouseFileError(ValueError):
     """A file from the print house is not in the agreed format or does not match what we sent."""
 
 
+class NotYetApplicable(RuntimeError):
+    """The file is fine but answers a batch whose upload is not recorded yet (a crash between the upload
+    and its commit, repaired by the next wave run): leave it where it is and read it again later."""
+
+
 @dataclass(frozen=True)
 class AckRow:
     letter_id: str
@@ -60,7 +65,7 @@ class AckRow:
 class FileOutcome:
     file_name: str
     kind: str
-    outcome: str           # applied | refused | seen_before
+    outcome: str           # applied | refused | seen_before | deferred
     batch_id: str | None = None
     letters: int = 0
     counts: dict = field(default_factory=dict)
@@ -175,6 +180,9 @@ def apply_file(conn, name: str, data: bytes, ctx: RunContext) -> FileOutcome:
                         "VALUES (%s, %s, %s, 'applied', %s, %s, %s)", (name, digest, kind, batch_id, letters, data))
         conn.commit()
         return FileOutcome(name, kind, "applied", batch_id, letters, counts)
+    except NotYetApplicable as exc:
+        conn.rollback()
+        return FileOutcome(name, kind, "deferred", name[: -len(ACK_SUFFIX)], 0, {}, str(exc))
     except PrintHouseFileError as exc:
         conn.rollback()
         error = str(exc)
@@ -200,7 +208,7 @@ def _apply_ack(cur, name: str, data: bytes, digest: str, ctx: RunContext) -> tup
         raise PrintHouseFileError(f"{name}: no batch {batch_id} was ever sent")
     status, acknowledged_at, ack_sha = batch
     if status != "uploaded":
-        raise PrintHouseFileError(f"{name}: batch {batch_id} was not handed over yet (status {status})")
+        raise NotYetApplicable(f"{name}: the upload of batch {batch_id} is not recorded yet; read again later")
     if acknowledged_at is not None and ack_sha != digest:
         raise PrintHouseFileError(f"{name}: batch {batch_id} was already acknowledged by a different file "
                                   f"(sha256 {ack_sha}); a batch is acknowledged once")
@@ -282,6 +290,10 @@ def collect(conn, sftp: SFTPClient, outbox_dir: str, ctx: RunContext) -> list[Fi
         with sftp.open(path, "rb") as remote:
             data = remote.read(MAX_FILE_BYTES + 1)
         outcome = apply_file(conn, name, data, ctx)
+        if outcome.outcome == "deferred":
+            logfmt.emit("print_house_file_deferred", file=name, batch_id=outcome.batch_id, reason=outcome.error)
+            outcomes.append(outcome)
+            continue
         refused = outcome.outcome == "refused" or outcome.counts.get("earlier") == "refused"
         _move_aside(sftp, outbox_dir, name, REFUSED_DIR if refused else PROCESSED_DIR,
                     hashlib.sha256(data).hexdigest())

@@ -317,3 +317,28 @@ def test_batches_split_by_megabytes_at_pipeline_level(db, renderer, tmp_path, pr
     assert all(r["bytes"] <= max_mb * 1024 * 1024 for r in results)
     assert sorted(sum((list(zipfile.ZipFile(tmp_path / "work" / f"{b}.zip").namelist()) for b in batches), [])) == \
         sorted([f"{i}.pdf" for i in ids] + ["manifest.csv"] * 3)
+
+
+def test_an_ack_arriving_before_the_upload_is_recorded_waits_and_is_applied_later(db, renderer, tmp_path, printhouse,
+                                                                                monkeypatch):
+    paper_letters(db, renderer, tmp_path, 3, seed_no=69)
+    [batch] = pipeline.assign_print_batches(db, "finance", RUN, CTX, 100)
+
+    def crash(*args, **kwargs):
+        raise SystemExit("worker killed after the upload, before the database was updated")
+    real_mark = pipeline._mark_batch_uploaded
+    monkeypatch.setattr(pipeline, "_mark_batch_uploaded", crash)
+    with pytest.raises(SystemExit):
+        hand_over(db, tmp_path, [batch])
+    monkeypatch.setattr(pipeline, "_mark_batch_uploaded", real_mark)
+    process_inbox(printhouse.root)  # the print house is quick: it answers before our rerun
+
+    [o] = collect(db)
+    assert o.outcome == "deferred" and "not recorded yet" in o.error
+    assert (printhouse.root / "outbox" / f"{batch}.ack.csv").exists()  # left in place, not refused
+    assert {s[0] for s in letter_states(db).values()} == {"processing"}
+
+    hand_over(db, tmp_path, [batch])  # the wave's rerun recognises the upload and records it
+    [o] = collect(db)
+    assert o.outcome == "applied"
+    assert {s[:2] for s in letter_states(db).values()} == {("handed_to_print", "posted")}

@@ -45,6 +45,15 @@ _RETURNS_NAME = re.compile(r"^returned-[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.csv$")
 _LETTER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
+_SHOWABLE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _shown(value: str) -> str:
+    """A value from a file as quoted in an error (and so in the task log): only if it looks like an id
+    or a code. A corrupt file may hold names or addresses, which never go to the logs."""
+    return repr(value) if _SHOWABLE.match(value) else "(a value that is not shown)"
+
+
 class PrintHouseFileError(ValueError):
     """A file from the print house is not in the agreed format or does not match what we sent."""
 
@@ -98,7 +107,8 @@ def _rows(name: str, data: bytes, columns: tuple[str, ...]) -> list[dict]:
         raise PrintHouseFileError(f"{name}: empty file; expected the header {','.join(columns)}")
     header = tuple(h.strip() for h in records[0])
     if header != columns:
-        raise PrintHouseFileError(f"{name}: header is {','.join(header)!r}, expected {','.join(columns)!r}")
+        shown = ",".join(h if _SHOWABLE.match(h) else "?" for h in header)
+        raise PrintHouseFileError(f"{name}: header is {shown!r}, expected {','.join(columns)!r}")
     out = []
     for line_no, record in enumerate(records[1:], start=2):
         if not record or record == [""]:
@@ -107,7 +117,7 @@ def _rows(name: str, data: bytes, columns: tuple[str, ...]) -> list[dict]:
             raise PrintHouseFileError(f"{name}: line {line_no} has {len(record)} fields, expected {len(columns)}")
         row = dict(zip(columns, (v.strip() for v in record)))
         if not _LETTER_ID.match(row["letter_id"]):
-            raise PrintHouseFileError(f"{name}: line {line_no}: {row['letter_id']!r} is not a letter id")
+            raise PrintHouseFileError(f"{name}: line {line_no}: {_shown(row['letter_id'])} is not a letter id")
         row["_line"] = line_no
         out.append(row)
     if not out:
@@ -134,7 +144,7 @@ def parse_ack(name: str, data: bytes) -> list[AckRow]:
     out = []
     for row in rows:
         if row["result"] not in ACK_RESULTS:
-            raise PrintHouseFileError(f"{name}: line {row['_line']}: result {row['result']!r} is not one of "
+            raise PrintHouseFileError(f"{name}: line {row['_line']}: result {_shown(row['result'])} is not one of "
                                       f"{', '.join(ACK_RESULTS)}")
         reason = _reason(name, row, required=row["result"] == "rejected")
         if row["result"] == "accepted" and reason:
@@ -147,7 +157,7 @@ def parse_returns(name: str, data: bytes) -> list[tuple[str, str]]:
     rows = _rows(name, data, RETURNS_COLUMNS)
     for row in rows:
         if row["reason"] not in RETURN_REASONS:
-            raise PrintHouseFileError(f"{name}: line {row['_line']}: return reason {row['reason']!r} is not one of "
+            raise PrintHouseFileError(f"{name}: line {row['_line']}: return reason {_shown(row['reason'])} is not one of "
                                       f"{', '.join(RETURN_REASONS)}")
     return [(r["letter_id"], r["reason"]) for r in rows]
 

@@ -59,3 +59,16 @@ def test_parse_returns():
         parse_returns("returned-x.csv", b"letter_id,reason\nA-1,lost\n")
     with pytest.raises(PrintHouseFileError, match="header"):
         parse_returns("returned-x.csv", b"letter_id,result,reason\nA-1,accepted,\n")
+
+
+def test_errors_never_quote_what_may_be_personal_data():
+    address_list = "Jan Peeters,Bruul 12,2800 Mechelen\nAn Claes,Grote Markt 1,2800 Mechelen\n".encode()
+    with pytest.raises(PrintHouseFileError) as exc:
+        parse_ack(ACK, address_list)
+    assert "Peeters" not in str(exc.value) and "Bruul" not in str(exc.value)
+    with pytest.raises(PrintHouseFileError) as exc:
+        parse_ack(ACK, "letter_id,result,reason\nJan Peeters,accepted,\n".encode())
+    assert "Peeters" not in str(exc.value) and "line 2" in str(exc.value)
+    with pytest.raises(PrintHouseFileError) as exc:
+        parse_returns("returned-x.csv", "letter_id,reason\nA-1,Bruul 12 unknown\n".encode())
+    assert "Bruul" not in str(exc.value)

@@ -64,6 +64,13 @@ class SshdServer:
             },
         }
 
+    def answer_as_print_house(self, behaviour=None) -> dict:
+        """Play the print house on the served tree: take complete batches from the inbox, check them and
+        write acknowledgements (and, per `behaviour`, rejections and returned mail) to the outbox."""
+        from include.dijlepost.printhouse.simulator import PrinterBehaviour, process_inbox
+
+        return process_inbox(self.root, behaviour or PrinterBehaviour())
+
     def log(self) -> str:
         return (self.state_dir / "sshd.log").read_text(errors="replace")
 
@@ -235,8 +242,9 @@ def sshd():
 
 @pytest.fixture
 def printhouse_dirs(sshd):
-    """The session's sshd with an empty inbox and outbox."""
-    for name in REMOTE_DIRS:
+    """The session's sshd with an empty inbox and outbox (and nothing the simulated print house printed)."""
+    (sshd.root / "printed").mkdir(exist_ok=True)
+    for name in (*REMOTE_DIRS, "printed"):
         for entry in (sshd.root / name).iterdir():
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)

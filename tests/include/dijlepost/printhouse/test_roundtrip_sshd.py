@@ -44,11 +44,6 @@ def printhouse(printhouse_dirs, monkeypatch, db):
     monkeypatch.setenv("AIRFLOW_CONN_PRINTHOUSE_SFTP", json.dumps(printhouse_dirs.airflow_connection()))
     db.execute("TRUNCATE print_house_files")
     db.commit()
-    for sub in ("printed", "outbox/processed", "outbox/refused"):
-        path = printhouse_dirs.root / sub
-        if path.exists():
-            for f in path.iterdir():
-                f.unlink()
     return printhouse_dirs
 
 
@@ -98,7 +93,7 @@ def test_full_round_trip(db, renderer, tmp_path, printhouse):
     assert {s[0] for s in letter_states(db).values()} == {"handed_to_print"}
 
     # The print house takes the batches, rejects every 4th letter of a batch, sees every 2nd accepted one returned.
-    answered = process_inbox(printhouse.root, PrinterBehaviour(reject_every=4, return_every=2))
+    answered = printhouse.answer_as_print_house(PrinterBehaviour(reject_every=4, return_every=2))
     assert set(answered["batches"]) == set(batches) and not answered["left_in_inbox"]
     assert sorted(p.name for p in inbox.iterdir()) == []
 

@@ -15,13 +15,24 @@ import pytest
 
 from tests.dags.conftest import pg_connection
 from tests.dags.test_wave_runs import inbox_manifest_ids, letters, seed
-from tests.support.airflow_cluster import AirflowCluster
+from tests.support.airflow_cluster import REDIS_URL, AirflowCluster
 from include.dijlepost.ebox.client import idempotency_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(420)]
 FINAL = {"delivered_ebox", "handed_to_print", "quarantined"}
 LETTERS = 240
 CHUNK = 30
+
+
+@pytest.fixture(scope="session")
+def redis_broker():
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"no Redis broker at {REDIS_URL} ({exc}); .ci/run installs and starts redis-server")
+    return REDIS_URL
 
 
 def outcome(db) -> dict[str, tuple]:
@@ -49,8 +60,8 @@ def reset_world(db, ebox, sshd) -> None:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
-def test_wave_on_two_celery_workers_matches_the_local_run(db, ebox, sshd, printhouse_dirs, pg_url, run_wave,
-                                                         tmp_path):
+def test_wave_on_two_celery_workers_matches_the_local_run(redis_broker, db, ebox, sshd, printhouse_dirs, pg_url,
+                                                         run_wave, tmp_path):
     seed(db, ebox, "finance", LETTERS, seed_no=31)
     run_wave("letters_finance")
     reference = outcome(db)

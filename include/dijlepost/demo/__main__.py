@@ -150,6 +150,19 @@ def main() -> int:
         say("what happened")
         cli.main(["--database-url", db.dijlepost_url, "letters", "status"])
         _print_where(db.dijlepost_url, ebox, sftp)
+
+        say("the audit trail and today's rollout evaluation (docs/audit.md, docs/evaluation.md)")
+        print("$ dijlepost audit verify")
+        cli.main(["--database-url", db.dijlepost_url, "audit", "verify"])
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        today = datetime.now(ZoneInfo("Europe/Brussels")).date().isoformat()
+        rc = _run([sys.executable, "-m", "include.dijlepost.demo.run_waves", "--conf", json.dumps({"day": today}),
+                   "letters_evaluation"], {**env, "DIJLEPOST_REPORTS_DIR": str(VAR / "reports")},
+                  VAR / "logs" / "letters_evaluation.log")
+        print(f"    letters_evaluation: {'success' if rc == 0 else 'FAILED'}; report: "
+              f"{VAR / 'reports' / 'day' / today / 'report.html'}")
     print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
     return 0
 

@@ -55,9 +55,13 @@ FONT_FILES = {REGULAR: "DejaVuSans.ttf", BOLD: "DejaVuSans-Bold.ttf"}
 
 # What a letter may contain: every Latin letter with its diacritics (Basic Latin, Latin-1, Extended A
 # and B, Latin Extended Additional), combining accents, spacing modifiers, general punctuation,
-# currency signs, letterlike symbols (No, TM), arrows and a few maths signs.
+# currency signs, letterlike symbols (No, TM), arrows and a few maths signs; and the other scripts
+# written left to right without shaping that DejaVu Sans has and Mechelen's residents write their
+# names in: Greek, Cyrillic (Ukrainian, Russian, Bulgarian...), Armenian and Georgian. Arabic is not
+# here: it needs contextual shaping and right-to-left layout, which this renderer does not do.
 COVERAGE = (
-    (0x0020, 0x007E), (0x00A0, 0x024F), (0x02B0, 0x036F), (0x1E00, 0x1EFF), (0x2000, 0x206F),
+    (0x0020, 0x007E), (0x00A0, 0x024F), (0x02B0, 0x036F), (0x0370, 0x03FF), (0x0400, 0x052F),
+    (0x0530, 0x058F), (0x10A0, 0x10FF), (0x1E00, 0x1EFF), (0x2000, 0x206F),
     (0x20A0, 0x20BF), (0x2100, 0x214F), (0x2190, 0x2199), (0x2212, 0x2212), (0x2260, 0x2265),
 )
 # What nearly every letter needs: Dutch, French, German, Polish, Turkish, Czech, Hungarian, Nordic...

@@ -161,8 +161,9 @@ def test_measured_widths_match_fpdf2():
             assert fonts.width(line, style, 9.5) == pytest.approx(pdf.get_string_width(line), abs=1e-9)
 
 
-def test_coverage_is_latin_only():
+def test_coverage_is_latin_and_the_unshaped_scripts():
     fonts = LetterFonts(FONTS_DIR)
-    assert fonts.unprintable("Ærøskøbing Ğ ș ẞ ﬁ") == "ﬁ"       # ligature outside the Latin blocks we keep
-    assert fonts.unprintable("Ελλάδα") == "Ε"
+    assert fonts.unprintable("Ærøskøbing Ğ ș ẞ ﬁ") == "ﬁ"       # ligature outside the blocks we keep
     assert fonts.unprintable("Łódź, Šiauliai, Kırşehir, Hà Nội") is None
+    assert fonts.unprintable("Ελλάδα, Олександр Шевченко, Ґанна, Արամ, გიორგი") is None
+    assert fonts.unprintable("محمد") == "م"                     # Arabic needs shaping: refused

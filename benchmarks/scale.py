@@ -435,11 +435,11 @@ def report(r: dict) -> None:
           f"({(r['airflow_overhead_share'] or 0) * 100:.1f} % of the runs' span)")
     print(f"  peak RSS, largest task process: {r['peak_rss_mib']} MiB")
     print(f"  {'task':<24}{'tasks':>6}{'span s':>9}{'task s':>9}{'letters':>9}{'letters/s':>11}{'per task-s':>12}"
-          f"{'peak MiB':>10}")
+          f"{'peak MiB':>10}{'retried':>9}")
     for task_id, s in r["stages"].items():
         print(f"  {task_id:<24}{s['tasks']:>6}{s['span_s']:>9}{s['task_s']:>9}{s.get('letters', ''):>9}"
               f"{s.get('letters_per_s', ''):>11}{s.get('letters_per_task_s', ''):>12}"
-              f"{r['peak_rss_mib_by_task'].get(task_id, ''):>10}")
+              f"{r['peak_rss_mib_by_task'].get(task_id, ''):>10}{s['retries']:>9}")
     c = r["check"]
     for line in r["faults"]:
         print(f"  fault injected:        {line}")

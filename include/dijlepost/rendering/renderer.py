@@ -425,7 +425,7 @@ class LetterRenderer:
             font = None
             gray = None
             marks = _MarkedContent(pdf)
-            for op in ops:
+            for index, op in enumerate(ops):
                 marks.enter(op)
                 if isinstance(op, TextOp):
                     if font != (op.style, op.size):
@@ -435,6 +435,12 @@ class LetterRenderer:
                         gray = op.gray
                         pdf.set_text_color(90 if gray else 0)
                     pdf.text(op.x, op.y, op.text)
+                    following = ops[index + 1] if index + 1 < len(ops) else None
+                    if (op.tag and op.group and isinstance(following, TextOp)
+                            and (following.tag, following.group) == (op.tag, op.group)):
+                        # An invisible space where a line breaks (or between a label and its value),
+                        # so that text extraction and screen readers keep the words apart.
+                        pdf.text(op.x + self._fonts.width(op.text, op.style, op.size), op.y, " ")
                 elif isinstance(op, RuleOp):
                     pdf.line(op.x1, op.y1, op.x2, op.y2)
                 elif isinstance(op, FrameOp):

@@ -46,7 +46,8 @@ class Marked:
 
     @property
     def text(self) -> str:
-        return " ".join(self.texts)
+        """The text as a reader gets it: the runs in order, as drawn (spaces included)."""
+        return "".join(self.texts)
 
 
 @dataclass
@@ -237,8 +238,9 @@ def _page(content: bytes, cmaps: dict[str, dict[int, str]]) -> Page:
             raw = operands[-1]
             codes = [int.from_bytes(raw[k:k + 2], "big") for k in range(0, len(raw), 2)]
             text = "".join(cmaps[font][code] for code in codes)
-            page.runs.append(TextRun(x * PT_TO_MM, (PAGE_HEIGHT_PT - y) * PT_TO_MM, font, size, text))
             (current.texts if current else page.unmarked).append(text)
+            if text.strip():        # the renderer draws a space where a line of an element breaks
+                page.runs.append(TextRun(x * PT_TO_MM, (PAGE_HEIGHT_PT - y) * PT_TO_MM, font, size, text))
         elif value == "BDC":
             assert current is None, "nested marked content"
             assert operands[1:3] == ["<<", "MCID"] and operands[-1] == ">>", f"unexpected BDC {operands}"

@@ -92,6 +92,9 @@ def test_the_reading_order_follows_the_letter():
         position("Met vriendelijke groeten"),               # closing and signature last
     ]
     assert order == sorted(order)
+    # A label and its value read as two words, as do the lines of the address.
+    assert "Datum 1 maart 2026" in texts and "Ons kenmerk TEST-invoice-nl-1" in texts
+    assert "Łukasz Şahin-Öztürk Bruul 12 bus 3 2800 Mechelen" in texts
     assert tagged[0][order[-3]].tag == "H2"
     assert texts[-1] == "De financieel directeur"
 
@@ -126,3 +129,5 @@ def test_a_letter_over_two_pages_continues_its_structure_on_the_next_page():
     assert any(m.mcid is None and "Stad Mechelen · Factuur" in m.text for m in pages[1].marked)
     text = " ".join(m.text for marks in tagged for m in marks)
     assert text.index("reservering 0,") < text.index("reservering 59,") < text.index("Met vriendelijke")
+    # Words stay apart where lines break: the wrapped phrase reads whole every time.
+    assert all(f"reservering {n}, opbouw en afbraak inbegrepen;" in text for n in range(60))

@@ -6,7 +6,9 @@ writes `<out>/<letter_type>_<language>.pdf` and, per page, `<letter_type>_<langu
 (rendered by poppler's `pdftoppm`, Debian package `poppler-utils`), plus `index.txt` listing each
 sample with its subject, page count and SHA-256. The letters are made up (demo payloads, a recipient
 whose name needs more than ASCII) and dated today unless `--date` says otherwise; the same date gives
-the same files. Rerunning overwrites the previous samples.
+the same files. Rerunning overwrites the previous samples. `--templates <folder>` renders from an
+edited copy of include/templates/; a mistake in a template is reported (file and field) and nothing is
+written.
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from ..settings import TEMPLATES_DIR
 from ..waves import ALL_LETTER_TYPES, LANGUAGES
+from .errors import TemplateError
 from .renderer import LetterRenderer, RenderedLetter
 
 DPI = 150      # enough for the QR code's modules (0.6 mm) to be 3.5 pixels wide
@@ -60,11 +64,12 @@ def sample_letter(letter_type: str, language: str, today: date, seed: int = 2800
     }
 
 
-def render_samples(out: Path, today: date, *, png: bool = True) -> list[Sample]:
+def render_samples(out: Path, today: date, *, png: bool = True,
+                   templates_dir: Path = TEMPLATES_DIR) -> list[Sample]:
     if png and shutil.which("pdftoppm") is None:
         raise SystemExit("pdftoppm not found: install Debian's poppler-utils (apt-get install poppler-utils)")
+    renderer = LetterRenderer(templates_dir, today=today)
     out.mkdir(parents=True, exist_ok=True)
-    renderer = LetterRenderer(today=today)
     samples = []
     for letter_type in sorted(ALL_LETTER_TYPES):
         for language in LANGUAGES:
@@ -96,8 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("var/samples"))
     parser.add_argument("--date", type=date.fromisoformat, default=None, help="letter date, YYYY-MM-DD")
     parser.add_argument("--no-png", action="store_true", help="PDFs only")
+    parser.add_argument("--templates", type=Path, default=TEMPLATES_DIR, help="templates folder to try")
     args = parser.parse_args(argv)
-    samples = render_samples(args.out, args.date or date.today(), png=not args.no_png)
+    try:
+        samples = render_samples(args.out, args.date or date.today(), png=not args.no_png,
+                                 templates_dir=args.templates)
+    except TemplateError as exc:
+        print(f"The templates have a mistake, no samples written: {exc}", file=sys.stderr)
+        return 2
     for sample in samples:
         print(f"{sample.pdf}  {sample.rendered.pages}p  {len(sample.pngs)} png  {sample.rendered.subject}")
     print(f"{len(samples)} samples in {args.out} (index.txt lists them)")

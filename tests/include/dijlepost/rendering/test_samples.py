@@ -1,6 +1,7 @@
 """The review samples: every template in every language to PDF and PNG, read back as a reviewer (and a
 banking app) would: text extracted with pypdf, the QR code decoded from the PNG page with zxing-cpp."""
 import re
+import shutil
 from decimal import Decimal
 
 import pytest
@@ -98,6 +99,19 @@ def test_the_qr_code_of_each_payment_letter_scans_to_its_epc_transfer(rendered):
         # And the same amount and communication are printed for a reader to type in.
         text = _words(" ".join(page.extract_text() for page in PdfReader(sample.pdf).pages))
         assert f"+++{ogm[:3]}/{ogm[3:7]}/{ogm[7:]}+++" in text
+
+
+def test_a_template_mistake_is_reported_and_nothing_is_written(tmp_path, capsys):
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, templates)
+    invoice = templates / "invoice.yaml"
+    invoice.write_text(invoice.read_text(encoding="utf-8").replace("{invoice_number}", "{invoice_nummer}", 1),
+                       encoding="utf-8")
+    out = tmp_path / "out"
+    assert samples.main(["--out", str(out), "--templates", str(templates), "--no-png"]) == 2
+    error = capsys.readouterr().err
+    assert "template 'invoice'" in error and "invoice_nummer" in error
+    assert not out.exists()
 
 
 def test_the_command_writes_the_same_letters_again(rendered, tmp_path, capsys):

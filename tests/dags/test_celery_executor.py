@@ -16,6 +16,7 @@ import pytest
 from tests.dags.conftest import pg_connection
 from tests.dags.test_wave_runs import inbox_manifest_ids, letters, seed
 from tests.support.airflow_cluster import REDIS_URL, AirflowCluster
+from tests.support.sshd import REMOTE_DIRS
 from include.dijlepost.ebox.client import idempotency_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(420)]
@@ -55,7 +56,7 @@ def reset_world(db, ebox, sshd) -> None:
     db.execute("TRUNCATE letters, letter_events, ebox_activation, print_batches RESTART IDENTITY")
     db.commit()
     ebox.state.reset()
-    for name in ("inbox", "outbox"):
+    for name in REMOTE_DIRS:
         for entry in (sshd.root / name).iterdir():
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 

@@ -30,10 +30,10 @@ from jsonschema import Draft4Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
+from tests.support.contracts import EBOX_CONTRACTS
 from tests.include.dijlepost.ebox.helpers import multipart_parts
 
-PROJECT_ROOT = Path(__file__).resolve().parents[4]
-CONTRACTS = PROJECT_ROOT.parent / "shared" / "contracts" / "ebox"
+CONTRACTS = EBOX_CONTRACTS
 DOCUMENTS = {  # URL path prefix of the API -> its Swagger file
     "/REST/ebox/enterprise/messageRegistry/v2": "message-registry-2.1.yaml",
     "/REST/ebox/enterprise/federation/v1": "federation-1.3.yaml",

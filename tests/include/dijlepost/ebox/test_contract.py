@@ -11,10 +11,11 @@ from fastapi.routing import APIRoute
 
 from include.dijlepost.ebox import sandbox
 from include.dijlepost.ebox.client import build_message_to_publish
+from tests.support.contracts import EBOX_CONTRACTS
 from tests.include.dijlepost.ebox.helpers import publication, unit_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[4]
-CONTRACTS = PROJECT_ROOT.parent / "shared" / "contracts" / "ebox"
+CONTRACTS = EBOX_CONTRACTS
 
 
 def _swagger(name: str) -> dict:

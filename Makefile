@@ -26,8 +26,12 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not e2e"
 
+# The benchmarks one by one (figures in README.md); the scale run takes minutes.
 bench: install
-	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.rendering
+	$(PY) -m benchmarks.ebox_publication
+	$(PY) -m benchmarks.print_handoff
+	$(PY) -m benchmarks.audit_chain
 
 # Re-resolve the pinned set after editing requirements.in.
 lock: install

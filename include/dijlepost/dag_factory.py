@@ -213,13 +213,12 @@ def build_wave_dag(wave: Wave):
         def deliver_to_ebox(chunk: int):
             from include.dijlepost.ebox.hook import EboxHook
             from include.dijlepost.pipeline import deliver_chunk_to_ebox
-            from include.dijlepost.rendering import LetterRenderer
 
             ctx = _ctx()
             conn = _db()
             hook = EboxHook()
             try:
-                result = deliver_chunk_to_ebox(conn, hook.get_client(), LetterRenderer(), wave,
+                result = deliver_chunk_to_ebox(conn, hook.get_client(), None, wave,
                                                _settings().pseudonym_key, _claim_key(ctx), chunk, ctx,
                                                concurrency=hook.get_config().max_concurrency)
             finally:

@@ -101,7 +101,7 @@ def claim(conn, department: str, run_id: str, batch_size: int, chunk_size: int,
 LETTER_COLUMNS = (
     "letter_id, department, letter_type, recipient_kind, recipient_id, recipient_name, street, postal_code, "
     "city, country, language, registered, payload, created_at, channel, decision_rule, ebox_state, "
-    "pdf_path, pdf_sha256, pdf_pages, claim_chunk, attempts, followup_of"
+    "pdf_path, pdf_sha256, pdf_pages, pdf_subject, pdf_filename, claim_chunk, attempts, followup_of"
 )
 
 

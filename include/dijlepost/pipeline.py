@@ -158,14 +158,16 @@ def render_chunk(conn, renderer, document_root: Path, run_id: str, chunk: int, c
             continue
         path = document_path(document_root, letter)
         _write_atomically(path, doc.pdf)
-        rendered.append((letter["letter_id"], str(path), doc.sha256, doc.pages))
+        rendered.append((letter["letter_id"], str(path), doc.sha256, doc.pages, doc.subject, doc.filename))
     with conn.cursor() as cur:
         cur.executemany(
-            "UPDATE letters SET pdf_path = %s, pdf_sha256 = %s, pdf_pages = %s, rendered_at = now(), "
-            "updated_at = now() WHERE letter_id = %s AND claim_run_id = %s AND status = 'processing'",
-            [(path, sha, pages, lid, run_id) for lid, path, sha, pages in rendered])
+            "UPDATE letters SET pdf_path = %s, pdf_sha256 = %s, pdf_pages = %s, pdf_subject = %s, "
+            "pdf_filename = %s, rendered_at = now(), updated_at = now() "
+            "WHERE letter_id = %s AND claim_run_id = %s AND status = 'processing'",
+            [(path, sha, pages, subject, filename, lid, run_id)
+             for lid, path, sha, pages, subject, filename in rendered])
         record_events(cur, ctx, ((lid, "rendered", {"sha256": sha, "pages": pages})
-                                 for lid, _, sha, pages in rendered))
+                                 for lid, _, sha, pages, _, _ in rendered))
         for letter_id, reason in failed:
             quarantine(cur, ctx, letter_id, run_id, f"render: {reason}", stage="render")
     conn.commit()
@@ -195,7 +197,10 @@ def ready_channels(conn, department: str, run_id: str) -> dict:
 def deliver_chunk_to_ebox(conn, client, renderer, wave: Wave, key: bytes, run_id: str, chunk: int,
                           ctx: RunContext, concurrency: int = 4) -> dict:
     """Publish the chunk's eBox letters. `in_flight` is committed before the first call so that no
-    later decision can send a copy on paper of a letter the eBox may already hold."""
+    later decision can send a copy on paper of a letter the eBox may already hold.
+
+    The subject and file name come from the rendering; `renderer` (or None: made on demand) is only
+    needed for letters rendered before they were stored."""
     from include.dijlepost.ebox.client import Publication
 
     letters = letters_in_claim(conn, run_id, chunk, where="channel = 'ebox' AND rendered_at IS NOT NULL")
@@ -206,14 +211,20 @@ def deliver_chunk_to_ebox(conn, client, renderer, wave: Wave, key: bytes, run_id
                     "AND claim_run_id = %s AND status = 'processing'", ([l["letter_id"] for l in letters], run_id))
     conn.commit()
 
+    if any(not l["pdf_subject"] for l in letters) and renderer is None:
+        from include.dijlepost.rendering import LetterRenderer
+
+        renderer = LetterRenderer()
+
     def publish(letter: dict):
         pdf = Path(letter["pdf_path"]).read_bytes()
         pub = Publication(
             letter_id=letter["letter_id"], recipient_kind=letter["recipient_kind"],
             recipient_id=normalize_recipient_id(letter["recipient_kind"], letter["recipient_id"]),
-            language=letter["language"], subject=renderer.subject(letter),
+            language=letter["language"], subject=letter["pdf_subject"] or renderer.subject(letter),
             message_type_id=wave.ebox_message_types.get(letter["letter_type"]),
-            registered=letter["registered"], pdf=pdf, filename=f"{letter['letter_id']}.pdf")
+            registered=letter["registered"], pdf=pdf,
+            filename=letter["pdf_filename"] or f"{letter['letter_id']}.pdf")
         return letter, client.publish(pub)
 
     outcomes: Counter = Counter()

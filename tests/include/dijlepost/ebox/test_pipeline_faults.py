@@ -82,13 +82,13 @@ def states(db) -> dict[str, tuple]:
 
 
 def assert_published_at_most_once(ebox, letter_ids) -> dict[str, int]:
-    """Counted twice over: per Idempotency-Key and per attached file name (`<letter_id>.pdf`)."""
+    """Counted twice over: per Idempotency-Key and per attached file name (`<Type>_<letter_id>.pdf`)."""
     publications = ebox.state.publications()
     by_key = Counter(p["idempotency_key"] for p in publications)
     by_file = Counter(p["attachments"][0]["fileName"] for p in publications)
     assert set(by_key.values()) <= {1} and set(by_file.values()) <= {1}
     keys = {idempotency_key(lid): lid for lid in letter_ids}
-    assert set(by_key) <= set(keys) and set(by_file) <= {f"{lid}.pdf" for lid in letter_ids}
+    assert set(by_key) <= set(keys) and all(any(f.endswith(f"_{lid}.pdf") for lid in letter_ids) for f in by_file)
     return {keys[k]: n for k, n in by_key.items()}
 
 

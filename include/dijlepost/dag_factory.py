@@ -52,6 +52,13 @@ def report_peak_rss(context) -> None:
                 peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
 
 
+def default_task_args(queue: str = QUEUES["default"]) -> dict:
+    """Retries with backoff and the failure alert, the same for every dijlepost DAG."""
+    return {"owner": "dijlepost", "retries": TASK_RETRIES, "retry_delay": RETRY_DELAY,
+            "retry_exponential_backoff": True, "max_retry_delay": timedelta(minutes=15),
+            "on_failure_callback": on_failure, "queue": queue}
+
+
 def _ctx():
     from airflow.sdk import get_current_context
 
@@ -100,16 +107,7 @@ def build_wave_dag(wave: Wave):
             "chunk_size": Param(wave.chunk_size, type="integer", minimum=1, maximum=10_000,
                                 description="Letters per mapped render / eBox task"),
         },
-        default_args={
-            "owner": "dijlepost",
-            "retries": TASK_RETRIES,
-            "retry_delay": RETRY_DELAY,
-            "retry_exponential_backoff": True,
-            "max_retry_delay": timedelta(minutes=15),
-            "on_failure_callback": on_failure,
-            "on_success_callback": report_peak_rss,
-            "queue": QUEUES["default"],
-        },
+        default_args={**default_task_args(), "on_success_callback": report_peak_rss},
     )
     def wave_dag():
         @task.short_circuit

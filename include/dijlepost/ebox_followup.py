@@ -214,7 +214,7 @@ def build_followup_dag():
     import pendulum
     from airflow.sdk import dag, task
 
-    from include.dijlepost.dag_factory import (POOLS, QUEUES, RETRY_DELAY, TASK_RETRIES, _ctx, _db,
+    from include.dijlepost.dag_factory import (POOLS, QUEUES, _ctx, _db, default_task_args,
                                                on_failure)
 
     important = {p.department: {"types": list(p.letter_types), "after_days": p.after.days}
@@ -231,15 +231,7 @@ def build_followup_dag():
         dagrun_timeout=timedelta(hours=2),
         tags=["dijlepost", "ebox", "followup"],
         on_failure_callback=on_failure,
-        default_args={
-            "owner": "dijlepost",
-            "retries": TASK_RETRIES,
-            "retry_delay": RETRY_DELAY,
-            "retry_exponential_backoff": True,
-            "max_retry_delay": timedelta(minutes=15),
-            "on_failure_callback": on_failure,
-            "queue": QUEUES["default"],
-        },
+        default_args=default_task_args(),
     )
     def followup_dag():
         @task(queue=QUEUES["delivery"], pool=POOLS["ebox"])

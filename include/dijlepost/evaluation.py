@@ -391,7 +391,7 @@ def evaluated_day(run_after, override: str | None = None) -> date:
 def build_evaluation_dag():
     from airflow.sdk import Param, dag, get_current_context, task
 
-    from include.dijlepost.dag_factory import RETRY_DELAY, TASK_RETRIES, _db, on_failure
+    from include.dijlepost.dag_factory import _db, default_task_args, on_failure
 
     def day() -> tuple[date, str]:
         c = get_current_context()
@@ -410,9 +410,7 @@ def build_evaluation_dag():
         on_failure_callback=on_failure,
         params={"day": Param(None, type=["null", "string"], format="date",
                              description="Evaluate this day (YYYY-MM-DD) instead of yesterday")},
-        default_args={"owner": "dijlepost", "retries": TASK_RETRIES, "retry_delay": RETRY_DELAY,
-                      "retry_exponential_backoff": True, "max_retry_delay": timedelta(minutes=15),
-                      "on_failure_callback": on_failure, "queue": "default"},
+        default_args=default_task_args(),
     )
     def letters_evaluation():
         @task

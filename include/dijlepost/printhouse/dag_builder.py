@@ -19,18 +19,12 @@ from datetime import timedelta
 import pendulum
 
 from include.dijlepost import logfmt
-from include.dijlepost.dag_factory import RETRY_DELAY, TASK_RETRIES, _ctx, _db, _settings, on_failure
+from include.dijlepost.dag_factory import QUEUES, _ctx, _db, _settings, default_task_args, on_failure
 from include.dijlepost.waves import WAVES
 
 ACK_DAG_ID = "print_house_acknowledgements"
 RECONCILIATION_DAG_ID = "print_house_reconciliation"
 TAGS = ["dijlepost", "print-house"]
-
-
-def _default_args() -> dict:
-    return {"owner": "dijlepost", "retries": TASK_RETRIES, "retry_delay": RETRY_DELAY,
-            "retry_exponential_backoff": True, "max_retry_delay": timedelta(minutes=15),
-            "on_failure_callback": on_failure, "queue": "delivery"}
 
 
 def build_acknowledgements_dag():
@@ -48,7 +42,7 @@ def build_acknowledgements_dag():
         dagrun_timeout=timedelta(minutes=30),
         tags=TAGS,
         on_failure_callback=on_failure,
-        default_args=_default_args(),
+        default_args=default_task_args(QUEUES["delivery"]),
     )
     def print_house_acknowledgements():
         @task(pool="print_house_sftp")
@@ -116,7 +110,7 @@ def build_reconciliation_dag():
         dagrun_timeout=timedelta(hours=1),
         tags=TAGS,
         on_failure_callback=on_failure,
-        default_args=_default_args(),
+        default_args=default_task_args(QUEUES["delivery"]),
     )
     def print_house_reconciliation():
         @task

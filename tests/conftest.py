@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import uuid
 
-import psycopg
-import pytest
 
 pytest_plugins = [
     "tests.support.database",

@@ -136,7 +136,7 @@ def test_409_counts_as_delivered_and_publishes_nothing(db, ebox, client, rendere
 
 
 def test_400_quarantines_with_the_servers_message(db, ebox, client, renderer, tmp_path):
-    ids = seed(db, ebox, 3, 64)
+    seed(db, ebox, 3, 64)
     # An empty message type id is refused by the eBox (INVALID_INPUT).
     wave = Wave(**{**WAVE.__dict__, "ebox_message_types": dict.fromkeys(WAVE.letter_types, " ")})
     assert Run(db, client, renderer, tmp_path, 1, wave).deliver(client) == {"rejected": 3}

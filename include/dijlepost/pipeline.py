@@ -32,12 +32,17 @@ log = logging.getLogger("dijlepost.pipeline")
 def check_activation(conn, client, key: bytes, run_id: str, freshness: timedelta, ctx: RunContext) -> dict:
     """Make sure every valid recipient of the claim has an activation check younger than `freshness`."""
     wanted: dict[str, tuple[str, str]] = {}
-    for letter in letters_in_claim(conn, run_id):
+    with conn.cursor() as cur:  # only the recipients, never the letters: memory stays small for big waves
+        cur.execute("SELECT DISTINCT recipient_kind, recipient_id FROM letters "
+                    "WHERE claim_run_id = %s AND status = 'processing'", (run_id,))
+        recipients = cur.fetchall()
+    conn.commit()
+    for kind, raw_id in recipients:
         try:
-            rid = normalize_recipient_id(letter["recipient_kind"], letter["recipient_id"])
+            rid = normalize_recipient_id(kind, raw_id)
         except InvalidRecipientId:
             continue
-        wanted[pseudonym(key, letter["recipient_kind"], rid)] = (letter["recipient_kind"], rid)
+        wanted[pseudonym(key, kind, rid)] = (kind, rid)
     with conn.cursor() as cur:
         cur.execute("SELECT recipient_pseudonym FROM ebox_activation WHERE recipient_pseudonym = ANY(%s) "
                     "AND checked_at >= now() - %s", (list(wanted), freshness))
@@ -73,8 +78,24 @@ def _address_complete(letter: dict) -> bool:
 
 
 def decide_claim(conn, wave: Wave, state: RolloutState, key: bytes, run_id: str, ctx: RunContext) -> dict:
-    """Route every undecided letter of the claim with the ordered rules; store channel, rule, reason."""
-    letters = letters_in_claim(conn, run_id, where="decided_at IS NULL")
+    """Route every undecided letter of the claim with the ordered rules; store channel, rule, reason.
+    Chunk by chunk, each committed on its own, so memory does not grow with the size of the wave."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT DISTINCT claim_chunk FROM letters WHERE claim_run_id = %s AND status = 'processing' "
+                    "AND decided_at IS NULL ORDER BY 1", (run_id,))
+        chunks = [r[0] for r in cur.fetchall()]
+    conn.commit()
+    by_rule: Counter = Counter()
+    channels: Counter = Counter()
+    for chunk in chunks:
+        _decide_chunk(conn, wave, state, key, run_id, chunk, ctx, by_rule, channels)
+    return {"decided": sum(channels.values()), "by_channel": dict(sorted(channels.items())),
+            "by_rule": dict(sorted(by_rule.items())), "phase": state.phase}
+
+
+def _decide_chunk(conn, wave: Wave, state: RolloutState, key: bytes, run_id: str, chunk: int, ctx: RunContext,
+                  by_rule: Counter, channels: Counter) -> None:
+    letters = letters_in_claim(conn, run_id, chunk, where="decided_at IS NULL")
     id_errors: dict[str, str | None] = {}
     pseudonyms: dict[str, str] = {}
     for letter in letters:
@@ -92,7 +113,6 @@ def decide_claim(conn, wave: Wave, state: RolloutState, key: bytes, run_id: str,
         cur.execute("SELECT recipient_pseudonym, active FROM ebox_activation WHERE recipient_pseudonym = ANY(%s)",
                     (list(set(pseudonyms.values())),))
         active = dict(cur.fetchall())
-    by_rule: Counter = Counter()
     updates, quarantined, events = [], [], []
     for letter in letters:
         letter_id = letter["letter_id"]
@@ -119,9 +139,7 @@ def decide_claim(conn, wave: Wave, state: RolloutState, key: bytes, run_id: str,
         for letter_id, reason in quarantined:
             quarantine(cur, ctx, letter_id, run_id, reason, stage="decide")
     conn.commit()
-    channels = Counter(u[1] or "quarantine" for u in updates)
-    return {"decided": len(updates), "by_channel": dict(sorted(channels.items())),
-            "by_rule": dict(sorted(by_rule.items())), "phase": state.phase}
+    channels.update(u[1] or "quarantine" for u in updates)
 
 
 # --------------------------------------------------------------------------- rendering

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from include.dijlepost.printhouse import sftp_connection
+
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = "ssh-keygen"
 SFTP_USER = "dijlepost-sftp"
@@ -50,19 +52,8 @@ class SshdServer:
 
     def airflow_connection(self) -> dict:
         """The Connection as JSON for `AIRFLOW_CONN_PRINTHOUSE_SFTP`."""
-        return {
-            "conn_type": "sftp",
-            "host": self.host,
-            "port": self.port,
-            "login": self.username,
-            "extra": {
-                "key_file": str(self.client_key_path),
-                "host_key": self.host_public_key,
-                "no_host_key_check": False,
-                "inbox_dir": "inbox",
-                "outbox_dir": "outbox",
-            },
-        }
+        return sftp_connection(self.host, self.port, self.username, str(self.client_key_path),
+                               self.host_public_key)
 
     def answer_as_print_house(self, behaviour=None) -> dict:
         """Play the print house on the served tree: take complete batches from the inbox, check them and

@@ -27,6 +27,8 @@ from typing import Any
 
 import asyncssh
 
+from include.dijlepost.printhouse import sftp_connection
+
 log = logging.getLogger("dijlepost.printhouse.sandbox")
 
 REMOTE_DIRS = ("inbox", "outbox")
@@ -155,19 +157,8 @@ class PrintHouseSftpServer:
 
     def airflow_connection(self) -> dict[str, Any]:
         """The Connection as JSON for `AIRFLOW_CONN_PRINTHOUSE_SFTP`."""
-        return {
-            "conn_type": "sftp",
-            "host": self.host,
-            "port": self.port,
-            "login": self.username,
-            "extra": {
-                "key_file": str(self.client_key_path),
-                "host_key": self.host_public_key,
-                "no_host_key_check": False,
-                "inbox_dir": "inbox",
-                "outbox_dir": "outbox",
-            },
-        }
+        return sftp_connection(self.host, self.port, self.username, str(self.client_key_path),
+                               self.host_public_key)
 
     def process_inbox(self) -> dict:
         """Answer every complete batch in the inbox now, as the print house (see simulator.py)."""

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_REFUSED, EXIT_CONFIG = 0, 1, 2
+SAME_DUPLICATES_SHOWN = 10
 
 
 def _conn(args):
@@ -64,10 +65,17 @@ def cmd_import(args) -> int:
             return EXIT_REFUSED
     for line, message in report.errors:
         print(f"{path.name}:{line}: refused: {message}", file=sys.stderr)
+    shown = 0
     for line, letter_id, same in report.duplicates:
+        if same and shown >= SAME_DUPLICATES_SHOWN:
+            continue  # a re-sent file: a few lines say it, the count says how much
+        shown += same
         what = "already in the outbox, not inserted again" if same else \
             "already in the outbox WITH DIFFERENT CONTENT: refused, correct it in the source system"
         print(f"{path.name}:{line}: duplicate {letter_id}: {what}", file=sys.stderr)
+    hidden = sum(1 for _, _, same in report.duplicates if same) - shown
+    if hidden > 0:
+        print(f"{path.name}: ... and {hidden} more identical duplicates, not inserted again", file=sys.stderr)
     print(f"imported {len(report.inserted)} letters, {len(report.duplicates)} duplicates, "
           f"{len(report.errors)} refused")
     return EXIT_OK if report.ok else EXIT_REFUSED

@@ -54,6 +54,8 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def main() -> int:
     started = time.monotonic()
+    # The in-process SFTP sandbox logs every connection at INFO; the demo shows what dijlepost did.
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
     VAR.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DIJLEPOST_PSEUDONYM_KEY", _pseudonym_key())
     os.environ.setdefault("DIJLEPOST_DOCUMENT_ROOT", str(VAR / "documents"))

@@ -378,3 +378,13 @@ def test_rollout_exempt_without_a_pseudonym_key_is_a_configuration_error(db, run
     code, _, err = run("rollout", "exempt", "add", "citizen", NRN, "--reason", "x", "--by", "clerk")
     assert code == EXIT_CONFIG and "DIJLEPOST_PSEUDONYM_KEY" in err
     assert one(db, "SELECT count(*) FROM paper_exemptions")[0] == 0
+
+
+def test_a_resent_file_names_ten_duplicates_and_counts_the_rest(db, run, tmp_path):
+    path = jsonl(tmp_path / "again.jsonl", *[letter(f"CLI-R{i:02d}") for i in range(15)])
+    assert run("letters", "import", path)[0] == EXIT_OK
+    code, out, err = run("letters", "import", path)
+    assert code == EXIT_OK
+    assert "imported 0 letters, 15 duplicates, 0 refused" in out
+    assert len([l for l in err.splitlines() if ": duplicate CLI-R" in l]) == 10
+    assert "and 5 more identical duplicates" in err

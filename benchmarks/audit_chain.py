@@ -9,7 +9,6 @@ dropped at the end.
 from __future__ import annotations
 
 import argparse
-import os
 import threading
 import time
 import uuid
@@ -17,10 +16,9 @@ import uuid
 import psycopg
 
 from include.dijlepost.audit import verify
-from include.dijlepost.db.migrate import migrate
+from benchmarks.scratch_db import scratch_database
 from include.dijlepost.outbox import RunContext, record_events
 
-SERVER = os.environ.get("DIJLEPOST_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 CTX = RunContext(dag_id="letters_finance", run_id="bench", task_id="render_letters", map_index=0, try_number=1)
 
 
@@ -73,13 +71,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=10_000)
     ap.add_argument("--writers", type=int, default=4)
     args = ap.parse_args()
-    name = f"dijlepost_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{SERVER}/{name}"
-    try:
-        with psycopg.connect(url) as conn:
-            migrate(conn)
+    with scratch_database() as url:
         n = args.events
         chained = one_transaction(url, n, chained=True)
         tx, per = 50, 100
@@ -95,9 +87,6 @@ def main() -> None:
         print(f"{args.writers} concurrent writers x {tx} transactions x {per} events: {total / wall:,.0f} events/s "
               f"({wall:.2f} s)")
         print(f"audit verify: {v.checked} events, ok={v.ok}, {v.checked / el:,.0f} events/s ({el:.2f} s)")
-    finally:
-        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -12,20 +12,17 @@ dropped at the end. Prints median and worst wall-clock times in milliseconds.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
-import uuid
 
 import psycopg
 from fastapi.testclient import TestClient
 
+from benchmarks.scratch_db import scratch_database
 from include.dijlepost.admin.app import Identity, create_app
 from include.dijlepost.admin.figures import recent_runs, shadow_report
-from include.dijlepost.db.migrate import migrate
 from include.dijlepost.tariffs import Tariffs
 
-SERVER = os.environ.get("DIJLEPOST_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 
 FILL = """
 INSERT INTO letters (letter_id, department, letter_type, recipient_kind, recipient_id, recipient_name, street,
@@ -63,13 +60,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=600)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    name = f"dijlepost_bench_admin_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{SERVER}/{name}"
-    try:
+    with scratch_database("dijlepost_bench_admin") as url:
         with psycopg.connect(url) as conn:
-            migrate(conn)
             t = time.perf_counter()
             conn.execute(FILL.replace("%(runs)s", str(args.runs)).replace("%(n)s", str(args.letters)))
             conn.commit()
@@ -89,9 +81,6 @@ def main() -> None:
                 lambda: client.get("/api/v1/departments/gas/shadow-report").raise_for_status(), args.repeat
             )
             print(f"GET /api/v1/.../shadow-report     median {med:8.1f} ms   worst {worst:8.1f} ms")
-    finally:
-        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

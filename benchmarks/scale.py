@@ -53,6 +53,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.cpu_accounting import CpuAccounting  # noqa: E402
 from include.dijlepost.db.migrate import migrate  # noqa: E402
 from include.dijlepost.demo import dataset  # noqa: E402
 from include.dijlepost.intake import COMPARED  # noqa: E402
@@ -347,6 +348,8 @@ def run_once(n: int, args) -> dict:
         with AirflowCluster(work / "airflow", env, executor="LocalExecutor", parallelism=cores) as cluster:
             cluster.wait_for_dags(list(DAGS.values()))
             say("triggering the three wave DAGs")
+            cpu = CpuAccounting()
+            cpu.start()
             t0 = time.monotonic()
             runs = [(DAGS[d], cluster.trigger(DAGS[d], {"batch_size": max(1, c), "chunk_size": args.chunk_size}))
                     for d, c in mix.items()]
@@ -371,7 +374,12 @@ def run_once(n: int, args) -> dict:
                 runs += reruns
                 states = {**states, **rerun_states}
             wall = time.monotonic() - t0
+            cpu_used = cpu.stop()
             tis = [ti | {"dag_id": d} for d, r in runs for ti in cluster.task_instances(d, r)]
+            ti_tasks = dict(cluster.query(
+                "SELECT id::text, task_id FROM task_instance WHERE run_id = ANY(%s) UNION ALL "
+                "SELECT task_instance_id::text, task_id FROM task_instance_history WHERE run_id = ANY(%s)",
+                ([r for _, r in runs], [r for _, r in runs])))
             run_spans = cluster.query(
                 "SELECT min(start_date), max(end_date) FROM dag_run WHERE run_id = ANY(%s)", ([r for _, r in runs],))
             rss = peak_rss(cluster.workdir / "airflow")
@@ -402,6 +410,8 @@ def run_once(n: int, args) -> dict:
         span = max(t["end_date"] for t in mine) - min(t["start_date"] for t in mine)
         task_seconds = sum((t["end_date"] - t["start_date"]).total_seconds() for t in mine)
         entry = {"tasks": len(mine), "span_s": round(span.total_seconds(), 1), "task_s": round(task_seconds, 1),
+                 "cpu_s": round(sum(s for ti, s in cpu_used["by_task_instance_cpu_s"].items()
+                                    if ti_tasks.get(ti) == task_id), 1),
                  "retries": sum(1 for t in mine if (t["try_number"] or 1) > 1)}
         if task_id in stage_letters:
             entry["letters"] = stage_letters[task_id]
@@ -418,6 +428,7 @@ def run_once(n: int, args) -> dict:
         "stages": stages, "peak_rss_mib": max(rss.values()) if rss else None, "peak_rss_mib_by_task": rss,
         "bare_letters": bare_n, "bare_s": round(bare_s, 1), "bare_letters_per_s": round(bare, 1),
         "ratio_e2e_to_bare": round(e2e / bare, 3), "check": check, "faults": faults_done,
+        "cpu_s_by_role": cpu_used["by_role_cpu_s"], "cpu_s_available": round(cpu_used["wall_s"] * cores, 1),
     }
     (Path(args.workdir) / f"result-{n}.json").write_text(json.dumps(result, indent=2, default=str))
     return result
@@ -434,10 +445,11 @@ def report(r: dict) -> None:
     print(f"  Airflow overhead:      {r['airflow_overhead_s']} s with no task of the wave running "
           f"({(r['airflow_overhead_share'] or 0) * 100:.1f} % of the runs' span)")
     print(f"  peak RSS, largest task process: {r['peak_rss_mib']} MiB")
-    print(f"  {'task':<24}{'tasks':>6}{'span s':>9}{'task s':>9}{'letters':>9}{'letters/s':>11}{'per task-s':>12}"
-          f"{'peak MiB':>10}{'retried':>9}")
+    print(f"  CPU seconds by role:   {r['cpu_s_by_role']} (of {r['cpu_s_available']} available)")
+    print(f"  {'task':<24}{'tasks':>6}{'span s':>9}{'task s':>9}{'cpu s':>8}{'letters':>9}{'letters/s':>11}"
+          f"{'per task-s':>12}{'peak MiB':>10}{'retried':>9}")
     for task_id, s in r["stages"].items():
-        print(f"  {task_id:<24}{s['tasks']:>6}{s['span_s']:>9}{s['task_s']:>9}{s.get('letters', ''):>9}"
+        print(f"  {task_id:<24}{s['tasks']:>6}{s['span_s']:>9}{s['task_s']:>9}{s['cpu_s']:>8}{s.get('letters', ''):>9}"
               f"{s.get('letters_per_s', ''):>11}{s.get('letters_per_task_s', ''):>12}"
               f"{r['peak_rss_mib_by_task'].get(task_id, ''):>10}{s['retries']:>9}")
     c = r["check"]

@@ -54,6 +54,19 @@ def record_events(cur, ctx: RunContext, events: Iterable[tuple[str, str, dict]])
             "try_number) VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s, %s)", rows)
 
 
+# A big claim moves many letters into the claim index at once; until autovacuum analyzes the table,
+# the planner still believes the claim is empty and may scan the whole claim for one letter.
+ANALYZE_AFTER_CLAIMING = 1000
+
+
+def _refresh_statistics(conn) -> None:
+    """ANALYZE letters (a sample, well under a second). Only the table's owner may: for any other role
+    PostgreSQL skips it with a warning and the run goes on with the statistics it has."""
+    with conn.cursor() as cur:
+        cur.execute("ANALYZE letters")
+    conn.commit()
+
+
 def claim(conn, department: str, run_id: str, batch_size: int, chunk_size: int,
           lease: timedelta, ctx: RunContext) -> Claim:
     """Claim up to `batch_size` letters for this run; a rerun of the same run keeps what it holds."""
@@ -94,6 +107,8 @@ def claim(conn, department: str, run_id: str, batch_size: int, chunk_size: int,
                     "GROUP BY claim_chunk ORDER BY claim_chunk", (run_id,))
         chunks = cur.fetchall()
     conn.commit()
+    if len(taken) >= ANALYZE_AFTER_CLAIMING:
+        _refresh_statistics(conn)
     return Claim(run_id=run_id, count=sum(n for _, n in chunks), chunks=[c for c, _ in chunks],
                  taken_over=sum(1 for _, prev in taken if prev == "processing"))
 

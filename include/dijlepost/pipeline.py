@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -129,17 +129,27 @@ def _decide_chunk(conn, wave: Wave, state: RolloutState, key: bytes, run_id: str
                                               "shadow_channel": d.shadow_channel, "recipient": p}))
         if d.channel is None:
             quarantined.append((letter_id, f"{d.rule}: {d.reason}"))
-        updates.append((state.phase, d.channel, d.rule, d.reason, d.shadow_channel, letter_id, run_id))
+        updates.append((letter_id, d.channel, d.rule, d.reason, d.shadow_channel))
     with conn.cursor() as cur:
-        cur.executemany(
-            "UPDATE letters SET rollout_phase = %s, channel = %s, decision_rule = %s, decision_reason = %s, "
-            "shadow_channel = %s, decided_at = now(), updated_at = now() "
-            "WHERE letter_id = %s AND claim_run_id = %s AND status = 'processing'", updates)
+        # One set-based statement per chunk: a statement per letter costs a plan and an index probe
+        # each, and turns quadratic while the planner's statistics still think the claim is empty.
+        cur.execute(
+            "UPDATE letters l SET rollout_phase = %s, channel = v.channel, decision_rule = v.rule, "
+            "decision_reason = v.reason, shadow_channel = v.shadow, decided_at = now(), updated_at = now() "
+            "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+            "AS v(letter_id, channel, rule, reason, shadow) "
+            "WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = 'processing'",
+            (state.phase, *_columns(updates, 5), run_id))
         record_events(cur, ctx, events)
         for letter_id, reason in quarantined:
             quarantine(cur, ctx, letter_id, run_id, reason, stage="decide")
     conn.commit()
     channels.update(u[1] or "quarantine" for u in updates)
+
+
+def _columns(rows: list[tuple], width: int) -> list[list]:
+    """Rows as `width` column lists, for `unnest(%s::type[], ...)` set-based statements."""
+    return [list(col) for col in zip(*rows)] if rows else [[] for _ in range(width)]
 
 
 # --------------------------------------------------------------------------- rendering
@@ -162,28 +172,40 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+_WRITES_IN_FLIGHT = 32
+
+
 def render_chunk(conn, renderer, document_root: Path, run_id: str, chunk: int, ctx: RunContext) -> dict:
     """Render one PDF per decided letter of the chunk that has none yet; bad data is quarantined."""
     from include.dijlepost.rendering import LetterDataError
 
     letters = letters_in_claim(conn, run_id, chunk, where="channel IS NOT NULL AND rendered_at IS NULL")
     rendered, failed = [], []
-    for letter in letters:
-        try:
-            doc = renderer.render(letter)
-        except LetterDataError as exc:
-            failed.append((letter["letter_id"], str(exc)))
-            continue
-        path = document_path(document_root, letter)
-        _write_atomically(path, doc.pdf)
-        rendered.append((letter["letter_id"], str(path), doc.sha256, doc.pages, doc.subject, doc.filename))
+    # One writer thread stores each PDF (write, fsync, rename) while the next letter renders: the disk
+    # wait overlaps the CPU work. Nothing is recorded before every write of the chunk has succeeded.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pdf-writer") as writer:
+        writes: deque = deque()
+        for letter in letters:
+            try:
+                doc = renderer.render(letter)
+            except LetterDataError as exc:
+                failed.append((letter["letter_id"], str(exc)))
+                continue
+            path = document_path(document_root, letter)
+            writes.append(writer.submit(_write_atomically, path, doc.pdf))
+            while len(writes) > _WRITES_IN_FLIGHT or (writes and writes[0].done()):
+                writes.popleft().result()       # bounded memory; a failed write fails the task here
+            rendered.append((letter["letter_id"], str(path), doc.sha256, doc.pages, doc.subject, doc.filename))
+        while writes:
+            writes.popleft().result()
     with conn.cursor() as cur:
-        cur.executemany(
-            "UPDATE letters SET pdf_path = %s, pdf_sha256 = %s, pdf_pages = %s, pdf_subject = %s, "
-            "pdf_filename = %s, rendered_at = now(), updated_at = now() "
-            "WHERE letter_id = %s AND claim_run_id = %s AND status = 'processing'",
-            [(path, sha, pages, subject, filename, lid, run_id)
-             for lid, path, sha, pages, subject, filename in rendered])
+        cur.execute(
+            "UPDATE letters l SET pdf_path = v.path, pdf_sha256 = v.sha, pdf_pages = v.pages, "
+            "pdf_subject = v.subject, pdf_filename = v.filename, rendered_at = now(), updated_at = now() "
+            "FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[]) "
+            "AS v(letter_id, path, sha, pages, subject, filename) "
+            "WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = 'processing'",
+            (*_columns(rendered, 6), run_id))
         record_events(cur, ctx, ((lid, "rendered", {"sha256": sha, "pages": pages})
                                  for lid, _, sha, pages, _, _ in rendered))
         for letter_id, reason in failed:
@@ -246,38 +268,59 @@ def deliver_chunk_to_ebox(conn, client, renderer, wave: Wave, key: bytes, run_id
         return letter, client.publish(pub)
 
     outcomes: Counter = Counter()
+    answered: list[tuple[str, object]] = []
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        for letter, result in pool.map(publish, letters):
-            outcomes[result.kind] += 1
-            _record_publication(conn, ctx, run_id, letter["letter_id"], result)
+        try:
+            for letter, result in pool.map(publish, letters):
+                outcomes[result.kind] += 1
+                answered.append((letter["letter_id"], result))
+                if len(answered) >= _RECORD_EVERY:
+                    _record_publications(conn, ctx, run_id, answered)
+                    answered = []
+        finally:  # what the eBox answered is recorded even when a later call fails the task
+            _record_publications(conn, ctx, run_id, answered)
     logfmt.emit("ebox_chunk_outcomes", chunk=chunk, **dict(outcomes))
     return {"chunk": chunk, "letters": len(letters), **dict(sorted(outcomes.items()))}
 
 
-def _record_publication(conn, ctx: RunContext, run_id: str, letter_id: str, result) -> None:
+# Answers are recorded in groups, one transaction each: a letter the eBox accepted but whose answer
+# was not recorded yet stays `in_flight`, and its retry gets 409 for the same Idempotency-Key.
+_RECORD_EVERY = 100
+
+
+def _record_publications(conn, ctx: RunContext, run_id: str, answered: list[tuple[str, object]]) -> None:
+    if not answered:
+        return
+    delivered = [(lid, r.message_id, r.kind) for lid, r in answered if r.kind in ("published", "already_published")]
+    no_user = [lid for lid, r in answered if r.kind == "no_digital_user"]
     with conn.cursor() as cur:
-        if result.kind in ("published", "already_published"):
+        if delivered:
             cur.execute(
-                "UPDATE letters SET status = 'delivered_ebox', ebox_message_id = %s, ebox_state = NULL, "
-                "final_at = now(), updated_at = now() "
-                "WHERE letter_id = %s AND claim_run_id = %s AND status = 'processing'",
-                (result.message_id, letter_id, run_id))
-            if cur.rowcount:
-                record_events(cur, ctx, [(letter_id, "delivered_ebox",
-                                          {"message_id": result.message_id, "answer": result.kind})])
-        elif result.kind == "no_digital_user":
+                "UPDATE letters l SET status = 'delivered_ebox', ebox_message_id = v.message_id, ebox_state = NULL, "
+                "final_at = now(), updated_at = now() FROM unnest(%s::text[], %s::text[]) AS v(letter_id, message_id) "
+                "WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = 'processing' "
+                "RETURNING l.letter_id", ([d[0] for d in delivered], [d[1] for d in delivered], run_id))
+            changed = {r[0] for r in cur.fetchall()}
+            record_events(cur, ctx, [(lid, "delivered_ebox", {"message_id": message_id, "answer": kind})
+                                     for lid, message_id, kind in delivered if lid in changed])
+        if no_user:
             cur.execute(
                 "UPDATE letters SET channel = 'paper', ebox_state = 'no_digital_user', decision_rule = "
                 "'no_digital_user', decision_reason = %s, updated_at = now() "
-                "WHERE letter_id = %s AND claim_run_id = %s AND status = 'processing'",
-                ("the eBox answered NO_DIGITAL_USER: the recipient never opened the eBox", letter_id, run_id))
-            record_events(cur, ctx, [(letter_id, "rerouted_to_paper", {"rule": "no_digital_user"})])
-        elif result.kind == "rejected":
-            cur.execute("UPDATE letters SET ebox_state = 'rejected' WHERE letter_id = %s AND claim_run_id = %s "
-                        "AND status = 'processing'", (letter_id, run_id))
-            quarantine(cur, ctx, letter_id, run_id, f"ebox rejected {result.code}: {result.message}", stage="ebox")
-        else:  # retry_later: the eBox did not answer; the letter stays in flight for the next run
-            release_for_retry(cur, ctx, letter_id, run_id, f"ebox: {result.code or ''} {result.message or ''}".strip())
+                "WHERE letter_id = ANY(%s) AND claim_run_id = %s AND status = 'processing' RETURNING letter_id",
+                ("the eBox answered NO_DIGITAL_USER: the recipient never opened the eBox", no_user, run_id))
+            record_events(cur, ctx, [(r[0], "rerouted_to_paper", {"rule": "no_digital_user"})
+                                     for r in cur.fetchall()])
+        for letter_id, result in answered:
+            if result.kind == "rejected":
+                cur.execute("UPDATE letters SET ebox_state = 'rejected' WHERE letter_id = %s AND claim_run_id = %s "
+                            "AND status = 'processing'", (letter_id, run_id))
+                quarantine(cur, ctx, letter_id, run_id, f"ebox rejected {result.code}: {result.message}",
+                           stage="ebox")
+            elif result.kind not in ("published", "already_published", "no_digital_user"):
+                # retry_later: the eBox did not answer; the letter goes back to the outbox for the next run
+                release_for_retry(cur, ctx, letter_id, run_id,
+                                  f"ebox: {result.code or ''} {result.message or ''}".strip())
     conn.commit()
 
 

@@ -331,3 +331,25 @@ def test_outcome_counts_follow_the_letters_a_run_claimed(db):
     assert out["by_status"] == {"processing": 3, "quarantined": 1}
     assert out["by_rule"] == {"-": 2, "no_ebox": 2}
     assert outbox.outcome_counts(db, "letters_gas", "run-o")["by_status"] == {}
+
+
+def _plan_for_one_letter(db, letter_id: str, run_id: str) -> str:
+    """The plan of the statement quarantine() and release_for_retry() use for a single letter."""
+    rows = db.execute("EXPLAIN UPDATE letters SET updated_at = now() WHERE letter_id = %s AND claim_run_id = %s "
+                      "AND status = 'processing'", (letter_id, run_id)).fetchall()
+    db.rollback()
+    return "\n".join(r[0] for r in rows)
+
+
+@pytest.mark.parametrize("threshold, expected_index", [(50, "letters_letter_id_key"), (10**9, "letters_claim_idx")])
+def test_a_big_claim_refreshes_the_statistics_so_one_letter_is_found_by_its_id(db, monkeypatch, threshold,
+                                                                             expected_index):
+    # The statistics describe the outbox before the claim: every letter pending, the claim index empty.
+    ids = add_letters(db, 400)
+    db.execute("ANALYZE letters")
+    db.commit()
+    monkeypatch.setattr(outbox, "ANALYZE_AFTER_CLAIMING", threshold)
+    claim(db, "finance", "big-run", 400, 100, HOUR, ctx("big-run"))
+    # Refreshed (threshold 50): the planner knows the claim holds 400 letters and probes the unique
+    # letter_id index. Not refreshed: it believes the claim is empty and scans the claim for one letter.
+    assert expected_index in _plan_for_one_letter(db, ids[200], "big-run")

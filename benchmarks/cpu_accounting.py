@@ -1,0 +1,105 @@
+"""Where the cores went: CPU seconds of every process on the machine, by role, sampled while a run goes.
+
+A wave on a small machine is CPU-bound, and the task processes share the cores with Airflow's own
+services, PostgreSQL, the eBox sandbox and the print house. `CpuAccounting` samples every process's
+user + system CPU time (psutil) once per `interval` and adds up what each consumed in between, by role
+(from the process title: Airflow sets `airflow worker -- <task instance id>` on task processes).
+Task processes are also kept by task instance id, so the benchmark can say how many CPU seconds each
+task spent against its wall time. A process that ends between two samples loses at most its last
+interval; the figures are a lower bound that accounts for nearly all the time at interval 0.5 s.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections import defaultdict
+
+import psutil
+
+TASK_TITLE = re.compile(r"airflow worker -- ([0-9a-f-]{36})")
+ROLES = (
+    ("task", TASK_TITLE),
+    ("task supervisor", re.compile(r"airflow supervisor|LocalExecutor|airflow worker --")),
+    ("scheduler", re.compile(r"airflow scheduler")),
+    ("api-server", re.compile(r"api[-_]server|uvicorn|gunicorn")),
+    ("dag-processor", re.compile(r"dag[-_]processor")),
+    ("eBox sandbox", re.compile(r"ebox\.sandbox")),
+    ("print house", re.compile(r"printhouse\.sandbox|sshd")),
+    ("PostgreSQL", re.compile(r"^postgres")),
+)
+
+
+PG_BACKEND = re.compile(r"^postgres: (?:\S+: )?\S+ (\S+) \S+\(")
+
+
+def role_of(title: str) -> tuple[str, str | None]:
+    for role, pattern in ROLES:
+        m = pattern.search(title)
+        if m:
+            if role == "PostgreSQL":
+                backend = PG_BACKEND.match(title)
+                db = backend.group(1) if backend else ""
+                role = ("PostgreSQL (Airflow metadata)" if "airflow" in db else
+                        "PostgreSQL (outbox)" if db.startswith("dijlepost") else "PostgreSQL (server)")
+            return role, (m.group(1) if role == "task" else None)
+    return "other: " + " ".join(title.split()[:6])[:80], None
+
+
+class CpuAccounting(threading.Thread):
+    def __init__(self, interval: float = 0.5):
+        super().__init__(daemon=True, name="cpu-accounting")
+        self.interval = interval
+        self.by_role: dict[str, float] = defaultdict(float)
+        self.by_task_instance: dict[str, float] = defaultdict(float)
+        self._last: dict[tuple[int, float], tuple[float, str, str | None]] = {}
+        self._halt = threading.Event()
+        self.started_at = self.ended_at = None
+        self._me = os.getpid()
+
+    def _sample(self) -> None:
+        seen = set()
+        for p in psutil.process_iter(["pid", "create_time", "cmdline", "name"]):
+            try:
+                key = (p.info["pid"], p.info["create_time"])
+                if p.info["pid"] == self._me:
+                    continue
+                t = p.cpu_times()
+                used = t.user + t.system
+                prev = self._last.get(key)
+                title = " ".join(p.info["cmdline"] or []) or (p.info["name"] or "")
+                role, ti = role_of(title)
+                if prev is not None:
+                    delta = used - prev[0]
+                    # a task process is titled only once it runs its task: book its earlier time there too
+                    self.by_role[role] += delta
+                    if ti:
+                        self.by_task_instance[ti] += delta
+                elif self.started_at is not None and p.info["create_time"] >= self.started_at - 1:
+                    self.by_role[role] += used        # born since the start: all its time counts
+                    if ti:
+                        self.by_task_instance[ti] += used
+                self._last[key] = (used, role, ti)
+                seen.add(key)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        for key in set(self._last) - seen:
+            del self._last[key]
+
+    def run(self) -> None:
+        self._sample()
+        self.started_at = time.time()
+        while not self._halt.wait(self.interval):
+            self._sample()
+        self._sample()
+        self.ended_at = time.time()
+
+    def stop(self) -> dict:
+        self._halt.set()
+        self.join()
+        wall = (self.ended_at or time.time()) - (self.started_at or time.time())
+        return {"wall_s": round(wall, 1), "cores": psutil.cpu_count(),
+                "by_role_cpu_s": {k: round(v, 1) for k, v in sorted(self.by_role.items(), key=lambda kv: -kv[1])
+                                  if v >= 0.5 or not k.startswith("other")},
+                "by_task_instance_cpu_s": dict(self.by_task_instance)}

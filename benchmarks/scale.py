@@ -65,7 +65,6 @@ PG_SERVER = os.environ.get("DIJLEPOST_BENCH_PG", "postgresql://postgres@127.0.0.
 MIX = {"finance": 0.45, "gas": 0.30, "economy_housing": 0.25}
 DAGS = {"finance": "letters_finance", "gas": "letters_gas", "economy_housing": "letters_economy_housing"}
 FINAL = ("delivered_ebox", "handed_to_print", "quarantined")
-STAGES = {"render_letters": "rendered", "deliver_to_ebox": "delivered_ebox", "hand_over_to_print": "handed_to_print"}
 RSS_LINE = re.compile(r"event=task_peak_rss task_id=(\S+) map_index=(-?\d+) peak_rss_mib=([\d.]+)")
 
 
@@ -231,14 +230,14 @@ class FaultInjector(threading.Thread):
         while not self.stop_event.wait(0.5) and not (killed and dropped):
             try:
                 if not killed:
-                    for pid, age, dag_id, map_index in self._running("render_letters"):
+                    for pid, age, dag_id, map_index in self._running("chunk.render_letters"):
                         if age >= 3:
                             os.kill(pid, signal.SIGKILL)
                             killed = True
                             self.done.append(f"killed render_letters[{map_index}] of {dag_id} (pid {pid}) "
                                              f"{age:.0f}s into its chunk")
                             break
-                if not dropped and self._running("hand_over_to_print"):
+                if not dropped and self._running("chunk.hand_over_to_print"):
                     inbox = self.work / "printhouse" / "root" / "inbox"
                     deadline = time.monotonic() + 20
                     while not any(inbox.glob("*.part")) and time.monotonic() < deadline:
@@ -342,6 +341,8 @@ def run_once(n: int, args) -> dict:
             "DIJLEPOST_PRINT_WORK_DIR": str(work / "print-batches"),
             "DIJLEPOST_RETRY_DELAY_SECONDS": "10",
             "AIRFLOW__CORE__MAX_MAP_LENGTH": "4096",
+            # as in astro-config.yaml: DAG files do not change during a wave
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         }
         say(f"starting Airflow: api-server, dag-processor, scheduler (LocalExecutor, parallelism {cores})")
@@ -401,9 +402,9 @@ def run_once(n: int, args) -> dict:
     first, last = run_spans[0]
     run_wall = (last - first).total_seconds()
     busy = _union_seconds(intervals)
-    stage_letters = {"render_letters": check["rendered"],
-                     "deliver_to_ebox": check["statuses"].get("delivered_ebox", 0),
-                     "hand_over_to_print": check["statuses"].get("handed_to_print", 0)}
+    stage_letters = {"chunk.render_letters": check["rendered"],
+                     "chunk.deliver_to_ebox": check["statuses"].get("delivered_ebox", 0),
+                     "chunk.hand_over_to_print": check["statuses"].get("handed_to_print", 0)}
     stages = {}
     for task_id in sorted({t["task_id"] for t in ran}):
         mine = [t for t in ran if t["task_id"] == task_id]
@@ -446,10 +447,10 @@ def report(r: dict) -> None:
           f"({(r['airflow_overhead_share'] or 0) * 100:.1f} % of the runs' span)")
     print(f"  peak RSS, largest task process: {r['peak_rss_mib']} MiB")
     print(f"  CPU seconds by role:   {r['cpu_s_by_role']} (of {r['cpu_s_available']} available)")
-    print(f"  {'task':<24}{'tasks':>6}{'span s':>9}{'task s':>9}{'cpu s':>8}{'letters':>9}{'letters/s':>11}"
+    print(f"  {'task':<28}{'tasks':>6}{'span s':>9}{'task s':>9}{'cpu s':>8}{'letters':>9}{'letters/s':>11}"
           f"{'per task-s':>12}{'peak MiB':>10}{'retried':>9}")
     for task_id, s in r["stages"].items():
-        print(f"  {task_id:<24}{s['tasks']:>6}{s['span_s']:>9}{s['task_s']:>9}{s['cpu_s']:>8}{s.get('letters', ''):>9}"
+        print(f"  {task_id:<28}{s['tasks']:>6}{s['span_s']:>9}{s['task_s']:>9}{s['cpu_s']:>8}{s.get('letters', ''):>9}"
               f"{s.get('letters_per_s', ''):>11}{s.get('letters_per_task_s', ''):>12}"
               f"{r['peak_rss_mib_by_task'].get(task_id, ''):>10}{s['retries']:>9}")
     c = r["check"]

@@ -2,11 +2,15 @@
 
     read_rollout_phase (short-circuit: phase off stops here)
       -> claim_letters -> check_ebox_activation -> decide_channels
-      -> render_letters[chunk]  (dynamic task mapping over chunks, never one task per letter)
-      -> choose_delivery_paths (@task.branch)
-           -> deliver_to_ebox[chunk] ----\
-           -> hand_over_to_print  <-------/   (after eBox, so NO_DIGITAL_USER fallbacks go the same run)
+      -> chunk[i]  (a task group mapped over the claim's chunks, never one task per letter):
+             render_letters -> deliver_to_ebox -> hand_over_to_print
+             (print after eBox, so NO_DIGITAL_USER fallbacks go on paper in the same run)
+      -> hand_over_earlier_batches  (batches of earlier runs, or held back by the cut-off, now due)
       -> record_outcome
+A chunk's letters are published and printed as soon as they are rendered, while other chunks still
+render: eBox and SFTP waits overlap the CPU-bound rendering instead of following it, and the
+"upstream" weight rule makes the scheduler finish a started chunk before it starts a new one.
+A chunk with nothing for a channel skips that task (shown as skipped, with the reason in its log).
 Every task body calls one function of `pipeline.py` and logs what it did as `event=... key=value`
 lines with counts, rules, ids of what it produced and keyed pseudonyms only.
 """
@@ -59,12 +63,16 @@ def default_task_args(queue: str = QUEUES["default"]) -> dict:
             "on_failure_callback": on_failure, "queue": queue}
 
 
-def _ctx():
+def _ctx(chunk: int | None = None):
+    """The run coordinates for the events; a per-chunk task also shows as "chunk N" in the UI (a
+    mapped task group's argument is not in `op_kwargs`, so the name is set at run time)."""
     from airflow.sdk import get_current_context
 
     from include.dijlepost.outbox import RunContext
 
     c = get_current_context()
+    if chunk is not None:
+        c["map_index_template"] = f"chunk {int(chunk)}"
     ti = c["ti"]
     return RunContext(dag_id=ti.dag_id, run_id=c["run_id"], task_id=ti.task_id,
                       map_index=ti.map_index, try_number=ti.try_number)
@@ -86,8 +94,42 @@ def _settings():
     return Settings.from_env()
 
 
+def _hand_over(wave: Wave, ctx, chunk: int | None) -> dict:
+    """Assign the paper letters of one chunk (or, with `chunk` None, none) to print batches and upload
+    the due batches: of that chunk, or of the whole department. Skips when there is nothing to send."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from include.dijlepost.pipeline import assign_print_batches, pending_print_batches, upload_print_batch
+    from include.dijlepost.printhouse.hook import PrintHouseHook
+
+    settings = _settings()
+    run_id = _claim_key(ctx)
+    conn = _db()
+    try:
+        assigned = [] if chunk is None else assign_print_batches(
+            conn, wave.department, run_id, ctx, wave.print_batch_max_letters, wave.print_batch_max_mb,
+            wave.print_cutoff, chunk=chunk)
+        batches = pending_print_batches(conn, wave.department, run_id=run_id, chunk=chunk)
+        if not batches:
+            logfmt.emit("print_handoff_skipped", department=wave.department, chunk=chunk, assigned_now=len(assigned),
+                        reason="no batch due today (none, or all after the cut-off)")
+            raise AirflowSkipException("no paper letters to hand over")
+        hook = PrintHouseHook()
+        results = []
+        with hook.get_managed_conn() as sftp:
+            for batch_id in batches:
+                r = upload_print_batch(conn, sftp, hook.inbox_dir, settings.print_work_dir, batch_id, ctx)
+                logfmt.emit("print_batch_handed_over", department=wave.department, chunk=chunk, **r)
+                results.append(r)
+    finally:
+        conn.close()
+    logfmt.emit("print_handed_over", department=wave.department, chunk=chunk, assigned_now=len(assigned),
+                batches=len(results), letters=sum(r.get("letters", 0) for r in results))
+    return {"assigned_now": assigned, "batches": results}
+
+
 def build_wave_dag(wave: Wave):
-    from airflow.sdk import Param, dag, task
+    from airflow.sdk import Param, dag, task, task_group
     from airflow.sdk.exceptions import AirflowSkipException
 
     @dag(
@@ -107,7 +149,9 @@ def build_wave_dag(wave: Wave):
             "chunk_size": Param(wave.chunk_size, type="integer", minimum=1, maximum=10_000,
                                 description="Letters per mapped render / eBox task"),
         },
-        default_args={**default_task_args(), "on_success_callback": report_peak_rss},
+        # "upstream": a task weighs what comes before it, so a rendered chunk's delivery goes before
+        # the next chunk's rendering (depth first) and a wave's letters leave while it still renders.
+        default_args={**default_task_args(), "on_success_callback": report_peak_rss, "weight_rule": "upstream"},
     )
     def wave_dag():
         @task.short_circuit
@@ -177,12 +221,12 @@ def build_wave_dag(wave: Wave):
             logfmt.emit("channels_decided", department=wave.department, **result)
             return result
 
-        @task(queue=QUEUES["render"], map_index_template="chunk {{ task.op_kwargs['chunk'] }}")
+        @task(queue=QUEUES["render"])
         def render_letters(chunk: int):
             from include.dijlepost.pipeline import render_chunk
             from include.dijlepost.rendering import LetterRenderer
 
-            ctx = _ctx()
+            ctx = _ctx(chunk)
             conn = _db()
             try:
                 result = render_chunk(conn, LetterRenderer(), _settings().document_root, _claim_key(ctx), chunk, ctx)
@@ -191,31 +235,19 @@ def build_wave_dag(wave: Wave):
             logfmt.emit("letters_rendered", department=wave.department, **result)
             return result
 
-        @task.branch(trigger_rule="none_failed")
-        def choose_delivery_paths():
-            from include.dijlepost.pipeline import ready_channels
-
-            ctx = _ctx()
-            conn = _db()
-            try:
-                ready = ready_channels(conn, wave.department, _claim_key(ctx))
-            finally:
-                conn.close()
-            paths = (["deliver_to_ebox"] if ready["ebox"] else []) + (
-                ["hand_over_to_print"] if ready["paper"] or ready["unfinished_print_batches"] else [])
-            logfmt.emit("delivery_paths", department=wave.department, **ready,
-                        following=paths or "none")
-            return paths
-
-        @task(queue=QUEUES["delivery"], pool=POOLS["ebox"], map_index_template="chunk {{ task.op_kwargs['chunk'] }}")
+        @task(queue=QUEUES["delivery"], pool=POOLS["ebox"])
         def deliver_to_ebox(chunk: int):
             from include.dijlepost.ebox.hook import EboxHook
-            from include.dijlepost.pipeline import deliver_chunk_to_ebox
+            from include.dijlepost.pipeline import deliver_chunk_to_ebox, letters_waiting
 
-            ctx = _ctx()
+            ctx = _ctx(chunk)
             conn = _db()
-            hook = EboxHook()
             try:
+                if not letters_waiting(conn, _claim_key(ctx), chunk, "ebox"):
+                    logfmt.emit("ebox_delivery_skipped", department=wave.department, chunk=chunk,
+                                reason="no rendered eBox letters in this chunk")
+                    raise AirflowSkipException("no eBox letters in this chunk")
+                hook = EboxHook()
                 result = deliver_chunk_to_ebox(conn, hook.get_client(), None, wave,
                                                _settings().pseudonym_key, _claim_key(ctx), chunk, ctx,
                                                concurrency=hook.get_config().max_concurrency)
@@ -225,34 +257,18 @@ def build_wave_dag(wave: Wave):
             return result
 
         @task(queue=QUEUES["delivery"], pool=POOLS["print"], trigger_rule="none_failed")
-        def hand_over_to_print():
-            from include.dijlepost.pipeline import assign_print_batches, pending_print_batches, upload_print_batch
-            from include.dijlepost.printhouse.hook import PrintHouseHook
+        def hand_over_to_print(chunk: int):
+            ctx = _ctx(chunk)
+            return _hand_over(wave, ctx, chunk)
 
-            ctx = _ctx()
-            settings = _settings()
-            conn = _db()
-            try:
-                assigned = assign_print_batches(conn, wave.department, _claim_key(ctx), ctx,
-                                                wave.print_batch_max_letters, wave.print_batch_max_mb,
-                                                wave.print_cutoff)
-                batches = pending_print_batches(conn, wave.department)
-                if not batches:
-                    logfmt.emit("print_handoff_skipped", department=wave.department, assigned_now=len(assigned),
-                                reason="no batch due today (none, or all after the cut-off)")
-                    raise AirflowSkipException("no paper letters to hand over")
-                hook = PrintHouseHook()
-                results = []
-                with hook.get_managed_conn() as sftp:
-                    for batch_id in batches:
-                        r = upload_print_batch(conn, sftp, hook.inbox_dir, settings.print_work_dir, batch_id, ctx)
-                        logfmt.emit("print_batch_handed_over", department=wave.department, **r)
-                        results.append(r)
-            finally:
-                conn.close()
-            logfmt.emit("print_handed_over", department=wave.department, assigned_now=len(assigned),
-                        batches=len(results), letters=sum(r.get("letters", 0) for r in results))
-            return {"assigned_now": assigned, "batches": results}
+        @task_group(group_id="chunk")
+        def by_chunk(chunk: int):
+            render_letters(chunk) >> deliver_to_ebox(chunk) >> hand_over_to_print(chunk)
+
+        @task(queue=QUEUES["delivery"], pool=POOLS["print"], trigger_rule="none_failed")
+        def hand_over_earlier_batches():
+            """Batches recorded by an earlier, interrupted run, or held back by the cut-off, now due."""
+            return _hand_over(wave, _ctx(), None)
 
         @task(trigger_rule="none_failed")
         def record_outcome():
@@ -273,13 +289,7 @@ def build_wave_dag(wave: Wave):
         state >> claimed
         activation = check_ebox_activation(state, claimed)
         decided = decide_channels(state, activation)
-        rendered = render_letters.expand(chunk=claimed)
-        decided >> rendered
-        paths = choose_delivery_paths()
-        rendered >> paths
-        ebox = deliver_to_ebox.expand(chunk=claimed)
-        paper = hand_over_to_print()
-        paths >> [ebox, paper]
-        ebox >> paper >> record_outcome()
+        chunks = by_chunk.expand(chunk=claimed)
+        decided >> chunks >> hand_over_earlier_batches() >> record_outcome()
 
     return wave_dag()

@@ -232,6 +232,17 @@ def ready_channels(conn, department: str, run_id: str) -> dict:
     return {EBOX: counts.get(EBOX, 0), PAPER: counts.get(PAPER, 0), "unfinished_print_batches": batches}
 
 
+def letters_waiting(conn, run_id: str, chunk: int, channel: str) -> int:
+    """Rendered letters of one chunk of the claim that still wait for `channel`."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM letters WHERE claim_run_id = %s AND claim_chunk = %s "
+                    "AND status = 'processing' AND channel = %s AND rendered_at IS NOT NULL",
+                    (run_id, chunk, channel))
+        (count,) = cur.fetchone()
+    conn.commit()
+    return count
+
+
 # --------------------------------------------------------------------------- eBox delivery
 
 def deliver_chunk_to_ebox(conn, client, renderer, wave: Wave, key: bytes, run_id: str, chunk: int,
@@ -327,20 +338,22 @@ def _record_publications(conn, ctx: RunContext, run_id: str, answered: list[tupl
 # --------------------------------------------------------------------------- print-house handoff
 
 def assign_print_batches(conn, department: str, run_id: str, ctx: RunContext, max_letters: int,
-                         max_mb: float | None = None, cutoff: str | None = None) -> list[str]:
+                         max_mb: float | None = None, cutoff: str | None = None,
+                         chunk: int | None = None) -> list[str]:
     """Record batch membership for the claim's rendered paper letters *before* any file is built, so a
     retry rebuilds exactly the same batch and no letter can end up in two batches. Batches are cut by
     postage class, print day (the wave's daily cut-off) and size: see `printhouse/handoff.py`."""
     from include.dijlepost.printhouse import handoff
 
-    return handoff.assign_print_batches(conn, department, run_id, ctx, max_letters, max_mb, cutoff)
+    return handoff.assign_print_batches(conn, department, run_id, ctx, max_letters, max_mb, cutoff, chunk)
 
 
-def pending_print_batches(conn, department: str, today=None) -> list[str]:
-    """Recorded, not yet uploaded batches whose print day has come."""
+def pending_print_batches(conn, department: str, today=None, run_id: str | None = None,
+                          chunk: int | None = None) -> list[str]:
+    """Recorded, not yet uploaded batches whose print day has come (of the department, or of one chunk)."""
     from include.dijlepost.printhouse import handoff
 
-    return handoff.pending_print_batches(conn, department, today)
+    return handoff.pending_print_batches(conn, department, today, run_id, chunk)
 
 
 def upload_print_batch(conn, sftp, remote_dir: str, work_dir: Path, batch_id: str, ctx: RunContext) -> dict:

@@ -17,7 +17,7 @@ from tests.support.database import SERVER
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 LOGIN = "dijlepost_e2e_pipeline"
 SUMMARY_LINES = ("rollout_phase", "letters_claimed", "ebox_activation_checked", "channels_decided", "letters_rendered",
-                 "delivery_paths", "ebox_delivered", "print_handed_over", "run_summary")
+                 "ebox_delivered", "print_handed_over", "run_summary")
 
 
 @pytest.fixture
@@ -51,8 +51,8 @@ def test_a_run_as_the_pipeline_role_leaves_an_intact_readable_trail(db, ebox, ru
     assert steps == [("accepted", "letters_import", None),
                      ("claimed", "claim_letters", "letters_finance"),
                      ("decided", "decide_channels", "letters_finance"),
-                     ("rendered", "render_letters", "letters_finance"),
-                     ("delivered_ebox", "deliver_to_ebox", "letters_finance")]
+                     ("rendered", "chunk.render_letters", "letters_finance"),
+                     ("delivered_ebox", "chunk.deliver_to_ebox", "letters_finance")]
     rendered = next(e for e in trace(db, delivered[0]) if e["event"] == "rendered")
     assert rendered["map_index"] >= 0 and rendered["try_number"] >= 1 and "/mapped/" in rendered["task_log_url"]
     for name in SUMMARY_LINES:

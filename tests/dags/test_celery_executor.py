@@ -90,10 +90,11 @@ def test_wave_on_two_celery_workers_matches_the_local_run(redis_broker, db, ebox
         tis = cluster.task_instances("letters_finance", run_id)
 
     assert states[("letters_finance", run_id)] == "success", f"run failed; logs in {work / 'logs'}"
-    renders = [t for t in tis if t["task_id"] == "render_letters"]
+    renders = [t for t in tis if t["task_id"] == "chunk.render_letters"]
     assert len(renders) == LETTERS // CHUNK and {t["state"] for t in renders} == {"success"}
     assert {t["queue"] for t in renders} == {"render"}
-    assert {t["queue"] for t in tis if t["task_id"] == "deliver_to_ebox"} == {"delivery"}
+    assert {t["queue"] for t in tis if t["task_id"] in ("chunk.deliver_to_ebox", "chunk.hand_over_to_print")
+            and t["state"] == "success"} == {"delivery"}
     ran_on = {t["hostname"] for t in tis if t["state"] == "success"}
     assert ran_on == {"worker1", "worker2"}, f"tasks ran on {ran_on}"
     assert outcome(db) == reference

@@ -76,12 +76,22 @@ def test_dag_is_built_to_rules(dagbag, department):
     for task in dag.tasks:
         assert task.retries >= 1, task.task_id
         assert task.on_failure_callback, task.task_id
-    # Fan-out is by chunk: rendering and eBox delivery are mapped tasks, not one task per letter.
-    assert {t.task_id for t in dag.tasks if t.is_mapped} == {"render_letters", "deliver_to_ebox"}
-    assert dag.get_task("deliver_to_ebox").pool == "ebox_publication"
-    assert dag.get_task("hand_over_to_print").pool == "print_house_sftp"
-    # Print handoff waits for eBox delivery, so NO_DIGITAL_USER fallbacks are printed in the same run.
-    assert "deliver_to_ebox" in dag.get_task("hand_over_to_print").upstream_task_ids
+    # Fan-out is by chunk: a task group mapped over the claim's chunks renders, publishes and prints
+    # each chunk, never one task per letter.
+    per_chunk = {t.task_id for t in dag.tasks if t.get_closest_mapped_task_group() is not None}
+    assert per_chunk == {"chunk.render_letters", "chunk.deliver_to_ebox", "chunk.hand_over_to_print"}
+    assert dag.get_task("chunk.render_letters").queue == "render"
+    assert dag.get_task("chunk.deliver_to_ebox").pool == "ebox_publication"
+    assert dag.get_task("chunk.hand_over_to_print").pool == "print_house_sftp"
+    assert dag.get_task("hand_over_earlier_batches").pool == "print_house_sftp"
+    # Within a chunk: render, then eBox, then print, so NO_DIGITAL_USER fallbacks are printed in the
+    # same run; a chunk's delivery goes before the next chunk's rendering (weight rule "upstream").
+    # (claim_letters is upstream of every task of the group: it hands out the chunk numbers)
+    assert dag.get_task("chunk.deliver_to_ebox").upstream_task_ids == {"chunk.render_letters", "claim_letters"}
+    assert dag.get_task("chunk.hand_over_to_print").upstream_task_ids == {"chunk.deliver_to_ebox", "claim_letters"}
+    assert dag.get_task("chunk.hand_over_to_print").trigger_rule == "none_failed"
+    assert {str(t.weight_rule) for t in dag.tasks} == {"upstream"}
+    assert dag.get_task("record_outcome").upstream_task_ids == {"hand_over_earlier_batches"}
     assert dag.get_task("read_rollout_phase").task_type in ("_ShortCircuitDecoratedOperator",
                                                             "ShortCircuitOperator")
 

@@ -105,16 +105,19 @@ def _batch(department: str, postage_class: str, day: date, members: list[Planned
 
 
 def assign_print_batches(conn, department: str, run_id: str, ctx: RunContext, max_letters: int,
-                         max_mb: float | None = None, cutoff: str | None = None) -> list[str]:
-    """Record batch membership (and print day) for the claim's rendered paper letters before any file
-    is built. A letter already in a batch is never assigned again; a letter whose PDF has vanished
-    since rendering is quarantined with that reason instead of failing the whole hand-over."""
+                         max_mb: float | None = None, cutoff: str | None = None,
+                         chunk: int | None = None) -> list[str]:
+    """Record batch membership (and print day) for the claim's rendered paper letters (or those of one
+    chunk of it) before any file is built. A letter already in a batch is never assigned again; a
+    letter whose PDF has vanished since rendering is quarantined with that reason instead of failing
+    the whole hand-over."""
     cutoff_time = parse_cutoff(cutoff) if cutoff else None
     max_bytes = int(max_mb * MIB) if max_mb else 2**62
     with conn.cursor() as cur:
         cur.execute("SELECT letter_id, registered, decided_at, pdf_path FROM letters WHERE claim_run_id = %s "
                     "AND status = 'processing' AND channel = 'paper' AND rendered_at IS NOT NULL "
-                    "AND print_batch_id IS NULL ORDER BY letter_id", (run_id,))
+                    "AND print_batch_id IS NULL" + (" AND claim_chunk = %s" if chunk is not None else "")
+                    + " ORDER BY letter_id", (run_id,) if chunk is None else (run_id, chunk))
         rows = cur.fetchall()
     conn.commit()
 
@@ -145,12 +148,22 @@ def assign_print_batches(conn, department: str, run_id: str, ctx: RunContext, ma
     return [b.batch_id for b in batches]
 
 
-def pending_print_batches(conn, department: str, today: date | None = None) -> list[str]:
-    """Recorded batches not yet uploaded whose print day has come, oldest first."""
+def pending_print_batches(conn, department: str, today: date | None = None, run_id: str | None = None,
+                          chunk: int | None = None) -> list[str]:
+    """Recorded batches not yet uploaded whose print day has come, oldest first: all of the department,
+    or (with `run_id` and `chunk`) those holding letters of that chunk of the claim."""
+    day = today or today_in_brussels()
     with conn.cursor() as cur:
-        cur.execute("SELECT batch_id FROM print_batches WHERE department = %s AND status = 'assigned' "
-                    "AND (hand_over_on IS NULL OR hand_over_on <= %s) ORDER BY created_at, batch_id",
-                    (department, today or today_in_brussels()))
+        if chunk is None:
+            cur.execute("SELECT batch_id FROM print_batches WHERE department = %s AND status = 'assigned' "
+                        "AND (hand_over_on IS NULL OR hand_over_on <= %s) ORDER BY created_at, batch_id",
+                        (department, day))
+        else:
+            cur.execute("SELECT b.batch_id FROM print_batches b WHERE b.department = %s AND b.status = 'assigned' "
+                        "AND (b.hand_over_on IS NULL OR b.hand_over_on <= %s) AND b.batch_id IN ("
+                        "SELECT print_batch_id FROM letters WHERE claim_run_id = %s AND claim_chunk = %s "
+                        "AND status = 'processing' AND print_batch_id IS NOT NULL) "
+                        "ORDER BY b.created_at, b.batch_id", (department, day, run_id, chunk))
         ids = [r[0] for r in cur.fetchall()]
     conn.commit()
     return ids

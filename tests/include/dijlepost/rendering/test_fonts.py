@@ -167,3 +167,34 @@ def test_coverage_is_latin_and_the_unshaped_scripts():
     assert fonts.unprintable("Łódź, Šiauliai, Kırşehir, Hà Nội") is None
     assert fonts.unprintable("Ελλάδα, Олександр Шевченко, Ґанна, Արամ, გიორგი") is None
     assert fonts.unprintable("محمد") == "م"                     # Arabic needs shaping: refused
+
+
+# --------------------------------------------------------------------------- reduced fonts kept on disk
+
+def test_a_reduced_font_is_made_once_and_then_read_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIJLEPOST_CACHE_DIR", str(tmp_path))
+    path, coverage = str(FONTS_DIR / FONT_FILES[REGULAR]), fonts_module.CORE_COVERAGE
+    made = fonts_module._reduced_font(path, coverage)
+    [entry] = (tmp_path / "fonts").glob("DejaVuSans-*.ttf")
+    assert entry.read_bytes() == made
+    assert {cp for cp in TTFont(BytesIO(made)).getBestCmap()} >= set(range(0x20, 0x7F))
+
+    def no_subsetting(*args):
+        raise AssertionError("the font was reduced again instead of read from the cache")
+
+    monkeypatch.setattr(fonts_module, "_subset", no_subsetting)
+    assert fonts_module._reduced_font(path, coverage) == made
+    # Another coverage is another entry, never the cached one.
+    monkeypatch.undo()
+    monkeypatch.setenv("DIJLEPOST_CACHE_DIR", str(tmp_path))
+    wider = fonts_module._reduced_font(path, fonts_module.COVERAGE)
+    assert wider != made and len(list((tmp_path / "fonts").glob("DejaVuSans-*.ttf"))) == 2
+
+
+def test_without_a_writable_cache_the_font_is_reduced_in_memory(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the cache directory would go")
+    monkeypatch.setenv("DIJLEPOST_CACHE_DIR", str(blocker))
+    path = str(FONTS_DIR / FONT_FILES[BOLD])
+    data = fonts_module._reduced_font(path, fonts_module.CORE_COVERAGE)
+    assert data == fonts_module._subset((FONTS_DIR / FONT_FILES[BOLD]).read_bytes(), fonts_module.CORE_COVERAGE)

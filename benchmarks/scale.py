@@ -59,12 +59,13 @@ from include.dijlepost.demo import dataset  # noqa: E402
 from include.dijlepost.intake import COMPARED  # noqa: E402
 from include.dijlepost.outbox import LETTER_COLUMNS  # noqa: E402
 from include.dijlepost.rollout import set_phase  # noqa: E402
-from tests.support.airflow_cluster import AirflowCluster, free_port  # noqa: E402
+from tests.support.airflow_cluster import POOLS, AirflowCluster, free_port  # noqa: E402
 
 PG_SERVER = os.environ.get("DIJLEPOST_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 MIX = {"finance": 0.45, "gas": 0.30, "economy_housing": 0.25}
 DAGS = {"finance": "letters_finance", "gas": "letters_gas", "economy_housing": "letters_economy_housing"}
 FINAL = ("delivered_ebox", "handed_to_print", "quarantined")
+DELIVERY_SLOTS = 2
 RSS_LINE = re.compile(r"event=task_peak_rss task_id=(\S+) map_index=(-?\d+) peak_rss_mib=([\d.]+)")
 
 
@@ -345,8 +346,13 @@ def run_once(n: int, args) -> dict:
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         }
-        say(f"starting Airflow: api-server, dag-processor, scheduler (LocalExecutor, parallelism {cores})")
-        with AirflowCluster(work / "airflow", env, executor="LocalExecutor", parallelism=cores) as cluster:
+        # Rendering is CPU-bound: the `rendering` pool lets one chunk render per core. Delivery tasks mostly
+        # wait on the eBox and the SFTP server, so the executor has DELIVERY_SLOTS slots more than that.
+        pools = {**POOLS, "rendering": (cores, "chunks rendered at once (one per core)")}
+        say(f"starting Airflow: api-server, dag-processor, scheduler (LocalExecutor, parallelism "
+            f"{cores + DELIVERY_SLOTS}, rendering pool {cores})")
+        with AirflowCluster(work / "airflow", env, executor="LocalExecutor", parallelism=cores + DELIVERY_SLOTS,
+                            pools=pools) as cluster:
             cluster.wait_for_dags(list(DAGS.values()))
             say("triggering the three wave DAGs")
             cpu = CpuAccounting()
@@ -470,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--series", help="comma-separated N values, e.g. 10000,30000,100000")
     parser.add_argument("--chunk-size", type=int, default=500)
     parser.add_argument("--parallelism", type=int, default=os.cpu_count() or 2,
-                        help="LocalExecutor parallelism and bare-rendering processes (default: cores)")
+                        help="cores to use: rendering pool slots and bare-rendering processes (default: all); "
+                             f"the executor gets {DELIVERY_SLOTS} slots more for delivery tasks")
     parser.add_argument("--bare-letters", type=int, default=None,
                         help="render only this many letters in the bare loop (default: all of them)")
     parser.add_argument("--seed", type=int, default=2026)

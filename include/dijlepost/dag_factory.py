@@ -29,7 +29,9 @@ log = logging.getLogger("dijlepost")
 
 DB_CONN_ID = "dijlepost_db"
 QUEUES = {"default": "default", "render": "render", "delivery": "delivery"}
-POOLS = {"ebox": "ebox_publication", "print": "print_house_sftp"}
+# Pools bound how much runs at once, whatever the executor: rendering (CPU: cores on one machine, the
+# render workers' total concurrency on Celery), eBox publication and the print house's SFTP session.
+POOLS = {"render": "rendering", "ebox": "ebox_publication", "print": "print_house_sftp"}
 CLAIM_LEASE = timedelta(hours=3)
 DAGRUN_TIMEOUT = timedelta(hours=2)      # shorter than the lease: a claim is only taken over from a dead run
 EBOX_FRESHNESS = timedelta(days=int(os.environ.get("DIJLEPOST_EBOX_FRESHNESS_DAYS", "7")))
@@ -221,7 +223,7 @@ def build_wave_dag(wave: Wave):
             logfmt.emit("channels_decided", department=wave.department, **result)
             return result
 
-        @task(queue=QUEUES["render"])
+        @task(queue=QUEUES["render"], pool=POOLS["render"])
         def render_letters(chunk: int):
             from include.dijlepost.pipeline import render_chunk
             from include.dijlepost.rendering import LetterRenderer

@@ -32,7 +32,7 @@ def airflow_metadata_url(airflow_home):
     env = base_airflow_env(airflow_home, url)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=ROOT)
-    for pool, slots in (("ebox_publication", 4), ("print_house_sftp", 1)):
+    for pool, slots in (("rendering", 2), ("ebox_publication", 4), ("print_house_sftp", 1)):
         subprocess.run([sys.executable, "-m", "airflow", "pools", "set", pool, str(slots), pool], env=env,
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=ROOT)
     yield url

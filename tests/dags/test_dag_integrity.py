@@ -81,6 +81,7 @@ def test_dag_is_built_to_rules(dagbag, department):
     per_chunk = {t.task_id for t in dag.tasks if t.get_closest_mapped_task_group() is not None}
     assert per_chunk == {"chunk.render_letters", "chunk.deliver_to_ebox", "chunk.hand_over_to_print"}
     assert dag.get_task("chunk.render_letters").queue == "render"
+    assert dag.get_task("chunk.render_letters").pool == "rendering"
     assert dag.get_task("chunk.deliver_to_ebox").pool == "ebox_publication"
     assert dag.get_task("chunk.hand_over_to_print").pool == "print_house_sftp"
     assert dag.get_task("hand_over_earlier_batches").pool == "print_house_sftp"

@@ -39,7 +39,8 @@ PG_SERVER = os.environ.get("DIJLEPOST_TEST_PG", "postgresql://postgres@127.0.0.1
 # A dedicated Redis database number for the test broker (override when something else uses it).
 REDIS_URL = os.environ.get("DIJLEPOST_TEST_REDIS", "redis://127.0.0.1:6379/13")
 QUEUES = "default,render,delivery"
-POOLS = {"ebox_publication": (4, "concurrent eBox publication tasks"),
+POOLS = {"rendering": (os.cpu_count() or 2, "chunks rendered at once (CPU-bound: one per core)"),
+         "ebox_publication": (4, "concurrent eBox publication tasks"),
          "print_house_sftp": (1, "one SFTP session to the print house at a time")}
 FINAL_RUN_STATES = {"success", "failed"}
 

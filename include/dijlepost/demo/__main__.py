@@ -25,7 +25,8 @@ from include.dijlepost.settings import PROJECT_ROOT
 
 VAR = Path(os.environ.get("DIJLEPOST_DEMO_DIR", PROJECT_ROOT / "var" / "demo"))
 WAVE_DAGS = ["letters_finance", "letters_gas", "letters_economy_housing"]
-POOLS = [("ebox_publication", 4, "concurrent eBox publication tasks"),
+POOLS = [("rendering", os.cpu_count() or 2, "chunks rendered at once (CPU-bound: one per core)"),
+         ("ebox_publication", 4, "concurrent eBox publication tasks"),
          ("print_house_sftp", 1, "one SFTP session to the print house at a time")]
 DEMO_PHASES = {
     "finance": ("live", "wave 1: the financial service is digital"),

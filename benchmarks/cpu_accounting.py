@@ -44,7 +44,7 @@ def role_of(title: str) -> tuple[str, str | None]:
                 role = ("PostgreSQL (Airflow metadata)" if "airflow" in db else
                         "PostgreSQL (outbox)" if db.startswith("dijlepost") else "PostgreSQL (server)")
             return role, (m.group(1) if role == "task" else None)
-    return "other: " + " ".join(title.split()[:6])[:80], None
+    return "other: " + " ".join(os.path.basename(word) for word in title.split()[:6])[:80], None
 
 
 class CpuAccounting(threading.Thread):

@@ -215,22 +215,7 @@ def render_chunk(conn, renderer, document_root: Path, run_id: str, chunk: int, c
             "quarantine_reasons": dict(Counter(r.split(":")[0] for _, r in failed))}
 
 
-# --------------------------------------------------------------------------- branch
-
-def ready_channels(conn, department: str, run_id: str) -> dict:
-    """How many rendered letters of the claim wait for each channel; paper also counts print batches
-    of the department that an earlier, interrupted run recorded but did not upload."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT channel, count(*) FROM letters WHERE claim_run_id = %s AND status = 'processing' "
-                    "AND rendered_at IS NOT NULL GROUP BY channel", (run_id,))
-        counts = dict(cur.fetchall())
-        cur.execute("SELECT count(*) FROM print_batches WHERE department = %s AND status = 'assigned' "
-                    "AND (hand_over_on IS NULL OR hand_over_on <= (now() AT TIME ZONE 'Europe/Brussels')::date)",
-                    (department,))
-        (batches,) = cur.fetchone()
-    conn.commit()
-    return {EBOX: counts.get(EBOX, 0), PAPER: counts.get(PAPER, 0), "unfinished_print_batches": batches}
-
+# --------------------------------------------------------------------------- per-chunk delivery
 
 def letters_waiting(conn, run_id: str, chunk: int, channel: str) -> int:
     """Rendered letters of one chunk of the claim that still wait for `channel`."""

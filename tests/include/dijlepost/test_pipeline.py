@@ -196,3 +196,29 @@ def test_missing_template_field_quarantines_with_the_field_name(db, ebox, client
     status, reason = db.execute("SELECT status, quarantine_reason FROM letters WHERE letter_id = %s",
                                 (victim,)).fetchone()
     assert status == "quarantined" and field in reason
+
+
+def test_each_chunk_cuts_and_finds_its_own_print_batches(db, ebox, client, renderer, tmp_path):
+    seed(db, ebox, 6, active_share=0.0, seed_no=11)            # no eBox: every letter goes on paper
+    c = claim(db, "finance", RUN, 1000, 3, timedelta(hours=3), CTX)
+    assert len(c.chunks) == 2
+    pipeline.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX)
+    pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, RUN, CTX)
+    for chunk in c.chunks:
+        pipeline.render_chunk(db, renderer, tmp_path / "docs", RUN, chunk, CTX)
+    chunk_of = dict(db.execute("SELECT letter_id, claim_chunk FROM letters").fetchall())
+    db.commit()
+
+    first = pipeline.assign_print_batches(db, "finance", RUN, CTX, 100, chunk=c.chunks[0])
+    batch_of = dict(db.execute("SELECT letter_id, print_batch_id FROM letters WHERE print_batch_id IS NOT NULL")
+                    .fetchall())
+    db.commit()
+    assert first and {chunk_of[i] for i in batch_of} == {c.chunks[0]} and set(batch_of.values()) == set(first)
+    # The other chunk has nothing due yet; this chunk finds exactly its own batches, also on a retry.
+    assert pipeline.pending_print_batches(db, "finance", run_id=RUN, chunk=c.chunks[1]) == []
+    assert pipeline.pending_print_batches(db, "finance", run_id=RUN, chunk=c.chunks[0]) == first
+    assert pipeline.assign_print_batches(db, "finance", RUN, CTX, 100, chunk=c.chunks[0]) == []
+
+    second = pipeline.assign_print_batches(db, "finance", RUN, CTX, 100, chunk=c.chunks[1])
+    assert second and not set(first) & set(second)
+    assert sorted(pipeline.pending_print_batches(db, "finance")) == sorted(first + second)

@@ -53,7 +53,7 @@ class CpuAccounting(threading.Thread):
         self.interval = interval
         self.by_role: dict[str, float] = defaultdict(float)
         self.by_task_instance: dict[str, float] = defaultdict(float)
-        self._last: dict[tuple[int, float], tuple[float, str, str | None]] = {}
+        self._last: dict[tuple[int, float], float] = {}       # (pid, birth) -> CPU seconds at the last sample
         self._halt = threading.Event()
         self.started_at = self.ended_at = None
         self._me = os.getpid()
@@ -69,10 +69,10 @@ class CpuAccounting(threading.Thread):
                 used = t.user + t.system
                 prev = self._last.get(key)
                 title = " ".join(p.info["cmdline"] or []) or (p.info["name"] or "")
+                # by its current title: a forked task process counts as its supervisor until it is renamed
                 role, ti = role_of(title)
                 if prev is not None:
-                    delta = used - prev[0]
-                    # a task process is titled only once it runs its task: book its earlier time there too
+                    delta = used - prev
                     self.by_role[role] += delta
                     if ti:
                         self.by_task_instance[ti] += delta
@@ -80,7 +80,7 @@ class CpuAccounting(threading.Thread):
                     self.by_role[role] += used        # born since the start: all its time counts
                     if ti:
                         self.by_task_instance[ti] += used
-                self._last[key] = (used, role, ti)
+                self._last[key] = used
                 seen.add(key)
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue

@@ -149,7 +149,7 @@ def build_wave_dag(wave: Wave):
             "batch_size": Param(wave.batch_size, type="integer", minimum=1, maximum=200_000,
                                 description="Maximum letters claimed by this run"),
             "chunk_size": Param(wave.chunk_size, type="integer", minimum=1, maximum=10_000,
-                                description="Letters per mapped render / eBox task"),
+                                description="Letters per chunk: each chunk is rendered, published and printed by its own tasks"),
         },
         # "upstream": a task weighs what comes before it, so a rendered chunk's delivery goes before
         # the next chunk's rendering (depth first) and a wave's letters leave while it still renders.
@@ -240,21 +240,21 @@ def build_wave_dag(wave: Wave):
         @task(queue=QUEUES["delivery"], pool=POOLS["ebox"])
         def deliver_to_ebox(chunk: int):
             from include.dijlepost.ebox.hook import EboxHook
-            from include.dijlepost.pipeline import deliver_chunk_to_ebox, letters_waiting
+            from include.dijlepost.pipeline import deliver_chunk_to_ebox
 
             ctx = _ctx(chunk)
             conn = _db()
+            hook = EboxHook()       # no network until the first publication
             try:
-                if not letters_waiting(conn, _claim_key(ctx), chunk, "ebox"):
-                    logfmt.emit("ebox_delivery_skipped", department=wave.department, chunk=chunk,
-                                reason="no rendered eBox letters in this chunk")
-                    raise AirflowSkipException("no eBox letters in this chunk")
-                hook = EboxHook()
                 result = deliver_chunk_to_ebox(conn, hook.get_client(), None, wave,
                                                _settings().pseudonym_key, _claim_key(ctx), chunk, ctx,
                                                concurrency=hook.get_config().max_concurrency)
             finally:
                 conn.close()
+            if not result["letters"]:
+                logfmt.emit("ebox_delivery_skipped", department=wave.department, chunk=chunk,
+                            reason="no rendered eBox letters in this chunk")
+                raise AirflowSkipException("no eBox letters in this chunk")
             logfmt.emit("ebox_delivered", department=wave.department, **result)
             return result
 

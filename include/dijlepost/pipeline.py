@@ -215,19 +215,6 @@ def render_chunk(conn, renderer, document_root: Path, run_id: str, chunk: int, c
             "quarantine_reasons": dict(Counter(r.split(":")[0] for _, r in failed))}
 
 
-# --------------------------------------------------------------------------- per-chunk delivery
-
-def letters_waiting(conn, run_id: str, chunk: int, channel: str) -> int:
-    """Rendered letters of one chunk of the claim that still wait for `channel`."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM letters WHERE claim_run_id = %s AND claim_chunk = %s "
-                    "AND status = 'processing' AND channel = %s AND rendered_at IS NOT NULL",
-                    (run_id, chunk, channel))
-        (count,) = cur.fetchone()
-    conn.commit()
-    return count
-
-
 # --------------------------------------------------------------------------- eBox delivery
 
 def deliver_chunk_to_ebox(conn, client, renderer, wave: Wave, key: bytes, run_id: str, chunk: int,

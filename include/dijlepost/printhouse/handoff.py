@@ -152,18 +152,15 @@ def pending_print_batches(conn, department: str, today: date | None = None, run_
                           chunk: int | None = None) -> list[str]:
     """Recorded batches not yet uploaded whose print day has come, oldest first: all of the department,
     or (with `run_id` and `chunk`) those holding letters of that chunk of the claim."""
-    day = today or today_in_brussels()
+    sql = ("SELECT batch_id FROM print_batches WHERE department = %s AND status = 'assigned' "
+           "AND (hand_over_on IS NULL OR hand_over_on <= %s)")
+    params: list = [department, today or today_in_brussels()]
+    if chunk is not None:
+        sql += (" AND batch_id IN (SELECT print_batch_id FROM letters WHERE claim_run_id = %s AND claim_chunk = %s "
+                "AND status = 'processing' AND print_batch_id IS NOT NULL)")
+        params += [run_id, chunk]
     with conn.cursor() as cur:
-        if chunk is None:
-            cur.execute("SELECT batch_id FROM print_batches WHERE department = %s AND status = 'assigned' "
-                        "AND (hand_over_on IS NULL OR hand_over_on <= %s) ORDER BY created_at, batch_id",
-                        (department, day))
-        else:
-            cur.execute("SELECT b.batch_id FROM print_batches b WHERE b.department = %s AND b.status = 'assigned' "
-                        "AND (b.hand_over_on IS NULL OR b.hand_over_on <= %s) AND b.batch_id IN ("
-                        "SELECT print_batch_id FROM letters WHERE claim_run_id = %s AND claim_chunk = %s "
-                        "AND status = 'processing' AND print_batch_id IS NOT NULL) "
-                        "ORDER BY b.created_at, b.batch_id", (department, day, run_id, chunk))
+        cur.execute(sql + " ORDER BY created_at, batch_id", params)
         ids = [r[0] for r in cur.fetchall()]
     conn.commit()
     return ids

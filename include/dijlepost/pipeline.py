@@ -252,9 +252,13 @@ def deliver_chunk_to_ebox(conn, client, renderer, wave: Wave, key: bytes, run_id
 
     outcomes: Counter = Counter()
     answered: list[tuple[str, object]] = []
+    conflicts: list[dict] = []  # answered 409: settled below, once the chunk is through
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         try:
             for letter, result in pool.map(publish, letters):
+                if result.kind == "already_published":
+                    conflicts.append(letter)
+                    continue
                 outcomes[result.kind] += 1
                 answered.append((letter["letter_id"], result))
                 if len(answered) >= _RECORD_EVERY:
@@ -262,20 +266,69 @@ def deliver_chunk_to_ebox(conn, client, renderer, wave: Wave, key: bytes, run_id
                     answered = []
         finally:  # what the eBox answered is recorded even when a later call fails the task
             _record_publications(conn, ctx, run_id, answered)
+    if conflicts:  # a failed task left them in_flight: its retry reads the same 409s again
+        settled = settle_already_published(client, conflicts)
+        outcomes.update(result.kind for _, result in settled)
+        _record_publications(conn, ctx, run_id, settled)
     logfmt.emit("ebox_chunk_outcomes", chunk=chunk, **dict(outcomes))
     return {"chunk": chunk, "letters": len(letters), **dict(sorted(outcomes.items()))}
+
+
+def settle_already_published(client, letters: list[dict]) -> list[tuple[str, object]]:
+    """What a 409 meant, letter by letter.
+
+    A 409 says the eBox holds the letter (its Idempotency-Key was used before), not what it answered
+    the first time, and that first answer may have been lost: a `201 NO_DIGITAL_USER` lost that way
+    would leave the letter "delivered" to someone who never opens the eBox. The federation search
+    tells them apart without a second publication: a recipient with an active eBox and a
+    `lastConnectionDate` opened it, so the letter is `already_published`; anyone else is the
+    recipient NO_DIGITAL_USER describes (`never_connected`, rerouted to paper in the same run). When
+    the search is unavailable the letter is given back to the outbox (`retry_later`, still
+    `in_flight`), and the next run asks again."""
+    from include.dijlepost.ebox.client import EboxConfigurationError, EboxError, PublishOutcome
+
+    by_kind: dict[str, dict[str, str]] = {}
+    for letter in letters:
+        by_kind.setdefault(letter["recipient_kind"], {})[letter["letter_id"]] = normalize_recipient_id(
+            letter["recipient_kind"], letter["recipient_id"])
+    settled: list[tuple[str, object]] = []
+    for kind, recipients in sorted(by_kind.items()):
+        try:
+            found = client.lookup_activation(kind, sorted(set(recipients.values())))
+        except EboxConfigurationError:
+            raise
+        except EboxError as exc:
+            reason = f"answered 409 and the activation lookup failed: {exc}"
+            settled += [(lid, PublishOutcome("retry_later", code="CONFLICT", message=reason)) for lid in recipients]
+            continue
+        for letter_id, recipient_id in recipients.items():
+            activation = found.get(recipient_id)
+            if activation is not None and activation.active and activation.last_connection:
+                settled.append((letter_id, PublishOutcome("already_published", code="CONFLICT")))
+            else:
+                settled.append((letter_id, PublishOutcome(
+                    "never_connected", code="CONFLICT",
+                    message="the eBox answered 409 and the recipient never opened the eBox")))
+    return settled
 
 
 # Answers are recorded in groups, one transaction each: a letter the eBox accepted but whose answer
 # was not recorded yet stays `in_flight`, and its retry gets 409 for the same Idempotency-Key.
 _RECORD_EVERY = 100
 
+# The answers that put a letter on paper because its recipient never opened the eBox, and why.
+_NEVER_OPENED = {
+    "no_digital_user": "the eBox answered NO_DIGITAL_USER: the recipient never opened the eBox",
+    "never_connected": "the eBox answered 409 (published before, the first answer lost) and the "
+                       "federation search shows no lastConnectionDate: the recipient never opened the eBox",
+}
+
 
 def _record_publications(conn, ctx: RunContext, run_id: str, answered: list[tuple[str, object]]) -> None:
     if not answered:
         return
     delivered = [(lid, r.message_id, r.kind) for lid, r in answered if r.kind in ("published", "already_published")]
-    no_user = [lid for lid, r in answered if r.kind == "no_digital_user"]
+    no_user = [(lid, r.kind) for lid, r in answered if r.kind in _NEVER_OPENED]
     with conn.cursor() as cur:
         if delivered:
             cur.execute(
@@ -288,19 +341,22 @@ def _record_publications(conn, ctx: RunContext, run_id: str, answered: list[tupl
                                      for lid, message_id, kind in delivered if lid in changed])
         if no_user:
             cur.execute(
-                "UPDATE letters SET channel = 'paper', ebox_state = 'no_digital_user', decision_rule = "
-                "'no_digital_user', decision_reason = %s, updated_at = now() "
-                "WHERE letter_id = ANY(%s) AND claim_run_id = %s AND status = 'processing' RETURNING letter_id",
-                ("the eBox answered NO_DIGITAL_USER: the recipient never opened the eBox", no_user, run_id))
-            record_events(cur, ctx, [(r[0], "rerouted_to_paper", {"rule": "no_digital_user"})
-                                     for r in cur.fetchall()])
+                "UPDATE letters l SET channel = 'paper', ebox_state = 'no_digital_user', decision_rule = "
+                "'no_digital_user', decision_reason = v.reason, updated_at = now() "
+                "FROM unnest(%s::text[], %s::text[]) AS v(letter_id, reason) "
+                "WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = 'processing' "
+                "RETURNING l.letter_id",
+                ([lid for lid, _ in no_user], [_NEVER_OPENED[kind] for _, kind in no_user], run_id))
+            changed = {r[0] for r in cur.fetchall()}
+            record_events(cur, ctx, [(lid, "rerouted_to_paper", {"rule": "no_digital_user", "answer": kind})
+                                     for lid, kind in no_user if lid in changed])
         for letter_id, result in answered:
             if result.kind == "rejected":
                 cur.execute("UPDATE letters SET ebox_state = 'rejected' WHERE letter_id = %s AND claim_run_id = %s "
                             "AND status = 'processing'", (letter_id, run_id))
                 quarantine(cur, ctx, letter_id, run_id, f"ebox rejected {result.code}: {result.message}",
                            stage="ebox")
-            elif result.kind not in ("published", "already_published", "no_digital_user"):
+            elif result.kind not in ("published", "already_published", *_NEVER_OPENED):
                 # retry_later: the eBox did not answer; the letter goes back to the outbox for the next run
                 release_for_retry(cur, ctx, letter_id, run_id,
                                   f"ebox: {result.code or ''} {result.message or ''}".strip())

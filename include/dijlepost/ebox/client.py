@@ -152,6 +152,9 @@ class EboxConfig:
 class Activation:
     active: bool
     exclusively_ebox: bool | None = None
+    # `lastConnectionDate` as answered: when the recipient last opened the eBox. None for a recipient
+    # who never did, the one a publication answers NO_DIGITAL_USER.
+    last_connection: str | None = None
 
 
 @dataclass(frozen=True)
@@ -480,7 +483,9 @@ class EboxClient:
             except (KeyError, TypeError):
                 raise EboxError(f"{path} answered an item without eboxId.eboxIdValue") from None
             exclusively = item.get("exclusivelyEbox")
-            found[recipient_id] = Activation(True, exclusively if isinstance(exclusively, bool) else None)
+            connected = item.get("lastConnectionDate")
+            found[recipient_id] = Activation(True, exclusively if isinstance(exclusively, bool) else None,
+                                             connected if isinstance(connected, str) and connected else None)
         return found
 
     # -- Message Registry: publish and follow up -----------------------------------------------

@@ -111,9 +111,11 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
 
-    def response(self) -> JSONResponse:
+    def response(self, path: str = "") -> JSONResponse:
+        # The two Swagger files spell the environment enum differently: upper case in the federation's.
+        environment = "SIMULATION" if path.startswith(FEDERATION_PREFIX) else "simulation"
         return JSONResponse(
-            {"id": str(uuid.uuid4()), "code": self.code, "message": self.message, "environment": "simulation"},
+            {"id": str(uuid.uuid4()), "code": self.code, "message": self.message, "environment": environment},
             status_code=self.status,
         )
 
@@ -157,7 +159,9 @@ class Faults:
     latency_ms: int = 0  # added to every contract call before it is handled
     drop_rate: float = 0.0  # share of contract calls whose connection is closed without an answer
     drop_next: int = 0  # then the next N contract calls are dropped that way
-    # Publications answered 201 NO_DIGITAL_USER whatever the recipient's registration (new keys only).
+    # Publications answered 201 NO_DIGITAL_USER whatever the recipient's registration (new keys only,
+    # recipients never answered without it); the recipient then counts as one who never opened the
+    # eBox (no lastConnectionDate from then on): the search and the answers tell the same story.
     no_digital_user_rate: float = 0.0
     no_digital_user_next: int = 0
 
@@ -272,15 +276,27 @@ class SandboxState:
                            exclusively_ebox: bool = False, no_digital_user: bool = False,
                            last_connection_date: str | None = None) -> None:
         """`active`: has an activated eBox (found by the federation search). `no_digital_user`:
-        never opened it, so a publication answers 201 NO_DIGITAL_USER. Unregistered ids count as
-        inactive and never-opened."""
+        never opened it, so a publication answers 201 NO_DIGITAL_USER and the search gives no
+        `lastConnectionDate`. Anyone else last connected at `last_connection_date` (default: now).
+        Unregistered ids count as inactive and never-opened."""
         if kind not in RECIPIENT_ID_PATTERNS:
             raise ValueError("kind must be citizen or enterprise")
+        if no_digital_user and last_connection_date:
+            raise ValueError("a recipient who never opened the eBox has no last_connection_date")
+        if not no_digital_user and not last_connection_date:
+            last_connection_date = _timestamp(_now())
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO recipients VALUES (?, ?, ?, ?, ?, ?)",
                 (kind, recipient_id, active, exclusively_ebox, no_digital_user, last_connection_date),
             )
+
+    def mark_never_opened(self, kind: str, recipient_id: str) -> None:
+        """The recipient turns out never to have opened the eBox (a configured NO_DIGITAL_USER)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE recipients SET no_digital_user = 1, last_connection_date = NULL "
+                "WHERE kind = ? AND recipient_id = ?", (kind, recipient_id))
 
     def recipients(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -316,6 +332,27 @@ class SandboxState:
         return found
 
     # -- publications ----------------------------------------------------------------------------
+
+    def publish(self, record: dict[str, Any], idempotency_key: str | None) -> str | None:
+        """Answer a validated publication as the eBox would: set its `code` (NO_DIGITAL_USER for
+        whoever never opened the eBox) and dates, store it, return its messageId, or None for a used
+        Idempotency-Key. One lock around it all: concurrent publications to one recipient agree."""
+        kind, recipient_id = record["recipient_kind"], record["recipient_id"]
+        with self._lock:
+            known = self.recipient(kind, recipient_id)
+            configured = (known is not None and not known["no_digital_user"]
+                          and self.roll_no_digital_user(kind, recipient_id))
+            never_opened = known is None or known["no_digital_user"] or configured
+            published_at = _now()
+            record.update(
+                code="NO_DIGITAL_USER" if never_opened else None,
+                published_at=_timestamp(published_at),
+                expiration_date=_timestamp(published_at + timedelta(days=self.expiration_days)),
+            )
+            message_id = self.store_publication(record, idempotency_key)
+            if message_id is not None and configured:
+                self.mark_never_opened(kind, recipient_id)
+            return message_id
 
     def store_publication(self, record: dict[str, Any], idempotency_key: str | None) -> str | None:
         """Store a publication and return its messageId, or None when the sender application used
@@ -467,10 +504,18 @@ class SandboxState:
                 return "drop"
             return None
 
-    def roll_no_digital_user(self) -> bool:
-        """Whether the next new publication is answered NO_DIGITAL_USER by configuration."""
+    def roll_no_digital_user(self, kind: str, recipient_id: str) -> bool:
+        """Whether the next new publication is answered NO_DIGITAL_USER by configuration.
+
+        Never for a recipient already answered without it: that answer said they use the eBox, and
+        nobody un-opens it."""
         with self._lock:
             faults = self._faults
+            if not faults.no_digital_user_next and not faults.no_digital_user_rate:
+                return False
+            if self._db.execute("SELECT 1 FROM publications WHERE recipient_kind = ? AND recipient_id = ? "
+                                "AND code IS NULL LIMIT 1", (kind, recipient_id)).fetchone():
+                return False
             if faults.no_digital_user_next > 0:
                 faults.no_digital_user_next -= 1
                 return True
@@ -773,8 +818,8 @@ def create_app(state: SandboxState) -> FastAPI:
                   swagger_ui_oauth2_redirect_url=None)
 
     @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return exc.response()
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response(request.url.path)
 
     @app.middleware("http")
     async def _inject_faults(request: Request, call_next):
@@ -791,7 +836,7 @@ def create_app(state: SandboxState) -> FastAPI:
             # The call is processed; _DroppableConnections swallows the answer and aborts the connection.
             request.scope[_DROP] = True
         if fault == "error":
-            response = ApiError(faults.error_status, "INJECTED_FAULT", "injected fault").response()
+            response = ApiError(faults.error_status, "INJECTED_FAULT", "injected fault").response(path)
             if faults.retry_after_seconds is not None:
                 response.headers["Retry-After"] = str(faults.retry_after_seconds)
             return response
@@ -901,19 +946,11 @@ def create_app(state: SandboxState) -> FastAPI:
         record = validate_publication(message_json, uploads, issued.client)
         if key is not None and state.idempotency_key_used(issued.client.application_id, key):
             raise ApiError(409, "CONFLICT", "this Idempotency-Key was used before by this sender application")
-        known = state.recipient(record["recipient_kind"], record["recipient_id"])
-        never_opened = known is None or known["no_digital_user"] or state.roll_no_digital_user()
-        published_at = _now()
-        record.update(
-            code="NO_DIGITAL_USER" if never_opened else None,
-            published_at=_timestamp(published_at),
-            expiration_date=_timestamp(published_at + timedelta(days=state.expiration_days)),
-        )
-        message_id = state.store_publication(record, key)
+        message_id = state.publish(record, key)
         if message_id is None:
             raise ApiError(409, "CONFLICT", "this Idempotency-Key was used before by this sender application")
         answer = {"messageId": message_id, "expirationDate": record["expiration_date"]}
-        if never_opened:
+        if record["code"] == "NO_DIGITAL_USER":
             answer.update(code="NO_DIGITAL_USER", message="the recipient never consulted their eBox")
         return JSONResponse(answer, status_code=201)
 

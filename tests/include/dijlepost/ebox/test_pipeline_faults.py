@@ -13,7 +13,7 @@ from include.dijlepost import ebox_followup, pipeline
 from include.dijlepost.demo import dataset
 from include.dijlepost.ebox.client import (PREFERENCE_SCOPE, SCOPES, EboxClient, EboxConfigurationError,
                                            idempotency_key)
-from include.dijlepost.ebox.sandbox import (DEFAULT_CLIENT_ID, DEFAULT_SENDER_APPLICATION_ID,
+from include.dijlepost.ebox.sandbox import (DEFAULT_CLIENT_ID, FEDERATION_PREFIX, DEFAULT_SENDER_APPLICATION_ID,
                                             DEFAULT_SENDER_ORGANIZATION_ID)
 from include.dijlepost.intake import import_rows
 from include.dijlepost.outbox import RunContext, claim
@@ -107,10 +107,14 @@ def test_201_delivers_and_keeps_the_message_id(db, ebox, client, renderer, tmp_p
 def test_no_digital_user_reroutes_to_paper_in_the_same_run(db, ebox, client, renderer, tmp_path):
     ids = seed(db, ebox, 4, 62)
     ebox.state.set_faults(no_digital_user_next=2)
-    assert Run(db, client, renderer, tmp_path, 1).deliver(client) == {"published": 2, "no_digital_user": 2}
+    outcomes = Run(db, client, renderer, tmp_path, 1).deliver(client)
+    # Two recipients turn out never to have opened the eBox; a later letter to one of them too.
+    assert outcomes["no_digital_user"] >= 2 and outcomes["published"] >= 1 and sum(outcomes.values()) == 4
+    code = {p["idempotency_key"]: p["code"] for p in ebox.state.publications()}
     after = states(db)
     rerouted = {lid for lid in ids if after[lid][2] == "no_digital_user"}
-    assert len(rerouted) == 2
+    assert rerouted == {lid for lid in ids if code[idempotency_key(lid)] == "NO_DIGITAL_USER"}
+    assert len(rerouted) == outcomes["no_digital_user"]
     for lid in rerouted:  # waits for hand_over_to_print of the same run, on paper
         assert after[lid][:4] == ("processing", "paper", "no_digital_user", "no_digital_user")
     assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
@@ -227,22 +231,51 @@ def test_random_faults_over_several_runs_lose_nothing_and_publish_nothing_twice(
             assert status == "delivered_ebox", (lid, after[lid])
     code = {p["idempotency_key"]: p["code"] for p in ebox.state.publications()}
     ndu = {lid for lid in ids if code[idempotency_key(lid)] == "NO_DIGITAL_USER"}
-    # The known limitation: a NO_DIGITAL_USER answer that was lost reads as 409 on the retry.
-    assert {lid for lid in ids if after[lid][2] == "no_digital_user"} <= ndu
+    # Lost NO_DIGITAL_USER answers included (read as 409, settled by the federation search): every
+    # letter the eBox answered NO_DIGITAL_USER is on paper, and no other.
+    assert ndu and {lid for lid in ids if after[lid][2] == "no_digital_user"} == ndu
 
 
-def test_a_lost_no_digital_user_answer_reads_409_and_the_follow_up_prints_a_copy(
+def events(db, event: str) -> dict[str, dict]:
+    rows = db.execute("SELECT letter_id, details FROM letter_events WHERE event = %s", (event,)).fetchall()
+    db.commit()
+    return {r[0]: r[1] for r in rows}
+
+
+def test_a_lost_no_digital_user_answer_reads_409_and_goes_on_paper_in_the_same_run(
         db, ebox, client, renderer, tmp_path):
     ids = seed(db, ebox, 8, 70)
     run = Run(db, client, renderer, tmp_path, 1, chunk_size=1)
     # Every first answer is lost after the eBox stored NO_DIGITAL_USER; the retry reads 409.
     outcomes = run.deliver(client, lambda: ebox.state.set_faults(no_digital_user_rate=1.0, drop_next=1))
+    assert {p["code"] for p in ebox.state.publications()} == {"NO_DIGITAL_USER"}
+    # The federation search shows none of them ever connected: NO_DIGITAL_USER after all.
+    assert outcomes == {"never_connected": len(ids)}
+    after = states(db)
+    for lid in ids:  # waits for hand_over_to_print of the same run, on paper
+        assert after[lid][:5] == ("processing", "paper", "no_digital_user", "no_digital_user", None)
+    reasons = {r[0] for r in db.execute("SELECT decision_reason FROM letters").fetchall()}
+    db.commit()
+    assert len(reasons) == 1 and "409" in reasons.pop()
+    rerouted = events(db, "rerouted_to_paper")
+    assert rerouted == {lid: {"rule": "no_digital_user", "answer": "never_connected"} for lid in ids}
+    assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
+
+
+def test_a_lost_answer_to_someone_who_opened_the_ebox_stays_delivered_and_the_follow_up_prints_a_copy(
+        db, ebox, client, renderer, tmp_path):
+    ids = seed(db, ebox, 8, 71)
+    run = Run(db, client, renderer, tmp_path, 1, chunk_size=1)
+    outcomes = run.deliver(client, lambda: ebox.state.set_faults(drop_next=1))
+    assert {p["code"] for p in ebox.state.publications()} == {None}
     assert outcomes == {"already_published": len(ids)}
     after = states(db)
     assert {(s[0], s[4]) for s in after.values()} == {("delivered_ebox", None)}
-    assert {p["code"] for p in ebox.state.publications()} == {"NO_DIGITAL_USER"}
+    assert {lid: d["answer"] for lid, d in events(db, "delivered_ebox").items()} == dict.fromkeys(
+        ids, "already_published")
 
-    # Once the follow-up period has passed, important letters get their paper copy.
+    # A 409 repeats no message id, so the read status cannot be asked: once the follow-up period has
+    # passed, important letters get their paper copy (the safe side).
     db.execute("UPDATE letters SET final_at = final_at - interval '15 days'")
     db.commit()
     fctx = RunContext(dag_id="letters_ebox_followup", run_id="scheduled__1", task_id="t")
@@ -251,3 +284,24 @@ def test_a_lost_no_digital_user_answer_reads_409_and_the_follow_up_prints_a_copy
     db.commit()
     important = {lid for lid in ids if types[lid] in WAVE.followup_letter_types}
     assert important and result["by_reason"] == {"no_message_id": len(important)}
+    assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
+
+
+def test_a_409_whose_activation_lookup_fails_waits_in_flight_for_the_next_run(
+        db, ebox, client, renderer, tmp_path):
+    ids = seed(db, ebox, 3, 72)
+    run = Run(db, client, renderer, tmp_path, 1)
+    ebox.state.set_faults(no_digital_user_next=3, drop_next=3)
+    # Every first answer is lost, the retry reads 409, and the federation search cannot be reached.
+    unreachable = f"https://127.0.0.1:9{FEDERATION_PREFIX}/"  # nothing listens on the discard port
+    with make_client(ebox, federation_url=unreachable, max_attempts=2) as cut_off:
+        assert run.deliver(cut_off) == {"retry_later": 3}
+    after = states(db)
+    assert {s[:4] for s in after.values()} == {("pending", "ebox", "ebox_active", "in_flight")}
+    assert {"409" in d["error"] and "lookup" in d["error"] for d in events(db, "released_for_retry").values()} == {True}
+
+    # The next run publishes nothing new: 409 again, and this time the search answers.
+    run2 = Run(db, client, renderer, tmp_path, 2)
+    assert run2.deliver(client) == {"never_connected": 3}
+    assert {s[:4] for s in states(db).values()} == {("processing", "paper", "no_digital_user", "no_digital_user")}
+    assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)

@@ -10,6 +10,8 @@ import pytest
 from include.dijlepost.ebox.client import EboxClient, EboxUnavailableError, idempotency_key, sha256_base64url
 from tests.include.dijlepost.ebox.helpers import CITIZEN_ID, ENTERPRISE_ID, publication
 
+OTHER_ENTERPRISE_ID = "0403170701"
+
 pytestmark = pytest.mark.integration
 
 
@@ -81,19 +83,29 @@ def test_latency_longer_than_the_client_timeout_reads_as_a_timeout(ebox, admin):
 def test_no_digital_user_by_configuration(ebox, admin):
     ebox.state.register_recipient("citizen", CITIZEN_ID)
     ebox.state.register_recipient("enterprise", ENTERPRISE_ID)
+    ebox.state.register_recipient("enterprise", OTHER_ENTERPRISE_ID)
     set_faults(admin, no_digital_user_next=1)
     with client_for(ebox) as client:
         first = client.publish(publication(letter_id="L-1"))
         # A duplicate does not use up the configured answer.
         assert client.publish(publication(letter_id="L-1")).kind == "already_published"
-        second = client.publish(publication(letter_id="L-2"))
+        second = client.publish(publication(letter_id="L-2", recipient_kind="enterprise",
+                                            recipient_id=ENTERPRISE_ID))
+        # The citizen turned out never to have opened the eBox: so it stays, as a real one would.
+        again = client.publish(publication(letter_id="L-4"))
         set_faults(admin, no_digital_user_rate=1.0)
         third = client.publish(publication(letter_id="L-3", recipient_kind="enterprise",
-                                           recipient_id=ENTERPRISE_ID))
-    assert (first.kind, second.kind, third.kind) == ("no_digital_user", "published", "no_digital_user")
+                                           recipient_id=OTHER_ENTERPRISE_ID))
+        citizens = client.lookup_activation("citizen", [CITIZEN_ID])
+        enterprises = client.lookup_activation("enterprise", [ENTERPRISE_ID, OTHER_ENTERPRISE_ID])
+    assert (first.kind, second.kind, again.kind, third.kind) == (
+        "no_digital_user", "published", "no_digital_user", "no_digital_user")
     codes = {p["idempotency_key"]: p["code"] for p in admin.get("/_sandbox/publications").json()}
     assert codes == {idempotency_key("L-1"): "NO_DIGITAL_USER", idempotency_key("L-2"): None,
-                     idempotency_key("L-3"): "NO_DIGITAL_USER"}
+                     idempotency_key("L-3"): "NO_DIGITAL_USER", idempotency_key("L-4"): "NO_DIGITAL_USER"}
+    # The federation search tells the same story: no lastConnectionDate for who never opened it.
+    assert citizens[CITIZEN_ID].active and citizens[CITIZEN_ID].last_connection is None
+    assert enterprises[ENTERPRISE_ID].last_connection and enterprises[OTHER_ENTERPRISE_ID].last_connection is None
 
 
 def test_publications_and_their_digests_are_inspectable_over_http(ebox, admin):

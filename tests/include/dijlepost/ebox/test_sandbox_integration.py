@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -126,13 +127,23 @@ def test_activation_lookup(ebox, client):
     ebox.state.register_recipient("enterprise", ENTERPRISE_ID, exclusively_ebox=True,
                                   last_connection_date="2026-01-02T03:04:05Z")
     ebox.state.register_recipient("enterprise", "0200000043", active=False)
-    ebox.state.register_recipient("citizen", CITIZEN_ID)
+    ebox.state.register_recipient("citizen", CITIZEN_ID, no_digital_user=True)
     enterprises = client.lookup_activation("enterprise", [ENTERPRISE_ID, "0200000043", "0403170701"])
-    assert enterprises == {ENTERPRISE_ID: Activation(True, True), "0200000043": Activation(False),
-                           "0403170701": Activation(False)}
-    # the kinds are separate registries
+    assert enterprises == {ENTERPRISE_ID: Activation(True, True, "2026-01-02T03:04:05Z"),
+                           "0200000043": Activation(False), "0403170701": Activation(False)}
+    # the kinds are separate registries; who never opened the eBox has no lastConnectionDate
     assert client.lookup_activation("citizen", [CITIZEN_ID, ENTERPRISE_ID]) == {
-        CITIZEN_ID: Activation(True, False), ENTERPRISE_ID: Activation(False)}
+        CITIZEN_ID: Activation(True, False, None), ENTERPRISE_ID: Activation(False)}
+
+
+def test_a_recipient_registered_without_a_date_last_connected_at_registration(ebox, client):
+    ebox.state.register_recipient("citizen", CITIZEN_ID)
+    (found,) = client.lookup_activation("citizen", [CITIZEN_ID]).values()
+    connected = datetime.strptime(found.last_connection, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert abs((datetime.now(timezone.utc) - connected).total_seconds()) < 60
+    with pytest.raises(ValueError, match="never opened"):
+        ebox.state.register_recipient("citizen", CITIZEN_ID, no_digital_user=True,
+                                      last_connection_date="2026-01-02T03:04:05Z")
 
 
 def test_large_lookups_are_batched_and_the_sandbox_enforces_1000(ebox, client, monkeypatch):

@@ -15,7 +15,8 @@ For each N, on this machine:
    triggered at once with `batch_size` = their letters and `chunk_size` (default 500);
 4. after the runs: every letter must be in a final state, the eBox must hold each published letter
    once and the print inbox each paper letter once (the benchmark fails otherwise);
-5. the bare rendering loop: `LetterRenderer().render` over the same letters, one process per core.
+5. the bare rendering loop: `LetterRenderer().render` over the same letters, one process per core,
+   half of them before the waves and half after (a drifting machine weighs on both sides alike).
 
 Reports wall time (trigger to the last run's end), letters/s end to end, letters/s of each stage
 (letters the stage handled / time from its first task's start to its last task's end, and per
@@ -189,10 +190,10 @@ def _render_many(letters: list[dict]) -> int:
     return len(letters)
 
 
-def bare_render(url: str, processes: int, limit: int | None) -> tuple[int, float]:
+def bare_render(url: str, processes: int, limit: int | None, offset: int = 0) -> tuple[int, float]:
     with psycopg.connect(url) as conn:
         cur = conn.execute(f"SELECT {LETTER_COLUMNS} FROM letters WHERE status <> 'quarantined' ORDER BY id"
-                           + (f" LIMIT {int(limit)}" if limit else ""))
+                           + (f" LIMIT {int(limit)}" if limit else "") + f" OFFSET {int(offset)}")
         names = [d[0] for d in cur.description]
         letters = [dict(zip(names, r)) for r in cur.fetchall()]
     chunks = [letters[i:i + 200] for i in range(0, len(letters), 200)]
@@ -334,6 +335,11 @@ def run_once(n: int, args) -> dict:
             ebox.put("/_sandbox/faults", json={**EBOX_FAULTS, "seed": args.seed}).raise_for_status()
             say(f"faults: eBox {EBOX_FAULTS}, client timeout {EBOX_CLIENT_TIMEOUT_S}s; a render task process "
                 "will be killed, the SFTP server dropped once")
+        # The bare loop runs half before and half after the waves (Airflow not started yet, or stopped):
+        # a machine whose speed drifts during a long run then weighs on both sides of the ratio alike.
+        bare_total = min(args.bare_letters or n, n)
+        say(f"bare rendering loop, first half ({bare_total // 2} letters, {cores} processes)")
+        bare_before = bare_render(url, cores, bare_total // 2)
         env = {
             "AIRFLOW_CONN_DIJLEPOST_DB": json.dumps(_pg_connection(url)),
             "AIRFLOW_CONN_EBOX_DEFAULT": json.dumps(ebox_conn),
@@ -355,10 +361,11 @@ def run_once(n: int, args) -> dict:
                             pools=pools) as cluster:
             cluster.wait_for_dags(list(DAGS.values()))
             say("triggering the three wave DAGs")
+            chunking = {"chunk_size": args.chunk_size, **({"max_chunks": args.max_chunks} if args.max_chunks else {})}
             cpu = CpuAccounting()
             cpu.start()
             t0 = time.monotonic()
-            runs = [(DAGS[d], cluster.trigger(DAGS[d], {"batch_size": max(1, c), "chunk_size": args.chunk_size}))
+            runs = [(DAGS[d], cluster.trigger(DAGS[d], {"batch_size": max(1, c), **chunking}))
                     for d, c in mix.items()]
             injector, faults_done = None, []
             if args.faults:
@@ -373,8 +380,7 @@ def run_once(n: int, args) -> dict:
                     say(f"fault: {line}")
                 say(f"first runs: {states}; an operator reruns every wave once")
                 ebox.put("/_sandbox/faults", json={}).raise_for_status()
-                reruns = [(DAGS[d], cluster.trigger(DAGS[d], {"batch_size": max(1, c),
-                                                              "chunk_size": args.chunk_size}))
+                reruns = [(DAGS[d], cluster.trigger(DAGS[d], {"batch_size": max(1, c), **chunking}))
                           for d, c in mix.items()]
                 rerun_states = cluster.wait(reruns, timeout=args.timeout, poll=2)
                 say(f"reruns: {rerun_states}")
@@ -392,8 +398,9 @@ def run_once(n: int, args) -> dict:
             rss = peak_rss(cluster.workdir / "airflow")
         say(f"runs finished in {wall:.0f}s: {states}")
         check = verify(url, ebox, ph_dir)
-        say(f"bare rendering loop over the same letters, {cores} processes")
-        bare_n, bare_s = bare_render(url, cores, args.bare_letters)
+        say(f"bare rendering loop, second half ({bare_total - bare_total // 2} letters, {cores} processes)")
+        bare_after = bare_render(url, cores, bare_total - bare_total // 2, offset=bare_total // 2)
+        bare_n, bare_s = bare_before[0] + bare_after[0], bare_before[1] + bare_after[1]
     finally:
         for svc in reversed(services):
             svc.stop()
@@ -428,12 +435,14 @@ def run_once(n: int, args) -> dict:
     e2e = n / wall
     bare = bare_n / bare_s
     result = {
-        "letters": n, "mix": mix, "cores": cores, "chunk_size": args.chunk_size, "run_states": list(states.values()),
+        "letters": n, "mix": mix, "cores": cores, "chunk_size": args.chunk_size, "max_chunks": args.max_chunks,
+        "chunks": stages.get("chunk.render_letters", {}).get("tasks"), "run_states": list(states.values()),
         "wall_s": round(wall, 1), "letters_per_s": round(e2e, 1), "dag_run_span_s": round(run_wall, 1),
         "airflow_overhead_s": round(max(0.0, run_wall - busy), 1),
         "airflow_overhead_share": round(max(0.0, run_wall - busy) / run_wall, 3) if run_wall else None,
         "stages": stages, "peak_rss_mib": max(rss.values()) if rss else None, "peak_rss_mib_by_task": rss,
         "bare_letters": bare_n, "bare_s": round(bare_s, 1), "bare_letters_per_s": round(bare, 1),
+        "bare_letters_per_s_before_after": [round(b[0] / b[1], 1) for b in (bare_before, bare_after)],
         "ratio_e2e_to_bare": round(e2e / bare, 3), "check": check, "faults": faults_done,
         "cpu_s_by_role": cpu_used["by_role_cpu_s"], "cpu_s_available": round(cpu_used["wall_s"] * cores, 1),
     }
@@ -442,12 +451,14 @@ def run_once(n: int, args) -> dict:
 
 
 def report(r: dict) -> None:
-    print(f"\nN = {r['letters']} letters {r['mix']} on {r['cores']} cores, chunk_size {r['chunk_size']}")
+    print(f"\nN = {r['letters']} letters {r['mix']} on {r['cores']} cores, chunk_size {r['chunk_size']}, "
+          f"max_chunks {r['max_chunks'] or 'DAG default'}: {r['chunks']} chunks")
     print(f"  runs:                  {', '.join(r['run_states'])}")
     print(f"  wall time:             {r['wall_s']} s (trigger to last run end)   dag runs span {r['dag_run_span_s']} s")
     print(f"  end to end:            {r['letters_per_s']} letters/s")
+    before, after = r["bare_letters_per_s_before_after"]
     print(f"  bare rendering:        {r['bare_letters_per_s']} letters/s ({r['bare_letters']} letters, "
-          f"{r['cores']} processes, {r['bare_s']} s)")
+          f"{r['cores']} processes, {r['bare_s']} s; {before} before the waves, {after} after)")
     print(f"  ratio e2e / bare:      {r['ratio_e2e_to_bare']}")
     print(f"  Airflow overhead:      {r['airflow_overhead_s']} s with no task of the wave running "
           f"({(r['airflow_overhead_share'] or 0) * 100:.1f} % of the runs' span)")
@@ -475,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--letters", type=int, default=100_000)
     parser.add_argument("--series", help="comma-separated N values, e.g. 10000,30000,100000")
     parser.add_argument("--chunk-size", type=int, default=500)
+    parser.add_argument("--max-chunks", type=int, default=None,
+                        help="at most this many chunks per wave run (default: the DAG's, 16)")
     parser.add_argument("--parallelism", type=int, default=os.cpu_count() or 2,
                         help="cores to use: rendering pool slots and bare-rendering processes (default: all); "
                              f"the executor gets {DELIVERY_SLOTS} slots more for delivery tasks")

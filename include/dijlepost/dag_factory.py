@@ -150,6 +150,8 @@ def build_wave_dag(wave: Wave):
                                 description="Maximum letters claimed by this run"),
             "chunk_size": Param(wave.chunk_size, type="integer", minimum=1, maximum=10_000,
                                 description="Letters per chunk: each chunk is rendered, published and printed by its own tasks"),
+            "max_chunks": Param(wave.max_chunks, type="integer", minimum=1, maximum=256,
+                                description="At most this many chunks per claim: a bigger claim gets bigger chunks"),
         },
         # "upstream": a task weighs what comes before it, so a rendered chunk's delivery goes before
         # the next chunk's rendering (depth first) and a wave's letters leave while it still renders.
@@ -180,7 +182,7 @@ def build_wave_dag(wave: Wave):
             conn = _db()
             try:
                 c = claim(conn, wave.department, _claim_key(ctx), int(params["batch_size"]),
-                          int(params["chunk_size"]), CLAIM_LEASE, ctx)
+                          int(params["chunk_size"]), CLAIM_LEASE, ctx, max_chunks=int(params["max_chunks"]))
             finally:
                 conn.close()
             logfmt.emit("letters_claimed", department=wave.department, letters=c.count, chunks=len(c.chunks),

@@ -68,8 +68,13 @@ def _refresh_statistics(conn) -> None:
 
 
 def claim(conn, department: str, run_id: str, batch_size: int, chunk_size: int,
-          lease: timedelta, ctx: RunContext) -> Claim:
-    """Claim up to `batch_size` letters for this run; a rerun of the same run keeps what it holds."""
+          lease: timedelta, ctx: RunContext, max_chunks: int | None = None) -> Claim:
+    """Claim up to `batch_size` letters for this run; a rerun of the same run keeps what it holds.
+
+    The letters are numbered into chunks of `chunk_size`; with `max_chunks`, a big claim gets bigger
+    chunks instead of more of them (at most `max_chunks` per claim): every chunk is three mapped task
+    instances the scheduler re-evaluates on each loop, so a 100,000-letter claim at the everyday
+    chunk size would cost more in scheduling than it gains in parallelism."""
     with conn.cursor() as cur:
         cur.execute("SELECT count(*), coalesce(max(claim_chunk), -1) FROM letters "
                     "WHERE claim_run_id = %s AND status = 'processing'", (run_id,))
@@ -87,7 +92,9 @@ def claim(conn, department: str, run_id: str, batch_size: int, chunk_size: int,
                  LIMIT %(room)s
                  FOR UPDATE SKIP LOCKED
             ), numbered AS (
-                SELECT id, status, (row_number() OVER (ORDER BY id) - 1) / %(chunk)s AS n FROM candidates
+                SELECT id, status, (row_number() OVER (ORDER BY id) - 1)
+                       / greatest(%(chunk)s, ceil(count(*) OVER () / %(max_chunks)s::numeric)::int) AS n
+                  FROM candidates
             )
             UPDATE letters l
                SET status = 'processing', claim_run_id = %(run)s, claim_chunk = %(base)s + numbered.n,
@@ -99,6 +106,7 @@ def claim(conn, department: str, run_id: str, batch_size: int, chunk_size: int,
          RETURNING l.letter_id, numbered.status
             """,
             {"dept": department, "run": run_id, "lease": lease, "room": room, "chunk": chunk_size,
+             "max_chunks": max_chunks or 2**31 - 1,
              "base": last_chunk + 1},
         )
         taken = cur.fetchall()

@@ -21,6 +21,7 @@ class Wave:
     wave_number: int
     batch_size: int = 5000          # letters claimed by one run
     chunk_size: int = 500           # letters per mapped render / delivery task
+    max_chunks: int = 16            # a bigger claim gets bigger chunks, not more (scheduler cost)
     # Letters that must go as registered mail may use the eBox's registered e-delivery.
     registered_via_ebox: bool = True
     # eBox message type per letter type (assigned by the eBox when a message type is registered).

@@ -97,6 +97,18 @@ def test_chunk_size_larger_than_batch_gives_one_chunk(db):
     assert (c.count, c.chunks) == (5, [0])
 
 
+def test_a_big_claim_gets_bigger_chunks_not_more_of_them(db):
+    ids = add_letters(db, 23)
+    c = claim(db, "finance", "big", batch_size=20, chunk_size=2, lease=HOUR, ctx=ctx("big"), max_chunks=3)
+    assert (c.count, c.chunks) == (20, [0, 1, 2])
+    h = held(db, "big")
+    assert Counter(h.values()) == {0: 7, 1: 7, 2: 6}                 # ceil(20 / 3) letters per chunk
+    assert [h[i] for i in ids[:20]] == sorted(h.values())
+    # A claim that fits max_chunks at chunk_size keeps chunk_size.
+    small = claim(db, "finance", "small", batch_size=3, chunk_size=2, lease=HOUR, ctx=ctx("small"), max_chunks=3)
+    assert Counter(held(db, "small").values()) == {0: 2, 1: 1} and small.chunks == [0, 1]
+
+
 def test_rerun_of_the_same_run_keeps_its_letters_and_claims_nothing_new(db):
     ids = add_letters(db, 30)
     first = claim(db, "finance", "run-A", 10, 4, HOUR, ctx("run-A"))

@@ -15,8 +15,9 @@ For each N, on this machine:
    triggered at once with `batch_size` = their letters and `chunk_size` (default 500);
 4. after the runs: every letter must be in a final state, the eBox must hold each published letter
    once and the print inbox each paper letter once (the benchmark fails otherwise);
-5. the bare rendering loop: `LetterRenderer().render` over the same letters, one process per core,
-   half of them before the waves and half after (a drifting machine weighs on both sides alike).
+5. the bare rendering loop: `LetterRenderer().render` over the same letters (or an evenly spread
+   sample with `--bare-letters`: every k-th letter, so the wave's mix), one process per core, half
+   of them before the waves and half after (a drifting machine weighs on both sides alike).
 
 Reports wall time (trigger to the last run's end), letters/s end to end, letters/s of each stage
 (letters the stage handled / time from its first task's start to its last task's end, and per
@@ -190,12 +191,24 @@ def _render_many(letters: list[dict]) -> int:
     return len(letters)
 
 
-def bare_render(url: str, processes: int, limit: int | None, offset: int = 0) -> tuple[int, float]:
+def bare_sample(url: str, size: int, half: int) -> list[dict]:
+    """Half `half` (0 or 1) of an evenly spread sample of `size` letters: every k-th letter in id order,
+    so that the sample has the wave's mix of departments and letter types (the letters are seeded
+    department by department, and they do not all cost the same to render), then every other one of
+    those, so that the two halves have the same mix too."""
     with psycopg.connect(url) as conn:
-        cur = conn.execute(f"SELECT {LETTER_COLUMNS} FROM letters WHERE status <> 'quarantined' ORDER BY id"
-                           + (f" LIMIT {int(limit)}" if limit else "") + f" OFFSET {int(offset)}")
+        total = conn.execute("SELECT count(*) FROM letters WHERE status <> 'quarantined'").fetchone()[0]
+        step = max(1, total // max(size, 1))
+        cur = conn.execute(
+            f"SELECT {LETTER_COLUMNS} FROM (SELECT *, row_number() OVER (ORDER BY id) - 1 AS nr FROM letters "
+            "WHERE status <> 'quarantined') l WHERE nr %% %s = 0 AND nr / %s < %s AND (nr / %s) %% 2 = %s "
+            "ORDER BY id", (step, step, size, step, half))
         names = [d[0] for d in cur.description]
-        letters = [dict(zip(names, r)) for r in cur.fetchall()]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def bare_render(url: str, processes: int, size: int, half: int) -> tuple[int, float]:
+    letters = bare_sample(url, size, half)
     chunks = [letters[i:i + 200] for i in range(0, len(letters), 200)]
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(processes, initializer=_init_renderer) as pool:
@@ -338,8 +351,8 @@ def run_once(n: int, args) -> dict:
         # The bare loop runs half before and half after the waves (Airflow not started yet, or stopped):
         # a machine whose speed drifts during a long run then weighs on both sides of the ratio alike.
         bare_total = min(args.bare_letters or n, n)
-        say(f"bare rendering loop, first half ({bare_total // 2} letters, {cores} processes)")
-        bare_before = bare_render(url, cores, bare_total // 2)
+        say(f"bare rendering loop, first half of {bare_total} letters spread over the wave ({cores} processes)")
+        bare_before = bare_render(url, cores, bare_total, half=0)
         env = {
             "AIRFLOW_CONN_DIJLEPOST_DB": json.dumps(_pg_connection(url)),
             "AIRFLOW_CONN_EBOX_DEFAULT": json.dumps(ebox_conn),
@@ -398,8 +411,8 @@ def run_once(n: int, args) -> dict:
             rss = peak_rss(cluster.workdir / "airflow")
         say(f"runs finished in {wall:.0f}s: {states}")
         check = verify(url, ebox, ph_dir)
-        say(f"bare rendering loop, second half ({bare_total - bare_total // 2} letters, {cores} processes)")
-        bare_after = bare_render(url, cores, bare_total - bare_total // 2, offset=bare_total // 2)
+        say(f"bare rendering loop, second half of {bare_total} letters spread over the wave ({cores} processes)")
+        bare_after = bare_render(url, cores, bare_total, half=1)
         bare_n, bare_s = bare_before[0] + bare_after[0], bare_before[1] + bare_after[1]
     finally:
         for svc in reversed(services):

@@ -978,11 +978,14 @@ def create_app(state: SandboxState) -> FastAPI:
     @app.post(f"{ADMIN_PREFIX}/recipients", tags=["sandbox"])
     async def register_recipients(recipients: list[RecipientIn]) -> dict[str, int]:
         for recipient in recipients:
-            state.register_recipient(
-                recipient.kind, recipient.id, active=recipient.active,
-                exclusively_ebox=recipient.exclusively_ebox, no_digital_user=recipient.no_digital_user,
-                last_connection_date=recipient.last_connection_date,
-            )
+            try:
+                state.register_recipient(
+                    recipient.kind, recipient.id, active=recipient.active,
+                    exclusively_ebox=recipient.exclusively_ebox, no_digital_user=recipient.no_digital_user,
+                    last_connection_date=recipient.last_connection_date,
+                )
+            except ValueError as exc:
+                raise _invalid(f"recipient {recipient.kind}: {exc}") from None
         return {"registered": len(recipients)}
 
     @app.get(f"{ADMIN_PREFIX}/recipients", tags=["sandbox"])

@@ -259,6 +259,9 @@ def test_admin_api(ebox):
             {"kind": "enterprise", "id": ENTERPRISE_ID, "active": False, "no_digital_user": True},
         ]).json() == {"registered": 2}
         assert [r["id"] for r in http.get("/_sandbox/recipients").json()] == [CITIZEN_ID, ENTERPRISE_ID]
+        contradiction = http.post("/_sandbox/recipients", json=[
+            {"kind": "citizen", "id": CITIZEN_ID, "no_digital_user": True, "last_connection_date": "2026-01-02T03:04:05Z"}])
+        assert contradiction.status_code == 400 and "never opened" in contradiction.json()["message"]
         assert http.put("/_sandbox/faults", json={"error_rate": 0.7, "timeout_rate": 0.7}).status_code == 400
         assert http.put("/_sandbox/faults", json={"fail_next": 1}).json()["fail_next"] == 1
         with EboxClient(ebox.config(backoff_base_seconds=0.001)) as c:

@@ -340,6 +340,8 @@ def run_once(n: int, args) -> dict:
         if args.faults:
             ebox_conn["extra"]["timeout_seconds"] = EBOX_CLIENT_TIMEOUT_S
         ph_svc, ph_dir, ph_conn = start_printhouse(work)
+        if args.sftp_compression == "off":  # the SSH provider's own Connection extra
+            ph_conn["extra"]["compress"] = "false"
         services.append(ph_svc)
         t = time.monotonic()
         mix = seed(url, ebox, n, args.seed)
@@ -449,6 +451,7 @@ def run_once(n: int, args) -> dict:
     bare = bare_n / bare_s
     result = {
         "letters": n, "mix": mix, "cores": cores, "chunk_size": args.chunk_size, "max_chunks": args.max_chunks,
+        "sftp_compression": args.sftp_compression,
         "chunks": stages.get("chunk.render_letters", {}).get("tasks"), "run_states": list(states.values()),
         "wall_s": round(wall, 1), "letters_per_s": round(e2e, 1), "dag_run_span_s": round(run_wall, 1),
         "airflow_overhead_s": round(max(0.0, run_wall - busy), 1),
@@ -465,7 +468,7 @@ def run_once(n: int, args) -> dict:
 
 def report(r: dict) -> None:
     print(f"\nN = {r['letters']} letters {r['mix']} on {r['cores']} cores, chunk_size {r['chunk_size']}, "
-          f"max_chunks {r['max_chunks'] or 'DAG default'}: {r['chunks']} chunks")
+          f"max_chunks {r['max_chunks'] or 'DAG default'}: {r['chunks']} chunks; SFTP compression {r['sftp_compression']}")
     print(f"  runs:                  {', '.join(r['run_states'])}")
     print(f"  wall time:             {r['wall_s']} s (trigger to last run end)   dag runs span {r['dag_run_span_s']} s")
     print(f"  end to end:            {r['letters_per_s']} letters/s")
@@ -510,6 +513,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the runs")
     parser.add_argument("--workdir", default=str(ROOT / "var" / "bench" / "scale"))
     parser.add_argument("--keep", action="store_true", help="keep the PDFs, batches and print inbox")
+    parser.add_argument("--sftp-compression", choices=("on", "off"), default="on",
+                        help="SSH compression to the print house (the provider's default: on); off is what a "
+                             "print house on a fast link would be configured with")
     parser.add_argument("--faults", action="store_true",
                         help="eBox 5%% errors + 1%% timeouts, a render task killed, the SFTP server dropped "
                              "once; then one rerun of every wave (see docs/scaling.md)")

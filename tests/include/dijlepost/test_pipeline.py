@@ -222,3 +222,52 @@ def test_each_chunk_cuts_and_finds_its_own_print_batches(db, ebox, client, rende
     second = pipeline.assign_print_batches(db, "finance", RUN, CTX, 100, chunk=c.chunks[1])
     assert second and not set(first) & set(second)
     assert sorted(pipeline.pending_print_batches(db, "finance")) == sorted(first + second)
+
+
+# --------------------------------------------------------------------------- what a 409 meant (unit)
+
+class _Federation:
+    """Answers lookup_activation from a dict, or raises `error`; records what it was asked."""
+
+    def __init__(self, answers=None, error=None):
+        self.answers, self.error, self.asked = answers or {}, error, []
+
+    def lookup_activation(self, kind, ids):
+        from include.dijlepost.ebox.client import Activation
+
+        self.asked.append((kind, list(ids)))
+        if self.error:
+            raise self.error
+        return {i: self.answers.get((kind, i), Activation(False)) for i in ids}
+
+
+def _conflict(letter_id, kind, recipient_id):
+    return {"letter_id": letter_id, "recipient_kind": kind, "recipient_id": recipient_id}
+
+
+def test_a_409_is_settled_by_the_recipients_last_connection():
+    from include.dijlepost.ebox.client import Activation
+
+    citizen, never, company = "85073003328", "85073003427", "0123456749"
+    fed = _Federation({("citizen", citizen): Activation(True, False, "2026-05-01T10:00:00Z"),
+                       ("citizen", never): Activation(True, False, None),
+                       ("enterprise", company): Activation(True, True, "2026-01-01T00:00:00Z")})
+    letters = [_conflict("L1", "citizen", citizen), _conflict("L2", "citizen", never),
+               _conflict("L3", "enterprise", company), _conflict("L4", "citizen", citizen),
+               _conflict("L5", "enterprise", "0403170701")]          # no eBox (any more)
+    settled = dict((lid, r.kind) for lid, r in pipeline.settle_already_published(fed, letters))
+    assert settled == {"L1": "already_published", "L2": "never_connected", "L3": "already_published",
+                       "L4": "already_published", "L5": "never_connected"}
+    # one search per recipient kind, each recipient once
+    assert sorted(fed.asked) == [("citizen", sorted({citizen, never})),
+                                 ("enterprise", ["0123456749", "0403170701"])]
+
+
+def test_a_409_waits_when_the_search_fails_and_a_configuration_error_fails_the_task():
+    from include.dijlepost.ebox.client import EboxConfigurationError, EboxUnavailableError
+
+    letters = [_conflict("L1", "citizen", "85073003328")]
+    (lid, result), = pipeline.settle_already_published(_Federation(error=EboxUnavailableError("503")), letters)
+    assert (lid, result.kind) == ("L1", "retry_later") and "lookup failed" in result.message
+    with pytest.raises(EboxConfigurationError):
+        pipeline.settle_already_published(_Federation(error=EboxConfigurationError("403", "client_id")), letters)

@@ -15,9 +15,10 @@ without Airflow:
    `unread_ebox_followup`, so it goes through the normal render and print-house path.
    "Once" is a unique index on `followup_of`: reruns and concurrent runs insert nothing twice.
 
-A letter answered 409 (already published) has no messageId, so its read status cannot be asked.
-That is also what a lost NO_DIGITAL_USER answer followed by a retry looks like, so for important
-letter types such a letter counts as unread and gets its paper copy after the period.
+A letter answered 409 (already published) has no messageId, so its read status cannot be asked: its
+first answer was lost. (A lost NO_DIGITAL_USER answer does not get here: the 409 is settled by the
+federation search and the letter goes on paper in the same run, docs/ebox.md.) For important letter
+types such a letter counts as unread and gets its paper copy after the period.
 """
 from __future__ import annotations
 

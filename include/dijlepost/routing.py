@@ -59,8 +59,9 @@ def unread_ebox_followup(f: LetterFacts, r: RolloutState) -> Decision | None:
 
 def no_digital_user(f: LetterFacts, r: RolloutState) -> Decision | None:
     if f.ebox_state == "no_digital_user":
-        return Decision(PAPER, "no_digital_user", "the eBox answered NO_DIGITAL_USER: the recipient never "
-                                                  "opened the eBox")
+        return Decision(PAPER, "no_digital_user", "the eBox will not reach the recipient: it answered "
+                                                  "NO_DIGITAL_USER, or a 409 whose recipient never opened "
+                                                  "the eBox or has none any more (letter_events say which)")
     return None
 
 

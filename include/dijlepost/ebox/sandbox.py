@@ -339,6 +339,9 @@ class SandboxState:
         Idempotency-Key. One lock around it all: concurrent publications to one recipient agree."""
         kind, recipient_id = record["recipient_kind"], record["recipient_id"]
         with self._lock:
+            if idempotency_key is not None and self.idempotency_key_used(record["sender_application_id"],
+                                                                         idempotency_key):
+                return None  # before any roll: a duplicate never uses up a configured answer
             known = self.recipient(kind, recipient_id)
             configured = (known is not None and not known["no_digital_user"]
                           and self.roll_no_digital_user(kind, recipient_id))

@@ -224,7 +224,7 @@ def test_a_letter_without_message_id_counts_as_unread_for_important_types(db, eb
     important = originals_with_types(rows, IMPORTANT)
     other = originals_with_types(rows, set(WAVE.letter_types) - IMPORTANT)
     assert important and other
-    # What a 409 answer leaves behind (also after a lost NO_DIGITAL_USER answer and a retry).
+    # What a 409 answer to a recipient who did open the eBox leaves behind (the first answer was lost).
     db.execute("UPDATE letters SET ebox_message_id = NULL")
     db.commit()
     age_publications(db, 14)

@@ -257,17 +257,19 @@ def test_a_409_is_settled_by_the_recipients_last_connection():
                _conflict("L5", "enterprise", "0403170701")]          # no eBox (any more)
     settled = dict((lid, r.kind) for lid, r in pipeline.settle_already_published(fed, letters))
     assert settled == {"L1": "already_published", "L2": "never_connected", "L3": "already_published",
-                       "L4": "already_published", "L5": "never_connected"}
+                       "L4": "already_published", "L5": "no_active_ebox"}
     # one search per recipient kind, each recipient once
     assert sorted(fed.asked) == [("citizen", sorted({citizen, never})),
                                  ("enterprise", ["0123456749", "0403170701"])]
 
 
-def test_a_409_waits_when_the_search_fails_and_a_configuration_error_fails_the_task():
-    from include.dijlepost.ebox.client import EboxConfigurationError, EboxUnavailableError
+def test_a_409_waits_when_the_search_is_unavailable_and_any_other_error_fails_the_task():
+    from include.dijlepost.ebox.client import EboxConfigurationError, EboxError, EboxUnavailableError
 
     letters = [_conflict("L1", "citizen", "85073003328")]
-    (lid, result), = pipeline.settle_already_published(_Federation(error=EboxUnavailableError("503")), letters)
-    assert (lid, result.kind) == ("L1", "retry_later") and "lookup failed" in result.message
-    with pytest.raises(EboxConfigurationError):
-        pipeline.settle_already_published(_Federation(error=EboxConfigurationError("403", "client_id")), letters)
+    unavailable = EboxUnavailableError("citizenEboxConsents/search unavailable: HTTP 503")
+    (lid, result), = pipeline.settle_already_published(_Federation(error=unavailable), letters)
+    assert (lid, result.kind) == ("L1", "retry_later") and "HTTP 503" in result.message
+    for error in (EboxConfigurationError("403", "client_id"), EboxError("answered something other than a list")):
+        with pytest.raises(type(error)):
+            pipeline.settle_already_published(_Federation(error=error), letters)

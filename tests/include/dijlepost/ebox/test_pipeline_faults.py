@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -304,4 +305,31 @@ def test_a_409_whose_activation_lookup_fails_waits_in_flight_for_the_next_run(
     run2 = Run(db, client, renderer, tmp_path, 2)
     assert run2.deliver(client) == {"never_connected": 3}
     assert {s[:4] for s in states(db).values()} == {("processing", "paper", "no_digital_user", "no_digital_user")}
+    assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
+
+
+def test_a_task_that_fails_before_settling_its_409s_leaves_them_in_flight_and_the_retry_settles_them(
+        db, ebox, client, renderer, tmp_path):
+    ids = seed(db, ebox, 4, 73)
+    run = Run(db, client, renderer, tmp_path, 1)
+    (chunk,) = run.claim.chunks
+    paths = dict(db.execute("SELECT letter_id, pdf_path FROM letters").fetchall())
+    db.commit()
+    first, last = sorted(ids)[0], sorted(ids)[-1]
+    # The first letter's answer is lost (its retry reads 409, to be settled after the chunk); the last
+    # letter's PDF is gone, so the task fails before it gets there.
+    hidden = Path(paths[last]).rename(tmp_path / "hidden.pdf")
+    ebox.state.set_faults(drop_next=1)
+    with pytest.raises(FileNotFoundError):
+        pipeline.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run.run_id, chunk, CTX, concurrency=1)
+    after = states(db)
+    assert after[first][:4] == ("processing", "ebox", "ebox_active", "in_flight")   # not settled, not lost
+    assert [after[lid][0] for lid in sorted(ids)[1:-1]] == ["delivered_ebox"] * 2  # recorded before the failure
+    assert after[last][:4] == ("processing", "ebox", "ebox_active", "in_flight")
+
+    # Airflow's retry of the task: the same keys; the 409 is settled, the last letter published.
+    hidden.rename(paths[last])
+    retry = pipeline.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run.run_id, chunk, CTX, concurrency=1)
+    assert (retry["already_published"], retry["published"]) == (1, 1)
+    assert {s[0] for s in states(db).values()} == {"delivered_ebox"}
     assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)

@@ -303,15 +303,15 @@ def settle_already_published(client, letters: list[dict]) -> list[tuple[str, obj
             settled += [(lid, PublishOutcome("retry_later", code="CONFLICT", message=reason)) for lid in recipients]
             continue
         for letter_id, recipient_id in recipients.items():
-            activation = found.get(recipient_id)
-            if activation is None or not activation.active:
+            activation = found[recipient_id]         # lookup_activation answers for every id asked
+            if not activation.active:
                 kind_of = "no_active_ebox"
             elif activation.last_connection:
                 kind_of = "already_published"
             else:
                 kind_of = "never_connected"
             settled.append((letter_id, PublishOutcome(kind_of, code="CONFLICT")))
-    rerouted = Counter(r.kind for _, r in settled if r.kind in _NEVER_OPENED)
+    rerouted = Counter(r.kind for _, r in settled if r.kind in _TO_PAPER)
     if rerouted:
         # Counts only. `lastConnectionDate` of citizenEboxConsents/search is assumed, not verified
         # (docs/ebox.md): a run where every citizen 409 lands here is the sign to look at.
@@ -323,8 +323,8 @@ def settle_already_published(client, letters: list[dict]) -> list[tuple[str, obj
 # was not recorded yet stays `in_flight`, and its retry gets 409 for the same Idempotency-Key.
 _RECORD_EVERY = 100
 
-# The answers that put a letter on paper because its recipient never opened the eBox, and why.
-_NEVER_OPENED = {
+# The answers that put a letter on paper because the eBox will not reach its recipient, and why.
+_TO_PAPER = {
     "no_digital_user": "the eBox answered NO_DIGITAL_USER: the recipient never opened the eBox",
     "never_connected": "the eBox answered 409 (published before, the first answer lost) and the "
                        "federation search shows no lastConnectionDate: the recipient never opened the eBox",
@@ -337,7 +337,7 @@ def _record_publications(conn, ctx: RunContext, run_id: str, answered: list[tupl
     if not answered:
         return
     delivered = [(lid, r.message_id, r.kind) for lid, r in answered if r.kind in ("published", "already_published")]
-    no_user = [(lid, r.kind) for lid, r in answered if r.kind in _NEVER_OPENED]
+    to_paper = [(lid, r.kind) for lid, r in answered if r.kind in _TO_PAPER]
     with conn.cursor() as cur:
         if delivered:
             cur.execute(
@@ -348,24 +348,24 @@ def _record_publications(conn, ctx: RunContext, run_id: str, answered: list[tupl
             changed = {r[0] for r in cur.fetchall()}
             record_events(cur, ctx, [(lid, "delivered_ebox", {"message_id": message_id, "answer": kind})
                                      for lid, message_id, kind in delivered if lid in changed])
-        if no_user:
+        if to_paper:
             cur.execute(
                 "UPDATE letters l SET channel = 'paper', ebox_state = 'no_digital_user', decision_rule = "
                 "'no_digital_user', decision_reason = v.reason, updated_at = now() "
                 "FROM unnest(%s::text[], %s::text[]) AS v(letter_id, reason) "
                 "WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = 'processing' "
                 "RETURNING l.letter_id",
-                ([lid for lid, _ in no_user], [_NEVER_OPENED[kind] for _, kind in no_user], run_id))
+                ([lid for lid, _ in to_paper], [_TO_PAPER[kind] for _, kind in to_paper], run_id))
             changed = {r[0] for r in cur.fetchall()}
             record_events(cur, ctx, [(lid, "rerouted_to_paper", {"rule": "no_digital_user", "answer": kind})
-                                     for lid, kind in no_user if lid in changed])
+                                     for lid, kind in to_paper if lid in changed])
         for letter_id, result in answered:
             if result.kind == "rejected":
                 cur.execute("UPDATE letters SET ebox_state = 'rejected' WHERE letter_id = %s AND claim_run_id = %s "
                             "AND status = 'processing'", (letter_id, run_id))
                 quarantine(cur, ctx, letter_id, run_id, f"ebox rejected {result.code}: {result.message}",
                            stage="ebox")
-            elif result.kind not in ("published", "already_published", *_NEVER_OPENED):
+            elif result.kind not in ("published", "already_published", *_TO_PAPER):
                 # retry_later: the eBox did not answer; the letter goes back to the outbox for the next run
                 release_for_retry(cur, ctx, letter_id, run_id,
                                   f"ebox: {result.code or ''} {result.message or ''}".strip())

@@ -341,7 +341,8 @@ class SandboxState:
         with self._lock:
             if idempotency_key is not None and self.idempotency_key_used(record["sender_application_id"],
                                                                          idempotency_key):
-                return None  # before any roll: a duplicate never uses up a configured answer
+                return None  # the content is not compared, as in the real service; checked before
+                             # any roll, so a duplicate never uses up a configured answer
             known = self.recipient(kind, recipient_id)
             configured = (known is not None and not known["no_digital_user"]
                           and self.roll_no_digital_user(kind, recipient_id))
@@ -352,21 +353,15 @@ class SandboxState:
                 published_at=_timestamp(published_at),
                 expiration_date=_timestamp(published_at + timedelta(days=self.expiration_days)),
             )
-            message_id = self.store_publication(record, idempotency_key)
-            if message_id is not None and configured:
+            message_id = self._store_publication(record, idempotency_key)
+            if configured:
                 self.mark_never_opened(kind, recipient_id)
             return message_id
 
-    def store_publication(self, record: dict[str, Any], idempotency_key: str | None) -> str | None:
-        """Store a publication and return its messageId, or None when the sender application used
-        this Idempotency-Key before (the content is not compared, as in the real service)."""
+    def _store_publication(self, record: dict[str, Any], idempotency_key: str | None) -> str:
+        """Store a publication (the caller holds the lock and checked the Idempotency-Key)."""
         message_id = str(uuid.uuid4())
         with self._lock:
-            if idempotency_key is not None and self._db.execute(
-                "SELECT 1 FROM idempotency_keys WHERE sender_application_id = ? AND idempotency_key = ?",
-                (record["sender_application_id"], idempotency_key),
-            ).fetchone():
-                return None
             self._db.execute("BEGIN")
             try:
                 self._db.execute(
@@ -947,8 +942,6 @@ def create_app(state: SandboxState) -> FastAPI:
                 raise _invalid("the Idempotency-Key header must be a UUID") from None
         message_json, uploads = await _read_uploads(request)
         record = validate_publication(message_json, uploads, issued.client)
-        if key is not None and state.idempotency_key_used(issued.client.application_id, key):
-            raise ApiError(409, "CONFLICT", "this Idempotency-Key was used before by this sender application")
         message_id = state.publish(record, key)
         if message_id is None:
             raise ApiError(409, "CONFLICT", "this Idempotency-Key was used before by this sender application")

@@ -1,9 +1,10 @@
 """One factory builds every wave DAG from its `Wave` entry; DAG files only call `build_wave_dag`.
 
     read_rollout_phase (short-circuit: phase off stops here)
-      -> claim_letters -> check_ebox_activation -> decide_channels
+      -> claim_letters
       -> chunk[i]  (a task group mapped over the claim's chunks, never one task per letter):
-             render_letters -> deliver_to_ebox -> hand_over_to_print
+             decide_channels (eBox activation check of the chunk's recipients, then routing)
+             -> render_letters -> deliver_to_ebox -> hand_over_to_print
              (print after eBox, so NO_DIGITAL_USER fallbacks go on paper in the same run)
       -> hand_over_earlier_batches  (batches of earlier runs, or held back by the cut-off, now due)
       -> record_outcome
@@ -190,39 +191,28 @@ def build_wave_dag(wave: Wave):
             return c.chunks
 
         @task
-        def check_ebox_activation(state: dict, chunks: list[int]):
+        def decide_channels(state: dict, chunk: int):
+            """The chunk's eBox activation check (batched, cached per recipient), then its routing: the
+            first chunk renders as soon as it is decided, not after the whole claim is."""
             from include.dijlepost.ebox.hook import EboxHook
-            from include.dijlepost.pipeline import check_activation
-
-            if state["phase"] == "paper":
-                logfmt.emit("ebox_check_skipped", department=wave.department, reason="phase paper")
-                return {"skipped": True}
-            if not chunks:
-                logfmt.emit("ebox_check_skipped", department=wave.department, reason="no letters claimed")
-                return {"recipients": 0}
-            ctx = _ctx()
-            conn = _db()
-            try:
-                result = check_activation(conn, EboxHook().get_client(), _settings().pseudonym_key,
-                                          _claim_key(ctx), EBOX_FRESHNESS, ctx)
-            finally:
-                conn.close()
-            logfmt.emit("ebox_activation_checked", department=wave.department, **result)
-            return result
-
-        @task
-        def decide_channels(state: dict, _activation: dict):
-            from include.dijlepost.pipeline import decide_claim
+            from include.dijlepost.pipeline import check_activation, decide_claim
             from include.dijlepost.rollout import RolloutState
 
-            ctx = _ctx()
+            ctx = _ctx(chunk)
+            settings = _settings()
             conn = _db()
             try:
-                result = decide_claim(conn, wave, RolloutState.from_xcom(state), _settings().pseudonym_key,
-                                      _claim_key(ctx), ctx)
+                if state["phase"] == "paper":
+                    logfmt.emit("ebox_check_skipped", department=wave.department, chunk=chunk, reason="phase paper")
+                else:
+                    checked = check_activation(conn, EboxHook().get_client(), settings.pseudonym_key,
+                                               _claim_key(ctx), EBOX_FRESHNESS, ctx, chunk=chunk)
+                    logfmt.emit("ebox_activation_checked", department=wave.department, chunk=chunk, **checked)
+                result = decide_claim(conn, wave, RolloutState.from_xcom(state), settings.pseudonym_key,
+                                      _claim_key(ctx), ctx, chunk=chunk)
             finally:
                 conn.close()
-            logfmt.emit("channels_decided", department=wave.department, **result)
+            logfmt.emit("channels_decided", department=wave.department, chunk=chunk, **result)
             return result
 
         @task(queue=QUEUES["render"], pool=POOLS["render"])
@@ -266,8 +256,8 @@ def build_wave_dag(wave: Wave):
             return _hand_over(wave, ctx, chunk)
 
         @task_group(group_id="chunk")
-        def by_chunk(chunk: int):
-            render_letters(chunk) >> deliver_to_ebox(chunk) >> hand_over_to_print(chunk)
+        def by_chunk(state: dict, chunk: int):
+            decide_channels(state, chunk) >> render_letters(chunk) >> deliver_to_ebox(chunk) >> hand_over_to_print(chunk)
 
         @task(queue=QUEUES["delivery"], pool=POOLS["print"], trigger_rule="none_failed")
         def hand_over_earlier_batches():
@@ -291,9 +281,6 @@ def build_wave_dag(wave: Wave):
         state = read_rollout_phase()
         claimed = claim_letters()
         state >> claimed
-        activation = check_ebox_activation(state, claimed)
-        decided = decide_channels(state, activation)
-        chunks = by_chunk.expand(chunk=claimed)
-        decided >> chunks >> hand_over_earlier_batches() >> record_outcome()
+        by_chunk.partial(state=state).expand(chunk=claimed) >> hand_over_earlier_batches() >> record_outcome()
 
     return wave_dag()

@@ -72,9 +72,12 @@ def claim(conn, department: str, run_id: str, batch_size: int, chunk_size: int,
     """Claim up to `batch_size` letters for this run; a rerun of the same run keeps what it holds.
 
     The letters are numbered into chunks of `chunk_size`; with `max_chunks`, a big claim gets bigger
-    chunks instead of more of them (at most `max_chunks` per claim): every chunk is three mapped task
+    chunks instead of more of them (at most `max_chunks` per claim): every chunk is four mapped task
     instances the scheduler re-evaluates on each loop, so a 100,000-letter claim at the everyday
-    chunk size would cost more in scheduling than it gains in parallelism."""
+    chunk size would cost more in scheduling than it gains in parallelism. The chunks of such a big
+    claim shrink linearly (sizes in the ratio max_chunks : ... : 2 : 1, in letter id order): the
+    chunks rendered last are small, so the cores run out of work together and the last chunk's
+    delivery, which nothing else overlaps, is short (guided self-scheduling)."""
     with conn.cursor() as cur:
         cur.execute("SELECT count(*), coalesce(max(claim_chunk), -1) FROM letters "
                     "WHERE claim_run_id = %s AND status = 'processing'", (run_id,))
@@ -91,10 +94,18 @@ def claim(conn, department: str, run_id: str, batch_size: int, chunk_size: int,
                  ORDER BY id
                  LIMIT %(room)s
                  FOR UPDATE SKIP LOCKED
-            ), numbered AS (
-                SELECT id, status, (row_number() OVER (ORDER BY id) - 1)
-                       / greatest(%(chunk)s, ceil(count(*) OVER () / %(max_chunks)s::numeric)::int) AS n
+            ), positioned AS (
+                SELECT id, status, row_number() OVER (ORDER BY id) - 1 AS pos, count(*) OVER () AS total
                   FROM candidates
+            ), numbered AS (
+                -- chunk j of k holds the share (k - j) / (k (k + 1) / 2): solve the cumulative share for j
+                SELECT id, status,
+                       CASE WHEN total <= %(chunk)s::bigint * %(max_chunks)s THEN pos / %(chunk)s
+                            ELSE least(%(k)s - 1, floor(((2 * %(k)s + 1)
+                                 - sqrt(greatest(0, (2 * %(k)s + 1) ^ 2 - 4 * %(k)s * (%(k)s + 1) * pos / total)))
+                                 / 2))
+                       END::int AS n
+                  FROM positioned
             )
             UPDATE letters l
                SET status = 'processing', claim_run_id = %(run)s, claim_chunk = %(base)s + numbered.n,
@@ -106,7 +117,7 @@ def claim(conn, department: str, run_id: str, batch_size: int, chunk_size: int,
          RETURNING l.letter_id, numbered.status
             """,
             {"dept": department, "run": run_id, "lease": lease, "room": room, "chunk": chunk_size,
-             "max_chunks": max_chunks or 2**31 - 1,
+             "max_chunks": max_chunks or 2**31 - 1, "k": float(max_chunks or 1),
              "base": last_chunk + 1},
         )
         taken = cur.fetchall()

@@ -29,12 +29,17 @@ log = logging.getLogger("dijlepost.pipeline")
 
 # --------------------------------------------------------------------------- eBox activation
 
-def check_activation(conn, client, key: bytes, run_id: str, freshness: timedelta, ctx: RunContext) -> dict:
-    """Make sure every valid recipient of the claim has an activation check younger than `freshness`."""
+def check_activation(conn, client, key: bytes, run_id: str, freshness: timedelta, ctx: RunContext,
+                     chunk: int | None = None) -> dict:
+    """Make sure every valid recipient of the claim (or of one chunk) has an activation check younger
+    than `freshness`. Chunks check their own recipients: a recipient in two chunks is looked up by the
+    first and found fresh in the cache by the second (or, at the same moment, looked up twice)."""
     wanted: dict[str, tuple[str, str]] = {}
     with conn.cursor() as cur:  # only the recipients, never the letters: memory stays small for big waves
         cur.execute("SELECT DISTINCT recipient_kind, recipient_id FROM letters "
-                    "WHERE claim_run_id = %s AND status = 'processing'", (run_id,))
+                    "WHERE claim_run_id = %s AND status = 'processing'"
+                    + (" AND claim_chunk = %s" if chunk is not None else ""),
+                    (run_id,) if chunk is None else (run_id, chunk))
         recipients = cur.fetchall()
     conn.commit()
     for kind, raw_id in recipients:
@@ -77,14 +82,19 @@ def _address_complete(letter: dict) -> bool:
             and (letter.get("country") or "") in KNOWN_COUNTRIES)
 
 
-def decide_claim(conn, wave: Wave, state: RolloutState, key: bytes, run_id: str, ctx: RunContext) -> dict:
-    """Route every undecided letter of the claim with the ordered rules; store channel, rule, reason.
-    Chunk by chunk, each committed on its own, so memory does not grow with the size of the wave."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT DISTINCT claim_chunk FROM letters WHERE claim_run_id = %s AND status = 'processing' "
-                    "AND decided_at IS NULL ORDER BY 1", (run_id,))
-        chunks = [r[0] for r in cur.fetchall()]
-    conn.commit()
+def decide_claim(conn, wave: Wave, state: RolloutState, key: bytes, run_id: str, ctx: RunContext,
+                 chunk: int | None = None) -> dict:
+    """Route every undecided letter of the claim (or of one chunk) with the ordered rules; store
+    channel, rule, reason. Chunk by chunk, each committed on its own, so memory does not grow with the
+    size of the wave."""
+    if chunk is None:
+        with conn.cursor() as cur:
+            cur.execute("SELECT DISTINCT claim_chunk FROM letters WHERE claim_run_id = %s AND status = 'processing' "
+                        "AND decided_at IS NULL ORDER BY 1", (run_id,))
+            chunks = [r[0] for r in cur.fetchall()]
+        conn.commit()
+    else:
+        chunks = [chunk]
     by_rule: Counter = Counter()
     channels: Counter = Counter()
     for chunk in chunks:

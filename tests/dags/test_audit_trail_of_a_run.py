@@ -50,7 +50,7 @@ def test_a_run_as_the_pipeline_role_leaves_an_intact_readable_trail(db, ebox, ru
     steps = [(e["event"], e["task_id"], e["dag_id"]) for e in trace(db, delivered[0])]
     assert steps == [("accepted", "letters_import", None),
                      ("claimed", "claim_letters", "letters_finance"),
-                     ("decided", "decide_channels", "letters_finance"),
+                     ("decided", "chunk.decide_channels", "letters_finance"),
                      ("rendered", "chunk.render_letters", "letters_finance"),
                      ("delivered_ebox", "chunk.deliver_to_ebox", "letters_finance")]
     rendered = next(e for e in trace(db, delivered[0]) if e["event"] == "rendered")

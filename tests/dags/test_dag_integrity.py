@@ -79,7 +79,8 @@ def test_dag_is_built_to_rules(dagbag, department):
     # Fan-out is by chunk: a task group mapped over the claim's chunks renders, publishes and prints
     # each chunk, never one task per letter.
     per_chunk = {t.task_id for t in dag.tasks if t.get_closest_mapped_task_group() is not None}
-    assert per_chunk == {"chunk.render_letters", "chunk.deliver_to_ebox", "chunk.hand_over_to_print"}
+    assert per_chunk == {"chunk.decide_channels", "chunk.render_letters", "chunk.deliver_to_ebox",
+                         "chunk.hand_over_to_print"}
     assert dag.get_task("chunk.render_letters").queue == "render"
     assert dag.get_task("chunk.render_letters").pool == "rendering"
     assert dag.get_task("chunk.deliver_to_ebox").pool == "ebox_publication"
@@ -87,7 +88,11 @@ def test_dag_is_built_to_rules(dagbag, department):
     assert dag.get_task("hand_over_earlier_batches").pool == "print_house_sftp"
     # Within a chunk: render, then eBox, then print, so NO_DIGITAL_USER fallbacks are printed in the
     # same run; a chunk's delivery goes before the next chunk's rendering (weight rule "upstream").
-    # (claim_letters is upstream of every task of the group: it hands out the chunk numbers)
+    # (claim_letters is upstream of every task of the group: it hands out the chunk numbers; a chunk
+    # checks eBox activation and decides its own letters, so the first chunk renders without waiting
+    # for the whole claim to be decided)
+    assert dag.get_task("chunk.decide_channels").upstream_task_ids == {"claim_letters", "read_rollout_phase"}
+    assert dag.get_task("chunk.render_letters").upstream_task_ids == {"chunk.decide_channels", "claim_letters"}
     assert dag.get_task("chunk.deliver_to_ebox").upstream_task_ids == {"chunk.render_letters", "claim_letters"}
     assert dag.get_task("chunk.hand_over_to_print").upstream_task_ids == {"chunk.deliver_to_ebox", "claim_letters"}
     assert dag.get_task("chunk.hand_over_to_print").trigger_rule == "none_failed"

@@ -97,16 +97,26 @@ def test_chunk_size_larger_than_batch_gives_one_chunk(db):
     assert (c.count, c.chunks) == (5, [0])
 
 
-def test_a_big_claim_gets_bigger_chunks_not_more_of_them(db):
+def test_a_big_claim_gets_bigger_chunks_not_more_of_them_and_the_last_ones_small(db):
     ids = add_letters(db, 23)
     c = claim(db, "finance", "big", batch_size=20, chunk_size=2, lease=HOUR, ctx=ctx("big"), max_chunks=3)
     assert (c.count, c.chunks) == (20, [0, 1, 2])
     h = held(db, "big")
-    assert Counter(h.values()) == {0: 7, 1: 7, 2: 6}                 # ceil(20 / 3) letters per chunk
+    # 3 chunks, shrinking 3 : 2 : 1 (the chunks rendered last are the small ones): 10, 7 and 3 letters
+    assert Counter(h.values()) == {0: 10, 1: 7, 2: 3}
     assert [h[i] for i in ids[:20]] == sorted(h.values())
     # A claim that fits max_chunks at chunk_size keeps chunk_size.
     small = claim(db, "finance", "small", batch_size=3, chunk_size=2, lease=HOUR, ctx=ctx("small"), max_chunks=3)
     assert Counter(held(db, "small").values()) == {0: 2, 1: 1} and small.chunks == [0, 1]
+
+
+def test_the_chunks_of_a_big_claim_shrink_linearly_and_cover_it_once(db):
+    add_letters(db, 500)
+    c = claim(db, "finance", "big", batch_size=500, chunk_size=10, lease=HOUR, ctx=ctx("big"), max_chunks=7)
+    sizes = [n for _, n in sorted(Counter(held(db, "big").values()).items())]
+    assert c.chunks == list(range(7)) and sum(sizes) == 500 == c.count
+    assert all(a > b for a, b in zip(sizes, sizes[1:]))              # every chunk smaller than the one before
+    assert [round(n / (500 / 28)) for n in sizes] == [7, 6, 5, 4, 3, 2, 1]   # shares 7 : 6 : ... : 1 of 28
 
 
 def test_rerun_of_the_same_run_keeps_its_letters_and_claims_nothing_new(db):

@@ -84,6 +84,48 @@ class CrashAfterPublishing:
         return outcome
 
 
+class LookupLog:
+    """The real client; remembers which ids each activation lookup asked the eBox about."""
+
+    def __init__(self, real: EboxClient):
+        self.real, self.asked = real, []
+
+    def lookup_activation(self, kind, ids):
+        self.asked.append(set(ids))
+        return self.real.lookup_activation(kind, ids)
+
+
+def test_a_chunk_checks_and_decides_only_its_own_letters_and_reuses_fresh_answers(
+        db, ebox, client, renderer, tmp_path):
+    from include.dijlepost.recipients import normalize_recipient_id
+
+    seed(db, ebox, 40, active_share=0.5)
+    c = claim(db, "finance", RUN, 1000, 10, timedelta(hours=3), CTX)
+    assert c.chunks == [0, 1, 2, 3]
+    recipients = {chunk: {normalize_recipient_id(k, r) for k, r in db.execute(
+        "SELECT recipient_kind, recipient_id FROM letters WHERE claim_chunk = %s", (chunk,)).fetchall()}
+        for chunk in c.chunks}
+    spy = LookupLog(client)
+    state = read_state(db, "finance")
+
+    checked = pipeline.check_activation(db, spy, KEY, RUN, timedelta(days=7), CTX, chunk=1)
+    decided = pipeline.decide_claim(db, WAVE, state, KEY, RUN, CTX, chunk=1)
+    assert set().union(*spy.asked) == recipients[1] and checked["recipients"] == len(recipients[1])
+    assert decided["decided"] == 10
+    undecided = dict(db.execute("SELECT claim_chunk, count(*) FROM letters WHERE decided_at IS NULL "
+                                "GROUP BY 1").fetchall())
+    assert undecided == {0: 10, 2: 10, 3: 10}
+    assert pipeline.render_chunk(db, renderer, tmp_path / "docs", RUN, 1, CTX)["rendered"] == 10
+
+    # A retried chunk, and the next chunk, ask only about recipients whose answer is not cached yet.
+    spy.asked.clear()
+    retried = pipeline.check_activation(db, spy, KEY, RUN, timedelta(days=7), CTX, chunk=1)
+    assert spy.asked == [] and retried["cached_fresh"] == len(recipients[1])
+    nxt = pipeline.check_activation(db, spy, KEY, RUN, timedelta(days=7), CTX, chunk=2)
+    assert set().union(set(), *spy.asked) == recipients[2] - recipients[1]
+    assert nxt["cached_fresh"] == len(recipients[2] & recipients[1])
+
+
 def test_crash_after_publishing_then_retry_delivers_each_letter_once(db, ebox, client, renderer, tmp_path):
     seed(db, ebox, 8, active_share=1.0)
     c = prepare(db, client, renderer, tmp_path)

@@ -10,7 +10,7 @@ Functions take a DB-API connection (psycopg 2 or 3) and commit what they change.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
@@ -153,6 +153,25 @@ def letters_in_claim(conn, run_id: str, chunk: int | None = None, where: str = "
         rows = _dicts(cur)
     conn.commit()
     return rows
+
+
+def iter_letters_in_claim(conn, run_id: str, chunk: int, where: str = "", page: int = 500) -> Iterator[dict]:
+    """The letters of one chunk, as `letters_in_claim`, read `page` at a time (keyset on the id, each
+    page its own short transaction): a task's memory then does not grow with the size of its chunk.
+    `where` must not depend on what the caller changes while iterating."""
+    sql = (f"SELECT id AS _id, {LETTER_COLUMNS} FROM letters WHERE claim_run_id = %s AND status = 'processing' "
+           f"AND claim_chunk = %s AND id > %s" + (f" AND {where}" if where else "") + " ORDER BY id LIMIT %s")
+    after = 0
+    while True:
+        with conn.cursor() as cur:
+            cur.execute(sql, (run_id, chunk, after, page))
+            rows = _dicts(cur)
+        conn.commit()
+        for row in rows:
+            after = row.pop("_id")
+            yield row
+        if len(rows) < page:
+            return
 
 
 def quarantine(cur, ctx: RunContext, letter_id: str, run_id: str, reason: str, stage: str) -> bool:

@@ -12,13 +12,14 @@ import os
 import tempfile
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from include.dijlepost import logfmt
-from include.dijlepost.outbox import (RunContext, letters_in_claim, quarantine, record_events,
-                                      release_for_retry)
+from include.dijlepost.outbox import (RunContext, iter_letters_in_claim, letters_in_claim, quarantine,
+                                      record_events, release_for_retry)
 from include.dijlepost.recipients import InvalidRecipientId, normalize_recipient_id, pseudonym
 from include.dijlepost.rollout import RolloutState
 from include.dijlepost.routing import EBOX, PAPER, LetterFacts, decide
@@ -85,8 +86,8 @@ def _address_complete(letter: dict) -> bool:
 def decide_claim(conn, wave: Wave, state: RolloutState, key: bytes, run_id: str, ctx: RunContext,
                  chunk: int | None = None) -> dict:
     """Route every undecided letter of the claim (or of one chunk) with the ordered rules; store
-    channel, rule, reason. Chunk by chunk, each committed on its own, so memory does not grow with the
-    size of the wave."""
+    channel, rule, reason. Chunk by chunk and page by page, each page committed on its own, so memory
+    grows neither with the size of the wave nor with the size of a chunk."""
     if chunk is None:
         with conn.cursor() as cur:
             cur.execute("SELECT DISTINCT claim_chunk FROM letters WHERE claim_run_id = %s AND status = 'processing' "
@@ -103,9 +104,20 @@ def decide_claim(conn, wave: Wave, state: RolloutState, key: bytes, run_id: str,
             "by_rule": dict(sorted(by_rule.items())), "phase": state.phase}
 
 
+_DECIDE_PAGE = 2000
+
+
 def _decide_chunk(conn, wave: Wave, state: RolloutState, key: bytes, run_id: str, chunk: int, ctx: RunContext,
                   by_rule: Counter, channels: Counter) -> None:
-    letters = letters_in_claim(conn, run_id, chunk, where="decided_at IS NULL")
+    """Decide the chunk `_DECIDE_PAGE` letters at a time, each page committed on its own (a page read
+    after an earlier page's commit is unaffected by it: pages follow the id)."""
+    letters = iter_letters_in_claim(conn, run_id, chunk, where="decided_at IS NULL", page=_DECIDE_PAGE)
+    while page := list(islice(letters, _DECIDE_PAGE)):
+        _decide_page(conn, wave, state, key, run_id, page, ctx, by_rule, channels)
+
+
+def _decide_page(conn, wave: Wave, state: RolloutState, key: bytes, run_id: str, letters: list[dict],
+                 ctx: RunContext, by_rule: Counter, channels: Counter) -> None:
     id_errors: dict[str, str | None] = {}
     pseudonyms: dict[str, str] = {}
     for letter in letters:
@@ -189,7 +201,8 @@ def render_chunk(conn, renderer, document_root: Path, run_id: str, chunk: int, c
     """Render one PDF per decided letter of the chunk that has none yet; bad data is quarantined."""
     from include.dijlepost.rendering import LetterDataError
 
-    letters = letters_in_claim(conn, run_id, chunk, where="channel IS NOT NULL AND rendered_at IS NULL")
+    # Read page by page: memory follows the page, not the chunk (rendered_at is only set after the loop).
+    letters = iter_letters_in_claim(conn, run_id, chunk, where="channel IS NOT NULL AND rendered_at IS NULL")
     rendered, failed = [], []
     # One writer thread stores each PDF (write, fsync, rename) while the next letter renders: the disk
     # wait overlaps the CPU work. Nothing is recorded before every write of the chunk has succeeded.

@@ -119,6 +119,18 @@ def test_the_chunks_of_a_big_claim_shrink_linearly_and_cover_it_once(db):
     assert [round(n / (500 / 28)) for n in sizes] == [7, 6, 5, 4, 3, 2, 1]   # shares 7 : 6 : ... : 1 of 28
 
 
+def test_a_chunk_is_read_page_by_page_in_id_order_each_letter_once(db):
+    from include.dijlepost.outbox import iter_letters_in_claim, letters_in_claim
+
+    add_letters(db, 23)
+    claim(db, "finance", "paged", batch_size=23, chunk_size=23, lease=HOUR, ctx=ctx("paged"))
+    whole = letters_in_claim(db, "paged", 0)
+    assert list(iter_letters_in_claim(db, "paged", 0, page=5)) == whole        # 5 pages, the last of 3
+    assert list(iter_letters_in_claim(db, "paged", 0, page=23)) == whole       # a full last page
+    assert list(iter_letters_in_claim(db, "paged", 1, page=5)) == []
+    assert db.info.transaction_status == 0                                     # no transaction left open
+
+
 def test_rerun_of_the_same_run_keeps_its_letters_and_claims_nothing_new(db):
     ids = add_letters(db, 30)
     first = claim(db, "finance", "run-A", 10, 4, HOUR, ctx("run-A"))

@@ -126,6 +126,20 @@ def test_a_chunk_checks_and_decides_only_its_own_letters_and_reuses_fresh_answer
     assert nxt["cached_fresh"] == len(recipients[2] & recipients[1])
 
 
+def test_a_chunk_is_decided_page_by_page_each_letter_once(db, ebox, client, monkeypatch):
+    seed(db, ebox, 10, active_share=0.5)
+    c = claim(db, "finance", RUN, 1000, 1000, timedelta(hours=3), CTX)
+    monkeypatch.setattr(pipeline, "_DECIDE_PAGE", 3)                    # pages of 3, 3, 3 and 1
+    pipeline.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX, chunk=c.chunks[0])
+    result = pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, RUN, CTX, chunk=c.chunks[0])
+    assert result["decided"] == 10
+    assert db.execute("SELECT count(*) FROM letters WHERE decided_at IS NULL").fetchone()[0] == 0
+    per_letter = db.execute("SELECT letter_id, count(*) FROM letter_events WHERE event = 'decided' "
+                            "GROUP BY 1").fetchall()
+    db.commit()
+    assert len(per_letter) == 10 and {n for _, n in per_letter} == {1}
+
+
 def test_crash_after_publishing_then_retry_delivers_each_letter_once(db, ebox, client, renderer, tmp_path):
     seed(db, ebox, 8, active_share=1.0)
     c = prepare(db, client, renderer, tmp_path)

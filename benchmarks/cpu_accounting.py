@@ -90,16 +90,23 @@ class CpuAccounting(threading.Thread):
     def run(self) -> None:
         self._sample()
         self.started_at = time.time()
+        self._machine_start = psutil.cpu_times()
         while not self._halt.wait(self.interval):
             self._sample()
         self._sample()
         self.ended_at = time.time()
+        self._machine_end = psutil.cpu_times()
 
     def stop(self) -> dict:
         self._halt.set()
         self.join()
         wall = (self.ended_at or time.time()) - (self.started_at or time.time())
-        return {"wall_s": round(wall, 1), "cores": psutil.cpu_count(),
+        # The kernel's own account of the whole machine over the same span (what per-process sampling
+        # misses: processes that lived between two samples, and time the hypervisor took: steal).
+        machine = {f: round(getattr(self._machine_end, f) - getattr(self._machine_start, f), 1)
+                   for f in ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+                   if hasattr(self._machine_end, f)}
+        return {"wall_s": round(wall, 1), "cores": psutil.cpu_count(), "machine_cpu_s": machine,
                 "by_role_cpu_s": {k: round(v, 1) for k, v in sorted(self.by_role.items(), key=lambda kv: -kv[1])
                                   if v >= 0.5 or not k.startswith("other")},
                 "by_task_instance_cpu_s": dict(self.by_task_instance)}

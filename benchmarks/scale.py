@@ -464,6 +464,7 @@ def run_once(n: int, args) -> dict:
         "bare_letters_per_s_before_after": [round(b[0] / b[1], 1) for b in (bare_before, bare_after)],
         "ratio_e2e_to_bare": round(e2e / bare, 3), "check": check, "faults": faults_done,
         "cpu_s_by_role": cpu_used["by_role_cpu_s"], "cpu_s_available": round(cpu_used["wall_s"] * cores, 1),
+        "machine_cpu_s": cpu_used["machine_cpu_s"],
         # every task instance as seconds after the trigger: the start chain and the tail can be read here
         "timeline": sorted(([t["dag_id"], t["task_id"], t["map_index"], t["try_number"],
                              round(t["start_date"].timestamp() - t0_wall, 1),
@@ -487,6 +488,7 @@ def report(r: dict) -> None:
           f"({(r['airflow_overhead_share'] or 0) * 100:.1f} % of the runs' span)")
     print(f"  peak RSS, largest task process: {r['peak_rss_mib']} MiB")
     print(f"  CPU seconds by role:   {r['cpu_s_by_role']} (of {r['cpu_s_available']} available)")
+    print(f"  whole machine (kernel): {r['machine_cpu_s']}")
     print(f"  {'task':<28}{'tasks':>6}{'span s':>9}{'task s':>9}{'cpu s':>8}{'letters':>9}{'letters/s':>11}"
           f"{'per task-s':>12}{'peak MiB':>10}{'retried':>9}")
     for task_id, s in r["stages"].items():

@@ -12,9 +12,9 @@ import os
 import tempfile
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
 from dataclasses import dataclass
 from datetime import timedelta
+from itertools import islice
 from pathlib import Path
 
 from include.dijlepost import logfmt

@@ -257,7 +257,8 @@ def build_wave_dag(wave: Wave):
 
         @task_group(group_id="chunk")
         def by_chunk(state: dict, chunk: int):
-            decide_channels(state, chunk) >> render_letters(chunk) >> deliver_to_ebox(chunk) >> hand_over_to_print(chunk)
+            decided = decide_channels(state, chunk)
+            decided >> render_letters(chunk) >> deliver_to_ebox(chunk) >> hand_over_to_print(chunk)
 
         @task(queue=QUEUES["delivery"], pool=POOLS["print"], trigger_rule="none_failed")
         def hand_over_earlier_batches():

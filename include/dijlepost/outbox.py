@@ -100,7 +100,7 @@ def claim(conn, department: str, run_id: str, batch_size: int, chunk_size: int,
             ), numbered AS (
                 -- chunk j of k holds the share (k - j) / (k (k + 1) / 2): solve the cumulative share for j
                 SELECT id, status,
-                       CASE WHEN total <= %(chunk)s::bigint * %(max_chunks)s THEN pos / %(chunk)s
+                       CASE WHEN %(k)s::float8 IS NULL OR total <= %(chunk)s * %(k)s::float8 THEN pos / %(chunk)s
                             ELSE least(%(k)s - 1, floor(((2 * %(k)s + 1)
                                  - sqrt(greatest(0, (2 * %(k)s + 1) ^ 2 - 4 * %(k)s * (%(k)s + 1) * pos / total)))
                                  / 2))
@@ -117,7 +117,8 @@ def claim(conn, department: str, run_id: str, batch_size: int, chunk_size: int,
          RETURNING l.letter_id, numbered.status
             """,
             {"dept": department, "run": run_id, "lease": lease, "room": room, "chunk": chunk_size,
-             "max_chunks": max_chunks or 2**31 - 1, "k": float(max_chunks or 1),
+             # a float, so that PostgreSQL's constant folding of the formula cannot overflow an integer
+             "k": float(max_chunks) if max_chunks else None,
              "base": last_chunk + 1},
         )
         taken = cur.fetchall()
@@ -141,30 +142,23 @@ LETTER_COLUMNS = (
 
 def letters_in_claim(conn, run_id: str, chunk: int | None = None, where: str = "") -> list[dict]:
     """Letters this run holds (optionally one chunk), with an extra SQL condition on their state."""
-    sql = f"SELECT {LETTER_COLUMNS} FROM letters WHERE claim_run_id = %s AND status = 'processing'"
-    params: list = [run_id]
-    if chunk is not None:
-        sql += " AND claim_chunk = %s"
-        params.append(chunk)
-    if where:
-        sql += f" AND {where}"
-    with conn.cursor() as cur:
-        cur.execute(sql + " ORDER BY id", params)
-        rows = _dicts(cur)
-    conn.commit()
-    return rows
+    return list(iter_letters_in_claim(conn, run_id, chunk, where))
 
 
-def iter_letters_in_claim(conn, run_id: str, chunk: int, where: str = "", page: int = 500) -> Iterator[dict]:
-    """The letters of one chunk, as `letters_in_claim`, read `page` at a time (keyset on the id, each
-    page its own short transaction): a task's memory then does not grow with the size of its chunk.
-    `where` must not depend on what the caller changes while iterating."""
+def iter_letters_in_claim(conn, run_id: str, chunk: int | None = None, where: str = "",
+                          page: int = 500) -> Iterator[dict]:
+    """The letters this run holds (optionally one chunk) in id order, read `page` at a time (keyset on
+    the id, each page its own short transaction): a task's memory then does not grow with the size of
+    its chunk. `where` must not depend on what the caller changes while iterating, except on letters
+    already handed out (a page is read after the letters before it)."""
     sql = (f"SELECT id AS _id, {LETTER_COLUMNS} FROM letters WHERE claim_run_id = %s AND status = 'processing' "
-           f"AND claim_chunk = %s AND id > %s" + (f" AND {where}" if where else "") + " ORDER BY id LIMIT %s")
+           + ("AND claim_chunk = %s " if chunk is not None else "") + "AND id > %s"
+           + (f" AND {where}" if where else "") + " ORDER BY id LIMIT %s")
+    fixed = (run_id,) if chunk is None else (run_id, chunk)
     after = 0
     while True:
         with conn.cursor() as cur:
-            cur.execute(sql, (run_id, chunk, after, page))
+            cur.execute(sql, (*fixed, after, page))
             rows = _dicts(cur)
         conn.commit()
         for row in rows:

@@ -18,8 +18,7 @@ from itertools import islice
 from pathlib import Path
 
 from include.dijlepost import logfmt
-from include.dijlepost.outbox import (RunContext, iter_letters_in_claim, letters_in_claim, quarantine,
-                                      record_events, release_for_retry)
+from include.dijlepost.outbox import RunContext, iter_letters_in_claim, quarantine, record_events, release_for_retry
 from include.dijlepost.recipients import InvalidRecipientId, normalize_recipient_id, pseudonym
 from include.dijlepost.rollout import RolloutState
 from include.dijlepost.routing import EBOX, PAPER, LetterFacts, decide
@@ -242,25 +241,13 @@ def render_chunk(conn, renderer, document_root: Path, run_id: str, chunk: int, c
 
 def deliver_chunk_to_ebox(conn, client, renderer, wave: Wave, key: bytes, run_id: str, chunk: int,
                           ctx: RunContext, concurrency: int = 4) -> dict:
-    """Publish the chunk's eBox letters. `in_flight` is committed before the first call so that no
-    later decision can send a copy on paper of a letter the eBox may already hold.
+    """Publish the chunk's eBox letters, `_PUBLISH_PAGE` at a time (memory follows the page, not the
+    chunk). A page's `in_flight` is committed before its first call, so that no later decision can
+    send a copy on paper of a letter the eBox may already hold.
 
     The subject and file name come from the rendering; `renderer` (or None: made on demand) is only
     needed for letters rendered before they were stored."""
     from include.dijlepost.ebox.client import Publication
-
-    letters = letters_in_claim(conn, run_id, chunk, where="channel = 'ebox' AND rendered_at IS NOT NULL")
-    if not letters:
-        return {"chunk": chunk, "letters": 0}
-    with conn.cursor() as cur:
-        cur.execute("UPDATE letters SET ebox_state = 'in_flight', updated_at = now() WHERE letter_id = ANY(%s) "
-                    "AND claim_run_id = %s AND status = 'processing'", ([l["letter_id"] for l in letters], run_id))
-    conn.commit()
-
-    if any(not l["pdf_subject"] for l in letters) and renderer is None:
-        from include.dijlepost.rendering import LetterRenderer
-
-        renderer = LetterRenderer()
 
     def publish(letter: dict):
         pdf = Path(letter["pdf_path"]).read_bytes()
@@ -273,28 +260,45 @@ def deliver_chunk_to_ebox(conn, client, renderer, wave: Wave, key: bytes, run_id
             filename=letter["pdf_filename"] or f"{letter['letter_id']}.pdf")
         return letter, client.publish(pub)
 
+    # Keyset pages: what this loop changes (status, channel) only touches letters already read.
+    letters = iter_letters_in_claim(conn, run_id, chunk, where="channel = 'ebox' AND rendered_at IS NOT NULL",
+                                    page=_PUBLISH_PAGE)
+    count = 0
     outcomes: Counter = Counter()
     answered: list[tuple[str, object]] = []
     conflicts: list[dict] = []  # answered 409: settled below, once the chunk is through
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         try:
-            for letter, result in pool.map(publish, letters):
-                if result.kind == "already_published":
-                    conflicts.append(letter)
-                    continue
-                outcomes[result.kind] += 1
-                answered.append((letter["letter_id"], result))
-                if len(answered) >= _RECORD_EVERY:
-                    _record_publications(conn, ctx, run_id, answered)
-                    answered = []
+            while page := list(islice(letters, _PUBLISH_PAGE)):
+                count += len(page)
+                if renderer is None and any(not l["pdf_subject"] for l in page):
+                    from include.dijlepost.rendering import LetterRenderer
+
+                    renderer = LetterRenderer()
+                with conn.cursor() as cur:
+                    cur.execute("UPDATE letters SET ebox_state = 'in_flight', updated_at = now() "
+                                "WHERE letter_id = ANY(%s) AND claim_run_id = %s AND status = 'processing'",
+                                ([l["letter_id"] for l in page], run_id))
+                conn.commit()
+                for letter, result in pool.map(publish, page):
+                    if result.kind == "already_published":
+                        conflicts.append(letter)
+                        continue
+                    outcomes[result.kind] += 1
+                    answered.append((letter["letter_id"], result))
+                    if len(answered) >= _RECORD_EVERY:
+                        _record_publications(conn, ctx, run_id, answered)
+                        answered = []
         finally:  # what the eBox answered is recorded even when a later call fails the task
             _record_publications(conn, ctx, run_id, answered)
+    if not count:
+        return {"chunk": chunk, "letters": 0}
     if conflicts:  # a failed task left them in_flight: its retry reads the same 409s again
         settled = settle_already_published(client, conflicts)
         outcomes.update(result.kind for _, result in settled)
         _record_publications(conn, ctx, run_id, settled)
     logfmt.emit("ebox_chunk_outcomes", chunk=chunk, **dict(outcomes))
-    return {"chunk": chunk, "letters": len(letters), **dict(sorted(outcomes.items()))}
+    return {"chunk": chunk, "letters": count, **dict(sorted(outcomes.items()))}
 
 
 def settle_already_published(client, letters: list[dict]) -> list[tuple[str, object]]:
@@ -345,6 +349,7 @@ def settle_already_published(client, letters: list[dict]) -> list[tuple[str, obj
 # Answers are recorded in groups, one transaction each: a letter the eBox accepted but whose answer
 # was not recorded yet stays `in_flight`, and its retry gets 409 for the same Idempotency-Key.
 _RECORD_EVERY = 100
+_PUBLISH_PAGE = 500
 
 # The answers that put a letter on paper because the eBox will not reach its recipient, and why.
 _TO_PAPER = {

@@ -159,6 +159,29 @@ def test_crash_after_publishing_then_retry_delivers_each_letter_once(db, ebox, c
     assert set(ebox_copies(ebox).values()) == {1}
 
 
+def test_a_chunk_is_published_page_by_page_and_a_crash_leaves_later_pages_unsent(
+        db, ebox, client, renderer, tmp_path, monkeypatch):
+    seed(db, ebox, 7, active_share=1.0, seed_no=6)
+    c = prepare(db, client, renderer, tmp_path)
+    monkeypatch.setattr(pipeline, "_PUBLISH_PAGE", 3)                   # pages of 3, 3 and 1
+    with pytest.raises(SystemExit):
+        pipeline.deliver_chunk_to_ebox(db, CrashAfterPublishing(client, survive=4), renderer, WAVE, KEY, RUN,
+                                       c.chunks[0], CTX, concurrency=1)
+    in_order = [s for _, s in sorted(statuses(db).items(), key=lambda item: db.execute(
+        "SELECT id FROM letters WHERE letter_id = %s", (item[0],)).fetchone()[0])]
+    db.commit()
+    # Page 1 and the first letter of page 2 are recorded; the rest of page 2 reached the eBox but not
+    # the database (in flight); page 3 was never marked, never sent.
+    assert [s[0] for s in in_order] == ["delivered_ebox"] * 4 + ["processing"] * 3
+    assert [s[3] for s in in_order[4:]] == ["in_flight", "in_flight", None]
+    assert len(ebox.state.publications()) == 6
+
+    result = pipeline.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
+    assert result["letters"] == 3 and result["published"] == 1 and result["already_published"] == 2
+    assert {s[0] for s in statuses(db).values()} == {"delivered_ebox"}
+    assert len(ebox_copies(ebox)) == 7 and set(ebox_copies(ebox).values()) == {1}
+
+
 def test_in_flight_letter_taken_over_after_phase_change_still_goes_to_ebox_not_paper(
         db, ebox, client, renderer, tmp_path):
     seed(db, ebox, 4, active_share=1.0, seed_no=5)

@@ -1,0 +1,100 @@
+"""What storing one rendered PDF costs on a volume: the render task's own write path, per PDF.
+
+    .venv/bin/python -m benchmarks.document_store [--dir var/bench/docstore] [--letters 3000]
+
+`chunk.render_letters` stores every PDF with `pipeline._write_atomically` (a new temporary file,
+write, fsync, rename onto the letter's path), so each letter creates one new file on the document
+volume. This measures that path on the volume holding `--dir` (point it at the production document
+volume to size it), in CPU milliseconds per PDF, user and kernel, and wall time, three ways:
+
+1. into a fresh directory on a quiet volume;
+2. the same right after `--letters` files were deleted next to it (a rerun that cleared its work
+   directory first, a test suite cleaning up after itself);
+3. on tmpfs (/dev/shm) when it exists: the same code with no disk file system under it.
+
+Why: the render tasks of `benchmarks/scale.py` needed 10 to 17 % more CPU per letter than the bare
+rendering loop, and nearly all of it is kernel time of this write path. On this development machine's
+ext4 volume (mounted without a journal), creating a file right after many deletions is an order of
+magnitude dearer than on a quiet volume: without a journal, ext4 will not reuse an inode freed in the
+last minute or so, and checks each such inode, one by one, on every file it creates
+(`recently_deleted` in `find_inode_bit`). The PDF bytes are one real rendered letter.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+from include.dijlepost.pipeline import _write_atomically
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sample_pdf() -> bytes:
+    from include.dijlepost.rendering import LetterRenderer
+    from include.dijlepost.rendering.samples import sample_letter
+
+    return LetterRenderer().render(sample_letter("invoice", "nl", date(2026, 3, 2))).pdf
+
+
+def _cpu() -> tuple[float, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
+def store_many(directory: Path, pdf: bytes, count: int) -> dict[str, float]:
+    """Store `count` PDFs into `directory` exactly as the render task does; ms per PDF."""
+    (u0, s0), t0 = _cpu(), time.perf_counter()
+    for i in range(count):
+        _write_atomically(directory / f"L{i:07d}.pdf", pdf)
+    (u1, s1), t1 = _cpu(), time.perf_counter()
+    return {"user_ms": (u1 - u0) / count * 1e3, "kernel_ms": (s1 - s0) / count * 1e3,
+            "wall_ms": (t1 - t0) / count * 1e3}
+
+
+def measure(base: Path, pdf: bytes, count: int, delete_first: bool) -> dict[str, float]:
+    base.mkdir(parents=True, exist_ok=True)
+    if delete_first:
+        doomed = Path(tempfile.mkdtemp(dir=base, prefix="deleted-"))
+        for i in range(count):
+            (doomed / f"D{i:07d}").write_bytes(b"x")
+        os.sync()                            # the deletions below are then the only recent change
+        shutil.rmtree(doomed)
+    target = Path(tempfile.mkdtemp(dir=base, prefix="store-"))
+    try:
+        return store_many(target, pdf, count)
+    finally:
+        shutil.rmtree(target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=ROOT / "var" / "bench" / "docstore",
+                        help="a directory on the volume to measure (created; its contents are removed)")
+    parser.add_argument("--letters", type=int, default=3000)
+    parser.add_argument("--quiet-seconds", type=float, default=90,
+                        help="wait this long before the quiet measurement, so that earlier deletions age out")
+    args = parser.parse_args(argv)
+    pdf = sample_pdf()
+    print(f"storing {args.letters} PDFs of {len(pdf)} bytes each, as chunk.render_letters does "
+          f"(new temporary file, write, fsync, rename)")
+    if args.quiet_seconds:
+        time.sleep(args.quiet_seconds)
+    rows = [("quiet volume", measure(args.dir, pdf, args.letters, delete_first=False)),
+            (f"right after deleting {args.letters} files", measure(args.dir, pdf, args.letters, delete_first=True))]
+    if Path("/dev/shm").is_dir():
+        rows.append(("tmpfs (/dev/shm)", measure(Path("/dev/shm") / "dijlepost-docstore", pdf, args.letters, False)))
+        shutil.rmtree(Path("/dev/shm") / "dijlepost-docstore", ignore_errors=True)
+    print(f"{'where':<36}{'user ms':>9}{'kernel ms':>11}{'wall ms':>9}   per PDF")
+    for name, r in rows:
+        print(f"{name:<36}{r['user_ms']:>9.3f}{r['kernel_ms']:>11.3f}{r['wall_ms']:>9.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -193,6 +193,17 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def _sync_directories(paths) -> None:
+    """fsync each directory holding one of `paths`: a file renamed into a directory is only there
+    for good once the directory itself is synced (POSIX; ext4 without a journal may lose the rename)."""
+    for directory in sorted({os.path.dirname(p) for p in paths}):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 _WRITES_IN_FLIGHT = 32
 
 
@@ -220,6 +231,7 @@ def render_chunk(conn, renderer, document_root: Path, run_id: str, chunk: int, c
             rendered.append((letter["letter_id"], str(path), doc.sha256, doc.pages, doc.subject, doc.filename))
         while writes:
             writes.popleft().result()
+    _sync_directories(path for _, path, *_ in rendered)    # the renames too are on disk before the record
     with conn.cursor() as cur:
         cur.execute(
             "UPDATE letters l SET pdf_path = v.path, pdf_sha256 = v.sha, pdf_pages = v.pages, "

@@ -140,6 +140,32 @@ def test_a_chunk_is_decided_page_by_page_each_letter_once(db, ebox, client, monk
     assert len(per_letter) == 10 and {n for _, n in per_letter} == {1}
 
 
+def test_rendered_pdfs_and_their_directory_are_on_disk_before_the_rendering_is_recorded(
+        db, ebox, client, renderer, tmp_path, monkeypatch):
+    import os
+
+    seed(db, ebox, 4, active_share=0.5, seed_no=8)
+    c = claim(db, "finance", RUN, 1000, 1000, timedelta(hours=3), CTX)
+    pipeline.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX)
+    pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, RUN, CTX)
+    synced: list[tuple[str, int]] = []                  # (what was synced, letters recorded as rendered)
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        real_fsync(fd)
+        recorded = db.execute("SELECT count(*) FROM letters WHERE rendered_at IS NOT NULL").fetchone()[0] \
+            if os.path.isdir(f"/proc/self/fd/{fd}") else None
+        synced.append((os.path.realpath(f"/proc/self/fd/{fd}"), recorded))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    pipeline.render_chunk(db, renderer, tmp_path / "docs", RUN, c.chunks[0], CTX)
+    department = str((tmp_path / "docs" / "finance").resolve())
+    files = [path for path, _ in synced if path != department]
+    assert len(files) == 4 and all(os.path.dirname(f) == department for f in files)
+    assert synced[-1] == (department, 0)                 # the directory last, before anything is recorded
+    assert db.execute("SELECT count(*) FROM letters WHERE rendered_at IS NOT NULL").fetchone()[0] == 4
+
+
 def test_crash_after_publishing_then_retry_delivers_each_letter_once(db, ebox, client, renderer, tmp_path):
     seed(db, ebox, 8, active_share=1.0)
     c = prepare(db, client, renderer, tmp_path)

@@ -148,7 +148,7 @@ def test_rendered_pdfs_and_their_directory_are_on_disk_before_the_rendering_is_r
     c = claim(db, "finance", RUN, 1000, 1000, timedelta(hours=3), CTX)
     pipeline.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX)
     pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, RUN, CTX)
-    synced: list[tuple[str, int]] = []                  # (what was synced, letters recorded as rendered)
+    synced: list[tuple[str, int | None]] = []           # (what was synced, letters recorded by then)
     real_fsync = os.fsync
 
     def fsync(fd):

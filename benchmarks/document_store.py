@@ -12,12 +12,13 @@ volume to size it), in CPU milliseconds per PDF, user and kernel, and wall time,
    directory first, a test suite cleaning up after itself);
 3. on tmpfs (/dev/shm) when it exists: the same code with no disk file system under it.
 
-Why: the render tasks of `benchmarks/scale.py` needed 10 to 17 % more CPU per letter than the bare
-rendering loop, and nearly all of it is kernel time of this write path. On this development machine's
-ext4 volume (mounted without a journal), creating a file right after many deletions is an order of
-magnitude dearer than on a quiet volume: without a journal, ext4 will not reuse an inode freed in the
-last minute or so, and checks each such inode, one by one, on every file it creates
-(`recently_deleted` in `find_inode_bit`). The PDF bytes are one real rendered letter.
+Why: the render tasks of `benchmarks/scale.py` need more CPU per letter than the bare rendering
+loop, and on this development machine most of the difference is kernel time of this write path
+(`benchmarks/render_chunk.py`). Its ext4 volume is mounted without a journal, and then creating a
+file right after many deletions is much dearer than on a quiet volume: ext4 will not reuse an inode
+freed in the last minute (six while the inode's block is not yet written back), and checks each such
+inode, one by one, on every file it creates (`recently_deleted` in `find_inode_bit`). The PDF bytes
+are one real rendered letter.
 """
 from __future__ import annotations
 
@@ -57,19 +58,19 @@ def store_many(directory: Path, pdf: bytes, count: int) -> dict[str, float]:
             "wall_ms": (t1 - t0) / count * 1e3}
 
 
-def measure(base: Path, pdf: bytes, count: int, delete_first: bool) -> dict[str, float]:
+def measure(base: Path, pdf: bytes, count: int, delete_first: bool) -> tuple[dict[str, float], Path]:
+    """Store `count` PDFs into a fresh directory under `base` (first deleting `count` files next to it
+    when `delete_first`). Returns the figures and the directory written, for the caller to remove once
+    every measurement is done: removing it here would be deletions weighing on the next measurement."""
     base.mkdir(parents=True, exist_ok=True)
     if delete_first:
         doomed = Path(tempfile.mkdtemp(dir=base, prefix="deleted-"))
         for i in range(count):
             (doomed / f"D{i:07d}").write_bytes(b"x")
-        os.sync()                            # the deletions below are then the only recent change
+        os.sync()                            # the deletions below are then the only fresh ones
         shutil.rmtree(doomed)
     target = Path(tempfile.mkdtemp(dir=base, prefix="store-"))
-    try:
-        return store_many(target, pdf, count)
-    finally:
-        shutil.rmtree(target)
+    return store_many(target, pdf, count), target
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,10 +86,18 @@ def main(argv: list[str] | None = None) -> int:
           f"(new temporary file, write, fsync, rename)")
     if args.quiet_seconds:
         time.sleep(args.quiet_seconds)
-    rows = [("quiet volume", measure(args.dir, pdf, args.letters, delete_first=False)),
-            (f"right after deleting {args.letters} files", measure(args.dir, pdf, args.letters, delete_first=True))]
+    cases = [("quiet volume", args.dir, False), (f"right after deleting {args.letters} files", args.dir, True)]
     if Path("/dev/shm").is_dir():
-        rows.append(("tmpfs (/dev/shm)", measure(Path("/dev/shm") / "dijlepost-docstore", pdf, args.letters, False)))
+        cases.append(("tmpfs (/dev/shm)", Path("/dev/shm") / "dijlepost-docstore", False))
+    rows, written = [], []
+    try:
+        for name, base, delete_first in cases:
+            figures, target = measure(base, pdf, args.letters, delete_first)
+            rows.append((name, figures))
+            written.append(target)
+    finally:
+        for target in written:
+            shutil.rmtree(target, ignore_errors=True)
         shutil.rmtree(Path("/dev/shm") / "dijlepost-docstore", ignore_errors=True)
     print(f"{'where':<36}{'user ms':>9}{'kernel ms':>11}{'wall ms':>9}   per PDF")
     for name, r in rows:

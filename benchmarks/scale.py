@@ -428,7 +428,7 @@ def run_once(n: int, args) -> dict:
             for sub in ("documents", "print-batches", "printhouse"):
                 shutil.rmtree(work / sub, ignore_errors=True)
             # Written out now, the freed inodes stop weighing on the next run's file creations within a
-            # minute instead of five (ext4 without a journal, see benchmarks/document_store.py).
+            # minute instead of six (ext4 without a journal, see benchmarks/document_store.py).
             os.sync()
 
     # (a claim of nothing expands the chunk group to zero: Airflow leaves one skipped placeholder per

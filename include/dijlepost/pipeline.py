@@ -193,10 +193,19 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def _sync_directories(paths) -> None:
-    """fsync each directory holding one of `paths`: a file renamed into a directory is only there
-    for good once the directory itself is synced (POSIX; ext4 without a journal may lose the rename)."""
-    for directory in sorted({os.path.dirname(p) for p in paths}):
+def _sync_directories(paths, root: Path) -> None:
+    """fsync each directory holding one of `paths`, and every directory above it up to the parent of
+    `root`: a file renamed into a directory is only there for good once the directory is synced, and a
+    directory created on a department's first run only once its parent is (POSIX; ext4 without a
+    journal may lose either)."""
+    top = os.path.dirname(os.path.abspath(root))
+    directories: set[str] = set()
+    for path in paths:
+        directory = os.path.dirname(os.path.abspath(path))
+        while directory not in directories and len(directory) >= len(top):
+            directories.add(directory)
+            directory = os.path.dirname(directory)
+    for directory in sorted(directories, key=len, reverse=True):    # the deepest first
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)
@@ -231,7 +240,7 @@ def render_chunk(conn, renderer, document_root: Path, run_id: str, chunk: int, c
             rendered.append((letter["letter_id"], str(path), doc.sha256, doc.pages, doc.subject, doc.filename))
         while writes:
             writes.popleft().result()
-    _sync_directories(path for _, path, *_ in rendered)    # the renames too are on disk before the record
+    _sync_directories((path for _, path, *_ in rendered), document_root)   # the renames too, before the record
     with conn.cursor() as cur:
         cur.execute(
             "UPDATE letters l SET pdf_path = v.path, pdf_sha256 = v.sha, pdf_pages = v.pages, "
@@ -289,12 +298,14 @@ def deliver_chunk_to_ebox(conn, client, renderer, wave: Wave, key: bytes, run_id
                     renderer = LetterRenderer()
                 with conn.cursor() as cur:
                     cur.execute("UPDATE letters SET ebox_state = 'in_flight', updated_at = now() "
-                                "WHERE letter_id = ANY(%s) AND claim_run_id = %s AND status = 'processing'",
-                                ([l["letter_id"] for l in page], run_id))
+                                "WHERE letter_id = ANY(%s) AND claim_run_id = %s AND status = 'processing' "
+                                "RETURNING letter_id", ([l["letter_id"] for l in page], run_id))
+                    marked = {r[0] for r in cur.fetchall()}
                 conn.commit()
+                page = [l for l in page if l["letter_id"] in marked]  # still this run's, now in flight
                 for letter, result in pool.map(publish, page):
                     if result.kind == "already_published":
-                        conflicts.append(letter)
+                        conflicts.append({k: letter[k] for k in ("letter_id", "recipient_kind", "recipient_id")})
                         continue
                     outcomes[result.kind] += 1
                     answered.append((letter["letter_id"], result))

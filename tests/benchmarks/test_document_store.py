@@ -11,7 +11,7 @@ def test_it_stores_each_pdf_whole_under_its_name_with_no_temporary_file_left(tmp
     assert figures["wall_ms"] > 0 and figures["user_ms"] + figures["kernel_ms"] > 0
 
 
-def test_a_measurement_cleans_up_what_it_wrote_and_deleted(tmp_path):
-    measure(tmp_path, b"%PDF-1.7\n", 10, delete_first=True)
-    measure(tmp_path, b"%PDF-1.7\n", 10, delete_first=False)
-    assert list(tmp_path.iterdir()) == []
+def test_a_measurement_deletes_what_it_said_and_leaves_its_pdfs_to_the_caller(tmp_path):
+    figures, target = measure(tmp_path, b"%PDF-1.7\n", 10, delete_first=True)
+    assert list(tmp_path.iterdir()) == [target]               # the files deleted first are gone
+    assert len(list(target.iterdir())) == 10 and figures["wall_ms"] > 0

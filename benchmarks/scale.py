@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.scale --letters 100000
     .venv/bin/python -m benchmarks.scale --series 10000,30000,100000
+    .venv/bin/python -m benchmarks.scale --letters 100000 --repeat 3   # the median ratio of three runs
 
 For each N, on this machine:
 1. a fresh outbox database on the PostgreSQL server (DIJLEPOST_BENCH_PG, default 127.0.0.1:5432),
@@ -24,7 +25,7 @@ Reports wall time (trigger to the last run's end), letters/s end to end, letters
 task-second), peak RSS of the largest task process (each task logs its own `ru_maxrss`, see
 `dag_factory.report_peak_rss`), the Airflow overhead (time within the runs when no task of the wave
 was running) and the ratio end-to-end / bare rendering throughput. A JSON copy of every result goes
-to <workdir>/result-<N>.json. Never part of `make test`.
+to <workdir>/result-<N>.json (result-<N>-run<K>.json with `--repeat`). Never part of `make test`.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ import re
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -320,7 +322,7 @@ def verify(url: str, ebox: httpx.Client, printhouse_dir: Path) -> dict:
             "print_inbox_letters": sum(in_inbox.values()), "letters_by_claim": by_claim, "problems": problems}
 
 
-def run_once(n: int, args) -> dict:
+def run_once(n: int, args, run_no: int = 1) -> dict:
     work = Path(args.workdir) / f"n{n}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -476,8 +478,24 @@ def run_once(n: int, args) -> dict:
                              round(t["start_date"].timestamp() - t0_wall, 1),
                              round(t["end_date"].timestamp() - t0_wall, 1)] for t in ran), key=lambda r: r[4]),
     }
-    (Path(args.workdir) / f"result-{n}.json").write_text(json.dumps(result, indent=2, default=str))
+    name = f"result-{n}.json" if args.repeat == 1 else f"result-{n}-run{run_no}.json"
+    (Path(args.workdir) / name).write_text(json.dumps(result, indent=2, default=str))
     return result
+
+
+def medians(results: list[dict]) -> list[dict]:
+    """Per N (in the order first run): how many runs, and the median wall time, end-to-end rate and
+    ratio over them. One run cannot tell a 5 % change from this machine's drift; the median of a few
+    can, better."""
+    by_n: dict[int, list[dict]] = {}
+    for r in results:
+        by_n.setdefault(r["letters"], []).append(r)
+    return [{"letters": n, "runs": len(rs),
+             "wall_s": statistics.median(r["wall_s"] for r in rs),
+             "letters_per_s": statistics.median(r["letters_per_s"] for r in rs),
+             "ratio_e2e_to_bare": statistics.median(r["ratio_e2e_to_bare"] for r in rs),
+             "ratios": [r["ratio_e2e_to_bare"] for r in rs]}
+            for n, rs in by_n.items()]
 
 
 def report(r: dict) -> None:
@@ -524,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"the executor gets {DELIVERY_SLOTS} slots more for delivery tasks")
     parser.add_argument("--bare-letters", type=int, default=None,
                         help="render only this many letters in the bare loop (default: all of them)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per N, each on a fresh database; prints the median ratio per N")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the runs")
     parser.add_argument("--workdir", default=str(ROOT / "var" / "bench" / "scale"))
@@ -538,15 +558,22 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.series.split(",")] if args.series else [args.letters]
     results = []
     for n in sizes:
-        r = run_once(n, args)
-        report(r)
-        results.append(r)
+        for run_no in range(1, args.repeat + 1):
+            r = run_once(n, args, run_no)
+            report(r)
+            results.append(r)
     if len(results) > 1:
         print("\nseries (linear cost: seconds per 1000 letters should stay flat)")
         print(f"  {'N':>8}{'wall s':>9}{'letters/s':>11}{'s/1000':>9}{'ratio':>8}{'peak MiB':>10}")
         for r in results:
             print(f"  {r['letters']:>8}{r['wall_s']:>9}{r['letters_per_s']:>11}"
                   f"{r['wall_s'] / r['letters'] * 1000:>9.2f}{r['ratio_e2e_to_bare']:>8}{r['peak_rss_mib']:>10}")
+    if args.repeat > 1:
+        print(f"\nmedian of {args.repeat} runs per N")
+        print(f"  {'N':>8}{'wall s':>9}{'letters/s':>11}{'ratio':>8}   ratios")
+        for m in medians(results):
+            print(f"  {m['letters']:>8}{m['wall_s']:>9.1f}{m['letters_per_s']:>11.1f}{m['ratio_e2e_to_bare']:>8.3f}   "
+                  f"{', '.join(str(x) for x in m['ratios'])}")
     # Under --faults a first run may fail after its retries; what counts is the outcome after the rerun.
     return 0 if all(not r["check"]["problems"] and (args.faults or set(r["run_states"]) == {"success"})
                     for r in results) else 1

@@ -140,11 +140,6 @@ LETTER_COLUMNS = (
 )
 
 
-def letters_in_claim(conn, run_id: str, chunk: int | None = None, where: str = "") -> list[dict]:
-    """Letters this run holds (optionally one chunk), with an extra SQL condition on their state."""
-    return list(iter_letters_in_claim(conn, run_id, chunk, where))
-
-
 def iter_letters_in_claim(conn, run_id: str, chunk: int | None = None, where: str = "",
                           page: int = 500) -> Iterator[dict]:
     """The letters this run holds (optionally one chunk) in id order, read `page` at a time (keyset on

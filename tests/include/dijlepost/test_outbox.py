@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from include.dijlepost import outbox
-from include.dijlepost.outbox import RunContext, claim, letters_in_claim, quarantine, release_for_retry
+from include.dijlepost.outbox import RunContext, claim, iter_letters_in_claim, quarantine, release_for_retry
 
 pytestmark = pytest.mark.integration
 
@@ -120,11 +120,9 @@ def test_the_chunks_of_a_big_claim_shrink_linearly_and_cover_it_once(db):
 
 
 def test_a_chunk_is_read_page_by_page_in_id_order_each_letter_once(db):
-    from include.dijlepost.outbox import iter_letters_in_claim, letters_in_claim
-
     add_letters(db, 23)
     claim(db, "finance", "paged", batch_size=23, chunk_size=23, lease=HOUR, ctx=ctx("paged"))
-    whole = letters_in_claim(db, "paged", 0)
+    whole = list(iter_letters_in_claim(db, "paged", 0, page=1000))         # one page
     assert list(iter_letters_in_claim(db, "paged", 0, page=5)) == whole        # 5 pages, the last of 3
     assert list(iter_letters_in_claim(db, "paged", 0, page=23)) == whole       # a full last page
     assert list(iter_letters_in_claim(db, "paged", 1, page=5)) == []
@@ -342,15 +340,19 @@ def test_final_status_with_final_at_is_accepted(db):
     assert one(db, "SELECT status FROM letters")[0] == "delivered_ebox"
 
 
-def test_letters_in_claim_filters_by_chunk_and_condition(db):
+def test_the_letters_of_a_claim_filter_by_chunk_and_condition(db):
     ids = add_letters(db, 5)
     claim(db, "finance", "run-l", 5, 2, HOUR, ctx("run-l"))
     db.execute("UPDATE letters SET decided_at = now() WHERE letter_id = %s", (ids[0],))
     db.commit()
-    assert [r["letter_id"] for r in letters_in_claim(db, "run-l")] == ids
-    assert [r["letter_id"] for r in letters_in_claim(db, "run-l", chunk=1)] == ids[2:4]
-    assert [r["letter_id"] for r in letters_in_claim(db, "run-l", where="decided_at IS NULL")] == ids[1:]
-    assert letters_in_claim(db, "another-run") == []
+
+    def held(**kw):
+        return [r["letter_id"] for r in iter_letters_in_claim(db, kw.pop("run", "run-l"), **kw)]
+
+    assert held() == ids
+    assert held(chunk=1) == ids[2:4]
+    assert held(where="decided_at IS NULL") == ids[1:]
+    assert held(run="another-run") == []
 
 
 def test_outcome_counts_follow_the_letters_a_run_claimed(db):

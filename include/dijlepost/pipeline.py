@@ -21,7 +21,7 @@ from include.dijlepost import logfmt
 from include.dijlepost.outbox import RunContext, iter_letters_in_claim, quarantine, record_events, release_for_retry
 from include.dijlepost.recipients import InvalidRecipientId, normalize_recipient_id, pseudonym
 from include.dijlepost.rollout import RolloutState
-from include.dijlepost.routing import EBOX, PAPER, LetterFacts, decide
+from include.dijlepost.routing import LetterFacts, decide
 from include.dijlepost.waves import Wave
 
 log = logging.getLogger("dijlepost.pipeline")
@@ -194,18 +194,20 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def _sync_directories(paths, root: Path) -> None:
-    """fsync each directory holding one of `paths`, and every directory above it up to the parent of
+    """fsync the directory of each of `paths` and the directories above it, up to the one holding
     `root`: a file renamed into a directory is only there for good once the directory is synced, and a
     directory created on a department's first run only once its parent is (POSIX; ext4 without a
-    journal may lose either)."""
-    top = os.path.dirname(os.path.abspath(root))
-    directories: set[str] = set()
+    journal may lose either). The deepest first."""
+    top = Path(root).absolute().parent
+    directories: dict[Path, None] = {}
     for path in paths:
-        directory = os.path.dirname(os.path.abspath(path))
-        while directory not in directories and len(directory) >= len(top):
-            directories.add(directory)
-            directory = os.path.dirname(directory)
-    for directory in sorted(directories, key=len, reverse=True):    # the deepest first
+        for directory in Path(path).absolute().parents:
+            if directory in directories:
+                break
+            directories[directory] = None
+            if directory == top:
+                break
+    for directory in sorted(directories, key=lambda d: len(d.parts), reverse=True):
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)
@@ -291,7 +293,6 @@ def deliver_chunk_to_ebox(conn, client, renderer, wave: Wave, key: bytes, run_id
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         try:
             while page := list(islice(letters, _PUBLISH_PAGE)):
-                count += len(page)
                 if renderer is None and any(not l["pdf_subject"] for l in page):
                     from include.dijlepost.rendering import LetterRenderer
 
@@ -303,6 +304,7 @@ def deliver_chunk_to_ebox(conn, client, renderer, wave: Wave, key: bytes, run_id
                     marked = {r[0] for r in cur.fetchall()}
                 conn.commit()
                 page = [l for l in page if l["letter_id"] in marked]  # still this run's, now in flight
+                count += len(page)
                 for letter, result in pool.map(publish, page):
                     if result.kind == "already_published":
                         conflicts.append({k: letter[k] for k in ("letter_id", "recipient_kind", "recipient_id")})

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
+from benchmarks.cpu_accounting import ProcessClock
 from include.dijlepost.pipeline import _write_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,19 +43,12 @@ def sample_pdf() -> bytes:
     return LetterRenderer().render(sample_letter("invoice", "nl", date(2026, 3, 2))).pdf
 
 
-def _cpu() -> tuple[float, float]:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime, usage.ru_stime
-
-
 def store_many(directory: Path, pdf: bytes, count: int) -> dict[str, float]:
     """Store `count` PDFs into `directory` exactly as the render task does; ms per PDF."""
-    (u0, s0), t0 = _cpu(), time.perf_counter()
+    clock = ProcessClock()
     for i in range(count):
         _write_atomically(directory / f"L{i:07d}.pdf", pdf)
-    (u1, s1), t1 = _cpu(), time.perf_counter()
-    return {"user_ms": (u1 - u0) / count * 1e3, "kernel_ms": (s1 - s0) / count * 1e3,
-            "wall_ms": (t1 - t0) / count * 1e3}
+    return clock.per(count)
 
 
 def measure(base: Path, pdf: bytes, count: int, delete_first: bool) -> tuple[dict[str, float], Path]:

@@ -6,7 +6,8 @@ One process, one core, nothing else running: a scratch outbox database with `--l
 the demo generator (the scale benchmark's mix), claimed into one chunk and decided; then the same
 letters rendered twice by one warmed-up `LetterRenderer`:
 
-1. the bare loop: `renderer.render(letter)` for each letter, nothing stored;
+1. the bare loop: `renderer.render(letter)` for each letter, nothing stored (after one unmeasured pass
+   over the same letters, so that the per-process caches are warm for both measurements);
 2. `pipeline.render_chunk`, as `chunk.render_letters` runs it: reading the chunk page by page,
    rendering, storing each PDF (temporary file, write, fsync, rename) from a writer thread, syncing
    the directory, recording every rendering and its audit event.
@@ -19,51 +20,31 @@ volume (e.g. /dev/shm, to take the file system out of it).
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import shutil
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 
 import psycopg
 
+from benchmarks.cpu_accounting import ProcessClock
+from benchmarks.scale import copy_letters, mix_for
 from benchmarks.scratch_db import scratch_database
 from include.dijlepost import pipeline
 from include.dijlepost.demo import dataset
-from include.dijlepost.intake import COMPARED
-from include.dijlepost.outbox import RunContext, letters_in_claim
+from include.dijlepost.outbox import RunContext, iter_letters_in_claim
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "benchmark:render_chunk"
 CTX = RunContext(dag_id="benchmark", run_id="render_chunk", task_id="chunk.render_letters", map_index=0,
                  try_number=1)
-MIX = {"finance": 0.45, "gas": 0.30, "economy_housing": 0.25}                  # as benchmarks/scale.py
-COLUMNS = ("letter_id",) + COMPARED
-
-
-def _cpu() -> tuple[float, float]:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime, usage.ru_stime
-
-
-def _per_letter(start: tuple[tuple[float, float], float], n: int) -> dict[str, float]:
-    (u0, s0), t0 = start
-    (u1, s1), t1 = _cpu(), time.perf_counter()
-    return {"user_ms": (u1 - u0) / n * 1e3, "kernel_ms": (s1 - s0) / n * 1e3, "wall_ms": (t1 - t0) / n * 1e3}
 
 
 def seed_and_decide(conn, n: int) -> None:
     """n letters, held by one run as one chunk and routed to paper (claim and routing are not measured
     here: only their outcome is set)."""
-    counts = {d: int(n * share) for d, share in MIX.items()}
-    counts["finance"] += n - sum(counts.values())
-    data = dataset.build(seed=2811, mix=counts, today=date.today(), prefix="R", ebox_share=0.5, mistakes=False)
-    with conn.cursor() as cur, cur.copy(f"COPY letters ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-        for letter in data.letters:
-            copy.write_row([json.dumps(letter[c]) if c == "payload" else letter[c] for c in COLUMNS])
-    conn.commit()
+    data = dataset.build(seed=2811, mix=mix_for(n), today=date.today(), prefix="R", ebox_share=0.5, mistakes=False)
+    copy_letters(conn, data.letters)
     conn.execute("UPDATE letters SET status = 'processing', claim_run_id = %s, claim_chunk = 0, "
                  "channel = 'paper', decision_rule = 'benchmark', decided_at = now()", (RUN,))
     conn.commit()
@@ -75,18 +56,19 @@ def measure(n: int, documents: Path) -> dict[str, dict[str, float]]:
     with scratch_database("dijlepost_bench_render") as url, psycopg.connect(url) as conn:
         seed_and_decide(conn, n)
         renderer = LetterRenderer()
-        letters = letters_in_claim(conn, RUN, 0)
-        renderer.render(letters[0])                                      # warm: fonts, templates
-        start = (_cpu(), time.perf_counter())
+        letters = list(iter_letters_in_claim(conn, RUN, 0))
+        for letter in letters:        # warm up on all of them first: fonts, templates and the embedded
+            renderer.render(letter)   # font subsets they need, so that neither measurement pays for it
+        clock = ProcessClock()
         for letter in letters:
             renderer.render(letter)
-        bare = _per_letter(start, len(letters))
+        bare = clock.per(len(letters))
         del letters
         target = Path(tempfile.mkdtemp(dir=documents, prefix="render-chunk-"))
         try:
-            start = (_cpu(), time.perf_counter())
+            clock = ProcessClock()
             result = pipeline.render_chunk(conn, renderer, target, RUN, 0, CTX)
-            task = _per_letter(start, n)
+            task = clock.per(n)
         finally:
             shutil.rmtree(target, ignore_errors=True)
         if result["rendered"] != n:

@@ -157,15 +157,20 @@ def mix_for(n: int) -> dict[str, int]:
     return counts
 
 
+def copy_letters(conn, letters: list[dict]) -> None:
+    """Put generated letters into the outbox with COPY (pending, as intake would leave them)."""
+    cols = ("letter_id",) + COMPARED
+    with conn.cursor() as cur, cur.copy(f"COPY letters ({', '.join(cols)}) FROM STDIN") as copy:
+        for r in letters:
+            copy.write_row([json.dumps(r["payload"]) if c == "payload" else r[c] for c in cols])
+    conn.commit()
+
+
 def seed(url: str, ebox: httpx.Client, n: int, seed_no: int) -> dict[str, int]:
     mix = mix_for(n)
     data = dataset.build(seed=seed_no, mix=mix, today=date.today(), prefix="S", ebox_share=0.5, mistakes=False)
-    cols = ("letter_id",) + COMPARED
     with psycopg.connect(url) as conn:
-        with conn.cursor() as cur, cur.copy(f"COPY letters ({', '.join(cols)}) FROM STDIN") as copy:
-            for r in data.letters:
-                copy.write_row([json.dumps(r["payload"]) if c == "payload" else r[c] for c in cols])
-        conn.commit()
+        copy_letters(conn, data.letters)
         for department in mix:
             set_phase(conn, department, "live", "scale benchmark", "benchmarks.scale")
     recipients = [{"kind": k, "id": rid, "active": True, "exclusively_ebox": excl,

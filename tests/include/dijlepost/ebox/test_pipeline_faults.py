@@ -291,12 +291,14 @@ def test_a_lost_answer_to_someone_who_opened_the_ebox_stays_delivered_and_the_fo
 def test_a_409_whose_activation_lookup_fails_waits_in_flight_for_the_next_run(
         db, ebox, client, renderer, tmp_path):
     ids = seed(db, ebox, 3, 72)
-    run = Run(db, client, renderer, tmp_path, 1)
-    ebox.state.set_faults(no_digital_user_next=3, drop_next=3)
+    run = Run(db, client, renderer, tmp_path, 1, chunk_size=1)
     # Every first answer is lost, the retry reads 409, and the federation search cannot be reached.
+    # One letter per chunk, its faults set before it: with three letters in flight at once, a quick
+    # retry of one could take another's dropped answer.
     unreachable = f"https://127.0.0.1:9{FEDERATION_PREFIX}/"  # nothing listens on the discard port
     with make_client(ebox, federation_url=unreachable, max_attempts=2) as cut_off:
-        assert run.deliver(cut_off) == {"retry_later": 3}
+        faults = lambda: ebox.state.set_faults(no_digital_user_next=1, drop_next=1)  # noqa: E731
+        assert run.deliver(cut_off, faults) == {"retry_later": 3}
     after = states(db)
     assert {s[:4] for s in after.values()} == {("pending", "ebox", "ebox_active", "in_flight")}
     assert {"409" in d["error"] and "lookup" in d["error"] for d in events(db, "released_for_retry").values()} == {True}

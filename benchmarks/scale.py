@@ -327,9 +327,31 @@ def verify(url: str, ebox: httpx.Client, printhouse_dir: Path) -> dict:
             "print_inbox_letters": sum(in_inbox.values()), "letters_by_claim": by_claim, "problems": problems}
 
 
+def spent_dir(args) -> Path:
+    """Where a run's files go when it is done; removed once, after the last run (`remove_spent`).
+
+    Removing a run's 100,000 files right after it made the next run's file creations dearer for
+    minutes on this machine's ext4 volume, which has no journal: ext4 then skips every inode freed in
+    the last five to ten minutes, checking them one by one on each new file (`recently_deleted` in
+    `find_inode_bit`; benchmarks/document_store.py measures it). Moving a directory frees nothing."""
+    return Path(args.workdir) / ".spent"
+
+
+def set_aside(path: Path, args) -> None:
+    if path.exists():
+        spent_dir(args).mkdir(parents=True, exist_ok=True)
+        path.rename(spent_dir(args) / uuid.uuid4().hex)
+
+
+def remove_spent(args) -> None:
+    if spent_dir(args).exists():
+        shutil.rmtree(spent_dir(args), ignore_errors=True)
+        os.sync()
+
+
 def run_once(n: int, args, run_no: int = 1) -> dict:
     work = Path(args.workdir) / f"n{n}"
-    shutil.rmtree(work, ignore_errors=True)
+    set_aside(work, args)
     work.mkdir(parents=True)
     cores = args.parallelism
     outbox_db = f"dijlepost_bench_{uuid.uuid4().hex[:8]}"
@@ -433,10 +455,7 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
             admin.execute(f'DROP DATABASE IF EXISTS "{outbox_db}" WITH (FORCE)')
         if not args.keep:
             for sub in ("documents", "print-batches", "printhouse"):
-                shutil.rmtree(work / sub, ignore_errors=True)
-            # Written out now, the freed inodes stop weighing on the next run's file creations within a
-            # minute instead of six (ext4 without a journal, see benchmarks/document_store.py).
-            os.sync()
+                set_aside(work / sub, args)         # removed after the last run, see spent_dir
 
     # (a claim of nothing expands the chunk group to zero: Airflow leaves one skipped placeholder per
     # task, map_index -1, which is not a chunk)
@@ -552,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the runs")
     parser.add_argument("--workdir", default=str(ROOT / "var" / "bench" / "scale"))
-    parser.add_argument("--keep", action="store_true", help="keep the PDFs, batches and print inbox")
+    parser.add_argument("--keep", action="store_true", help="keep the PDFs, batches and print inbox (a later run of the same N sets them aside "
+                             "in <workdir>/.spent, which the next invocation removes)")
     parser.add_argument("--sftp-compression", choices=("on", "off"), default="on",
                         help="SSH compression to the print house (the provider's default: on); off is what a "
                              "print house on a fast link would be configured with")
@@ -562,11 +582,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.series.split(",")] if args.series else [args.letters]
     results = []
-    for n in sizes:
-        for run_no in range(1, args.repeat + 1):
-            r = run_once(n, args, run_no)
-            report(r)
-            results.append(r)
+    remove_spent(args)                              # left by an interrupted earlier invocation
+    try:
+        for n in sizes:
+            for run_no in range(1, args.repeat + 1):
+                r = run_once(n, args, run_no)
+                report(r)
+                results.append(r)
+    finally:
+        if not args.keep:
+            remove_spent(args)
     if len(results) > 1:
         print("\nseries (linear cost: seconds per 1000 letters should stay flat)")
         print(f"  {'N':>8}{'wall s':>9}{'letters/s':>11}{'s/1000':>9}{'ratio':>8}{'peak MiB':>10}")

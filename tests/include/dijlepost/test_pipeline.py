@@ -140,32 +140,81 @@ def test_a_chunk_is_decided_page_by_page_each_letter_once(db, ebox, client, monk
     assert len(per_letter) == 10 and {n for _, n in per_letter} == {1}
 
 
-def test_rendered_pdfs_and_their_directory_are_on_disk_before_the_rendering_is_recorded(
-        db, ebox, client, renderer, tmp_path, monkeypatch):
+def _render_first_chunk_recording_syncs(db, ebox, client, renderer, tmp_path, monkeypatch, syncfs):
+    """Render a 4-letter chunk into a new document root; return what was synced, in order:
+    (kind, path, letters recorded as rendered by then), kind 'syncfs' or 'fsync'."""
     import os
 
     seed(db, ebox, 4, active_share=0.5, seed_no=8)
     c = claim(db, "finance", RUN, 1000, 1000, timedelta(hours=3), CTX)
     pipeline.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX)
     pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, RUN, CTX)
-    synced: list[tuple[str, int | None]] = []           # (what was synced, letters recorded by then)
-    real_fsync = os.fsync
+    synced: list[tuple[str, str, int]] = []
 
-    def fsync(fd):
-        real_fsync(fd)
-        recorded = db.execute("SELECT count(*) FROM letters WHERE rendered_at IS NOT NULL").fetchone()[0] \
-            if os.path.isdir(f"/proc/self/fd/{fd}") else None
-        synced.append((os.path.realpath(f"/proc/self/fd/{fd}"), recorded))
+    def recorded():
+        return db.execute("SELECT count(*) FROM letters WHERE rendered_at IS NOT NULL").fetchone()[0]
+
+    def fsync(fd, real=os.fsync):
+        real(fd)
+        synced.append(("fsync", os.path.realpath(f"/proc/self/fd/{fd}"), recorded()))
+
+    def recording_syncfs(fd):
+        synced.append(("syncfs", os.path.realpath(f"/proc/self/fd/{fd}"), recorded()))
+        return syncfs(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(pipeline, "_SYNCFS", recording_syncfs if syncfs else None)
     pipeline.render_chunk(db, renderer, tmp_path / "docs", RUN, c.chunks[0], CTX)
-    department = tmp_path / "docs" / "finance"            # created by this first rendering, as is docs/
-    directories = [str(d.resolve()) for d in (department, department.parent, tmp_path)]
-    files = [path for path, _ in synced if path not in directories]
-    assert len(files) == 4 and all(os.path.dirname(f) == directories[0] for f in files)
-    # then the directories, deepest first, up to the one holding the new document root; nothing recorded yet
-    assert synced[-3:] == [(d, 0) for d in directories]
-    assert db.execute("SELECT count(*) FROM letters WHERE rendered_at IS NOT NULL").fetchone()[0] == 4
+    assert recorded() == 4
+    return synced
+
+
+def test_rendered_pdfs_and_their_directories_are_on_disk_before_the_rendering_is_recorded(
+        db, ebox, client, renderer, tmp_path, monkeypatch):
+    """One syncfs of the document volume, after the last PDF is written, then the directories."""
+    synced = _render_first_chunk_recording_syncs(db, ebox, client, renderer, tmp_path, monkeypatch,
+                                                 pipeline._SYNCFS)
+    root = tmp_path / "docs"
+    department = root / "finance"                         # created by this first rendering, as is docs/
+    directories = [str(d.resolve()) for d in (department, root, tmp_path)]
+    assert synced == [("syncfs", str(root.resolve()), 0)] + [("fsync", d, 0) for d in directories]
+    assert len(list(department.glob("*.pdf"))) == 4
+
+
+def test_without_syncfs_every_pdf_is_fsynced_before_the_rendering_is_recorded(
+        db, ebox, client, renderer, tmp_path, monkeypatch):
+    synced = _render_first_chunk_recording_syncs(db, ebox, client, renderer, tmp_path, monkeypatch, None)
+    department = (tmp_path / "docs" / "finance").resolve()
+    files = sorted(str(p.resolve()) for p in department.glob("*.pdf"))
+    directories = [str(d) for d in (department, department.parent, tmp_path.resolve())]
+    assert len(files) == 4
+    assert sorted(synced[:4]) == [("fsync", f, 0) for f in files]    # the final files, not temporary ones
+    assert synced[4:] == [("fsync", d, 0) for d in directories]
+
+
+def test_a_failed_sync_of_the_document_volume_fails_the_task_and_records_nothing(
+        db, ebox, client, renderer, tmp_path, monkeypatch):
+    import ctypes
+    import errno
+
+    seed(db, ebox, 3, active_share=0.5, seed_no=8)
+    c = claim(db, "finance", RUN, 1000, 1000, timedelta(hours=3), CTX)
+    pipeline.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX)
+    pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, RUN, CTX)
+
+    def failing_syncfs(fd):
+        ctypes.set_errno(errno.EIO)                     # what Linux reports after a failed write-back
+        return -1
+
+    monkeypatch.setattr(pipeline, "_SYNCFS", failing_syncfs)
+    with pytest.raises(OSError, match="syncfs of the document volume failed"):
+        pipeline.render_chunk(db, renderer, tmp_path / "docs", RUN, c.chunks[0], CTX)
+    db.rollback()
+    assert db.execute("SELECT count(*) FROM letters WHERE rendered_at IS NOT NULL").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM letter_events WHERE event = 'rendered'").fetchone()[0] == 0
+    db.commit()
+    monkeypatch.undo()                                  # the retry renders the chunk again and records it
+    assert pipeline.render_chunk(db, renderer, tmp_path / "docs", RUN, c.chunks[0], CTX)["rendered"] == 3
 
 
 def test_crash_after_publishing_then_retry_delivers_each_letter_once(db, ebox, client, renderer, tmp_path):

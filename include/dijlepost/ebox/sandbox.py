@@ -772,37 +772,59 @@ class FaultsIn(BaseModel):
     no_digital_user_next: int = Field(0, ge=0)
 
 
-_CAN_DROP = "dijlepost.sandbox.can_drop"
-_DROP = "dijlepost.sandbox.drop"
+class _Faults:
+    """Outermost ASGI layer: the faults injected into the eBox API calls (`PUT /_sandbox/faults`):
+    latency, error answers, answers that come too late, and dropped connections. The token endpoint
+    and the sandbox's own admin routes never fail.
 
+    A dropped call is processed; its answer is swallowed and the connection aborted (TCP reset, no TLS
+    close_notify, no HTTP answer). Reaching the connection needs the server's own `send` (uvicorn's
+    request-response cycle holds the transport); when it cannot be found the call fails instead of
+    silently answering. Plain ASGI rather than a Starlette `BaseHTTPMiddleware`, which costs a task
+    group and a memory stream per call: in the scale benchmark the sandbox shares the cores with
+    the pipeline it serves."""
 
-class _DroppableConnections:
-    """Outermost ASGI layer: when the fault middleware marks a call for dropping, the answer is
-    swallowed and the connection is aborted (TCP reset, no TLS close_notify, no HTTP answer).
-
-    Reaching the connection needs the server's own `send` (uvicorn's request-response cycle holds the
-    transport); when it cannot be found the call fails instead of silently answering."""
-
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app, state: SandboxState):
+        self.app, self.state = app, state
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path == TOKEN_PATH or not path.startswith("/REST/"):
             return await self.app(scope, receive, send)
-        scope[_CAN_DROP] = True
+        faults = self.state.faults()
+        if faults.latency_ms:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        fault = self.state.roll_fault()
+        if fault == "error":
+            response = ApiError(faults.error_status, "INJECTED_FAULT", "injected fault").response(path)
+            if faults.retry_after_seconds is not None:
+                response.headers["Retry-After"] = str(faults.retry_after_seconds)
+            return await response(scope, receive, send)
+        if fault == "drop":
+            async def swallow(message):
+                pass
 
-        async def guarded_send(message):
-            if not scope.get(_DROP):
-                await send(message)
-
-        await self.app(scope, receive, guarded_send)
-        if scope.get(_DROP):
+            await self.app(scope, receive, swallow)
             cycle = getattr(send, "__self__", None)
             transport = getattr(cycle, "transport", None)
             if transport is None:
                 raise RuntimeError("cannot reach the connection to drop it")
             cycle.disconnected = True  # uvicorn: do not answer 500 for a response never started
             transport.abort()
+            return
+        if fault == "timeout":
+            # The work is done but the answer comes too late: the case an Idempotency-Key is for.
+            held: list[dict] = []
+
+            async def hold(message):
+                held.append(message)
+
+            await self.app(scope, receive, hold)
+            await asyncio.sleep(faults.timeout_delay_seconds)
+            for message in held:
+                await send(message)
+            return
+        await self.app(scope, receive, send)
 
 
 def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
@@ -810,7 +832,7 @@ def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
 
 
 def create_app(state: SandboxState) -> FastAPI:
-    """The sandbox's ASGI application over `state`."""
+    """The sandbox's routes over `state`; `SandboxServer` serves them behind `_Faults`."""
     app = FastAPI(title="dijlepost eBox sandbox", docs_url=f"{ADMIN_PREFIX}/docs",
                   openapi_url=f"{ADMIN_PREFIX}/openapi.json", redoc_url=None,
                   swagger_ui_oauth2_redirect_url=None)
@@ -818,31 +840,6 @@ def create_app(state: SandboxState) -> FastAPI:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return exc.response(request.url.path)
-
-    @app.middleware("http")
-    async def _inject_faults(request: Request, call_next):
-        path = request.url.path
-        if path == TOKEN_PATH or not path.startswith("/REST/"):
-            return await call_next(request)
-        faults = state.faults()
-        if faults.latency_ms:
-            await asyncio.sleep(faults.latency_ms / 1000)
-        fault = state.roll_fault()
-        if fault == "drop":
-            if not request.scope.get(_CAN_DROP):
-                raise RuntimeError("dropping connections needs the app served through SandboxServer")
-            # The call is processed; _DroppableConnections swallows the answer and aborts the connection.
-            request.scope[_DROP] = True
-        if fault == "error":
-            response = ApiError(faults.error_status, "INJECTED_FAULT", "injected fault").response(path)
-            if faults.retry_after_seconds is not None:
-                response.headers["Retry-After"] = str(faults.retry_after_seconds)
-            return response
-        response = await call_next(request)
-        if fault == "timeout":
-            # The work is done but the answer comes too late: the case an Idempotency-Key is for.
-            await asyncio.sleep(faults.timeout_delay_seconds)
-        return response
 
     def authorize(request: Request, scope: str) -> IssuedToken:
         header = request.headers.get("authorization", "")
@@ -1116,7 +1113,7 @@ class SandboxServer:
         sock.listen(128)
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(
-            _DroppableConnections(create_app(self.state)), ssl_certfile=str(cert_path), ssl_keyfile=str(key_path),
+            _Faults(create_app(self.state), self.state), ssl_certfile=str(cert_path), ssl_keyfile=str(key_path),
             log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)

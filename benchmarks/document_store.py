@@ -9,7 +9,8 @@ volume. This measures that path on the volume holding `--dir` (point it at the p
 volume to size it), in CPU milliseconds per PDF, user and kernel of this process, the whole
 machine's busy CPU (the write-back is partly done by kernel threads) and wall time, three ways:
 
-1. into a fresh directory on a quiet volume;
+1. into a fresh directory on a quiet volume; then the same with an fsync per PDF, as the render task
+   stored them until 29 Nov (from a writer thread);
 2. the same right after `--letters` files were deleted next to it (a rerun that cleared its work
    directory first, a test suite cleaning up after itself);
 3. on tmpfs (/dev/shm) when it exists: the same code with no disk file system under it.
@@ -45,21 +46,24 @@ def sample_pdf() -> bytes:
     return LetterRenderer().render(sample_letter("invoice", "nl", date(2026, 3, 2))).pdf
 
 
-def store_many(directory: Path, pdf: bytes, count: int) -> dict[str, float]:
-    """Store `count` PDFs into `directory` exactly as the render task does; ms per PDF."""
+def store_many(directory: Path, pdf: bytes, count: int, fsync_each: bool = False) -> dict[str, float]:
+    """Store `count` PDFs into `directory` exactly as the render task does (or, with `fsync_each`, as it
+    did before: an fsync per PDF); ms per PDF."""
     clock = ProcessClock()
     volume = _FileSystemSync(directory)
     try:
         paths = [directory / f"L{i:07d}.pdf" for i in range(count)]
         for path in paths:
-            _write_atomically(path, pdf, sync=False)
-        volume.sync(paths)
+            _write_atomically(path, pdf, sync=fsync_each)
+        if not fsync_each:
+            volume.sync(paths)
     finally:
         volume.close()
     return clock.per(count)
 
 
-def measure(base: Path, pdf: bytes, count: int, delete_first: bool) -> tuple[dict[str, float], Path]:
+def measure(base: Path, pdf: bytes, count: int, delete_first: bool,
+            fsync_each: bool = False) -> tuple[dict[str, float], Path]:
     """Store `count` PDFs into a fresh directory under `base` (first deleting `count` files next to it
     when `delete_first`). Returns the figures and the directory written, for the caller to remove once
     every measurement is done: removing it here would be deletions weighing on the next measurement."""
@@ -71,7 +75,7 @@ def measure(base: Path, pdf: bytes, count: int, delete_first: bool) -> tuple[dic
         os.sync()                            # the deletions below are then the only fresh ones
         shutil.rmtree(doomed)
     target = Path(tempfile.mkdtemp(dir=base, prefix="store-"))
-    return store_many(target, pdf, count), target
+    return store_many(target, pdf, count, fsync_each), target
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,22 +91,24 @@ def main(argv: list[str] | None = None) -> int:
           f"(new temporary file, write, rename; one syncfs at the end)")
     if args.quiet_seconds:
         time.sleep(args.quiet_seconds)
-    cases = [("quiet volume", args.dir, False), (f"right after deleting {args.letters} files", args.dir, True)]
+    cases = [("quiet volume", args.dir, False, False),
+             ("quiet volume, an fsync per PDF (before)", args.dir, False, True),
+             (f"right after deleting {args.letters} files", args.dir, True, False)]
     if Path("/dev/shm").is_dir():
-        cases.append(("tmpfs (/dev/shm)", Path("/dev/shm") / "dijlepost-docstore", False))
+        cases.append(("tmpfs (/dev/shm)", Path("/dev/shm") / "dijlepost-docstore", False, False))
     rows, written = [], []
     try:
-        for name, base, delete_first in cases:
-            figures, target = measure(base, pdf, args.letters, delete_first)
+        for name, base, delete_first, fsync_each in cases:
+            figures, target = measure(base, pdf, args.letters, delete_first, fsync_each)
             rows.append((name, figures))
             written.append(target)
     finally:
         for target in written:
             shutil.rmtree(target, ignore_errors=True)
         shutil.rmtree(Path("/dev/shm") / "dijlepost-docstore", ignore_errors=True)
-    print(f"{'where':<36}{'user ms':>9}{'kernel ms':>11}{'machine ms':>12}{'wall ms':>9}   per PDF")
+    print(f"{'where':<42}{'user ms':>9}{'kernel ms':>11}{'machine ms':>12}{'wall ms':>9}   per PDF")
     for name, r in rows:
-        print(f"{name:<36}{r['user_ms']:>9.3f}{r['kernel_ms']:>11.3f}{r['machine_ms']:>12.3f}{r['wall_ms']:>9.3f}")
+        print(f"{name:<42}{r['user_ms']:>9.3f}{r['kernel_ms']:>11.3f}{r['machine_ms']:>12.3f}{r['wall_ms']:>9.3f}")
     return 0
 
 

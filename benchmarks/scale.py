@@ -101,17 +101,22 @@ class Service:
 
 
 def _wait_for(what: str, check, service: Service, timeout: float = 60) -> None:
+    """Wait until `check()` is true; a service that never gets ready is stopped, not left behind."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not service.alive():
-            raise RuntimeError(f"{service.name} exited; see its log")
-        try:
-            if check():
-                return
-        except (OSError, httpx.HTTPError, ValueError):
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{what} not ready after {timeout}s")
+    try:
+        while time.monotonic() < deadline:
+            if not service.alive():
+                raise RuntimeError(f"{service.name} exited; see its log")
+            try:
+                if check():
+                    return
+            except (OSError, httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"{what} not ready after {timeout}s")
+    except BaseException:
+        service.stop()
+        raise
 
 
 def start_ebox(work: Path) -> tuple[Service, httpx.Client, dict]:
@@ -128,10 +133,14 @@ def start_ebox(work: Path) -> tuple[Service, httpx.Client, dict]:
             if not (directory / "ca.pem").exists():
                 return False
             client["c"] = httpx.Client(base_url=base, verify=str(directory / "ca.pem"), timeout=120)
-        return client["c"].get("/_sandbox/health").status_code == 200
+        if client["c"].get("/_sandbox/health").status_code != 200:
+            return False
+        # The sandbox writes its connection once it serves: a health answer can come first.
+        client["connection"] = json.loads((directory / "connection.json").read_text())
+        return True
 
     _wait_for("eBox sandbox", ready, svc)
-    return svc, client["c"], json.loads((directory / "connection.json").read_text())
+    return svc, client["c"], client["connection"]
 
 
 def start_printhouse(work: Path, port: int = 0) -> tuple[Service, Path, dict]:

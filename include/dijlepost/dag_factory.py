@@ -223,7 +223,9 @@ def build_wave_dag(wave: Wave):
             ctx = _ctx(chunk)
             conn = _db()
             try:
-                result = render_chunk(conn, LetterRenderer(), _settings().document_root, _claim_key(ctx), chunk, ctx)
+                settings = _settings()
+                result = render_chunk(conn, LetterRenderer(), settings.document_root, _claim_key(ctx), chunk, ctx,
+                                      sync_each_file=settings.document_sync == "file")
             finally:
                 conn.close()
             logfmt.emit("letters_rendered", department=wave.department, **result)

@@ -220,12 +220,13 @@ class _FileSystemSync:
     it. The descriptor is opened before the first file is written, so that syncfs also reports a
     write-back error that happened in the background while the chunk rendered (Linux >= 5.8 reports
     errors since the descriptor was opened). Files in a directory on another file system (a
-    department directory that is a mount of its own), and every file where libc has no syncfs, are
-    fsynced one by one instead."""
+    department directory that is a mount of its own) are fsynced one by one instead, and so is every
+    file with `each_file` (DIJLEPOST_DOCUMENT_SYNC=file) or where libc has no syncfs."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, each_file: bool = False):
         root.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY) if _SYNCFS is not None else None
+        use_syncfs = _SYNCFS is not None and not each_file
+        self._fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY) if use_syncfs else None
         self._device = os.fstat(self._fd).st_dev if self._fd is not None else None
 
     def close(self) -> None:
@@ -276,14 +277,17 @@ def _sync_directories(paths, root: Path) -> None:
             os.close(fd)
 
 
-def render_chunk(conn, renderer, document_root: Path, run_id: str, chunk: int, ctx: RunContext) -> dict:
-    """Render one PDF per decided letter of the chunk that has none yet; bad data is quarantined."""
+def render_chunk(conn, renderer, document_root: Path, run_id: str, chunk: int, ctx: RunContext,
+                 sync_each_file: bool = False) -> dict:
+    """Render one PDF per decided letter of the chunk that has none yet; bad data is quarantined.
+    The PDFs are durable before anything is recorded: one syncfs of the document volume, or an fsync
+    per PDF with `sync_each_file` (see `_FileSystemSync`)."""
     from include.dijlepost.rendering import LetterDataError
 
     # Read page by page: memory follows the page, not the chunk (rendered_at is only set after the loop).
     letters = iter_letters_in_claim(conn, run_id, chunk, where="channel IS NOT NULL AND rendered_at IS NULL")
     rendered, failed = [], []
-    volume = _FileSystemSync(document_root)     # opened before the first write: see its docstring
+    volume = _FileSystemSync(document_root, sync_each_file)    # opened before the first write
     try:
         for letter in letters:
             try:

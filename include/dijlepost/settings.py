@@ -25,6 +25,10 @@ class Settings:
     pseudonym_key: bytes
     document_root: Path
     print_work_dir: Path
+    # How a render task makes its PDFs durable: "volume" (one syncfs of the document volume per chunk)
+    # or "file" (an fsync per PDF, for a file system whose syncfs does not reach the storage, such as
+    # a FUSE-mounted bucket; see docs/scaling.md).
+    document_sync: str = "volume"
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -35,9 +39,13 @@ class Settings:
                 "(it keys the recipient pseudonyms written to logs and the audit trail)"
             )
         var = Path(os.environ.get("DIJLEPOST_VAR_DIR", PROJECT_ROOT / "var"))
+        document_sync = os.environ.get("DIJLEPOST_DOCUMENT_SYNC", "volume")
+        if document_sync not in ("volume", "file"):
+            raise ConfigurationError(f"DIJLEPOST_DOCUMENT_SYNC must be 'volume' or 'file', not {document_sync!r}")
         return cls(
             database_url=os.environ.get("DIJLEPOST_DATABASE_URL") or None,
             pseudonym_key=key.encode(),
             document_root=Path(os.environ.get("DIJLEPOST_DOCUMENT_ROOT", var / "documents")),
             print_work_dir=Path(os.environ.get("DIJLEPOST_PRINT_WORK_DIR", var / "print-batches")),
+            document_sync=document_sync,
         )

@@ -140,7 +140,8 @@ def test_a_chunk_is_decided_page_by_page_each_letter_once(db, ebox, client, monk
     assert len(per_letter) == 10 and {n for _, n in per_letter} == {1}
 
 
-def _render_first_chunk_recording_syncs(db, ebox, client, renderer, tmp_path, monkeypatch, syncfs):
+def _render_first_chunk_recording_syncs(db, ebox, client, renderer, tmp_path, monkeypatch, syncfs,
+                                        sync_each_file=False):
     """Render a 4-letter chunk into a new document root; return what was synced, in order:
     (kind, path, letters recorded as rendered by then), kind 'syncfs' or 'fsync'."""
     import os
@@ -164,7 +165,7 @@ def _render_first_chunk_recording_syncs(db, ebox, client, renderer, tmp_path, mo
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(pipeline, "_SYNCFS", recording_syncfs if syncfs else None)
-    pipeline.render_chunk(db, renderer, tmp_path / "docs", RUN, c.chunks[0], CTX)
+    pipeline.render_chunk(db, renderer, tmp_path / "docs", RUN, c.chunks[0], CTX, sync_each_file=sync_each_file)
     assert recorded() == 4
     return synced
 
@@ -181,9 +182,12 @@ def test_rendered_pdfs_and_their_directories_are_on_disk_before_the_rendering_is
     assert len(list(department.glob("*.pdf"))) == 4
 
 
+@pytest.mark.parametrize("why", ["libc has no syncfs", "DIJLEPOST_DOCUMENT_SYNC=file"])
 def test_without_syncfs_every_pdf_is_fsynced_before_the_rendering_is_recorded(
-        db, ebox, client, renderer, tmp_path, monkeypatch):
-    synced = _render_first_chunk_recording_syncs(db, ebox, client, renderer, tmp_path, monkeypatch, None)
+        db, ebox, client, renderer, tmp_path, monkeypatch, why):
+    each_file = why.startswith("DIJLEPOST")
+    synced = _render_first_chunk_recording_syncs(db, ebox, client, renderer, tmp_path, monkeypatch,
+                                                 pipeline._SYNCFS if each_file else None, each_file)
     department = (tmp_path / "docs" / "finance").resolve()
     files = sorted(str(p.resolve()) for p in department.glob("*.pdf"))
     directories = [str(d) for d in (department, department.parent, tmp_path.resolve())]

@@ -580,8 +580,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the runs")
     parser.add_argument("--workdir", default=str(ROOT / "var" / "bench" / "scale"))
-    parser.add_argument("--keep", action="store_true", help="keep the PDFs, batches and print inbox (a later run of the same N sets them aside "
-                             "in <workdir>/.spent, which the next invocation removes)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the PDFs, batches and print inbox (a later run of the same N sets them "
+                             "aside in <workdir>/.spent, which the next invocation removes)")
     parser.add_argument("--sftp-compression", choices=("on", "off"), default="on",
                         help="SSH compression to the print house (the provider's default: on); off is what a "
                              "print house on a fast link would be configured with")

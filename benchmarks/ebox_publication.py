@@ -7,7 +7,8 @@ client and the server do not share a GIL. Each letter is one real rendered PDF (
 the demo data set) published with its own Idempotency-Key, exactly as `pipeline.deliver_chunk_to_ebox`
 does it: a thread pool of `concurrency` workers over one EboxClient, whose own limit
 (`max_concurrency`, the Connection's extra, default 4) bounds the calls in flight. The client asks
-for its token before the clock starts. Prints letters/s and the latency of one publication.
+for its token before the clock starts. Prints letters/s, the latency of one publication, and the
+CPU per publication of the client (this process) and of the sandbox (its own process).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from datetime import date
 from pathlib import Path
 
 import httpx
+import psutil
 
 from include.dijlepost.ebox.client import EboxClient, Publication
 from include.dijlepost.ebox.hook import config_from_connection
@@ -66,7 +68,7 @@ def start_sandbox(directory: Path) -> tuple[subprocess.Popen, dict]:
 
 
 def run(letters: int, latency_ms: int, concurrency: int, conn: dict, admin: httpx.Client,
-        pdf: bytes, subject: str, tag: str) -> dict:
+        pdf: bytes, subject: str, tag: str, sandbox_pid: int | None = None) -> dict:
     assert admin.post("/_sandbox/reset").status_code == 204
     assert admin.post("/_sandbox/recipients", json=[{"kind": "citizen", "id": CITIZEN_ID}]).status_code == 200
     assert admin.put("/_sandbox/faults", json={"latency_ms": latency_ms}).status_code == 200
@@ -86,10 +88,15 @@ def run(letters: int, latency_ms: int, concurrency: int, conn: dict, admin: http
             durations.append(time.perf_counter() - t0)
             return kind
 
+        sandbox = psutil.Process(sandbox_pid) if sandbox_pid else None
+        server_cpu = sum(sandbox.cpu_times()[:2]) if sandbox else 0.0
+        client_cpu = time.process_time()
         start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             kinds = list(pool.map(publish, pubs))
         elapsed = time.perf_counter() - start
+        client_cpu = time.process_time() - client_cpu
+        server_cpu = sum(sandbox.cpu_times()[:2]) - server_cpu if sandbox else float("nan")
     stored = len(admin.get("/_sandbox/publications").json())
     if kinds.count("published") != letters or stored != letters:
         raise RuntimeError(f"expected {letters} publications, got {kinds.count('published')} answers "
@@ -97,7 +104,8 @@ def run(letters: int, latency_ms: int, concurrency: int, conn: dict, admin: http
     durations.sort()
     return {"latency_ms": latency_ms, "concurrency": concurrency, "letters": letters, "seconds": elapsed,
             "letters_per_s": letters / elapsed, "p50_ms": statistics.median(durations) * 1000,
-            "p95_ms": durations[int(len(durations) * 0.95) - 1] * 1000}
+            "p95_ms": durations[int(len(durations) * 0.95) - 1] * 1000,
+            "client_cpu_ms": client_cpu / letters * 1000, "sandbox_cpu_ms": server_cpu / letters * 1000}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,13 +125,15 @@ def main(argv: list[str] | None = None) -> None:
             with httpx.Client(base_url=conn["host"].split("/REST/")[0], verify=verify) as admin:
                 print(f"eBox publication throughput: {args.letters} letters of {len(pdf)} bytes (one PDF each), "
                       f"sandbox in its own process over HTTPS, {os.cpu_count()} CPUs")
-                print(f"{'latency':>8} {'limit':>6} {'letters/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'seconds':>8}")
+                print(f"{'latency':>8} {'limit':>6} {'letters/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'seconds':>8}"
+                      f" {'client CPU ms':>14} {'sandbox CPU ms':>15}  (CPU per letter)")
                 for latency in args.latencies:
                     for concurrency in args.concurrency:
                         r = run(args.letters, latency, concurrency, conn, admin, pdf, subject,
-                                f"{latency}-{concurrency}")
+                                f"{latency}-{concurrency}", proc.pid)
                         print(f"{r['latency_ms']:>6}ms {r['concurrency']:>6} {r['letters_per_s']:>10.1f} "
-                              f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['seconds']:>8.2f}", flush=True)
+                              f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['seconds']:>8.2f}"
+                              f" {r['client_cpu_ms']:>14.2f} {r['sandbox_cpu_ms']:>15.2f}", flush=True)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:

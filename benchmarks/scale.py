@@ -341,8 +341,9 @@ def spent_dir(args) -> Path:
 
     Removing a run's 100,000 files right after it made the next run's file creations dearer for
     minutes on this machine's ext4 volume, which has no journal: ext4 then skips every inode freed in
-    the last five to ten minutes, checking them one by one on each new file (`recently_deleted` in
-    `find_inode_bit`; benchmarks/document_store.py measures it). Moving a directory frees nothing."""
+    the last minute (six while its block is not yet written back), checking them one by one on each
+    new file (`recently_deleted` in `find_inode_bit`; benchmarks/document_store.py measures it).
+    Moving a directory frees nothing."""
     return Path(args.workdir) / ".spent"
 
 

@@ -235,24 +235,26 @@ class _FileSystemSync:
             self._fd = None
 
     def sync(self, paths) -> None:
-        elsewhere, devices = [], {}
-        for path in map(Path, paths):
-            if path.parent not in devices:
-                devices[path.parent] = os.stat(path.parent).st_dev
-            if devices[path.parent] != self._device:
-                elsewhere.append(path)
+        paths = [Path(p) for p in paths]
         if self._fd is not None:
             if _SYNCFS(self._fd) != 0:
                 import ctypes
 
                 errno = ctypes.get_errno()
                 raise OSError(errno, f"syncfs of the document volume failed: {os.strerror(errno)}")
-        for path in elsewhere:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            covered = {d for d in {p.parent for p in paths} if os.stat(d).st_dev == self._device}
+            paths = [p for p in paths if p.parent not in covered]
+        for path in paths:
+            _fsync_path(path)
+
+
+def _fsync_path(path) -> None:
+    """fsync a file or a directory by its path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _sync_directories(paths, root: Path) -> None:
@@ -270,11 +272,7 @@ def _sync_directories(paths, root: Path) -> None:
             if directory == top:
                 break
     for directory in sorted(directories, key=lambda d: len(d.parts), reverse=True):
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_path(directory)
 
 
 def render_chunk(conn, renderer, document_root: Path, run_id: str, chunk: int, ctx: RunContext,

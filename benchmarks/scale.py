@@ -379,8 +379,8 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
         if args.faults:
             ebox_conn["extra"]["timeout_seconds"] = EBOX_CLIENT_TIMEOUT_S
         ph_svc, ph_dir, ph_conn = start_printhouse(work)
-        if args.sftp_compression == "off":  # the SSH provider's own Connection extra
-            ph_conn["extra"]["compress"] = "false"
+        # the Connection's compress extra, set either way (PrintHouseHook's default is off)
+        ph_conn["extra"]["compress"] = "true" if args.sftp_compression == "on" else "false"
         services.append(ph_svc)
         t = time.monotonic()
         mix = seed(url, ebox, n, args.seed)
@@ -584,9 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true",
                         help="keep the PDFs, batches and print inbox (a later run of the same N sets them "
                              "aside in <workdir>/.spent, which the next invocation removes)")
-    parser.add_argument("--sftp-compression", choices=("on", "off"), default="on",
-                        help="SSH compression to the print house (the provider's default: on); off is what a "
-                             "print house on a fast link would be configured with")
+    parser.add_argument("--sftp-compression", choices=("on", "off"), default="off",
+                        help="SSH compression to the print house (PrintHouseHook's default: off); on is what a "
+                             "print house behind a slow link is configured with")
     parser.add_argument("--faults", action="store_true",
                         help="eBox 5%% errors + 1%% timeouts, a render task killed, the SFTP server dropped "
                              "once; then one rerun of every wave (see docs/scaling.md)")

@@ -5,6 +5,13 @@ as the print house: the server's public key must be pinned in the `host_key` ext
 checking may not be switched off, and the client authenticates with its own key only
 (`key_file` or `private_key`). The remote folders come from the `inbox_dir` and `outbox_dir`
 extras. `get_conn()` / `get_managed_conn()` give a paramiko `SFTPClient`, as in the provider.
+
+SSH compression is off unless the `compress` extra is `true` (the provider turns it on unless the
+extra is `false`; OpenSSH's own client has it off). A print batch is rendered PDFs, whose content is
+compressed already; zlib still halves a batch (every PDF carries the same fonts), but it costs the
+worker about 0.8 ms of CPU per letter, a tenth of rendering the letter, on the cores that render.
+The print stage of two render cores needs about 25 Mbit/s uncompressed, so only a link slower than
+that per two render cores gains from it (docs/print-house.md).
 """
 from __future__ import annotations
 
@@ -23,6 +30,16 @@ class InsecurePrintHouseConnection(AirflowException):
 def _is_true(value: Any) -> bool:
     # Same reading of boolean extras as the SSH provider.
     return str(value).lower() == "true"
+
+
+def _compression(conn_id: str, extra: dict[str, Any]) -> bool:
+    value = extra.get("compress")
+    if value is None:
+        return False
+    if str(value).lower() not in ("true", "false"):
+        raise AirflowException(
+            f"Connection {conn_id!r}: the compress extra must be true or false, not {value!r}")
+    return _is_true(value)
 
 
 class PrintHouseHook(SFTPHook):
@@ -44,6 +61,7 @@ class PrintHouseHook(SFTPHook):
         self.look_for_keys = False
         self.inbox_dir: str = extra.get("inbox_dir") or "inbox"
         self.outbox_dir: str = extra.get("outbox_dir") or "outbox"
+        self.compress = _compression(ssh_conn_id, extra)
 
     @staticmethod
     def _refuse_unverified(conn_id: str, extra: dict[str, Any], kwargs: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from airflow.sdk.exceptions import AirflowException
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -58,3 +59,21 @@ def test_disabling_the_check_in_code_is_refused(set_connection):
     set_connection(connection())
     with pytest.raises(InsecurePrintHouseConnection):
         PrintHouseHook(no_host_key_check=True)
+
+
+@pytest.mark.parametrize("extra, compress", [
+    ({}, False),                       # off unless asked for, unlike the provider
+    ({"compress": "false"}, False),
+    ({"compress": "true"}, True),
+    ({"compress": True}, True),
+    ({"compress": "False"}, False),
+])
+def test_ssh_compression_is_off_unless_the_connection_asks_for_it(set_connection, extra, compress):
+    set_connection(connection(**extra))
+    assert PrintHouseHook().compress is compress
+
+
+def test_an_unreadable_compress_extra_is_refused_by_name(set_connection):
+    set_connection(connection(compress="yes"))
+    with pytest.raises(AirflowException, match="compress extra must be true or false, not 'yes'"):
+        PrintHouseHook()

@@ -75,6 +75,21 @@ def test_private_key_in_the_connection(printhouse, batch_file, monkeypatch):
     assert sha256(printhouse.root / "inbox" / batch_file.name) == sha256(batch_file)
 
 
+@pytest.mark.parametrize("extra, negotiated", [({}, "none"), ({"compress": "true"}, "zlib@openssh.com")])
+def test_ssh_compression_is_what_the_connection_asks_for(printhouse, batch_file, monkeypatch, extra,
+                                                         negotiated):
+    conn = printhouse.airflow_connection()
+    conn["extra"].update(extra)
+    set_connection(monkeypatch, conn)
+    hook = PrintHouseHook()
+    with hook.get_managed_conn() as sftp:
+        transport = sftp.get_channel().get_transport()
+        upload_batch(sftp, batch_file, hook.inbox_dir)
+        # zlib@openssh.com starts after authentication; by now it is in use
+        assert (transport.local_compression, transport.remote_compression) == (negotiated, negotiated)
+    assert sha256(printhouse.root / "inbox" / batch_file.name) == sha256(batch_file)
+
+
 def test_second_upload_is_recognised(printhouse, batch_file):
     uploaded = printhouse.root / "inbox" / batch_file.name
     hook = PrintHouseHook()

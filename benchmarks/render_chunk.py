@@ -14,9 +14,9 @@ letters rendered twice by one warmed-up `LetterRenderer`:
 
 Prints CPU milliseconds per letter (user and kernel of this process; the whole machine's busy CPU,
 which also counts the kernel threads writing the PDFs back) and wall time of both. The difference
-is what the task adds to rendering by itself; what the scale benchmark's render
-tasks cost beyond that is the price of sharing the cores. `--documents` puts the PDFs on another
-volume (e.g. /dev/shm, to take the file system out of it).
+is what the task adds to rendering by itself; what the scale benchmark's render tasks cost beyond
+that is the price of sharing the cores (`benchmarks/shared_cores.py`). `--documents` puts the PDFs
+on another volume (e.g. /dev/shm, to take the file system out of it).
 """
 from __future__ import annotations
 

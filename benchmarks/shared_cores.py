@@ -24,6 +24,7 @@ rate is printed too, so that a condition with a starved load is seen as such.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing
 import os
@@ -40,6 +41,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from benchmarks.cpu_accounting import ProcessClock
+
 ROOT = Path(__file__).resolve().parents[1]
 WARM_UP = 200
 CONDITIONS = ("alone", "eBox load", "eBox load, SCHED_BATCH")
@@ -54,13 +57,13 @@ def _render(count: int, queue) -> None:
     letters = list(_letters(count))
     for letter in letters[:WARM_UP]:
         renderer.render(letter)
-    before, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    clock, preempted = ProcessClock(), resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
     for letter in letters:
         renderer.render(letter)
-    after, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - wall
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    queue.put({"cpu_ms": cpu / count * 1000, "wall_s": wall,
-               "preemptions_per_s": (after.ru_nivcsw - before.ru_nivcsw) / wall})
+    per = clock.per(count)
+    preempted = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - preempted
+    queue.put({"cpu_ms": per["user_ms"] + per["kernel_ms"],
+               "preemptions_per_s": preempted / (per["wall_ms"] * count / 1000)})
 
 
 def render_beside(processes: int, count: int) -> dict:
@@ -95,7 +98,7 @@ def _publish_forever(connection_file: str, counter_file: str) -> None:
     made, lock = [0], threading.Lock()
 
     def loop(worker: int) -> None:
-        for i in range(10**9):
+        for i in itertools.count():
             letter_id = f"LOAD-{os.getpid()}-{worker}-{i:09d}"
             client.publish(Publication(letter_id=letter_id, recipient_kind="citizen", recipient_id=CITIZEN_ID,
                                        language="nl", subject=subject, message_type_id="MECH-FIN-INVOICE",

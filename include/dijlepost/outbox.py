@@ -1,20 +1,51 @@
-"""The outbox state machine in PostgreSQL.
+"""The outbox: the letter state machine in PostgreSQL, and the one writer of `letters.status`.
 
-    pending --claim--> processing --(decide, render, deliver)--> delivered_ebox | handed_to_print
-                                                              \-> quarantined (with the reason)
-A run claims letters atomically (`FOR UPDATE SKIP LOCKED`), so overlapping runs never share one.
-Every write is guarded by the state it expects, so a retried or rerun step changes nothing twice.
-A claim held by a run that died is taken over after `lease` by the next run of the department.
-Functions take a DB-API connection (psycopg 2 or 3) and commit what they change.
+    pending --claim--> processing --mark_delivered_ebox--> delivered_ebox
+       ^                  |       --mark_handed_to_print--> handed_to_print --(print house refuses)--> quarantined
+       +--release_for_retry--+    --quarantine--> quarantined (with the reason)
+
+Every change of a letter's status is one of the named functions below, each checking the state it
+expects in its WHERE clause (`TRANSITIONS` lists what is allowed; a test holds every other module to
+it), so a retried or rerun step changes nothing twice. A run claims letters atomically (`FOR UPDATE
+SKIP LOCKED`), so overlapping runs never share one; a claim held by a run that died is taken over
+after `lease` by the next run of the department. The functions that take a cursor work in the
+caller's transaction; those that take a connection (psycopg 3) commit what they change.
 """
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import date, datetime, timedelta
+from enum import StrEnum
 
-FINAL_STATUSES = ("delivered_ebox", "handed_to_print", "quarantined")
+from psycopg.rows import dict_row
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DELIVERED_EBOX = "delivered_ebox"
+    HANDED_TO_PRINT = "handed_to_print"
+    QUARANTINED = "quarantined"
+
+
+# The allowed moves, and the function that makes each one.
+TRANSITIONS: dict[tuple[Status, Status], str] = {
+    (Status.PENDING, Status.PROCESSING): "claim",
+    (Status.PROCESSING, Status.PROCESSING): "claim",          # taking over a dead run's claim
+    (Status.PROCESSING, Status.PENDING): "release_for_retry",
+    (Status.PROCESSING, Status.DELIVERED_EBOX): "mark_delivered_ebox",
+    (Status.PROCESSING, Status.HANDED_TO_PRINT): "mark_handed_to_print",
+    (Status.PROCESSING, Status.QUARANTINED): "quarantine",
+    # The print house refused the letter (damaged PDF, unprintable address): it was never posted.
+    (Status.HANDED_TO_PRINT, Status.QUARANTINED): "quarantine_after_print_rejection",
+}
+FINAL_STATUSES = (Status.DELIVERED_EBOX, Status.HANDED_TO_PRINT, Status.QUARANTINED)
+
+
+def allowed(source: Status | str, target: Status | str) -> bool:
+    return (Status(source), Status(target)) in TRANSITIONS
 
 
 @dataclass(frozen=True)
@@ -33,11 +64,6 @@ class Claim:
     count: int
     chunks: list[int]
     taken_over: int        # letters whose earlier claim had expired
-
-
-def _dicts(cur) -> list[dict]:
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, row)) for row in cur.fetchall()]
 
 
 def record_events(cur, ctx: RunContext, events: Iterable[tuple[str, str, dict]]) -> None:
@@ -152,9 +178,9 @@ def iter_letters_in_claim(conn, run_id: str, chunk: int | None = None, where: st
     fixed = (run_id,) if chunk is None else (run_id, chunk)
     after = 0
     while True:
-        with conn.cursor() as cur:
+        with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(sql, (*fixed, after, page))
-            rows = _dicts(cur)
+            rows = cur.fetchall()
         conn.commit()
         for row in rows:
             after = row.pop("_id")
@@ -163,7 +189,121 @@ def iter_letters_in_claim(conn, run_id: str, chunk: int | None = None, where: st
             return
 
 
+def _columns(rows: Sequence[tuple], width: int) -> list[list]:
+    """Rows as `width` column lists, for `unnest(%s::type[], ...)` set-based statements."""
+    return [list(col) for col in zip(*rows)] if rows else [[] for _ in range(width)]
+
+
+# --------------------------------------------------------------------------- within processing
+
+def record_decisions(cur, ctx: RunContext, run_id: str, phase: str, rows: Sequence[tuple]) -> set[str]:
+    """Store each letter's channel, rule, reason and shadow channel, rows of
+    `(letter_id, channel_or_None, rule, reason, shadow_channel, event_details)`. One set-based
+    statement per page: a statement per letter costs a plan and an index probe each, and turns
+    quadratic while the planner's statistics still think the claim is empty."""
+    cur.execute(
+        "UPDATE letters l SET rollout_phase = %s, channel = v.channel, decision_rule = v.rule, "
+        "decision_reason = v.reason, shadow_channel = v.shadow, decided_at = now(), updated_at = now() "
+        "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+        "AS v(letter_id, channel, rule, reason, shadow) "
+        "WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = 'processing' "
+        "RETURNING l.letter_id", (phase, *_columns([r[:5] for r in rows], 5), run_id))
+    changed = {r[0] for r in cur.fetchall()}
+    record_events(cur, ctx, ((r[0], "decided", r[5]) for r in rows if r[0] in changed))
+    return changed
+
+
+def mark_rendered(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]) -> set[str]:
+    """Record the durable PDF of each letter, rows of `(letter_id, path, sha256, pages, subject, filename)`."""
+    cur.execute(
+        "UPDATE letters l SET pdf_path = v.path, pdf_sha256 = v.sha, pdf_pages = v.pages, "
+        "pdf_subject = v.subject, pdf_filename = v.filename, rendered_at = now(), updated_at = now() "
+        "FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[]) "
+        "AS v(letter_id, path, sha, pages, subject, filename) "
+        "WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = 'processing' "
+        "RETURNING l.letter_id", (*_columns(rows, 6), run_id))
+    changed = {r[0] for r in cur.fetchall()}
+    record_events(cur, ctx, ((lid, "rendered", {"sha256": sha, "pages": pages})
+                             for lid, _, sha, pages, _, _ in rows if lid in changed))
+    return changed
+
+
+def mark_ebox_in_flight(cur, run_id: str, letter_ids: Sequence[str]) -> set[str]:
+    """Committed before the first publication call: from here on no decision may put the letter on
+    paper while the eBox may hold it (a retry publishes with the same Idempotency-Key)."""
+    cur.execute("UPDATE letters SET ebox_state = 'in_flight', updated_at = now() "
+                "WHERE letter_id = ANY(%s) AND claim_run_id = %s AND status = 'processing' "
+                "RETURNING letter_id", (list(letter_ids), run_id))
+    return {r[0] for r in cur.fetchall()}
+
+
+def reroute_to_paper(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]) -> set[str]:
+    """The eBox will not reach the recipient (NO_DIGITAL_USER, or a 409 settled that way): the letter
+    goes on paper in the same run, rule `no_digital_user`. Rows of `(letter_id, reason, answer)`."""
+    cur.execute(
+        "UPDATE letters l SET channel = 'paper', ebox_state = 'no_digital_user', decision_rule = "
+        "'no_digital_user', decision_reason = v.reason, updated_at = now() "
+        "FROM unnest(%s::text[], %s::text[]) AS v(letter_id, reason) "
+        "WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = 'processing' "
+        "RETURNING l.letter_id", ([r[0] for r in rows], [r[1] for r in rows], run_id))
+    changed = {r[0] for r in cur.fetchall()}
+    record_events(cur, ctx, ((lid, "rerouted_to_paper", {"rule": "no_digital_user", "answer": answer})
+                             for lid, _, answer in rows if lid in changed))
+    return changed
+
+
+def assign_to_print_batch(cur, ctx: RunContext, batch_id: str, letter_ids: Sequence[str],
+                          hand_over_on: date | None) -> set[str]:
+    """Batch membership, written before the batch's file is built: a letter joins one batch only."""
+    cur.execute("UPDATE letters SET print_batch_id = %s, updated_at = now() WHERE letter_id = ANY(%s) "
+                "AND status = 'processing' AND print_batch_id IS NULL RETURNING letter_id",
+                (batch_id, list(letter_ids)))
+    changed = {r[0] for r in cur.fetchall()}
+    details = {"batch_id": batch_id, "hand_over_on": hand_over_on.isoformat() if hand_over_on else None}
+    record_events(cur, ctx, ((lid, "assigned_to_print_batch", details) for lid in letter_ids if lid in changed))
+    return changed
+
+
+# --------------------------------------------------------------------------- to a final state
+
+def mark_delivered_ebox(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]) -> set[str]:
+    """processing -> delivered_ebox. Rows of `(letter_id, message_id, answer, expires_at)`; `answer` is
+    `published` or `already_published` (a 409 settled as delivered); `expires_at` is the eBox's
+    `expirationDate` of the message, or None when the eBox did not say."""
+    cur.execute(
+        "UPDATE letters l SET status = 'delivered_ebox', ebox_message_id = v.message_id, ebox_state = NULL, "
+        "ebox_expires_at = v.expires_at, final_at = now(), updated_at = now() "
+        "FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS v(letter_id, message_id, expires_at) "
+        "WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = 'processing' "
+        "RETURNING l.letter_id",
+        ([r[0] for r in rows], [r[1] for r in rows], [_timestamp(r[3]) for r in rows], run_id))
+    changed = {r[0] for r in cur.fetchall()}
+    record_events(cur, ctx, ((lid, "delivered_ebox", {"message_id": message_id, "answer": answer,
+                                                      "expires_at": _timestamp(expires)})
+                             for lid, message_id, answer, expires in rows if lid in changed))
+    return changed
+
+
+def _timestamp(value) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if isinstance(value, (date, datetime)) else str(value)
+
+
+def mark_handed_to_print(cur, ctx: RunContext, batch_id: str, letter_ids: Sequence[str],
+                         batch_sha256: str | None) -> set[str]:
+    """processing -> handed_to_print, for the members of an uploaded batch."""
+    cur.execute("UPDATE letters SET status = 'handed_to_print', final_at = now(), updated_at = now() "
+                "WHERE print_batch_id = %s AND status = 'processing' AND letter_id = ANY(%s) RETURNING letter_id",
+                (batch_id, list(letter_ids)))
+    changed = {r[0] for r in cur.fetchall()}
+    record_events(cur, ctx, ((lid, "handed_to_print", {"batch_id": batch_id, "batch_sha256": batch_sha256})
+                             for lid in letter_ids if lid in changed))
+    return changed
+
+
 def quarantine(cur, ctx: RunContext, letter_id: str, run_id: str, reason: str, stage: str) -> bool:
+    """processing -> quarantined, with the reason in words (names a field or an answer, never a value)."""
     cur.execute(
         "UPDATE letters SET status = 'quarantined', quarantine_reason = %s, final_at = now(), updated_at = now() "
         "WHERE letter_id = %s AND claim_run_id = %s AND status = 'processing'", (reason, letter_id, run_id))
@@ -173,8 +313,30 @@ def quarantine(cur, ctx: RunContext, letter_id: str, run_id: str, reason: str, s
     return False
 
 
+def mark_ebox_rejected(cur, ctx: RunContext, letter_id: str, run_id: str, reason: str) -> bool:
+    """The eBox refused the publication for good (4xx other than a conflict): quarantined, stage ebox."""
+    cur.execute("UPDATE letters SET ebox_state = 'rejected' WHERE letter_id = %s AND claim_run_id = %s "
+                "AND status = 'processing'", (letter_id, run_id))
+    return quarantine(cur, ctx, letter_id, run_id, reason, stage="ebox")
+
+
+def quarantine_after_print_rejection(cur, ctx: RunContext, letter_id: str, batch_id: str, reason: str,
+                                     details: dict | None = None) -> bool:
+    """handed_to_print -> quarantined: the print house refused the letter, so it was never posted."""
+    cur.execute(
+        "UPDATE letters SET status = 'quarantined', quarantine_reason = %s, print_status = 'rejected', "
+        "print_reason = %s, print_acknowledged_at = now(), final_at = now(), updated_at = now() "
+        "WHERE letter_id = %s AND print_batch_id = %s AND status = 'handed_to_print' AND print_status IS NULL",
+        (f"print house rejected: {reason}", reason, letter_id, batch_id))
+    if cur.rowcount == 1:
+        record_events(cur, ctx, [(letter_id, "quarantined", {"stage": "print_house", "reason": reason,
+                                                             "batch_id": batch_id, **(details or {})})])
+        return True
+    return False
+
+
 def release_for_retry(cur, ctx: RunContext, letter_id: str, run_id: str, error: str) -> bool:
-    """Give a letter back to the outbox (status pending) for the next run, keeping its eBox state."""
+    """processing -> pending: back to the outbox for the next run, keeping its eBox state."""
     cur.execute(
         "UPDATE letters SET status = 'pending', claim_run_id = NULL, claim_chunk = NULL, claimed_at = NULL, "
         "last_error = %s, updated_at = now() WHERE letter_id = %s AND claim_run_id = %s AND status = 'processing'",
@@ -184,6 +346,8 @@ def release_for_retry(cur, ctx: RunContext, letter_id: str, run_id: str, error: 
         return True
     return False
 
+
+# --------------------------------------------------------------------------- reading
 
 def outcome_counts(conn, dag_id: str, run_id: str) -> dict:
     """Current states and rules of the letters this DAG run claimed (from their `claimed` events)."""

@@ -1,5 +1,7 @@
 """Versioned schema migrations: `dijlepost db migrate` applies every file in `migrations/` once.
 
+After the files, `sync_departments` makes the `departments` table and the rollout phases hold every
+wave of `waves.py`: a new department starts in phase `off` until an administrator changes it.
 Idempotent and safe to run concurrently: a session-level advisory lock (released in `finally`) serialises
 runners and each file is applied in the same transaction that records it in `schema_migrations`.
 """
@@ -47,6 +49,7 @@ def migrate(conn) -> list[str]:
                 conn.commit()
                 applied_now.append(version)
                 log.info("event=migration_applied version=%s", version)
+            sync_departments(conn)
         except Exception:
             conn.rollback()
             raise
@@ -54,3 +57,35 @@ def migrate(conn) -> list[str]:
             cur.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
             conn.commit()
     return applied_now
+
+
+def sync_departments(conn) -> list[str]:
+    """Insert the departments of `waves.WAVES` that the database does not know yet, each with rollout
+    phase `off` (nothing sent until an administrator chooses a phase); return those added. Known
+    departments keep their phase; their title and wave number follow `waves.py`."""
+    from include.dijlepost.waves import WAVES
+
+    added: list[str] = []
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('departments') IS NOT NULL")
+        if not cur.fetchone()[0]:       # a database migrated only part of the way (tests of old versions)
+            return added
+        for wave in WAVES.values():
+            cur.execute(
+                "INSERT INTO departments (department, wave_number, title) VALUES (%s, %s, %s) "
+                "ON CONFLICT (department) DO UPDATE SET wave_number = EXCLUDED.wave_number, title = EXCLUDED.title "
+                "RETURNING (xmax = 0)", (wave.department, wave.wave_number, wave.title))
+            if cur.fetchone()[0]:
+                added.append(wave.department)
+            cur.execute(
+                "INSERT INTO rollout_phases (department, phase, changed_by, reason) VALUES (%s, 'off', 'migration', "
+                "'new department: off until an administrator chooses a phase') ON CONFLICT (department) DO NOTHING "
+                "RETURNING department", (wave.department,))
+            if cur.fetchone():
+                cur.execute("INSERT INTO rollout_history (department, from_phase, to_phase, changed_by, reason) "
+                            "SELECT department, NULL, phase, changed_by, reason FROM rollout_phases "
+                            "WHERE department = %s", (wave.department,))
+    conn.commit()
+    for department in added:
+        log.info("event=department_added department=%s", department)
+    return added

@@ -6,12 +6,14 @@ UV_VERSION := 0.13.9
 
 .PHONY: demo test test-fast bench install lock clean
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+# Development and CI install both locked sets (requirements-dev.txt pins the production packages at
+# the versions of requirements.txt); a production image installs requirements.txt only.
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "dijlepost needs Python 3.11"'
 	@$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null
 	@$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	@$(VENV)/bin/uv pip install -q -p $(PY) -r requirements.txt
+	@$(VENV)/bin/uv pip install -q -p $(PY) -r requirements.txt -r requirements-dev.txt
 	@$(VENV)/bin/uv pip install -q -p $(PY) --no-deps -e .
 	@touch $@
 
@@ -20,10 +22,14 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) -m include.dijlepost.demo
 
+# scripts/system-deps installs the Debian packages the tests use (sshd, pdftoppm, chromium, redis) when
+# missing, starts Redis and checks PostgreSQL; without root it names what is missing and the command.
 test: install
+	scripts/system-deps
 	$(PY) -m pytest -q
 
 test-fast: install
+	scripts/system-deps
 	$(PY) -m pytest -q -m "not e2e"
 
 # The benchmarks one by one (figures in README.md); the scale run takes minutes.
@@ -33,9 +39,11 @@ bench: install
 	$(PY) -m benchmarks.print_handoff
 	$(PY) -m benchmarks.audit_chain
 
-# Re-resolve the pinned set after editing requirements.in.
+# Re-resolve the pinned sets after editing requirements.in or requirements-dev.in: production first,
+# then the development set constrained by it (unchanged pins are kept; `make lock UPGRADE=1` upgrades).
 lock: install
-	$(VENV)/bin/uv pip compile -q requirements.in --python-version 3.11 -o requirements.txt
+	$(VENV)/bin/uv pip compile -q requirements.in --python-version 3.11 $(if $(UPGRADE),--upgrade) -o requirements.txt
+	$(VENV)/bin/uv pip compile -q requirements-dev.in --python-version 3.11 $(if $(UPGRADE),--upgrade) -o requirements-dev.txt
 
 clean:
 	rm -rf var .pytest_cache

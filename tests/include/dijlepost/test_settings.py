@@ -36,3 +36,36 @@ def test_a_short_pseudonym_key_is_refused(env):
     env.setenv("DIJLEPOST_PSEUDONYM_KEY", "short")
     with pytest.raises(ConfigurationError, match="DIJLEPOST_PSEUDONYM_KEY"):
         Settings.from_env()
+
+
+def test_a_missing_pseudonym_key_is_refused_by_name_without_a_traceback_of_values(env):
+    env.delenv("DIJLEPOST_PSEUDONYM_KEY")
+    with pytest.raises(ConfigurationError, match="DIJLEPOST_PSEUDONYM_KEY must be set") as refused:
+        Settings.from_env()
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__
+
+
+def test_a_short_key_is_counted_in_characters_and_never_echoed(env):
+    env.setenv("DIJLEPOST_PSEUDONYM_KEY", "ééééééééé")          # 9 characters, 18 bytes
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_env()
+    assert "é" not in str(refused.value)
+    env.setenv("DIJLEPOST_PSEUDONYM_KEY", "é" * 16)
+    assert Settings.from_env().pseudonym_key == ("é" * 16).encode()
+
+
+def test_explicit_paths_and_database_url_override_the_var_dir(env, tmp_path):
+    env.setenv("DIJLEPOST_DOCUMENT_ROOT", str(tmp_path / "docs"))
+    env.setenv("DIJLEPOST_PRINT_WORK_DIR", str(tmp_path / "batches"))
+    env.setenv("DIJLEPOST_DATABASE_URL", "postgresql://127.0.0.1/dijlepost")
+    settings = Settings.from_env()
+    assert (settings.document_root, settings.print_work_dir) == (tmp_path / "docs", tmp_path / "batches")
+    assert settings.database_url == "postgresql://127.0.0.1/dijlepost"
+    env.setenv("DIJLEPOST_DATABASE_URL", "")
+    assert Settings.from_env().database_url is None
+
+
+def test_settings_cannot_be_changed_after_reading(env):
+    settings = Settings.from_env()
+    with pytest.raises(Exception):
+        settings.document_sync = "file"

@@ -32,7 +32,8 @@ def redis_broker():
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
-        pytest.skip(f"no Redis broker at {REDIS_URL} ({exc}); .ci/run installs and starts redis-server")
+        pytest.fail(f"no Redis broker at {REDIS_URL} ({exc}): scripts/system-deps installs and starts "
+                    "redis-server", pytrace=False)
     return REDIS_URL
 
 

@@ -26,6 +26,7 @@ import psycopg
 import pytest
 
 from tests.support.database import SERVER
+from tests.support.tools import require_tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -52,8 +53,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def airflow_api(pg_url, tmp_path_factory):
     """A real `airflow api-server` with the plugin; yields its base URL."""
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium package")
+    require_tool(CHROMIUM, "chromium")
     home = tmp_path_factory.mktemp("airflow-admin-page")
     (home / "dags").mkdir()
     meta = f"dijlepost_airflow_admin_{uuid.uuid4().hex[:8]}"

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from include.dijlepost.printhouse import sftp_connection
+from tests.support.tools import require_tool
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = "ssh-keygen"
@@ -222,8 +223,8 @@ def start_sshd() -> SshdServer:
 
 @pytest.fixture(scope="session")
 def sshd():
-    if not SSHD.exists():
-        pytest.skip(f"OpenSSH server not installed ({SSHD} missing); CI installs openssh-server")
+    require_tool(str(SSHD), "openssh-server")
+    require_tool(SSH_KEYGEN, "openssh-client")
     if os.geteuid() != 0:
         pytest.fail("the sshd fixture must run as root: sshd needs root to chroot the SFTP user")
     server = start_sshd()

@@ -15,6 +15,7 @@ from include.dijlepost.rendering import samples
 from include.dijlepost.rendering.templates import load_templates
 from include.dijlepost.settings import TEMPLATES_DIR
 from include.dijlepost.waves import ALL_LETTER_TYPES, LANGUAGES
+from tests.support.tools import require_tool
 
 from .letters import TODAY
 
@@ -25,6 +26,7 @@ A4_PIXELS = (210 / 25.4 * samples.DPI, 297 / 25.4 * samples.DPI)
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
+    require_tool("pdftoppm", "poppler-utils")
     out = tmp_path_factory.mktemp("samples")
     return out, samples.render_samples(out, TODAY)
 

@@ -20,7 +20,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m include.dijlepost.demo
+	$(PY) -m demo
 
 # scripts/system-deps installs the Debian packages the tests use (sshd, pdftoppm, chromium, redis) when
 # missing, starts Redis and checks PostgreSQL; without root it names what is missing and the command.

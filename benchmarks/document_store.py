@@ -2,9 +2,9 @@
 
     .venv/bin/python -m benchmarks.document_store [--dir var/bench/docstore] [--letters 3000]
 
-`chunk.render_letters` stores every PDF with `pipeline._write_atomically` (a new temporary file,
+`chunk.render_letters` stores every PDF with `documents.write_atomically` (a new temporary file,
 write, rename onto the letter's path) and then makes the chunk durable with one `syncfs` of the
-document volume (`pipeline._FileSystemSync`), so each letter creates one new file on the document
+document volume (`documents.VolumeSync`), so each letter creates one new file on the document
 volume. This measures that path on the volume holding `--dir` (point it at the production document
 volume to size it), in CPU milliseconds per PDF, user and kernel of this process, the whole
 machine's busy CPU (the write-back is partly done by kernel threads) and wall time, three ways:
@@ -34,14 +34,14 @@ from datetime import date
 from pathlib import Path
 
 from benchmarks.cpu_accounting import ProcessClock
-from include.dijlepost.pipeline import _FileSystemSync, _write_atomically
+from include.dijlepost.documents import VolumeSync, write_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def sample_pdf() -> bytes:
     from include.dijlepost.rendering import LetterRenderer
-    from include.dijlepost.rendering.samples import sample_letter
+    from demo.samples import sample_letter
 
     return LetterRenderer().render(sample_letter("invoice", "nl", date(2026, 3, 2))).pdf
 
@@ -50,11 +50,11 @@ def store_many(directory: Path, pdf: bytes, count: int, fsync_each: bool = False
     """Store `count` PDFs into `directory` exactly as the render task does: one syncfs, or with
     `fsync_each` an fsync per PDF (DIJLEPOST_DOCUMENT_SYNC=file); ms per PDF."""
     clock = ProcessClock()
-    volume = _FileSystemSync(directory, each_file=fsync_each)
+    volume = VolumeSync(directory, each_file=fsync_each)
     try:
         paths = [directory / f"L{i:07d}.pdf" for i in range(count)]
         for path in paths:
-            _write_atomically(path, pdf, sync=False)
+            write_atomically(path, pdf, sync=False)
         volume.sync(paths)
     finally:
         volume.close()

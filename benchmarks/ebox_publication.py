@@ -38,7 +38,7 @@ CITIZEN_ID = "85073003328"
 
 
 def sample_pdf() -> tuple[bytes, str]:
-    from include.dijlepost.demo import dataset
+    from demo import dataset
     from include.dijlepost.rendering import LetterRenderer
 
     row = dataset.build(seed=7, mix={"finance": 1}, today=date(2026, 3, 2), prefix="BENCH", mistakes=False).letters[0]

@@ -23,7 +23,7 @@ import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from include.dijlepost.demo.sample_payloads import sample_payload
+from demo.sample_payloads import sample_payload
 from include.dijlepost.printhouse.batch import BatchLetter, address_lines, build_batch_zip, postage_class_for
 from include.dijlepost.printhouse.handoff import MIB, PlannedLetter, plan_batches, upload_checksum
 from include.dijlepost.printhouse.upload import upload_batch

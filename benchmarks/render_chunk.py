@@ -32,7 +32,7 @@ from benchmarks.cpu_accounting import ProcessClock
 from benchmarks.scale import copy_letters, mix_for
 from benchmarks.scratch_db import scratch_database
 from include.dijlepost import pipeline
-from include.dijlepost.demo import dataset
+from demo import dataset
 from include.dijlepost.outbox import RunContext, iter_letters_in_claim
 
 ROOT = Path(__file__).resolve().parents[1]

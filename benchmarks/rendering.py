@@ -28,8 +28,8 @@ SEED = 2800
 
 
 def _letters(count: int, seed: int = SEED):
-    from include.dijlepost.demo.population import make_recipient
-    from include.dijlepost.demo.sample_payloads import sample_payload
+    from demo.population import make_recipient
+    from demo.sample_payloads import sample_payload
 
     rng = random.Random(seed)
     for index in range(count):

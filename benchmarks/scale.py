@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.cpu_accounting import CpuAccounting  # noqa: E402
 from include.dijlepost.db.migrate import migrate  # noqa: E402
-from include.dijlepost.demo import dataset  # noqa: E402
+from demo import dataset  # noqa: E402
 from include.dijlepost.intake import COMPARED  # noqa: E402
 from include.dijlepost.outbox import LETTER_COLUMNS  # noqa: E402
 from include.dijlepost.rollout import set_phase  # noqa: E402

@@ -70,7 +70,7 @@ class WaveRunner:
     def __call__(self, dag_id: str, expect_success: bool = True, **extra_env) -> str:
         self.runs += 1
         log = self.log_dir / f"{dag_id}-{self.runs}.log"
-        proc = subprocess.run([sys.executable, "-m", "include.dijlepost.demo.run_waves", dag_id],
+        proc = subprocess.run([sys.executable, "-m", "demo.run_waves", dag_id],
                               env={**self.env, **extra_env}, cwd=ROOT, capture_output=True, text=True,
                               timeout=600)
         log.write_text(proc.stdout + proc.stderr)

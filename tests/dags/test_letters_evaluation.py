@@ -20,7 +20,7 @@ def run_evaluation(airflow_home, airflow_metadata_url, pg_url, tmp_path):
                 "DIJLEPOST_REPORTS_DIR": str(tmp_path / "reports"), "DIJLEPOST_TARIFF_POSTAGE_EUR": "1.00"})
 
     def _run(conf: dict | None = None) -> str:
-        argv = [sys.executable, "-m", "include.dijlepost.demo.run_waves"]
+        argv = [sys.executable, "-m", "demo.run_waves"]
         if conf:
             argv += ["--conf", json.dumps(conf)]
         proc = subprocess.run(argv + ["letters_evaluation"], env=env, cwd=ROOT, capture_output=True, text=True,

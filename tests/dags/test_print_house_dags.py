@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from include.dijlepost.demo import dataset
+from demo import dataset
 from include.dijlepost.intake import import_rows
 from include.dijlepost.printhouse.simulator import PrinterBehaviour, process_inbox
 from include.dijlepost.rollout import set_phase

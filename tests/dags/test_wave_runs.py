@@ -13,7 +13,7 @@ from datetime import date
 
 import pytest
 
-from include.dijlepost.demo import dataset
+from demo import dataset
 from include.dijlepost.ebox.client import idempotency_key
 from include.dijlepost.intake import import_rows
 from include.dijlepost.recipients import pseudonym

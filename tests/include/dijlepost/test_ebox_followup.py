@@ -11,7 +11,8 @@ import psycopg
 import pytest
 
 from include.dijlepost import ebox_followup, pipeline
-from include.dijlepost.demo import dataset
+from include.dijlepost.ebox import delivery
+from demo import dataset
 from include.dijlepost.ebox.client import EboxClient
 from include.dijlepost.intake import import_rows
 from include.dijlepost.outbox import RunContext, claim
@@ -45,11 +46,11 @@ def client(ebox):
 def run_wave_until_delivery(db, client, renderer, tmp_path, run: str) -> list[int]:
     """claim -> activation -> decide -> render -> eBox delivery, as the wave DAG does."""
     c = claim(db, "finance", run, 1000, 1000, timedelta(hours=3), CTX)
-    pipeline.check_activation(db, client, KEY, run, timedelta(days=7), CTX)
+    delivery.check_activation(db, client, KEY, run, timedelta(days=7), CTX)
     pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, run, CTX)
     for chunk in c.chunks:
         pipeline.render_chunk(db, renderer, tmp_path / "docs", run, chunk, CTX)
-        pipeline.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run, chunk, CTX)
+        delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run, chunk, CTX)
     return c.chunks
 
 

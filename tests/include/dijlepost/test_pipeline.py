@@ -10,7 +10,9 @@ from datetime import date, timedelta
 import pytest
 
 from include.dijlepost import pipeline
-from include.dijlepost.demo import dataset
+from include.dijlepost import documents
+from include.dijlepost.ebox import delivery
+from demo import dataset
 from include.dijlepost.ebox.client import EboxClient
 from include.dijlepost.intake import import_rows
 from include.dijlepost.outbox import RunContext, claim
@@ -50,7 +52,7 @@ def seed(db, ebox, n: int, active_share: float, seed_no: int = 3):
 def prepare(db, client, renderer, tmp_path, run=RUN, lease=timedelta(hours=3)):
     """claim -> activation -> decide -> render, as the DAG does before branching."""
     c = claim(db, "finance", run, 1000, 1000, lease, CTX)
-    pipeline.check_activation(db, client, KEY, run, timedelta(days=7), CTX)
+    delivery.check_activation(db, client, KEY, run, timedelta(days=7), CTX)
     pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, run, CTX)
     for chunk in c.chunks:
         pipeline.render_chunk(db, renderer, tmp_path / "docs", run, chunk, CTX)
@@ -108,7 +110,7 @@ def test_a_chunk_checks_and_decides_only_its_own_letters_and_reuses_fresh_answer
     spy = LookupLog(client)
     state = read_state(db, "finance")
 
-    checked = pipeline.check_activation(db, spy, KEY, RUN, timedelta(days=7), CTX, chunk=1)
+    checked = delivery.check_activation(db, spy, KEY, RUN, timedelta(days=7), CTX, chunk=1)
     decided = pipeline.decide_claim(db, WAVE, state, KEY, RUN, CTX, chunk=1)
     assert set().union(*spy.asked) == recipients[1] and checked["recipients"] == len(recipients[1])
     assert decided["decided"] == 10
@@ -119,9 +121,9 @@ def test_a_chunk_checks_and_decides_only_its_own_letters_and_reuses_fresh_answer
 
     # A retried chunk, and the next chunk, ask only about recipients whose answer is not cached yet.
     spy.asked.clear()
-    retried = pipeline.check_activation(db, spy, KEY, RUN, timedelta(days=7), CTX, chunk=1)
+    retried = delivery.check_activation(db, spy, KEY, RUN, timedelta(days=7), CTX, chunk=1)
     assert spy.asked == [] and retried["cached_fresh"] == len(recipients[1])
-    nxt = pipeline.check_activation(db, spy, KEY, RUN, timedelta(days=7), CTX, chunk=2)
+    nxt = delivery.check_activation(db, spy, KEY, RUN, timedelta(days=7), CTX, chunk=2)
     assert set().union(set(), *spy.asked) == recipients[2] - recipients[1]
     assert nxt["cached_fresh"] == len(recipients[2] & recipients[1])
 
@@ -130,7 +132,7 @@ def test_a_chunk_is_decided_page_by_page_each_letter_once(db, ebox, client, monk
     seed(db, ebox, 10, active_share=0.5)
     c = claim(db, "finance", RUN, 1000, 1000, timedelta(hours=3), CTX)
     monkeypatch.setattr(pipeline, "_DECIDE_PAGE", 3)                    # pages of 3, 3, 3 and 1
-    pipeline.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX, chunk=c.chunks[0])
+    delivery.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX, chunk=c.chunks[0])
     result = pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, RUN, CTX, chunk=c.chunks[0])
     assert result["decided"] == 10
     assert db.execute("SELECT count(*) FROM letters WHERE decided_at IS NULL").fetchone()[0] == 0
@@ -148,7 +150,7 @@ def _render_first_chunk_recording_syncs(db, ebox, client, renderer, tmp_path, mo
 
     seed(db, ebox, 4, active_share=0.5, seed_no=8)
     c = claim(db, "finance", RUN, 1000, 1000, timedelta(hours=3), CTX)
-    pipeline.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX)
+    delivery.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX)
     pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, RUN, CTX)
     synced: list[tuple[str, str, int]] = []
 
@@ -164,7 +166,7 @@ def _render_first_chunk_recording_syncs(db, ebox, client, renderer, tmp_path, mo
         return syncfs(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(pipeline, "_SYNCFS", recording_syncfs if syncfs else None)
+    monkeypatch.setattr(documents, "SYNCFS", recording_syncfs if syncfs else None)
     pipeline.render_chunk(db, renderer, tmp_path / "docs", RUN, c.chunks[0], CTX, sync_each_file=sync_each_file)
     assert recorded() == 4
     return synced
@@ -174,7 +176,7 @@ def test_rendered_pdfs_and_their_directories_are_on_disk_before_the_rendering_is
         db, ebox, client, renderer, tmp_path, monkeypatch):
     """One syncfs of the document volume, after the last PDF is written, then the directories."""
     synced = _render_first_chunk_recording_syncs(db, ebox, client, renderer, tmp_path, monkeypatch,
-                                                 pipeline._SYNCFS)
+                                                 documents.SYNCFS)
     root = tmp_path / "docs"
     department = root / "finance"                         # created by this first rendering, as is docs/
     directories = [str(d.resolve()) for d in (department, root, tmp_path)]
@@ -187,7 +189,7 @@ def test_without_syncfs_every_pdf_is_fsynced_before_the_rendering_is_recorded(
         db, ebox, client, renderer, tmp_path, monkeypatch, why):
     each_file = why.startswith("DIJLEPOST")
     synced = _render_first_chunk_recording_syncs(db, ebox, client, renderer, tmp_path, monkeypatch,
-                                                 pipeline._SYNCFS if each_file else None, each_file)
+                                                 documents.SYNCFS if each_file else None, each_file)
     department = (tmp_path / "docs" / "finance").resolve()
     files = sorted(str(p.resolve()) for p in department.glob("*.pdf"))
     directories = [str(d) for d in (department, department.parent, tmp_path.resolve())]
@@ -203,14 +205,14 @@ def test_a_failed_sync_of_the_document_volume_fails_the_task_and_records_nothing
 
     seed(db, ebox, 3, active_share=0.5, seed_no=8)
     c = claim(db, "finance", RUN, 1000, 1000, timedelta(hours=3), CTX)
-    pipeline.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX)
+    delivery.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX)
     pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, RUN, CTX)
 
     def failing_syncfs(fd):
         ctypes.set_errno(errno.EIO)                     # what Linux reports after a failed write-back
         return -1
 
-    monkeypatch.setattr(pipeline, "_SYNCFS", failing_syncfs)
+    monkeypatch.setattr(documents, "SYNCFS", failing_syncfs)
     with pytest.raises(OSError, match="syncfs of the document volume failed"):
         pipeline.render_chunk(db, renderer, tmp_path / "docs", RUN, c.chunks[0], CTX)
     db.rollback()
@@ -225,7 +227,7 @@ def test_crash_after_publishing_then_retry_delivers_each_letter_once(db, ebox, c
     seed(db, ebox, 8, active_share=1.0)
     c = prepare(db, client, renderer, tmp_path)
     with pytest.raises(SystemExit):
-        pipeline.deliver_chunk_to_ebox(db, CrashAfterPublishing(client, survive=3), renderer, WAVE, KEY, RUN,
+        delivery.deliver_chunk_to_ebox(db, CrashAfterPublishing(client, survive=3), renderer, WAVE, KEY, RUN,
                                        c.chunks[0], CTX, concurrency=1)
     mid = statuses(db)
     # The three answers the eBox gave before the crash are recorded (answers are written in groups);
@@ -233,7 +235,7 @@ def test_crash_after_publishing_then_retry_delivers_each_letter_once(db, ebox, c
     assert sum(1 for s in mid.values() if s[0] == "delivered_ebox") == 3
     assert sum(1 for s in mid.values() if s[3] == "in_flight" and s[0] == "processing") == 5
 
-    pipeline.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
+    delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
     after = statuses(db)
     assert {s[0] for s in after.values()} == {"delivered_ebox"}
     assert len(ebox.state.publications()) == 8
@@ -246,7 +248,7 @@ def test_a_chunk_is_published_page_by_page_and_a_crash_leaves_later_pages_unsent
     c = prepare(db, client, renderer, tmp_path)
     monkeypatch.setattr(pipeline, "_PUBLISH_PAGE", 3)                   # pages of 3, 3 and 1
     with pytest.raises(SystemExit):                     # the worker dies after the eBox took the 6th letter
-        pipeline.deliver_chunk_to_ebox(db, CrashAfterPublishing(client, survive=5), renderer, WAVE, KEY, RUN,
+        delivery.deliver_chunk_to_ebox(db, CrashAfterPublishing(client, survive=5), renderer, WAVE, KEY, RUN,
                                        c.chunks[0], CTX, concurrency=1)
     in_order = [s for _, s in sorted(statuses(db).items(), key=lambda item: db.execute(
         "SELECT id FROM letters WHERE letter_id = %s", (item[0],)).fetchone()[0])]
@@ -257,7 +259,7 @@ def test_a_chunk_is_published_page_by_page_and_a_crash_leaves_later_pages_unsent
     assert [s[3] for s in in_order[5:]] == ["in_flight", None]
     assert len(ebox.state.publications()) == 6
 
-    result = pipeline.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
+    result = delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
     assert result["letters"] == 2 and result["published"] == 1 and result["already_published"] == 1
     assert {s[0] for s in statuses(db).values()} == {"delivered_ebox"}
     assert len(ebox_copies(ebox)) == 7 and set(ebox_copies(ebox).values()) == {1}
@@ -268,7 +270,7 @@ def test_in_flight_letter_taken_over_after_phase_change_still_goes_to_ebox_not_p
     seed(db, ebox, 4, active_share=1.0, seed_no=5)
     c = prepare(db, client, renderer, tmp_path)
     with pytest.raises(SystemExit):
-        pipeline.deliver_chunk_to_ebox(db, CrashAfterPublishing(client, survive=0), renderer, WAVE, KEY, RUN,
+        delivery.deliver_chunk_to_ebox(db, CrashAfterPublishing(client, survive=0), renderer, WAVE, KEY, RUN,
                                        c.chunks[0], CTX, concurrency=1)
     # The run died. An administrator switches finance to paper; the next run takes the claims over.
     set_phase(db, "finance", "paper", "incident", "test")
@@ -278,7 +280,7 @@ def test_in_flight_letter_taken_over_after_phase_change_still_goes_to_ebox_not_p
     rules = {s[2] for s in statuses(db).values()}
     assert rules == {"ebox_publication_in_flight"}
     for chunk in c2.chunks:
-        pipeline.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run2, chunk, CTX)
+        delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run2, chunk, CTX)
     assert {s[0] for s in statuses(db).values()} == {"delivered_ebox"}
     assert set(ebox_copies(ebox).values()) == {1} and len(ebox_copies(ebox)) == 4
     assert pipeline.assign_print_batches(db, "finance", run2, CTX, 100) == []
@@ -288,13 +290,13 @@ def test_unreachable_ebox_releases_letters_for_the_next_run(db, ebox, client, re
     seed(db, ebox, 3, active_share=1.0, seed_no=9)
     c = prepare(db, client, renderer, tmp_path)
     ebox.state.set_faults(error_rate=1.0)
-    result = pipeline.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
+    result = delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
     assert result["retry_later"] == 3
     assert {s[0] for s in statuses(db).values()} == {"pending"}
     ebox.state.set_faults()
     run2 = "letters_finance:manual__2"
     c2 = prepare(db, client, renderer, tmp_path, run=run2)
-    pipeline.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run2, c2.chunks[0], CTX)
+    delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run2, c2.chunks[0], CTX)
     assert {s[0] for s in statuses(db).values()} == {"delivered_ebox"}
     assert len(ebox.state.publications()) == 3
 
@@ -305,7 +307,7 @@ def test_no_digital_user_goes_to_paper_in_the_same_run(db, ebox, client, rendere
     for kind, rid in data.ebox_active:
         ebox.state.register_recipient(kind, rid, active=True, no_digital_user=True)
     c = prepare(db, client, renderer, tmp_path)
-    pipeline.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
+    delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
     assert {s[2] for s in statuses(db).values()} == {"no_digital_user"}
     monkeypatch.setenv("AIRFLOW_CONN_PRINTHOUSE_SFTP", __import__("json").dumps(printhouse_dirs.airflow_connection()))
     batches = pipeline.assign_print_batches(db, "finance", RUN, CTX, 100)
@@ -362,7 +364,7 @@ def test_each_chunk_cuts_and_finds_its_own_print_batches(db, ebox, client, rende
     seed(db, ebox, 6, active_share=0.0, seed_no=11)            # no eBox: every letter goes on paper
     c = claim(db, "finance", RUN, 1000, 3, timedelta(hours=3), CTX)
     assert len(c.chunks) == 2
-    pipeline.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX)
+    delivery.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX)
     pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, RUN, CTX)
     for chunk in c.chunks:
         pipeline.render_chunk(db, renderer, tmp_path / "docs", RUN, chunk, CTX)
@@ -415,7 +417,7 @@ def test_a_409_is_settled_by_the_recipients_last_connection():
     letters = [_conflict("L1", "citizen", citizen), _conflict("L2", "citizen", never),
                _conflict("L3", "enterprise", company), _conflict("L4", "citizen", citizen),
                _conflict("L5", "enterprise", "0403170701")]          # no eBox (any more)
-    settled = dict((lid, r.kind) for lid, r in pipeline.settle_already_published(fed, letters))
+    settled = dict((lid, r.kind) for lid, r in delivery.settle_already_published(fed, letters))
     assert settled == {"L1": "already_published", "L2": "never_connected", "L3": "already_published",
                        "L4": "already_published", "L5": "no_active_ebox"}
     # one search per recipient kind, each recipient once
@@ -428,8 +430,8 @@ def test_a_409_waits_when_the_search_is_unavailable_and_any_other_error_fails_th
 
     letters = [_conflict("L1", "citizen", "85073003328")]
     unavailable = EboxUnavailableError("citizenEboxConsents/search unavailable: HTTP 503")
-    (lid, result), = pipeline.settle_already_published(_Federation(error=unavailable), letters)
+    (lid, result), = delivery.settle_already_published(_Federation(error=unavailable), letters)
     assert (lid, result.kind) == ("L1", "retry_later") and "HTTP 503" in result.message
     for error in (EboxConfigurationError("403", "client_id"), EboxError("answered something other than a list")):
         with pytest.raises(type(error)):
-            pipeline.settle_already_published(_Federation(error=error), letters)
+            delivery.settle_already_published(_Federation(error=error), letters)

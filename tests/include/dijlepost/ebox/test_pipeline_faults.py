@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from include.dijlepost import ebox_followup, pipeline
-from include.dijlepost.demo import dataset
+from include.dijlepost.ebox import delivery
+from demo import dataset
 from include.dijlepost.ebox.client import (PREFERENCE_SCOPE, SCOPES, EboxClient, EboxConfigurationError,
                                            idempotency_key)
 from include.dijlepost.ebox.sandbox import (DEFAULT_CLIENT_ID, FEDERATION_PREFIX, DEFAULT_SENDER_APPLICATION_ID,
@@ -60,7 +61,7 @@ class Run:
         self.db, self.renderer, self.wave = db, renderer, wave
         self.run_id = f"letters_finance:manual__{number}"
         self.claim = claim(db, "finance", self.run_id, 1000, chunk_size, timedelta(hours=3), CTX)
-        pipeline.check_activation(db, client, KEY, self.run_id, timedelta(days=7), CTX)
+        delivery.check_activation(db, client, KEY, self.run_id, timedelta(days=7), CTX)
         pipeline.decide_claim(db, wave, read_state(db, "finance"), KEY, self.run_id, CTX)
         for chunk in self.claim.chunks:
             pipeline.render_chunk(db, renderer, tmp_path / "docs", self.run_id, chunk, CTX)
@@ -69,7 +70,7 @@ class Run:
         total: Counter = Counter()
         for chunk in self.claim.chunks:
             before_each_chunk()
-            result = pipeline.deliver_chunk_to_ebox(self.db, client, self.renderer, self.wave, KEY, self.run_id,
+            result = delivery.deliver_chunk_to_ebox(self.db, client, self.renderer, self.wave, KEY, self.run_id,
                                                     chunk, CTX, concurrency=3)
             total.update({k: v for k, v in result.items() if k not in ("chunk", "letters")})
         return total
@@ -323,7 +324,7 @@ def test_a_task_that_fails_before_settling_its_409s_leaves_them_in_flight_and_th
     hidden = Path(paths[last]).rename(tmp_path / "hidden.pdf")
     ebox.state.set_faults(drop_next=1)
     with pytest.raises(FileNotFoundError):
-        pipeline.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run.run_id, chunk, CTX, concurrency=1)
+        delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run.run_id, chunk, CTX, concurrency=1)
     after = states(db)
     assert after[first][:4] == ("processing", "ebox", "ebox_active", "in_flight")   # not settled, not lost
     assert [after[lid][0] for lid in sorted(ids)[1:-1]] == ["delivered_ebox"] * 2  # recorded before the failure
@@ -331,7 +332,7 @@ def test_a_task_that_fails_before_settling_its_409s_leaves_them_in_flight_and_th
 
     # Airflow's retry of the task: the same keys; the 409 is settled, the last letter published.
     hidden.rename(paths[last])
-    retry = pipeline.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run.run_id, chunk, CTX, concurrency=1)
+    retry = delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run.run_id, chunk, CTX, concurrency=1)
     assert (retry["already_published"], retry["published"]) == (1, 1)
     assert {s[0] for s in states(db).values()} == {"delivered_ebox"}
     assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)

@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 import pytest
 
 from include.dijlepost import pipeline
-from include.dijlepost.demo import dataset
+from demo import dataset
 from include.dijlepost.intake import import_rows
 from include.dijlepost.outbox import RunContext, claim
 from include.dijlepost.printhouse import acks

@@ -5,7 +5,7 @@ import functools
 import random
 from datetime import date, datetime, timezone
 
-from include.dijlepost.demo.sample_payloads import sample_payload
+from demo.sample_payloads import sample_payload
 from include.dijlepost.rendering import LetterRenderer
 from include.dijlepost.waves import ALL_LETTER_TYPES
 

@@ -1,6 +1,6 @@
 """Run wave DAGs once each with `dag.test()` (in-process, against the real metadata database).
 
-    python -m include.dijlepost.demo.run_waves [--conf JSON] letters_finance letters_gas ...
+    python -m demo.run_waves [--conf JSON] letters_finance letters_gas ...
 Exits non-zero when a DAG run does not end in success. Used by the demo and the end-to-end tests;
 the scale benchmark runs the same DAGs through a real scheduler and executor instead.
 """

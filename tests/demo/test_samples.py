@@ -11,13 +11,13 @@ from pypdf import PdfReader
 from schwifty import IBAN
 from stdnum.be import ogm_vcs
 
-from include.dijlepost.rendering import samples
+from demo import samples
 from include.dijlepost.rendering.templates import load_templates
 from include.dijlepost.settings import TEMPLATES_DIR
 from include.dijlepost.waves import ALL_LETTER_TYPES, LANGUAGES
 from tests.support.tools import require_tool
 
-from .letters import TODAY
+from tests.include.dijlepost.rendering.letters import TODAY
 
 TEMPLATES = load_templates(TEMPLATES_DIR)
 PAYMENT_TYPES = {name for name, template in TEMPLATES.templates.items() if template.payment}

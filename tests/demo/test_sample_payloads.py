@@ -7,12 +7,12 @@ from decimal import Decimal
 
 import pytest
 
-from include.dijlepost.demo.sample_payloads import sample_payload
+from demo.sample_payloads import sample_payload
 from include.dijlepost.rendering.templates import load_templates
 from include.dijlepost.settings import TEMPLATES_DIR
 from include.dijlepost.waves import ALL_LETTER_TYPES
 
-from .letters import TODAY, make_letter, renderer
+from tests.include.dijlepost.rendering.letters import TODAY, make_letter, renderer
 
 AMOUNT_RE = re.compile(r"^\d+\.\d\d$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

@@ -64,8 +64,8 @@ def main() -> int:
 
     from include.dijlepost import cli
     from include.dijlepost.db.connection import connect
-    from include.dijlepost.demo import dataset
-    from include.dijlepost.demo.services import airflow_env, start_database
+    from demo import dataset
+    from demo.services import airflow_env, start_database
     from include.dijlepost.ebox.sandbox import SandboxServer
     from include.dijlepost.printhouse.sandbox import PrintHouseSftpServer
     from include.dijlepost.recipients import pseudonym
@@ -122,7 +122,7 @@ def main() -> int:
         for dag_id in WAVE_DAGS:
             t0 = time.monotonic()
             # Small chunks, so that the demo shows the fan-out of rendering and eBox delivery.
-            rc = _run([sys.executable, "-m", "include.dijlepost.demo.run_waves", "--conf", '{"chunk_size": 100}',
+            rc = _run([sys.executable, "-m", "demo.run_waves", "--conf", '{"chunk_size": 100}',
                        dag_id], env,
                       VAR / "logs" / f"{dag_id}.log")
             print(f"    {dag_id}: {'success' if rc == 0 else 'FAILED'} in {time.monotonic() - t0:.0f}s")
@@ -161,7 +161,7 @@ def main() -> int:
         from zoneinfo import ZoneInfo
 
         today = datetime.now(ZoneInfo("Europe/Brussels")).date().isoformat()
-        rc = _run([sys.executable, "-m", "include.dijlepost.demo.run_waves", "--conf", json.dumps({"day": today}),
+        rc = _run([sys.executable, "-m", "demo.run_waves", "--conf", json.dumps({"day": today}),
                    "letters_evaluation"], {**env, "DIJLEPOST_REPORTS_DIR": str(VAR / "reports")},
                   VAR / "logs" / "letters_evaluation.log")
         print(f"    letters_evaluation: {'success' if rc == 0 else 'FAILED'}; report: "

@@ -11,8 +11,8 @@ import random
 from dataclasses import dataclass, field
 from datetime import date
 
-from include.dijlepost.demo.population import Recipient, make_recipient
-from include.dijlepost.demo.sample_payloads import sample_payload
+from demo.population import Recipient, make_recipient
+from demo.sample_payloads import sample_payload
 from include.dijlepost.waves import WAVES
 
 DEFAULT_MIX = {"finance": 320, "gas": 160, "economy_housing": 120}

@@ -1,6 +1,6 @@
 """One sample of every letter type in every language, as PDF and PNG, for review by the departments.
 
-    .venv/bin/python -m include.dijlepost.rendering.samples --out var/samples
+    .venv/bin/python -m demo.samples --out var/samples
 
 writes `<out>/<letter_type>_<language>.pdf` and, per page, `<letter_type>_<language>-<page>.png`
 (rendered by poppler's `pdftoppm`, Debian package `poppler-utils`), plus `index.txt` listing each
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from ..settings import TEMPLATES_DIR
-from ..waves import ALL_LETTER_TYPES, LANGUAGES
-from .errors import TemplateError
-from .renderer import LetterRenderer, RenderedLetter
+from demo.sample_payloads import sample_payload
+from include.dijlepost.rendering import LetterRenderer, RenderedLetter, TemplateError
+from include.dijlepost.settings import TEMPLATES_DIR
+from include.dijlepost.waves import ALL_LETTER_TYPES, LANGUAGES
 
 DPI = 150      # enough for the QR code's modules (0.6 mm) to be 3.5 pixels wide
 # A few names a Mechelen letter meets, one per language, so reviewers see the accents rendered.
@@ -45,8 +45,6 @@ class Sample:
 
 def sample_letter(letter_type: str, language: str, today: date, seed: int = 2800) -> dict:
     """A complete outbox row for the sample of this type and language."""
-    from ..demo.sample_payloads import sample_payload
-
     name, street, postal_code, city = RECIPIENTS[language]
     return {
         "letter_id": f"SAMPLE-{letter_type}-{language}".replace("_", "-"),

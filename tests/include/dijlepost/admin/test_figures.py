@@ -9,8 +9,9 @@ from decimal import Decimal
 import pytest
 
 from include.dijlepost import pipeline
+from include.dijlepost.ebox import delivery
 from include.dijlepost.admin.figures import recent_runs, shadow_report, totals
-from include.dijlepost.demo import dataset
+from demo import dataset
 from include.dijlepost.ebox.client import EboxClient
 from include.dijlepost.intake import import_rows
 from include.dijlepost.outbox import RunContext, claim
@@ -28,6 +29,7 @@ TARIFFS = Tariffs(
     registered_surcharge=Decimal("5.00"),
     print_per_letter=Decimal("0.20"),
     print_per_extra_page=Decimal("0.10"),
+    print_per_extra_sheet=Decimal("0.05"),
     source="test",
 )
 
@@ -54,7 +56,7 @@ def test_shadow_report_of_letters_the_pipeline_decided_in_shadow(rollout_db, ebo
     )
     client = EboxClient(ebox.config(backoff_base_seconds=0.01, max_attempts=2, timeout_seconds=5))
     claim(db, "economy_housing", run, 1000, 1000, timedelta(hours=3), ctx)
-    pipeline.check_activation(db, client, KEY, run, timedelta(days=7), ctx)
+    delivery.check_activation(db, client, KEY, run, timedelta(days=7), ctx)
     pipeline.decide_claim(db, WAVES["economy_housing"], read_state(db, "economy_housing"), KEY, run, ctx)
 
     report = shadow_report(db, "economy_housing", TARIFFS)
@@ -138,15 +140,16 @@ def test_shadow_report_counts_pages_and_registered_letters_exactly(rollout_db):
     )  # not shadow
     r = shadow_report(db, "gas", TARIFFS)
     assert (r.decided, r.would_be_ebox, r.would_be_paper, r.quarantined, r.pages_estimated) == (5, 3, 1, 1, 0)
-    # by hand: postage 2 x 1.00 + (1.00 + 5.00); printing 2 x 0.20 + (0.20 + 3 x 0.10)
+    # by hand: postage 2 x 1.00 + (1.00 + 5.00); printing 2 x 0.20 + (0.20 + 3 x 0.10 + 1 x 0.05: the
+    # 4 pages of B take 2 sheets)
     assert (r.postage_saving, r.printing_saving, r.total_saving) == (
         Decimal("8.00"),
-        Decimal("0.90"),
-        Decimal("8.90"),
+        Decimal("0.95"),
+        Decimal("8.95"),
     )
     assert r.digital_share == 0.75
     d = r.to_dict()
-    assert d["total_saving"] == "8.90" and d["tariffs"]["postage"] == "1.00" and d["digital_share"] == 0.75
+    assert d["total_saving"] == "8.95" and d["tariffs"]["postage"] == "1.00" and d["digital_share"] == 0.75
 
 
 def test_shadow_report_of_recent_days_only(rollout_db):

@@ -19,7 +19,6 @@ records the audit chain head (`audit.chain_head`) as an anchor for `dijlepost au
 """
 from __future__ import annotations
 
-import html
 import json
 import os
 from collections import defaultdict
@@ -30,6 +29,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pendulum
+from jinja2 import Environment, select_autoescape
+from psycopg.rows import dict_row
 
 from include.dijlepost import logfmt
 from include.dijlepost.settings import PROJECT_ROOT
@@ -228,14 +229,13 @@ def store(conn, period: Period, figures: list[Figures], tariffs: Tariffs, run_id
 
 def history(conn, kind: str, until: date, periods: int = HISTORY_PERIODS) -> list[dict]:
     """Stored rows of the last `periods` periods of a kind up to and including the one starting `until`."""
-    with conn.cursor() as cur:
+    with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "SELECT period_start, department, ebox, paper, quarantined, ebox_share, savings_eur FROM evaluation_figures "
             "WHERE period_kind = %s AND period_start <= %s AND period_start IN (SELECT DISTINCT period_start "
             "FROM evaluation_figures WHERE period_kind = %s AND period_start <= %s ORDER BY period_start DESC "
             "LIMIT %s) ORDER BY period_start, department", (kind, until, kind, until, periods))
-        names = [d[0] for d in cur.description]
-        rows = [dict(zip(names, r)) for r in cur.fetchall()]
+        rows = cur.fetchall()
     conn.commit()
     return rows
 
@@ -299,12 +299,51 @@ def _charts(period: Period, figures: list[Figures], past: list[dict], out_dir: P
     return names
 
 
-def _fmt(v, pct: bool = False) -> str:
-    if v is None:
-        return "<span class=na>not measured</span>"
-    if pct:
-        return f"{float(v) * 100:.1f}%"
-    return html.escape(str(v))
+REPORT_TEMPLATE = r"""{% macro figure(v, pct=False) -%}
+{% if v is none %}<span class=na>not measured</span>{% elif pct %}{{ "%.1f%%" | format(v * 100) }}{% else %}{{ v }}{% endif %}
+{%- endmacro -%}
+<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>dijlepost rollout: {{ period.label }}</title>
+<style>body{font-family:sans-serif;max-width:60em;margin:1em auto;font-size:14px}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}
+td:first-child{text-align:left}.na{color:#999}.big{font-size:20px}</style></head><body>
+<h1>How is the rollout going? {{ period.label }}</h1>
+<p class=big>{{ total.letters_final }} letters finished: {{ total.ebox }} to the eBox, {{ total.paper }} on paper,
+{{ total.quarantined }} quarantined. eBox share {{ figure(total.ebox_share, pct=True) }}. Saved EUR {{ total.savings_eur }}.</p>
+{% for chart, alt in charts %}<img src="{{ chart }}" alt="{{ alt }}"> {% endfor %}
+<table><tr><th></th>{% for f in figures %}<th>{{ f.department }}</th>{% endfor %}</tr>
+{% for label, attr, pct in rows %}<tr><td>{{ label }}</td>{% for f in figures %}<td>
+{%- if attr is none %}{{ f.recipients_checked }} / {{ f.recipients_active }}
+{%- else %}{{ figure(f[attr], pct=pct) }}{% endif %}</td>{% endfor %}</tr>
+{% endfor %}</table>
+<h2>Quarantines by reason</h2><ul>
+{% for f in figures %}{% for reason, n in f.quarantine_reasons | dictsort %}<li>{{ f.department }}: {{ reason }} &times; {{ n }}</li>
+{% endfor %}{% endfor %}{% if not reasons %}<li>none</li>{% endif %}</ul>
+<p><small>Period [{{ period.start }}, {{ period.end }}) Europe/Brussels. Savings: printing and postage a paper letter
+would have cost, minus paper follow-ups; tariffs: postage EUR {{ tariffs.postage }}, registered surcharge
+EUR {{ tariffs.registered_surcharge }}, printing EUR {{ tariffs.print_per_letter }} per letter + EUR
+{{ tariffs.print_per_extra_page }} per extra page + EUR {{ tariffs.print_per_extra_sheet }} per extra sheet (printed
+duplex, two pages a sheet; pages from each letter's rendered PDF) ({{ tariffs.source }}). "not measured": the feature
+behind the figure is not installed. Audit anchor: <code>{{ anchor[0] }}:{{ anchor[1] }}</code>
+(check with <code>dijlepost audit verify --anchor {{ anchor[0] }}:{{ anchor[1] }}</code>).
+Definitions: docs/evaluation.md.</small></p>
+</body></html>
+"""
+
+# (label, Figures attribute or None for "checked / active", shown as a percentage)
+REPORT_ROWS = (
+    ("Letters finished", "letters_final", False), ("to the eBox", "ebox", False), ("on paper", "paper", False),
+    ("quarantined", "quarantined", False), ("eBox share", "ebox_share", True),
+    ("eBox activation among recipients", "activation_rate", True), ("recipients checked / active", None, False),
+    ("eBox letters still unread", "ebox_unread", False),
+    ("paper follow-ups of unread eBox letters", "paper_followups", False), ("returned mail", "returned_mail", False),
+    ("printing avoided (EUR)", "printing_avoided_eur", False), ("postage avoided (EUR)", "postage_avoided_eur", False),
+    ("cost of paper follow-ups (EUR)", "followup_cost_eur", False), ("saved (EUR)", "savings_eur", False),
+)
+
+
+_report_env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
+_report_template = _report_env.from_string(REPORT_TEMPLATE)
 
 
 def render_report(period: Period, figures: list[Figures], past: list[dict], tariffs: Tariffs,
@@ -320,42 +359,10 @@ def render_report(period: Period, figures: list[Figures], past: list[dict], tari
         total.printing_avoided_eur += f.printing_avoided_eur
         total.postage_avoided_eur += f.postage_avoided_eur
         total.followup_cost_eur += f.followup_cost_eur
-    rows = [("Letters finished", "letters_final", False), ("to the eBox", "ebox", False),
-            ("on paper", "paper", False), ("quarantined", "quarantined", False), ("eBox share", "ebox_share", True),
-            ("eBox activation among recipients", "activation_rate", True),
-            ("recipients checked / active", None, False), ("eBox letters still unread", "ebox_unread", False),
-            ("paper follow-ups of unread eBox letters", "paper_followups", False),
-            ("returned mail", "returned_mail", False), ("printing avoided (EUR)", "printing_avoided_eur", False),
-            ("postage avoided (EUR)", "postage_avoided_eur", False),
-            ("cost of paper follow-ups (EUR)", "followup_cost_eur", False), ("saved (EUR)", "savings_eur", False)]
-    table = ["<tr><th></th>" + "".join(f"<th>{html.escape(f.department)}</th>" for f in figures) + "</tr>"]
-    for label, attr, pct in rows:
-        cells = [f"{f.recipients_checked} / {f.recipients_active}" if attr is None else _fmt(getattr(f, attr), pct)
-                 for f in figures]
-        table.append(f"<tr><td>{html.escape(label)}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    reasons = [f"<li>{html.escape(f.department)}: {html.escape(r)} &times; {n}</li>"
-               for f in figures for r, n in sorted(f.quarantine_reasons.items())] or ["<li>none</li>"]
-    share = _fmt(total.ebox_share, True)
-    doc = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>dijlepost rollout: {html.escape(period.label)}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:1em auto;font-size:14px}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}
-td:first-child{{text-align:left}}.na{{color:#999}}.big{{font-size:20px}}</style></head><body>
-<h1>How is the rollout going? {html.escape(period.label)}</h1>
-<p class=big>{total.letters_final} letters finished: {total.ebox} to the eBox, {total.paper} on paper,
-{total.quarantined} quarantined. eBox share {share}. Saved EUR {total.savings_eur}.</p>
-<img src="{charts[0]}" alt="letters by channel"> <img src="{charts[1]}" alt="trends">
-<table>{''.join(table)}</table>
-<h2>Quarantines by reason</h2><ul>{''.join(reasons)}</ul>
-<p><small>Period [{period.start}, {period.end}) Europe/Brussels. Savings: printing and postage a paper letter
-would have cost, minus paper follow-ups; tariffs: postage EUR {tariffs.postage}, registered surcharge
-EUR {tariffs.registered_surcharge}, printing EUR {tariffs.print_per_letter} per letter + EUR
-{tariffs.print_per_extra_page} per extra page ({html.escape(tariffs.source)}). "not measured": the feature
-behind the figure is not installed. Audit anchor: <code>{anchor[0]}:{anchor[1]}</code>
-(check with <code>dijlepost audit verify --anchor {anchor[0]}:{anchor[1]}</code>).
-Definitions: docs/evaluation.md.</small></p>
-</body></html>
-"""
+    doc = _report_template.render(
+        period=period, figures=figures, total=total, tariffs=tariffs, anchor=anchor, rows=REPORT_ROWS,
+        charts=list(zip(charts, ("letters by channel", "trends"))),
+        reasons=any(f.quarantine_reasons for f in figures))
     path = out_dir / "report.html"
     _write(path, doc.encode("utf-8"))
     return path

@@ -10,16 +10,21 @@ passing a `Tariffs` explicitly). Sources of the defaults:
   higher; contract prices for presorted mail are lower, so this is a middle estimate);
 - registered letter surcharge: bpost registered-letter option on top of postage, EUR 6.00 estimate;
 - printing, enveloping and handling by the print house: EUR 0.20 per letter (first sheet, C5/DL window
-  envelope, inserting) plus EUR 0.06 per additional page, typical for municipal print-and-mail
+  envelope, inserting) plus EUR 0.06 per additional printed page, typical for municipal print-and-mail
   contracts of this size (an estimate);
+- paper: letters are printed duplex, so a letter of `pages` pages takes `ceil(pages / 2)` sheets (as in
+  the print-house manifest); each sheet after the first costs EUR 0.02 (A4 80 g paper and inserting,
+  an estimate);
 - eBox: free of charge for Belgian public authorities (the federal eBox is provided by BOSA/FOD BOSA).
 
 Override with DIJLEPOST_TARIFF_POSTAGE_EUR, DIJLEPOST_TARIFF_REGISTERED_SURCHARGE_EUR,
-DIJLEPOST_TARIFF_PRINT_PER_LETTER_EUR, DIJLEPOST_TARIFF_PRINT_PER_EXTRA_PAGE_EUR, DIJLEPOST_TARIFF_SOURCE.
+DIJLEPOST_TARIFF_PRINT_PER_LETTER_EUR, DIJLEPOST_TARIFF_PRINT_PER_EXTRA_PAGE_EUR,
+DIJLEPOST_TARIFF_PRINT_PER_EXTRA_SHEET_EUR, DIJLEPOST_TARIFF_SOURCE.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -31,6 +36,7 @@ _ENV = {
     "registered_surcharge": "DIJLEPOST_TARIFF_REGISTERED_SURCHARGE_EUR",
     "print_per_letter": "DIJLEPOST_TARIFF_PRINT_PER_LETTER_EUR",
     "print_per_extra_page": "DIJLEPOST_TARIFF_PRINT_PER_EXTRA_PAGE_EUR",
+    "print_per_extra_sheet": "DIJLEPOST_TARIFF_PRINT_PER_EXTRA_SHEET_EUR",
 }
 
 
@@ -44,15 +50,23 @@ class Tariffs:
     registered_surcharge: Decimal = Decimal("6.00")
     print_per_letter: Decimal = Decimal("0.20")
     print_per_extra_page: Decimal = Decimal("0.06")
+    print_per_extra_sheet: Decimal = Decimal("0.02")
     ebox: Decimal = Decimal("0.00")
     source: str = DEFAULT_SOURCE
 
     def postage_for(self, registered: bool = False) -> Decimal:
         return self.postage + (self.registered_surcharge if registered else Decimal("0"))
 
+    @staticmethod
+    def sheets_for(pages: int | None = 1) -> int:
+        """Sheets of a letter printed duplex (a letter not rendered yet counts as one page)."""
+        return math.ceil(max(int(pages or 1), 1) / 2)
+
     def printing_for(self, pages: int | None = 1) -> Decimal:
-        extra = max(int(pages or 1) - 1, 0)
-        return self.print_per_letter + self.print_per_extra_page * extra
+        """Printing, paper and enveloping of one letter of `pages` pages."""
+        pages = max(int(pages or 1), 1)
+        return (self.print_per_letter + self.print_per_extra_page * (pages - 1)
+                + self.print_per_extra_sheet * (self.sheets_for(pages) - 1))
 
     def paper_cost(self, pages: int | None = 1, registered: bool = False) -> Decimal:
         """Postage plus printing of one paper letter."""

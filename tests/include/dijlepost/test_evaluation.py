@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 # Round figures so the sums below can be done by hand.
 TARIFFS = Tariffs(postage=Decimal("1.00"), registered_surcharge=Decimal("5.00"), print_per_letter=Decimal("0.20"),
-                  print_per_extra_page=Decimal("0.10"), source="test")
+                  print_per_extra_page=Decimal("0.10"), print_per_extra_sheet=Decimal("0.05"), source="test")
 DAY = date(2026, 3, 10)          # a Tuesday; in Brussels (CET) it is [2026-03-09T23:00Z, 2026-03-10T23:00Z)
 IN_DAY = "2026-03-10T10:00:00Z"
 CTX = RunContext(dag_id="letters_finance", run_id="r", task_id="decide_channels", map_index=-1, try_number=1)
@@ -83,10 +83,11 @@ def test_day_figures_match_the_hand_computed_ones(db):
     assert fin.activation_rate == Decimal("0.5000")
     assert (fin.ebox_unread, fin.paper_followups, fin.returned_mail) == (2, 1, 1)   # F2, F3; F9; F4
     assert fin.quarantine_reasons == {"invalid_recipient_id": 1, "render": 1}
-    # printing avoided: F1 0.20 + F2 (0.20 + 2 x 0.10) + F3 0.20; postage: 1.00 + 1.00 + (1.00 + 5.00)
-    assert (fin.printing_avoided_eur, fin.postage_avoided_eur) == (Decimal("0.80"), Decimal("8.00"))
-    assert fin.followup_cost_eur == Decimal("1.30")                  # F9: 1.00 + 0.20 + 0.10
-    assert fin.savings_eur == Decimal("7.50")
+    # printing avoided: F1 0.20 + F2 (0.20 + 2 pages x 0.10 + 1 sheet x 0.05: 3 pages on 2 sheets) + F3 0.20;
+    # postage: 1.00 + 1.00 + (1.00 + 5.00)
+    assert (fin.printing_avoided_eur, fin.postage_avoided_eur) == (Decimal("0.85"), Decimal("8.00"))
+    assert fin.followup_cost_eur == Decimal("1.30")                  # F9: 1.00 + 0.20 + 0.10 (2 pages, 1 sheet)
+    assert fin.savings_eur == Decimal("7.55")
     # gas: G1 at 23:59:59 Brussels counts, G2 at midnight belongs to the next day.
     assert (gas.letters_final, gas.ebox, gas.paper, gas.ebox_share) == (1, 0, 1, Decimal("0.0000"))
     assert (gas.recipients_checked, gas.recipients_active, gas.activation_rate) == (1, 1, Decimal("1.0000"))
@@ -102,7 +103,7 @@ def test_week_figures_take_the_whole_iso_week(db):
     fin, gas = f["finance"], f["gas"]
     assert (fin.letters_final, fin.ebox, fin.paper) == (8, 4, 2)      # F8 (Monday) joins
     assert (fin.printing_avoided_eur, fin.postage_avoided_eur, fin.savings_eur) == \
-        (Decimal("1.00"), Decimal("9.00"), Decimal("8.70"))           # + F8: 0.20 printing, 1.00 postage
+        (Decimal("1.05"), Decimal("9.00"), Decimal("8.75"))           # + F8: 0.20 printing, 1.00 postage
     assert (fin.recipients_checked, fin.recipients_active) == (3, 2)  # + p5 decided on Monday
     assert (gas.ebox, gas.paper, gas.ebox_share) == (1, 1, Decimal("0.5000"))
 
@@ -110,18 +111,18 @@ def test_week_figures_take_the_whole_iso_week(db):
 def test_evaluate_stores_the_period_once_and_writes_its_report(db, tmp_path):
     seed(db)
     summary = evaluate(db, Period.day(DAY), TARIFFS, tmp_path, run_id="run-1")
-    assert (summary["letters"], summary["ebox"], summary["savings_eur"]) == (8, 3, "7.50")
+    assert (summary["letters"], summary["ebox"], summary["savings_eur"]) == (8, 3, "7.55")
     evaluate(db, Period.day(DAY), TARIFFS, tmp_path, run_id="run-2")   # a rerun replaces, never adds
     rows = db.execute("SELECT department, ebox, ebox_share, savings_eur, computed_by_run, report_path, "
                       "tariffs->>'postage' FROM evaluation_figures WHERE period_kind = 'day' ORDER BY department").fetchall()
     assert [(r[0], r[1], r[2], r[3], r[4]) for r in rows] == [
-        ("economy_housing", 0, None, Decimal("0.00"), "run-2"), ("finance", 3, Decimal("0.6000"), Decimal("7.50"), "run-2"),
+        ("economy_housing", 0, None, Decimal("0.00"), "run-2"), ("finance", 3, Decimal("0.6000"), Decimal("7.55"), "run-2"),
         ("gas", 0, Decimal("0.0000"), Decimal("0.00"), "run-2")]
     assert rows[0][6] == "1.00"
     report = tmp_path / "day" / "2026-03-10" / "report.html"
     assert rows[1][5] == str(report)
     text = report.read_text()
-    assert "8 letters finished: 3 to the eBox, 3 on paper" in text and "Saved EUR 7.50" in text
+    assert "8 letters finished: 3 to the eBox, 3 on paper" in text and "Saved EUR 7.55" in text
     assert "invalid_recipient_id &times; 1" in text
     head = db.execute("SELECT chain_seq, encode(hash, 'hex') FROM letter_events ORDER BY chain_seq DESC LIMIT 1").fetchone()
     assert f"{head[0]}:{head[1]}" in text                              # the audit anchor
@@ -147,7 +148,7 @@ def test_figures_of_features_not_installed_are_not_measured(tmp_path):
             conn.commit()
             seed(conn, with_followups=False)
             fin = by_dept(compute(conn, Period.day(DAY), TARIFFS))["finance"]
-            assert (fin.ebox, fin.paper, fin.savings_eur) == (3, 2, Decimal("8.80"))
+            assert (fin.ebox, fin.paper, fin.savings_eur) == (3, 2, Decimal("8.85"))
             assert (fin.ebox_unread, fin.paper_followups, fin.returned_mail) == (None, None, None)
             evaluate(conn, Period.day(DAY), TARIFFS, tmp_path)
             row = conn.execute("SELECT ebox_unread, paper_followups, returned_mail FROM evaluation_figures "
@@ -163,3 +164,29 @@ def test_a_run_evaluates_the_day_before_it_in_brussels():
     assert evaluated_day(datetime(2026, 3, 11, 5, 30, tzinfo=UTC)) == DAY
     assert evaluated_day(datetime(2026, 3, 10, 23, 30, tzinfo=UTC)) == DAY   # already the 11th in Brussels
     assert evaluated_day(datetime(2026, 3, 11, 5, 30, tzinfo=UTC), "2026-02-01") == date(2026, 2, 1)
+
+
+def test_printing_avoided_follows_each_letters_pages_and_duplex_sheets(db):
+    db.execute("DELETE FROM evaluation_figures")
+    for i, pages in enumerate((1, 2, 3, 4, 5)):
+        letter(db, f"P{i}", department="gas", status="delivered_ebox", final_at=IN_DAY, pages=pages)
+    db.commit()
+    gas = by_dept(compute(db, Period.day(DAY), TARIFFS))["gas"]
+    # pages 1..5 print on 1, 1, 2, 2, 3 sheets: 5 x 0.20 + (0+1+2+3+4) x 0.10 + (0+0+1+1+2) x 0.05
+    assert gas.printing_avoided_eur == Decimal("1.00") + Decimal("1.00") + Decimal("0.20")
+    assert gas.postage_avoided_eur == Decimal("5.00")
+    more_sheets = Tariffs(postage=Decimal("1.00"), print_per_letter=Decimal("0.20"), print_per_extra_page=Decimal("0"),
+                          print_per_extra_sheet=Decimal("1.00"))
+    assert by_dept(compute(db, Period.day(DAY), more_sheets))["gas"].printing_avoided_eur == Decimal("5.00")
+
+
+def test_the_report_escapes_what_it_shows(db, tmp_path):
+    db.execute("DELETE FROM evaluation_figures")
+    letter(db, "Q1", status="quarantined", final_at=IN_DAY, reason="<script>alert(1)</script>: bad")
+    db.commit()
+    tariffs = Tariffs(source="<b>contract</b>")
+    path = tmp_path / "day" / "2026-03-10" / "report.html"
+    evaluate(db, Period.day(DAY), tariffs, tmp_path)
+    text = path.read_text()
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt; &times; 1" in text
+    assert "<b>contract</b>" not in text and "&lt;b&gt;contract&lt;/b&gt;" in text

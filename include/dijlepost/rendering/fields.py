@@ -87,6 +87,27 @@ def clean_text(value: str) -> str:
     return _WHITESPACE_RE.sub(" ", unicodedata.normalize("NFC", value)).strip()
 
 
+def invisible_format_character(text: str) -> str | None:
+    """The first invisible format character (Unicode category Cf) in `text`, if any: the bidirectional
+    controls (U+202A-202E, U+2066-2069) that make a name read differently from how it is stored, zero-width
+    spaces and joiners, the soft hyphen, the byte order mark, tag characters... No letter needs one, and
+    what they do to the text is invisible in the data and unpredictable on paper."""
+    for char in text:
+        if char > "\u00ac" and unicodedata.category(char) == "Cf":
+            return char
+    return None
+
+
+def format_character_problem(text: str, where: str) -> str | None:
+    """A refusal naming `where` and the character, or None when `text` has no format character."""
+    char = invisible_format_character(text)
+    if char is None:
+        return None
+    name = unicodedata.name(char, "format character")
+    return (f"{where} contains an invisible formatting character, U+{ord(char):04X} ({name}), "
+            "which is not allowed in a letter")
+
+
 def is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
@@ -110,6 +131,8 @@ def parse_choice(value: Any, field: str, codes: Collection[str]) -> str:
 def _parse_text(value: Any, field: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise LetterDataError(f"payload field {field!r} must be text, got {type(value).__name__}")
+    if isinstance(value, str) and len(value) > 4 * MAX_TEXT_LENGTH:     # not worth cleaning first
+        raise LetterDataError(f"payload field {field!r} is longer than {MAX_TEXT_LENGTH} characters")
     text = clean_text(str(value))
     if len(text) > MAX_TEXT_LENGTH:
         raise LetterDataError(f"payload field {field!r} is longer than {MAX_TEXT_LENGTH} characters")
@@ -152,6 +175,10 @@ def _parse_amount(value: Any, field: str) -> Decimal:
         raise LetterDataError(
             f"payload field {field!r} must be a non-negative amount in euro with at most two decimals"
         ) from None
+    if amount == 0:
+        # Every amount a template declares is one the letter states ("a fine of at most ...", "a
+        # premium of ...", "to pay ..."): 0,00 EUR there means the source system lost the amount.
+        raise LetterDataError(f"payload field {field!r} must be above 0.00 EUR")
     if amount > MAX_AMOUNT:
         raise LetterDataError(f"payload field {field!r} is above the maximum of {MAX_AMOUNT} EUR")
     return amount.quantize(Decimal("0.01"))

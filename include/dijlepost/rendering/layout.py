@@ -11,8 +11,10 @@ All measures are millimetres from the top-left corner of an A4 page.
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass
 
+from .errors import RenderTimeout
 from .fonts import BOLD, PT_TO_MM, REGULAR, LetterFonts
 
 
@@ -131,49 +133,98 @@ def ink_box(fonts: LetterFonts, op: TextOp) -> Box:
     return Box(op.x, op.y - ASCENT * size, fonts.width(op.text, op.style, op.size), (ASCENT + DESCENT) * size)
 
 
-def wrap(fonts: LetterFonts, text: str, style: str, size_pt: float, width: float) -> list[str]:
-    """Greedy word wrap at spaces; a word wider than the line is cut between characters."""
+# Where a word too long for its line may break, in this order of preference: at a space (not here: the
+# words are split at spaces first), after a hyphen, dash, slash or underscore, and before the "@" and
+# the dots of an e-mail or web address (economie.wonen | @mechelen | .be), as typesetters break them.
+BREAK_AFTER = frozenset("-/_\u2010\u2011\u2013\u2014")
+BREAK_BEFORE = frozenset("@.")
+DEADLINE_EVERY = 64        # words, pieces or lines between two looks at the clock
+
+
+def check_deadline(deadline: float | None) -> None:
+    """Raise RenderTimeout once `time.monotonic()` has passed `deadline` (None: no deadline)."""
+    if deadline is not None and time.monotonic() > deadline:
+        raise RenderTimeout("the render deadline")
+
+
+def wrap(fonts: LetterFonts, text: str, style: str, size_pt: float, width: float,
+         deadline: float | None = None) -> list[str]:
+    """Greedy word wrap at spaces. A word wider than the whole line breaks at its break points (see
+    BREAK_AFTER, BREAK_BEFORE), and only a piece without any, still wider than the line, is cut
+    between characters. Linear in the length of the text: every character is measured once (twice
+    in a word that has to be broken)."""
     space = fonts.width(" ", style, size_pt)
     lines: list[str] = []
-    current: list[str] = []
-    current_width = 0.0
-    for word in text.split(" "):
+    line: list[str] = []
+    used = 0.0
+    for count, word in enumerate(text.split(" ")):
         if not word:
             continue
+        if count % DEADLINE_EVERY == 0:
+            check_deadline(deadline)
         word_width = fonts.width(word, style, size_pt)
-        if current and current_width + space + word_width <= width:
-            current.append(word)
-            current_width += space + word_width
+        gap = space if line else 0.0
+        if used + gap + word_width <= width:
+            line.append(" " + word if line else word)
+            used += gap + word_width
             continue
-        if current:
-            lines.append(" ".join(current))
-        current, current_width = [], 0.0
-        while word_width > width:
-            head, word = _cut(fonts, word, style, size_pt, width)
-            lines.append(head)
-            word_width = fonts.width(word, style, size_pt)
-        current, current_width = [word], word_width
-    if current:
-        lines.append(" ".join(current))
+        if word_width <= width:
+            lines.append("".join(line))
+            line, used = [word], word_width
+            continue
+        # Longer than a line: its pieces fill the current line and the next ones.
+        for index, piece in enumerate(_pieces(word)):
+            if index % DEADLINE_EVERY == 0:
+                check_deadline(deadline)
+            piece_width = word_width if len(piece) == len(word) else fonts.width(piece, style, size_pt)
+            gap = space if line and index == 0 else 0.0
+            if used + gap + piece_width <= width:
+                line.append(" " + piece if gap else piece)
+                used += gap + piece_width
+                continue
+            if line:
+                lines.append("".join(line))
+                line, used = [], 0.0
+            if piece_width <= width:
+                line, used = [piece], piece_width
+                continue
+            for number, char in enumerate(piece):     # no break point: between characters
+                if number % (DEADLINE_EVERY * 16) == 0:
+                    check_deadline(deadline)
+                char_width = fonts.width(char, style, size_pt)
+                if line and used + char_width > width:
+                    lines.append("".join(line))
+                    line, used = [], 0.0
+                line.append(char)
+                used += char_width
+    if line:
+        lines.append("".join(line))
     return lines
 
 
-def _cut(fonts: LetterFonts, word: str, style: str, size_pt: float, width: float) -> tuple[str, str]:
-    used = 0.0
+def _pieces(word: str):
+    """The word split at its break points: after BREAK_AFTER characters, before BREAK_BEFORE ones."""
+    start = 0
     for index, char in enumerate(word):
-        used += fonts.width(char, style, size_pt)
-        if used > width:
-            return word[:max(index, 1)], word[max(index, 1):]
-    return word, ""
+        if char in BREAK_AFTER:
+            if index + 1 > start:
+                yield word[start:index + 1]
+            start = index + 1
+        elif char in BREAK_BEFORE and index > start:
+            yield word[start:index]
+            start = index
+    if start < len(word):
+        yield word[start:]
 
 
 class Flow:
     """Places text top to bottom over as many pages as it needs."""
 
-    def __init__(self, fonts: LetterFonts, top: float):
+    def __init__(self, fonts: LetterFonts, top: float, deadline: float | None = None):
         self.fonts = fonts
         self.pages: list[list[Op]] = [[]]
         self.y = top
+        self.deadline = deadline
 
     @property
     def ops(self) -> list[Op]:
@@ -196,7 +247,9 @@ class Flow:
                   space_after: float = PARAGRAPH_GAP, tag: str = "P", group: int | None = None) -> None:
         height = line_height(size)
         group = group or new_group()
-        for line in wrap(self.fonts, text, style, size, width):
+        for number, line in enumerate(wrap(self.fonts, text, style, size, width, self.deadline)):
+            if number % DEADLINE_EVERY == 0:
+                check_deadline(self.deadline)
             self.ensure(height)
             self.ops.append(TextOp(left, self.y + baseline_offset(size), line, style, size,
                                    tag=tag, group=group))
@@ -217,8 +270,9 @@ class Flow:
         """Label/value rows (label in bold); a row splits over two pages only if it is longer than a page."""
         height = line_height(size)
         for label, value in rows:
-            labels = wrap(self.fonts, label, BOLD, size, label_width - 3)
-            values = wrap(self.fonts, value, REGULAR, size, width - label_width)
+            check_deadline(self.deadline)
+            labels = wrap(self.fonts, label, BOLD, size, label_width - 3, self.deadline)
+            values = wrap(self.fonts, value, REGULAR, size, width - label_width, self.deadline)
             count = max(len(labels), len(values))
             if count * height <= BODY_BOTTOM - NEXT_PAGE_BODY_TOP:
                 self.ensure(count * height)

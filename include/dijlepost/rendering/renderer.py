@@ -34,7 +34,7 @@ from .fonts import BOLD, FAMILY, REGULAR, LetterFonts, LetterPDF
 from .layout import (
     ADDRESS_BOX, ADDRESS_SIZES, CONTENT_WIDTH, FIRST_PAGE_BODY_TOP, FOOTER_BASELINE, FOOTER_RULE, MARGIN_LEFT,
     META_BOX, NEXT_PAGE_BODY_TOP, PAGE_HEIGHT, PAGE_WIDTH, PARAGRAPH_GAP, SENDER_TOP, SMALL_SIZE, Box, Flow,
-    FrameOp, Op, QrOp, RuleOp, TextOp, baseline_offset, ink_box, line_height, new_group, wrap,
+    FrameOp, Op, QrOp, RuleOp, TextOp, baseline_offset, check_deadline, ink_box, line_height, new_group, wrap,
 )
 from .payment import epc_payload, epc_qr_matrix
 from .templates import LetterTemplate, Paragraph, TemplateSet, load_templates
@@ -42,6 +42,9 @@ from .templates import LetterTemplate, Paragraph, TemplateSet, load_templates
 MAX_FILENAME = 80
 LETTER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")   # as the outbox table checks it
 ADDRESS_FIELDS = ("recipient_name", "street", "postal_code", "city")
+# No address line longer than this fits the window even wrapped at the smallest size; refusing it
+# first keeps an absurd value from costing any layout work.
+MAX_ADDRESS_FIELD = 200
 QR_SIZE = 30.0          # mm including the quiet zone: modules of 0.6 mm for a typical version 6 code
 QR_QUIET_ZONE = 4       # modules, as ISO/IEC 18004 asks
 _NOT_COUNTRIES = frozenset({"EU", "EZ", "UN", "QO", "ZZ"})
@@ -101,9 +104,19 @@ class LetterRenderer:
         """The letter's subject in its own language (the eBox message title); checks the letter fully."""
         return self._prepare(letter).subject
 
-    def render(self, letter: Mapping[str, Any]) -> RenderedLetter:
+    def validate(self, letter: Mapping[str, Any], deadline: float | None = None) -> None:
+        """Check the letter exactly as `render` does, without drawing it: the row, the payload, and the
+        layout (the address must fit the envelope window, the layout its deadline). Raises
+        `LetterDataError` naming the field; returns None for a letter `render` would print."""
+        self._layout(self._prepare(letter), deadline)
+
+    def render(self, letter: Mapping[str, Any], deadline: float | None = None) -> RenderedLetter:
+        """The letter as a finished PDF. With `deadline` (a `time.monotonic()` value), a layout still
+        running when it passes raises `RenderTimeout` (a `LetterDataError`): the letter is quarantined
+        and the chunk goes on."""
         prepared = self._prepare(letter)
-        pages = self._layout(prepared)
+        pages = self._layout(prepared, deadline)
+        check_deadline(deadline)
         pdf = self._draw(prepared, pages)
         texts = prepared.template.texts[prepared.language]
         return RenderedLetter(
@@ -194,7 +207,11 @@ class LetterRenderer:
                 value = str(value)
             if not isinstance(value, str) or not value.strip():
                 raise LetterDataError(f"letter field {name!r} is missing or empty")
+            if len(value) > 4 * MAX_ADDRESS_FIELD:         # not worth cleaning first
+                raise LetterDataError(f"letter field {name!r} is longer than {MAX_ADDRESS_FIELD} characters")
             lines[name] = fields.clean_text(value)
+            if len(lines[name]) > MAX_ADDRESS_FIELD:
+                raise LetterDataError(f"letter field {name!r} is longer than {MAX_ADDRESS_FIELD} characters")
             self._require_printable(lines[name], f"letter field {name!r}")
         country = (letter.get("country") or "BE")
         if not isinstance(country, str) or not re.fullmatch(r"[A-Za-z]{2}", country):
@@ -208,6 +225,9 @@ class LetterRenderer:
         return tuple(address)
 
     def _require_printable(self, text: str, where: str) -> None:
+        problem = fields.format_character_problem(text, where)
+        if problem:
+            raise LetterDataError(problem)
         char = self._fonts.unprintable(text)
         if char is not None:
             raise LetterDataError(
@@ -248,13 +268,14 @@ class LetterRenderer:
 
     # -- layout --------------------------------------------------------------------------------
 
-    def _layout(self, letter: _Letter) -> list[list[Op]]:
+    def _layout(self, letter: _Letter, deadline: float | None = None) -> list[list[Op]]:
         labels = self._set.labels[letter.language]
         department = self._set.departments[letter.template.department]
-        first_page = self._letterhead(letter) + self._meta(letter) + self._address_ops(letter.address)
+        first_page = (self._letterhead(letter) + self._meta(letter, deadline)
+                      + self._address_ops(letter.address, deadline))
 
         top = max(FIRST_PAGE_BODY_TOP, max(op.y for op in first_page if isinstance(op, TextOp)) + 8)
-        flow = Flow(self._fonts, top)
+        flow = Flow(self._fonts, top, deadline)
         flow.ops.extend(first_page)
         flow.paragraph(letter.subject, style=BOLD, size=11, space_after=5, tag="H1")
         if letter.details:
@@ -298,7 +319,7 @@ class LetterRenderer:
             ops.append(TextOp(MARGIN_LEFT, y, line, REGULAR, SMALL_SIZE, gray=True, group=group))
         return ops
 
-    def _meta(self, letter: _Letter) -> list[Op]:
+    def _meta(self, letter: _Letter, deadline: float | None = None) -> list[Op]:
         labels = self._set.labels[letter.language]
         department = self._set.departments[letter.template.department]
         rows = [
@@ -307,7 +328,7 @@ class LetterRenderer:
             (labels["contact"], department.email),
             ("", department.phone),
         ]
-        flow = Flow(self._fonts, META_BOX.top)
+        flow = Flow(self._fonts, META_BOX.top, deadline)
         flow.rows(rows, label_width=30, size=SMALL_SIZE, left=META_BOX.left, width=META_BOX.width)
         if letter.registered:
             flow.gap(1.5)
@@ -315,7 +336,7 @@ class LetterRenderer:
                            width=META_BOX.width)
         return flow.ops
 
-    def _address_ops(self, address: tuple[str, ...]) -> list[Op]:
+    def _address_ops(self, address: tuple[str, ...], deadline: float | None = None) -> list[Op]:
         """The address lines, in the largest size that fits the window; wrapped at the smallest."""
         for size in ADDRESS_SIZES:
             if all(self._fonts.width(line, REGULAR, size) <= ADDRESS_BOX.width for line in address):
@@ -323,7 +344,7 @@ class LetterRenderer:
                 break
         else:
             lines = [part for line in address
-                     for part in wrap(self._fonts, line, REGULAR, size, ADDRESS_BOX.width)]
+                     for part in wrap(self._fonts, line, REGULAR, size, ADDRESS_BOX.width, deadline)]
         height = line_height(size)
         top = ADDRESS_BOX.top + baseline_offset(size)
         group = new_group()

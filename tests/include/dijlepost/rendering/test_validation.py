@@ -1,0 +1,150 @@
+"""validate_letter: the render stage's checks without drawing, for `letters import`; the deadline and
+the linear word wrap that keep one absurd field from stalling a chunk."""
+import re
+import time
+
+import pytest
+
+from include.dijlepost.rendering import LetterDataError, RenderTimeout, TemplateFieldMissing, validate_letter
+from include.dijlepost.rendering import layout
+from include.dijlepost.rendering.fonts import REGULAR, LetterFonts
+from include.dijlepost.settings import TEMPLATES_DIR
+from include.dijlepost.waves import ALL_LETTER_TYPES, LANGUAGES
+
+from .letters import make_letter, renderer, with_payload
+
+FONTS = LetterFonts(TEMPLATES_DIR / "fonts")
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("letter_type", sorted(ALL_LETTER_TYPES))
+def test_a_letter_that_renders_validates(letter_type, language):
+    letter = make_letter(letter_type, language)
+    assert validate_letter(letter, renderer=renderer()) is None
+    assert validate_letter(letter) is None          # the process's own renderer over the shipped templates
+
+
+BAD_ROWS = [
+    ({"letter_type": "parking_fine"}, "unknown letter type"),
+    ({"postal_code": "28000"}, "a Belgian postal_code is four digits"),
+    ({"recipient_name": "Jan\u202eesneeP"}, "letter field 'recipient_name' contains an invisible formatting "
+                                            "character, U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+    ({"street": "Bruul\u2066 12"}, "letter field 'street' contains an invisible formatting character, U+2066"),
+    ({"city": "Meche\u200blen"}, "letter field 'city' contains an invisible formatting character, U+200B"),
+    ({"recipient_name": "Jan Pee\u00adters"}, "U+00AD (SOFT HYPHEN)"),
+    ({"recipient_name": "x" * 201}, "letter field 'recipient_name' is longer than 200 characters"),
+    ({"street": "y" * 10_000_000}, "letter field 'street' is longer than 200 characters"),
+    ({"recipient_name": " ".join(["Wolfeschlegelsteinhausenbergerdorff"] * 5)},
+     "too long to fit in the envelope window"),
+]
+
+
+@pytest.mark.parametrize("change, words", BAD_ROWS)
+def test_validate_refuses_what_render_refuses_with_the_same_reason(change, words):
+    letter = {**make_letter("invoice"), **change}
+    with pytest.raises(LetterDataError, match=re.escape(words)) as validated:
+        validate_letter(letter, renderer=renderer())
+    with pytest.raises(LetterDataError) as rendered:
+        renderer().render(letter)
+    assert str(validated.value) == str(rendered.value)
+    assert "Jan" not in str(validated.value) and "Bruul" not in str(validated.value)   # no value echoed
+
+
+@pytest.mark.parametrize("letter_type, field, value, words", [
+    ("gas_finding", "max_fine", "0.00", "payload field 'max_fine' must be above 0.00 EUR"),
+    ("premium_decision", "premium_amount", "0", "payload field 'premium_amount' must be above 0.00 EUR"),
+    ("reminder", "original_amount", "0.00", "payload field 'original_amount' must be above 0.00 EUR"),
+    ("invoice", "amount_due", "0.00", "payload field 'amount_due' must be above 0.00 EUR"),
+    ("inspection_notice", "inspector_name", "Sofie\u2069 Wouters", "payload field 'inspector_name' contains an "
+                                                                   "invisible formatting character, U+2069"),
+    ("premium_decision", "property_address", "Bruul 1\ufeff", "payload field 'property_address' contains an "
+                                                               "invisible formatting character, U+FEFF"),
+    ("invoice", "service_detail", "z" * 20_000_000, "payload field 'service_detail' is longer than 4000"),
+])
+def test_payload_values_that_mean_nothing_are_refused(letter_type, field, value, words):
+    letter = with_payload(make_letter(letter_type), **{field: value})
+    with pytest.raises(LetterDataError, match=re.escape(words)):
+        validate_letter(letter, renderer=renderer())
+    with pytest.raises(LetterDataError, match=re.escape(words)):
+        renderer().render(letter)
+
+
+def test_every_bidirectional_control_is_refused():
+    for code in [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C]:
+        letter = make_letter("reminder", recipient_name=f"Jan {chr(code)}Peeters")
+        with pytest.raises(LetterDataError, match=f"U\\+{code:04X}"):
+            validate_letter(letter, renderer=renderer())
+
+
+def test_a_missing_field_is_the_same_error_class():
+    letter = with_payload(make_letter("invoice"), ogm=None)
+    with pytest.raises(TemplateFieldMissing):
+        validate_letter(letter, renderer=renderer())
+
+
+def test_a_layout_past_its_deadline_raises_render_timeout_a_letter_data_error():
+    letter = make_letter("gas_decision", "fr")
+    past = time.monotonic() - 1
+    for check in (lambda: renderer().render(letter, deadline=past),
+                  lambda: validate_letter(letter, renderer=renderer(), deadline=past)):
+        with pytest.raises(RenderTimeout) as caught:
+            check()
+        assert isinstance(caught.value, LetterDataError)
+        assert "could not be laid out within the render deadline" in str(caught.value)
+    later = time.monotonic() + 60
+    assert renderer().render(letter, deadline=later).pages >= 1
+
+
+def test_the_deadline_is_checked_inside_the_wrap_loop(monkeypatch):
+    """A clock that passes the deadline after a few looks stops the wrap of one long text part-way."""
+    looks = iter(range(10**9))
+    monkeypatch.setattr(layout.time, "monotonic", lambda: next(looks))
+    text = " ".join(["woord"] * 100_000)
+    with pytest.raises(RenderTimeout):
+        layout.wrap(FONTS, text, REGULAR, 10, 170, deadline=5)
+    assert next(looks) < 20             # it stopped after a handful of looks, not at the end
+
+
+class _CountingFonts:
+    """The letter fonts, counting how many characters the layout measures."""
+
+    def __init__(self):
+        self.measured = 0
+        self.calls = 0
+
+    def width(self, text, style, size_pt):
+        self.measured += len(text)
+        self.calls += 1
+        return FONTS.width(text, style, size_pt)
+
+
+def _work_to_wrap(text: str) -> tuple[int, int]:
+    fonts = _CountingFonts()
+    lines = layout.wrap(fonts, text, REGULAR, 10, 170)
+    assert "".join(lines) == text.replace(" ", "")
+    return fonts.measured, fonts.calls
+
+
+@pytest.mark.parametrize("word", ["x", "ab-", "a.b@c"])
+def test_wrapping_a_huge_word_is_linear_in_its_length(word):
+    """A 256k-character word without spaces: every character is measured at most twice, and twice the
+    length is twice the work (the old cutter re-measured the rest of the word after every line)."""
+    small, large = (word * (n // len(word)) for n in (128 * 1024, 256 * 1024))
+    small_work, small_calls = _work_to_wrap(small)
+    large_work, large_calls = _work_to_wrap(large)
+    assert large_work <= 2 * len(large) + 10
+    assert large_work / small_work == pytest.approx(2, rel=0.01)
+    assert large_calls / small_calls == pytest.approx(2, rel=0.01)
+
+
+def test_a_huge_field_is_refused_before_any_layout():
+    fonts = renderer()._fonts
+    calls = []
+    original = fonts.width
+    fonts.width = lambda *args: calls.append(1) or original(*args)
+    try:
+        with pytest.raises(LetterDataError, match="longer than 200 characters"):
+            renderer().render(make_letter("invoice", recipient_name="n" * 10_000_000))
+    finally:
+        del fonts.width
+    assert not calls

@@ -1,5 +1,66 @@
-"""Airflow DAG: daily rollout evaluation per department, with a weekly summary on Mondays.
-Built by `include/dijlepost/evaluation.py`; figures in `evaluation_figures`, reports under DIJLEPOST_REPORTS_DIR."""
-from include.dijlepost.evaluation import build_evaluation_dag
+"""### Rollout evaluation (daily 06:30, Europe/Brussels; a weekly summary on Mondays)
 
-dag = build_evaluation_dag()
+    evaluate_day -> week_is_complete -> evaluate_week
+
+Figures per department (letters by channel and rule, eBox share, paper and postage saved, follow-up
+copies, quarantines) into `evaluation_figures`, and a one-page report with charts under
+DIJLEPOST_REPORTS_DIR. The logic is `include/dijlepost/evaluation.py`; the tariffs behind the savings
+are in `include/dijlepost/tariffs.py` (docs/evaluation.md).
+"""
+from datetime import timedelta
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from include.dijlepost import logfmt
+from include.dijlepost.airflow_support import START_DATE, TAGS, db_connection, default_task_args, on_failure
+from include.dijlepost.evaluation import DAG_ID, Period, evaluate, evaluated_day
+
+
+def _day():
+    c = get_current_context()
+    return evaluated_day(c["dag_run"].run_after, c["params"].get("day")), c["run_id"]
+
+
+@dag(
+    dag_id=DAG_ID,
+    description="Daily rollout figures per department (weekly summary on Mondays): table and report.",
+    doc_md=__doc__,
+    schedule="30 6 * * *",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=1),
+    tags=[*TAGS, "evaluation"],
+    on_failure_callback=on_failure,
+    params={"day": Param(None, type=["null", "string"], format="date",
+                         description="Evaluate this day (YYYY-MM-DD) instead of yesterday")},
+    default_args=default_task_args(),
+)
+def letters_evaluation():
+    @task
+    def evaluate_day():
+        day, run_id = _day()
+        with db_connection() as conn:
+            summary = evaluate(conn, Period.day(day), run_id=run_id)
+        logfmt.emit("evaluation_done", **summary)
+        return summary
+
+    @task.short_circuit
+    def week_is_complete():
+        day, _ = _day()
+        complete = day.weekday() == 6
+        logfmt.emit("evaluation_week_check", day=day.isoformat(), week_complete=complete)
+        return complete
+
+    @task
+    def evaluate_week():
+        day, run_id = _day()
+        with db_connection() as conn:
+            summary = evaluate(conn, Period.week_of(day), run_id=run_id)
+        logfmt.emit("evaluation_done", **summary)
+        return summary
+
+    evaluate_day() >> week_is_complete() >> evaluate_week()
+
+
+letters_evaluation()

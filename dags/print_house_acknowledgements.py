@@ -1,5 +1,78 @@
-"""Airflow DAG: the print house's acknowledgements and returned mail, every 15 minutes.
-Built by `include/dijlepost/printhouse/dag_builder.py`."""
-from include.dijlepost.printhouse.dag_builder import build_acknowledgements_dag
+"""### The print house's acknowledgements and returned mail (every 15 minutes)
 
-dag = build_acknowledgements_dag()
+    collect_print_house_files      acks and returned mail from the print house's outbound folder
+      -> check_unacknowledged_batches  alert on batches without an ack after the wave's alert delay;
+                                       fails the run (no retry) on such batches or on refused files
+
+The logic is `include/dijlepost/printhouse/acks.py` (docs/print-house.md). Failures meant for
+operators are `AirflowFailException` (no retry hides them) after an `alert_...` log line, raised by
+the last task so the run itself turns red; the failure callback adds `alert_task_failed`.
+"""
+from datetime import timedelta
+
+from airflow.sdk import dag, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from include.dijlepost import logfmt
+from include.dijlepost.airflow_support import (POOLS, QUEUES, START_DATE, TAGS, db_connection, default_task_args,
+                                               on_failure, task_context)
+from include.dijlepost.waves import WAVES
+
+
+@dag(
+    dag_id="print_house_acknowledgements",
+    description="Reads the print house's acknowledgements and returned mail; alerts on missing acks.",
+    doc_md=__doc__,
+    schedule="*/15 * * * *",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(minutes=30),
+    tags=[*TAGS, "print-house"],
+    on_failure_callback=on_failure,
+    default_args=default_task_args(QUEUES["delivery"]),
+)
+def print_house_acknowledgements():
+    @task(pool=POOLS["print"])
+    def collect_print_house_files():
+        from include.dijlepost.printhouse.acks import collect, summarise
+        from include.dijlepost.printhouse.hook import PrintHouseHook
+
+        ctx = task_context()
+        hook = PrintHouseHook()
+        with db_connection() as conn, hook.get_managed_conn() as sftp:
+            outcomes = collect(conn, sftp, hook.outbox_dir, ctx)
+        summary = summarise(outcomes)
+        logfmt.emit("print_house_files_collected", **summary)
+        # Applied files are safe; refused ones fail the run in the next task, after the overdue check.
+        return {**summary, "refused_in": f"{hook.outbox_dir}/refused"}
+
+    @task
+    def check_unacknowledged_batches(collected: dict):
+        from include.dijlepost.printhouse.acks import overdue_batches
+
+        with db_connection() as conn:
+            overdue = {w.department: overdue_batches(conn, w.department, w.print_ack_alert_hours)
+                       for w in WAVES.values()}
+        late = 0
+        for department, batches in overdue.items():
+            for b in batches:
+                late += 1
+                logfmt.emit("alert_print_ack_overdue", department=department, batch_id=b["batch_id"],
+                            letters=b["letters"], uploaded_at=b["uploaded_at"],
+                            alert_after_hours=WAVES[department].print_ack_alert_hours)
+        logfmt.emit("print_acks_checked", overdue_batches=late, refused_files=len(collected["refused_files"]))
+        problems = []
+        if collected["refused_files"]:
+            problems.append(f"refused print-house file(s) {collected['refused_files']}, kept in the database and "
+                            f"in {collected['refused_in']} (reasons in the alert_print_house_file_refused lines)")
+        if late:
+            problems.append(f"{late} print batch(es) without acknowledgement past the alert delay")
+        if problems:
+            raise AirflowFailException("; ".join(problems))
+        return {"overdue_batches": 0}
+
+    check_unacknowledged_batches(collect_print_house_files())
+
+
+print_house_acknowledgements()

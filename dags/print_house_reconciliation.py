@@ -1,5 +1,53 @@
-"""Airflow DAG: daily reconciliation of letters handed to the print house without acknowledgement.
-Built by `include/dijlepost/printhouse/dag_builder.py`."""
-from include.dijlepost.printhouse.dag_builder import build_reconciliation_dag
+"""### Daily reconciliation of the print hand-over (07:00, Europe/Brussels)
 
-dag = build_reconciliation_dag()
+    reconcile_print_handoffs   letters handed over without an acknowledgement, and returned letters to
+                               follow up, as log lines and a CSV report under the print work directory
+
+The logic is `include/dijlepost/printhouse/acks.py` (docs/print-house.md).
+"""
+from datetime import timedelta
+
+from airflow.sdk import dag, task
+
+from include.dijlepost import logfmt
+from include.dijlepost.airflow_support import (QUEUES, START_DATE, TAGS, db_connection, default_task_args,
+                                               on_failure, settings)
+
+
+@dag(
+    dag_id="print_house_reconciliation",
+    description="Daily list of letters handed to the print house without acknowledgement, and returns.",
+    doc_md=__doc__,
+    schedule="0 7 * * *",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=1),
+    tags=[*TAGS, "print-house"],
+    on_failure_callback=on_failure,
+    default_args=default_task_args(QUEUES["delivery"]),
+)
+def print_house_reconciliation():
+    @task
+    def reconcile_print_handoffs():
+        from include.dijlepost.printhouse.acks import reconciliation, write_reconciliation_report
+        from include.dijlepost.printhouse.handoff import today_in_brussels
+
+        with db_connection() as conn:
+            report = reconciliation(conn)
+        path = write_reconciliation_report(report, settings().print_work_dir / "reconciliation", today_in_brussels())
+        by_batch: dict[str, int] = {}
+        for r in report["unacknowledged"]:
+            by_batch[r["batch_id"]] = by_batch.get(r["batch_id"], 0) + 1
+        logfmt.emit("print_reconciliation", unacknowledged=len(report["unacknowledged"]),
+                    returned=len(report["returned"]), batches_without_ack=by_batch, report=path)
+        for r in report["returned"]:
+            logfmt.emit("print_follow_up_needed", letter_id=r["letter_id"], department=r["department"],
+                        reason=r["reason"])
+        return {"unacknowledged": len(report["unacknowledged"]), "returned": len(report["returned"]),
+                "report": path}
+
+    reconcile_print_handoffs()
+
+
+print_house_reconciliation()

@@ -30,7 +30,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from include.dijlepost import logfmt
 from include.dijlepost.outbox import RunContext, record_events
 from include.dijlepost.recipients import InvalidRecipientId, normalize_recipient_id
 from include.dijlepost.waves import WAVES, Wave
@@ -206,65 +205,3 @@ def _insert_copy(cur, original: str) -> str | None:
         if cur.fetchone():
             return None
     raise RuntimeError(f"no free letter id for the paper copy of {original}")
-
-
-# --------------------------------------------------------------------------- Airflow wiring
-
-def build_followup_dag():
-    """The daily DAG; Airflow is imported here only, so the functions above run without it."""
-    import pendulum
-    from airflow.sdk import dag, task
-
-    from include.dijlepost.dag_factory import (POOLS, QUEUES, _ctx, _db, default_task_args,
-                                               on_failure)
-
-    important = {p.department: {"types": list(p.letter_types), "after_days": p.after.days}
-                 for p in policies()}  # parse time: configuration only, raises on a bad wave entry
-
-    @dag(
-        dag_id=DAG_ID,
-        description="eBox read status, and one paper copy of an important letter not opened in time",
-        doc_md=__doc__,
-        schedule=SCHEDULE,
-        start_date=pendulum.datetime(2026, 1, 1, tz="Europe/Brussels"),
-        catchup=False,
-        max_active_runs=1,
-        dagrun_timeout=timedelta(hours=2),
-        tags=["dijlepost", "ebox", "followup"],
-        on_failure_callback=on_failure,
-        default_args=default_task_args(),
-    )
-    def followup_dag():
-        @task(queue=QUEUES["delivery"], pool=POOLS["ebox"])
-        def fetch_ebox_read_status():
-            from include.dijlepost.ebox.hook import EboxHook
-
-            ctx = _ctx()
-            conn = _db()
-            client = EboxHook().get_client()
-            try:
-                result = fetch_read_status(conn, client, ctx)
-            finally:
-                conn.close()
-                client.close()
-            logfmt.emit("ebox_read_status_fetched", **result)
-            return result
-
-        @task
-        def create_followup_copies(_status: dict):
-            ctx = _ctx()
-            conn = _db()
-            try:
-                result = create_paper_copies(conn, ctx)
-            finally:
-                conn.close()
-            logfmt.emit("ebox_followup_copies_created", created=result["created"],
-                        by_department=result["by_department"], by_reason=result["by_reason"],
-                        important=important)
-            for copy_id in result["copies"]:
-                logfmt.emit("ebox_followup_copy", letter_id=copy_id)
-            return {k: v for k, v in result.items() if k != "copies"}
-
-        create_followup_copies(fetch_ebox_read_status())
-
-    return followup_dag()

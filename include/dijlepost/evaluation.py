@@ -32,7 +32,6 @@ import pendulum
 from jinja2 import Environment, select_autoescape
 from psycopg.rows import dict_row
 
-from include.dijlepost import logfmt
 from include.dijlepost.settings import PROJECT_ROOT
 from include.dijlepost.tariffs import Tariffs
 from include.dijlepost.waves import DEPARTMENTS
@@ -391,64 +390,3 @@ def evaluated_day(run_after, override: str | None = None) -> date:
     if override:
         return date.fromisoformat(override)
     return (pendulum.instance(run_after).in_timezone("Europe/Brussels") - timedelta(days=1)).date()
-
-
-# --------------------------------------------------------------------------- the DAG
-
-def build_evaluation_dag():
-    from airflow.sdk import Param, dag, get_current_context, task
-
-    from include.dijlepost.dag_factory import _db, default_task_args, on_failure
-
-    def day() -> tuple[date, str]:
-        c = get_current_context()
-        return evaluated_day(c["dag_run"].run_after, c["params"].get("day")), c["run_id"]
-
-    @dag(
-        dag_id=DAG_ID,
-        description="Daily rollout figures per department (weekly summary on Mondays): table and report.",
-        doc_md=__doc__,
-        schedule="30 6 * * *",
-        start_date=pendulum.datetime(2026, 1, 1, tz="Europe/Brussels"),
-        catchup=False,
-        max_active_runs=1,
-        dagrun_timeout=timedelta(hours=1),
-        tags=["dijlepost", "evaluation"],
-        on_failure_callback=on_failure,
-        params={"day": Param(None, type=["null", "string"], format="date",
-                             description="Evaluate this day (YYYY-MM-DD) instead of yesterday")},
-        default_args=default_task_args(),
-    )
-    def letters_evaluation():
-        @task
-        def evaluate_day():
-            d, run_id = day()
-            conn = _db()
-            try:
-                summary = evaluate(conn, Period.day(d), run_id=run_id)
-            finally:
-                conn.close()
-            logfmt.emit("evaluation_done", **summary)
-            return summary
-
-        @task.short_circuit
-        def week_is_complete():
-            d, _ = day()
-            complete = d.weekday() == 6
-            logfmt.emit("evaluation_week_check", day=d.isoformat(), week_complete=complete)
-            return complete
-
-        @task
-        def evaluate_week():
-            d, run_id = day()
-            conn = _db()
-            try:
-                summary = evaluate(conn, Period.week_of(d), run_id=run_id)
-            finally:
-                conn.close()
-            logfmt.emit("evaluation_done", **summary)
-            return summary
-
-        evaluate_day() >> week_is_complete() >> evaluate_week()
-
-    return letters_evaluation()

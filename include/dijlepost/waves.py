@@ -1,4 +1,5 @@
-"""The rollout waves, declared once. Adding a department is one entry here plus its templates.
+"""The rollout waves, declared once. Adding a department is one entry here plus its templates;
+`dijlepost db migrate` then adds it to the `departments` table in rollout phase `off`.
 
 Each wave becomes one Airflow DAG (`letters_<department>`) built by `dag_factory.build_wave_dag`.
 Nothing here touches a database or the network: DAG files import it at parse time.
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-DEPARTMENTS = ("finance", "gas", "economy_housing")
+# The letter languages of the city (Dutch, French, German); the database, the templates and the eBox use these.
 LANGUAGES = ("nl", "fr", "de")
 
 
@@ -81,4 +82,5 @@ WAVES: dict[str, Wave] = {
     ),
 }
 
+DEPARTMENTS = tuple(WAVES)
 ALL_LETTER_TYPES = {t: w.department for w in WAVES.values() for t in w.letter_types}

@@ -389,3 +389,61 @@ def test_a_big_claim_refreshes_the_statistics_so_one_letter_is_found_by_its_id(d
     # Refreshed (threshold 50): the planner knows the claim holds 400 letters and probes the unique
     # letter_id index. Not refreshed: it believes the claim is empty and scans the claim for one letter.
     assert expected_index in _plan_for_one_letter(db, ids[200], "big-run")
+
+
+# --------------------------------------------------------------------------- the state machine
+
+def status(db, letter_id: str) -> str:
+    return one(db, "SELECT status FROM letters WHERE letter_id = %s", letter_id)[0]
+
+
+def test_every_final_state_is_reached_only_from_processing(db):
+    """A named function acts only on a letter in the state its transition starts from: on any other
+    it changes nothing and says so (an empty set or False)."""
+    [lid] = add_letters(db, 1)
+    c = ctx("run-a")
+    with db.cursor() as cur:               # still pending: nothing may finish it
+        assert outbox.mark_delivered_ebox(cur, c, "run-a", [(lid, "m-1", "published", None)]) == set()
+        assert outbox.mark_handed_to_print(cur, c, "b-1", [lid], "0" * 64) == set()
+        assert outbox.quarantine(cur, c, lid, "run-a", "test", stage="test") is False
+        assert outbox.release_for_retry(cur, c, lid, "run-a", "test") is False
+    db.commit()
+    assert status(db, lid) == outbox.Status.PENDING
+    claim(db, "finance", "run-a", 10, 10, HOUR, c)
+    with db.cursor() as cur:
+        assert outbox.mark_delivered_ebox(cur, c, "run-b", [(lid, "m-1", "published", None)]) == set()  # not its claim
+        assert outbox.mark_delivered_ebox(cur, c, "run-a", [(lid, "m-1", "published", "2027-12-02T00:00:00Z")]) == {lid}
+        assert outbox.mark_delivered_ebox(cur, c, "run-a", [(lid, "m-2", "published", None)]) == set()  # done once
+        assert outbox.quarantine(cur, c, lid, "run-a", "late", stage="test") is False
+    db.commit()
+    assert one(db, "SELECT status, ebox_message_id, ebox_expires_at IS NOT NULL FROM letters WHERE letter_id = %s",
+               lid) == ("delivered_ebox", "m-1", True)
+
+
+def test_only_a_letter_handed_to_print_can_be_quarantined_by_the_print_house(db):
+    a, b = add_letters(db, 2)
+    c = ctx("run-p")
+    claim(db, "finance", "run-p", 10, 10, HOUR, c)
+    with db.cursor() as cur:
+        assert outbox.assign_to_print_batch(cur, c, "batch-1", [a, b], None) == {a, b}
+        assert outbox.assign_to_print_batch(cur, c, "batch-2", [a], None) == set()   # one batch per letter
+        # b was never handed over: the print house cannot have refused it
+        assert outbox.quarantine_after_print_rejection(cur, c, b, "batch-1", "unreadable") is False
+        assert outbox.mark_handed_to_print(cur, c, "batch-1", [a], "0" * 64) == {a}
+        assert outbox.quarantine_after_print_rejection(cur, c, a, "batch-2", "unreadable") is False  # other batch
+        assert outbox.quarantine_after_print_rejection(cur, c, a, "batch-1", "unreadable") is True
+        assert outbox.quarantine_after_print_rejection(cur, c, a, "batch-1", "unreadable") is False  # once
+    db.commit()
+    assert (status(db, a), status(db, b)) == ("quarantined", "processing")
+    events = [r[0] for r in db.execute("SELECT event FROM letter_events WHERE letter_id = %s ORDER BY event_id",
+                                       (a,)).fetchall()]
+    assert events == ["claimed", "assigned_to_print_batch", "handed_to_print", "quarantined"]
+
+
+def test_the_transition_table_names_the_function_that_makes_each_move():
+    for (source, target), name in outbox.TRANSITIONS.items():
+        assert callable(getattr(outbox, name)), name
+        assert outbox.allowed(source, target)
+    assert not outbox.allowed("delivered_ebox", "handed_to_print")
+    assert not outbox.allowed("quarantined", "pending")
+    assert set(outbox.FINAL_STATUSES) == {s for s in outbox.Status} - {"pending", "processing"}

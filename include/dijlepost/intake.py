@@ -1,22 +1,30 @@
 """Letters handed over by department systems: validation and idempotent insertion into the outbox.
 
-`dijlepost letters import FILE` reads CSV or JSON Lines. Each row is validated on its own; a bad row
-is refused with a message naming the line and field (never the personal value itself), a letter id
-that is already in the outbox is reported as a duplicate and not inserted again, and the good rows
-are inserted in one transaction.
+`dijlepost letters import FILE` reads CSV or JSON Lines (the contract is docs/letters-import.md). Each
+row is checked on its own: every field for its type, its length limit (`LIMITS`) and its rule, and the
+letter as a whole, payload included, by the renderer's own check (`rendering.validation.validate_letter`),
+so a letter that imports also renders. A bad row is refused with a message naming the line and the field,
+never the value itself; a letter id that is already in the outbox is reported as a duplicate and not
+inserted again; the good rows are inserted in one transaction. A problem with the file itself (not UTF-8,
+an unknown column, no letters at all) is a `FileRefused` naming the line, and nothing is imported.
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import json
+import math
 import re
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import psycopg
 from babel import Locale
-from stdnum.exceptions import ValidationError
 
+from include.dijlepost.db.connection import describe_db_error, is_row_error
 from include.dijlepost.outbox import RunContext, record_events
 from include.dijlepost.recipients import RECIPIENT_KINDS, InvalidRecipientId, normalize_recipient_id
 from include.dijlepost.waves import LANGUAGES, WAVES
@@ -26,16 +34,36 @@ COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 KNOWN_COUNTRIES = frozenset(code for code in Locale("nl").territories if COUNTRY_RE.match(code))
 REQUIRED = ("letter_id", "department", "letter_type", "recipient_kind", "recipient_id", "recipient_name",
             "street", "postal_code", "city", "language")
+OPTIONAL = ("country", "registered", "payload")
+FIELDS = REQUIRED + OPTIONAL
 TRUE, FALSE = {"true", "1", "yes", "ja", "oui", "t"}, {"false", "0", "no", "nee", "non", "f", ""}
 COMPARED = ("department", "letter_type", "recipient_kind", "recipient_id", "recipient_name", "street",
             "postal_code", "city", "country", "language", "registered", "payload")
 
+# The longest value each text field may hold, in characters, after leading and trailing spaces are
+# removed. Migration 0009 checks the same limits in the table (constraints letters_<field>_length), so
+# a department system writing into `letters` directly meets them too.
+LIMITS = {
+    "letter_id": 64, "department": 40, "letter_type": 40, "recipient_kind": 10, "recipient_id": 32,
+    "recipient_name": 200, "street": 150, "postal_code": 12, "city": 80, "country": 2, "language": 2,
+    "registered": 5,
+}
+MAX_PAYLOAD_BYTES = 65_536          # the payload as compact UTF-8 JSON
+MAX_PAYLOAD_DEPTH = 8               # objects and arrays inside each other
+MAX_LINE_BYTES = 1_048_576          # one JSON Lines line
+LAYOUT_BUDGET_SECONDS = 2.0         # the renderer's layout of one letter at import (a normal one: milliseconds)
+MAX_CSV_FIELD = 1_048_576           # one CSV value as the csv module reads it (its default is 131,072)
+CSV_DELIMITERS = {",": "comma", ";": "semicolon"}
 
 _IMPORT_LOCK_ID = 0x64696A69  # "diji": held by one import transaction at a time
 
 
 class RowError(ValueError):
-    pass
+    """One row is refused; the message starts with the field: `recipient_name: longer than ...`."""
+
+
+class FileRefused(ValueError):
+    """The file as a whole cannot be imported (nothing is); the message names the line where it can."""
 
 
 @dataclass
@@ -49,40 +77,156 @@ class ImportReport:
         return not self.errors and all(same for _, _, same in self.duplicates)
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, raw row) from a .csv or .jsonl/.ndjson file."""
+# --------------------------------------------------------------------------- reading files
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A line that could not be parsed into a row; `reason` says why without quoting it."""
+    reason: str
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, dict | Unreadable]]:
+    """Yield (line number, raw row) from a .csv or .jsonl/.ndjson/.json file.
+
+    Raises FileRefused for a file that cannot be read as a whole (type, encoding, header, no letters);
+    a row that cannot be parsed is yielded as `Unreadable(why)` so that it is refused on its own."""
     suffix = path.suffix.lower()
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        if suffix == ".csv":
-            # csv.reader instead of DictReader: DictReader skips blank lines silently, so counting its rows
-            # gives wrong line numbers; `line_num` before a record is where that record starts.
-            reader = csv.reader(fh)
-            header = next(reader, None) or []
-            while True:
-                start = reader.line_num + 1
-                try:
-                    values = next(reader)
-                except StopIteration:
-                    break
-                if not values:
-                    continue  # blank line
-                row: dict = dict(zip(header, values))
-                if len(values) > len(header):
-                    row[None] = values[len(header):]  # extra values, as DictReader's restkey
-                row.update({name: None for name in header[len(values):]})
-                yield start, row
-        elif suffix in (".jsonl", ".ndjson", ".json"):
-            for n, text in enumerate(fh, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    yield n, {"__error__": f"not valid JSON ({exc.msg} at column {exc.colno})"}
-                    continue
-                yield n, obj if isinstance(obj, dict) else {"__error__": "a line must hold one JSON object"}
-        else:
-            raise ValueError(f"{path.name}: unsupported file type {suffix!r} (use .csv or .jsonl)")
+    if suffix == ".csv":
+        reader = _read_csv
+    elif suffix in (".jsonl", ".ndjson", ".json"):
+        reader = _read_jsonl
+    else:
+        raise FileRefused(f"unsupported file type {suffix or '(none)'!r} (use .csv or .jsonl)")
+    count = 0
+    with path.open("rb") as fh:
+        for item in reader(_utf8_lines(fh)):
+            count += 1
+            yield item
+    if count == 0:
+        raise FileRefused("no letters in the file (it is empty)" if reader is _read_jsonl or path.stat().st_size == 0
+                          else "no letters in the file (only the header line)")
+
+
+def _utf8_lines(fh) -> Iterator[str]:
+    """The file's lines as text, each decoded on its own so that a byte that is not UTF-8 is named by line."""
+    for n, raw in enumerate(fh, start=1):
+        if n == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            column = len(raw[:exc.start].decode("utf-8", "replace")) + 1
+            raise FileRefused(f"line {n}: not UTF-8 (byte 0x{raw[exc.start]:02X} at column {column}); "
+                              "save the file as UTF-8 (Excel: 'CSV UTF-8')") from None
+
+
+def _read_jsonl(lines: Iterable[str]) -> Iterator[tuple[int, dict | Unreadable]]:
+    for n, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        if len(text) > MAX_LINE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_LINE_BYTES:
+            yield n, Unreadable(f"line longer than {MAX_LINE_BYTES} bytes")
+            continue
+        try:
+            obj = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        except _NotFinite as exc:
+            yield n, Unreadable(f"not valid JSON: {exc} is not a number JSON allows")
+            continue
+        except json.JSONDecodeError as exc:
+            yield n, Unreadable(f"not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        except (ValueError, RecursionError):   # e.g. an integer of more than 4300 digits, or nesting
+            yield n, Unreadable("not valid JSON (a number too long or objects nested too deeply)")
+            continue
+        yield n, obj if isinstance(obj, dict) else Unreadable("a line must hold one JSON object")
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _refuse_constant(name: str):
+    raise _NotFinite(name)           # NaN, Infinity, -Infinity: Python's json accepts them, JSON does not
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite("a number this large")
+    return value
+
+
+def _read_csv(lines: Iterator[str]) -> Iterator[tuple[int, dict | Unreadable]]:
+    first = next(lines, None)
+    if first is None:
+        return
+    delimiter = _delimiter(first)
+    header = [name.strip() for name in next(csv.reader([first], delimiter=delimiter))]
+    _check_header(header, delimiter)
+    # csv.reader instead of DictReader: DictReader skips blank lines silently, so counting its rows gives
+    # wrong line numbers; `line_num` before a record is where that record starts (plus the header line).
+    old_limit = csv.field_size_limit(max(csv.field_size_limit(), MAX_CSV_FIELD))
+    try:
+        reader = csv.reader(lines, delimiter=delimiter)
+        while True:
+            start = reader.line_num + 2
+            try:
+                values = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                problem = (f"a value longer than {MAX_CSV_FIELD} characters" if "field limit" in str(exc)
+                           else f"not valid CSV ({exc})")
+                yield start, Unreadable(problem)
+                continue
+            if not values:
+                continue  # blank line
+            if len(values) > len(header):
+                yield start, Unreadable(f"{len(values) - len(header)} value(s) more than the header's "
+                                        f"{len(header)} columns (a {CSV_DELIMITERS[delimiter]} in an "
+                                        "unquoted value?)")
+                continue
+            row: dict = dict(zip(header, values))
+            row.update({name: None for name in header[len(values):]})
+            yield start, row
+    finally:
+        csv.field_size_limit(old_limit)
+
+
+def _delimiter(first_line: str) -> str:
+    """Comma-separated (RFC 4180), or semicolon-separated as Excel writes CSV in a Belgian locale."""
+    best = max(CSV_DELIMITERS, key=lambda d: len(set(_split(first_line, d)) & set(FIELDS)))
+    if not set(_split(first_line, best)) & set(FIELDS):
+        raise FileRefused("line 1: not a header line: the first line must name the columns, separated by "
+                          f"commas (or semicolons), e.g. {','.join(REQUIRED[:3])},...")
+    return best
+
+
+def _split(line: str, delimiter: str) -> list[str]:
+    try:
+        return [v.strip() for v in next(csv.reader([line], delimiter=delimiter))]
+    except (csv.Error, StopIteration):
+        return []
+
+
+def _check_header(header: list[str], delimiter: str) -> None:
+    name = CSV_DELIMITERS[delimiter]
+    unknown = [h for h in header if h not in FIELDS]
+    if unknown:
+        shown = ", ".join(repr(h) if _CODE_RE.fullmatch(h) else "(a name not shown)" for h in unknown[:5])
+        raise FileRefused(f"line 1: unknown column(s) {shown} in the {name}-separated header; "
+                          f"the columns are {', '.join(FIELDS)}")
+    doubled = sorted({h for h in header if header.count(h) > 1})
+    if doubled:
+        raise FileRefused(f"line 1: column(s) {', '.join(doubled)} appear more than once in the header")
+    missing = [f for f in REQUIRED if f not in header]
+    if missing:
+        raise FileRefused(f"line 1: the {name}-separated header lacks the required column(s) "
+                          f"{', '.join(missing)}")
+
+
+# --------------------------------------------------------------------------- checking a row
 
 
 _CODE_RE = re.compile(r"[a-z][a-z_]{0,31}")
@@ -94,66 +238,213 @@ def _shown(value) -> str:
     return repr(value) if isinstance(value, str) and _CODE_RE.fullmatch(value) else "a value not shown here"
 
 
-def validate_row(raw: dict) -> dict:
-    """Return a clean letter row or raise RowError('field: why')."""
-    if "__error__" in raw:
-        raise RowError(raw["__error__"])
-    row = {k: (v.strip() if isinstance(v, str) else v) for k, v in raw.items() if k is not None}
-    for name in REQUIRED:
-        if row.get(name) in (None, ""):
-            raise RowError(f"{name}: missing")
-    if not LETTER_ID_RE.match(str(row["letter_id"])):
-        raise RowError("letter_id: must be 1-64 characters A-Z a-z 0-9 . _ - starting with a letter or digit")
-    wave = WAVES.get(row["department"])
-    if wave is None:
-        raise RowError(f"department: unknown {_shown(row['department'])}; expected one of {', '.join(WAVES)}")
-    if row["letter_type"] not in wave.letter_types:
-        raise RowError(f"letter_type: {_shown(row['letter_type'])} is not a {wave.department} letter type "
-                       f"({', '.join(wave.letter_types)})")
-    if row["recipient_kind"] not in RECIPIENT_KINDS:
-        raise RowError(f"recipient_kind: must be citizen or enterprise, not {_shown(row['recipient_kind'])}")
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return type(value).__name__
+
+
+def _bad_character(text: str) -> str | None:
+    """Why this text cannot be stored as PostgreSQL text, or None."""
+    if "\x00" in text:
+        return "contains a NUL character"
     try:
-        recipient_id = normalize_recipient_id(row["recipient_kind"], str(row["recipient_id"]))
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains an invalid character (an unpaired surrogate)"
+    return None
+
+
+def _text(row: Mapping, name: str, required: bool = True) -> str | None:
+    """The field as stripped text, or None when absent and optional; RowError names the field otherwise."""
+    value = row.get(name)
+    if value is None:
+        if required:
+            raise RowError(f"{name}: missing")
+        return None
+    if name == "postal_code" and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)          # as the renderer accepts it; any other field must be text
+    if not isinstance(value, str):
+        raise RowError(f"{name}: must be text, not {_json_type(value)}")
+    bad = _bad_character(value)
+    if bad:
+        raise RowError(f"{name}: {bad}")
+    value = value.strip()
+    if not value:
+        if required:
+            raise RowError(f"{name}: missing")
+        return None
+    if len(value) > LIMITS[name]:
+        raise RowError(f"{name}: longer than {LIMITS[name]} characters ({len(value)})")
+    return value
+
+
+def _payload(value: Any) -> tuple[dict, str]:
+    """The payload object and its JSON text as stored; RowError('payload: ...') otherwise."""
+    if value is None or value == "":
+        value = {}
+    if isinstance(value, str):
+        if len(value) > MAX_PAYLOAD_BYTES * 2:
+            raise RowError(f"payload: longer than {MAX_PAYLOAD_BYTES} bytes")
+        try:
+            value = json.loads(value, parse_constant=_refuse_constant, parse_float=_finite_float)
+        except _NotFinite as exc:
+            raise RowError(f"payload: not valid JSON: {exc} is not a number JSON allows") from None
+        except (ValueError, RecursionError):
+            raise RowError("payload: not valid JSON") from None
+    if not isinstance(value, Mapping):
+        raise RowError(f"payload: must be a JSON object, not {_json_type(value)}")
+    _check_payload_values(value, 1)
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    if len(text.encode("utf-8")) > MAX_PAYLOAD_BYTES:
+        raise RowError(f"payload: longer than {MAX_PAYLOAD_BYTES} bytes as JSON")
+    return dict(value), text
+
+
+def _check_payload_values(value: Any, depth: int, where: str = "payload") -> None:
+    if depth > MAX_PAYLOAD_DEPTH:
+        raise RowError(f"payload: nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str) or _bad_character(key):
+                raise RowError(f"{where}: a field name that is not valid text")
+            name = f"payload field {key!r}" if where == "payload" and _CODE_RE.fullmatch(key) else where
+            _check_payload_values(item, depth + 1, name)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_payload_values(item, depth + 1, where)
+    elif isinstance(value, str):
+        bad = _bad_character(value)
+        if bad:
+            raise RowError(f"payload: {where} {bad}" if where != "payload" else f"payload: a value {bad}")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise RowError(f"payload: {where} is not a finite number" if where != "payload"
+                           else "payload: a number that is not finite")
+    elif value is not None and not isinstance(value, (bool, int)):
+        raise RowError(f"payload: {where} is not a JSON value")
+
+
+def validate_row(raw: Mapping | Unreadable) -> dict:
+    """Return a clean letter row or raise RowError('field: why'); never echoes a personal value."""
+    if isinstance(raw, Unreadable):
+        raise RowError(raw.reason)
+    unknown = [k for k in raw if k not in FIELDS]
+    if unknown:
+        key = unknown[0]
+        shown = repr(key) if isinstance(key, str) and _CODE_RE.fullmatch(key) else "(a name not shown)"
+        raise RowError(f"{shown}: not a field of the outbox contract (the fields are {', '.join(FIELDS)})")
+    letter_id = _text(raw, "letter_id")
+    if not LETTER_ID_RE.match(letter_id):
+        raise RowError("letter_id: must be 1-64 characters A-Z a-z 0-9 . _ - starting with a letter or digit")
+    department = _text(raw, "department")
+    wave = WAVES.get(department)
+    if wave is None:
+        raise RowError(f"department: unknown {_shown(department)}; expected one of {', '.join(WAVES)}")
+    letter_type = _text(raw, "letter_type")
+    if letter_type not in wave.letter_types:
+        raise RowError(f"letter_type: {_shown(letter_type)} is not a {wave.department} letter type "
+                       f"({', '.join(wave.letter_types)})")
+    recipient_kind = _text(raw, "recipient_kind")
+    if recipient_kind not in RECIPIENT_KINDS:
+        raise RowError(f"recipient_kind: must be citizen or enterprise, not {_shown(recipient_kind)}")
+    try:
+        recipient_id = normalize_recipient_id(recipient_kind, _text(raw, "recipient_id"))
     except InvalidRecipientId as exc:
         raise RowError(f"recipient_id: {exc}") from None
-    if row["language"] not in LANGUAGES:
-        raise RowError(f"language: must be nl, fr or de, not {_shown(row['language'])}")
-    country = (row.get("country") or "BE").upper()
+    recipient_name = _text(raw, "recipient_name")
+    street = _text(raw, "street")
+    postal_code = _text(raw, "postal_code")
+    city = _text(raw, "city")
+    language = _text(raw, "language")
+    if language not in LANGUAGES:
+        raise RowError(f"language: must be nl, fr or de, not {_shown(language)}")
+    country = (_text(raw, "country", required=False) or "BE").upper()
     if not COUNTRY_RE.match(country) or country not in KNOWN_COUNTRIES:
         raise RowError("country: must be a two-letter ISO 3166 country code such as BE")
-    if country == "BE" and not re.fullmatch(r"[1-9][0-9]{3}", str(row["postal_code"])):
-        raise RowError("postal_code: a Belgian postal code has four digits")
-    registered = row.get("registered", False)
-    if isinstance(registered, str):
-        if registered.lower() not in TRUE | FALSE:
+    registered = raw.get("registered", False)
+    if registered is None:
+        registered = False
+    elif isinstance(registered, str):
+        word = registered.strip().lower()
+        if word not in TRUE | FALSE:
             raise RowError("registered: must be true or false")
-        registered = registered.lower() in TRUE
+        registered = word in TRUE
     elif not isinstance(registered, bool):
-        raise RowError("registered: must be true or false")
-    payload = row.get("payload") or {}
-    if isinstance(payload, str):
-        try:
-            payload = json.loads(payload)
-        except json.JSONDecodeError:
-            raise RowError("payload: not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise RowError("payload: must be a JSON object")
-    return {
-        "letter_id": str(row["letter_id"]), "department": wave.department, "letter_type": row["letter_type"],
-        "recipient_kind": row["recipient_kind"], "recipient_id": recipient_id,
-        "recipient_name": str(row["recipient_name"]), "street": str(row["street"]),
-        "postal_code": str(row["postal_code"]), "city": str(row["city"]), "country": country,
-        "language": row["language"], "registered": registered, "payload": payload,
+        raise RowError(f"registered: must be true or false, not {_json_type(registered)}")
+    payload, payload_json = _payload(raw.get("payload"))
+    row = {
+        "letter_id": letter_id, "department": wave.department, "letter_type": letter_type,
+        "recipient_kind": recipient_kind, "recipient_id": recipient_id, "recipient_name": recipient_name,
+        "street": street, "postal_code": postal_code, "city": city, "country": country,
+        "language": language, "registered": registered, "payload": payload,
     }
+    _check_renders(row)
+    row["payload_json"] = payload_json
+    return row
 
 
-def import_rows(conn, rows: Iterable[tuple[int, dict]], ctx: RunContext | None = None) -> ImportReport:
+def _check_renders(row: dict) -> None:
+    """The renderer's own check of the letter: template fields, amounts, dates, printable characters, the
+    address in the envelope window and the layout, within `LAYOUT_BUDGET_SECONDS`."""
+    from include.dijlepost.rendering.errors import LetterDataError
+    from include.dijlepost.rendering.validation import validate_letter
+
+    try:
+        validate_letter(row, deadline=time.monotonic() + LAYOUT_BUDGET_SECONDS)
+    except LetterDataError as exc:
+        raise RowError(_renderer_refusal(exc)) from None
+
+
+_RENDER_FIELD_RE = re.compile(r"\b(letter|payload) field '([a-z][a-z0-9_]*)'")
+
+
+def _renderer_refusal(exc: Exception) -> str:
+    """The renderer's reason, word for word (it is what a quarantine would say), after the field it is
+    about: `postal_code: ...`, `payload.amount_due: ...`, or `letter: ...` for the letter as a whole."""
+    message = str(exc)
+    missing = getattr(exc, "field", None)          # TemplateFieldMissing
+    if isinstance(missing, str):
+        return f"payload.{missing}: {message}"
+    match = _RENDER_FIELD_RE.search(message)
+    if match:
+        return f"{match[2]}: {message}" if match[1] == "letter" else f"payload.{match[2]}: {message}"
+    for name in FIELDS:
+        if re.search(rf"\b{name}\b", message):
+            return f"{name}: {message}"
+    if "address" in message:
+        return f"address: {message}"
+    if "amount" in message or "EPC" in message or "beneficiary" in message:
+        return f"payload: {message}"
+    return f"letter: {message}"
+
+
+# --------------------------------------------------------------------------- importing
+
+
+_COLUMNS = ("letter_id",) + COMPARED
+_INSERT = (f"INSERT INTO letters ({', '.join(_COLUMNS)}) VALUES ({', '.join(['%s'] * (len(_COLUMNS) - 1))}, "
+           "%s::jsonb) ON CONFLICT (letter_id) DO NOTHING")
+
+
+def import_rows(conn, rows: Iterable[tuple[int, Mapping]], ctx: RunContext | None = None) -> ImportReport:
+    """Check every row, then insert the good ones in one transaction.
+
+    FileRefused (from reading) propagates before anything is written. A row the database still refuses
+    (a constraint added after this code, say) is refused by line with the field or constraint name; the
+    database's own message, which may quote the row, is never passed on."""
     report = ImportReport()
     clean: dict[str, tuple[int, dict]] = {}
     for line_no, raw in rows:
         try:
             row = validate_row(raw)
-        except (RowError, ValidationError) as exc:
+        except RowError as exc:
             report.errors.append((line_no, str(exc)))
             continue
         if row["letter_id"] in clean:
@@ -162,36 +453,58 @@ def import_rows(conn, rows: Iterable[tuple[int, dict]], ctx: RunContext | None =
             continue
         clean[row["letter_id"]] = (line_no, row)
     if not clean:
+        report.errors.sort()
         return report
     with conn.cursor() as cur:
         # Serialise imports: without it, two imports of the same file both see "not yet in the outbox", the
         # second INSERT silently does nothing (ON CONFLICT), yet both report and record the letters as accepted.
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_IMPORT_LOCK_ID,))
-        cur.execute(f"SELECT {', '.join(('letter_id',) + COMPARED)} FROM letters WHERE letter_id = ANY(%s)",
-                    (list(clean),))
-        existing = {r[0]: dict(zip(("letter_id",) + COMPARED, r)) for r in cur.fetchall()}
+        cur.execute(f"SELECT {', '.join(_COLUMNS)} FROM letters WHERE letter_id = ANY(%s)", (list(clean),))
+        existing = {r[0]: dict(zip(_COLUMNS, r)) for r in cur.fetchall()}
         for letter_id, (line_no, row) in list(clean.items()):
             if letter_id in existing:
                 report.duplicates.append((line_no, letter_id, _same(existing[letter_id], row)))
                 del clean[letter_id]
-        cols = ("letter_id",) + COMPARED
-        cur.executemany(
-            f"INSERT INTO letters ({', '.join(cols)}) VALUES ({', '.join(['%s'] * (len(cols) - 1))}, %s::jsonb) "
-            "ON CONFLICT (letter_id) DO NOTHING",
-            [tuple(json.dumps(r["payload"]) if c == "payload" else r[c] for c in cols) for _, r in clean.values()],
-        )
+        for letter_id, line_no, message in _insert(conn, cur, clean):
+            report.errors.append((line_no, message))
+            del clean[letter_id]
         record_events(cur, ctx or RunContext(task_id="letters_import"),
                       ((lid, "accepted", {"department": r["department"], "letter_type": r["letter_type"]})
                        for lid, (_, r) in clean.items()))
     conn.commit()
     report.inserted = list(clean)
     report.duplicates.sort()
+    report.errors.sort()
     return report
+
+
+def _insert(conn, cur, clean: dict[str, tuple[int, dict]]) -> list[tuple[str, int, str]]:
+    """Insert the rows; return (letter_id, line, refusal) of those the database refused. All rows go in one
+    statement; only when the database refuses one are they tried one by one, each in a savepoint."""
+    params = {lid: tuple(r["payload_json"] if c == "payload" else r[c] for c in _COLUMNS)
+              for lid, (_, r) in clean.items()}
+    try:
+        with conn.transaction():
+            cur.executemany(_INSERT, list(params.values()))
+        return []
+    except psycopg.Error as exc:
+        if not is_row_error(exc):
+            raise
+    refused = []
+    for lid, values in params.items():
+        try:
+            with conn.transaction():
+                cur.execute(_INSERT, values)
+        except psycopg.Error as exc:
+            if not is_row_error(exc):
+                raise
+            refused.append((lid, clean[lid][0], describe_db_error(exc)))
+    return refused
 
 
 def import_file(conn, path: Path, ctx: RunContext | None = None) -> ImportReport:
     return import_rows(conn, read_rows(path), ctx)
 
 
-def _same(a: dict, b: dict) -> bool:
+def _same(a: Mapping, b: Mapping) -> bool:
     return all(a.get(k) == b.get(k) for k in COMPARED)

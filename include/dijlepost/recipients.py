@@ -10,6 +10,7 @@ from stdnum.exceptions import ValidationError
 CITIZEN = "citizen"
 ENTERPRISE = "enterprise"
 RECIPIENT_KINDS = (CITIZEN, ENTERPRISE)
+MAX_INPUT_LENGTH = 32       # room for any way of writing an 11-digit SSIN or a "BE 0123.456.789"
 
 
 class InvalidRecipientId(ValueError):
@@ -25,6 +26,10 @@ def normalize_recipient_id(kind: str, value: str) -> str:
     enterprises a 10-digit KBO number (same number as the Belgian VAT number, `stdnum.be.vat`).
     The message never contains the id itself: it may end up in a log.
     """
+    if not isinstance(value, str):
+        raise InvalidRecipientId(f"must be text, not {type(value).__name__}")
+    if len(value) > MAX_INPUT_LENGTH:
+        raise InvalidRecipientId(f"longer than {MAX_INPUT_LENGTH} characters")
     if kind == CITIZEN:
         try:
             return nn.validate(value)

@@ -27,7 +27,7 @@ ROLES = (
     ("api-server", re.compile(r"api[-_]server|uvicorn|gunicorn")),
     ("dag-processor", re.compile(r"dag[-_]processor")),
     ("eBox sandbox", re.compile(r"ebox\.sandbox")),
-    ("print house", re.compile(r"printhouse\.sandbox|sshd")),
+    ("print house", re.compile(r"sandboxes\.printhouse|sshd")),
     ("PostgreSQL", re.compile(r"^postgres")),
 )
 

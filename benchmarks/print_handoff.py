@@ -25,8 +25,8 @@ from pathlib import Path
 
 from demo.sample_payloads import sample_payload
 from include.dijlepost.printhouse.batch import BatchLetter, address_lines, build_batch_zip, postage_class_for
-from include.dijlepost.printhouse.handoff import MIB, PlannedLetter, plan_batches, upload_checksum
-from include.dijlepost.printhouse.upload import upload_batch
+from include.dijlepost.printhouse.handoff import MIB, PlannedLetter, plan_batches
+from include.dijlepost.printhouse.upload import upload_batch, upload_checksum
 from include.dijlepost.waves import ALL_LETTER_TYPES, WAVES
 
 TODAY = date(2026, 3, 2)
@@ -79,7 +79,7 @@ def start_server(kind: str, state: Path):
         from tests.support.sshd import start_sshd
 
         return start_sshd()
-    from include.dijlepost.printhouse.sandbox import PrintHouseSftpServer
+    from sandboxes.printhouse.server import PrintHouseSftpServer
 
     return PrintHouseSftpServer(state / "sandbox").start()
 

@@ -3,7 +3,9 @@
 The paper-path integration tests upload through `PrintHouseHook` to this server, so host key
 verification, public-key authentication, the chroot and `internal-sftp` are OpenSSH's own, as at
 the print house. The server runs for the whole session on a free port with its own config, host
-key and client key; `printhouse_dirs` gives each test an empty inbox and outbox.
+key and client key; `printhouse_dirs` gives each test an empty inbox, outbox and `printed/` (where
+the print house moves what it takes: root-owned, so the SFTP user can read but not change it) and
+an empty print log.
 
 sshd is strict about the chroot: every component of its path must be root-owned and not group- or
 world-writable, which rules out /tmp and pytest's tmp_path. The state directory therefore lives in
@@ -35,12 +37,13 @@ SFTP_USER = "dijlepost-sftp"
 STATE_PARENT = Path("/run")
 PRIVSEP_DIR = Path("/run/sshd")
 REMOTE_DIRS = ("inbox", "outbox")
+TAKEN_DIR = "printed"
 START_TIMEOUT_S = 10.0
 
 
 @dataclass
 class SshdServer:
-    """A running sshd; `root` is the SFTP user's chroot on disk, holding inbox/ and outbox/."""
+    """A running sshd; `root` is the SFTP user's chroot on disk, holding inbox/, outbox/ and printed/."""
 
     host: str
     port: int
@@ -57,11 +60,18 @@ class SshdServer:
                                self.host_public_key)
 
     def answer_as_print_house(self, behaviour=None) -> dict:
-        """Play the print house on the served tree: take complete batches from the inbox, check them and
-        write acknowledgements (and, per `behaviour`, rejections and returned mail) to the outbox."""
-        from include.dijlepost.printhouse.simulator import PrinterBehaviour, process_inbox
+        """Play the print house on the served tree: take complete batches from the inbox (to printed/),
+        check them and write acknowledgements (and, per `behaviour`, rejections and returned mail) to
+        the outbox."""
+        from sandboxes.printhouse.simulator import PrinterBehaviour, process_inbox
 
         return process_inbox(self.root, behaviour or PrinterBehaviour())
+
+    def printed_letters(self):
+        """How many times the print house printed each letter (a Counter by letter id)."""
+        from sandboxes.printhouse.simulator import printed_letters
+
+        return printed_letters(self.root)
 
     def log(self) -> str:
         return (self.state_dir / "sshd.log").read_text(errors="replace")
@@ -192,6 +202,7 @@ def start_sshd() -> SshdServer:
         for name in REMOTE_DIRS:
             (chroot / name).mkdir(mode=0o755)
             os.chown(chroot / name, uid, -1)
+        (chroot / TAKEN_DIR).mkdir(mode=0o755)
 
         _keygen(state / "ssh_host_ed25519_key", "dijlepost-test-sshd")
         _keygen(state / "client_key", "dijlepost-test-client")
@@ -235,8 +246,11 @@ def sshd():
 @pytest.fixture
 def printhouse_dirs(sshd):
     """The session's sshd with an empty inbox and outbox (and nothing the simulated print house printed)."""
-    (sshd.root / "printed").mkdir(exist_ok=True)
-    for name in (*REMOTE_DIRS, "printed"):
+    from sandboxes.printhouse.simulator import print_log_path
+
+    (sshd.root / TAKEN_DIR).mkdir(exist_ok=True)
+    print_log_path(sshd.root).unlink(missing_ok=True)
+    for name in (*REMOTE_DIRS, TAKEN_DIR):
         for entry in (sshd.root / name).iterdir():
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)

@@ -27,17 +27,14 @@ from datetime import date, datetime
 from paramiko import SFTPClient
 
 from include.dijlepost import logfmt
-from include.dijlepost.outbox import RunContext, record_events
-from include.dijlepost.printhouse.upload import _rename
+from include.dijlepost.outbox import RunContext, quarantine_after_print_rejection, record_events
+from include.dijlepost.printhouse.upload import ACK_SUFFIX, PROCESSED_DIR, REFUSED_DIR, rename
 
-ACK_SUFFIX = ".ack.csv"
 ACK_COLUMNS = ("letter_id", "result", "reason")
 ACK_RESULTS = ("accepted", "rejected")
 RETURNS_COLUMNS = ("letter_id", "reason")
 RETURN_REASONS = ("unknown_address", "moved", "refused", "not_collected", "deceased", "insufficient_address",
                   "other")
-PROCESSED_DIR = "processed"
-REFUSED_DIR = "refused"
 MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_REASON_CHARS = 300
 _BATCH_ID = re.compile(r"^[a-z0-9_]+-(non_prior|prior|registered)-[0-9a-f]{16}$")
@@ -239,17 +236,8 @@ def _apply_ack(cur, name: str, data: bytes, digest: str, ctx: RunContext) -> tup
                 "AND print_status IS NULL RETURNING letter_id", (accepted, batch_id))
     posted = [r[0] for r in cur.fetchall()]
     record_events(cur, ctx, ((lid, "printed_and_posted", {"batch_id": batch_id, "ack_file": name}) for lid in posted))
-    quarantined = []
-    for r in rejected:
-        cur.execute("UPDATE letters SET status = 'quarantined', quarantine_reason = %s, print_status = 'rejected', "
-                    "print_reason = %s, print_acknowledged_at = now(), final_at = now(), updated_at = now() "
-                    "WHERE letter_id = %s AND print_batch_id = %s AND status = 'handed_to_print' "
-                    "AND print_status IS NULL",
-                    (f"print house rejected: {r.reason}", r.reason, r.letter_id, batch_id))
-        if cur.rowcount:
-            quarantined.append(r.letter_id)
-            record_events(cur, ctx, [(r.letter_id, "quarantined",
-                                      {"stage": "print_house", "reason": r.reason, "batch_id": batch_id})])
+    quarantined = [r.letter_id for r in rejected
+                   if quarantine_after_print_rejection(cur, ctx, r.letter_id, batch_id, r.reason)]
     cur.execute("UPDATE print_batches SET acknowledged_at = coalesce(acknowledged_at, now()), ack_file_sha256 = %s, "
                 "accepted_count = %s, rejected_count = %s WHERE batch_id = %s",
                 (digest, len(accepted), len(rejected), batch_id))
@@ -329,7 +317,7 @@ def _move_aside(sftp: SFTPClient, outbox_dir: str, name: str, folder: str, diges
         target = f"{target}.{digest[:12]}"  # an earlier file of the same name is kept as well
     except FileNotFoundError:
         pass
-    _rename(sftp, posixpath.join(outbox_dir, name), target)
+    rename(sftp, posixpath.join(outbox_dir, name), target)
 
 
 # --------------------------------------------------------------------------- alerts and reconciliation

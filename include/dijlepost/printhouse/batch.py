@@ -1,5 +1,5 @@
 """Print batches: the zip of PDFs plus manifest that the print house receives for one department and
-postage class.
+postage class, and the zip's own checksum file.
 
 A batch is identified by its department, postage class and exact set of letters, and its zip is
 byte-for-byte reproducible from the same letters. A retry after a crash therefore rebuilds the very
@@ -37,6 +37,7 @@ _DUTCH = Locale.parse("nl")
 # CLDR also names groupings and placeholders (EU, UN, "unknown region", pseudo-locales): not countries.
 _NOT_COUNTRIES = frozenset({"EU", "EZ", "QO", "UN", "XA", "XB", "ZZ"})
 MANIFEST_NAME = "manifest.csv"
+CHECKSUM_SUFFIX = ".sha256"
 MANIFEST_COLUMNS = (
     "letter_id", "file_name", "sha256", "pages", "sheets", "postage_class", "registered",
     *(f"address_line_{i}" for i in range(1, MAX_ADDRESS_LINES + 1)),
@@ -168,6 +169,20 @@ def build_batch_zip(batch_id: str, letters: Sequence[BatchLetter], work_dir: Pat
         raise
     _fsync_dir(work_dir)
     return BuiltBatch(batch_id=batch_id, path=final, sha256=digest, size=size, letter_count=len(ordered))
+
+
+def checksum_line(built: BuiltBatch) -> bytes:
+    """`<sha256>  <batch_id>.zip`: the `sha256sum` format, so `sha256sum -c` checks the zip."""
+    return f"{built.sha256}  {built.path.name}\n".encode("ascii")
+
+
+def write_checksum_file(built: BuiltBatch) -> Path:
+    """`<batch_id>.zip.sha256` next to the built zip, written atomically."""
+    path = built.path.with_name(built.path.name + CHECKSUM_SUFFIX)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(checksum_line(built))
+    os.replace(tmp, path)
+    return path
 
 
 def _entry(name: str, size: int = 0) -> zipfile.ZipInfo:

@@ -1,36 +1,55 @@
-"""Handing paper letters over to the print house: batch planning, the daily cut-off and the batch's
-own checksum file. `pipeline.py` keeps the entry points the wave DAG calls; the rules live here.
+"""Handing paper letters over to the print house, the whole path in one place: `hand_over` assigns
+the rendered paper letters of a chunk to batches, builds each due batch's zip, puts it in the print
+house's inbox and marks its letters handed over, exactly once.
 
 Planning (`plan_batches`) is pure: letters are grouped by print day and postage class, in letter id
 order, and cut into batches of at most `max_letters` letters and `max_bytes` bytes. A letter's print
 day is the day it was decided (Europe/Brussels), or the next day when it was decided at or after the
 wave's cut-off. Membership is written to the database before any file is built (`assign_print_batches`),
 so a retry rebuilds the same batch with the same id, and a batch is handed over only once its print
-day has come (`pending_print_batches`). No Airflow import.
+day has come (`pending_print_batches`).
+
+A batch moves `assigned -> uploading -> uploaded` (migration 0011). `uploading` is committed, with
+the zip's SHA-256 and size, before the first byte goes to the print house; a batch found in that
+state may have been delivered by an attempt that died after its upload, and the print house may
+have taken and printed it since. It is therefore looked for at the print house first
+(`upload.find_batch`: its inbox, its taken folder, its acknowledgements, and the acknowledgements we
+already read) and only sent when it is nowhere (docs/print-house.md, "Handing over exactly once").
+Letter status changes go through `outbox`. No Airflow import: `hook` is any object with
+`get_managed_conn()` and the print house's folders (`PrintHouseHook`).
 """
 from __future__ import annotations
 
 import os
-import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import psycopg
 from paramiko import SFTPClient
+from psycopg.rows import dict_row
 
-from include.dijlepost.outbox import RunContext, quarantine, record_events
-from include.dijlepost.printhouse.batch import BuiltBatch, batch_id_for, postage_class_for
-from include.dijlepost.printhouse.upload import PART_SUFFIX, RemoteBatchConflict, _remote_size, _rename
+from include.dijlepost import logfmt, outbox
+from include.dijlepost.outbox import RunContext
+from include.dijlepost.printhouse import upload
+from include.dijlepost.printhouse.batch import (
+    BatchLetter,
+    address_lines,
+    batch_id_for,
+    build_batch_zip,
+    postage_class_for,
+)
+from include.dijlepost.printhouse.upload import PrintHouseFolders, Whereabouts
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 MIB = 1024 * 1024
 # What a letter adds to the zip besides its PDF: two zip headers with its file name (~100 bytes) and
 # its manifest row (address lines included, ~300 bytes); generous so a batch never exceeds its limit.
 PER_LETTER_OVERHEAD = 1024
-CHECKSUM_SUFFIX = ".sha256"
 _CUTOFF = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 
 
@@ -113,7 +132,7 @@ def assign_print_batches(conn, department: str, run_id: str, ctx: RunContext, ma
     the whole hand-over."""
     cutoff_time = parse_cutoff(cutoff) if cutoff else None
     max_bytes = int(max_mb * MIB) if max_mb else 2**62
-    with conn.cursor() as cur:
+    with conn.cursor(row_factory=dict_row) as cur:
         cur.execute("SELECT letter_id, registered, decided_at, pdf_path FROM letters WHERE claim_run_id = %s "
                     "AND status = 'processing' AND channel = 'paper' AND rendered_at IS NOT NULL "
                     "AND print_batch_id IS NULL" + (" AND claim_chunk = %s" if chunk is not None else "")
@@ -122,37 +141,35 @@ def assign_print_batches(conn, department: str, run_id: str, ctx: RunContext, ma
     conn.commit()
 
     planned, missing = [], []
-    for letter_id, registered, decided_at, pdf_path in rows:
+    for row in rows:
         try:
-            size = os.stat(pdf_path).st_size
-        except OSError as exc:
-            missing.append((letter_id, f"print: the rendered PDF is gone ({type(exc).__name__})"))
+            size = os.stat(row["pdf_path"]).st_size
+        except (OSError, TypeError) as exc:
+            missing.append((row["letter_id"], f"print: the rendered PDF is gone ({type(exc).__name__})"))
             continue
+        decided_at = row["decided_at"]
         day = print_day(decided_at, cutoff_time) if cutoff_time and decided_at else today_in_brussels()
-        planned.append(PlannedLetter(letter_id, postage_class_for(registered), day, size))
+        planned.append(PlannedLetter(row["letter_id"], postage_class_for(row["registered"]), day, size))
 
     batches = plan_batches(department, planned, max_letters, max_bytes)
     with conn.cursor() as cur:
         for letter_id, reason in missing:
-            quarantine(cur, ctx, letter_id, run_id, reason, stage="print")
+            outbox.quarantine(cur, ctx, letter_id, run_id, reason, stage="print")
         for b in batches:
             cur.execute("INSERT INTO print_batches (batch_id, department, postage_class, letter_count, hand_over_on) "
                         "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (batch_id) DO NOTHING",
                         (b.batch_id, department, b.postage_class, len(b.letter_ids), b.print_day))
-            cur.execute("UPDATE letters SET print_batch_id = %s, updated_at = now() WHERE letter_id = ANY(%s) "
-                        "AND status = 'processing' AND print_batch_id IS NULL", (b.batch_id, list(b.letter_ids)))
-            record_events(cur, ctx, ((lid, "assigned_to_print_batch",
-                                      {"batch_id": b.batch_id, "hand_over_on": b.print_day.isoformat()})
-                                     for lid in b.letter_ids))
+            outbox.assign_to_print_batch(cur, ctx, b.batch_id, b.letter_ids, b.print_day)
     conn.commit()
     return [b.batch_id for b in batches]
 
 
 def pending_print_batches(conn, department: str, today: date | None = None, run_id: str | None = None,
                           chunk: int | None = None) -> list[str]:
-    """Recorded batches not yet uploaded whose print day has come, oldest first: all of the department,
-    or (with `run_id` and `chunk`) those holding letters of that chunk of the claim."""
-    sql = ("SELECT batch_id FROM print_batches WHERE department = %s AND status = 'assigned' "
+    """Batches not yet recorded as handed over (`assigned`, or `uploading` by an attempt that died)
+    whose print day has come, oldest first: all of the department, or (with `run_id` and `chunk`)
+    those holding letters of that chunk of the claim."""
+    sql = ("SELECT batch_id FROM print_batches WHERE department = %s AND status IN ('assigned', 'uploading') "
            "AND (hand_over_on IS NULL OR hand_over_on <= %s)")
     params: list = [department, today or today_in_brussels()]
     if chunk is not None:
@@ -176,46 +193,146 @@ def deferred_print_batches(conn, department: str, today: date | None = None) -> 
     return rows
 
 
-# --------------------------------------------------------------------------- the batch's checksum
+# --------------------------------------------------------------------------- the hand-over
 
-def checksum_line(built: BuiltBatch) -> bytes:
-    """`<sha256>  <batch_id>.zip`: the `sha256sum` format, so `sha256sum -c` checks the zip."""
-    return f"{built.sha256}  {built.path.name}\n".encode("ascii")
+def hand_over(conn, hook, wave, run_id: str, ctx: RunContext, work_dir: Path, chunk: int | None = None) -> dict:
+    """Assign the paper letters of one chunk of the claim `run_id` to print batches (none with `chunk`
+    None) and hand over the due batches: of that chunk, or with `chunk` None every due batch of the
+    department (earlier runs' and those held back by the cut-off). The SFTP session is opened only
+    when a batch is due. Returns `{"assigned_now": [batch ids], "batches": [one dict per batch handed
+    over], "letters": letters marked handed over now}`."""
+    assigned = [] if chunk is None else assign_print_batches(
+        conn, wave.department, run_id, ctx, wave.print_batch_max_letters, wave.print_batch_max_mb,
+        wave.print_cutoff, chunk=chunk)
+    due = pending_print_batches(conn, wave.department, run_id=run_id, chunk=chunk)
+    results: list[dict] = []
+    if due:
+        folders = hook.folders
+        with hook.get_managed_conn() as sftp:
+            for batch_id in due:
+                result = hand_over_batch(conn, sftp, folders, work_dir, batch_id, ctx)
+                logfmt.emit("print_batch_handed_over", department=wave.department, chunk=chunk, **result)
+                results.append(result)
+    letters = sum(r["letters"] for r in results)
+    logfmt.emit("print_handed_over", department=wave.department, chunk=chunk, assigned_now=len(assigned),
+                batches=len(results), letters=letters)
+    return {"assigned_now": assigned, "batches": results, "letters": letters}
 
 
-def write_checksum_file(built: BuiltBatch) -> Path:
-    path = built.path.with_name(built.path.name + CHECKSUM_SUFFIX)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(checksum_line(built))
-    os.replace(tmp, path)
-    return path
+# Advisory lock class for "one worker at a time hands over this batch" (pg_try_advisory_lock(int, int)).
+_BATCH_LOCK_CLASS = 0x7072  # "pr"
 
 
-@dataclass(frozen=True)
-class ChecksumUpload:
-    remote_path: str
-    already_present: bool
+@contextmanager
+def _batch_lock(conn, batch_id: str) -> Iterator[bool]:
+    """A session-level advisory lock on the batch: a second worker on the same batch (a zombie task and
+    its retry) skips it. It dies with the session, so a killed worker never leaves it held."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_BATCH_LOCK_CLASS, batch_id))
+        held = cur.fetchone()[0]
+    conn.commit()
+    try:
+        yield held
+    finally:
+        if held:
+            try:
+                conn.rollback()
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_BATCH_LOCK_CLASS, batch_id))
+                conn.commit()
+            except psycopg.Error:
+                pass  # the session is gone, and the lock with it
 
 
-def upload_checksum(sftp: SFTPClient, built: BuiltBatch, remote_dir: str) -> ChecksumUpload:
-    """Put `<batch_id>.zip.sha256` next to the uploaded zip, after it, by the same .part-then-rename
-    protocol. Its arrival tells the print house the batch is complete. Idempotent: the same content
-    already there is left alone; a different content is never overwritten."""
-    data = checksum_line(built)
-    local = write_checksum_file(built)
-    final = posixpath.join(remote_dir, local.name)
-    remote_size = _remote_size(sftp, final)
-    if remote_size is not None:
-        with sftp.open(final, "rb") as remote:
-            existing = remote.read(4096)
-        if existing == data:
-            return ChecksumUpload(remote_path=final, already_present=True)
-        raise RemoteBatchConflict(f"batch {built.batch_id}: the print house holds a different {local.name}; "
-                                  "refusing to overwrite it")
-    part = final + PART_SUFFIX
-    with sftp.open(part, "wb") as remote:
-        remote.write(data)
-    if sftp.stat(part).st_size != len(data):
-        raise OSError(f"batch {built.batch_id}: the checksum file arrived incomplete; keeping it as .part")
-    _rename(sftp, part, final)
-    return ChecksumUpload(remote_path=final, already_present=False)
+def hand_over_batch(conn, sftp: SFTPClient, folders: PrintHouseFolders, work_dir: Path, batch_id: str,
+                    ctx: RunContext) -> dict:
+    """Hand one recorded batch over exactly once: build its zip from its recorded members, commit
+    `uploading`, upload the zip and then its checksum file, and mark the batch and its letters in one
+    transaction. A batch already `uploading` is first looked for at the print house; when it is there
+    (or was taken, or answered) nothing is sent and only the hand-over is recorded."""
+    with _batch_lock(conn, batch_id) as held:
+        if not held:
+            logfmt.emit("print_batch_busy", batch_id=batch_id, reason="another worker is handing it over")
+            return {"batch_id": batch_id, "letters": 0, "evidence": None, "busy": True}
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute("SELECT status, zip_sha256, zip_bytes FROM print_batches WHERE batch_id = %s", (batch_id,))
+            batch = cur.fetchone()
+            cur.execute("SELECT letter_id, pdf_path, pdf_sha256, pdf_pages, registered, recipient_name, street, "
+                        "postal_code, city, country FROM letters WHERE print_batch_id = %s AND status = 'processing' "
+                        "ORDER BY letter_id", (batch_id,))
+            rows = cur.fetchall()
+        conn.commit()
+        if batch is None:
+            raise LookupError(f"batch {batch_id} is not recorded")
+        if batch["status"] == "uploaded" or not rows:
+            # Nothing left to hand over: an earlier attempt finished (or every member is final already).
+            if batch["status"] != "uploaded":
+                _record_handed_over(conn, ctx, batch_id, [], batch["zip_sha256"], "members_final")
+            return {"batch_id": batch_id, "letters": 0, "evidence": "members_final"}
+
+        if batch["status"] == "uploading":
+            where = upload.find_batch(sftp, batch_id, folders)
+            if where is Whereabouts.NOT_THERE and _acknowledgement_read(conn, batch_id):
+                where = Whereabouts.ACKNOWLEDGED
+            logfmt.emit("print_batch_looked_up", batch_id=batch_id, found=where.value)
+            if where.delivered:
+                ids = [r["letter_id"] for r in rows]
+                evidence = {Whereabouts.IN_INBOX: "found_in_inbox", Whereabouts.TAKEN: "taken_by_print_house",
+                            Whereabouts.ACKNOWLEDGED: "acknowledged"}[where]
+                changed = _record_handed_over(conn, ctx, batch_id, ids, batch["zip_sha256"], evidence)
+                return {"batch_id": batch_id, "letters": len(changed), "sha256": batch["zip_sha256"],
+                        "bytes": batch["zip_bytes"], "already_present": True, "evidence": evidence}
+
+        members = [BatchLetter(letter_id=r["letter_id"], pdf_path=Path(r["pdf_path"]), pdf_sha256=r["pdf_sha256"],
+                               pages=r["pdf_pages"], postage_class=postage_class_for(r["registered"]),
+                               registered=r["registered"],
+                               address_lines=address_lines(r["recipient_name"], r["street"], r["postal_code"],
+                                                           r["city"], r["country"]),
+                               country=r["country"])
+                   for r in rows]
+        built = build_batch_zip(batch_id, members, work_dir)
+        _record_uploading(conn, batch_id, built.sha256, built.size)
+        sent = upload.upload_batch(sftp, built.path, folders.inbox)
+        # The checksum file goes last: its arrival tells the print house the batch is complete.
+        checksum = upload.upload_checksum(sftp, built, folders.inbox)
+        evidence = "found_in_inbox" if sent.already_present and checksum.already_present else "uploaded"
+        changed = _record_handed_over(conn, ctx, batch_id, [m.letter_id for m in members], built.sha256, evidence,
+                                      sent.remote_path, checksum.remote_path)
+        return {"batch_id": batch_id, "letters": len(changed), "bytes": built.size, "sha256": built.sha256,
+                "already_present": sent.already_present, "evidence": evidence, "remote_path": sent.remote_path,
+                "checksum_path": checksum.remote_path, "local_path": str(built.path)}
+
+
+def _acknowledgement_read(conn, batch_id: str) -> bool:
+    """Whether we already read an acknowledgement file for the batch (acks.collect keeps every file)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT EXISTS (SELECT 1 FROM print_house_files WHERE file_name = %s)",
+                    (f"{batch_id}{upload.ACK_SUFFIX}",))
+        seen = cur.fetchone()[0]
+    conn.commit()
+    return seen
+
+
+def _record_uploading(conn, batch_id: str, sha256: str, size: int) -> None:
+    """Committed before the first byte goes to the print house: from here on, a retry looks first."""
+    with conn.cursor() as cur:
+        cur.execute("UPDATE print_batches SET status = 'uploading', zip_sha256 = %s, zip_bytes = %s, "
+                    "upload_started_at = coalesce(upload_started_at, now()), upload_attempts = upload_attempts + 1 "
+                    "WHERE batch_id = %s AND status IN ('assigned', 'uploading')", (sha256, size, batch_id))
+        if cur.rowcount != 1:
+            raise RuntimeError(f"batch {batch_id} was recorded as handed over meanwhile; not uploading it")
+    conn.commit()
+
+
+def _record_handed_over(conn, ctx: RunContext, batch_id: str, letter_ids: Sequence[str], sha256: str | None,
+                        evidence: str, remote_path: str | None = None, checksum_path: str | None = None) -> set[str]:
+    """The batch `uploaded` and its letters `handed_to_print`, in one transaction."""
+    with conn.cursor() as cur:
+        cur.execute("UPDATE print_batches SET status = 'uploaded', handover_evidence = %s, uploaded_at = now(), "
+                    "remote_path = coalesce(%s, remote_path), "
+                    "zip_sha256_remote_path = coalesce(%s, zip_sha256_remote_path) "
+                    "WHERE batch_id = %s AND status IN ('assigned', 'uploading')",
+                    (evidence, remote_path, checksum_path, batch_id))
+        changed = outbox.mark_handed_to_print(cur, ctx, batch_id, letter_ids, sha256) if letter_ids else set()
+    conn.commit()
+    return changed

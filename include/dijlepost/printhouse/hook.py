@@ -4,7 +4,13 @@ Batches carry names and addresses, so the hook refuses a Connection that would l
 as the print house: the server's public key must be pinned in the `host_key` extra, host key
 checking may not be switched off, and the client authenticates with its own key only
 (`key_file` or `private_key`). The remote folders come from the `inbox_dir` and `outbox_dir`
-extras. `get_conn()` / `get_managed_conn()` give a paramiko `SFTPClient`, as in the provider.
+extras, and `printed_dir`, where the print house moves a batch it has taken (`folders`).
+`get_conn()` / `get_managed_conn()` give a paramiko `SFTPClient`, as in the provider.
+
+Only the pinned key is trusted. The SSH provider loads the system's and the user's known_hosts
+(`~/.ssh/known_hosts`) into the client, and paramiko looks there first: any key listed there for the
+host would be accepted and the pin never consulted. This hook's SSH client therefore starts from
+the pinned key alone and rejects every other key; known_hosts files are not read.
 
 SSH compression is off unless the `compress` extra is `true` (the provider turns it on unless the
 extra is `false`; OpenSSH's own client has it off). A print batch is rendered PDFs, whose content is
@@ -17,8 +23,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import paramiko
+from airflow.providers.ssh.hooks.ssh import SSH_PORT, SSHHook
 from airflow.providers.sftp.hooks.sftp import SFTPHook
 from airflow.sdk.exceptions import AirflowException
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed, wait_random
+
+from include.dijlepost.printhouse.upload import PrintHouseFolders
 
 DEFAULT_CONN_TIMEOUT_S = 30
 
@@ -42,7 +53,56 @@ def _compression(conn_id: str, extra: dict[str, Any]) -> bool:
     return _is_true(value)
 
 
-class PrintHouseHook(SFTPHook):
+_retry_unless_refused = retry_if_exception(
+    lambda exc: not isinstance(exc, (paramiko.BadHostKeyException, paramiko.AuthenticationException)))
+
+
+class _PinnedHostKeySSHHook(SSHHook):
+    """The provider's SSH connection, verified against the pinned host key only.
+
+    Sits between `SFTPHook` and `SSHHook` in `PrintHouseHook`'s method order, so the SFTP hook's
+    `get_conn()` and `get_managed_conn()` open their SSH connection here."""
+
+    def get_conn(self) -> paramiko.SSHClient:
+        if self.client:
+            transport = self.client.get_transport()
+            if transport and transport.is_active():
+                return self.client
+        if self.host_key is None or self.no_host_key_check or self.allow_host_key_change:
+            raise InsecurePrintHouseConnection("the print house's host key must be pinned and always checked")
+        client = paramiko.SSHClient()
+        # No load_system_host_keys(): neither /etc/ssh/ssh_known_hosts nor ~/.ssh/known_hosts count.
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        name = self.remote_host if self.port == SSH_PORT else f"[{self.remote_host}]:{self.port}"
+        client.get_host_keys().add(name, self.host_key.get_name(), self.host_key)
+        connect_kwargs: dict[str, Any] = {
+            "hostname": self.remote_host, "port": self.port, "username": self.username,
+            "timeout": self.conn_timeout, "compress": self.compress, "sock": self.host_proxy,
+            "look_for_keys": False, "allow_agent": False,
+            "banner_timeout": self.banner_timeout, "auth_timeout": self.auth_timeout,
+        }
+        if self.pkey:
+            connect_kwargs["pkey"] = self.pkey
+        if self.key_file:
+            connect_kwargs["key_filename"] = self.key_file
+        if self.disabled_algorithms:
+            connect_kwargs["disabled_algorithms"] = self.disabled_algorithms
+        # The provider's retries, for a server that is briefly unreachable; a wrong host key is not retried.
+        for attempt in Retrying(reraise=True, wait=wait_fixed(3) + wait_random(0, 2),
+                                stop=stop_after_attempt(self.conn_retry_attempts),
+                                retry=_retry_unless_refused):
+            with attempt:
+                client.connect(**connect_kwargs)
+        transport = client.get_transport()
+        if self.keepalive_interval:
+            transport.set_keepalive(self.keepalive_interval)
+        if self.ciphers:
+            transport.get_security_options().ciphers = self.ciphers
+        self.client = client
+        return client
+
+
+class PrintHouseHook(SFTPHook, _PinnedHostKeySSHHook):
     """SFTP to the print house, with a pinned host key and key authentication, or not at all."""
 
     default_conn_name = "printhouse_sftp"
@@ -61,7 +121,13 @@ class PrintHouseHook(SFTPHook):
         self.look_for_keys = False
         self.inbox_dir: str = extra.get("inbox_dir") or "inbox"
         self.outbox_dir: str = extra.get("outbox_dir") or "outbox"
+        self.printed_dir: str = extra.get("printed_dir") or "printed"
         self.compress = _compression(ssh_conn_id, extra)
+
+    @property
+    def folders(self) -> PrintHouseFolders:
+        """The print house's inbox, taken folder and outbox, as the hand-over looks them up."""
+        return PrintHouseFolders(inbox=self.inbox_dir, taken=self.printed_dir, outbox=self.outbox_dir)
 
     @staticmethod
     def _refuse_unverified(conn_id: str, extra: dict[str, Any], kwargs: dict[str, Any]) -> None:

@@ -8,17 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from include.dijlepost.printhouse.batch import BuiltBatch
-from include.dijlepost.printhouse.handoff import (
-    MIB,
-    PER_LETTER_OVERHEAD,
-    PlannedLetter,
-    checksum_line,
-    parse_cutoff,
-    plan_batches,
-    print_day,
-    write_checksum_file,
-)
+from include.dijlepost.printhouse.batch import BuiltBatch, checksum_line, write_checksum_file
+from include.dijlepost.printhouse.handoff import MIB, PER_LETTER_OVERHEAD, PlannedLetter, parse_cutoff, plan_batches, print_day
 
 UTC = timezone.utc
 

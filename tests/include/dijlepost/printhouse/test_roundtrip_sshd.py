@@ -18,10 +18,10 @@ from include.dijlepost import pipeline
 from demo import dataset
 from include.dijlepost.intake import import_rows
 from include.dijlepost.outbox import RunContext, claim
-from include.dijlepost.printhouse import acks
+from include.dijlepost.printhouse import acks, handoff
 from include.dijlepost.printhouse.handoff import BRUSSELS, today_in_brussels
 from include.dijlepost.printhouse.hook import PrintHouseHook
-from include.dijlepost.printhouse.simulator import PrinterBehaviour, process_inbox
+from sandboxes.printhouse.simulator import PrinterBehaviour, process_inbox
 from include.dijlepost.rendering import LetterRenderer
 from include.dijlepost.rollout import read_state, set_phase
 from include.dijlepost.waves import WAVES
@@ -69,9 +69,9 @@ def letter_states(db) -> dict[str, tuple]:
 def hand_over(db, tmp_path, batches, sftp=None) -> list[dict]:
     hook = PrintHouseHook()
     if sftp is not None:
-        return [pipeline.upload_print_batch(db, sftp, hook.inbox_dir, tmp_path / "work", b, CTX) for b in batches]
+        return [handoff.hand_over_batch(db, sftp, hook.folders, tmp_path / "work", b, CTX) for b in batches]
     with hook.get_managed_conn() as sftp:
-        return [pipeline.upload_print_batch(db, sftp, hook.inbox_dir, tmp_path / "work", b, CTX) for b in batches]
+        return [handoff.hand_over_batch(db, sftp, hook.folders, tmp_path / "work", b, CTX) for b in batches]
 
 
 def collect(db) -> list[acks.FileOutcome]:
@@ -82,7 +82,7 @@ def collect(db) -> list[acks.FileOutcome]:
 
 def test_full_round_trip(db, renderer, tmp_path, printhouse):
     ids = paper_letters(db, renderer, tmp_path, 12, seed_no=51)
-    batches = pipeline.assign_print_batches(db, "finance", RUN, CTX, 5)
+    batches = handoff.assign_print_batches(db, "finance", RUN, CTX, 5)
     assert len(batches) >= 3
     results = hand_over(db, tmp_path, batches)
     inbox = printhouse.root / "inbox"
@@ -158,20 +158,20 @@ class DroppingSftp:
 
 def test_connection_dropped_mid_upload_then_rerun_hands_over_one_complete_batch(db, renderer, tmp_path, printhouse):
     ids = paper_letters(db, renderer, tmp_path, 8, seed_no=53)
-    batches = pipeline.assign_print_batches(db, "finance", RUN, CTX, 100)
+    batches = handoff.assign_print_batches(db, "finance", RUN, CTX, 100)
     assert len(batches) == 1
     hook = PrintHouseHook()
     sftp = hook.get_conn()
     with pytest.raises(Exception):
-        pipeline.upload_print_batch(db, DroppingSftp(sftp), hook.inbox_dir, tmp_path / "work", batches[0], CTX)
+        handoff.hand_over_batch(db, DroppingSftp(sftp), hook.folders, tmp_path / "work", batches[0], CTX)
     db.rollback()
     inbox = printhouse.root / "inbox"
     assert [p.name for p in inbox.iterdir()] == [f"{batches[0]}.zip.part"]
     assert {s[0] for s in letter_states(db).values()} == {"processing"}
-    assert pipeline.pending_print_batches(db, "finance") == batches
+    assert handoff.pending_print_batches(db, "finance") == batches
 
     # The task is retried on a new connection (and from a fresh work directory: another worker).
-    [result] = hand_over(db, tmp_path / "retry", pipeline.pending_print_batches(db, "finance"))
+    [result] = hand_over(db, tmp_path / "retry", handoff.pending_print_batches(db, "finance"))
     assert result["already_present"] is False
     assert sorted(p.name for p in inbox.iterdir()) == [f"{batches[0]}.zip", f"{batches[0]}.zip.sha256"]
     with zipfile.ZipFile(inbox / f"{batches[0]}.zip") as z:
@@ -179,7 +179,7 @@ def test_connection_dropped_mid_upload_then_rerun_hands_over_one_complete_batch(
         manifest = list(csv.DictReader(io.StringIO(z.read("manifest.csv").decode())))
     assert sorted(r["letter_id"] for r in manifest) == ids
     assert {s[0] for s in letter_states(db).values()} == {"handed_to_print"}
-    assert pipeline.pending_print_batches(db, "finance") == []
+    assert handoff.pending_print_batches(db, "finance") == []
     # A later rerun sends nothing again.
     assert hand_over(db, tmp_path, batches)[0]["letters"] == 0
     assert process_inbox(printhouse.root)["batches"][batches[0]] == {"accepted": 8, "rejected": 0, "returned": 0}
@@ -187,7 +187,7 @@ def test_connection_dropped_mid_upload_then_rerun_hands_over_one_complete_batch(
 
 def test_corrupt_ack_is_refused_kept_and_nothing_changes(db, renderer, tmp_path, printhouse):
     paper_letters(db, renderer, tmp_path, 4, seed_no=57)
-    [batch] = pipeline.assign_print_batches(db, "finance", RUN, CTX, 100)
+    [batch] = handoff.assign_print_batches(db, "finance", RUN, CTX, 100)
     hand_over(db, tmp_path, [batch])
     before = letter_states(db)
     outbox = printhouse.root / "outbox"
@@ -226,7 +226,7 @@ def test_corrupt_ack_is_refused_kept_and_nothing_changes(db, renderer, tmp_path,
 
 def test_ack_for_unknown_batch_or_letters_is_refused(db, renderer, tmp_path, printhouse):
     paper_letters(db, renderer, tmp_path, 2, seed_no=59)
-    [batch] = pipeline.assign_print_batches(db, "finance", RUN, CTX, 100)
+    [batch] = handoff.assign_print_batches(db, "finance", RUN, CTX, 100)
     hand_over(db, tmp_path, [batch])
     members = sorted(letter_states(db))
     unknown = acks.apply_file(db, "finance-prior-00000000deadbeef.ack.csv",
@@ -249,7 +249,7 @@ def test_ack_for_unknown_batch_or_letters_is_refused(db, renderer, tmp_path, pri
 
 def test_overdue_batch_alert_and_reconciliation(db, renderer, tmp_path, printhouse):
     ids = paper_letters(db, renderer, tmp_path, 3, seed_no=61)
-    [batch] = pipeline.assign_print_batches(db, "finance", RUN, CTX, 100)
+    [batch] = handoff.assign_print_batches(db, "finance", RUN, CTX, 100)
     hand_over(db, tmp_path, [batch])
     assert acks.overdue_batches(db, "finance", 24) == []
     db.execute("UPDATE print_batches SET uploaded_at = now() - interval '25 hours'")
@@ -277,7 +277,7 @@ def test_letters_decided_after_the_cutoff_wait_for_the_next_day(db, renderer, tm
     db.execute("UPDATE letters SET decided_at = %s WHERE letter_id = ANY(%s)", (at(9), early))
     db.execute("UPDATE letters SET decided_at = %s WHERE letter_id = ANY(%s)", (at(16), late))
     db.commit()
-    batches = pipeline.assign_print_batches(db, "finance", RUN, CTX, 100, max_mb=50, cutoff="15:00")
+    batches = handoff.assign_print_batches(db, "finance", RUN, CTX, 100, max_mb=50, cutoff="15:00")
     assert len(batches) == 2
     rows = dict(db.execute("SELECT batch_id, hand_over_on FROM print_batches").fetchall())
     members = dict(db.execute("SELECT letter_id, print_batch_id FROM letters").fetchall())
@@ -288,13 +288,13 @@ def test_letters_decided_after_the_cutoff_wait_for_the_next_day(db, renderer, tm
     [b_today], [b_tomorrow] = today_batch, tomorrow_batch
     assert (rows[b_today], rows[b_tomorrow]) == (day, day + timedelta(days=1))
     # Today only the early batch is due; the late letters stay rendered, in their recorded batch.
-    assert pipeline.pending_print_batches(db, "finance") == [b_today]
-    hand_over(db, tmp_path, pipeline.pending_print_batches(db, "finance"))
+    assert handoff.pending_print_batches(db, "finance") == [b_today]
+    hand_over(db, tmp_path, handoff.pending_print_batches(db, "finance"))
     states = letter_states(db)
     assert {states[i][0] for i in early} == {"handed_to_print"} and {states[i][0] for i in late} == {"processing"}
     # A retry the same evening assigns nothing new; tomorrow the same batch (same id) goes out.
-    assert pipeline.assign_print_batches(db, "finance", RUN, CTX, 100, max_mb=50, cutoff="15:00") == []
-    assert pipeline.pending_print_batches(db, "finance", day + timedelta(days=1)) == [b_tomorrow]
+    assert handoff.assign_print_batches(db, "finance", RUN, CTX, 100, max_mb=50, cutoff="15:00") == []
+    assert handoff.pending_print_batches(db, "finance", day + timedelta(days=1)) == [b_tomorrow]
     hand_over(db, tmp_path, [b_tomorrow])
     assert {s[0] for s in letter_states(db).values()} == {"handed_to_print"}
     assert sorted(p.name for p in (printhouse.root / "inbox").glob("*.zip")) == sorted(
@@ -305,7 +305,7 @@ def test_batches_split_by_megabytes_at_pipeline_level(db, renderer, tmp_path, pr
     ids = paper_letters(db, renderer, tmp_path, 6, seed_no=67)
     biggest = max((tmp_path / "docs").rglob("*.pdf"), key=lambda p: p.stat().st_size).stat().st_size
     max_mb = (2 * biggest + 4096) / (1024 * 1024)  # room for two letters, never three
-    batches = pipeline.assign_print_batches(db, "finance", RUN, CTX, 100, max_mb=max_mb)
+    batches = handoff.assign_print_batches(db, "finance", RUN, CTX, 100, max_mb=max_mb)
     assert len(batches) == 3
     results = hand_over(db, tmp_path, batches)
     assert all(r["bytes"] <= max_mb * 1024 * 1024 for r in results)
@@ -316,15 +316,15 @@ def test_batches_split_by_megabytes_at_pipeline_level(db, renderer, tmp_path, pr
 def test_an_ack_arriving_before_the_upload_is_recorded_waits_and_is_applied_later(db, renderer, tmp_path, printhouse,
                                                                                 monkeypatch):
     paper_letters(db, renderer, tmp_path, 3, seed_no=69)
-    [batch] = pipeline.assign_print_batches(db, "finance", RUN, CTX, 100)
+    [batch] = handoff.assign_print_batches(db, "finance", RUN, CTX, 100)
 
     def crash(*args, **kwargs):
         raise SystemExit("worker killed after the upload, before the database was updated")
-    real_mark = pipeline._mark_batch_uploaded
-    monkeypatch.setattr(pipeline, "_mark_batch_uploaded", crash)
+    real_mark = handoff._record_handed_over
+    monkeypatch.setattr(handoff, "_record_handed_over", crash)
     with pytest.raises(SystemExit):
         hand_over(db, tmp_path, [batch])
-    monkeypatch.setattr(pipeline, "_mark_batch_uploaded", real_mark)
+    monkeypatch.setattr(handoff, "_record_handed_over", real_mark)
     process_inbox(printhouse.root)  # the print house is quick: it answers before our rerun
 
     [o] = collect(db)

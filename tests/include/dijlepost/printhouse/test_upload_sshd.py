@@ -163,3 +163,39 @@ def test_no_host_key_check_is_refused(printhouse, monkeypatch):
     set_connection(monkeypatch, conn)
     with pytest.raises(InsecurePrintHouseConnection, match="host key checking"):
         PrintHouseHook()
+
+
+def write_known_hosts(home: Path, server, public_key: str) -> None:
+    """A user known_hosts file, as ssh would write it, listing `public_key` for the print house."""
+    ssh_dir = home / ".ssh"
+    ssh_dir.mkdir(mode=0o700)
+    (ssh_dir / "known_hosts").write_text(f"[{server.host}]:{server.port} {public_key}\n")
+
+
+def test_a_known_hosts_entry_never_replaces_the_pinned_key(printhouse, batch_file, monkeypatch, tmp_path):
+    """The worker's ~/.ssh/known_hosts trusts the server's key, the Connection pins another: refused.
+    (The SSH provider alone would accept it: paramiko looks in known_hosts first.)"""
+    write_known_hosts(tmp_path, printhouse, printhouse.host_public_key)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    conn = printhouse.airflow_connection()
+    conn["extra"]["host_key"] = other_public_key("ed25519")
+    set_connection(monkeypatch, conn)
+
+    hook = PrintHouseHook(conn_retry_attempts=1)
+    with pytest.raises(paramiko.BadHostKeyException), hook.get_managed_conn() as sftp:
+        upload_batch(sftp, batch_file, hook.inbox_dir)
+    assert os.listdir(printhouse.root / "inbox") == []
+
+
+def test_the_pinned_key_is_verified_whatever_known_hosts_says(printhouse, batch_file, monkeypatch, tmp_path):
+    """known_hosts lists a different key for the print house (stale, or planted): the connection is
+    still verified against the pinned key, and only against it."""
+    write_known_hosts(tmp_path, printhouse, other_public_key("ed25519"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    hook = PrintHouseHook(conn_retry_attempts=1)
+    with hook.get_managed_conn() as sftp:
+        upload_batch(sftp, batch_file, hook.inbox_dir)
+        server_key = sftp.get_channel().get_transport().get_remote_server_key()
+    assert f"{server_key.get_name()} {server_key.get_base64()}" == printhouse.host_public_key
+    assert sha256(printhouse.root / "inbox" / batch_file.name) == sha256(batch_file)

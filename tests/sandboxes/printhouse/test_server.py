@@ -14,7 +14,7 @@ import paramiko
 import pytest
 
 from include.dijlepost.printhouse.hook import PrintHouseHook
-from include.dijlepost.printhouse.sandbox import PrintHouseSftpServer
+from sandboxes.printhouse.server import PrintHouseSftpServer
 from include.dijlepost.printhouse.upload import upload_batch
 from include.dijlepost.settings import PROJECT_ROOT
 
@@ -43,7 +43,7 @@ def test_upload_through_the_sandbox(tmp_path, monkeypatch, batch_file):
             first = upload_batch(sftp, batch_file, hook.inbox_dir)
             again = upload_batch(sftp, batch_file, hook.inbox_dir)
             # The chroot: the client sees only the served tree.
-            assert sorted(sftp.listdir("/..")) == ["inbox", "outbox"]
+            assert sorted(sftp.listdir("/..")) == ["inbox", "outbox", "printed"]
 
         assert not first.already_present and again.already_present
         assert os.listdir(server.root / "inbox") == [batch_file.name]
@@ -74,7 +74,7 @@ def test_sandbox_keeps_its_identity_and_admits_one_user_with_one_key(tmp_path):
 def test_sandbox_command_line_writes_the_connection(tmp_path, monkeypatch, batch_file):
     directory = tmp_path / "printhouse"
     process = subprocess.Popen(
-        [sys.executable, "-m", "include.dijlepost.printhouse.sandbox",
+        [sys.executable, "-m", "sandboxes.printhouse",
          "--dir", str(directory), "--port", "0"],
         cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )

@@ -3,15 +3,15 @@
 It speaks real SSH and SFTP (asyncssh), so the demo goes through the same `PrintHouseHook` and
 upload protocol as production: the client pins the server's host key and logs in with its own key.
 One user, public-key authentication only, SFTP only (no shell, exec or forwarding), confined to
-`<dir>/root` holding `inbox/` and `outbox/`. The keys persist in `<dir>/keys`, so a restarted
+`<dir>/root` holding `inbox/`, `outbox/` and `printed/` (where the print house moves what it takes). The keys persist in `<dir>/keys`, so a restarted
 sandbox keeps its identity and an existing Connection stays valid.
 
-    python -m include.dijlepost.printhouse.sandbox --dir var/printhouse --port 2222
+    python -m sandboxes.printhouse --dir var/printhouse --port 2222
 
 writes `<dir>/connection.json`, the value for `AIRFLOW_CONN_PRINTHOUSE_SFTP`. With `--print` it also
 plays the print house: every `--poll` seconds it takes complete batches from the inbox, checks them
 and writes acknowledgements (and, with `--reject-every` / `--return-every`, some rejections and
-returned mail) to the outbox; see `simulator.py`.
+returned mail) to the outbox, and moves them out of the inbox to `printed/`; see `simulator.py`.
 """
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ import asyncssh
 
 from include.dijlepost.printhouse import sftp_connection
 
-log = logging.getLogger("dijlepost.printhouse.sandbox")
+log = logging.getLogger("sandboxes.printhouse")
 
-REMOTE_DIRS = ("inbox", "outbox")
+REMOTE_DIRS = ("inbox", "outbox", "printed")
 # paramiko and the SSH provider both accept ed25519 host keys (checked in the tests).
 KEY_ALGORITHM = "ssh-ed25519"
 START_TIMEOUT_S = 10
@@ -162,7 +162,7 @@ class PrintHouseSftpServer:
 
     def process_inbox(self) -> dict:
         """Answer every complete batch in the inbox now, as the print house (see simulator.py)."""
-        from include.dijlepost.printhouse.simulator import PrinterBehaviour, process_inbox
+        from sandboxes.printhouse.simulator import PrinterBehaviour, process_inbox
 
         return process_inbox(self.root, self.printer or PrinterBehaviour())
 
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     printer = None
     if args.print:
-        from include.dijlepost.printhouse.simulator import PrinterBehaviour
+        from sandboxes.printhouse.simulator import PrinterBehaviour
 
         printer = PrinterBehaviour(reject_every=args.reject_every, return_every=args.return_every)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

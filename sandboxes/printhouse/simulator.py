@@ -2,16 +2,23 @@
 (the asyncssh sandbox of the demo, or the chroot of the sshd the tests start).
 
 For every complete batch in `inbox/` (its `<batch_id>.zip.sha256` is there) it checks the zip against
-the checksum file and each PDF against the manifest (presence, SHA-256, pages and sheets), then
-writes `outbox/<batch_id>.ack.csv` (accepted, or rejected with a reason) and, by configuration, a
-`returned-<batch_id>.csv` for some accepted letters, and moves the batch out of the inbox to
-`printed/`. Files appear in the outbox atomically (written under a dot name, then renamed). A batch
-whose zip does not match its checksum file, or whose zip or manifest cannot be read, is left in the
-inbox untouched (as a print house would, asking for it again) and reported.
+the checksum file and each PDF against the manifest (presence, SHA-256, pages and sheets), takes the
+batch out of the inbox (moves the zip, then its checksum file, to `printed/`, as docs/print-house.md
+asks of the print house), prints it, and then writes `outbox/<batch_id>.ack.csv` (accepted, or
+rejected with a reason) and, by configuration, a `returned-<batch_id>.csv` for some accepted letters.
+Files appear in the outbox atomically (written under a dot name, then renamed). A batch whose zip
+does not match its checksum file, or whose zip or manifest cannot be read, is left in the inbox
+untouched (as a print house would, asking for it again) and reported.
+
+Like a real print house it prints whatever complete batch it finds, also one it has printed before:
+every printed letter is appended to the print log beside the served tree (`print_log_path`, out of
+reach of the SFTP client), so that a test or a benchmark can count how often each letter was printed
+(`printed_letters`).
 """
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import io
 import logging
@@ -19,14 +26,15 @@ import math
 import os
 import re
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from include.dijlepost.printhouse.acks import ACK_COLUMNS, ACK_SUFFIX, RETURNS_COLUMNS
-from include.dijlepost.printhouse.batch import MANIFEST_COLUMNS, MANIFEST_NAME
-from include.dijlepost.printhouse.handoff import CHECKSUM_SUFFIX
+from include.dijlepost.printhouse.batch import CHECKSUM_SUFFIX, MANIFEST_COLUMNS, MANIFEST_NAME
 
-log = logging.getLogger("dijlepost.printhouse.simulator")
+log = logging.getLogger("sandboxes.printhouse.simulator")
+PRINT_LOG_NAME = "printed-letters.csv"
 _CHECKSUM_LINE = re.compile(r"^([0-9a-f]{64})  (\S+\.zip)\n?$")
 
 
@@ -42,6 +50,32 @@ class PrinterBehaviour:
 
 class BatchUnreadable(RuntimeError):
     """The batch cannot be taken: checksum mismatch, unreadable zip or manifest."""
+
+
+def print_log_path(root: Path) -> Path:
+    """The print house's own log of printed letters, beside (not inside) the served tree `root`."""
+    return Path(root).resolve().parent / PRINT_LOG_NAME
+
+
+def printed_letters(root: Path) -> Counter:
+    """How many times each letter was printed (and posted) by the print house serving `root`."""
+    path = print_log_path(root)
+    if not path.exists():
+        return Counter()
+    with path.open(newline="") as f:
+        return Counter(row["letter_id"] for row in csv.DictReader(f) if row["result"] == "accepted")
+
+
+def _log_printed(root: Path, batch_id: str, answers: list[tuple[str, str, str]]) -> None:
+    path = print_log_path(root)
+    with path.open("a", newline="") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # the demo's printer thread and a test may both print
+        writer = csv.writer(f)
+        if f.tell() == 0:
+            writer.writerow(("batch_id", "letter_id", "result"))
+        writer.writerows((batch_id, lid, result) for lid, result, _ in answers)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def process_inbox(root: Path, behaviour: PrinterBehaviour = PrinterBehaviour()) -> dict:
@@ -60,6 +94,10 @@ def process_inbox(root: Path, behaviour: PrinterBehaviour = PrinterBehaviour()) 
             summary["left_in_inbox"][batch_id] = str(exc)
             continue
         answers = _apply_behaviour(answers, behaviour)
+        # Taken: out of the inbox first (the zip, then its checksum file), then printed and answered.
+        os.replace(zip_path, printed / zip_path.name)
+        os.replace(checksum_file, printed / checksum_file.name)
+        _log_printed(root, batch_id, answers)
         _write_atomically(outbox / f"{batch_id}{ACK_SUFFIX}", _csv(ACK_COLUMNS, answers), outbox)
         accepted = [lid for lid, result, _ in answers if result == "accepted"]
         returned = [lid for i, lid in enumerate(accepted, start=1)
@@ -67,8 +105,6 @@ def process_inbox(root: Path, behaviour: PrinterBehaviour = PrinterBehaviour()) 
         if returned:
             _write_atomically(outbox / f"returned-{batch_id}.csv",
                               _csv(RETURNS_COLUMNS, [(lid, behaviour.return_reason) for lid in returned]), outbox)
-        os.replace(zip_path, printed / zip_path.name)
-        os.replace(checksum_file, printed / checksum_file.name)
         summary["batches"][batch_id] = {"accepted": len(accepted), "rejected": len(answers) - len(accepted),
                                         "returned": len(returned)}
     return summary

@@ -11,13 +11,14 @@ import pytest
 
 from include.dijlepost.printhouse.acks import parse_ack, parse_returns
 from include.dijlepost.printhouse.batch import batch_id_for, build_batch_zip
-from include.dijlepost.printhouse.handoff import upload_checksum, write_checksum_file
+from include.dijlepost.printhouse.batch import write_checksum_file
+from include.dijlepost.printhouse.upload import upload_checksum
 from include.dijlepost.printhouse.hook import PrintHouseHook
-from include.dijlepost.printhouse.sandbox import PrintHouseSftpServer
-from include.dijlepost.printhouse.simulator import PrinterBehaviour, process_inbox
+from sandboxes.printhouse.server import PrintHouseSftpServer
+from sandboxes.printhouse.simulator import PrinterBehaviour, process_inbox
 from include.dijlepost.printhouse.upload import upload_batch
 
-from .test_batch import make_letter
+from tests.include.dijlepost.printhouse.test_batch import make_letter
 
 
 def put_batch(tmp_path, root, n=6, with_checksum=True):

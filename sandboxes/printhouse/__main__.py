@@ -1,0 +1,3 @@
+from sandboxes.printhouse.server import main
+
+main()

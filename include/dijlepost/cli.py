@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_REFUSED, EXIT_CONFIG = 0, 1, 2
+EXIT_NOT_RUN = EXIT_CONFIG     # letters import: the file could not be imported at all
 SAME_DUPLICATES_SHOWN = 10
 
 
@@ -50,19 +51,42 @@ def cmd_migrate(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from include.dijlepost.intake import import_file
+    """Exit 0: every letter is in the outbox (imported now or an identical duplicate); 1: some rows were
+    refused (or are duplicates with different content), the good ones were imported; 2: the import could
+    not run (no such file, a file that cannot be read as a whole, no database): nothing was imported."""
+    from contextlib import closing
+
+    import psycopg
+
+    from include.dijlepost.db.connection import describe_db_error
+    from include.dijlepost.intake import FileRefused, import_file
+    from include.dijlepost.rendering.errors import TemplateError
 
     path = Path(args.file)
     if not path.is_file():
-        print(f"error: {path} does not exist", file=sys.stderr)
-        return EXIT_REFUSED
-    with _conn(args) as conn:
-        try:
-            report = import_file(conn, path)
-        except ValueError as exc:  # unsupported file type, or not UTF-8 (UnicodeDecodeError)
-            conn.rollback()
-            print(f"error: {path.name}: cannot read the file: {exc}", file=sys.stderr)
-            return EXIT_REFUSED
+        print(f"error: {path} does not exist; nothing imported", file=sys.stderr)
+        return EXIT_NOT_RUN
+    try:
+        with closing(_conn(args)) as conn:
+            try:
+                report = import_file(conn, path)
+            except FileRefused as exc:
+                conn.rollback()
+                print(f"error: {path.name}: {exc}; nothing imported", file=sys.stderr)
+                return EXIT_NOT_RUN
+    except TemplateError as exc:                # the renderer checks every row: without templates, none
+        print(f"error: the letter templates cannot be loaded ({exc}); nothing imported", file=sys.stderr)
+        return EXIT_NOT_RUN
+    except psycopg.OperationalError as exc:     # the server's message names host and port, no data
+        print(f"error: cannot reach the database: {str(exc).strip().splitlines()[0]}; nothing imported",
+              file=sys.stderr)
+        return EXIT_NOT_RUN
+    except psycopg.Error as exc:
+        print(f"error: {path.name}: {describe_db_error(exc)}; nothing imported", file=sys.stderr)
+        return EXIT_NOT_RUN
+    except OSError as exc:
+        print(f"error: {path.name}: cannot read the file ({exc.strerror}); nothing imported", file=sys.stderr)
+        return EXIT_NOT_RUN
     for line, message in report.errors:
         print(f"{path.name}:{line}: refused: {message}", file=sys.stderr)
     shown = 0
@@ -320,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_parser("migrate", help="create or upgrade the schema (idempotent)").set_defaults(func=cmd_migrate)
 
     letters = sub.add_parser("letters").add_subparsers(dest="cmd", required=True)
-    imp = letters.add_parser("import", help="validate and insert letters from CSV or JSON Lines")
+    imp = letters.add_parser("import", help="validate and insert letters from CSV or JSON Lines "
+                             "(exit 0: all in; 1: some rows refused; 2: nothing imported)")
     imp.add_argument("file")
     imp.set_defaults(func=cmd_import)
     st = letters.add_parser("status", help="letters by department, status, channel and rule")

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
+from datetime import date
 
 import pytest
 
-from include.dijlepost.cli import EXIT_CONFIG, EXIT_OK, EXIT_REFUSED, main
+from demo.sample_payloads import sample_payload
+from include.dijlepost.cli import EXIT_CONFIG, EXIT_NOT_RUN, EXIT_OK, EXIT_REFUSED, main
 from include.dijlepost.recipients import pseudonym
 
 pytestmark = pytest.mark.integration
@@ -37,9 +40,12 @@ def run(pg_url, capsys):
 
 
 def letter(letter_id: str, **overrides) -> dict:
-    return {"letter_id": letter_id, "department": "finance", "letter_type": "invoice", "recipient_kind": "citizen",
-            "recipient_id": NRN, "recipient_name": "Janssens Jan", "street": "Bruul 1", "postal_code": "2800",
-            "city": "Mechelen", "language": "nl", "payload": {"amount_cents": 100}, **overrides}
+    """A row `letters import` accepts; the payload fits the template of its letter type."""
+    row = {"letter_id": letter_id, "department": "finance", "letter_type": "invoice", "recipient_kind": "citizen",
+           "recipient_id": NRN, "recipient_name": "Janssens Jan", "street": "Bruul 1", "postal_code": "2800",
+           "city": "Mechelen", "language": "nl", **overrides}
+    row.setdefault("payload", sample_payload(row["letter_type"], random.Random(letter_id), date.today()))
+    return row
 
 
 def jsonl(path, *rows) -> str:
@@ -112,27 +118,76 @@ def test_import_of_a_duplicate_with_different_content_exits_1(db, run, tmp_path)
 
 def test_import_of_a_csv_file(db, run, tmp_path):
     path = tmp_path / "letters.csv"
+    payload = json.dumps(letter("CSV-1", letter_type="gas_decision")["payload"]).replace('"', '""')
     path.write_text("letter_id,department,letter_type,recipient_kind,recipient_id,recipient_name,street,"
-                    f"postal_code,city,language,registered\nCSV-1,gas,gas_decision,enterprise,{KBO},Maes BV,"
-                    f"Bruul 2,2800,Mechelen,nl,ja\n", encoding="utf-8")
+                    f"postal_code,city,language,registered,payload\nCSV-1,gas,gas_decision,enterprise,{KBO},Maes BV,"
+                    f'Bruul 2,2800,Mechelen,nl,ja,"{payload}"\n', encoding="utf-8")
     code, out, _ = run("letters", "import", str(path))
     assert code == EXIT_OK and "imported 1 letters" in out
     assert one(db, "SELECT registered, recipient_id FROM letters WHERE letter_id = 'CSV-1'") == (True, KBO)
 
 
-def test_import_of_a_missing_file_exits_1(db, run, tmp_path):
+def test_import_of_a_missing_file_could_not_run(db, run, tmp_path):
     code, out, err = run("letters", "import", str(tmp_path / "nope.jsonl"))
-    assert code == EXIT_REFUSED and "does not exist" in err and out == ""
+    assert code == EXIT_NOT_RUN == 2 and "does not exist" in err and out == ""
 
 
-@pytest.mark.parametrize("name,content", [("letters.xlsx", b"PK\x03\x04"), ("latin1.csv", b"letter_id\nL\xe9\n")])
-def test_import_of_an_unreadable_file_exits_1_without_a_traceback(db, run, tmp_path, name, content):
+HEADER = b"letter_id,department,letter_type,recipient_kind,recipient_id,recipient_name,street,postal_code,city,language\n"
+
+
+@pytest.mark.parametrize("name,content,says", [
+    ("letters.xlsx", b"PK\x03\x04", "unsupported file type '.xlsx'"),
+    ("latin1.csv", HEADER + b"L-1,finance\nL\xe9,finance\n", "line 3: not UTF-8 (byte 0xE9 at column 2)"),
+    ("empty.csv", b"", "no letters in the file (it is empty)"),
+    ("header.csv", HEADER, "no letters in the file (only the header line)"),
+    ("empty.jsonl", b"\n", "no letters in the file"),
+])
+def test_import_of_a_file_that_cannot_be_read_as_a_whole_could_not_run(db, run, tmp_path, name, content, says):
     path = tmp_path / name
     path.write_bytes(content)
     code, out, err = run("letters", "import", str(path))
-    assert code == EXIT_REFUSED
-    assert name in err and "Traceback" not in err
+    assert code == EXIT_NOT_RUN
+    assert f"error: {name}: {says}" in err and "nothing imported" in err and "Traceback" not in err
+    assert out == ""
     assert one(db, "SELECT count(*) FROM letters")[0] == 0
+
+
+def test_import_without_a_database_could_not_run(db, tmp_path, capsys):
+    path = jsonl(tmp_path / "ok.jsonl", letter("CLI-1"))
+    code = main(["--database-url", "postgresql://postgres@127.0.0.1:1/none?connect_timeout=2", "letters", "import",
+                 path])
+    err = capsys.readouterr().err
+    assert code == EXIT_NOT_RUN and "cannot reach the database" in err and "Traceback" not in err
+
+
+def test_import_of_hostile_rows_refuses_each_by_line_imports_the_rest_and_echoes_nothing(db, run, tmp_path):
+    secret = "Vermeulen-Geheim"
+    lines = [json.dumps(letter("H-1")),
+             json.dumps(letter("H-2", department=["finance"])),
+             json.dumps(letter("H-3", country=32)),
+             json.dumps(letter("H-4"))[:-1] + ', "payload": {"amount_due": NaN}}',
+             json.dumps(letter("H-5", recipient_name=f"{secret}\x00")),
+             json.dumps(letter("H-6", recipient_name={"first": secret})),
+             json.dumps({**letter("H-7"), "letter_id": True}),
+             json.dumps(letter("H-8", recipient_name=secret * 700_000)),
+             json.dumps(letter("H-9", payload={**letter("H-9")["payload"], "amount_due": "-5.00"})),
+             json.dumps(letter("H-10", payload={**letter("H-10")["payload"], "amount_due": "1e308"})),
+             json.dumps(letter("H-11", payload={**letter("H-11")["payload"], "amount_due": "NaN"})),
+             json.dumps(letter("H-12"))]
+    path = tmp_path / "hostile.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, out, err = run("letters", "import", str(path))
+    assert code == EXIT_REFUSED == 1
+    assert "imported 2 letters, 0 duplicates, 10 refused" in out
+    refused = [l for l in err.splitlines() if ": refused: " in l]
+    assert [l.split(": refused: ")[1].split(":")[0] for l in refused] == [
+        "department", "country", "not valid JSON", "recipient_name", "recipient_name", "letter_id", "line longer than "
+        "1048576 bytes", "payload.amount_due", "payload.amount_due", "payload.amount_due"]
+    assert [l.split(":")[1] for l in refused] == [str(n) for n in range(2, 12)]
+    assert "Traceback" not in err
+    for personal in (secret, NRN, "Janssens", "Bruul"):
+        assert personal not in out + err
+    assert one(db, "SELECT array_agg(letter_id ORDER BY letter_id) FROM letters")[0] == ["H-1", "H-12"]
 
 
 def test_letters_status_groups_by_department_and_status(db, run, tmp_path):

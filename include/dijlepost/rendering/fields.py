@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, time
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from schwifty import IBAN
@@ -23,7 +24,7 @@ from stdnum.exceptions import ValidationError
 
 from .errors import LetterDataError
 
-FIELD_KINDS = ("text", "date", "amount", "iban", "ogm", "integer", "time", "choice")
+FIELD_KINDS = ("text", "date", "amount", "iban", "ogm", "integer", "time", "choice", "lines")
 
 MAX_TEXT_LENGTH = 4000
 MAX_AMOUNT = Decimal("999999999.99")  # the EPC QR code's ceiling; no city letter comes near it
@@ -42,10 +43,41 @@ _MONTHS = {
            "Oktober", "November", "Dezember"),
 }
 
+# Itemised lines of an invoice or reminder (kind `lines`, optional): what they add up to is amount_due.
+MAX_LINES = 50
+MAX_LINE_DESCRIPTION = 200
+MAX_QUANTITY = Decimal("100000")
+VAT_RATES = (0, 6, 12, 21)              # the Belgian VAT rates, percent
+LINE_KEYS = ("description", "quantity", "unit_price", "vat_rate")
+_CENT = Decimal("0.01")
+
 _AMOUNT_RE = re.compile(r"^\d{1,9}(\.\d{1,2})?$")
+_QUANTITY_RE = re.compile(r"^\d{1,6}(\.\d{1,3})?$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _WHITESPACE_RE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    """One itemised line: `quantity` x `unit_price` (excluding VAT), plus VAT at `vat_rate` percent,
+    each rounded to the cent (half up) as a Belgian invoice rounds them."""
+    description: str
+    quantity: Decimal
+    unit_price: Decimal
+    vat_rate: int
+
+    @property
+    def net(self) -> Decimal:
+        return (self.quantity * self.unit_price).quantize(_CENT, ROUND_HALF_UP)
+
+    @property
+    def vat(self) -> Decimal:
+        return (self.net * self.vat_rate / 100).quantize(_CENT, ROUND_HALF_UP)
+
+    @property
+    def total(self) -> Decimal:
+        return self.net + self.vat
 
 
 def format_date(value: date, language: str) -> str:
@@ -75,6 +107,63 @@ def format_time(value: time, language: str) -> str:
     if language == "de":
         return f"{value.hour}:{value.minute:02d}{NBSP}Uhr"
     return f"{value.hour}.{value.minute:02d}{NBSP}uur"
+
+
+def format_quantity(value: Decimal, language: str) -> str:
+    """`2` -> `2`, `1.5` -> `1,5`: a decimal comma in all three languages, no trailing zeros."""
+    text = f"{value.normalize():f}"
+    return text.replace(".", ",")
+
+
+def format_vat_rate(rate: int, language: str) -> str:
+    return f"{rate}{NBSP}%"
+
+
+def parse_lines(value: Any, field: str) -> tuple[InvoiceLine, ...]:
+    """The itemised lines of the payload: a list of {description, quantity, unit_price, vat_rate}."""
+    if not isinstance(value, list) or not value:
+        raise LetterDataError(f"payload field {field!r} must be a list of lines, each with "
+                              f"{', '.join(LINE_KEYS)}")
+    if len(value) > MAX_LINES:
+        raise LetterDataError(f"payload field {field!r} has more than {MAX_LINES} lines")
+    lines = []
+    for number, raw in enumerate(value, start=1):
+        where = f"{field}[{number}]"
+        if not isinstance(raw, Mapping):
+            raise LetterDataError(f"payload field {where!r} must be an object with {', '.join(LINE_KEYS)}")
+        unknown = sorted(str(key) for key in raw if key not in LINE_KEYS)
+        if unknown:
+            raise LetterDataError(f"payload field {where + '.' + unknown[0]!r} is not a line field "
+                                  f"(expected {', '.join(LINE_KEYS)})")
+        for key in LINE_KEYS:
+            if is_missing(raw.get(key)):
+                raise LetterDataError(f"payload field {where + '.' + key!r} is missing or empty")
+        description = _parse_text(raw["description"], f"{where}.description")
+        if len(description) > MAX_LINE_DESCRIPTION:
+            raise LetterDataError(f"payload field {where + '.description'!r} is longer than "
+                                  f"{MAX_LINE_DESCRIPTION} characters")
+        quantity = raw["quantity"]
+        if isinstance(quantity, int) and not isinstance(quantity, bool):
+            quantity = str(quantity)
+        if not isinstance(quantity, str) or not _QUANTITY_RE.match(quantity.strip()):
+            raise LetterDataError(f"payload field {where + '.quantity'!r} must be a number such as '2' or "
+                                  "'1.5' (a point before the decimals, at most three), written as text")
+        quantity = Decimal(quantity.strip())
+        if not 0 < quantity <= MAX_QUANTITY:
+            raise LetterDataError(f"payload field {where + '.quantity'!r} must be above 0 and at most "
+                                  f"{MAX_QUANTITY}")
+        unit_price = _parse_amount(raw["unit_price"], f"{where}.unit_price")
+        rate = raw["vat_rate"]
+        if isinstance(rate, str) and rate.strip().isdecimal():
+            rate = int(rate.strip())
+        if isinstance(rate, bool) or rate not in VAT_RATES:
+            raise LetterDataError(f"payload field {where + '.vat_rate'!r} must be one of the Belgian VAT "
+                                  f"rates {', '.join(map(str, VAT_RATES))} (percent)")
+        line = InvoiceLine(description, quantity, unit_price, int(rate))
+        if line.total > MAX_AMOUNT:
+            raise LetterDataError(f"payload field {where!r} comes to more than {MAX_AMOUNT} EUR")
+        lines.append(line)
+    return tuple(lines)
 
 
 def format_ogm(compact: str) -> str:

@@ -44,20 +44,102 @@ MARGIN_LEFT = 20.0
 MARGIN_RIGHT = 20.0
 CONTENT_WIDTH = PAGE_WIDTH - MARGIN_LEFT - MARGIN_RIGHT
 
-# Belgian DL envelope (220 x 110 mm) with the address window on the right: window 100 x 45 mm,
-# 20 mm from the right edge and 15 mm from the bottom. The A4 sheet, folded in three (99 mm), can sit
-# up to 10 mm to either side and 11 mm lower in the envelope; this is the part of the sheet that shows
-# through the window whatever the play. Change it here for another envelope.
-ENVELOPE_WINDOW = Box(left=100.0, top=50.0, width=90.0, height=34.0)
-# The recipient address keeps clear of the window edges (bpost: nothing of the address may slip
-# under the window edge).
-ADDRESS_BOX = Box(left=ENVELOPE_WINDOW.left + 5, top=ENVELOPE_WINDOW.top + 4,
-                  width=ENVELOPE_WINDOW.width - 10, height=ENVELOPE_WINDOW.height - 8)
+# Where bpost's sorting machines need paper left free (bpost MassPost Guide, section 1 "Addressing",
+# and www.bpost.be "De juiste plaats van het adres"): at least 30 mm free below the address zone (for a
+# window envelope: below the bottom edge of the window; the machine prints its sorting barcode
+# there), at least 15 mm right of it and 15 mm left of it, the address zone at most 125 x 100 mm,
+# and the franking zone at the top right (40 mm high on items at least 11 cm tall, 20 mm below that)
+# clear of the address.
+BPOST_FREE_BELOW = 30.0
+BPOST_FREE_RIGHT = 15.0
+BPOST_FREE_LEFT = 15.0
+BPOST_MAX_ZONE = (125.0, 100.0)
+BPOST_FRANKING_WIDTH = 74.0
+
+
+def bpost_franking_height(envelope_height: float) -> float:
+    return 40.0 if envelope_height >= 110 else 20.0
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A window envelope and how the A4 sheet is folded into it (common.yaml `envelope`).
+
+    `window` is measured on the envelope's front from its top-left corner; `folds` are the sheet's
+    fold lines in mm from its top (a DL tri-fold: 99 and 198), the top panel facing the window. The
+    folded sheet can move inside the envelope by the difference in size (`play`), so a part of the
+    sheet is in the window whatever its position (`always_visible`) and a larger part can come into
+    the window at some position (`ever_visible`). The address goes in the first; nothing else may
+    reach the second."""
+    name: str
+    width: float
+    height: float
+    window: Box
+    folds: tuple[float, ...]
+
+    @property
+    def play(self) -> tuple[float, float]:
+        """How far the folded sheet can move: sideways, up and down (mm)."""
+        return max(self.width - PAGE_WIDTH, 0.0), max(self.height - self.folds[0], 0.0)
+
+    @property
+    def always_visible(self) -> Box:
+        """The part of the sheet in the window at every position of the sheet (sheet coordinates)."""
+        dx, dy = self.play
+        return Box(self.window.left, self.window.top, self.window.width - dx, self.window.height - dy)
+
+    @property
+    def ever_visible(self) -> Box:
+        """The part of the sheet the window can show at some position of the sheet."""
+        dx, dy = self.play
+        return Box(self.window.left - dx, self.window.top - dy, self.window.width + dx, self.window.height + dy)
+
+    def bpost_problems(self) -> list[str]:
+        """What in this envelope breaks bpost's free zones (empty: none)."""
+        window, problems = self.window, []
+        if len(self.folds) < 1 or not 0 < self.folds[0] < PAGE_HEIGHT:
+            problems.append("folds must start with the fold under the window's panel")
+        if window.left < 0 or window.top < 0 or window.right > self.width or window.bottom > self.height:
+            problems.append("the window lies outside the envelope")
+        if self.height - window.bottom < BPOST_FREE_BELOW:
+            problems.append(f"bpost needs {BPOST_FREE_BELOW:g} mm free below the window, "
+                            f"this envelope leaves {self.height - window.bottom:g} mm")
+        if self.width - window.right < BPOST_FREE_RIGHT:
+            problems.append(f"bpost needs {BPOST_FREE_RIGHT:g} mm free right of the window, "
+                            f"this envelope leaves {self.width - window.right:g} mm")
+        if window.left < BPOST_FREE_LEFT:
+            problems.append(f"bpost needs {BPOST_FREE_LEFT:g} mm free left of the window")
+        if window.width > BPOST_MAX_ZONE[0] or window.height > BPOST_MAX_ZONE[1]:
+            problems.append("bpost's address zone is at most 125 x 100 mm")
+        franking = bpost_franking_height(self.height)
+        if window.right > self.width - BPOST_FRANKING_WIDTH and window.top < franking:
+            problems.append(f"the window reaches into bpost's franking zone (the top {franking:g} mm "
+                            f"of the right {BPOST_FRANKING_WIDTH:g} mm)")
+        visible = self.always_visible
+        if visible.width < 60 or visible.height < 20:
+            problems.append("the part of the sheet always in the window is too small for an address")
+        return problems
+
+
+# The address keeps this far inside the part of the sheet that is always in the window (a fold is
+# never exactly where it should be).
+ADDRESS_INSET = (4.0, 1.5)             # mm, left/right and top/bottom
 ADDRESS_SIZES = (10.0, 9.0, 8.0)       # pt, largest that fits the box wins
+ADDRESS_MAX_LINES = 6
+
+
+def address_box(envelope: Envelope) -> Box:
+    visible = envelope.always_visible
+    dx, dy = ADDRESS_INSET
+    return Box(visible.left + dx, visible.top + dy, visible.width - 2 * dx, visible.height - 2 * dy)
+
 
 SENDER_TOP = 15.0
-META_BOX = Box(left=MARGIN_LEFT, top=52.0, width=75.0, height=38.0)
-FIRST_PAGE_BODY_TOP = 94.0
+# Date, reference and contact, left of the window: they end 2 mm before the part of the sheet that can
+# come into the window (ever_visible), checked per letter.
+META_TOP = 46.0
+FIRST_PAGE_BODY_GAP = 5.0              # below the lowest of the window, the address and the meta block
+FOLD_CLEARANCE = 3.0                   # nothing kept in one piece (the payment block) this close to a fold
 NEXT_PAGE_BODY_TOP = 28.0
 BODY_BOTTOM = 274.0
 FOOTER_RULE = 279.0
@@ -66,6 +148,7 @@ FOOTER_BASELINE = 284.0
 BODY_SIZE = 10.0
 SMALL_SIZE = 8.5
 LINE_SPACING = 1.35
+TIGHT_LINE_SPACING = 1.22          # page economy: what a letter gets before a page holds only its signature
 PARAGRAPH_GAP = 2.6
 BULLET_INDENT = 5.0
 # DejaVu Sans vertical metrics (hhea ascent 1901, descent 483 per 2048 units per em).
@@ -117,14 +200,14 @@ class QrOp:
 Op = TextOp | RuleOp | FrameOp | QrOp
 
 
-def line_height(size_pt: float) -> float:
-    return size_pt * PT_TO_MM * LINE_SPACING
+def line_height(size_pt: float, spacing: float = LINE_SPACING) -> float:
+    return size_pt * PT_TO_MM * spacing
 
 
-def baseline_offset(size_pt: float) -> float:
+def baseline_offset(size_pt: float, spacing: float = LINE_SPACING) -> float:
     """From the top of a line box to the baseline, with the glyphs centred in the line."""
     size = size_pt * PT_TO_MM
-    return (line_height(size_pt) - (ASCENT + DESCENT) * size) / 2 + ASCENT * size
+    return (line_height(size_pt, spacing) - (ASCENT + DESCENT) * size) / 2 + ASCENT * size
 
 
 def ink_box(fonts: LetterFonts, op: TextOp) -> Box:
@@ -220,11 +303,14 @@ def _pieces(word: str):
 class Flow:
     """Places text top to bottom over as many pages as it needs."""
 
-    def __init__(self, fonts: LetterFonts, top: float, deadline: float | None = None):
+    def __init__(self, fonts: LetterFonts, top: float, deadline: float | None = None,
+                 folds: tuple[float, ...] = (), spacing: float = LINE_SPACING):
         self.fonts = fonts
         self.pages: list[list[Op]] = [[]]
         self.y = top
         self.deadline = deadline
+        self.folds = folds          # fold lines of the sheet, kept clear by keep_together(off_folds=True)
+        self.spacing = spacing      # line spacing of paragraphs, bullets and rows
 
     @property
     def ops(self) -> list[Op]:
@@ -234,10 +320,12 @@ class Flow:
         self.pages.append([])
         self.y = NEXT_PAGE_BODY_TOP
 
-    def ensure(self, height: float) -> None:
-        """Start a new page unless `height` mm still fit on this one."""
+    def ensure(self, height: float) -> bool:
+        """Start a new page unless `height` mm still fit on this one; True if it started one."""
         if self.y + height > BODY_BOTTOM and self.y > NEXT_PAGE_BODY_TOP:
             self.new_page()
+            return True
+        return False
 
     def gap(self, height: float) -> None:
         self.y += height
@@ -245,53 +333,73 @@ class Flow:
     def paragraph(self, text: str, *, style: str = REGULAR, size: float = BODY_SIZE,
                   left: float = MARGIN_LEFT, width: float = CONTENT_WIDTH,
                   space_after: float = PARAGRAPH_GAP, tag: str = "P", group: int | None = None) -> None:
-        height = line_height(size)
+        height = line_height(size, self.spacing)
         group = group or new_group()
         for number, line in enumerate(wrap(self.fonts, text, style, size, width, self.deadline)):
             if number % DEADLINE_EVERY == 0:
                 check_deadline(self.deadline)
             self.ensure(height)
-            self.ops.append(TextOp(left, self.y + baseline_offset(size), line, style, size,
+            self.ops.append(TextOp(left, self.y + baseline_offset(size, self.spacing), line, style, size,
                                    tag=tag, group=group))
             self.y += height
         self.y += space_after
 
-    def bullet(self, text: str, *, size: float = BODY_SIZE) -> None:
+    def bullet(self, text: str, *, size: float = BODY_SIZE, space_after: float = PARAGRAPH_GAP / 2) -> None:
         """A list item: the bullet and its text are one paragraph of the tagged PDF."""
-        self.ensure(line_height(size))
+        self.ensure(line_height(size, self.spacing))
         group = new_group()
-        self.ops.append(TextOp(MARGIN_LEFT + 1.5, self.y + baseline_offset(size), "\u2022", REGULAR, size,
+        self.ops.append(TextOp(MARGIN_LEFT + 1.5, self.y + baseline_offset(size, self.spacing), "\u2022",
+                               REGULAR, size,
                                group=group))
         self.paragraph(text, size=size, left=MARGIN_LEFT + BULLET_INDENT,
-                       width=CONTENT_WIDTH - BULLET_INDENT, space_after=PARAGRAPH_GAP / 2, group=group)
+                       width=CONTENT_WIDTH - BULLET_INDENT, space_after=space_after, group=group)
 
     def rows(self, rows: list[tuple[str, str]], *, label_width: float, size: float = BODY_SIZE,
-             left: float = MARGIN_LEFT, width: float = CONTENT_WIDTH) -> None:
-        """Label/value rows (label in bold); a row splits over two pages only if it is longer than a page."""
-        height = line_height(size)
+             left: float = MARGIN_LEFT, width: float = CONTENT_WIDTH, shrink: tuple[float, ...] = ()) -> None:
+        """Label/value rows (label in bold); a row splits over two pages only if it is longer than a page.
+        A value too wide for its column is set in the first of the `shrink` sizes (pt) at which it fits
+        on one line, and wrapped (at the smallest) only if none does."""
+        height = line_height(size, self.spacing)
+        value_width = width - label_width
         for label, value in rows:
             check_deadline(self.deadline)
             labels = wrap(self.fonts, label, BOLD, size, label_width - 3, self.deadline)
-            values = wrap(self.fonts, value, REGULAR, size, width - label_width, self.deadline)
+            value_size = size
+            if shrink and self.fonts.width(value, REGULAR, size) > value_width:
+                fitting = [s for s in shrink if self.fonts.width(value, REGULAR, s) <= value_width]
+                value_size = fitting[0] if fitting else shrink[-1]
+            values = wrap(self.fonts, value, REGULAR, value_size, value_width, self.deadline)
             count = max(len(labels), len(values))
             if count * height <= BODY_BOTTOM - NEXT_PAGE_BODY_TOP:
                 self.ensure(count * height)
             group = new_group()     # a row reads as one paragraph: the label, then the value
             for index in range(count):
                 self.ensure(height)
-                baseline = self.y + baseline_offset(size)
+                baseline = self.y + baseline_offset(size, self.spacing)
                 if index < len(labels):
                     self.ops.append(TextOp(left, baseline, labels[index], BOLD, size, group=group))
                 if index < len(values):
-                    self.ops.append(TextOp(left + label_width, baseline, values[index], REGULAR, size,
+                    self.ops.append(TextOp(left + label_width, baseline, values[index], REGULAR, value_size,
                                            group=group))
                 self.y += height
 
-    def keep_together(self, ops: list[Op], height: float) -> None:
-        """Place a block drawn from y=0 as one piece, on a new page if it does not fit here."""
-        self.ensure(height)
+    def keep_together(self, ops: list[Op], height: float, *, off_folds: bool = False) -> bool:
+        """Place a block drawn from y=0 as one piece, on a new page if it does not fit here; with
+        `off_folds`, lower it past any fold line it would lie across (FOLD_CLEARANCE either side).
+        True if the block starts a new page."""
+        started = self.ensure(height)
+        if off_folds:
+            for _attempt in range(2):                       # this page, then at most one new page
+                for fold in self.folds:
+                    if self.y < fold + FOLD_CLEARANCE and self.y + height > fold - FOLD_CLEARANCE:
+                        self.y = fold + FOLD_CLEARANCE
+                if self.y + height <= BODY_BOTTOM:
+                    break
+                self.new_page()
+                started = True
         self.ops.extend(_shift(op, self.y) for op in ops)
         self.y += height
+        return started
 
 
 def _shift(op: Op, dy: float) -> Op:

@@ -12,6 +12,7 @@ creation date is the letter date), so a retried render yields the same sha256.
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -23,7 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from babel import Locale
-from fpdf import FPDF
+from fpdf import FPDF, FPDF_VERSION
+from fpdf.output import PDFPage
+from fpdf.prefs import ViewerPreferences
+from fpdf.syntax import Name
 
 from ..recipients import RECIPIENT_KINDS
 from ..settings import TEMPLATES_DIR
@@ -32,14 +36,16 @@ from . import fields
 from .errors import LetterDataError, TemplateError, TemplateFieldMissing
 from .fonts import BOLD, FAMILY, REGULAR, LetterFonts, LetterPDF
 from .layout import (
-    ADDRESS_BOX, ADDRESS_SIZES, CONTENT_WIDTH, FIRST_PAGE_BODY_TOP, FOOTER_BASELINE, FOOTER_RULE, MARGIN_LEFT,
-    META_BOX, NEXT_PAGE_BODY_TOP, PAGE_HEIGHT, PAGE_WIDTH, PARAGRAPH_GAP, SENDER_TOP, SMALL_SIZE, Box, Flow,
-    FrameOp, Op, QrOp, RuleOp, TextOp, baseline_offset, check_deadline, ink_box, line_height, new_group, wrap,
+    ADDRESS_MAX_LINES, ADDRESS_SIZES, CONTENT_WIDTH, DESCENT, FIRST_PAGE_BODY_GAP, FOOTER_BASELINE, FOOTER_RULE,
+    LINE_SPACING, MARGIN_LEFT, META_TOP, NEXT_PAGE_BODY_TOP, PAGE_HEIGHT, PAGE_WIDTH, PARAGRAPH_GAP, PT_TO_MM, SENDER_TOP,
+    SMALL_SIZE, TIGHT_LINE_SPACING, Box, Flow, FrameOp, Op, QrOp, RuleOp, TextOp, address_box, baseline_offset, check_deadline,
+    ink_box, line_height, new_group, wrap,
 )
 from .payment import epc_payload, epc_qr_matrix
 from .templates import LetterTemplate, Paragraph, TemplateSet, load_templates
 
 MAX_FILENAME = 80
+FPDF_PRODUCER = f"fpdf2 {FPDF_VERSION}"
 LETTER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")   # as the outbox table checks it
 ADDRESS_FIELDS = ("recipient_name", "street", "postal_code", "city")
 # No address line longer than this fits the window even wrapped at the smallest size; refusing it
@@ -84,6 +90,7 @@ class _Letter:
     details: tuple[tuple[str, str], ...]
     body: tuple[Paragraph, ...]
     payment: _Payment | None
+    lines: tuple[fields.InvoiceLine, ...] = ()
 
 
 class LetterRenderer:
@@ -97,8 +104,8 @@ class LetterRenderer:
         self._check_printable()
 
     def required_fields(self, letter_type: str) -> tuple[str, ...]:
-        """The payload fields a letter of this type must carry."""
-        return tuple(self._template(letter_type).fields)
+        """The payload fields a letter of this type must carry (not the optional itemised lines)."""
+        return tuple(name for name, spec in self._template(letter_type).fields.items() if spec.kind != "lines")
 
     def subject(self, letter: Mapping[str, Any]) -> str:
         """The letter's subject in its own language (the eBox message title); checks the letter fully."""
@@ -161,8 +168,15 @@ class LetterRenderer:
         address = self._address(letter, language)
         parsed = {}
         values = {}
+        lines: tuple[fields.InvoiceLine, ...] = ()
         for name, spec in template.fields.items():
             raw = payload.get(name)
+            if spec.kind == "lines":                # optional: no lines, no table
+                if raw is not None and raw != []:
+                    lines = fields.parse_lines(raw, name)
+                    for number, line in enumerate(lines, start=1):
+                        self._require_printable(line.description, f"payload field '{name}[{number}].description'")
+                continue
             if fields.is_missing(raw):
                 raise TemplateFieldMissing(template.letter_type, name)
             if spec.kind == "choice":
@@ -184,6 +198,13 @@ class LetterRenderer:
                     "payload field 'amount_due' must be above 0.00 EUR for a payment letter"
                 )
             payment = _Payment(parsed["amount_due"], parsed["due_date"], parsed["ogm"])
+        if lines:
+            total = sum(line.total for line in lines)
+            if total != parsed["amount_due"]:
+                raise LetterDataError(
+                    f"payload field 'lines' adds up to {total} EUR (VAT included), "
+                    f"not to amount_due {parsed['amount_due']} EUR"
+                )
 
         texts = template.texts[language]
         return _Letter(
@@ -197,6 +218,7 @@ class LetterRenderer:
             details=tuple((label, value.format_map(values)) for label, value in texts.details),
             body=tuple(Paragraph(p.text.format_map(values), p.bullet) for p in texts.body),
             payment=payment,
+            lines=lines,
         )
 
     def _address(self, letter: Mapping[str, Any], language: str) -> tuple[str, ...]:
@@ -269,41 +291,92 @@ class LetterRenderer:
     # -- layout --------------------------------------------------------------------------------
 
     def _layout(self, letter: _Letter, deadline: float | None = None) -> list[list[Op]]:
+        """The letter's pages as drawing operations.
+
+        Page economy: the closing and the signature never stand alone on the last page. When they
+        would, the letter is laid out again with tighter gaps between paragraphs, which often brings
+        them back onto the page before; if not, the last block of the body (the payment block in a
+        payment letter, else the last paragraph) goes over with them."""
         labels = self._set.labels[letter.language]
-        department = self._set.departments[letter.template.department]
-        first_page = (self._letterhead(letter) + self._meta(letter, deadline)
-                      + self._address_ops(letter.address, deadline))
-
-        top = max(FIRST_PAGE_BODY_TOP, max(op.y for op in first_page if isinstance(op, TextOp)) + 8)
-        flow = Flow(self._fonts, top, deadline)
-        flow.ops.extend(first_page)
-        flow.paragraph(letter.subject, style=BOLD, size=11, space_after=5, tag="H1")
-        if letter.details:
-            flow.rows(list(letter.details), label_width=48)
-            flow.gap(4)
-        flow.paragraph(labels["salutation"])
-        after_bullet = False
-        for paragraph in letter.body:
-            if paragraph.bullet:
-                flow.bullet(paragraph.text)
-            else:
-                if after_bullet:
-                    flow.gap(PARAGRAPH_GAP / 2)    # bullets sit closer together than paragraphs
-                flow.paragraph(paragraph.text)
-            after_bullet = paragraph.bullet
-        if letter.payment:
-            flow.gap(2)
-            ops, height = self._payment_block(letter)
-            flow.keep_together(ops, height)
-        ops, height = self._signature(labels["closing"], department.signature[letter.language])
-        flow.keep_together(ops, height)
-
-        pages = flow.pages
+        first_page = self._first_page(letter, deadline)
+        pages, alone = self._flow(letter, first_page, deadline)
+        if alone:
+            variants = [dict(tight=True)]
+            if letter.payment:
+                # The payment block goes below the lower fold: the signature can fill the room above it.
+                variants.append(dict(tight=True, sign_first=True))
+            variants.append(dict(carry=True))
+            candidates = []
+            for variant in variants:
+                candidate, alone = self._flow(letter, first_page, deadline, **variant)
+                if not alone:
+                    candidates.append(candidate)
+            pages = min(candidates, key=len) if candidates else pages   # the first of the shortest
         for number, ops in enumerate(pages, start=1):
             if number > 1:
                 ops.extend(self._continuation_header(letter))
             ops.extend(self._footer(letter.language, f"{labels['page']} {number}/{len(pages)}"))
         return pages
+
+    def _flow(self, letter: _Letter, first_page: list[Op], deadline: float | None, *, tight: bool = False,
+              carry: bool = False, sign_first: bool = False) -> tuple[list[list[Op]], bool]:
+        """The pages, and whether the last block (the signature; the payment block with `sign_first`)
+        stood alone on the last page. `tight` sets the lines closer and halves the gaps between
+        paragraphs; `carry` starts a new page before the last block of the body; `sign_first` puts the
+        closing and signature before the payment block."""
+        labels = self._set.labels[letter.language]
+        department = self._set.departments[letter.template.department]
+        envelope = self._set.envelope
+        gap = PARAGRAPH_GAP / 2 if tight else PARAGRAPH_GAP
+        text_bottom = max(ink_box(self._fonts, op).bottom for op in first_page if isinstance(op, TextOp))
+        top = max(text_bottom, envelope.ever_visible.bottom) + FIRST_PAGE_BODY_GAP
+        flow = Flow(self._fonts, top, deadline, folds=envelope.folds,
+                    spacing=TIGHT_LINE_SPACING if tight else LINE_SPACING)
+        flow.ops.extend(first_page)
+        flow.paragraph(letter.subject, style=BOLD, size=11, space_after=3 if tight else 5, tag="H1")
+        if letter.details:
+            flow.rows(list(letter.details), label_width=48)
+            flow.gap(2 if tight else 4)
+        if letter.lines:
+            self._lines_table(flow, letter)
+            flow.gap(2 if tight else 4)
+        flow.paragraph(labels["salutation"], space_after=gap)
+        last_block = len(letter.body) - 1 if not letter.payment else None
+        after_bullet = False
+        for index, paragraph in enumerate(letter.body):
+            if carry and index == last_block:
+                flow.new_page()
+            if paragraph.bullet:
+                flow.bullet(paragraph.text, space_after=gap / 2)
+            else:
+                if after_bullet:
+                    flow.gap(gap / 2)    # bullets sit closer together than paragraphs
+                flow.paragraph(paragraph.text, space_after=gap)
+            after_bullet = paragraph.bullet
+        signature = self._signature(labels["closing"], department.signature[letter.language])
+        if sign_first:
+            flow.keep_together(*signature)
+        if letter.payment:
+            flow.gap(2)
+            ops, height = self._payment_block(letter)
+            if carry:
+                flow.new_page()
+            alone = flow.keep_together(ops, height, off_folds=True)
+            flow.gap(5)
+        if not sign_first:
+            alone = flow.keep_together(*signature)
+        return flow.pages, alone
+
+    def _first_page(self, letter: _Letter, deadline: float | None) -> list[Op]:
+        """Letterhead, date/reference/contact and the address; only the address may come into the
+        envelope window (at any position of the folded sheet)."""
+        others = self._letterhead(letter) + self._meta(letter, deadline)
+        window = self._set.envelope.ever_visible
+        for op in others:
+            if isinstance(op, TextOp) and _overlaps(ink_box(self._fonts, op), window):
+                raise LetterDataError("the sender block or the date/reference/contact block would show "
+                                      "through the envelope window")
+        return others + self._address_ops(letter.address, deadline)
 
     def _letterhead(self, letter: _Letter) -> list[Op]:
         sender = self._set.sender
@@ -328,31 +401,91 @@ class LetterRenderer:
             (labels["contact"], department.email),
             ("", department.phone),
         ]
-        flow = Flow(self._fonts, META_BOX.top, deadline)
-        flow.rows(rows, label_width=30, size=SMALL_SIZE, left=META_BOX.left, width=META_BOX.width)
+        # Left of the window, ending 2 mm before the part of the sheet that can come into it.
+        width = self._set.envelope.ever_visible.left - 2 - MARGIN_LEFT
+        label_width = min(32.0, 3.5 + max(self._fonts.width(label, BOLD, SMALL_SIZE) for label, _ in rows))
+        flow = Flow(self._fonts, META_TOP, deadline)
+        flow.rows(rows, label_width=label_width, size=SMALL_SIZE, left=MARGIN_LEFT, width=width,
+                  shrink=(7.5, 6.5))
         if letter.registered:
             flow.gap(1.5)
-            flow.paragraph(labels["registered"].upper(), style=BOLD, size=9, left=META_BOX.left,
-                           width=META_BOX.width)
+            flow.paragraph(labels["registered"].upper(), style=BOLD, size=9, left=MARGIN_LEFT, width=width)
         return flow.ops
 
     def _address_ops(self, address: tuple[str, ...], deadline: float | None = None) -> list[Op]:
-        """The address lines, in the largest size that fits the window; wrapped at the smallest."""
+        """The address lines in the part of the sheet that is always in the envelope window, in the
+        largest size at which they fit; at the smallest size a line too long is wrapped at its spaces
+        and break points (never inside a word), and an address that still does not fit is refused."""
+        box = address_box(self._set.envelope)
         for size in ADDRESS_SIZES:
-            if all(self._fonts.width(line, REGULAR, size) <= ADDRESS_BOX.width for line in address):
+            if (all(self._fonts.width(line, REGULAR, size) <= box.width for line in address)
+                    and self._address_fits(box, size, len(address))):
                 lines = list(address)
                 break
         else:
             lines = [part for line in address
-                     for part in wrap(self._fonts, line, REGULAR, size, ADDRESS_BOX.width, deadline)]
+                     for part in wrap(self._fonts, line, REGULAR, size, box.width, deadline)]
+        if len(lines) > ADDRESS_MAX_LINES or any(self._fonts.width(line, REGULAR, size) > box.width
+                                                 for line in lines):
+            raise LetterDataError("the recipient address is too long to fit in the envelope window")
         height = line_height(size)
-        top = ADDRESS_BOX.top + baseline_offset(size)
+        top = box.top + baseline_offset(size)
         group = new_group()
-        ops = [TextOp(ADDRESS_BOX.left, top + index * height, line, REGULAR, size, group=group)
+        ops = [TextOp(box.left, top + index * height, line, REGULAR, size, group=group)
                for index, line in enumerate(lines)]
-        if not all(ADDRESS_BOX.contains(ink_box(self._fonts, op)) for op in ops):
+        if not all(box.contains(ink_box(self._fonts, op)) for op in ops):
             raise LetterDataError("the recipient address is too long to fit in the envelope window")
         return ops
+
+    @staticmethod
+    def _address_fits(box: Box, size: float, count: int) -> bool:
+        """`count` lines at `size` pt stay inside the box, ascenders and descenders included."""
+        last_baseline = box.top + baseline_offset(size) + (count - 1) * line_height(size)
+        return last_baseline + DESCENT * size * PT_TO_MM <= box.bottom
+
+    def _lines_table(self, flow: Flow, letter: _Letter) -> None:
+        """The itemised lines as a table: description, quantity, unit price (excluding VAT), VAT rate,
+        amount (VAT included); then the total, which is amount_due, and the VAT in it. A row reads as
+        one paragraph of the tagged PDF; a row never splits over two pages."""
+        labels = self._set.labels[letter.language]
+        lang = letter.language
+        size = 9.0
+        height = line_height(size)
+        # Right edges of the number columns, from the left margin; the description fills the rest.
+        columns = (("line_quantity", 96.0), ("line_unit_price", 124.0), ("line_vat", 140.0),
+                   ("line_amount", CONTENT_WIDTH))
+        description_width = 76.0
+
+        def row(cells: list[str], style: str, description: str = "") -> None:
+            parts = wrap(self._fonts, description, style, size, description_width, flow.deadline) or [""]
+            flow.ensure(len(parts) * height)
+            group = new_group()
+            baseline = flow.y + baseline_offset(size)
+            for index, part in enumerate(parts):
+                if part:
+                    flow.ops.append(TextOp(MARGIN_LEFT, baseline + index * height, part, style, size, group=group))
+            for text, (_, right) in zip(cells, columns[-len(cells):]):
+                if text:
+                    x = MARGIN_LEFT + right - self._fonts.width(text, style, size)
+                    flow.ops.append(TextOp(x, baseline, text, style, size, group=group))
+            flow.y += len(parts) * height
+
+        right = MARGIN_LEFT + CONTENT_WIDTH
+        row([labels[key] for key, _ in columns], BOLD, labels["line_description"])
+        flow.ops.append(RuleOp(MARGIN_LEFT, flow.y + 0.3, right, flow.y + 0.3))
+        flow.gap(1)
+        for line in letter.lines:
+            check_deadline(flow.deadline)
+            row([fields.format_quantity(line.quantity, lang), fields.format_amount(line.unit_price, lang),
+                 fields.format_vat_rate(line.vat_rate, lang), fields.format_amount(line.total, lang)],
+                REGULAR, line.description)
+        flow.ops.append(RuleOp(MARGIN_LEFT, flow.y + 0.3, right, flow.y + 0.3))
+        flow.gap(1)
+        total = sum(line.total for line in letter.lines)
+        row([fields.format_amount(total, lang)], BOLD, labels["lines_total"])
+        vat = sum(line.vat for line in letter.lines)
+        if vat:
+            row([fields.format_amount(vat, lang)], REGULAR, labels["lines_vat"])
 
     def _payment_block(self, letter: _Letter) -> tuple[list[Op], float]:
         """Framed payment details with the EPC QR code on the right, drawn from y=0."""
@@ -380,29 +513,25 @@ class LetterRenderer:
         flow.rows(rows, label_width=56, size=9, left=MARGIN_LEFT + padding,
                   width=qr_box.left - MARGIN_LEFT - 2 * padding)
         ops = flow.ops
-        caption_y = qr_box.bottom + 2
-        # The code itself is a figure whose alternative text says what a scan fills in.
+        # The code itself is a figure whose alternative text says what a scan fills in; its caption
+        # goes under the rows, beside the code, so that the block is no taller than the code.
         alt = (f"{labels['qr_caption']}: {fields.format_amount(payment.amount, lang)}, "
                f"{sender.iban.formatted}, {fields.format_ogm(payment.ogm)}")
         ops.append(QrOp(qr_box, matrix, alt=alt))
-        group = new_group()
-        for line in wrap(self._fonts, labels["qr_caption"], REGULAR, 7, QR_SIZE + 8):
-            width = self._fonts.width(line, REGULAR, 7)
-            ops.append(TextOp(qr_box.left + (QR_SIZE - width) / 2, caption_y, line, REGULAR, 7, gray=True,
-                              group=group))
-            caption_y += line_height(7)
-        height = max(flow.y, caption_y) + padding / 2
+        caption_y = max(flow.y + 1.5, qr_box.bottom - 1.5 - line_height(7.5)) + baseline_offset(7.5)
+        ops.append(TextOp(MARGIN_LEFT + padding, caption_y, labels["qr_caption"], REGULAR, 7.5, gray=True,
+                          group=new_group()))
+        height = max(qr_box.bottom, caption_y + DESCENT * 7.5 * PT_TO_MM) + padding / 2
         ops.append(FrameOp(Box(MARGIN_LEFT, 0, CONTENT_WIDTH, height)))
-        return ops, height + 5
+        return ops, height
 
     def _signature(self, closing: str, lines: tuple[str, ...]) -> tuple[list[Op], float]:
-        """Closing words, then who signs; the role (last line) stands apart, where a signature goes."""
+        """Closing words, then who signs. Letters are signed with the signatory's role, not by hand, so
+        no room is left for a signature."""
         flow = Flow(self._fonts, 2)
         flow.paragraph(closing)
-        for line in lines[:-1]:
+        for line in lines:
             flow.paragraph(line, space_after=0)
-        flow.gap(8)
-        flow.paragraph(lines[-1], space_after=0)
         return flow.ops, flow.y
 
     def _continuation_header(self, letter: _Letter) -> list[Op]:
@@ -438,7 +567,17 @@ class LetterRenderer:
         pdf.set_author(f"{self._set.sender.names[lang]} - {department.names[lang]}")
         pdf.set_lang(f"{lang}-BE")
         pdf.set_creator("dijlepost")
-        pdf.set_creation_date(datetime.combine(letter.letter_date, time(), tzinfo=timezone.utc))
+        pdf.set_producer(FPDF_PRODUCER)
+        created = datetime.combine(letter.letter_date, time(), tzinfo=timezone.utc)
+        pdf.set_creation_date(created)
+        # PDF/UA-1: the viewer shows the title, not the file name (7.1); the XMP metadata says the file
+        # claims PDF/UA-1 and carries the title (5, 7.1); each page's annotations follow the structure
+        # order (/Tabs /S, 7.18.3; a letter has none, but validators ask for the key).
+        pdf.viewer_preferences = ViewerPreferences(display_doc_title=True)
+        pdf.set_xmp_metadata(_xmp_metadata(
+            title=letter.subject, language=f"{lang}-BE",
+            author=f"{self._set.sender.names[lang]} - {department.names[lang]}",
+            description=letter.template.texts[lang].document_name, created=created))
         pdf.set_draw_color(150)
         pdf.set_line_width(0.2)
         for ops in pages:
@@ -469,7 +608,49 @@ class LetterRenderer:
                 else:
                     _draw_qr(pdf, op)
             marks.close()
+        for page in pdf.pages.values():
+            page.__class__ = _StructureOrderPage
         return bytes(pdf.output())
+
+
+class _StructureOrderPage(PDFPage):
+    """fpdf2's page object with `/Tabs /S` (no new slots: a drawn page's class is swapped for this)."""
+    __slots__ = ()
+    tabs = Name("S")
+
+
+def _xmp_metadata(*, title: str, language: str, author: str, description: str, created: datetime) -> str:
+    """The XMP packet body (fpdf2 adds the <?xpacket?> wrapper): Dublin Core title, creator and
+    description in the letter's language, the dates (the letter date, so the bytes stay deterministic),
+    and pdfuaid:part 1 (ISO 14289-1, 5)."""
+    def esc(text: str) -> str:
+        return html.escape(text, quote=True)
+
+    stamp = created.isoformat(timespec="seconds")
+    return "\n".join([
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/">',
+        ' <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">',
+        '  <rdf:Description rdf:about=""',
+        '    xmlns:dc="http://purl.org/dc/elements/1.1/"',
+        '    xmlns:xmp="http://ns.adobe.com/xap/1.0/"',
+        '    xmlns:pdf="http://ns.adobe.com/pdf/1.3/"',
+        '    xmlns:pdfuaid="http://www.aiim.org/pdfua/ns/id/"',
+        f'    xmp:CreatorTool="dijlepost" xmp:CreateDate="{stamp}" xmp:ModifyDate="{stamp}"',
+        f'    xmp:MetadataDate="{stamp}" pdf:Producer="{esc(FPDF_PRODUCER)}" pdfuaid:part="1">',
+        f'   <dc:title><rdf:Alt><rdf:li xml:lang="{language}">{esc(title)}</rdf:li>'
+        '<rdf:li xml:lang="x-default">' + esc(title) + '</rdf:li></rdf:Alt></dc:title>',
+        f'   <dc:creator><rdf:Seq><rdf:li>{esc(author)}</rdf:li></rdf:Seq></dc:creator>',
+        f'   <dc:description><rdf:Alt><rdf:li xml:lang="x-default">{esc(description)}</rdf:li></rdf:Alt>'
+        '</dc:description>',
+        f'   <dc:language><rdf:Bag><rdf:li>{language}</rdf:li></rdf:Bag></dc:language>',
+        '  </rdf:Description>',
+        ' </rdf:RDF>',
+        '</x:xmpmeta>',
+    ])
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    return a.left < b.right and b.left < a.right and a.top < b.bottom and b.top < a.bottom
 
 
 class _MarkedContent:

@@ -18,10 +18,13 @@ from typing import Any
 import yaml
 from schwifty import IBAN
 from schwifty.exceptions import SchwiftyException
+from stdnum import iban as stdnum_iban
+from stdnum.exceptions import InvalidComponent, ValidationError
 
 from ..waves import ALL_LETTER_TYPES, LANGUAGES
 from .errors import TemplateError
 from .fields import FIELD_KINDS, NARROW_NBSP
+from .layout import Box, Envelope
 
 COMMON_FILE = "common.yaml"
 
@@ -34,7 +37,8 @@ PAYMENT_FIELDS = {"amount_due": "amount", "due_date": "date", "ogm": "ogm"}
 LABEL_KEYS = (
     "date", "reference", "contact", "registered", "salutation", "closing", "payment_title",
     "amount_due", "due_date", "beneficiary", "account", "bic", "ogm", "qr_caption", "page",
-    "enterprise_number",
+    "enterprise_number", "line_description", "line_quantity", "line_unit_price", "line_vat", "line_amount",
+    "lines_total", "lines_vat",
 )
 
 _SPACES_RE = re.compile(r"[ \t\r\n]+")
@@ -91,11 +95,13 @@ class Sender:
     account_name: str
     iban: IBAN
     bic: str
+    demo_account: bool = False             # payment_account.demo: a made-up account, see _sender
 
 
 @dataclass(frozen=True)
 class TemplateSet:
     sender: Sender
+    envelope: Envelope
     departments: Mapping[str, Department]
     labels: Mapping[str, Mapping[str, str]]
     templates: Mapping[str, LetterTemplate]
@@ -105,6 +111,7 @@ def load_templates(templates_dir: Path) -> TemplateSet:
     """Read and check common.yaml and one template per letter type declared in waves.py."""
     common = _read_yaml(templates_dir / COMMON_FILE, "common")
     sender = _sender(_mapping(common, "sender", "common"))
+    envelope = _envelope(_mapping(common, "envelope", "common"))
     departments = _departments(_mapping(common, "departments", "common"))
     labels = _labels(_mapping(common, "labels", "common"))
     templates = {}
@@ -121,7 +128,7 @@ def load_templates(templates_dir: Path) -> TemplateSet:
         if department not in departments:
             raise TemplateError("common", f"departments.{department}", "is missing")
         templates[letter_type] = template
-    return TemplateSet(sender, departments, labels, templates)
+    return TemplateSet(sender, envelope, departments, labels, templates)
 
 
 def placeholders(template: str, where: str, text: str) -> set[str]:
@@ -179,11 +186,30 @@ def _per_language(data: Mapping[str, Any], key: str, template: str) -> dict[str,
 
 
 def _sender(data: Mapping[str, Any]) -> Sender:
+    """The sender; its payment account's IBAN passes python-stdnum's full check (check digits, the
+    national check digits and, for a Belgian IBAN, a bank code the National Bank has assigned). Only an
+    account marked `demo: true` may fail the bank-code part: a made-up account for demonstrations,
+    never a production configuration."""
     account = _mapping(data, "payment_account", "common", "sender.payment_account")
+    where = "sender.payment_account.iban"
+    demo = account.get("demo", False)
+    if not isinstance(demo, bool):
+        raise TemplateError("common", "sender.payment_account.demo", "must be true or false")
+    value = _text(account, "iban", "common", where)
     try:
-        iban = IBAN(_text(account, "iban", "common", "sender.payment_account.iban"))
+        iban = IBAN(value)
+        stdnum_iban.validate(value)
     except SchwiftyException as exc:
-        raise TemplateError("common", "sender.payment_account.iban", f"is not a valid IBAN ({exc})") from None
+        raise TemplateError("common", where, f"is not a valid IBAN ({exc})") from None
+    except InvalidComponent:
+        if not demo:
+            raise TemplateError(
+                "common", where,
+                "is not the account of an assigned bank (python-stdnum: the bank code is unknown); "
+                "only an account marked demo: true may be made up",
+            ) from None
+    except ValidationError as exc:
+        raise TemplateError("common", where, f"is not a valid IBAN ({exc})") from None
     bic = account.get("bic") or ""
     if not isinstance(bic, str) or len(bic.strip()) not in (0, 8, 11):
         raise TemplateError("common", "sender.payment_account.bic",
@@ -198,7 +224,36 @@ def _sender(data: Mapping[str, Any]) -> Sender:
         account_name=_text(account, "name", "common", "sender.payment_account.name"),
         iban=iban,
         bic=bic.strip(),
+        demo_account=demo,
     )
+
+
+def _envelope(data: Mapping[str, Any]) -> Envelope:
+    """The window envelope (see layout.Envelope); refused unless it leaves bpost's free zones."""
+    def number(entry: Mapping[str, Any], key: str, where: str) -> float:
+        value = entry.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise TemplateError("common", f"{where}.{key}", "must be a measure in mm")
+        return float(value)
+
+    window = _mapping(data, "window", "common", "envelope.window")
+    size = _mapping(data, "size", "common", "envelope.size")
+    folds = data.get("folds")
+    if (not isinstance(folds, list) or not folds
+            or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in folds)):
+        raise TemplateError("common", "envelope.folds", "must list the fold lines of the sheet in mm")
+    envelope = Envelope(
+        name=_text(data, "name", "common", "envelope.name"),
+        width=number(size, "width", "envelope.size"),
+        height=number(size, "height", "envelope.size"),
+        window=Box(number(window, "left", "envelope.window"), number(window, "top", "envelope.window"),
+                   number(window, "width", "envelope.window"), number(window, "height", "envelope.window")),
+        folds=tuple(sorted(float(f) for f in folds)),
+    )
+    problems = envelope.bpost_problems()
+    if problems:
+        raise TemplateError("common", "envelope", "; ".join(problems))
+    return envelope
 
 
 def _departments(data: Mapping[str, Any]) -> dict[str, Department]:
@@ -254,8 +309,15 @@ def _template(letter_type: str, data: Mapping[str, Any]) -> LetterTemplate:
         for name, kind in PAYMENT_FIELDS.items():
             if name not in fields or fields[name].kind != kind:
                 raise TemplateError(letter_type, name, f"a payment letter must declare {name}: {kind}")
+    line_fields = [name for name, spec in fields.items() if spec.kind == "lines"]
+    if len(line_fields) > 1:
+        raise TemplateError(letter_type, line_fields[1], "a letter has at most one field of kind lines")
+    if line_fields and not payment:
+        raise TemplateError(letter_type, line_fields[0],
+                            "itemised lines add up to amount_due: only a payment letter can have them")
 
-    allowed = set(fields) | set(BUILTIN_PLACEHOLDERS)
+    # A lines field is printed as a table, never through a placeholder.
+    allowed = {name for name, spec in fields.items() if spec.kind != "lines"} | set(BUILTIN_PLACEHOLDERS)
     texts = {}
     for lang in LANGUAGES:
         texts[lang] = _language_text(letter_type, lang, _mapping(data, lang, letter_type), allowed)

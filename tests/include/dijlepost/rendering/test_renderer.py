@@ -8,9 +8,7 @@ import pytest
 from include.dijlepost.rendering import LetterDataError, LetterRenderer, TemplateFieldMissing
 from include.dijlepost.rendering.fields import format_date
 from include.dijlepost.rendering.fonts import LetterFonts
-from include.dijlepost.rendering.layout import (
-    ADDRESS_BOX, ENVELOPE_WINDOW, FOOTER_RULE, Box, TextOp, ink_box,
-)
+from include.dijlepost.rendering.layout import FOOTER_RULE, Box, TextOp, address_box, ink_box
 from include.dijlepost.rendering.payment import epc_payload, epc_qr_matrix
 from include.dijlepost.rendering.renderer import QR_QUIET_ZONE, QR_SIZE
 from include.dijlepost.rendering.templates import load_templates
@@ -21,6 +19,8 @@ from .letters import TODAY, make_letter, renderer, with_payload
 from .pdfread import read_pdf
 
 TEMPLATES = load_templates(TEMPLATES_DIR)
+WINDOW = TEMPLATES.envelope.always_visible        # the part of the sheet always in the window
+REACH = TEMPLATES.envelope.ever_visible           # the part that can come into the window
 LABELS = TEMPLATES.labels
 FONTS = LetterFonts(TEMPLATES_DIR / "fonts")
 PAYMENT_TYPES = {"invoice", "reminder", "tax_assessment", "gas_decision"}
@@ -140,9 +140,11 @@ def test_unprintable_payload_text_is_refused_naming_the_field():
 
 
 def test_the_address_window_and_box():
-    assert ENVELOPE_WINDOW.contains(ADDRESS_BOX)
-    # The window of a DL envelope (100 x 45 mm) is larger than the part of the sheet we rely on.
-    assert ENVELOPE_WINDOW.width <= 100 and ENVELOPE_WINDOW.height <= 45
+    envelope = TEMPLATES.envelope
+    assert envelope.bpost_problems() == []
+    assert REACH.contains(WINDOW) and WINDOW.contains(address_box(envelope))
+    # The window is larger than the part of the sheet it always shows, by the sheet's play.
+    assert WINDOW.width < envelope.window.width and WINDOW.height < envelope.window.height
 
 
 @pytest.mark.parametrize("address", [
@@ -158,10 +160,10 @@ def test_the_address_window_and_box():
 def test_the_recipient_address_lies_inside_the_envelope_window_and_nothing_else_does(address):
     letter = make_letter("invoice", "fr", **address)
     first_page = read_pdf(renderer().render(letter).pdf).pages[0]
-    inside = [run for run in first_page.runs if _overlaps(_ink(run), ENVELOPE_WINDOW)]
+    inside = [run for run in first_page.runs if _overlaps(_ink(run), REACH)]
     assert inside, "no address found"
     for run in inside:
-        assert ENVELOPE_WINDOW.contains(_ink(run)), run
+        assert WINDOW.contains(_ink(run)), run
     address_text = " ".join(run.text for run in inside)
     assert address_text.startswith(letter["recipient_name"].split()[0])
     assert letter["city"] in address_text and letter["postal_code"] in address_text
@@ -172,7 +174,7 @@ def test_a_foreign_address_ends_with_the_country_in_the_letters_language():
         letter = make_letter("premium_decision", language, street="Kerkstraat 12", postal_code="4811 ZX",
                              city="Breda", country="nl")
         runs = read_pdf(renderer().render(letter).pdf).pages[0].runs
-        lines = [run.text for run in runs if _overlaps(_ink(run), ENVELOPE_WINDOW)]
+        lines = [run.text for run in runs if _overlaps(_ink(run), REACH)]
         assert lines[-2:] == ["4811 ZX Breda", country]
 
 

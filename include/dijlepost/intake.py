@@ -46,7 +46,6 @@ COMPARED = ("department", "letter_type", "recipient_kind", "recipient_id", "reci
 LIMITS = {
     "letter_id": 64, "department": 40, "letter_type": 40, "recipient_kind": 10, "recipient_id": 32,
     "recipient_name": 200, "street": 150, "postal_code": 12, "city": 80, "country": 2, "language": 2,
-    "registered": 5,
 }
 MAX_PAYLOAD_BYTES = 65_536          # the payload as compact UTF-8 JSON
 MAX_PAYLOAD_DEPTH = 8               # objects and arrays inside each other
@@ -131,7 +130,7 @@ def _read_jsonl(lines: Iterable[str]) -> Iterator[tuple[int, dict | Unreadable]]
         try:
             obj = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
         except _NotFinite as exc:
-            yield n, Unreadable(f"not valid JSON: {exc} is not a number JSON allows")
+            yield n, Unreadable(f"not valid JSON: {exc}")
             continue
         except json.JSONDecodeError as exc:
             yield n, Unreadable(f"not valid JSON ({exc.msg} at column {exc.colno})")
@@ -147,13 +146,13 @@ class _NotFinite(ValueError):
 
 
 def _refuse_constant(name: str):
-    raise _NotFinite(name)           # NaN, Infinity, -Infinity: Python's json accepts them, JSON does not
+    raise _NotFinite(f"{name} is not a number JSON allows")    # Python's json accepts NaN and Infinity
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _NotFinite("a number this large")
+        raise _NotFinite("a number too large for a float")
     return value
 
 
@@ -295,7 +294,7 @@ def _payload(value: Any) -> tuple[dict, str]:
         try:
             value = json.loads(value, parse_constant=_refuse_constant, parse_float=_finite_float)
         except _NotFinite as exc:
-            raise RowError(f"payload: not valid JSON: {exc} is not a number JSON allows") from None
+            raise RowError(f"payload: not valid JSON: {exc}") from None
         except (ValueError, RecursionError):
             raise RowError("payload: not valid JSON") from None
     if not isinstance(value, Mapping):

@@ -371,7 +371,7 @@ BAD_JSON_LINES = {
     "payload_nan": (json.dumps(row("X-3"))[:-1] + ', "payload": {"amount_due": NaN}}', "not valid JSON: NaN"),
     "payload_infinity": ('{"letter_id": "X-4", "payload": {"amount_due": Infinity}}', "not valid JSON: Infinity"),
     "payload_minus_infinity": ('{"letter_id": "X-5", "payload": {"x": -Infinity}}', "not valid JSON: -Infinity"),
-    "huge_float": ('{"letter_id": "X-6", "payload": {"x": 1e400}}', "not valid JSON: a number this large"),
+    "huge_float": ('{"letter_id": "X-6", "payload": {"x": 1e400}}', "not valid JSON: a number too large for a float"),
     "nul_in_name": (json.dumps(row("X-7", recipient_name=f"{SECRET}\x00")), "recipient_name: contains a NUL"),
     "nul_in_payload": (json.dumps(row("X-8", payload={**payload(), "service_detail": f"{SECRET}\x00"})),
                        "payload: payload field 'service_detail' contains a NUL"),

@@ -130,3 +130,14 @@ def test_bis_numbers_are_accepted_for_citizens():
     value = base + f"{97 - int(base) % 97:02d}"
     assert bis.is_valid(value)
     assert normalize_recipient_id("citizen", value) == value
+
+
+@pytest.mark.parametrize("value", [85073003328, None, ["85073003328"], b"85073003328"])
+def test_an_id_that_is_not_text_is_refused_not_converted(value):
+    with pytest.raises(InvalidRecipientId, match="^must be text"):
+        normalize_recipient_id(CITIZEN, value)
+
+
+def test_an_absurdly_long_id_is_refused_before_any_parsing():
+    with pytest.raises(InvalidRecipientId, match="^longer than 32 characters$"):
+        normalize_recipient_id(ENTERPRISE, "0" * 10_000_000)

@@ -191,7 +191,8 @@ def cmd_rollout_shadow_report(args) -> int:
     print(f"  total saved            EUR {r.total_saving:>10.2f}")
     t = r.tariffs
     print(f"tariffs: postage EUR {t.postage} (+{t.registered_surcharge} registered), printing EUR "
-          f"{t.print_per_letter} per letter + {t.print_per_extra_page} per extra page; source: {t.source}")
+          f"{t.print_per_letter} per letter + {t.print_per_extra_page} per extra page + {t.print_per_extra_sheet} "
+          f"per extra sheet (duplex); source: {t.source}")
     if r.pages_estimated:
         print(f"note: {r.pages_estimated} letters not rendered yet are counted as one page")
     if phase != "shadow" and not r.decided:
@@ -235,7 +236,7 @@ def cmd_rollout_set(args) -> int:
     try:
         with _conn(args) as conn:
             before, after = set_phase(conn, args.department, args.phase, args.reason, args.by, allowlist,
-                                      args.pilot_percent)
+                                      args.pilot_percent, refuse_unchanged=True)
     except RolloutChangeRefused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED

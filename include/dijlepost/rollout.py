@@ -12,13 +12,20 @@ The phase is read at run time, so a change takes effect at the next run without 
 An unknown phase is an error; it never means live.
 
 Every way in (CLI, REST API, the admin page in Airflow) calls the functions below, which hold all the
-validation: a refused change raises `RolloutChangeRefused` with the reason and changes nothing.
+validation: a refused change raises `RolloutChangeRefused` with the reason and changes nothing. A
+reason is one line of at most `MAX_REASON` characters; a pilot percentage is a whole number 0..100
+written in ASCII digits; a "change" to the phase and pilot group a department already has is no
+change: it is refused where a person asks for it (`refuse_unchanged=True`: CLI, API, page) and
+otherwise returns without writing, so setting up a known state is idempotent.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
+
+from psycopg.rows import dict_row
 
 from include.dijlepost.waves import DEPARTMENTS
 
@@ -31,6 +38,16 @@ class UnknownRolloutPhase(RuntimeError):
 
 class RolloutChangeRefused(ValueError):
     pass
+
+
+class RolloutUnchanged(RolloutChangeRefused):
+    """The department already has the phase and pilot group asked for."""
+
+
+MAX_REASON = 500  # characters of a reason (phase change, paper exemption)
+MAX_NAME = 200  # characters of the name of who made a change
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_PERCENT = re.compile(r"[0-9]{1,3}")
 
 
 PILOT_BUCKETS = 10_000  # hash buckets: each is 0.01 % of the recipients
@@ -96,10 +113,16 @@ def read_state(conn, department: str) -> RolloutState:
     return RolloutState(department, phase, frozenset(allowlist or ()), int(percent))
 
 
-def _require(value, what: str) -> str:
+def _require(value, what: str, field: str = "reason", limit: int = MAX_REASON) -> str:
+    """A required one-line text of at most `limit` characters, stripped (never echoed when refused)."""
     if not isinstance(value, str) or not value.strip():
         raise RolloutChangeRefused(what)
-    return value.strip()
+    value = value.strip()
+    if len(value) > limit:
+        raise RolloutChangeRefused(f"the {field} is {len(value)} characters long; at most {limit} are kept")
+    if _CONTROL.search(value):
+        raise RolloutChangeRefused(f"the {field} must be one line of text without control characters")
+    return value
 
 
 def check_department(department) -> str:
@@ -111,13 +134,19 @@ def check_department(department) -> str:
 
 
 def check_pilot_percent(value) -> int:
-    """A whole percentage 0..100; accepts an int or a string of digits (forms, CLI)."""
+    """A whole percentage 0..100; accepts an int or a string of ASCII digits, an optional "%" (forms, CLI).
+
+    Other digits (`²`, `١٠`, full-width `１０`), signs, decimals and underscores are refused: `str.isdigit`
+    and `int()` accept some of them, the form and the CLI do not."""
     if isinstance(value, bool):
         raise RolloutChangeRefused(f"pilot percentage {value!r} is not a whole number from 0 to 100")
     if isinstance(value, str):
         text = value.strip().removesuffix("%").strip()
-        if not text.isdigit():
-            raise RolloutChangeRefused(f"pilot percentage {value!r} is not a whole number from 0 to 100")
+        if not _PERCENT.fullmatch(text):
+            shown = repr(value) if len(value) <= 20 else f"of {len(value)} characters"
+            raise RolloutChangeRefused(
+                f"pilot percentage {shown} is not a whole number from 0 to 100 (digits 0-9 only)"
+            )
         value = int(text)
     if not isinstance(value, int) or not 0 <= value <= 100:
         raise RolloutChangeRefused(f"pilot percentage {value!r} is outside 0..100")
@@ -132,18 +161,23 @@ def set_phase(
     changed_by: str,
     pilot_allowlist: list[str] | None = None,
     pilot_percent: int | str | None = None,
+    *,
+    refuse_unchanged: bool = False,
 ) -> tuple[str | None, str]:
     """Change a department's phase with a required reason; returns (from_phase, to_phase).
 
     `pilot_allowlist` / `pilot_percent` replace the stored pilot group when given and keep it when
     None. Switching to `pilot` with an empty group (no allowlist, 0 %) is refused: it would be paper
-    under another name. Everything is checked before anything is written.
+    under another name. Everything is checked before anything is written. When the phase and the pilot
+    group are already what is asked, nothing is written and no history recorded: with
+    `refuse_unchanged` (a person asking) that raises `RolloutUnchanged`, else it returns (phase, phase).
     """
     check_department(department)
-    if phase not in PHASES:
-        raise RolloutChangeRefused(f"unknown phase {phase!r}; expected one of {', '.join(PHASES)}")
+    if not isinstance(phase, str) or phase not in PHASES:
+        shown = repr(phase) if len(str(phase)) <= 20 else "given"
+        raise RolloutChangeRefused(f"unknown phase {shown}; expected one of {', '.join(PHASES)}")
     reason = _require(reason, "a reason is required for every rollout change")
-    changed_by = _require(changed_by, "the person making the change must be named")
+    changed_by = _require(changed_by, "the person making the change must be named", "name", MAX_NAME)
     if pilot_percent is not None:
         pilot_percent = check_pilot_percent(pilot_percent)
     if pilot_allowlist is not None:
@@ -168,6 +202,14 @@ def set_phase(
                 raise RolloutChangeRefused(
                     "a pilot needs a pilot group: an allowlist of recipients and/or a " "percentage above 0"
                 )
+            if row and (phase, sorted(allowlist), percent) == (row[0], sorted(row[1] or ()), row[2]):
+                if refuse_unchanged:
+                    raise RolloutUnchanged(
+                        f"{department} is already in phase {phase} with this pilot group "
+                        f"({len(allowlist)} on the allowlist, {percent} %); nothing to change"
+                    )
+                conn.rollback()
+                return phase, phase
             cur.execute(
                 "INSERT INTO rollout_phases (department, phase, pilot_allowlist, pilot_percent, changed_by, "
                 "reason, changed_at) VALUES (%s, %s, %s, %s, %s, %s, now()) "
@@ -190,29 +232,21 @@ def set_phase(
 
 
 def show(conn) -> list[dict]:
-    with conn.cursor() as cur:
+    with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            "SELECT department, phase, cardinality(pilot_allowlist), pilot_percent, changed_by, reason, "
-            "changed_at FROM rollout_phases ORDER BY department"
+            "SELECT department, phase, cardinality(pilot_allowlist) AS pilot_size, pilot_percent, changed_by, "
+            "reason, changed_at FROM rollout_phases ORDER BY department"
         )
         rows = cur.fetchall()
     conn.commit()
-    return [
-        dict(
-            zip(
-                ("department", "phase", "pilot_size", "pilot_percent", "changed_by", "reason", "changed_at"),
-                r,
-            )
-        )
-        for r in rows
-    ]
+    return rows
 
 
 def history(conn, department: str | None = None, limit: int = 100) -> list[dict]:
     """Phase changes, newest first: who, when, from which phase to which, why, and the pilot group."""
     if department is not None:
         check_department(department)
-    with conn.cursor() as cur:
+    with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "SELECT id, department, from_phase, to_phase, changed_by, reason, changed_at, pilot_percent, "
             "pilot_size FROM rollout_history WHERE %(d)s::text IS NULL OR department = %(d)s "
@@ -221,25 +255,7 @@ def history(conn, department: str | None = None, limit: int = 100) -> list[dict]
         )
         rows = cur.fetchall()
     conn.commit()
-    return [
-        dict(
-            zip(
-                (
-                    "id",
-                    "department",
-                    "from_phase",
-                    "to_phase",
-                    "changed_by",
-                    "reason",
-                    "changed_at",
-                    "pilot_percent",
-                    "pilot_size",
-                ),
-                r,
-            )
-        )
-        for r in rows
-    ]
+    return rows
 
 
 def _check_pseudonym(recipient_pseudonym) -> str:
@@ -259,7 +275,7 @@ def _check_pseudonym(recipient_pseudonym) -> str:
 def add_exemption(conn, recipient_pseudonym: str, reason: str, added_by: str) -> bool:
     """Register a recipient to keep paper; False if already registered (nothing changes then)."""
     reason = _require(reason, "a reason is required to register a paper exemption")
-    added_by = _require(added_by, "the person registering the exemption must be named")
+    added_by = _require(added_by, "the person registering the exemption must be named", "name", MAX_NAME)
     _check_pseudonym(recipient_pseudonym)
     with conn.cursor() as cur:
         cur.execute(
@@ -281,7 +297,7 @@ def add_exemption(conn, recipient_pseudonym: str, reason: str, added_by: str) ->
 def remove_exemption(conn, recipient_pseudonym: str, reason: str, removed_by: str) -> bool:
     """End a paper exemption, with a reason; False if there was none (nothing changes then)."""
     reason = _require(reason, "a reason is required to remove a paper exemption")
-    removed_by = _require(removed_by, "the person removing the exemption must be named")
+    removed_by = _require(removed_by, "the person removing the exemption must be named", "name", MAX_NAME)
     _check_pseudonym(recipient_pseudonym)
     with conn.cursor() as cur:
         cur.execute("DELETE FROM paper_exemptions WHERE recipient_pseudonym = %s", (recipient_pseudonym,))
@@ -297,7 +313,7 @@ def remove_exemption(conn, recipient_pseudonym: str, reason: str, removed_by: st
 
 
 def exemptions(conn, limit: int = 500) -> list[dict]:
-    with conn.cursor() as cur:
+    with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "SELECT recipient_pseudonym, added_by, reason, added_at FROM paper_exemptions "
             "ORDER BY added_at DESC, recipient_pseudonym LIMIT %s",
@@ -305,11 +321,11 @@ def exemptions(conn, limit: int = 500) -> list[dict]:
         )
         rows = cur.fetchall()
     conn.commit()
-    return [dict(zip(("recipient_pseudonym", "added_by", "reason", "added_at"), r)) for r in rows]
+    return rows
 
 
 def exemption_history(conn, recipient_pseudonym: str | None = None, limit: int = 100) -> list[dict]:
-    with conn.cursor() as cur:
+    with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "SELECT id, recipient_pseudonym, action, changed_by, reason, changed_at "
             "FROM paper_exemption_history WHERE %(p)s::text IS NULL OR recipient_pseudonym = %(p)s "
@@ -318,7 +334,4 @@ def exemption_history(conn, recipient_pseudonym: str | None = None, limit: int =
         )
         rows = cur.fetchall()
     conn.commit()
-    return [
-        dict(zip(("id", "recipient_pseudonym", "action", "changed_by", "reason", "changed_at"), r))
-        for r in rows
-    ]
+    return rows

@@ -281,3 +281,30 @@ def test_the_api_needs_airflow_authentication_and_takes_a_bearer_token(airflow_a
     rows, hist = phases()
     assert ("finance", "pilot", "ada", "ten percent first") in rows
     assert hist == [("finance", "live", "pilot", "ada", "ten percent first")]
+
+
+def test_a_page_of_another_origin_cannot_post_with_the_administrators_session(airflow_api, browser, phases):
+    """Another web page on the same host (another port: the same site, so the browser sends the session
+    cookie) auto-submits the phase form: refused by the same-origin proof. So are posts with the
+    session that say `Origin: null` or carry no origin at all. Nothing changes."""
+    before = phases()
+    page, _ = sign_in_and_open_the_page(browser, airflow_api, "ada")
+    evil = f"http://127.0.0.1:{_free_port()}"
+    target = f"{airflow_api}/dijlepost-rollout/departments/gas/phase"
+    form = (
+        f'<form id="f" method="post" action="{target}"><input name="phase" value="paper">'
+        '<input name="reason" value="forged"></form><script>document.getElementById("f").submit()</script>'
+    )
+    try:
+        page.route(f"{evil}/**", lambda route: route.fulfill(content_type="text/html", body=form))
+        with page.expect_response(target) as answer:
+            page.goto(f"{evil}/offer")
+        response = answer.value
+        assert response.request.headers.get("origin") == evil
+        assert response.status == 403 and "cross-" in response.text()
+        for headers, detail in (({"Origin": "null"}, "not a web page of this site"), ({}, "no proof")):
+            sent = page.request.post(target, form={"phase": "paper", "reason": "scripted"}, headers=headers)
+            assert sent.status == 403 and detail in sent.text(), headers
+    finally:
+        page.context.close()
+    assert phases() == before

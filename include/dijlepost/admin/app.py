@@ -12,9 +12,13 @@ app alone pass a plain URL. All validation stays in `rollout.py`: a refused chan
 or 400 (page) with the reason, and nothing is written. Only administrators may change anything;
 everyone else gets the same page without forms, and 403 on every change.
 
-Cookie-authenticated browsers are protected against cross-site form posts by Airflow's SameSite=Lax
-session cookie and, here, by refusing unsafe requests that a browser marks as cross-site
-(`Sec-Fetch-Site`) or whose `Origin` is another host.
+Cross-site request forgery: Airflow's session cookie is SameSite=Lax, and every request that changes
+something (`same_origin_proof`) must prove it comes from this site's own page: a browser sends
+`Sec-Fetch-Site` and/or `Origin` with every POST and PUT, and the request is refused (403) unless
+`Sec-Fetch-Site` is `same-origin` and `Origin` is this host (never `null`, the origin of sandboxed
+frames, `data:` pages and some redirects). A request with neither header is refused too, unless it
+carries its own credential in an `Authorization` header (an API client with a bearer token: a
+cross-site form cannot set that header, and Airflow then ignores the session cookie).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictInt
 
 from include.dijlepost import rollout
 from include.dijlepost.admin import figures
@@ -44,7 +48,7 @@ class Identity:
 class PhaseChange(BaseModel):
     phase: str
     reason: str
-    pilot_percent: int | None = None
+    pilot_percent: StrictInt | None = None  # a JSON number: "10" or 10.0 are refused
     pilot_allowlist: list[str] | None = None  # recipient pseudonyms (r-...)
 
 
@@ -98,15 +102,8 @@ def create_app(
             finally:
                 conn.close()
 
-    def same_origin(request: Request) -> None:
-        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
-            raise HTTPException(403, "cross-site request refused")
-        origin = request.headers.get("origin")
-        if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
-            raise HTTPException(403, "cross-origin request refused")
-
     def admin(request: Request, who: Identity = Depends(identify)) -> Identity:
-        same_origin(request)
+        same_origin_proof(request)
         if not who.is_admin:
             raise NotAdmin(who)
         return who
@@ -190,6 +187,7 @@ def create_app(
             who.name,
             change.pilot_allowlist,
             change.pilot_percent,
+            refuse_unchanged=True,
         )
         return {
             "department": department,
@@ -271,7 +269,7 @@ def create_app(
         if not who.is_admin:
             return page(request, who, conn, error=NotAdmin(who).detail, status=403)
         try:
-            same_origin(request)
+            same_origin_proof(request)
         except HTTPException as exc:
             return page(request, who, conn, error=exc.detail, status=exc.status_code)
         try:
@@ -306,6 +304,7 @@ def create_app(
                 who.name,
                 None,
                 pilot_percent if pilot_percent.strip() else None,
+                refuse_unchanged=True,
             )
             return f"phase:{department}"
 
@@ -359,6 +358,49 @@ def create_app(
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     return app
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _host_and_port(netloc: str, scheme: str) -> tuple[str, int | None] | None:
+    try:
+        parts = urlsplit(f"//{netloc}")
+        return (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        return None
+
+
+def same_origin_proof(request: Request) -> None:
+    """Refuse (403) a request that changes something unless it shows it comes from this site.
+
+    `Sec-Fetch-Site`, when sent, must be `same-origin`; `Origin`, when sent, must be this host (the
+    `Host` header, or `X-Forwarded-Host` behind a reverse proxy: neither can be set by a cross-site
+    form) and not `null`; one of the two must be there, unless the request brings its own credential
+    in an `Authorization` header.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site != "same-origin":
+        raise HTTPException(403, f"cross-site request refused (Sec-Fetch-Site: {site[:20]})")
+    origin = request.headers.get("origin")
+    if origin is not None:
+        parts = urlsplit(origin) if origin != "null" else None
+        if parts is None or parts.scheme not in _DEFAULT_PORTS or not parts.netloc:
+            raise HTTPException(403, "request refused: its Origin is not a web page of this site")
+        theirs = _host_and_port(parts.netloc, parts.scheme)
+        ours = {
+            _host_and_port(h.split(",")[0].strip(), parts.scheme)
+            for h in (request.headers.get("host"), request.headers.get("x-forwarded-host"))
+            if h
+        }
+        if theirs is None or theirs not in ours:
+            raise HTTPException(403, "cross-origin request refused: its Origin is another site")
+    if site is None and origin is None and "authorization" not in request.headers:
+        raise HTTPException(
+            403,
+            "request refused: no proof that it comes from this site's page (the browser sent neither "
+            "Origin nor Sec-Fetch-Site); API clients authenticate with an Authorization header",
+        )
 
 
 NOTICES = {

@@ -112,8 +112,8 @@ def shadow_report(
     """What the letters decided in phase `shadow` would have done live (`letters.shadow_channel`).
 
     Savings are counted for the would-be-eBox letters only: postage (plus the registered surcharge for
-    registered letters) and printing (per letter, plus per extra page when the PDF is rendered; an
-    unrendered letter counts as one page). `days` limits the report to letters decided in the last days.
+    registered letters) and printing (`Tariffs.printing_for`: per letter, plus per extra page and per extra
+    duplex sheet when the PDF is rendered; an unrendered letter counts as one page). `days` limits the report to letters decided in the last days.
     """
     check_department(department)
     if days is not None and (not isinstance(days, int) or isinstance(days, bool) or days < 1):

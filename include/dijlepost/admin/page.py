@@ -72,7 +72,8 @@ TEMPLATE = r"""<!doctype html>
   </table>
   <p class="who">Tariffs: postage € {{ tariffs.postage | eur }} (+ € {{ tariffs.registered_surcharge | eur }}
     registered), printing € {{ tariffs.print_per_letter | eur }} per letter + € {{ tariffs.print_per_extra_page | eur }}
-    per extra page; source: {{ tariffs.source }}.{% if s.pages_estimated %} {{ s.pages_estimated }} letters not
+    per extra page + € {{ tariffs.print_per_extra_sheet | eur }} per extra sheet (printed duplex); source:
+    {{ tariffs.source }}.{% if s.pages_estimated %} {{ s.pages_estimated }} letters not
     rendered yet are counted as one page.{% endif %}</p>
   {% endif %}
 

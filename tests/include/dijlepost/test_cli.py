@@ -287,12 +287,36 @@ def test_rollout_set_pilot_percent(rollout_admin, run):
 
 
 @pytest.mark.parametrize("percent,message", [("101", "outside 0..100"), ("-3", "not a whole number"),
-                                             ("half", "not a whole number"), ("0", "needs a pilot group")])
+                                             ("half", "not a whole number"), ("0", "needs a pilot group"),
+                                             ("²", "digits 0-9 only"), ("１０", "digits 0-9 only"),
+                                             ("٣", "digits 0-9 only"), ("1_0", "digits 0-9 only"),
+                                             ("+5", "digits 0-9 only"), ("1" * 5000, "of 5000 characters")])
 def test_rollout_set_refuses_a_bad_pilot_percent_and_changes_nothing(rollout_admin, run, percent, message):
     db = rollout_admin
     code, out, err = run("rollout", "set", "gas", "pilot", "--reason", "x", "--by", "t", "--pilot-percent", percent)
     assert code == EXIT_REFUSED and message in err and out == ""
     assert one(db, "SELECT phase, pilot_percent FROM rollout_phases WHERE department = 'gas'") == ("live", 0)
+    assert one(db, "SELECT count(*) FROM rollout_history")[0] == 0
+
+
+def test_rollout_set_refuses_a_change_to_the_phase_it_already_has(rollout_admin, run):
+    db = rollout_admin
+    code, out, err = run("rollout", "set", "gas", "live", "--reason", "again", "--by", "t")
+    assert code == EXIT_REFUSED and out == "" and "gas is already in phase live" in err and "nothing to change" in err
+    assert one(db, "SELECT count(*) FROM rollout_history")[0] == 0
+    run("rollout", "set", "gas", "pilot", "--reason", "a tenth", "--by", "t", "--pilot-percent", "10")
+    code, _, err = run("rollout", "set", "gas", "pilot", "--reason", "same", "--by", "t", "--pilot-percent", "10 %")
+    assert code == EXIT_REFUSED and "already in phase pilot" in err
+    code, out, _ = run("rollout", "set", "gas", "pilot", "--reason", "a fifth", "--by", "t", "--pilot-percent", "20")
+    assert code == EXIT_OK and "gas: pilot -> pilot" in out
+    assert one(db, "SELECT count(*) FROM rollout_history")[0] == 2
+
+
+def test_rollout_set_refuses_a_reason_too_long_to_keep(rollout_admin, run):
+    db = rollout_admin
+    code, out, err = run("rollout", "set", "gas", "paper", "--reason", "x" * 501, "--by", "t")
+    assert code == EXIT_REFUSED and "the reason is 501 characters long; at most 500" in err
+    assert "x" * 100 not in err
     assert one(db, "SELECT count(*) FROM rollout_history")[0] == 0
 
 
@@ -317,6 +341,7 @@ def test_rollout_shadow_report_shows_the_share_and_the_saving(rollout_admin, run
     monkeypatch.setenv("DIJLEPOST_TARIFF_REGISTERED_SURCHARGE_EUR", "5.00")
     monkeypatch.setenv("DIJLEPOST_TARIFF_PRINT_PER_LETTER_EUR", "0.20")
     monkeypatch.setenv("DIJLEPOST_TARIFF_PRINT_PER_EXTRA_PAGE_EUR", "0.10")
+    monkeypatch.setenv("DIJLEPOST_TARIFF_PRINT_PER_EXTRA_SHEET_EUR", "0.05")
     run("rollout", "set", "economy_housing", "shadow", "--reason", "measure", "--by", "t")
     rows = [("ebox", False, 1)] * 3 + [("ebox", True, 3), ("paper", False, 1), ("paper", False, 2), (None, False, None)]
     with db.cursor() as cur:
@@ -332,14 +357,14 @@ def test_rollout_shadow_report_shows_the_share_and_the_saving(rollout_admin, run
     code, out, err = run("rollout", "shadow-report", "economy_housing")
     assert (code, err) == (EXIT_OK, "")
     # by hand: 4 would-be-eBox letters of 6 sendable; postage 3 x 1.00 + (1.00 + 5.00) registered;
-    # printing 3 x 0.20 + (0.20 + 2 extra pages x 0.10)
+    # printing 3 x 0.20 + (0.20 + 2 extra pages x 0.10 + 1 extra sheet x 0.05: 3 pages duplex)
     assert "phase now: shadow" in out
     assert "letters decided                      7" in out
     assert "would have gone to eBox              4   (66.7 % of the sendable letters)" in out
     assert "quarantined                          1" in out
     assert "postage saved          EUR       9.00" in out
-    assert "printing saved         EUR       1.00" in out
-    assert "total saved            EUR      10.00" in out
+    assert "printing saved         EUR       1.05" in out
+    assert "total saved            EUR      10.05" in out
     assert "DIJLEPOST_TARIFF_POSTAGE_EUR" in out                 # the source of the tariffs is named
     code, out, _ = run("rollout", "shadow-report", "gas")
     assert code == EXIT_OK and "letters decided                      0" in out and "no letters decided" in out

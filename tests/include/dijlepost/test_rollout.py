@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 
 from include.dijlepost.rollout import (
+    MAX_REASON,
     PHASES,
     PILOT_BUCKETS,
     RolloutChangeRefused,
     RolloutState,
+    RolloutUnchanged,
     UnknownRolloutPhase,
     add_exemption,
     exemption_history,
@@ -189,6 +191,13 @@ def test_history_records_the_pilot_group_with_each_change(db):
         ("12.5", None, "not a whole number"),
         (12.5, None, "outside 0..100"),
         (True, None, "not a whole number"),
+        ("²", None, "digits 0-9 only"),  # str.isdigit() says yes, int() says no
+        ("１０", None, "digits 0-9 only"),  # int() would read 10
+        ("٣٠", None, "digits 0-9 only"),
+        ("1_0", None, "digits 0-9 only"),
+        ("+10", None, "digits 0-9 only"),
+        ("0010", None, "digits 0-9 only"),
+        ("9" * 10_000, None, "of 10000 characters"),
         (10, ["85073003328"], "not recipient pseudonyms"),
     ],
 )
@@ -321,3 +330,64 @@ def test_an_exemption_is_keyed_by_a_pseudonym_never_a_raw_id(db, value):
     with pytest.raises(RolloutChangeRefused, match="not a recipient pseudonym"):
         add_exemption(db, value, "digipunt", "desk.clerk")
     assert exempt_rows(db) == {}
+
+
+@pytest.mark.parametrize("percent,expected", [("0%", 0), (" 7 ", 7), ("100 %", 100), ("050", 50), (42, 42)])
+def test_a_pilot_percentage_in_ascii_digits_is_read(percent, expected):
+    from include.dijlepost.rollout import check_pilot_percent
+
+    assert check_pilot_percent(percent) == expected
+
+
+def test_a_change_to_the_phase_and_pilot_group_it_already_has_is_no_change(db):
+    set_phase(db, "gas", "pilot", "a tenth", "tester", ["r-1"], pilot_percent=10)
+    before_phases, before_history = phases(db), history(db)
+    for allowlist, percent in ((None, None), (["r-1"], None), (["r-1", "r-1"], "10"), (None, 10)):
+        with pytest.raises(RolloutUnchanged, match="gas is already in phase pilot with this pilot group"):
+            set_phase(db, "gas", "pilot", "again", "other", allowlist, percent, refuse_unchanged=True)
+        # code that sets up a known state gets the same answer without an error, and nothing written
+        assert set_phase(db, "gas", "pilot", "again", "other", allowlist, percent) == ("pilot", "pilot")
+    assert (phases(db), history(db)) == (before_phases, before_history)
+    assert issubclass(RolloutUnchanged, RolloutChangeRefused)
+    # a different pilot group in the same phase is a change
+    assert set_phase(db, "gas", "pilot", "a fifth", "tester", pilot_percent=20, refuse_unchanged=True) == (
+        "pilot",
+        "pilot",
+    )
+    assert len(history(db)) == len(before_history) + 1
+
+
+@pytest.mark.parametrize(
+    "reason,match",
+    [
+        ("x" * (MAX_REASON + 1), f"the reason is {MAX_REASON + 1} characters long; at most {MAX_REASON}"),
+        ("x" * 1_000_000, "1000000 characters long"),
+        ("line one\nline two", "one line of text without control characters"),
+        ("nul\x00byte", "without control characters"),
+        ("one\u2028two", "without control characters"),
+    ],
+)
+def test_reasons_are_bounded_one_line_texts_and_never_echoed(db, reason, match):
+    before_phases, before_history = phases(db), history(db)
+    with pytest.raises(RolloutChangeRefused, match=match) as refused:
+        set_phase(db, "gas", "paper", reason, "tester")
+    assert "xxxxxxxxxx" not in str(refused.value)
+    with pytest.raises(RolloutChangeRefused, match=match):
+        add_exemption(db, "r-abc", reason, "desk.clerk")
+    add_exemption(db, "r-abc", "digipunt", "desk.clerk")
+    with pytest.raises(RolloutChangeRefused, match=match):
+        remove_exemption(db, "r-abc", reason, "desk.clerk")
+    assert (phases(db), history(db)) == (before_phases, before_history)
+    assert exempt_rows(db) == {"r-abc": ("desk.clerk", "digipunt")}
+
+
+def test_a_reason_of_exactly_the_limit_is_kept(db):
+    set_phase(db, "gas", "paper", "é" * MAX_REASON, "tester")
+    assert phases(db)["gas"][3] == "é" * MAX_REASON
+
+
+def test_the_name_of_who_changes_is_bounded(db):
+    with pytest.raises(RolloutChangeRefused, match="the name is 201 characters long"):
+        set_phase(db, "gas", "paper", "why", "n" * 201)
+    with pytest.raises(RolloutChangeRefused, match="the name is 201 characters long"):
+        add_exemption(db, "r-abc", "why", "n" * 201)

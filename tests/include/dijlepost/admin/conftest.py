@@ -17,6 +17,8 @@ from include.dijlepost.tariffs import Tariffs
 
 NRN = "85073003328"
 TARIFFS = Tariffs()  # the documented defaults, whatever the environment says
+# What a browser sends with a form post or fetch from the page itself (TestClient's host: testserver).
+SAME_ORIGIN = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
 
 
 def header_identity(request: Request) -> Identity:
@@ -54,13 +56,20 @@ def app(pg_url, rollout_db):
 
 @pytest.fixture
 def as_admin(app):
-    with TestClient(app, headers={"X-Test-User": "ann.admin:admin"}) as c:
+    with TestClient(app, headers={"X-Test-User": "ann.admin:admin", **SAME_ORIGIN}) as c:
         yield c
 
 
 @pytest.fixture
 def as_viewer(app):
-    with TestClient(app, headers={"X-Test-User": "vic.viewer"}) as c:
+    with TestClient(app, headers={"X-Test-User": "vic.viewer", **SAME_ORIGIN}) as c:
+        yield c
+
+
+@pytest.fixture
+def admin_without_browser_headers(app):
+    """An administrator's request without Origin or Sec-Fetch-Site: what a forged or scripted post is."""
+    with TestClient(app, headers={"X-Test-User": "ann.admin:admin"}) as c:
         yield c
 
 

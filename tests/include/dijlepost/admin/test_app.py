@@ -12,7 +12,7 @@ from include.dijlepost.recipients import pseudonym
 from include.dijlepost.rollout import read_state
 from include.dijlepost.waves import DEPARTMENTS
 
-from .conftest import NRN, add_letters
+from .conftest import NRN, SAME_ORIGIN, add_letters
 
 pytestmark = pytest.mark.integration
 
@@ -343,7 +343,7 @@ def test_the_page_links_stay_under_the_mount_prefix(pg_url, rollout_db, app):
     from starlette.routing import Mount
 
     outer = Starlette(routes=[Mount("/dijlepost-rollout", app=app)])
-    with TestClient(outer, headers={"X-Test-User": "ann.admin:admin"}) as c:
+    with TestClient(outer, headers={"X-Test-User": "ann.admin:admin", **SAME_ORIGIN}) as c:
         page = c.get("/dijlepost-rollout/").text
         assert 'action="/dijlepost-rollout/departments/gas/phase"' in page
         r = c.post(
@@ -365,9 +365,117 @@ def test_adding_by_number_without_a_pseudonym_key_is_a_clear_configuration_error
 
     monkeypatch.delenv("DIJLEPOST_PSEUDONYM_KEY", raising=False)
     app = create_app(lambda: psycopg.connect(pg_url), header_identity)  # key from the environment
-    with TestClient(app, headers={"X-Test-User": "ann.admin:admin"}) as c:
+    with TestClient(app, headers={"X-Test-User": "ann.admin:admin", **SAME_ORIGIN}) as c:
         r = c.post("/api/v1/exemptions", json={"kind": "citizen", "recipient_id": NRN, "reason": "digipunt"})
         assert r.status_code == 503 and "DIJLEPOST_PSEUDONYM_KEY" in r.json()["detail"] and NRN not in r.text
         ok = c.post("/api/v1/exemptions", json={"recipient_pseudonym": "r-abc", "reason": "digipunt"})
         assert ok.status_code == 201  # by pseudonym it still works
     assert exemption_rows(rollout_db)[0] == [("r-abc", "ann.admin", "digipunt")]
+
+
+# --------------------------------------------------------------------------- same-origin proof and inputs
+
+
+def _changes(db):
+    return phase_rows(db), history_rows(db), exemption_rows(db)
+
+
+@pytest.mark.parametrize(
+    "headers,detail",
+    [
+        ({}, "no proof that it comes from this site"),
+        ({"Origin": "null"}, "not a web page of this site"),
+        ({"Origin": "null", "Sec-Fetch-Site": "same-origin"}, "not a web page of this site"),
+        ({"Sec-Fetch-Site": "same-site"}, "cross-site request refused"),
+        ({"Sec-Fetch-Site": "none"}, "cross-site request refused"),
+        ({"Origin": "http://testserver.evil.example"}, "its Origin is another site"),
+        ({"Origin": "http://testserver:8081"}, "its Origin is another site"),
+        ({"Origin": "file://"}, "not a web page of this site"),
+        ({"Origin": "http://evil.example", "X-Forwarded-Host": "airflow.mechelen.example"}, "another site"),
+    ],
+)
+def test_a_change_without_a_same_origin_proof_is_refused(rollout_db, admin_without_browser_headers, headers, detail):
+    client = admin_without_browser_headers
+    before = _changes(rollout_db)
+    r = client.put("/api/v1/departments/gas/phase", json={"phase": "paper", "reason": "x"}, headers=headers)
+    assert r.status_code == 403 and detail in r.json()["detail"], (headers, r.text)
+    r = client.post("/departments/gas/phase", data={"phase": "paper", "reason": "x"}, headers=headers)
+    assert r.status_code == 403 and detail in text(r.text), headers
+    r = client.post("/exemptions/add", data={"recipient": "r-abc", "reason": "x"}, headers=headers)
+    assert r.status_code == 403
+    r = client.post("/api/v1/exemptions", json={"recipient_pseudonym": "r-abc", "reason": "x"}, headers=headers)
+    assert r.status_code == 403
+    assert _changes(rollout_db) == before
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://testserver"},  # a browser that does not send Sec-Fetch-Site
+        {"Sec-Fetch-Site": "same-origin"},  # one that sends no Origin
+        {"Origin": "http://testserver:80", "Sec-Fetch-Site": "same-origin"},
+        {"Origin": "https://airflow.mechelen.example", "X-Forwarded-Host": "airflow.mechelen.example"},
+        {"Authorization": "Bearer token-of-an-api-client"},  # not a browser: its own credential
+    ],
+)
+def test_a_change_with_a_same_origin_proof_or_its_own_credential_is_accepted(
+    rollout_db, admin_without_browser_headers, headers
+):
+    r = admin_without_browser_headers.put(
+        "/api/v1/departments/gas/phase", json={"phase": "paper", "reason": "proof"}, headers=headers
+    )
+    assert r.status_code == 200, (headers, r.text)
+    assert read_state(rollout_db, "gas").phase == "paper"
+
+
+def test_reading_needs_no_same_origin_proof(admin_without_browser_headers):
+    assert admin_without_browser_headers.get("/api/v1/departments").status_code == 200
+    assert admin_without_browser_headers.get("/").status_code == 200
+
+
+@pytest.mark.parametrize("percent", ["²", "１０", "٣", "1_0", "+5", "10.5", "9" * 5000])
+def test_the_form_refuses_a_pilot_percentage_that_is_not_ascii_digits(rollout_db, as_admin, percent):
+    before = _changes(rollout_db)
+    r = as_admin.post("/departments/gas/phase", data={"phase": "pilot", "reason": "x", "pilot_percent": percent})
+    assert r.status_code == 400, r.text
+    assert "refused, nothing changed: pilot percentage" in text(r.text)
+    assert "digits 0-9 only" in text(r.text) and "9" * 100 not in r.text
+    assert _changes(rollout_db) == before
+
+
+@pytest.mark.parametrize("percent", ["10", 10.0, "²", True])
+def test_the_api_takes_a_pilot_percentage_as_a_json_integer_only(rollout_db, as_admin, percent):
+    before = _changes(rollout_db)
+    r = as_admin.put(
+        "/api/v1/departments/gas/phase", json={"phase": "pilot", "reason": "x", "pilot_percent": percent}
+    )
+    assert r.status_code == 422
+    assert _changes(rollout_db) == before
+
+
+def test_a_reason_is_bounded_on_the_page_and_in_the_api(rollout_db, as_admin):
+    before = _changes(rollout_db)
+    huge = "x" * 1_000_000
+    r = as_admin.post("/departments/gas/phase", data={"phase": "paper", "reason": huge})
+    assert r.status_code == 400 and "the reason is 1000000 characters long; at most 500" in text(r.text)
+    assert huge[:1000] not in r.text
+    r = as_admin.put("/api/v1/departments/gas/phase", json={"phase": "paper", "reason": huge})
+    assert r.status_code == 422 and "at most 500" in r.json()["detail"]
+    r = as_admin.post("/exemptions/add", data={"kind": "citizen", "recipient": NRN, "reason": huge})
+    assert r.status_code == 400 and "at most 500" in text(r.text)
+    assert _changes(rollout_db) == before
+
+
+def test_a_change_to_the_phase_a_department_already_has_is_refused(rollout_db, as_admin):
+    before = _changes(rollout_db)
+    assert read_state(rollout_db, "gas").phase == "live"
+    r = as_admin.post("/departments/gas/phase", data={"phase": "live", "reason": "again", "pilot_percent": ""})
+    assert r.status_code == 400
+    assert "refused, nothing changed: gas is already in phase live" in text(r.text)
+    r = as_admin.put("/api/v1/departments/gas/phase", json={"phase": "live", "reason": "again"})
+    assert r.status_code == 422 and "already in phase live" in r.json()["detail"]
+    assert _changes(rollout_db) == before
+    r = as_admin.put(
+        "/api/v1/departments/gas/phase", json={"phase": "live", "reason": "pilot size kept", "pilot_percent": 5}
+    )
+    assert r.status_code == 200  # the same phase with another pilot group is a change

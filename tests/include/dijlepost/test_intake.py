@@ -693,3 +693,28 @@ def test_the_database_logs_errors_tersely_and_without_the_statement(db):
                                "('log_error_verbosity', 'log_min_error_statement')").fetchall())
     db.commit()
     assert settings == {"log_error_verbosity": "terse", "log_min_error_statement": "panic"}
+
+
+def test_row_level_security_changes_nothing_the_pipeline_role_does(db, pg_url):
+    """The policy of migration 0009 lets every role see and change every row: a login holding only the
+    pipeline role imports, claims and quarantines as before."""
+    from datetime import timedelta
+
+    import psycopg
+
+    from include.dijlepost.outbox import claim, quarantine
+
+    ctx = RunContext(dag_id="letters_finance", run_id="r-rls", task_id="claim_letters")
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("SET ROLE dijlepost_pipeline")
+        conn.commit()
+        assert conn.execute("SELECT rolbypassrls FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
+        report = import_rows(conn, [(1, row("R-1", 0)), (2, row("R-2", 1))])
+        assert sorted(report.inserted) == ["R-1", "R-2"]
+        held = claim(conn, "finance", "r-rls", 10, 10, timedelta(hours=3), ctx)
+        assert held.count == 2
+        with conn.cursor() as cur:
+            assert quarantine(cur, ctx, "R-1", "r-rls", "a reason", "render")
+        conn.commit()
+    stored = letters(db)
+    assert (stored["R-1"]["status"], stored["R-2"]["status"]) == ("quarantined", "processing")

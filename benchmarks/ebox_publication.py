@@ -56,7 +56,7 @@ def start_sandbox(directory: Path) -> tuple[subprocess.Popen, dict]:
     log = directory / "sandbox.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "include.dijlepost.ebox.sandbox", "--port", str(port), "--dir", str(directory)],
+            [sys.executable, "-m", "sandboxes.ebox", "--port", str(port), "--dir", str(directory)],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 30
     while "eBox sandbox at" not in log.read_text():  # printed once it is serving

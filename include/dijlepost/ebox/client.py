@@ -1,17 +1,20 @@
 """Client for the federal eBox REST APIs: who has an active eBox, publish a letter, read status.
 
 Plain Python on httpx (no Airflow import), so the same code runs in Airflow tasks, the CLI, the
-demo and the tests. The contract is `/work/shared/contracts/ebox/NOTES.md` plus the Message Registry
-2.1 and Federation 1.3 Swagger files; the local sandbox (`sandbox.py`) speaks the same contract.
+demo and the tests. The contract is the eBox integration notes plus the published Message Registry
+2.1 and Federation 1.3 Swagger files; the local sandbox (`sandboxes/ebox`) speaks the same contract.
 
 Error policy, so that callers can route a letter without parsing exceptions:
-- per-letter answers (published, duplicate, no digital user, rejected) come back as a
-  `PublishOutcome`;
-- transient trouble (429, 5xx, timeouts, connection errors) is retried with exponential backoff and
-  jitter, honouring `Retry-After`; when the attempts run out `publish` answers `retry_later`, the
-  lookups raise `EboxUnavailableError`;
+- per-letter answers (published, duplicate, no digital user, rejected, including a 413 for a
+  message too large) come back as a `PublishOutcome`;
+- transient trouble (429, 5xx, timeouts, connection errors), of the API and of the token endpoint
+  alike, is retried with exponential backoff and jitter (tenacity), honouring `Retry-After`; every
+  token attempt signs a fresh client assertion. When the attempts run out `publish` answers
+  `retry_later`, the lookups raise `EboxUnavailableError`;
+- a 401, or the federation's 400 "Invalid access token", gets one fresh token and one more try;
 - anything that no retry can fix (403, a token request the server refuses, a second 401, a TLS
-  certificate that does not verify) raises `EboxConfigurationError` so the task fails loudly.
+  certificate that does not verify, a message type the eBox does not know) raises
+  `EboxConfigurationError` so the task fails loudly.
 
 Logs carry letter ids, status codes and counts only: never a recipient id, name or address.
 """
@@ -30,13 +33,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import jwt
+import tenacity
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 
 log = logging.getLogger("dijlepost.ebox")
 
@@ -62,6 +68,11 @@ MAX_BACKOFF_SECONDS = 30.0
 # A Retry-After longer than this is not slept through inside a task: the letter is handed back as
 # retry_later (publish) or the lookup fails (and Airflow retries the task later).
 MAX_RETRY_AFTER_SECONDS = 60.0
+MESSAGE_TYPES_PAGE_SIZE = 100  # the largest page referenceData/messageTypes gives
+# The message-type registry is read once a day (the city's day) per registry, client and application.
+MESSAGE_TYPES_DAY_ZONE = ZoneInfo("Europe/Brussels")
+# `messageToPublish` is a JSON text part; its charset is declared rather than left to a default.
+MESSAGE_PART_CONTENT_TYPE = "application/json; charset=UTF-8"
 
 
 class EboxError(Exception):
@@ -91,9 +102,14 @@ class EboxConfig:
     token_url: str  # also the audience of the client assertion
     client_id: str
     private_key_pem: str = field(repr=False)
+    # The X.509 certificate registered with the eBox for this environment (PEM); its SHA-256
+    # thumbprint goes into the client assertion's header as `x5t#S256`, and as `kid` unless `key_id`
+    # names the key otherwise.
+    certificate_pem: str = field(repr=False)
     sender_organization_id: str
     sender_application_id: str
     ca_bundle: str | None = None  # None: the system trust store
+    key_id: str | None = None
     timeout_seconds: float = 30.0
     max_concurrency: int = 4
     max_attempts: int = 4
@@ -132,7 +148,34 @@ class EboxConfig:
             raise EboxConfigurationError(
                 "backoff_base_seconds must be a number >= 0", "backoff_base_seconds"
             )
-        self.signing_key()  # fails here rather than at the first token request
+        key = self.signing_key()  # fails here rather than at the first token request
+        certificate = self.certificate()
+        if certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) != \
+                key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo):
+            raise EboxConfigurationError("certificate_pem is not the certificate of private_key_pem",
+                                         "certificate_pem")
+        if self.key_id is not None and (not isinstance(self.key_id, str) or not self.key_id.strip()):
+            raise EboxConfigurationError("key_id is empty", "key_id")
+
+    def certificate(self) -> x509.Certificate:
+        try:
+            return x509.load_pem_x509_certificate(self.certificate_pem.encode())
+        except (ValueError, TypeError, AttributeError):
+            raise EboxConfigurationError("certificate_pem is not a PEM X.509 certificate",
+                                         "certificate_pem") from None
+
+    def certificate_thumbprint(self) -> str:
+        """`x5t#S256` (RFC 7515): base64url without padding of the SHA-256 of the certificate's DER."""
+        der = self.certificate().public_bytes(Encoding.DER)
+        return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).decode("ascii").rstrip("=")
+
+    def assertion_header(self) -> dict[str, str]:
+        """The JOSE header fields of the client assertion that name the registered certificate.
+
+        The eBox documentation registers one certificate per environment but does not say which
+        header field it reads: both the thumbprint and a key id are sent."""
+        thumbprint = self.certificate_thumbprint()
+        return {"kid": self.key_id or thumbprint, "x5t#S256": thumbprint}
 
     def signing_key(self) -> RSAPrivateKey:
         try:
@@ -164,7 +207,7 @@ class Publication:
     recipient_id: str = field(repr=False)
     language: str  # "nl" | "fr" | "de"
     subject: str
-    message_type_id: str | None
+    message_type_id: str  # a messageTypeId of the eBox's registry (checked by `check_message_types`)
     registered: bool
     pdf: bytes = field(repr=False)
     filename: str
@@ -174,6 +217,8 @@ class Publication:
             raise ValueError(f"letter {self.letter_id}: recipient_kind must be citizen or enterprise")
         if self.language not in LANGUAGES:
             raise ValueError(f"letter {self.letter_id}: language must be one of nl, fr, de")
+        if not isinstance(self.message_type_id, str) or not self.message_type_id.strip():
+            raise ValueError(f"letter {self.letter_id}: message_type_id is missing")
 
 
 @dataclass(frozen=True)
@@ -182,6 +227,31 @@ class PublishOutcome:
     message_id: str | None = None
     code: str | None = None
     message: str | None = None
+    # `expirationDate` of a 201 answer: until when the eBox keeps the message (its type's validity).
+    expires_at: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageType:
+    """One entry of the eBox's message-type registry, as far as a sender needs it."""
+
+    message_type_id: str
+    validity_number: int | None = None
+    validity_unit: str | None = None  # "day" | "month" | "year"
+    sender_organization_ids: tuple[str, ...] = ()
+    sender_application_ids: tuple[str, ...] = ()
+
+    @property
+    def validity(self) -> str | None:
+        """The validity period in words, e.g. "5 year"; None when the registry gives none."""
+        if self.validity_number is None or self.validity_unit is None:
+            return None
+        return f"{self.validity_number} {self.validity_unit}"
+
+    def allows(self, organization_id: str, application_id: str) -> bool:
+        """Whether this sender may publish the type (an empty list in the registry: any sender)."""
+        return ((not self.sender_organization_ids or organization_id in self.sender_organization_ids)
+                and (not self.sender_application_ids or application_id in self.sender_application_ids))
 
 
 def idempotency_key(letter_id: str) -> str:
@@ -200,7 +270,8 @@ def build_message_to_publish(pub: Publication, config: EboxConfig) -> dict[str, 
 
     The PDF is the single main content, so there is no body: `bodyMainContent` is required by the
     Swagger but "must be present only if there is a body", hence `false` and no `bodyContent`.
-    Keys are omitted rather than sent as null."""
+    Keys are omitted rather than sent as null. No `expirationDate`: the eBox takes it from the
+    message type's validity period and answers it."""
     message: dict[str, Any] = {
         "recipient": {"eboxType": pub.recipient_kind, "eboxIdValue": pub.recipient_id},
         "subject": {pub.language: pub.subject},
@@ -208,6 +279,7 @@ def build_message_to_publish(pub: Publication, config: EboxConfig) -> dict[str, 
         "senderOrganizationId": config.sender_organization_id,
         "senderApplicationId": config.sender_application_id,
         "replyAuthorized": False,
+        "messageTypeId": pub.message_type_id,
         "attachments": [
             {
                 "httpPartName": "upfile1",
@@ -217,8 +289,6 @@ def build_message_to_publish(pub: Publication, config: EboxConfig) -> dict[str, 
             }
         ],
     }
-    if pub.message_type_id is not None:
-        message["messageTypeId"] = pub.message_type_id
     if pub.registered:
         message["registeredMail"] = True
     return message
@@ -260,6 +330,20 @@ def _status_message(response: httpx.Response) -> tuple[str | None, str | None]:
     return body.get("code"), body.get("message")
 
 
+def _message_type(item: Any) -> MessageType:
+    if not isinstance(item, dict) or not isinstance(item.get("messageTypeId"), str):
+        raise EboxError("referenceData/messageTypes answered an item without messageTypeId")
+    validity = item.get("validityPeriod") if isinstance(item.get("validityPeriod"), dict) else {}
+    number, unit = validity.get("validityPeriodNumber"), validity.get("validityPeriodUnit")
+    ids = lambda key: tuple(str(i) for i in item.get(key) or ())  # noqa: E731
+    return MessageType(
+        item["messageTypeId"],
+        number if isinstance(number, int) and not isinstance(number, bool) else None,
+        unit if isinstance(unit, str) else None,
+        ids("senderOrganizationIds"), ids("senderApplicationIds"),
+    )
+
+
 def _is_certificate_failure(exc: BaseException) -> bool:
     seen: BaseException | None = exc
     while seen is not None:
@@ -269,12 +353,36 @@ def _is_certificate_failure(exc: BaseException) -> bool:
     return False
 
 
+def _is_invalid_token_answer(response: httpx.Response) -> bool:
+    """The federation's documented 400 "Invalid access token" (the Swagger spells it "acess").
+
+    The one adapter for that answer: its StatusMessage code is not published, so a 400 whose code
+    or message speaks of the (access) token counts."""
+    if response.status_code != 400:
+        return False
+    code, message = _status_message(response)
+    return bool(re.search(r"ac+ess[ _-]?token|invalid[ _-]?token", f"{code or ''} {message or ''}", re.I))
+
+
 class _Exhausted(Exception):
     """Transient failures until max_attempts; `reason` says the last one (status or error type)."""
 
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class _Transient(Exception):
+    """One attempt that is worth another: 429, 5xx, a timeout or a connection error."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason, self.retry_after = reason, retry_after
+
+
+# The message-type registry, per (registry URL, client, application): (the day it was read, types).
+_MESSAGE_TYPES_CACHE: dict[tuple[str, str, str], tuple[date, dict[str, MessageType]]] = {}
+_MESSAGE_TYPES_LOCK = threading.Lock()
 
 
 class EboxClient:
@@ -322,38 +430,57 @@ class EboxClient:
         step = min(MAX_BACKOFF_SECONDS, self.config.backoff_base_seconds * 2 ** (attempt - 1))
         return step / 2 + self._rng.uniform(0, step / 2)
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """One request with retries for 429, 5xx, timeouts and connection errors.
+    def _wait(self, retry_state: tenacity.RetryCallState) -> float:
+        failure = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(failure, _Transient) and failure.retry_after is not None:
+            return failure.retry_after
+        return self._backoff(retry_state.attempt_number)
 
-        Returns the first other answer; raises _Exhausted when the attempts run out."""
-        reason = "no attempt"
-        for attempt in range(1, self.config.max_attempts + 1):
+    def _send(self, method: str, url: str, prepare: Callable[[], dict[str, Any]] | None = None,
+              **kwargs: Any) -> httpx.Response:
+        """One request with retries (tenacity) for 429, 5xx, timeouts and connection errors.
+
+        `prepare`, when given, is called for every attempt and its keyword arguments are added to
+        the request's (the token request signs a fresh assertion each time). Returns the first other
+        answer; raises _Exhausted when the attempts run out."""
+        path = httpx.URL(url).path
+
+        def attempt() -> httpx.Response:
+            request_kwargs = {**kwargs, **prepare()} if prepare is not None else kwargs
             try:
                 with self._slots:
-                    response = self._http.request(method, url, **kwargs)
+                    response = self._http.request(method, url, **request_kwargs)
             except httpx.TransportError as exc:
                 if _is_certificate_failure(exc):
                     raise EboxConfigurationError(
                         f"TLS certificate of {httpx.URL(url).host} does not verify against "
                         f"ca_bundle={self.config.ca_bundle!r}"
                     ) from exc
-                reason = type(exc).__name__
-                delay = self._backoff(attempt)
-            else:
-                if response.status_code != 429 and response.status_code < 500:
-                    return response
-                reason = f"HTTP {response.status_code}"
-                retry_after = _retry_after_seconds(response)
-                if retry_after is not None and retry_after > MAX_RETRY_AFTER_SECONDS:
-                    raise _Exhausted(f"{reason} with Retry-After {retry_after:.0f}s")
-                delay = retry_after if retry_after is not None else self._backoff(attempt)
-            log.info(
-                "eBox %s %s: %s (attempt %d of %d)",
-                method, httpx.URL(url).path, reason, attempt, self.config.max_attempts,
-            )
-            if attempt < self.config.max_attempts:
-                self._sleep(delay)
-        raise _Exhausted(reason)
+                raise _Transient(type(exc).__name__) from exc
+            if response.status_code != 429 and response.status_code < 500:
+                return response
+            reason = f"HTTP {response.status_code}"
+            retry_after = _retry_after_seconds(response)
+            if retry_after is not None and retry_after > MAX_RETRY_AFTER_SECONDS:
+                raise _Exhausted(f"{reason} with Retry-After {retry_after:.0f}s")
+            raise _Transient(reason, retry_after)
+
+        def log_attempt(retry_state: tenacity.RetryCallState) -> None:
+            log.info("eBox %s %s: %s (attempt %d of %d)", method, path, retry_state.outcome.exception().reason,
+                     retry_state.attempt_number, self.config.max_attempts)
+
+        def exhausted(retry_state: tenacity.RetryCallState) -> httpx.Response:
+            raise _Exhausted(retry_state.outcome.exception().reason)
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Transient),
+            stop=tenacity.stop_after_attempt(self.config.max_attempts),
+            wait=self._wait,
+            sleep=self._sleep,
+            after=log_attempt,
+            retry_error_callback=exhausted,
+        )
+        return retrying(attempt)
 
     def _access_token(self) -> str:
         with self._token_lock:
@@ -369,10 +496,11 @@ class EboxClient:
             if self._token == rejected:
                 self._token = None
 
-    def _request_token(self) -> tuple[str, float]:
+    def client_assertion(self) -> str:
+        """A new private_key_jwt: its own `jti`, `iat` and `exp`, so no attempt repeats another's."""
         cfg = self.config
         now = int(time.time())
-        assertion = jwt.encode(
+        return jwt.encode(
             {
                 "iss": cfg.client_id,
                 "sub": cfg.client_id,
@@ -383,16 +511,22 @@ class EboxClient:
             },
             cfg.signing_key(),
             algorithm="RS256",
+            headers=cfg.assertion_header(),
         )
-        form = {
+
+    def _token_form(self) -> dict[str, Any]:
+        return {"data": {
             "grant_type": "client_credentials",
-            "client_id": cfg.client_id,
+            "client_id": self.config.client_id,
             "client_assertion_type": CLIENT_ASSERTION_TYPE,
-            "client_assertion": assertion,
+            "client_assertion": self.client_assertion(),
             "scope": " ".join(SCOPES),
-        }
+        }}
+
+    def _request_token(self) -> tuple[str, float]:
+        cfg = self.config
         # _Exhausted propagates: publish turns it into retry_later, the lookups into an error.
-        response = self._send("POST", cfg.token_url, data=form)
+        response = self._send("POST", cfg.token_url, prepare=self._token_form)
         if response.status_code != 200:
             try:
                 error = response.json().get("error")
@@ -412,24 +546,27 @@ class EboxClient:
         return token, lifetime
 
     def _authorized(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """A request with a bearer token; a 401 gets one fresh token and one more try, 403 raises."""
+        """A request with a bearer token. A 401, or a 400 "Invalid access token", gets one fresh token
+        and one more try; 403 raises."""
         extra_headers = kwargs.pop("headers", {})
+        path = httpx.URL(url).path
         for fresh_token_tried in (False, True):
             token = self._access_token()
             response = self._send(
                 method, url, headers={**extra_headers, "Authorization": f"Bearer {token}"}, **kwargs
             )
-            if response.status_code != 401:
+            refused = response.status_code == 401 or _is_invalid_token_answer(response)
+            if not refused:
                 break
             if fresh_token_tried:
                 raise EboxConfigurationError(
-                    f"{httpx.URL(url).path} answered 401 even with a fresh token"
+                    f"{path} answered {response.status_code} (invalid token) even with a fresh token"
                 )
-            log.info("eBox %s answered 401; refreshing the token once", httpx.URL(url).path)
+            log.info("eBox %s answered %d (invalid token); renewing the token once", path, response.status_code)
             self._invalidate_token(token)
         if response.status_code == 403:
             raise EboxConfigurationError(
-                f"{httpx.URL(url).path} answered 403: the client lacks the scope for this call "
+                f"{path} answered 403: the client lacks the scope for this call "
                 f"(client {self.config.client_id!r})"
             )
         return response
@@ -498,8 +635,12 @@ class EboxClient:
         # one per part, and a retry re-sends the same bytes.
         encoded = httpx.Request(
             "POST", url,
-            data={"messageToPublish": json.dumps(message, ensure_ascii=False)},
-            files={"upfile1": (pub.filename, pub.pdf, "application/pdf")},
+            files={
+                # A plain form field (no filename) whose part declares its media type and charset.
+                "messageToPublish": (None, json.dumps(message, ensure_ascii=False).encode("utf-8"),
+                                     MESSAGE_PART_CONTENT_TYPE),
+                "upfile1": (pub.filename, pub.pdf, "application/pdf"),
+            },
         )
         try:
             response = self._authorized(
@@ -533,8 +674,15 @@ class EboxClient:
             body = body if isinstance(body, dict) else {}
             code, message_id = body.get("code"), body.get("messageId")
             kind = "no_digital_user" if code == "NO_DIGITAL_USER" else "published"
-            return PublishOutcome(kind, message_id=message_id, code=code, message=body.get("message"))
+            expires = body.get("expirationDate")
+            return PublishOutcome(kind, message_id=message_id, code=code, message=body.get("message"),
+                                  expires_at=expires if isinstance(expires, str) and expires else None)
         code, message = _status_message(response)
+        if status == 413:
+            # No size limit is published; the eBox refused this one: the letter is quarantined with
+            # the reason rather than retried.
+            return PublishOutcome("rejected", code=code or "PAYLOAD_TOO_LARGE",
+                                  message=message or "the message is larger than the eBox accepts")
         if status == 409:
             # The key was seen before: the letter is in the eBox already (its messageId is not
             # repeated in a 409, so the caller keeps the one it recorded, if any).
@@ -544,6 +692,53 @@ class EboxClient:
                 f"publishMessage answered 404: check message_registry_url ({response.request.url})"
             )
         return PublishOutcome("rejected", code=code or f"HTTP_{status}", message=message)
+
+    # -- Message Registry: reference data -------------------------------------------------------
+
+    def message_types(self, *, refresh: bool = False) -> dict[str, MessageType]:
+        """The eBox's message-type registry (`referenceData/messageTypes`, every page), by id.
+
+        Read once a day per registry, client and application and kept in the process (`refresh`
+        reads it again). An unavailable registry raises EboxUnavailableError, any other error answer
+        EboxError."""
+        cfg = self.config
+        cache_key = (cfg.message_registry_url, cfg.client_id, cfg.sender_application_id)
+        today = datetime.now(MESSAGE_TYPES_DAY_ZONE).date()
+        with _MESSAGE_TYPES_LOCK:
+            cached = _MESSAGE_TYPES_CACHE.get(cache_key)
+        if cached is not None and cached[0] == today and not refresh:
+            return dict(cached[1])
+        types = self._read_message_types()
+        with _MESSAGE_TYPES_LOCK:
+            _MESSAGE_TYPES_CACHE[cache_key] = (today, types)
+        log.info("eBox message types read: %d", len(types))
+        return dict(types)
+
+    def _read_message_types(self) -> dict[str, MessageType]:
+        url = _join(self.config.message_registry_url, "referenceData/messageTypes")
+        types: dict[str, MessageType] = {}
+        page = 1
+        while True:
+            try:
+                response = self._authorized("GET", url, params={"page": page, "pageSize": MESSAGE_TYPES_PAGE_SIZE})
+            except _Exhausted as exc:
+                raise EboxUnavailableError(f"referenceData/messageTypes unavailable: {exc.reason}") from None
+            if response.status_code == 404:
+                return types  # the Swagger's "messageTypes not found": none registered
+            if response.status_code != 200:
+                code, message = _status_message(response)
+                raise EboxError(f"referenceData/messageTypes answered HTTP {response.status_code} {code}: {message}")
+            try:
+                body = response.json()
+                items, total = body.get("items") or [], body.get("totalItems")
+            except (ValueError, AttributeError):
+                raise EboxError("referenceData/messageTypes answered something other than MessageTypes") from None
+            for item in items:
+                parsed = _message_type(item)
+                types[parsed.message_type_id] = parsed
+            if not items or not isinstance(total, int) or len(types) >= total:
+                return types
+            page += 1
 
     def search_message_status(self, items: Sequence[tuple[str, str, str]]) -> list[dict]:
         """MessageStatus answers for (message_id, ebox_type, ebox_id) triples; unknown ids are absent."""

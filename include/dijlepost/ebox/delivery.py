@@ -1,7 +1,9 @@
-"""eBox delivery: the activation check of a chunk's recipients and the publication of its eBox letters.
+"""eBox delivery: the message types of a wave, the activation check of a chunk's recipients and the
+publication of its eBox letters.
 
 Plain functions of a database connection (psycopg 3) and an `EboxClient`; the wave DAG's tasks call
-them (`decide_channels` -> `check_activation`, `deliver_to_ebox` -> `deliver_chunk_to_ebox`). Status
+them (before the claim -> `check_message_types`, `decide_channels` -> `check_activation`,
+`deliver_to_ebox` -> `deliver_chunk_to_ebox`). Status
 changes go through `outbox`. A publication is keyed by the letter (Idempotency-Key), and a page's
 `in_flight` is committed before its first call, so a retry after a crash is answered 409 and settled
 without a second publication (`settle_already_published`).
@@ -21,6 +23,53 @@ from include.dijlepost.recipients import InvalidRecipientId, normalize_recipient
 from include.dijlepost.waves import Wave
 
 log = logging.getLogger("dijlepost.ebox")
+
+
+# --------------------------------------------------------------------------- message types
+
+def check_message_types(conn, client, wave: Wave) -> dict:
+    """Every letter type the wave may publish has a message type the eBox registers for this sender.
+
+    The letter types are the wave's own and those of the department's letters still waiting
+    (pending or processing). Each must have a `messageTypeId` in `wave.ebox_message_types`, listed
+    by the eBox's `referenceData/messageTypes` (read once a day, `EboxClient.message_types`) for
+    this client's organisation and application. Anything else raises EboxConfigurationError naming
+    the letter type, before any letter is claimed or published; an unavailable registry raises
+    EboxUnavailableError (the task is retried).
+
+    Returns `{"letter_types": {letter_type: message_type_id}, "validity": {message_type_id:
+    "5 year" or None}, "registered": number of types in the registry}`."""
+    from include.dijlepost.ebox.client import EboxConfigurationError
+
+    with conn.cursor() as cur:
+        cur.execute("SELECT DISTINCT letter_type FROM letters WHERE department = %s "
+                    "AND status IN ('pending', 'processing')", (wave.department,))
+        waiting = {r[0] for r in cur.fetchall()}
+    conn.commit()
+    registry = client.message_types()
+    config = client.config
+    chosen: dict[str, str] = {}
+    for letter_type in sorted(set(wave.letter_types) | waiting):
+        type_id = (wave.ebox_message_types.get(letter_type) or "").strip()
+        where = f"wave {wave.department}: letter type {letter_type!r}"
+        if not type_id:
+            raise EboxConfigurationError(f"{where} has no eBox message type (ebox_message_types in waves.py)",
+                                         "ebox_message_types")
+        found = registry.get(type_id)
+        if found is None:
+            raise EboxConfigurationError(
+                f"{where} uses eBox message type {type_id!r}, which the eBox's referenceData/messageTypes "
+                f"does not list ({len(registry)} types registered)", "ebox_message_types")
+        if not found.allows(config.sender_organization_id, config.sender_application_id):
+            raise EboxConfigurationError(
+                f"{where} uses eBox message type {type_id!r}, which sender application "
+                f"{config.sender_application_id!r} of organisation {config.sender_organization_id} may not "
+                "publish", "ebox_message_types")
+        chosen[letter_type] = type_id
+    validity = {type_id: registry[type_id].validity for type_id in sorted(set(chosen.values()))}
+    log.info("eBox message types of wave %s checked: %d letter types, %d message types",
+             wave.department, len(chosen), len(validity))
+    return {"letter_types": chosen, "validity": validity, "registered": len(registry)}
 
 
 # --------------------------------------------------------------------------- activation
@@ -79,15 +128,20 @@ def deliver_chunk_to_ebox(conn, client, renderer, wave: Wave, key: bytes, run_id
 
     The subject and file name come from the rendering; `renderer` (or None: made on demand) is only
     needed for letters rendered before they were stored."""
-    from include.dijlepost.ebox.client import Publication
+    from include.dijlepost.ebox.client import EboxConfigurationError, Publication
 
     def publish(letter: dict):
+        message_type_id = (wave.ebox_message_types.get(letter["letter_type"]) or "").strip()
+        if not message_type_id:  # check_message_types stops such a run before its claim
+            raise EboxConfigurationError(f"wave {wave.department}: letter type {letter['letter_type']!r} has "
+                                         "no eBox message type (ebox_message_types in waves.py)",
+                                         "ebox_message_types")
         pdf = Path(letter["pdf_path"]).read_bytes()
         pub = Publication(
             letter_id=letter["letter_id"], recipient_kind=letter["recipient_kind"],
             recipient_id=normalize_recipient_id(letter["recipient_kind"], letter["recipient_id"]),
             language=letter["language"], subject=letter["pdf_subject"] or renderer.subject(letter),
-            message_type_id=wave.ebox_message_types.get(letter["letter_type"]),
+            message_type_id=message_type_id,
             registered=letter["registered"], pdf=pdf,
             filename=letter["pdf_filename"] or f"{letter['letter_id']}.pdf")
         return letter, client.publish(pub)
@@ -196,7 +250,8 @@ def _record_publications(conn, ctx: RunContext, run_id: str, answered: list[tupl
     if not answered:
         return
     with conn.cursor() as cur:
-        delivered = [(lid, r.message_id, r.kind, None) for lid, r in answered
+        # A 409 settled as delivered has no expirationDate of its own: the first answer was lost.
+        delivered = [(lid, r.message_id, r.kind, r.expires_at) for lid, r in answered
                      if r.kind in ("published", "already_published")]
         if delivered:
             outbox.mark_delivered_ebox(cur, ctx, run_id, delivered)
@@ -204,7 +259,7 @@ def _record_publications(conn, ctx: RunContext, run_id: str, answered: list[tupl
         if to_paper:
             outbox.reroute_to_paper(cur, ctx, run_id, to_paper)
         for letter_id, result in answered:
-            if result.kind == "rejected":
+            if result.kind == "rejected":  # a 400, or a 413 for a message larger than the eBox accepts
                 outbox.mark_ebox_rejected(cur, ctx, letter_id, run_id,
                                           f"ebox rejected {result.code}: {result.message}")
             elif result.kind not in ("published", "already_published", *_TO_PAPER):

@@ -7,8 +7,11 @@ metadata database. Connection fields:
 - extra `federation_url`, `token_url`: Federation base URL and OAuth2 token URL
 - login (or extra `client_id`): the OAuth2 client id
 - password (or extra `private_key`): the RSA private key in PEM; or extra `private_key_path`
+- extra `certificate` (PEM) or `certificate_path`: the X.509 certificate of that key registered with
+  the eBox for this environment. The client assertion's JOSE header carries its SHA-256 thumbprint
+  as `x5t#S256`, and as `kid` unless the optional extra `key_id` gives the key id the eBox knows it by
 - extra `sender_organization_id` (KBO), `sender_application_id`
-- optional extras `ca_bundle`, `timeout_seconds`, `max_concurrency`, `max_attempts`,
+- optional extras `ca_bundle`, `key_id`, `timeout_seconds`, `max_concurrency`, `max_attempts`,
   `backoff_base_seconds`
 """
 from __future__ import annotations
@@ -77,6 +80,24 @@ def config_from_connection(conn_id: str, host: str | None, login: str | None, pa
             "private_key_pem",
         )
 
+    if isinstance(extra.get("certificate"), str) and extra["certificate"].strip():
+        fields["certificate_pem"], origin["certificate_pem"] = extra["certificate"], "extra 'certificate'"
+    elif extra.get("certificate_path"):
+        try:
+            fields["certificate_pem"] = Path(extra["certificate_path"]).read_text()
+        except OSError as exc:
+            raise EboxConfigurationError(
+                f"{conn_id}: extra 'certificate_path' cannot be read ({exc.strerror})", "certificate_pem"
+            ) from None
+        origin["certificate_pem"] = "extra 'certificate_path'"
+    else:
+        raise EboxConfigurationError(
+            f"{conn_id}: the certificate is missing (PEM in extra 'certificate', or a file in extra "
+            "'certificate_path')",
+            "certificate_pem",
+        )
+    if extra.get("key_id") not in (None, ""):
+        fields["key_id"], origin["key_id"] = str(extra["key_id"]), "extra 'key_id'"
     if extra.get("ca_bundle"):
         fields["ca_bundle"], origin["ca_bundle"] = str(extra["ca_bundle"]), "extra 'ca_bundle'"
     for name, number in _NUMBER_EXTRAS.items():

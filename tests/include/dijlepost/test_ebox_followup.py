@@ -20,7 +20,7 @@ from include.dijlepost.printhouse.hook import PrintHouseHook
 from include.dijlepost.rendering import LetterRenderer
 from include.dijlepost.rollout import read_state
 from include.dijlepost.waves import WAVES, Wave
-from tests.include.dijlepost.ebox.swagger import swagger_checked  # noqa: F401  (fixture)
+from tests.support.contracts import swagger_checked  # noqa: F401  (fixture)
 
 # Every request to the eBox here is checked against the published Swagger files too.
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("swagger_checked")]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.include.dijlepost.ebox.swagger import swagger_checked  # noqa: F401  (fixture)
+from tests.support.contracts import swagger_checked  # noqa: F401  (fixture)
 
 
 @pytest.fixture(autouse=True)

@@ -1,16 +1,18 @@
-"""Shared bits of the eBox tests: a signing key, a config, and a multipart reader."""
+"""Shared bits of the eBox tests: a signing key and its certificate, a config, and a multipart reader."""
 from __future__ import annotations
 
-import email.parser
-import email.policy
+import datetime as dt
 import json
 from functools import lru_cache
 
 import httpx
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from include.dijlepost.ebox.client import EboxConfig, Publication
+from tests.support.contracts import multipart_parts  # noqa: F401  (re-exported)
 
 CITIZEN_ID = "85073003328"
 ENTERPRISE_ID = "0123456749"
@@ -33,6 +35,21 @@ def public_pem() -> str:
     ).decode()
 
 
+def certificate_for(key: rsa.RSAPrivateKey, name: str = "dijlepost test") -> str:
+    """A self-signed PEM certificate of `key`."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.timezone.utc)
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30)).sign(key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.PEM).decode())
+
+
+@lru_cache(maxsize=None)
+def certificate_pem() -> str:
+    return certificate_for(rsa_key())
+
+
 def unit_config(**overrides) -> EboxConfig:
     fields = dict(
         message_registry_url="https://ebox.test/REST/ebox/enterprise/messageRegistry/v2/",
@@ -40,6 +57,7 @@ def unit_config(**overrides) -> EboxConfig:
         token_url="https://ebox.test/REST/oauth/v5/token",
         client_id="dijlepost-test",
         private_key_pem=private_pem(),
+        certificate_pem=certificate_pem(),
         sender_organization_id="0200000043",
         sender_application_id="dijlepost",
         backoff_base_seconds=0.001,
@@ -56,17 +74,6 @@ def publication(**overrides) -> Publication:
     )
     fields.update(overrides)
     return Publication(**fields)
-
-
-def multipart_parts(request: httpx.Request) -> dict[str, tuple[str | None, str, bytes]]:
-    """name -> (filename, content type, bytes) of a multipart/form-data request."""
-    raw = b"Content-Type: " + request.headers["content-type"].encode() + b"\r\n\r\n" + request.read()
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)
-    parts = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        parts[name] = (part.get_filename(), part.get_content_type(), part.get_payload(decode=True))
-    return parts
 
 
 def message_to_publish(request: httpx.Request) -> dict:

@@ -9,10 +9,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 
 import httpx
 import jwt
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -22,8 +24,10 @@ from include.dijlepost.ebox.client import (
     EboxUnavailableError, PublishOutcome, idempotency_key,
 )
 from tests.include.dijlepost.ebox.helpers import (
-    CITIZEN_ID, ENTERPRISE_ID, message_to_publish, multipart_parts, public_pem, publication, unit_config,
+    CITIZEN_ID, ENTERPRISE_ID, certificate_pem, message_to_publish, multipart_parts, public_pem, publication,
+    unit_config,
 )
+from tests.support.contracts import multipart_charsets
 
 TOKEN_PATH = "/REST/oauth/v5/token"
 PUBLISH_PATH = "/REST/ebox/enterprise/messageRegistry/v2/publishMessage"
@@ -33,12 +37,15 @@ STATUS_PATH = "/REST/ebox/enterprise/messageRegistry/v2/searchMessageStatus"
 
 
 class FakeEbox:
-    """A scripted eBox: the token endpoint always works; `answers[path]` are served in order
-    (the last one repeats). An answer is an httpx.Response or a callable(request) -> Response."""
+    """A scripted eBox: `answers[path]` are served in order (the last one repeats). An answer is an
+    httpx.Response or a callable(request) -> Response. The token endpoint serves `token_failures`
+    first (answers or exceptions), then issues tokens."""
 
-    def __init__(self, answers: dict[str, list] | None = None, expires_in: int = 600):
+    def __init__(self, answers: dict[str, list] | None = None, expires_in: int = 600,
+                 token_failures: list | None = None):
         self.answers = answers or {}
         self.expires_in = expires_in
+        self.token_failures = list(token_failures or [])
         self.requests: list[httpx.Request] = []
         self.tokens_issued = 0
         self._lock = threading.Lock()
@@ -50,6 +57,11 @@ class FakeEbox:
         with self._lock:
             self.requests.append(request)
             if request.url.path == TOKEN_PATH:
+                if self.token_failures:
+                    failure = self.token_failures.pop(0)
+                    if isinstance(failure, Exception):
+                        raise failure
+                    return failure
                 self.tokens_issued += 1
                 return httpx.Response(200, json={"access_token": f"token-{self.tokens_issued}",
                                                  "token_type": "Bearer", "expires_in": self.expires_in})
@@ -65,6 +77,7 @@ def make_client(fake: Callable, sleeps: list[float] | None = None, **config) -> 
 
 
 def created(message_id="m-1", **extra) -> httpx.Response:
+    """A 201 PublicationStatusMessage (expiring 2027-01-01)."""
     return httpx.Response(201, json={"messageId": message_id, "expirationDate": "2027-01-01T00:00:00Z", **extra})
 
 
@@ -78,7 +91,8 @@ def status(code: int, error: str = "X", message: str = "x", headers=None) -> htt
 
 def test_201_is_published_with_the_message_id():
     fake = FakeEbox({PUBLISH_PATH: [created("m-42")]})
-    assert make_client(fake).publish(publication()) == PublishOutcome("published", message_id="m-42")
+    assert make_client(fake).publish(publication()) == PublishOutcome(
+        "published", message_id="m-42", expires_at="2027-01-01T00:00:00Z")
     (request,) = fake.calls(PUBLISH_PATH)
     assert request.headers["Authorization"] == "Bearer token-1"
     assert request.headers["Idempotency-Key"] == idempotency_key("L-0001")
@@ -89,6 +103,19 @@ def test_201_no_digital_user_is_its_own_outcome():
     outcome = make_client(fake).publish(publication())
     assert outcome.kind == "no_digital_user"
     assert (outcome.code, outcome.message_id) == ("NO_DIGITAL_USER", "m-1")
+
+
+def test_413_is_rejected_with_the_reason_so_the_letter_is_quarantined():
+    fake = FakeEbox({PUBLISH_PATH: [status(413, "PAYLOAD_TOO_LARGE", "the message is 9000000 bytes")]})
+    outcome = make_client(fake).publish(publication())
+    assert outcome == PublishOutcome("rejected", code="PAYLOAD_TOO_LARGE", message="the message is 9000000 bytes")
+    assert len(fake.calls(PUBLISH_PATH)) == 1  # not retried
+
+
+def test_413_without_a_body_still_says_why():
+    fake = FakeEbox({PUBLISH_PATH: [httpx.Response(413)]})
+    outcome = make_client(fake).publish(publication())
+    assert outcome.kind == "rejected" and outcome.code == "HTTP_413"
 
 
 def test_409_is_already_published():
@@ -115,6 +142,28 @@ def test_401_refreshes_the_token_once_and_retries():
     assert (first.headers["Authorization"], second.headers["Authorization"]) == (
         "Bearer token-1", "Bearer token-2")
     assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"]
+
+
+def test_400_invalid_access_token_renews_the_token_once():
+    fake = FakeEbox({PREFERENCES_PATH: [status(400, "INVALID_TOKEN", "Invalid access token"),
+                                        _preferences_answer({ENTERPRISE_ID})]})
+    assert make_client(fake).lookup_activation("enterprise", [ENTERPRISE_ID])[ENTERPRISE_ID].active
+    first, second = fake.calls(PREFERENCES_PATH)
+    assert (first.headers["Authorization"], second.headers["Authorization"]) == (
+        "Bearer token-1", "Bearer token-2")
+
+
+def test_400_invalid_access_token_twice_fails_loudly():
+    fake = FakeEbox({PUBLISH_PATH: [status(400, "INVALID_TOKEN", "Invalid acess token")]})
+    with pytest.raises(EboxConfigurationError, match="fresh token"):
+        make_client(fake).publish(publication())
+    assert fake.tokens_issued == 2
+
+
+def test_another_400_is_not_taken_for_a_token_problem():
+    fake = FakeEbox({PUBLISH_PATH: [status(400, "INVALID_INPUT", "$.subject.nl is empty")]})
+    assert make_client(fake).publish(publication()).kind == "rejected"
+    assert fake.tokens_issued == 1
 
 
 def test_401_with_a_fresh_token_too_fails_loudly():
@@ -208,6 +257,26 @@ def test_connection_errors_are_retried():
     assert make_client(fake, max_attempts=2).publish(publication()).kind == "retry_later"
 
 
+def _assertion(token_request: httpx.Request) -> str:
+    return dict(httpx.QueryParams(token_request.read().decode()))["client_assertion"]
+
+
+@pytest.mark.parametrize("failure", [
+    httpx.Response(503, json={"error": "temporarily_unavailable"}),
+    httpx.Response(429, headers={"Retry-After": "1"}),
+    httpx.ReadTimeout("slow"),
+])
+def test_a_token_endpoint_failure_is_retried_with_a_fresh_assertion(failure):
+    sleeps: list[float] = []
+    fake = FakeEbox({PUBLISH_PATH: [created("m-5")]}, token_failures=[failure])
+    assert make_client(fake, sleeps).publish(publication()).message_id == "m-5"
+    first, second = fake.calls(TOKEN_PATH)
+    claims = [jwt.decode(_assertion(r), public_pem(), algorithms=["RS256"],
+                         audience="https://ebox.test/REST/oauth/v5/token") for r in (first, second)]
+    assert claims[0]["jti"] != claims[1]["jti"]
+    assert len(sleeps) == 1
+
+
 def test_token_endpoint_down_is_retry_later_not_an_exception():
     def handler(request):
         if request.url.path == TOKEN_PATH:
@@ -268,6 +337,15 @@ def test_message_to_publish_has_the_documented_shape():
     }
     assert set(parts) == {"messageToPublish", "upfile1"}
     assert parts["upfile1"] == ("L-0001.pdf", "application/pdf", pdf)
+    assert parts["messageToPublish"][:2] == (None, "application/json")
+
+
+def test_message_to_publish_declares_its_charset_and_keeps_accents():
+    fake = FakeEbox({PUBLISH_PATH: [created()]})
+    make_client(fake).publish(publication(language="fr", subject="Décision relative à la prime"))
+    (request,) = fake.calls(PUBLISH_PATH)
+    assert multipart_charsets(request)["messageToPublish"].lower() == "utf-8"
+    assert multipart_parts(request)["messageToPublish"][2].decode("utf-8").count("Décision relative à") == 1
 
 
 def test_digest_is_base64url_of_sha256():
@@ -281,9 +359,10 @@ def test_digest_is_base64url_of_sha256():
 
 
 def test_no_null_values_and_optional_keys_are_omitted():
-    message, _ = _sent_message(publication(message_type_id=None, registered=False))
+    message, _ = _sent_message(publication(registered=False))
     assert list(_nulls(message)) == []
-    assert "messageTypeId" not in message and "registeredMail" not in message
+    assert message["messageTypeId"] == "MECH-FIN-INVOICE"
+    assert "registeredMail" not in message
     assert "bodyContent" not in message and "expirationDate" not in message
 
 
@@ -313,6 +392,9 @@ def test_publication_rejects_unknown_kind_and_language():
         publication(recipient_kind="person")
     with pytest.raises(ValueError, match="language"):
         publication(language="en")
+    for missing in (None, " "):
+        with pytest.raises(ValueError, match="message_type_id"):
+            publication(message_type_id=missing)
 
 
 # -- token ---------------------------------------------------------------------------------------
@@ -331,7 +413,12 @@ def test_token_request_is_private_key_jwt_with_both_scopes():
     assert claims["iss"] == claims["sub"] == "dijlepost-test"
     assert claims["exp"] - claims["iat"] == 300
     assert uuid.UUID(claims["jti"]).version == 4
-    assert jwt.get_unverified_header(form["client_assertion"])["alg"] == "RS256"
+    header = jwt.get_unverified_header(form["client_assertion"])
+    assert header["alg"] == "RS256"
+    thumbprint = base64.urlsafe_b64encode(hashlib.sha256(
+        x509.load_pem_x509_certificate(certificate_pem().encode()).public_bytes(serialization.Encoding.DER)
+    ).digest()).decode().rstrip("=")
+    assert header["x5t#S256"] == header["kid"] == thumbprint
 
 
 def test_token_is_cached_and_refreshed_before_it_expires(monkeypatch):
@@ -432,6 +519,65 @@ def test_search_message_status_sends_message_and_ebox_ids():
     assert body == [{"messageId": "m-1", "eboxId": {"eboxType": "citizen", "eboxIdValue": CITIZEN_ID}}]
 
 
+# -- message types -------------------------------------------------------------------------------
+
+TYPES_PATH = "/REST/ebox/enterprise/messageRegistry/v2/referenceData/messageTypes"
+
+
+def _types_answer(ids: list[str]):
+    def answer(request):
+        page, size = int(request.url.params["page"]), int(request.url.params["pageSize"])
+        items = [{"messageTypeId": i, "messageTypeName": {"nl": i},
+                  "validityPeriod": {"validityPeriodNumber": 2, "validityPeriodUnit": "year"},
+                  "senderApplicationIds": ["dijlepost"]} for i in ids[(page - 1) * size : page * size]]
+        return httpx.Response(200, json={"items": items, "totalItems": len(ids)})
+    return answer
+
+
+@pytest.fixture
+def fresh_type_cache(monkeypatch):
+    monkeypatch.setattr(client_module, "_MESSAGE_TYPES_CACHE", {})
+
+
+def test_message_types_are_read_page_by_page(fresh_type_cache):
+    ids = [f"T-{n:03d}" for n in range(150)]
+    fake = FakeEbox({TYPES_PATH: [_types_answer(ids)]})
+    types = make_client(fake).message_types()
+    assert sorted(types) == ids
+    assert [r.url.params["page"] for r in fake.calls(TYPES_PATH)] == ["1", "2"]
+    assert types["T-007"].validity == "2 year"
+    assert types["T-007"].allows("0200000043", "dijlepost") and not types["T-007"].allows("0200000043", "other")
+
+
+def test_message_types_are_cached_for_the_day(fresh_type_cache, monkeypatch):
+    fake = FakeEbox({TYPES_PATH: [_types_answer(["A"])]})
+    make_client(fake).message_types()
+    make_client(fake).message_types()  # another client of the same process and configuration
+    assert len(fake.calls(TYPES_PATH)) == 1
+
+    real = client_module.datetime
+
+    class Tomorrow(real):
+        @classmethod
+        def now(cls, tz=None):
+            return real.now(tz) + timedelta(days=1)
+
+    monkeypatch.setattr(client_module, "datetime", Tomorrow)
+    make_client(fake).message_types()
+    assert len(fake.calls(TYPES_PATH)) == 2
+
+
+def test_no_message_types_at_all_is_an_empty_registry(fresh_type_cache):
+    fake = FakeEbox({TYPES_PATH: [status(404, "NOT_FOUND", "messageTypes not found")]})
+    assert make_client(fake).message_types() == {}
+
+
+def test_an_unavailable_registry_raises(fresh_type_cache):
+    fake = FakeEbox({TYPES_PATH: [status(503)]})
+    with pytest.raises(EboxUnavailableError, match="messageTypes"):
+        make_client(fake, max_attempts=2).message_types()
+
+
 # -- configuration and logging -------------------------------------------------------------------
 
 
@@ -446,6 +592,8 @@ def test_search_message_status_sends_message_and_ebox_ids():
     ("timeout_seconds", 0),
     ("max_concurrency", 0),
     ("max_attempts", 1.5),
+    ("certificate_pem", "not a certificate"),
+    ("key_id", " "),
 ])
 def test_config_names_the_bad_field(field, value):
     with pytest.raises(EboxConfigurationError) as caught:

@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from include.dijlepost.ebox.client import EboxClient, EboxConfigurationError
 from include.dijlepost.ebox.hook import EboxHook, config_from_connection
-from tests.include.dijlepost.ebox.helpers import private_pem
+from tests.include.dijlepost.ebox.helpers import certificate_for, certificate_pem, private_pem
 
 HOST = "https://services-acpt.socialsecurity.be/REST/ebox/enterprise/messageRegistry/v2/"
 EXTRA = {
@@ -15,6 +16,7 @@ EXTRA = {
     "token_url": "https://services-acpt.socialsecurity.be/REST/oauth/v5/token",
     "sender_organization_id": "0200000043",
     "sender_application_id": "dijlepost",
+    "certificate": certificate_pem(),
 }
 
 
@@ -48,6 +50,15 @@ def test_private_key_from_a_file(tmp_path):
     assert build(password="", private_key_path=str(key_file)).private_key_pem == private_pem()
 
 
+def test_certificate_from_a_file_and_key_id(tmp_path):
+    cert_file = tmp_path / "ebox.crt"
+    cert_file.write_text(certificate_pem())
+    config = build(certificate=None, certificate_path=str(cert_file), key_id="mechelen-acpt-2026")
+    assert config.certificate_pem == certificate_pem()
+    assert config.assertion_header() == {"kid": "mechelen-acpt-2026", "x5t#S256": config.certificate_thumbprint()}
+    assert build().assertion_header()["kid"] == build().certificate_thumbprint()
+
+
 @pytest.mark.parametrize("change, message", [
     ({"federation_url": None}, "ebox_default: extra 'federation_url' is missing"),
     ({"token_url": ""}, "ebox_default: extra 'token_url' is missing"),
@@ -64,6 +75,12 @@ def test_private_key_from_a_file(tmp_path):
     ({"max_concurrency": 2.5}, "ebox_default: extra 'max_concurrency' must be a whole number"),
     ({"max_attempts": 0}, "ebox_default: extra 'max_attempts' is invalid"),
     ({"ca_bundle": "/nonexistent/ca.pem"}, "ebox_default: extra 'ca_bundle' is invalid"),
+    ({"certificate": None}, "ebox_default: the certificate is missing"),
+    ({"certificate": None, "certificate_path": "/nonexistent.crt"}, "extra 'certificate_path' cannot be read"),
+    ({"certificate": "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----"},
+     "ebox_default: extra 'certificate' is invalid: certificate_pem is not a PEM X.509 certificate"),
+    ({"certificate": certificate_for(rsa.generate_private_key(public_exponent=65537, key_size=2048))},
+     "certificate_pem is not the certificate of private_key_pem"),
 ])
 def test_a_missing_or_malformed_field_is_named(change, message):
     with pytest.raises(EboxConfigurationError) as caught:

@@ -5,7 +5,7 @@ sandbox) and none is lost."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -13,10 +13,11 @@ import pytest
 from include.dijlepost import ebox_followup, pipeline
 from include.dijlepost.ebox import delivery
 from demo import dataset
+from include.dijlepost.ebox import client as client_module
 from include.dijlepost.ebox.client import (PREFERENCE_SCOPE, SCOPES, EboxClient, EboxConfigurationError,
                                            idempotency_key)
-from include.dijlepost.ebox.sandbox import (DEFAULT_CLIENT_ID, FEDERATION_PREFIX, DEFAULT_SENDER_APPLICATION_ID,
-                                            DEFAULT_SENDER_ORGANIZATION_ID)
+from sandboxes.ebox.app import (DEFAULT_CLIENT_ID, FEDERATION_PREFIX, DEFAULT_SENDER_APPLICATION_ID,
+                                DEFAULT_SENDER_ORGANIZATION_ID)
 from include.dijlepost.intake import import_rows
 from include.dijlepost.outbox import RunContext, claim
 from include.dijlepost.rendering import LetterRenderer
@@ -96,14 +97,101 @@ def assert_published_at_most_once(ebox, letter_ids) -> dict[str, int]:
 
 # --------------------------------------------------------------------------- one answer at a time
 
-def test_201_delivers_and_keeps_the_message_id(db, ebox, client, renderer, tmp_path):
+def test_201_delivers_and_keeps_the_message_id_and_expiry(db, ebox, client, renderer, tmp_path):
     ids = seed(db, ebox, 5, 61)
     assert Run(db, client, renderer, tmp_path, 1).deliver(client) == {"published": 5}
     after = states(db)
-    published = {p["idempotency_key"]: p["message_id"] for p in ebox.state.publications()}
+    published = {p["idempotency_key"]: p for p in ebox.state.publications()}
+    expiry = dict(db.execute("SELECT letter_id, ebox_expires_at FROM letters").fetchall())
+    db.commit()
     for lid in ids:
-        assert after[lid][0] == "delivered_ebox" and after[lid][4] == published[idempotency_key(lid)]
+        stored = published[idempotency_key(lid)]
+        assert after[lid][0] == "delivered_ebox" and after[lid][4] == stored["message_id"]
+        # the eBox's expirationDate of the message, from its type's validity
+        assert expiry[lid] == datetime.strptime(stored["expiration_date"], "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=timezone.utc)
+        assert expiry[lid] > datetime.now(timezone.utc) + timedelta(days=300)
     assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
+
+
+def test_a_503_of_the_token_endpoint_is_retried_and_the_letters_go_through(db, ebox, renderer, tmp_path):
+    ids = seed(db, ebox, 3, 71)
+    with make_client(ebox) as client:
+        run = Run(db, client, renderer, tmp_path, 1)
+        ebox.state.revoke_tokens()
+        client._invalidate_token(client._token)
+        ebox.state.set_faults(token_fail_next=1, error_status=503)
+        assert run.deliver(client) == {"published": 3}
+    assert ebox.state.faults().token_fail_next == 0  # the failure was met, and got past
+    assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
+
+
+def test_a_400_invalid_access_token_is_renewed_once(db, ebox, client, renderer, tmp_path):
+    ids = seed(db, ebox, 3, 72)
+    run = Run(db, client, renderer, tmp_path, 1)
+    ebox.state.set_faults(invalid_token_next=1)
+    assert run.deliver(client) == {"published": 3}
+    assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
+
+
+def test_413_quarantines_the_letter_with_the_reason(db, ebox, client, renderer, tmp_path):
+    seed(db, ebox, 2, 73)
+    run = Run(db, client, renderer, tmp_path, 1)
+    ebox.state.set_max_message_bytes(1024)  # smaller than any rendered letter
+    assert run.deliver(client) == {"rejected": 2}
+    for status, _, _, ebox_state, _, reason in states(db).values():
+        assert (status, ebox_state) == ("quarantined", "rejected")
+        assert reason.startswith("ebox rejected PAYLOAD_TOO_LARGE:") and "at most 1024 bytes" in reason
+    assert ebox.state.publications() == []
+
+
+# --------------------------------------------------------------------------- message types
+
+def test_the_waves_message_types_pass_the_check(db, ebox, client):
+    for wave in WAVES.values():
+        checked = delivery.check_message_types(db, client, wave)
+        assert set(checked["letter_types"]) == set(wave.letter_types)
+        assert all(checked["validity"].values())
+
+
+@pytest.mark.parametrize("types, fragment", [
+    ({"invoice": "MECH-FIN-INVOICE", "reminder": "MECH-FIN-REMINDER"}, "letter type 'tax_assessment' has no eBox"),
+    ({"invoice": "MECH-FIN-INVOICE", "reminder": "MECH-FIN-REMINDER", "tax_assessment": " "},
+     "letter type 'tax_assessment' has no eBox"),
+    ({"invoice": "MECH-FIN-INVOICE", "reminder": "MECH-FIN-REMINDERS", "tax_assessment": "MECH-FIN-TAX"},
+     "letter type 'reminder' uses eBox message type 'MECH-FIN-REMINDERS', which the eBox's"),
+])
+def test_an_unknown_or_missing_message_type_fails_before_anything_is_published(db, ebox, client, types, fragment):
+    ids = seed(db, ebox, 3, 74)
+    wave = Wave(**{**WAVE.__dict__, "ebox_message_types": types})
+    with pytest.raises(EboxConfigurationError, match=fragment) as caught:
+        delivery.check_message_types(db, client, wave)
+    assert caught.value.field == "ebox_message_types"
+    assert ebox.state.publications() == []
+    assert {s[0] for s in states(db).values()} == {"pending"}  # nothing claimed
+    assert len(ids) == 3
+
+
+def test_a_waiting_letter_of_a_type_outside_the_waves_map_fails_the_check(db, ebox, client):
+    seed(db, ebox, 2, 75)
+    db.execute("UPDATE letters SET letter_type = 'reminder' WHERE letter_id = (SELECT min(letter_id) FROM letters)")
+    db.commit()
+    wave = Wave(**{**WAVE.__dict__, "letter_types": ("invoice", "tax_assessment"),
+                   "ebox_message_types": {"invoice": "MECH-FIN-INVOICE", "tax_assessment": "MECH-FIN-TAX"}})
+    with pytest.raises(EboxConfigurationError, match="letter type 'reminder' has no eBox"):
+        delivery.check_message_types(db, client, wave)
+
+
+def test_a_message_type_the_sender_may_not_publish_fails_the_check(db, ebox, client, monkeypatch):
+    from sandboxes.ebox.state import DEFAULT_MESSAGE_TYPES, MessageType
+
+    monkeypatch.setattr(client_module, "_MESSAGE_TYPES_CACHE", {})
+    others = [MessageType(t.message_type_id, t.name, t.validity_number, t.validity_unit,
+                          sender_application_ids=("someone-else",)) if t.message_type_id == "MECH-FIN-TAX" else t
+              for t in DEFAULT_MESSAGE_TYPES]
+    ebox.state.register_message_types(others, replace=True)
+    with pytest.raises(EboxConfigurationError, match="'MECH-FIN-TAX', which sender application 'dijlepost'"):
+        delivery.check_message_types(db, client, WAVE)
 
 
 def test_no_digital_user_reroutes_to_paper_in_the_same_run(db, ebox, client, renderer, tmp_path):
@@ -143,8 +231,8 @@ def test_409_counts_as_delivered_and_publishes_nothing(db, ebox, client, rendere
 
 def test_400_quarantines_with_the_servers_message(db, ebox, client, renderer, tmp_path):
     seed(db, ebox, 3, 64)
-    # An empty message type id is refused by the eBox (INVALID_INPUT).
-    wave = Wave(**{**WAVE.__dict__, "ebox_message_types": dict.fromkeys(WAVE.letter_types, " ")})
+    # A message type the eBox does not register is refused (INVALID_INPUT).
+    wave = Wave(**{**WAVE.__dict__, "ebox_message_types": dict.fromkeys(WAVE.letter_types, "MECH-NOT-REGISTERED")})
     assert Run(db, client, renderer, tmp_path, 1, wave).deliver(client) == {"rejected": 3}
     for lid, (status, _, _, ebox_state, _, reason) in states(db).items():
         assert (status, ebox_state) == ("quarantined", "rejected")

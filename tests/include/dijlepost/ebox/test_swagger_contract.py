@@ -9,7 +9,7 @@ import pytest
 
 from include.dijlepost.ebox.client import EboxClient, build_message_to_publish
 from tests.include.dijlepost.ebox.helpers import CITIZEN_ID, ENTERPRISE_ID, publication, unit_config
-from tests.include.dijlepost.ebox.swagger import ContractViolation
+from tests.support.contracts import ContractViolation
 
 REGISTRY = "https://ebox.test/REST/ebox/enterprise/messageRegistry/v2"
 FEDERATION = "https://ebox.test/REST/ebox/enterprise/federation/v1"
@@ -22,10 +22,11 @@ def checker(swagger_checked):
     return swagger_checked
 
 
-def publish_request(message: dict, files: dict | None = None, data_extra: dict | None = None) -> httpx.Request:
+def publish_request(message: dict, files: dict | None = None,
+                    message_type: str = "application/json; charset=UTF-8") -> httpx.Request:
     files = {"upfile1": ("L-1.pdf", b"%PDF-1.7", "application/pdf")} if files is None else files
     return httpx.Request("POST", f"{REGISTRY}/publishMessage",
-                         data={"messageToPublish": json.dumps(message), **(data_extra or {})}, files=files)
+                         files={"messageToPublish": (None, json.dumps(message).encode(), message_type), **files})
 
 
 def good_message() -> dict:
@@ -51,6 +52,23 @@ def test_a_publication_the_swagger_refuses_is_refused(checker, change, expected)
     change(message)
     with pytest.raises(ContractViolation, match=expected):
         checker.check_request(publish_request(message))
+
+
+def test_the_message_part_must_declare_its_charset(checker):
+    with pytest.raises(ContractViolation, match="declares no charset"):
+        checker.check_request(publish_request(good_message(), message_type="application/json"))
+    with pytest.raises(ContractViolation, match="declares no charset"):
+        checker.check_request(httpx.Request("POST", f"{REGISTRY}/publishMessage",
+                                            data={"messageToPublish": json.dumps(good_message())},
+                                            files={"upfile1": ("x.pdf", b"%PDF", "application/pdf")}))
+
+
+def test_query_parameters_are_checked(checker):
+    checker.check_request(httpx.Request("GET", f"{REGISTRY}/referenceData/messageTypes",
+                                        params={"page": 2, "pageSize": 100}))
+    with pytest.raises(ContractViolation, match="pageSize"):
+        checker.check_request(httpx.Request("GET", f"{REGISTRY}/referenceData/messageTypes",
+                                            params={"pageSize": 500}))
 
 
 def test_form_parts_are_checked_against_the_parameters(checker):

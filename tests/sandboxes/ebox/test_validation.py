@@ -1,13 +1,17 @@
-"""The sandbox's publishMessage validation, called directly: each rule of NOTES.md and the Swagger."""
+"""The sandbox's request validation, called directly: each rule of the eBox notes and the Swagger."""
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+from datetime import datetime, timezone
 
 import pytest
 
-from include.dijlepost.ebox.sandbox import ApiError, RegisteredClient, Upload, validate_publication
+from sandboxes.ebox.state import DEFAULT_MESSAGE_TYPES
+from sandboxes.ebox.validation import (
+    ApiError, RegisteredClient, Upload, validate_publication, validate_status_request,
+)
 from tests.include.dijlepost.ebox.helpers import CITIZEN_ID
 
 PDF = b"%PDF-1.7 validation test"
@@ -124,3 +128,62 @@ def test_not_json_is_invalid_input():
     with pytest.raises(ApiError, match="not valid JSON"):
         validate_publication("{", uploads(), CLIENT)
 
+
+
+# -- the message-type registry --------------------------------------------------------------------
+
+REGISTRY = {t.message_type_id: t for t in DEFAULT_MESSAGE_TYPES}
+
+
+def test_a_registered_message_type_is_accepted():
+    record = validate_publication(json.dumps(valid_message()), uploads(), CLIENT, REGISTRY)
+    assert record["message_type_id"] == "MECH-FIN-INVOICE"
+
+
+def test_an_unknown_message_type_is_refused_by_name():
+    message = {**valid_message(), "messageTypeId": "MECH-FIN-INVOICES"}
+    with pytest.raises(ApiError) as caught:
+        validate_publication(json.dumps(message), uploads(), CLIENT, REGISTRY)
+    assert (caught.value.status, caught.value.code) == (400, "INVALID_INPUT")
+    assert "'MECH-FIN-INVOICES' is not a registered message type" in caught.value.message
+
+
+def test_a_message_type_of_another_sender_is_refused():
+    other = RegisteredClient("o", "unused", "0200000043", "another-application", frozenset())
+    message = {**valid_message(), "senderApplicationId": "another-application"}
+    with pytest.raises(ApiError) as caught:
+        validate_publication(json.dumps(message), uploads(), other, REGISTRY)
+    assert caught.value.code == "INVALID_SENDER"
+
+
+def test_the_expiry_follows_the_validity_of_the_type():
+    published = datetime(2026, 1, 31, 10, 0, tzinfo=timezone.utc)
+    assert REGISTRY["MECH-FIN-TAX"].expiry(published) == datetime(2031, 1, 31, 10, 0, tzinfo=timezone.utc)
+    assert REGISTRY["MECH-EW-INSPECTION"].expiry(published) == datetime(2026, 7, 31, 10, 0, tzinfo=timezone.utc)
+
+
+# -- searchMessageStatus --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body, expected", [
+    ([{"messageId": "", "eboxId": {"eboxType": "citizen", "eboxIdValue": CITIZEN_ID}}], "[0].messageId is empty"),
+    ([{"messageId": "m", "eboxId": {"eboxType": "citizen", "eboxIdValue": {"x": 1}}}],
+     "[0].eboxId.eboxIdValue must be a string"),
+    ([{"messageId": "m", "eboxId": {"eboxType": "CITIZEN", "eboxIdValue": CITIZEN_ID}}],
+     "[0].eboxId.eboxType must be citizen or enterprise"),
+    ([{"messageId": "m", "eboxId": {"eboxType": "enterprise", "eboxIdValue": CITIZEN_ID}}],
+     "must be a 10-digit KBO number"),
+    ([{"messageId": "m"}], "[0].eboxId must be an EboxId object"),
+    (["m"], "[0] must be an object"),
+    ({"messageId": "m"}, "body must be an array"),
+])
+def test_a_bad_status_request_is_refused_by_field(body, expected):
+    with pytest.raises(ApiError) as caught:
+        validate_status_request(body)
+    assert (caught.value.status, caught.value.code) == (400, "INVALID_INPUT")
+    assert expected in caught.value.message
+
+
+def test_a_good_status_request_is_read():
+    assert validate_status_request([{"messageId": "m", "eboxId": {"eboxType": "citizen", "eboxIdValue": CITIZEN_ID}}]
+                                   ) == [("m", "citizen", CITIZEN_ID)]

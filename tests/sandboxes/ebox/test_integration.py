@@ -24,14 +24,15 @@ from include.dijlepost.ebox.client import (
     PREFERENCE_SCOPE, Activation, EboxClient, EboxConfigurationError, EboxError,
 )
 from include.dijlepost.ebox.hook import config_from_connection
-from include.dijlepost.ebox.sandbox import DEFAULT_CLIENT_ID, SandboxServer
+from sandboxes.ebox.state import DEFAULT_MESSAGE_TYPES
+from sandboxes.ebox.app import DEFAULT_CLIENT_ID, SandboxServer
 from tests.include.dijlepost.ebox.helpers import (
-    CITIZEN_ID, ENTERPRISE_ID, private_pem, public_pem, publication,
+    CITIZEN_ID, ENTERPRISE_ID, certificate_pem, private_pem, public_pem, publication,
 )
 
 pytestmark = pytest.mark.integration
 
-PROJECT_ROOT = Path(__file__).resolve().parents[4]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -120,6 +121,97 @@ def test_registered_mail_and_read_status(ebox, client):
     assert client.search_message_status(wanted)[0]["readStatus"] is True
 
 
+def test_the_expiry_follows_the_message_type_and_is_answered(ebox, client):
+    ebox.state.register_recipient("citizen", CITIZEN_ID)
+    outcome = client.publish(publication(message_type_id="MECH-FIN-TAX"))
+    stored = ebox.state.publication(outcome.message_id)
+    assert outcome.expires_at == stored["expiration_date"]
+    published = datetime.strptime(stored["published_at"], "%Y-%m-%dT%H:%M:%SZ")
+    expires = datetime.strptime(outcome.expires_at, "%Y-%m-%dT%H:%M:%SZ")
+    assert expires.year - published.year == 5 and (expires.month, expires.day) == (published.month, published.day)
+
+
+def test_an_unregistered_message_type_is_rejected(ebox, client):
+    outcome = client.publish(publication(message_type_id="MECH-NOT-REGISTERED"))
+    assert (outcome.kind, outcome.code) == ("rejected", "INVALID_INPUT")
+    assert "MECH-NOT-REGISTERED" in outcome.message and ebox.state.publications() == []
+
+
+def test_the_registry_is_read_from_reference_data(ebox, client, monkeypatch):
+    monkeypatch.setattr(client_module, "_MESSAGE_TYPES_CACHE", {})
+    types = client.message_types()
+    assert set(types) == {t.message_type_id for t in DEFAULT_MESSAGE_TYPES}
+    assert types["MECH-EW-INSPECTION"].validity == "6 month"
+    with admin(ebox) as http:
+        assert http.put("/_sandbox/messageTypes", json=[{
+            "messageTypeId": "ONLY-ONE", "messageTypeName": {"nl": "Enig"},
+            "validityPeriod": {"validityPeriodNumber": 3, "validityPeriodUnit": "day"}}]).status_code == 200
+        assert [t["messageTypeId"] for t in http.get("/_sandbox/messageTypes").json()] == ["ONLY-ONE"]
+    assert set(client.message_types()) != {"ONLY-ONE"}  # cached for the day
+    assert set(client.message_types(refresh=True)) == {"ONLY-ONE"}
+
+
+def test_a_message_above_the_size_limit_is_413_and_rejected_with_the_reason(ebox, client):
+    ebox.state.register_recipient("citizen", CITIZEN_ID)
+    with admin(ebox) as http:
+        assert http.put("/_sandbox/limits", json={"max_message_bytes": 64 * 1024}).json() == {
+            "max_message_bytes": 65536}
+    outcome = client.publish(publication(pdf=b"%PDF-1.7\n" + b"0" * (80 * 1024)))
+    assert (outcome.kind, outcome.code) == ("rejected", "PAYLOAD_TOO_LARGE")
+    assert "at most 65536 bytes" in outcome.message
+    assert client.publish(publication(letter_id="small")).kind == "published"
+    assert len(ebox.state.publications()) == 1
+
+
+def test_the_default_size_limit_refuses_an_8_mib_pdf(ebox, client):
+    outcome = client.publish(publication(pdf=b"%PDF-1.7\n" + b"0" * (8 * 1024 * 1024)))
+    assert (outcome.kind, outcome.code) == ("rejected", "PAYLOAD_TOO_LARGE")
+
+
+def _is_status_message(answer: httpx.Response, environment: str = "simulation") -> bool:
+    body = answer.json()
+    return (set(body) >= {"id", "code", "message"} and uuid.UUID(body["id"]) and "detail" not in body
+            and body["environment"] == environment)
+
+
+def test_every_error_is_a_status_message(ebox, client):
+    token = client._access_token()
+    auth = {"Authorization": f"Bearer {token}"}
+    registry, federation = "/REST/ebox/enterprise/messageRegistry/v2", "/REST/ebox/enterprise/federation/v1"
+    with admin(ebox) as http:
+        cases = [
+            (http.get(f"{registry}/ebox/messages", headers=auth), 400, "NOT_IMPLEMENTED", "simulation"),
+            (http.post(f"{registry}/linkEboxMessage", headers=auth, json={}), 400, "NOT_IMPLEMENTED", "simulation"),
+            (http.get(f"{federation}/messageProviders", headers=auth), 400, "NOT_IMPLEMENTED", "SIMULATION"),
+            (http.get(f"{registry}/ebox/messages"), 401, "UNAUTHORIZED", "simulation"),
+            (http.get(f"{registry}/publishMessage", headers=auth), 405, "METHOD_NOT_ALLOWED", "simulation"),
+            (http.delete(f"{registry}/searchMessageStatus", headers=auth), 405, "METHOD_NOT_ALLOWED", "simulation"),
+            (http.get("/nothing/here"), 404, "NOT_FOUND", "simulation"),
+            (http.get(f"{registry}/referenceData/messageTypes/NOPE", headers=auth), 404, "NOT_FOUND", "simulation"),
+            (http.get(f"{registry}/referenceData/messageTypes", headers=auth, params={"pageSize": 101}),
+             400, "INVALID_INPUT", "simulation"),
+            (http.post("/_sandbox/recipients", json=[{"kind": "person", "id": "1"}]), 400, "INVALID_INPUT",
+             "simulation"),
+        ]
+        for answer, status, code, environment in cases:
+            assert (answer.status_code, answer.json()["code"]) == (status, code), answer.request.url
+            assert _is_status_message(answer, environment), answer.json()
+        assert "GET" not in http.get(f"{registry}/publishMessage", headers=auth).headers["Allow"]
+
+
+@pytest.mark.parametrize("item, fragment", [
+    ({"messageId": "", "eboxId": {"eboxType": "citizen", "eboxIdValue": CITIZEN_ID}}, "messageId is empty"),
+    ({"messageId": "m", "eboxId": {"eboxType": "citizen", "eboxIdValue": {"nested": True}}}, "must be a string"),
+    ({"messageId": "m", "eboxId": {"eboxType": "CITIZEN", "eboxIdValue": CITIZEN_ID}}, "citizen or enterprise"),
+])
+def test_search_message_status_refuses_bad_input(ebox, client, item, fragment):
+    with admin(ebox) as http:
+        answer = http.post("/REST/ebox/enterprise/messageRegistry/v2/searchMessageStatus", json=[item],
+                           headers={"Authorization": f"Bearer {client._access_token()}"})
+    assert (answer.status_code, answer.json()["code"]) == (400, "INVALID_INPUT")
+    assert fragment in answer.json()["message"]
+
+
 # -- activation ----------------------------------------------------------------------------------
 
 
@@ -179,23 +271,25 @@ def test_an_expired_token_is_replaced_once(ebox, client):
 
 def test_missing_scope_is_403_and_fails_loudly(ebox):
     ebox.state.register_client("limited", public_pem(), "0200000043", "dijlepost", (PREFERENCE_SCOPE,))
-    with EboxClient(ebox.config(client_id="limited", private_key_pem=private_pem())) as limited:
+    with EboxClient(ebox.config(client_id="limited", private_key_pem=private_pem(),
+                                certificate_pem=certificate_pem())) as limited:
         assert limited.lookup_activation("citizen", [CITIZEN_ID]) == {CITIZEN_ID: Activation(False)}
         with pytest.raises(EboxConfigurationError, match="403"):
             limited.publish(publication())
 
 
 def test_unknown_client_key_is_refused_at_the_token_endpoint(ebox):
-    with EboxClient(ebox.config(private_key_pem=private_pem())) as impostor:
+    with EboxClient(ebox.config(private_key_pem=private_pem(), certificate_pem=certificate_pem())) as impostor:
         with pytest.raises(EboxConfigurationError, match="invalid_client"):
             impostor.publish(publication())
 
 
-def _assertion(ebox, **claims) -> str:
+def _assertion(ebox, headers: dict | None = None, **claims) -> str:
     now = int(time.time())
     payload = {"iss": DEFAULT_CLIENT_ID, "sub": DEFAULT_CLIENT_ID, "aud": ebox.token_url,
                "jti": str(uuid.uuid4()), "iat": now, "exp": now + 300, **claims}
-    return jwt.encode(payload, ebox.client_private_key_pem, algorithm="RS256")
+    header = ebox.config().assertion_header() if headers is None else headers
+    return jwt.encode(payload, ebox.client_private_key_pem, algorithm="RS256", headers=header)
 
 
 def _token_form(assertion: str) -> dict:
@@ -211,6 +305,8 @@ def test_token_endpoint_checks_the_assertion(ebox):
         assert http.post("/REST/oauth/v5/token", data=_token_form(good)).json()["error"] == "invalid_client"
         for bad in (_assertion(ebox, aud="https://elsewhere.example/token"),
                     _assertion(ebox, exp=int(time.time()) - 60),
+                    _assertion(ebox, headers={}),  # no x5t#S256 / kid naming the registered certificate
+                    _assertion(ebox, headers={"x5t#S256": "not-the-thumbprint"}),
                     jwt.encode({"iss": DEFAULT_CLIENT_ID}, private_pem(), algorithm="RS256")):
             refused = http.post("/REST/oauth/v5/token", data=_token_form(bad))
             assert (refused.status_code, refused.json()["error"]) == (401, "invalid_client")
@@ -301,7 +397,7 @@ def test_a_restarted_sandbox_remembers_keys_ca_and_client_key(tmp_path):
 
 def test_sandbox_runs_as_a_process(tmp_path):
     process = subprocess.Popen(
-        [sys.executable, "-m", "include.dijlepost.ebox.sandbox", "--port", "0", "--dir", str(tmp_path)],
+        [sys.executable, "-m", "sandboxes.ebox", "--port", "0", "--dir", str(tmp_path)],
         cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
     )

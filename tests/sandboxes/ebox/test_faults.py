@@ -67,7 +67,47 @@ def test_500_is_retried_and_then_the_letter_is_published_once(ebox, admin):
     with client_for(ebox, max_attempts=3) as client:
         assert client.publish(publication()).kind == "published"
     assert len(ebox.state.publications()) == 1
-    assert admin.put("/_sandbox/faults", json={"error_status": 502}).status_code == 422
+    refused = admin.put("/_sandbox/faults", json={"error_status": 502})
+    assert (refused.status_code, refused.json()["code"]) == (400, "INVALID_INPUT")
+    assert "error_status" in refused.json()["message"]
+
+
+def test_a_503_of_the_token_endpoint_is_retried_and_the_publication_succeeds(ebox, admin):
+    """The token request is retried like any call, each attempt with a new assertion (a repeated
+    jti would be refused as a replay and read as bad configuration)."""
+    ebox.state.register_recipient("citizen", CITIZEN_ID)
+    set_faults(admin, token_fail_next=2, error_status=503, retry_after_seconds=0)
+    with client_for(ebox, max_attempts=3) as client:
+        assert client.publish(publication()).kind == "published"
+    assert len(ebox.state.publications()) == 1
+    assert admin.get("/_sandbox/faults").json()["token_fail_next"] == 0
+
+
+def test_a_token_endpoint_that_stays_down_is_retry_later(ebox, admin):
+    ebox.state.register_recipient("citizen", CITIZEN_ID)
+    set_faults(admin, token_error_rate=1.0, error_status=429, retry_after_seconds=0)
+    with client_for(ebox, max_attempts=2) as client:
+        outcome = client.publish(publication())
+    assert (outcome.kind, outcome.message) == ("retry_later", "HTTP 429")
+    assert ebox.state.publications() == []
+
+
+def test_a_late_token_answer_is_a_timeout_and_retried(ebox, admin):
+    ebox.state.register_recipient("citizen", CITIZEN_ID)
+    set_faults(admin, token_timeout_next=1, timeout_delay_seconds=1.0)
+    with client_for(ebox, max_attempts=2, timeout_seconds=0.3) as client:
+        assert client.publish(publication()).kind == "published"
+
+
+def test_400_invalid_access_token_renews_the_token_once(ebox, admin):
+    ebox.state.register_recipient("enterprise", ENTERPRISE_ID)
+    with client_for(ebox) as client:
+        client._access_token()
+        first_token = client._token
+        set_faults(admin, invalid_token_next=1)
+        assert client.lookup_activation("enterprise", [ENTERPRISE_ID])[ENTERPRISE_ID].active
+        assert client._token != first_token
+        assert ebox.state.token(first_token) is None  # the sandbox revoked the one it refused
 
 
 def test_latency_longer_than_the_client_timeout_reads_as_a_timeout(ebox, admin):

@@ -1,0 +1,3 @@
+from sandboxes.ebox.app import main
+
+main()

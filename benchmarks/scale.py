@@ -14,8 +14,11 @@ For each N, on this machine:
 3. Airflow as deployed: api-server, dag-processor and scheduler with LocalExecutor, parallelism =
    cores, a fresh metadata database (`tests/support/airflow_cluster.py`); the three wave DAGs are
    triggered at once with `batch_size` = their letters and `chunk_size` (default 500);
-4. after the runs: every letter must be in a final state, the eBox must hold each published letter
-   once and the print inbox each paper letter once (the benchmark fails otherwise);
+4. after the runs, counted where the letters arrived: every letter must be in a final state, the eBox
+   must hold one message for each letter delivered there and none for any other (matched by the
+   PDF's SHA-256 in the sandbox's store, not by Idempotency-Key), and the print house, which takes
+   the batches out of its inbox and prints them (`sandboxes.printhouse.simulator`), must have printed
+   each letter handed to it exactly once (its own print log); the benchmark exits 1 otherwise;
 5. the bare rendering loop: `LetterRenderer().render` over the same letters (or an evenly spread
    sample with `--bare-letters`: every k-th letter, so the wave's mix), one process per core, half
    of them before the waves and half after (a drifting machine weighs on both sides alike).
@@ -30,8 +33,7 @@ to <workdir>/result-<N>.json (result-<N>-run<K>.json with `--repeat`). Never par
 from __future__ import annotations
 
 import argparse
-import csv
-import io
+import base64
 import json
 import multiprocessing
 import os
@@ -45,7 +47,6 @@ import sys
 import threading
 import time
 import uuid
-import zipfile
 from collections import Counter, defaultdict
 from datetime import date
 from pathlib import Path
@@ -122,7 +123,7 @@ def _wait_for(what: str, check, service: Service, timeout: float = 60) -> None:
 def start_ebox(work: Path) -> tuple[Service, httpx.Client, dict]:
     directory = work / "ebox-sandbox"
     port = free_port()
-    svc = Service("ebox sandbox", [sys.executable, "-m", "include.dijlepost.ebox.sandbox", "--port", str(port),
+    svc = Service("ebox sandbox", [sys.executable, "-m", "sandboxes.ebox", "--port", str(port),
                                    "--dir", str(directory), "--token-lifetime", "3600"],
                   work / "ebox-sandbox.log")
     base = f"https://127.0.0.1:{port}"
@@ -146,7 +147,7 @@ def start_ebox(work: Path) -> tuple[Service, httpx.Client, dict]:
 def start_printhouse(work: Path, port: int = 0) -> tuple[Service, Path, dict]:
     directory = work / "printhouse"
     (directory / "connection.json").unlink(missing_ok=True)
-    svc = Service("print house SFTP", [sys.executable, "-m", "include.dijlepost.printhouse.sandbox", "--dir",
+    svc = Service("print house SFTP", [sys.executable, "-m", "sandboxes.printhouse", "--dir",
                                        str(directory), "--port", str(port)], work / "printhouse.log")
     _wait_for("print house SFTP", lambda: (directory / "connection.json").exists(), svc)
     conn = json.loads((directory / "connection.json").read_text())
@@ -237,56 +238,154 @@ def bare_render(url: str, processes: int, size: int, half: int) -> tuple[int, fl
 # -- faults at scale -----------------------------------------------------------------------------
 EBOX_FAULTS = {"error_rate": 0.05, "error_status": 503, "timeout_rate": 0.01, "timeout_delay_seconds": 8}
 EBOX_CLIENT_TIMEOUT_S = 5
+# The eBox client's retry log line (include/dijlepost/ebox/client.py) for an error answer and a timeout.
+EBOX_ERROR_LINE = re.compile(rf"eBox POST \S+: HTTP {EBOX_FAULTS['error_status']} \(attempt")
+EBOX_TIMEOUT_LINE = re.compile(r"eBox POST \S+: \w*Timeout \(attempt")
+
+
+class PrintHouse(threading.Thread):
+    """The print house's side, as a print house works: every second it takes the complete batches out
+    of its inbox (to `printed/`), prints them and answers (`sandboxes.printhouse.simulator`). It runs
+    here, on the served tree, so that killing the SFTP server does not kill the printer."""
+
+    def __init__(self, root: Path):
+        super().__init__(daemon=True)
+        self.root = root
+        self.stop_event = threading.Event()
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        while not self.stop_event.wait(1.0):
+            self.consume()
+
+    def consume(self) -> dict:
+        from sandboxes.printhouse.simulator import process_inbox
+
+        try:
+            return process_inbox(self.root)
+        except OSError as exc:       # the inbox is read while the server writes it; the next round retries
+            self.errors.append(repr(exc))
+            return {}
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join()
+        self.consume()               # what arrived after the last round
 
 
 class FaultInjector(threading.Thread):
-    """While the runs go: SIGKILL one running render_letters task process a few seconds into its chunk,
-    and kill + restart the print house's SFTP server once in the middle of an upload (as soon as a
-    `.part` file shows in its inbox; if no upload is caught, while hand_over_to_print runs)."""
+    """While the runs go: SIGKILL one running render_letters task process a few seconds into its chunk;
+    kill + restart the print house's SFTP server once in the middle of an upload (as soon as a `.part`
+    file shows in its inbox); then SIGKILL one running hand_over_to_print task process the moment a
+    complete batch (its `.sha256` file) shows in the inbox, before the print house takes it. Each
+    fault is recorded with what shows it happened; `confirm` checks the rest after the runs."""
 
-    def __init__(self, cluster: AirflowCluster, run_ids: list[str], work: Path, services: list):
+    def __init__(self, cluster: AirflowCluster, run_ids: list[str], work: Path, services: list, url: str):
         super().__init__(daemon=True)
-        self.cluster, self.run_ids, self.work, self.services = cluster, run_ids, work, services
+        self.cluster, self.run_ids, self.work, self.services, self.url = cluster, run_ids, work, services, url
         self.stop_event = threading.Event()
-        self.done: list[str] = []
+        self.faults: dict[str, dict] = {}
+        self.errors: list[str] = []
+
+    @property
+    def done(self) -> list[str]:
+        return [f"{name}: {f['detail']}" for name, f in self.faults.items()] + self.errors
 
     def _running(self, task_id: str) -> list[tuple]:
         return self.cluster.query(
-            "SELECT pid, extract(epoch FROM now() - start_date), dag_id, map_index FROM task_instance "
+            "SELECT pid, extract(epoch FROM now() - start_date), dag_id, map_index, try_number FROM task_instance "
             "WHERE run_id = ANY(%s) AND task_id = %s AND state = 'running' AND pid IS NOT NULL",
             (self.run_ids, task_id))
 
+    def _kill_task(self, name: str, task_id: str, pid: int, dag_id: str, map_index: int, try_number: int,
+                   detail: str) -> None:
+        os.kill(pid, signal.SIGKILL)
+        self.faults[name] = {"task_id": task_id, "dag_id": dag_id, "map_index": map_index,
+                             "killed_try": try_number, "detail": f"{detail} ({dag_id} {task_id}[{map_index}], "
+                                                                 f"try {try_number}, pid {pid})"}
+
     def run(self) -> None:
-        killed = dropped = False
-        while not self.stop_event.wait(0.5) and not (killed and dropped):
+        inbox = self.work / "printhouse" / "root" / "inbox"
+        while not self.stop_event.wait(0.5) and len(self.faults) < 3:
             try:
-                if not killed:
-                    for pid, age, dag_id, map_index in self._running("chunk.render_letters"):
+                if "render_task_killed" not in self.faults:
+                    for pid, age, dag_id, map_index, try_number in self._running("chunk.render_letters"):
                         if age >= 3:
-                            os.kill(pid, signal.SIGKILL)
-                            killed = True
-                            self.done.append(f"killed render_letters[{map_index}] of {dag_id} (pid {pid}) "
-                                             f"{age:.0f}s into its chunk")
+                            self._kill_task("render_task_killed", "chunk.render_letters", pid, dag_id, map_index,
+                                            try_number, f"killed {age:.0f}s into its chunk")
                             break
-                if not dropped and self._running("chunk.hand_over_to_print"):
-                    inbox = self.work / "printhouse" / "root" / "inbox"
+                if "sftp_server_killed" not in self.faults and self._running("chunk.hand_over_to_print"):
                     deadline = time.monotonic() + 20
                     while not any(inbox.glob("*.part")) and time.monotonic() < deadline:
                         time.sleep(0.01)
-                    mid_upload = any(inbox.glob("*.part"))
+                    parts = sorted(p.name for p in inbox.glob("*.part"))
+                    if not parts:
+                        continue     # no upload caught in the act; try with the next hand-over
                     old = self.services[-1]
                     port = json.loads((self.work / "printhouse" / "connection.json").read_text())["port"]
                     os.kill(old.proc.pid, signal.SIGKILL)
-                    old.proc.wait()
+                    code = old.proc.wait()
                     time.sleep(2)
                     self.services[-1] = start_printhouse(self.work, port)[0]
-                    dropped = True
-                    self.done.append("print house SFTP server killed " + (
-                        "in the middle of an upload" if mid_upload else "while hand_over_to_print ran")
-                        + ", restarted 2s later")
+                    self.faults["sftp_server_killed"] = {
+                        "exit_code": code, "part_files": parts,
+                        "detail": f"print house SFTP server killed (exit {code}) while {parts[0]} was being "
+                                  "written, restarted 2s later"}
+                elif "sftp_server_killed" in self.faults and "hand_over_killed" not in self.faults:
+                    seen = {p.name for p in inbox.glob("*.zip.sha256")}
+                    deadline = time.monotonic() + 30
+                    while time.monotonic() < deadline and not self.stop_event.is_set():
+                        running = self._running("chunk.hand_over_to_print")
+                        fresh = {p.name for p in inbox.glob("*.zip.sha256")} - seen
+                        if running and fresh:
+                            pid, _, dag_id, map_index, try_number = running[0]
+                            batch_id = sorted(fresh)[0][: -len(".zip.sha256")]
+                            self._kill_task("hand_over_killed", "chunk.hand_over_to_print", pid, dag_id, map_index,
+                                            try_number, f"killed as batch {batch_id} arrived complete in the inbox")
+                            with psycopg.connect(self.url) as conn:
+                                [status] = conn.execute("SELECT status FROM print_batches WHERE batch_id = %s",
+                                                        (batch_id,)).fetchone()
+                            self.faults["hand_over_killed"]["batch_status_at_kill"] = status
+                            break
+                        time.sleep(0.005)
             except (OSError, psycopg.Error, RuntimeError, TimeoutError) as exc:
-                self.done.append(f"fault injection error: {exc!r}")
+                self.errors.append(f"fault injection error: {exc!r}")
                 return
+
+    def confirm(self, airflow_home: Path) -> list[str]:
+        """What did not happen, in words (empty when every fault was injected and took effect)."""
+        missing = []
+        for name in ("render_task_killed", "sftp_server_killed", "hand_over_killed"):
+            if name not in self.faults:
+                missing.append(f"fault not injected: {name}")
+        for name in ("render_task_killed", "hand_over_killed"):
+            f = self.faults.get(name)
+            if f is None:
+                continue
+            # A killed task instance comes back as its next try: Airflow saw the kill.
+            rows = self.cluster.query(
+                "SELECT max(try_number) FROM task_instance WHERE run_id = ANY(%s) AND dag_id = %s AND task_id = %s "
+                "AND map_index = %s", (self.run_ids, f["dag_id"], f["task_id"], f["map_index"]))
+            f["tries"] = rows[0][0]
+            if not rows[0][0] or rows[0][0] <= f["killed_try"]:
+                missing.append(f"fault without effect: {name} (the task was not retried)")
+        if "sftp_server_killed" in self.faults and self.faults["sftp_server_killed"]["exit_code"] != -signal.SIGKILL:
+            missing.append("fault without effect: sftp_server_killed (the server was not killed)")
+        # The eBox faults, as the client met them: its retry log lines in the task logs.
+        seen = Counter()
+        for path in (airflow_home / "logs").rglob("*.log"):
+            text = path.read_text(errors="replace")
+            seen["error"] += len(EBOX_ERROR_LINE.findall(text))
+            seen["timeout"] += len(EBOX_TIMEOUT_LINE.findall(text))
+        self.faults["ebox_errors"] = {"answers_seen": seen["error"],
+                                      "detail": f"{seen['error']} injected HTTP {EBOX_FAULTS['error_status']} "
+                                                "answers met by the eBox client"}
+        self.faults["ebox_timeouts"] = {"answers_seen": seen["timeout"],
+                                        "detail": f"{seen['timeout']} answers too late for the eBox client"}
+        for kind in ("error", "timeout"):
+            if not seen[kind]:
+                missing.append(f"fault without effect: no eBox {kind} reached the client")
+        return missing
 
 
 # -- measuring -----------------------------------------------------------------------------------
@@ -311,29 +410,54 @@ def peak_rss(airflow_home: Path) -> dict[str, float]:
 
 
 def verify(url: str, ebox: httpx.Client, printhouse_dir: Path) -> dict:
+    """What arrived, counted where it arrived: the eBox's messages per letter (matched by the PDF's
+    SHA-256, not by the Idempotency-Key, which the eBox would refuse a second time anyway) and the
+    letters the print house printed (its own print log, after it consumed its inbox)."""
+    from sandboxes.printhouse.simulator import printed_letters
+
     with psycopg.connect(url) as conn:
         statuses = dict(conn.execute("SELECT status, count(*) FROM letters GROUP BY status").fetchall())
-        ebox_ids = {r[0] for r in conn.execute("SELECT letter_id FROM letters WHERE status = 'delivered_ebox'")}
-        paper_ids = {r[0] for r in conn.execute("SELECT letter_id FROM letters WHERE status = 'handed_to_print'")}
+        letters = conn.execute("SELECT letter_id, status, pdf_sha256 FROM letters").fetchall()
         rendered = conn.execute("SELECT count(*) FROM letters WHERE rendered_at IS NOT NULL").fetchone()[0]
         by_claim = dict(conn.execute("SELECT claim_run_id, count(*) FROM letters GROUP BY 1").fetchall())
-    from include.dijlepost.ebox.client import idempotency_key
-
-    keys = Counter(p["idempotency_key"] for p in ebox.get("/_sandbox/publications").json()
-                   if p.get("code") != "NO_DIGITAL_USER")
-    in_inbox: Counter = Counter()
-    for path in (printhouse_dir / "root" / "inbox").rglob("*.zip"):
-        with zipfile.ZipFile(path) as z:
-            in_inbox.update(r["letter_id"] for r in csv.DictReader(io.StringIO(z.read("manifest.csv").decode())))
+        evidence = dict(conn.execute("SELECT coalesce(handover_evidence, status), count(*) FROM print_batches "
+                                     "GROUP BY 1").fetchall())
+    by_digest: dict[str, list[str]] = defaultdict(list)
+    for letter_id, _, sha in letters:
+        if sha:
+            by_digest[base64.urlsafe_b64encode(bytes.fromhex(sha)).decode().rstrip("=")].append(letter_id)
+    messages: Counter = Counter()
+    unmatched = 0
+    for p in ebox.get("/_sandbox/publications").json():
+        if p.get("code") == "NO_DIGITAL_USER":
+            continue        # not delivered: the eBox said so, and the letter went on paper
+        owners = {lid for a in p["attachments"] for lid in by_digest.get(a["sha256"], [])}
+        if not owners:
+            unmatched += 1
+        messages.update(owners)
+    printed = printed_letters(printhouse_dir / "root")
+    ebox_ids = {lid for lid, status, _ in letters if status == "delivered_ebox"}
+    paper_ids = {lid for lid, status, _ in letters if status == "handed_to_print"}
     problems = []
     if set(statuses) - set(FINAL):
         problems.append(f"letters not in a final state: { {s: c for s, c in statuses.items() if s not in FINAL} }")
-    if any(c > 1 for c in keys.values()) or set(keys) != {idempotency_key(i) for i in ebox_ids}:
-        problems.append("the eBox does not hold each published letter exactly once")
-    if any(c > 1 for c in in_inbox.values()) or set(in_inbox) != paper_ids:
-        problems.append("the print inbox does not hold each paper letter exactly once")
-    return {"statuses": statuses, "rendered": rendered, "ebox_publications": sum(keys.values()),
-            "print_inbox_letters": sum(in_inbox.values()), "letters_by_claim": by_claim, "problems": problems}
+    twice = sum(1 for c in messages.values() if c > 1)
+    if twice or unmatched or set(messages) != ebox_ids:
+        problems.append(f"the eBox does not hold each delivered letter exactly once: {twice} letters in it more "
+                        f"than once, {len(ebox_ids - set(messages))} delivered letters missing, "
+                        f"{len(set(messages) - ebox_ids)} other letters in it, {unmatched} messages of no letter")
+    printed_twice = sum(1 for c in printed.values() if c > 1)
+    if printed_twice or set(printed) != paper_ids:
+        problems.append(f"the print house did not print each paper letter exactly once: {printed_twice} printed "
+                        f"more than once, {len(paper_ids - set(printed))} handed over but not printed, "
+                        f"{len(set(printed) - paper_ids)} printed but not handed over")
+    inbox_left = sorted(p.name for p in (printhouse_dir / "root" / "inbox").iterdir())
+    if inbox_left:
+        problems.append(f"left in the print house's inbox: {inbox_left[:5]}")
+    return {"statuses": statuses, "rendered": rendered, "ebox_messages": sum(messages.values()),
+            "ebox_letters_more_than_once": twice, "printed_letters": sum(printed.values()),
+            "letters_printed_more_than_once": printed_twice, "print_batches": evidence,
+            "letters_by_claim": by_claim, "problems": problems}
 
 
 def spent_dir(args) -> Path:
@@ -388,7 +512,8 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
         if args.faults:
             ebox.put("/_sandbox/faults", json={**EBOX_FAULTS, "seed": args.seed}).raise_for_status()
             say(f"faults: eBox {EBOX_FAULTS}, client timeout {EBOX_CLIENT_TIMEOUT_S}s; a render task process "
-                "will be killed, the SFTP server dropped once")
+                "will be killed, the SFTP server dropped once mid-upload, a hand-over task killed as its batch "
+                "arrives; the print house consumes its inbox throughout")
         # The bare loop runs half before and half after the waves (Airflow not started yet, or stopped):
         # a machine whose speed drifts during a long run then weighs on both sides of the ratio alike.
         bare_total = min(args.bare_letters or n, n)
@@ -425,8 +550,13 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
             runs = [(DAGS[d], cluster.trigger(DAGS[d], {"batch_size": max(1, c), **chunking}))
                     for d, c in mix.items()]
             injector, faults_done = None, []
+            # Under faults the print house takes batches while the wave runs, as a real one would (a
+            # batch taken between a crash and its retry is what could be printed twice); otherwise it
+            # comes by after the runs, so that its work does not weigh on the measured figures.
+            printer = PrintHouse(ph_dir / "root")
             if args.faults:
-                injector = FaultInjector(cluster, [r for _, r in runs], work, services)
+                printer.start()
+                injector = FaultInjector(cluster, [r for _, r in runs], work, services, url)
                 injector.start()
             states = cluster.wait(runs, timeout=args.timeout, poll=2)
             if injector:
@@ -443,6 +573,9 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
                 say(f"reruns: {rerun_states}")
                 runs += reruns
                 states = {**states, **rerun_states}
+                injector.run_ids = [r for _, r in runs]
+                fault_problems = injector.confirm(cluster.workdir / "airflow")
+                faults_done = injector.done
             wall = time.monotonic() - t0
             cpu_used = cpu.stop()
             tis = [ti | {"dag_id": d} for d, r in runs for ti in cluster.task_instances(d, r)]
@@ -454,7 +587,13 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
                 "SELECT min(start_date), max(end_date) FROM dag_run WHERE run_id = ANY(%s)", ([r for _, r in runs],))
             rss = peak_rss(cluster.workdir / "airflow")
         say(f"runs finished in {wall:.0f}s: {states}")
+        if printer.is_alive():
+            printer.stop()
+        else:
+            printer.consume()
         check = verify(url, ebox, ph_dir)
+        if args.faults:
+            check["problems"] += fault_problems + [f"print house: {e}" for e in printer.errors]
         say(f"bare rendering loop, second half of {bare_total} letters spread over the wave ({cores} processes)")
         bare_after = bare_render(url, cores, bare_total, half=1)
         bare_n, bare_s = bare_before[0] + bare_after[0], bare_before[1] + bare_after[1]
@@ -556,8 +695,10 @@ def report(r: dict) -> None:
     c = r["check"]
     for line in r["faults"]:
         print(f"  fault injected:        {line}")
-    print(f"  outcome:               {c['statuses']}; eBox holds {c['ebox_publications']}, "
-          f"print inbox {c['print_inbox_letters']}")
+    print(f"  outcome:               {c['statuses']}; the eBox holds {c['ebox_messages']} messages "
+          f"({c['ebox_letters_more_than_once']} letters more than once), the print house printed "
+          f"{c['printed_letters']} letters ({c['letters_printed_more_than_once']} more than once); "
+          f"print batches {c['print_batches']}")
     if len(c["letters_by_claim"]) > 3:
         print(f"  letters by the run that finished them: {c['letters_by_claim']}")
     for p in c["problems"]:
@@ -588,8 +729,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="SSH compression to the print house (PrintHouseHook's default: off); on is what a "
                              "print house behind a slow link is configured with")
     parser.add_argument("--faults", action="store_true",
-                        help="eBox 5%% errors + 1%% timeouts, a render task killed, the SFTP server dropped "
-                             "once; then one rerun of every wave (see docs/scaling.md)")
+                        help="eBox 5%% errors + 1%% timeouts, a render task killed, the SFTP server killed "
+                             "mid-upload, a hand-over task killed as its batch arrives, the print house "
+                             "consuming its inbox throughout; then one rerun of every wave. Exits 1 when a "
+                             "fault did not happen or a letter arrived twice (see docs/scaling.md)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.series.split(",")] if args.series else [args.letters]
     results = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -170,11 +171,16 @@ def verify(conn, anchors: dict[int, str] | None = None, batch: int = 5000) -> Ve
     return v
 
 
+_ANCHOR = re.compile(r"\s*([0-9]{1,19})\s*:\s*([0-9a-fA-F]{64})\s*")
+
+
 def parse_anchor(text: str) -> tuple[int, str]:
-    seq, sep, h = text.partition(":")
-    if not sep or not seq.strip().isdigit() or len(h.strip()) != 64:
-        raise ValueError(f"anchor {text!r} must be CHAIN_SEQ:SHA256HEX (as printed by `audit verify`)")
-    return int(seq), h.strip().lower()
+    """`CHAIN_SEQ:SHA256HEX` in ASCII digits and hex (`str.isdigit` would let `²` through to `int()`)."""
+    match = _ANCHOR.fullmatch(text)
+    if not match:
+        shown = repr(text) if len(text) <= 100 else f"of {len(text)} characters"
+        raise ValueError(f"anchor {shown} must be CHAIN_SEQ:SHA256HEX (as printed by `audit verify`)")
+    return int(match[1]), match[2].lower()
 
 
 def chain_head(conn) -> tuple[int, str]:

@@ -2,7 +2,8 @@
 
 `create_app(connect, identify)` builds a FastAPI app that knows nothing about Airflow:
 
-- `connect()` returns a new DB-API connection to the dijlepost database (psycopg or psycopg2);
+- `connect()` returns a new psycopg 3 connection to the dijlepost database (PostgresHook's `get_conn()`
+  with SQLAlchemy 2, or a plain `psycopg.connect`);
 - `identify` is a FastAPI dependency returning the signed-in `Identity` (name, is_admin) or raising
   HTTPException(401/403).
 
@@ -24,6 +25,7 @@ cross-site form cannot set that header, and Airflow then ignores the session coo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -93,14 +95,11 @@ def create_app(
     )
 
     def db() -> Iterator[object]:
-        conn = connect()
-        try:
-            yield conn
-        finally:
+        with closing(connect()) as conn:
             try:
-                conn.rollback()
+                yield conn
             finally:
-                conn.close()
+                conn.rollback()
 
     def admin(request: Request, who: Identity = Depends(identify)) -> Identity:
         same_origin_proof(request)

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from psycopg.rows import dict_row
+
 from include.dijlepost.rollout import check_department
 from include.dijlepost.tariffs import Tariffs
 
@@ -22,10 +24,10 @@ def recent_runs(conn, department: str, limit: int = 5, days: int = 14) -> list[d
     the page stays fast on an outbox of years; a run's letters not decided yet are not counted.
     """
     check_department(department)
-    with conn.cursor() as cur:
+    with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             """
-            SELECT claim_run_id,
+            SELECT claim_run_id AS run,
                    min(claimed_at) AS started,
                    max(final_at)   AS last_final,
                    count(*) FILTER (WHERE status = 'delivered_ebox')  AS ebox,
@@ -46,18 +48,7 @@ def recent_runs(conn, department: str, limit: int = 5, days: int = 14) -> list[d
         )
         rows = cur.fetchall()
     conn.commit()
-    names = (
-        "run",
-        "started",
-        "last_final",
-        "ebox",
-        "paper",
-        "quarantined",
-        "unfinished",
-        "shadow_ebox",
-        "phases",
-    )
-    return [dict(zip(names, r)) for r in rows]
+    return rows
 
 
 def totals(conn) -> dict[str, dict[str, int]]:

@@ -370,3 +370,18 @@ def test_the_migration_chains_the_events_written_before_it():
     finally:
         with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("text", ["²:" + "a" * 64, "１:" + "a" * 64, "7:" + "g" * 64, "7" + "a" * 64, "7:" + "a" * 63,
+                                  "-1:" + "a" * 64, ":" + "a" * 64])
+def test_an_anchor_is_ascii_digits_and_hex_or_refused(text):
+    from include.dijlepost.audit import parse_anchor
+
+    with pytest.raises(ValueError, match="must be CHAIN_SEQ:SHA256HEX"):
+        parse_anchor(text)
+
+
+def test_an_anchor_as_printed_is_read():
+    from include.dijlepost.audit import parse_anchor
+
+    assert parse_anchor(" 12:" + "AB" * 32 + " ") == (12, "ab" * 32)

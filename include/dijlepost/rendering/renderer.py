@@ -259,6 +259,10 @@ class LetterRenderer:
     def _check_printable(self) -> None:
         """Fixed texts are checked once here, so a letter only has its own data checked."""
         def check(template: str, where: str, text: str) -> None:
+            hidden = fields.invisible_format_character(text)
+            if hidden is not None:
+                raise TemplateError(template, where, f"contains the invisible formatting character "
+                                                     f"U+{ord(hidden):04X}; write the text without it")
             char = self._fonts.unprintable(text)
             if char is not None:
                 raise TemplateError(template, where,

@@ -160,3 +160,70 @@ def test_text_the_font_cannot_print_is_refused_at_load(tmp_path):
 def test_french_punctuation_gets_a_no_break_space():
     texts = load_templates(TEMPLATES_DIR).templates["reminder"].texts["fr"]
     assert texts.subject.startswith("Rappel\u202f: la facture")
+
+
+def test_a_made_up_sender_iban_is_refused_unless_marked_as_a_demo_account(tmp_path):
+    """python-stdnum's full check: BE68 5390 0754 7034 has valid check digits, but its bank code 539 is
+    assigned to no bank. The shipped common.yaml marks it `demo: true`; without the mark (a production
+    configuration with that IBAN) the renderer does not start."""
+    shipped = load_templates(TEMPLATES_DIR).sender
+    assert shipped.demo_account and shipped.iban.compact == "BE68539007547034"
+    directory = _copy(tmp_path)
+    _edit(directory, "common", lambda d: d["sender"]["payment_account"].pop("demo"))
+    error = _fails(directory, "common", "sender.payment_account.iban")
+    assert "not the account of an assigned bank" in str(error) and "demo: true" in str(error)
+    _edit(directory, "common", lambda d: d["sender"]["payment_account"].update(demo=False))
+    _fails(directory, "common", "sender.payment_account.iban")
+    _edit(directory, "common", lambda d: d["sender"]["payment_account"].update(demo="yes"))
+    _fails(directory, "common", "sender.payment_account.demo")
+
+
+def test_a_real_bank_account_needs_no_demo_mark(tmp_path):
+    directory = _copy(tmp_path)
+    # Belfius (bank code 096), check digits valid: passes the full check.
+    _edit(directory, "common", lambda d: d["sender"]["payment_account"].update(iban="BE71 0961 2345 6769"))
+    _edit(directory, "common", lambda d: d["sender"]["payment_account"].pop("demo"))
+    sender = load_templates(directory).sender
+    assert sender.iban.compact == "BE71096123456769" and not sender.demo_account
+
+
+def test_a_demo_account_still_needs_valid_check_digits(tmp_path):
+    directory = _copy(tmp_path)
+    _edit(directory, "common", lambda d: d["sender"]["payment_account"].update(iban="BE69 5390 0754 7034"))
+    assert "is not a valid IBAN" in str(_fails(directory, "common", "sender.payment_account.iban"))
+
+
+def test_itemised_lines_only_in_a_payment_letter_and_never_as_a_placeholder(tmp_path):
+    directory = _copy(tmp_path)
+    _edit(directory, "premium_decision", lambda d: d["fields"].update(lines="lines"))
+    assert "only a payment letter" in str(_fails(directory, "premium_decision", "lines"))
+    directory = _copy(tmp_path)
+    _edit(directory, "invoice", lambda d: d["nl"]["body"].append("Regels: {lines}"))
+    assert "not declared under fields" in str(_fails(directory, "invoice", "lines"))
+
+
+def test_a_format_character_in_a_template_is_refused_at_load(tmp_path):
+    directory = _copy(tmp_path)
+    (directory / "fonts").symlink_to(TEMPLATES_DIR / "fonts")
+    _edit(directory, "reminder", lambda d: d["de"].update(document_name="Mah\u200bnung"))
+    with pytest.raises(TemplateError) as caught:
+        LetterRenderer(templates_dir=directory)
+    assert (caught.value.template, caught.value.field) == ("reminder", "de.document_name")
+    assert "U+200B" in str(caught.value)
+
+
+def test_the_envelope_is_a_named_configuration():
+    envelope = load_templates(TEMPLATES_DIR).envelope
+    assert envelope.name.startswith("DL window envelope")
+    assert (envelope.width, envelope.height) == (220, 110)
+    assert envelope.folds == (99, 198)
+    assert envelope.bpost_problems() == []
+
+
+def test_an_envelope_entry_with_a_wrong_value_is_named(tmp_path):
+    directory = _copy(tmp_path)
+    _edit(directory, "common", lambda d: d["envelope"]["window"].update(top="forty"))
+    _fails(directory, "common", "envelope.window.top")
+    directory = _copy(tmp_path)
+    _edit(directory, "common", lambda d: d.pop("envelope"))
+    _fails(directory, "common", "envelope")

@@ -65,6 +65,11 @@ class FileRefused(ValueError):
     """The file as a whole cannot be imported (nothing is); the message names the line where it can."""
 
 
+class ImportFailed(RuntimeError):
+    """Checking a row failed in an unexpected way (a fault of dijlepost, not of the row): nothing is
+    imported. The message names the line and the kind of error, never the error's own text."""
+
+
 @dataclass
 class ImportReport:
     inserted: list[str] = field(default_factory=list)
@@ -334,6 +339,8 @@ def validate_row(raw: Mapping | Unreadable) -> dict:
     """Return a clean letter row or raise RowError('field: why'); never echoes a personal value."""
     if isinstance(raw, Unreadable):
         raise RowError(raw.reason)
+    if not isinstance(raw, Mapping):
+        raise RowError("a row must be one JSON object")
     unknown = [k for k in raw if k not in FIELDS]
     if unknown:
         key = unknown[0]
@@ -435,9 +442,12 @@ _INSERT = (f"INSERT INTO letters ({', '.join(_COLUMNS)}) VALUES ({', '.join(['%s
 def import_rows(conn, rows: Iterable[tuple[int, Mapping]], ctx: RunContext | None = None) -> ImportReport:
     """Check every row, then insert the good ones in one transaction.
 
-    FileRefused (from reading) propagates before anything is written. A row the database still refuses
+    FileRefused (from reading), ImportFailed and the renderer's TemplateError propagate before anything is
+    written. A row the database still refuses
     (a constraint added after this code, say) is refused by line with the field or constraint name; the
     database's own message, which may quote the row, is never passed on."""
+    from include.dijlepost.rendering.errors import TemplateError
+
     report = ImportReport()
     clean: dict[str, tuple[int, dict]] = {}
     for line_no, raw in rows:
@@ -446,6 +456,11 @@ def import_rows(conn, rows: Iterable[tuple[int, Mapping]], ctx: RunContext | Non
         except RowError as exc:
             report.errors.append((line_no, str(exc)))
             continue
+        except TemplateError:
+            raise                  # the templates cannot be loaded: no row can be checked
+        except Exception as exc:   # noqa: BLE001 - its text may quote the row: only its kind is told
+            raise ImportFailed(f"line {line_no}: checking the row failed unexpectedly "
+                               f"({type(exc).__name__}); please report it") from None
         if row["letter_id"] in clean:
             same = _same(clean[row["letter_id"]][1], row)
             report.duplicates.append((line_no, row["letter_id"], same))

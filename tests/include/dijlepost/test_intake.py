@@ -718,3 +718,20 @@ def test_row_level_security_changes_nothing_the_pipeline_role_does(db, pg_url):
         conn.commit()
     stored = letters(db)
     assert (stored["R-1"]["status"], stored["R-2"]["status"]) == ("quarantined", "processing")
+
+
+def test_a_fault_in_the_check_itself_stops_the_import_without_quoting_the_row(db, monkeypatch):
+    import include.dijlepost.rendering.validation as validation
+
+    def broken(letter, **kwargs):
+        raise KeyError(letter["recipient_name"])          # a bug whose message would quote the row
+
+    monkeypatch.setattr(validation, "validate_letter", broken)
+    with pytest.raises(Exception) as info:
+        import_rows(db, [(1, row("F-1", 0)), (2, row("F-2", 1))])
+    from include.dijlepost.intake import ImportFailed
+
+    assert info.type is ImportFailed
+    assert str(info.value) == "line 1: checking the row failed unexpectedly (KeyError); please report it"
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert letters(db) == {}

@@ -59,7 +59,7 @@ def cmd_import(args) -> int:
     import psycopg
 
     from include.dijlepost.db.connection import describe_db_error
-    from include.dijlepost.intake import FileRefused, import_file
+    from include.dijlepost.intake import FileRefused, ImportFailed, import_file
     from include.dijlepost.rendering.errors import TemplateError
 
     path = Path(args.file)
@@ -70,7 +70,7 @@ def cmd_import(args) -> int:
         with closing(_conn(args)) as conn:
             try:
                 report = import_file(conn, path)
-            except FileRefused as exc:
+            except (FileRefused, ImportFailed) as exc:
                 conn.rollback()
                 print(f"error: {path.name}: {exc}; nothing imported", file=sys.stderr)
                 return EXIT_NOT_RUN

@@ -36,10 +36,38 @@ from . import fields
 from .errors import LetterDataError, TemplateError, TemplateFieldMissing
 from .fonts import BOLD, FAMILY, REGULAR, LetterFonts, LetterPDF
 from .layout import (
-    ADDRESS_MAX_LINES, ADDRESS_SIZES, CONTENT_WIDTH, DESCENT, FIRST_PAGE_BODY_GAP, FOOTER_BASELINE, FOOTER_RULE,
-    LINE_SPACING, MARGIN_LEFT, META_TOP, NEXT_PAGE_BODY_TOP, PAGE_HEIGHT, PAGE_WIDTH, PARAGRAPH_GAP, PT_TO_MM, SENDER_TOP,
-    SMALL_SIZE, TIGHT_LINE_SPACING, Box, Flow, FrameOp, Op, QrOp, RuleOp, TextOp, address_box, baseline_offset, check_deadline,
-    ink_box, line_height, new_group, wrap,
+    ADDRESS_MAX_LINES,
+    ADDRESS_SIZES,
+    CONTENT_WIDTH,
+    DESCENT,
+    FIRST_PAGE_BODY_GAP,
+    FOOTER_BASELINE,
+    FOOTER_RULE,
+    LINE_SPACING,
+    MARGIN_LEFT,
+    META_TOP,
+    NEXT_PAGE_BODY_TOP,
+    PAGE_HEIGHT,
+    PAGE_WIDTH,
+    PARAGRAPH_GAP,
+    PT_TO_MM,
+    SENDER_TOP,
+    SMALL_SIZE,
+    TIGHT_LINE_SPACING,
+    Box,
+    Flow,
+    FrameOp,
+    Op,
+    QrOp,
+    RuleOp,
+    TextOp,
+    address_box,
+    baseline_offset,
+    check_deadline,
+    ink_box,
+    line_height,
+    new_group,
+    wrap,
 )
 from .payment import epc_payload, epc_qr_matrix
 from .templates import LetterTemplate, Paragraph, TemplateSet, load_templates
@@ -86,6 +114,7 @@ class _Letter:
     letter_date: date
     registered: bool
     address: tuple[str, ...]
+    abroad: bool                # the address is outside Belgium
     subject: str
     details: tuple[tuple[str, str], ...]
     body: tuple[Paragraph, ...]
@@ -214,6 +243,7 @@ class LetterRenderer:
             letter_date=letter_date,
             registered=registered,
             address=address,
+            abroad=len(address) > 3,
             subject=texts.subject.format_map(values),
             details=tuple((label, value.format_map(values)) for label, value in texts.details),
             body=tuple(Paragraph(p.text.format_map(values), p.bullet) for p in texts.body),
@@ -305,11 +335,11 @@ class LetterRenderer:
         first_page = self._first_page(letter, deadline)
         pages, alone = self._flow(letter, first_page, deadline)
         if alone:
-            variants = [dict(tight=True)]
+            variants: list[dict[str, bool]] = [{"tight": True}]
             if letter.payment:
                 # The payment block goes below the lower fold: the signature can fill the room above it.
-                variants.append(dict(tight=True, sign_first=True))
-            variants.append(dict(carry=True))
+                variants.append({"tight": True, "sign_first": True})
+            variants.append({"carry": True})
             candidates = []
             for variant in variants:
                 candidate, alone = self._flow(letter, first_page, deadline, **variant)
@@ -491,6 +521,12 @@ class LetterRenderer:
         if vat:
             row([fields.format_amount(vat, lang)], REGULAR, labels["lines_vat"])
 
+    def _bic(self, letter: _Letter) -> str:
+        """The BIC printed and put in the QR code: the configured one; for a letter abroad, else the
+        one python-stdnum derives from the city's IBAN (a payer outside the SEPA area needs it)."""
+        sender = self._set.sender
+        return sender.bic or (sender.bic_from_iban if letter.abroad else "")
+
     def _payment_block(self, letter: _Letter) -> tuple[list[Op], float]:
         """Framed payment details with the EPC QR code on the right, drawn from y=0."""
         labels = self._set.labels[letter.language]
@@ -498,7 +534,7 @@ class LetterRenderer:
         payment = letter.payment
         lang = letter.language
         qr_payload = epc_payload(name=sender.account_name, iban=sender.iban.compact, amount=payment.amount,
-                                 reference=payment.ogm, bic=sender.bic or None)
+                                 reference=payment.ogm, bic=self._bic(letter) or None)
         matrix = epc_qr_matrix(qr_payload)
 
         padding = 4.0
@@ -508,7 +544,7 @@ class LetterRenderer:
             (labels["due_date"], fields.format_date(payment.due_date, lang)),
             (labels["beneficiary"], sender.account_name),
             (labels["account"], sender.iban.formatted),
-            *([(labels["bic"], sender.bic)] if sender.bic else []),
+            *([(labels["bic"], self._bic(letter))] if self._bic(letter) else []),
             (labels["ogm"], fields.format_ogm(payment.ogm)),
         ]
         flow = Flow(self._fonts, padding)
@@ -641,11 +677,11 @@ def _xmp_metadata(*, title: str, language: str, author: str, description: str, c
         '    xmlns:pdfuaid="http://www.aiim.org/pdfua/ns/id/"',
         f'    xmp:CreatorTool="dijlepost" xmp:CreateDate="{stamp}" xmp:ModifyDate="{stamp}"',
         f'    xmp:MetadataDate="{stamp}" pdf:Producer="{esc(FPDF_PRODUCER)}" pdfuaid:part="1">',
-        f'   <dc:title><rdf:Alt><rdf:li xml:lang="{language}">{esc(title)}</rdf:li>'
-        '<rdf:li xml:lang="x-default">' + esc(title) + '</rdf:li></rdf:Alt></dc:title>',
+        (f'   <dc:title><rdf:Alt><rdf:li xml:lang="{language}">{esc(title)}</rdf:li>'
+         f'<rdf:li xml:lang="x-default">{esc(title)}</rdf:li></rdf:Alt></dc:title>'),
         f'   <dc:creator><rdf:Seq><rdf:li>{esc(author)}</rdf:li></rdf:Seq></dc:creator>',
-        f'   <dc:description><rdf:Alt><rdf:li xml:lang="x-default">{esc(description)}</rdf:li></rdf:Alt>'
-        '</dc:description>',
+        (f'   <dc:description><rdf:Alt><rdf:li xml:lang="x-default">{esc(description)}</rdf:li></rdf:Alt>'
+         '</dc:description>'),
         f'   <dc:language><rdf:Bag><rdf:li>{language}</rdf:li></rdf:Bag></dc:language>',
         '  </rdf:Description>',
         ' </rdf:RDF>',

@@ -19,6 +19,7 @@ import yaml
 from schwifty import IBAN
 from schwifty.exceptions import SchwiftyException
 from stdnum import iban as stdnum_iban
+from stdnum.be import iban as stdnum_be_iban
 from stdnum.exceptions import InvalidComponent, ValidationError
 
 from ..waves import ALL_LETTER_TYPES, LANGUAGES
@@ -96,6 +97,7 @@ class Sender:
     iban: IBAN
     bic: str
     demo_account: bool = False             # payment_account.demo: a made-up account, see _sender
+    bic_from_iban: str = ""                # the BIC of the IBAN's bank (python-stdnum), "" if unknown
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,18 @@ def _sender(data: Mapping[str, Any]) -> Sender:
         iban=iban,
         bic=bic.strip(),
         demo_account=demo,
+        bic_from_iban=_bic_of(iban.compact),
     )
+
+
+def _bic_of(iban: str) -> str:
+    """The BIC of a Belgian IBAN's bank from python-stdnum's list of Belgian bank codes ("" if none)."""
+    if not iban.startswith("BE"):
+        return ""
+    try:
+        return stdnum_be_iban.to_bic(iban) or ""
+    except ValidationError:
+        return ""
 
 
 def _envelope(data: Mapping[str, Any]) -> Envelope:

@@ -11,7 +11,12 @@ from pypdf import PdfReader
 
 from include.dijlepost.rendering.fonts import LetterFonts
 from include.dijlepost.rendering.layout import (
-    BODY_BOTTOM, BPOST_FREE_BELOW, BPOST_FREE_RIGHT, FOLD_CLEARANCE, TextOp, ink_box,
+    BODY_BOTTOM,
+    BPOST_FREE_BELOW,
+    BPOST_FREE_RIGHT,
+    FOLD_CLEARANCE,
+    TextOp,
+    ink_box,
 )
 from include.dijlepost.rendering.templates import load_templates
 from include.dijlepost.settings import TEMPLATES_DIR

@@ -5,8 +5,13 @@ import time
 
 import pytest
 
-from include.dijlepost.rendering import LetterDataError, RenderTimeout, TemplateFieldMissing, validate_letter
-from include.dijlepost.rendering import layout
+from include.dijlepost.rendering import (
+    LetterDataError,
+    RenderTimeout,
+    TemplateFieldMissing,
+    layout,
+    validate_letter,
+)
 from include.dijlepost.rendering.fonts import REGULAR, LetterFonts
 from include.dijlepost.settings import TEMPLATES_DIR
 from include.dijlepost.waves import ALL_LETTER_TYPES, LANGUAGES
@@ -27,8 +32,8 @@ def test_a_letter_that_renders_validates(letter_type, language):
 BAD_ROWS = [
     ({"letter_type": "parking_fine"}, "unknown letter type"),
     ({"postal_code": "28000"}, "a Belgian postal_code is four digits"),
-    ({"recipient_name": "Jan\u202eesneeP"}, "letter field 'recipient_name' contains an invisible formatting "
-                                            "character, U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+    ({"recipient_name": "Jan\u202eesneeP"}, ("letter field 'recipient_name' contains an invisible formatting "
+                                             "character, U+202E (RIGHT-TO-LEFT OVERRIDE)")),
     ({"street": "Bruul\u2066 12"}, "letter field 'street' contains an invisible formatting character, U+2066"),
     ({"city": "Meche\u200blen"}, "letter field 'city' contains an invisible formatting character, U+200B"),
     ({"recipient_name": "Jan Pee\u00adters"}, "U+00AD (SOFT HYPHEN)"),
@@ -55,10 +60,10 @@ def test_validate_refuses_what_render_refuses_with_the_same_reason(change, words
     ("premium_decision", "premium_amount", "0", "payload field 'premium_amount' must be above 0.00 EUR"),
     ("reminder", "original_amount", "0.00", "payload field 'original_amount' must be above 0.00 EUR"),
     ("invoice", "amount_due", "0.00", "payload field 'amount_due' must be above 0.00 EUR"),
-    ("inspection_notice", "inspector_name", "Sofie\u2069 Wouters", "payload field 'inspector_name' contains an "
-                                                                   "invisible formatting character, U+2069"),
-    ("premium_decision", "property_address", "Bruul 1\ufeff", "payload field 'property_address' contains an "
-                                                               "invisible formatting character, U+FEFF"),
+    ("inspection_notice", "inspector_name", "Sofie\u2069 Wouters",
+     "payload field 'inspector_name' contains an invisible formatting character, U+2069"),
+    ("premium_decision", "property_address", "Bruul 1\ufeff",
+     "payload field 'property_address' contains an invisible formatting character, U+FEFF"),
     ("invoice", "service_detail", "z" * 20_000_000, "payload field 'service_detail' is longer than 4000"),
 ])
 def test_payload_values_that_mean_nothing_are_refused(letter_type, field, value, words):

@@ -1,5 +1,7 @@
 """How is the rollout going? Daily and weekly figures per department, a table and a one-page report.
 
+No Airflow here: the DAG in dags/letters_evaluation.py calls `evaluated_day`, `Period` and `evaluate`.
+
     letters_evaluation  daily at 06:30 Europe/Brussels
         evaluate_day          yesterday (Europe/Brussels): figures -> `evaluation_figures`, report
         week_is_complete      short-circuit: only when yesterday was a Sunday

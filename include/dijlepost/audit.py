@@ -83,6 +83,8 @@ def format_trace(events: list[dict]) -> Iterator[str]:
         yield (f"#{e['chain_seq']:<8} {e['at'].astimezone(TZ):%Y-%m-%d %H:%M:%S.%f %Z}  {e['event']:<24} "
                f"{json.dumps(e['details'], ensure_ascii=False, sort_keys=True)}")
         yield f"{'':10}by {where}"
+        if isinstance(e["details"], dict) and e["details"].get("expires_at"):  # the eBox's expirationDate
+            yield f"{'':10}kept in the eBox until {e['details']['expires_at']}"
         if e["task_log_url"]:
             yield f"{'':10}log {e['task_log_url']}"
 

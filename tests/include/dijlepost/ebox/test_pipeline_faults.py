@@ -114,6 +114,24 @@ def test_201_delivers_and_keeps_the_message_id_and_expiry(db, ebox, client, rend
     assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
 
 
+def test_letters_show_and_audit_trace_tell_until_when_the_ebox_keeps_the_letter(db, ebox, client, renderer,
+                                                                                tmp_path, pg_url, capsys):
+    from include.dijlepost.cli import main
+
+    (letter_id, *_) = seed(db, ebox, 1, 70)
+    assert Run(db, client, renderer, tmp_path, 1).deliver(client) == {"published": 1}
+    (stored,) = ebox.state.publications()
+    expires = datetime.strptime(stored["expiration_date"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    capsys.readouterr()
+    assert main(["--database-url", pg_url, "letters", "show", letter_id]) == 0
+    shown = capsys.readouterr().out
+    (line,) = [line for line in shown.splitlines() if "ebox_expires_at" in line]
+    assert datetime.fromisoformat(line.split(": ", 1)[1].strip()) == expires
+    assert main(["--database-url", pg_url, "audit", "trace", letter_id]) == 0
+    (kept,) = [line for line in capsys.readouterr().out.splitlines() if "kept in the eBox until" in line]
+    assert datetime.fromisoformat(kept.split("until ", 1)[1].strip()) == expires
+
+
 def test_a_503_of_the_token_endpoint_is_retried_and_the_letters_go_through(db, ebox, renderer, tmp_path):
     ids = seed(db, ebox, 3, 71)
     with make_client(ebox) as client:

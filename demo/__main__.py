@@ -1,33 +1,41 @@
-"""`make demo`: the three wave DAGs on embedded defaults, end to end, and what happened.
+"""`make demo`: the three wave DAGs on embedded defaults, end to end, what happened, and the Airflow UI.
+
+    python -m demo [--letters N] [--chunk-size N] [--ui | --no-ui] [--port PORT]
 
 1. brings up an embedded PostgreSQL (or uses DIJLEPOST_DATABASE_URL), the eBox sandbox over HTTPS
    and the print house's SFTP server, all on loopback and kept under var/demo/;
-2. migrates the outbox schema and Airflow's metadata database (the same PostgreSQL);
-3. imports a realistic demo set with `dijlepost letters import` (and shows the rows it refuses),
-   registers who has an active eBox, sets each department's rollout phase;
-4. runs letters_finance, letters_gas and letters_economy_housing once each;
-5. prints letters per department, status, channel and rule, and where the PDFs and batches are.
+2. migrates the outbox schema, imports a realistic demo set with `dijlepost letters import` (and
+   shows the rows it refuses), registers who has an active eBox, sets each department's rollout phase;
+3. starts Airflow (api-server, dag-processor, scheduler with LocalExecutor; its metadata on the same
+   PostgreSQL) and triggers letters_finance, letters_gas and letters_economy_housing;
+4. lets the print house answer, reads its answers, runs the day's rollout evaluation;
+5. prints letters per department, status, channel and rule, and where the PDFs and batches are;
+6. in a terminal (or with --ui): keeps the Airflow UI up on 127.0.0.1 with the demo's runs, their task
+   logs and Admin -> Rollout, prints the address and a login, and stops everything on Ctrl-C. Without
+   a terminal (CI) it stops everything and exits.
 Rerunning is safe: the import reports duplicates, nothing is sent twice, new runs find no work.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import secrets
-import subprocess
+import signal
+import socket
 import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from demo.dataset import DEFAULT_MIX
 from include.dijlepost.settings import PROJECT_ROOT
 
 VAR = Path(os.environ.get("DIJLEPOST_DEMO_DIR", PROJECT_ROOT / "var" / "demo"))
 WAVE_DAGS = ["letters_finance", "letters_gas", "letters_economy_housing"]
-POOLS = [("rendering", os.cpu_count() or 2, "chunks rendered at once (CPU-bound: one per core)"),
-         ("ebox_publication", 4, "concurrent eBox publication tasks"),
-         ("print_house_sftp", 1, "one SFTP session to the print house at a time")]
+UI_USER = "admin"
+UI_PORT = 8080
 DEMO_PHASES = {
     "finance": ("live", "wave 1: the financial service is digital"),
     "gas": ("pilot", "wave 2: GAS pilot with a group of volunteers before the summer"),
@@ -48,13 +56,64 @@ def _pseudonym_key() -> str:
     return path.read_text().strip()
 
 
+def _ui_password() -> str:
+    """The UI administrator's password, kept in var/demo so that a rerun keeps the same login."""
+    path = VAR / "airflow-admin-password"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(12))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _port(wanted: int | None) -> int:
+    """The given port, else 8080 when it is free on 127.0.0.1, else a free one."""
+    if wanted:
+        return wanted
+    for port in (UI_PORT, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--letters", type=int, default=None,
+                        help=f"letters to seed over the three departments (default {sum(DEFAULT_MIX.values())})")
+    parser.add_argument("--chunk-size", type=int, default=100, help="letters per chunk of a wave run (default 100)")
+    ui = parser.add_mutually_exclusive_group()
+    ui.add_argument("--ui", dest="ui", action="store_true", default=None,
+                    help="keep the Airflow UI up at the end until Ctrl-C (default: when run in a terminal)")
+    ui.add_argument("--no-ui", dest="ui", action="store_false", help="stop everything at the end")
+    parser.add_argument("--port", type=int, default=None, help=f"the UI's port (default {UI_PORT}, or a free one)")
+    args = parser.parse_args(argv)
+    if args.ui is None:
+        args.ui = sys.stdin.isatty() and sys.stdout.isatty()
+    return args
+
+
+def scaled_mix(letters: int | None) -> dict[str, int]:
+    """DEFAULT_MIX scaled to `letters` in all (every department keeps at least one letter)."""
+    if not letters:
+        return dict(DEFAULT_MIX)
+    total = sum(DEFAULT_MIX.values())
+    return {d: max(1, round(letters * n / total)) for d, n in DEFAULT_MIX.items()}
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     started = time.monotonic()
+    # SIGTERM (a service manager, `kill`) stops the demo as Ctrl-C does: everything it started, in order.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     # The in-process SFTP sandbox logs every connection at INFO; the demo shows what dijlepost did.
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     VAR.mkdir(parents=True, exist_ok=True)
@@ -66,8 +125,9 @@ def main() -> int:
     from include.dijlepost.db.connection import connect
     from demo import dataset
     from demo.services import airflow_env, start_database
-    from include.dijlepost.ebox.sandbox import SandboxServer
-    from include.dijlepost.printhouse.sandbox import PrintHouseSftpServer
+    from sandboxes.processes import AirflowCluster
+    from sandboxes.ebox import SandboxServer
+    from sandboxes.printhouse.server import PrintHouseSftpServer
     from include.dijlepost.recipients import pseudonym
     from include.dijlepost.rollout import set_phase
     from include.dijlepost.settings import Settings
@@ -89,7 +149,7 @@ def main() -> int:
         cli.main(["--database-url", db.dijlepost_url, "db", "migrate"])
 
         say("seeding the demo letters")
-        data = dataset.build()
+        data = dataset.build(mix=scaled_mix(args.letters))
         import_file = _write_jsonl(VAR / "outbox-import.jsonl", data.letters)
         cli.main(["--database-url", db.dijlepost_url, "letters", "import", str(import_file)])
         say("a file with bad rows, to show what `letters import` refuses")
@@ -112,26 +172,23 @@ def main() -> int:
                           pilot if phase == "pilot" else None)
         cli.main(["--database-url", db.dijlepost_url, "rollout", "show"])
 
-        env = airflow_env(PROJECT_ROOT, VAR, db, ebox.airflow_connection(), sftp.airflow_connection())
-        say("migrating Airflow's metadata database (first run takes a few seconds)")
-        _run([sys.executable, "-m", "airflow", "db", "migrate"], env, VAR / "logs" / "airflow-db-migrate.log")
-        for pool, slots, what in POOLS:
-            _run([sys.executable, "-m", "airflow", "pools", "set", pool, str(slots), what], env,
-                 VAR / "logs" / f"airflow-pool-{pool}.log")
-        say(f"running {', '.join(WAVE_DAGS)} (task logs in {VAR / 'logs'})")
-        for dag_id in WAVE_DAGS:
-            t0 = time.monotonic()
-            # Small chunks, so that the demo shows the fan-out of rendering and eBox delivery.
-            rc = _run([sys.executable, "-m", "demo.run_waves", "--conf", '{"chunk_size": 100}',
-                       dag_id], env,
-                      VAR / "logs" / f"{dag_id}.log")
-            print(f"    {dag_id}: {'success' if rc == 0 else 'FAILED'} in {time.monotonic() - t0:.0f}s")
-            if rc != 0:
-                print(f"    see {VAR / 'logs' / f'{dag_id}.log'}", file=sys.stderr)
-                return rc
-
+        env = {**airflow_env(PROJECT_ROOT, db, ebox.airflow_connection(), sftp.airflow_connection()),
+               **{k: v for k, v in os.environ.items() if k.startswith("DIJLEPOST_")},
+               "DIJLEPOST_REPORTS_DIR": str(VAR / "reports")}
+        cluster = AirflowCluster(VAR, env, executor="LocalExecutor", parallelism=(os.cpu_count() or 2) + 2,
+                                 metadata_url=db.airflow_url, port=_port(args.port), user=UI_USER,
+                                 password=_ui_password())
+        say(f"starting Airflow: api-server, dag-processor and scheduler (their logs in {VAR / 'logs'})")
+        stack.callback(cluster.stop)
+        cluster.start()
+        cluster.wait_for_dags([*WAVE_DAGS, "letters_evaluation"])
+        say(f"running {', '.join(WAVE_DAGS)} (task logs in {cluster.env()['AIRFLOW_HOME']}/logs)")
+        # Small chunks, so that the demo shows the fan-out of rendering and delivery per chunk.
+        runs = [(dag_id, cluster.trigger(dag_id, {"chunk_size": args.chunk_size})) for dag_id in WAVE_DAGS]
+        if not _report_runs(cluster, runs):
+            return 1
         say("the print house answers: batches checked, 1 letter in 25 rejected, 1 in 20 returned by the post")
-        from include.dijlepost.printhouse.simulator import PrinterBehaviour, process_inbox
+        from sandboxes.printhouse.simulator import PrinterBehaviour, process_inbox
 
         answered = process_inbox(sftp.root, PrinterBehaviour(reject_every=25, return_every=20))
         print(f"    {len(answered['batches'])} batch(es) acknowledged in {sftp.root / 'outbox'}")
@@ -161,13 +218,47 @@ def main() -> int:
         from zoneinfo import ZoneInfo
 
         today = datetime.now(ZoneInfo("Europe/Brussels")).date().isoformat()
-        rc = _run([sys.executable, "-m", "demo.run_waves", "--conf", json.dumps({"day": today}),
-                   "letters_evaluation"], {**env, "DIJLEPOST_REPORTS_DIR": str(VAR / "reports")},
-                  VAR / "logs" / "letters_evaluation.log")
-        print(f"    letters_evaluation: {'success' if rc == 0 else 'FAILED'}; report: "
-              f"{VAR / 'reports' / 'day' / today / 'report.html'}")
-    print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
+        evaluation = [("letters_evaluation", cluster.trigger("letters_evaluation", {"day": today}))]
+        ok = _report_runs(cluster, evaluation)
+        print(f"    report: {VAR / 'reports' / 'day' / today / 'report.html'}")
+        if not ok:
+            return 1
+        print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
+        if args.ui:
+            _serve_ui(cluster)
+            return 0
     return 0
+
+
+def _report_runs(cluster, runs: list[tuple[str, str]]) -> bool:
+    """Wait for the runs; print each one's state and duration; False when one did not succeed."""
+    states = cluster.wait(runs, timeout=1800)
+    ok = True
+    for dag_id, run_id in runs:
+        (seconds,) = cluster.query("SELECT extract(epoch FROM end_date - start_date) FROM dag_run "
+                                   "WHERE dag_id = %s AND run_id = %s", (dag_id, run_id))[0]
+        state = states[(dag_id, run_id)]
+        print(f"    {dag_id}: {state} in {float(seconds or 0):.0f}s")
+        if state != "success":
+            ok = False
+            failed = [t["task_id"] for t in cluster.task_instances(dag_id, run_id) if t["state"] == "failed"]
+            print(f"    failed tasks: {', '.join(failed) or '-'}; their logs are in "
+                  f"{cluster.env()['AIRFLOW_HOME']}/logs/dag_id={dag_id}/run_id={run_id}/", file=sys.stderr)
+    return ok
+
+
+def _serve_ui(cluster) -> None:
+    """Keep Airflow up until Ctrl-C (or SIGTERM); the caller's ExitStack then stops everything."""
+    say(f"the Airflow UI: {cluster.base_url}/   login: {cluster.user} / {cluster.password}")
+    print("    DAGs: the three waves with this demo's runs; a run's Grid shows each chunk's tasks and their logs")
+    print("    Admin -> Rollout: each department's phase, the pilot and the shadow report")
+    print("    Ctrl-C stops Airflow, the sandboxes and PostgreSQL", flush=True)
+    try:
+        while True:
+            cluster.check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\n==> stopping Airflow, the sandboxes and PostgreSQL", flush=True)
 
 
 def _insert_direct_rows(conn, rows: list[dict]) -> None:
@@ -181,12 +272,6 @@ def _insert_direct_rows(conn, rows: list[dict]) -> None:
              r["recipient_name"], r["street"], r["postal_code"], r["city"], r["country"], r["language"],
              r["registered"], json.dumps(r["payload"])))
     conn.commit()
-
-
-def _run(cmd: list[str], env: dict, log_path: Path) -> int:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
-        return subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT).returncode
 
 
 def _print_where(db_url: str, ebox, sftp) -> None:
@@ -227,4 +312,7 @@ def _print_where(db_url: str, ebox, sftp) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)

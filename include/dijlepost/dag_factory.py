@@ -59,7 +59,9 @@ def build_wave_dag(wave: Wave):
     from airflow.sdk import Param, dag, task, task_group
     from airflow.sdk.exceptions import AirflowSkipException
 
-    per_chunk = {"execution_timeout": chunk_timeout(wave)}
+    # A chunk's tasks are labelled "chunk N" in the UI's grid instead of by their map index.
+    chunk_label = "chunk {{ task.op_kwargs['chunk'] }}"
+    per_chunk = {"execution_timeout": chunk_timeout(wave), "map_index_template": chunk_label}
 
     @dag(
         dag_id=wave.dag_id,
@@ -162,7 +164,7 @@ def build_wave_dag(wave: Wave):
             logfmt.emit("letters_rendered", department=wave.department, **result)
             return result
 
-        @task.branch
+        @task.branch(map_index_template=chunk_label)
         def choose_channels(chunk: int):
             """The delivery tasks this chunk needs: `deliver_to_ebox` when it has rendered eBox letters
             (`hand_over_to_print` follows it for the NO_DIGITAL_USER answers), `hand_over_to_print`

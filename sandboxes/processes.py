@@ -1,0 +1,326 @@
+"""The processes that stand in for the city's infrastructure on one machine, started the same way by the
+tests (tests/support/), the demo (`python -m demo`) and the benchmarks (benchmarks/).
+
+- `start_embedded_postgres(pgdata)`: an embedded PostgreSQL (pgserver) on a Unix socket, for a
+  machine with no PostgreSQL server (the demo);
+- `AirflowCluster`: a real Airflow 3 deployment.
+
+`AirflowCluster` gives Airflow its metadata database (a fresh one on a PostgreSQL server, dropped at
+the end, or a given one that is kept), runs `airflow db migrate`, creates the pools, and starts the
+real processes, each in its own process group (a Ctrl-C in the terminal reaches only the caller, which
+stops them in order):
+
+    airflow api-server      (the UI, the REST API and the execution API that task processes talk to,
+                             on 127.0.0.1 and a free or given port)
+    airflow dag-processor   (parses dags/ into the metadata database)
+    airflow scheduler       (with LocalExecutor it also runs the tasks, `parallelism` at a time; each
+                             task's log is written under AIRFLOW_HOME/logs, where the UI reads it)
+    airflow celery worker   (CeleryExecutor only: one per name in `celery_workers`, each with its own
+                             --celery-hostname, listening on the default, render and delivery queues)
+
+Every process shares one JWT secret and one API secret key. Scheduled runs are switched off
+(`use_job_schedule = False`): only the runs that `trigger` creates happen. SimpleAuthManager knows one
+administrator, `user` with `password`. `stop()` ends exactly the process groups it started (and drops
+the metadata database it created); use it as a context manager so that this happens even when a test
+fails.
+
+Celery workers on one machine report the same host name to Airflow; each worker is given its own
+`[core] hostname_callable` (`worker_hostname` below, reading DIJLEPOST_WORKER_NAME) so that the
+`hostname` column of `task_instance` says which worker ran a task, as it does across machines.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import dict_row
+
+ROOT = Path(__file__).resolve().parents[1]
+# The PostgreSQL server on which AirflowCluster creates its fresh metadata databases.
+PG_SERVER = os.environ.get("DIJLEPOST_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+# A dedicated Redis database number for the test broker (override when something else uses it).
+REDIS_URL = os.environ.get("DIJLEPOST_TEST_REDIS", "redis://127.0.0.1:6379/13")
+QUEUES = "default,render,delivery"
+POOLS = {"rendering": (os.cpu_count() or 2, "chunks rendered at once (CPU-bound: one per core)"),
+         "ebox_publication": (4, "concurrent eBox publication tasks"),
+         "print_house_sftp": (1, "one SFTP session to the print house at a time")}
+FINAL_RUN_STATES = {"success", "failed"}
+
+
+# -- embedded PostgreSQL ---------------------------------------------------------------------------
+def start_embedded_postgres(pgdata: Path):
+    """Start (or reuse) pgserver's PostgreSQL on a Unix socket in `pgdata`; returns the server, whose
+    `cleanup()` stops it. Its own progress messages stay out of the caller's output."""
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI) and falls back to /tmp.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import pgserver
+
+        pgdata = Path(pgdata)
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        return pgserver.get_server(pgdata, cleanup_mode="stop")
+
+
+def ensure_database(admin_url: str, name: str) -> None:
+    """CREATE DATABASE `name` unless it exists (psycopg URL of a database to connect to for that)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+# -- Airflow ---------------------------------------------------------------------------------------
+def worker_hostname() -> str:
+    """`[core] hostname_callable` for a Celery worker: the worker's own name (see module doc)."""
+    return os.environ.get("DIJLEPOST_WORKER_NAME") or socket.getfqdn()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class AirflowCluster:
+    workdir: Path
+    extra_env: dict = field(default_factory=dict)      # connections, DIJLEPOST_* settings
+    executor: str = "LocalExecutor"
+    parallelism: int = 2
+    celery_workers: tuple[str, ...] = ()                # e.g. ("worker1", "worker2")
+    worker_concurrency: int = 2
+    pools: dict = field(default_factory=lambda: dict(POOLS))
+    # An existing metadata database to use and keep (the demo's); None: a fresh one on `server`,
+    # dropped by stop().
+    metadata_url: str | None = None
+    server: str = PG_SERVER
+    port: int | None = None                             # of the api-server; None: a free one
+    user: str = "operator"                              # the SimpleAuthManager administrator
+    password: str | None = None                         # None: a random one
+
+    def __post_init__(self):
+        self.workdir = Path(self.workdir)
+        self._own_database = self.metadata_url is None
+        if self._own_database:
+            self.metadata_db = f"dijlepost_airflow_{uuid.uuid4().hex[:8]}"
+            self.metadata_url = f"{self.server}/{self.metadata_db}"
+        self.port = self.port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._env: dict | None = None
+        self.password = self.password or secrets.token_hex(16)
+        self._token: str | None = None
+
+    # -- configuration --------------------------------------------------------------------------
+    def env(self) -> dict:
+        if self._env is not None:
+            return self._env
+        sa_url = self.metadata_url.replace("postgresql://", "postgresql+psycopg://", 1)
+        env = dict(os.environ)
+        env.update({
+            "AIRFLOW_HOME": str(self.workdir / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": self.executor,
+            "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+            "AIRFLOW__CORE__AUTH_MANAGER":
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.user}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.workdir / "passwords.json"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sa_url,
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        })
+        if self.executor == "CeleryExecutor":
+            env.update({
+                "AIRFLOW__CELERY__BROKER_URL": REDIS_URL,
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + sa_url,
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
+            })
+        env.update(self.extra_env)
+        self._env = env
+        return env
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def __enter__(self) -> "AirflowCluster":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        (self.workdir / "passwords.json").write_text(json.dumps({self.user: self.password}))
+        if self._own_database:
+            with psycopg.connect(f"{self.server}/postgres", autocommit=True) as admin:
+                admin.execute(f'CREATE DATABASE "{self.metadata_db}"')
+        self.airflow("db", "migrate")
+        pools_file = self.workdir / "pools.json"
+        pools_file.write_text(json.dumps({name: {"slots": slots, "description": what, "include_deferred": False}
+                                          for name, (slots, what) in self.pools.items()}))
+        self.airflow("pools", "import", str(pools_file))
+        self._spawn("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"])
+        self._spawn("dag-processor", ["dag-processor"])
+        self._spawn("scheduler", ["scheduler", "--skip-serve-logs"])
+        for name in self.celery_workers:
+            self._spawn(name, ["celery", "worker", "--celery-hostname", f"{name}@%h", "--queues", QUEUES,
+                               "--concurrency", str(self.worker_concurrency), "--skip-serve-logs",
+                               "--without-gossip", "--without-mingle"],
+                        {"AIRFLOW__CORE__HOSTNAME_CALLABLE": "sandboxes.processes.worker_hostname",
+                         "DIJLEPOST_WORKER_NAME": name})
+        self._wait_for_api()
+
+    def stop(self) -> None:
+        for name, proc in reversed(list(self.processes.items())):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 20
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            try:  # whatever is left of the group (task processes), also after the leader exited
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+        self.processes.clear()
+        if not self._own_database:
+            return
+        try:
+            with psycopg.connect(f"{self.server}/postgres", autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{self.metadata_db}" WITH (FORCE)')
+        except psycopg.Error:
+            pass
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill one of the started processes and its children (fault injection)."""
+        os.killpg(self.processes[name].pid, sig)
+
+    def _spawn(self, name: str, args: list[str], env: dict | None = None) -> None:
+        log = (self.workdir / "logs" / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "airflow", *args], env={**self.env(), **(env or {})}, cwd=ROOT,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+
+    def airflow(self, *args: str, timeout: float = 300) -> str:
+        proc = subprocess.run([sys.executable, "-m", "airflow", *args], env=self.env(), cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"airflow {' '.join(args)} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+        return proc.stdout
+
+    def _wait_for_api(self, timeout: float = 120) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"api-server not up after {timeout}s; see {self.workdir / 'logs'}")
+
+    def check_alive(self) -> None:
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                tail = (self.workdir / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"airflow {name} exited with {proc.returncode}:\n{tail}")
+
+    # -- runs -----------------------------------------------------------------------------------
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with psycopg.connect(self.metadata_url) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def wait_for_dags(self, dag_ids: list[str], timeout: float = 180) -> None:
+        """Until the dag-processor has serialised every one of `dag_ids`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            found = {r[0] for r in self.query("SELECT dag_id FROM serialized_dag WHERE dag_id = ANY(%s)",
+                                              (list(dag_ids),))}
+            if found >= set(dag_ids):
+                return
+            time.sleep(1)
+        raise TimeoutError(f"DAGs {dag_ids} not parsed after {timeout}s; see {self.workdir / 'logs'}")
+
+    def trigger(self, dag_id: str, conf: dict | None = None, run_id: str | None = None) -> str:
+        """Trigger a run through the REST API, as the UI does (a CLI process costs seconds of CPU)."""
+        import httpx
+
+        run_id = run_id or f"manual__{dag_id}__{uuid.uuid4().hex[:8]}"
+        base = self.base_url
+        if self._token is None:
+            answer = httpx.post(f"{base}/auth/token", json={"username": self.user, "password": self.password},
+                                timeout=30)
+            answer.raise_for_status()
+            self._token = answer.json()["access_token"]
+        answer = httpx.post(f"{base}/api/v2/dags/{dag_id}/dagRuns", timeout=60,
+                            headers={"Authorization": f"Bearer {self._token}"},
+                            json={"dag_run_id": run_id, "logical_date": None, "conf": conf or {}})
+        if answer.status_code >= 400:
+            raise RuntimeError(f"triggering {dag_id} failed: {answer.status_code} {answer.text[:500]}")
+        return run_id
+
+    def run_state(self, dag_id: str, run_id: str) -> str | None:
+        rows = self.query("SELECT state FROM dag_run WHERE dag_id = %s AND run_id = %s", (dag_id, run_id))
+        return rows[0][0] if rows else None
+
+    def wait(self, runs: list[tuple[str, str]], timeout: float = 600, poll: float = 1.0) -> dict:
+        """Wait until every (dag_id, run_id) is success or failed; returns {(dag_id, run_id): state}."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            states = {r: self.run_state(*r) for r in runs}
+            if all(s in FINAL_RUN_STATES for s in states.values()):
+                return states
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"runs not finished after {timeout}s: {states}; see {self.workdir / 'logs'}")
+            time.sleep(poll)
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        with psycopg.connect(self.metadata_url, row_factory=dict_row) as conn:
+            return conn.execute(
+                "SELECT task_id, map_index, state, hostname, start_date, end_date, try_number, queue, pool, "
+                "id::text AS id FROM task_instance WHERE dag_id = %s AND run_id = %s "
+                "ORDER BY start_date NULLS LAST", (dag_id, run_id)).fetchall()
+
+    def xcom_returns(self, dag_id: str, run_id: str, task_id: str) -> list:
+        rows = self.query("SELECT value FROM xcom WHERE dag_id = %s AND run_id = %s AND task_id = %s "
+                          "AND key = 'return_value' ORDER BY map_index", (dag_id, run_id, task_id))
+        return [r[0] if not isinstance(r[0], (bytes, str)) else json.loads(r[0]) for r in rows]

@@ -735,3 +735,15 @@ def test_a_fault_in_the_check_itself_stops_the_import_without_quoting_the_row(db
     assert str(info.value) == "line 1: checking the row failed unexpectedly (KeyError); please report it"
     assert info.value.__cause__ is None and info.value.__suppress_context__
     assert letters(db) == {}
+
+
+def test_the_table_refuses_an_oversized_payload_even_when_it_compresses_well(db, department_login):
+    import psycopg
+
+    big = {f"k{i}": "a" * 100 for i in range(2000)}            # 200 KiB of jsonb, a few KiB compressed
+    with psycopg.connect(department_login, autocommit=True) as dept:
+        with pytest.raises(psycopg.errors.CheckViolation) as info:
+            _department_insert(dept, "BIG-1", "Peeters An", NRN_A, payload=big)
+        _department_insert(dept, "BIG-2", "Peeters An", NRN_A)
+    assert info.value.diag.constraint_name == "letters_payload_size"
+    assert sorted(letters(db)) == ["BIG-2"]

@@ -252,8 +252,4 @@ def _hand_over(wave: Wave, ctx, chunk: int | None) -> dict:
         logfmt.emit("print_handoff_skipped", department=wave.department, chunk=chunk,
                     assigned_now=len(result["assigned_now"]), reason="no batch due today (none, or all after the cut-off)")
         raise AirflowSkipException("no paper letters to hand over")
-    for r in result["batches"]:
-        logfmt.emit("print_batch_handed_over", department=wave.department, chunk=chunk, **r)
-    logfmt.emit("print_handed_over", department=wave.department, chunk=chunk,
-                assigned_now=len(result["assigned_now"]), batches=len(result["batches"]), letters=result["letters"])
     return result

@@ -15,7 +15,7 @@ from itertools import islice
 from pathlib import Path
 
 from include.dijlepost import documents, logfmt, outbox
-from include.dijlepost.outbox import RunContext, iter_letters_in_claim, record_events
+from include.dijlepost.outbox import RunContext, iter_letters_in_claim
 from include.dijlepost.recipients import InvalidRecipientId, normalize_recipient_id, pseudonym
 from include.dijlepost.rollout import RolloutState
 from include.dijlepost.routing import LetterFacts, decide
@@ -159,75 +159,6 @@ def letters_to_deliver(conn, run_id: str, chunk: int) -> dict:
         ebox, paper = cur.fetchone()
     conn.commit()
     return {"ebox": ebox, "paper": paper}
-
-
-# --------------------------------------------------------------------------- print-house handoff
-
-def assign_print_batches(conn, department: str, run_id: str, ctx: RunContext, max_letters: int,
-                         max_mb: float | None = None, cutoff: str | None = None,
-                         chunk: int | None = None) -> list[str]:
-    """Record batch membership for the claim's rendered paper letters *before* any file is built, so a
-    retry rebuilds exactly the same batch and no letter can end up in two batches. Batches are cut by
-    postage class, print day (the wave's daily cut-off) and size: see `printhouse/handoff.py`."""
-    from include.dijlepost.printhouse import handoff
-
-    return handoff.assign_print_batches(conn, department, run_id, ctx, max_letters, max_mb, cutoff, chunk)
-
-
-def pending_print_batches(conn, department: str, today=None, run_id: str | None = None,
-                          chunk: int | None = None) -> list[str]:
-    """Recorded, not yet uploaded batches whose print day has come (of the department, or of one chunk)."""
-    from include.dijlepost.printhouse import handoff
-
-    return handoff.pending_print_batches(conn, department, today, run_id, chunk)
-
-
-def upload_print_batch(conn, sftp, remote_dir: str, work_dir: Path, batch_id: str, ctx: RunContext) -> dict:
-    """Build the batch's zip from its recorded members, upload it atomically, then mark its letters."""
-    from include.dijlepost.printhouse.batch import BatchLetter, address_lines, build_batch_zip, postage_class_for
-    from include.dijlepost.printhouse.handoff import upload_checksum
-    from include.dijlepost.printhouse.upload import upload_batch
-
-    with conn.cursor() as cur:
-        cur.execute("SELECT letter_id, pdf_path, pdf_sha256, pdf_pages, registered, recipient_name, street, "
-                    "postal_code, city, country FROM letters WHERE print_batch_id = %s AND status = 'processing' "
-                    "ORDER BY letter_id", (batch_id,))
-        rows = cur.fetchall()
-    conn.commit()
-    if not rows:  # every member already final: an earlier attempt finished after the upload
-        _mark_batch_uploaded(conn, batch_id, None, ctx, [])
-        return {"batch_id": batch_id, "letters": 0}
-    members = [BatchLetter(letter_id=r[0], pdf_path=Path(r[1]), pdf_sha256=r[2], pages=r[3],
-                           postage_class=postage_class_for(r[4]), registered=r[4],
-                           address_lines=address_lines(r[5], r[6], r[7], r[8], r[9]), country=r[9])
-               for r in rows]
-    built = build_batch_zip(batch_id, members, work_dir)
-    result = upload_batch(sftp, built.path, remote_dir)
-    # The checksum file goes last: its arrival tells the print house the batch is complete.
-    checksum = upload_checksum(sftp, built, remote_dir)
-    _mark_batch_uploaded(conn, batch_id, (built, result, checksum), ctx, [m.letter_id for m in members])
-    return {"batch_id": batch_id, "letters": len(members), "bytes": built.size, "sha256": built.sha256,
-            "already_present": result.already_present, "remote_path": result.remote_path,
-            "checksum_path": checksum.remote_path, "local_path": str(built.path)}
-
-
-def _mark_batch_uploaded(conn, batch_id: str, upload, ctx: RunContext, letter_ids: list[str]) -> None:
-    with conn.cursor() as cur:
-        if upload is not None:
-            built, result, checksum = upload
-            cur.execute("UPDATE print_batches SET status = 'uploaded', zip_sha256 = %s, zip_bytes = %s, "
-                        "remote_path = %s, zip_sha256_remote_path = %s, uploaded_at = now() WHERE batch_id = %s",
-                        (built.sha256, built.size, result.remote_path, checksum.remote_path, batch_id))
-        else:
-            cur.execute("UPDATE print_batches SET status = 'uploaded', uploaded_at = coalesce(uploaded_at, now()) "
-                        "WHERE batch_id = %s", (batch_id,))
-        cur.execute("UPDATE letters SET status = 'handed_to_print', final_at = now(), updated_at = now() "
-                    "WHERE print_batch_id = %s AND status = 'processing' AND letter_id = ANY(%s)",
-                    (batch_id, letter_ids))
-        record_events(cur, ctx, ((lid, "handed_to_print",
-                                  {"batch_id": batch_id, "batch_sha256": upload[0].sha256 if upload else None})
-                                 for lid in letter_ids))
-    conn.commit()
 
 
 # --------------------------------------------------------------------------- summary

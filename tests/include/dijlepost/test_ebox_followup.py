@@ -12,6 +12,7 @@ import pytest
 
 from include.dijlepost import ebox_followup, pipeline
 from include.dijlepost.ebox import delivery
+from include.dijlepost.printhouse import handoff
 from demo import dataset
 from include.dijlepost.ebox.client import EboxClient
 from include.dijlepost.intake import import_rows
@@ -209,10 +210,8 @@ def test_the_copy_goes_through_the_wave_to_the_print_house(db, ebox, client, ren
     assert {(r["channel"], r["decision_rule"]) for r in copies.values()} == {("paper", "unread_ebox_followup")}
     assert len(ebox.state.publications()) == published_before  # the copy never goes to the eBox
     monkeypatch.setenv("AIRFLOW_CONN_PRINTHOUSE_SFTP", json.dumps(printhouse_dirs.airflow_connection()))
-    batches = pipeline.assign_print_batches(db, "finance", run2, CTX, 100)
-    with PrintHouseHook().get_managed_conn() as sftp:
-        for b in batches:
-            pipeline.upload_print_batch(db, sftp, "inbox", tmp_path / "work", b, CTX)
+    for chunk in chunks:
+        handoff.hand_over(db, PrintHouseHook(), WAVE, run2, CTX, tmp_path / "work", chunk=chunk)
     after = letters(db)
     assert {after[c]["status"] for c in copies} == {"handed_to_print"}
     assert {after[o]["status"] for o in important} == {"delivered_ebox"}

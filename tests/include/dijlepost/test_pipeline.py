@@ -2,9 +2,6 @@
 in the middle of a step: nothing may be lost and nothing may be sent twice."""
 from __future__ import annotations
 
-import csv
-import io
-import zipfile
 from datetime import date, timedelta
 
 import pytest
@@ -12,6 +9,7 @@ import pytest
 from include.dijlepost import pipeline
 from include.dijlepost import documents
 from include.dijlepost.ebox import delivery
+from include.dijlepost.printhouse import handoff
 from demo import dataset
 from include.dijlepost.ebox.client import EboxClient
 from include.dijlepost.intake import import_rows
@@ -246,7 +244,7 @@ def test_a_chunk_is_published_page_by_page_and_a_crash_leaves_later_pages_unsent
         db, ebox, client, renderer, tmp_path, monkeypatch):
     seed(db, ebox, 7, active_share=1.0, seed_no=6)
     c = prepare(db, client, renderer, tmp_path)
-    monkeypatch.setattr(pipeline, "_PUBLISH_PAGE", 3)                   # pages of 3, 3 and 1
+    monkeypatch.setattr(delivery, "_PUBLISH_PAGE", 3)                   # pages of 3, 3 and 1
     with pytest.raises(SystemExit):                     # the worker dies after the eBox took the 6th letter
         delivery.deliver_chunk_to_ebox(db, CrashAfterPublishing(client, survive=5), renderer, WAVE, KEY, RUN,
                                        c.chunks[0], CTX, concurrency=1)
@@ -283,7 +281,7 @@ def test_in_flight_letter_taken_over_after_phase_change_still_goes_to_ebox_not_p
         delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run2, chunk, CTX)
     assert {s[0] for s in statuses(db).values()} == {"delivered_ebox"}
     assert set(ebox_copies(ebox).values()) == {1} and len(ebox_copies(ebox)) == 4
-    assert pipeline.assign_print_batches(db, "finance", run2, CTX, 100) == []
+    assert handoff.assign_print_batches(db, "finance", run2, CTX, 100) == []
 
 
 def test_unreachable_ebox_releases_letters_for_the_next_run(db, ebox, client, renderer, tmp_path):
@@ -310,42 +308,9 @@ def test_no_digital_user_goes_to_paper_in_the_same_run(db, ebox, client, rendere
     delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
     assert {s[2] for s in statuses(db).values()} == {"no_digital_user"}
     monkeypatch.setenv("AIRFLOW_CONN_PRINTHOUSE_SFTP", __import__("json").dumps(printhouse_dirs.airflow_connection()))
-    batches = pipeline.assign_print_batches(db, "finance", RUN, CTX, 100)
-    with PrintHouseHook().get_managed_conn() as sftp:
-        for b in batches:
-            pipeline.upload_print_batch(db, sftp, "inbox", tmp_path / "work", b, CTX)
+    result = handoff.hand_over(db, PrintHouseHook(), WAVE, RUN, CTX, tmp_path / "work", chunk=c.chunks[0])
+    assert result["letters"] == 3 and len(result["batches"]) == 1
     assert {s[0] for s in statuses(db).values()} == {"handed_to_print"}
-
-
-def test_crash_after_upload_before_recording_then_rerun_hands_over_once(
-        db, ebox, client, renderer, tmp_path, printhouse_dirs, monkeypatch):
-    seed(db, ebox, 10, active_share=0.0, seed_no=31)
-    set_phase(db, "finance", "paper", "print run", "test")
-    prepare(db, client, renderer, tmp_path)
-    monkeypatch.setenv("AIRFLOW_CONN_PRINTHOUSE_SFTP", __import__("json").dumps(printhouse_dirs.airflow_connection()))
-    batches = pipeline.assign_print_batches(db, "finance", RUN, CTX, 100)
-    assert len(batches) == 1
-    assert pipeline.assign_print_batches(db, "finance", RUN, CTX, 100) == []  # retry assigns nothing new
-
-    def crash(*args, **kwargs):
-        raise SystemExit("worker killed after the upload, before the database was updated")
-    real_mark = pipeline._mark_batch_uploaded
-    monkeypatch.setattr(pipeline, "_mark_batch_uploaded", crash)
-    with PrintHouseHook().get_managed_conn() as sftp, pytest.raises(SystemExit):
-        pipeline.upload_print_batch(db, sftp, "inbox", tmp_path / "work", batches[0], CTX)
-    monkeypatch.setattr(pipeline, "_mark_batch_uploaded", real_mark)
-    assert {s[0] for s in statuses(db).values()} == {"processing"}
-
-    assert pipeline.pending_print_batches(db, "finance") == batches
-    with PrintHouseHook().get_managed_conn() as sftp:
-        result = pipeline.upload_print_batch(db, sftp, "inbox", tmp_path / "work2", batches[0], CTX)
-    assert result["already_present"] is True
-    assert {s[0] for s in statuses(db).values()} == {"handed_to_print"}
-    zips = list((printhouse_dirs.root / "inbox").glob("*.zip"))
-    assert len(zips) == 1
-    with zipfile.ZipFile(zips[0]) as z:
-        manifest = list(csv.DictReader(io.StringIO(z.read("manifest.csv").decode())))
-    assert sorted(r["letter_id"] for r in manifest) == sorted(statuses(db))
 
 
 def test_missing_template_field_quarantines_with_the_field_name(db, ebox, client, renderer, tmp_path):
@@ -371,19 +336,19 @@ def test_each_chunk_cuts_and_finds_its_own_print_batches(db, ebox, client, rende
     chunk_of = dict(db.execute("SELECT letter_id, claim_chunk FROM letters").fetchall())
     db.commit()
 
-    first = pipeline.assign_print_batches(db, "finance", RUN, CTX, 100, chunk=c.chunks[0])
+    first = handoff.assign_print_batches(db, "finance", RUN, CTX, 100, chunk=c.chunks[0])
     batch_of = dict(db.execute("SELECT letter_id, print_batch_id FROM letters WHERE print_batch_id IS NOT NULL")
                     .fetchall())
     db.commit()
     assert first and {chunk_of[i] for i in batch_of} == {c.chunks[0]} and set(batch_of.values()) == set(first)
     # The other chunk has nothing due yet; this chunk finds exactly its own batches, also on a retry.
-    assert pipeline.pending_print_batches(db, "finance", run_id=RUN, chunk=c.chunks[1]) == []
-    assert pipeline.pending_print_batches(db, "finance", run_id=RUN, chunk=c.chunks[0]) == first
-    assert pipeline.assign_print_batches(db, "finance", RUN, CTX, 100, chunk=c.chunks[0]) == []
+    assert handoff.pending_print_batches(db, "finance", run_id=RUN, chunk=c.chunks[1]) == []
+    assert handoff.pending_print_batches(db, "finance", run_id=RUN, chunk=c.chunks[0]) == first
+    assert handoff.assign_print_batches(db, "finance", RUN, CTX, 100, chunk=c.chunks[0]) == []
 
-    second = pipeline.assign_print_batches(db, "finance", RUN, CTX, 100, chunk=c.chunks[1])
+    second = handoff.assign_print_batches(db, "finance", RUN, CTX, 100, chunk=c.chunks[1])
     assert second and not set(first) & set(second)
-    assert sorted(pipeline.pending_print_batches(db, "finance")) == sorted(first + second)
+    assert sorted(handoff.pending_print_batches(db, "finance")) == sorted(first + second)
 
 
 # --------------------------------------------------------------------------- what a 409 meant (unit)

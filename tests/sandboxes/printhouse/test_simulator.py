@@ -15,7 +15,7 @@ from include.dijlepost.printhouse.batch import write_checksum_file
 from include.dijlepost.printhouse.upload import upload_checksum
 from include.dijlepost.printhouse.hook import PrintHouseHook
 from sandboxes.printhouse.server import PrintHouseSftpServer
-from sandboxes.printhouse.simulator import PrinterBehaviour, process_inbox
+from sandboxes.printhouse.simulator import PrinterBehaviour, print_log_path, printed_letters, process_inbox
 from include.dijlepost.printhouse.upload import upload_batch
 
 from tests.include.dijlepost.printhouse.test_batch import make_letter
@@ -49,6 +49,18 @@ def test_answers_a_complete_batch_and_takes_it_out_of_the_inbox(tmp_path):
     assert sorted(p.name for p in (root / "printed").iterdir()) == [built.path.name, built.path.name + ".sha256"]
     assert [p.name for p in (root / "outbox").iterdir() if p.name.startswith(".")] == []
     assert process_inbox(root)["batches"] == {}  # nothing twice
+
+
+def test_the_print_log_counts_every_letter_each_time_it_is_printed(tmp_path):
+    """Like a real print house, the simulator prints a batch it finds again; its log shows it."""
+    root = tmp_path / "root"
+    built = put_batch(tmp_path, root, n=4)
+    process_inbox(root, PrinterBehaviour(reject_every=4))
+    assert printed_letters(root) == {"S-000": 1, "S-001": 1, "S-002": 1}   # S-003 rejected: not printed
+    assert print_log_path(root).parent == tmp_path                        # beside the served tree
+    put_batch(tmp_path, root, n=4)                                          # the same batch sent again
+    assert list(process_inbox(root)["batches"]) == [built.batch_id]
+    assert printed_letters(root) == {"S-000": 2, "S-001": 2, "S-002": 2, "S-003": 1}
 
 
 def test_a_batch_without_its_checksum_file_is_not_taken_yet(tmp_path):

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 DEFAULT_SOURCE = "planning estimates in include/dijlepost/tariffs.py (not contract prices)"
 
@@ -38,6 +39,9 @@ _ENV = {
     "print_per_extra_page": "DIJLEPOST_TARIFF_PRINT_PER_EXTRA_PAGE_EUR",
     "print_per_extra_sheet": "DIJLEPOST_TARIFF_PRINT_PER_EXTRA_SHEET_EUR",
 }
+
+
+_AMOUNT = re.compile(r"[0-9]{1,6}(\.[0-9]{1,4})?")
 
 
 class TariffError(ValueError):
@@ -84,13 +88,10 @@ class Tariffs:
             raw = environ.get(var)
             if raw is None or raw.strip() == "":
                 continue
-            try:
-                value = Decimal(raw.strip())
-            except InvalidOperation:
-                raise TariffError(f"{var}={raw!r} is not an amount in euro (e.g. 1.10)") from None
-            if not value.is_finite() or value < 0:
-                raise TariffError(f"{var}={raw!r} must be a non-negative amount in euro")
-            values[name] = value
+            if not _AMOUNT.fullmatch(raw.strip()):     # Decimal() would also read "１.10" or "1_0"
+                raise TariffError(f"{var}={raw[:40]!r} is not a non-negative amount in euro in digits 0-9 "
+                                  "(e.g. 1.10)")
+            values[name] = Decimal(raw.strip())
         if values:
             values["source"] = (
                 environ.get("DIJLEPOST_TARIFF_SOURCE")

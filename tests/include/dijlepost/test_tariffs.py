@@ -62,7 +62,8 @@ def test_environment_overrides_and_names_its_source():
     assert named.source == "bpost contract 2026"
 
 
-@pytest.mark.parametrize("value", ["free", "-0.10", "NaN", "Infinity", "1,10"])
+@pytest.mark.parametrize("value", ["free", "-0.10", "NaN", "Infinity", "1,10", "１.10", "1_0", "1e3", "+1", ".5",
+                                   "1234567.00"])
 def test_a_bad_amount_is_a_clear_error(value):
     with pytest.raises(TariffError, match="DIJLEPOST_TARIFF_POSTAGE_EUR"):
         Tariffs.from_env({"DIJLEPOST_TARIFF_POSTAGE_EUR": value})

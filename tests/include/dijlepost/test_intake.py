@@ -579,8 +579,8 @@ def test_a_row_the_database_refuses_is_refused_by_line_with_the_constraint_and_t
         db.execute("ALTER TABLE letters DROP CONSTRAINT letters_test_no_lier")
         db.commit()
     assert sorted(report.inserted) == ["D-1", "D-3"]
-    assert report.errors == [(2, "refused by the database (CheckViolation: constraint letters_test_no_lier, "
-                                 "table letters, SQLSTATE 23514)")]
+    assert report.errors == [(2, ("refused by the database (CheckViolation: constraint letters_test_no_lier, "
+                                  "table letters, SQLSTATE 23514)"))]
     assert sorted(letters(db)) == ["D-1", "D-3"]
     assert sorted(lid for lid, _, _ in accepted_events(db)) == ["D-1", "D-3"]
 
@@ -721,7 +721,7 @@ def test_row_level_security_changes_nothing_the_pipeline_role_does(db, pg_url):
 
 
 def test_a_fault_in_the_check_itself_stops_the_import_without_quoting_the_row(db, monkeypatch):
-    import include.dijlepost.rendering.validation as validation
+    from include.dijlepost.rendering import validation
 
     def broken(letter, **kwargs):
         raise KeyError(letter["recipient_name"])          # a bug whose message would quote the row

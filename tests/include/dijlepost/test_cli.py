@@ -181,8 +181,8 @@ def test_import_of_hostile_rows_refuses_each_by_line_imports_the_rest_and_echoes
     assert "imported 2 letters, 0 duplicates, 10 refused" in out
     refused = [l for l in err.splitlines() if ": refused: " in l]
     assert [l.split(": refused: ")[1].split(":")[0] for l in refused] == [
-        "department", "country", "not valid JSON", "recipient_name", "recipient_name", "letter_id", "line longer than "
-        "1048576 bytes", "payload.amount_due", "payload.amount_due", "payload.amount_due"]
+        "department", "country", "not valid JSON", "recipient_name", "recipient_name", "letter_id",
+        "line longer than 1048576 bytes", "payload.amount_due", "payload.amount_due", "payload.amount_due"]
     assert [l.split(":")[1] for l in refused] == [str(n) for n in range(2, 12)]
     assert "Traceback" not in err
     for personal in (secret, NRN, "Janssens", "Bruul"):

@@ -264,6 +264,13 @@ def cmd_exempt(args) -> int:
     return EXIT_OK
 
 
+def _whole_number(text: str) -> int:
+    """A count of at least 1 in the digits 0-9 (`int()` would also read full-width and other digits)."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a whole number of at least 1 in digits 0-9")
+    return int(text)
+
+
 def _airflow_url(args) -> str:
     from include.dijlepost.audit import DEFAULT_AIRFLOW_URL
 
@@ -369,15 +376,15 @@ def build_parser() -> argparse.ArgumentParser:
     rs.set_defaults(func=cmd_rollout_set)
     rh = rollout.add_parser("history", help="phase changes, newest first: who, when, from, to, why")
     rh.add_argument("--department")
-    rh.add_argument("--limit", type=int, default=50)
+    rh.add_argument("--limit", type=_whole_number, default=50)
     rh.set_defaults(func=cmd_rollout_history)
     rr = rollout.add_parser("shadow-report", help="share of letters that would have gone digital, and the saving")
     rr.add_argument("department")
-    rr.add_argument("--days", type=int, help="only letters decided in the last N days")
+    rr.add_argument("--days", type=_whole_number, help="only letters decided in the last N days")
     rr.set_defaults(func=cmd_rollout_shadow_report)
     rx = rollout.add_parser("exemptions", help="the paper exemptions (by pseudonym), or their history")
     rx.add_argument("--history", action="store_true")
-    rx.add_argument("--limit", type=int, default=500)
+    rx.add_argument("--limit", type=_whole_number, default=500)
     rx.set_defaults(func=cmd_exemptions)
     ex = rollout.add_parser("exempt", help="keep a recipient on paper whatever their eBox says")
     ex.add_argument("action", choices=("add", "remove"))

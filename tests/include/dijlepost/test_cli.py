@@ -468,3 +468,13 @@ def test_a_resent_file_names_ten_duplicates_and_counts_the_rest(db, run, tmp_pat
     assert "imported 0 letters, 15 duplicates, 0 refused" in out
     assert len([l for l in err.splitlines() if ": duplicate CLI-R" in l]) == 10
     assert "and 5 more identical duplicates" in err
+
+
+@pytest.mark.parametrize("argv", [["rollout", "history", "--limit", "１０"], ["rollout", "history", "--limit", "0"],
+                                  ["rollout", "shadow-report", "gas", "--days", "²"],
+                                  ["rollout", "exemptions", "--limit", "-5"]])
+def test_rollout_counts_are_whole_numbers_in_ascii_digits(db, run, argv, capsys):
+    with pytest.raises(SystemExit) as refused:
+        run(*argv)
+    assert refused.value.code == 2
+    assert "is not a whole number of at least 1 in digits 0-9" in capsys.readouterr().err

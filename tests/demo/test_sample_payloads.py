@@ -24,7 +24,7 @@ def test_sample_payloads_fit_their_template(letter_type):
     kinds = {name: spec.kind for name, spec in template.fields.items()}
     for seed in range(40):
         payload = sample_payload(letter_type, random.Random(seed), TODAY)
-        assert set(payload) == set(kinds)
+        assert set(payload) == set(renderer().required_fields(letter_type))   # itemised lines are optional
         assert json.loads(json.dumps(payload)) == payload
         for name, kind in kinds.items():
             if kind == "amount":

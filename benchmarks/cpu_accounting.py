@@ -26,7 +26,7 @@ ROLES = (
     ("scheduler", re.compile(r"airflow scheduler")),
     ("api-server", re.compile(r"api[-_]server|uvicorn|gunicorn")),
     ("dag-processor", re.compile(r"dag[-_]processor")),
-    ("eBox sandbox", re.compile(r"ebox\.sandbox")),
+    ("eBox sandbox", re.compile(r"sandboxes\.ebox")),
     ("print house", re.compile(r"sandboxes\.printhouse|sshd")),
     ("PostgreSQL", re.compile(r"^postgres")),
 )

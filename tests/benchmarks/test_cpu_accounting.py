@@ -13,7 +13,7 @@ def test_processes_are_told_apart_by_their_title():
     assert role_of("/venv/bin/python -m airflow scheduler --skip-serve-logs")[0] == "scheduler"
     assert role_of("/venv/bin/python -m airflow api-server --port 8080")[0] == "api-server"
     assert role_of("/venv/bin/python -m airflow dag-processor")[0] == "dag-processor"
-    assert role_of("/venv/bin/python -m include.dijlepost.ebox.sandbox --port 1")[0] == "eBox sandbox"
+    assert role_of("/venv/bin/python -m sandboxes.ebox --port 1")[0] == "eBox sandbox"
     assert role_of("/venv/bin/python -m sandboxes.printhouse --dir x")[0] == "print house"
     assert role_of("postgres: 15/main: postgres dijlepost_airflow_1a2b 127.0.0.1(5) idle")[0] == \
         "PostgreSQL (Airflow metadata)"

@@ -216,6 +216,9 @@ def _split(line: str, delimiter: str) -> list[str]:
 
 def _check_header(header: list[str], delimiter: str) -> None:
     name = CSV_DELIMITERS[delimiter]
+    if "" in header:
+        raise FileRefused(f"line 1: column {header.index('') + 1} of the {name}-separated header has no name "
+                          f"(a {name} too many at the end?)")
     unknown = [h for h in header if h not in FIELDS]
     if unknown:
         shown = ", ".join(repr(h) if _CODE_RE.fullmatch(h) else "(a name not shown)" for h in unknown[:5])
@@ -243,6 +246,8 @@ def _shown(value) -> str:
 
 
 def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "true/false"
     if isinstance(value, (int, float)):
@@ -317,7 +322,7 @@ def _check_payload_values(value: Any, depth: int, where: str = "payload") -> Non
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str) or _bad_character(key):
-                raise RowError(f"{where}: a field name that is not valid text")
+                raise RowError("payload: a field name that is not valid text")
             name = f"payload field {key!r}" if where == "payload" and _CODE_RE.fullmatch(key) else where
             _check_payload_values(item, depth + 1, name)
     elif isinstance(value, (list, tuple)):

@@ -549,6 +549,7 @@ def test_a_file_that_is_not_utf8_is_refused_naming_the_line(db, tmp_path):
     ("noheader.csv", f"L-1,finance,invoice,citizen,{NRN_A}\n", "line 1: not a header line"),
     ("unknown.csv", "letter_id,department,nationaal_nummer\n", "line 1: unknown column(s) 'nationaal_nummer'"),
     ("twice.csv", "letter_id,letter_id,department\n", "line 1: column(s) letter_id appear more than once"),
+    ("trailing.csv", ";".join(CSV_FIELDS) + ";\n", "line 1: column 14 of the semicolon-separated header has no name"),
     ("lacking.csv", "letter_id,department\nL-1,finance\n", "line 1: the comma-separated header lacks"),
     ("letters.xlsx", "PK", "unsupported file type '.xlsx'"),
 ])

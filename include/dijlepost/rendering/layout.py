@@ -231,11 +231,12 @@ def check_deadline(deadline: float | None) -> None:
 
 
 def wrap(fonts: LetterFonts, text: str, style: str, size_pt: float, width: float,
-         deadline: float | None = None) -> list[str]:
+         deadline: float | None = None, *, cut: bool = True) -> list[str]:
     """Greedy word wrap at spaces. A word wider than the whole line breaks at its break points (see
     BREAK_AFTER, BREAK_BEFORE), and only a piece without any, still wider than the line, is cut
-    between characters. Linear in the length of the text: every character is measured once (twice
-    in a word that has to be broken)."""
+    between characters (with `cut=False` it is left whole on a line of its own, wider than `width`,
+    for the caller to refuse). Linear in the length of the text: every character is measured once
+    (twice in a word that has to be broken)."""
     space = fonts.width(" ", style, size_pt)
     lines: list[str] = []
     line: list[str] = []
@@ -268,7 +269,7 @@ def wrap(fonts: LetterFonts, text: str, style: str, size_pt: float, width: float
             if line:
                 lines.append("".join(line))
                 line, used = [], 0.0
-            if piece_width <= width:
+            if piece_width <= width or not cut:
                 line, used = [piece], piece_width
                 continue
             for number, char in enumerate(piece):     # no break point: between characters

@@ -458,7 +458,7 @@ class LetterRenderer:
                 break
         else:
             lines = [part for line in address
-                     for part in wrap(self._fonts, line, REGULAR, size, box.width, deadline)]
+                     for part in wrap(self._fonts, line, REGULAR, size, box.width, deadline, cut=False)]
         if len(lines) > ADDRESS_MAX_LINES or any(self._fonts.width(line, REGULAR, size) > box.width
                                                  for line in lines):
             raise LetterDataError("the recipient address is too long to fit in the envelope window")

@@ -41,6 +41,9 @@ BAD_ROWS = [
     ({"street": "y" * 10_000_000}, "letter field 'street' is longer than 200 characters"),
     ({"recipient_name": " ".join(["Wolfeschlegelsteinhausenbergerdorff"] * 5)},
      "too long to fit in the envelope window"),
+    # A word no break point can split is not cut between characters in an address: refused.
+    ({"street": "Wolfeschlegelsteinhausenbergerdorffvoralternwarengewissenhaft 1"},
+     "too long to fit in the envelope window"),
 ]
 
 

@@ -12,9 +12,10 @@ day has come (`pending_print_batches`).
 A batch moves `assigned -> uploading -> uploaded` (migration 0011). `uploading` is committed, with
 the zip's SHA-256 and size, before the first byte goes to the print house; a batch found in that
 state may have been delivered by an attempt that died after its upload, and the print house may
-have taken and printed it since. It is therefore looked for at the print house first
-(`upload.find_batch`: its inbox, its taken folder, its acknowledgements, and the acknowledgements we
-already read) and only sent when it is nowhere (docs/print-house.md, "Handing over exactly once").
+have taken and printed it since. Every batch is therefore looked for at the print house before it
+is sent (`upload.find_batch`: its inbox, its taken folder, its acknowledgements, and the
+acknowledgements we already read) and only sent when it is nowhere (docs/print-house.md, "Handing
+over exactly once").
 Letter status changes go through `outbox`. No Airflow import: `hook` is any object with
 `get_managed_conn()` and the print house's folders (`PrintHouseHook`).
 """
@@ -246,10 +247,10 @@ def _batch_lock(conn, batch_id: str) -> Iterator[bool]:
 
 def hand_over_batch(conn, sftp: SFTPClient, folders: PrintHouseFolders, work_dir: Path, batch_id: str,
                     ctx: RunContext) -> dict:
-    """Hand one recorded batch over exactly once: build its zip from its recorded members, commit
-    `uploading`, upload the zip and then its checksum file, and mark the batch and its letters in one
-    transaction. A batch already `uploading` is first looked for at the print house; when it is there
-    (or was taken, or answered) nothing is sent and only the hand-over is recorded."""
+    """Hand one recorded batch over exactly once: look for it at the print house, and when it is there
+    (or was taken, or answered) only record the hand-over; otherwise build its zip from its recorded
+    members, commit `uploading`, upload the zip and then its checksum file, and mark the batch and its
+    letters in one transaction."""
     with _batch_lock(conn, batch_id) as held:
         if not held:
             logfmt.emit("print_batch_busy", batch_id=batch_id, reason="another worker is handing it over")
@@ -270,18 +271,21 @@ def hand_over_batch(conn, sftp: SFTPClient, folders: PrintHouseFolders, work_dir
                 _record_handed_over(conn, ctx, batch_id, [], batch["zip_sha256"], "members_final")
             return {"batch_id": batch_id, "letters": 0, "evidence": "members_final"}
 
-        if batch["status"] == "uploading":
-            where = upload.find_batch(sftp, batch_id, folders)
-            if where is Whereabouts.NOT_THERE and _acknowledgement_read(conn, batch_id):
-                where = Whereabouts.ACKNOWLEDGED
-            logfmt.emit("print_batch_looked_up", batch_id=batch_id, found=where.value)
-            if where.delivered:
-                ids = [r["letter_id"] for r in rows]
-                evidence = {Whereabouts.IN_INBOX: "found_in_inbox", Whereabouts.TAKEN: "taken_by_print_house",
-                            Whereabouts.ACKNOWLEDGED: "acknowledged"}[where]
-                changed = _record_handed_over(conn, ctx, batch_id, ids, batch["zip_sha256"], evidence)
-                return {"batch_id": batch_id, "letters": len(changed), "sha256": batch["zip_sha256"],
-                        "bytes": batch["zip_bytes"], "already_present": True, "evidence": evidence}
+        # Looked up before anything is sent: after an attempt that died (`uploading`) the print house
+        # may have the batch, or have taken and printed it; so may it for a batch recorded before
+        # the `uploading` state existed. For any other batch this finds nothing, at a few stat calls.
+        where = upload.find_batch(sftp, batch_id, folders)
+        if where is Whereabouts.NOT_THERE and _acknowledgement_read(conn, batch_id):
+            where = Whereabouts.ACKNOWLEDGED
+        if batch["status"] == "uploading" or where is not Whereabouts.NOT_THERE:
+            logfmt.emit("print_batch_looked_up", batch_id=batch_id, status=batch["status"], found=where.value)
+        if where.delivered:
+            ids = [r["letter_id"] for r in rows]
+            evidence = {Whereabouts.IN_INBOX: "found_in_inbox", Whereabouts.TAKEN: "taken_by_print_house",
+                        Whereabouts.ACKNOWLEDGED: "acknowledged"}[where]
+            changed = _record_handed_over(conn, ctx, batch_id, ids, batch["zip_sha256"], evidence)
+            return {"batch_id": batch_id, "letters": len(changed), "sha256": batch["zip_sha256"],
+                    "bytes": batch["zip_bytes"], "already_present": True, "evidence": evidence}
 
         members = [BatchLetter(letter_id=r["letter_id"], pdf_path=Path(r["pdf_path"]), pdf_sha256=r["pdf_sha256"],
                                pages=r["pdf_pages"], postage_class=postage_class_for(r["registered"]),

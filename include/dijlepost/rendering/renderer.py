@@ -168,14 +168,16 @@ class LetterRenderer:
     def _template(self, letter_type: Any) -> LetterTemplate:
         template = self._set.templates.get(letter_type) if isinstance(letter_type, str) else None
         if template is None:
-            raise LetterDataError(f"unknown letter type {letter_type!r}")
+            raise LetterDataError(f"unknown letter type {_code(letter_type)}")
         return template
 
     def _prepare(self, letter: Mapping[str, Any]) -> _Letter:
+        if not isinstance(letter, Mapping):
+            raise LetterDataError(f"a letter is a mapping of its columns, not {type(letter).__name__}")
         template = self._template(letter.get("letter_type"))
         language = letter.get("language")
-        if language not in LANGUAGES:
-            raise LetterDataError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
+        if not isinstance(language, str) or language not in LANGUAGES:
+            raise LetterDataError(f"language must be one of {', '.join(LANGUAGES)}, got {_code(language)}")
         letter_id = letter.get("letter_id")
         if not isinstance(letter_id, str) or not LETTER_ID_RE.match(letter_id):
             raise LetterDataError("letter_id must be 1 to 64 letters, digits, '.', '_' or '-'")
@@ -183,7 +185,7 @@ class LetterRenderer:
         if department is not None and department != template.department:
             raise LetterDataError(
                 f"letter type {template.letter_type!r} belongs to department {template.department!r}, "
-                f"not {department!r}"
+                f"not {_code(department)}"
             )
         if letter.get("recipient_kind") not in RECIPIENT_KINDS:
             raise LetterDataError(f"recipient_kind must be one of {', '.join(RECIPIENT_KINDS)}")
@@ -257,8 +259,10 @@ class LetterRenderer:
             value = letter.get(name)
             if isinstance(value, int) and not isinstance(value, bool) and name == "postal_code":
                 value = str(value)
-            if not isinstance(value, str) or not value.strip():
+            if value is None or (isinstance(value, str) and not value.strip()):
                 raise LetterDataError(f"letter field {name!r} is missing or empty")
+            if not isinstance(value, str):
+                raise LetterDataError(f"letter field {name!r} must be text, got {type(value).__name__}")
             if len(value) > 4 * MAX_ADDRESS_FIELD:         # not worth cleaning first
                 raise LetterDataError(f"letter field {name!r} is longer than {MAX_ADDRESS_FIELD} characters")
             lines[name] = fields.clean_text(value)
@@ -687,6 +691,14 @@ def _xmp_metadata(*, title: str, language: str, author: str, description: str, c
         ' </rdf:RDF>',
         '</x:xmpmeta>',
     ])
+
+
+def _code(value: Any) -> str:
+    """A code from the row for an error message: quoted when it looks like a code (letters, digits,
+    `_.-`, at most 40), else only its type, so that a misplaced name or address is never echoed."""
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", value):
+        return repr(value)
+    return "(empty)" if value is None or value == "" else f"a value of type {type(value).__name__}"
 
 
 def _overlaps(a: Box, b: Box) -> bool:

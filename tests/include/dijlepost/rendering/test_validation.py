@@ -156,3 +156,18 @@ def test_a_huge_field_is_refused_before_any_layout():
     finally:
         del fonts.width
     assert not calls
+
+
+@pytest.mark.parametrize("letter, words", [
+    (None, "a letter is a mapping of its columns, not NoneType"),
+    (["invoice"], "a letter is a mapping of its columns, not list"),
+    ({**make_letter("invoice"), "letter_type": ["Jan Peeters"]}, "unknown letter type a value of type list"),
+    ({**make_letter("invoice"), "language": "Jan Peeters"}, "got a value of type str"),
+    ({**make_letter("invoice"), "department": {"name": "Jan"}}, "not a value of type dict"),
+    ({**make_letter("invoice"), "postal_code": 2800.0}, "letter field 'postal_code' must be text, got float"),
+    ({**make_letter("invoice"), "street": ["Bruul 12"]}, "letter field 'street' must be text, got list"),
+])
+def test_rows_of_the_wrong_shape_are_refused_without_echoing_them(letter, words):
+    with pytest.raises(LetterDataError, match=re.escape(words)) as caught:
+        validate_letter(letter, renderer=renderer())
+    assert "Jan" not in str(caught.value) and "Bruul" not in str(caught.value)

@@ -25,9 +25,9 @@ For each N, on this machine:
 
 Reports wall time (trigger to the last run's end), letters/s end to end, letters/s of each stage
 (letters the stage handled / time from its first task's start to its last task's end, and per
-task-second), peak RSS of the largest task process (each task logs its own `ru_maxrss`, see
-`dag_factory.report_peak_rss`), the Airflow overhead (time within the runs when no task of the wave
-was running) and the ratio end-to-end / bare rendering throughput. A JSON copy of every result goes
+task-second), peak RSS of the largest task process (sampled from outside every 0.5 s, `PeakRss`), the
+Airflow overhead (time within the runs when no task of the wave was running) and the ratio end-to-end
+/ bare rendering throughput. A JSON copy of every result goes
 to <workdir>/result-<N>.json (result-<N>-run<K>.json with `--repeat`). Never part of `make test`.
 """
 from __future__ import annotations
@@ -58,7 +58,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cpu_accounting import CpuAccounting  # noqa: E402
+from benchmarks.cpu_accounting import TASK_TITLE, CpuAccounting  # noqa: E402
 from include.dijlepost.db.migrate import migrate  # noqa: E402
 from demo import dataset  # noqa: E402
 from include.dijlepost.intake import COMPARED  # noqa: E402
@@ -71,7 +71,6 @@ MIX = {"finance": 0.45, "gas": 0.30, "economy_housing": 0.25}
 DAGS = {"finance": "letters_finance", "gas": "letters_gas", "economy_housing": "letters_economy_housing"}
 FINAL = ("delivered_ebox", "handed_to_print", "quarantined")
 DELIVERY_SLOTS = 2
-RSS_LINE = re.compile(r"event=task_peak_rss task_id=(\S+) map_index=(-?\d+) peak_rss_mib=([\d.]+)")
 
 
 def say(text: str) -> None:
@@ -401,12 +400,37 @@ def _union_seconds(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def peak_rss(airflow_home: Path) -> dict[str, float]:
-    by_task: dict[str, float] = defaultdict(float)
-    for path in (airflow_home / "logs").rglob("*.log"):
-        for m in RSS_LINE.finditer(path.read_text(errors="replace")):
-            by_task[m.group(1)] = max(by_task[m.group(1)], float(m.group(3)))
-    return dict(by_task)
+class PeakRss(threading.Thread):
+    """The largest resident set of each task process, sampled from outside every `interval` seconds
+    (psutil; the process title `airflow worker -- <task instance id>` names the task instance). A peak
+    shorter than the interval can be missed: the figures are a lower bound."""
+
+    def __init__(self, interval: float = 0.5):
+        super().__init__(daemon=True, name="peak-rss")
+        self.interval = interval
+        self.by_task_instance: dict[str, float] = defaultdict(float)
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        while not self._halt.wait(self.interval):
+            for p in psutil.process_iter(["cmdline", "memory_info"]):
+                m = TASK_TITLE.search(" ".join(p.info["cmdline"] or []))
+                if m and p.info["memory_info"] is not None:
+                    mib = p.info["memory_info"].rss / 2**20
+                    self.by_task_instance[m.group(1)] = max(self.by_task_instance[m.group(1)], mib)
+
+    def stop(self, ti_tasks: dict[str, str]) -> dict[str, float]:
+        """The peak per task id (over its mapped instances and tries), in MiB."""
+        self._halt.set()
+        self.join()
+        by_task: dict[str, float] = defaultdict(float)
+        for ti, mib in self.by_task_instance.items():
+            task_id = ti_tasks.get(ti)
+            if task_id:
+                by_task[task_id] = round(max(by_task[task_id], mib), 1)
+        return dict(by_task)
 
 
 def verify(url: str, ebox: httpx.Client, printhouse_dir: Path) -> dict:
@@ -546,6 +570,8 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
             chunking = {"chunk_size": args.chunk_size, **({"max_chunks": args.max_chunks} if args.max_chunks else {})}
             cpu = CpuAccounting()
             cpu.start()
+            memory = PeakRss()
+            memory.start()
             t0, t0_wall = time.monotonic(), time.time()
             runs = [(DAGS[d], cluster.trigger(DAGS[d], {"batch_size": max(1, c), **chunking}))
                     for d, c in mix.items()]
@@ -585,7 +611,7 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
                 ([r for _, r in runs], [r for _, r in runs])))
             run_spans = cluster.query(
                 "SELECT min(start_date), max(end_date) FROM dag_run WHERE run_id = ANY(%s)", ([r for _, r in runs],))
-            rss = peak_rss(cluster.workdir / "airflow")
+            rss = memory.stop(ti_tasks)
         say(f"runs finished in {wall:.0f}s: {states}")
         if printer.is_alive():
             printer.stop()

@@ -265,10 +265,10 @@ def hand_over_batch(conn, sftp: SFTPClient, folders: PrintHouseFolders, work_dir
         conn.commit()
         if batch is None:
             raise LookupError(f"batch {batch_id} is not recorded")
-        if batch["status"] == "uploaded" or not rows:
-            # Nothing left to hand over: an earlier attempt finished (or every member is final already).
-            if batch["status"] != "uploaded":
-                _record_handed_over(conn, ctx, batch_id, [], batch["zip_sha256"], "members_final")
+        if batch["status"] == "uploaded":      # an earlier attempt finished meanwhile
+            return {"batch_id": batch_id, "letters": 0, "evidence": None}
+        if not rows:                            # every member is final already: nothing to send
+            _record_handed_over(conn, ctx, batch_id, [], batch["zip_sha256"], "members_final")
             return {"batch_id": batch_id, "letters": 0, "evidence": "members_final"}
 
         # Looked up before anything is sent: after an attempt that died (`uploading`) the print house

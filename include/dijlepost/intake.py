@@ -410,7 +410,44 @@ def _check_renders(row: dict) -> None:
     try:
         validate_letter(row, deadline=time.monotonic() + LAYOUT_BUDGET_SECONDS)
     except LetterDataError as exc:
-        raise RowError(_renderer_refusal(exc)) from None
+        raise RowError(_without_values(_renderer_refusal(exc), row)) from None
+
+
+_PERSONAL_FIELDS = ("recipient_id", "recipient_name", "street", "postal_code", "city", "payload")
+
+
+def _without_values(message: str, row: Mapping) -> str:
+    """The message with every value of the row it quotes replaced: a library's own wording inside the
+    renderer's reason may quote the value it refused (schwifty: "Invalid characters in IBAN <value>"), and
+    that value may be a national register number in the wrong field. Codes are left as they are."""
+    personal = [row.get(name) for name in _PERSONAL_FIELDS]
+    values = sorted({v for v in _strings(personal) if len(v) >= 4 and not _CODE_RE.fullmatch(v)}, key=len,
+                    reverse=True)
+    for value in values:
+        if value in message:
+            message = message.replace(value, "(a value not shown)")
+    # ... and a part of one, rewritten: a run of letters and digits with a digit in it that occurs in a value
+    # written without separators ("Invalid BBAN structure: '53900754703X'" of "BE68 5390 0754 703X").
+    compact = [re.sub(r"[\W_]+", "", v).upper() for v in values]
+
+    def hide(match: re.Match) -> str:
+        token = match.group().upper()
+        return "(a value not shown)" if any(token in v for v in compact) else match.group()
+
+    return re.sub(r"(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{4,}", hide, message)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value.strip()
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 100_000:
+        yield str(value)
 
 
 _RENDER_FIELD_RE = re.compile(r"\b(letter|payload) field '([a-z][a-z0-9_]*)'")

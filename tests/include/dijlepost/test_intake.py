@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import random
+import re
 import uuid
 from datetime import date
 from pathlib import Path
@@ -751,3 +752,17 @@ def test_the_table_refuses_an_oversized_payload_even_when_it_compresses_well(db,
         _department_insert(dept, "BIG-2", "Peeters An", NRN_A)
     assert info.value.diag.constraint_name == "letters_payload_size"
     assert sorted(letters(db)) == ["BIG-2"]
+
+
+def test_a_value_quoted_by_a_library_inside_the_renderer_reason_is_not_shown():
+    """schwifty's own message quotes the IBAN it refused (the applicant's account of a premium decision,
+    or a national register number in the wrong field): the refusal must not pass it on."""
+    for wrong in (NRN_B, "BE68 5390 0754 703X", "NL91ABNA041716430X"):
+        letter = row("Q-1", department="economy_housing", letter_type="premium_decision",
+                     payload={**payload("premium_decision"), "iban": wrong})
+        with pytest.raises(RowError) as info:
+            validate_row(letter)
+        message = str(info.value)
+        assert message.startswith("payload.iban: ") and "IBAN" in message
+        assert wrong not in message and wrong.replace(" ", "") not in message
+        assert not re.search(r"\d{4}", message.replace("3!n7!n2!n", "")), message     # no part of it either

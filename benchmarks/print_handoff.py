@@ -76,7 +76,7 @@ def make_letters(directory: Path, count: int) -> list[BatchLetter]:
 
 def start_server(kind: str, state: Path):
     if kind == "sshd":
-        from tests.support.sshd import start_sshd
+        from sandboxes.processes import start_sshd
 
         return start_sshd()
     from sandboxes.printhouse.server import PrintHouseSftpServer

@@ -112,7 +112,9 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    # SIGTERM (a service manager, `kill`) stops the demo as Ctrl-C does: everything it started, in order.
+    # Ctrl-C, and SIGTERM (a service manager, `kill`), stop everything the demo started, in order; also
+    # when it was started in the background, where a shell leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     # The in-process SFTP sandbox logs every connection at INFO; the demo shows what dijlepost did.
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
@@ -200,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ["AIRFLOW_CONN_PRINTHOUSE_SFTP"] = env["AIRFLOW_CONN_PRINTHOUSE_SFTP"]
         logging.getLogger("paramiko").setLevel(logging.WARNING)
+        logging.getLogger("dijlepost").setLevel(logging.WARNING)  # the task's log lines; the demo sums them up
         hook = PrintHouseHook()
         with connect(db.dijlepost_url) as conn, hook.get_managed_conn() as remote:
             read = summarise(collect(conn, remote, hook.outbox_dir, RunContext(

@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from include.dijlepost.printhouse.hook import InsecurePrintHouseConnection, PrintHouseHook
+from include.dijlepost.printhouse.upload import PrintHouseFolders
 
 HOST_KEY = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
     serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
@@ -77,3 +78,20 @@ def test_an_unreadable_compress_extra_is_refused_by_name(set_connection):
     set_connection(connection(compress="yes"))
     with pytest.raises(AirflowException, match="compress extra must be true or false, not 'yes'"):
         PrintHouseHook()
+
+
+def test_the_print_house_folders_come_from_the_connection(set_connection):
+    set_connection(connection())
+    assert PrintHouseHook().folders == PrintHouseFolders(inbox="inbox", taken="printed", outbox="outbox")
+    set_connection(connection(inbox_dir="/in/mechelen", printed_dir="/taken/mechelen", outbox_dir="/out/mechelen"))
+    assert PrintHouseHook().folders == PrintHouseFolders(inbox="/in/mechelen", taken="/taken/mechelen",
+                                                         outbox="/out/mechelen")
+
+
+def test_a_host_key_check_switched_off_after_construction_is_still_refused(set_connection):
+    """The SSH client is built from the pinned key only; a hook altered after its checks connects nowhere."""
+    set_connection(connection())
+    hook = PrintHouseHook()
+    hook.no_host_key_check = True
+    with pytest.raises(InsecurePrintHouseConnection):
+        hook.get_conn()

@@ -86,6 +86,9 @@ def test_finance_live_end_to_end(db, ebox, run_wave, sshd):
         else:
             assert (r["status"], r["decision_rule"]) == ("handed_to_print", "no_ebox")
     assert "event=run_summary" in log and "event=channels_decided" in log
+    # Both channels had letters: the branch chose eBox delivery, and the print hand-over after it
+    # also printed the NO_DIGITAL_USER answers of the same run.
+    assert 'tasks=["deliver_to_ebox", "hand_over_to_print"]' in log
     assert_no_personal_data(log, rows)
 
     # A second run finds nothing to do and sends nothing again.
@@ -112,10 +115,13 @@ def test_gas_pilot_sends_ebox_only_to_the_pilot_group(db, ebox, run_wave):
 def test_economy_housing_shadow_records_but_sends_paper(db, ebox, run_wave, sshd):
     data = seed(db, ebox, "economy_housing", 20, seed_no=13)
     set_phase(db, "economy_housing", "shadow", "measure before going live", "test")
-    run_wave("letters_economy_housing")
+    log = run_wave("letters_economy_housing")
     rows = letters(db)
     assert ebox.state.publications() == []
     assert {r["status"] for r in rows.values()} == {"handed_to_print"}
+    # Paper only: the chunk's branch chose the print hand-over alone, so eBox delivery never ran.
+    assert 'event=delivery_channels_chosen department=economy_housing chunk=0 tasks=["hand_over_to_print"]' in log
+    assert "event=ebox_delivered" not in log and "event=ebox_delivery_skipped" not in log
     would_be = {i for i, r in rows.items() if r["shadow_channel"] == "ebox"}
     assert would_be == {i for i, r in rows.items() if (r["recipient_kind"], r["recipient_id"]) in data.ebox_active}
     assert all(rows[i]["decision_rule"] == "shadow_mode" for i in would_be)

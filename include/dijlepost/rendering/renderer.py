@@ -229,6 +229,10 @@ class LetterRenderer:
                     "payload field 'amount_due' must be above 0.00 EUR for a payment letter"
                 )
             payment = _Payment(parsed["amount_due"], parsed["due_date"], parsed["ogm"])
+        for total_field, parts in template.sums.items():
+            if sum(parsed[part] for part in parts) != parsed[total_field]:
+                raise LetterDataError(f"payload field {total_field!r} must be the sum of "
+                                      f"{' + '.join(parts)}")
         if lines:
             total = sum(line.total for line in lines)
             if total != parsed["amount_due"]:

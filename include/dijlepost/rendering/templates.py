@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ LABEL_KEYS = (
 
 _SPACES_RE = re.compile(r"[ \t\r\n]+")
 _FRENCH_PUNCTUATION_RE = re.compile(r" ([?!:;»])")
-_TEMPLATE_KEYS = {"department", "payment", "fields", *LANGUAGES}
+_TEMPLATE_KEYS = {"department", "payment", "fields", "sums", *LANGUAGES}
 _LANGUAGE_KEYS = {"document_name", "subject", "details", "body"}
 
 
@@ -75,6 +75,7 @@ class LetterTemplate:
     payment: bool
     fields: Mapping[str, FieldSpec]        # payload field -> kind, in file order
     texts: Mapping[str, LanguageText]      # language -> text
+    sums: Mapping[str, tuple[str, ...]] = field(default_factory=dict)   # total -> its amount parts
 
 
 @dataclass(frozen=True)
@@ -334,7 +335,26 @@ def _template(letter_type: str, data: Mapping[str, Any]) -> LetterTemplate:
     texts = {}
     for lang in LANGUAGES:
         texts[lang] = _language_text(letter_type, lang, _mapping(data, lang, letter_type), allowed)
-    return LetterTemplate(letter_type, _text(data, "department", letter_type), payment, fields, texts)
+    return LetterTemplate(letter_type, _text(data, "department", letter_type), payment, fields, texts,
+                          _sums(letter_type, data.get("sums"), fields))
+
+
+def _sums(letter_type: str, data: Any, fields: Mapping[str, FieldSpec]) -> dict[str, tuple[str, ...]]:
+    """`sums: {amount_due: [original_amount, reminder_costs]}`: amounts the letter states as a total
+    and its parts, which must add up (all amount fields)."""
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise TemplateError(letter_type, "sums", "must map a total to the list of its parts")
+    sums = {}
+    for total, parts in data.items():
+        if not isinstance(parts, list) or len(parts) < 2:
+            raise TemplateError(letter_type, f"sums.{total}", "must list at least two parts")
+        for name in (total, *parts):
+            if name not in fields or fields[name].kind != "amount":
+                raise TemplateError(letter_type, f"sums.{total}", f"{name!r} is not an amount field")
+        sums[total] = tuple(parts)
+    return sums
 
 
 def _field_spec(letter_type: str, name: str, spec: Any) -> FieldSpec:

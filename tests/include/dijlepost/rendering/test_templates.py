@@ -227,3 +227,12 @@ def test_an_envelope_entry_with_a_wrong_value_is_named(tmp_path):
     directory = _copy(tmp_path)
     _edit(directory, "common", lambda d: d.pop("envelope"))
     _fails(directory, "common", "envelope")
+
+
+def test_sums_name_amount_fields(tmp_path):
+    directory = _copy(tmp_path)
+    _edit(directory, "reminder", lambda d: d["sums"].update(amount_due=["original_amount", "invoice_date"]))
+    assert "'invoice_date' is not an amount field" in str(_fails(directory, "reminder", "sums.amount_due"))
+    directory = _copy(tmp_path)
+    _edit(directory, "reminder", lambda d: d.update(sums={"amount_due": ["original_amount"]}))
+    _fails(directory, "reminder", "sums.amount_due")

@@ -171,3 +171,12 @@ def test_rows_of_the_wrong_shape_are_refused_without_echoing_them(letter, words)
     with pytest.raises(LetterDataError, match=re.escape(words)) as caught:
         validate_letter(letter, renderer=renderer())
     assert "Jan" not in str(caught.value) and "Bruul" not in str(caught.value)
+
+
+def test_a_reminder_whose_total_is_not_the_sum_of_its_parts_is_refused():
+    letter = with_payload(make_letter("reminder", "nl"), original_amount="100.00", reminder_costs="10.00",
+                          amount_due="110.00")
+    assert validate_letter(letter, renderer=renderer()) is None
+    with pytest.raises(LetterDataError, match=re.escape(
+            "payload field 'amount_due' must be the sum of original_amount + reminder_costs")):
+        validate_letter(with_payload(letter, amount_due="100.00"), renderer=renderer())

@@ -54,9 +54,9 @@ def test_shadow_report_of_letters_the_pipeline_decided_in_shadow(rollout_db, ebo
     ctx = RunContext(
         dag_id="letters_economy_housing", run_id="manual__1", task_id="t", map_index=-1, try_number=1
     )
-    client = EboxClient(ebox.config(backoff_base_seconds=0.01, max_attempts=2, timeout_seconds=5))
     claim(db, "economy_housing", run, 1000, 1000, timedelta(hours=3), ctx)
-    delivery.check_activation(db, client, KEY, run, timedelta(days=7), ctx)
+    with EboxClient(ebox.config(backoff_base_seconds=0.01, max_attempts=2, timeout_seconds=5)) as client:
+        delivery.check_activation(db, client, KEY, run, timedelta(days=7), ctx)
     pipeline.decide_claim(db, WAVES["economy_housing"], read_state(db, "economy_housing"), KEY, run, ctx)
 
     report = shadow_report(db, "economy_housing", TARIFFS)

@@ -269,9 +269,10 @@ def test_401_gets_one_fresh_token_and_the_letters_go_through(db, ebox, client, r
 def test_403_fails_the_task_loudly_and_loses_nothing(db, ebox, client, renderer, tmp_path):
     ids = seed(db, ebox, 4, 66)
     run = Run(db, client, renderer, tmp_path, 1)
-    public_pem = ebox.state.client(DEFAULT_CLIENT_ID).public_key_pem
+    registered = ebox.state.client(DEFAULT_CLIENT_ID)
     register = lambda scopes: ebox.state.register_client(  # noqa: E731
-        DEFAULT_CLIENT_ID, public_pem, DEFAULT_SENDER_ORGANIZATION_ID, DEFAULT_SENDER_APPLICATION_ID, scopes)
+        DEFAULT_CLIENT_ID, registered.public_key_pem, DEFAULT_SENDER_ORGANIZATION_ID, DEFAULT_SENDER_APPLICATION_ID,
+        scopes, certificate_thumbprint=registered.certificate_thumbprint)
     register((PREFERENCE_SCOPE,))  # the publication scope was withdrawn: configuration, not data
     with pytest.raises(EboxConfigurationError, match="403"):
         run.deliver(client)

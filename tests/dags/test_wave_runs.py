@@ -119,9 +119,11 @@ def test_economy_housing_shadow_records_but_sends_paper(db, ebox, run_wave, sshd
     rows = letters(db)
     assert ebox.state.publications() == []
     assert {r["status"] for r in rows.values()} == {"handed_to_print"}
-    # Paper only: the chunk's branch chose the print hand-over alone, so eBox delivery never ran.
+    # Paper only: the chunk's branch chose the print hand-over alone and nothing was published.
+    # (Airflow 3.3 does not apply a branch's skips inside a mapped task group, apache/airflow#67265:
+    # deliver_to_ebox then starts and skips itself, finding no eBox letter in its chunk.)
     assert 'event=delivery_channels_chosen department=economy_housing chunk=0 tasks=["hand_over_to_print"]' in log
-    assert "event=ebox_delivered" not in log and "event=ebox_delivery_skipped" not in log
+    assert "event=ebox_delivered" not in log
     would_be = {i for i, r in rows.items() if r["shadow_channel"] == "ebox"}
     assert would_be == {i for i, r in rows.items() if (r["recipient_kind"], r["recipient_id"]) in data.ebox_active}
     assert all(rows[i]["decision_rule"] == "shadow_mode" for i in would_be)

@@ -121,7 +121,8 @@ def cmd_show(args) -> int:
     with _conn(args) as conn:
         row = conn.execute(
             "SELECT letter_id, department, letter_type, status, channel, decision_rule, decision_reason, "
-            "rollout_phase, pdf_sha256, ebox_message_id, ebox_expires_at, print_batch_id, quarantine_reason FROM letters "
+            "rollout_phase, pdf_sha256, ebox_message_id, ebox_expires_at, print_batch_id, quarantine_reason "
+            "FROM letters "
             "WHERE letter_id = %s", (args.letter_id,)).fetchone()
         if row is None:
             print(f"no letter {args.letter_id!r}", file=sys.stderr)

@@ -466,8 +466,8 @@ class EboxClient:
             raise _Transient(reason, retry_after)
 
         def log_attempt(retry_state: tenacity.RetryCallState) -> None:
-            log.info("eBox %s %s: %s (attempt %d of %d)", method, path, retry_state.outcome.exception().reason,
-                     retry_state.attempt_number, self.config.max_attempts)
+            log.info("eBox %s %s: %s (attempt %d of %d)", method, path,
+                     retry_state.outcome.exception().reason, retry_state.attempt_number, self.config.max_attempts)
 
         def exhausted(retry_state: tenacity.RetryCallState) -> httpx.Response:
             raise _Exhausted(retry_state.outcome.exception().reason)
@@ -562,7 +562,8 @@ class EboxClient:
                 raise EboxConfigurationError(
                     f"{path} answered {response.status_code} (invalid token) even with a fresh token"
                 )
-            log.info("eBox %s answered %d (invalid token); renewing the token once", path, response.status_code)
+            log.info("eBox %s answered %d (invalid token); renewing the token once",
+                     path, response.status_code)
             self._invalidate_token(token)
         if response.status_code == 403:
             raise EboxConfigurationError(
@@ -720,19 +721,22 @@ class EboxClient:
         page = 1
         while True:
             try:
-                response = self._authorized("GET", url, params={"page": page, "pageSize": MESSAGE_TYPES_PAGE_SIZE})
+                response = self._authorized("GET", url,
+                                            params={"page": page, "pageSize": MESSAGE_TYPES_PAGE_SIZE})
             except _Exhausted as exc:
                 raise EboxUnavailableError(f"referenceData/messageTypes unavailable: {exc.reason}") from None
             if response.status_code == 404:
                 return types  # the Swagger's "messageTypes not found": none registered
             if response.status_code != 200:
                 code, message = _status_message(response)
-                raise EboxError(f"referenceData/messageTypes answered HTTP {response.status_code} {code}: {message}")
+                raise EboxError(
+                    f"referenceData/messageTypes answered HTTP {response.status_code} {code}: {message}")
             try:
                 body = response.json()
                 items, total = body.get("items") or [], body.get("totalItems")
             except (ValueError, AttributeError):
-                raise EboxError("referenceData/messageTypes answered something other than MessageTypes") from None
+                raise EboxError(
+                    "referenceData/messageTypes answered something other than MessageTypes") from None
             for item in items:
                 parsed = _message_type(item)
                 types[parsed.message_type_id] = parsed

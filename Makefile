@@ -19,6 +19,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 
 install: $(VENV)/.installed
 
+# The demo's waves end to end; in a terminal it then keeps the Airflow UI up on 127.0.0.1 until Ctrl-C
+# (python -m demo --help: --letters, --chunk-size, --ui/--no-ui, --port).
 demo: install
 	$(PY) -m demo
 

@@ -8,7 +8,8 @@ default wave limits (2000 letters, 200 MB), each batch is built (zip + manifest,
 checked while zipping) and uploaded through PrintHouseHook with the production protocol (.part, size
 check, rename, then the .sha256 file). `--server sshd` (default when run as root with OpenSSH installed)
 starts a real OpenSSH sshd with a chrooted SFTP user, `sandbox` the asyncssh sandbox of the demo.
-Prints letters/s and MB/s for the build and for the upload.
+Prints letters/s and MB/s for the build and for the upload, and what the look-up the hand-over makes
+before sending a batch (is it at the print house already?) costs per batch.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from demo.sample_payloads import sample_payload
 from include.dijlepost.printhouse.batch import BatchLetter, address_lines, build_batch_zip, postage_class_for
 from include.dijlepost.printhouse.handoff import MIB, PlannedLetter, plan_batches
-from include.dijlepost.printhouse.upload import upload_batch, upload_checksum
+from include.dijlepost.printhouse.upload import Whereabouts, find_batch, upload_batch, upload_checksum
 from include.dijlepost.waves import ALL_LETTER_TYPES, WAVES
 
 TODAY = date(2026, 3, 2)
@@ -126,6 +127,14 @@ def main(argv: list[str] | None = None) -> None:
             again = [upload_batch(sftp, b.path, hook.inbox_dir).already_present for b in built]
         rerun_s = time.perf_counter() - t0
         assert all(again)
+        # The look-up the hand-over makes before it sends a batch: for a batch the print house does not
+        # have, every place is looked at (inbox, taken folder, outbox and its two subfolders).
+        lookups = 50
+        with hook.get_managed_conn() as sftp:
+            t0 = time.perf_counter()
+            for i in range(lookups):
+                assert find_batch(sftp, f"finance-non_prior-{i:016x}", hook.folders) is Whereabouts.NOT_THERE
+            lookup_ms = (time.perf_counter() - t0) / lookups * 1000
 
         n = len(letters)
         print(f"server: {args.server} on loopback; {len(built)} batches, {zip_bytes / MIB:.1f} MB of zip")
@@ -133,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"upload: {upload_s:6.2f} s  {n / upload_s:8.0f} letters/s  {zip_bytes / MIB / upload_s:7.1f} MB/s")
         print(f"total:  {build_s + upload_s:6.2f} s  {n / (build_s + upload_s):8.0f} letters/s")
         print(f"rerun (all batches already there): {rerun_s:.2f} s")
+        print(f"look-up of a batch before it is sent (not at the print house): {lookup_ms:.1f} ms per batch")
     finally:
         if server is not None:
             server.stop()

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from paramiko import SFTPClient
+from psycopg.rows import dict_row
 
 from include.dijlepost import logfmt
 from include.dijlepost.outbox import RunContext, quarantine_after_print_rejection, record_events
@@ -323,13 +324,17 @@ def _move_aside(sftp: SFTPClient, outbox_dir: str, name: str, folder: str, diges
 # --------------------------------------------------------------------------- alerts and reconciliation
 
 def overdue_batches(conn, department: str, hours: int, now: datetime | None = None) -> list[dict]:
-    """Batches handed over more than `hours` ago that the print house has not acknowledged."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT batch_id, letter_count, uploaded_at FROM print_batches WHERE department = %s "
-                    "AND status = 'uploaded' AND acknowledged_at IS NULL "
-                    "AND uploaded_at < coalesce(%s, now()) - make_interval(hours => %s) ORDER BY uploaded_at",
-                    (department, now, hours))
-        rows = [{"batch_id": b, "letters": n, "uploaded_at": u.isoformat()} for b, n, u in cur.fetchall()]
+    """Batches handed over more than `hours` ago that the print house has not acknowledged, and
+    batches whose upload started more than `hours` ago and was never finished or recognised (an
+    attempt died and no wave run has handed them over since): `status` says which."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SELECT batch_id, letter_count AS letters, status, coalesce(uploaded_at, upload_started_at) AS since "
+                    "FROM print_batches WHERE department = %s AND acknowledged_at IS NULL "
+                    "AND status IN ('uploaded', 'uploading') "
+                    "AND coalesce(uploaded_at, upload_started_at) < coalesce(%s, now()) - make_interval(hours => %s) "
+                    "ORDER BY since, batch_id", (department, now, hours))
+        rows = [{"batch_id": r["batch_id"], "letters": r["letters"], "status": r["status"],
+                 "uploaded_at": r["since"].isoformat()} for r in cur.fetchall()]
     conn.commit()
     return rows
 

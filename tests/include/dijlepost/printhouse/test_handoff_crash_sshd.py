@@ -223,3 +223,15 @@ def test_a_batch_still_in_the_inbox_is_not_sent_again(db, pg_url, tmp_path, prin
     assert {p.name: p.stat().st_mtime_ns for p in inbox.iterdir()} == before   # untouched
     printhouse.answer_as_print_house()
     assert printhouse.printed_letters() == Counter({i: 1 for i in ids})
+
+
+def test_an_upload_that_died_and_was_never_retried_is_reported_overdue(db, pg_url, tmp_path, printhouse):
+    rendered_paper_letters(db, tmp_path, 2)
+    killed_attempt(pg_url, "before_zip_rename", tmp_path / "work-1")
+    assert acks.overdue_batches(db, "finance", 24) == []
+    db.execute("UPDATE print_batches SET upload_started_at = now() - interval '25 hours'")
+    db.commit()
+    [late] = acks.overdue_batches(db, "finance", 24)
+    assert (late["status"], late["letters"]) == ("uploading", 2)
+    retry(db, tmp_path, "work-2")
+    assert acks.overdue_batches(db, "finance", 24) == []

@@ -88,7 +88,7 @@ def test_finance_live_end_to_end(db, ebox, run_wave, sshd):
     assert "event=run_summary" in log and "event=channels_decided" in log
     # Both channels had letters: the branch chose eBox delivery, and the print hand-over after it
     # also printed the NO_DIGITAL_USER answers of the same run.
-    assert 'tasks=["deliver_to_ebox", "hand_over_to_print"]' in log
+    assert 'tasks=["deliver_to_ebox","hand_over_to_print"]' in log
     assert_no_personal_data(log, rows)
 
     # A second run finds nothing to do and sends nothing again.

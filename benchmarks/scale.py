@@ -42,7 +42,6 @@ import secrets
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -64,7 +63,8 @@ from demo import dataset  # noqa: E402
 from include.dijlepost.intake import COMPARED  # noqa: E402
 from include.dijlepost.outbox import LETTER_COLUMNS  # noqa: E402
 from include.dijlepost.rollout import set_phase  # noqa: E402
-from sandboxes.processes import POOLS, AirflowCluster, free_port  # noqa: E402
+from sandboxes.processes import POOLS, AirflowCluster, Service, start_ebox_sandbox  # noqa: E402
+from sandboxes.processes import start_printhouse as start_printhouse_sftp  # noqa: E402
 
 PG_SERVER = os.environ.get("DIJLEPOST_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 MIX = {"finance": 0.45, "gas": 0.30, "economy_housing": 0.25}
@@ -78,79 +78,14 @@ def say(text: str) -> None:
 
 
 # -- services ------------------------------------------------------------------------------------
-class Service:
-    """A helper process in its own process group, stopped by its own id."""
-
-    def __init__(self, name: str, cmd: list[str], log: Path, env: dict | None = None):
-        self.name = name
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def _wait_for(what: str, check, service: Service, timeout: float = 60) -> None:
-    """Wait until `check()` is true; a service that never gets ready is stopped, not left behind."""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if not service.alive():
-                raise RuntimeError(f"{service.name} exited; see its log")
-            try:
-                if check():
-                    return
-            except (OSError, httpx.HTTPError, ValueError):
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"{what} not ready after {timeout}s")
-    except BaseException:
-        service.stop()
-        raise
-
-
 def start_ebox(work: Path) -> tuple[Service, httpx.Client, dict]:
-    directory = work / "ebox-sandbox"
-    port = free_port()
-    svc = Service("ebox sandbox", [sys.executable, "-m", "sandboxes.ebox", "--port", str(port),
-                                   "--dir", str(directory), "--token-lifetime", "3600"],
-                  work / "ebox-sandbox.log")
-    base = f"https://127.0.0.1:{port}"
-    client: dict = {}
-
-    def ready() -> bool:
-        if "c" not in client:
-            if not (directory / "ca.pem").exists():
-                return False
-            client["c"] = httpx.Client(base_url=base, verify=str(directory / "ca.pem"), timeout=120)
-        if client["c"].get("/_sandbox/health").status_code != 200:
-            return False
-        # The sandbox writes its connection once it serves: a health answer can come first.
-        client["connection"] = json.loads((directory / "connection.json").read_text())
-        return True
-
-    _wait_for("eBox sandbox", ready, svc)
-    return svc, client["c"], client["connection"]
+    return start_ebox_sandbox(work / "ebox-sandbox", work / "ebox-sandbox.log", args=("--token-lifetime", "3600"))
 
 
 def start_printhouse(work: Path, port: int = 0) -> tuple[Service, Path, dict]:
     directory = work / "printhouse"
-    (directory / "connection.json").unlink(missing_ok=True)
-    svc = Service("print house SFTP", [sys.executable, "-m", "sandboxes.printhouse", "--dir",
-                                       str(directory), "--port", str(port)], work / "printhouse.log")
-    _wait_for("print house SFTP", lambda: (directory / "connection.json").exists(), svc)
-    conn = json.loads((directory / "connection.json").read_text())
-    return svc, directory, conn
+    service, connection = start_printhouse_sftp(directory, work / "printhouse.log", port=port)
+    return service, directory, connection
 
 
 def _pg_connection(url: str) -> dict:
@@ -415,11 +350,16 @@ class PeakRss(threading.Thread):
         import psutil
 
         while not self._halt.wait(self.interval):
-            for p in psutil.process_iter(["cmdline", "memory_info"]):
-                m = TASK_TITLE.search(" ".join(p.info["cmdline"] or []))
-                if m and p.info["memory_info"] is not None:
-                    mib = p.info["memory_info"].rss / 2**20
-                    self.by_task_instance[m.group(1)] = max(self.by_task_instance[m.group(1)], mib)
+            # No `attrs` here: process_iter shares its Process objects between threads, and `attrs`
+            # would replace the `info` that CpuAccounting's thread is reading.
+            for p in psutil.process_iter():
+                try:
+                    m = TASK_TITLE.search(" ".join(p.cmdline()))
+                    if m:
+                        mib = p.memory_info().rss / 2**20
+                        self.by_task_instance[m.group(1)] = max(self.by_task_instance[m.group(1)], mib)
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
 
     def stop(self, ti_tasks: dict[str, str]) -> dict[str, float]:
         """The peak per task id (over its mapped instances and tries), in MiB."""

@@ -280,6 +280,7 @@ class FaultInjector(threading.Thread):
                                 [status] = conn.execute("SELECT status FROM print_batches WHERE batch_id = %s",
                                                         (batch_id,)).fetchone()
                             self.faults["hand_over_killed"]["batch_status_at_kill"] = status
+                            self.faults["hand_over_killed"]["detail"] += f"; the batch was {status} then"
                             break
                         time.sleep(0.005)
             except (OSError, psycopg.Error, RuntimeError, TimeoutError) as exc:
@@ -515,7 +516,7 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
             t0, t0_wall = time.monotonic(), time.time()
             runs = [(DAGS[d], cluster.trigger(DAGS[d], {"batch_size": max(1, c), **chunking}))
                     for d, c in mix.items()]
-            injector, faults_done = None, []
+            injector, faults_done, fault_details = None, [], {}
             # Under faults the print house takes batches while the wave runs, as a real one would (a
             # batch taken between a crash and its retry is what could be printed twice); otherwise it
             # comes by after the runs, so that its work does not weigh on the measured figures.
@@ -541,7 +542,7 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
                 states = {**states, **rerun_states}
                 injector.run_ids = [r for _, r in runs]
                 fault_problems = injector.confirm(cluster.workdir / "airflow")
-                faults_done = injector.done
+                faults_done, fault_details = injector.done, injector.faults
             wall = time.monotonic() - t0
             cpu_used = cpu.stop()
             tis = [ti | {"dag_id": d} for d, r in runs for ti in cluster.task_instances(d, r)]
@@ -610,6 +611,7 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
         "bare_letters": bare_n, "bare_s": round(bare_s, 1), "bare_letters_per_s": round(bare, 1),
         "bare_letters_per_s_before_after": [round(b[0] / b[1], 1) for b in (bare_before, bare_after)],
         "ratio_e2e_to_bare": round(e2e / bare, 3), "check": check, "faults": faults_done,
+        "fault_details": fault_details,
         "cpu_s_by_role": cpu_used["by_role_cpu_s"], "cpu_s_available": round(cpu_used["wall_s"] * cores, 1),
         "machine_cpu_s": cpu_used["machine_cpu_s"],
         # every task instance as seconds after the trigger: the start chain and the tail can be read here

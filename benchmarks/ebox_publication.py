@@ -13,14 +13,12 @@ CPU per publication of the client (this process) and of the sandbox (its own pro
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import ssl
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -48,23 +46,12 @@ def sample_pdf() -> tuple[bytes, str]:
 
 
 def start_sandbox(directory: Path) -> tuple[subprocess.Popen, dict]:
-    import socket
+    """The sandbox in its own process (`sandboxes.processes`), once it serves; its process and Connection."""
+    from sandboxes.processes import start_ebox_sandbox
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = directory / "sandbox.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sandboxes.ebox", "--port", str(port), "--dir", str(directory)],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    deadline = time.monotonic() + 30
-    while "eBox sandbox at" not in log.read_text():  # printed once it is serving
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"the sandbox did not start: {log.read_text()}")
-        time.sleep(0.05)
-    return proc, json.loads((directory / "connection.json").read_text())
+    service, client, connection = start_ebox_sandbox(directory, log=directory / "sandbox.log")
+    client.close()
+    return service.proc, connection
 
 
 def run(letters: int, latency_ms: int, concurrency: int, conn: dict, admin: httpx.Client,

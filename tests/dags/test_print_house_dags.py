@@ -9,7 +9,7 @@ import pytest
 
 from demo import dataset
 from include.dijlepost.intake import import_rows
-from include.dijlepost.printhouse.simulator import PrinterBehaviour, process_inbox
+from sandboxes.printhouse.simulator import PrinterBehaviour, process_inbox
 from include.dijlepost.rollout import set_phase
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]

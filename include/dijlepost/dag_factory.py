@@ -110,8 +110,8 @@ def build_wave_dag(wave: Wave):
             if state["phase"] == "paper":
                 logfmt.emit("ebox_message_types_skipped", department=wave.department, reason="phase paper")
                 return {"checked": 0}
-            with db_connection() as conn:
-                checked = check_message_types(conn, EboxHook().get_client(), wave)
+            with db_connection() as conn, EboxHook().get_client() as client:
+                checked = check_message_types(conn, client, wave)
             logfmt.emit("ebox_message_types_checked", department=wave.department, **checked)
             return checked
 

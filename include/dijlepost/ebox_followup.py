@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from include.dijlepost import outbox
 from include.dijlepost.outbox import RunContext, record_events
 from include.dijlepost.recipients import InvalidRecipientId, normalize_recipient_id
 from include.dijlepost.waves import WAVES, Wave
@@ -116,13 +117,8 @@ def fetch_read_status(conn, client, ctx: RunContext, *, horizon: timedelta = STA
         read = [lid for lid, mid, _, _ in batch if by_message.get(mid, {}).get("readStatus") is True]
         unknown = [lid for lid, mid, _, _ in batch if mid not in by_message]
         with conn.cursor() as cur:
-            cur.execute("UPDATE letters SET ebox_status_checked_at = now() "
-                        "WHERE letter_id = ANY(%s) AND status = 'delivered_ebox'", ([b[0] for b in batch],))
-            cur.execute("UPDATE letters SET ebox_read_at = now(), updated_at = now() "
-                        "WHERE letter_id = ANY(%s) AND ebox_read_at IS NULL AND status = 'delivered_ebox' "
-                        "RETURNING letter_id", (read,))
-            newly_read = [r[0] for r in cur.fetchall()]
-            record_events(cur, ctx, ((lid, "ebox_read", {}) for lid in newly_read))
+            outbox.mark_ebox_status_checked(cur, [b[0] for b in batch])
+            newly_read = outbox.mark_ebox_read(cur, ctx, read)
         conn.commit()
         counts["checked"] += len(batch)
         counts["read"] += len(newly_read)

@@ -347,6 +347,50 @@ def release_for_retry(cur, ctx: RunContext, letter_id: str, run_id: str, error: 
     return False
 
 
+# --------------------------------------------------------------------------- after the final state
+# What happens to a letter after it left: posted or returned by post, opened in the eBox. These
+# change no status; they are written here so that the outbox stays the one writer of `letters`.
+
+def mark_posted(cur, ctx: RunContext, batch_id: str, letter_ids: Sequence[str], ack_file: str) -> list[str]:
+    """The print house acknowledged these letters of the batch as printed and posted."""
+    cur.execute("UPDATE letters SET print_status = 'posted', print_acknowledged_at = now(), updated_at = now() "
+                "WHERE letter_id = ANY(%s) AND print_batch_id = %s AND status = 'handed_to_print' "
+                "AND print_status IS NULL RETURNING letter_id", (list(letter_ids), batch_id))
+    posted = [r[0] for r in cur.fetchall()]
+    record_events(cur, ctx, ((lid, "printed_and_posted", {"batch_id": batch_id, "ack_file": ack_file})
+                             for lid in posted))
+    return posted
+
+
+def mark_returned(cur, ctx: RunContext, letter_id: str, reason: str, returns_file: str) -> bool:
+    """bpost returned the letter (unknown address, refused): it needs a follow-up by its department."""
+    cur.execute("UPDATE letters SET print_status = 'returned', print_reason = %s, print_returned_at = now(), "
+                "print_acknowledged_at = coalesce(print_acknowledged_at, now()), updated_at = now() "
+                "WHERE letter_id = %s AND status = 'handed_to_print' "
+                "AND print_status IS DISTINCT FROM 'returned'", (reason, letter_id))
+    if cur.rowcount != 1:
+        return False
+    record_events(cur, ctx, [(letter_id, "returned_by_post", {"reason": reason, "file": returns_file,
+                                                              "follow_up": True})])
+    return True
+
+
+def mark_ebox_status_checked(cur, letter_ids: Sequence[str]) -> None:
+    """The eBox was asked for these letters' read status (answered or not)."""
+    cur.execute("UPDATE letters SET ebox_status_checked_at = now() "
+                "WHERE letter_id = ANY(%s) AND status = 'delivered_ebox'", (list(letter_ids),))
+
+
+def mark_ebox_read(cur, ctx: RunContext, letter_ids: Sequence[str]) -> list[str]:
+    """The recipient opened these letters in the eBox (the first check that saw it counts)."""
+    cur.execute("UPDATE letters SET ebox_read_at = now(), updated_at = now() "
+                "WHERE letter_id = ANY(%s) AND ebox_read_at IS NULL AND status = 'delivered_ebox' "
+                "RETURNING letter_id", (list(letter_ids),))
+    newly_read = [r[0] for r in cur.fetchall()]
+    record_events(cur, ctx, ((lid, "ebox_read", {}) for lid in newly_read))
+    return newly_read
+
+
 # --------------------------------------------------------------------------- reading
 
 def outcome_counts(conn, dag_id: str, run_id: str) -> dict:

@@ -27,8 +27,8 @@ from datetime import date, datetime
 from paramiko import SFTPClient
 from psycopg.rows import dict_row
 
-from include.dijlepost import logfmt
-from include.dijlepost.outbox import RunContext, quarantine_after_print_rejection, record_events
+from include.dijlepost import logfmt, outbox
+from include.dijlepost.outbox import RunContext, quarantine_after_print_rejection
 from include.dijlepost.printhouse.upload import ACK_SUFFIX, PROCESSED_DIR, REFUSED_DIR, rename
 
 ACK_COLUMNS = ("letter_id", "result", "reason")
@@ -232,11 +232,7 @@ def _apply_ack(cur, name: str, data: bytes, digest: str, ctx: RunContext) -> tup
 
     accepted = [r.letter_id for r in rows if r.result == "accepted"]
     rejected = [r for r in rows if r.result == "rejected"]
-    cur.execute("UPDATE letters SET print_status = 'posted', print_acknowledged_at = now(), updated_at = now() "
-                "WHERE letter_id = ANY(%s) AND print_batch_id = %s AND status = 'handed_to_print' "
-                "AND print_status IS NULL RETURNING letter_id", (accepted, batch_id))
-    posted = [r[0] for r in cur.fetchall()]
-    record_events(cur, ctx, ((lid, "printed_and_posted", {"batch_id": batch_id, "ack_file": name}) for lid in posted))
+    posted = outbox.mark_posted(cur, ctx, batch_id, accepted, name)
     quarantined = [r.letter_id for r in rejected
                    if quarantine_after_print_rejection(cur, ctx, r.letter_id, batch_id, r.reason)]
     cur.execute("UPDATE print_batches SET acknowledged_at = coalesce(acknowledged_at, now()), ack_file_sha256 = %s, "
@@ -264,13 +260,7 @@ def _apply_returns(cur, name: str, data: bytes, ctx: RunContext) -> dict:
         _, print_status, _ = known[letter_id]
         if print_status == "returned":
             continue
-        cur.execute("UPDATE letters SET print_status = 'returned', print_reason = %s, print_returned_at = now(), "
-                    "print_acknowledged_at = coalesce(print_acknowledged_at, now()), updated_at = now() "
-                    "WHERE letter_id = %s AND status = 'handed_to_print' "
-                    "AND print_status IS DISTINCT FROM 'returned'", (reason, letter_id))
-        flagged += cur.rowcount
-        record_events(cur, ctx, [(letter_id, "returned_by_post", {"reason": reason, "file": name,
-                                                                  "follow_up": True})])
+        flagged += outbox.mark_returned(cur, ctx, letter_id, reason, name)
     return {"returned": flagged, "unchanged": len(rows) - flagged}
 
 

@@ -1,7 +1,7 @@
 """What a paper letter costs the city, and so what a letter sent to the eBox saves.
 
-One module for every figure in euro, so the shadow report (issue 6) and the evaluation (issue 7)
-count the same way. The defaults are *planning estimates*, not contract prices: replace them with the
+One module for every figure in euro, so the rollout page's shadow report and the evaluation count
+the same way. The defaults are *planning estimates*, not contract prices: replace them with the
 figures of the city's bpost and print-house contracts through the environment variables below (or by
 passing a `Tariffs` explicitly). Sources of the defaults:
 

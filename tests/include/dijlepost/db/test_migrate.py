@@ -130,3 +130,35 @@ def test_a_failing_migration_is_rolled_back_and_not_recorded(fresh_url, monkeypa
         assert conn.execute("SELECT to_regclass('half_done')").fetchone()[0] is None
         conn.commit()
         assert advisory_locks(conn) == 0
+
+
+def test_a_new_wave_needs_no_migration_only_its_entry_in_waves(fresh_url, monkeypatch):
+    """Departments come from waves.py: `migrate` adds a new wave's department in phase off (nothing
+    is sent until an administrator chooses), and its letters are accepted by the outbox."""
+    from dataclasses import replace
+
+    from include.dijlepost import waves
+
+    with psycopg.connect(fresh_url) as conn:
+        migrate(conn)
+        culture = replace(waves.WAVES["economy_housing"], department="culture", title="Wave 4: culture",
+                          wave_number=4)
+        monkeypatch.setitem(waves.WAVES, "culture", culture)
+        assert migrate(conn) == []                      # no file to apply, yet the department is there
+        assert conn.execute("SELECT phase FROM rollout_phases WHERE department = 'culture'").fetchone() == ("off",)
+        assert conn.execute("SELECT to_phase FROM rollout_history WHERE department = 'culture'").fetchall() == [
+            ("off",)]
+        conn.execute("INSERT INTO letters (letter_id, department, letter_type, recipient_kind, recipient_id, "
+                     "recipient_name, street, postal_code, city, language) VALUES ('CUL-1', 'culture', "
+                     "'premium_decision', 'citizen', '85073003328', 'A', 'B 1', '2800', 'Mechelen', 'nl')")
+        conn.commit()
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute("INSERT INTO letters (letter_id, department, letter_type, recipient_kind, recipient_id, "
+                         "recipient_name, street, postal_code, city, language) VALUES ('X-1', 'no_such', "
+                         "'invoice', 'citizen', '85073003328', 'A', 'B 1', '2800', 'Mechelen', 'nl')")
+        conn.rollback()
+        # Running it again changes nothing: the phase an administrator sets is kept.
+        conn.execute("UPDATE rollout_phases SET phase = 'live' WHERE department = 'culture'")
+        conn.commit()
+        migrate(conn)
+        assert conn.execute("SELECT phase FROM rollout_phases WHERE department = 'culture'").fetchone() == ("live",)

@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.ui:
             _serve_ui(cluster)
             return 0
+        print("(in a terminal the demo ends with the Airflow UI up on 127.0.0.1 until Ctrl-C; "
+              "`python -m demo --ui` asks for it)")
     return 0
 
 

@@ -49,6 +49,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -163,8 +164,8 @@ def start_ebox_sandbox(directory: Path, log: Path | None = None, port: int | Non
         if "client" not in found:
             if not (directory / "ca.pem").exists():
                 return False
-            found["client"] = httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=str(directory / "ca.pem"),
-                                           timeout=120)
+            found["client"] = httpx.Client(base_url=f"https://127.0.0.1:{port}", timeout=120,
+                                           verify=ssl.create_default_context(cafile=str(directory / "ca.pem")))
         if found["client"].get("/_sandbox/health").status_code != 200:
             return False
         # The sandbox writes its connection once it serves: a health answer can come first.

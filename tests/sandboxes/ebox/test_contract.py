@@ -12,26 +12,19 @@ from include.dijlepost.waves import WAVES
 from sandboxes.ebox import validation
 from sandboxes.ebox.app import create_app
 from sandboxes.ebox.state import DEFAULT_MESSAGE_TYPES, SandboxState
-from tests.support.contracts import EBOX_CONTRACTS
+from tests.support.contracts import published_definitions
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
-def _swagger(name: str) -> dict:
-    path = EBOX_CONTRACTS / name
-    if not path.exists():
-        pytest.skip(f"{path} is not available here")
-    return yaml.safe_load(path.read_text())
-
-
 @pytest.fixture(scope="module")
 def registry() -> dict:
-    return _swagger("message-registry-2.1.yaml")["definitions"]
+    return published_definitions("message-registry-2.1.yaml")
 
 
 @pytest.fixture(scope="module")
 def federation() -> dict:
-    return _swagger("federation-1.3.yaml")["definitions"]
+    return published_definitions("federation-1.3.yaml")
 
 
 def test_the_federation_search_vocabulary(federation):

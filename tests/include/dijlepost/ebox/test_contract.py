@@ -5,30 +5,22 @@ from __future__ import annotations
 import re
 
 import pytest
-import yaml
 
 from include.dijlepost.ebox.client import build_message_to_publish
-from tests.support.contracts import EBOX_CONTRACTS
+from tests.support.contracts import EBOX_CONTRACTS, published_definitions
 from tests.include.dijlepost.ebox.helpers import publication, unit_config
 
 CONTRACTS = EBOX_CONTRACTS
 
 
-def _swagger(name: str) -> dict:
-    path = CONTRACTS / name
-    if not path.exists():
-        pytest.skip(f"{path} is not available here")
-    return yaml.safe_load(path.read_text())
-
-
 @pytest.fixture(scope="module")
 def registry() -> dict:
-    return _swagger("message-registry-2.1.yaml")["definitions"]
+    return published_definitions("message-registry-2.1.yaml")
 
 
 @pytest.fixture(scope="module")
 def federation() -> dict:
-    return _swagger("federation-1.3.yaml")["definitions"]
+    return published_definitions("federation-1.3.yaml")
 
 
 def _every_optional_key():

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
@@ -413,6 +413,3 @@ def _sum(rows: Sequence[tuple], idx: int) -> dict:
         out[row[idx]] = out.get(row[idx], 0) + row[-1]
     return dict(sorted(out.items()))
 
-
-def as_dict(obj) -> dict:
-    return asdict(obj)

@@ -184,16 +184,6 @@ def pending_print_batches(conn, department: str, today: date | None = None, run_
     return ids
 
 
-def deferred_print_batches(conn, department: str, today: date | None = None) -> list[tuple[str, date]]:
-    """Batches waiting for a later print day (their letters were decided after the cut-off)."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT batch_id, hand_over_on FROM print_batches WHERE department = %s AND status = 'assigned' "
-                    "AND hand_over_on > %s ORDER BY hand_over_on, batch_id", (department, today or today_in_brussels()))
-        rows = cur.fetchall()
-    conn.commit()
-    return rows
-
-
 # --------------------------------------------------------------------------- the hand-over
 
 def hand_over(conn, hook, wave, run_id: str, ctx: RunContext, work_dir: Path, chunk: int | None = None) -> dict:

@@ -9,6 +9,7 @@ pytest_plugins = [
     "tests.support.database",
     "tests.support.ebox_sandbox",
     "tests.support.sshd",
+    "tests.support.browser",
 ]
 
 os.environ.setdefault("DIJLEPOST_PSEUDONYM_KEY", "test-pseudonym-key-not-secret")

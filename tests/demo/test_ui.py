@@ -26,14 +26,13 @@ import httpx
 import psutil
 import pytest
 
+from tests.support.browser import CHROMIUM
 from tests.support.tools import require_tool
+
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(1500)]
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 WAVES = ["letters_finance", "letters_gas", "letters_economy_housing"]
 # 60 letters in chunks of 16: finance (32 letters and the demo's wrong rows) has several chunks.
 DEMO_ARGS = ["--letters", "60", "--chunk-size", "16", "--ui"]
@@ -106,16 +105,6 @@ def demo_ui():
     finally:
         demo.stop()
         shutil.rmtree(var, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

@@ -26,20 +26,13 @@ import psycopg
 import pytest
 
 from tests.support.database import SERVER
+from tests.support.browser import CHROMIUM
 from tests.support.tools import require_tool
+
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 USERS = {"ada": ("admin", "ada-" + uuid.uuid4().hex[:12]), "vik": ("viewer", "vik-" + uuid.uuid4().hex[:12])}
 
@@ -139,16 +132,6 @@ def airflow_api(pg_url, tmp_path_factory):
         log.close()
         with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{meta}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture

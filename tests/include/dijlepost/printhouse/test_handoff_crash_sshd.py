@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import signal
 import subprocess
 import sys
@@ -96,14 +95,6 @@ KILLED_ATTEMPT = textwrap.dedent("""
         handoff.hand_over(conn, PrintHouseHook(), WAVES["finance"], run_id, ctx, Path(work_dir), chunk=0)
     sys.exit(3)   # not killed: the point was never reached
 """)
-
-
-@pytest.fixture
-def printhouse(printhouse_dirs, monkeypatch, db):
-    monkeypatch.setenv("AIRFLOW_CONN_PRINTHOUSE_SFTP", json.dumps(printhouse_dirs.airflow_connection()))
-    db.execute("TRUNCATE print_house_files")
-    db.commit()
-    return printhouse_dirs
 
 
 def one_page_pdf(letter_id: str) -> bytes:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import socket
 import zipfile
 from datetime import date, datetime, timedelta
@@ -36,15 +35,6 @@ ACK_CTX = RunContext(dag_id="print_house_acknowledgements", run_id="manual__ack"
 @pytest.fixture(scope="module")
 def renderer():
     return LetterRenderer(today=date(2026, 3, 2))
-
-
-@pytest.fixture
-def printhouse(printhouse_dirs, monkeypatch, db):
-    """sshd with empty folders as the `printhouse_sftp` Connection, and no print-house files recorded."""
-    monkeypatch.setenv("AIRFLOW_CONN_PRINTHOUSE_SFTP", json.dumps(printhouse_dirs.airflow_connection()))
-    db.execute("TRUNCATE print_house_files")
-    db.commit()
-    return printhouse_dirs
 
 
 def paper_letters(db, renderer, tmp_path, n: int, seed_no: int, run: str = RUN) -> list[str]:

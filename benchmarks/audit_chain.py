@@ -6,6 +6,7 @@
 Uses a fresh, migrated database on DIJLEPOST_TEST_PG (default postgresql://postgres@127.0.0.1:5432),
 dropped at the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,11 +16,13 @@ import uuid
 
 import psycopg
 
-from include.dijlepost.audit import verify
 from benchmarks.scratch_db import scratch_database
+from include.dijlepost.audit import verify
 from include.dijlepost.outbox import RunContext, record_events
 
-CTX = RunContext(dag_id="letters_finance", run_id="bench", task_id="render_letters", map_index=0, try_number=1)
+CTX = RunContext(
+    dag_id="letters_finance", run_id="bench", task_id="render_letters", map_index=0, try_number=1
+)
 
 
 def events(n: int, tag: str):
@@ -29,18 +32,19 @@ def events(n: int, tag: str):
 def one_transaction(url: str, n: int, chained: bool) -> float:
     with psycopg.connect(url) as conn:
         if not chained:
-            conn.execute("SET session_replication_role = replica")   # triggers off: the baseline
+            conn.execute("SET session_replication_role = replica")  # triggers off: the baseline
             conn.execute("SELECT set_config('dijlepost.audit_break_glass', 'on', true)")
         t = time.perf_counter()
         with conn.cursor() as cur:
             if chained:
                 record_events(cur, CTX, events(n, uuid.uuid4().hex[:6]))
-            else:   # the same rows with chain columns filled by hand (NOT NULL)
+            else:  # the same rows with chain columns filled by hand (NOT NULL)
                 cur.executemany(
                     "INSERT INTO letter_events (letter_id, event, details, dag_id, run_id, task_id, map_index, "
                     "try_number, chain_seq, prev_hash, hash) VALUES (%s, %s, '{}', 'd', 'r', 't', 0, 1, "
                     "-nextval('letter_events_event_id_seq'), decode(repeat('00', 32), 'hex'), decode(repeat('00', 32), 'hex'))",
-                    [(lid, ev) for lid, ev, _ in events(n, uuid.uuid4().hex[:6])])
+                    [(lid, ev) for lid, ev, _ in events(n, uuid.uuid4().hex[:6])],
+                )
         conn.commit()
         return time.perf_counter() - t
 
@@ -81,11 +85,15 @@ def main() -> None:
             t = time.perf_counter()
             v = verify(conn)
             el = time.perf_counter() - t
-        base = one_transaction(url, n, chained=False)      # last: its rows are outside the chain
-        print(f"one transaction, {n} events via executemany: chained {n / chained:,.0f} events/s "
-              f"({chained:.2f} s), triggers off {n / base:,.0f} events/s ({base:.2f} s)")
-        print(f"{args.writers} concurrent writers x {tx} transactions x {per} events: {total / wall:,.0f} events/s "
-              f"({wall:.2f} s)")
+        base = one_transaction(url, n, chained=False)  # last: its rows are outside the chain
+        print(
+            f"one transaction, {n} events via executemany: chained {n / chained:,.0f} events/s "
+            f"({chained:.2f} s), triggers off {n / base:,.0f} events/s ({base:.2f} s)"
+        )
+        print(
+            f"{args.writers} concurrent writers x {tx} transactions x {per} events: {total / wall:,.0f} events/s "
+            f"({wall:.2f} s)"
+        )
         print(f"audit verify: {v.checked} events, ok={v.ok}, {v.checked / el:,.0f} events/s ({el:.2f} s)")
 
 

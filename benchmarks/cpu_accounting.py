@@ -8,6 +8,7 @@ Task processes are also kept by task instance id, so the benchmark can say how m
 task spent against its wall time. A process that ends between two samples loses at most its last
 interval; the figures are a lower bound that accounts for nearly all the time at interval 0.5 s.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,13 @@ def role_of(title: str) -> tuple[str, str | None]:
             if role == "PostgreSQL":
                 backend = PG_BACKEND.match(title)
                 db = backend.group(1) if backend else ""
-                role = ("PostgreSQL (Airflow metadata)" if "airflow" in db else
-                        "PostgreSQL (outbox)" if db.startswith("dijlepost") else "PostgreSQL (server)")
+                role = (
+                    "PostgreSQL (Airflow metadata)"
+                    if "airflow" in db
+                    else "PostgreSQL (outbox)"
+                    if db.startswith("dijlepost")
+                    else "PostgreSQL (server)"
+                )
             return role, (m.group(1) if role == "task" else None)
     return "other: " + " ".join(os.path.basename(word) for word in title.split()[:6])[:80], None
 
@@ -54,7 +60,7 @@ class CpuAccounting(threading.Thread):
         self.interval = interval
         self.by_role: dict[str, float] = defaultdict(float)
         self.by_task_instance: dict[str, float] = defaultdict(float)
-        self._last: dict[tuple[int, float], float] = {}       # (pid, birth) -> CPU seconds at the last sample
+        self._last: dict[tuple[int, float], float] = {}  # (pid, birth) -> CPU seconds at the last sample
         self._halt = threading.Event()
         self.started_at = self.ended_at = None
         self._me = os.getpid()
@@ -78,7 +84,7 @@ class CpuAccounting(threading.Thread):
                     if ti:
                         self.by_task_instance[ti] += delta
                 elif self.started_at is not None and p.info["create_time"] >= self.started_at - 1:
-                    self.by_role[role] += used        # born since the start: all its time counts
+                    self.by_role[role] += used  # born since the start: all its time counts
                     if ti:
                         self.by_task_instance[ti] += used
                 self._last[key] = used
@@ -104,13 +110,22 @@ class CpuAccounting(threading.Thread):
         wall = (self.ended_at or time.time()) - (self.started_at or time.time())
         # The kernel's own account of the whole machine over the same span (what per-process sampling
         # misses: processes that lived between two samples, and time the hypervisor took: steal).
-        machine = {f: round(getattr(self._machine_end, f) - getattr(self._machine_start, f), 1)
-                   for f in ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
-                   if hasattr(self._machine_end, f)}
-        return {"wall_s": round(wall, 1), "cores": psutil.cpu_count(), "machine_cpu_s": machine,
-                "by_role_cpu_s": {k: round(v, 1) for k, v in sorted(self.by_role.items(), key=lambda kv: -kv[1])
-                                  if v >= 0.5 or not k.startswith("other")},
-                "by_task_instance_cpu_s": dict(self.by_task_instance)}
+        machine = {
+            f: round(getattr(self._machine_end, f) - getattr(self._machine_start, f), 1)
+            for f in ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+            if hasattr(self._machine_end, f)
+        }
+        return {
+            "wall_s": round(wall, 1),
+            "cores": psutil.cpu_count(),
+            "machine_cpu_s": machine,
+            "by_role_cpu_s": {
+                k: round(v, 1)
+                for k, v in sorted(self.by_role.items(), key=lambda kv: -kv[1])
+                if v >= 0.5 or not k.startswith("other")
+            },
+            "by_task_instance_cpu_s": dict(self.by_task_instance),
+        }
 
 
 class ProcessClock:
@@ -127,11 +142,18 @@ class ProcessClock:
     def _now() -> tuple[float, float, float, float]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         machine = psutil.cpu_times()
-        busy = sum(getattr(machine, f) for f in machine._fields
-                   if f not in ("idle", "iowait", "steal", "guest", "guest_nice"))
+        busy = sum(
+            getattr(machine, f)
+            for f in machine._fields
+            if f not in ("idle", "iowait", "steal", "guest", "guest_nice")
+        )
         return usage.ru_utime, usage.ru_stime, busy, time.perf_counter()
 
     def per(self, items: int) -> dict[str, float]:
         (u0, s0, m0, t0), (u1, s1, m1, t1) = self.start, self._now()
-        return {"user_ms": (u1 - u0) / items * 1e3, "kernel_ms": (s1 - s0) / items * 1e3,
-                "machine_ms": (m1 - m0) / items * 1e3, "wall_ms": (t1 - t0) / items * 1e3}
+        return {
+            "user_ms": (u1 - u0) / items * 1e3,
+            "kernel_ms": (s1 - s0) / items * 1e3,
+            "machine_ms": (m1 - m0) / items * 1e3,
+            "wall_ms": (t1 - t0) / items * 1e3,
+        }

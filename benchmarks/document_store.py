@@ -23,6 +23,7 @@ freed in the last minute (six while the inode's block is not yet written back), 
 inode, one by one, on every file it creates (`recently_deleted` in `find_inode_bit`). The PDF bytes
 are one real rendered letter.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def sample_pdf() -> bytes:
-    from include.dijlepost.rendering import LetterRenderer
     from demo.samples import sample_letter
+    from include.dijlepost.rendering import LetterRenderer
 
     return LetterRenderer().render(sample_letter("invoice", "nl", date(2026, 3, 2))).pdf
 
@@ -61,8 +62,9 @@ def store_many(directory: Path, pdf: bytes, count: int, fsync_each: bool = False
     return clock.per(count)
 
 
-def measure(base: Path, pdf: bytes, count: int, delete_first: bool,
-            fsync_each: bool = False) -> tuple[dict[str, float], Path]:
+def measure(
+    base: Path, pdf: bytes, count: int, delete_first: bool, fsync_each: bool = False
+) -> tuple[dict[str, float], Path]:
     """Store `count` PDFs into a fresh directory under `base` (first deleting `count` files next to it
     when `delete_first`). Returns the figures and the directory written, for the caller to remove once
     every measurement is done: removing it here would be deletions weighing on the next measurement."""
@@ -71,7 +73,7 @@ def measure(base: Path, pdf: bytes, count: int, delete_first: bool,
         doomed = Path(tempfile.mkdtemp(dir=base, prefix="deleted-"))
         for i in range(count):
             (doomed / f"D{i:07d}").write_bytes(b"x")
-        os.sync()                            # the deletions below are then the only fresh ones
+        os.sync()  # the deletions below are then the only fresh ones
         shutil.rmtree(doomed)
     target = Path(tempfile.mkdtemp(dir=base, prefix="store-"))
     return store_many(target, pdf, count, fsync_each), target
@@ -79,20 +81,32 @@ def measure(base: Path, pdf: bytes, count: int, delete_first: bool,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, default=ROOT / "var" / "bench" / "docstore",
-                        help="a directory on the volume to measure (created; its contents are removed)")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=ROOT / "var" / "bench" / "docstore",
+        help="a directory on the volume to measure (created; its contents are removed)",
+    )
     parser.add_argument("--letters", type=int, default=3000)
-    parser.add_argument("--quiet-seconds", type=float, default=90,
-                        help="wait this long before the quiet measurement, so that earlier deletions age out")
+    parser.add_argument(
+        "--quiet-seconds",
+        type=float,
+        default=90,
+        help="wait this long before the quiet measurement, so that earlier deletions age out",
+    )
     args = parser.parse_args(argv)
     pdf = sample_pdf()
-    print(f"storing {args.letters} PDFs of {len(pdf)} bytes each, as chunk.render_letters does "
-          f"(new temporary file, write, rename; one syncfs at the end)")
+    print(
+        f"storing {args.letters} PDFs of {len(pdf)} bytes each, as chunk.render_letters does "
+        f"(new temporary file, write, rename; one syncfs at the end)"
+    )
     if args.quiet_seconds:
         time.sleep(args.quiet_seconds)
-    cases = [("quiet volume", args.dir, False, False),
-             ("quiet volume, DIJLEPOST_DOCUMENT_SYNC=file", args.dir, False, True),
-             (f"right after deleting {args.letters} files", args.dir, True, False)]
+    cases = [
+        ("quiet volume", args.dir, False, False),
+        ("quiet volume, DIJLEPOST_DOCUMENT_SYNC=file", args.dir, False, True),
+        (f"right after deleting {args.letters} files", args.dir, True, False),
+    ]
     if Path("/dev/shm").is_dir():
         cases.append(("tmpfs (/dev/shm)", Path("/dev/shm") / "dijlepost-docstore", False, False))
     rows, written = [], []
@@ -107,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(Path("/dev/shm") / "dijlepost-docstore", ignore_errors=True)
     print(f"{'where':<42}{'user ms':>9}{'kernel ms':>11}{'machine ms':>12}{'wall ms':>9}   per PDF")
     for name, r in rows:
-        print(f"{name:<42}{r['user_ms']:>9.3f}{r['kernel_ms']:>11.3f}{r['machine_ms']:>12.3f}{r['wall_ms']:>9.3f}")
+        print(
+            f"{name:<42}{r['user_ms']:>9.3f}{r['kernel_ms']:>11.3f}{r['machine_ms']:>12.3f}{r['wall_ms']:>9.3f}"
+        )
     return 0
 
 

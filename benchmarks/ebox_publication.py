@@ -10,6 +10,7 @@ does it: a thread pool of `concurrency` workers over one EboxClient, whose own l
 for its token before the clock starts. Prints letters/s, the latency of one publication, and the
 CPU per publication of the client (this process) and of the sandbox (its own process).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,9 @@ def sample_pdf() -> tuple[bytes, str]:
     from demo import dataset
     from include.dijlepost.rendering import LetterRenderer
 
-    row = dataset.build(seed=7, mix={"finance": 1}, today=date(2026, 3, 2), prefix="BENCH", mistakes=False).letters[0]
+    row = dataset.build(
+        seed=7, mix={"finance": 1}, today=date(2026, 3, 2), prefix="BENCH", mistakes=False
+    ).letters[0]
     row = {**row, "created_at": None}
     renderer = LetterRenderer(today=date(2026, 3, 2))
     return renderer.render(row).pdf, renderer.subject(row)
@@ -54,16 +57,36 @@ def start_sandbox(directory: Path) -> tuple[subprocess.Popen, dict]:
     return service.proc, connection
 
 
-def run(letters: int, latency_ms: int, concurrency: int, conn: dict, admin: httpx.Client,
-        pdf: bytes, subject: str, tag: str, sandbox_pid: int | None = None) -> dict:
+def run(
+    letters: int,
+    latency_ms: int,
+    concurrency: int,
+    conn: dict,
+    admin: httpx.Client,
+    pdf: bytes,
+    subject: str,
+    tag: str,
+    sandbox_pid: int | None = None,
+) -> dict:
     assert admin.post("/_sandbox/reset").status_code == 204
     assert admin.post("/_sandbox/recipients", json=[{"kind": "citizen", "id": CITIZEN_ID}]).status_code == 200
     assert admin.put("/_sandbox/faults", json={"latency_ms": latency_ms}).status_code == 200
     extra = {**conn["extra"], "max_concurrency": concurrency}
     config = config_from_connection("ebox_default", conn["host"], conn["login"], conn["password"], extra)
-    pubs = [Publication(letter_id=f"BENCH-{tag}-{i:06d}", recipient_kind="citizen", recipient_id=CITIZEN_ID,
-                        language="nl", subject=subject, message_type_id="MECH-FIN-INVOICE", registered=False,
-                        pdf=pdf, filename=f"BENCH-{tag}-{i:06d}.pdf") for i in range(letters)]
+    pubs = [
+        Publication(
+            letter_id=f"BENCH-{tag}-{i:06d}",
+            recipient_kind="citizen",
+            recipient_id=CITIZEN_ID,
+            language="nl",
+            subject=subject,
+            message_type_id="MECH-FIN-INVOICE",
+            registered=False,
+            pdf=pdf,
+            filename=f"BENCH-{tag}-{i:06d}.pdf",
+        )
+        for i in range(letters)
+    ]
     durations: list[float] = []
 
     with EboxClient(config) as client:
@@ -86,21 +109,34 @@ def run(letters: int, latency_ms: int, concurrency: int, conn: dict, admin: http
         server_cpu = sum(sandbox.cpu_times()[:2]) - server_cpu if sandbox else float("nan")
     stored = len(admin.get("/_sandbox/publications").json())
     if kinds.count("published") != letters or stored != letters:
-        raise RuntimeError(f"expected {letters} publications, got {kinds.count('published')} answers "
-                           f"and {stored} stored")
+        raise RuntimeError(
+            f"expected {letters} publications, got {kinds.count('published')} answers and {stored} stored"
+        )
     durations.sort()
-    return {"latency_ms": latency_ms, "concurrency": concurrency, "letters": letters, "seconds": elapsed,
-            "letters_per_s": letters / elapsed, "p50_ms": statistics.median(durations) * 1000,
-            "p95_ms": durations[int(len(durations) * 0.95) - 1] * 1000,
-            "client_cpu_ms": client_cpu / letters * 1000, "sandbox_cpu_ms": server_cpu / letters * 1000}
+    return {
+        "latency_ms": latency_ms,
+        "concurrency": concurrency,
+        "letters": letters,
+        "seconds": elapsed,
+        "letters_per_s": letters / elapsed,
+        "p50_ms": statistics.median(durations) * 1000,
+        "p95_ms": durations[int(len(durations) * 0.95) - 1] * 1000,
+        "client_cpu_ms": client_cpu / letters * 1000,
+        "sandbox_cpu_ms": server_cpu / letters * 1000,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--letters", type=int, default=400)
     parser.add_argument("--latencies", type=int, nargs="+", default=[0, 100])
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[4],
-                        help="client-side limits to measure (the default 4 is what production uses)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=[4],
+        help="client-side limits to measure (the default 4 is what production uses)",
+    )
     args = parser.parse_args(argv)
     for name in ("dijlepost", "httpx", "fontTools"):  # one line per letter would drown the figures
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -110,17 +146,33 @@ def main(argv: list[str] | None = None) -> None:
         try:
             verify = ssl.create_default_context(cafile=conn["extra"]["ca_bundle"])
             with httpx.Client(base_url=conn["host"].split("/REST/")[0], verify=verify) as admin:
-                print(f"eBox publication throughput: {args.letters} letters of {len(pdf)} bytes (one PDF each), "
-                      f"sandbox in its own process over HTTPS, {os.cpu_count()} CPUs")
-                print(f"{'latency':>8} {'limit':>6} {'letters/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'seconds':>8}"
-                      f" {'client CPU ms':>14} {'sandbox CPU ms':>15}  (CPU per letter)")
+                print(
+                    f"eBox publication throughput: {args.letters} letters of {len(pdf)} bytes (one PDF each), "
+                    f"sandbox in its own process over HTTPS, {os.cpu_count()} CPUs"
+                )
+                print(
+                    f"{'latency':>8} {'limit':>6} {'letters/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'seconds':>8}"
+                    f" {'client CPU ms':>14} {'sandbox CPU ms':>15}  (CPU per letter)"
+                )
                 for latency in args.latencies:
                     for concurrency in args.concurrency:
-                        r = run(args.letters, latency, concurrency, conn, admin, pdf, subject,
-                                f"{latency}-{concurrency}", proc.pid)
-                        print(f"{r['latency_ms']:>6}ms {r['concurrency']:>6} {r['letters_per_s']:>10.1f} "
-                              f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['seconds']:>8.2f}"
-                              f" {r['client_cpu_ms']:>14.2f} {r['sandbox_cpu_ms']:>15.2f}", flush=True)
+                        r = run(
+                            args.letters,
+                            latency,
+                            concurrency,
+                            conn,
+                            admin,
+                            pdf,
+                            subject,
+                            f"{latency}-{concurrency}",
+                            proc.pid,
+                        )
+                        print(
+                            f"{r['latency_ms']:>6}ms {r['concurrency']:>6} {r['letters_per_s']:>10.1f} "
+                            f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['seconds']:>8.2f}"
+                            f" {r['client_cpu_ms']:>14.2f} {r['sandbox_cpu_ms']:>15.2f}",
+                            flush=True,
+                        )
         finally:
             proc.send_signal(signal.SIGTERM)
             try:

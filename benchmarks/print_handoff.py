@@ -11,6 +11,7 @@ starts a real OpenSSH sshd with a chrooted SFTP user, `sandbox` the asyncssh san
 Prints letters/s and MB/s for the build and for the upload, and what the look-up the hand-over makes
 before sending a batch (is it at the print house already?) costs per batch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ import random
 import shutil
 import tempfile
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from demo.sample_payloads import sample_payload
@@ -43,12 +44,20 @@ def render_samples(n: int) -> list[tuple[bytes, int]]:
     for i in range(n):
         letter_type = types[i % len(types)]
         letter = {
-            "letter_id": f"BENCH-{i}", "department": "finance", "letter_type": letter_type,
-            "recipient_kind": "citizen", "recipient_id": "85073003328", "recipient_name": "An Peeters",
-            "street": "Bruul 12", "postal_code": "2800", "city": "Mechelen", "country": "BE",
-            "language": ("nl", "fr", "de")[i % 3], "registered": False,
+            "letter_id": f"BENCH-{i}",
+            "department": "finance",
+            "letter_type": letter_type,
+            "recipient_kind": "citizen",
+            "recipient_id": "85073003328",
+            "recipient_name": "An Peeters",
+            "street": "Bruul 12",
+            "postal_code": "2800",
+            "city": "Mechelen",
+            "country": "BE",
+            "language": ("nl", "fr", "de")[i % 3],
+            "registered": False,
             "payload": sample_payload(letter_type, random.Random(i), TODAY),
-            "created_at": datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc),
+            "created_at": datetime(2026, 3, 1, 9, 0, tzinfo=UTC),
         }
         doc = renderer.render(letter)
         out.append((doc.pdf, doc.pages))
@@ -68,10 +77,18 @@ def make_letters(directory: Path, count: int) -> list[BatchLetter]:
         path = directory / f"{letter_id}.pdf"
         path.write_bytes(data)
         registered = i % 10 == 0
-        letters.append(BatchLetter(
-            letter_id=letter_id, pdf_path=path, pdf_sha256=hashlib.sha256(data).hexdigest(), pages=pages,
-            postage_class=postage_class_for(registered), registered=registered,
-            address_lines=address_lines("An Peeters", "Bruul 12", "2800", "Mechelen", "BE"), country="BE"))
+        letters.append(
+            BatchLetter(
+                letter_id=letter_id,
+                pdf_path=path,
+                pdf_sha256=hashlib.sha256(data).hexdigest(),
+                pages=pages,
+                postage_class=postage_class_for(registered),
+                registered=registered,
+                address_lines=address_lines("An Peeters", "Bruul 12", "2800", "Mechelen", "BE"),
+                country="BE",
+            )
+        )
     return letters
 
 
@@ -101,13 +118,21 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         letters = make_letters(work / "pdf", args.letters)
         pdf_bytes = sum(l.pdf_path.stat().st_size for l in letters)
-        print(f"prepared {len(letters)} letters ({pdf_bytes / MIB:.1f} MB of PDF) in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"prepared {len(letters)} letters ({pdf_bytes / MIB:.1f} MB of PDF) in {time.perf_counter() - t0:.1f} s"
+        )
         by_id = {l.letter_id: l for l in letters}
-        planned = [PlannedLetter(l.letter_id, l.postage_class, TODAY, l.pdf_path.stat().st_size) for l in letters]
-        batches = plan_batches("finance", planned, wave.print_batch_max_letters, wave.print_batch_max_mb * MIB)
+        planned = [
+            PlannedLetter(l.letter_id, l.postage_class, TODAY, l.pdf_path.stat().st_size) for l in letters
+        ]
+        batches = plan_batches(
+            "finance", planned, wave.print_batch_max_letters, wave.print_batch_max_mb * MIB
+        )
 
         t0 = time.perf_counter()
-        built = [build_batch_zip(b.batch_id, [by_id[i] for i in b.letter_ids], work / "zips") for b in batches]
+        built = [
+            build_batch_zip(b.batch_id, [by_id[i] for i in b.letter_ids], work / "zips") for b in batches
+        ]
         build_s = time.perf_counter() - t0
         zip_bytes = sum(b.size for b in built)
 
@@ -138,8 +163,12 @@ def main(argv: list[str] | None = None) -> None:
 
         n = len(letters)
         print(f"server: {args.server} on loopback; {len(built)} batches, {zip_bytes / MIB:.1f} MB of zip")
-        print(f"build:  {build_s:6.2f} s  {n / build_s:8.0f} letters/s  {zip_bytes / MIB / build_s:7.1f} MB/s")
-        print(f"upload: {upload_s:6.2f} s  {n / upload_s:8.0f} letters/s  {zip_bytes / MIB / upload_s:7.1f} MB/s")
+        print(
+            f"build:  {build_s:6.2f} s  {n / build_s:8.0f} letters/s  {zip_bytes / MIB / build_s:7.1f} MB/s"
+        )
+        print(
+            f"upload: {upload_s:6.2f} s  {n / upload_s:8.0f} letters/s  {zip_bytes / MIB / upload_s:7.1f} MB/s"
+        )
         print(f"total:  {build_s + upload_s:6.2f} s  {n / (build_s + upload_s):8.0f} letters/s")
         print(f"rerun (all batches already there): {rerun_s:.2f} s")
         print(f"look-up of a batch before it is sent (not at the print house): {lookup_ms:.1f} ms per batch")

@@ -18,6 +18,7 @@ is what the task adds to rendering by itself; what the scale benchmark's render 
 that is the price of sharing the cores (`benchmarks/shared_cores.py`). `--documents` puts the PDFs
 on another volume (e.g. /dev/shm, to take the file system out of it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,23 +32,29 @@ import psycopg
 from benchmarks.cpu_accounting import ProcessClock
 from benchmarks.scale import copy_letters, mix_for
 from benchmarks.scratch_db import scratch_database
-from include.dijlepost import pipeline
 from demo import dataset
+from include.dijlepost import pipeline
 from include.dijlepost.outbox import RunContext, iter_letters_in_claim
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "benchmark:render_chunk"
-CTX = RunContext(dag_id="benchmark", run_id="render_chunk", task_id="chunk.render_letters", map_index=0,
-                 try_number=1)
+CTX = RunContext(
+    dag_id="benchmark", run_id="render_chunk", task_id="chunk.render_letters", map_index=0, try_number=1
+)
 
 
 def seed_and_decide(conn, n: int) -> None:
     """n letters, held by one run as one chunk and routed to paper (claim and routing are not measured
     here: only their outcome is set)."""
-    data = dataset.build(seed=2811, mix=mix_for(n), today=date.today(), prefix="R", ebox_share=0.5, mistakes=False)
+    data = dataset.build(
+        seed=2811, mix=mix_for(n), today=date.today(), prefix="R", ebox_share=0.5, mistakes=False
+    )
     copy_letters(conn, data.letters)
-    conn.execute("UPDATE letters SET status = 'processing', claim_run_id = %s, claim_chunk = 0, "
-                 "channel = 'paper', decision_rule = 'benchmark', decided_at = now()", (RUN,))
+    conn.execute(
+        "UPDATE letters SET status = 'processing', claim_run_id = %s, claim_chunk = 0, "
+        "channel = 'paper', decision_rule = 'benchmark', decided_at = now()",
+        (RUN,),
+    )
     conn.commit()
 
 
@@ -58,8 +65,8 @@ def measure(n: int, documents: Path) -> dict[str, dict[str, float]]:
         seed_and_decide(conn, n)
         renderer = LetterRenderer()
         letters = list(iter_letters_in_claim(conn, RUN, 0))
-        for letter in letters:        # warm up on all of them first: fonts, templates and the embedded
-            renderer.render(letter)   # font subsets they need, so that neither measurement pays for it
+        for letter in letters:  # warm up on all of them first: fonts, templates and the embedded
+            renderer.render(letter)  # font subsets they need, so that neither measurement pays for it
         clock = ProcessClock()
         for letter in letters:
             renderer.render(letter)
@@ -80,18 +87,28 @@ def measure(n: int, documents: Path) -> dict[str, dict[str, float]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--letters", type=int, default=3000)
-    parser.add_argument("--documents", type=Path, default=ROOT / "var" / "bench" / "render-chunk",
-                        help="where the PDFs go (a temporary directory under it, removed afterwards)")
+    parser.add_argument(
+        "--documents",
+        type=Path,
+        default=ROOT / "var" / "bench" / "render-chunk",
+        help="where the PDFs go (a temporary directory under it, removed afterwards)",
+    )
     args = parser.parse_args(argv)
     args.documents.mkdir(parents=True, exist_ok=True)
     rows = measure(args.letters, args.documents)
     print(f"{args.letters} letters, one process, PDFs under {args.documents}")
-    print(f"{'':<16}{'user ms':>9}{'kernel ms':>11}{'CPU ms':>8}{'machine ms':>12}{'wall ms':>9}   per letter")
+    print(
+        f"{'':<16}{'user ms':>9}{'kernel ms':>11}{'CPU ms':>8}{'machine ms':>12}{'wall ms':>9}   per letter"
+    )
     for name, r in rows.items():
-        print(f"{name:<16}{r['user_ms']:>9.3f}{r['kernel_ms']:>11.3f}{r['user_ms'] + r['kernel_ms']:>8.3f}"
-              f"{r['machine_ms']:>12.3f}{r['wall_ms']:>9.3f}")
+        print(
+            f"{name:<16}{r['user_ms']:>9.3f}{r['kernel_ms']:>11.3f}{r['user_ms'] + r['kernel_ms']:>8.3f}"
+            f"{r['machine_ms']:>12.3f}{r['wall_ms']:>9.3f}"
+        )
     bare, task = (rows[k]["user_ms"] + rows[k]["kernel_ms"] for k in ("bare loop", "render_chunk"))
-    print(f"the task's own cost beside rendering: {task - bare:+.3f} ms CPU per letter ({task / bare - 1:+.1%})")
+    print(
+        f"the task's own cost beside rendering: {task - bare:+.3f} ms CPU per letter ({task / bare - 1:+.1%})"
+    )
     return 0
 
 

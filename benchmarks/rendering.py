@@ -14,6 +14,7 @@ DejaVu faces loaded with `add_font` from the full font files, the same page draw
 calls, segno choosing the QR mask, and fpdf2 subsetting the fonts at `output()`. It draws the same
 layout (computed by the renderer), so the ratio is the cost of the drawing and embedding strategy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,16 +83,24 @@ def _naive_pdf(renderer, letter) -> bytes:
                 pdf.rect(op.box.left, op.box.top, op.box.width, op.box.height)
             elif isinstance(op, QrOp):
                 sender = renderer._set.sender
-                payload = epc_payload(name=sender.account_name, iban=sender.iban.compact,
-                                      amount=prepared.payment.amount, reference=prepared.payment.ogm)
+                payload = epc_payload(
+                    name=sender.account_name,
+                    iban=sender.iban.compact,
+                    amount=prepared.payment.amount,
+                    reference=prepared.payment.ogm,
+                )
                 matrix = segno.make_qr(payload.encode(), error="m", boost_error=False).matrix
                 module = op.box.width / (len(matrix) + 2 * QR_QUIET_ZONE)
                 for row_index, row in enumerate(matrix):
                     for col, dark in enumerate(row):
                         if dark:
-                            pdf.rect(op.box.left + (QR_QUIET_ZONE + col) * module,
-                                     op.box.top + (QR_QUIET_ZONE + row_index) * module, module, module,
-                                     style="F")
+                            pdf.rect(
+                                op.box.left + (QR_QUIET_ZONE + col) * module,
+                                op.box.top + (QR_QUIET_ZONE + row_index) * module,
+                                module,
+                                module,
+                                style="F",
+                            )
     return bytes(pdf.output())
 
 
@@ -104,7 +113,7 @@ def _measure(kind: str, count: int, queue) -> None:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     render = renderer.render if kind == "renderer" else (lambda letter: _naive_pdf(renderer, letter))
     total_bytes = pages = 0
-    rss_curve = []              # peak RSS after every 1,000 letters: flat once the caches are full
+    rss_curve = []  # peak RSS after every 1,000 letters: flat once the caches are full
     wall, cpu = time.perf_counter(), time.process_time()
     for number, letter in enumerate(letters, start=1):
         result = render(letter)
@@ -116,15 +125,21 @@ def _measure(kind: str, count: int, queue) -> None:
         else:
             total_bytes += len(result)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    queue.put({
-        "kind": kind, "letters": count, "cpu_s": cpu, "wall_s": wall,
-        "per_cpu_s": count / cpu, "per_wall_s": count / wall,
-        "rss_before_mb": rss_before / 1024,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "avg_pdf_kb": total_bytes / count / 1024,
-        "multi_page": pages - count if kind == "renderer" else None,
-        "rss_curve": rss_curve,
-    })
+    queue.put(
+        {
+            "kind": kind,
+            "letters": count,
+            "cpu_s": cpu,
+            "wall_s": wall,
+            "per_cpu_s": count / cpu,
+            "per_wall_s": count / wall,
+            "rss_before_mb": rss_before / 1024,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "avg_pdf_kb": total_bytes / count / 1024,
+            "multi_page": pages - count if kind == "renderer" else None,
+            "rss_curve": rss_curve,
+        }
+    )
 
 
 def run(kind: str, count: int) -> dict:
@@ -143,8 +158,9 @@ def run(kind: str, count: int) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--naive", type=int, default=200, help="letters for the naive baseline (0: skip)")
     args = parser.parse_args(argv)
@@ -152,16 +168,22 @@ def main(argv=None) -> None:
     results = [run("renderer", size) for size in args.sizes]
     if args.naive:
         results.append(run("naive", args.naive))
-    print(f"{'method':<10} {'letters':>8} {'letters/s/core':>15} {'wall letters/s':>15} "
-          f"{'peak RSS MB':>12} {'growth MB':>10} {'avg PDF kB':>11}")
+    print(
+        f"{'method':<10} {'letters':>8} {'letters/s/core':>15} {'wall letters/s':>15} "
+        f"{'peak RSS MB':>12} {'growth MB':>10} {'avg PDF kB':>11}"
+    )
     for r in results:
-        print(f"{r['kind']:<10} {r['letters']:>8} {r['per_cpu_s']:>15.1f} {r['per_wall_s']:>15.1f} "
-              f"{r['peak_rss_mb']:>12.1f} {r['peak_rss_mb'] - r['rss_before_mb']:>10.1f} "
-              f"{r['avg_pdf_kb']:>11.1f}")
+        print(
+            f"{r['kind']:<10} {r['letters']:>8} {r['per_cpu_s']:>15.1f} {r['per_wall_s']:>15.1f} "
+            f"{r['peak_rss_mb']:>12.1f} {r['peak_rss_mb'] - r['rss_before_mb']:>10.1f} "
+            f"{r['avg_pdf_kb']:>11.1f}"
+        )
     longest = max((r for r in results if r["kind"] == "renderer"), key=lambda r: r["letters"])
     if longest["rss_curve"]:
-        print(f"peak RSS (MB) after every 1,000 of the {longest['letters']:,} letters: "
-              + " ".join(map(str, longest["rss_curve"])))
+        print(
+            f"peak RSS (MB) after every 1,000 of the {longest['letters']:,} letters: "
+            + " ".join(map(str, longest["rss_curve"]))
+        )
     if args.naive:
         best = max(r["per_cpu_s"] for r in results if r["kind"] == "renderer")
         print(f"speed-up over the naive loop: {best / results[-1]['per_cpu_s']:.1f}x")

@@ -23,7 +23,6 @@ from include.dijlepost.admin.app import Identity, create_app
 from include.dijlepost.admin.figures import recent_runs, shadow_report
 from include.dijlepost.tariffs import Tariffs
 
-
 FILL = """
 INSERT INTO letters (letter_id, department, letter_type, recipient_kind, recipient_id, recipient_name, street,
                      postal_code, city, language, registered, status, claim_run_id, claimed_at, rollout_phase,

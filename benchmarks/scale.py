@@ -30,6 +30,7 @@ Airflow overhead (time within the runs when no task of the wave was running) and
 / bare rendering throughput. A JSON copy of every result goes
 to <workdir>/result-<N>.json (result-<N>-run<K>.json with `--repeat`). Never part of `make test`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.cpu_accounting import TASK_TITLE, CpuAccounting  # noqa: E402
-from include.dijlepost.db.migrate import migrate  # noqa: E402
 from demo import dataset  # noqa: E402
+from include.dijlepost.db.migrate import migrate  # noqa: E402
 from include.dijlepost.intake import COMPARED  # noqa: E402
 from include.dijlepost.outbox import LETTER_COLUMNS  # noqa: E402
 from include.dijlepost.rollout import set_phase  # noqa: E402
@@ -79,7 +80,9 @@ def say(text: str) -> None:
 
 # -- services ------------------------------------------------------------------------------------
 def start_ebox(work: Path) -> tuple[Service, httpx.Client, dict]:
-    return start_ebox_sandbox(work / "ebox-sandbox", work / "ebox-sandbox.log", args=("--token-lifetime", "3600"))
+    return start_ebox_sandbox(
+        work / "ebox-sandbox", work / "ebox-sandbox.log", args=("--token-lifetime", "3600")
+    )
 
 
 def start_printhouse(work: Path, port: int = 0) -> tuple[Service, Path, dict]:
@@ -90,8 +93,14 @@ def start_printhouse(work: Path, port: int = 0) -> tuple[Service, Path, dict]:
 
 def _pg_connection(url: str) -> dict:
     p = urlsplit(url)
-    return {"conn_type": "postgres", "host": p.hostname, "port": p.port or 5432, "login": p.username or "postgres",
-            "password": p.password or "", "schema": p.path.lstrip("/")}
+    return {
+        "conn_type": "postgres",
+        "host": p.hostname,
+        "port": p.port or 5432,
+        "login": p.username or "postgres",
+        "password": p.password or "",
+        "schema": p.path.lstrip("/"),
+    }
 
 
 # -- seeding -------------------------------------------------------------------------------------
@@ -112,16 +121,25 @@ def copy_letters(conn, letters: list[dict]) -> None:
 
 def seed(url: str, ebox: httpx.Client, n: int, seed_no: int) -> dict[str, int]:
     mix = mix_for(n)
-    data = dataset.build(seed=seed_no, mix=mix, today=date.today(), prefix="S", ebox_share=0.5, mistakes=False)
+    data = dataset.build(
+        seed=seed_no, mix=mix, today=date.today(), prefix="S", ebox_share=0.5, mistakes=False
+    )
     with psycopg.connect(url) as conn:
         copy_letters(conn, data.letters)
         for department in mix:
             set_phase(conn, department, "live", "scale benchmark", "benchmarks.scale")
-    recipients = [{"kind": k, "id": rid, "active": True, "exclusively_ebox": excl,
-                   "no_digital_user": (k, rid) in data.no_digital_user}
-                  for (k, rid), excl in data.ebox_active.items()]
+    recipients = [
+        {
+            "kind": k,
+            "id": rid,
+            "active": True,
+            "exclusively_ebox": excl,
+            "no_digital_user": (k, rid) in data.no_digital_user,
+        }
+        for (k, rid), excl in data.ebox_active.items()
+    ]
     for i in range(0, len(recipients), 5000):
-        ebox.post("/_sandbox/recipients", json=recipients[i:i + 5000]).raise_for_status()
+        ebox.post("/_sandbox/recipients", json=recipients[i : i + 5000]).raise_for_status()
     return mix
 
 
@@ -153,14 +171,16 @@ def bare_sample(url: str, size: int, half: int) -> list[dict]:
         cur = conn.execute(
             f"SELECT {LETTER_COLUMNS} FROM (SELECT *, row_number() OVER (ORDER BY id) - 1 AS nr FROM letters "
             "WHERE status <> 'quarantined') l WHERE nr %% %s = 0 AND nr / %s < %s AND (nr / %s) %% 2 = %s "
-            "ORDER BY id", (step, step, size, step, half))
+            "ORDER BY id",
+            (step, step, size, step, half),
+        )
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r)) for r in cur.fetchall()]
 
 
 def bare_render(url: str, processes: int, size: int, half: int) -> tuple[int, float]:
     letters = bare_sample(url, size, half)
-    chunks = [letters[i:i + 200] for i in range(0, len(letters), 200)]
+    chunks = [letters[i : i + 200] for i in range(0, len(letters), 200)]
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(processes, initializer=_init_renderer) as pool:
         t0 = time.monotonic()
@@ -197,14 +217,14 @@ class PrintHouse(threading.Thread):
 
         try:
             return process_inbox(self.root)
-        except OSError as exc:       # the inbox is read while the server writes it; the next round retries
+        except OSError as exc:  # the inbox is read while the server writes it; the next round retries
             self.errors.append(repr(exc))
             return {}
 
     def stop(self) -> None:
         self.stop_event.set()
         self.join()
-        self.consume()               # what arrived after the last round
+        self.consume()  # what arrived after the last round
 
 
 class FaultInjector(threading.Thread):
@@ -229,14 +249,20 @@ class FaultInjector(threading.Thread):
         return self.cluster.query(
             "SELECT pid, extract(epoch FROM now() - start_date), dag_id, map_index, try_number FROM task_instance "
             "WHERE run_id = ANY(%s) AND task_id = %s AND state = 'running' AND pid IS NOT NULL",
-            (self.run_ids, task_id))
+            (self.run_ids, task_id),
+        )
 
-    def _kill_task(self, name: str, task_id: str, pid: int, dag_id: str, map_index: int, try_number: int,
-                   detail: str) -> None:
+    def _kill_task(
+        self, name: str, task_id: str, pid: int, dag_id: str, map_index: int, try_number: int, detail: str
+    ) -> None:
         os.kill(pid, signal.SIGKILL)
-        self.faults[name] = {"task_id": task_id, "dag_id": dag_id, "map_index": map_index,
-                             "killed_try": try_number, "detail": f"{detail} ({dag_id} {task_id}[{map_index}], "
-                                                                 f"try {try_number}, pid {pid})"}
+        self.faults[name] = {
+            "task_id": task_id,
+            "dag_id": dag_id,
+            "map_index": map_index,
+            "killed_try": try_number,
+            "detail": f"{detail} ({dag_id} {task_id}[{map_index}], try {try_number}, pid {pid})",
+        }
 
     def run(self) -> None:
         inbox = self.work / "printhouse" / "root" / "inbox"
@@ -245,8 +271,15 @@ class FaultInjector(threading.Thread):
                 if "render_task_killed" not in self.faults:
                     for pid, age, dag_id, map_index, try_number in self._running("chunk.render_letters"):
                         if age >= 3:
-                            self._kill_task("render_task_killed", "chunk.render_letters", pid, dag_id, map_index,
-                                            try_number, f"killed {age:.0f}s into its chunk")
+                            self._kill_task(
+                                "render_task_killed",
+                                "chunk.render_letters",
+                                pid,
+                                dag_id,
+                                map_index,
+                                try_number,
+                                f"killed {age:.0f}s into its chunk",
+                            )
                             break
                 if "sftp_server_killed" not in self.faults and self._running("chunk.hand_over_to_print"):
                     deadline = time.monotonic() + 20
@@ -254,7 +287,7 @@ class FaultInjector(threading.Thread):
                         time.sleep(0.01)
                     parts = sorted(p.name for p in inbox.glob("*.part"))
                     if not parts:
-                        continue     # no upload caught in the act; try with the next hand-over
+                        continue  # no upload caught in the act; try with the next hand-over
                     old = self.services[-1]
                     port = json.loads((self.work / "printhouse" / "connection.json").read_text())["port"]
                     os.kill(old.proc.pid, signal.SIGKILL)
@@ -262,9 +295,11 @@ class FaultInjector(threading.Thread):
                     time.sleep(2)
                     self.services[-1] = start_printhouse(self.work, port)[0]
                     self.faults["sftp_server_killed"] = {
-                        "exit_code": code, "part_files": parts,
+                        "exit_code": code,
+                        "part_files": parts,
                         "detail": f"print house SFTP server killed (exit {code}) while {parts[0]} was being "
-                                  "written, restarted 2s later"}
+                        "written, restarted 2s later",
+                    }
                 elif "sftp_server_killed" in self.faults and "hand_over_killed" not in self.faults:
                     seen = {p.name for p in inbox.glob("*.zip.sha256")}
                     deadline = time.monotonic() + 30
@@ -274,11 +309,19 @@ class FaultInjector(threading.Thread):
                         if running and fresh:
                             pid, _, dag_id, map_index, try_number = running[0]
                             batch_id = sorted(fresh)[0][: -len(".zip.sha256")]
-                            self._kill_task("hand_over_killed", "chunk.hand_over_to_print", pid, dag_id, map_index,
-                                            try_number, f"killed as batch {batch_id} arrived complete in the inbox")
+                            self._kill_task(
+                                "hand_over_killed",
+                                "chunk.hand_over_to_print",
+                                pid,
+                                dag_id,
+                                map_index,
+                                try_number,
+                                f"killed as batch {batch_id} arrived complete in the inbox",
+                            )
                             with psycopg.connect(self.url) as conn:
-                                [status] = conn.execute("SELECT status FROM print_batches WHERE batch_id = %s",
-                                                        (batch_id,)).fetchone()
+                                [status] = conn.execute(
+                                    "SELECT status FROM print_batches WHERE batch_id = %s", (batch_id,)
+                                ).fetchone()
                             self.faults["hand_over_killed"]["batch_status_at_kill"] = status
                             self.faults["hand_over_killed"]["detail"] += f"; the batch was {status} then"
                             break
@@ -300,11 +343,16 @@ class FaultInjector(threading.Thread):
             # A killed task instance comes back as its next try: Airflow saw the kill.
             rows = self.cluster.query(
                 "SELECT max(try_number) FROM task_instance WHERE run_id = ANY(%s) AND dag_id = %s AND task_id = %s "
-                "AND map_index = %s", (self.run_ids, f["dag_id"], f["task_id"], f["map_index"]))
+                "AND map_index = %s",
+                (self.run_ids, f["dag_id"], f["task_id"], f["map_index"]),
+            )
             f["tries"] = rows[0][0]
             if not rows[0][0] or rows[0][0] <= f["killed_try"]:
                 missing.append(f"fault without effect: {name} (the task was not retried)")
-        if "sftp_server_killed" in self.faults and self.faults["sftp_server_killed"]["exit_code"] != -signal.SIGKILL:
+        if (
+            "sftp_server_killed" in self.faults
+            and self.faults["sftp_server_killed"]["exit_code"] != -signal.SIGKILL
+        ):
             missing.append("fault without effect: sftp_server_killed (the server was not killed)")
         # The eBox faults, as the client met them: its retry log lines in the task logs.
         seen = Counter()
@@ -312,11 +360,15 @@ class FaultInjector(threading.Thread):
             text = path.read_text(errors="replace")
             seen["error"] += len(EBOX_ERROR_LINE.findall(text))
             seen["timeout"] += len(EBOX_TIMEOUT_LINE.findall(text))
-        self.faults["ebox_errors"] = {"answers_seen": seen["error"],
-                                      "detail": f"{seen['error']} injected HTTP {EBOX_FAULTS['error_status']} "
-                                                "answers met by the eBox client"}
-        self.faults["ebox_timeouts"] = {"answers_seen": seen["timeout"],
-                                        "detail": f"{seen['timeout']} answers too late for the eBox client"}
+        self.faults["ebox_errors"] = {
+            "answers_seen": seen["error"],
+            "detail": f"{seen['error']} injected HTTP {EBOX_FAULTS['error_status']} "
+            "answers met by the eBox client",
+        }
+        self.faults["ebox_timeouts"] = {
+            "answers_seen": seen["timeout"],
+            "detail": f"{seen['timeout']} answers too late for the eBox client",
+        }
         for kind in ("error", "timeout"):
             if not seen[kind]:
                 missing.append(f"fault without effect: no eBox {kind} reached the client")
@@ -385,8 +437,11 @@ def verify(url: str, ebox: httpx.Client, printhouse_dir: Path) -> dict:
         letters = conn.execute("SELECT letter_id, status, pdf_sha256 FROM letters").fetchall()
         rendered = conn.execute("SELECT count(*) FROM letters WHERE rendered_at IS NOT NULL").fetchone()[0]
         by_claim = dict(conn.execute("SELECT claim_run_id, count(*) FROM letters GROUP BY 1").fetchall())
-        evidence = dict(conn.execute("SELECT coalesce(handover_evidence, status), count(*) FROM print_batches "
-                                     "GROUP BY 1").fetchall())
+        evidence = dict(
+            conn.execute(
+                "SELECT coalesce(handover_evidence, status), count(*) FROM print_batches GROUP BY 1"
+            ).fetchall()
+        )
     by_digest: dict[str, list[str]] = defaultdict(list)
     for letter_id, _, sha in letters:
         if sha:
@@ -395,7 +450,7 @@ def verify(url: str, ebox: httpx.Client, printhouse_dir: Path) -> dict:
     unmatched = 0
     for p in ebox.get("/_sandbox/publications").json():
         if p.get("code") == "NO_DIGITAL_USER":
-            continue        # not delivered: the eBox said so, and the letter went on paper
+            continue  # not delivered: the eBox said so, and the letter went on paper
         owners = {lid for a in p["attachments"] for lid in by_digest.get(a["sha256"], [])}
         if not owners:
             unmatched += 1
@@ -405,24 +460,37 @@ def verify(url: str, ebox: httpx.Client, printhouse_dir: Path) -> dict:
     paper_ids = {lid for lid, status, _ in letters if status == "handed_to_print"}
     problems = []
     if set(statuses) - set(FINAL):
-        problems.append(f"letters not in a final state: { {s: c for s, c in statuses.items() if s not in FINAL} }")
+        problems.append(
+            f"letters not in a final state: { {s: c for s, c in statuses.items() if s not in FINAL} }"
+        )
     twice = sum(1 for c in messages.values() if c > 1)
     if twice or unmatched or set(messages) != ebox_ids:
-        problems.append(f"the eBox does not hold each delivered letter exactly once: {twice} letters in it more "
-                        f"than once, {len(ebox_ids - set(messages))} delivered letters missing, "
-                        f"{len(set(messages) - ebox_ids)} other letters in it, {unmatched} messages of no letter")
+        problems.append(
+            f"the eBox does not hold each delivered letter exactly once: {twice} letters in it more "
+            f"than once, {len(ebox_ids - set(messages))} delivered letters missing, "
+            f"{len(set(messages) - ebox_ids)} other letters in it, {unmatched} messages of no letter"
+        )
     printed_twice = sum(1 for c in printed.values() if c > 1)
     if printed_twice or set(printed) != paper_ids:
-        problems.append(f"the print house did not print each paper letter exactly once: {printed_twice} printed "
-                        f"more than once, {len(paper_ids - set(printed))} handed over but not printed, "
-                        f"{len(set(printed) - paper_ids)} printed but not handed over")
+        problems.append(
+            f"the print house did not print each paper letter exactly once: {printed_twice} printed "
+            f"more than once, {len(paper_ids - set(printed))} handed over but not printed, "
+            f"{len(set(printed) - paper_ids)} printed but not handed over"
+        )
     inbox_left = sorted(p.name for p in (printhouse_dir / "root" / "inbox").iterdir())
     if inbox_left:
         problems.append(f"left in the print house's inbox: {inbox_left[:5]}")
-    return {"statuses": statuses, "rendered": rendered, "ebox_messages": sum(messages.values()),
-            "ebox_letters_more_than_once": twice, "printed_letters": sum(printed.values()),
-            "letters_printed_more_than_once": printed_twice, "print_batches": evidence,
-            "letters_by_claim": by_claim, "problems": problems}
+    return {
+        "statuses": statuses,
+        "rendered": rendered,
+        "ebox_messages": sum(messages.values()),
+        "ebox_letters_more_than_once": twice,
+        "printed_letters": sum(printed.values()),
+        "letters_printed_more_than_once": printed_twice,
+        "print_batches": evidence,
+        "letters_by_claim": by_claim,
+        "problems": problems,
+    }
 
 
 def spent_dir(args) -> Path:
@@ -476,13 +544,17 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
         say(f"seeded {n} letters {mix} in {time.monotonic() - t:.0f}s")
         if args.faults:
             ebox.put("/_sandbox/faults", json={**EBOX_FAULTS, "seed": args.seed}).raise_for_status()
-            say(f"faults: eBox {EBOX_FAULTS}, client timeout {EBOX_CLIENT_TIMEOUT_S}s; a render task process "
+            say(
+                f"faults: eBox {EBOX_FAULTS}, client timeout {EBOX_CLIENT_TIMEOUT_S}s; a render task process "
                 "will be killed, the SFTP server dropped once mid-upload, a hand-over task killed as its batch "
-                "arrives; the print house consumes its inbox throughout")
+                "arrives; the print house consumes its inbox throughout"
+            )
         # The bare loop runs half before and half after the waves (Airflow not started yet, or stopped):
         # a machine whose speed drifts during a long run then weighs on both sides of the ratio alike.
         bare_total = min(args.bare_letters or n, n)
-        say(f"bare rendering loop, first half of {bare_total} letters spread over the wave ({cores} processes)")
+        say(
+            f"bare rendering loop, first half of {bare_total} letters spread over the wave ({cores} processes)"
+        )
         bare_before = bare_render(url, cores, bare_total, half=0)
         env = {
             "AIRFLOW_CONN_DIJLEPOST_DB": json.dumps(_pg_connection(url)),
@@ -502,20 +574,28 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
         # Rendering is CPU-bound: the `rendering` pool lets one chunk render per core. Delivery tasks mostly
         # wait on the eBox and the SFTP server, so the executor has DELIVERY_SLOTS slots more than that.
         pools = {**POOLS, "rendering": (cores, "chunks rendered at once (one per core)")}
-        say(f"starting Airflow: api-server, dag-processor, scheduler (LocalExecutor, parallelism "
-            f"{cores + DELIVERY_SLOTS}, rendering pool {cores})")
-        with AirflowCluster(work / "airflow", env, executor="LocalExecutor", parallelism=cores + DELIVERY_SLOTS,
-                            pools=pools) as cluster:
+        say(
+            f"starting Airflow: api-server, dag-processor, scheduler (LocalExecutor, parallelism "
+            f"{cores + DELIVERY_SLOTS}, rendering pool {cores})"
+        )
+        with AirflowCluster(
+            work / "airflow", env, executor="LocalExecutor", parallelism=cores + DELIVERY_SLOTS, pools=pools
+        ) as cluster:
             cluster.wait_for_dags(list(DAGS.values()))
             say("triggering the three wave DAGs")
-            chunking = {"chunk_size": args.chunk_size, **({"max_chunks": args.max_chunks} if args.max_chunks else {})}
+            chunking = {
+                "chunk_size": args.chunk_size,
+                **({"max_chunks": args.max_chunks} if args.max_chunks else {}),
+            }
             cpu = CpuAccounting()
             cpu.start()
             memory = PeakRss()
             memory.start()
             t0, t0_wall = time.monotonic(), time.time()
-            runs = [(DAGS[d], cluster.trigger(DAGS[d], {"batch_size": max(1, c), **chunking}))
-                    for d, c in mix.items()]
+            runs = [
+                (DAGS[d], cluster.trigger(DAGS[d], {"batch_size": max(1, c), **chunking}))
+                for d, c in mix.items()
+            ]
             injector, faults_done, fault_details = None, [], {}
             # Under faults the print house takes batches while the wave runs, as a real one would (a
             # batch taken between a crash and its retry is what could be printed twice); otherwise it
@@ -534,8 +614,10 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
                     say(f"fault: {line}")
                 say(f"first runs: {states}; an operator reruns every wave once")
                 ebox.put("/_sandbox/faults", json={}).raise_for_status()
-                reruns = [(DAGS[d], cluster.trigger(DAGS[d], {"batch_size": max(1, c), **chunking}))
-                          for d, c in mix.items()]
+                reruns = [
+                    (DAGS[d], cluster.trigger(DAGS[d], {"batch_size": max(1, c), **chunking}))
+                    for d, c in mix.items()
+                ]
                 rerun_states = cluster.wait(reruns, timeout=args.timeout, poll=2)
                 say(f"reruns: {rerun_states}")
                 runs += reruns
@@ -546,12 +628,17 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
             wall = time.monotonic() - t0
             cpu_used = cpu.stop()
             tis = [ti | {"dag_id": d} for d, r in runs for ti in cluster.task_instances(d, r)]
-            ti_tasks = dict(cluster.query(
-                "SELECT id::text, task_id FROM task_instance WHERE run_id = ANY(%s) UNION ALL "
-                "SELECT task_instance_id::text, task_id FROM task_instance_history WHERE run_id = ANY(%s)",
-                ([r for _, r in runs], [r for _, r in runs])))
+            ti_tasks = dict(
+                cluster.query(
+                    "SELECT id::text, task_id FROM task_instance WHERE run_id = ANY(%s) UNION ALL "
+                    "SELECT task_instance_id::text, task_id FROM task_instance_history WHERE run_id = ANY(%s)",
+                    ([r for _, r in runs], [r for _, r in runs]),
+                )
+            )
             run_spans = cluster.query(
-                "SELECT min(start_date), max(end_date) FROM dag_run WHERE run_id = ANY(%s)", ([r for _, r in runs],))
+                "SELECT min(start_date), max(end_date) FROM dag_run WHERE run_id = ANY(%s)",
+                ([r for _, r in runs],),
+            )
             rss = memory.stop(ti_tasks)
         say(f"runs finished in {wall:.0f}s: {states}")
         if printer.is_alive():
@@ -561,7 +648,9 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
         check = verify(url, ebox, ph_dir)
         if args.faults:
             check["problems"] += fault_problems + [f"print house: {e}" for e in printer.errors]
-        say(f"bare rendering loop, second half of {bare_total} letters spread over the wave ({cores} processes)")
+        say(
+            f"bare rendering loop, second half of {bare_total} letters spread over the wave ({cores} processes)"
+        )
         bare_after = bare_render(url, cores, bare_total, half=1)
         bare_n, bare_s = bare_before[0] + bare_after[0], bare_before[1] + bare_after[1]
     finally:
@@ -571,28 +660,41 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
             admin.execute(f'DROP DATABASE IF EXISTS "{outbox_db}" WITH (FORCE)')
         if not args.keep:
             for sub in ("documents", "print-batches", "printhouse"):
-                set_aside(work / sub, args)         # removed after the last run, see spent_dir
+                set_aside(work / sub, args)  # removed after the last run, see spent_dir
 
     # (a claim of nothing expands the chunk group to zero: Airflow leaves one skipped placeholder per
     # task, map_index -1, which is not a chunk)
-    ran = [t for t in tis if t["start_date"] and t["end_date"]
-           and not (t["task_id"].startswith("chunk.") and t["map_index"] == -1)]
+    ran = [
+        t
+        for t in tis
+        if t["start_date"]
+        and t["end_date"]
+        and not (t["task_id"].startswith("chunk.") and t["map_index"] == -1)
+    ]
     intervals = [(t["start_date"].timestamp(), t["end_date"].timestamp()) for t in ran]
     first, last = run_spans[0]
     run_wall = (last - first).total_seconds()
     busy = _union_seconds(intervals)
-    stage_letters = {"chunk.render_letters": check["rendered"],
-                     "chunk.deliver_to_ebox": check["statuses"].get("delivered_ebox", 0),
-                     "chunk.hand_over_to_print": check["statuses"].get("handed_to_print", 0)}
+    stage_letters = {
+        "chunk.render_letters": check["rendered"],
+        "chunk.deliver_to_ebox": check["statuses"].get("delivered_ebox", 0),
+        "chunk.hand_over_to_print": check["statuses"].get("handed_to_print", 0),
+    }
     stages = {}
     for task_id in sorted({t["task_id"] for t in ran}):
         mine = [t for t in ran if t["task_id"] == task_id]
         span = max(t["end_date"] for t in mine) - min(t["start_date"] for t in mine)
         task_seconds = sum((t["end_date"] - t["start_date"]).total_seconds() for t in mine)
-        entry = {"tasks": len(mine), "span_s": round(span.total_seconds(), 1), "task_s": round(task_seconds, 1),
-                 "cpu_s": round(sum(s for ti, s in cpu_used["by_task_instance_cpu_s"].items()
-                                    if ti_tasks.get(ti) == task_id), 1),
-                 "retries": sum(1 for t in mine if (t["try_number"] or 1) > 1)}
+        entry = {
+            "tasks": len(mine),
+            "span_s": round(span.total_seconds(), 1),
+            "task_s": round(task_seconds, 1),
+            "cpu_s": round(
+                sum(s for ti, s in cpu_used["by_task_instance_cpu_s"].items() if ti_tasks.get(ti) == task_id),
+                1,
+            ),
+            "retries": sum(1 for t in mine if (t["try_number"] or 1) > 1),
+        }
         if task_id in stage_letters:
             entry["letters"] = stage_letters[task_id]
             entry["letters_per_s"] = round(stage_letters[task_id] / max(span.total_seconds(), 1e-9), 1)
@@ -601,23 +703,48 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
     e2e = n / wall
     bare = bare_n / bare_s
     result = {
-        "letters": n, "mix": mix, "cores": cores, "chunk_size": args.chunk_size, "max_chunks": args.max_chunks,
+        "letters": n,
+        "mix": mix,
+        "cores": cores,
+        "chunk_size": args.chunk_size,
+        "max_chunks": args.max_chunks,
         "sftp_compression": args.sftp_compression,
-        "chunks": stages.get("chunk.render_letters", {}).get("tasks"), "run_states": list(states.values()),
-        "wall_s": round(wall, 1), "letters_per_s": round(e2e, 1), "dag_run_span_s": round(run_wall, 1),
+        "chunks": stages.get("chunk.render_letters", {}).get("tasks"),
+        "run_states": list(states.values()),
+        "wall_s": round(wall, 1),
+        "letters_per_s": round(e2e, 1),
+        "dag_run_span_s": round(run_wall, 1),
         "airflow_overhead_s": round(max(0.0, run_wall - busy), 1),
         "airflow_overhead_share": round(max(0.0, run_wall - busy) / run_wall, 3) if run_wall else None,
-        "stages": stages, "peak_rss_mib": max(rss.values()) if rss else None, "peak_rss_mib_by_task": rss,
-        "bare_letters": bare_n, "bare_s": round(bare_s, 1), "bare_letters_per_s": round(bare, 1),
+        "stages": stages,
+        "peak_rss_mib": max(rss.values()) if rss else None,
+        "peak_rss_mib_by_task": rss,
+        "bare_letters": bare_n,
+        "bare_s": round(bare_s, 1),
+        "bare_letters_per_s": round(bare, 1),
         "bare_letters_per_s_before_after": [round(b[0] / b[1], 1) for b in (bare_before, bare_after)],
-        "ratio_e2e_to_bare": round(e2e / bare, 3), "check": check, "faults": faults_done,
+        "ratio_e2e_to_bare": round(e2e / bare, 3),
+        "check": check,
+        "faults": faults_done,
         "fault_details": fault_details,
-        "cpu_s_by_role": cpu_used["by_role_cpu_s"], "cpu_s_available": round(cpu_used["wall_s"] * cores, 1),
+        "cpu_s_by_role": cpu_used["by_role_cpu_s"],
+        "cpu_s_available": round(cpu_used["wall_s"] * cores, 1),
         "machine_cpu_s": cpu_used["machine_cpu_s"],
         # every task instance as seconds after the trigger: the start chain and the tail can be read here
-        "timeline": sorted(([t["dag_id"], t["task_id"], t["map_index"], t["try_number"],
-                             round(t["start_date"].timestamp() - t0_wall, 1),
-                             round(t["end_date"].timestamp() - t0_wall, 1)] for t in ran), key=lambda r: r[4]),
+        "timeline": sorted(
+            (
+                [
+                    t["dag_id"],
+                    t["task_id"],
+                    t["map_index"],
+                    t["try_number"],
+                    round(t["start_date"].timestamp() - t0_wall, 1),
+                    round(t["end_date"].timestamp() - t0_wall, 1),
+                ]
+                for t in ran
+            ),
+            key=lambda r: r[4],
+        ),
     }
     name = f"result-{n}.json" if args.repeat == 1 else f"result-{n}-run{run_no}.json"
     (Path(args.workdir) / name).write_text(json.dumps(result, indent=2, default=str))
@@ -631,42 +758,61 @@ def medians(results: list[dict]) -> list[dict]:
     by_n: dict[int, list[dict]] = {}
     for r in results:
         by_n.setdefault(r["letters"], []).append(r)
-    return [{"letters": n, "runs": len(rs),
-             "wall_s": statistics.median(r["wall_s"] for r in rs),
-             "letters_per_s": statistics.median(r["letters_per_s"] for r in rs),
-             "ratio_e2e_to_bare": statistics.median(r["ratio_e2e_to_bare"] for r in rs),
-             "ratios": [r["ratio_e2e_to_bare"] for r in rs]}
-            for n, rs in by_n.items()]
+    return [
+        {
+            "letters": n,
+            "runs": len(rs),
+            "wall_s": statistics.median(r["wall_s"] for r in rs),
+            "letters_per_s": statistics.median(r["letters_per_s"] for r in rs),
+            "ratio_e2e_to_bare": statistics.median(r["ratio_e2e_to_bare"] for r in rs),
+            "ratios": [r["ratio_e2e_to_bare"] for r in rs],
+        }
+        for n, rs in by_n.items()
+    ]
 
 
 def report(r: dict) -> None:
-    print(f"\nN = {r['letters']} letters {r['mix']} on {r['cores']} cores, chunk_size {r['chunk_size']}, "
-          f"max_chunks {r['max_chunks'] or 'DAG default'}: {r['chunks']} chunks; SFTP compression {r['sftp_compression']}")
+    print(
+        f"\nN = {r['letters']} letters {r['mix']} on {r['cores']} cores, chunk_size {r['chunk_size']}, "
+        f"max_chunks {r['max_chunks'] or 'DAG default'}: {r['chunks']} chunks; SFTP compression {r['sftp_compression']}"
+    )
     print(f"  runs:                  {', '.join(r['run_states'])}")
-    print(f"  wall time:             {r['wall_s']} s (trigger to last run end)   dag runs span {r['dag_run_span_s']} s")
+    print(
+        f"  wall time:             {r['wall_s']} s (trigger to last run end)   dag runs span {r['dag_run_span_s']} s"
+    )
     print(f"  end to end:            {r['letters_per_s']} letters/s")
     before, after = r["bare_letters_per_s_before_after"]
-    print(f"  bare rendering:        {r['bare_letters_per_s']} letters/s ({r['bare_letters']} letters, "
-          f"{r['cores']} processes, {r['bare_s']} s; {before} before the waves, {after} after)")
+    print(
+        f"  bare rendering:        {r['bare_letters_per_s']} letters/s ({r['bare_letters']} letters, "
+        f"{r['cores']} processes, {r['bare_s']} s; {before} before the waves, {after} after)"
+    )
     print(f"  ratio e2e / bare:      {r['ratio_e2e_to_bare']}")
-    print(f"  Airflow overhead:      {r['airflow_overhead_s']} s with no task of the wave running "
-          f"({(r['airflow_overhead_share'] or 0) * 100:.1f} % of the runs' span)")
+    print(
+        f"  Airflow overhead:      {r['airflow_overhead_s']} s with no task of the wave running "
+        f"({(r['airflow_overhead_share'] or 0) * 100:.1f} % of the runs' span)"
+    )
     print(f"  peak RSS, largest task process: {r['peak_rss_mib']} MiB")
     print(f"  CPU seconds by role:   {r['cpu_s_by_role']} (of {r['cpu_s_available']} available)")
     print(f"  whole machine (kernel): {r['machine_cpu_s']}")
-    print(f"  {'task':<28}{'tasks':>6}{'span s':>9}{'task s':>9}{'cpu s':>8}{'letters':>9}{'letters/s':>11}"
-          f"{'per task-s':>12}{'peak MiB':>10}{'retried':>9}")
+    print(
+        f"  {'task':<28}{'tasks':>6}{'span s':>9}{'task s':>9}{'cpu s':>8}{'letters':>9}{'letters/s':>11}"
+        f"{'per task-s':>12}{'peak MiB':>10}{'retried':>9}"
+    )
     for task_id, s in r["stages"].items():
-        print(f"  {task_id:<28}{s['tasks']:>6}{s['span_s']:>9}{s['task_s']:>9}{s['cpu_s']:>8}{s.get('letters', ''):>9}"
-              f"{s.get('letters_per_s', ''):>11}{s.get('letters_per_task_s', ''):>12}"
-              f"{r['peak_rss_mib_by_task'].get(task_id, ''):>10}{s['retries']:>9}")
+        print(
+            f"  {task_id:<28}{s['tasks']:>6}{s['span_s']:>9}{s['task_s']:>9}{s['cpu_s']:>8}{s.get('letters', ''):>9}"
+            f"{s.get('letters_per_s', ''):>11}{s.get('letters_per_task_s', ''):>12}"
+            f"{r['peak_rss_mib_by_task'].get(task_id, ''):>10}{s['retries']:>9}"
+        )
     c = r["check"]
     for line in r["faults"]:
         print(f"  fault injected:        {line}")
-    print(f"  outcome:               {c['statuses']}; the eBox holds {c['ebox_messages']} messages "
-          f"({c['ebox_letters_more_than_once']} letters more than once), the print house printed "
-          f"{c['printed_letters']} letters ({c['letters_printed_more_than_once']} more than once); "
-          f"print batches {c['print_batches']}")
+    print(
+        f"  outcome:               {c['statuses']}; the eBox holds {c['ebox_messages']} messages "
+        f"({c['ebox_letters_more_than_once']} letters more than once), the print house printed "
+        f"{c['printed_letters']} letters ({c['letters_printed_more_than_once']} more than once); "
+        f"print batches {c['print_batches']}"
+    )
     if len(c["letters_by_claim"]) > 3:
         print(f"  letters by the run that finished them: {c['letters_by_claim']}")
     for p in c["problems"]:
@@ -678,33 +824,59 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--letters", type=int, default=100_000)
     parser.add_argument("--series", help="comma-separated N values, e.g. 10000,30000,100000")
     parser.add_argument("--chunk-size", type=int, default=500)
-    parser.add_argument("--max-chunks", type=int, default=None,
-                        help="at most this many chunks per wave run (default: the DAG's, 16)")
-    parser.add_argument("--parallelism", type=int, default=os.cpu_count() or 2,
-                        help="cores to use: rendering pool slots and bare-rendering processes (default: all); "
-                             f"the executor gets {DELIVERY_SLOTS} slots more for delivery tasks")
-    parser.add_argument("--bare-letters", type=int, default=None,
-                        help="render only this many letters in the bare loop (default: all of them)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="runs per N, each on a fresh database; prints the median ratio per N")
+    parser.add_argument(
+        "--max-chunks",
+        type=int,
+        default=None,
+        help="at most this many chunks per wave run (default: the DAG's, 16)",
+    )
+    parser.add_argument(
+        "--parallelism",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="cores to use: rendering pool slots and bare-rendering processes (default: all); "
+        f"the executor gets {DELIVERY_SLOTS} slots more for delivery tasks",
+    )
+    parser.add_argument(
+        "--bare-letters",
+        type=int,
+        default=None,
+        help="render only this many letters in the bare loop (default: all of them)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per N, each on a fresh database; prints the median ratio per N",
+    )
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the runs")
     parser.add_argument("--workdir", default=str(ROOT / "var" / "bench" / "scale"))
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the PDFs, batches and print inbox (a later run of the same N sets them "
-                             "aside in <workdir>/.spent, which the next invocation removes)")
-    parser.add_argument("--sftp-compression", choices=("on", "off"), default="off",
-                        help="SSH compression to the print house (PrintHouseHook's default: off); on is what a "
-                             "print house behind a slow link is configured with")
-    parser.add_argument("--faults", action="store_true",
-                        help="eBox 5%% errors + 1%% timeouts, a render task killed, the SFTP server killed "
-                             "mid-upload, a hand-over task killed as its batch arrives, the print house "
-                             "consuming its inbox throughout; then one rerun of every wave. Exits 1 when a "
-                             "fault did not happen or a letter arrived twice (see docs/scaling.md)")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the PDFs, batches and print inbox (a later run of the same N sets them "
+        "aside in <workdir>/.spent, which the next invocation removes)",
+    )
+    parser.add_argument(
+        "--sftp-compression",
+        choices=("on", "off"),
+        default="off",
+        help="SSH compression to the print house (PrintHouseHook's default: off); on is what a "
+        "print house behind a slow link is configured with",
+    )
+    parser.add_argument(
+        "--faults",
+        action="store_true",
+        help="eBox 5%% errors + 1%% timeouts, a render task killed, the SFTP server killed "
+        "mid-upload, a hand-over task killed as its batch arrives, the print house "
+        "consuming its inbox throughout; then one rerun of every wave. Exits 1 when a "
+        "fault did not happen or a letter arrived twice (see docs/scaling.md)",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.series.split(",")] if args.series else [args.letters]
     results = []
-    remove_spent(args)                              # left by an interrupted earlier invocation
+    remove_spent(args)  # left by an interrupted earlier invocation
     try:
         for n in sizes:
             for run_no in range(1, args.repeat + 1):
@@ -718,17 +890,27 @@ def main(argv: list[str] | None = None) -> int:
         print("\nseries (linear cost: seconds per 1000 letters should stay flat)")
         print(f"  {'N':>8}{'wall s':>9}{'letters/s':>11}{'s/1000':>9}{'ratio':>8}{'peak MiB':>10}")
         for r in results:
-            print(f"  {r['letters']:>8}{r['wall_s']:>9}{r['letters_per_s']:>11}"
-                  f"{r['wall_s'] / r['letters'] * 1000:>9.2f}{r['ratio_e2e_to_bare']:>8}{r['peak_rss_mib']:>10}")
+            print(
+                f"  {r['letters']:>8}{r['wall_s']:>9}{r['letters_per_s']:>11}"
+                f"{r['wall_s'] / r['letters'] * 1000:>9.2f}{r['ratio_e2e_to_bare']:>8}{r['peak_rss_mib']:>10}"
+            )
     if args.repeat > 1:
         print(f"\nmedian of {args.repeat} runs per N")
         print(f"  {'N':>8}{'wall s':>9}{'letters/s':>11}{'ratio':>8}   ratios")
         for m in medians(results):
-            print(f"  {m['letters']:>8}{m['wall_s']:>9.1f}{m['letters_per_s']:>11.1f}{m['ratio_e2e_to_bare']:>8.3f}   "
-                  f"{', '.join(str(x) for x in m['ratios'])}")
+            print(
+                f"  {m['letters']:>8}{m['wall_s']:>9.1f}{m['letters_per_s']:>11.1f}{m['ratio_e2e_to_bare']:>8.3f}   "
+                f"{', '.join(str(x) for x in m['ratios'])}"
+            )
     # Under --faults a first run may fail after its retries; what counts is the outcome after the rerun.
-    return 0 if all(not r["check"]["problems"] and (args.faults or set(r["run_states"]) == {"success"})
-                    for r in results) else 1
+    return (
+        0
+        if all(
+            not r["check"]["problems"] and (args.faults or set(r["run_states"]) == {"success"})
+            for r in results
+        )
+        else 1
+    )
 
 
 if __name__ == "__main__":

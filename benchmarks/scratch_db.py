@@ -1,4 +1,5 @@
 """A throwaway, migrated PostgreSQL database for a benchmark run (dropped afterwards)."""
+
 from __future__ import annotations
 
 import os

@@ -21,6 +21,7 @@ Prints CPU milliseconds per letter of the rendering processes (user + kernel, af
 involuntary context switches per second, and the tax over `alone` of the same round. The load's own
 rate is printed too, so that a condition with a starved load is seen as such.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,12 @@ def _render(count: int, queue) -> None:
         renderer.render(letter)
     per = clock.per(count)
     preempted = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - preempted
-    queue.put({"cpu_ms": per["user_ms"] + per["kernel_ms"],
-               "preemptions_per_s": preempted / (per["wall_ms"] * count / 1000)})
+    queue.put(
+        {
+            "cpu_ms": per["user_ms"] + per["kernel_ms"],
+            "preemptions_per_s": preempted / (per["wall_ms"] * count / 1000),
+        }
+    )
 
 
 def render_beside(processes: int, count: int) -> dict:
@@ -76,8 +81,10 @@ def render_beside(processes: int, count: int) -> dict:
     results = [queue.get() for _ in workers]
     for worker in workers:
         worker.join()
-    return {"cpu_ms": statistics.mean(r["cpu_ms"] for r in results),
-            "preemptions_per_s": statistics.mean(r["preemptions_per_s"] for r in results)}
+    return {
+        "cpu_ms": statistics.mean(r["cpu_ms"] for r in results),
+        "preemptions_per_s": statistics.mean(r["preemptions_per_s"] for r in results),
+    }
 
 
 def _publish_forever(connection_file: str, counter_file: str) -> None:
@@ -92,17 +99,28 @@ def _publish_forever(connection_file: str, counter_file: str) -> None:
 
     logging.getLogger("dijlepost").setLevel(logging.WARNING)
     conn = json.loads(Path(connection_file).read_text())
-    config = config_from_connection("ebox_default", conn["host"], conn["login"], conn["password"],
-                                    conn["extra"])
+    config = config_from_connection(
+        "ebox_default", conn["host"], conn["login"], conn["password"], conn["extra"]
+    )
     pdf, subject = sample_pdf()
     made, lock = [0], threading.Lock()
 
     def loop(worker: int) -> None:
         for i in itertools.count():
             letter_id = f"LOAD-{os.getpid()}-{worker}-{i:09d}"
-            client.publish(Publication(letter_id=letter_id, recipient_kind="citizen", recipient_id=CITIZEN_ID,
-                                       language="nl", subject=subject, message_type_id="MECH-FIN-INVOICE",
-                                       registered=False, pdf=pdf, filename=f"{letter_id}.pdf"))
+            client.publish(
+                Publication(
+                    letter_id=letter_id,
+                    recipient_kind="citizen",
+                    recipient_id=CITIZEN_ID,
+                    language="nl",
+                    subject=subject,
+                    message_type_id="MECH-FIN-INVOICE",
+                    registered=False,
+                    pdf=pdf,
+                    filename=f"{letter_id}.pdf",
+                )
+            )
             with lock:
                 made[0] += 1
                 if made[0] % 200 == 0:
@@ -128,7 +146,7 @@ class EboxLoad:
         if self.batch:
             os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
-    def __enter__(self) -> "EboxLoad":
+    def __enter__(self) -> EboxLoad:
         from benchmarks.ebox_publication import CITIZEN_ID, start_sandbox
 
         sandbox, conn = start_sandbox(self.directory)
@@ -141,13 +159,23 @@ class EboxLoad:
             recipient = {"kind": "citizen", "id": CITIZEN_ID}
             admin.post("/_sandbox/recipients", json=[recipient]).raise_for_status()
         (self.directory / "conn.json").write_text(json.dumps(conn))
-        self.procs.append(subprocess.Popen(
-            [sys.executable, "-c", "import sys; from benchmarks.shared_cores import _publish_forever; "
-             "_publish_forever(sys.argv[1], sys.argv[2])",
-             str(self.directory / "conn.json"), str(self.counter)],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=self._policy))
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys; from benchmarks.shared_cores import _publish_forever; "
+                    "_publish_forever(sys.argv[1], sys.argv[2])",
+                    str(self.directory / "conn.json"),
+                    str(self.counter),
+                ],
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                preexec_fn=self._policy,
+            )
+        )
         deadline = time.monotonic() + 60
-        while self.published() < 400:          # the load is running at full speed
+        while self.published() < 400:  # the load is running at full speed
             if any(p.poll() is not None for p in self.procs) or time.monotonic() > deadline:
                 raise RuntimeError("the eBox load did not start")
             time.sleep(0.2)
@@ -188,8 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     conditions = [c for c in CONDITIONS if c != CONDITIONS[2] or hasattr(os, "SCHED_BATCH")]
     print(f"{args.processes} rendering processes of {args.letters} letters each, {os.cpu_count()} CPUs")
-    print(f"{'round':>5}  {'condition':<24}{'CPU ms/letter':>14}{'tax':>8}{'preempted/s':>13}"
-          f"{'load pub/s':>12}")
+    print(
+        f"{'round':>5}  {'condition':<24}{'CPU ms/letter':>14}{'tax':>8}{'preempted/s':>13}{'load pub/s':>12}"
+    )
     for round_no in range(1, args.rounds + 1):
         alone = None
         for condition in conditions:
@@ -198,8 +227,11 @@ def main(argv: list[str] | None = None) -> None:
             alone = alone or r["cpu_ms"]
             load = f"{r['load_per_s']:>12.0f}" if r["load_per_s"] is not None else f"{'-':>12}"
             tax = (r["cpu_ms"] / alone - 1) * 100
-            print(f"{round_no:>5}  {condition:<24}{r['cpu_ms']:>14.3f}{tax:>7.1f}%"
-                  f"{r['preemptions_per_s']:>13.0f}{load}", flush=True)
+            print(
+                f"{round_no:>5}  {condition:<24}{r['cpu_ms']:>14.3f}{tax:>7.1f}%"
+                f"{r['preemptions_per_s']:>13.0f}{load}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

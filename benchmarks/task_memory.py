@@ -16,6 +16,7 @@ part: the product carries no benchmark code.
 `roots` limits the count to descendants of those processes (the benchmark's own Celery workers), so
 other work on a shared machine is not counted; without roots every task process on the machine is.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,9 @@ def task_instance_of(pid: int, proc: Path = PROC) -> str | None:
 class TaskMemory(threading.Thread):
     """Samples the peak RSS of task processes until `stop()`; `peaks_mib` is {task instance id: MiB}."""
 
-    def __init__(self, roots: Iterable[int] | Callable[[], Iterable[int]] | None = None,
-                 interval: float = 0.2) -> None:
+    def __init__(
+        self, roots: Iterable[int] | Callable[[], Iterable[int]] | None = None, interval: float = 0.2
+    ) -> None:
         super().__init__(daemon=True, name="task-memory")
         self.interval = interval
         self._roots = roots

@@ -7,13 +7,22 @@
 The important letter types per department are in `include/dijlepost/waves.py`; the logic is
 `include/dijlepost/ebox_followup.py`. A copy is a new letter in the outbox that the wave DAG prints.
 """
+
 from datetime import timedelta
 
 from airflow.sdk import dag, task
 
 from include.dijlepost import logfmt
-from include.dijlepost.airflow_support import (POOLS, QUEUES, START_DATE, TAGS, db_connection, default_task_args,
-                                               on_failure, task_context)
+from include.dijlepost.airflow_support import (
+    POOLS,
+    QUEUES,
+    START_DATE,
+    TAGS,
+    db_connection,
+    default_task_args,
+    on_failure,
+    task_context,
+)
 from include.dijlepost.ebox_followup import DAG_ID, SCHEDULE, policies
 
 # Configuration only (raises at parse time on a bad wave entry): shown in the copies' log line.
@@ -54,8 +63,13 @@ def letters_ebox_followup():
         ctx = task_context()
         with db_connection() as conn:
             result = create_paper_copies(conn, ctx)
-        logfmt.emit("ebox_followup_copies_created", created=result["created"],
-                    by_department=result["by_department"], by_reason=result["by_reason"], important=IMPORTANT)
+        logfmt.emit(
+            "ebox_followup_copies_created",
+            created=result["created"],
+            by_department=result["by_department"],
+            by_reason=result["by_reason"],
+            important=IMPORTANT,
+        )
         for copy_id in result["copies"]:
             logfmt.emit("ebox_followup_copy", letter_id=copy_id)
         return {k: v for k, v in result.items() if k != "copies"}

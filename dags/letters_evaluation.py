@@ -7,6 +7,7 @@ copies, quarantines) into `evaluation_figures`, and a one-page report with chart
 DIJLEPOST_REPORTS_DIR. The logic is `include/dijlepost/evaluation.py`; the tariffs behind the savings
 are in `include/dijlepost/tariffs.py` (docs/evaluation.md).
 """
+
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
@@ -32,8 +33,14 @@ def _day():
     dagrun_timeout=timedelta(hours=1),
     tags=[*TAGS, "evaluation"],
     on_failure_callback=on_failure,
-    params={"day": Param(None, type=["null", "string"], format="date",
-                         description="Evaluate this day (YYYY-MM-DD) instead of yesterday")},
+    params={
+        "day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Evaluate this day (YYYY-MM-DD) instead of yesterday",
+        )
+    },
     default_args=default_task_args(),
 )
 def letters_evaluation():

@@ -8,14 +8,23 @@ The logic is `include/dijlepost/printhouse/acks.py` (docs/print-house.md). Failu
 operators are `AirflowFailException` (no retry hides them) after an `alert_...` log line, raised by
 the last task so the run itself turns red; the failure callback adds `alert_task_failed`.
 """
+
 from datetime import timedelta
 
 from airflow.sdk import dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from include.dijlepost import logfmt
-from include.dijlepost.airflow_support import (POOLS, QUEUES, START_DATE, TAGS, db_connection, default_task_args,
-                                               on_failure, task_context)
+from include.dijlepost.airflow_support import (
+    POOLS,
+    QUEUES,
+    START_DATE,
+    TAGS,
+    db_connection,
+    default_task_args,
+    on_failure,
+    task_context,
+)
 from include.dijlepost.waves import WAVES
 
 
@@ -52,20 +61,29 @@ def print_house_acknowledgements():
         from include.dijlepost.printhouse.acks import overdue_batches
 
         with db_connection() as conn:
-            overdue = {w.department: overdue_batches(conn, w.department, w.print_ack_alert_hours)
-                       for w in WAVES.values()}
+            overdue = {
+                w.department: overdue_batches(conn, w.department, w.print_ack_alert_hours)
+                for w in WAVES.values()
+            }
         late = 0
         for department, batches in overdue.items():
             for b in batches:
                 late += 1
-                logfmt.emit("alert_print_ack_overdue", department=department, batch_id=b["batch_id"],
-                            letters=b["letters"], uploaded_at=b["uploaded_at"],
-                            alert_after_hours=WAVES[department].print_ack_alert_hours)
+                logfmt.emit(
+                    "alert_print_ack_overdue",
+                    department=department,
+                    batch_id=b["batch_id"],
+                    letters=b["letters"],
+                    uploaded_at=b["uploaded_at"],
+                    alert_after_hours=WAVES[department].print_ack_alert_hours,
+                )
         logfmt.emit("print_acks_checked", overdue_batches=late, refused_files=len(collected["refused_files"]))
         problems = []
         if collected["refused_files"]:
-            problems.append(f"refused print-house file(s) {collected['refused_files']}, kept in the database and "
-                            f"in {collected['refused_in']} (reasons in the alert_print_house_file_refused lines)")
+            problems.append(
+                f"refused print-house file(s) {collected['refused_files']}, kept in the database and "
+                f"in {collected['refused_in']} (reasons in the alert_print_house_file_refused lines)"
+            )
         if late:
             problems.append(f"{late} print batch(es) without acknowledgement past the alert delay")
         if problems:

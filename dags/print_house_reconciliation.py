@@ -5,13 +5,21 @@
 
 The logic is `include/dijlepost/printhouse/acks.py` (docs/print-house.md).
 """
+
 from datetime import timedelta
 
 from airflow.sdk import dag, task
 
 from include.dijlepost import logfmt
-from include.dijlepost.airflow_support import (QUEUES, START_DATE, TAGS, db_connection, default_task_args,
-                                               on_failure, settings)
+from include.dijlepost.airflow_support import (
+    QUEUES,
+    START_DATE,
+    TAGS,
+    db_connection,
+    default_task_args,
+    on_failure,
+    settings,
+)
 
 
 @dag(
@@ -35,17 +43,31 @@ def print_house_reconciliation():
 
         with db_connection() as conn:
             report = reconciliation(conn)
-        path = write_reconciliation_report(report, settings().print_work_dir / "reconciliation", today_in_brussels())
+        path = write_reconciliation_report(
+            report, settings().print_work_dir / "reconciliation", today_in_brussels()
+        )
         by_batch: dict[str, int] = {}
         for r in report["unacknowledged"]:
             by_batch[r["batch_id"]] = by_batch.get(r["batch_id"], 0) + 1
-        logfmt.emit("print_reconciliation", unacknowledged=len(report["unacknowledged"]),
-                    returned=len(report["returned"]), batches_without_ack=by_batch, report=path)
+        logfmt.emit(
+            "print_reconciliation",
+            unacknowledged=len(report["unacknowledged"]),
+            returned=len(report["returned"]),
+            batches_without_ack=by_batch,
+            report=path,
+        )
         for r in report["returned"]:
-            logfmt.emit("print_follow_up_needed", letter_id=r["letter_id"], department=r["department"],
-                        reason=r["reason"])
-        return {"unacknowledged": len(report["unacknowledged"]), "returned": len(report["returned"]),
-                "report": path}
+            logfmt.emit(
+                "print_follow_up_needed",
+                letter_id=r["letter_id"],
+                department=r["department"],
+                reason=r["reason"],
+            )
+        return {
+            "unacknowledged": len(report["unacknowledged"]),
+            "returned": len(report["returned"]),
+            "report": path,
+        }
 
     reconcile_print_handoffs()
 

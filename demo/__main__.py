@@ -15,6 +15,7 @@
    a terminal (CI) it stops everything and exits.
 Rerunning is safe: the import reports duplicates, nothing is sent twice, new runs find no work.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,16 +81,30 @@ def _port(wanted: int | None) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--letters", type=int, default=None,
-                        help=f"letters to seed over the three departments (default {sum(DEFAULT_MIX.values())})")
-    parser.add_argument("--chunk-size", type=int, default=100, help="letters per chunk of a wave run (default 100)")
+    parser = argparse.ArgumentParser(
+        prog="python -m demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--letters",
+        type=int,
+        default=None,
+        help=f"letters to seed over the three departments (default {sum(DEFAULT_MIX.values())})",
+    )
+    parser.add_argument(
+        "--chunk-size", type=int, default=100, help="letters per chunk of a wave run (default 100)"
+    )
     ui = parser.add_mutually_exclusive_group()
-    ui.add_argument("--ui", dest="ui", action="store_true", default=None,
-                    help="keep the Airflow UI up at the end until Ctrl-C (default: when run in a terminal)")
+    ui.add_argument(
+        "--ui",
+        dest="ui",
+        action="store_true",
+        default=None,
+        help="keep the Airflow UI up at the end until Ctrl-C (default: when run in a terminal)",
+    )
     ui.add_argument("--no-ui", dest="ui", action="store_false", help="stop everything at the end")
-    parser.add_argument("--port", type=int, default=None, help=f"the UI's port (default {UI_PORT}, or a free one)")
+    parser.add_argument(
+        "--port", type=int, default=None, help=f"the UI's port (default {UI_PORT}, or a free one)"
+    )
     args = parser.parse_args(argv)
     if args.ui is None:
         args.ui = sys.stdin.isatty() and sys.stdout.isatty()
@@ -123,16 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DIJLEPOST_DOCUMENT_ROOT", str(VAR / "documents"))
     os.environ.setdefault("DIJLEPOST_PRINT_WORK_DIR", str(VAR / "print-batches"))
 
-    from include.dijlepost import cli
-    from include.dijlepost.db.connection import connect
     from demo import dataset
     from demo.services import airflow_env, start_database
-    from sandboxes.processes import AirflowCluster
-    from sandboxes.ebox import SandboxServer
-    from sandboxes.printhouse.server import PrintHouseSftpServer
+    from include.dijlepost import cli
+    from include.dijlepost.db.connection import connect
     from include.dijlepost.recipients import pseudonym
     from include.dijlepost.rollout import set_phase
     from include.dijlepost.settings import Settings
+    from sandboxes.ebox import SandboxServer
+    from sandboxes.printhouse.server import PrintHouseSftpServer
+    from sandboxes.processes import AirflowCluster
 
     settings = Settings.from_env()
     with ExitStack() as stack:
@@ -144,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(ebox.stop)
         sftp = PrintHouseSftpServer(VAR / "printhouse").start()
         stack.callback(sftp.stop)
-        print(f"    database: {'embedded PostgreSQL in ' + str(VAR / 'pgdata') if db.embedded else db.dijlepost_url}")
+        print(
+            f"    database: {'embedded PostgreSQL in ' + str(VAR / 'pgdata') if db.embedded else db.dijlepost_url}"
+        )
         print(f"    eBox sandbox: {ebox.base_url}   print house: sftp://{sftp.host}:{sftp.port}")
 
         say("migrating the outbox schema")
@@ -155,31 +172,56 @@ def main(argv: list[str] | None = None) -> int:
         import_file = _write_jsonl(VAR / "outbox-import.jsonl", data.letters)
         cli.main(["--database-url", db.dijlepost_url, "letters", "import", str(import_file)])
         say("a file with bad rows, to show what `letters import` refuses")
-        cli.main(["--database-url", db.dijlepost_url, "letters", "import",
-                  str(_write_jsonl(VAR / "bad-rows.jsonl", data.refused_rows))])
+        cli.main(
+            [
+                "--database-url",
+                db.dijlepost_url,
+                "letters",
+                "import",
+                str(_write_jsonl(VAR / "bad-rows.jsonl", data.refused_rows)),
+            ]
+        )
         with connect(db.dijlepost_url) as conn:
             _insert_direct_rows(conn, data.direct_rows)
             for (kind, rid), exclusive in data.ebox_active.items():
-                ebox.state.register_recipient(kind, rid, active=True, exclusively_ebox=exclusive,
-                                              no_digital_user=(kind, rid) in data.no_digital_user)
+                ebox.state.register_recipient(
+                    kind,
+                    rid,
+                    active=True,
+                    exclusively_ebox=exclusive,
+                    no_digital_user=(kind, rid) in data.no_digital_user,
+                )
             key = settings.pseudonym_key
             for kind, rid in data.paper_exempt:
-                conn.execute("INSERT INTO paper_exemptions (recipient_pseudonym, added_by, reason) "
-                             "VALUES (%s, 'digipunt Mechelen', 'no internet at home: keeps paper') "
-                             "ON CONFLICT DO NOTHING", (pseudonym(key, kind, rid),))
+                conn.execute(
+                    "INSERT INTO paper_exemptions (recipient_pseudonym, added_by, reason) "
+                    "VALUES (%s, 'digipunt Mechelen', 'no internet at home: keeps paper') "
+                    "ON CONFLICT DO NOTHING",
+                    (pseudonym(key, kind, rid),),
+                )
             conn.commit()
             pilot = sorted(pseudonym(key, k, r) for k, r in data.pilot)
             for department, (phase, reason) in DEMO_PHASES.items():
-                set_phase(conn, department, phase, reason, "demo administrator",
-                          pilot if phase == "pilot" else None)
+                set_phase(
+                    conn, department, phase, reason, "demo administrator", pilot if phase == "pilot" else None
+                )
         cli.main(["--database-url", db.dijlepost_url, "rollout", "show"])
 
-        env = {**airflow_env(PROJECT_ROOT, db, ebox.airflow_connection(), sftp.airflow_connection()),
-               **{k: v for k, v in os.environ.items() if k.startswith("DIJLEPOST_")},
-               "DIJLEPOST_REPORTS_DIR": str(VAR / "reports")}
-        cluster = AirflowCluster(VAR, env, executor="LocalExecutor", parallelism=(os.cpu_count() or 2) + 2,
-                                 metadata_url=db.airflow_url, port=_port(args.port), user=UI_USER,
-                                 password=_ui_password())
+        env = {
+            **airflow_env(PROJECT_ROOT, db, ebox.airflow_connection(), sftp.airflow_connection()),
+            **{k: v for k, v in os.environ.items() if k.startswith("DIJLEPOST_")},
+            "DIJLEPOST_REPORTS_DIR": str(VAR / "reports"),
+        }
+        cluster = AirflowCluster(
+            VAR,
+            env,
+            executor="LocalExecutor",
+            parallelism=(os.cpu_count() or 2) + 2,
+            metadata_url=db.airflow_url,
+            port=_port(args.port),
+            user=UI_USER,
+            password=_ui_password(),
+        )
         say(f"starting Airflow: api-server, dag-processor and scheduler (their logs in {VAR / 'logs'})")
         stack.callback(cluster.stop)
         cluster.start()
@@ -202,13 +244,27 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ["AIRFLOW_CONN_PRINTHOUSE_SFTP"] = env["AIRFLOW_CONN_PRINTHOUSE_SFTP"]
         logging.getLogger("paramiko").setLevel(logging.WARNING)
-        logging.getLogger("dijlepost").setLevel(logging.WARNING)  # the task's log lines; the demo sums them up
+        logging.getLogger("dijlepost").setLevel(
+            logging.WARNING
+        )  # the task's log lines; the demo sums them up
         hook = PrintHouseHook()
         with connect(db.dijlepost_url) as conn, hook.get_managed_conn() as remote:
-            read = summarise(collect(conn, remote, hook.outbox_dir, RunContext(
-                dag_id="print_house_acknowledgements", run_id="demo", task_id="collect_print_house_files")))
-        print(f"    read {read['files']} file(s) from the print house: {read.get('accepted', 0)} accepted "
-              f"(printed and posted), {read.get('rejected', 0)} rejected, {read.get('returned', 0)} later returned")
+            read = summarise(
+                collect(
+                    conn,
+                    remote,
+                    hook.outbox_dir,
+                    RunContext(
+                        dag_id="print_house_acknowledgements",
+                        run_id="demo",
+                        task_id="collect_print_house_files",
+                    ),
+                )
+            )
+        print(
+            f"    read {read['files']} file(s) from the print house: {read.get('accepted', 0)} accepted "
+            f"(printed and posted), {read.get('rejected', 0)} rejected, {read.get('returned', 0)} later returned"
+        )
 
         say("what happened")
         cli.main(["--database-url", db.dijlepost_url, "letters", "status"])
@@ -230,8 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.ui:
             _serve_ui(cluster)
             return 0
-        print("(in a terminal the demo ends with the Airflow UI up on 127.0.0.1 until Ctrl-C; "
-              "`python -m demo --ui` asks for it)")
+        print(
+            "(in a terminal the demo ends with the Airflow UI up on 127.0.0.1 until Ctrl-C; "
+            "`python -m demo --ui` asks for it)"
+        )
     return 0
 
 
@@ -240,22 +298,29 @@ def _report_runs(cluster, runs: list[tuple[str, str]]) -> bool:
     states = cluster.wait(runs, timeout=1800)
     ok = True
     for dag_id, run_id in runs:
-        (seconds,) = cluster.query("SELECT extract(epoch FROM end_date - start_date) FROM dag_run "
-                                   "WHERE dag_id = %s AND run_id = %s", (dag_id, run_id))[0]
+        (seconds,) = cluster.query(
+            "SELECT extract(epoch FROM end_date - start_date) FROM dag_run WHERE dag_id = %s AND run_id = %s",
+            (dag_id, run_id),
+        )[0]
         state = states[(dag_id, run_id)]
         print(f"    {dag_id}: {state} in {float(seconds or 0):.0f}s")
         if state != "success":
             ok = False
             failed = [t["task_id"] for t in cluster.task_instances(dag_id, run_id) if t["state"] == "failed"]
-            print(f"    failed tasks: {', '.join(failed) or '-'}; their logs are in "
-                  f"{cluster.env()['AIRFLOW_HOME']}/logs/dag_id={dag_id}/run_id={run_id}/", file=sys.stderr)
+            print(
+                f"    failed tasks: {', '.join(failed) or '-'}; their logs are in "
+                f"{cluster.env()['AIRFLOW_HOME']}/logs/dag_id={dag_id}/run_id={run_id}/",
+                file=sys.stderr,
+            )
     return ok
 
 
 def _serve_ui(cluster) -> None:
     """Keep Airflow up until Ctrl-C (or SIGTERM); the caller's ExitStack then stops everything."""
     say(f"the Airflow UI: {cluster.base_url}/   login: {cluster.user} / {cluster.password}")
-    print("    DAGs: the three waves with this demo's runs; a run's Grid shows each chunk's tasks and their logs")
+    print(
+        "    DAGs: the three waves with this demo's runs; a run's Grid shows each chunk's tasks and their logs"
+    )
     print("    Admin -> Rollout: each department's phase, the pilot and the shadow report")
     print("    Ctrl-C stops Airflow, the sandboxes and PostgreSQL", flush=True)
     try:
@@ -273,9 +338,22 @@ def _insert_direct_rows(conn, rows: list[dict]) -> None:
             "INSERT INTO letters (letter_id, department, letter_type, recipient_kind, recipient_id, recipient_name, "
             "street, postal_code, city, country, language, registered, payload) VALUES "
             "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (letter_id) DO NOTHING",
-            (r["letter_id"], r["department"], r["letter_type"], r["recipient_kind"], r["recipient_id"],
-             r["recipient_name"], r["street"], r["postal_code"], r["city"], r["country"], r["language"],
-             r["registered"], json.dumps(r["payload"])))
+            (
+                r["letter_id"],
+                r["department"],
+                r["letter_type"],
+                r["recipient_kind"],
+                r["recipient_id"],
+                r["recipient_name"],
+                r["street"],
+                r["postal_code"],
+                r["city"],
+                r["country"],
+                r["language"],
+                r["registered"],
+                json.dumps(r["payload"]),
+            ),
+        )
     conn.commit()
 
 
@@ -283,23 +361,37 @@ def _print_where(db_url: str, ebox, sftp) -> None:
     from include.dijlepost.db.connection import connect
 
     with connect(db_url) as conn:
-        batches = conn.execute("SELECT batch_id, postage_class, letter_count, remote_path FROM print_batches "
-                               "WHERE status = 'uploaded' ORDER BY batch_id").fetchall()
-        quarantined = conn.execute("SELECT letter_id, quarantine_reason FROM letters WHERE status = 'quarantined' "
-                                   "ORDER BY letter_id").fetchall()
-        shadow = conn.execute("SELECT count(*) FILTER (WHERE shadow_channel = 'ebox'), count(*) FROM letters "
-                              "WHERE rollout_phase = 'shadow'").fetchone()
+        batches = conn.execute(
+            "SELECT batch_id, postage_class, letter_count, remote_path FROM print_batches "
+            "WHERE status = 'uploaded' ORDER BY batch_id"
+        ).fetchall()
+        quarantined = conn.execute(
+            "SELECT letter_id, quarantine_reason FROM letters WHERE status = 'quarantined' ORDER BY letter_id"
+        ).fetchall()
+        shadow = conn.execute(
+            "SELECT count(*) FILTER (WHERE shadow_channel = 'ebox'), count(*) FROM letters "
+            "WHERE rollout_phase = 'shadow'"
+        ).fetchone()
     print(f"\nPDFs:            {Path(os.environ['DIJLEPOST_DOCUMENT_ROOT'])}/<department>/<letter_id>.pdf")
-    print(f"eBox sandbox:    {len(ebox.state.publications())} publications held (state in {VAR / 'ebox-sandbox'})")
-    print(f"print batches:   {len(batches)} uploaded to {sftp.root / 'inbox'} "
-          f"(local copies in {os.environ['DIJLEPOST_PRINT_WORK_DIR']})")
+    print(
+        f"eBox sandbox:    {len(ebox.state.publications())} publications held (state in {VAR / 'ebox-sandbox'})"
+    )
+    print(
+        f"print batches:   {len(batches)} uploaded to {sftp.root / 'inbox'} "
+        f"(local copies in {os.environ['DIJLEPOST_PRINT_WORK_DIR']})"
+    )
     for batch_id, postage, count, remote in batches:
         print(f"    {batch_id}  {postage:<10} {count:>4} letters  {remote}")
     with connect(db_url) as conn:
-        answers = conn.execute("SELECT coalesce(print_status, 'awaiting acknowledgement'), count(*) FROM letters "
-                               "WHERE print_batch_id IS NOT NULL GROUP BY 1 ORDER BY 1").fetchall()
-    print("print house:     " + (", ".join(f"{n} {what}" for what, n in answers) or "nothing handed over")
-          + "  (docs/print-house.md)")
+        answers = conn.execute(
+            "SELECT coalesce(print_status, 'awaiting acknowledgement'), count(*) FROM letters "
+            "WHERE print_batch_id IS NOT NULL GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    print(
+        "print house:     "
+        + (", ".join(f"{n} {what}" for what, n in answers) or "nothing handed over")
+        + "  (docs/print-house.md)"
+    )
     if shadow[1]:
         print(f"shadow phase:    {shadow[0]} of {shadow[1]} letters would have gone to the eBox")
     print(f"quarantined:     {len(quarantined)}")
@@ -308,7 +400,8 @@ def _print_where(db_url: str, ebox, sftp) -> None:
     with connect(db_url) as conn:
         examples = conn.execute(
             "SELECT DISTINCT ON (decision_rule) letter_id FROM letters WHERE decision_rule IN "
-            "('ebox_active', 'no_digital_user') ORDER BY decision_rule, letter_id").fetchall()
+            "('ebox_active', 'no_digital_user') ORDER BY decision_rule, letter_id"
+        ).fetchall()
     from include.dijlepost import cli
 
     for (letter_id,) in examples:

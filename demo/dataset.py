@@ -5,6 +5,7 @@ Deterministic for a given seed. A few letters are wrong on purpose, the way real
 an id with a bad checksum written straight into the outbox table, a payload missing a field, and a
 file of rows that `letters import` must refuse.
 """
+
 from __future__ import annotations
 
 import random
@@ -20,24 +21,43 @@ DEFAULT_MIX = {"finance": 320, "gas": 160, "economy_housing": 120}
 
 @dataclass
 class DemoDataset:
-    letters: list[dict] = field(default_factory=list)            # valid rows for `letters import`
-    direct_rows: list[dict] = field(default_factory=list)        # written straight into the table
-    refused_rows: list[dict] = field(default_factory=list)       # rows `letters import` must refuse
-    ebox_active: dict[tuple[str, str], bool] = field(default_factory=dict)   # (kind, id) -> exclusively
+    letters: list[dict] = field(default_factory=list)  # valid rows for `letters import`
+    direct_rows: list[dict] = field(default_factory=list)  # written straight into the table
+    refused_rows: list[dict] = field(default_factory=list)  # rows `letters import` must refuse
+    ebox_active: dict[tuple[str, str], bool] = field(default_factory=dict)  # (kind, id) -> exclusively
     no_digital_user: set[tuple[str, str]] = field(default_factory=set)
     paper_exempt: set[tuple[str, str]] = field(default_factory=set)
     pilot: set[tuple[str, str]] = field(default_factory=set)
 
 
-def _row(letter_id: str, department: str, letter_type: str, r: Recipient, registered: bool, payload: dict) -> dict:
-    return {"letter_id": letter_id, "department": department, "letter_type": letter_type,
-            "recipient_kind": r.kind, "recipient_id": r.recipient_id, "recipient_name": r.name,
-            "street": r.street, "postal_code": r.postal_code, "city": r.city, "country": r.country,
-            "language": r.language, "registered": registered, "payload": payload}
+def _row(
+    letter_id: str, department: str, letter_type: str, r: Recipient, registered: bool, payload: dict
+) -> dict:
+    return {
+        "letter_id": letter_id,
+        "department": department,
+        "letter_type": letter_type,
+        "recipient_kind": r.kind,
+        "recipient_id": r.recipient_id,
+        "recipient_name": r.name,
+        "street": r.street,
+        "postal_code": r.postal_code,
+        "city": r.city,
+        "country": r.country,
+        "language": r.language,
+        "registered": registered,
+        "payload": payload,
+    }
 
 
-def build(seed: int = 2800, mix: dict[str, int] | None = None, today: date | None = None,
-          prefix: str = "DEMO", ebox_share: float = 0.55, mistakes: bool = True) -> DemoDataset:
+def build(
+    seed: int = 2800,
+    mix: dict[str, int] | None = None,
+    today: date | None = None,
+    prefix: str = "DEMO",
+    ebox_share: float = 0.55,
+    mistakes: bool = True,
+) -> DemoDataset:
     rng = random.Random(seed)
     today = today or date.today()
     mix = mix or DEFAULT_MIX
@@ -62,8 +82,16 @@ def build(seed: int = 2800, mix: dict[str, int] | None = None, today: date | Non
             r = rng.choice(people)
             registered = department == "gas" and letter_type == "gas_decision"
             payload = sample_payload(letter_type, rng, today)
-            ds.letters.append(_row(f"{prefix}-{department[:3].upper()}-{n:06d}", department, letter_type, r,
-                                   registered, payload))
+            ds.letters.append(
+                _row(
+                    f"{prefix}-{department[:3].upper()}-{n:06d}",
+                    department,
+                    letter_type,
+                    r,
+                    registered,
+                    payload,
+                )
+            )
     if mistakes:
         _add_mistakes(ds, rng, prefix, today)
     return ds
@@ -74,7 +102,9 @@ def _add_mistakes(ds: DemoDataset, rng: random.Random, prefix: str, today: date)
     for i in range(3):
         base = dict(rng.choice([l for l in ds.letters if l["recipient_kind"] == "citizen"]))
         rid = base["recipient_id"]
-        base.update(letter_id=f"{prefix}-BADID-{i + 1}", recipient_id=rid[:-2] + f"{(int(rid[-2:]) + 1) % 100:02d}")
+        base.update(
+            letter_id=f"{prefix}-BADID-{i + 1}", recipient_id=rid[:-2] + f"{(int(rid[-2:]) + 1) % 100:02d}"
+        )
         ds.direct_rows.append(base)
     # Letters whose payload lacks a field the template needs: quarantined at rendering, with the field.
     from include.dijlepost.rendering import LetterRenderer

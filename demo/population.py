@@ -4,6 +4,7 @@ Every identifier is generated with a valid checksum (checked with python-stdnum)
 nobody; names and streets reflect the city's mix (Flemish, French- and German-speaking Belgians,
 Moroccan, Turkish, Polish, Spanish and other residents) so that rendering meets real-world text.
 """
+
 from __future__ import annotations
 
 import random
@@ -13,31 +14,122 @@ from datetime import date
 from stdnum.be import nn, vat
 
 FIRST = {
-    "nl": ["Jan", "Els", "Wouter", "An", "Pieter", "Lotte", "Bram", "Sofie", "Jef", "Marleen", "Lander", "Fien"],
+    "nl": [
+        "Jan",
+        "Els",
+        "Wouter",
+        "An",
+        "Pieter",
+        "Lotte",
+        "Bram",
+        "Sofie",
+        "Jef",
+        "Marleen",
+        "Lander",
+        "Fien",
+    ],
     "fr": ["Françoise", "Jérôme", "Anaïs", "Cédric", "Hélène", "Benoît", "Gaëlle", "François"],
     "de": ["Jürgen", "Günther", "Käthe", "Jörg", "Björn", "Maximilian"],
-    "x": ["Mohamed", "Fatima", "Yasmina", "Ayşe", "Mehmet", "Łukasz", "Małgorzata", "Zofia", "José", "Nuñez",
-          "Søren", "Ærøe", "Şükrü", "Gökhan", "Ödön", "Nguyễn", "Oleksandr", "Ioana"],
+    "x": [
+        "Mohamed",
+        "Fatima",
+        "Yasmina",
+        "Ayşe",
+        "Mehmet",
+        "Łukasz",
+        "Małgorzata",
+        "Zofia",
+        "José",
+        "Nuñez",
+        "Søren",
+        "Ærøe",
+        "Şükrü",
+        "Gökhan",
+        "Ödön",
+        "Nguyễn",
+        "Oleksandr",
+        "Ioana",
+    ],
 }
 LAST = {
-    "nl": ["Peeters", "Janssens", "Maes", "Van den Broeck", "De Smedt", "Wouters", "Van Dessel", "Verbruggen",
-           "Claes", "Goossens", "Van Roey", "Vermeulen"],
+    "nl": [
+        "Peeters",
+        "Janssens",
+        "Maes",
+        "Van den Broeck",
+        "De Smedt",
+        "Wouters",
+        "Van Dessel",
+        "Verbruggen",
+        "Claes",
+        "Goossens",
+        "Van Roey",
+        "Vermeulen",
+    ],
     "fr": ["Dubois", "Lefèvre", "Lambert", "Dupont", "Mertens", "Gérard", "Renard"],
     "de": ["Müller", "Schröder", "Weiß", "Groß", "Kessler", "Bäcker"],
-    "x": ["El Amrani", "Benali", "Yılmaz", "Şahin", "Öztürk", "Kowalski", "Wiśniewska", "Łukaszewicz",
-          "García Núñez", "Ødegård", "Szőke", "Çelik", "Dvořák", "Nowak-Brzęczyszczykiewicz"],
+    "x": [
+        "El Amrani",
+        "Benali",
+        "Yılmaz",
+        "Şahin",
+        "Öztürk",
+        "Kowalski",
+        "Wiśniewska",
+        "Łukaszewicz",
+        "García Núñez",
+        "Ødegård",
+        "Szőke",
+        "Çelik",
+        "Dvořák",
+        "Nowak-Brzęczyszczykiewicz",
+    ],
 }
-STREETS = [("Bruul", "2800"), ("IJzerenleen", "2800"), ("Onze-Lieve-Vrouwestraat", "2800"),
-           ("Befferstraat", "2800"), ("Hoogstraat", "2800"), ("Nekkerspoel", "2800"), ("Adegemstraat", "2800"),
-           ("Keizerstraat", "2800"), ("Veemarkt", "2800"), ("Zandpoortvest", "2800"), ("Leuvensesteenweg", "2812"),
-           ("Heffensesteenweg", "2801"), ("Hombeeksesteenweg", "2811"), ("Leestsesteenweg", "2811"),
-           ("Liersesteenweg", "2800"), ("Tervuursesteenweg", "2800"), ("Koningin Astridlaan", "2800"),
-           ("Guido Gezellelaan", "2800"), ("Battelsesteenweg", "2800"), ("Brusselsesteenweg", "2800")]
+STREETS = [
+    ("Bruul", "2800"),
+    ("IJzerenleen", "2800"),
+    ("Onze-Lieve-Vrouwestraat", "2800"),
+    ("Befferstraat", "2800"),
+    ("Hoogstraat", "2800"),
+    ("Nekkerspoel", "2800"),
+    ("Adegemstraat", "2800"),
+    ("Keizerstraat", "2800"),
+    ("Veemarkt", "2800"),
+    ("Zandpoortvest", "2800"),
+    ("Leuvensesteenweg", "2812"),
+    ("Heffensesteenweg", "2801"),
+    ("Hombeeksesteenweg", "2811"),
+    ("Leestsesteenweg", "2811"),
+    ("Liersesteenweg", "2800"),
+    ("Tervuursesteenweg", "2800"),
+    ("Koningin Astridlaan", "2800"),
+    ("Guido Gezellelaan", "2800"),
+    ("Battelsesteenweg", "2800"),
+    ("Brusselsesteenweg", "2800"),
+]
 CITY_BY_POSTCODE = {"2800": "Mechelen", "2801": "Heffen", "2811": "Hombeek", "2812": "Muizen"}
-FOREIGN = [("Rue de la Loi", "1000", "Bruxelles", "BE"), ("Kerkstraat", "4811 ZX", "Breda", "NL"),
-           ("Rue Nationale", "59000", "Lille", "FR"), ("Hauptstraße", "52062", "Aachen", "DE")]
-COMPANY_WORDS = ["Dijle", "Sint-Rombouts", "Vijfhoek", "Malinwa", "Brouwerij", "Bakkerij", "Garage", "Atelier",
-                 "Keukens", "Bouw", "Schrijnwerkerij", "Handelshuis", "Boekhandel", "Apotheek"]
+FOREIGN = [
+    ("Rue de la Loi", "1000", "Bruxelles", "BE"),
+    ("Kerkstraat", "4811 ZX", "Breda", "NL"),
+    ("Rue Nationale", "59000", "Lille", "FR"),
+    ("Hauptstraße", "52062", "Aachen", "DE"),
+]
+COMPANY_WORDS = [
+    "Dijle",
+    "Sint-Rombouts",
+    "Vijfhoek",
+    "Malinwa",
+    "Brouwerij",
+    "Bakkerij",
+    "Garage",
+    "Atelier",
+    "Keukens",
+    "Bouw",
+    "Schrijnwerkerij",
+    "Handelshuis",
+    "Boekhandel",
+    "Apotheek",
+]
 COMPANY_FORMS = ["BV", "NV", "CV", "VZW", "SRL", "BVBA"]
 
 

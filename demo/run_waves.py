@@ -4,6 +4,7 @@
 Exits non-zero when a DAG run does not end in success. Used by the demo and the end-to-end tests;
 the scale benchmark runs the same DAGs through a real scheduler and executor instead.
 """
+
 from __future__ import annotations
 
 import sys
@@ -28,7 +29,9 @@ if __name__ == "__main__":
     import json
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--conf", type=json.loads, default=None, help="DAG run conf, e.g. {\"chunk_size\": 100}")
+    parser.add_argument(
+        "--conf", type=json.loads, default=None, help='DAG run conf, e.g. {"chunk_size": 100}'
+    )
     parser.add_argument("dag_ids", nargs="+")
     args = parser.parse_args()
     result = run(args.dag_ids, args.conf)

@@ -6,6 +6,7 @@ valid for the template of that type (check digits of structured communications a
 and deterministic for a seeded `rng`. Coded fields (the tax, the offence, ...) carry codes from the
 template's choices, so the letter reads in one language whatever the recipient's.
 """
+
 from __future__ import annotations
 
 import calendar
@@ -19,26 +20,77 @@ from include.dijlepost.rendering.fields import format_ogm
 from include.dijlepost.rendering.payment import make_ogm
 
 # Streets of Mechelen (postal code 2800) for places and properties named in letters.
-STREETS = ("Bruul", "IJzerenleen", "Onze-Lieve-Vrouwestraat", "Befferstraat", "Hoogstraat", "Keizerstraat",
-           "Katelijnestraat", "Hanswijkstraat", "Begijnenstraat", "Schaalstraat", "Adegemstraat",
-           "Frederik de Merodestraat", "Leopoldstraat", "Nekkerspoel", "Liersesteenweg", "Battelsesteenweg")
-SQUARES = ("Grote Markt", "Vismarkt", "Veemarkt", "Kardinaal Mercierplein", "Haverwerf", "Zoutwerf",
-           "Botanique", "Vijfhoek")
+STREETS = (
+    "Bruul",
+    "IJzerenleen",
+    "Onze-Lieve-Vrouwestraat",
+    "Befferstraat",
+    "Hoogstraat",
+    "Keizerstraat",
+    "Katelijnestraat",
+    "Hanswijkstraat",
+    "Begijnenstraat",
+    "Schaalstraat",
+    "Adegemstraat",
+    "Frederik de Merodestraat",
+    "Leopoldstraat",
+    "Nekkerspoel",
+    "Liersesteenweg",
+    "Battelsesteenweg",
+)
+SQUARES = (
+    "Grote Markt",
+    "Vismarkt",
+    "Veemarkt",
+    "Kardinaal Mercierplein",
+    "Haverwerf",
+    "Zoutwerf",
+    "Botanique",
+    "Vijfhoek",
+)
 HALLS = ("Zaal Lamot", "Zaal De Garage", "Feestzaal Hof van Busleyden", "Zaal Nekkerspoel")
-INSPECTORS = ("Sofie Wouters", "Pieter Claes", "Nadia El Khattabi", "Bram Verbruggen", "Ilse Goossens",
-              "Kenan Yıldız", "Hanne Van Roey")
+INSPECTORS = (
+    "Sofie Wouters",
+    "Pieter Claes",
+    "Nadia El Khattabi",
+    "Bram Verbruggen",
+    "Ilse Goossens",
+    "Kenan Yıldız",
+    "Hanne Van Roey",
+)
 # Bank codes of Belgian banks (BNP Paribas Fortis, KBC, ING, Belfius, Argenta, Crelan, bpost bank).
 BANK_CODES = ("001", "230", "734", "363", "310", "068", "973", "103", "000")
 
-_INVOICE_PRICES = {"hall_rental": (150, 900), "bulky_waste": (25, 75), "parking_permit": (30, 60),
-                   "public_domain": (40, 400), "event_support": (50, 450)}
-_TAX_AMOUNTS = {"second_home": (450, 750), "vacancy": (1000, 4000), "neglect": (1500, 3500),
-                "advertising": (60, 600), "business_premises": (200, 2500)}
+_INVOICE_PRICES = {
+    "hall_rental": (150, 900),
+    "bulky_waste": (25, 75),
+    "parking_permit": (30, 60),
+    "public_domain": (40, 400),
+    "event_support": (50, 450),
+}
+_TAX_AMOUNTS = {
+    "second_home": (450, 750),
+    "vacancy": (1000, 4000),
+    "neglect": (1500, 3500),
+    "advertising": (60, 600),
+    "business_premises": (200, 2500),
+}
 # The article of the general police regulation and the usual fine per GAS offence (max 350 EUR).
-_OFFENCES = {"littering": ("14", 150), "dumping": ("15", 350), "noise": ("47", 100),
-             "urinating": ("30", 150), "graffiti": ("22", 250), "waste_out_early": ("16", 80)}
-_PREMIUMS = {"roof_insulation": (400, 1500), "facade_renovation": (1000, 5000), "shopfront": (1500, 7500),
-             "starter": (2500, 5000), "green_roof": (500, 2000)}
+_OFFENCES = {
+    "littering": ("14", 150),
+    "dumping": ("15", 350),
+    "noise": ("47", 100),
+    "urinating": ("30", 150),
+    "graffiti": ("22", 250),
+    "waste_out_early": ("16", 80),
+}
+_PREMIUMS = {
+    "roof_insulation": (400, 1500),
+    "facade_renovation": (1000, 5000),
+    "shopfront": (1500, 7500),
+    "starter": (2500, 5000),
+    "green_roof": (500, 2000),
+}
 _TIMES = ("09:00", "09:30", "10:00", "10:30", "11:00", "13:30", "14:00", "14:30", "15:00", "15:30")
 
 

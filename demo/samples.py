@@ -10,6 +10,7 @@ the same files. Rerunning overwrites the previous samples. `--templates <folder>
 edited copy of include/templates/; a mistake in a template is reported (file and field) and nothing is
 written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ from include.dijlepost.rendering import LetterRenderer, RenderedLetter, Template
 from include.dijlepost.settings import TEMPLATES_DIR
 from include.dijlepost.waves import ALL_LETTER_TYPES, LANGUAGES
 
-DPI = 150      # enough for the QR code's modules (0.6 mm) to be 3.5 pixels wide
+DPI = 150  # enough for the QR code's modules (0.6 mm) to be 3.5 pixels wide
 # A few names a Mechelen letter meets, one per language, so reviewers see the accents rendered.
 RECIPIENTS = {
     "nl": ("Łukasz Şahin-Öztürk", "Bruul 12 bus 3", "2800", "Mechelen"),
@@ -62,8 +63,9 @@ def sample_letter(letter_type: str, language: str, today: date, seed: int = 2800
     }
 
 
-def render_samples(out: Path, today: date, *, png: bool = True,
-                   templates_dir: Path = TEMPLATES_DIR) -> list[Sample]:
+def render_samples(
+    out: Path, today: date, *, png: bool = True, templates_dir: Path = TEMPLATES_DIR
+) -> list[Sample]:
     if png and shutil.which("pdftoppm") is None:
         raise SystemExit("pdftoppm not found: install Debian's poppler-utils (apt-get install poppler-utils)")
     renderer = LetterRenderer(templates_dir, today=today)
@@ -85,25 +87,30 @@ def render_samples(out: Path, today: date, *, png: bool = True,
                 pngs = tuple(sorted(out.glob(f"{stem}-*.png"), key=lambda p: int(p.stem.rsplit("-", 1)[1])))
                 if len(pngs) != rendered.pages:
                     raise RuntimeError(
-                        f"pdftoppm made {len(pngs)} images of the {rendered.pages} pages of {pdf}")
+                        f"pdftoppm made {len(pngs)} images of the {rendered.pages} pages of {pdf}"
+                    )
             samples.append(Sample(letter, rendered, pdf, pngs))
-    index = [f"{s.pdf.name}\t{s.rendered.pages} page(s)\t{s.rendered.sha256}\t{s.rendered.subject}"
-             for s in samples]
+    index = [
+        f"{s.pdf.name}\t{s.rendered.pages} page(s)\t{s.rendered.sha256}\t{s.rendered.subject}"
+        for s in samples
+    ]
     (out / "index.txt").write_text("\n".join(index) + "\n", encoding="utf-8")
     return samples
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("var/samples"))
     parser.add_argument("--date", type=date.fromisoformat, default=None, help="letter date, YYYY-MM-DD")
     parser.add_argument("--no-png", action="store_true", help="PDFs only")
     parser.add_argument("--templates", type=Path, default=TEMPLATES_DIR, help="templates folder to try")
     args = parser.parse_args(argv)
     try:
-        samples = render_samples(args.out, args.date or date.today(), png=not args.no_png,
-                                 templates_dir=args.templates)
+        samples = render_samples(
+            args.out, args.date or date.today(), png=not args.no_png, templates_dir=args.templates
+        )
     except TemplateError as exc:
         print(f"The templates have a mistake, no samples written: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 """Local stand-ins for the city's infrastructure, for `make demo` on a machine with nothing installed:
 an embedded PostgreSQL (pgserver, unless DIJLEPOST_DATABASE_URL points at a real one) holding the
 outbox and Airflow's metadata, and the Airflow Connections of the eBox sandbox and the print house."""
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,9 @@ from sandboxes.processes import ensure_database, start_embedded_postgres
 
 @dataclass(frozen=True)
 class Database:
-    dijlepost_url: str          # psycopg URL of the outbox database
-    airflow_url: str            # psycopg URL of Airflow's metadata database
-    airflow_connection: dict     # JSON form of AIRFLOW_CONN_DIJLEPOST_DB
+    dijlepost_url: str  # psycopg URL of the outbox database
+    airflow_url: str  # psycopg URL of Airflow's metadata database
+    airflow_connection: dict  # JSON form of AIRFLOW_CONN_DIJLEPOST_DB
     embedded: bool
 
 
@@ -29,9 +30,14 @@ def start_database(var_dir: Path) -> tuple[Database, object | None]:
         airflow_db = os.environ.get("DIJLEPOST_AIRFLOW_DATABASE", "dijlepost_airflow")
         ensure_database(admin_url, airflow_db)
         ensure_database(admin_url, parts.path.lstrip("/"))
-        conn = {"conn_type": "postgres", "host": parts.hostname, "port": parts.port or 5432,
-                "login": parts.username or "postgres", "password": parts.password or "",
-                "schema": parts.path.lstrip("/")}
+        conn = {
+            "conn_type": "postgres",
+            "host": parts.hostname,
+            "port": parts.port or 5432,
+            "login": parts.username or "postgres",
+            "password": parts.password or "",
+            "schema": parts.path.lstrip("/"),
+        }
         return Database(url, parts._replace(path=f"/{airflow_db}").geturl(), conn, embedded=False), None
 
     pgdata = var_dir / "pgdata"
@@ -42,7 +48,12 @@ def start_database(var_dir: Path) -> tuple[Database, object | None]:
     db = Database(
         dijlepost_url=f"postgresql://postgres:@/dijlepost?host={socket_dir}",
         airflow_url=f"postgresql://postgres:@/airflow?host={socket_dir}",
-        airflow_connection={"conn_type": "postgres", "host": socket_dir, "login": "postgres", "schema": "dijlepost"},
+        airflow_connection={
+            "conn_type": "postgres",
+            "host": socket_dir,
+            "login": "postgres",
+            "schema": "dijlepost",
+        },
         embedded=True,
     )
     return db, server

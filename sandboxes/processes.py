@@ -38,6 +38,7 @@ Celery workers on one machine report the same host name to Airflow; each worker 
 `[core] hostname_callable` (`worker_hostname` below, reading DIJLEPOST_WORKER_NAME) so that the
 `hostname` column of `task_instance` says which worker ran a task, as it does across machines.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,9 +72,11 @@ PG_SERVER = os.environ.get("DIJLEPOST_TEST_PG", "postgresql://postgres@127.0.0.1
 # A dedicated Redis database number for the test broker (override when something else uses it).
 REDIS_URL = os.environ.get("DIJLEPOST_TEST_REDIS", "redis://127.0.0.1:6379/13")
 QUEUES = "default,render,delivery"
-POOLS = {"rendering": (os.cpu_count() or 2, "chunks rendered at once (CPU-bound: one per core)"),
-         "ebox_publication": (4, "concurrent eBox publication tasks"),
-         "print_house_sftp": (1, "one SFTP session to the print house at a time")}
+POOLS = {
+    "rendering": (os.cpu_count() or 2, "chunks rendered at once (CPU-bound: one per core)"),
+    "ebox_publication": (4, "concurrent eBox publication tasks"),
+    "print_house_sftp": (1, "one SFTP session to the print house at a time"),
+}
 FINAL_RUN_STATES = {"success", "failed"}
 
 
@@ -109,8 +112,15 @@ class Service:
         self.log = Path(log)
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -146,8 +156,9 @@ def wait_until(what: str, check, service: Service, timeout: float = 60) -> None:
         raise
 
 
-def start_ebox_sandbox(directory: Path, log: Path | None = None, port: int | None = None,
-                       args: tuple[str, ...] = ()):
+def start_ebox_sandbox(
+    directory: Path, log: Path | None = None, port: int | None = None, args: tuple[str, ...] = ()
+):
     """`python -m sandboxes.ebox` serving HTTPS on 127.0.0.1; returns (service, an httpx.Client that
     trusts its CA, the `ebox_default` Connection as JSON) once it answers and has written its
     connection file."""
@@ -156,16 +167,22 @@ def start_ebox_sandbox(directory: Path, log: Path | None = None, port: int | Non
     directory = Path(directory)
     (directory / "connection.json").unlink(missing_ok=True)
     port = port or free_port()
-    service = Service("eBox sandbox", [sys.executable, "-m", "sandboxes.ebox", "--port", str(port),
-                                       "--dir", str(directory), *args], log or directory.parent / "ebox-sandbox.log")
+    service = Service(
+        "eBox sandbox",
+        [sys.executable, "-m", "sandboxes.ebox", "--port", str(port), "--dir", str(directory), *args],
+        log or directory.parent / "ebox-sandbox.log",
+    )
     found: dict = {}
 
     def ready() -> bool:
         if "client" not in found:
             if not (directory / "ca.pem").exists():
                 return False
-            found["client"] = httpx.Client(base_url=f"https://127.0.0.1:{port}", timeout=120,
-                                           verify=ssl.create_default_context(cafile=str(directory / "ca.pem")))
+            found["client"] = httpx.Client(
+                base_url=f"https://127.0.0.1:{port}",
+                timeout=120,
+                verify=ssl.create_default_context(cafile=str(directory / "ca.pem")),
+            )
         if found["client"].get("/_sandbox/health").status_code != 200:
             return False
         # The sandbox writes its connection once it serves: a health answer can come first.
@@ -181,8 +198,11 @@ def start_printhouse(directory: Path, log: Path | None = None, port: int = 0, ar
     `printhouse_sftp` Connection as JSON) once it has written its connection file."""
     directory = Path(directory)
     (directory / "connection.json").unlink(missing_ok=True)
-    service = Service("print house SFTP", [sys.executable, "-m", "sandboxes.printhouse", "--dir", str(directory),
-                                           "--port", str(port), *args], log or directory.parent / "printhouse.log")
+    service = Service(
+        "print house SFTP",
+        [sys.executable, "-m", "sandboxes.printhouse", "--dir", str(directory), "--port", str(port), *args],
+        log or directory.parent / "printhouse.log",
+    )
     wait_until("print house SFTP", lambda: (directory / "connection.json").exists(), service)
     return service, json.loads((directory / "connection.json").read_text())
 
@@ -213,8 +233,9 @@ class SshdServer:
 
     def airflow_connection(self) -> dict:
         """The Connection as JSON for `AIRFLOW_CONN_PRINTHOUSE_SFTP`."""
-        return sftp_connection(self.host, self.port, self.username, str(self.client_key_path),
-                               self.host_public_key)
+        return sftp_connection(
+            self.host, self.port, self.username, str(self.client_key_path), self.host_public_key
+        )
 
     def answer_as_print_house(self, behaviour=None) -> dict:
         """Play the print house on the served tree: take complete batches from the inbox (to printed/),
@@ -259,8 +280,20 @@ def _ensure_sftp_user() -> int:
     try:
         pwd.getpwnam(SFTP_USER)
     except KeyError:
-        _run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
-              "--shell", "/usr/sbin/nologin", "--password", "*", SFTP_USER])
+        _run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--password",
+                "*",
+                SFTP_USER,
+            ]
+        )
     else:
         for line in Path("/etc/shadow").read_text().splitlines():
             user, _, rest = line.partition(":")
@@ -359,9 +392,7 @@ def start_sshd() -> SshdServer:
         _keygen(state / "client_key", "dijlepost-test-client")
         shutil.copyfile(state / "client_key.pub", state / "authorized_keys")
         (state / "authorized_keys").chmod(0o644)
-        host_public_key = " ".join(
-            (state / "ssh_host_ed25519_key.pub").read_text().split()[:2]
-        )
+        host_public_key = " ".join((state / "ssh_host_ed25519_key.pub").read_text().split()[:2])
 
         port = free_port()
         config = state / "sshd_config"
@@ -371,15 +402,23 @@ def start_sshd() -> SshdServer:
         with log.open("wb") as log_file:
             process = subprocess.Popen(
                 [str(SSHD), "-D", "-e", "-f", str(config)],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
             )
         _wait_until_listening(process, log)
     except BaseException:
         shutil.rmtree(state, ignore_errors=True)
         raise
     return SshdServer(
-        host="127.0.0.1", port=port, username=SFTP_USER, client_key_path=state / "client_key",
-        host_public_key=host_public_key, root=chroot, state_dir=state, process=process,
+        host="127.0.0.1",
+        port=port,
+        username=SFTP_USER,
+        client_key_path=state / "client_key",
+        host_public_key=host_public_key,
+        root=chroot,
+        state_dir=state,
+        process=process,
     )
 
 
@@ -398,19 +437,19 @@ def free_port() -> int:
 @dataclass
 class AirflowCluster:
     workdir: Path
-    extra_env: dict = field(default_factory=dict)      # connections, DIJLEPOST_* settings
+    extra_env: dict = field(default_factory=dict)  # connections, DIJLEPOST_* settings
     executor: str = "LocalExecutor"
     parallelism: int = 2
-    celery_workers: tuple[str, ...] = ()                # e.g. ("worker1", "worker2")
+    celery_workers: tuple[str, ...] = ()  # e.g. ("worker1", "worker2")
     worker_concurrency: int = 2
     pools: dict = field(default_factory=lambda: dict(POOLS))
     # An existing metadata database to use and keep (the demo's); None: a fresh one on `server`,
     # dropped by stop().
     metadata_url: str | None = None
     server: str = PG_SERVER
-    port: int | None = None                             # of the api-server; None: a free one
-    user: str = "operator"                              # the SimpleAuthManager administrator
-    password: str | None = None                         # None: a random one
+    port: int | None = None  # of the api-server; None: a free one
+    user: str = "operator"  # the SimpleAuthManager administrator
+    password: str | None = None  # None: a random one
 
     def __post_init__(self):
         self.workdir = Path(self.workdir)
@@ -431,42 +470,45 @@ class AirflowCluster:
             return self._env
         sa_url = self.metadata_url.replace("postgresql://", "postgresql+psycopg://", 1)
         env = dict(os.environ)
-        env.update({
-            "AIRFLOW_HOME": str(self.workdir / "airflow"),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": self.executor,
-            "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-            "AIRFLOW__CORE__AUTH_MANAGER":
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.user}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.workdir / "passwords.json"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sa_url,
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        })
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.workdir / "airflow"),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": self.executor,
+                "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
+                "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+                "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.user}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.workdir / "passwords.json"),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sa_url,
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            }
+        )
         if self.executor == "CeleryExecutor":
-            env.update({
-                "AIRFLOW__CELERY__BROKER_URL": REDIS_URL,
-                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + sa_url,
-                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
-            })
+            env.update(
+                {
+                    "AIRFLOW__CELERY__BROKER_URL": REDIS_URL,
+                    "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + sa_url,
+                    "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
+                }
+            )
         env.update(self.extra_env)
         self._env = env
         return env
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def __enter__(self) -> "AirflowCluster":
+    def __enter__(self) -> AirflowCluster:
         try:
             self.start()
         except BaseException:
@@ -485,18 +527,41 @@ class AirflowCluster:
                 admin.execute(f'CREATE DATABASE "{self.metadata_db}"')
         self.airflow("db", "migrate")
         pools_file = self.workdir / "pools.json"
-        pools_file.write_text(json.dumps({name: {"slots": slots, "description": what, "include_deferred": False}
-                                          for name, (slots, what) in self.pools.items()}))
+        pools_file.write_text(
+            json.dumps(
+                {
+                    name: {"slots": slots, "description": what, "include_deferred": False}
+                    for name, (slots, what) in self.pools.items()
+                }
+            )
+        )
         self.airflow("pools", "import", str(pools_file))
-        self._spawn("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"])
+        self._spawn(
+            "api-server", ["api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        )
         self._spawn("dag-processor", ["dag-processor"])
         self._spawn("scheduler", ["scheduler", "--skip-serve-logs"])
         for name in self.celery_workers:
-            self._spawn(name, ["celery", "worker", "--celery-hostname", f"{name}@%h", "--queues", QUEUES,
-                               "--concurrency", str(self.worker_concurrency), "--skip-serve-logs",
-                               "--without-gossip", "--without-mingle"],
-                        {"AIRFLOW__CORE__HOSTNAME_CALLABLE": "sandboxes.processes.worker_hostname",
-                         "DIJLEPOST_WORKER_NAME": name})
+            self._spawn(
+                name,
+                [
+                    "celery",
+                    "worker",
+                    "--celery-hostname",
+                    f"{name}@%h",
+                    "--queues",
+                    QUEUES,
+                    "--concurrency",
+                    str(self.worker_concurrency),
+                    "--skip-serve-logs",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+                {
+                    "AIRFLOW__CORE__HOSTNAME_CALLABLE": "sandboxes.processes.worker_hostname",
+                    "DIJLEPOST_WORKER_NAME": name,
+                },
+            )
         self._wait_for_api()
 
     def stop(self) -> None:
@@ -533,13 +598,24 @@ class AirflowCluster:
     def _spawn(self, name: str, args: list[str], env: dict | None = None) -> None:
         log = (self.workdir / "logs" / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "airflow", *args], env={**self.env(), **(env or {})}, cwd=ROOT,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [sys.executable, "-m", "airflow", *args],
+            env={**self.env(), **(env or {})},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
 
     def airflow(self, *args: str, timeout: float = 300) -> str:
-        proc = subprocess.run([sys.executable, "-m", "airflow", *args], env=self.env(), cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-m", "airflow", *args],
+            env=self.env(),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"airflow {' '.join(args)} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
         return proc.stdout
@@ -551,7 +627,10 @@ class AirflowCluster:
         while time.monotonic() < deadline:
             self.check_alive()
             try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/api/v2/monitor/health", timeout=2).status_code == 200:
+                if (
+                    httpx.get(f"http://127.0.0.1:{self.port}/api/v2/monitor/health", timeout=2).status_code
+                    == 200
+                ):
                     return
             except httpx.HTTPError:
                 pass
@@ -574,8 +653,12 @@ class AirflowCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_alive()
-            found = {r[0] for r in self.query("SELECT dag_id FROM serialized_dag WHERE dag_id = ANY(%s)",
-                                              (list(dag_ids),))}
+            found = {
+                r[0]
+                for r in self.query(
+                    "SELECT dag_id FROM serialized_dag WHERE dag_id = ANY(%s)", (list(dag_ids),)
+                )
+            }
             if found >= set(dag_ids):
                 return
             time.sleep(1)
@@ -588,13 +671,17 @@ class AirflowCluster:
         run_id = run_id or f"manual__{dag_id}__{uuid.uuid4().hex[:8]}"
         base = self.base_url
         if self._token is None:
-            answer = httpx.post(f"{base}/auth/token", json={"username": self.user, "password": self.password},
-                                timeout=30)
+            answer = httpx.post(
+                f"{base}/auth/token", json={"username": self.user, "password": self.password}, timeout=30
+            )
             answer.raise_for_status()
             self._token = answer.json()["access_token"]
-        answer = httpx.post(f"{base}/api/v2/dags/{dag_id}/dagRuns", timeout=60,
-                            headers={"Authorization": f"Bearer {self._token}"},
-                            json={"dag_run_id": run_id, "logical_date": None, "conf": conf or {}})
+        answer = httpx.post(
+            f"{base}/api/v2/dags/{dag_id}/dagRuns",
+            timeout=60,
+            headers={"Authorization": f"Bearer {self._token}"},
+            json={"dag_run_id": run_id, "logical_date": None, "conf": conf or {}},
+        )
         if answer.status_code >= 400:
             raise RuntimeError(f"triggering {dag_id} failed: {answer.status_code} {answer.text[:500]}")
         return run_id
@@ -612,7 +699,9 @@ class AirflowCluster:
             if all(s in FINAL_RUN_STATES for s in states.values()):
                 return states
             if time.monotonic() > deadline:
-                raise TimeoutError(f"runs not finished after {timeout}s: {states}; see {self.workdir / 'logs'}")
+                raise TimeoutError(
+                    f"runs not finished after {timeout}s: {states}; see {self.workdir / 'logs'}"
+                )
             time.sleep(poll)
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
@@ -620,9 +709,14 @@ class AirflowCluster:
             return conn.execute(
                 "SELECT task_id, map_index, state, hostname, start_date, end_date, try_number, queue, pool, "
                 "id::text AS id FROM task_instance WHERE dag_id = %s AND run_id = %s "
-                "ORDER BY start_date NULLS LAST", (dag_id, run_id)).fetchall()
+                "ORDER BY start_date NULLS LAST",
+                (dag_id, run_id),
+            ).fetchall()
 
     def xcom_returns(self, dag_id: str, run_id: str, task_id: str) -> list:
-        rows = self.query("SELECT value FROM xcom WHERE dag_id = %s AND run_id = %s AND task_id = %s "
-                          "AND key = 'return_value' ORDER BY map_index", (dag_id, run_id, task_id))
+        rows = self.query(
+            "SELECT value FROM xcom WHERE dag_id = %s AND run_id = %s AND task_id = %s "
+            "AND key = 'return_value' ORDER BY map_index",
+            (dag_id, run_id, task_id),
+        )
         return [r[0] if not isinstance(r[0], (bytes, str)) else json.loads(r[0]) for r in rows]

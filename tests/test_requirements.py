@@ -1,6 +1,7 @@
 """The two dependency sets: what production imports is named in requirements.in (and so pinned in
 requirements.txt); what tests, the demo, the sandboxes and the benchmarks import is named in one of
 the two .in files; the development lock pins every production package at its production version."""
+
 from __future__ import annotations
 
 import ast
@@ -66,7 +67,9 @@ def unnamed(imports: dict[str, set[str]], named: set[str]) -> list[str]:
     for module, files in sorted(imports.items()):
         candidates = {_name(d) for d in distributions.get(module, [module])}
         if not candidates & named:
-            missing.append(f"{module} ({', '.join(sorted(candidates))}) imported by {', '.join(sorted(files)[:3])}")
+            missing.append(
+                f"{module} ({', '.join(sorted(candidates))}) imported by {', '.join(sorted(files)[:3])}"
+            )
     return missing
 
 
@@ -80,8 +83,21 @@ def test_tests_demo_sandboxes_and_benchmarks_import_only_what_the_two_sets_name(
     assert unnamed(third_party_imports(DEVELOPMENT), named) == []
 
 
-@pytest.mark.parametrize("tool", ["pytest", "pytest-timeout", "trustme", "playwright", "pgserver", "pypdf",
-                                  "pypdfium2", "zxing-cpp", "uvicorn", "schemathesis"])
+@pytest.mark.parametrize(
+    "tool",
+    [
+        "pytest",
+        "pytest-timeout",
+        "trustme",
+        "playwright",
+        "pgserver",
+        "pypdf",
+        "pypdfium2",
+        "zxing-cpp",
+        "uvicorn",
+        "schemathesis",
+    ],
+)
 def test_test_and_demo_tools_stay_out_of_production(tool):
     assert tool not in requirement_names(ROOT / "requirements.in")
     assert tool in requirement_names(ROOT / "requirements-dev.in")

@@ -5,12 +5,14 @@ DAG files and the wave DAG factory import these; the domain modules never import
 imported inside the functions, so importing this module at DAG-parse time touches no database or
 network.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import pendulum
 
@@ -40,16 +42,28 @@ TASK_TIMEOUT = timedelta(minutes=int(os.environ.get("DIJLEPOST_TASK_TIMEOUT_MINU
 def on_failure(context) -> None:
     """Failure callback on every DAG and task: one alert line an operator can grep and page on."""
     ti = context.get("ti") or context.get("task_instance")
-    logfmt.emit("alert_task_failed", dag_id=getattr(ti, "dag_id", None), task_id=getattr(ti, "task_id", None),
-                run_id=context.get("run_id"), map_index=getattr(ti, "map_index", None),
-                error=type(context.get("exception")).__name__)
+    logfmt.emit(
+        "alert_task_failed",
+        dag_id=getattr(ti, "dag_id", None),
+        task_id=getattr(ti, "task_id", None),
+        run_id=context.get("run_id"),
+        map_index=getattr(ti, "map_index", None),
+        error=type(context.get("exception")).__name__,
+    )
 
 
 def default_task_args(queue: str = QUEUES["default"], execution_timeout: timedelta = TASK_TIMEOUT) -> dict:
     """Retries with backoff, a time limit and the failure alert, the same for every dijlepost DAG."""
-    return {"owner": "dijlepost", "retries": TASK_RETRIES, "retry_delay": RETRY_DELAY,
-            "retry_exponential_backoff": True, "max_retry_delay": timedelta(minutes=15),
-            "execution_timeout": execution_timeout, "on_failure_callback": on_failure, "queue": queue}
+    return {
+        "owner": "dijlepost",
+        "retries": TASK_RETRIES,
+        "retry_delay": RETRY_DELAY,
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=15),
+        "execution_timeout": execution_timeout,
+        "on_failure_callback": on_failure,
+        "queue": queue,
+    }
 
 
 def task_context(chunk: int | None = None) -> RunContext:
@@ -62,8 +76,13 @@ def task_context(chunk: int | None = None) -> RunContext:
     if chunk is not None:
         c["map_index_template"] = f"chunk {int(chunk)}"
     ti = c["ti"]
-    return RunContext(dag_id=ti.dag_id, run_id=c["run_id"], task_id=ti.task_id,
-                      map_index=ti.map_index, try_number=ti.try_number)
+    return RunContext(
+        dag_id=ti.dag_id,
+        run_id=c["run_id"],
+        task_id=ti.task_id,
+        map_index=ti.map_index,
+        try_number=ti.try_number,
+    )
 
 
 def claim_key(ctx: RunContext) -> str:
@@ -72,7 +91,7 @@ def claim_key(ctx: RunContext) -> str:
 
 
 @contextmanager
-def db_connection() -> Iterator["psycopg.Connection"]:
+def db_connection() -> Iterator[psycopg.Connection]:
     """A psycopg 3 connection from the `dijlepost_db` Airflow Connection (the postgres provider's hook),
     closed on the way out."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
@@ -81,7 +100,7 @@ def db_connection() -> Iterator["psycopg.Connection"]:
         yield conn
 
 
-def settings() -> "Settings":
+def settings() -> Settings:
     from include.dijlepost.settings import Settings
 
     return Settings.from_env()

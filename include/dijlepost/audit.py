@@ -9,6 +9,7 @@
 builds the canonical text with its own query and hashes it here. Days are calendar days in
 Europe/Brussels. Functions take a DB-API connection (psycopg 3) and never write.
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,20 +29,44 @@ DEFAULT_AIRFLOW_URL = "http://localhost:8080"
 
 # The canonical text of an event, written here independently of `audit_event_canonical` in the migration
 # (same definition; a test holds them together).
-_CANONICAL = ("jsonb_build_array(chain_seq, event_id, letter_id, event, details, dag_id, run_id, task_id, "
-              "map_index, try_number, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))::text")
+_CANONICAL = (
+    "jsonb_build_array(chain_seq, event_id, letter_id, event, details, dag_id, run_id, task_id, "
+    "map_index, try_number, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))::text"
+)
 
-EXPORT_COLUMNS = ("chain_seq", "event_id", "at", "letter_id", "event", "details", "dag_id", "run_id",
-                  "task_id", "map_index", "try_number", "task_log_url", "prev_hash", "hash")
+EXPORT_COLUMNS = (
+    "chain_seq",
+    "event_id",
+    "at",
+    "letter_id",
+    "event",
+    "details",
+    "dag_id",
+    "run_id",
+    "task_id",
+    "map_index",
+    "try_number",
+    "task_log_url",
+    "prev_hash",
+    "hash",
+)
 
 
-def task_log_url(base_url: str | None, dag_id: str | None, run_id: str | None, task_id: str | None,
-                 map_index: int | None, try_number: int | None) -> str | None:
+def task_log_url(
+    base_url: str | None,
+    dag_id: str | None,
+    run_id: str | None,
+    task_id: str | None,
+    map_index: int | None,
+    try_number: int | None,
+) -> str | None:
     """The Airflow 3 UI address of a task try's log (the pattern of `TaskInstance.log_url`)."""
     if not (dag_id and run_id and task_id):
         return None
-    url = f"{(base_url or DEFAULT_AIRFLOW_URL).rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}" \
-          f"/tasks/{quote(task_id)}"
+    url = (
+        f"{(base_url or DEFAULT_AIRFLOW_URL).rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}"
+        f"/tasks/{quote(task_id)}"
+    )
     if map_index is not None and map_index >= 0:
         url += f"/mapped/{map_index}"
     if try_number:
@@ -58,30 +83,53 @@ def day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
 
 # --------------------------------------------------------------------------- trace
 
+
 def trace(conn, letter_id: str, base_url: str | None = None) -> list[dict]:
     """Every event of one letter in chain order, each with the address of the task log that wrote it."""
     with conn.cursor() as cur:
-        cur.execute("SELECT chain_seq, event_id, at, event, details, dag_id, run_id, task_id, map_index, "
-                    "try_number, encode(hash, 'hex') FROM letter_events WHERE letter_id = %s ORDER BY chain_seq",
-                    (letter_id,))
+        cur.execute(
+            "SELECT chain_seq, event_id, at, event, details, dag_id, run_id, task_id, map_index, "
+            "try_number, encode(hash, 'hex') FROM letter_events WHERE letter_id = %s ORDER BY chain_seq",
+            (letter_id,),
+        )
         rows = cur.fetchall()
     conn.commit()
     out = []
     for seq, event_id, at, event, details, dag_id, run_id, task_id, map_index, try_number, h in rows:
-        out.append({"chain_seq": seq, "event_id": event_id, "at": at, "event": event, "details": details,
-                    "dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index,
-                    "try_number": try_number, "hash": h,
-                    "task_log_url": task_log_url(base_url, dag_id, run_id, task_id, map_index, try_number)})
+        out.append(
+            {
+                "chain_seq": seq,
+                "event_id": event_id,
+                "at": at,
+                "event": event,
+                "details": details,
+                "dag_id": dag_id,
+                "run_id": run_id,
+                "task_id": task_id,
+                "map_index": map_index,
+                "try_number": try_number,
+                "hash": h,
+                "task_log_url": task_log_url(base_url, dag_id, run_id, task_id, map_index, try_number),
+            }
+        )
     return out
 
 
 def format_trace(events: list[dict]) -> Iterator[str]:
     for e in events:
-        where = (f"{e['dag_id']} / {e['run_id']} / {e['task_id']}"
-                 + (f"[{e['map_index']}]" if e["map_index"] is not None and e["map_index"] >= 0 else "")
-                 + f" try {e['try_number']}") if e["dag_id"] else (e["task_id"] or "outside Airflow")
-        yield (f"#{e['chain_seq']:<8} {e['at'].astimezone(TZ):%Y-%m-%d %H:%M:%S.%f %Z}  {e['event']:<24} "
-               f"{json.dumps(e['details'], ensure_ascii=False, sort_keys=True)}")
+        where = (
+            (
+                f"{e['dag_id']} / {e['run_id']} / {e['task_id']}"
+                + (f"[{e['map_index']}]" if e["map_index"] is not None and e["map_index"] >= 0 else "")
+                + f" try {e['try_number']}"
+            )
+            if e["dag_id"]
+            else (e["task_id"] or "outside Airflow")
+        )
+        yield (
+            f"#{e['chain_seq']:<8} {e['at'].astimezone(TZ):%Y-%m-%d %H:%M:%S.%f %Z}  {e['event']:<24} "
+            f"{json.dumps(e['details'], ensure_ascii=False, sort_keys=True)}"
+        )
         yield f"{'':10}by {where}"
         if isinstance(e["details"], dict) and e["details"].get("expires_at"):  # the eBox's expirationDate
             yield f"{'':10}kept in the eBox until {e['details']['expires_at']}"
@@ -91,23 +139,54 @@ def format_trace(events: list[dict]) -> Iterator[str]:
 
 # --------------------------------------------------------------------------- export
 
+
 def export_csv(conn, start: date, end: date, out: IO[str], base_url: str | None = None) -> int:
     """Write the events of [start, end] (whole days, Europe/Brussels) as CSV; return the number of rows."""
     lo, hi = day_bounds(start, end)
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     n = 0
-    with conn.cursor(name="audit_export") as cur:       # server-side: a year of events never sits in memory
+    with conn.cursor(name="audit_export") as cur:  # server-side: a year of events never sits in memory
         cur.itersize = 5000
-        cur.execute("SELECT chain_seq, event_id, at, letter_id, event, details::text, dag_id, run_id, task_id, "
-                    "map_index, try_number, encode(prev_hash, 'hex'), encode(hash, 'hex') FROM letter_events "
-                    "WHERE at >= %s AND at < %s ORDER BY chain_seq", (lo, hi))
-        for (seq, event_id, at, letter_id, event, details, dag_id, run_id, task_id, map_index, try_number,
-             prev_hash, h) in cur:
-            writer.writerow((seq, event_id, at.astimezone(ZoneInfo("UTC")).isoformat(), letter_id, event,
-                             details, dag_id, run_id, task_id, map_index, try_number,
-                             task_log_url(base_url, dag_id, run_id, task_id, map_index, try_number) or "",
-                             prev_hash, h))
+        cur.execute(
+            "SELECT chain_seq, event_id, at, letter_id, event, details::text, dag_id, run_id, task_id, "
+            "map_index, try_number, encode(prev_hash, 'hex'), encode(hash, 'hex') FROM letter_events "
+            "WHERE at >= %s AND at < %s ORDER BY chain_seq",
+            (lo, hi),
+        )
+        for (
+            seq,
+            event_id,
+            at,
+            letter_id,
+            event,
+            details,
+            dag_id,
+            run_id,
+            task_id,
+            map_index,
+            try_number,
+            prev_hash,
+            h,
+        ) in cur:
+            writer.writerow(
+                (
+                    seq,
+                    event_id,
+                    at.astimezone(ZoneInfo("UTC")).isoformat(),
+                    letter_id,
+                    event,
+                    details,
+                    dag_id,
+                    run_id,
+                    task_id,
+                    map_index,
+                    try_number,
+                    task_log_url(base_url, dag_id, run_id, task_id, map_index, try_number) or "",
+                    prev_hash,
+                    h,
+                )
+            )
             n += 1
     conn.commit()
     return n
@@ -115,12 +194,13 @@ def export_csv(conn, start: date, end: date, out: IO[str], base_url: str | None 
 
 # --------------------------------------------------------------------------- verify
 
+
 @dataclass
 class Verification:
     checked: int = 0
     head_seq: int = 0
     head_hash: str = GENESIS.hex()
-    broken_at: int | None = None        # chain_seq of the first event whose link does not hold
+    broken_at: int | None = None  # chain_seq of the first event whose link does not hold
     problem: str | None = None
     anchor_problems: list[str] = field(default_factory=list)
 
@@ -141,35 +221,50 @@ def verify(conn, anchors: dict[int, str] | None = None, batch: int = 5000) -> Ve
     prev_seq, prev_hash = 0, GENESIS
     with conn.cursor(name="audit_verify") as cur:
         cur.itersize = batch
-        cur.execute(f"SELECT chain_seq, event_id, letter_id, event, prev_hash, hash, {_CANONICAL} "
-                    "FROM letter_events ORDER BY chain_seq")
+        cur.execute(
+            f"SELECT chain_seq, event_id, letter_id, event, prev_hash, hash, {_CANONICAL} "
+            "FROM letter_events ORDER BY chain_seq"
+        )
         for seq, event_id, letter_id, event, row_prev, row_hash, canonical in cur:
             row_prev, row_hash = bytes(row_prev), bytes(row_hash)
             what = f"event #{seq} (event_id {event_id}, {event} of {letter_id})"
             if seq != prev_seq + 1:
-                v.broken_at, v.problem = seq, (
-                    f"{what}: follows #{prev_seq}; events #{prev_seq + 1}..#{seq - 1} are missing (deleted)"
-                    if seq > prev_seq + 1 else f"{what}: out of sequence after #{prev_seq}")
+                v.broken_at, v.problem = (
+                    seq,
+                    (
+                        f"{what}: follows #{prev_seq}; events #{prev_seq + 1}..#{seq - 1} are missing (deleted)"
+                        if seq > prev_seq + 1
+                        else f"{what}: out of sequence after #{prev_seq}"
+                    ),
+                )
                 break
             if row_prev != prev_hash:
-                v.broken_at, v.problem = seq, (
-                    f"{what}: prev_hash {row_prev.hex()[:16]}... is not the hash of event #{prev_seq} "
-                    f"({prev_hash.hex()[:16]}...): an event before it was removed, inserted or rehashed")
+                v.broken_at, v.problem = (
+                    seq,
+                    (
+                        f"{what}: prev_hash {row_prev.hex()[:16]}... is not the hash of event #{prev_seq} "
+                        f"({prev_hash.hex()[:16]}...): an event before it was removed, inserted or rehashed"
+                    ),
+                )
                 break
             expected = hashlib.sha256(row_prev + canonical.encode("utf-8")).digest()
             if row_hash != expected:
                 v.broken_at, v.problem = seq, f"{what}: its content does not match its hash (edited)"
                 break
             if seq in anchors and anchors.pop(seq).lower() != row_hash.hex():
-                v.anchor_problems.append(f"event #{seq}: hash differs from the anchor recorded earlier "
-                                         "(the chain was rewritten from there on)")
+                v.anchor_problems.append(
+                    f"event #{seq}: hash differs from the anchor recorded earlier "
+                    "(the chain was rewritten from there on)"
+                )
             prev_seq, prev_hash = seq, row_hash
             v.checked += 1
     conn.commit()
     v.head_seq, v.head_hash = prev_seq, prev_hash.hex()
     if v.broken_at is None:
         for seq in sorted(anchors):
-            v.anchor_problems.append(f"event #{seq}: anchored earlier, no longer in the chain (head is #{prev_seq})")
+            v.anchor_problems.append(
+                f"event #{seq}: anchored earlier, no longer in the chain (head is #{prev_seq})"
+            )
     return v
 
 
@@ -188,13 +283,16 @@ def parse_anchor(text: str) -> tuple[int, str]:
 def chain_head(conn) -> tuple[int, str]:
     """(chain_seq, hash hex) of the newest event: the value to record outside the database as an anchor."""
     with conn.cursor() as cur:
-        cur.execute("SELECT chain_seq, encode(hash, 'hex') FROM letter_events ORDER BY chain_seq DESC LIMIT 1")
+        cur.execute(
+            "SELECT chain_seq, encode(hash, 'hex') FROM letter_events ORDER BY chain_seq DESC LIMIT 1"
+        )
         row = cur.fetchone()
     conn.commit()
     return (row[0], row[1]) if row else (0, GENESIS.hex())
 
 
 # --------------------------------------------------------------------------- privacy
+
 
 def privacy_findings(conn, limit: int = 100) -> list[dict]:
     """Events whose details contain their letter's recipient id, name or street, or text shaped like a
@@ -218,7 +316,9 @@ def privacy_findings(conn, limit: int = 100) -> list[dict]:
                 OR e.details::text ~ '\m[0-9]{11}\M'
                 OR e.details::text ~ '[0-9]{2}\.[0-9]{2}\.[0-9]{2}-[0-9]{3}\.[0-9]{2}'
              ORDER BY e.chain_seq LIMIT %s
-            """, (limit,))
+            """,
+            (limit,),
+        )
         rows = cur.fetchall()
     conn.commit()
     return [{"chain_seq": s, "letter_id": lid, "event": ev, "holds": what} for s, lid, ev, what in rows]

@@ -15,6 +15,7 @@
     dijlepost audit verify [--anchor SEQ:HASH]                   (hash chain and privacy check)
 The database is `DIJLEPOST_DATABASE_URL` (or `--database-url`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,7 @@ import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_REFUSED, EXIT_CONFIG = 0, 1, 2
-EXIT_NOT_RUN = EXIT_CONFIG     # letters import: the file could not be imported at all
+EXIT_NOT_RUN = EXIT_CONFIG  # letters import: the file could not be imported at all
 SAME_DUPLICATES_SHOWN = 10
 
 
@@ -74,12 +75,14 @@ def cmd_import(args) -> int:
                 conn.rollback()
                 print(f"error: {path.name}: {exc}; nothing imported", file=sys.stderr)
                 return EXIT_NOT_RUN
-    except TemplateError as exc:                # the renderer checks every row: without templates, none
+    except TemplateError as exc:  # the renderer checks every row: without templates, none
         print(f"error: the letter templates cannot be loaded ({exc}); nothing imported", file=sys.stderr)
         return EXIT_NOT_RUN
-    except psycopg.OperationalError as exc:     # the server's message names host and port, no data
-        print(f"error: cannot reach the database: {str(exc).strip().splitlines()[0]}; nothing imported",
-              file=sys.stderr)
+    except psycopg.OperationalError as exc:  # the server's message names host and port, no data
+        print(
+            f"error: cannot reach the database: {str(exc).strip().splitlines()[0]}; nothing imported",
+            file=sys.stderr,
+        )
         return EXIT_NOT_RUN
     except psycopg.Error as exc:
         print(f"error: {path.name}: {describe_db_error(exc)}; nothing imported", file=sys.stderr)
@@ -94,23 +97,32 @@ def cmd_import(args) -> int:
         if same and shown >= SAME_DUPLICATES_SHOWN:
             continue  # a re-sent file: a few lines say it, the count says how much
         shown += same
-        what = "already in the outbox, not inserted again" if same else \
-            "already in the outbox WITH DIFFERENT CONTENT: refused, correct it in the source system"
+        what = (
+            "already in the outbox, not inserted again"
+            if same
+            else "already in the outbox WITH DIFFERENT CONTENT: refused, correct it in the source system"
+        )
         print(f"{path.name}:{line}: duplicate {letter_id}: {what}", file=sys.stderr)
     hidden = sum(1 for _, _, same in report.duplicates if same) - shown
     if hidden > 0:
         print(f"{path.name}: ... and {hidden} more identical duplicates, not inserted again", file=sys.stderr)
-    print(f"imported {len(report.inserted)} letters, {len(report.duplicates)} duplicates, "
-          f"{len(report.errors)} refused")
+    print(
+        f"imported {len(report.inserted)} letters, {len(report.duplicates)} duplicates, "
+        f"{len(report.errors)} refused"
+    )
     return EXIT_OK if report.ok else EXIT_REFUSED
 
 
 def cmd_status(args) -> int:
-    sql = ("SELECT department, status, coalesce(channel, '-'), coalesce(decision_rule, '-'), count(*) "
-           "FROM letters {} GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4")
+    sql = (
+        "SELECT department, status, coalesce(channel, '-'), coalesce(decision_rule, '-'), count(*) "
+        "FROM letters {} GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+    )
     with _conn(args) as conn:
-        rows = conn.execute(sql.format("WHERE department = %s" if args.department else ""),
-                            (args.department,) if args.department else ()).fetchall()
+        rows = conn.execute(
+            sql.format("WHERE department = %s" if args.department else ""),
+            (args.department,) if args.department else (),
+        ).fetchall()
     print(f"{'department':<16} {'status':<16} {'channel':<8} {'rule':<28} {'letters':>7}")
     for row in rows:
         print(f"{row[0]:<16} {row[1]:<16} {row[2]:<8} {row[3]:<28} {row[4]:>7}")
@@ -123,19 +135,38 @@ def cmd_show(args) -> int:
             "SELECT letter_id, department, letter_type, status, channel, decision_rule, decision_reason, "
             "rollout_phase, pdf_sha256, ebox_message_id, ebox_expires_at, print_batch_id, quarantine_reason "
             "FROM letters "
-            "WHERE letter_id = %s", (args.letter_id,)).fetchone()
+            "WHERE letter_id = %s",
+            (args.letter_id,),
+        ).fetchone()
         if row is None:
             print(f"no letter {args.letter_id!r}", file=sys.stderr)
             return EXIT_REFUSED
-        names = ("letter_id", "department", "letter_type", "status", "channel", "rule", "reason", "phase",
-                 "pdf_sha256", "ebox_message_id", "ebox_expires_at", "print_batch_id", "quarantine_reason")
+        names = (
+            "letter_id",
+            "department",
+            "letter_type",
+            "status",
+            "channel",
+            "rule",
+            "reason",
+            "phase",
+            "pdf_sha256",
+            "ebox_message_id",
+            "ebox_expires_at",
+            "print_batch_id",
+            "quarantine_reason",
+        )
         for name, value in zip(names, row):
             if value is not None:
                 print(f"{name:>18}: {value}")
         for at, event, details, dag_id, run_id, task_id, map_index, try_number in conn.execute(
-                "SELECT at, event, details, dag_id, run_id, task_id, map_index, try_number FROM letter_events "
-                "WHERE letter_id = %s ORDER BY event_id", (args.letter_id,)):
-            where = f"{dag_id}/{run_id}/{task_id}[{map_index}] try {try_number}" if dag_id else (task_id or "")
+            "SELECT at, event, details, dag_id, run_id, task_id, map_index, try_number FROM letter_events "
+            "WHERE letter_id = %s ORDER BY event_id",
+            (args.letter_id,),
+        ):
+            where = (
+                f"{dag_id}/{run_id}/{task_id}[{map_index}] try {try_number}" if dag_id else (task_id or "")
+            )
             print(f"{at:%Y-%m-%d %H:%M:%S%z}  {event:<24} {json.dumps(details, ensure_ascii=False)}  {where}")
     return EXIT_OK
 
@@ -145,9 +176,11 @@ def cmd_rollout_show(args) -> int:
 
     with _conn(args) as conn:
         for r in show(conn):
-            print(f"{r['department']:<16} {r['phase']:<7} pilot={r['pilot_size']:<5} "
-                  f"pilot%={r['pilot_percent']:<3} "
-                  f"{r['changed_at']:%Y-%m-%d %H:%M} by {r['changed_by']}: {r['reason']}")
+            print(
+                f"{r['department']:<16} {r['phase']:<7} pilot={r['pilot_size']:<5} "
+                f"pilot%={r['pilot_percent']:<3} "
+                f"{r['changed_at']:%Y-%m-%d %H:%M} by {r['changed_by']}: {r['reason']}"
+            )
     return EXIT_OK
 
 
@@ -162,8 +195,10 @@ def cmd_rollout_history(args) -> int:
         return EXIT_REFUSED
     for h in rows:
         pilot = f" pilot={h['pilot_size']}+{h['pilot_percent']}%" if h["pilot_percent"] is not None else ""
-        print(f"{h['changed_at']:%Y-%m-%d %H:%M}  {h['department']:<16} {h['from_phase'] or '-':>6} -> "
-              f"{h['to_phase']:<7} by {h['changed_by']}{pilot}: {h['reason']}")
+        print(
+            f"{h['changed_at']:%Y-%m-%d %H:%M}  {h['department']:<16} {h['from_phase'] or '-':>6} -> "
+            f"{h['to_phase']:<7} by {h['changed_by']}{pilot}: {h['reason']}"
+        )
     return EXIT_OK
 
 
@@ -191,9 +226,11 @@ def cmd_rollout_shadow_report(args) -> int:
     print(f"  printing saved         EUR {r.printing_saving:>10.2f}")
     print(f"  total saved            EUR {r.total_saving:>10.2f}")
     t = r.tariffs
-    print(f"tariffs: postage EUR {t.postage} (+{t.registered_surcharge} registered), printing EUR "
-          f"{t.print_per_letter} per letter + {t.print_per_extra_page} per extra page + {t.print_per_extra_sheet} "
-          f"per extra sheet (duplex); source: {t.source}")
+    print(
+        f"tariffs: postage EUR {t.postage} (+{t.registered_surcharge} registered), printing EUR "
+        f"{t.print_per_letter} per letter + {t.print_per_extra_page} per extra page + {t.print_per_extra_sheet} "
+        f"per extra sheet (duplex); source: {t.source}"
+    )
     if r.pages_estimated:
         print(f"note: {r.pages_estimated} letters not rendered yet are counted as one page")
     if phase != "shadow" and not r.decided:
@@ -207,11 +244,15 @@ def cmd_exemptions(args) -> int:
     with _conn(args) as conn:
         if args.history:
             for h in exemption_history(conn, limit=args.limit):
-                print(f"{h['changed_at']:%Y-%m-%d %H:%M}  {h['action']:<6} {h['recipient_pseudonym']} "
-                      f"by {h['changed_by']}: {h['reason']}")
+                print(
+                    f"{h['changed_at']:%Y-%m-%d %H:%M}  {h['action']:<6} {h['recipient_pseudonym']} "
+                    f"by {h['changed_by']}: {h['reason']}"
+                )
         else:
             for e in exemptions(conn, limit=args.limit):
-                print(f"{e['recipient_pseudonym']}  since {e['added_at']:%Y-%m-%d} by {e['added_by']}: {e['reason']}")
+                print(
+                    f"{e['recipient_pseudonym']}  since {e['added_at']:%Y-%m-%d} by {e['added_by']}: {e['reason']}"
+                )
     return EXIT_OK
 
 
@@ -236,8 +277,16 @@ def cmd_rollout_set(args) -> int:
                 return EXIT_REFUSED
     try:
         with _conn(args) as conn:
-            before, after = set_phase(conn, args.department, args.phase, args.reason, args.by, allowlist,
-                                      args.pilot_percent, refuse_unchanged=True)
+            before, after = set_phase(
+                conn,
+                args.department,
+                args.phase,
+                args.reason,
+                args.by,
+                allowlist,
+                args.pilot_percent,
+                refuse_unchanged=True,
+            )
     except RolloutChangeRefused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -256,8 +305,11 @@ def cmd_exempt(args) -> int:
         return EXIT_REFUSED
     try:
         with _conn(args) as conn:
-            changed = add_exemption(conn, p, args.reason, args.by) if args.action == "add" else \
-                remove_exemption(conn, p, args.reason, args.by)
+            changed = (
+                add_exemption(conn, p, args.reason, args.by)
+                if args.action == "add"
+                else remove_exemption(conn, p, args.reason, args.by)
+            )
     except RolloutChangeRefused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -275,8 +327,12 @@ def _whole_number(text: str) -> int:
 def _airflow_url(args) -> str:
     from include.dijlepost.audit import DEFAULT_AIRFLOW_URL
 
-    return (args.airflow_url or os.environ.get("DIJLEPOST_AIRFLOW_URL") or os.environ.get("AIRFLOW__API__BASE_URL")
-            or DEFAULT_AIRFLOW_URL)
+    return (
+        args.airflow_url
+        or os.environ.get("DIJLEPOST_AIRFLOW_URL")
+        or os.environ.get("AIRFLOW__API__BASE_URL")
+        or DEFAULT_AIRFLOW_URL
+    )
 
 
 def cmd_audit_trace(args) -> int:
@@ -337,7 +393,9 @@ def cmd_audit_verify(args) -> int:
     for problem in result.anchor_problems:
         print(f"ANCHOR MISMATCH: {problem}")
     for f in findings:
-        print(f"PERSONAL DATA: event #{f['chain_seq']} ({f['event']} of {f['letter_id']}) holds a {f['holds']}")
+        print(
+            f"PERSONAL DATA: event #{f['chain_seq']} ({f['event']} of {f['letter_id']}) holds a {f['holds']}"
+        )
     return EXIT_OK if result.ok and not findings else EXIT_REFUSED
 
 
@@ -353,8 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_parser("migrate", help="create or upgrade the schema (idempotent)").set_defaults(func=cmd_migrate)
 
     letters = sub.add_parser("letters").add_subparsers(dest="cmd", required=True)
-    imp = letters.add_parser("import", help="validate and insert letters from CSV or JSON Lines "
-                             "(exit 0: all in; 1: some rows refused; 2: nothing imported)")
+    imp = letters.add_parser(
+        "import",
+        help="validate and insert letters from CSV or JSON Lines "
+        "(exit 0: all in; 1: some rows refused; 2: nothing imported)",
+    )
     imp.add_argument("file")
     imp.set_defaults(func=cmd_import)
     st = letters.add_parser("status", help="letters by department, status, channel and rule")
@@ -367,19 +428,24 @@ def build_parser() -> argparse.ArgumentParser:
     rollout = sub.add_parser("rollout").add_subparsers(dest="cmd", required=True)
     rollout.add_parser("show", help="each department's rollout phase").set_defaults(func=cmd_rollout_show)
     rs = rollout.add_parser("set", help="change a department's rollout phase")
-    rs.add_argument("department", help=f"one of {', '.join(DEPARTMENTS)}")   # checked by rollout.set_phase
+    rs.add_argument("department", help=f"one of {', '.join(DEPARTMENTS)}")  # checked by rollout.set_phase
     rs.add_argument("phase", help=f"one of {', '.join(PHASES)}")
     rs.add_argument("--reason", required=True)
     rs.add_argument("--by", default=getpass.getuser())
     rs.add_argument("--pilot-file", help="lines 'citizen,<NRN>' or 'enterprise,<KBO>': the pilot allowlist")
-    rs.add_argument("--pilot-percent", metavar="N",
-                    help="0..100: also every recipient whose stable hash falls in the lowest N %%")
+    rs.add_argument(
+        "--pilot-percent",
+        metavar="N",
+        help="0..100: also every recipient whose stable hash falls in the lowest N %%",
+    )
     rs.set_defaults(func=cmd_rollout_set)
     rh = rollout.add_parser("history", help="phase changes, newest first: who, when, from, to, why")
     rh.add_argument("--department")
     rh.add_argument("--limit", type=_whole_number, default=50)
     rh.set_defaults(func=cmd_rollout_history)
-    rr = rollout.add_parser("shadow-report", help="share of letters that would have gone digital, and the saving")
+    rr = rollout.add_parser(
+        "shadow-report", help="share of letters that would have gone digital, and the saving"
+    )
     rr.add_argument("department")
     rr.add_argument("--days", type=_whole_number, help="only letters decided in the last N days")
     rr.set_defaults(func=cmd_rollout_shadow_report)
@@ -398,7 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit").add_subparsers(dest="cmd", required=True)
     at = audit.add_parser("trace", help="a letter's whole life in order, with the task log of each step")
     at.add_argument("letter_id")
-    at.add_argument("--airflow-url", help="Airflow UI base URL for task log links (default: $DIJLEPOST_AIRFLOW_URL)")
+    at.add_argument(
+        "--airflow-url", help="Airflow UI base URL for task log links (default: $DIJLEPOST_AIRFLOW_URL)"
+    )
     at.set_defaults(func=cmd_audit_trace)
     ae = audit.add_parser("export", help="the events of a period (whole days, Europe/Brussels) as CSV")
     ae.add_argument("--from", dest="date_from", required=True, metavar="YYYY-MM-DD")
@@ -408,8 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
     ae.add_argument("--airflow-url")
     ae.set_defaults(func=cmd_audit_export)
     av = audit.add_parser("verify", help="check the hash chain and that no event holds personal data")
-    av.add_argument("--anchor", action="append", default=[], metavar="SEQ:HASH",
-                    help="a chain head recorded earlier (e.g. in an evaluation report); repeatable")
+    av.add_argument(
+        "--anchor",
+        action="append",
+        default=[],
+        metavar="SEQ:HASH",
+        help="a chain head recorded earlier (e.g. in an evaluation report); repeatable",
+    )
     av.set_defaults(func=cmd_audit_verify)
     return p
 

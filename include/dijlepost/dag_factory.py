@@ -18,6 +18,7 @@ render: eBox and SFTP waits overlap the CPU-bound rendering instead of following
 Every task body calls one function of `include/` and logs what it did as `event=... key=value`
 lines with counts, rules, ids of what it produced and keyed pseudonyms only.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,12 +26,22 @@ import os
 from datetime import timedelta
 
 from include.dijlepost import logfmt
-from include.dijlepost.airflow_support import (POOLS, QUEUES, START_DATE, TAGS, claim_key, db_connection,
-                                               default_task_args, on_failure, settings, task_context)
+from include.dijlepost.airflow_support import (
+    POOLS,
+    QUEUES,
+    START_DATE,
+    TAGS,
+    claim_key,
+    db_connection,
+    default_task_args,
+    on_failure,
+    settings,
+    task_context,
+)
 from include.dijlepost.waves import Wave
 
 CLAIM_LEASE = timedelta(hours=3)
-DAGRUN_TIMEOUT = timedelta(hours=2)      # shorter than the lease: a claim is only taken over from a dead run
+DAGRUN_TIMEOUT = timedelta(hours=2)  # shorter than the lease: a claim is only taken over from a dead run
 EBOX_FRESHNESS = timedelta(days=int(os.environ.get("DIJLEPOST_EBOX_FRESHNESS_DAYS", "7")))
 # A letter renders in milliseconds; one that needs this long is quarantined ("render budget") so it
 # cannot stall its chunk.
@@ -75,12 +86,27 @@ def build_wave_dag(wave: Wave):
         tags=[*TAGS, wave.department, *wave.tags],
         on_failure_callback=on_failure,
         params={
-            "batch_size": Param(wave.batch_size, type="integer", minimum=1, maximum=200_000,
-                                description="Maximum letters claimed by this run"),
-            "chunk_size": Param(wave.chunk_size, type="integer", minimum=1, maximum=10_000,
-                                description="Letters per chunk: each chunk is rendered, published and printed by its own tasks"),
-            "max_chunks": Param(wave.max_chunks, type="integer", minimum=1, maximum=256,
-                                description="At most this many chunks per claim: a bigger claim gets bigger chunks"),
+            "batch_size": Param(
+                wave.batch_size,
+                type="integer",
+                minimum=1,
+                maximum=200_000,
+                description="Maximum letters claimed by this run",
+            ),
+            "chunk_size": Param(
+                wave.chunk_size,
+                type="integer",
+                minimum=1,
+                maximum=10_000,
+                description="Letters per chunk: each chunk is rendered, published and printed by its own tasks",
+            ),
+            "max_chunks": Param(
+                wave.max_chunks,
+                type="integer",
+                minimum=1,
+                maximum=256,
+                description="At most this many chunks per claim: a bigger claim gets bigger chunks",
+            ),
         },
         # "upstream": a task weighs what comes before it, so a rendered chunk's delivery goes before
         # the next chunk's rendering (depth first) and a wave's letters leave while it still renders.
@@ -93,8 +119,13 @@ def build_wave_dag(wave: Wave):
 
             with db_connection() as conn:
                 state = read_state(conn, wave.department)
-            logfmt.emit("rollout_phase", department=wave.department, phase=state.phase,
-                        pilot_size=len(state.pilot_allowlist), pilot_percent=state.pilot_percent)
+            logfmt.emit(
+                "rollout_phase",
+                department=wave.department,
+                phase=state.phase,
+                pilot_size=len(state.pilot_allowlist),
+                pilot_percent=state.pilot_percent,
+            )
             if state.phase == "off":
                 logfmt.emit("wave_skipped", department=wave.department, reason="rollout phase off")
                 return False
@@ -121,10 +152,23 @@ def build_wave_dag(wave: Wave):
 
             ctx = task_context()
             with db_connection() as conn:
-                c = claim(conn, wave.department, claim_key(ctx), int(params["batch_size"]),
-                          int(params["chunk_size"]), CLAIM_LEASE, ctx, max_chunks=int(params["max_chunks"]))
-            logfmt.emit("letters_claimed", department=wave.department, letters=c.count, chunks=len(c.chunks),
-                        taken_over=c.taken_over)
+                c = claim(
+                    conn,
+                    wave.department,
+                    claim_key(ctx),
+                    int(params["batch_size"]),
+                    int(params["chunk_size"]),
+                    CLAIM_LEASE,
+                    ctx,
+                    max_chunks=int(params["max_chunks"]),
+                )
+            logfmt.emit(
+                "letters_claimed",
+                department=wave.department,
+                letters=c.count,
+                chunks=len(c.chunks),
+                taken_over=c.taken_over,
+            )
             return c.chunks
 
         @task(**per_chunk)
@@ -140,13 +184,29 @@ def build_wave_dag(wave: Wave):
             config = settings()
             with db_connection() as conn:
                 if state["phase"] == "paper":
-                    logfmt.emit("ebox_check_skipped", department=wave.department, chunk=chunk, reason="phase paper")
+                    logfmt.emit(
+                        "ebox_check_skipped", department=wave.department, chunk=chunk, reason="phase paper"
+                    )
                 else:
-                    checked = check_activation(conn, EboxHook().get_client(), config.pseudonym_key,
-                                               claim_key(ctx), EBOX_FRESHNESS, ctx, chunk=chunk)
+                    checked = check_activation(
+                        conn,
+                        EboxHook().get_client(),
+                        config.pseudonym_key,
+                        claim_key(ctx),
+                        EBOX_FRESHNESS,
+                        ctx,
+                        chunk=chunk,
+                    )
                     logfmt.emit("ebox_activation_checked", department=wave.department, chunk=chunk, **checked)
-                result = decide_claim(conn, wave, RolloutState.from_xcom(state), config.pseudonym_key,
-                                      claim_key(ctx), ctx, chunk=chunk)
+                result = decide_claim(
+                    conn,
+                    wave,
+                    RolloutState.from_xcom(state),
+                    config.pseudonym_key,
+                    claim_key(ctx),
+                    ctx,
+                    chunk=chunk,
+                )
             logfmt.emit("channels_decided", department=wave.department, chunk=chunk, **result)
             return result
 
@@ -158,9 +218,16 @@ def build_wave_dag(wave: Wave):
             ctx = task_context(chunk)
             config = settings()
             with db_connection() as conn:
-                result = render_chunk(conn, LetterRenderer(), config.document_root, claim_key(ctx), chunk, ctx,
-                                      sync_each_file=config.document_sync == "file",
-                                      budget_seconds=RENDER_BUDGET_SECONDS)
+                result = render_chunk(
+                    conn,
+                    LetterRenderer(),
+                    config.document_root,
+                    claim_key(ctx),
+                    chunk,
+                    ctx,
+                    sync_each_file=config.document_sync == "file",
+                    budget_seconds=RENDER_BUDGET_SECONDS,
+                )
             logfmt.emit("letters_rendered", department=wave.department, **result)
             return result
 
@@ -179,8 +246,13 @@ def build_wave_dag(wave: Wave):
                 chosen.append("chunk.deliver_to_ebox")
             if waiting["paper"]:
                 chosen.append("chunk.hand_over_to_print")
-            logfmt.emit("delivery_channels_chosen", department=wave.department, chunk=chunk,
-                        tasks=[c.split(".")[-1] for c in chosen] or "none", **waiting)
+            logfmt.emit(
+                "delivery_channels_chosen",
+                department=wave.department,
+                chunk=chunk,
+                tasks=[c.split(".")[-1] for c in chosen] or "none",
+                **waiting,
+            )
             return chosen
 
         @task(queue=QUEUES["delivery"], pool=POOLS["ebox"], **per_chunk)
@@ -189,14 +261,26 @@ def build_wave_dag(wave: Wave):
             from include.dijlepost.ebox.hook import EboxHook
 
             ctx = task_context(chunk)
-            hook = EboxHook()       # no network until the first publication
+            hook = EboxHook()  # no network until the first publication
             with db_connection() as conn:
-                result = deliver_chunk_to_ebox(conn, hook.get_client(), None, wave, settings().pseudonym_key,
-                                               claim_key(ctx), chunk, ctx,
-                                               concurrency=hook.get_config().max_concurrency)
+                result = deliver_chunk_to_ebox(
+                    conn,
+                    hook.get_client(),
+                    None,
+                    wave,
+                    settings().pseudonym_key,
+                    claim_key(ctx),
+                    chunk,
+                    ctx,
+                    concurrency=hook.get_config().max_concurrency,
+                )
             if not result["letters"]:
-                logfmt.emit("ebox_delivery_skipped", department=wave.department, chunk=chunk,
-                            reason="no rendered eBox letters in this chunk")
+                logfmt.emit(
+                    "ebox_delivery_skipped",
+                    department=wave.department,
+                    chunk=chunk,
+                    reason="no rendered eBox letters in this chunk",
+                )
                 raise AirflowSkipException("no eBox letters in this chunk")
             logfmt.emit("ebox_delivered", department=wave.department, **result)
             return result
@@ -226,7 +310,9 @@ def build_wave_dag(wave: Wave):
 
             ctx = task_context()
             with db_connection() as conn:
-                summary = RunSummary(wave.department, ctx.run_id, outcome_counts(conn, ctx.dag_id, ctx.run_id))
+                summary = RunSummary(
+                    wave.department, ctx.run_id, outcome_counts(conn, ctx.dag_id, ctx.run_id)
+                )
             summary.log()
             return summary.outcome
 
@@ -247,9 +333,16 @@ def _hand_over(wave: Wave, ctx, chunk: int | None) -> dict:
     from include.dijlepost.printhouse.hook import PrintHouseHook
 
     with db_connection() as conn:
-        result = hand_over(conn, PrintHouseHook(), wave, claim_key(ctx), ctx, settings().print_work_dir, chunk=chunk)
+        result = hand_over(
+            conn, PrintHouseHook(), wave, claim_key(ctx), ctx, settings().print_work_dir, chunk=chunk
+        )
     if not result["batches"]:
-        logfmt.emit("print_handoff_skipped", department=wave.department, chunk=chunk,
-                    assigned_now=len(result["assigned_now"]), reason="no batch due today (none, or all after the cut-off)")
+        logfmt.emit(
+            "print_handoff_skipped",
+            department=wave.department,
+            chunk=chunk,
+            assigned_now=len(result["assigned_now"]),
+            reason="no batch due today (none, or all after the cut-off)",
+        )
         raise AirflowSkipException("no paper letters to hand over")
     return result

@@ -6,6 +6,7 @@ durable in one go (`VolumeSync`: one syncfs of the volume instead of an fsync pe
 the directories the renames touched (`sync_directories`), and only then records the letters as
 rendered: a letter marked rendered always has its PDF on disk. No Airflow, no database.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -20,6 +20,7 @@ first answer was lost. (A lost NO_DIGITAL_USER answer does not get here: the 409
 federation search and the letter goes on paper in the same run, docs/ebox.md.) For important letter
 types such a letter counts as unread and gets its paper copy after the period.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,10 +44,10 @@ SCHEDULE = "0 5 * * *"  # daily, before the first wave run of the day
 STATUS_HORIZON = timedelta(days=int(os.environ.get("DIJLEPOST_EBOX_FOLLOWUP_HORIZON_DAYS", "60")))
 # A message checked more recently than this is not asked again (a rerun the same day asks nothing).
 RECHECK_AFTER = timedelta(hours=12)
-STATUS_BATCH = 1000          # ids per searchMessageStatus call (the eBox's lookup limit)
+STATUS_BATCH = 1000  # ids per searchMessageStatus call (the eBox's lookup limit)
 MAX_CHECKS_PER_RUN = 50_000  # bounded work per run; the rest waits for the next day, oldest check first
 COPY_SUFFIX = "-P"
-MAX_LETTER_ID = 64           # the letters.letter_id CHECK
+MAX_LETTER_ID = 64  # the letters.letter_id CHECK
 
 
 @dataclass(frozen=True)
@@ -59,17 +60,22 @@ class FollowupPolicy:
 def policies(waves: Iterable[Wave] | None = None) -> list[FollowupPolicy]:
     """The follow-up rule of every wave that has important letter types; a misconfiguration raises."""
     out = []
-    for wave in (WAVES.values() if waves is None else waves):
+    for wave in WAVES.values() if waves is None else waves:
         if not wave.followup_letter_types:
             continue
         unknown = set(wave.followup_letter_types) - set(wave.letter_types)
         if unknown:
-            raise ValueError(f"wave {wave.department}: followup_letter_types {sorted(unknown)} are not "
-                             f"letter types of the wave")
+            raise ValueError(
+                f"wave {wave.department}: followup_letter_types {sorted(unknown)} are not "
+                f"letter types of the wave"
+            )
         if not isinstance(wave.followup_after_days, int) or wave.followup_after_days < 1:
             raise ValueError(f"wave {wave.department}: followup_after_days must be a whole number >= 1")
-        out.append(FollowupPolicy(wave.department, tuple(wave.followup_letter_types),
-                                  timedelta(days=wave.followup_after_days)))
+        out.append(
+            FollowupPolicy(
+                wave.department, tuple(wave.followup_letter_types), timedelta(days=wave.followup_after_days)
+            )
+        )
     return out
 
 
@@ -79,14 +85,22 @@ def copy_letter_id(letter_id: str, attempt: int = 0) -> str:
     if attempt == 0 and len(letter_id) + len(COPY_SUFFIX) <= MAX_LETTER_ID:
         return letter_id + COPY_SUFFIX
     digest = hashlib.sha256(f"{letter_id}\0{attempt}".encode()).hexdigest()[:10]
-    return f"{letter_id[:MAX_LETTER_ID - len(COPY_SUFFIX) - 11]}{COPY_SUFFIX}-{digest}"
+    return f"{letter_id[: MAX_LETTER_ID - len(COPY_SUFFIX) - 11]}{COPY_SUFFIX}-{digest}"
 
 
 # --------------------------------------------------------------------------- read status
 
-def fetch_read_status(conn, client, ctx: RunContext, *, horizon: timedelta = STATUS_HORIZON,
-                      batch_size: int = STATUS_BATCH, max_letters: int = MAX_CHECKS_PER_RUN,
-                      recheck_after: timedelta = RECHECK_AFTER) -> dict:
+
+def fetch_read_status(
+    conn,
+    client,
+    ctx: RunContext,
+    *,
+    horizon: timedelta = STATUS_HORIZON,
+    batch_size: int = STATUS_BATCH,
+    max_letters: int = MAX_CHECKS_PER_RUN,
+    recheck_after: timedelta = RECHECK_AFTER,
+) -> dict:
     """Ask the eBox whether the published, not-yet-read messages were opened; store the answers."""
     if not 1 <= batch_size <= STATUS_BATCH:
         raise ValueError(f"batch_size must be within 1..{STATUS_BATCH}")
@@ -97,13 +111,14 @@ def fetch_read_status(conn, client, ctx: RunContext, *, horizon: timedelta = STA
             "AND final_at >= now() - %s "
             "AND (ebox_status_checked_at IS NULL OR ebox_status_checked_at < now() - %s) "
             "ORDER BY ebox_status_checked_at NULLS FIRST, final_at, letter_id LIMIT %s",
-            (horizon, recheck_after, max_letters))
+            (horizon, recheck_after, max_letters),
+        )
         rows = cur.fetchall()
     conn.commit()
     counts: Counter = Counter()
     for start in range(0, len(rows), batch_size):
         batch = []
-        for letter_id, message_id, kind, recipient_id in rows[start:start + batch_size]:
+        for letter_id, message_id, kind, recipient_id in rows[start : start + batch_size]:
             try:
                 rid = normalize_recipient_id(kind, recipient_id)  # as it was published
             except InvalidRecipientId:
@@ -125,8 +140,10 @@ def fetch_read_status(conn, client, ctx: RunContext, *, horizon: timedelta = STA
         counts["not_found"] += len(unknown)
         counts["calls"] += 1
     counts["unread"] = counts["checked"] - counts["read"]
-    return {"candidates": len(rows), **{k: counts[k] for k in ("calls", "checked", "read", "unread",
-                                                                "not_found", "invalid_recipient")}}
+    return {
+        "candidates": len(rows),
+        **{k: counts[k] for k in ("calls", "checked", "read", "unread", "not_found", "invalid_recipient")},
+    }
 
 
 # --------------------------------------------------------------------------- paper copies
@@ -154,39 +171,69 @@ RETURNING letter_id
 """
 
 
-def create_paper_copies(conn, ctx: RunContext, rules: Iterable[FollowupPolicy] | None = None, *,
-                        horizon: timedelta = STATUS_HORIZON) -> dict:
+def create_paper_copies(
+    conn,
+    ctx: RunContext,
+    rules: Iterable[FollowupPolicy] | None = None,
+    *,
+    horizon: timedelta = STATUS_HORIZON,
+) -> dict:
     """Insert one paper copy per important letter whose eBox message stayed unread; never two."""
     by_department: dict[str, int] = {}
     reasons: Counter = Counter()
     created_ids: list[str] = []
-    for policy in (policies() if rules is None else rules):
+    for policy in policies() if rules is None else rules:
         with conn.cursor() as cur:
-            cur.execute(_DUE_SQL, {"dept": policy.department, "types": list(policy.letter_types),
-                                   "after": policy.after, "horizon": horizon})
+            cur.execute(
+                _DUE_SQL,
+                {
+                    "dept": policy.department,
+                    "types": list(policy.letter_types),
+                    "after": policy.after,
+                    "horizon": horizon,
+                },
+            )
             due = cur.fetchall()
             made = 0
             for original, message_id in due:
                 copy_id = _insert_copy(cur, original)
                 if copy_id is None:
                     continue  # a concurrent run made it: it recorded the events
-                reason = ("unread" if message_id else "no_message_id")
-                text = (f"eBox message not opened within {policy.after.days} days" if message_id else
-                        "the eBox answered 409 (already published) so its message id and read status are "
-                        f"unknown; treated as not opened within {policy.after.days} days")
-                record_events(cur, ctx, [
-                    (original, "ebox_followup_copy_created",
-                     {"copy_letter_id": copy_id, "reason": reason, "message_id": message_id,
-                      "after_days": policy.after.days}),
-                    (copy_id, "created_as_followup", {"followup_of": original, "reason": text}),
-                ])
+                reason = "unread" if message_id else "no_message_id"
+                text = (
+                    f"eBox message not opened within {policy.after.days} days"
+                    if message_id
+                    else "the eBox answered 409 (already published) so its message id and read status are "
+                    f"unknown; treated as not opened within {policy.after.days} days"
+                )
+                record_events(
+                    cur,
+                    ctx,
+                    [
+                        (
+                            original,
+                            "ebox_followup_copy_created",
+                            {
+                                "copy_letter_id": copy_id,
+                                "reason": reason,
+                                "message_id": message_id,
+                                "after_days": policy.after.days,
+                            },
+                        ),
+                        (copy_id, "created_as_followup", {"followup_of": original, "reason": text}),
+                    ],
+                )
                 reasons[reason] += 1
                 created_ids.append(copy_id)
                 made += 1
         conn.commit()
         by_department[policy.department] = made
-    return {"created": len(created_ids), "by_department": by_department, "by_reason": dict(sorted(reasons.items())),
-            "copies": created_ids}
+    return {
+        "created": len(created_ids),
+        "by_department": by_department,
+        "by_reason": dict(sorted(reasons.items())),
+        "copies": created_ids,
+    }
 
 
 def _insert_copy(cur, original: str) -> str | None:

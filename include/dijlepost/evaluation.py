@@ -19,6 +19,7 @@ Each period's report goes to `<reports dir>/<day|week>/<start>/report.html` with
 kept: a rerun replaces the same period's row and files, never another period's. The report also
 records the audit chain head (`audit.chain_head`) as an anchor for `dijlepost audit verify --anchor`.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,7 @@ from include.dijlepost.waves import DEPARTMENTS
 
 TZ = ZoneInfo("Europe/Brussels")
 DAG_ID = "letters_evaluation"
-HISTORY_PERIODS = 12        # periods shown in the trend charts
+HISTORY_PERIODS = 12  # periods shown in the trend charts
 
 
 def reports_dir() -> Path:
@@ -52,9 +53,9 @@ def reports_dir() -> Path:
 
 @dataclass(frozen=True)
 class Period:
-    kind: str       # 'day' or 'week'
+    kind: str  # 'day' or 'week'
     start: date
-    end: date       # exclusive
+    end: date  # exclusive
 
     @classmethod
     def day(cls, d: date) -> Period:
@@ -73,8 +74,10 @@ class Period:
     def label(self) -> str:
         if self.kind == "day":
             return f"{self.start:%A %d %B %Y}"
-        return f"week {self.start.isocalendar()[1]} of {self.start.isocalendar()[0]} " \
-               f"({self.start:%d %b} - {self.end - timedelta(days=1):%d %b %Y})"
+        return (
+            f"week {self.start.isocalendar()[1]} of {self.start.isocalendar()[0]} "
+            f"({self.start:%d %b} - {self.end - timedelta(days=1):%d %b %Y})"
+        )
 
 
 @dataclass
@@ -111,8 +114,10 @@ class Figures:
 
 
 def _columns(cur) -> set[str]:
-    cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
-                "AND table_name = 'letters'")
+    cur.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = 'letters'"
+    )
     return {r[0] for r in cur.fetchall()}
 
 
@@ -126,8 +131,11 @@ def compute(conn, period: Period, tariffs: Tariffs, departments=DEPARTMENTS) -> 
     out = {d: Figures(d) for d in departments}
     with conn.cursor() as cur:
         cols = _columns(cur)
-        cur.execute("SELECT department, status, count(*) FROM letters WHERE final_at >= %s AND final_at < %s "
-                    "GROUP BY 1, 2", (lo, hi))
+        cur.execute(
+            "SELECT department, status, count(*) FROM letters WHERE final_at >= %s AND final_at < %s "
+            "GROUP BY 1, 2",
+            (lo, hi),
+        )
         for dept, status, n in cur.fetchall():
             if dept not in out:
                 continue
@@ -139,9 +147,11 @@ def compute(conn, period: Period, tariffs: Tariffs, departments=DEPARTMENTS) -> 
                 f.paper = n
             elif status == "quarantined":
                 f.quarantined = n
-        cur.execute("SELECT department, btrim(split_part(quarantine_reason, ':', 1)), count(*) FROM letters "
-                    "WHERE status = 'quarantined' AND final_at >= %s AND final_at < %s GROUP BY 1, 2 ORDER BY 1, 2",
-                    (lo, hi))
+        cur.execute(
+            "SELECT department, btrim(split_part(quarantine_reason, ':', 1)), count(*) FROM letters "
+            "WHERE status = 'quarantined' AND final_at >= %s AND final_at < %s GROUP BY 1, 2 ORDER BY 1, 2",
+            (lo, hi),
+        )
         for dept, reason, n in cur.fetchall():
             if dept in out:
                 out[dept].quarantine_reasons[reason or "unknown"] = n
@@ -151,27 +161,37 @@ def compute(conn, period: Period, tariffs: Tariffs, departments=DEPARTMENTS) -> 
             "  SELECT DISTINCT l.department, e.details->>'recipient' AS pseudonym FROM letter_events e "
             "    JOIN letters l ON l.letter_id = e.letter_id "
             "   WHERE e.event = 'decided' AND e.at >= %s AND e.at < %s AND e.details ? 'recipient') r "
-            "LEFT JOIN ebox_activation a ON a.recipient_pseudonym = r.pseudonym GROUP BY 1", (lo, hi))
+            "LEFT JOIN ebox_activation a ON a.recipient_pseudonym = r.pseudonym GROUP BY 1",
+            (lo, hi),
+        )
         for dept, checked, active in cur.fetchall():
             if dept in out:
                 out[dept].recipients_checked, out[dept].recipients_active = checked, active
         # Printing and postage the eBox letters avoided.
-        cur.execute("SELECT department, coalesce(pdf_pages, 1), registered, count(*) FROM letters "
-                    "WHERE status = 'delivered_ebox' AND final_at >= %s AND final_at < %s GROUP BY 1, 2, 3", (lo, hi))
+        cur.execute(
+            "SELECT department, coalesce(pdf_pages, 1), registered, count(*) FROM letters "
+            "WHERE status = 'delivered_ebox' AND final_at >= %s AND final_at < %s GROUP BY 1, 2, 3",
+            (lo, hi),
+        )
         for dept, pages, registered, n in cur.fetchall():
             if dept in out:
                 out[dept].printing_avoided_eur += tariffs.printing_for(pages) * n
                 out[dept].postage_avoided_eur += tariffs.postage_for(registered) * n
         if "ebox_read_at" in cols:
-            cur.execute("SELECT department, count(*) FROM letters WHERE status = 'delivered_ebox' "
-                        "AND final_at >= %s AND final_at < %s AND ebox_read_at IS NULL GROUP BY 1", (lo, hi))
+            cur.execute(
+                "SELECT department, count(*) FROM letters WHERE status = 'delivered_ebox' "
+                "AND final_at >= %s AND final_at < %s AND ebox_read_at IS NULL GROUP BY 1",
+                (lo, hi),
+            )
             unread = dict(cur.fetchall())
             for dept, f in out.items():
                 f.ebox_unread = unread.get(dept, 0)
         if "followup_of" in cols:
-            cur.execute("SELECT department, coalesce(pdf_pages, 1), registered, count(*) FROM letters "
-                        "WHERE followup_of IS NOT NULL AND created_at >= %s AND created_at < %s GROUP BY 1, 2, 3",
-                        (lo, hi))
+            cur.execute(
+                "SELECT department, coalesce(pdf_pages, 1), registered, count(*) FROM letters "
+                "WHERE followup_of IS NOT NULL AND created_at >= %s AND created_at < %s GROUP BY 1, 2, 3",
+                (lo, hi),
+            )
             counts: dict = defaultdict(int)
             for dept, pages, registered, n in cur.fetchall():
                 if dept in out:
@@ -180,14 +200,20 @@ def compute(conn, period: Period, tariffs: Tariffs, departments=DEPARTMENTS) -> 
             for dept, f in out.items():
                 f.paper_followups = counts.get(dept, 0)
         if "print_status" in cols and "print_returned_at" in cols:
-            cur.execute("SELECT department, count(*) FROM letters WHERE print_status = 'returned' "
-                        "AND print_returned_at >= %s AND print_returned_at < %s GROUP BY 1", (lo, hi))
+            cur.execute(
+                "SELECT department, count(*) FROM letters WHERE print_status = 'returned' "
+                "AND print_returned_at >= %s AND print_returned_at < %s GROUP BY 1",
+                (lo, hi),
+            )
             returned = dict(cur.fetchall())
             for dept, f in out.items():
                 f.returned_mail = returned.get(dept, 0)
     conn.commit()
     for f in out.values():
-        f.printing_avoided_eur, f.postage_avoided_eur = _eur(f.printing_avoided_eur), _eur(f.postage_avoided_eur)
+        f.printing_avoided_eur, f.postage_avoided_eur = (
+            _eur(f.printing_avoided_eur),
+            _eur(f.postage_avoided_eur),
+        )
         f.followup_cost_eur = _eur(f.followup_cost_eur)
     return [out[d] for d in departments]
 
@@ -196,14 +222,43 @@ def _tariffs_json(t: Tariffs) -> str:
     return json.dumps({k: str(v) for k, v in asdict(t).items()}, sort_keys=True)
 
 
-def store(conn, period: Period, figures: list[Figures], tariffs: Tariffs, run_id: str | None,
-          report_path: str | None) -> None:
+def store(
+    conn,
+    period: Period,
+    figures: list[Figures],
+    tariffs: Tariffs,
+    run_id: str | None,
+    report_path: str | None,
+) -> None:
     """Write (or replace) the period's rows."""
-    rows = [(period.kind, period.start, period.end, f.department, f.letters_final, f.ebox, f.paper, f.quarantined,
-             f.ebox_share, f.recipients_checked, f.recipients_active, f.activation_rate, f.ebox_unread,
-             f.paper_followups, f.returned_mail, json.dumps(f.quarantine_reasons, sort_keys=True),
-             f.printing_avoided_eur, f.postage_avoided_eur, f.followup_cost_eur, f.savings_eur,
-             _tariffs_json(tariffs), report_path, run_id) for f in figures]
+    rows = [
+        (
+            period.kind,
+            period.start,
+            period.end,
+            f.department,
+            f.letters_final,
+            f.ebox,
+            f.paper,
+            f.quarantined,
+            f.ebox_share,
+            f.recipients_checked,
+            f.recipients_active,
+            f.activation_rate,
+            f.ebox_unread,
+            f.paper_followups,
+            f.returned_mail,
+            json.dumps(f.quarantine_reasons, sort_keys=True),
+            f.printing_avoided_eur,
+            f.postage_avoided_eur,
+            f.followup_cost_eur,
+            f.savings_eur,
+            _tariffs_json(tariffs),
+            report_path,
+            run_id,
+        )
+        for f in figures
+    ]
     with conn.cursor() as cur:
         cur.executemany(
             """
@@ -224,7 +279,9 @@ def store(conn, period: Period, figures: list[Figures], tariffs: Tariffs, run_id
                 followup_cost_eur = EXCLUDED.followup_cost_eur, savings_eur = EXCLUDED.savings_eur,
                 tariffs = EXCLUDED.tariffs, report_path = EXCLUDED.report_path, computed_at = now(),
                 computed_by_run = EXCLUDED.computed_by_run
-            """, rows)
+            """,
+            rows,
+        )
     conn.commit()
 
 
@@ -235,13 +292,16 @@ def history(conn, kind: str, until: date, periods: int = HISTORY_PERIODS) -> lis
             "SELECT period_start, department, ebox, paper, quarantined, ebox_share, savings_eur FROM evaluation_figures "
             "WHERE period_kind = %s AND period_start <= %s AND period_start IN (SELECT DISTINCT period_start "
             "FROM evaluation_figures WHERE period_kind = %s AND period_start <= %s ORDER BY period_start DESC "
-            "LIMIT %s) ORDER BY period_start, department", (kind, until, kind, until, periods))
+            "LIMIT %s) ORDER BY period_start, department",
+            (kind, until, kind, until, periods),
+        )
         rows = cur.fetchall()
     conn.commit()
     return rows
 
 
 # --------------------------------------------------------------------------- the report
+
 
 def _write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".part")
@@ -269,8 +329,11 @@ def _charts(period: Period, figures: list[Figures], past: list[dict], out_dir: P
 
     fig, ax = plt.subplots(figsize=(5.2, 2.8))
     bottom = [0] * len(figures)
-    for label, attr, colour in (("eBox", "ebox", "#2a7ab0"), ("paper", "paper", "#b0b0b0"),
-                                ("quarantined", "quarantined", "#d9534f")):
+    for label, attr, colour in (
+        ("eBox", "ebox", "#2a7ab0"),
+        ("paper", "paper", "#b0b0b0"),
+        ("quarantined", "quarantined", "#d9534f"),
+    ):
         values = [getattr(f, attr) for f in figures]
         ax.bar(depts, values, bottom=bottom, label=label, color=colour)
         bottom = [b + v for b, v in zip(bottom, values)]
@@ -284,8 +347,17 @@ def _charts(period: Period, figures: list[Figures], past: list[dict], out_dir: P
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 2.8))
     for dept in depts:
         by_start = {r["period_start"]: r for r in past if r["department"] == dept}
-        ax1.plot(range(len(labels)), [float(by_start[s]["ebox_share"]) * 100 if s in by_start and by_start[s]["ebox_share"]
-                          is not None else float("nan") for s in starts], marker="o", label=dept)
+        ax1.plot(
+            range(len(labels)),
+            [
+                float(by_start[s]["ebox_share"]) * 100
+                if s in by_start and by_start[s]["ebox_share"] is not None
+                else float("nan")
+                for s in starts
+            ],
+            marker="o",
+            label=dept,
+        )
     ax1.set_xticks(range(len(labels)), labels)
     ax1.set_xlim(-0.5, len(labels) - 0.5)
     ax1.set_title(f"eBox share per {period.kind} (%)")
@@ -333,13 +405,20 @@ Definitions: docs/evaluation.md.</small></p>
 
 # (label, Figures attribute or None for "checked / active", shown as a percentage)
 REPORT_ROWS = (
-    ("Letters finished", "letters_final", False), ("to the eBox", "ebox", False), ("on paper", "paper", False),
-    ("quarantined", "quarantined", False), ("eBox share", "ebox_share", True),
-    ("eBox activation among recipients", "activation_rate", True), ("recipients checked / active", None, False),
+    ("Letters finished", "letters_final", False),
+    ("to the eBox", "ebox", False),
+    ("on paper", "paper", False),
+    ("quarantined", "quarantined", False),
+    ("eBox share", "ebox_share", True),
+    ("eBox activation among recipients", "activation_rate", True),
+    ("recipients checked / active", None, False),
     ("eBox letters still unread", "ebox_unread", False),
-    ("paper follow-ups of unread eBox letters", "paper_followups", False), ("returned mail", "returned_mail", False),
-    ("printing avoided (EUR)", "printing_avoided_eur", False), ("postage avoided (EUR)", "postage_avoided_eur", False),
-    ("cost of paper follow-ups (EUR)", "followup_cost_eur", False), ("saved (EUR)", "savings_eur", False),
+    ("paper follow-ups of unread eBox letters", "paper_followups", False),
+    ("returned mail", "returned_mail", False),
+    ("printing avoided (EUR)", "printing_avoided_eur", False),
+    ("postage avoided (EUR)", "postage_avoided_eur", False),
+    ("cost of paper follow-ups (EUR)", "followup_cost_eur", False),
+    ("saved (EUR)", "savings_eur", False),
 )
 
 
@@ -347,8 +426,14 @@ _report_env = Environment(autoescape=select_autoescape(default=True, default_for
 _report_template = _report_env.from_string(REPORT_TEMPLATE)
 
 
-def render_report(period: Period, figures: list[Figures], past: list[dict], tariffs: Tariffs,
-                  anchor: tuple[int, str], out_root: Path) -> Path:
+def render_report(
+    period: Period,
+    figures: list[Figures],
+    past: list[dict],
+    tariffs: Tariffs,
+    anchor: tuple[int, str],
+    out_root: Path,
+) -> Path:
     """Write the period's one-page HTML report and its charts; return the report's path."""
     out_dir = out_root / period.kind / period.start.isoformat()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -361,30 +446,47 @@ def render_report(period: Period, figures: list[Figures], past: list[dict], tari
         total.postage_avoided_eur += f.postage_avoided_eur
         total.followup_cost_eur += f.followup_cost_eur
     doc = _report_template.render(
-        period=period, figures=figures, total=total, tariffs=tariffs, anchor=anchor, rows=REPORT_ROWS,
+        period=period,
+        figures=figures,
+        total=total,
+        tariffs=tariffs,
+        anchor=anchor,
+        rows=REPORT_ROWS,
         charts=list(zip(charts, ("letters by channel", "trends"))),
-        reasons=any(f.quarantine_reasons for f in figures))
+        reasons=any(f.quarantine_reasons for f in figures),
+    )
     path = out_dir / "report.html"
     _write(path, doc.encode("utf-8"))
     return path
 
 
-def evaluate(conn, period: Period, tariffs: Tariffs | None = None, out_root: Path | None = None,
-             run_id: str | None = None) -> dict:
+def evaluate(
+    conn,
+    period: Period,
+    tariffs: Tariffs | None = None,
+    out_root: Path | None = None,
+    run_id: str | None = None,
+) -> dict:
     """Compute, store and report one period; the summary is what the task logs."""
     from include.dijlepost.audit import chain_head
 
     tariffs = tariffs or Tariffs.from_env()
     out_root = out_root or reports_dir()
     figures = compute(conn, period, tariffs)
-    store(conn, period, figures, tariffs, run_id, None)        # the trend chart includes this period
+    store(conn, period, figures, tariffs, run_id, None)  # the trend chart includes this period
     past = history(conn, period.kind, period.start)
     path = render_report(period, figures, past, tariffs, chain_head(conn), out_root)
     store(conn, period, figures, tariffs, run_id, str(path))
-    return {"period": period.kind, "start": period.start.isoformat(), "letters": sum(f.letters_final for f in figures),
-            "ebox": sum(f.ebox for f in figures), "paper": sum(f.paper for f in figures),
-            "quarantined": sum(f.quarantined for f in figures),
-            "savings_eur": str(sum((f.savings_eur for f in figures), Decimal("0.00"))), "report": str(path)}
+    return {
+        "period": period.kind,
+        "start": period.start.isoformat(),
+        "letters": sum(f.letters_final for f in figures),
+        "ebox": sum(f.ebox for f in figures),
+        "paper": sum(f.paper for f in figures),
+        "quarantined": sum(f.quarantined for f in figures),
+        "savings_eur": str(sum((f.savings_eur for f in figures), Decimal("0.00"))),
+        "report": str(path),
+    }
 
 
 def evaluated_day(run_after, override: str | None = None) -> date:

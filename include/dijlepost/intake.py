@@ -8,6 +8,7 @@ never the value itself; a letter id that is already in the outbox is reported as
 inserted again; the good rows are inserted in one transaction. A problem with the file itself (not UTF-8,
 an unknown column, no letters at all) is a `FileRefused` naming the line, and nothing is imported.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -32,26 +33,57 @@ from include.dijlepost.waves import LANGUAGES, WAVES
 LETTER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 KNOWN_COUNTRIES = frozenset(code for code in Locale("nl").territories if COUNTRY_RE.match(code))
-REQUIRED = ("letter_id", "department", "letter_type", "recipient_kind", "recipient_id", "recipient_name",
-            "street", "postal_code", "city", "language")
+REQUIRED = (
+    "letter_id",
+    "department",
+    "letter_type",
+    "recipient_kind",
+    "recipient_id",
+    "recipient_name",
+    "street",
+    "postal_code",
+    "city",
+    "language",
+)
 OPTIONAL = ("country", "registered", "payload")
 FIELDS = REQUIRED + OPTIONAL
 TRUE, FALSE = {"true", "1", "yes", "ja", "oui", "t"}, {"false", "0", "no", "nee", "non", "f", ""}
-COMPARED = ("department", "letter_type", "recipient_kind", "recipient_id", "recipient_name", "street",
-            "postal_code", "city", "country", "language", "registered", "payload")
+COMPARED = (
+    "department",
+    "letter_type",
+    "recipient_kind",
+    "recipient_id",
+    "recipient_name",
+    "street",
+    "postal_code",
+    "city",
+    "country",
+    "language",
+    "registered",
+    "payload",
+)
 
 # The longest value each text field may hold, in characters, after leading and trailing spaces are
 # removed. Migration 0009 checks the same limits in the table (constraints letters_<field>_length), so
 # a department system writing into `letters` directly meets them too.
 LIMITS = {
-    "letter_id": 64, "department": 40, "letter_type": 40, "recipient_kind": 10, "recipient_id": 32,
-    "recipient_name": 200, "street": 150, "postal_code": 12, "city": 80, "country": 2, "language": 2,
+    "letter_id": 64,
+    "department": 40,
+    "letter_type": 40,
+    "recipient_kind": 10,
+    "recipient_id": 32,
+    "recipient_name": 200,
+    "street": 150,
+    "postal_code": 12,
+    "city": 80,
+    "country": 2,
+    "language": 2,
 }
-MAX_PAYLOAD_BYTES = 65_536          # the payload as compact UTF-8 JSON
-MAX_PAYLOAD_DEPTH = 8               # objects and arrays inside each other
-MAX_LINE_BYTES = 1_048_576          # one JSON Lines line
-LAYOUT_BUDGET_SECONDS = 2.0         # the renderer's layout of one letter at import (a normal one: milliseconds)
-MAX_CSV_FIELD = 1_048_576           # one CSV value as the csv module reads it (its default is 131,072)
+MAX_PAYLOAD_BYTES = 65_536  # the payload as compact UTF-8 JSON
+MAX_PAYLOAD_DEPTH = 8  # objects and arrays inside each other
+MAX_LINE_BYTES = 1_048_576  # one JSON Lines line
+LAYOUT_BUDGET_SECONDS = 2.0  # the renderer's layout of one letter at import (a normal one: milliseconds)
+MAX_CSV_FIELD = 1_048_576  # one CSV value as the csv module reads it (its default is 131,072)
 CSV_DELIMITERS = {",": "comma", ";": "semicolon"}
 
 _IMPORT_LOCK_ID = 0x64696A69  # "diji": held by one import transaction at a time
@@ -73,7 +105,7 @@ class ImportFailed(RuntimeError):
 @dataclass
 class ImportReport:
     inserted: list[str] = field(default_factory=list)
-    duplicates: list[tuple[int, str, bool]] = field(default_factory=list)   # line, letter_id, same content
+    duplicates: list[tuple[int, str, bool]] = field(default_factory=list)  # line, letter_id, same content
     errors: list[tuple[int, str]] = field(default_factory=list)
 
     @property
@@ -87,6 +119,7 @@ class ImportReport:
 @dataclass(frozen=True)
 class Unreadable:
     """A line that could not be parsed into a row; `reason` says why without quoting it."""
+
     reason: str
 
 
@@ -108,21 +141,26 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict | Unreadable]]:
             count += 1
             yield item
     if count == 0:
-        raise FileRefused("no letters in the file (it is empty)" if reader is _read_jsonl or path.stat().st_size == 0
-                          else "no letters in the file (only the header line)")
+        raise FileRefused(
+            "no letters in the file (it is empty)"
+            if reader is _read_jsonl or path.stat().st_size == 0
+            else "no letters in the file (only the header line)"
+        )
 
 
 def _utf8_lines(fh) -> Iterator[str]:
     """The file's lines as text, each decoded on its own so that a byte that is not UTF-8 is named by line."""
     for n, raw in enumerate(fh, start=1):
         if n == 1 and raw.startswith(codecs.BOM_UTF8):
-            raw = raw[len(codecs.BOM_UTF8):]
+            raw = raw[len(codecs.BOM_UTF8) :]
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            column = len(raw[:exc.start].decode("utf-8", "replace")) + 1
-            raise FileRefused(f"line {n}: not UTF-8 (byte 0x{raw[exc.start]:02X} at column {column}); "
-                              "save the file as UTF-8 (Excel: 'CSV UTF-8')") from None
+            column = len(raw[: exc.start].decode("utf-8", "replace")) + 1
+            raise FileRefused(
+                f"line {n}: not UTF-8 (byte 0x{raw[exc.start]:02X} at column {column}); "
+                "save the file as UTF-8 (Excel: 'CSV UTF-8')"
+            ) from None
 
 
 def _read_jsonl(lines: Iterable[str]) -> Iterator[tuple[int, dict | Unreadable]]:
@@ -140,7 +178,7 @@ def _read_jsonl(lines: Iterable[str]) -> Iterator[tuple[int, dict | Unreadable]]
         except json.JSONDecodeError as exc:
             yield n, Unreadable(f"not valid JSON ({exc.msg} at column {exc.colno})")
             continue
-        except (ValueError, RecursionError):   # e.g. an integer of more than 4300 digits, or nesting
+        except (ValueError, RecursionError):  # e.g. an integer of more than 4300 digits, or nesting
             yield n, Unreadable("not valid JSON (a number too long or objects nested too deeply)")
             continue
         yield n, obj if isinstance(obj, dict) else Unreadable("a line must hold one JSON object")
@@ -151,7 +189,7 @@ class _NotFinite(ValueError):
 
 
 def _refuse_constant(name: str):
-    raise _NotFinite(f"{name} is not a number JSON allows")    # Python's json accepts NaN and Infinity
+    raise _NotFinite(f"{name} is not a number JSON allows")  # Python's json accepts NaN and Infinity
 
 
 def _finite_float(text: str) -> float:
@@ -180,19 +218,27 @@ def _read_csv(lines: Iterator[str]) -> Iterator[tuple[int, dict | Unreadable]]:
             except StopIteration:
                 break
             except csv.Error as exc:
-                problem = (f"a value longer than {MAX_CSV_FIELD} characters" if "field limit" in str(exc)
-                           else f"not valid CSV ({exc})")
+                problem = (
+                    f"a value longer than {MAX_CSV_FIELD} characters"
+                    if "field limit" in str(exc)
+                    else f"not valid CSV ({exc})"
+                )
                 yield start, Unreadable(problem)
                 continue
             if not values:
                 continue  # blank line
             if len(values) > len(header):
-                yield start, Unreadable(f"{len(values) - len(header)} value(s) more than the header's "
-                                        f"{len(header)} columns (a {CSV_DELIMITERS[delimiter]} in an "
-                                        "unquoted value?)")
+                yield (
+                    start,
+                    Unreadable(
+                        f"{len(values) - len(header)} value(s) more than the header's "
+                        f"{len(header)} columns (a {CSV_DELIMITERS[delimiter]} in an "
+                        "unquoted value?)"
+                    ),
+                )
                 continue
             row: dict = dict(zip(header, values))
-            row.update({name: None for name in header[len(values):]})
+            row.update(dict.fromkeys(header[len(values):]))
             yield start, row
     finally:
         csv.field_size_limit(old_limit)
@@ -202,8 +248,10 @@ def _delimiter(first_line: str) -> str:
     """Comma-separated (RFC 4180), or semicolon-separated as Excel writes CSV in a Belgian locale."""
     best = max(CSV_DELIMITERS, key=lambda d: len(set(_split(first_line, d)) & set(FIELDS)))
     if not set(_split(first_line, best)) & set(FIELDS):
-        raise FileRefused("line 1: not a header line: the first line must name the columns, separated by "
-                          f"commas (or semicolons), e.g. {','.join(REQUIRED[:3])},...")
+        raise FileRefused(
+            "line 1: not a header line: the first line must name the columns, separated by "
+            f"commas (or semicolons), e.g. {','.join(REQUIRED[:3])},..."
+        )
     return best
 
 
@@ -217,20 +265,25 @@ def _split(line: str, delimiter: str) -> list[str]:
 def _check_header(header: list[str], delimiter: str) -> None:
     name = CSV_DELIMITERS[delimiter]
     if "" in header:
-        raise FileRefused(f"line 1: column {header.index('') + 1} of the {name}-separated header has no name "
-                          f"(a {name} too many at the end?)")
+        raise FileRefused(
+            f"line 1: column {header.index('') + 1} of the {name}-separated header has no name "
+            f"(a {name} too many at the end?)"
+        )
     unknown = [h for h in header if h not in FIELDS]
     if unknown:
         shown = ", ".join(repr(h) if _CODE_RE.fullmatch(h) else "(a name not shown)" for h in unknown[:5])
-        raise FileRefused(f"line 1: unknown column(s) {shown} in the {name}-separated header; "
-                          f"the columns are {', '.join(FIELDS)}")
+        raise FileRefused(
+            f"line 1: unknown column(s) {shown} in the {name}-separated header; "
+            f"the columns are {', '.join(FIELDS)}"
+        )
     doubled = sorted({h for h in header if header.count(h) > 1})
     if doubled:
         raise FileRefused(f"line 1: column(s) {', '.join(doubled)} appear more than once in the header")
     missing = [f for f in REQUIRED if f not in header]
     if missing:
-        raise FileRefused(f"line 1: the {name}-separated header lacks the required column(s) "
-                          f"{', '.join(missing)}")
+        raise FileRefused(
+            f"line 1: the {name}-separated header lacks the required column(s) {', '.join(missing)}"
+        )
 
 
 # --------------------------------------------------------------------------- checking a row
@@ -278,7 +331,7 @@ def _text(row: Mapping, name: str, required: bool = True) -> str | None:
             raise RowError(f"{name}: missing")
         return None
     if name == "postal_code" and isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)          # as the renderer accepts it; any other field must be text
+        value = str(value)  # as the renderer accepts it; any other field must be text
     if not isinstance(value, str):
         raise RowError(f"{name}: must be text, not {_json_type(value)}")
     bad = _bad_character(value)
@@ -334,8 +387,11 @@ def _check_payload_values(value: Any, depth: int, where: str = "payload") -> Non
             raise RowError(f"payload: {where} {bad}" if where != "payload" else f"payload: a value {bad}")
     elif isinstance(value, float):
         if not math.isfinite(value):
-            raise RowError(f"payload: {where} is not a finite number" if where != "payload"
-                           else "payload: a number that is not finite")
+            raise RowError(
+                f"payload: {where} is not a finite number"
+                if where != "payload"
+                else "payload: a number that is not finite"
+            )
     elif value is not None and not isinstance(value, (bool, int)):
         raise RowError(f"payload: {where} is not a JSON value")
 
@@ -360,8 +416,10 @@ def validate_row(raw: Mapping | Unreadable) -> dict:
         raise RowError(f"department: unknown {_shown(department)}; expected one of {', '.join(WAVES)}")
     letter_type = _text(raw, "letter_type")
     if letter_type not in wave.letter_types:
-        raise RowError(f"letter_type: {_shown(letter_type)} is not a {wave.department} letter type "
-                       f"({', '.join(wave.letter_types)})")
+        raise RowError(
+            f"letter_type: {_shown(letter_type)} is not a {wave.department} letter type "
+            f"({', '.join(wave.letter_types)})"
+        )
     recipient_kind = _text(raw, "recipient_kind")
     if recipient_kind not in RECIPIENT_KINDS:
         raise RowError(f"recipient_kind: must be citizen or enterprise, not {_shown(recipient_kind)}")
@@ -391,10 +449,19 @@ def validate_row(raw: Mapping | Unreadable) -> dict:
         raise RowError(f"registered: must be true or false, not {_json_type(registered)}")
     payload, payload_json = _payload(raw.get("payload"))
     row = {
-        "letter_id": letter_id, "department": wave.department, "letter_type": letter_type,
-        "recipient_kind": recipient_kind, "recipient_id": recipient_id, "recipient_name": recipient_name,
-        "street": street, "postal_code": postal_code, "city": city, "country": country,
-        "language": language, "registered": registered, "payload": payload,
+        "letter_id": letter_id,
+        "department": wave.department,
+        "letter_type": letter_type,
+        "recipient_kind": recipient_kind,
+        "recipient_id": recipient_id,
+        "recipient_name": recipient_name,
+        "street": street,
+        "postal_code": postal_code,
+        "city": city,
+        "country": country,
+        "language": language,
+        "registered": registered,
+        "payload": payload,
     }
     _check_renders(row)
     row["payload_json"] = payload_json
@@ -421,8 +488,9 @@ def _without_values(message: str, row: Mapping) -> str:
     renderer's reason may quote the value it refused (schwifty: "Invalid characters in IBAN <value>"), and
     that value may be a national register number in the wrong field. Codes are left as they are."""
     personal = [row.get(name) for name in _PERSONAL_FIELDS]
-    values = sorted({v for v in _strings(personal) if len(v) >= 4 and not _CODE_RE.fullmatch(v)}, key=len,
-                    reverse=True)
+    values = sorted(
+        {v for v in _strings(personal) if len(v) >= 4 and not _CODE_RE.fullmatch(v)}, key=len, reverse=True
+    )
     for value in values:
         if value in message:
             message = message.replace(value, "(a value not shown)")
@@ -457,7 +525,7 @@ def _renderer_refusal(exc: Exception) -> str:
     """The renderer's reason, word for word (it is what a quarantine would say), after the field it is
     about: `postal_code: ...`, `payload.amount_due: ...`, or `letter: ...` for the letter as a whole."""
     message = str(exc)
-    missing = getattr(exc, "field", None)          # TemplateFieldMissing
+    missing = getattr(exc, "field", None)  # TemplateFieldMissing
     if isinstance(missing, str):
         return f"payload.{missing}: {message}"
     match = _RENDER_FIELD_RE.search(message)
@@ -477,8 +545,10 @@ def _renderer_refusal(exc: Exception) -> str:
 
 
 _COLUMNS = ("letter_id",) + COMPARED
-_INSERT = (f"INSERT INTO letters ({', '.join(_COLUMNS)}) VALUES ({', '.join(['%s'] * (len(_COLUMNS) - 1))}, "
-           "%s::jsonb) ON CONFLICT (letter_id) DO NOTHING")
+_INSERT = (
+    f"INSERT INTO letters ({', '.join(_COLUMNS)}) VALUES ({', '.join(['%s'] * (len(_COLUMNS) - 1))}, "
+    "%s::jsonb) ON CONFLICT (letter_id) DO NOTHING"
+)
 
 
 def import_rows(conn, rows: Iterable[tuple[int, Mapping]], ctx: RunContext | None = None) -> ImportReport:
@@ -499,10 +569,12 @@ def import_rows(conn, rows: Iterable[tuple[int, Mapping]], ctx: RunContext | Non
             report.errors.append((line_no, str(exc)))
             continue
         except TemplateError:
-            raise                  # the templates cannot be loaded: no row can be checked
-        except Exception as exc:   # noqa: BLE001 - its text may quote the row: only its kind is told
-            raise ImportFailed(f"line {line_no}: checking the row failed unexpectedly "
-                               f"({type(exc).__name__}); please report it") from None
+            raise  # the templates cannot be loaded: no row can be checked
+        except Exception as exc:
+            raise ImportFailed(
+                f"line {line_no}: checking the row failed unexpectedly "
+                f"({type(exc).__name__}); please report it"
+            ) from None
         if row["letter_id"] in clean:
             same = _same(clean[row["letter_id"]][1], row)
             report.duplicates.append((line_no, row["letter_id"], same))
@@ -524,9 +596,14 @@ def import_rows(conn, rows: Iterable[tuple[int, Mapping]], ctx: RunContext | Non
         for letter_id, line_no, message in _insert(conn, cur, clean):
             report.errors.append((line_no, message))
             del clean[letter_id]
-        record_events(cur, ctx or RunContext(task_id="letters_import"),
-                      ((lid, "accepted", {"department": r["department"], "letter_type": r["letter_type"]})
-                       for lid, (_, r) in clean.items()))
+        record_events(
+            cur,
+            ctx or RunContext(task_id="letters_import"),
+            (
+                (lid, "accepted", {"department": r["department"], "letter_type": r["letter_type"]})
+                for lid, (_, r) in clean.items()
+            ),
+        )
     conn.commit()
     report.inserted = list(clean)
     report.duplicates.sort()
@@ -537,8 +614,10 @@ def import_rows(conn, rows: Iterable[tuple[int, Mapping]], ctx: RunContext | Non
 def _insert(conn, cur, clean: dict[str, tuple[int, dict]]) -> list[tuple[str, int, str]]:
     """Insert the rows; return (letter_id, line, refusal) of those the database refused. All rows go in one
     statement; only when the database refuses one are they tried one by one, each in a savepoint."""
-    params = {lid: tuple(r["payload_json"] if c == "payload" else r[c] for c in _COLUMNS)
-              for lid, (_, r) in clean.items()}
+    params = {
+        lid: tuple(r["payload_json"] if c == "payload" else r[c] for c in _COLUMNS)
+        for lid, (_, r) in clean.items()
+    }
     try:
         with conn.transaction():
             cur.executemany(_INSERT, list(params.values()))

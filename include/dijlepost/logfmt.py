@@ -3,6 +3,7 @@
 Only counts, ids of what was produced (letter ids, batch ids, message ids) and keyed recipient
 pseudonyms may be passed here: never national register or KBO numbers, names or addresses.
 """
+
 from __future__ import annotations
 
 import json

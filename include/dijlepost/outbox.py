@@ -11,6 +11,7 @@ SKIP LOCKED`), so overlapping runs never share one; a claim held by a run that d
 after `lease` by the next run of the department. The functions that take a cursor work in the
 caller's transaction; those that take a connection (psycopg 3) commit what they change.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,7 @@ class Status(StrEnum):
 # The allowed moves, and the function that makes each one.
 TRANSITIONS: dict[tuple[Status, Status], str] = {
     (Status.PENDING, Status.PROCESSING): "claim",
-    (Status.PROCESSING, Status.PROCESSING): "claim",          # taking over a dead run's claim
+    (Status.PROCESSING, Status.PROCESSING): "claim",  # taking over a dead run's claim
     (Status.PROCESSING, Status.PENDING): "release_for_retry",
     (Status.PROCESSING, Status.DELIVERED_EBOX): "mark_delivered_ebox",
     (Status.PROCESSING, Status.HANDED_TO_PRINT): "mark_handed_to_print",
@@ -51,6 +52,7 @@ def allowed(source: Status | str, target: Status | str) -> bool:
 @dataclass(frozen=True)
 class RunContext:
     """Airflow coordinates of the task acting on letters, written with every event for auditors."""
+
     dag_id: str | None = None
     run_id: str | None = None
     task_id: str | None = None
@@ -63,7 +65,7 @@ class Claim:
     run_id: str
     count: int
     chunks: list[int]
-    taken_over: int        # letters whose earlier claim had expired
+    taken_over: int  # letters whose earlier claim had expired
 
 
 def record_events(cur, ctx: RunContext, events: Iterable[tuple[str, str, dict]]) -> None:
@@ -72,12 +74,25 @@ def record_events(cur, ctx: RunContext, events: Iterable[tuple[str, str, dict]])
     The database chains each row by hash and stamps its time (trigger of migration 0005, docs/audit.md);
     rows can never be changed afterwards. `details` must hold keyed pseudonyms only, never a recipient's
     id, name or address (`dijlepost audit verify` reports any it finds)."""
-    rows = [(lid, ev, json.dumps(details, default=str), ctx.dag_id, ctx.run_id, ctx.task_id,
-             ctx.map_index, ctx.try_number) for lid, ev, details in events]
+    rows = [
+        (
+            lid,
+            ev,
+            json.dumps(details, default=str),
+            ctx.dag_id,
+            ctx.run_id,
+            ctx.task_id,
+            ctx.map_index,
+            ctx.try_number,
+        )
+        for lid, ev, details in events
+    ]
     if rows:
         cur.executemany(
             "INSERT INTO letter_events (letter_id, event, details, dag_id, run_id, task_id, map_index, "
-            "try_number) VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s, %s)", rows)
+            "try_number) VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s, %s)",
+            rows,
+        )
 
 
 # A big claim moves many letters into the claim index at once; until autovacuum analyzes the table,
@@ -93,8 +108,16 @@ def _refresh_statistics(conn) -> None:
     conn.commit()
 
 
-def claim(conn, department: str, run_id: str, batch_size: int, chunk_size: int,
-          lease: timedelta, ctx: RunContext, max_chunks: int | None = None) -> Claim:
+def claim(
+    conn,
+    department: str,
+    run_id: str,
+    batch_size: int,
+    chunk_size: int,
+    lease: timedelta,
+    ctx: RunContext,
+    max_chunks: int | None = None,
+) -> Claim:
     """Claim up to `batch_size` letters for this run; a rerun of the same run keeps what it holds.
 
     The letters are numbered into chunks of `chunk_size`; with `max_chunks`, a big claim gets bigger
@@ -105,8 +128,11 @@ def claim(conn, department: str, run_id: str, batch_size: int, chunk_size: int,
     chunks rendered last are small, so the cores run out of work together and the last chunk's
     delivery, which nothing else overlaps, is short (guided self-scheduling)."""
     with conn.cursor() as cur:
-        cur.execute("SELECT count(*), coalesce(max(claim_chunk), -1) FROM letters "
-                    "WHERE claim_run_id = %s AND status = 'processing'", (run_id,))
+        cur.execute(
+            "SELECT count(*), coalesce(max(claim_chunk), -1) FROM letters "
+            "WHERE claim_run_id = %s AND status = 'processing'",
+            (run_id,),
+        )
         held, last_chunk = cur.fetchone()
         room = max(batch_size - held, 0)
         cur.execute(
@@ -142,21 +168,36 @@ def claim(conn, department: str, run_id: str, batch_size: int, chunk_size: int,
              WHERE l.id = numbered.id
          RETURNING l.letter_id, numbered.status
             """,
-            {"dept": department, "run": run_id, "lease": lease, "room": room, "chunk": chunk_size,
-             # a float, so that PostgreSQL's constant folding of the formula cannot overflow an integer
-             "k": float(max_chunks) if max_chunks else None,
-             "base": last_chunk + 1},
+            {
+                "dept": department,
+                "run": run_id,
+                "lease": lease,
+                "room": room,
+                "chunk": chunk_size,
+                # a float, so that PostgreSQL's constant folding of the formula cannot overflow an integer
+                "k": float(max_chunks) if max_chunks else None,
+                "base": last_chunk + 1,
+            },
         )
         taken = cur.fetchall()
-        record_events(cur, ctx, ((lid, "claimed", {"taken_over": prev == "processing"}) for lid, prev in taken))
-        cur.execute("SELECT claim_chunk, count(*) FROM letters WHERE claim_run_id = %s AND status = 'processing' "
-                    "GROUP BY claim_chunk ORDER BY claim_chunk", (run_id,))
+        record_events(
+            cur, ctx, ((lid, "claimed", {"taken_over": prev == "processing"}) for lid, prev in taken)
+        )
+        cur.execute(
+            "SELECT claim_chunk, count(*) FROM letters WHERE claim_run_id = %s AND status = 'processing' "
+            "GROUP BY claim_chunk ORDER BY claim_chunk",
+            (run_id,),
+        )
         chunks = cur.fetchall()
     conn.commit()
     if len(taken) >= ANALYZE_AFTER_CLAIMING:
         _refresh_statistics(conn)
-    return Claim(run_id=run_id, count=sum(n for _, n in chunks), chunks=[c for c, _ in chunks],
-                 taken_over=sum(1 for _, prev in taken if prev == "processing"))
+    return Claim(
+        run_id=run_id,
+        count=sum(n for _, n in chunks),
+        chunks=[c for c, _ in chunks],
+        taken_over=sum(1 for _, prev in taken if prev == "processing"),
+    )
 
 
 LETTER_COLUMNS = (
@@ -166,15 +207,20 @@ LETTER_COLUMNS = (
 )
 
 
-def iter_letters_in_claim(conn, run_id: str, chunk: int | None = None, where: str = "",
-                          page: int = 500) -> Iterator[dict]:
+def iter_letters_in_claim(
+    conn, run_id: str, chunk: int | None = None, where: str = "", page: int = 500
+) -> Iterator[dict]:
     """The letters this run holds (optionally one chunk) in id order, read `page` at a time (keyset on
     the id, each page its own short transaction): a task's memory then does not grow with the size of
     its chunk. `where` must not depend on what the caller changes while iterating, except on letters
     already handed out (a page is read after the letters before it)."""
-    sql = (f"SELECT id AS _id, {LETTER_COLUMNS} FROM letters WHERE claim_run_id = %s AND status = 'processing' "
-           + ("AND claim_chunk = %s " if chunk is not None else "") + "AND id > %s"
-           + (f" AND {where}" if where else "") + " ORDER BY id LIMIT %s")
+    sql = (
+        f"SELECT id AS _id, {LETTER_COLUMNS} FROM letters WHERE claim_run_id = %s AND status = 'processing' "
+        + ("AND claim_chunk = %s " if chunk is not None else "")
+        + "AND id > %s"
+        + (f" AND {where}" if where else "")
+        + " ORDER BY id LIMIT %s"
+    )
     fixed = (run_id,) if chunk is None else (run_id, chunk)
     after = 0
     while True:
@@ -196,6 +242,7 @@ def _columns(rows: Sequence[tuple], width: int) -> list[list]:
 
 # --------------------------------------------------------------------------- within processing
 
+
 def record_decisions(cur, ctx: RunContext, run_id: str, phase: str, rows: Sequence[tuple]) -> set[str]:
     """Store each letter's channel, rule, reason and shadow channel, rows of
     `(letter_id, channel_or_None, rule, reason, shadow_channel, event_details)`. One set-based
@@ -207,7 +254,9 @@ def record_decisions(cur, ctx: RunContext, run_id: str, phase: str, rows: Sequen
         "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
         "AS v(letter_id, channel, rule, reason, shadow) "
         "WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = 'processing' "
-        "RETURNING l.letter_id", (phase, *_columns([r[:5] for r in rows], 5), run_id))
+        "RETURNING l.letter_id",
+        (phase, *_columns([r[:5] for r in rows], 5), run_id),
+    )
     changed = {r[0] for r in cur.fetchall()}
     record_events(cur, ctx, ((r[0], "decided", r[5]) for r in rows if r[0] in changed))
     return changed
@@ -221,19 +270,31 @@ def mark_rendered(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]) -> s
         "FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[]) "
         "AS v(letter_id, path, sha, pages, subject, filename) "
         "WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = 'processing' "
-        "RETURNING l.letter_id", (*_columns(rows, 6), run_id))
+        "RETURNING l.letter_id",
+        (*_columns(rows, 6), run_id),
+    )
     changed = {r[0] for r in cur.fetchall()}
-    record_events(cur, ctx, ((lid, "rendered", {"sha256": sha, "pages": pages})
-                             for lid, _, sha, pages, _, _ in rows if lid in changed))
+    record_events(
+        cur,
+        ctx,
+        (
+            (lid, "rendered", {"sha256": sha, "pages": pages})
+            for lid, _, sha, pages, _, _ in rows
+            if lid in changed
+        ),
+    )
     return changed
 
 
 def mark_ebox_in_flight(cur, run_id: str, letter_ids: Sequence[str]) -> set[str]:
     """Committed before the first publication call: from here on no decision may put the letter on
     paper while the eBox may hold it (a retry publishes with the same Idempotency-Key)."""
-    cur.execute("UPDATE letters SET ebox_state = 'in_flight', updated_at = now() "
-                "WHERE letter_id = ANY(%s) AND claim_run_id = %s AND status = 'processing' "
-                "RETURNING letter_id", (list(letter_ids), run_id))
+    cur.execute(
+        "UPDATE letters SET ebox_state = 'in_flight', updated_at = now() "
+        "WHERE letter_id = ANY(%s) AND claim_run_id = %s AND status = 'processing' "
+        "RETURNING letter_id",
+        (list(letter_ids), run_id),
+    )
     return {r[0] for r in cur.fetchall()}
 
 
@@ -245,26 +306,41 @@ def reroute_to_paper(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]) -
         "'no_digital_user', decision_reason = v.reason, updated_at = now() "
         "FROM unnest(%s::text[], %s::text[]) AS v(letter_id, reason) "
         "WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = 'processing' "
-        "RETURNING l.letter_id", ([r[0] for r in rows], [r[1] for r in rows], run_id))
+        "RETURNING l.letter_id",
+        ([r[0] for r in rows], [r[1] for r in rows], run_id),
+    )
     changed = {r[0] for r in cur.fetchall()}
-    record_events(cur, ctx, ((lid, "rerouted_to_paper", {"rule": "no_digital_user", "answer": answer})
-                             for lid, _, answer in rows if lid in changed))
+    record_events(
+        cur,
+        ctx,
+        (
+            (lid, "rerouted_to_paper", {"rule": "no_digital_user", "answer": answer})
+            for lid, _, answer in rows
+            if lid in changed
+        ),
+    )
     return changed
 
 
-def assign_to_print_batch(cur, ctx: RunContext, batch_id: str, letter_ids: Sequence[str],
-                          hand_over_on: date | None) -> set[str]:
+def assign_to_print_batch(
+    cur, ctx: RunContext, batch_id: str, letter_ids: Sequence[str], hand_over_on: date | None
+) -> set[str]:
     """Batch membership, written before the batch's file is built: a letter joins one batch only."""
-    cur.execute("UPDATE letters SET print_batch_id = %s, updated_at = now() WHERE letter_id = ANY(%s) "
-                "AND status = 'processing' AND print_batch_id IS NULL RETURNING letter_id",
-                (batch_id, list(letter_ids)))
+    cur.execute(
+        "UPDATE letters SET print_batch_id = %s, updated_at = now() WHERE letter_id = ANY(%s) "
+        "AND status = 'processing' AND print_batch_id IS NULL RETURNING letter_id",
+        (batch_id, list(letter_ids)),
+    )
     changed = {r[0] for r in cur.fetchall()}
     details = {"batch_id": batch_id, "hand_over_on": hand_over_on.isoformat() if hand_over_on else None}
-    record_events(cur, ctx, ((lid, "assigned_to_print_batch", details) for lid in letter_ids if lid in changed))
+    record_events(
+        cur, ctx, ((lid, "assigned_to_print_batch", details) for lid in letter_ids if lid in changed)
+    )
     return changed
 
 
 # --------------------------------------------------------------------------- to a final state
+
 
 def mark_delivered_ebox(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]) -> set[str]:
     """processing -> delivered_ebox. Rows of `(letter_id, message_id, answer, expires_at)`; `answer` is
@@ -276,11 +352,22 @@ def mark_delivered_ebox(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]
         "FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS v(letter_id, message_id, expires_at) "
         "WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = 'processing' "
         "RETURNING l.letter_id",
-        ([r[0] for r in rows], [r[1] for r in rows], [_timestamp(r[3]) for r in rows], run_id))
+        ([r[0] for r in rows], [r[1] for r in rows], [_timestamp(r[3]) for r in rows], run_id),
+    )
     changed = {r[0] for r in cur.fetchall()}
-    record_events(cur, ctx, ((lid, "delivered_ebox", {"message_id": message_id, "answer": answer,
-                                                      "expires_at": _timestamp(expires)})
-                             for lid, message_id, answer, expires in rows if lid in changed))
+    record_events(
+        cur,
+        ctx,
+        (
+            (
+                lid,
+                "delivered_ebox",
+                {"message_id": message_id, "answer": answer, "expires_at": _timestamp(expires)},
+            )
+            for lid, message_id, answer, expires in rows
+            if lid in changed
+        ),
+    )
     return changed
 
 
@@ -290,15 +377,25 @@ def _timestamp(value) -> str | None:
     return value.isoformat() if isinstance(value, (date, datetime)) else str(value)
 
 
-def mark_handed_to_print(cur, ctx: RunContext, batch_id: str, letter_ids: Sequence[str],
-                         batch_sha256: str | None) -> set[str]:
+def mark_handed_to_print(
+    cur, ctx: RunContext, batch_id: str, letter_ids: Sequence[str], batch_sha256: str | None
+) -> set[str]:
     """processing -> handed_to_print, for the members of an uploaded batch."""
-    cur.execute("UPDATE letters SET status = 'handed_to_print', final_at = now(), updated_at = now() "
-                "WHERE print_batch_id = %s AND status = 'processing' AND letter_id = ANY(%s) RETURNING letter_id",
-                (batch_id, list(letter_ids)))
+    cur.execute(
+        "UPDATE letters SET status = 'handed_to_print', final_at = now(), updated_at = now() "
+        "WHERE print_batch_id = %s AND status = 'processing' AND letter_id = ANY(%s) RETURNING letter_id",
+        (batch_id, list(letter_ids)),
+    )
     changed = {r[0] for r in cur.fetchall()}
-    record_events(cur, ctx, ((lid, "handed_to_print", {"batch_id": batch_id, "batch_sha256": batch_sha256})
-                             for lid in letter_ids if lid in changed))
+    record_events(
+        cur,
+        ctx,
+        (
+            (lid, "handed_to_print", {"batch_id": batch_id, "batch_sha256": batch_sha256})
+            for lid in letter_ids
+            if lid in changed
+        ),
+    )
     return changed
 
 
@@ -306,7 +403,9 @@ def quarantine(cur, ctx: RunContext, letter_id: str, run_id: str, reason: str, s
     """processing -> quarantined, with the reason in words (names a field or an answer, never a value)."""
     cur.execute(
         "UPDATE letters SET status = 'quarantined', quarantine_reason = %s, final_at = now(), updated_at = now() "
-        "WHERE letter_id = %s AND claim_run_id = %s AND status = 'processing'", (reason, letter_id, run_id))
+        "WHERE letter_id = %s AND claim_run_id = %s AND status = 'processing'",
+        (reason, letter_id, run_id),
+    )
     if cur.rowcount == 1:
         record_events(cur, ctx, [(letter_id, "quarantined", {"stage": stage, "reason": reason})])
         return True
@@ -315,22 +414,36 @@ def quarantine(cur, ctx: RunContext, letter_id: str, run_id: str, reason: str, s
 
 def mark_ebox_rejected(cur, ctx: RunContext, letter_id: str, run_id: str, reason: str) -> bool:
     """The eBox refused the publication for good (4xx other than a conflict): quarantined, stage ebox."""
-    cur.execute("UPDATE letters SET ebox_state = 'rejected' WHERE letter_id = %s AND claim_run_id = %s "
-                "AND status = 'processing'", (letter_id, run_id))
+    cur.execute(
+        "UPDATE letters SET ebox_state = 'rejected' WHERE letter_id = %s AND claim_run_id = %s "
+        "AND status = 'processing'",
+        (letter_id, run_id),
+    )
     return quarantine(cur, ctx, letter_id, run_id, reason, stage="ebox")
 
 
-def quarantine_after_print_rejection(cur, ctx: RunContext, letter_id: str, batch_id: str, reason: str,
-                                     details: dict | None = None) -> bool:
+def quarantine_after_print_rejection(
+    cur, ctx: RunContext, letter_id: str, batch_id: str, reason: str, details: dict | None = None
+) -> bool:
     """handed_to_print -> quarantined: the print house refused the letter, so it was never posted."""
     cur.execute(
         "UPDATE letters SET status = 'quarantined', quarantine_reason = %s, print_status = 'rejected', "
         "print_reason = %s, print_acknowledged_at = now(), final_at = now(), updated_at = now() "
         "WHERE letter_id = %s AND print_batch_id = %s AND status = 'handed_to_print' AND print_status IS NULL",
-        (f"print house rejected: {reason}", reason, letter_id, batch_id))
+        (f"print house rejected: {reason}", reason, letter_id, batch_id),
+    )
     if cur.rowcount == 1:
-        record_events(cur, ctx, [(letter_id, "quarantined", {"stage": "print_house", "reason": reason,
-                                                             "batch_id": batch_id, **(details or {})})])
+        record_events(
+            cur,
+            ctx,
+            [
+                (
+                    letter_id,
+                    "quarantined",
+                    {"stage": "print_house", "reason": reason, "batch_id": batch_id, **(details or {})},
+                )
+            ],
+        )
         return True
     return False
 
@@ -340,7 +453,8 @@ def release_for_retry(cur, ctx: RunContext, letter_id: str, run_id: str, error: 
     cur.execute(
         "UPDATE letters SET status = 'pending', claim_run_id = NULL, claim_chunk = NULL, claimed_at = NULL, "
         "last_error = %s, updated_at = now() WHERE letter_id = %s AND claim_run_id = %s AND status = 'processing'",
-        (error, letter_id, run_id))
+        (error, letter_id, run_id),
+    )
     if cur.rowcount == 1:
         record_events(cur, ctx, [(letter_id, "released_for_retry", {"error": error})])
         return True
@@ -351,47 +465,67 @@ def release_for_retry(cur, ctx: RunContext, letter_id: str, run_id: str, error: 
 # What happens to a letter after it left: posted or returned by post, opened in the eBox. These
 # change no status; they are written here so that the outbox stays the one writer of `letters`.
 
+
 def mark_posted(cur, ctx: RunContext, batch_id: str, letter_ids: Sequence[str], ack_file: str) -> list[str]:
     """The print house acknowledged these letters of the batch as printed and posted."""
-    cur.execute("UPDATE letters SET print_status = 'posted', print_acknowledged_at = now(), updated_at = now() "
-                "WHERE letter_id = ANY(%s) AND print_batch_id = %s AND status = 'handed_to_print' "
-                "AND print_status IS NULL RETURNING letter_id", (list(letter_ids), batch_id))
+    cur.execute(
+        "UPDATE letters SET print_status = 'posted', print_acknowledged_at = now(), updated_at = now() "
+        "WHERE letter_id = ANY(%s) AND print_batch_id = %s AND status = 'handed_to_print' "
+        "AND print_status IS NULL RETURNING letter_id",
+        (list(letter_ids), batch_id),
+    )
     posted = [r[0] for r in cur.fetchall()]
-    record_events(cur, ctx, ((lid, "printed_and_posted", {"batch_id": batch_id, "ack_file": ack_file})
-                             for lid in posted))
+    record_events(
+        cur,
+        ctx,
+        ((lid, "printed_and_posted", {"batch_id": batch_id, "ack_file": ack_file}) for lid in posted),
+    )
     return posted
 
 
 def mark_returned(cur, ctx: RunContext, letter_id: str, reason: str, returns_file: str) -> bool:
     """bpost returned the letter (unknown address, refused): it needs a follow-up by its department."""
-    cur.execute("UPDATE letters SET print_status = 'returned', print_reason = %s, print_returned_at = now(), "
-                "print_acknowledged_at = coalesce(print_acknowledged_at, now()), updated_at = now() "
-                "WHERE letter_id = %s AND status = 'handed_to_print' "
-                "AND print_status IS DISTINCT FROM 'returned'", (reason, letter_id))
+    cur.execute(
+        "UPDATE letters SET print_status = 'returned', print_reason = %s, print_returned_at = now(), "
+        "print_acknowledged_at = coalesce(print_acknowledged_at, now()), updated_at = now() "
+        "WHERE letter_id = %s AND status = 'handed_to_print' "
+        "AND print_status IS DISTINCT FROM 'returned'",
+        (reason, letter_id),
+    )
     if cur.rowcount != 1:
         return False
-    record_events(cur, ctx, [(letter_id, "returned_by_post", {"reason": reason, "file": returns_file,
-                                                              "follow_up": True})])
+    record_events(
+        cur,
+        ctx,
+        [(letter_id, "returned_by_post", {"reason": reason, "file": returns_file, "follow_up": True})],
+    )
     return True
 
 
 def mark_ebox_status_checked(cur, letter_ids: Sequence[str]) -> None:
     """The eBox was asked for these letters' read status (answered or not)."""
-    cur.execute("UPDATE letters SET ebox_status_checked_at = now() "
-                "WHERE letter_id = ANY(%s) AND status = 'delivered_ebox'", (list(letter_ids),))
+    cur.execute(
+        "UPDATE letters SET ebox_status_checked_at = now() "
+        "WHERE letter_id = ANY(%s) AND status = 'delivered_ebox'",
+        (list(letter_ids),),
+    )
 
 
 def mark_ebox_read(cur, ctx: RunContext, letter_ids: Sequence[str]) -> list[str]:
     """The recipient opened these letters in the eBox (the first check that saw it counts)."""
-    cur.execute("UPDATE letters SET ebox_read_at = now(), updated_at = now() "
-                "WHERE letter_id = ANY(%s) AND ebox_read_at IS NULL AND status = 'delivered_ebox' "
-                "RETURNING letter_id", (list(letter_ids),))
+    cur.execute(
+        "UPDATE letters SET ebox_read_at = now(), updated_at = now() "
+        "WHERE letter_id = ANY(%s) AND ebox_read_at IS NULL AND status = 'delivered_ebox' "
+        "RETURNING letter_id",
+        (list(letter_ids),),
+    )
     newly_read = [r[0] for r in cur.fetchall()]
     record_events(cur, ctx, ((lid, "ebox_read", {}) for lid in newly_read))
     return newly_read
 
 
 # --------------------------------------------------------------------------- reading
+
 
 def outcome_counts(conn, dag_id: str, run_id: str) -> dict:
     """Current states and rules of the letters this DAG run claimed (from their `claimed` events)."""
@@ -400,11 +534,15 @@ def outcome_counts(conn, dag_id: str, run_id: str) -> dict:
             "SELECT l.status, coalesce(l.channel, '-'), coalesce(l.decision_rule, '-'), count(*) "
             "FROM letters l WHERE l.letter_id IN (SELECT letter_id FROM letter_events "
             "WHERE dag_id = %s AND run_id = %s AND event = 'claimed') GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
-            (dag_id, run_id))
+            (dag_id, run_id),
+        )
         rows = cur.fetchall()
     conn.commit()
-    return {"by_status": _sum(rows, 0), "by_rule": _sum(rows, 2),
-            "rows": [{"status": s, "channel": c, "rule": r, "letters": n} for s, c, r, n in rows]}
+    return {
+        "by_status": _sum(rows, 0),
+        "by_rule": _sum(rows, 2),
+        "rows": [{"status": s, "channel": c, "rule": r, "letters": n} for s, c, r, n in rows],
+    }
 
 
 def _sum(rows: Sequence[tuple], idx: int) -> dict:
@@ -412,4 +550,3 @@ def _sum(rows: Sequence[tuple], idx: int) -> dict:
     for row in rows:
         out[row[idx]] = out.get(row[idx], 0) + row[-1]
     return dict(sorted(out.items()))
-

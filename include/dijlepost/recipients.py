@@ -1,4 +1,5 @@
 """Recipient identifiers: validation with python-stdnum and keyed pseudonyms for logs and audit."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +11,7 @@ from stdnum.exceptions import ValidationError
 CITIZEN = "citizen"
 ENTERPRISE = "enterprise"
 RECIPIENT_KINDS = (CITIZEN, ENTERPRISE)
-MAX_INPUT_LENGTH = 32       # room for any way of writing an 11-digit SSIN or a "BE 0123.456.789"
+MAX_INPUT_LENGTH = 32  # room for any way of writing an 11-digit SSIN or a "BE 0123.456.789"
 
 
 class InvalidRecipientId(ValueError):

@@ -85,7 +85,7 @@ class RolloutState:
         }
 
     @classmethod
-    def from_xcom(cls, data: dict) -> "RolloutState":
+    def from_xcom(cls, data: dict) -> RolloutState:
         return cls(
             data["department"],
             data["phase"],
@@ -184,7 +184,7 @@ def set_phase(
         bad = [p for p in pilot_allowlist if not isinstance(p, str) or not p.startswith("r-")]
         if bad:
             raise RolloutChangeRefused(
-                f"the pilot allowlist holds {len(bad)} value(s) that are not " "recipient pseudonyms (r-...)"
+                f"the pilot allowlist holds {len(bad)} value(s) that are not recipient pseudonyms (r-...)"
             )
         pilot_allowlist = sorted(set(pilot_allowlist))
     try:
@@ -200,7 +200,7 @@ def set_phase(
             percent = pilot_percent if pilot_percent is not None else (row[2] if row else 0)
             if phase == "pilot" and not allowlist and percent == 0:
                 raise RolloutChangeRefused(
-                    "a pilot needs a pilot group: an allowlist of recipients and/or a " "percentage above 0"
+                    "a pilot needs a pilot group: an allowlist of recipients and/or a percentage above 0"
                 )
             if row and (phase, sorted(allowlist), percent) == (row[0], sorted(row[1] or ()), row[2]):
                 if refuse_unchanged:

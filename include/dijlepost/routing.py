@@ -4,6 +4,7 @@ The first rule that applies decides. `channel=None` means the letter cannot be s
 quarantined with the reason. The rule name and reason are stored with every letter and appear in the
 task log, so an auditor can read why a letter went where it went.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -18,24 +19,25 @@ PAPER = "paper"
 @dataclass(frozen=True)
 class LetterFacts:
     """What the rules may know about one letter; no personal data beyond the pseudonym."""
+
     letter_id: str
     recipient_pseudonym: str
-    recipient_id_error: str | None      # why the id is invalid, or None
+    recipient_id_error: str | None  # why the id is invalid, or None
     address_complete: bool
     registered: bool
     paper_exempt: bool
-    ebox_active: bool | None            # None: not checked (phase needs no check)
-    ebox_state: str | None              # see migration 0002
+    ebox_active: bool | None  # None: not checked (phase needs no check)
+    ebox_state: str | None  # see migration 0002
     registered_via_ebox: bool = True
-    followup_of: str | None = None      # a paper copy of this letter, whose eBox message stayed unread
+    followup_of: str | None = None  # a paper copy of this letter, whose eBox message stayed unread
 
 
 @dataclass(frozen=True)
 class Decision:
-    channel: str | None                 # "ebox" | "paper" | None (quarantine)
+    channel: str | None  # "ebox" | "paper" | None (quarantine)
     rule: str
     reason: str
-    shadow_channel: str | None = None   # shadow phase: where the letter would have gone if live
+    shadow_channel: str | None = None  # shadow phase: where the letter would have gone if live
 
 
 Rule = Callable[[LetterFacts, RolloutState], Decision | None]
@@ -43,25 +45,35 @@ Rule = Callable[[LetterFacts, RolloutState], Decision | None]
 
 def ebox_publication_in_flight(f: LetterFacts, r: RolloutState) -> Decision | None:
     if f.ebox_state == "in_flight":
-        return Decision(EBOX, "ebox_publication_in_flight",
-                        "an earlier attempt started the eBox publication; it is finished with the same "
-                        "idempotency key so that the letter is never sent twice")
+        return Decision(
+            EBOX,
+            "ebox_publication_in_flight",
+            "an earlier attempt started the eBox publication; it is finished with the same "
+            "idempotency key so that the letter is never sent twice",
+        )
     return None
 
 
 def unread_ebox_followup(f: LetterFacts, r: RolloutState) -> Decision | None:
     if f.followup_of is not None:
-        return Decision(PAPER, "unread_ebox_followup",
-                        f"paper copy of letter {f.followup_of}: its eBox message was not opened within the "
-                        "follow-up period of its letter type")
+        return Decision(
+            PAPER,
+            "unread_ebox_followup",
+            f"paper copy of letter {f.followup_of}: its eBox message was not opened within the "
+            "follow-up period of its letter type",
+        )
     return None
 
 
 def no_digital_user(f: LetterFacts, r: RolloutState) -> Decision | None:
     if f.ebox_state == "no_digital_user":
-        return Decision(PAPER, "no_digital_user", "the eBox will not reach the recipient: it answered "
-                                                  "NO_DIGITAL_USER, or a 409 whose recipient never opened "
-                                                  "the eBox or has none any more (letter_events say which)")
+        return Decision(
+            PAPER,
+            "no_digital_user",
+            "the eBox will not reach the recipient: it answered "
+            "NO_DIGITAL_USER, or a 409 whose recipient never opened "
+            "the eBox or has none any more (letter_events say which)",
+        )
     return None
 
 
@@ -73,8 +85,11 @@ def invalid_recipient_id(f: LetterFacts, r: RolloutState) -> Decision | None:
 
 def incomplete_address(f: LetterFacts, r: RolloutState) -> Decision | None:
     if not f.address_complete:
-        return Decision(None, "incomplete_address",
-                        "the postal address is incomplete, so paper (and paper fallback) is impossible")
+        return Decision(
+            None,
+            "incomplete_address",
+            "the postal address is incomplete, so paper (and paper fallback) is impossible",
+        )
     return None
 
 
@@ -92,8 +107,11 @@ def paper_preference(f: LetterFacts, r: RolloutState) -> Decision | None:
 
 def registered_requires_paper(f: LetterFacts, r: RolloutState) -> Decision | None:
     if f.registered and not f.registered_via_ebox:
-        return Decision(PAPER, "registered_requires_paper",
-                        "registered letter and this wave does not use registered e-delivery")
+        return Decision(
+            PAPER,
+            "registered_requires_paper",
+            "registered letter and this wave does not use registered e-delivery",
+        )
     return None
 
 
@@ -145,6 +163,10 @@ def decide(facts: LetterFacts, state: RolloutState) -> Decision:
     # Shadow: decide exactly as live would, record it, and send paper instead of eBox.
     live = _first(facts, RolloutState(state.department, "live", state.pilot_allowlist, state.pilot_percent))
     if live.channel == EBOX and live.rule != "ebox_publication_in_flight":
-        return Decision(PAPER, "shadow_mode", f"shadow phase: would have gone to eBox ({live.reason})",
-                        shadow_channel=EBOX)
+        return Decision(
+            PAPER,
+            "shadow_mode",
+            f"shadow phase: would have gone to eBox ({live.reason})",
+            shadow_channel=EBOX,
+        )
     return Decision(live.channel, live.rule, live.reason, shadow_channel=live.channel)

@@ -14,6 +14,7 @@ demo run so that pseudonyms cannot be recomputed by someone who only has the log
 | `DIJLEPOST_PRINT_WORK_DIR` | `print_work_dir` | `<var dir>/print-batches`      |
 | `DIJLEPOST_DOCUMENT_SYNC`  | `document_sync`  | `volume`                       |
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,7 +35,7 @@ class ConfigurationError(RuntimeError):
 # What a refused value is told, per setting (never the value itself: one of them is a secret).
 _MESSAGES = {
     "pseudonym_key": "must be set to a secret of at least 16 characters "
-                     "(it keys the recipient pseudonyms written to logs and the audit trail)",
+    "(it keys the recipient pseudonyms written to logs and the audit trail)",
     "document_sync": "must be 'volume' or 'file'",
 }
 
@@ -56,7 +57,7 @@ class Settings(BaseSettings):
     @classmethod
     def _key_of_16_characters(cls, value):
         if isinstance(value, str):
-            if len(value) < 16:      # characters, as documented, not bytes
+            if len(value) < 16:  # characters, as documented, not bytes
                 raise ValueError("too short")
             return value.encode()
         return value
@@ -67,7 +68,7 @@ class Settings(BaseSettings):
         return value or None
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         """The settings of this process; a missing or bad value raises ConfigurationError naming it."""
         try:
             return cls()

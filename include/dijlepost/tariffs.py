@@ -69,8 +69,11 @@ class Tariffs:
     def printing_for(self, pages: int | None = 1) -> Decimal:
         """Printing, paper and enveloping of one letter of `pages` pages."""
         pages = max(int(pages or 1), 1)
-        return (self.print_per_letter + self.print_per_extra_page * (pages - 1)
-                + self.print_per_extra_sheet * (self.sheets_for(pages) - 1))
+        return (
+            self.print_per_letter
+            + self.print_per_extra_page * (pages - 1)
+            + self.print_per_extra_sheet * (self.sheets_for(pages) - 1)
+        )
 
     def paper_cost(self, pages: int | None = 1, registered: bool = False) -> Decimal:
         """Postage plus printing of one paper letter."""
@@ -81,16 +84,17 @@ class Tariffs:
         return self.paper_cost(pages, registered) - self.ebox
 
     @classmethod
-    def from_env(cls, environ=None) -> "Tariffs":
+    def from_env(cls, environ=None) -> Tariffs:
         environ = os.environ if environ is None else environ
         values: dict = {}
         for name, var in _ENV.items():
             raw = environ.get(var)
             if raw is None or raw.strip() == "":
                 continue
-            if not _AMOUNT.fullmatch(raw.strip()):     # Decimal() would also read "１.10" or "1_0"
-                raise TariffError(f"{var}={raw[:40]!r} is not a non-negative amount in euro in digits 0-9 "
-                                  "(e.g. 1.10)")
+            if not _AMOUNT.fullmatch(raw.strip()):  # Decimal() would also read "１.10" or "1_0"
+                raise TariffError(
+                    f"{var}={raw[:40]!r} is not a non-negative amount in euro in digits 0-9 (e.g. 1.10)"
+                )
             values[name] = Decimal(raw.strip())
         if values:
             values["source"] = (

@@ -4,6 +4,7 @@
 Each wave becomes one Airflow DAG (`letters_<department>`) built by `dag_factory.build_wave_dag`.
 Nothing here touches a database or the network: DAG files import it at parse time.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,9 +21,9 @@ class Wave:
     letter_types: tuple[str, ...]
     schedule: str
     wave_number: int
-    batch_size: int = 5000          # letters claimed by one run
-    chunk_size: int = 500           # letters per mapped render / delivery task
-    max_chunks: int = 16            # a bigger claim gets bigger chunks, not more (scheduler cost)
+    batch_size: int = 5000  # letters claimed by one run
+    chunk_size: int = 500  # letters per mapped render / delivery task
+    max_chunks: int = 16  # a bigger claim gets bigger chunks, not more (scheduler cost)
     # Letters that must go as registered mail may use the eBox's registered e-delivery.
     registered_via_ebox: bool = True
     # eBox message type per letter type (assigned by the eBox when a message type is registered).
@@ -53,8 +54,11 @@ WAVES: dict[str, Wave] = {
         letter_types=("invoice", "reminder", "tax_assessment"),
         schedule="0 6-18/2 * * 1-5",
         wave_number=1,
-        ebox_message_types={"invoice": "MECH-FIN-INVOICE", "reminder": "MECH-FIN-REMINDER",
-                            "tax_assessment": "MECH-FIN-TAX"},
+        ebox_message_types={
+            "invoice": "MECH-FIN-INVOICE",
+            "reminder": "MECH-FIN-REMINDER",
+            "tax_assessment": "MECH-FIN-TAX",
+        },
         tags=("wave-1",),
         followup_letter_types=("reminder", "tax_assessment"),
     ),
@@ -76,8 +80,7 @@ WAVES: dict[str, Wave] = {
         letter_types=("premium_decision", "inspection_notice"),
         schedule="0 8,14 * * 1-5",
         wave_number=3,
-        ebox_message_types={"premium_decision": "MECH-EW-PREMIUM",
-                            "inspection_notice": "MECH-EW-INSPECTION"},
+        ebox_message_types={"premium_decision": "MECH-EW-PREMIUM", "inspection_notice": "MECH-EW-INSPECTION"},
         tags=("wave-3",),
     ),
 }

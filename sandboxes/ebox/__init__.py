@@ -9,6 +9,7 @@ Registry's publication, status and message-type operations, under the production
 
 Its own routes are described in docs/ebox-sandbox-openapi.yaml.
 """
+
 from sandboxes.ebox.app import SandboxServer, create_app
 from sandboxes.ebox.state import SandboxState
 

@@ -15,6 +15,7 @@ Programmatic use: `with SandboxServer() as sandbox: client = EboxClient(sandbox.
 As a process: `python -m sandboxes.ebox --port 8443 --dir var/ebox-sandbox`, which writes ca.pem,
 client_key.pem, client_cert.pem and connection.json (an AIRFLOW_CONN_EBOX_DEFAULT value) into the dir.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,20 +52,42 @@ from starlette.routing import Match
 from include.dijlepost.ebox.client import PREFERENCE_SCOPE, PUBLICATION_SCOPE, EboxConfig
 from sandboxes.ebox.faults import ERROR_STATUSES, FaultLayer
 from sandboxes.ebox.state import (
-    DEFAULT_CLIENT_ID, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SENDER_APPLICATION_ID, DEFAULT_SENDER_ORGANIZATION_ID,
+    DEFAULT_CLIENT_ID,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_SENDER_APPLICATION_ID,
+    DEFAULT_SENDER_ORGANIZATION_ID,
     IssuedToken,
-    MessageType, SandboxState,
+    MessageType,
+    SandboxState,
 )
 from sandboxes.ebox.validation import (
-    ADMIN_PREFIX, FEDERATION_KINDS, FEDERATION_PREFIX, MAX_ASSERTION_LIFETIME_SECONDS, MESSAGE_REGISTRY_PREFIX,
-    TOKEN_PATH, ApiError, invalid, read_uploads, validate_publication, validate_search, validate_status_request,
+    ADMIN_PREFIX,
+    FEDERATION_KINDS,
+    FEDERATION_PREFIX,
+    MAX_ASSERTION_LIFETIME_SECONDS,
+    MESSAGE_REGISTRY_PREFIX,
+    TOKEN_PATH,
+    ApiError,
+    invalid,
+    read_uploads,
+    validate_publication,
+    validate_search,
+    validate_status_request,
 )
 
 log = logging.getLogger("dijlepost.ebox.sandbox")
 
-__all__ = ["SandboxServer", "create_app", "DEFAULT_CLIENT_ID", "DEFAULT_SENDER_APPLICATION_ID",
-           "DEFAULT_SENDER_ORGANIZATION_ID", "FEDERATION_KINDS", "FEDERATION_PREFIX", "MESSAGE_REGISTRY_PREFIX",
-           "TOKEN_PATH"]
+__all__ = [
+    "DEFAULT_CLIENT_ID",
+    "DEFAULT_SENDER_APPLICATION_ID",
+    "DEFAULT_SENDER_ORGANIZATION_ID",
+    "FEDERATION_KINDS",
+    "FEDERATION_PREFIX",
+    "MESSAGE_REGISTRY_PREFIX",
+    "TOKEN_PATH",
+    "SandboxServer",
+    "create_app",
+]
 
 # -- the application --------------------------------------------------------------------------
 
@@ -113,9 +136,14 @@ class MessageTypeIn(BaseModel):
     senderApplicationIds: list[str] = []
 
     def to_message_type(self) -> MessageType:
-        return MessageType(self.messageTypeId, dict(self.messageTypeName), self.validityPeriod.validityPeriodNumber,
-                           self.validityPeriod.validityPeriodUnit, tuple(self.senderOrganizationIds),
-                           tuple(self.senderApplicationIds))
+        return MessageType(
+            self.messageTypeId,
+            dict(self.messageTypeName),
+            self.validityPeriod.validityPeriodNumber,
+            self.validityPeriod.validityPeriodUnit,
+            tuple(self.senderOrganizationIds),
+            tuple(self.senderApplicationIds),
+        )
 
 
 class LimitsIn(BaseModel):
@@ -138,9 +166,13 @@ _API_PREFIXES = (MESSAGE_REGISTRY_PREFIX, FEDERATION_PREFIX)
 
 def create_app(state: SandboxState) -> FastAPI:
     """The sandbox's routes over `state`; `SandboxServer` serves them behind the FaultLayer."""
-    app = FastAPI(title="dijlepost eBox sandbox", docs_url=f"{ADMIN_PREFIX}/docs",
-                  openapi_url=f"{ADMIN_PREFIX}/openapi.json", redoc_url=None,
-                  swagger_ui_oauth2_redirect_url=None)
+    app = FastAPI(
+        title="dijlepost eBox sandbox",
+        docs_url=f"{ADMIN_PREFIX}/docs",
+        openapi_url=f"{ADMIN_PREFIX}/openapi.json",
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+    )
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -149,8 +181,9 @@ def create_app(state: SandboxState) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
-        response = ApiError(exc.status_code, codes.get(exc.status_code, f"HTTP_{exc.status_code}"),
-                            str(exc.detail)).response(request.url.path)
+        response = ApiError(
+            exc.status_code, codes.get(exc.status_code, f"HTTP_{exc.status_code}"), str(exc.detail)
+        ).response(request.url.path)
         response.headers.update(exc.headers or {})
         return response
 
@@ -196,15 +229,24 @@ def create_app(state: SandboxState) -> FastAPI:
         if client is None or form.get("client_id", issuer) != issuer:
             return _oauth_error(401, "invalid_client", "unknown client")
         if client.certificate_thumbprint is not None and client.certificate_thumbprint not in (
-                header.get("x5t#S256"), header.get("kid")):
-            return _oauth_error(401, "invalid_client",
-                                "the client_assertion header does not name the registered certificate "
-                                "(x5t#S256 or kid)")
+            header.get("x5t#S256"),
+            header.get("kid"),
+        ):
+            return _oauth_error(
+                401,
+                "invalid_client",
+                "the client_assertion header does not name the registered certificate (x5t#S256 or kid)",
+            )
         audience = str(request.url.replace(query=""))
         try:
             claims = jwt.decode(
-                assertion, client.public_key_pem, algorithms=["RS256"], audience=audience, issuer=issuer,
-                options={"require": ["iss", "sub", "aud", "exp", "iat", "jti"]}, leeway=5,
+                assertion,
+                client.public_key_pem,
+                algorithms=["RS256"],
+                audience=audience,
+                issuer=issuer,
+                options={"require": ["iss", "sub", "aud", "exp", "iat", "jti"]},
+                leeway=5,
             )
         except jwt.InvalidTokenError as exc:
             return _oauth_error(401, "invalid_client", f"client_assertion rejected: {exc}")
@@ -219,11 +261,17 @@ def create_app(state: SandboxState) -> FastAPI:
         requested = frozenset(str(form.get("scope") or "").split()) or client.scopes
         granted = requested & client.scopes
         if not granted:
-            return _oauth_error(400, "invalid_scope", "none of the requested scopes is granted to this client")
-        return JSONResponse({
-            "access_token": state.issue_token(client, granted), "token_type": "Bearer",
-            "expires_in": state.token_lifetime_seconds, "scope": " ".join(sorted(granted)),
-        })
+            return _oauth_error(
+                400, "invalid_scope", "none of the requested scopes is granted to this client"
+            )
+        return JSONResponse(
+            {
+                "access_token": state.issue_token(client, granted),
+                "token_type": "Bearer",
+                "expires_in": state.token_lifetime_seconds,
+                "scope": " ".join(sorted(granted)),
+            }
+        )
 
     async def federation_search(request: Request, kind: str) -> list[dict[str, Any]]:
         authorize(request, PREFERENCE_SCOPE)
@@ -231,8 +279,10 @@ def create_app(state: SandboxState) -> FastAPI:
         ids = validate_search(await json_body(request), kind)
         answer = []
         for found in state.active_among(kind, ids):
-            item = {"eboxId": {"eboxType": ebox_type, "eboxIdValue": found["id"]},
-                    "exclusivelyEbox": found["exclusively_ebox"]}
+            item = {
+                "eboxId": {"eboxType": ebox_type, "eboxIdValue": found["id"]},
+                "exclusivelyEbox": found["exclusively_ebox"],
+            }
             if found["last_connection_date"]:
                 item["lastConnectionDate"] = found["last_connection_date"]
             answer.append(item)
@@ -295,7 +345,7 @@ def create_app(state: SandboxState) -> FastAPI:
         return JSONResponse({"items": [t.as_json() for t in items], "totalItems": len(types)})
 
     @app.get(f"{MESSAGE_REGISTRY_PREFIX}/referenceData/messageTypes/{{messageTypeId}}", tags=["contract"])
-    async def message_type(request: Request, messageTypeId: str) -> JSONResponse:  # noqa: N803
+    async def message_type(request: Request, messageTypeId: str) -> JSONResponse:
         authorize(request, PUBLICATION_SCOPE)
         found = state.message_types().get(messageTypeId)
         if found is None:
@@ -313,8 +363,11 @@ def create_app(state: SandboxState) -> FastAPI:
         for recipient in recipients:
             try:
                 state.register_recipient(
-                    recipient.kind, recipient.id, active=recipient.active,
-                    exclusively_ebox=recipient.exclusively_ebox, no_digital_user=recipient.no_digital_user,
+                    recipient.kind,
+                    recipient.id,
+                    active=recipient.active,
+                    exclusively_ebox=recipient.exclusively_ebox,
+                    no_digital_user=recipient.no_digital_user,
                     last_connection_date=recipient.last_connection_date,
                 )
             except ValueError as exc:
@@ -347,8 +400,9 @@ def create_app(state: SandboxState) -> FastAPI:
         return {"max_message_bytes": state.max_message_bytes}
 
     @app.get(f"{ADMIN_PREFIX}/publications", tags=["sandbox"])
-    async def list_publications(recipient_kind: str | None = None, recipient_id: str | None = None,
-                                idempotency_key: str | None = None) -> list[dict[str, Any]]:
+    async def list_publications(
+        recipient_kind: str | None = None, recipient_id: str | None = None, idempotency_key: str | None = None
+    ) -> list[dict[str, Any]]:
         return state.publications(recipient_kind, recipient_id, idempotency_key)
 
     @app.get(f"{ADMIN_PREFIX}/publications/{{message_id}}", tags=["sandbox"])
@@ -382,25 +436,43 @@ def create_app(state: SandboxState) -> FastAPI:
 
     # -- everything else: a StatusMessage, never the framework's own error body ----------------
 
-    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
-                   include_in_schema=False)
+    @app.api_route(
+        "/{path:path}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+        include_in_schema=False,
+    )
     async def not_served(request: Request, path: str) -> Response:
         """A path with routes for other methods answers 405; an operation of the published APIs that
         the sandbox does not implement answers 400 NOT_IMPLEMENTED (after the token check, as the
         real service would); anything else 404."""
-        allowed = sorted({method for route in app.routes if route.endpoint is not not_served
-                          and getattr(route, "methods", None)
-                          and route.matches({"type": "http", "path": request.url.path, "method": "GET"})[0]
-                          is not Match.NONE for method in route.methods})
+        allowed = sorted(
+            {
+                method
+                for route in app.routes
+                if route.endpoint is not not_served
+                and getattr(route, "methods", None)
+                and route.matches({"type": "http", "path": request.url.path, "method": "GET"})[0]
+                is not Match.NONE
+                for method in route.methods
+            }
+        )
         if allowed:
-            raise StarletteHTTPException(405, f"{request.method} is not allowed here (allowed: "
-                                              f"{', '.join(allowed)})", headers={"Allow": ", ".join(allowed)})
+            raise StarletteHTTPException(
+                405,
+                f"{request.method} is not allowed here (allowed: {', '.join(allowed)})",
+                headers={"Allow": ", ".join(allowed)},
+            )
         if request.url.path.startswith(tuple(p + "/" for p in _API_PREFIXES)):
-            authorize(request, PREFERENCE_SCOPE if request.url.path.startswith(FEDERATION_PREFIX)
-                      else PUBLICATION_SCOPE)
-            raise ApiError(400, "NOT_IMPLEMENTED",
-                           f"the sandbox does not implement {request.method} "
-                           f"{request.url.path.split('/v', 1)[-1].split('/', 1)[-1]}")
+            authorize(
+                request,
+                PREFERENCE_SCOPE if request.url.path.startswith(FEDERATION_PREFIX) else PUBLICATION_SCOPE,
+            )
+            raise ApiError(
+                400,
+                "NOT_IMPLEMENTED",
+                f"the sandbox does not implement {request.method} "
+                f"{request.url.path.split('/v', 1)[-1].split('/', 1)[-1]}",
+            )
         raise StarletteHTTPException(404, f"no such path: {request.url.path}")
 
     return app
@@ -418,15 +490,24 @@ def _write_private(path: Path, data: bytes) -> None:
 def _client_certificate(key: rsa.RSAPrivateKey) -> bytes:
     """A self-signed certificate for the client key, its subject naming the sender's KBO number and
     application as the eBox's certificates do (one per environment)."""
-    name = x509.Name([
-        x509.NameAttribute(NameOID.COUNTRY_NAME, "BE"),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, f"KBO {DEFAULT_SENDER_ORGANIZATION_ID}"),
-        x509.NameAttribute(NameOID.COMMON_NAME, f"{DEFAULT_SENDER_APPLICATION_ID} (eBox sandbox)"),
-    ])
-    now = dt.datetime.now(dt.timezone.utc)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-                   .not_valid_after(now + dt.timedelta(days=3650)).sign(key, hashes.SHA256()))
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "BE"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, f"KBO {DEFAULT_SENDER_ORGANIZATION_ID}"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{DEFAULT_SENDER_APPLICATION_ID} (eBox sandbox)"),
+        ]
+    )
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
     return certificate.public_bytes(serialization.Encoding.PEM)
 
 
@@ -439,12 +520,23 @@ class SandboxServer:
     `state_path` (a SQLite file) makes publications and Idempotency-Keys survive a restart too.
     `max_message_bytes` bounds a publishMessage request (413 above it; None: no limit)."""
 
-    def __init__(self, directory: str | Path | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 public_host: str | None = None, state_path: str | Path | None = None,
-                 token_lifetime_seconds: int = 600, max_message_bytes: int | None | Literal["default"] = "default"):
+    def __init__(
+        self,
+        directory: str | Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        public_host: str | None = None,
+        state_path: str | Path | None = None,
+        token_lifetime_seconds: int = 600,
+        max_message_bytes: int | Literal["default"] | None = "default",
+    ):
         self._temporary = directory is None
-        self.directory = (Path(tempfile.mkdtemp(prefix="ebox-sandbox-")) if directory is None
-                          else Path(directory).absolute())
+        self.directory = (
+            Path(tempfile.mkdtemp(prefix="ebox-sandbox-"))
+            if directory is None
+            else Path(directory).absolute()
+        )
         self.directory.mkdir(parents=True, exist_ok=True)
         self.host, self._port = host, port
         self.public_host = public_host or ("127.0.0.1" if host in ("0.0.0.0", "") else host)
@@ -501,19 +593,32 @@ class SandboxServer:
 
         if not self.client_key_path.exists():
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            _write_private(self.client_key_path, key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+            _write_private(
+                self.client_key_path,
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                ),
+            )
         private_key = serialization.load_pem_private_key(self.client_key_path.read_bytes(), password=None)
-        public_pem = private_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        public_pem = (
+            private_key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
         if not self.client_certificate_path.exists():
             self.client_certificate_path.write_bytes(_client_certificate(private_key))
-        self.state.register_client(DEFAULT_CLIENT_ID, public_pem, DEFAULT_SENDER_ORGANIZATION_ID,
-                                   DEFAULT_SENDER_APPLICATION_ID,
-                                   certificate_thumbprint=certificate_thumbprint(self.client_certificate_pem))
+        self.state.register_client(
+            DEFAULT_CLIENT_ID,
+            public_pem,
+            DEFAULT_SENDER_ORGANIZATION_ID,
+            DEFAULT_SENDER_APPLICATION_ID,
+            certificate_thumbprint=certificate_thumbprint(self.client_certificate_pem),
+        )
         return cert_path, key_path
 
-    def start(self) -> "SandboxServer":
+    def start(self) -> SandboxServer:
         if self._server is not None:
             return self
         cert_path, key_path = self._prepare_credentials()
@@ -525,12 +630,18 @@ class SandboxServer:
         sock.listen(128)
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(
-            FaultLayer(create_app(self.state), self.state), ssl_certfile=str(cert_path), ssl_keyfile=str(key_path),
-            log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1,
+            FaultLayer(create_app(self.state), self.state),
+            ssl_certfile=str(cert_path),
+            ssl_keyfile=str(key_path),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name="ebox-sandbox", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="ebox-sandbox", daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
@@ -558,7 +669,7 @@ class SandboxServer:
         if self._temporary:
             shutil.rmtree(self.directory, ignore_errors=True)
 
-    def __enter__(self) -> "SandboxServer":
+    def __enter__(self) -> SandboxServer:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -612,30 +723,49 @@ class SandboxServer:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1; /_sandbox needs no token, so "
-                             "keep it off shared networks)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; /_sandbox needs no token, so "
+        "keep it off shared networks)",
+    )
     parser.add_argument("--port", type=int, default=8443)
-    parser.add_argument("--dir", default="var/ebox-sandbox", type=Path,
-                        help="where ca.pem, client_key.pem, connection.json and state.sqlite live")
+    parser.add_argument(
+        "--dir",
+        default="var/ebox-sandbox",
+        type=Path,
+        help="where ca.pem, client_key.pem, connection.json and state.sqlite live",
+    )
     parser.add_argument("--public-host", help="host name clients use (added to the certificate)")
     parser.add_argument("--state", type=Path, help="SQLite state file (default DIR/state.sqlite)")
     parser.add_argument("--token-lifetime", type=int, default=600, help="access token lifetime, seconds")
-    parser.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
-                        help="largest publishMessage request accepted (413 above it; 0: no limit)")
+    parser.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        help="largest publishMessage request accepted (413 above it; 0: no limit)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    server = SandboxServer(args.dir, host=args.host, port=args.port, public_host=args.public_host,
-                           state_path=args.state or args.dir / "state.sqlite",
-                           token_lifetime_seconds=args.token_lifetime,
-                           max_message_bytes=args.max_message_bytes or None)
+    server = SandboxServer(
+        args.dir,
+        host=args.host,
+        port=args.port,
+        public_host=args.public_host,
+        state_path=args.state or args.dir / "state.sqlite",
+        token_lifetime_seconds=args.token_lifetime,
+        max_message_bytes=args.max_message_bytes or None,
+    )
     with server:
-        print(f"eBox sandbox at {server.base_url}; CA {server.ca_path}; "
-              f"Airflow connection in {server.connection_path}", flush=True)
+        print(
+            f"eBox sandbox at {server.base_url}; CA {server.ca_path}; "
+            f"Airflow connection in {server.connection_path}",
+            flush=True,
+        )
         stop.wait()
 
 

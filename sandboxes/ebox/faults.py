@@ -5,6 +5,7 @@ optional Retry-After), answers that come too late, dropped connections, a 400 "I
 and configured NO_DIGITAL_USER answers. The token endpoint has its own error and late-answer faults,
 so a client's token retries are exercised too. The sandbox's `/_sandbox` routes never fail.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -56,17 +57,27 @@ class Faults:
     token_error_rate: float = 0.0
     token_timeout_next: int = 0  # the next N token requests are answered late (a token is issued)
 
-    def validate(self) -> "Faults":
+    def validate(self) -> Faults:
         rates = (self.error_rate, self.timeout_rate, self.drop_rate)
         if not (all(0 <= r <= 1 for r in rates) and sum(rates) <= 1):
-            raise ValueError("error_rate, timeout_rate and drop_rate must be within 0..1 and add up to at most 1")
+            raise ValueError(
+                "error_rate, timeout_rate and drop_rate must be within 0..1 and add up to at most 1"
+            )
         for name in ("no_digital_user_rate", "token_error_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be within 0..1")
         if self.error_status not in ERROR_STATUSES:
             raise ValueError("error_status must be 429, 500 or 503")
-        for name in ("latency_ms", "fail_next", "timeout_next", "drop_next", "invalid_token_next",
-                     "no_digital_user_next", "token_fail_next", "token_timeout_next"):
+        for name in (
+            "latency_ms",
+            "fail_next",
+            "timeout_next",
+            "drop_next",
+            "invalid_token_next",
+            "no_digital_user_next",
+            "token_fail_next",
+            "token_timeout_next",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         return self
@@ -99,8 +110,12 @@ class FaultInjector:
         """The fault of the next contract call, if any."""
         with self._lock:
             faults = self._faults
-            for counter, fault in (("fail_next", "error"), ("timeout_next", "timeout"), ("drop_next", "drop"),
-                                   ("invalid_token_next", "invalid_token")):
+            for counter, fault in (
+                ("fail_next", "error"),
+                ("timeout_next", "timeout"),
+                ("drop_next", "drop"),
+                ("invalid_token_next", "invalid_token"),
+            ):
                 if getattr(faults, counter) > 0:
                     setattr(faults, counter, getattr(faults, counter) - 1)
                     return fault
@@ -153,7 +168,7 @@ class FaultLayer:
     group and a memory stream per call: in the scale benchmark the sandbox shares the cores with
     the pipeline it serves."""
 
-    def __init__(self, app, state: "SandboxState"):
+    def __init__(self, app, state: SandboxState):
         self.app, self.state = app, state
 
     async def __call__(self, scope, receive, send):
@@ -164,8 +179,10 @@ class FaultLayer:
         if path == TOKEN_PATH:
             fault = self.state.fault_injector.roll_token()
             if fault == "error":
-                response = JSONResponse({"error": "temporarily_unavailable", "error_description": "injected fault"},
-                                        status_code=faults.error_status)
+                response = JSONResponse(
+                    {"error": "temporarily_unavailable", "error_description": "injected fault"},
+                    status_code=faults.error_status,
+                )
                 return await self._answer(response, faults, scope, receive, send)
             if fault == "timeout":
                 return await self._late(faults, scope, receive, send)
@@ -179,10 +196,11 @@ class FaultLayer:
         if fault == "invalid_token":
             for name, value in scope.get("headers", []):
                 if name == b"authorization" and value.startswith(b"Bearer "):
-                    self.state.revoke_token(value[len(b"Bearer "):].decode("latin-1").strip())
+                    self.state.revoke_token(value[len(b"Bearer ") :].decode("latin-1").strip())
             response = ApiError(400, "INVALID_TOKEN", "Invalid access token").response(path)
             return await response(scope, receive, send)
         if fault == "drop":
+
             async def swallow(message):
                 pass
 

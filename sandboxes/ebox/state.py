@@ -3,6 +3,7 @@ Idempotency-Keys, and the message-type registry (`referenceData/messageTypes`).
 
 In SQLite: in memory, or in a file so that a restarted sandbox keeps its publications and keys.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,6 @@ from dateutil.relativedelta import relativedelta
 from include.dijlepost.ebox.client import SCOPES
 from sandboxes.ebox.faults import Fault, FaultInjector, Faults
 from sandboxes.ebox.validation import RECIPIENT_ID_PATTERNS, RegisteredClient
-
 
 DEFAULT_CLIENT_ID = "dijlepost-sandbox"
 DEFAULT_SENDER_ORGANIZATION_ID = "0200000043"  # fictitious, but a valid KBO checksum
@@ -33,7 +33,7 @@ VALIDITY_UNITS = ("day", "month", "year")
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _timestamp(moment: datetime) -> str:
@@ -72,17 +72,21 @@ class MessageType:
             raise ValueError("messageTypeName must have one or more of nl, fr, de")
 
     def allows(self, organization_id: str, application_id: str) -> bool:
-        return ((not self.sender_organization_ids or organization_id in self.sender_organization_ids)
-                and (not self.sender_application_ids or application_id in self.sender_application_ids))
+        return (not self.sender_organization_ids or organization_id in self.sender_organization_ids) and (
+            not self.sender_application_ids or application_id in self.sender_application_ids
+        )
 
     def expiry(self, published_at: datetime) -> datetime:
         return published_at + relativedelta(**{f"{self.validity_unit}s": self.validity_number})
 
     def as_json(self) -> dict[str, Any]:
         answer: dict[str, Any] = {
-            "messageTypeId": self.message_type_id, "messageTypeName": dict(self.name),
-            "validityPeriod": {"validityPeriodNumber": self.validity_number,
-                               "validityPeriodUnit": self.validity_unit},
+            "messageTypeId": self.message_type_id,
+            "messageTypeName": dict(self.name),
+            "validityPeriod": {
+                "validityPeriodNumber": self.validity_number,
+                "validityPeriodUnit": self.validity_unit,
+            },
         }
         if self.sender_organization_ids:
             answer["senderOrganizationIds"] = list(self.sender_organization_ids)
@@ -92,8 +96,14 @@ class MessageType:
 
 
 def _default_type(type_id: str, nl: str, fr: str, de: str, number: int, unit: str) -> MessageType:
-    return MessageType(type_id, {"nl": nl, "fr": fr, "de": de}, number, unit,
-                       (DEFAULT_SENDER_ORGANIZATION_ID,), (DEFAULT_SENDER_APPLICATION_ID,))
+    return MessageType(
+        type_id,
+        {"nl": nl, "fr": fr, "de": de},
+        number,
+        unit,
+        (DEFAULT_SENDER_ORGANIZATION_ID,),
+        (DEFAULT_SENDER_APPLICATION_ID,),
+    )
 
 
 # The types registered for the sandbox's own sender at start and after a reset: the ones the city's
@@ -101,12 +111,22 @@ def _default_type(type_id: str, nl: str, fr: str, de: str, number: int, unit: st
 DEFAULT_MESSAGE_TYPES = (
     _default_type("MECH-FIN-INVOICE", "Factuur", "Facture", "Rechnung", 1, "year"),
     _default_type("MECH-FIN-REMINDER", "Herinnering", "Rappel", "Mahnung", 1, "year"),
-    _default_type("MECH-FIN-TAX", "Aanslagbiljet", "Avertissement-extrait de rôle", "Steuerbescheid", 5, "year"),
+    _default_type(
+        "MECH-FIN-TAX", "Aanslagbiljet", "Avertissement-extrait de rôle", "Steuerbescheid", 5, "year"
+    ),
     _default_type("MECH-GAS-FINDING", "GAS-vaststelling", "Constat SAC", "GAS-Feststellung", 2, "year"),
     _default_type("MECH-GAS-DECISION", "GAS-beslissing", "Décision SAC", "GAS-Entscheidung", 5, "year"),
-    _default_type("MECH-EW-PREMIUM", "Premiebeslissing", "Décision de prime", "Prämienentscheidung", 5, "year"),
-    _default_type("MECH-EW-INSPECTION", "Aankondiging inspectie", "Avis d'inspection", "Inspektionsankündigung",
-                  6, "month"),
+    _default_type(
+        "MECH-EW-PREMIUM", "Premiebeslissing", "Décision de prime", "Prämienentscheidung", 5, "year"
+    ),
+    _default_type(
+        "MECH-EW-INSPECTION",
+        "Aankondiging inspectie",
+        "Avis d'inspection",
+        "Inspektionsankündigung",
+        6,
+        "month",
+    ),
 )
 
 
@@ -142,9 +162,15 @@ class SandboxState:
     `expiration_days` is the validity of a publication without a messageTypeId; `max_message_bytes`
     bounds a publishMessage request (None: no limit)."""
 
-    def __init__(self, path: str | Path | None = None, *, token_lifetime_seconds: int = 600,
-                 expiration_days: int = 365, max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
-                 message_types: Iterable[MessageType] = DEFAULT_MESSAGE_TYPES):
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        token_lifetime_seconds: int = 600,
+        expiration_days: int = 365,
+        max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
+        message_types: Iterable[MessageType] = DEFAULT_MESSAGE_TYPES,
+    ):
         self.path = Path(path) if path else None
         self.token_lifetime_seconds = token_lifetime_seconds
         self.expiration_days = expiration_days
@@ -152,8 +178,9 @@ class SandboxState:
         self._default_message_types = tuple(message_types)
         self._message_types = {t.message_type_id: t for t in self._default_message_types}
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False,
-                                   isolation_level=None)
+        self._db = sqlite3.connect(
+            str(path) if path else ":memory:", check_same_thread=False, isolation_level=None
+        )
         self._db.row_factory = sqlite3.Row
         if path:  # one fsync per checkpoint rather than per publication: benchmarks publish a lot
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -172,17 +199,29 @@ class SandboxState:
 
     # -- clients and tokens ----------------------------------------------------------------------
 
-    def register_client(self, client_id: str, public_key_pem: str, organization_id: str,
-                        application_id: str, scopes: tuple[str, ...] | frozenset[str] = SCOPES,
-                        certificate_thumbprint: str | None = None) -> None:
+    def register_client(
+        self,
+        client_id: str,
+        public_key_pem: str,
+        organization_id: str,
+        application_id: str,
+        scopes: tuple[str, ...] | frozenset[str] = SCOPES,
+        certificate_thumbprint: str | None = None,
+    ) -> None:
         """`certificate_thumbprint`: the `x5t#S256` of the client's registered X.509 certificate; when
         set, the token endpoint wants it (as `x5t#S256` or `kid`) in the assertion's header."""
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO clients (client_id, public_key_pem, organization_id, application_id, "
                 "scopes, certificate_thumbprint) VALUES (?, ?, ?, ?, ?, ?)",
-                (client_id, public_key_pem, organization_id, application_id, " ".join(sorted(scopes)),
-                 certificate_thumbprint),
+                (
+                    client_id,
+                    public_key_pem,
+                    organization_id,
+                    application_id,
+                    " ".join(sorted(scopes)),
+                    certificate_thumbprint,
+                ),
             )
             # A changed registration must not keep working through tokens issued before it.
             self._tokens = {k: t for k, t in self._tokens.items() if t.client.client_id != client_id}
@@ -192,9 +231,14 @@ class SandboxState:
             row = self._db.execute("SELECT * FROM clients WHERE client_id = ?", (client_id,)).fetchone()
         if row is None:
             return None
-        return RegisteredClient(row["client_id"], row["public_key_pem"], row["organization_id"],
-                                row["application_id"], frozenset(row["scopes"].split()),
-                                row["certificate_thumbprint"])
+        return RegisteredClient(
+            row["client_id"],
+            row["public_key_pem"],
+            row["organization_id"],
+            row["application_id"],
+            frozenset(row["scopes"].split()),
+            row["certificate_thumbprint"],
+        )
 
     def first_use_of_assertion(self, jti: str, expires_at: float) -> bool:
         with self._lock:
@@ -229,9 +273,16 @@ class SandboxState:
 
     # -- recipients ------------------------------------------------------------------------------
 
-    def register_recipient(self, kind: str, recipient_id: str, *, active: bool = True,
-                           exclusively_ebox: bool = False, no_digital_user: bool = False,
-                           last_connection_date: str | None = None) -> None:
+    def register_recipient(
+        self,
+        kind: str,
+        recipient_id: str,
+        *,
+        active: bool = True,
+        exclusively_ebox: bool = False,
+        no_digital_user: bool = False,
+        last_connection_date: str | None = None,
+    ) -> None:
         """`active`: has an activated eBox (found by the federation search). `no_digital_user`:
         never opened it, so a publication answers 201 NO_DIGITAL_USER and the search gives no
         `lastConnectionDate`. Anyone else last connected at `last_connection_date` (default: now).
@@ -253,7 +304,9 @@ class SandboxState:
         with self._lock:
             self._db.execute(
                 "UPDATE recipients SET no_digital_user = 1, last_connection_date = NULL "
-                "WHERE kind = ? AND recipient_id = ?", (kind, recipient_id))
+                "WHERE kind = ? AND recipient_id = ?",
+                (kind, recipient_id),
+            )
 
     def recipients(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -270,8 +323,11 @@ class SandboxState:
     @staticmethod
     def _recipient_dict(row: sqlite3.Row) -> dict[str, Any]:
         return {
-            "kind": row["kind"], "id": row["recipient_id"], "active": bool(row["active"]),
-            "exclusively_ebox": bool(row["exclusively_ebox"]), "no_digital_user": bool(row["no_digital_user"]),
+            "kind": row["kind"],
+            "id": row["recipient_id"],
+            "active": bool(row["active"]),
+            "exclusively_ebox": bool(row["exclusively_ebox"]),
+            "no_digital_user": bool(row["no_digital_user"]),
             "last_connection_date": row["last_connection_date"],
         }
 
@@ -296,18 +352,25 @@ class SandboxState:
         Idempotency-Key. One lock around it all: concurrent publications to one recipient agree."""
         kind, recipient_id = record["recipient_kind"], record["recipient_id"]
         with self._lock:
-            if idempotency_key is not None and self.idempotency_key_used(record["sender_application_id"],
-                                                                         idempotency_key):
+            if idempotency_key is not None and self.idempotency_key_used(
+                record["sender_application_id"], idempotency_key
+            ):
                 return None  # the content is not compared, as in the real service; checked before
-                             # any roll, so a duplicate never uses up a configured answer
+                # any roll, so a duplicate never uses up a configured answer
             known = self.recipient(kind, recipient_id)
-            configured = (known is not None and not known["no_digital_user"]
-                          and self.roll_no_digital_user(kind, recipient_id))
+            configured = (
+                known is not None
+                and not known["no_digital_user"]
+                and self.roll_no_digital_user(kind, recipient_id)
+            )
             never_opened = known is None or known["no_digital_user"] or configured
             published_at = _now()
             message_type = self._message_types.get(record["message_type_id"] or "")
-            expires = (message_type.expiry(published_at) if message_type
-                       else published_at + relativedelta(days=self.expiration_days))
+            expires = (
+                message_type.expiry(published_at)
+                if message_type
+                else published_at + relativedelta(days=self.expiration_days)
+            )
             record.update(
                 code="NO_DIGITAL_USER" if never_opened else None,
                 published_at=_timestamp(published_at),
@@ -330,11 +393,20 @@ class SandboxState:
                     "message_type_id, registered_mail, attachments, code, published_at, expiration_date) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        message_id, idempotency_key, record["sender_organization_id"],
-                        record["sender_application_id"], record["recipient_kind"], record["recipient_id"],
-                        record["language"], record["subject"], record["message_type_id"],
-                        record["registered_mail"], json.dumps(record["attachments"]), record["code"],
-                        record["published_at"], record["expiration_date"],
+                        message_id,
+                        idempotency_key,
+                        record["sender_organization_id"],
+                        record["sender_application_id"],
+                        record["recipient_kind"],
+                        record["recipient_id"],
+                        record["language"],
+                        record["subject"],
+                        record["message_type_id"],
+                        record["registered_mail"],
+                        json.dumps(record["attachments"]),
+                        record["code"],
+                        record["published_at"],
+                        record["expiration_date"],
                     ),
                 )
                 if idempotency_key is not None:
@@ -348,8 +420,12 @@ class SandboxState:
                 raise
         return message_id
 
-    def publications(self, recipient_kind: str | None = None, recipient_id: str | None = None,
-                     idempotency_key: str | None = None) -> list[dict[str, Any]]:
+    def publications(
+        self,
+        recipient_kind: str | None = None,
+        recipient_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> list[dict[str, Any]]:
         query, args = "SELECT * FROM publications", []
         conditions = []
         if idempotency_key is not None:
@@ -369,7 +445,9 @@ class SandboxState:
 
     def publication(self, message_id: str) -> dict[str, Any] | None:
         with self._lock:
-            row = self._db.execute("SELECT * FROM publications WHERE message_id = ?", (message_id,)).fetchone()
+            row = self._db.execute(
+                "SELECT * FROM publications WHERE message_id = ?", (message_id,)
+            ).fetchone()
         return self._publication_dict(row) if row else None
 
     @staticmethod
@@ -394,8 +472,9 @@ class SandboxState:
             ).rowcount
         return changed == 1
 
-    def message_statuses(self, sender_application_id: str, wanted: list[tuple[str, str, str]]
-                         ) -> list[dict[str, Any]]:
+    def message_statuses(
+        self, sender_application_id: str, wanted: list[tuple[str, str, str]]
+    ) -> list[dict[str, Any]]:
         answers = []
         for message_id, ebox_type, ebox_id in wanted:
             record = self.publication(message_id)
@@ -455,17 +534,23 @@ class SandboxState:
         with self._lock:
             if not self.fault_injector.wants_no_digital_user():
                 return False
-            if self._db.execute("SELECT 1 FROM publications WHERE recipient_kind = ? AND recipient_id = ? "
-                                "AND code IS NULL LIMIT 1", (kind, recipient_id)).fetchone():
+            if self._db.execute(
+                "SELECT 1 FROM publications WHERE recipient_kind = ? AND recipient_id = ? "
+                "AND code IS NULL LIMIT 1",
+                (kind, recipient_id),
+            ).fetchone():
                 return False
             return self.fault_injector.take_no_digital_user()
 
     def idempotency_key_used(self, sender_application_id: str, idempotency_key: str) -> bool:
         with self._lock:
-            return self._db.execute(
-                "SELECT 1 FROM idempotency_keys WHERE sender_application_id = ? AND idempotency_key = ?",
-                (sender_application_id, idempotency_key),
-            ).fetchone() is not None
+            return (
+                self._db.execute(
+                    "SELECT 1 FROM idempotency_keys WHERE sender_application_id = ? AND idempotency_key = ?",
+                    (sender_application_id, idempotency_key),
+                ).fetchone()
+                is not None
+            )
 
     def reset(self) -> None:
         """Forget recipients, publications, idempotency keys, tokens and faults, and go back to the
@@ -479,4 +564,3 @@ class SandboxState:
             self._message_types = {t.message_type_id: t for t in self._default_message_types}
             self.max_message_bytes = self._default_max_message_bytes
         self.fault_injector.reset()
-

@@ -5,6 +5,7 @@ Message Registry 2.1 / Federation 1.3 Swagger files), so that a letter that pass
 rejected there for shape: publishMessage (multipart parts, MessageToPublish, digests, the message
 type, the size limit), searchMessageStatus and the federation searches.
 """
+
 from __future__ import annotations
 
 import base64
@@ -12,8 +13,8 @@ import hashlib
 import json
 import re
 import uuid
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import UploadFile
@@ -37,19 +38,39 @@ UPLOAD_PARTS = tuple(f"upfile{n}" for n in range(1, 7))
 LANGUAGES = ("nl", "fr", "de")
 MEDIA_TYPES = frozenset(
     {
-        "application/pdf", "application/zip", "text/csv", "text/html", "text/plain", "text/xml",
-        "application/vnd.oasis.opendocument.text", "application/vnd.oasis.opendocument.spreadsheet",
-        "application/vnd.oasis.opendocument.presentation", "application/vnd.oasis.opendocument.graphics",
-        "application/vnd.ms-excel", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        "application/vnd.ms-powerpoint", "application/msword",
+        "application/pdf",
+        "application/zip",
+        "text/csv",
+        "text/html",
+        "text/plain",
+        "text/xml",
+        "application/vnd.oasis.opendocument.text",
+        "application/vnd.oasis.opendocument.spreadsheet",
+        "application/vnd.oasis.opendocument.presentation",
+        "application/vnd.oasis.opendocument.graphics",
+        "application/vnd.ms-excel",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/vnd.ms-powerpoint",
+        "application/msword",
         "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     }
 )
 MESSAGE_TO_PUBLISH_KEYS = frozenset(
     {
-        "recipient", "forTheAttentionOf", "originalMessageId", "subject", "messageTypeId",
-        "expirationDate", "senderOrganizationId", "senderApplicationId", "registeredMail",
-        "attachments", "bodyMainContent", "bodyContent", "businessDataList", "paymentData",
+        "recipient",
+        "forTheAttentionOf",
+        "originalMessageId",
+        "subject",
+        "messageTypeId",
+        "expirationDate",
+        "senderOrganizationId",
+        "senderApplicationId",
+        "registeredMail",
+        "attachments",
+        "bodyMainContent",
+        "bodyContent",
+        "businessDataList",
+        "paymentData",
         "replyAuthorized",
     }
 )
@@ -133,7 +154,7 @@ def _translated(value: Any, path: str, max_length: int | None = None) -> tuple[s
         raise _invalid(f"{path} has unsupported language(s) {sorted(unknown)}")
     if len(value) != 1:
         raise _invalid(f"{path} must have exactly one language (has {len(value)})")
-    (language, text), = value.items()
+    ((language, text),) = value.items()
     _expect(text, str, f"{path}.{language}", "a string")
     if not text.strip():
         raise _invalid(f"{path}.{language} is empty")
@@ -146,8 +167,12 @@ def _digest_value(content: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(content).digest()).decode("ascii").rstrip("=")
 
 
-def validate_publication(message_json: str, uploads: dict[str, Upload], client: RegisteredClient,
-                         message_types: "Mapping[str, MessageType] | None" = None) -> dict[str, Any]:
+def validate_publication(
+    message_json: str,
+    uploads: dict[str, Upload],
+    client: RegisteredClient,
+    message_types: Mapping[str, MessageType] | None = None,
+) -> dict[str, Any]:
     """Check a publishMessage request the way the contract describes; return what to store.
 
     `message_types` is the registry: a `messageTypeId` must name one of them that this client's
@@ -208,8 +233,11 @@ def validate_publication(message_json: str, uploads: dict[str, Upload], client: 
         if message_type is None:
             raise _invalid(f"$.messageTypeId {message['messageTypeId']!r} is not a registered message type")
         if not message_type.allows(organization, application):
-            raise ApiError(400, "INVALID_SENDER",
-                           f"this sender may not publish message type {message['messageTypeId']!r}")
+            raise ApiError(
+                400,
+                "INVALID_SENDER",
+                f"this sender may not publish message type {message['messageTypeId']!r}",
+            )
 
     if "bodyContent" in message:
         body_language, _ = _translated(message["bodyContent"], "$.bodyContent")
@@ -218,8 +246,9 @@ def validate_publication(message_json: str, uploads: dict[str, Upload], client: 
     elif body_main:
         raise _invalid("$.bodyMainContent is true but there is no $.bodyContent")
 
-    for i, data in enumerate(_expect(message.get("businessDataList", []), list, "$.businessDataList",
-                                     "an array")):
+    for i, data in enumerate(
+        _expect(message.get("businessDataList", []), list, "$.businessDataList", "an array")
+    ):
         path = f"$.businessDataList[{i}]"
         _expect(data, dict, path, "an object")
         _expect(data.get("key"), str, f"{path}.key", "a string")
@@ -263,8 +292,14 @@ def validate_publication(message_json: str, uploads: dict[str, Upload], client: 
                 raise ApiError(400, "DIGEST_DO_NOT_MATCH", f"{path}.digest does not match part {part}")
         main_contents += main
         stored_attachments.append(
-            {"httpPartName": part, "fileName": upload.filename, "mediaType": upload.content_type,
-             "size": len(upload.content), "sha256": digest, "mainContent": main}
+            {
+                "httpPartName": part,
+                "fileName": upload.filename,
+                "mediaType": upload.content_type,
+                "size": len(upload.content),
+                "sha256": digest,
+                "mainContent": main,
+            }
         )
     unreferenced = set(uploads) - referenced
     if unreferenced:
@@ -273,16 +308,24 @@ def validate_publication(message_json: str, uploads: dict[str, Upload], client: 
         raise _invalid(f"a message needs exactly one main content (body or attachment), has {main_contents}")
 
     return {
-        "sender_organization_id": organization, "sender_application_id": application,
-        "recipient_kind": kind, "recipient_id": recipient_id, "language": language, "subject": subject,
-        "message_type_id": message.get("messageTypeId"), "registered_mail": registered,
+        "sender_organization_id": organization,
+        "sender_application_id": application,
+        "recipient_kind": kind,
+        "recipient_id": recipient_id,
+        "language": language,
+        "subject": subject,
+        "message_type_id": message.get("messageTypeId"),
+        "registered_mail": registered,
         "attachments": stored_attachments,
     }
 
 
 def _too_large(size: int, limit: int) -> ApiError:
-    return ApiError(413, "PAYLOAD_TOO_LARGE",
-                    f"the message is {size} bytes; this eBox accepts at most {limit} bytes per message")
+    return ApiError(
+        413,
+        "PAYLOAD_TOO_LARGE",
+        f"the message is {size} bytes; this eBox accepts at most {limit} bytes per message",
+    )
 
 
 async def read_uploads(request: Request, max_bytes: int | None = None) -> tuple[str, dict[str, Upload]]:
@@ -307,15 +350,18 @@ async def read_uploads(request: Request, max_bytes: int | None = None) -> tuple[
             raise _invalid(f"part {name!r} appears more than once")
     for name, value in form.multi_items():
         if name == "messageToPublish":
-            message_json = value if isinstance(value, str) else (await value.read()).decode("utf-8", "replace")
+            message_json = (
+                value if isinstance(value, str) else (await value.read()).decode("utf-8", "replace")
+            )
             continue
         if name not in UPLOAD_PARTS:
             raise _invalid(f"unexpected part {name!r} (expected messageToPublish and upfile1..upfile6)")
         if not isinstance(value, UploadFile) or not value.filename:
             raise _invalid(f"part {name!r} has no filename")
         if len(value.filename) > MAX_FILENAME_LENGTH:
-            raise _invalid(f"part {name!r}: filename is {len(value.filename)} characters (at most "
-                           f"{MAX_FILENAME_LENGTH})")
+            raise _invalid(
+                f"part {name!r}: filename is {len(value.filename)} characters (at most {MAX_FILENAME_LENGTH})"
+            )
         content_type = (value.content_type or "").split(";")[0].strip()
         if content_type not in MEDIA_TYPES:
             raise _invalid(f"part {name!r}: Content-Type {content_type!r} is not an accepted media type")
@@ -370,5 +416,3 @@ def validate_search(body: Any, kind: str) -> list[str]:
     if not all(isinstance(i, str) for i in ids):
         raise _invalid("eboxIdValueList must hold strings")
     return ids
-
-

@@ -13,6 +13,7 @@ plays the print house: every `--poll` seconds it takes complete batches from the
 and writes acknowledgements (and, with `--reject-every` / `--return-every`, some rejections and
 returned mail) to the outbox, and moves them out of the inbox to `printed/`; see `simulator.py`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,8 +94,13 @@ class PrintHouseSftpServer:
     or call `start()` / `stop()`."""
 
     def __init__(
-        self, directory: Path, port: int = 0, host: str = "127.0.0.1", username: str = "printhouse",
-        printer=None, poll_seconds: float = 1.0,
+        self,
+        directory: Path,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        username: str = "printhouse",
+        printer=None,
+        poll_seconds: float = 1.0,
     ) -> None:
         # printer: a simulator.PrinterBehaviour to answer batches as the print house, or None.
         self.printer = printer
@@ -136,7 +142,9 @@ class PrintHouseSftpServer:
             raise
         self.port = self._acceptor.get_port()
         if self.printer is not None:
-            self._printer_thread = threading.Thread(target=self._print_loop, name="printhouse-printer", daemon=True)
+            self._printer_thread = threading.Thread(
+                target=self._print_loop, name="printhouse-printer", daemon=True
+            )
             self._printer_thread.start()
         log.info("print-house sandbox listening on %s:%d, root %s", self.host, self.port, self.root)
         return self
@@ -157,8 +165,9 @@ class PrintHouseSftpServer:
 
     def airflow_connection(self) -> dict[str, Any]:
         """The Connection as JSON for `AIRFLOW_CONN_PRINTHOUSE_SFTP`."""
-        return sftp_connection(self.host, self.port, self.username, str(self.client_key_path),
-                               self.host_public_key)
+        return sftp_connection(
+            self.host, self.port, self.username, str(self.client_key_path), self.host_public_key
+        )
 
     def process_inbox(self) -> dict:
         """Answer every complete batch in the inbox now, as the print house (see simulator.py)."""
@@ -231,8 +240,9 @@ def main(argv: list[str] | None = None) -> None:
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
-    with PrintHouseSftpServer(args.dir, port=args.port, host=args.host, username=args.user,
-                              printer=printer, poll_seconds=args.poll) as server:
+    with PrintHouseSftpServer(
+        args.dir, port=args.port, host=args.host, username=args.user, printer=printer, poll_seconds=args.poll
+    ) as server:
         connection = server.directory / "connection.json"
         # Written then renamed, so whoever waits for the file never reads half of it.
         partial = connection.with_suffix(".json.tmp")

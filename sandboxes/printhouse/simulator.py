@@ -15,6 +15,7 @@ every printed letter is appended to the print log beside the served tree (`print
 reach of the SFTP client), so that a test or a benchmark can count how often each letter was printed
 (`printed_letters`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -42,6 +43,7 @@ _CHECKSUM_LINE = re.compile(r"^([0-9a-f]{64})  (\S+\.zip)\n?$")
 class PrinterBehaviour:
     """Which letters the simulated print house refuses or sees returned: every n-th letter of a
     batch in letter id order (0: none). Deterministic, so tests and the demo know what to expect."""
+
     reject_every: int = 0
     return_every: int = 0
     reject_reason: str = "address does not fit the envelope window"
@@ -100,13 +102,22 @@ def process_inbox(root: Path, behaviour: PrinterBehaviour = PrinterBehaviour()) 
         _log_printed(root, batch_id, answers)
         _write_atomically(outbox / f"{batch_id}{ACK_SUFFIX}", _csv(ACK_COLUMNS, answers), outbox)
         accepted = [lid for lid, result, _ in answers if result == "accepted"]
-        returned = [lid for i, lid in enumerate(accepted, start=1)
-                    if behaviour.return_every and i % behaviour.return_every == 0]
+        returned = [
+            lid
+            for i, lid in enumerate(accepted, start=1)
+            if behaviour.return_every and i % behaviour.return_every == 0
+        ]
         if returned:
-            _write_atomically(outbox / f"returned-{batch_id}.csv",
-                              _csv(RETURNS_COLUMNS, [(lid, behaviour.return_reason) for lid in returned]), outbox)
-        summary["batches"][batch_id] = {"accepted": len(accepted), "rejected": len(answers) - len(accepted),
-                                        "returned": len(returned)}
+            _write_atomically(
+                outbox / f"returned-{batch_id}.csv",
+                _csv(RETURNS_COLUMNS, [(lid, behaviour.return_reason) for lid in returned]),
+                outbox,
+            )
+        summary["batches"][batch_id] = {
+            "accepted": len(accepted),
+            "rejected": len(answers) - len(accepted),
+            "returned": len(returned),
+        }
     return summary
 
 
@@ -132,7 +143,9 @@ def _check_batch(zip_path: Path, checksum_file: Path) -> list[tuple[str, str, st
         raise BatchUnreadable(f"{zip_path.name}: {type(exc).__name__}: {exc}") from None
     listed = {row["file_name"] for row in manifest}
     if names - listed:
-        raise BatchUnreadable(f"{zip_path.name} holds files the manifest does not list: {sorted(names - listed)[:5]}")
+        raise BatchUnreadable(
+            f"{zip_path.name} holds files the manifest does not list: {sorted(names - listed)[:5]}"
+        )
     return sorted(answers)
 
 
@@ -155,7 +168,9 @@ def _check_letter(zf: zipfile.ZipFile, row: dict, names: set[str]) -> tuple[str,
     return "accepted", ""
 
 
-def _apply_behaviour(answers: list[tuple[str, str, str]], behaviour: PrinterBehaviour) -> list[tuple[str, str, str]]:
+def _apply_behaviour(
+    answers: list[tuple[str, str, str]], behaviour: PrinterBehaviour
+) -> list[tuple[str, str, str]]:
     out = []
     for i, (lid, result, reason) in enumerate(answers, start=1):
         if result == "accepted" and behaviour.reject_every and i % behaviour.reject_every == 0:

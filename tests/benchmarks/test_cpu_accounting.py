@@ -1,4 +1,5 @@
 """The scale benchmark's CPU accounting: which process is which, and that a busy process is counted."""
+
 import subprocess
 import sys
 import time
@@ -15,16 +16,23 @@ def test_processes_are_told_apart_by_their_title():
     assert role_of("/venv/bin/python -m airflow dag-processor")[0] == "dag-processor"
     assert role_of("/venv/bin/python -m sandboxes.ebox --port 1")[0] == "eBox sandbox"
     assert role_of("/venv/bin/python -m sandboxes.printhouse --dir x")[0] == "print house"
-    assert role_of("postgres: 15/main: postgres dijlepost_airflow_1a2b 127.0.0.1(5) idle")[0] == \
-        "PostgreSQL (Airflow metadata)"
-    assert role_of("postgres: 15/main: postgres dijlepost_bench_1a2b 127.0.0.1(5) idle")[0] == "PostgreSQL (outbox)"
+    assert (
+        role_of("postgres: 15/main: postgres dijlepost_airflow_1a2b 127.0.0.1(5) idle")[0]
+        == "PostgreSQL (Airflow metadata)"
+    )
+    assert (
+        role_of("postgres: 15/main: postgres dijlepost_bench_1a2b 127.0.0.1(5) idle")[0]
+        == "PostgreSQL (outbox)"
+    )
     assert role_of("postgres: 15/main: walwriter")[0] == "PostgreSQL (server)"
     assert role_of("redis-server 127.0.0.1:6379")[0].startswith("other: redis-server")
 
 
 def test_a_process_started_during_the_run_is_counted_with_its_cpu_time(tmp_path):
     burner = tmp_path / "dijlepost_cpu_burner.py"
-    burner.write_text("import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0:\n    pass\n")
+    burner.write_text(
+        "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0:\n    pass\n"
+    )
     accounting = CpuAccounting(interval=0.2)
     accounting.start()
     time.sleep(0.3)

@@ -1,4 +1,5 @@
 """The document-store benchmark measures the render task's own write path, and leaves nothing behind."""
+
 from benchmarks.document_store import measure, store_many
 
 
@@ -13,7 +14,7 @@ def test_it_stores_each_pdf_whole_under_its_name_with_no_temporary_file_left(tmp
 
 def test_a_measurement_deletes_what_it_said_and_leaves_its_pdfs_to_the_caller(tmp_path):
     figures, target = measure(tmp_path, b"%PDF-1.7\n", 10, delete_first=True)
-    assert list(tmp_path.iterdir()) == [target]               # the files deleted first are gone
+    assert list(tmp_path.iterdir()) == [target]  # the files deleted first are gone
     assert len(list(target.iterdir())) == 10 and figures["wall_ms"] > 0
 
 

@@ -1,4 +1,5 @@
 """The shared-cores benchmark renders beside a real eBox load, and stops that load when it is done."""
+
 import os
 import time
 
@@ -30,8 +31,9 @@ def test_the_ebox_load_publishes_while_letters_render_and_is_gone_afterwards(tmp
         # a real rendering beside it, and the load keeps publishing meanwhile
         assert render_beside(1, 20)["cpu_ms"] > 0
         deadline = time.monotonic() + 30
-        while load.published() == first:   # the counter moves every 200 publications
+        while load.published() == first:  # the counter moves every 200 publications
             assert time.monotonic() < deadline, "the eBox load stopped publishing"
             time.sleep(0.05)
-    assert not [pid for pid in pids
-                if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not [
+        pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]

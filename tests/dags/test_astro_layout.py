@@ -1,6 +1,7 @@
 """The project runs unchanged in an Astronomer Runtime image: there the project root
 (/usr/local/airflow) is on PYTHONPATH and nothing of ours is pip-installed. Parse a copy of the
 project laid out that way, in a fresh interpreter, and check its DAGs load from the copy."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,19 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPECTED_FILES = ("dags", "plugins", "include", "include/templates", "tests", "requirements.txt",
-                  "astro-config.yaml", "Dockerfile", "README.md", "Makefile", ".ci/run")
+EXPECTED_FILES = (
+    "dags",
+    "plugins",
+    "include",
+    "include/templates",
+    "tests",
+    "requirements.txt",
+    "astro-config.yaml",
+    "Dockerfile",
+    "README.md",
+    "Makefile",
+    ".ci/run",
+)
 
 
 def test_astronomer_project_layout_is_complete():
@@ -24,8 +36,14 @@ def test_requirements_are_all_pinned():
     lines = [l.split("#")[0].strip() for l in (ROOT / "requirements.txt").read_text().splitlines()]
     packages = [l for l in lines if l and not l.startswith("-")]
     assert packages and all("==" in l for l in packages), [l for l in packages if "==" not in l]
-    for core in ("apache-airflow==3.3.", "apache-airflow-providers-sftp==", "apache-airflow-providers-postgres==",
-                 "apache-airflow-providers-standard==", "pandas==", "fpdf2=="):
+    for core in (
+        "apache-airflow==3.3.",
+        "apache-airflow-providers-sftp==",
+        "apache-airflow-providers-postgres==",
+        "apache-airflow-providers-standard==",
+        "pandas==",
+        "fpdf2==",
+    ):
         assert any(l.startswith(core) for l in packages), core
 
 
@@ -41,9 +59,12 @@ def test_dags_parse_from_a_copy_with_only_the_project_root_on_the_path(tmp_path)
         "                  'package': include.dijlepost.__file__}))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(PYTHONPATH=str(project), AIRFLOW_HOME=str(tmp_path / "home"), AIRFLOW__CORE__LOAD_EXAMPLES="False")
-    out = subprocess.run([sys.executable, "-c", script], cwd=project, env=env, capture_output=True, text=True,
-                         timeout=300)
+    env.update(
+        PYTHONPATH=str(project), AIRFLOW_HOME=str(tmp_path / "home"), AIRFLOW__CORE__LOAD_EXAMPLES="False"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=project, env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["errors"] == []

@@ -2,6 +2,7 @@
 only the `dijlepost_pipeline` role (migration 0005), and what it leaves behind is an intact hash chain
 without personal data, a trace from acceptance to delivery with each task's coordinates, and task logs
 in which every task ends with its summary line."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,16 @@ from tests.support.database import SERVER
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 LOGIN = "dijlepost_e2e_pipeline"
-SUMMARY_LINES = ("rollout_phase", "letters_claimed", "ebox_activation_checked", "channels_decided", "letters_rendered",
-                 "ebox_delivered", "print_handed_over", "run_summary")
+SUMMARY_LINES = (
+    "rollout_phase",
+    "letters_claimed",
+    "ebox_activation_checked",
+    "channels_decided",
+    "letters_rendered",
+    "ebox_delivered",
+    "print_handed_over",
+    "run_summary",
+)
 
 
 @pytest.fixture
@@ -27,7 +36,7 @@ def pipeline_login(pg_url):
         try:
             admin.execute(f"CREATE ROLE {LOGIN} LOGIN IN ROLE dijlepost_pipeline")
         except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
-            pass    # left by an earlier session: roles belong to the server, not to one database
+            pass  # left by an earlier session: roles belong to the server, not to one database
     head, _, database = pg_url.rpartition("/")
     scheme, _, host = head.partition("://")
     host = host.rpartition("@")[2]
@@ -48,16 +57,24 @@ def test_a_run_as_the_pipeline_role_leaves_an_intact_readable_trail(db, ebox, ru
     delivered = sorted(i for i, r in rows.items() if r["status"] == "delivered_ebox")
     assert delivered
     steps = [(e["event"], e["task_id"], e["dag_id"]) for e in trace(db, delivered[0])]
-    assert steps == [("accepted", "letters_import", None),
-                     ("claimed", "claim_letters", "letters_finance"),
-                     ("decided", "chunk.decide_channels", "letters_finance"),
-                     ("rendered", "chunk.render_letters", "letters_finance"),
-                     ("delivered_ebox", "chunk.deliver_to_ebox", "letters_finance")]
+    assert steps == [
+        ("accepted", "letters_import", None),
+        ("claimed", "claim_letters", "letters_finance"),
+        ("decided", "chunk.decide_channels", "letters_finance"),
+        ("rendered", "chunk.render_letters", "letters_finance"),
+        ("delivered_ebox", "chunk.deliver_to_ebox", "letters_finance"),
+    ]
     rendered = next(e for e in trace(db, delivered[0]) if e["event"] == "rendered")
-    assert rendered["map_index"] >= 0 and rendered["try_number"] >= 1 and "/mapped/" in rendered["task_log_url"]
+    assert (
+        rendered["map_index"] >= 0 and rendered["try_number"] >= 1 and "/mapped/" in rendered["task_log_url"]
+    )
     for name in SUMMARY_LINES:
         assert f"event={name} " in log, name
     # The login the run used is the restricted one.
-    with psycopg.connect(pipeline_login) as conn, \
-            pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for table letter_events"):
+    with (
+        psycopg.connect(pipeline_login) as conn,
+        pytest.raises(
+            psycopg.errors.InsufficientPrivilege, match="permission denied for table letter_events"
+        ),
+    ):
         conn.execute("DELETE FROM letter_events")

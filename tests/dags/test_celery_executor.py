@@ -6,6 +6,7 @@ The same seeded outbox is first run with `dag.test()` (the reference), then, fro
 through the Celery deployment with small chunks so that the mapped render and eBox tasks spread over
 both workers. The per-letter outcome must be the same, every letter delivered exactly once.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,11 +14,11 @@ import shutil
 
 import pytest
 
+from include.dijlepost.ebox.client import idempotency_key
 from tests.dags.conftest import pg_connection
 from tests.dags.test_wave_runs import inbox_manifest_ids, letters, seed
 from tests.support.airflow_cluster import REDIS_URL, AirflowCluster
 from tests.support.sshd import REMOTE_DIRS
-from include.dijlepost.ebox.client import idempotency_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(420)]
 FINAL = {"delivered_ebox", "handed_to_print", "quarantined"}
@@ -32,8 +33,10 @@ def redis_broker():
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
-        pytest.fail(f"no Redis broker at {REDIS_URL} ({exc}): scripts/system-deps installs and starts "
-                    "redis-server", pytrace=False)
+        pytest.fail(
+            f"no Redis broker at {REDIS_URL} ({exc}): scripts/system-deps installs and starts redis-server",
+            pytrace=False,
+        )
     return REDIS_URL
 
 
@@ -48,7 +51,9 @@ def assert_each_letter_delivered_once(db, ebox, sshd) -> None:
     paper_ids = sorted(i for i, r in rows.items() if r["status"] == "handed_to_print")
     assert ebox_ids and paper_ids
     keys = [p["idempotency_key"] for p in ebox.state.publications() if p["code"] != "NO_DIGITAL_USER"]
-    assert sorted(keys) == sorted(idempotency_key(i) for i in ebox_ids), "eBox holds a letter twice or misses one"
+    assert sorted(keys) == sorted(idempotency_key(i) for i in ebox_ids), (
+        "eBox holds a letter twice or misses one"
+    )
     assert sorted(inbox_manifest_ids(sshd)) == paper_ids, "print inbox holds a letter twice or misses one"
 
 
@@ -62,8 +67,9 @@ def reset_world(db, ebox, sshd) -> None:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
-def test_wave_on_two_celery_workers_matches_the_local_run(redis_broker, db, ebox, sshd, printhouse_dirs, pg_url,
-                                                         run_wave, tmp_path):
+def test_wave_on_two_celery_workers_matches_the_local_run(
+    redis_broker, db, ebox, sshd, printhouse_dirs, pg_url, run_wave, tmp_path
+):
     seed(db, ebox, "finance", LETTERS, seed_no=31)
     run_wave("letters_finance")
     reference = outcome(db)
@@ -83,8 +89,14 @@ def test_wave_on_two_celery_workers_matches_the_local_run(redis_broker, db, ebox
         "DIJLEPOST_PRINT_WORK_DIR": str(work / "shared" / "print-batches"),
         "DIJLEPOST_RETRY_DELAY_SECONDS": "5",
     }
-    with AirflowCluster(work, env, executor="CeleryExecutor", parallelism=8,
-                        celery_workers=("worker1", "worker2"), worker_concurrency=2) as cluster:
+    with AirflowCluster(
+        work,
+        env,
+        executor="CeleryExecutor",
+        parallelism=8,
+        celery_workers=("worker1", "worker2"),
+        worker_concurrency=2,
+    ) as cluster:
         cluster.wait_for_dags(["letters_finance"])
         run_id = cluster.trigger("letters_finance", {"chunk_size": CHUNK})
         states = cluster.wait([("letters_finance", run_id)], timeout=300)
@@ -94,8 +106,11 @@ def test_wave_on_two_celery_workers_matches_the_local_run(redis_broker, db, ebox
     renders = [t for t in tis if t["task_id"] == "chunk.render_letters"]
     assert len(renders) == LETTERS // CHUNK and {t["state"] for t in renders} == {"success"}
     assert {t["queue"] for t in renders} == {"render"}
-    assert {t["queue"] for t in tis if t["task_id"] in ("chunk.deliver_to_ebox", "chunk.hand_over_to_print")
-            and t["state"] == "success"} == {"delivery"}
+    assert {
+        t["queue"]
+        for t in tis
+        if t["task_id"] in ("chunk.deliver_to_ebox", "chunk.hand_over_to_print") and t["state"] == "success"
+    } == {"delivery"}
     ran_on = {t["hostname"] for t in tis if t["state"] == "success"}
     assert ran_on == {"worker1", "worker2"}, f"tasks ran on {ran_on}"
     assert outcome(db) == reference

@@ -1,4 +1,5 @@
 """Every wave DAG parses, is the one we expect, and is built to production rules."""
+
 from __future__ import annotations
 
 import socket
@@ -18,9 +19,11 @@ def dagbag(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("AIRFLOW_HOME", str(tmp_path_factory.mktemp("af")))
     mp.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
     # No database or network at parse time: any attempt fails the import and shows up below.
     def refuse(*args, **kwargs):
         raise AssertionError("network or database access while parsing DAG files")
+
     mp.setattr(socket.socket, "connect", refuse)
     mp.setattr("psycopg.connect", refuse)
     from airflow.dag_processing.dagbag import DagBag
@@ -79,8 +82,13 @@ def test_dag_is_built_to_rules(dagbag, department):
     # Fan-out is by chunk: a task group mapped over the claim's chunks renders, publishes and prints
     # each chunk, never one task per letter.
     per_chunk = {t.task_id for t in dag.tasks if t.get_closest_mapped_task_group() is not None}
-    assert per_chunk == {"chunk.decide_channels", "chunk.render_letters", "chunk.choose_channels",
-                         "chunk.deliver_to_ebox", "chunk.hand_over_to_print"}
+    assert per_chunk == {
+        "chunk.decide_channels",
+        "chunk.render_letters",
+        "chunk.choose_channels",
+        "chunk.deliver_to_ebox",
+        "chunk.hand_over_to_print",
+    }
     assert dag.get_task("chunk.render_letters").queue == "render"
     assert dag.get_task("chunk.render_letters").pool == "rendering"
     assert dag.get_task("chunk.deliver_to_ebox").pool == "ebox_publication"
@@ -94,14 +102,23 @@ def test_dag_is_built_to_rules(dagbag, department):
     # for the whole claim to be decided)
     assert dag.get_task("check_ebox_message_types").downstream_task_ids == {"claim_letters"}
     assert dag.get_task("chunk.decide_channels").upstream_task_ids == {"claim_letters", "read_rollout_phase"}
-    assert dag.get_task("chunk.render_letters").upstream_task_ids == {"chunk.decide_channels", "claim_letters"}
+    assert dag.get_task("chunk.render_letters").upstream_task_ids == {
+        "chunk.decide_channels",
+        "claim_letters",
+    }
     branch = dag.get_task("chunk.choose_channels")
     assert branch.task_type in ("_BranchPythonDecoratedOperator", "BranchPythonOperator")
     assert branch.upstream_task_ids == {"chunk.render_letters", "claim_letters"}
     assert branch.downstream_task_ids == {"chunk.deliver_to_ebox", "chunk.hand_over_to_print"}
-    assert dag.get_task("chunk.deliver_to_ebox").upstream_task_ids == {"chunk.choose_channels", "claim_letters"}
+    assert dag.get_task("chunk.deliver_to_ebox").upstream_task_ids == {
+        "chunk.choose_channels",
+        "claim_letters",
+    }
     assert dag.get_task("chunk.hand_over_to_print").upstream_task_ids == {
-        "chunk.choose_channels", "chunk.deliver_to_ebox", "claim_letters"}
+        "chunk.choose_channels",
+        "chunk.deliver_to_ebox",
+        "claim_letters",
+    }
     assert dag.get_task("chunk.hand_over_to_print").trigger_rule == "none_failed"
     # Every task has a time limit; a per-chunk task's is sized from the wave's largest chunk.
     assert all(t.execution_timeout is not None for t in dag.tasks)
@@ -110,8 +127,10 @@ def test_dag_is_built_to_rules(dagbag, department):
     assert dag.get_task("chunk.render_letters").execution_timeout == chunk_timeout(wave)
     assert {str(t.weight_rule) for t in dag.tasks} == {"upstream"}
     assert dag.get_task("record_outcome").upstream_task_ids == {"hand_over_earlier_batches"}
-    assert dag.get_task("read_rollout_phase").task_type in ("_ShortCircuitDecoratedOperator",
-                                                            "ShortCircuitOperator")
+    assert dag.get_task("read_rollout_phase").task_type in (
+        "_ShortCircuitDecoratedOperator",
+        "ShortCircuitOperator",
+    )
 
 
 def test_every_dag_file_is_thin():
@@ -127,7 +146,8 @@ def test_every_dag_file_is_thin():
             continue
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.FunctionDef) and any(
-                    ast.unparse(d).split("(")[0].split(".")[0] == "task" for d in node.decorator_list):
+                ast.unparse(d).split("(")[0].split(".")[0] == "task" for d in node.decorator_list
+            ):
                 assert node.end_lineno - node.lineno <= 25, f"{path}: task {node.name} holds logic"
 
 

@@ -1,6 +1,7 @@
 """End to end: the finance wave publishes to the eBox, letters_ebox_followup makes one paper copy of
 each important letter left unread, and the next finance run prints it. Real PostgreSQL, the eBox
 sandbox over HTTPS and OpenSSH's sshd; DAGs run with `dag.test()` in a subprocess."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -15,8 +16,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 
 def rows(db) -> dict[str, dict]:
-    cur = db.execute("SELECT letter_id, letter_type, status, decision_rule, ebox_message_id, ebox_read_at, "
-                     "followup_of FROM letters")
+    cur = db.execute(
+        "SELECT letter_id, letter_type, status, decision_rule, ebox_message_id, ebox_read_at, "
+        "followup_of FROM letters"
+    )
     names = [d[0] for d in cur.description]
     out = {r[0]: dict(zip(names, r)) for r in cur.fetchall()}
     db.commit()
@@ -24,15 +27,18 @@ def rows(db) -> dict[str, dict]:
 
 
 def test_unread_important_letters_are_printed_once_after_the_period(db, ebox, run_wave):
-    data = dataset.build(seed=81, mix={"finance": 10}, today=date(2026, 3, 2), prefix="E81", ebox_share=1.0,
-                         mistakes=False)
+    data = dataset.build(
+        seed=81, mix={"finance": 10}, today=date(2026, 3, 2), prefix="E81", ebox_share=1.0, mistakes=False
+    )
     assert not import_rows(db, enumerate(data.letters, start=1)).errors
     for kind, rid in data.ebox_active:
         ebox.state.register_recipient(kind, rid, active=True)
     run_wave("letters_finance")
     first = rows(db)
     assert {r["status"] for r in first.values()} == {"delivered_ebox"}
-    important = {lid for lid, r in first.items() if r["letter_type"] in WAVES["finance"].followup_letter_types}
+    important = {
+        lid for lid, r in first.items() if r["letter_type"] in WAVES["finance"].followup_letter_types
+    }
     assert important
     read = sorted(important)[0]
     ebox.state.mark_read(first[read]["ebox_message_id"])

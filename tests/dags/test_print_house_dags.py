@@ -1,6 +1,7 @@
 """End-to-end runs of the print house's DAGs after a wave run: real PostgreSQL, OpenSSH's sshd, the
 print house simulated on sshd's tree. The acknowledgements DAG moves letters on and refuses a corrupt
 file (the run fails, with an alert line, and nothing changes)."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -9,8 +10,8 @@ import pytest
 
 from demo import dataset
 from include.dijlepost.intake import import_rows
-from sandboxes.printhouse.simulator import PrinterBehaviour, process_inbox
 from include.dijlepost.rollout import set_phase
+from sandboxes.printhouse.simulator import PrinterBehaviour, process_inbox
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -40,8 +41,12 @@ def test_wave_then_acknowledgements_then_a_corrupt_file(db, run_wave, sshd):
     assert sum(1 for s in after.values() if s == ("handed_to_print", "posted")) == 9 - rejected - returned
 
     (sshd.root / "outbox" / "finance-prior-0123456789abcdef.ack.csv").write_bytes(b"not,an\x00ack")
-    log = run_wave("print_house_acknowledgements", expect_success=False, DIJLEPOST_TASK_RETRIES="1",
-                   DIJLEPOST_RETRY_DELAY_SECONDS="1")
+    log = run_wave(
+        "print_house_acknowledgements",
+        expect_success=False,
+        DIJLEPOST_TASK_RETRIES="1",
+        DIJLEPOST_RETRY_DELAY_SECONDS="1",
+    )
     assert "event=alert_print_house_file_refused" in log and "finance-prior-0123456789abcdef.ack.csv" in log
     assert states(db) == after
     assert (sshd.root / "outbox" / "refused" / "finance-prior-0123456789abcdef.ack.csv").exists()

@@ -3,6 +3,7 @@
 Each test seeds a small outbox, runs a wave DAG with `dag.test()` in a subprocess and checks the
 outcome from the outside: the outbox, the eBox sandbox's store and the print house's inbox.
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,19 +25,27 @@ KEY = b"test-pseudonym-key-not-secret"
 
 
 def seed(db, ebox, department: str, n: int, seed_no: int = 7):
-    data = dataset.build(seed=seed_no, mix={department: n}, today=date(2026, 3, 2), prefix=f"T{seed_no}",
-                         mistakes=False)
+    data = dataset.build(
+        seed=seed_no, mix={department: n}, today=date(2026, 3, 2), prefix=f"T{seed_no}", mistakes=False
+    )
     report = import_rows(db, enumerate(data.letters, start=1))
     assert not report.errors and len(report.inserted) == n
     for (kind, rid), exclusive in data.ebox_active.items():
-        ebox.state.register_recipient(kind, rid, active=True, exclusively_ebox=exclusive,
-                                      no_digital_user=(kind, rid) in data.no_digital_user)
+        ebox.state.register_recipient(
+            kind,
+            rid,
+            active=True,
+            exclusively_ebox=exclusive,
+            no_digital_user=(kind, rid) in data.no_digital_user,
+        )
     return data
 
 
 def letters(db) -> dict[str, dict]:
-    cur = db.execute("SELECT letter_id, status, channel, decision_rule, shadow_channel, ebox_message_id, "
-                     "print_batch_id, quarantine_reason, recipient_kind, recipient_id, recipient_name FROM letters")
+    cur = db.execute(
+        "SELECT letter_id, status, channel, decision_rule, shadow_channel, ebox_message_id, "
+        "print_batch_id, quarantine_reason, recipient_kind, recipient_id, recipient_name FROM letters"
+    )
     names = [d[0] for d in cur.description]
     rows = {r[0]: dict(zip(names, r)) for r in cur.fetchall()}
     db.commit()
@@ -49,8 +58,9 @@ def inbox_manifest_ids(sshd) -> list[str]:
         with zipfile.ZipFile(path) as z:
             rows = list(csv.DictReader(io.StringIO(z.read("manifest.csv").decode("utf-8"))))
             ids += [r["letter_id"] for r in rows]
-            assert sorted(n for n in z.namelist() if n.endswith(".pdf")) == sorted(f"{i}.pdf" for i in
-                                                                                    [r["letter_id"] for r in rows])
+            assert sorted(n for n in z.namelist() if n.endswith(".pdf")) == sorted(
+                f"{i}.pdf" for i in [r["letter_id"] for r in rows]
+            )
     return ids
 
 
@@ -101,14 +111,19 @@ def test_finance_live_end_to_end(db, ebox, run_wave, sshd):
 def test_gas_pilot_sends_ebox_only_to_the_pilot_group(db, ebox, run_wave):
     data = seed(db, ebox, "gas", 30, seed_no=11)
     pilot = sorted(data.pilot)[:3]
-    set_phase(db, "gas", "pilot", "pilot with three volunteers", "test",
-              [pseudonym(KEY, k, r) for k, r in pilot])
+    set_phase(
+        db, "gas", "pilot", "pilot with three volunteers", "test", [pseudonym(KEY, k, r) for k, r in pilot]
+    )
     run_wave("letters_gas")
     for r in letters(db).values():
         who = (r["recipient_kind"], r["recipient_id"])
         if r["status"] == "delivered_ebox":
             assert who in pilot
-        elif who in data.ebox_active and who not in data.no_digital_user and r["decision_rule"] != "paper_preference":
+        elif (
+            who in data.ebox_active
+            and who not in data.no_digital_user
+            and r["decision_rule"] != "paper_preference"
+        ):
             assert r["decision_rule"] == "not_in_pilot" or who in pilot
 
 
@@ -122,10 +137,15 @@ def test_economy_housing_shadow_records_but_sends_paper(db, ebox, run_wave, sshd
     # Paper only: the chunk's branch chose the print hand-over alone and nothing was published.
     # (Airflow 3.3 does not apply a branch's skips inside a mapped task group, apache/airflow#67265:
     # deliver_to_ebox then starts and skips itself, finding no eBox letter in its chunk.)
-    assert 'event=delivery_channels_chosen department=economy_housing chunk=0 tasks=["hand_over_to_print"]' in log
+    assert (
+        'event=delivery_channels_chosen department=economy_housing chunk=0 tasks=["hand_over_to_print"]'
+        in log
+    )
     assert "event=ebox_delivered" not in log
     would_be = {i for i, r in rows.items() if r["shadow_channel"] == "ebox"}
-    assert would_be == {i for i, r in rows.items() if (r["recipient_kind"], r["recipient_id"]) in data.ebox_active}
+    assert would_be == {
+        i for i, r in rows.items() if (r["recipient_kind"], r["recipient_id"]) in data.ebox_active
+    }
     assert all(rows[i]["decision_rule"] == "shadow_mode" for i in would_be)
 
 
@@ -142,8 +162,9 @@ def test_unknown_phase_stops_the_run_and_never_means_live(db, ebox, run_wave):
     seed(db, ebox, "finance", 5, seed_no=19)
     db.execute("UPDATE rollout_phases SET phase = 'golive' WHERE department = 'finance'")
     db.commit()
-    log = run_wave("letters_finance", expect_success=False, DIJLEPOST_TASK_RETRIES="1",
-                   DIJLEPOST_RETRY_DELAY_SECONDS="1")
+    log = run_wave(
+        "letters_finance", expect_success=False, DIJLEPOST_TASK_RETRIES="1", DIJLEPOST_RETRY_DELAY_SECONDS="1"
+    )
     assert "golive" in log and "refusing to run" in log
     assert {r["status"] for r in letters(db).values()} == {"pending"}
     assert ebox.state.publications() == []
@@ -153,11 +174,16 @@ def test_print_house_outage_then_rerun_hands_over_each_letter_once(db, ebox, run
     seed(db, ebox, "finance", 12, seed_no=23)
     set_phase(db, "finance", "paper", "print only", "test")
     broken = dict(sshd.airflow_connection(), port=1)  # nothing listens there
-    run_wave("letters_finance", expect_success=False, DIJLEPOST_TASK_RETRIES="1",
-             DIJLEPOST_RETRY_DELAY_SECONDS="1", AIRFLOW_CONN_PRINTHOUSE_SFTP=json.dumps(broken))
+    run_wave(
+        "letters_finance",
+        expect_success=False,
+        DIJLEPOST_TASK_RETRIES="1",
+        DIJLEPOST_RETRY_DELAY_SECONDS="1",
+        AIRFLOW_CONN_PRINTHOUSE_SFTP=json.dumps(broken),
+    )
     rows = letters(db)
     assert {r["status"] for r in rows.values()} == {"processing"}
-    assert len({r["print_batch_id"] for r in rows.values()}) == 1   # membership recorded before upload
+    assert len({r["print_batch_id"] for r in rows.values()}) == 1  # membership recorded before upload
     assert not list((sshd.root / "inbox").iterdir())
 
     run_wave("letters_finance")

@@ -1,4 +1,5 @@
 """`python -m demo`'s knobs: the size of the data set, and whether the UI stays up at the end."""
+
 import pytest
 
 from demo.__main__ import parse_args, scaled_mix

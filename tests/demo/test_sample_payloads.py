@@ -1,4 +1,5 @@
 """The demo's sample payloads: valid for their template, JSON-ready, deterministic."""
+
 import json
 import random
 import re
@@ -11,7 +12,6 @@ from demo.sample_payloads import sample_payload
 from include.dijlepost.rendering.templates import load_templates
 from include.dijlepost.settings import TEMPLATES_DIR
 from include.dijlepost.waves import ALL_LETTER_TYPES
-
 from tests.include.dijlepost.rendering.letters import TODAY, make_letter, renderer
 
 AMOUNT_RE = re.compile(r"^\d+\.\d\d$")
@@ -24,14 +24,14 @@ def test_sample_payloads_fit_their_template(letter_type):
     kinds = {name: spec.kind for name, spec in template.fields.items()}
     for seed in range(40):
         payload = sample_payload(letter_type, random.Random(seed), TODAY)
-        assert set(payload) == set(renderer().required_fields(letter_type))   # itemised lines are optional
+        assert set(payload) == set(renderer().required_fields(letter_type))  # itemised lines are optional
         assert json.loads(json.dumps(payload)) == payload
         for name, kind in kinds.items():
             if kind == "amount":
                 assert AMOUNT_RE.match(payload[name]), (name, payload[name])
             if kind == "date":
                 assert DATE_RE.match(payload[name]), (name, payload[name])
-        renderer().subject(make_letter(letter_type, payload=payload))     # checks every field
+        renderer().subject(make_letter(letter_type, payload=payload))  # checks every field
 
 
 def test_sample_payloads_are_deterministic_and_varied():

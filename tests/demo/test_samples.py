@@ -1,5 +1,6 @@
 """The review samples: every template in every language to PDF and PNG, read back as a reviewer (and a
 banking app) would: text extracted with pypdf, the QR code decoded from the PNG page with zxing-cpp."""
+
 import re
 import shutil
 from decimal import Decimal
@@ -15,9 +16,8 @@ from demo import samples
 from include.dijlepost.rendering.templates import load_templates
 from include.dijlepost.settings import TEMPLATES_DIR
 from include.dijlepost.waves import ALL_LETTER_TYPES, LANGUAGES
-from tests.support.tools import require_tool
-
 from tests.include.dijlepost.rendering.letters import TODAY
+from tests.support.tools import require_tool
 
 TEMPLATES = load_templates(TEMPLATES_DIR)
 PAYMENT_TYPES = {name for name, template in TEMPLATES.templates.items() if template.payment}
@@ -38,9 +38,10 @@ def _words(text: str) -> str:
 
 def test_one_sample_per_template_and_language_with_a_png_per_page(rendered):
     out, made = rendered
-    assert PAYMENT_TYPES == {"invoice", "reminder", "tax_assessment", "gas_decision"}
+    assert {"invoice", "reminder", "tax_assessment", "gas_decision"} == PAYMENT_TYPES
     assert sorted((s.letter["letter_type"], s.letter["language"]) for s in made) == sorted(
-        (t, lang) for t in ALL_LETTER_TYPES for lang in LANGUAGES)
+        (t, lang) for t in ALL_LETTER_TYPES for lang in LANGUAGES
+    )
     for sample in made:
         assert sample.pdf.read_bytes() == sample.rendered.pdf
         assert len(sample.pngs) == sample.rendered.pages == len(PdfReader(sample.pdf).pages)
@@ -84,19 +85,19 @@ def test_the_qr_code_of_each_payment_letter_scans_to_its_epc_transfer(rendered):
         payload = sample.letter["payload"]
         ogm = re.sub(r"\D", "", payload["ogm"])
         assert lines == [
-            "BCD",                                              # service tag
-            "002",                                              # version
-            "1",                                                # UTF-8
-            "SCT",                                              # SEPA credit transfer
-            sender.bic,                                         # BIC (optional, empty in the demo)
-            sender.account_name,                                # beneficiary
-            sender.iban.compact,                                # IBAN
-            f"EUR{Decimal(payload['amount_due']):.2f}",         # amount, exact
-            "",                                                 # purpose
-            ogm,                                                # structured reference
+            "BCD",  # service tag
+            "002",  # version
+            "1",  # UTF-8
+            "SCT",  # SEPA credit transfer
+            sender.bic,  # BIC (optional, empty in the demo)
+            sender.account_name,  # beneficiary
+            sender.iban.compact,  # IBAN
+            f"EUR{Decimal(payload['amount_due']):.2f}",  # amount, exact
+            "",  # purpose
+            ogm,  # structured reference
         ], sample.pdf.name
         assert lines[5] == "Stad Mechelen"
-        IBAN(lines[6])                                          # raises unless valid
+        IBAN(lines[6])  # raises unless valid
         assert ogm_vcs.is_valid(lines[9])
         # And the same amount and communication are printed for a reader to type in.
         text = _words(" ".join(page.extract_text() for page in PdfReader(sample.pdf).pages))
@@ -107,8 +108,10 @@ def test_a_template_mistake_is_reported_and_nothing_is_written(tmp_path, capsys)
     templates = tmp_path / "templates"
     shutil.copytree(TEMPLATES_DIR, templates)
     invoice = templates / "invoice.yaml"
-    invoice.write_text(invoice.read_text(encoding="utf-8").replace("{invoice_number}", "{invoice_nummer}", 1),
-                       encoding="utf-8")
+    invoice.write_text(
+        invoice.read_text(encoding="utf-8").replace("{invoice_number}", "{invoice_nummer}", 1),
+        encoding="utf-8",
+    )
     out = tmp_path / "out"
     assert samples.main(["--out", str(out), "--templates", str(templates), "--no-png"]) == 2
     error = capsys.readouterr().err

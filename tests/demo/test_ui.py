@@ -8,6 +8,7 @@ a chunk task's instances labelled "chunk N"; a chunk task's log; Admin -> Rollou
 phases the demo set. Finally Ctrl-C (SIGINT) stops the demo, and with it every process it started.
 Chromium is Debian's package (scripts/system-deps installs it); Playwright only drives it.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,6 @@ import pytest
 
 from tests.support.browser import CHROMIUM
 from tests.support.tools import require_tool
-
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(1500)]
 
@@ -54,9 +54,16 @@ class Demo:
         env["DIJLEPOST_DEMO_DIR"] = str(var)
         self.var = var
         self.lines: list[str] = []
-        self.proc = subprocess.Popen([sys.executable, "-m", "demo", *DEMO_ARGS, "--port", str(port)],
-                                     cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "demo", *DEMO_ARGS, "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -75,8 +82,10 @@ class Demo:
                 if match := UI_LINE.search(line):
                     return match.groups()
             if self.proc.poll() is not None:
-                pytest.fail(f"the demo exited with {self.proc.returncode} before the UI was up:\n"
-                            + self.output[-5000:])
+                pytest.fail(
+                    f"the demo exited with {self.proc.returncode} before the UI was up:\n"
+                    + self.output[-5000:]
+                )
             time.sleep(1)
         pytest.fail(f"the demo's UI was not up after {READY_TIMEOUT_S}s:\n" + self.output[-5000:])
 
@@ -127,10 +136,12 @@ def page(demo_ui, browser):
 def demo_run_id(demo_ui, dag_id: str) -> str:
     """The run the demo triggered, read through the REST API with the printed login."""
     _, base, user, password = demo_ui
-    token = httpx.post(f"{base}/auth/token", json={"username": user, "password": password},
-                       timeout=30).json()["access_token"]
-    runs = httpx.get(f"{base}/api/v2/dags/{dag_id}/dagRuns", headers={"Authorization": f"Bearer {token}"},
-                     timeout=30).json()["dag_runs"]
+    token = httpx.post(
+        f"{base}/auth/token", json={"username": user, "password": password}, timeout=30
+    ).json()["access_token"]
+    runs = httpx.get(
+        f"{base}/api/v2/dags/{dag_id}/dagRuns", headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ).json()["dag_runs"]
     assert [r["state"] for r in runs] == ["success"], runs
     return runs[0]["dag_run_id"]
 
@@ -156,7 +167,13 @@ def test_a_wave_s_grid_shows_the_chunk_tasks_labelled_chunk_n(page, demo_ui):
     page.get_by_text("chunk [ ]", exact=True).wait_for()
     # the mapped task group opens in the grid to the tasks each chunk goes through
     page.locator("#task-chunk [aria-label='Toggle group']").click()
-    for task in ("decide_channels", "render_letters", "choose_channels", "deliver_to_ebox", "hand_over_to_print"):
+    for task in (
+        "decide_channels",
+        "render_letters",
+        "choose_channels",
+        "deliver_to_ebox",
+        "hand_over_to_print",
+    ):
         page.locator(f"[data-task-id='chunk.{task}']").first.wait_for()
     page.goto(f"{base}/dags/letters_finance/runs/{run_id}/tasks/chunk.render_letters/mapped")
     labels = page.get_by_role("link", name=re.compile(r"^chunk \d+$"))
@@ -206,7 +223,8 @@ def test_ctrl_c_stops_the_demo_and_everything_it_started(demo_ui):
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
             if proc.environ().get("DIJLEPOST_DEMO_DIR") == str(demo.var) or str(demo.var) in " ".join(
-                    proc.info["cmdline"] or []):
+                proc.info["cmdline"] or []
+            ):
                 left.append(proc.info)
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             pass

@@ -25,10 +25,9 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support.database import SERVER
 from tests.support.browser import CHROMIUM
+from tests.support.database import SERVER
 from tests.support.tools import require_tool
-
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -143,10 +142,10 @@ def phases(db):
 
     def read():
         rows = db.execute(
-            "SELECT department, phase, changed_by, reason FROM rollout_phases " "ORDER BY department"
+            "SELECT department, phase, changed_by, reason FROM rollout_phases ORDER BY department"
         ).fetchall()
         hist = db.execute(
-            "SELECT department, from_phase, to_phase, changed_by, reason FROM rollout_history " "ORDER BY id"
+            "SELECT department, from_phase, to_phase, changed_by, reason FROM rollout_history ORDER BY id"
         ).fetchall()
         db.commit()
         return rows, hist

@@ -1,6 +1,7 @@
 """Loading the plugin module (as the scheduler, DAG processor and workers do) stays cheap: it imports
 neither FastAPI nor the admin app nor Airflow's API security, and declares what the API server needs.
 A fresh interpreter, so that nothing imported by other tests hides an import."""
+
 from __future__ import annotations
 
 import json
@@ -32,11 +33,19 @@ def test_loading_the_plugin_imports_nothing_heavy_and_declares_the_app_and_the_m
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["imported"] == []
     assert info["name"] == "dijlepost_admin"
-    assert info["apps"] == [{"url_prefix": "/dijlepost-rollout", "name": "dijlepost rollout administration",
-                             "callable": True}]
+    assert info["apps"] == [
+        {"url_prefix": "/dijlepost-rollout", "name": "dijlepost rollout administration", "callable": True}
+    ]
     # Airflow refuses prefixes it reserves; the menu entry shows the mounted page inside the UI
     from airflow.api_fastapi.app import RESERVED_URL_PREFIXES
 
     assert not any(info["apps"][0]["url_prefix"].startswith(p) for p in RESERVED_URL_PREFIXES)
-    assert info["views"] == [{"name": "Rollout", "href": "/dijlepost-rollout/",
-                              "url_route": "dijlepost-rollout", "destination": "nav", "category": "admin"}]
+    assert info["views"] == [
+        {
+            "name": "Rollout",
+            "href": "/dijlepost-rollout/",
+            "url_route": "dijlepost-rollout",
+            "destination": "nav",
+            "category": "admin",
+        }
+    ]

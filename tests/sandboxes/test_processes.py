@@ -1,4 +1,5 @@
 """The processes that tests, demo and benchmarks start: each serves when returned, and stops by its id."""
+
 from __future__ import annotations
 
 import base64
@@ -12,8 +13,14 @@ import paramiko
 import psycopg
 import pytest
 
-from sandboxes.processes import (Service, ensure_database, start_ebox_sandbox, start_embedded_postgres,
-                                 start_printhouse, wait_until)
+from sandboxes.processes import (
+    Service,
+    ensure_database,
+    start_ebox_sandbox,
+    start_embedded_postgres,
+    start_printhouse,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -37,10 +44,19 @@ def test_the_printhouse_process_writes_its_pinned_connection_and_accepts_its_key
         kind, blob = extra["host_key"].split()[:2]
         with paramiko.SSHClient() as ssh:
             # the pinned host key, never whatever the server shows
-            ssh.get_host_keys().add(f"[{connection['host']}]:{connection['port']}", kind,
-                                    paramiko.PKey.from_type_string(kind, base64.b64decode(blob)))
-            ssh.connect(connection["host"], connection["port"], connection["login"],
-                        key_filename=extra["key_file"], allow_agent=False, look_for_keys=False)
+            ssh.get_host_keys().add(
+                f"[{connection['host']}]:{connection['port']}",
+                kind,
+                paramiko.PKey.from_type_string(kind, base64.b64decode(blob)),
+            )
+            ssh.connect(
+                connection["host"],
+                connection["port"],
+                connection["login"],
+                key_filename=extra["key_file"],
+                allow_agent=False,
+                look_for_keys=False,
+            )
             assert {"inbox", "outbox"} <= set(ssh.open_sftp().listdir("/"))
     finally:
         service.stop()

@@ -1,4 +1,5 @@
 """scripts/system-deps: what it says is missing, and the command it gives, without installing anything."""
+
 import os
 import shutil
 import subprocess
@@ -30,6 +31,8 @@ def test_missing_packages_are_named_with_the_command_that_installs_them(tmp_path
     missing = done.stderr.splitlines()[0]
     for package in ("openssh-client", "poppler-utils", "redis-server", "passwd"):
         assert package in missing
-    assert ("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
-            in done.stderr)
+    assert (
+        "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+        in done.stderr
+    )
     assert "poppler-utils" in done.stderr.split("apt-get install", 1)[1]

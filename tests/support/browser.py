@@ -1,4 +1,5 @@
 """Debian's Chromium driven by Playwright (which downloads no browser), for the browser tests."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,14 @@ from tests.support.tools import require_tool
 
 CHROMIUM = "/usr/bin/chromium"
 # Headless as root, and none of Chromium's own network traffic (this machine's network is closed).
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")

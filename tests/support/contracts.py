@@ -21,6 +21,7 @@ carry a StatusMessage when it has a JSON body.
 sends in a test is checked, and every answer that comes from the real sandbox over the network (not
 from a MockTransport a unit test wrote by hand).
 """
+
 from __future__ import annotations
 
 import copy
@@ -66,7 +67,6 @@ def published_definitions(name: str) -> dict:
     return yaml.safe_load(path.read_text())["definitions"]
 
 
-
 def multipart_parts(request: httpx.Request) -> dict[str, tuple[str | None, str, bytes]]:
     """name -> (filename, content type, bytes) of a multipart/form-data request (a part without a
     Content-Type counts as text/plain)."""
@@ -83,9 +83,12 @@ def multipart_charsets(request: httpx.Request) -> dict[str, str | None]:
     """name -> the charset its part declares (None: none declared) of a multipart/form-data request."""
     raw = b"Content-Type: " + request.headers["content-type"].encode() + b"\r\n\r\n" + request.read()
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)
-    return {part.get_param("name", header="content-disposition"):
-            part.get_param("charset") if part.get("content-type") else None
-            for part in message.iter_parts()}
+    return {
+        part.get_param("name", header="content-disposition"): part.get_param("charset")
+        if part.get("content-type")
+        else None
+        for part in message.iter_parts()
+    }
 
 
 CONTRACTS = EBOX_CONTRACTS
@@ -131,7 +134,7 @@ class SwaggerApi:
         return f"urn:swagger:{self.prefix.strip('/').replace('/', ':')}:{'strict' if strict else 'open'}"
 
     def operation(self, path: str, method: str) -> dict | None:
-        relative = path[len(self.prefix):]
+        relative = path[len(self.prefix) :]
         item = self.document["paths"].get(relative)
         if item is None:  # a templated path such as /referenceData/messageTypes/{messageTypeId}
             for template, candidate in self.document["paths"].items():
@@ -144,8 +147,9 @@ class SwaggerApi:
     def validate(self, schema: dict, value: Any, where: str, strict: bool) -> None:
         if "$ref" in schema:
             schema = {"$ref": self._uri(strict) + schema["$ref"]}
-        validator = Draft4Validator(schema, registry=self._registries[strict],
-                                    format_checker=Draft4Validator.FORMAT_CHECKER)
+        validator = Draft4Validator(
+            schema, registry=self._registries[strict], format_checker=Draft4Validator.FORMAT_CHECKER
+        )
         errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
         if errors:
             e = errors[0]
@@ -158,8 +162,10 @@ class SwaggerApi:
 
 class SwaggerContract:
     def __init__(self, directory: Path = CONTRACTS):
-        self.apis = [SwaggerApi(prefix, yaml.safe_load((directory / name).read_text()))
-                     for prefix, name in DOCUMENTS.items()]
+        self.apis = [
+            SwaggerApi(prefix, yaml.safe_load((directory / name).read_text()))
+            for prefix, name in DOCUMENTS.items()
+        ]
         self.checked: Counter = Counter()  # "POST /publishMessage request" -> times validated
 
     @classmethod
@@ -210,10 +216,15 @@ class SwaggerContract:
                 continue
             schema = {k: p[k] for k in ("type", "minimum", "maximum", "enum") if k in p}
             try:
-                value = {"integer": int, "number": float, "boolean": lambda v: {"true": True, "false": False}[v]
-                         }.get(p.get("type"), str)(raw)
+                value = {
+                    "integer": int,
+                    "number": float,
+                    "boolean": lambda v: {"true": True, "false": False}[v],
+                }.get(p.get("type"), str)(raw)
             except (ValueError, KeyError):
-                raise ContractViolation(f"{where}: query parameter {p['name']}={raw!r} is not a {p.get('type')}") from None
+                raise ContractViolation(
+                    f"{where}: query parameter {p['name']}={raw!r} is not a {p.get('type')}"
+                ) from None
             api.validate(schema, value, f"{where} query {p['name']}", strict=True)
         form = {p["name"]: p for p in params if p.get("in") == "formData"}
         if form:
@@ -246,7 +257,9 @@ class SwaggerContract:
                     value = json.loads(text)
                 except ValueError:
                     raise ContractViolation(f"{where}: form part {name} is not JSON") from None
-                api.validate(api.definition(FORM_JSON_SCHEMAS[name]), value, f"{where} part {name}", strict=True)
+                api.validate(
+                    api.definition(FORM_JSON_SCHEMAS[name]), value, f"{where} part {name}", strict=True
+                )
             else:
                 text = content.decode("utf-8")
                 api.validate({"type": param["type"]}, text, f"{where} part {name}", strict=True)

@@ -1,4 +1,5 @@
 """A fresh, migrated PostgreSQL database per test session, and a clean outbox per test."""
+
 from __future__ import annotations
 
 import os

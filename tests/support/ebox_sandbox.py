@@ -4,6 +4,7 @@
 server with its state reset (recipients, publications, Idempotency-Keys, tokens, faults, message
 types, size limit) first.
 """
+
 from __future__ import annotations
 
 import pytest

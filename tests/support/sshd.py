@@ -6,6 +6,7 @@ the print house. The server runs for the whole session; `printhouse_dirs` gives 
 inbox and outbox. Tests run as root (here and in CI) because sshd needs root to chroot and to switch
 to the SFTP user.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """require_tool: the path of a present tool; a failure naming the package and the install command otherwise."""
+
 import shutil
 
 import pytest

@@ -6,6 +6,7 @@ wrong by SQLSTATE, constraint, table and column only, so that it can go into a m
 `letters` table has row-level security (migration 0009), for which PostgreSQL leaves the row out of its
 errors for every role but superusers; docs/letters-import.md says what the DBA sets for the server log.
 """
+
 from __future__ import annotations
 
 import psycopg
@@ -21,8 +22,18 @@ CONSTRAINT_FIELDS = {
     "letters_recipient_kind_check": "recipient_kind",
     "letters_language_check": "language",
     "letters_payload_size": "payload",
-    **{f"letters_{name}_length": name for name in (
-        "letter_type", "recipient_id", "recipient_name", "street", "postal_code", "city", "country")},
+    **{
+        f"letters_{name}_length": name
+        for name in (
+            "letter_type",
+            "recipient_id",
+            "recipient_name",
+            "street",
+            "postal_code",
+            "city",
+            "country",
+        )
+    },
 }
 
 
@@ -49,9 +60,16 @@ def describe_db_error(exc: BaseException) -> str:
     table = getattr(diag, "table_name", None)
     column = getattr(diag, "column_name", None)
     name = type(exc).__name__
-    where = ", ".join(part for part in (
-        f"constraint {constraint}" if constraint else "", f"table {table}" if table else "",
-        f"column {column}" if column else "", f"SQLSTATE {sqlstate}") if part)
+    where = ", ".join(
+        part
+        for part in (
+            f"constraint {constraint}" if constraint else "",
+            f"table {table}" if table else "",
+            f"column {column}" if column else "",
+            f"SQLSTATE {sqlstate}",
+        )
+        if part
+    )
     field = CONSTRAINT_FIELDS.get(constraint or "") or (column if table == "letters" else None)
     if field:
         return f"{field}: refused by the database ({name}: {where})"

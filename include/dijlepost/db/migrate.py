@@ -5,6 +5,7 @@ wave of `waves.py`: a new department starts in phase `off` until an administrato
 Idempotent and safe to run concurrently: a session-level advisory lock (released in `finally`) serialises
 runners and each file is applied in the same transaction that records it in `schema_migrations`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,23 +69,30 @@ def sync_departments(conn) -> list[str]:
     added: list[str] = []
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass('departments') IS NOT NULL")
-        if not cur.fetchone()[0]:       # a database migrated only part of the way (tests of old versions)
+        if not cur.fetchone()[0]:  # a database migrated only part of the way (tests of old versions)
             return added
         for wave in WAVES.values():
             cur.execute(
                 "INSERT INTO departments (department, wave_number, title) VALUES (%s, %s, %s) "
                 "ON CONFLICT (department) DO UPDATE SET wave_number = EXCLUDED.wave_number, title = EXCLUDED.title "
-                "RETURNING (xmax = 0)", (wave.department, wave.wave_number, wave.title))
+                "RETURNING (xmax = 0)",
+                (wave.department, wave.wave_number, wave.title),
+            )
             if cur.fetchone()[0]:
                 added.append(wave.department)
             cur.execute(
                 "INSERT INTO rollout_phases (department, phase, changed_by, reason) VALUES (%s, 'off', 'migration', "
                 "'new department: off until an administrator chooses a phase') ON CONFLICT (department) DO NOTHING "
-                "RETURNING department", (wave.department,))
+                "RETURNING department",
+                (wave.department,),
+            )
             if cur.fetchone():
-                cur.execute("INSERT INTO rollout_history (department, from_phase, to_phase, changed_by, reason) "
-                            "SELECT department, NULL, phase, changed_by, reason FROM rollout_phases "
-                            "WHERE department = %s", (wave.department,))
+                cur.execute(
+                    "INSERT INTO rollout_history (department, from_phase, to_phase, changed_by, reason) "
+                    "SELECT department, NULL, phase, changed_by, reason FROM rollout_phases "
+                    "WHERE department = %s",
+                    (wave.department,),
+                )
     conn.commit()
     for department in added:
         log.info("event=department_added department=%s", department)

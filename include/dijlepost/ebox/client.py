@@ -18,6 +18,7 @@ Error policy, so that callers can route a letter without parsing exceptions:
 
 Logs carry letter ids, status codes and counts only: never a recipient id, name or address.
 """
+
 from __future__ import annotations
 
 import base64
@@ -33,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -145,15 +146,15 @@ class EboxConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise EboxConfigurationError(f"{name} must be a whole number >= 1", name)
         if not isinstance(self.backoff_base_seconds, (int, float)) or self.backoff_base_seconds < 0:
-            raise EboxConfigurationError(
-                "backoff_base_seconds must be a number >= 0", "backoff_base_seconds"
-            )
+            raise EboxConfigurationError("backoff_base_seconds must be a number >= 0", "backoff_base_seconds")
         key = self.signing_key()  # fails here rather than at the first token request
         certificate = self.certificate()
-        if certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) != \
-                key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo):
-            raise EboxConfigurationError("certificate_pem is not the certificate of private_key_pem",
-                                         "certificate_pem")
+        if certificate.public_key().public_bytes(
+            Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+        ) != key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo):
+            raise EboxConfigurationError(
+                "certificate_pem is not the certificate of private_key_pem", "certificate_pem"
+            )
         if self.key_id is not None and (not isinstance(self.key_id, str) or not self.key_id.strip()):
             raise EboxConfigurationError("key_id is empty", "key_id")
 
@@ -161,8 +162,9 @@ class EboxConfig:
         try:
             return x509.load_pem_x509_certificate(self.certificate_pem.encode())
         except (ValueError, TypeError, AttributeError):
-            raise EboxConfigurationError("certificate_pem is not a PEM X.509 certificate",
-                                         "certificate_pem") from None
+            raise EboxConfigurationError(
+                "certificate_pem is not a PEM X.509 certificate", "certificate_pem"
+            ) from None
 
     def certificate_thumbprint(self) -> str:
         """`x5t#S256` (RFC 7515): base64url without padding of the SHA-256 of the certificate's DER."""
@@ -250,8 +252,9 @@ class MessageType:
 
     def allows(self, organization_id: str, application_id: str) -> bool:
         """Whether this sender may publish the type (an empty list in the registry: any sender)."""
-        return ((not self.sender_organization_ids or organization_id in self.sender_organization_ids)
-                and (not self.sender_application_ids or application_id in self.sender_application_ids))
+        return (not self.sender_organization_ids or organization_id in self.sender_organization_ids) and (
+            not self.sender_application_ids or application_id in self.sender_application_ids
+        )
 
 
 def idempotency_key(letter_id: str) -> str:
@@ -315,8 +318,8 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _status_message(response: httpx.Response) -> tuple[str | None, str | None]:
@@ -340,7 +343,8 @@ def _message_type(item: Any) -> MessageType:
         item["messageTypeId"],
         number if isinstance(number, int) and not isinstance(number, bool) else None,
         unit if isinstance(unit, str) else None,
-        ids("senderOrganizationIds"), ids("senderApplicationIds"),
+        ids("senderOrganizationIds"),
+        ids("senderApplicationIds"),
     )
 
 
@@ -398,10 +402,14 @@ class EboxClient:
     ):
         self.config = config
         self._owns_http = http is None
-        self._http = http if http is not None else httpx.Client(
-            verify=ssl.create_default_context(cafile=config.ca_bundle),
-            timeout=config.timeout_seconds,
-            limits=httpx.Limits(max_connections=config.max_concurrency),
+        self._http = (
+            http
+            if http is not None
+            else httpx.Client(
+                verify=ssl.create_default_context(cafile=config.ca_bundle),
+                timeout=config.timeout_seconds,
+                limits=httpx.Limits(max_connections=config.max_concurrency),
+            )
         )
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -416,7 +424,7 @@ class EboxClient:
         if self._owns_http:
             self._http.close()
 
-    def __enter__(self) -> "EboxClient":
+    def __enter__(self) -> EboxClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -436,8 +444,9 @@ class EboxClient:
             return failure.retry_after
         return self._backoff(retry_state.attempt_number)
 
-    def _send(self, method: str, url: str, prepare: Callable[[], dict[str, Any]] | None = None,
-              **kwargs: Any) -> httpx.Response:
+    def _send(
+        self, method: str, url: str, prepare: Callable[[], dict[str, Any]] | None = None, **kwargs: Any
+    ) -> httpx.Response:
         """One request with retries (tenacity) for 429, 5xx, timeouts and connection errors.
 
         `prepare`, when given, is called for every attempt and its keyword arguments are added to
@@ -466,8 +475,14 @@ class EboxClient:
             raise _Transient(reason, retry_after)
 
         def log_attempt(retry_state: tenacity.RetryCallState) -> None:
-            log.info("eBox %s %s: %s (attempt %d of %d)", method, path,
-                     retry_state.outcome.exception().reason, retry_state.attempt_number, self.config.max_attempts)
+            log.info(
+                "eBox %s %s: %s (attempt %d of %d)",
+                method,
+                path,
+                retry_state.outcome.exception().reason,
+                retry_state.attempt_number,
+                self.config.max_attempts,
+            )
 
         def exhausted(retry_state: tenacity.RetryCallState) -> httpx.Response:
             raise _Exhausted(retry_state.outcome.exception().reason)
@@ -515,13 +530,15 @@ class EboxClient:
         )
 
     def _token_form(self) -> dict[str, Any]:
-        return {"data": {
-            "grant_type": "client_credentials",
-            "client_id": self.config.client_id,
-            "client_assertion_type": CLIENT_ASSERTION_TYPE,
-            "client_assertion": self.client_assertion(),
-            "scope": " ".join(SCOPES),
-        }}
+        return {
+            "data": {
+                "grant_type": "client_credentials",
+                "client_id": self.config.client_id,
+                "client_assertion_type": CLIENT_ASSERTION_TYPE,
+                "client_assertion": self.client_assertion(),
+                "scope": " ".join(SCOPES),
+            }
+        }
 
     def _request_token(self) -> tuple[str, float]:
         cfg = self.config
@@ -562,8 +579,9 @@ class EboxClient:
                 raise EboxConfigurationError(
                     f"{path} answered {response.status_code} (invalid token) even with a fresh token"
                 )
-            log.info("eBox %s answered %d (invalid token); renewing the token once",
-                     path, response.status_code)
+            log.info(
+                "eBox %s answered %d (invalid token); renewing the token once", path, response.status_code
+            )
             self._invalidate_token(token)
         if response.status_code == 403:
             raise EboxConfigurationError(
@@ -585,7 +603,9 @@ class EboxClient:
             result.update({k: v for k, v in found.items() if k in result})
         log.info(
             "eBox activation lookup: %d %s ids, %d active",
-            len(unique), kind, sum(1 for a in result.values() if a.active),
+            len(unique),
+            kind,
+            sum(1 for a in result.values() if a.active),
         )
         return result
 
@@ -596,7 +616,10 @@ class EboxClient:
         `citizenEboxConsents/search` are unverified; NOTES assumes the same shapes with
         `CITIZEN`/`SSIN`. Should that prove wrong, this function is the only place to change."""
         if kind == "enterprise":
-            path, body = "eboxPreferences/search", {"eboxType": "ENTERPRISE", "eboxIdType": "EnterpriseNumber"}
+            path, body = (
+                "eboxPreferences/search",
+                {"eboxType": "ENTERPRISE", "eboxIdType": "EnterpriseNumber"},
+            )
         else:
             path, body = "citizenEboxConsents/search", {"eboxType": "CITIZEN", "eboxIdType": "SSIN"}
         url = _join(self.config.federation_url, path)
@@ -622,8 +645,11 @@ class EboxClient:
                 raise EboxError(f"{path} answered an item without eboxId.eboxIdValue") from None
             exclusively = item.get("exclusivelyEbox")
             connected = item.get("lastConnectionDate")
-            found[recipient_id] = Activation(True, exclusively if isinstance(exclusively, bool) else None,
-                                             connected if isinstance(connected, str) and connected else None)
+            found[recipient_id] = Activation(
+                True,
+                exclusively if isinstance(exclusively, bool) else None,
+                connected if isinstance(connected, str) and connected else None,
+            )
         return found
 
     # -- Message Registry: publish and follow up -----------------------------------------------
@@ -635,11 +661,15 @@ class EboxClient:
         # httpx encodes the multipart body once; sent as one buffer it costs one TLS write instead of
         # one per part, and a retry re-sends the same bytes.
         encoded = httpx.Request(
-            "POST", url,
+            "POST",
+            url,
             files={
                 # A plain form field (no filename) whose part declares its media type and charset.
-                "messageToPublish": (None, json.dumps(message, ensure_ascii=False).encode("utf-8"),
-                                     MESSAGE_PART_CONTENT_TYPE),
+                "messageToPublish": (
+                    None,
+                    json.dumps(message, ensure_ascii=False).encode("utf-8"),
+                    MESSAGE_PART_CONTENT_TYPE,
+                ),
                 "upfile1": (pub.filename, pub.pdf, "application/pdf"),
             },
         )
@@ -647,8 +677,10 @@ class EboxClient:
             response = self._authorized(
                 "POST",
                 url,
-                headers={"Idempotency-Key": idempotency_key(pub.letter_id),
-                         "Content-Type": encoded.headers["Content-Type"]},
+                headers={
+                    "Idempotency-Key": idempotency_key(pub.letter_id),
+                    "Content-Type": encoded.headers["Content-Type"],
+                },
                 content=encoded.read(),
             )
         except _Exhausted as exc:
@@ -660,7 +692,10 @@ class EboxClient:
         log.log(
             logging.DEBUG if outcome.kind == "published" else logging.INFO,
             "eBox publish letter %s: HTTP %d -> %s%s",
-            pub.letter_id, response.status_code, outcome.kind, f" {outcome.code}" if outcome.code else "",
+            pub.letter_id,
+            response.status_code,
+            outcome.kind,
+            f" {outcome.code}" if outcome.code else "",
         )
         return outcome
 
@@ -676,14 +711,22 @@ class EboxClient:
             code, message_id = body.get("code"), body.get("messageId")
             kind = "no_digital_user" if code == "NO_DIGITAL_USER" else "published"
             expires = body.get("expirationDate")
-            return PublishOutcome(kind, message_id=message_id, code=code, message=body.get("message"),
-                                  expires_at=expires if isinstance(expires, str) and expires else None)
+            return PublishOutcome(
+                kind,
+                message_id=message_id,
+                code=code,
+                message=body.get("message"),
+                expires_at=expires if isinstance(expires, str) and expires else None,
+            )
         code, message = _status_message(response)
         if status == 413:
             # No size limit is published; the eBox refused this one: the letter is quarantined with
             # the reason rather than retried.
-            return PublishOutcome("rejected", code=code or "PAYLOAD_TOO_LARGE",
-                                  message=message or "the message is larger than the eBox accepts")
+            return PublishOutcome(
+                "rejected",
+                code=code or "PAYLOAD_TOO_LARGE",
+                message=message or "the message is larger than the eBox accepts",
+            )
         if status == 409:
             # The key was seen before: the letter is in the eBox already (its messageId is not
             # repeated in a 409, so the caller keeps the one it recorded, if any).
@@ -721,8 +764,9 @@ class EboxClient:
         page = 1
         while True:
             try:
-                response = self._authorized("GET", url,
-                                            params={"page": page, "pageSize": MESSAGE_TYPES_PAGE_SIZE})
+                response = self._authorized(
+                    "GET", url, params={"page": page, "pageSize": MESSAGE_TYPES_PAGE_SIZE}
+                )
             except _Exhausted as exc:
                 raise EboxUnavailableError(f"referenceData/messageTypes unavailable: {exc.reason}") from None
             if response.status_code == 404:
@@ -730,13 +774,15 @@ class EboxClient:
             if response.status_code != 200:
                 code, message = _status_message(response)
                 raise EboxError(
-                    f"referenceData/messageTypes answered HTTP {response.status_code} {code}: {message}")
+                    f"referenceData/messageTypes answered HTTP {response.status_code} {code}: {message}"
+                )
             try:
                 body = response.json()
                 items, total = body.get("items") or [], body.get("totalItems")
             except (ValueError, AttributeError):
                 raise EboxError(
-                    "referenceData/messageTypes answered something other than MessageTypes") from None
+                    "referenceData/messageTypes answered something other than MessageTypes"
+                ) from None
             for item in items:
                 parsed = _message_type(item)
                 types[parsed.message_type_id] = parsed

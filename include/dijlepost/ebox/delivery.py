@@ -8,6 +8,7 @@ changes go through `outbox`. A publication is keyed by the letter (Idempotency-K
 `in_flight` is committed before its first call, so a retry after a crash is answered 409 and settled
 without a second publication (`settle_already_published`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,6 +28,7 @@ log = logging.getLogger("dijlepost.ebox")
 
 # --------------------------------------------------------------------------- message types
 
+
 def check_message_types(conn, client, wave: Wave) -> dict:
     """Every letter type the wave may publish has a message type the eBox registers for this sender.
 
@@ -42,8 +44,11 @@ def check_message_types(conn, client, wave: Wave) -> dict:
     from include.dijlepost.ebox.client import EboxConfigurationError
 
     with conn.cursor() as cur:
-        cur.execute("SELECT DISTINCT letter_type FROM letters WHERE department = %s "
-                    "AND status IN ('pending', 'processing')", (wave.department,))
+        cur.execute(
+            "SELECT DISTINCT letter_type FROM letters WHERE department = %s "
+            "AND status IN ('pending', 'processing')",
+            (wave.department,),
+        )
         waiting = {r[0] for r in cur.fetchall()}
     conn.commit()
     registry = client.message_types()
@@ -53,38 +58,51 @@ def check_message_types(conn, client, wave: Wave) -> dict:
         type_id = (wave.ebox_message_types.get(letter_type) or "").strip()
         where = f"wave {wave.department}: letter type {letter_type!r}"
         if not type_id:
-            raise EboxConfigurationError(f"{where} has no eBox message type (ebox_message_types in waves.py)",
-                                         "ebox_message_types")
+            raise EboxConfigurationError(
+                f"{where} has no eBox message type (ebox_message_types in waves.py)", "ebox_message_types"
+            )
         found = registry.get(type_id)
         if found is None:
             raise EboxConfigurationError(
                 f"{where} uses eBox message type {type_id!r}, which the eBox's referenceData/messageTypes "
-                f"does not list ({len(registry)} types registered)", "ebox_message_types")
+                f"does not list ({len(registry)} types registered)",
+                "ebox_message_types",
+            )
         if not found.allows(config.sender_organization_id, config.sender_application_id):
             raise EboxConfigurationError(
                 f"{where} uses eBox message type {type_id!r}, which sender application "
                 f"{config.sender_application_id!r} of organisation {config.sender_organization_id} may not "
-                "publish", "ebox_message_types")
+                "publish",
+                "ebox_message_types",
+            )
         chosen[letter_type] = type_id
     validity = {type_id: registry[type_id].validity for type_id in sorted(set(chosen.values()))}
-    log.info("eBox message types of wave %s checked: %d letter types, %d message types",
-             wave.department, len(chosen), len(validity))
+    log.info(
+        "eBox message types of wave %s checked: %d letter types, %d message types",
+        wave.department,
+        len(chosen),
+        len(validity),
+    )
     return {"letter_types": chosen, "validity": validity, "registered": len(registry)}
 
 
 # --------------------------------------------------------------------------- activation
 
-def check_activation(conn, client, key: bytes, run_id: str, freshness: timedelta, ctx: RunContext,
-                     chunk: int | None = None) -> dict:
+
+def check_activation(
+    conn, client, key: bytes, run_id: str, freshness: timedelta, ctx: RunContext, chunk: int | None = None
+) -> dict:
     """Make sure every valid recipient of the claim (or of one chunk) has an activation check younger
     than `freshness`. Chunks check their own recipients: a recipient in two chunks is looked up by the
     first and found fresh in the cache by the second (or, at the same moment, looked up twice)."""
     wanted: dict[str, tuple[str, str]] = {}
     with conn.cursor() as cur:  # only the recipients, never the letters: memory stays small for big waves
-        cur.execute("SELECT DISTINCT recipient_kind, recipient_id FROM letters "
-                    "WHERE claim_run_id = %s AND status = 'processing'"
-                    + (" AND claim_chunk = %s" if chunk is not None else ""),
-                    (run_id,) if chunk is None else (run_id, chunk))
+        cur.execute(
+            "SELECT DISTINCT recipient_kind, recipient_id FROM letters "
+            "WHERE claim_run_id = %s AND status = 'processing'"
+            + (" AND claim_chunk = %s" if chunk is not None else ""),
+            (run_id,) if chunk is None else (run_id, chunk),
+        )
         recipients = cur.fetchall()
     conn.commit()
     for kind, raw_id in recipients:
@@ -94,8 +112,11 @@ def check_activation(conn, client, key: bytes, run_id: str, freshness: timedelta
             continue
         wanted[pseudonym(key, kind, rid)] = (kind, rid)
     with conn.cursor() as cur:
-        cur.execute("SELECT recipient_pseudonym FROM ebox_activation WHERE recipient_pseudonym = ANY(%s) "
-                    "AND checked_at >= now() - %s", (list(wanted), freshness))
+        cur.execute(
+            "SELECT recipient_pseudonym FROM ebox_activation WHERE recipient_pseudonym = ANY(%s) "
+            "AND checked_at >= now() - %s",
+            (list(wanted), freshness),
+        )
         fresh = {r[0] for r in cur.fetchall()}
     conn.commit()
     stale = {p: v for p, v in wanted.items() if p not in fresh}
@@ -111,7 +132,8 @@ def check_activation(conn, client, key: bytes, run_id: str, freshness: timedelta
                 "INSERT INTO ebox_activation (recipient_pseudonym, recipient_kind, active, exclusively_ebox, "
                 "checked_at) VALUES (%s, %s, %s, %s, now()) ON CONFLICT (recipient_pseudonym) DO UPDATE SET "
                 "active = EXCLUDED.active, exclusively_ebox = EXCLUDED.exclusively_ebox, checked_at = now()",
-                rows)
+                rows,
+            )
         conn.commit()
         looked_up[f"{kind}_checked"] = len(rows)
         looked_up[f"{kind}_active"] = sum(1 for r in rows if r[2])
@@ -120,8 +142,18 @@ def check_activation(conn, client, key: bytes, run_id: str, freshness: timedelta
 
 # --------------------------------------------------------------------------- publication
 
-def deliver_chunk_to_ebox(conn, client, renderer, wave: Wave, key: bytes, run_id: str, chunk: int,
-                          ctx: RunContext, concurrency: int = 4) -> dict:
+
+def deliver_chunk_to_ebox(
+    conn,
+    client,
+    renderer,
+    wave: Wave,
+    key: bytes,
+    run_id: str,
+    chunk: int,
+    ctx: RunContext,
+    concurrency: int = 4,
+) -> dict:
     """Publish the chunk's eBox letters, `_PUBLISH_PAGE` at a time (memory follows the page, not the
     chunk). A page's `in_flight` is committed before its first call, so that no later decision can
     send a copy on paper of a letter the eBox may already hold.
@@ -133,22 +165,29 @@ def deliver_chunk_to_ebox(conn, client, renderer, wave: Wave, key: bytes, run_id
     def publish(letter: dict):
         message_type_id = (wave.ebox_message_types.get(letter["letter_type"]) or "").strip()
         if not message_type_id:  # check_message_types stops such a run before its claim
-            raise EboxConfigurationError(f"wave {wave.department}: letter type {letter['letter_type']!r} has "
-                                         "no eBox message type (ebox_message_types in waves.py)",
-                                         "ebox_message_types")
+            raise EboxConfigurationError(
+                f"wave {wave.department}: letter type {letter['letter_type']!r} has "
+                "no eBox message type (ebox_message_types in waves.py)",
+                "ebox_message_types",
+            )
         pdf = Path(letter["pdf_path"]).read_bytes()
         pub = Publication(
-            letter_id=letter["letter_id"], recipient_kind=letter["recipient_kind"],
+            letter_id=letter["letter_id"],
+            recipient_kind=letter["recipient_kind"],
             recipient_id=normalize_recipient_id(letter["recipient_kind"], letter["recipient_id"]),
-            language=letter["language"], subject=letter["pdf_subject"] or renderer.subject(letter),
+            language=letter["language"],
+            subject=letter["pdf_subject"] or renderer.subject(letter),
             message_type_id=message_type_id,
-            registered=letter["registered"], pdf=pdf,
-            filename=letter["pdf_filename"] or f"{letter['letter_id']}.pdf")
+            registered=letter["registered"],
+            pdf=pdf,
+            filename=letter["pdf_filename"] or f"{letter['letter_id']}.pdf",
+        )
         return letter, client.publish(pub)
 
     # Keyset pages: what this loop changes (status, channel) only touches letters already read.
-    letters = iter_letters_in_claim(conn, run_id, chunk, where="channel = 'ebox' AND rendered_at IS NOT NULL",
-                                    page=_PUBLISH_PAGE)
+    letters = iter_letters_in_claim(
+        conn, run_id, chunk, where="channel = 'ebox' AND rendered_at IS NOT NULL", page=_PUBLISH_PAGE
+    )
     count = 0
     outcomes: Counter = Counter()
     answered: list[tuple[str, object]] = []
@@ -167,7 +206,9 @@ def deliver_chunk_to_ebox(conn, client, renderer, wave: Wave, key: bytes, run_id
                 count += len(page)
                 for letter, result in pool.map(publish, page):
                     if result.kind == "already_published":
-                        conflicts.append({k: letter[k] for k in ("letter_id", "recipient_kind", "recipient_id")})
+                        conflicts.append(
+                            {k: letter[k] for k in ("letter_id", "recipient_kind", "recipient_id")}
+                        )
                         continue
                     outcomes[result.kind] += 1
                     answered.append((letter["letter_id"], result))
@@ -205,17 +246,20 @@ def settle_already_published(client, letters: list[dict]) -> list[tuple[str, obj
     by_kind: dict[str, dict[str, str]] = {}
     for letter in letters:
         by_kind.setdefault(letter["recipient_kind"], {})[letter["letter_id"]] = normalize_recipient_id(
-            letter["recipient_kind"], letter["recipient_id"])
+            letter["recipient_kind"], letter["recipient_id"]
+        )
     settled: list[tuple[str, object]] = []
     for kind, recipients in sorted(by_kind.items()):
         try:
             found = client.lookup_activation(kind, sorted(set(recipients.values())))
         except EboxUnavailableError as exc:  # its message names the call and the status, never an id
             reason = f"answered 409 and the activation lookup failed: {exc}"
-            settled += [(lid, PublishOutcome("retry_later", code="CONFLICT", message=reason)) for lid in recipients]
+            settled += [
+                (lid, PublishOutcome("retry_later", code="CONFLICT", message=reason)) for lid in recipients
+            ]
             continue
         for letter_id, recipient_id in recipients.items():
-            activation = found[recipient_id]         # lookup_activation answers for every id asked
+            activation = found[recipient_id]  # lookup_activation answers for every id asked
             if not activation.active:
                 kind_of = "no_active_ebox"
             elif activation.last_connection:
@@ -227,7 +271,9 @@ def settle_already_published(client, letters: list[dict]) -> list[tuple[str, obj
     if rerouted:
         # Counts only. `lastConnectionDate` of citizenEboxConsents/search is assumed, not verified
         # (docs/ebox.md): a run where every citizen 409 lands here is the sign to look at.
-        log.warning("eBox 409s settled on paper by the federation search: %s of %d", dict(rerouted), len(settled))
+        log.warning(
+            "eBox 409s settled on paper by the federation search: %s of %d", dict(rerouted), len(settled)
+        )
     return settled
 
 
@@ -240,9 +286,9 @@ _PUBLISH_PAGE = 500
 _TO_PAPER = {
     "no_digital_user": "the eBox answered NO_DIGITAL_USER: the recipient never opened the eBox",
     "never_connected": "the eBox answered 409 (published before, the first answer lost) and the "
-                       "federation search shows no lastConnectionDate: the recipient never opened the eBox",
+    "federation search shows no lastConnectionDate: the recipient never opened the eBox",
     "no_active_ebox": "the eBox answered 409 (published before, the first answer lost) and the "
-                      "federation search finds no active eBox for the recipient any more",
+    "federation search finds no active eBox for the recipient any more",
 }
 
 
@@ -251,8 +297,11 @@ def _record_publications(conn, ctx: RunContext, run_id: str, answered: list[tupl
         return
     with conn.cursor() as cur:
         # A 409 settled as delivered has no expirationDate of its own: the first answer was lost.
-        delivered = [(lid, r.message_id, r.kind, r.expires_at) for lid, r in answered
-                     if r.kind in ("published", "already_published")]
+        delivered = [
+            (lid, r.message_id, r.kind, r.expires_at)
+            for lid, r in answered
+            if r.kind in ("published", "already_published")
+        ]
         if delivered:
             outbox.mark_delivered_ebox(cur, ctx, run_id, delivered)
         to_paper = [(lid, _TO_PAPER[r.kind], r.kind) for lid, r in answered if r.kind in _TO_PAPER]
@@ -260,10 +309,12 @@ def _record_publications(conn, ctx: RunContext, run_id: str, answered: list[tupl
             outbox.reroute_to_paper(cur, ctx, run_id, to_paper)
         for letter_id, result in answered:
             if result.kind == "rejected":  # a 400, or a 413 for a message larger than the eBox accepts
-                outbox.mark_ebox_rejected(cur, ctx, letter_id, run_id,
-                                          f"ebox rejected {result.code}: {result.message}")
+                outbox.mark_ebox_rejected(
+                    cur, ctx, letter_id, run_id, f"ebox rejected {result.code}: {result.message}"
+                )
             elif result.kind not in ("published", "already_published", *_TO_PAPER):
                 # retry_later: the eBox did not answer; the letter goes back to the outbox for the next run
-                outbox.release_for_retry(cur, ctx, letter_id, run_id,
-                                         f"ebox: {result.code or ''} {result.message or ''}".strip())
+                outbox.release_for_retry(
+                    cur, ctx, letter_id, run_id, f"ebox: {result.code or ''} {result.message or ''}".strip()
+                )
     conn.commit()

@@ -14,6 +14,7 @@ metadata database. Connection fields:
 - optional extras `ca_bundle`, `key_id`, `timeout_seconds`, `max_concurrency`, `max_attempts`,
   `backoff_base_seconds`
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,9 @@ _NUMBER_EXTRAS = {
 }
 
 
-def config_from_connection(conn_id: str, host: str | None, login: str | None, password: str | None,
-                           extra: dict[str, Any] | None) -> EboxConfig:
+def config_from_connection(
+    conn_id: str, host: str | None, login: str | None, password: str | None, extra: dict[str, Any] | None
+) -> EboxConfig:
     """Build an EboxConfig from the fields of an Airflow Connection.
 
     Raises EboxConfigurationError naming the connection and the field at fault, e.g.
@@ -52,8 +54,11 @@ def config_from_connection(conn_id: str, host: str | None, login: str | None, pa
                 return
         raise EboxConfigurationError(f"{conn_id}: {candidates[-1][0]} is missing", field)
 
-    take("message_registry_url", ("extra 'message_registry_url'", extra.get("message_registry_url")),
-         ("host", host))
+    take(
+        "message_registry_url",
+        ("extra 'message_registry_url'", extra.get("message_registry_url")),
+        ("host", host),
+    )
     take("federation_url", ("extra 'federation_url'", extra.get("federation_url")))
     take("token_url", ("extra 'token_url'", extra.get("token_url")))
     take("client_id", ("extra 'client_id'", extra.get("client_id")), ("login", login))

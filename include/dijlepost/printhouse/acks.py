@@ -12,6 +12,7 @@ moved aside to `refused/`; nothing in it is applied, nothing is lost. An applied
 `processed/`. Applying is idempotent: every update is guarded by the state it expects, and a file
 seen again (same name, same bytes) is recognised and changes nothing. No Airflow import.
 """
+
 from __future__ import annotations
 
 import csv
@@ -34,8 +35,15 @@ from include.dijlepost.printhouse.upload import ACK_SUFFIX, PROCESSED_DIR, REFUS
 ACK_COLUMNS = ("letter_id", "result", "reason")
 ACK_RESULTS = ("accepted", "rejected")
 RETURNS_COLUMNS = ("letter_id", "reason")
-RETURN_REASONS = ("unknown_address", "moved", "refused", "not_collected", "deceased", "insufficient_address",
-                  "other")
+RETURN_REASONS = (
+    "unknown_address",
+    "moved",
+    "refused",
+    "not_collected",
+    "deceased",
+    "insufficient_address",
+    "other",
+)
 MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_REASON_CHARS = 300
 _BATCH_ID = re.compile(r"^[a-z0-9_]+-(non_prior|prior|registered)-[0-9a-f]{16}$")
@@ -72,7 +80,7 @@ class AckRow:
 class FileOutcome:
     file_name: str
     kind: str
-    outcome: str           # applied | refused | seen_before | deferred
+    outcome: str  # applied | refused | seen_before | deferred
     batch_id: str | None = None
     letters: int = 0
     counts: dict = field(default_factory=dict)
@@ -112,10 +120,14 @@ def _rows(name: str, data: bytes, columns: tuple[str, ...]) -> list[dict]:
         if not record or record == [""]:
             continue
         if len(record) != len(columns):
-            raise PrintHouseFileError(f"{name}: line {line_no} has {len(record)} fields, expected {len(columns)}")
+            raise PrintHouseFileError(
+                f"{name}: line {line_no} has {len(record)} fields, expected {len(columns)}"
+            )
         row = dict(zip(columns, (v.strip() for v in record)))
         if not _LETTER_ID.match(row["letter_id"]):
-            raise PrintHouseFileError(f"{name}: line {line_no}: {_shown(row['letter_id'])} is not a letter id")
+            raise PrintHouseFileError(
+                f"{name}: line {line_no}: {_shown(row['letter_id'])} is not a letter id"
+            )
         row["_line"] = line_no
         out.append(row)
     if not out:
@@ -132,8 +144,9 @@ def _reason(name: str, row: dict, required: bool) -> str:
     if required and not reason:
         raise PrintHouseFileError(f"{name}: line {row['_line']}: a rejection needs a reason")
     if len(reason) > MAX_REASON_CHARS or any(not c.isprintable() for c in reason):
-        raise PrintHouseFileError(f"{name}: line {row['_line']}: reason longer than {MAX_REASON_CHARS} "
-                                  "characters or not printable")
+        raise PrintHouseFileError(
+            f"{name}: line {row['_line']}: reason longer than {MAX_REASON_CHARS} characters or not printable"
+        )
     return reason
 
 
@@ -142,8 +155,10 @@ def parse_ack(name: str, data: bytes) -> list[AckRow]:
     out = []
     for row in rows:
         if row["result"] not in ACK_RESULTS:
-            raise PrintHouseFileError(f"{name}: line {row['_line']}: result {_shown(row['result'])} is not one of "
-                                      f"{', '.join(ACK_RESULTS)}")
+            raise PrintHouseFileError(
+                f"{name}: line {row['_line']}: result {_shown(row['result'])} is not one of "
+                f"{', '.join(ACK_RESULTS)}"
+            )
         reason = _reason(name, row, required=row["result"] == "rejected")
         if row["result"] == "accepted" and reason:
             raise PrintHouseFileError(f"{name}: line {row['_line']}: an accepted letter has no reason")
@@ -155,20 +170,26 @@ def parse_returns(name: str, data: bytes) -> list[tuple[str, str]]:
     rows = _rows(name, data, RETURNS_COLUMNS)
     for row in rows:
         if row["reason"] not in RETURN_REASONS:
-            raise PrintHouseFileError(f"{name}: line {row['_line']}: return reason {_shown(row['reason'])} is not one of "
-                                      f"{', '.join(RETURN_REASONS)}")
+            raise PrintHouseFileError(
+                f"{name}: line {row['_line']}: return reason {_shown(row['reason'])} is not one of "
+                f"{', '.join(RETURN_REASONS)}"
+            )
     return [(r["letter_id"], r["reason"]) for r in rows]
 
 
 # --------------------------------------------------------------------------- applying a file
+
 
 def apply_file(conn, name: str, data: bytes, ctx: RunContext) -> FileOutcome:
     """Validate and apply one file in one transaction, recording it in `print_house_files`."""
     digest = hashlib.sha256(data).hexdigest()
     kind = kind_of(name)
     with conn.cursor() as cur:
-        cur.execute("SELECT outcome, batch_id, letters, error FROM print_house_files WHERE file_name = %s "
-                    "AND sha256 = %s", (name, digest))
+        cur.execute(
+            "SELECT outcome, batch_id, letters, error FROM print_house_files WHERE file_name = %s "
+            "AND sha256 = %s",
+            (name, digest),
+        )
         seen = cur.fetchone()
     conn.commit()
     if seen:
@@ -182,10 +203,14 @@ def apply_file(conn, name: str, data: bytes, ctx: RunContext) -> FileOutcome:
             else:
                 raise PrintHouseFileError(
                     f"{name}: unknown file name; the print house may only write <batch_id>{ACK_SUFFIX} "
-                    "and returned-<name>.csv")
+                    "and returned-<name>.csv"
+                )
             letters = sum(counts.values())
-            cur.execute("INSERT INTO print_house_files (file_name, sha256, kind, outcome, batch_id, letters, content) "
-                        "VALUES (%s, %s, %s, 'applied', %s, %s, %s)", (name, digest, kind, batch_id, letters, data))
+            cur.execute(
+                "INSERT INTO print_house_files (file_name, sha256, kind, outcome, batch_id, letters, content) "
+                "VALUES (%s, %s, %s, 'applied', %s, %s, %s)",
+                (name, digest, kind, batch_id, letters, data),
+            )
         conn.commit()
         return FileOutcome(name, kind, "applied", batch_id, letters, counts)
     except NotYetApplicable as exc:
@@ -196,9 +221,11 @@ def apply_file(conn, name: str, data: bytes, ctx: RunContext) -> FileOutcome:
         error = str(exc)
         batch_id = name[: -len(ACK_SUFFIX)] if kind == "ack" else None
         with conn.cursor() as cur:
-            cur.execute("INSERT INTO print_house_files (file_name, sha256, kind, outcome, batch_id, error, content) "
-                        "VALUES (%s, %s, %s, 'refused', %s, %s, %s) ON CONFLICT (file_name, sha256) DO NOTHING",
-                        (name, digest, kind, batch_id, error, data))
+            cur.execute(
+                "INSERT INTO print_house_files (file_name, sha256, kind, outcome, batch_id, error, content) "
+                "VALUES (%s, %s, %s, 'refused', %s, %s, %s) ON CONFLICT (file_name, sha256) DO NOTHING",
+                (name, digest, kind, batch_id, error, data),
+            )
         conn.commit()
         return FileOutcome(name, kind, "refused", batch_id, 0, {}, error)
     except BaseException:
@@ -209,52 +236,73 @@ def apply_file(conn, name: str, data: bytes, ctx: RunContext) -> FileOutcome:
 def _apply_ack(cur, name: str, data: bytes, digest: str, ctx: RunContext) -> tuple[str, dict]:
     batch_id = name[: -len(ACK_SUFFIX)]
     rows = parse_ack(name, data)
-    cur.execute("SELECT status, acknowledged_at, ack_file_sha256 FROM print_batches WHERE batch_id = %s FOR UPDATE",
-                (batch_id,))
+    cur.execute(
+        "SELECT status, acknowledged_at, ack_file_sha256 FROM print_batches WHERE batch_id = %s FOR UPDATE",
+        (batch_id,),
+    )
     batch = cur.fetchone()
     if batch is None:
         raise PrintHouseFileError(f"{name}: no batch {batch_id} was ever sent")
     status, acknowledged_at, ack_sha = batch
     if status != "uploaded":
-        raise NotYetApplicable(f"{name}: the upload of batch {batch_id} is not recorded yet; read again later")
+        raise NotYetApplicable(
+            f"{name}: the upload of batch {batch_id} is not recorded yet; read again later"
+        )
     if acknowledged_at is not None and ack_sha != digest:
-        raise PrintHouseFileError(f"{name}: batch {batch_id} was already acknowledged by a different file "
-                                  f"(sha256 {ack_sha}); a batch is acknowledged once")
+        raise PrintHouseFileError(
+            f"{name}: batch {batch_id} was already acknowledged by a different file "
+            f"(sha256 {ack_sha}); a batch is acknowledged once"
+        )
     cur.execute("SELECT letter_id FROM letters WHERE print_batch_id = %s", (batch_id,))
     members = {r[0] for r in cur.fetchall()}
     answered = {r.letter_id for r in rows}
     if answered - members:
-        raise PrintHouseFileError(f"{name}: letters not in batch {batch_id}: "
-                                  f"{', '.join(sorted(answered - members)[:10])}")
+        raise PrintHouseFileError(
+            f"{name}: letters not in batch {batch_id}: {', '.join(sorted(answered - members)[:10])}"
+        )
     if members - answered:
-        raise PrintHouseFileError(f"{name}: no answer for {len(members - answered)} letter(s) of batch {batch_id}: "
-                                  f"{', '.join(sorted(members - answered)[:10])}")
+        raise PrintHouseFileError(
+            f"{name}: no answer for {len(members - answered)} letter(s) of batch {batch_id}: "
+            f"{', '.join(sorted(members - answered)[:10])}"
+        )
 
     accepted = [r.letter_id for r in rows if r.result == "accepted"]
     rejected = [r for r in rows if r.result == "rejected"]
     posted = outbox.mark_posted(cur, ctx, batch_id, accepted, name)
-    quarantined = [r.letter_id for r in rejected
-                   if quarantine_after_print_rejection(cur, ctx, r.letter_id, batch_id, r.reason)]
-    cur.execute("UPDATE print_batches SET acknowledged_at = coalesce(acknowledged_at, now()), ack_file_sha256 = %s, "
-                "accepted_count = %s, rejected_count = %s WHERE batch_id = %s",
-                (digest, len(accepted), len(rejected), batch_id))
-    return batch_id, {"accepted": len(posted), "rejected": len(quarantined),
-                      "unchanged": len(rows) - len(posted) - len(quarantined)}
+    quarantined = [
+        r.letter_id
+        for r in rejected
+        if quarantine_after_print_rejection(cur, ctx, r.letter_id, batch_id, r.reason)
+    ]
+    cur.execute(
+        "UPDATE print_batches SET acknowledged_at = coalesce(acknowledged_at, now()), ack_file_sha256 = %s, "
+        "accepted_count = %s, rejected_count = %s WHERE batch_id = %s",
+        (digest, len(accepted), len(rejected), batch_id),
+    )
+    return batch_id, {
+        "accepted": len(posted),
+        "rejected": len(quarantined),
+        "unchanged": len(rows) - len(posted) - len(quarantined),
+    }
 
 
 def _apply_returns(cur, name: str, data: bytes, ctx: RunContext) -> dict:
     rows = parse_returns(name, data)
     ids = [lid for lid, _ in rows]
-    cur.execute("SELECT letter_id, status, print_status, print_reason FROM letters WHERE letter_id = ANY(%s) "
-                "FOR UPDATE", (ids,))
+    cur.execute(
+        "SELECT letter_id, status, print_status, print_reason FROM letters WHERE letter_id = ANY(%s) "
+        "FOR UPDATE",
+        (ids,),
+    )
     known = {r[0]: r[1:] for r in cur.fetchall()}
     unknown = [lid for lid in ids if lid not in known]
     if unknown:
         raise PrintHouseFileError(f"{name}: unknown letter(s): {', '.join(unknown[:10])}")
     not_sent = [lid for lid in ids if known[lid][0] != "handed_to_print"]
     if not_sent:
-        raise PrintHouseFileError(f"{name}: letter(s) never handed to the print house or rejected by it: "
-                                  f"{', '.join(not_sent[:10])}")
+        raise PrintHouseFileError(
+            f"{name}: letter(s) never handed to the print house or rejected by it: {', '.join(not_sent[:10])}"
+        )
     flagged = 0
     for letter_id, reason in rows:
         _, print_status, _ = known[letter_id]
@@ -265,6 +313,7 @@ def _apply_returns(cur, name: str, data: bytes, ctx: RunContext) -> dict:
 
 
 # --------------------------------------------------------------------------- over SFTP
+
 
 def collect(conn, sftp: SFTPClient, outbox_dir: str, ctx: RunContext) -> list[FileOutcome]:
     """Read every file in the print house's outbound folder, apply it, and move it aside:
@@ -280,18 +329,37 @@ def collect(conn, sftp: SFTPClient, outbox_dir: str, ctx: RunContext) -> list[Fi
             data = remote.read(MAX_FILE_BYTES + 1)
         outcome = apply_file(conn, name, data, ctx)
         if outcome.outcome == "deferred":
-            logfmt.emit("print_house_file_deferred", file=name, batch_id=outcome.batch_id, reason=outcome.error)
+            logfmt.emit(
+                "print_house_file_deferred", file=name, batch_id=outcome.batch_id, reason=outcome.error
+            )
             outcomes.append(outcome)
             continue
         refused = outcome.outcome == "refused" or outcome.counts.get("earlier") == "refused"
-        _move_aside(sftp, outbox_dir, name, REFUSED_DIR if refused else PROCESSED_DIR,
-                    hashlib.sha256(data).hexdigest())
+        _move_aside(
+            sftp,
+            outbox_dir,
+            name,
+            REFUSED_DIR if refused else PROCESSED_DIR,
+            hashlib.sha256(data).hexdigest(),
+        )
         if refused:
-            logfmt.emit("alert_print_house_file_refused", file=name, kind=outcome.kind,
-                        batch_id=outcome.batch_id, error=outcome.error, kept_in=f"{outbox_dir}/{REFUSED_DIR}")
+            logfmt.emit(
+                "alert_print_house_file_refused",
+                file=name,
+                kind=outcome.kind,
+                batch_id=outcome.batch_id,
+                error=outcome.error,
+                kept_in=f"{outbox_dir}/{REFUSED_DIR}",
+            )
         else:
-            logfmt.emit("print_house_file_read", file=name, kind=outcome.kind, outcome=outcome.outcome,
-                        batch_id=outcome.batch_id, **{k: v for k, v in outcome.counts.items() if k != "earlier"})
+            logfmt.emit(
+                "print_house_file_read",
+                file=name,
+                kind=outcome.kind,
+                outcome=outcome.outcome,
+                batch_id=outcome.batch_id,
+                **{k: v for k, v in outcome.counts.items() if k != "earlier"},
+            )
         outcomes.append(outcome)
     return outcomes
 
@@ -313,18 +381,29 @@ def _move_aside(sftp: SFTPClient, outbox_dir: str, name: str, folder: str, diges
 
 # --------------------------------------------------------------------------- alerts and reconciliation
 
+
 def overdue_batches(conn, department: str, hours: int, now: datetime | None = None) -> list[dict]:
     """Batches handed over more than `hours` ago that the print house has not acknowledged, and
     batches whose upload started more than `hours` ago and was never finished or recognised (an
     attempt died and no wave run has handed them over since): `status` says which."""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute("SELECT batch_id, letter_count AS letters, status, coalesce(uploaded_at, upload_started_at) AS since "
-                    "FROM print_batches WHERE department = %s AND acknowledged_at IS NULL "
-                    "AND status IN ('uploaded', 'uploading') "
-                    "AND coalesce(uploaded_at, upload_started_at) < coalesce(%s, now()) - make_interval(hours => %s) "
-                    "ORDER BY since, batch_id", (department, now, hours))
-        rows = [{"batch_id": r["batch_id"], "letters": r["letters"], "status": r["status"],
-                 "uploaded_at": r["since"].isoformat()} for r in cur.fetchall()]
+        cur.execute(
+            "SELECT batch_id, letter_count AS letters, status, coalesce(uploaded_at, upload_started_at) AS since "
+            "FROM print_batches WHERE department = %s AND acknowledged_at IS NULL "
+            "AND status IN ('uploaded', 'uploading') "
+            "AND coalesce(uploaded_at, upload_started_at) < coalesce(%s, now()) - make_interval(hours => %s) "
+            "ORDER BY since, batch_id",
+            (department, now, hours),
+        )
+        rows = [
+            {
+                "batch_id": r["batch_id"],
+                "letters": r["letters"],
+                "status": r["status"],
+                "uploaded_at": r["since"].isoformat(),
+            }
+            for r in cur.fetchall()
+        ]
     conn.commit()
     return rows
 
@@ -332,15 +411,23 @@ def overdue_batches(conn, department: str, hours: int, now: datetime | None = No
 def reconciliation(conn) -> dict:
     """Letters handed over without an acknowledgement, and returned letters awaiting follow-up."""
     with conn.cursor() as cur:
-        cur.execute("SELECT l.letter_id, l.department, l.print_batch_id, b.uploaded_at FROM letters l "
-                    "JOIN print_batches b ON b.batch_id = l.print_batch_id "
-                    "WHERE l.status = 'handed_to_print' AND l.print_status IS NULL ORDER BY b.uploaded_at, l.letter_id")
-        unacknowledged = [{"letter_id": r[0], "department": r[1], "batch_id": r[2], "handed_over_at": r[3]}
-                          for r in cur.fetchall()]
-        cur.execute("SELECT letter_id, department, print_batch_id, print_returned_at, print_reason FROM letters "
-                    "WHERE print_status = 'returned' ORDER BY print_returned_at, letter_id")
-        returned = [{"letter_id": r[0], "department": r[1], "batch_id": r[2], "returned_at": r[3], "reason": r[4]}
-                    for r in cur.fetchall()]
+        cur.execute(
+            "SELECT l.letter_id, l.department, l.print_batch_id, b.uploaded_at FROM letters l "
+            "JOIN print_batches b ON b.batch_id = l.print_batch_id "
+            "WHERE l.status = 'handed_to_print' AND l.print_status IS NULL ORDER BY b.uploaded_at, l.letter_id"
+        )
+        unacknowledged = [
+            {"letter_id": r[0], "department": r[1], "batch_id": r[2], "handed_over_at": r[3]}
+            for r in cur.fetchall()
+        ]
+        cur.execute(
+            "SELECT letter_id, department, print_batch_id, print_returned_at, print_reason FROM letters "
+            "WHERE print_status = 'returned' ORDER BY print_returned_at, letter_id"
+        )
+        returned = [
+            {"letter_id": r[0], "department": r[1], "batch_id": r[2], "returned_at": r[3], "reason": r[4]}
+            for r in cur.fetchall()
+        ]
     conn.commit()
     return {"unacknowledged": unacknowledged, "returned": returned}
 
@@ -356,11 +443,27 @@ def write_reconciliation_report(report: dict, directory, day: date) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["issue", "letter_id", "department", "batch_id", "since", "reason"])
     for r in report["unacknowledged"]:
-        writer.writerow(["no_acknowledgement", r["letter_id"], r["department"], r["batch_id"],
-                         r["handed_over_at"].isoformat(), ""])
+        writer.writerow(
+            [
+                "no_acknowledgement",
+                r["letter_id"],
+                r["department"],
+                r["batch_id"],
+                r["handed_over_at"].isoformat(),
+                "",
+            ]
+        )
     for r in report["returned"]:
-        writer.writerow(["returned_follow_up", r["letter_id"], r["department"], r["batch_id"],
-                         r["returned_at"].isoformat(), r["reason"]])
+        writer.writerow(
+            [
+                "returned_follow_up",
+                r["letter_id"],
+                r["department"],
+                r["batch_id"],
+                r["returned_at"].isoformat(),
+                r["reason"],
+            ]
+        )
     tmp = path.with_suffix(".csv.tmp")
     tmp.write_text(buf.getvalue())
     tmp.replace(path)
@@ -374,6 +477,7 @@ def summarise(outcomes: list[FileOutcome]) -> dict:
         for k, v in o.counts.items():
             if isinstance(v, int):
                 out[k] = out.get(k, 0) + v
-    out["refused_files"] = [o.file_name for o in outcomes if o.outcome == "refused"
-                            or o.counts.get("earlier") == "refused"]
+    out["refused_files"] = [
+        o.file_name for o in outcomes if o.outcome == "refused" or o.counts.get("earlier") == "refused"
+    ]
     return json.loads(json.dumps(out))

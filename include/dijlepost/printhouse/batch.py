@@ -6,6 +6,7 @@ byte-for-byte reproducible from the same letters. A retry after a crash therefor
 file that may already sit at the print house, which is what lets the upload recognise it instead
 of sending a second copy. No Airflow import: this runs in tasks and in plain tests alike.
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,7 +40,13 @@ _NOT_COUNTRIES = frozenset({"EU", "EZ", "QO", "UN", "XA", "XB", "ZZ"})
 MANIFEST_NAME = "manifest.csv"
 CHECKSUM_SUFFIX = ".sha256"
 MANIFEST_COLUMNS = (
-    "letter_id", "file_name", "sha256", "pages", "sheets", "postage_class", "registered",
+    "letter_id",
+    "file_name",
+    "sha256",
+    "pages",
+    "sheets",
+    "postage_class",
+    "registered",
     *(f"address_line_{i}" for i in range(1, MAX_ADDRESS_LINES + 1)),
     "country",
 )
@@ -216,10 +223,19 @@ def _manifest(letters: Sequence[BatchLetter]) -> bytes:
     writer.writerow(MANIFEST_COLUMNS)
     for letter in letters:
         lines = list(letter.address_lines) + [""] * (MAX_ADDRESS_LINES - len(letter.address_lines))
-        writer.writerow([
-            letter.letter_id, letter.file_name, letter.pdf_sha256, letter.pages, letter.sheets,
-            letter.postage_class, "true" if letter.registered else "false", *lines, letter.country,
-        ])
+        writer.writerow(
+            [
+                letter.letter_id,
+                letter.file_name,
+                letter.pdf_sha256,
+                letter.pages,
+                letter.sheets,
+                letter.postage_class,
+                "true" if letter.registered else "false",
+                *lines,
+                letter.country,
+            ]
+        )
     return buf.getvalue().encode("utf-8")
 
 

@@ -19,6 +19,7 @@ over exactly once").
 Letter status changes go through `outbox`. No Airflow import: `hook` is any object with
 `get_managed_conn()` and the print house's folders (`PrintHouseHook`).
 """
+
 from __future__ import annotations
 
 import os
@@ -92,8 +93,9 @@ class PlannedBatch:
     estimated_bytes: int
 
 
-def plan_batches(department: str, letters: Sequence[PlannedLetter], max_letters: int,
-                 max_bytes: int) -> list[PlannedBatch]:
+def plan_batches(
+    department: str, letters: Sequence[PlannedLetter], max_letters: int, max_bytes: int
+) -> list[PlannedBatch]:
     """Cut the letters into batches by (print day, postage class), at most `max_letters` letters and
     `max_bytes` estimated zip bytes each. A single letter larger than `max_bytes` gets a batch of
     its own rather than being held back forever."""
@@ -118,15 +120,29 @@ def plan_batches(department: str, letters: Sequence[PlannedLetter], max_letters:
     return batches
 
 
-def _batch(department: str, postage_class: str, day: date, members: list[PlannedLetter], size: int) -> PlannedBatch:
+def _batch(
+    department: str, postage_class: str, day: date, members: list[PlannedLetter], size: int
+) -> PlannedBatch:
     ids = tuple(m.letter_id for m in members)
-    return PlannedBatch(batch_id=batch_id_for(department, postage_class, ids), postage_class=postage_class,
-                        print_day=day, letter_ids=ids, estimated_bytes=size)
+    return PlannedBatch(
+        batch_id=batch_id_for(department, postage_class, ids),
+        postage_class=postage_class,
+        print_day=day,
+        letter_ids=ids,
+        estimated_bytes=size,
+    )
 
 
-def assign_print_batches(conn, department: str, run_id: str, ctx: RunContext, max_letters: int,
-                         max_mb: float | None = None, cutoff: str | None = None,
-                         chunk: int | None = None) -> list[str]:
+def assign_print_batches(
+    conn,
+    department: str,
+    run_id: str,
+    ctx: RunContext,
+    max_letters: int,
+    max_mb: float | None = None,
+    cutoff: str | None = None,
+    chunk: int | None = None,
+) -> list[str]:
     """Record batch membership (and print day) for the claim's rendered paper letters (or those of one
     chunk of it) before any file is built. A letter already in a batch is never assigned again; a
     letter whose PDF has vanished since rendering is quarantined with that reason instead of failing
@@ -134,10 +150,14 @@ def assign_print_batches(conn, department: str, run_id: str, ctx: RunContext, ma
     cutoff_time = parse_cutoff(cutoff) if cutoff else None
     max_bytes = int(max_mb * MIB) if max_mb else 2**62
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute("SELECT letter_id, registered, decided_at, pdf_path FROM letters WHERE claim_run_id = %s "
-                    "AND status = 'processing' AND channel = 'paper' AND rendered_at IS NOT NULL "
-                    "AND print_batch_id IS NULL" + (" AND claim_chunk = %s" if chunk is not None else "")
-                    + " ORDER BY letter_id", (run_id,) if chunk is None else (run_id, chunk))
+        cur.execute(
+            "SELECT letter_id, registered, decided_at, pdf_path FROM letters WHERE claim_run_id = %s "
+            "AND status = 'processing' AND channel = 'paper' AND rendered_at IS NOT NULL "
+            "AND print_batch_id IS NULL"
+            + (" AND claim_chunk = %s" if chunk is not None else "")
+            + " ORDER BY letter_id",
+            (run_id,) if chunk is None else (run_id, chunk),
+        )
         rows = cur.fetchall()
     conn.commit()
 
@@ -157,25 +177,32 @@ def assign_print_batches(conn, department: str, run_id: str, ctx: RunContext, ma
         for letter_id, reason in missing:
             outbox.quarantine(cur, ctx, letter_id, run_id, reason, stage="print")
         for b in batches:
-            cur.execute("INSERT INTO print_batches (batch_id, department, postage_class, letter_count, hand_over_on) "
-                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (batch_id) DO NOTHING",
-                        (b.batch_id, department, b.postage_class, len(b.letter_ids), b.print_day))
+            cur.execute(
+                "INSERT INTO print_batches (batch_id, department, postage_class, letter_count, hand_over_on) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (batch_id) DO NOTHING",
+                (b.batch_id, department, b.postage_class, len(b.letter_ids), b.print_day),
+            )
             outbox.assign_to_print_batch(cur, ctx, b.batch_id, b.letter_ids, b.print_day)
     conn.commit()
     return [b.batch_id for b in batches]
 
 
-def pending_print_batches(conn, department: str, today: date | None = None, run_id: str | None = None,
-                          chunk: int | None = None) -> list[str]:
+def pending_print_batches(
+    conn, department: str, today: date | None = None, run_id: str | None = None, chunk: int | None = None
+) -> list[str]:
     """Batches not yet recorded as handed over (`assigned`, or `uploading` by an attempt that died)
     whose print day has come, oldest first: all of the department, or (with `run_id` and `chunk`)
     those holding letters of that chunk of the claim."""
-    sql = ("SELECT batch_id FROM print_batches WHERE department = %s AND status IN ('assigned', 'uploading') "
-           "AND (hand_over_on IS NULL OR hand_over_on <= %s)")
+    sql = (
+        "SELECT batch_id FROM print_batches WHERE department = %s AND status IN ('assigned', 'uploading') "
+        "AND (hand_over_on IS NULL OR hand_over_on <= %s)"
+    )
     params: list = [department, today or today_in_brussels()]
     if chunk is not None:
-        sql += (" AND batch_id IN (SELECT print_batch_id FROM letters WHERE claim_run_id = %s AND claim_chunk = %s "
-                "AND status = 'processing' AND print_batch_id IS NOT NULL)")
+        sql += (
+            " AND batch_id IN (SELECT print_batch_id FROM letters WHERE claim_run_id = %s AND claim_chunk = %s "
+            "AND status = 'processing' AND print_batch_id IS NOT NULL)"
+        )
         params += [run_id, chunk]
     with conn.cursor() as cur:
         cur.execute(sql + " ORDER BY created_at, batch_id", params)
@@ -186,15 +213,29 @@ def pending_print_batches(conn, department: str, today: date | None = None, run_
 
 # --------------------------------------------------------------------------- the hand-over
 
-def hand_over(conn, hook, wave, run_id: str, ctx: RunContext, work_dir: Path, chunk: int | None = None) -> dict:
+
+def hand_over(
+    conn, hook, wave, run_id: str, ctx: RunContext, work_dir: Path, chunk: int | None = None
+) -> dict:
     """Assign the paper letters of one chunk of the claim `run_id` to print batches (none with `chunk`
     None) and hand over the due batches: of that chunk, or with `chunk` None every due batch of the
     department (earlier runs' and those held back by the cut-off). The SFTP session is opened only
     when a batch is due. Returns `{"assigned_now": [batch ids], "batches": [one dict per batch handed
     over], "letters": letters marked handed over now}`."""
-    assigned = [] if chunk is None else assign_print_batches(
-        conn, wave.department, run_id, ctx, wave.print_batch_max_letters, wave.print_batch_max_mb,
-        wave.print_cutoff, chunk=chunk)
+    assigned = (
+        []
+        if chunk is None
+        else assign_print_batches(
+            conn,
+            wave.department,
+            run_id,
+            ctx,
+            wave.print_batch_max_letters,
+            wave.print_batch_max_mb,
+            wave.print_cutoff,
+            chunk=chunk,
+        )
+    )
     due = pending_print_batches(conn, wave.department, run_id=run_id, chunk=chunk)
     results: list[dict] = []
     if due:
@@ -205,8 +246,14 @@ def hand_over(conn, hook, wave, run_id: str, ctx: RunContext, work_dir: Path, ch
                 logfmt.emit("print_batch_handed_over", department=wave.department, chunk=chunk, **result)
                 results.append(result)
     letters = sum(r["letters"] for r in results)
-    logfmt.emit("print_handed_over", department=wave.department, chunk=chunk, assigned_now=len(assigned),
-                batches=len(results), letters=letters)
+    logfmt.emit(
+        "print_handed_over",
+        department=wave.department,
+        chunk=chunk,
+        assigned_now=len(assigned),
+        batches=len(results),
+        letters=letters,
+    )
     return {"assigned_now": assigned, "batches": results, "letters": letters}
 
 
@@ -235,8 +282,9 @@ def _batch_lock(conn, batch_id: str) -> Iterator[bool]:
                 pass  # the session is gone, and the lock with it
 
 
-def hand_over_batch(conn, sftp: SFTPClient, folders: PrintHouseFolders, work_dir: Path, batch_id: str,
-                    ctx: RunContext) -> dict:
+def hand_over_batch(
+    conn, sftp: SFTPClient, folders: PrintHouseFolders, work_dir: Path, batch_id: str, ctx: RunContext
+) -> dict:
     """Hand one recorded batch over exactly once: look for it at the print house, and when it is there
     (or was taken, or answered) only record the hand-over; otherwise build its zip from its recorded
     members, commit `uploading`, upload the zip and then its checksum file, and mark the batch and its
@@ -246,18 +294,23 @@ def hand_over_batch(conn, sftp: SFTPClient, folders: PrintHouseFolders, work_dir
             logfmt.emit("print_batch_busy", batch_id=batch_id, reason="another worker is handing it over")
             return {"batch_id": batch_id, "letters": 0, "evidence": None, "busy": True}
         with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute("SELECT status, zip_sha256, zip_bytes FROM print_batches WHERE batch_id = %s", (batch_id,))
+            cur.execute(
+                "SELECT status, zip_sha256, zip_bytes FROM print_batches WHERE batch_id = %s", (batch_id,)
+            )
             batch = cur.fetchone()
-            cur.execute("SELECT letter_id, pdf_path, pdf_sha256, pdf_pages, registered, recipient_name, street, "
-                        "postal_code, city, country FROM letters WHERE print_batch_id = %s AND status = 'processing' "
-                        "ORDER BY letter_id", (batch_id,))
+            cur.execute(
+                "SELECT letter_id, pdf_path, pdf_sha256, pdf_pages, registered, recipient_name, street, "
+                "postal_code, city, country FROM letters WHERE print_batch_id = %s AND status = 'processing' "
+                "ORDER BY letter_id",
+                (batch_id,),
+            )
             rows = cur.fetchall()
         conn.commit()
         if batch is None:
             raise LookupError(f"batch {batch_id} is not recorded")
-        if batch["status"] == "uploaded":      # an earlier attempt finished meanwhile
+        if batch["status"] == "uploaded":  # an earlier attempt finished meanwhile
             return {"batch_id": batch_id, "letters": 0, "evidence": None}
-        if not rows:                            # every member is final already: nothing to send
+        if not rows:  # every member is final already: nothing to send
             _record_handed_over(conn, ctx, batch_id, [], batch["zip_sha256"], "members_final")
             return {"batch_id": batch_id, "letters": 0, "evidence": "members_final"}
 
@@ -271,37 +324,72 @@ def hand_over_batch(conn, sftp: SFTPClient, folders: PrintHouseFolders, work_dir
             logfmt.emit("print_batch_looked_up", batch_id=batch_id, status=batch["status"], found=where.value)
         if where.delivered:
             ids = [r["letter_id"] for r in rows]
-            evidence = {Whereabouts.IN_INBOX: "found_in_inbox", Whereabouts.TAKEN: "taken_by_print_house",
-                        Whereabouts.ACKNOWLEDGED: "acknowledged"}[where]
+            evidence = {
+                Whereabouts.IN_INBOX: "found_in_inbox",
+                Whereabouts.TAKEN: "taken_by_print_house",
+                Whereabouts.ACKNOWLEDGED: "acknowledged",
+            }[where]
             changed = _record_handed_over(conn, ctx, batch_id, ids, batch["zip_sha256"], evidence)
-            return {"batch_id": batch_id, "letters": len(changed), "sha256": batch["zip_sha256"],
-                    "bytes": batch["zip_bytes"], "already_present": True, "evidence": evidence}
+            return {
+                "batch_id": batch_id,
+                "letters": len(changed),
+                "sha256": batch["zip_sha256"],
+                "bytes": batch["zip_bytes"],
+                "already_present": True,
+                "evidence": evidence,
+            }
 
-        members = [BatchLetter(letter_id=r["letter_id"], pdf_path=Path(r["pdf_path"]), pdf_sha256=r["pdf_sha256"],
-                               pages=r["pdf_pages"], postage_class=postage_class_for(r["registered"]),
-                               registered=r["registered"],
-                               address_lines=address_lines(r["recipient_name"], r["street"], r["postal_code"],
-                                                           r["city"], r["country"]),
-                               country=r["country"])
-                   for r in rows]
+        members = [
+            BatchLetter(
+                letter_id=r["letter_id"],
+                pdf_path=Path(r["pdf_path"]),
+                pdf_sha256=r["pdf_sha256"],
+                pages=r["pdf_pages"],
+                postage_class=postage_class_for(r["registered"]),
+                registered=r["registered"],
+                address_lines=address_lines(
+                    r["recipient_name"], r["street"], r["postal_code"], r["city"], r["country"]
+                ),
+                country=r["country"],
+            )
+            for r in rows
+        ]
         built = build_batch_zip(batch_id, members, work_dir)
         _record_uploading(conn, batch_id, built.sha256, built.size)
         sent = upload.upload_batch(sftp, built.path, folders.inbox)
         # The checksum file goes last: its arrival tells the print house the batch is complete.
         checksum = upload.upload_checksum(sftp, built, folders.inbox)
         evidence = "found_in_inbox" if sent.already_present and checksum.already_present else "uploaded"
-        changed = _record_handed_over(conn, ctx, batch_id, [m.letter_id for m in members], built.sha256, evidence,
-                                      sent.remote_path, checksum.remote_path)
-        return {"batch_id": batch_id, "letters": len(changed), "bytes": built.size, "sha256": built.sha256,
-                "already_present": sent.already_present, "evidence": evidence, "remote_path": sent.remote_path,
-                "checksum_path": checksum.remote_path, "local_path": str(built.path)}
+        changed = _record_handed_over(
+            conn,
+            ctx,
+            batch_id,
+            [m.letter_id for m in members],
+            built.sha256,
+            evidence,
+            sent.remote_path,
+            checksum.remote_path,
+        )
+        return {
+            "batch_id": batch_id,
+            "letters": len(changed),
+            "bytes": built.size,
+            "sha256": built.sha256,
+            "already_present": sent.already_present,
+            "evidence": evidence,
+            "remote_path": sent.remote_path,
+            "checksum_path": checksum.remote_path,
+            "local_path": str(built.path),
+        }
 
 
 def _acknowledgement_read(conn, batch_id: str) -> bool:
     """Whether we already read an acknowledgement file for the batch (acks.collect keeps every file)."""
     with conn.cursor() as cur:
-        cur.execute("SELECT EXISTS (SELECT 1 FROM print_house_files WHERE file_name = %s)",
-                    (f"{batch_id}{upload.ACK_SUFFIX}",))
+        cur.execute(
+            "SELECT EXISTS (SELECT 1 FROM print_house_files WHERE file_name = %s)",
+            (f"{batch_id}{upload.ACK_SUFFIX}",),
+        )
         seen = cur.fetchone()[0]
     conn.commit()
     return seen
@@ -310,23 +398,36 @@ def _acknowledgement_read(conn, batch_id: str) -> bool:
 def _record_uploading(conn, batch_id: str, sha256: str, size: int) -> None:
     """Committed before the first byte goes to the print house: from here on, a retry looks first."""
     with conn.cursor() as cur:
-        cur.execute("UPDATE print_batches SET status = 'uploading', zip_sha256 = %s, zip_bytes = %s, "
-                    "upload_started_at = coalesce(upload_started_at, now()), upload_attempts = upload_attempts + 1 "
-                    "WHERE batch_id = %s AND status IN ('assigned', 'uploading')", (sha256, size, batch_id))
+        cur.execute(
+            "UPDATE print_batches SET status = 'uploading', zip_sha256 = %s, zip_bytes = %s, "
+            "upload_started_at = coalesce(upload_started_at, now()), upload_attempts = upload_attempts + 1 "
+            "WHERE batch_id = %s AND status IN ('assigned', 'uploading')",
+            (sha256, size, batch_id),
+        )
         if cur.rowcount != 1:
             raise RuntimeError(f"batch {batch_id} was recorded as handed over meanwhile; not uploading it")
     conn.commit()
 
 
-def _record_handed_over(conn, ctx: RunContext, batch_id: str, letter_ids: Sequence[str], sha256: str | None,
-                        evidence: str, remote_path: str | None = None, checksum_path: str | None = None) -> set[str]:
+def _record_handed_over(
+    conn,
+    ctx: RunContext,
+    batch_id: str,
+    letter_ids: Sequence[str],
+    sha256: str | None,
+    evidence: str,
+    remote_path: str | None = None,
+    checksum_path: str | None = None,
+) -> set[str]:
     """The batch `uploaded` and its letters `handed_to_print`, in one transaction."""
     with conn.cursor() as cur:
-        cur.execute("UPDATE print_batches SET status = 'uploaded', handover_evidence = %s, uploaded_at = now(), "
-                    "remote_path = coalesce(%s, remote_path), "
-                    "zip_sha256_remote_path = coalesce(%s, zip_sha256_remote_path) "
-                    "WHERE batch_id = %s AND status IN ('assigned', 'uploading')",
-                    (evidence, remote_path, checksum_path, batch_id))
+        cur.execute(
+            "UPDATE print_batches SET status = 'uploaded', handover_evidence = %s, uploaded_at = now(), "
+            "remote_path = coalesce(%s, remote_path), "
+            "zip_sha256_remote_path = coalesce(%s, zip_sha256_remote_path) "
+            "WHERE batch_id = %s AND status IN ('assigned', 'uploading')",
+            (evidence, remote_path, checksum_path, batch_id),
+        )
         changed = outbox.mark_handed_to_print(cur, ctx, batch_id, letter_ids, sha256) if letter_ids else set()
     conn.commit()
     return changed

@@ -19,13 +19,14 @@ worker about 0.8 ms of CPU per letter, a tenth of rendering the letter, on the c
 The print stage of two render cores needs about 25 Mbit/s uncompressed, so only a link slower than
 that per two render cores gains from it (docs/print-house.md).
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 import paramiko
-from airflow.providers.ssh.hooks.ssh import SSH_PORT, SSHHook
 from airflow.providers.sftp.hooks.sftp import SFTPHook
+from airflow.providers.ssh.hooks.ssh import SSH_PORT, SSHHook
 from airflow.sdk.exceptions import AirflowException
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed, wait_random
 
@@ -49,12 +50,14 @@ def _compression(conn_id: str, extra: dict[str, Any]) -> bool:
         return False
     if str(value).lower() not in ("true", "false"):
         raise AirflowException(
-            f"Connection {conn_id!r}: the compress extra must be true or false, not {value!r}")
+            f"Connection {conn_id!r}: the compress extra must be true or false, not {value!r}"
+        )
     return _is_true(value)
 
 
 _retry_unless_refused = retry_if_exception(
-    lambda exc: not isinstance(exc, (paramiko.BadHostKeyException, paramiko.AuthenticationException)))
+    lambda exc: not isinstance(exc, (paramiko.BadHostKeyException, paramiko.AuthenticationException))
+)
 
 
 class _PinnedHostKeySSHHook(SSHHook):
@@ -76,10 +79,16 @@ class _PinnedHostKeySSHHook(SSHHook):
         name = self.remote_host if self.port == SSH_PORT else f"[{self.remote_host}]:{self.port}"
         client.get_host_keys().add(name, self.host_key.get_name(), self.host_key)
         connect_kwargs: dict[str, Any] = {
-            "hostname": self.remote_host, "port": self.port, "username": self.username,
-            "timeout": self.conn_timeout, "compress": self.compress, "sock": self.host_proxy,
-            "look_for_keys": False, "allow_agent": False,
-            "banner_timeout": self.banner_timeout, "auth_timeout": self.auth_timeout,
+            "hostname": self.remote_host,
+            "port": self.port,
+            "username": self.username,
+            "timeout": self.conn_timeout,
+            "compress": self.compress,
+            "sock": self.host_proxy,
+            "look_for_keys": False,
+            "allow_agent": False,
+            "banner_timeout": self.banner_timeout,
+            "auth_timeout": self.auth_timeout,
         }
         if self.pkey:
             connect_kwargs["pkey"] = self.pkey
@@ -88,9 +97,12 @@ class _PinnedHostKeySSHHook(SSHHook):
         if self.disabled_algorithms:
             connect_kwargs["disabled_algorithms"] = self.disabled_algorithms
         # The provider's retries, for a server that is briefly unreachable; a wrong host key is not retried.
-        for attempt in Retrying(reraise=True, wait=wait_fixed(3) + wait_random(0, 2),
-                                stop=stop_after_attempt(self.conn_retry_attempts),
-                                retry=_retry_unless_refused):
+        for attempt in Retrying(
+            reraise=True,
+            wait=wait_fixed(3) + wait_random(0, 2),
+            stop=stop_after_attempt(self.conn_retry_attempts),
+            retry=_retry_unless_refused,
+        ):
             with attempt:
                 client.connect(**connect_kwargs)
         transport = client.get_transport()

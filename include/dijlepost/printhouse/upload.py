@@ -13,6 +13,7 @@ docs/print-house.md ("Handing over exactly once"): files only ever move from the
 print house's taken folder, so the inbox is looked at first, then the taken folder, then the
 acknowledgements. No Airflow import.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,6 +51,7 @@ class UploadResult:
 class PrintHouseFolders:
     """The print house's folders as seen over SFTP: `inbox` (we put batches), `taken` (the print house
     moves a batch there when it takes it from the inbox), `outbox` (its acknowledgements)."""
+
     inbox: str = "inbox"
     taken: str = "printed"
     outbox: str = "outbox"
@@ -57,11 +59,12 @@ class PrintHouseFolders:
 
 class Whereabouts(StrEnum):
     """Where a batch is at the print house."""
-    NOT_THERE = "not_there"              # nothing under its final names: never arrived (a .part maybe)
-    ZIP_IN_INBOX = "zip_in_inbox"        # the zip, not yet its checksum file: not complete, not taken
-    IN_INBOX = "in_inbox"                # zip and checksum file: complete, waiting to be taken
-    TAKEN = "taken"                      # in the print house's taken folder
-    ACKNOWLEDGED = "acknowledged"        # its acknowledgement is in the print house's outbox
+
+    NOT_THERE = "not_there"  # nothing under its final names: never arrived (a .part maybe)
+    ZIP_IN_INBOX = "zip_in_inbox"  # the zip, not yet its checksum file: not complete, not taken
+    IN_INBOX = "in_inbox"  # zip and checksum file: complete, waiting to be taken
+    TAKEN = "taken"  # in the print house's taken folder
+    ACKNOWLEDGED = "acknowledged"  # its acknowledgement is in the print house's outbox
 
     @property
     def delivered(self) -> bool:
@@ -131,8 +134,10 @@ def upload_checksum(sftp: SFTPClient, built: BuiltBatch, remote_dir: str) -> Upl
             existing = remote.read(4096)
         if existing == data:
             return UploadResult(remote_path=final, size=len(data), already_present=True)
-        raise RemoteBatchConflict(f"batch {built.batch_id}: the print house holds a different {local.name}; "
-                                  "refusing to overwrite it")
+        raise RemoteBatchConflict(
+            f"batch {built.batch_id}: the print house holds a different {local.name}; "
+            "refusing to overwrite it"
+        )
     part = final + PART_SUFFIX
     with sftp.open(part, "wb") as remote:
         remote.write(data)
@@ -155,8 +160,11 @@ def find_batch(sftp: SFTPClient, batch_id: str, folders: PrintHouseFolders) -> W
         if remote_size(sftp, posixpath.join(folders.taken, name)) is not None:
             return Whereabouts.TAKEN
     ack = f"{batch_id}{ACK_SUFFIX}"
-    for folder in (folders.outbox, posixpath.join(folders.outbox, PROCESSED_DIR),
-                   posixpath.join(folders.outbox, REFUSED_DIR)):
+    for folder in (
+        folders.outbox,
+        posixpath.join(folders.outbox, PROCESSED_DIR),
+        posixpath.join(folders.outbox, REFUSED_DIR),
+    ):
         if remote_size(sftp, posixpath.join(folder, ack)) is not None:
             return Whereabouts.ACKNOWLEDGED
     return Whereabouts.NOT_THERE

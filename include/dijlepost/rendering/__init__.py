@@ -5,6 +5,7 @@ per letter (`render(letter, deadline=...)`); a `LetterDataError`, `RenderTimeout
 that letter with `str(exc)` as the reason. `validate_letter(letter)` runs the same checks without
 drawing, for `letters import`.
 """
+
 import logging
 
 from .errors import LetterDataError, RenderTimeout, TemplateError, TemplateFieldMissing
@@ -14,5 +15,12 @@ from .validation import validate_letter
 # fontTools logs every subsetting step at INFO: thousands of lines per batch that drown the task log.
 logging.getLogger("fontTools").setLevel(logging.WARNING)
 
-__all__ = ["LetterDataError", "LetterRenderer", "RenderTimeout", "RenderedLetter", "TemplateError",
-           "TemplateFieldMissing", "validate_letter"]
+__all__ = [
+    "LetterDataError",
+    "LetterRenderer",
+    "RenderTimeout",
+    "RenderedLetter",
+    "TemplateError",
+    "TemplateFieldMissing",
+    "validate_letter",
+]

@@ -5,6 +5,7 @@ quarantines that one letter with `str(exc)` as the reason and carries on. `Templ
 template file is broken: every letter of that type would fail, so it stops the renderer at load.
 Messages name the field but never echo personal data (they end up in the quarantine reason and logs).
 """
+
 from __future__ import annotations
 
 

@@ -7,6 +7,7 @@ parsed value the way a Belgian letter in Dutch, French or German does (`1 maart 
 `1er mars 2026`, `1. März 2026`; `1.250,50 EUR`, `1 250,50 EUR`). Amounts are `Decimal` throughout: a
 float has already lost the cents, so it is refused rather than converted.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,19 +36,55 @@ NARROW_NBSP = "\u202f"
 _THOUSANDS = {"nl": ".", "fr": NARROW_NBSP, "de": "."}
 
 _MONTHS = {
-    "nl": ("januari", "februari", "maart", "april", "mei", "juni", "juli", "augustus", "september",
-           "oktober", "november", "december"),
-    "fr": ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre",
-           "octobre", "novembre", "décembre"),
-    "de": ("Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September",
-           "Oktober", "November", "Dezember"),
+    "nl": (
+        "januari",
+        "februari",
+        "maart",
+        "april",
+        "mei",
+        "juni",
+        "juli",
+        "augustus",
+        "september",
+        "oktober",
+        "november",
+        "december",
+    ),
+    "fr": (
+        "janvier",
+        "février",
+        "mars",
+        "avril",
+        "mai",
+        "juin",
+        "juillet",
+        "août",
+        "septembre",
+        "octobre",
+        "novembre",
+        "décembre",
+    ),
+    "de": (
+        "Januar",
+        "Februar",
+        "März",
+        "April",
+        "Mai",
+        "Juni",
+        "Juli",
+        "August",
+        "September",
+        "Oktober",
+        "November",
+        "Dezember",
+    ),
 }
 
 # Itemised lines of an invoice or reminder (kind `lines`, optional): what they add up to is amount_due.
 MAX_LINES = 50
 MAX_LINE_DESCRIPTION = 200
 MAX_QUANTITY = Decimal("100000")
-VAT_RATES = (0, 6, 12, 21)              # the Belgian VAT rates, percent
+VAT_RATES = (0, 6, 12, 21)  # the Belgian VAT rates, percent
 LINE_KEYS = ("description", "quantity", "unit_price", "vat_rate")
 _CENT = Decimal("0.01")
 
@@ -62,6 +99,7 @@ _WHITESPACE_RE = re.compile(r"\s+")
 class InvoiceLine:
     """One itemised line: `quantity` x `unit_price` (excluding VAT), plus VAT at `vat_rate` percent,
     each rounded to the cent (half up) as a Belgian invoice rounds them."""
+
     description: str
     quantity: Decimal
     unit_price: Decimal
@@ -122,8 +160,9 @@ def format_vat_rate(rate: int, language: str) -> str:
 def parse_lines(value: Any, field: str) -> tuple[InvoiceLine, ...]:
     """The itemised lines of the payload: a list of {description, quantity, unit_price, vat_rate}."""
     if not isinstance(value, list) or not value:
-        raise LetterDataError(f"payload field {field!r} must be a list of lines, each with "
-                              f"{', '.join(LINE_KEYS)}")
+        raise LetterDataError(
+            f"payload field {field!r} must be a list of lines, each with {', '.join(LINE_KEYS)}"
+        )
     if len(value) > MAX_LINES:
         raise LetterDataError(f"payload field {field!r} has more than {MAX_LINES} lines")
     lines = []
@@ -133,32 +172,40 @@ def parse_lines(value: Any, field: str) -> tuple[InvoiceLine, ...]:
             raise LetterDataError(f"payload field {where!r} must be an object with {', '.join(LINE_KEYS)}")
         unknown = sorted(str(key) for key in raw if key not in LINE_KEYS)
         if unknown:
-            raise LetterDataError(f"payload field {where + '.' + unknown[0]!r} is not a line field "
-                                  f"(expected {', '.join(LINE_KEYS)})")
+            raise LetterDataError(
+                f"payload field {where + '.' + unknown[0]!r} is not a line field "
+                f"(expected {', '.join(LINE_KEYS)})"
+            )
         for key in LINE_KEYS:
             if is_missing(raw.get(key)):
                 raise LetterDataError(f"payload field {where + '.' + key!r} is missing or empty")
         description = _parse_text(raw["description"], f"{where}.description")
         if len(description) > MAX_LINE_DESCRIPTION:
-            raise LetterDataError(f"payload field {where + '.description'!r} is longer than "
-                                  f"{MAX_LINE_DESCRIPTION} characters")
+            raise LetterDataError(
+                f"payload field {where + '.description'!r} is longer than {MAX_LINE_DESCRIPTION} characters"
+            )
         quantity = raw["quantity"]
         if isinstance(quantity, int) and not isinstance(quantity, bool):
             quantity = str(quantity)
         if not isinstance(quantity, str) or not _QUANTITY_RE.match(quantity.strip()):
-            raise LetterDataError(f"payload field {where + '.quantity'!r} must be a number such as '2' or "
-                                  "'1.5' (a point before the decimals, at most three), written as text")
+            raise LetterDataError(
+                f"payload field {where + '.quantity'!r} must be a number such as '2' or "
+                "'1.5' (a point before the decimals, at most three), written as text"
+            )
         quantity = Decimal(quantity.strip())
         if not 0 < quantity <= MAX_QUANTITY:
-            raise LetterDataError(f"payload field {where + '.quantity'!r} must be above 0 and at most "
-                                  f"{MAX_QUANTITY}")
+            raise LetterDataError(
+                f"payload field {where + '.quantity'!r} must be above 0 and at most {MAX_QUANTITY}"
+            )
         unit_price = _parse_amount(raw["unit_price"], f"{where}.unit_price")
         rate = raw["vat_rate"]
         if isinstance(rate, str) and rate.strip().isdecimal():
             rate = int(rate.strip())
         if isinstance(rate, bool) or rate not in VAT_RATES:
-            raise LetterDataError(f"payload field {where + '.vat_rate'!r} must be one of the Belgian VAT "
-                                  f"rates {', '.join(map(str, VAT_RATES))} (percent)")
+            raise LetterDataError(
+                f"payload field {where + '.vat_rate'!r} must be one of the Belgian VAT "
+                f"rates {', '.join(map(str, VAT_RATES))} (percent)"
+            )
         line = InvoiceLine(description, quantity, unit_price, int(rate))
         if line.total > MAX_AMOUNT:
             raise LetterDataError(f"payload field {where!r} comes to more than {MAX_AMOUNT} EUR")
@@ -193,8 +240,10 @@ def format_character_problem(text: str, where: str) -> str | None:
     if char is None:
         return None
     name = unicodedata.name(char, "format character")
-    return (f"{where} contains an invisible formatting character, U+{ord(char):04X} ({name}), "
-            "which is not allowed in a letter")
+    return (
+        f"{where} contains an invisible formatting character, U+{ord(char):04X} ({name}), "
+        "which is not allowed in a letter"
+    )
 
 
 def is_missing(value: Any) -> bool:
@@ -220,7 +269,7 @@ def parse_choice(value: Any, field: str, codes: Collection[str]) -> str:
 def _parse_text(value: Any, field: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise LetterDataError(f"payload field {field!r} must be text, got {type(value).__name__}")
-    if isinstance(value, str) and len(value) > 4 * MAX_TEXT_LENGTH:     # not worth cleaning first
+    if isinstance(value, str) and len(value) > 4 * MAX_TEXT_LENGTH:  # not worth cleaning first
         raise LetterDataError(f"payload field {field!r} is longer than {MAX_TEXT_LENGTH} characters")
     text = clean_text(str(value))
     if len(text) > MAX_TEXT_LENGTH:

@@ -32,6 +32,7 @@ test_fonts.py checks that a letter drawn this way matches one drawn through `add
 cached embedding writes byte for byte what fpdf2's own `_add_fonts` writes, so an fpdf2 upgrade that
 changes them fails loudly.
 """
+
 from __future__ import annotations
 
 import copy
@@ -43,7 +44,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import fontTools
@@ -67,9 +68,20 @@ FONT_FILES = {REGULAR: "DejaVuSans.ttf", BOLD: "DejaVuSans-Bold.ttf"}
 # names in: Greek, Cyrillic (Ukrainian, Russian, Bulgarian...), Armenian and Georgian. Arabic is not
 # here: it needs contextual shaping and right-to-left layout, which this renderer does not do.
 COVERAGE = (
-    (0x0020, 0x007E), (0x00A0, 0x024F), (0x02B0, 0x036F), (0x0370, 0x03FF), (0x0400, 0x052F),
-    (0x0530, 0x058F), (0x10A0, 0x10FF), (0x1E00, 0x1EFF), (0x2000, 0x206F),
-    (0x20A0, 0x20BF), (0x2100, 0x214F), (0x2190, 0x2199), (0x2212, 0x2212), (0x2260, 0x2265),
+    (0x0020, 0x007E),
+    (0x00A0, 0x024F),
+    (0x02B0, 0x036F),
+    (0x0370, 0x03FF),
+    (0x0400, 0x052F),
+    (0x0530, 0x058F),
+    (0x10A0, 0x10FF),
+    (0x1E00, 0x1EFF),
+    (0x2000, 0x206F),
+    (0x20A0, 0x20BF),
+    (0x2100, 0x214F),
+    (0x2190, 0x2199),
+    (0x2212, 0x2212),
+    (0x2260, 0x2265),
 )
 # What nearly every letter needs: Dutch, French, German, Polish, Turkish, Czech, Hungarian, Nordic...
 CORE_COVERAGE = ((0x0020, 0x007E), (0x00A0, 0x017F), (0x2000, 0x206F), (0x20AC, 0x20AC))
@@ -79,19 +91,21 @@ PT_TO_MM = 25.4 / 72
 # Glyphs every document embeds whether it shows them or not (a superset keeps the cache hit rate high
 # at the price of a few kilobytes per PDF): printable ASCII, the letters of Dutch, French and German
 # and the punctuation and signs the templates use.
-BASE_CODEPOINTS = frozenset([
-    *range(0x20, 0x7F),
-    *map(ord, "\u00a0àâäçéèêëîïôöùûüÿÀÂÄÇÉÈÊËÎÏÔÖÙÛÜŸßæœÆŒ«»‘’‚“”„–—•…€°§·"),
-])
-BLOCK = 32                 # other characters bring their whole block of 32 code points
-EMBED_CACHE_SIZE = 64      # glyph keys per face kept; a miss costs one fontTools subsetting (~15 ms)
+BASE_CODEPOINTS = frozenset(
+    [
+        *range(0x20, 0x7F),
+        *map(ord, "\u00a0àâäçéèêëîïôöùûüÿÀÂÄÇÉÈÊËÎÏÔÖÙÛÜŸßæœÆŒ«»‘’‚“”„–—•…€°§·"),
+    ]
+)
+BLOCK = 32  # other characters bring their whole block of 32 code points
+EMBED_CACHE_SIZE = 64  # glyph keys per face kept; a miss costs one fontTools subsetting (~15 ms)
 
 
 @dataclass(frozen=True)
 class _PreparedFont:
-    data: bytes                  # the reduced TrueType file
-    prototype: TTFFont           # fpdf2's parsed font, never written to a PDF itself
-    widths: dict[int, int]       # code point -> advance width in 1/1000 em, rounded as fpdf2 does
+    data: bytes  # the reduced TrueType file
+    prototype: TTFFont  # fpdf2's parsed font, never written to a PDF itself
+    widths: dict[int, int]  # code point -> advance width in 1/1000 em, rounded as fpdf2 does
 
 
 class LetterFonts:
@@ -142,8 +156,9 @@ class LetterFonts:
                 # fpdf2 subsets the font tables in place while writing the PDF, so it gets its own. The
                 # reduced font's glyph boxes are already exact: fontTools need not decode every kept
                 # glyph again to recompute them.
-                font.ttfont = TTFont(io.BytesIO(prepared.data), recalcTimestamp=False, recalcBBoxes=False,
-                                     lazy=True)
+                font.ttfont = TTFont(
+                    io.BytesIO(prepared.data), recalcTimestamp=False, recalcBBoxes=False, lazy=True
+                )
 
 
 SUBSET_MAP_ATTRIBUTES = frozenset({"font", "_next", "_reserved", "_char_id_per_glyph"})
@@ -159,9 +174,12 @@ def _picked_subset(prepared: _PreparedFont, key: tuple[int, ...], font: TTFFont)
         picked = SubsetMap(font)
         for codepoint in key:
             picked.pick(codepoint)
-        SubsetMap.pick.cache_clear()       # the map is kept; its memoised lookups, bound to it, are not
+        SubsetMap.pick.cache_clear()  # the map is kept; its memoised lookups, bound to it, are not
         state = _subset_states[(id(prepared), key)] = (
-            dict(picked._char_id_per_glyph), picked._next, tuple(picked._reserved))
+            dict(picked._char_id_per_glyph),
+            picked._next,
+            tuple(picked._reserved),
+        )
         _trim(_subset_states)
     char_ids, next_code, reserved = state
     subset_map = SubsetMap.__new__(SubsetMap)
@@ -182,7 +200,7 @@ def _trim(cache: dict) -> None:
         cache.pop(next(iter(cache)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _prepare(path: str, style: str, coverage: tuple[tuple[int, int], ...]) -> _PreparedFont:
     data = _reduced_font(path, coverage)
     prototype = TTFFont(FPDF(), io.BytesIO(data), f"{FAMILY}{style}", style)
@@ -194,7 +212,8 @@ def _prepare(path: str, style: str, coverage: tuple[tuple[int, int], ...]) -> _P
 def font_cache_dir() -> Path:
     """Where reduced fonts are kept between processes: DIJLEPOST_CACHE_DIR, else the user's cache."""
     root = os.environ.get("DIJLEPOST_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "dijlepost")
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "dijlepost"
+    )
     return Path(root) / "fonts"
 
 
@@ -207,8 +226,9 @@ def _reduced_font(path: str, coverage: tuple[tuple[int, int], ...]) -> bytes:
     font or library makes a new entry; entries are written whole (temporary file, then rename).
     Without a writable cache the font is simply reduced in memory."""
     source = Path(path).read_bytes()
-    key = hashlib.sha256(b"\0".join([source, repr(coverage).encode(), _SUBSET_RECIPE.encode(),
-                                      fontTools.version.encode()])).hexdigest()[:32]
+    key = hashlib.sha256(
+        b"\0".join([source, repr(coverage).encode(), _SUBSET_RECIPE.encode(), fontTools.version.encode()])
+    ).hexdigest()[:32]
     cached = font_cache_dir() / f"{Path(path).stem}-{key}.ttf"
     try:
         return cached.read_bytes()
@@ -222,7 +242,7 @@ def _reduced_font(path: str, coverage: tuple[tuple[int, int], ...]) -> bytes:
             fh.write(data)
         os.replace(tmp, cached)
     except OSError:
-        pass        # read-only or full disk: next process reduces the font again
+        pass  # read-only or full disk: next process reduces the font again
     return data
 
 
@@ -237,8 +257,8 @@ def _subset(source: bytes, coverage: tuple[tuple[int, int], ...]) -> bytes:
     options.hinting = False
     options.notdef_outline = True
     options.recommended_glyphs = True
-    options.glyph_names = True           # cheaper for fpdf2 to read back than names rebuilt from cmap
-    options.name_IDs = [1, 2, 3, 4, 6]     # family, style, unique id, full name, PostScript name
+    options.glyph_names = True  # cheaper for fpdf2 to read back than names rebuilt from cmap
+    options.name_IDs = [1, 2, 3, 4, 6]  # family, style, unique id, full name, PostScript name
     subsetter = subset.Subsetter(options)
     subsetter.populate(unicodes=[cp for first, last in coverage for cp in range(first, last + 1)])
     subsetter.subset(font)
@@ -257,6 +277,7 @@ def _glyph_key(extra: frozenset[int], available: frozenset[int]) -> tuple[int, .
 
 # -- embedding -------------------------------------------------------------------------------------
 
+
 class LetterPDF(FPDF):
     """An FPDF whose `output()` embeds the letter fonts from the per-process cache."""
 
@@ -274,11 +295,12 @@ class LetterPDF(FPDF):
 @dataclass(frozen=True)
 class _Embedding:
     """Everything of one subset that does not depend on the document: finished, compressed bytes."""
-    font_file: bytes            # FlateDecode TrueType subset
-    font_file_length: int       # its uncompressed length (/Length1)
-    widths: str                 # the /W array
-    to_unicode: bytes           # the ToUnicode CMap (fpdf2 leaves it uncompressed)
-    cid_to_gid: bytes           # FlateDecode CIDToGIDMap
+
+    font_file: bytes  # FlateDecode TrueType subset
+    font_file_length: int  # its uncompressed length (/Length1)
+    widths: str  # the /W array
+    to_unicode: bytes  # the ToUnicode CMap (fpdf2 leaves it uncompressed)
+    cid_to_gid: bytes  # FlateDecode CIDToGIDMap
 
 
 class _CompressedStream(PDFContentStream):
@@ -297,8 +319,13 @@ _embeddings: OrderedDict[tuple, _Embedding] = OrderedDict()
 
 
 def _embedding(prepared: _PreparedFont, font: TTFFont) -> _Embedding:
-    glyphs = tuple(sorted((code, glyph.glyph_name, glyph.unicode, glyph.glyph_width)
-                          for glyph, code in font.subset.items() if glyph is not None))
+    glyphs = tuple(
+        sorted(
+            (code, glyph.glyph_name, glyph.unicode, glyph.glyph_width)
+            for glyph, code in font.subset.items()
+            if glyph is not None
+        )
+    )
     key = (id(prepared), glyphs)
     _trim(_embeddings)
     cached = _embeddings.get(key)
@@ -309,8 +336,24 @@ def _embedding(prepared: _PreparedFont, font: TTFFont) -> _Embedding:
     # What fpdf2's OutputProducer._add_fonts does for a TrueType font, on a fresh copy of the font.
     ttfont = TTFont(io.BytesIO(prepared.data), recalcTimestamp=False, recalcBBoxes=False, lazy=True)
     options = subset.Options(notdef_outline=True, recommended_glyphs=True)
-    options.drop_tables += ["FFTM", "GDEF", "GPOS", "GSUB", "MATH", "hdmx", "meta", "sbix", "CBDT", "CBLC",
-                            "EBDT", "EBLC", "EBSC", "SVG ", "CPAL", "COLR"]
+    options.drop_tables += [
+        "FFTM",
+        "GDEF",
+        "GPOS",
+        "GSUB",
+        "MATH",
+        "hdmx",
+        "meta",
+        "sbix",
+        "CBDT",
+        "CBLC",
+        "EBDT",
+        "EBLC",
+        "EBSC",
+        "SVG ",
+        "CPAL",
+        "COLR",
+    ]
     subsetter = subset.Subsetter(options)
     subsetter.populate(glyphs=font.subset.get_all_glyph_names())
     subsetter.subset(ttfont)
@@ -324,9 +367,11 @@ def _embedding(prepared: _PreparedFont, font: TTFFont) -> _Embedding:
             return f"{0xD800 | (codepoint - 0x10000) >> 10:04X}{0xDC00 | (codepoint & 0x3FF):04X}"
         return f"{codepoint:04X}"
 
-    bf_chars = [f'<{code:04X}> <{"".join(hex_code(cp) for cp in glyph.unicode)}>\n'
-                for glyph, code in font.subset.items()
-                if glyph is not None and isinstance(glyph.unicode, tuple) and glyph.unicode]
+    bf_chars = [
+        f"<{code:04X}> <{''.join(hex_code(cp) for cp in glyph.unicode)}>\n"
+        for glyph, code in font.subset.items()
+        if glyph is not None and isinstance(glyph.unicode, tuple) and glyph.unicode
+    ]
     to_unicode = (
         "/CIDInit /ProcSet findresource begin\n12 dict begin\nbegincmap\n/CIDSystemInfo\n"
         "<</Registry (Adobe)\n/Ordering (UCS)\n/Supplement 0\n>> def\n/CMapName /Adobe-Identity-UCS def\n"
@@ -376,8 +421,9 @@ class _LetterOutputProducer(OutputProducer):
         fontname = f"MPDFAA+{font.name}"
         composite = PDFFont(subtype="Type0", base_font=fontname, encoding="Identity-H")
         self._add_pdf_obj(composite, "fonts")
-        cid_font = PDFFont(subtype="CIDFontType2", base_font=fontname, d_w=font.desc.missing_width,
-                           w=embedded.widths)
+        cid_font = PDFFont(
+            subtype="CIDFontType2", base_font=fontname, d_w=font.desc.missing_width, w=embedded.widths
+        )
         self._add_pdf_obj(cid_font, "fonts")
         composite.descendant_fonts = PDFArray([cid_font])
         to_unicode = PDFContentStream(embedded.to_unicode)
@@ -386,7 +432,7 @@ class _LetterOutputProducer(OutputProducer):
         system_info = CIDSystemInfo()
         self._add_pdf_obj(system_info, "fonts")
         cid_font.c_i_d_system_info = system_info
-        descriptor = copy.copy(font.desc)       # the prototype's descriptor is shared; never mutate it
+        descriptor = copy.copy(font.desc)  # the prototype's descriptor is shared; never mutate it
         descriptor.font_name = Name(fontname)
         self._add_pdf_obj(descriptor, "fonts")
         cid_font.font_descriptor = descriptor
@@ -397,4 +443,3 @@ class _LetterOutputProducer(OutputProducer):
         self._add_pdf_obj(font_file, "fonts")
         descriptor.font_file2 = font_file
         return composite
-

@@ -8,6 +8,7 @@ for every character.
 
 All measures are millimetres from the top-left corner of an A4 page.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -33,9 +34,13 @@ class Box:
     def bottom(self) -> float:
         return self.top + self.height
 
-    def contains(self, other: "Box") -> bool:
-        return (self.left <= other.left and self.top <= other.top
-                and other.right <= self.right and other.bottom <= self.bottom)
+    def contains(self, other: Box) -> bool:
+        return (
+            self.left <= other.left
+            and self.top <= other.top
+            and other.right <= self.right
+            and other.bottom <= self.bottom
+        )
 
 
 PAGE_WIDTH = 210.0
@@ -71,6 +76,7 @@ class Envelope:
     sheet is in the window whatever its position (`always_visible`) and a larger part can come into
     the window at some position (`ever_visible`). The address goes in the first; nothing else may
     reach the second."""
+
     name: str
     width: float
     height: float
@@ -92,7 +98,9 @@ class Envelope:
     def ever_visible(self) -> Box:
         """The part of the sheet the window can show at some position of the sheet."""
         dx, dy = self.play
-        return Box(self.window.left - dx, self.window.top - dy, self.window.width + dx, self.window.height + dy)
+        return Box(
+            self.window.left - dx, self.window.top - dy, self.window.width + dx, self.window.height + dy
+        )
 
     def bpost_problems(self) -> list[str]:
         """What in this envelope breaks bpost's free zones (empty: none)."""
@@ -102,19 +110,25 @@ class Envelope:
         if window.left < 0 or window.top < 0 or window.right > self.width or window.bottom > self.height:
             problems.append("the window lies outside the envelope")
         if self.height - window.bottom < BPOST_FREE_BELOW:
-            problems.append(f"bpost needs {BPOST_FREE_BELOW:g} mm free below the window, "
-                            f"this envelope leaves {self.height - window.bottom:g} mm")
+            problems.append(
+                f"bpost needs {BPOST_FREE_BELOW:g} mm free below the window, "
+                f"this envelope leaves {self.height - window.bottom:g} mm"
+            )
         if self.width - window.right < BPOST_FREE_RIGHT:
-            problems.append(f"bpost needs {BPOST_FREE_RIGHT:g} mm free right of the window, "
-                            f"this envelope leaves {self.width - window.right:g} mm")
+            problems.append(
+                f"bpost needs {BPOST_FREE_RIGHT:g} mm free right of the window, "
+                f"this envelope leaves {self.width - window.right:g} mm"
+            )
         if window.left < BPOST_FREE_LEFT:
             problems.append(f"bpost needs {BPOST_FREE_LEFT:g} mm free left of the window")
         if window.width > BPOST_MAX_ZONE[0] or window.height > BPOST_MAX_ZONE[1]:
             problems.append("bpost's address zone is at most 125 x 100 mm")
         franking = bpost_franking_height(self.height)
         if window.right > self.width - BPOST_FRANKING_WIDTH and window.top < franking:
-            problems.append(f"the window reaches into bpost's franking zone (the top {franking:g} mm "
-                            f"of the right {BPOST_FRANKING_WIDTH:g} mm)")
+            problems.append(
+                f"the window reaches into bpost's franking zone (the top {franking:g} mm "
+                f"of the right {BPOST_FRANKING_WIDTH:g} mm)"
+            )
         visible = self.always_visible
         if visible.width < 60 or visible.height < 20:
             problems.append("the part of the sheet always in the window is too small for an address")
@@ -123,8 +137,8 @@ class Envelope:
 
 # The address keeps this far inside the part of the sheet that is always in the window (a fold is
 # never exactly where it should be).
-ADDRESS_INSET = (4.0, 1.5)             # mm, left/right and top/bottom
-ADDRESS_SIZES = (10.0, 9.0, 8.0)       # pt, largest that fits the box wins
+ADDRESS_INSET = (4.0, 1.5)  # mm, left/right and top/bottom
+ADDRESS_SIZES = (10.0, 9.0, 8.0)  # pt, largest that fits the box wins
 ADDRESS_MAX_LINES = 6
 
 
@@ -138,8 +152,8 @@ SENDER_TOP = 15.0
 # Date, reference and contact, left of the window: they end 2 mm before the part of the sheet that can
 # come into the window (ever_visible), checked per letter.
 META_TOP = 46.0
-FIRST_PAGE_BODY_GAP = 5.0              # below the lowest of the window, the address and the meta block
-FOLD_CLEARANCE = 3.0                   # nothing kept in one piece (the payment block) this close to a fold
+FIRST_PAGE_BODY_GAP = 5.0  # below the lowest of the window, the address and the meta block
+FOLD_CLEARANCE = 3.0  # nothing kept in one piece (the payment block) this close to a fold
 NEXT_PAGE_BODY_TOP = 28.0
 BODY_BOTTOM = 274.0
 FOOTER_RULE = 279.0
@@ -148,7 +162,7 @@ FOOTER_BASELINE = 284.0
 BODY_SIZE = 10.0
 SMALL_SIZE = 8.5
 LINE_SPACING = 1.35
-TIGHT_LINE_SPACING = 1.22          # page economy: what a letter gets before a page holds only its signature
+TIGHT_LINE_SPACING = 1.22  # page economy: what a letter gets before a page holds only its signature
 PARAGRAPH_GAP = 2.6
 BULLET_INDENT = 5.0
 # DejaVu Sans vertical metrics (hhea ascent 1901, descent 483 per 2048 units per em).
@@ -168,13 +182,13 @@ def new_group() -> int:
 @dataclass(frozen=True, slots=True)
 class TextOp:
     x: float
-    y: float            # baseline
+    y: float  # baseline
     text: str
     style: str
     size: float
     gray: bool = False
-    tag: str | None = "P"       # structure type (P, H1, H2); None for a page artifact (footer, header)
-    group: int = 0              # see new_group(); 0 = an element of its own
+    tag: str | None = "P"  # structure type (P, H1, H2); None for a page artifact (footer, header)
+    group: int = 0  # see new_group(); 0 = an element of its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,9 +206,9 @@ class FrameOp:
 
 @dataclass(frozen=True, slots=True)
 class QrOp:
-    box: Box                                # includes the quiet zone
+    box: Box  # includes the quiet zone
     matrix: tuple[tuple[bool, ...], ...]
-    alt: str = ""                           # alternative text of the figure
+    alt: str = ""  # alternative text of the figure
 
 
 Op = TextOp | RuleOp | FrameOp | QrOp
@@ -221,7 +235,7 @@ def ink_box(fonts: LetterFonts, op: TextOp) -> Box:
 # the dots of an e-mail or web address (economie.wonen | @mechelen | .be), as typesetters break them.
 BREAK_AFTER = frozenset("-/_\u2010\u2011\u2013\u2014")
 BREAK_BEFORE = frozenset("@.")
-DEADLINE_EVERY = 64        # words, pieces or lines between two looks at the clock
+DEADLINE_EVERY = 64  # words, pieces or lines between two looks at the clock
 
 
 def check_deadline(deadline: float | None) -> None:
@@ -230,8 +244,16 @@ def check_deadline(deadline: float | None) -> None:
         raise RenderTimeout("the render deadline")
 
 
-def wrap(fonts: LetterFonts, text: str, style: str, size_pt: float, width: float,
-         deadline: float | None = None, *, cut: bool = True) -> list[str]:
+def wrap(
+    fonts: LetterFonts,
+    text: str,
+    style: str,
+    size_pt: float,
+    width: float,
+    deadline: float | None = None,
+    *,
+    cut: bool = True,
+) -> list[str]:
     """Greedy word wrap at spaces. A word wider than the whole line breaks at its break points (see
     BREAK_AFTER, BREAK_BEFORE), and only a piece without any, still wider than the line, is cut
     between characters (with `cut=False` it is left whole on a line of its own, wider than `width`,
@@ -272,7 +294,7 @@ def wrap(fonts: LetterFonts, text: str, style: str, size_pt: float, width: float
             if piece_width <= width or not cut:
                 line, used = [piece], piece_width
                 continue
-            for number, char in enumerate(piece):     # no break point: between characters
+            for number, char in enumerate(piece):  # no break point: between characters
                 if number % (DEADLINE_EVERY * 16) == 0:
                     check_deadline(deadline)
                 char_width = fonts.width(char, style, size_pt)
@@ -292,7 +314,7 @@ def _pieces(word: str):
     for index, char in enumerate(word):
         if char in BREAK_AFTER:
             if index + 1 > start:
-                yield word[start:index + 1]
+                yield word[start : index + 1]
             start = index + 1
         elif char in BREAK_BEFORE and index > start:
             yield word[start:index]
@@ -304,14 +326,20 @@ def _pieces(word: str):
 class Flow:
     """Places text top to bottom over as many pages as it needs."""
 
-    def __init__(self, fonts: LetterFonts, top: float, deadline: float | None = None,
-                 folds: tuple[float, ...] = (), spacing: float = LINE_SPACING):
+    def __init__(
+        self,
+        fonts: LetterFonts,
+        top: float,
+        deadline: float | None = None,
+        folds: tuple[float, ...] = (),
+        spacing: float = LINE_SPACING,
+    ):
         self.fonts = fonts
         self.pages: list[list[Op]] = [[]]
         self.y = top
         self.deadline = deadline
-        self.folds = folds          # fold lines of the sheet, kept clear by keep_together(off_folds=True)
-        self.spacing = spacing      # line spacing of paragraphs, bullets and rows
+        self.folds = folds  # fold lines of the sheet, kept clear by keep_together(off_folds=True)
+        self.spacing = spacing  # line spacing of paragraphs, bullets and rows
 
     @property
     def ops(self) -> list[Op]:
@@ -331,17 +359,35 @@ class Flow:
     def gap(self, height: float) -> None:
         self.y += height
 
-    def paragraph(self, text: str, *, style: str = REGULAR, size: float = BODY_SIZE,
-                  left: float = MARGIN_LEFT, width: float = CONTENT_WIDTH,
-                  space_after: float = PARAGRAPH_GAP, tag: str = "P", group: int | None = None) -> None:
+    def paragraph(
+        self,
+        text: str,
+        *,
+        style: str = REGULAR,
+        size: float = BODY_SIZE,
+        left: float = MARGIN_LEFT,
+        width: float = CONTENT_WIDTH,
+        space_after: float = PARAGRAPH_GAP,
+        tag: str = "P",
+        group: int | None = None,
+    ) -> None:
         height = line_height(size, self.spacing)
         group = group or new_group()
         for number, line in enumerate(wrap(self.fonts, text, style, size, width, self.deadline)):
             if number % DEADLINE_EVERY == 0:
                 check_deadline(self.deadline)
             self.ensure(height)
-            self.ops.append(TextOp(left, self.y + baseline_offset(size, self.spacing), line, style, size,
-                                   tag=tag, group=group))
+            self.ops.append(
+                TextOp(
+                    left,
+                    self.y + baseline_offset(size, self.spacing),
+                    line,
+                    style,
+                    size,
+                    tag=tag,
+                    group=group,
+                )
+            )
             self.y += height
         self.y += space_after
 
@@ -349,14 +395,35 @@ class Flow:
         """A list item: the bullet and its text are one paragraph of the tagged PDF."""
         self.ensure(line_height(size, self.spacing))
         group = new_group()
-        self.ops.append(TextOp(MARGIN_LEFT + 1.5, self.y + baseline_offset(size, self.spacing), "\u2022",
-                               REGULAR, size,
-                               group=group))
-        self.paragraph(text, size=size, left=MARGIN_LEFT + BULLET_INDENT,
-                       width=CONTENT_WIDTH - BULLET_INDENT, space_after=space_after, group=group)
+        self.ops.append(
+            TextOp(
+                MARGIN_LEFT + 1.5,
+                self.y + baseline_offset(size, self.spacing),
+                "\u2022",
+                REGULAR,
+                size,
+                group=group,
+            )
+        )
+        self.paragraph(
+            text,
+            size=size,
+            left=MARGIN_LEFT + BULLET_INDENT,
+            width=CONTENT_WIDTH - BULLET_INDENT,
+            space_after=space_after,
+            group=group,
+        )
 
-    def rows(self, rows: list[tuple[str, str]], *, label_width: float, size: float = BODY_SIZE,
-             left: float = MARGIN_LEFT, width: float = CONTENT_WIDTH, shrink: tuple[float, ...] = ()) -> None:
+    def rows(
+        self,
+        rows: list[tuple[str, str]],
+        *,
+        label_width: float,
+        size: float = BODY_SIZE,
+        left: float = MARGIN_LEFT,
+        width: float = CONTENT_WIDTH,
+        shrink: tuple[float, ...] = (),
+    ) -> None:
         """Label/value rows (label in bold); a row splits over two pages only if it is longer than a page.
         A value too wide for its column is set in the first of the `shrink` sizes (pt) at which it fits
         on one line, and wrapped (at the smallest) only if none does."""
@@ -373,15 +440,16 @@ class Flow:
             count = max(len(labels), len(values))
             if count * height <= BODY_BOTTOM - NEXT_PAGE_BODY_TOP:
                 self.ensure(count * height)
-            group = new_group()     # a row reads as one paragraph: the label, then the value
+            group = new_group()  # a row reads as one paragraph: the label, then the value
             for index in range(count):
                 self.ensure(height)
                 baseline = self.y + baseline_offset(size, self.spacing)
                 if index < len(labels):
                     self.ops.append(TextOp(left, baseline, labels[index], BOLD, size, group=group))
                 if index < len(values):
-                    self.ops.append(TextOp(left + label_width, baseline, values[index], REGULAR, value_size,
-                                           group=group))
+                    self.ops.append(
+                        TextOp(left + label_width, baseline, values[index], REGULAR, value_size, group=group)
+                    )
                 self.y += height
 
     def keep_together(self, ops: list[Op], height: float, *, off_folds: bool = False) -> bool:
@@ -390,7 +458,7 @@ class Flow:
         True if the block starts a new page."""
         started = self.ensure(height)
         if off_folds:
-            for _attempt in range(2):                       # this page, then at most one new page
+            for _attempt in range(2):  # this page, then at most one new page
                 for fold in self.folds:
                     if self.y < fold + FOLD_CLEARANCE and self.y + height > fold - FOLD_CLEARANCE:
                         self.y = fold + FOLD_CLEARANCE

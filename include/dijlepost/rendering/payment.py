@@ -6,6 +6,7 @@ Initiation of a SEPA Credit Transfer"), version 002 (BIC optional within the EEA
 (UTF-8). Belgian banking apps read the 12 digits of a structured communication from the structured
 remittance field and fill in the +++ddd/dddd/ddddd+++ communication.
 """
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -15,8 +16,8 @@ from stdnum.be import ogm_vcs
 
 from .errors import LetterDataError
 
-EPC_MAX_BYTES = 331     # EPC069-12: the whole payload
-EPC_MAX_VERSION = 13    # EPC069-12: largest QR code version a scanner must read
+EPC_MAX_BYTES = 331  # EPC069-12: the whole payload
+EPC_MAX_VERSION = 13  # EPC069-12: largest QR code version a scanner must read
 EPC_MAX_NAME = 70
 EPC_MIN_AMOUNT = Decimal("0.01")
 EPC_MAX_AMOUNT = Decimal("999999999.99")
@@ -40,16 +41,16 @@ def epc_payload(*, name: str, iban: str, amount: Decimal, reference: str, bic: s
     if not 0 < len(name) <= EPC_MAX_NAME:
         raise LetterDataError(f"the beneficiary name must be 1 to {EPC_MAX_NAME} characters")
     lines = [
-        "BCD",              # service tag
-        "002",              # version
-        "1",                # character set: UTF-8
-        "SCT",              # SEPA credit transfer
+        "BCD",  # service tag
+        "002",  # version
+        "1",  # character set: UTF-8
+        "SCT",  # SEPA credit transfer
         bic or "",
         name,
         iban.replace(" ", ""),
         f"EUR{amount:.2f}",
-        "",                 # purpose code: none
-        reference,          # structured remittance information
+        "",  # purpose code: none
+        reference,  # structured remittance information
     ]
     payload = "\n".join(lines)
     if len(payload.encode("utf-8")) > EPC_MAX_BYTES:

@@ -9,6 +9,7 @@ signature, "1/2" page numbers) and draws it with fpdf2. Anything wrong with the 
 Output is deterministic: the same letter rendered on the same day gives the same bytes (the PDF's
 creation date is the letter date), so a retried render yields the same sha256.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,9 +18,9 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -74,19 +75,34 @@ from .templates import LetterTemplate, Paragraph, TemplateSet, load_templates
 
 MAX_FILENAME = 80
 FPDF_PRODUCER = f"fpdf2 {FPDF_VERSION}"
-LETTER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")   # as the outbox table checks it
+LETTER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # as the outbox table checks it
 ADDRESS_FIELDS = ("recipient_name", "street", "postal_code", "city")
 # No address line longer than this fits the window even wrapped at the smallest size; refusing it
 # first keeps an absurd value from costing any layout work.
 MAX_ADDRESS_FIELD = 200
-QR_SIZE = 30.0          # mm including the quiet zone: modules of 0.6 mm for a typical version 6 code
-QR_QUIET_ZONE = 4       # modules, as ISO/IEC 18004 asks
+QR_SIZE = 30.0  # mm including the quiet zone: modules of 0.6 mm for a typical version 6 code
+QR_QUIET_ZONE = 4  # modules, as ISO/IEC 18004 asks
 _NOT_COUNTRIES = frozenset({"EU", "EZ", "UN", "QO", "ZZ"})
 # Letters that have no accent-free form in NFKD, spelled the way their language does without them.
-_SPELLED_OUT = str.maketrans({
-    "ß": "ss", "ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue",
-    "æ": "ae", "Æ": "Ae", "œ": "oe", "Œ": "Oe", "ø": "o", "Ø": "O", "’": " ", "'": " ",
-})
+_SPELLED_OUT = str.maketrans(
+    {
+        "ß": "ss",
+        "ä": "ae",
+        "ö": "oe",
+        "ü": "ue",
+        "Ä": "Ae",
+        "Ö": "Oe",
+        "Ü": "Ue",
+        "æ": "ae",
+        "Æ": "Ae",
+        "œ": "oe",
+        "Œ": "Oe",
+        "ø": "o",
+        "Ø": "O",
+        "’": " ",
+        "'": " ",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -95,26 +111,27 @@ class RenderedLetter:
     sha256: str
     pages: int
     subject: str
-    filename: str           # <= 80 characters, in the letter's language, ends .pdf
+    filename: str  # <= 80 characters, in the letter's language, ends .pdf
 
 
 @dataclass(frozen=True)
 class _Payment:
     amount: Decimal
     due_date: date
-    ogm: str                # 12 digits
+    ogm: str  # 12 digits
 
 
 @dataclass(frozen=True)
 class _Letter:
     """A letter row checked and formatted, ready for layout."""
+
     template: LetterTemplate
     language: str
     letter_id: str
     letter_date: date
     registered: bool
     address: tuple[str, ...]
-    abroad: bool                # the address is outside Belgium
+    abroad: bool  # the address is outside Belgium
     subject: str
     details: tuple[tuple[str, str], ...]
     body: tuple[Paragraph, ...]
@@ -134,7 +151,9 @@ class LetterRenderer:
 
     def required_fields(self, letter_type: str) -> tuple[str, ...]:
         """The payload fields a letter of this type must carry (not the optional itemised lines)."""
-        return tuple(name for name, spec in self._template(letter_type).fields.items() if spec.kind != "lines")
+        return tuple(
+            name for name, spec in self._template(letter_type).fields.items() if spec.kind != "lines"
+        )
 
     def subject(self, letter: Mapping[str, Any]) -> str:
         """The letter's subject in its own language (the eBox message title); checks the letter fully."""
@@ -202,11 +221,13 @@ class LetterRenderer:
         lines: tuple[fields.InvoiceLine, ...] = ()
         for name, spec in template.fields.items():
             raw = payload.get(name)
-            if spec.kind == "lines":                # optional: no lines, no table
+            if spec.kind == "lines":  # optional: no lines, no table
                 if raw is not None and raw != []:
                     lines = fields.parse_lines(raw, name)
                     for number, line in enumerate(lines, start=1):
-                        self._require_printable(line.description, f"payload field '{name}[{number}].description'")
+                        self._require_printable(
+                            line.description, f"payload field '{name}[{number}].description'"
+                        )
                 continue
             if fields.is_missing(raw):
                 raise TemplateFieldMissing(template.letter_type, name)
@@ -219,8 +240,11 @@ class LetterRenderer:
             if spec.kind == "text":
                 self._require_printable(values[name], f"payload field {name!r}")
         letter_date = self._today or date.today()
-        values.update(recipient_name=address[0], letter_id=letter_id,
-                      letter_date=fields.format_date(letter_date, language))
+        values.update(
+            recipient_name=address[0],
+            letter_id=letter_id,
+            letter_date=fields.format_date(letter_date, language),
+        )
 
         payment = None
         if template.payment:
@@ -231,8 +255,7 @@ class LetterRenderer:
             payment = _Payment(parsed["amount_due"], parsed["due_date"], parsed["ogm"])
         for total_field, parts in template.sums.items():
             if sum(parsed[part] for part in parts) != parsed[total_field]:
-                raise LetterDataError(f"payload field {total_field!r} must be the sum of "
-                                      f"{' + '.join(parts)}")
+                raise LetterDataError(f"payload field {total_field!r} must be the sum of {' + '.join(parts)}")
         if lines:
             total = sum(line.total for line in lines)
             if total != parsed["amount_due"]:
@@ -267,13 +290,13 @@ class LetterRenderer:
                 raise LetterDataError(f"letter field {name!r} is missing or empty")
             if not isinstance(value, str):
                 raise LetterDataError(f"letter field {name!r} must be text, got {type(value).__name__}")
-            if len(value) > 4 * MAX_ADDRESS_FIELD:         # not worth cleaning first
+            if len(value) > 4 * MAX_ADDRESS_FIELD:  # not worth cleaning first
                 raise LetterDataError(f"letter field {name!r} is longer than {MAX_ADDRESS_FIELD} characters")
             lines[name] = fields.clean_text(value)
             if len(lines[name]) > MAX_ADDRESS_FIELD:
                 raise LetterDataError(f"letter field {name!r} is longer than {MAX_ADDRESS_FIELD} characters")
             self._require_printable(lines[name], f"letter field {name!r}")
-        country = (letter.get("country") or "BE")
+        country = letter.get("country") or "BE"
         if not isinstance(country, str) or not re.fullmatch(r"[A-Za-z]{2}", country):
             raise LetterDataError("country must be a two-letter ISO 3166 code such as BE")
         country = country.upper()
@@ -296,15 +319,21 @@ class LetterRenderer:
 
     def _check_printable(self) -> None:
         """Fixed texts are checked once here, so a letter only has its own data checked."""
+
         def check(template: str, where: str, text: str) -> None:
             hidden = fields.invisible_format_character(text)
             if hidden is not None:
-                raise TemplateError(template, where, f"contains the invisible formatting character "
-                                                     f"U+{ord(hidden):04X}; write the text without it")
+                raise TemplateError(
+                    template,
+                    where,
+                    f"contains the invisible formatting character "
+                    f"U+{ord(hidden):04X}; write the text without it",
+                )
             char = self._fonts.unprintable(text)
             if char is not None:
-                raise TemplateError(template, where,
-                                    f"contains {char!r} (U+{ord(char):04X}), which the font lacks")
+                raise TemplateError(
+                    template, where, f"contains {char!r} (U+{ord(char):04X}), which the font lacks"
+                )
 
         s = self._set
         for key in ("street", "postal_code", "city", "website", "enterprise_number", "account_name"):
@@ -325,9 +354,12 @@ class LetterRenderer:
                     for code, wording in (spec.choices or {}).items():
                         check(letter_type, f"{name}.{code}.{lang}", wording[lang])
                 texts = template.texts[lang]
-                for where, text in [("document_name", texts.document_name), ("subject", texts.subject),
-                                    *(("details", f"{label} {value}") for label, value in texts.details),
-                                    *(("body", paragraph.text) for paragraph in texts.body)]:
+                for where, text in [
+                    ("document_name", texts.document_name),
+                    ("subject", texts.subject),
+                    *(("details", f"{label} {value}") for label, value in texts.details),
+                    *(("body", paragraph.text) for paragraph in texts.body),
+                ]:
                     check(letter_type, f"{lang}.{where}", text)
 
     # -- layout --------------------------------------------------------------------------------
@@ -353,15 +385,23 @@ class LetterRenderer:
                 candidate, alone = self._flow(letter, first_page, deadline, **variant)
                 if not alone:
                     candidates.append(candidate)
-            pages = min(candidates, key=len) if candidates else pages   # the first of the shortest
+            pages = min(candidates, key=len) if candidates else pages  # the first of the shortest
         for number, ops in enumerate(pages, start=1):
             if number > 1:
                 ops.extend(self._continuation_header(letter))
             ops.extend(self._footer(letter.language, f"{labels['page']} {number}/{len(pages)}"))
         return pages
 
-    def _flow(self, letter: _Letter, first_page: list[Op], deadline: float | None, *, tight: bool = False,
-              carry: bool = False, sign_first: bool = False) -> tuple[list[list[Op]], bool]:
+    def _flow(
+        self,
+        letter: _Letter,
+        first_page: list[Op],
+        deadline: float | None,
+        *,
+        tight: bool = False,
+        carry: bool = False,
+        sign_first: bool = False,
+    ) -> tuple[list[list[Op]], bool]:
         """The pages, and whether the last block (the signature; the payment block with `sign_first`)
         stood alone on the last page. `tight` sets the lines closer and halves the gaps between
         paragraphs; `carry` starts a new page before the last block of the body; `sign_first` puts the
@@ -372,8 +412,13 @@ class LetterRenderer:
         gap = PARAGRAPH_GAP / 2 if tight else PARAGRAPH_GAP
         text_bottom = max(ink_box(self._fonts, op).bottom for op in first_page if isinstance(op, TextOp))
         top = max(text_bottom, envelope.ever_visible.bottom) + FIRST_PAGE_BODY_GAP
-        flow = Flow(self._fonts, top, deadline, folds=envelope.folds,
-                    spacing=TIGHT_LINE_SPACING if tight else LINE_SPACING)
+        flow = Flow(
+            self._fonts,
+            top,
+            deadline,
+            folds=envelope.folds,
+            spacing=TIGHT_LINE_SPACING if tight else LINE_SPACING,
+        )
         flow.ops.extend(first_page)
         flow.paragraph(letter.subject, style=BOLD, size=11, space_after=3 if tight else 5, tag="H1")
         if letter.details:
@@ -392,7 +437,7 @@ class LetterRenderer:
                 flow.bullet(paragraph.text, space_after=gap / 2)
             else:
                 if after_bullet:
-                    flow.gap(gap / 2)    # bullets sit closer together than paragraphs
+                    flow.gap(gap / 2)  # bullets sit closer together than paragraphs
                 flow.paragraph(paragraph.text, space_after=gap)
             after_bullet = paragraph.bullet
         signature = self._signature(labels["closing"], department.signature[letter.language])
@@ -416,8 +461,10 @@ class LetterRenderer:
         window = self._set.envelope.ever_visible
         for op in others:
             if isinstance(op, TextOp) and _overlaps(ink_box(self._fonts, op), window):
-                raise LetterDataError("the sender block or the date/reference/contact block would show "
-                                      "through the envelope window")
+                raise LetterDataError(
+                    "the sender block or the date/reference/contact block would show "
+                    "through the envelope window"
+                )
         return others + self._address_ops(letter.address, deadline)
 
     def _letterhead(self, letter: _Letter) -> list[Op]:
@@ -447,8 +494,9 @@ class LetterRenderer:
         width = self._set.envelope.ever_visible.left - 2 - MARGIN_LEFT
         label_width = min(32.0, 3.5 + max(self._fonts.width(label, BOLD, SMALL_SIZE) for label, _ in rows))
         flow = Flow(self._fonts, META_TOP, deadline)
-        flow.rows(rows, label_width=label_width, size=SMALL_SIZE, left=MARGIN_LEFT, width=width,
-                  shrink=(7.5, 6.5))
+        flow.rows(
+            rows, label_width=label_width, size=SMALL_SIZE, left=MARGIN_LEFT, width=width, shrink=(7.5, 6.5)
+        )
         if letter.registered:
             flow.gap(1.5)
             flow.paragraph(labels["registered"].upper(), style=BOLD, size=9, left=MARGIN_LEFT, width=width)
@@ -460,21 +508,28 @@ class LetterRenderer:
         and break points (never inside a word), and an address that still does not fit is refused."""
         box = address_box(self._set.envelope)
         for size in ADDRESS_SIZES:
-            if (all(self._fonts.width(line, REGULAR, size) <= box.width for line in address)
-                    and self._address_fits(box, size, len(address))):
+            if all(
+                self._fonts.width(line, REGULAR, size) <= box.width for line in address
+            ) and self._address_fits(box, size, len(address)):
                 lines = list(address)
                 break
         else:
-            lines = [part for line in address
-                     for part in wrap(self._fonts, line, REGULAR, size, box.width, deadline, cut=False)]
-        if len(lines) > ADDRESS_MAX_LINES or any(self._fonts.width(line, REGULAR, size) > box.width
-                                                 for line in lines):
+            lines = [
+                part
+                for line in address
+                for part in wrap(self._fonts, line, REGULAR, size, box.width, deadline, cut=False)
+            ]
+        if len(lines) > ADDRESS_MAX_LINES or any(
+            self._fonts.width(line, REGULAR, size) > box.width for line in lines
+        ):
             raise LetterDataError("the recipient address is too long to fit in the envelope window")
         height = line_height(size)
         top = box.top + baseline_offset(size)
         group = new_group()
-        ops = [TextOp(box.left, top + index * height, line, REGULAR, size, group=group)
-               for index, line in enumerate(lines)]
+        ops = [
+            TextOp(box.left, top + index * height, line, REGULAR, size, group=group)
+            for index, line in enumerate(lines)
+        ]
         if not all(box.contains(ink_box(self._fonts, op)) for op in ops):
             raise LetterDataError("the recipient address is too long to fit in the envelope window")
         return ops
@@ -494,8 +549,12 @@ class LetterRenderer:
         size = 9.0
         height = line_height(size)
         # Right edges of the number columns, from the left margin; the description fills the rest.
-        columns = (("line_quantity", 96.0), ("line_unit_price", 124.0), ("line_vat", 140.0),
-                   ("line_amount", CONTENT_WIDTH))
+        columns = (
+            ("line_quantity", 96.0),
+            ("line_unit_price", 124.0),
+            ("line_vat", 140.0),
+            ("line_amount", CONTENT_WIDTH),
+        )
         description_width = 76.0
 
         def row(cells: list[str], style: str, description: str = "") -> None:
@@ -505,8 +564,10 @@ class LetterRenderer:
             baseline = flow.y + baseline_offset(size)
             for index, part in enumerate(parts):
                 if part:
-                    flow.ops.append(TextOp(MARGIN_LEFT, baseline + index * height, part, style, size, group=group))
-            for text, (_, right) in zip(cells, columns[-len(cells):]):
+                    flow.ops.append(
+                        TextOp(MARGIN_LEFT, baseline + index * height, part, style, size, group=group)
+                    )
+            for text, (_, right) in zip(cells, columns[-len(cells) :]):
                 if text:
                     x = MARGIN_LEFT + right - self._fonts.width(text, style, size)
                     flow.ops.append(TextOp(x, baseline, text, style, size, group=group))
@@ -518,9 +579,16 @@ class LetterRenderer:
         flow.gap(1)
         for line in letter.lines:
             check_deadline(flow.deadline)
-            row([fields.format_quantity(line.quantity, lang), fields.format_amount(line.unit_price, lang),
-                 fields.format_vat_rate(line.vat_rate, lang), fields.format_amount(line.total, lang)],
-                REGULAR, line.description)
+            row(
+                [
+                    fields.format_quantity(line.quantity, lang),
+                    fields.format_amount(line.unit_price, lang),
+                    fields.format_vat_rate(line.vat_rate, lang),
+                    fields.format_amount(line.total, lang),
+                ],
+                REGULAR,
+                line.description,
+            )
         flow.ops.append(RuleOp(MARGIN_LEFT, flow.y + 0.3, right, flow.y + 0.3))
         flow.gap(1)
         total = sum(line.total for line in letter.lines)
@@ -541,8 +609,13 @@ class LetterRenderer:
         sender = self._set.sender
         payment = letter.payment
         lang = letter.language
-        qr_payload = epc_payload(name=sender.account_name, iban=sender.iban.compact, amount=payment.amount,
-                                 reference=payment.ogm, bic=self._bic(letter) or None)
+        qr_payload = epc_payload(
+            name=sender.account_name,
+            iban=sender.iban.compact,
+            amount=payment.amount,
+            reference=payment.ogm,
+            bic=self._bic(letter) or None,
+        )
         matrix = epc_qr_matrix(qr_payload)
 
         padding = 4.0
@@ -556,19 +629,36 @@ class LetterRenderer:
             (labels["ogm"], fields.format_ogm(payment.ogm)),
         ]
         flow = Flow(self._fonts, padding)
-        flow.paragraph(labels["payment_title"], style=BOLD, left=MARGIN_LEFT + padding, space_after=1.5,
-                       tag="H2")
-        flow.rows(rows, label_width=56, size=9, left=MARGIN_LEFT + padding,
-                  width=qr_box.left - MARGIN_LEFT - 2 * padding)
+        flow.paragraph(
+            labels["payment_title"], style=BOLD, left=MARGIN_LEFT + padding, space_after=1.5, tag="H2"
+        )
+        flow.rows(
+            rows,
+            label_width=56,
+            size=9,
+            left=MARGIN_LEFT + padding,
+            width=qr_box.left - MARGIN_LEFT - 2 * padding,
+        )
         ops = flow.ops
         # The code itself is a figure whose alternative text says what a scan fills in; its caption
         # goes under the rows, beside the code, so that the block is no taller than the code.
-        alt = (f"{labels['qr_caption']}: {fields.format_amount(payment.amount, lang)}, "
-               f"{sender.iban.formatted}, {fields.format_ogm(payment.ogm)}")
+        alt = (
+            f"{labels['qr_caption']}: {fields.format_amount(payment.amount, lang)}, "
+            f"{sender.iban.formatted}, {fields.format_ogm(payment.ogm)}"
+        )
         ops.append(QrOp(qr_box, matrix, alt=alt))
         caption_y = max(flow.y + 1.5, qr_box.bottom - 1.5 - line_height(7.5)) + baseline_offset(7.5)
-        ops.append(TextOp(MARGIN_LEFT + padding, caption_y, labels["qr_caption"], REGULAR, 7.5, gray=True,
-                          group=new_group()))
+        ops.append(
+            TextOp(
+                MARGIN_LEFT + padding,
+                caption_y,
+                labels["qr_caption"],
+                REGULAR,
+                7.5,
+                gray=True,
+                group=new_group(),
+            )
+        )
         height = max(qr_box.bottom, caption_y + DESCENT * 7.5 * PT_TO_MM) + padding / 2
         ops.append(FrameOp(Box(MARGIN_LEFT, 0, CONTENT_WIDTH, height)))
         return ops, height
@@ -586,20 +676,36 @@ class LetterRenderer:
         texts = letter.template.texts[letter.language]
         sender = self._set.sender.names[letter.language]
         line = f"{sender} \u00b7 {texts.document_name} \u00b7 {letter.letter_id}"
-        return [TextOp(MARGIN_LEFT, 16, line, REGULAR, 8, gray=True, tag=None),
-                RuleOp(MARGIN_LEFT, NEXT_PAGE_BODY_TOP - 8, PAGE_WIDTH - MARGIN_LEFT, NEXT_PAGE_BODY_TOP - 8)]
+        return [
+            TextOp(MARGIN_LEFT, 16, line, REGULAR, 8, gray=True, tag=None),
+            RuleOp(MARGIN_LEFT, NEXT_PAGE_BODY_TOP - 8, PAGE_WIDTH - MARGIN_LEFT, NEXT_PAGE_BODY_TOP - 8),
+        ]
 
     def _footer(self, language: str, page_text: str) -> list[Op]:
         sender = self._set.sender
         labels = self._set.labels[language]
-        line = " \u00b7 ".join((sender.names[language], sender.street, f"{sender.postal_code} {sender.city}",
-                                f"{labels['enterprise_number']} {sender.enterprise_number}", sender.website))
+        line = " \u00b7 ".join(
+            (
+                sender.names[language],
+                sender.street,
+                f"{sender.postal_code} {sender.city}",
+                f"{labels['enterprise_number']} {sender.enterprise_number}",
+                sender.website,
+            )
+        )
         right = PAGE_WIDTH - MARGIN_LEFT
         return [
             RuleOp(MARGIN_LEFT, FOOTER_RULE, right, FOOTER_RULE),
             TextOp(MARGIN_LEFT, FOOTER_BASELINE, line, REGULAR, 7.5, gray=True, tag=None),
-            TextOp(right - self._fonts.width(page_text, REGULAR, 7.5), FOOTER_BASELINE, page_text,
-                   REGULAR, 7.5, gray=True, tag=None),
+            TextOp(
+                right - self._fonts.width(page_text, REGULAR, 7.5),
+                FOOTER_BASELINE,
+                page_text,
+                REGULAR,
+                7.5,
+                gray=True,
+                tag=None,
+            ),
         ]
 
     # -- drawing -------------------------------------------------------------------------------
@@ -616,16 +722,21 @@ class LetterRenderer:
         pdf.set_lang(f"{lang}-BE")
         pdf.set_creator("dijlepost")
         pdf.set_producer(FPDF_PRODUCER)
-        created = datetime.combine(letter.letter_date, time(), tzinfo=timezone.utc)
+        created = datetime.combine(letter.letter_date, time(), tzinfo=UTC)
         pdf.set_creation_date(created)
         # PDF/UA-1: the viewer shows the title, not the file name (7.1); the XMP metadata says the file
         # claims PDF/UA-1 and carries the title (5, 7.1); each page's annotations follow the structure
         # order (/Tabs /S, 7.18.3; a letter has none, but validators ask for the key).
         pdf.viewer_preferences = ViewerPreferences(display_doc_title=True)
-        pdf.set_xmp_metadata(_xmp_metadata(
-            title=letter.subject, language=f"{lang}-BE",
-            author=f"{self._set.sender.names[lang]} - {department.names[lang]}",
-            description=letter.template.texts[lang].document_name, created=created))
+        pdf.set_xmp_metadata(
+            _xmp_metadata(
+                title=letter.subject,
+                language=f"{lang}-BE",
+                author=f"{self._set.sender.names[lang]} - {department.names[lang]}",
+                description=letter.template.texts[lang].document_name,
+                created=created,
+            )
+        )
         pdf.set_draw_color(150)
         pdf.set_line_width(0.2)
         for ops in pages:
@@ -644,8 +755,12 @@ class LetterRenderer:
                         pdf.set_text_color(90 if gray else 0)
                     pdf.text(op.x, op.y, op.text)
                     following = ops[index + 1] if index + 1 < len(ops) else None
-                    if (op.tag and op.group and isinstance(following, TextOp)
-                            and (following.tag, following.group) == (op.tag, op.group)):
+                    if (
+                        op.tag
+                        and op.group
+                        and isinstance(following, TextOp)
+                        and (following.tag, following.group) == (op.tag, op.group)
+                    ):
                         # An invisible space where a line breaks (or between a label and its value),
                         # so that text extraction and screen readers keep the words apart.
                         pdf.text(op.x + self._fonts.width(op.text, op.style, op.size), op.y, " ")
@@ -663,6 +778,7 @@ class LetterRenderer:
 
 class _StructureOrderPage(PDFPage):
     """fpdf2's page object with `/Tabs /S` (no new slots: a drawn page's class is swapped for this)."""
+
     __slots__ = ()
     tabs = Name("S")
 
@@ -671,30 +787,37 @@ def _xmp_metadata(*, title: str, language: str, author: str, description: str, c
     """The XMP packet body (fpdf2 adds the <?xpacket?> wrapper): Dublin Core title, creator and
     description in the letter's language, the dates (the letter date, so the bytes stay deterministic),
     and pdfuaid:part 1 (ISO 14289-1, 5)."""
+
     def esc(text: str) -> str:
         return html.escape(text, quote=True)
 
     stamp = created.isoformat(timespec="seconds")
-    return "\n".join([
-        '<x:xmpmeta xmlns:x="adobe:ns:meta/">',
-        ' <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">',
-        '  <rdf:Description rdf:about=""',
-        '    xmlns:dc="http://purl.org/dc/elements/1.1/"',
-        '    xmlns:xmp="http://ns.adobe.com/xap/1.0/"',
-        '    xmlns:pdf="http://ns.adobe.com/pdf/1.3/"',
-        '    xmlns:pdfuaid="http://www.aiim.org/pdfua/ns/id/"',
-        f'    xmp:CreatorTool="dijlepost" xmp:CreateDate="{stamp}" xmp:ModifyDate="{stamp}"',
-        f'    xmp:MetadataDate="{stamp}" pdf:Producer="{esc(FPDF_PRODUCER)}" pdfuaid:part="1">',
-        (f'   <dc:title><rdf:Alt><rdf:li xml:lang="{language}">{esc(title)}</rdf:li>'
-         f'<rdf:li xml:lang="x-default">{esc(title)}</rdf:li></rdf:Alt></dc:title>'),
-        f'   <dc:creator><rdf:Seq><rdf:li>{esc(author)}</rdf:li></rdf:Seq></dc:creator>',
-        (f'   <dc:description><rdf:Alt><rdf:li xml:lang="x-default">{esc(description)}</rdf:li></rdf:Alt>'
-         '</dc:description>'),
-        f'   <dc:language><rdf:Bag><rdf:li>{language}</rdf:li></rdf:Bag></dc:language>',
-        '  </rdf:Description>',
-        ' </rdf:RDF>',
-        '</x:xmpmeta>',
-    ])
+    return "\n".join(
+        [
+            '<x:xmpmeta xmlns:x="adobe:ns:meta/">',
+            ' <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">',
+            '  <rdf:Description rdf:about=""',
+            '    xmlns:dc="http://purl.org/dc/elements/1.1/"',
+            '    xmlns:xmp="http://ns.adobe.com/xap/1.0/"',
+            '    xmlns:pdf="http://ns.adobe.com/pdf/1.3/"',
+            '    xmlns:pdfuaid="http://www.aiim.org/pdfua/ns/id/"',
+            f'    xmp:CreatorTool="dijlepost" xmp:CreateDate="{stamp}" xmp:ModifyDate="{stamp}"',
+            f'    xmp:MetadataDate="{stamp}" pdf:Producer="{esc(FPDF_PRODUCER)}" pdfuaid:part="1">',
+            (
+                f'   <dc:title><rdf:Alt><rdf:li xml:lang="{language}">{esc(title)}</rdf:li>'
+                f'<rdf:li xml:lang="x-default">{esc(title)}</rdf:li></rdf:Alt></dc:title>'
+            ),
+            f"   <dc:creator><rdf:Seq><rdf:li>{esc(author)}</rdf:li></rdf:Seq></dc:creator>",
+            (
+                f'   <dc:description><rdf:Alt><rdf:li xml:lang="x-default">{esc(description)}</rdf:li></rdf:Alt>'
+                "</dc:description>"
+            ),
+            f"   <dc:language><rdf:Bag><rdf:li>{language}</rdf:li></rdf:Bag></dc:language>",
+            "  </rdf:Description>",
+            " </rdf:RDF>",
+            "</x:xmpmeta>",
+        ]
+    )
 
 
 def _code(value: Any) -> str:
@@ -759,7 +882,7 @@ def _draw_qr(pdf: FPDF, op: QrOp) -> None:
     k = pdf.k
     page_height = pdf.h
     path: list[str] = []
-    open_runs: dict[tuple[int, int], int] = {}      # (first, end) column -> first row
+    open_runs: dict[tuple[int, int], int] = {}  # (first, end) column -> first row
     for row_index, row in enumerate((*op.matrix, ())):
         runs = set()
         start = None
@@ -780,7 +903,7 @@ def _draw_qr(pdf: FPDF, op: QrOp) -> None:
     pdf._out("\n".join(path))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _country_name(code: str, language: str) -> str:
     # CLDR also names regions and groupings (EU, UN, ZZ "unknown region"); no letter goes there.
     name = None if code in _NOT_COUNTRIES else Locale(language).territories.get(code)
@@ -796,5 +919,5 @@ def _filename(document_name: str, letter_id: str) -> str:
     ascii_name = unicodedata.normalize("NFKD", spelled).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^A-Za-z0-9-]+", "_", ascii_name).strip("_-")
     room = MAX_FILENAME - len(".pdf") - len(letter_id) - 1
-    slug = slug[:max(room, 0)].rstrip("_-")
+    slug = slug[: max(room, 0)].rstrip("_-")
     return f"{slug}_{letter_id}.pdf" if slug else f"{letter_id}.pdf"

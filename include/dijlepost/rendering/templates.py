@@ -6,6 +6,7 @@ language, its document name, subject, detail rows and body paragraphs with `{pla
 checked when the renderer starts, so a typo in a template stops the renderer with a `TemplateError`
 naming the file and the field, instead of quarantining every letter of that type one by one.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,10 +37,29 @@ BUILTIN_PLACEHOLDERS = ("recipient_name", "letter_id", "letter_date")
 PAYMENT_FIELDS = {"amount_due": "amount", "due_date": "date", "ogm": "ogm"}
 
 LABEL_KEYS = (
-    "date", "reference", "contact", "registered", "salutation", "closing", "payment_title",
-    "amount_due", "due_date", "beneficiary", "account", "bic", "ogm", "qr_caption", "page",
-    "enterprise_number", "line_description", "line_quantity", "line_unit_price", "line_vat", "line_amount",
-    "lines_total", "lines_vat",
+    "date",
+    "reference",
+    "contact",
+    "registered",
+    "salutation",
+    "closing",
+    "payment_title",
+    "amount_due",
+    "due_date",
+    "beneficiary",
+    "account",
+    "bic",
+    "ogm",
+    "qr_caption",
+    "page",
+    "enterprise_number",
+    "line_description",
+    "line_quantity",
+    "line_unit_price",
+    "line_vat",
+    "line_amount",
+    "lines_total",
+    "lines_vat",
 )
 
 _SPACES_RE = re.compile(r"[ \t\r\n]+")
@@ -51,21 +71,21 @@ _LANGUAGE_KEYS = {"document_name", "subject", "details", "body"}
 @dataclass(frozen=True)
 class Paragraph:
     text: str
-    bullet: bool = False                   # written with "- " in front in the template
+    bullet: bool = False  # written with "- " in front in the template
 
 
 @dataclass(frozen=True)
 class LanguageText:
     document_name: str
     subject: str
-    details: tuple[tuple[str, str], ...]   # (label, value template) rows
+    details: tuple[tuple[str, str], ...]  # (label, value template) rows
     body: tuple[Paragraph, ...]
 
 
 @dataclass(frozen=True)
 class FieldSpec:
     kind: str
-    choices: Mapping[str, Mapping[str, str]] | None = None   # choice: code -> language -> wording
+    choices: Mapping[str, Mapping[str, str]] | None = None  # choice: code -> language -> wording
 
 
 @dataclass(frozen=True)
@@ -73,9 +93,9 @@ class LetterTemplate:
     letter_type: str
     department: str
     payment: bool
-    fields: Mapping[str, FieldSpec]        # payload field -> kind, in file order
-    texts: Mapping[str, LanguageText]      # language -> text
-    sums: Mapping[str, tuple[str, ...]] = field(default_factory=dict)   # total -> its amount parts
+    fields: Mapping[str, FieldSpec]  # payload field -> kind, in file order
+    texts: Mapping[str, LanguageText]  # language -> text
+    sums: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # total -> its amount parts
 
 
 @dataclass(frozen=True)
@@ -97,8 +117,8 @@ class Sender:
     account_name: str
     iban: IBAN
     bic: str
-    demo_account: bool = False             # payment_account.demo: a made-up account, see _sender
-    bic_from_iban: str = ""                # the BIC of the IBAN's bank (python-stdnum), "" if unknown
+    demo_account: bool = False  # payment_account.demo: a made-up account, see _sender
+    bic_from_iban: str = ""  # the BIC of the IBAN's bank (python-stdnum), "" if unknown
 
 
 @dataclass(frozen=True)
@@ -125,7 +145,8 @@ def load_templates(templates_dir: Path) -> TemplateSet:
         template = _template(letter_type, _read_yaml(path, letter_type))
         if template.department != department:
             raise TemplateError(
-                letter_type, "department",
+                letter_type,
+                "department",
                 f"is {template.department!r} but waves.py puts {letter_type} in {department!r}",
             )
         if department not in departments:
@@ -139,8 +160,9 @@ def placeholders(template: str, where: str, text: str) -> set[str]:
     try:
         parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
-        raise TemplateError(template, where,
-                            f"unbalanced braces ({exc}); write {{{{ for a literal brace") from None
+        raise TemplateError(
+            template, where, f"unbalanced braces ({exc}); write {{{{ for a literal brace"
+        ) from None
     names = set()
     for _literal, name, spec, conversion in parsed:
         if name is None:
@@ -148,8 +170,9 @@ def placeholders(template: str, where: str, text: str) -> set[str]:
         if not name.isidentifier():
             raise TemplateError(template, where, f"placeholder {{{name}}} is not a field name")
         if spec or conversion:
-            raise TemplateError(template, name,
-                                f"placeholder in {where} may not carry a format (:... or !...)")
+            raise TemplateError(
+                template, name, f"placeholder in {where} may not carry a format (:... or !...)"
+            )
         names.add(name)
     return names
 
@@ -207,7 +230,8 @@ def _sender(data: Mapping[str, Any]) -> Sender:
     except InvalidComponent:
         if not demo:
             raise TemplateError(
-                "common", where,
+                "common",
+                where,
                 "is not the account of an assigned bank (python-stdnum: the bank code is unknown); "
                 "only an account marked demo: true may be made up",
             ) from None
@@ -215,8 +239,9 @@ def _sender(data: Mapping[str, Any]) -> Sender:
         raise TemplateError("common", where, f"is not a valid IBAN ({exc})") from None
     bic = account.get("bic") or ""
     if not isinstance(bic, str) or len(bic.strip()) not in (0, 8, 11):
-        raise TemplateError("common", "sender.payment_account.bic",
-                            "must be empty or a BIC of 8 or 11 characters")
+        raise TemplateError(
+            "common", "sender.payment_account.bic", "must be empty or a BIC of 8 or 11 characters"
+        )
     return Sender(
         names=_per_language(data, "name", "common"),
         street=_text(data, "street", "common", "sender.street"),
@@ -244,6 +269,7 @@ def _bic_of(iban: str) -> str:
 
 def _envelope(data: Mapping[str, Any]) -> Envelope:
     """The window envelope (see layout.Envelope); refused unless it leaves bpost's free zones."""
+
     def number(entry: Mapping[str, Any], key: str, where: str) -> float:
         value = entry.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -253,15 +279,22 @@ def _envelope(data: Mapping[str, Any]) -> Envelope:
     window = _mapping(data, "window", "common", "envelope.window")
     size = _mapping(data, "size", "common", "envelope.size")
     folds = data.get("folds")
-    if (not isinstance(folds, list) or not folds
-            or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in folds)):
+    if (
+        not isinstance(folds, list)
+        or not folds
+        or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in folds)
+    ):
         raise TemplateError("common", "envelope.folds", "must list the fold lines of the sheet in mm")
     envelope = Envelope(
         name=_text(data, "name", "common", "envelope.name"),
         width=number(size, "width", "envelope.size"),
         height=number(size, "height", "envelope.size"),
-        window=Box(number(window, "left", "envelope.window"), number(window, "top", "envelope.window"),
-                   number(window, "width", "envelope.window"), number(window, "height", "envelope.window")),
+        window=Box(
+            number(window, "left", "envelope.window"),
+            number(window, "top", "envelope.window"),
+            number(window, "width", "envelope.window"),
+            number(window, "height", "envelope.window"),
+        ),
         folds=tuple(sorted(float(f) for f in folds)),
     )
     problems = envelope.bpost_problems()
@@ -284,8 +317,12 @@ def _departments(data: Mapping[str, Any]) -> dict[str, Department]:
                 raise TemplateError("common", f"{where}.signature.{lang}", "must be a list of lines")
             lines[lang] = tuple(value)
         departments[name] = Department(
-            names={lang: _text(_mapping(entry, "name", "common", f"{where}.name"), lang, "common",
-                               f"{where}.name.{lang}") for lang in LANGUAGES},
+            names={
+                lang: _text(
+                    _mapping(entry, "name", "common", f"{where}.name"), lang, "common", f"{where}.name.{lang}"
+                )
+                for lang in LANGUAGES
+            },
             email=_text(entry, "email", "common", f"{where}.email"),
             phone=_text(entry, "phone", "common", f"{where}.phone"),
             signature=lines,
@@ -297,16 +334,18 @@ def _labels(data: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     labels = {}
     for lang in LANGUAGES:
         entry = _mapping(data, lang, "common", f"labels.{lang}")
-        labels[lang] = {key: _spaced(lang, _text(entry, key, "common", f"labels.{lang}.{key}"))
-                        for key in LABEL_KEYS}
+        labels[lang] = {
+            key: _spaced(lang, _text(entry, key, "common", f"labels.{lang}.{key}")) for key in LABEL_KEYS
+        }
     return labels
 
 
 def _template(letter_type: str, data: Mapping[str, Any]) -> LetterTemplate:
     unknown = set(data) - _TEMPLATE_KEYS
     if unknown:
-        raise TemplateError(letter_type, sorted(unknown)[0],
-                            f"unknown key (expected {sorted(_TEMPLATE_KEYS)})")
+        raise TemplateError(
+            letter_type, sorted(unknown)[0], f"unknown key (expected {sorted(_TEMPLATE_KEYS)})"
+        )
     payment = data.get("payment", False)
     if not isinstance(payment, bool):
         raise TemplateError(letter_type, "payment", "must be true or false")
@@ -327,16 +366,25 @@ def _template(letter_type: str, data: Mapping[str, Any]) -> LetterTemplate:
     if len(line_fields) > 1:
         raise TemplateError(letter_type, line_fields[1], "a letter has at most one field of kind lines")
     if line_fields and not payment:
-        raise TemplateError(letter_type, line_fields[0],
-                            "itemised lines add up to amount_due: only a payment letter can have them")
+        raise TemplateError(
+            letter_type,
+            line_fields[0],
+            "itemised lines add up to amount_due: only a payment letter can have them",
+        )
 
     # A lines field is printed as a table, never through a placeholder.
     allowed = {name for name, spec in fields.items() if spec.kind != "lines"} | set(BUILTIN_PLACEHOLDERS)
     texts = {}
     for lang in LANGUAGES:
         texts[lang] = _language_text(letter_type, lang, _mapping(data, lang, letter_type), allowed)
-    return LetterTemplate(letter_type, _text(data, "department", letter_type), payment, fields, texts,
-                          _sums(letter_type, data.get("sums"), fields))
+    return LetterTemplate(
+        letter_type,
+        _text(data, "department", letter_type),
+        payment,
+        fields,
+        texts,
+        _sums(letter_type, data.get("sums"), fields),
+    )
 
 
 def _sums(letter_type: str, data: Any, fields: Mapping[str, FieldSpec]) -> dict[str, tuple[str, ...]]:
@@ -376,8 +424,12 @@ def _field_spec(letter_type: str, name: str, spec: Any) -> FieldSpec:
             }
         return FieldSpec("choice", choices)
     if spec not in FIELD_KINDS or spec == "choice":
-        raise TemplateError(letter_type, name, f"has kind {spec!r}; expected one of {', '.join(FIELD_KINDS)} "
-                                               "(a choice is written with its choices)")
+        raise TemplateError(
+            letter_type,
+            name,
+            f"has kind {spec!r}; expected one of {', '.join(FIELD_KINDS)} "
+            "(a choice is written with its choices)",
+        )
     return FieldSpec(spec)
 
 
@@ -393,8 +445,9 @@ def _spaced(lang: str, text: str) -> str:
 def _language_text(letter_type: str, lang: str, data: Mapping[str, Any], allowed: set[str]) -> LanguageText:
     unknown = set(data) - _LANGUAGE_KEYS
     if unknown:
-        raise TemplateError(letter_type, f"{lang}.{sorted(unknown)[0]}",
-                            f"unknown key (expected {sorted(_LANGUAGE_KEYS)})")
+        raise TemplateError(
+            letter_type, f"{lang}.{sorted(unknown)[0]}", f"unknown key (expected {sorted(_LANGUAGE_KEYS)})"
+        )
 
     def checked(where: str, text: str) -> str:
         for name in placeholders(letter_type, where, text):
@@ -405,8 +458,9 @@ def _language_text(letter_type: str, lang: str, data: Mapping[str, Any], allowed
     document_name = _spaced(lang, _text(data, "document_name", letter_type, f"{lang}.document_name"))
     if "{" in document_name:
         raise TemplateError(letter_type, f"{lang}.document_name", "is a fixed name without placeholders")
-    subject = checked(f"{lang}.subject",
-                      _spaced(lang, _text(data, "subject", letter_type, f"{lang}.subject")))
+    subject = checked(
+        f"{lang}.subject", _spaced(lang, _text(data, "subject", letter_type, f"{lang}.subject"))
+    )
 
     details = []
     raw_details = data.get("details") or {}

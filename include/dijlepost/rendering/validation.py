@@ -9,6 +9,7 @@ and stops before drawing: it returns None for a letter that would render and rai
 The renderer it uses is built once per process from the shipped templates (about half a second);
 pass `renderer=` to check against another one, e.g. templates loaded from another folder.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,8 +25,9 @@ def default_renderer() -> LetterRenderer:
     return LetterRenderer()
 
 
-def validate_letter(letter: Mapping[str, Any], *, renderer: LetterRenderer | None = None,
-                    deadline: float | None = None) -> None:
+def validate_letter(
+    letter: Mapping[str, Any], *, renderer: LetterRenderer | None = None, deadline: float | None = None
+) -> None:
     """Raise `LetterDataError` naming the field if `render` would refuse this letter row; else None.
 
     `letter` is an outbox row as a mapping: letter_type, language, letter_id, department (optional),

@@ -1,5 +1,6 @@
 """The shape the code keeps: one writer of letter status, no private names across modules, no fakes
 or Airflow in the domain modules. These read the source, so a change that breaks the shape fails here."""
+
 from __future__ import annotations
 
 import ast
@@ -12,21 +13,28 @@ ROOT = Path(__file__).resolve().parents[3]
 PACKAGE = ROOT / "include" / "dijlepost"
 SOURCES = sorted(p for p in PACKAGE.rglob("*.py"))
 # A status change: an UPDATE of letters whose SET list assigns `status` (not print_status, ebox_state).
-STATUS_WRITE = re.compile(r"UPDATE\s+letters\b(?:(?!\bWHERE\b).)*?\bSET\b(?:(?!\bWHERE\b).)*?(?<![\w.])status\s*=",
-                          re.IGNORECASE | re.DOTALL)
+STATUS_WRITE = re.compile(
+    r"UPDATE\s+letters\b(?:(?!\bWHERE\b).)*?\bSET\b(?:(?!\bWHERE\b).)*?(?<![\w.])status\s*=",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 def sql_text(path: Path) -> str:
     """Every string literal of the module, adjacent literals joined, as the database would see them."""
     tree = ast.parse(path.read_text())
-    return "\n".join(node.value for node in ast.walk(tree)
-                     if isinstance(node, ast.Constant) and isinstance(node.value, str))
+    return "\n".join(
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    )
 
 
 def test_the_status_pattern_finds_a_status_write_and_nothing_else():
     assert STATUS_WRITE.search("UPDATE letters SET status = 'quarantined' WHERE letter_id = %s")
     assert STATUS_WRITE.search("UPDATE letters l SET channel = 'paper', status='pending' FROM x WHERE")
-    assert not STATUS_WRITE.search("UPDATE letters SET print_status = 'posted' WHERE status = 'handed_to_print'")
+    assert not STATUS_WRITE.search(
+        "UPDATE letters SET print_status = 'posted' WHERE status = 'handed_to_print'"
+    )
     assert not STATUS_WRITE.search("UPDATE letters SET ebox_read_at = now() WHERE status = 'delivered_ebox'")
 
 
@@ -36,7 +44,9 @@ def test_only_the_outbox_writes_letter_status(path):
         assert STATUS_WRITE.search(sql_text(path))
         return
     found = STATUS_WRITE.search(sql_text(path))
-    assert found is None, f"{path.name} changes letters.status itself: {found.group(0)[:120]!r}; use outbox.py"
+    assert found is None, (
+        f"{path.name} changes letters.status itself: {found.group(0)[:120]!r}; use outbox.py"
+    )
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -52,10 +62,15 @@ def test_no_private_name_is_imported_from_another_module(path):
 def test_the_product_imports_no_fake_demo_or_test_code(path):
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
-        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
         for name in names:
-            assert not name.split(".")[0] in {"sandboxes", "demo", "tests", "benchmarks"}, (path.name, name)
+            assert name.split(".")[0] not in {"sandboxes", "demo", "tests", "benchmarks"}, (path.name, name)
 
 
 # Airflow is imported only by the hooks (they are Airflow hooks), the shared Airflow layer, the wave
@@ -69,8 +84,13 @@ def test_domain_modules_do_not_import_airflow(path):
         return
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
-        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
         assert not any(n == "airflow" or n.startswith("airflow.") for n in names), (path.name, names)
 
 

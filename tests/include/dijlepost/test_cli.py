@@ -1,4 +1,5 @@
 """The `dijlepost` command line (`include.dijlepost.cli.main`) against a real PostgreSQL."""
+
 from __future__ import annotations
 
 import json
@@ -36,14 +37,25 @@ def run(pg_url, capsys):
         code = main(["--database-url", pg_url, *argv])
         out, err = capsys.readouterr()
         return code, out, err
+
     return _run
 
 
 def letter(letter_id: str, **overrides) -> dict:
     """A row `letters import` accepts; the payload fits the template of its letter type."""
-    row = {"letter_id": letter_id, "department": "finance", "letter_type": "invoice", "recipient_kind": "citizen",
-           "recipient_id": NRN, "recipient_name": "Janssens Jan", "street": "Bruul 1", "postal_code": "2800",
-           "city": "Mechelen", "language": "nl", **overrides}
+    row = {
+        "letter_id": letter_id,
+        "department": "finance",
+        "letter_type": "invoice",
+        "recipient_kind": "citizen",
+        "recipient_id": NRN,
+        "recipient_name": "Janssens Jan",
+        "street": "Bruul 1",
+        "postal_code": "2800",
+        "city": "Mechelen",
+        "language": "nl",
+        **overrides,
+    }
     row.setdefault("payload", sample_payload(row["letter_type"], random.Random(letter_id), date.today()))
     return row
 
@@ -84,7 +96,9 @@ def test_database_url_from_the_environment(db, pg_url, monkeypatch, capsys):
 
 
 def test_import_of_a_clean_file_exits_0_and_is_idempotent(db, run, tmp_path):
-    path = jsonl(tmp_path / "ok.jsonl", letter("CLI-1"), letter("CLI-2", department="gas", letter_type="gas_finding"))
+    path = jsonl(
+        tmp_path / "ok.jsonl", letter("CLI-1"), letter("CLI-2", department="gas", letter_type="gas_finding")
+    )
     code, out, err = run("letters", "import", path)
     assert (code, err) == (EXIT_OK, "")
     assert "imported 2 letters, 0 duplicates, 0 refused" in out
@@ -97,8 +111,12 @@ def test_import_of_a_clean_file_exits_0_and_is_idempotent(db, run, tmp_path):
 
 
 def test_import_with_refused_rows_exits_1_naming_line_and_field_only(db, run, tmp_path):
-    path = jsonl(tmp_path / "mixed.jsonl", letter("CLI-1"), letter("CLI-BAD", recipient_id=BAD_NRN),
-                 letter("CLI-PC", postal_code="28"))
+    path = jsonl(
+        tmp_path / "mixed.jsonl",
+        letter("CLI-1"),
+        letter("CLI-BAD", recipient_id=BAD_NRN),
+        letter("CLI-PC", postal_code="28"),
+    )
     code, out, err = run("letters", "import", path)
     assert code == EXIT_REFUSED
     assert "imported 1 letters, 0 duplicates, 2 refused" in out
@@ -110,7 +128,9 @@ def test_import_with_refused_rows_exits_1_naming_line_and_field_only(db, run, tm
 
 def test_import_of_a_duplicate_with_different_content_exits_1(db, run, tmp_path):
     run("letters", "import", jsonl(tmp_path / "a.jsonl", letter("CLI-1")))
-    code, out, err = run("letters", "import", jsonl(tmp_path / "b.jsonl", letter("CLI-1", postal_code="2801")))
+    code, out, err = run(
+        "letters", "import", jsonl(tmp_path / "b.jsonl", letter("CLI-1", postal_code="2801"))
+    )
     assert code == EXIT_REFUSED
     assert "b.jsonl:1: duplicate CLI-1: already in the outbox WITH DIFFERENT CONTENT" in err
     assert one(db, "SELECT postal_code FROM letters WHERE letter_id = 'CLI-1'")[0] == "2800"
@@ -119,9 +139,12 @@ def test_import_of_a_duplicate_with_different_content_exits_1(db, run, tmp_path)
 def test_import_of_a_csv_file(db, run, tmp_path):
     path = tmp_path / "letters.csv"
     payload = json.dumps(letter("CSV-1", letter_type="gas_decision")["payload"]).replace('"', '""')
-    path.write_text("letter_id,department,letter_type,recipient_kind,recipient_id,recipient_name,street,"
-                    f"postal_code,city,language,registered,payload\nCSV-1,gas,gas_decision,enterprise,{KBO},Maes BV,"
-                    f'Bruul 2,2800,Mechelen,nl,ja,"{payload}"\n', encoding="utf-8")
+    path.write_text(
+        "letter_id,department,letter_type,recipient_kind,recipient_id,recipient_name,street,"
+        f"postal_code,city,language,registered,payload\nCSV-1,gas,gas_decision,enterprise,{KBO},Maes BV,"
+        f'Bruul 2,2800,Mechelen,nl,ja,"{payload}"\n',
+        encoding="utf-8",
+    )
     code, out, _ = run("letters", "import", str(path))
     assert code == EXIT_OK and "imported 1 letters" in out
     assert one(db, "SELECT registered, recipient_id FROM letters WHERE letter_id = 'CSV-1'") == (True, KBO)
@@ -135,14 +158,19 @@ def test_import_of_a_missing_file_could_not_run(db, run, tmp_path):
 HEADER = b"letter_id,department,letter_type,recipient_kind,recipient_id,recipient_name,street,postal_code,city,language\n"
 
 
-@pytest.mark.parametrize("name,content,says", [
-    ("letters.xlsx", b"PK\x03\x04", "unsupported file type '.xlsx'"),
-    ("latin1.csv", HEADER + b"L-1,finance\nL\xe9,finance\n", "line 3: not UTF-8 (byte 0xE9 at column 2)"),
-    ("empty.csv", b"", "no letters in the file (it is empty)"),
-    ("header.csv", HEADER, "no letters in the file (only the header line)"),
-    ("empty.jsonl", b"\n", "no letters in the file"),
-])
-def test_import_of_a_file_that_cannot_be_read_as_a_whole_could_not_run(db, run, tmp_path, name, content, says):
+@pytest.mark.parametrize(
+    "name,content,says",
+    [
+        ("letters.xlsx", b"PK\x03\x04", "unsupported file type '.xlsx'"),
+        ("latin1.csv", HEADER + b"L-1,finance\nL\xe9,finance\n", "line 3: not UTF-8 (byte 0xE9 at column 2)"),
+        ("empty.csv", b"", "no letters in the file (it is empty)"),
+        ("header.csv", HEADER, "no letters in the file (only the header line)"),
+        ("empty.jsonl", b"\n", "no letters in the file"),
+    ],
+)
+def test_import_of_a_file_that_cannot_be_read_as_a_whole_could_not_run(
+    db, run, tmp_path, name, content, says
+):
     path = tmp_path / name
     path.write_bytes(content)
     code, out, err = run("letters", "import", str(path))
@@ -154,26 +182,35 @@ def test_import_of_a_file_that_cannot_be_read_as_a_whole_could_not_run(db, run, 
 
 def test_import_without_a_database_could_not_run(db, tmp_path, capsys):
     path = jsonl(tmp_path / "ok.jsonl", letter("CLI-1"))
-    code = main(["--database-url", "postgresql://postgres@127.0.0.1:1/none?connect_timeout=2", "letters", "import",
-                 path])
+    code = main(
+        [
+            "--database-url",
+            "postgresql://postgres@127.0.0.1:1/none?connect_timeout=2",
+            "letters",
+            "import",
+            path,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == EXIT_NOT_RUN and "cannot reach the database" in err and "Traceback" not in err
 
 
 def test_import_of_hostile_rows_refuses_each_by_line_imports_the_rest_and_echoes_nothing(db, run, tmp_path):
     secret = "Vermeulen-Geheim"
-    lines = [json.dumps(letter("H-1")),
-             json.dumps(letter("H-2", department=["finance"])),
-             json.dumps(letter("H-3", country=32)),
-             json.dumps(letter("H-4"))[:-1] + ', "payload": {"amount_due": NaN}}',
-             json.dumps(letter("H-5", recipient_name=f"{secret}\x00")),
-             json.dumps(letter("H-6", recipient_name={"first": secret})),
-             json.dumps({**letter("H-7"), "letter_id": True}),
-             json.dumps(letter("H-8", recipient_name=secret * 700_000)),
-             json.dumps(letter("H-9", payload={**letter("H-9")["payload"], "amount_due": "-5.00"})),
-             json.dumps(letter("H-10", payload={**letter("H-10")["payload"], "amount_due": "1e308"})),
-             json.dumps(letter("H-11", payload={**letter("H-11")["payload"], "amount_due": "NaN"})),
-             json.dumps(letter("H-12"))]
+    lines = [
+        json.dumps(letter("H-1")),
+        json.dumps(letter("H-2", department=["finance"])),
+        json.dumps(letter("H-3", country=32)),
+        json.dumps(letter("H-4"))[:-1] + ', "payload": {"amount_due": NaN}}',
+        json.dumps(letter("H-5", recipient_name=f"{secret}\x00")),
+        json.dumps(letter("H-6", recipient_name={"first": secret})),
+        json.dumps({**letter("H-7"), "letter_id": True}),
+        json.dumps(letter("H-8", recipient_name=secret * 700_000)),
+        json.dumps(letter("H-9", payload={**letter("H-9")["payload"], "amount_due": "-5.00"})),
+        json.dumps(letter("H-10", payload={**letter("H-10")["payload"], "amount_due": "1e308"})),
+        json.dumps(letter("H-11", payload={**letter("H-11")["payload"], "amount_due": "NaN"})),
+        json.dumps(letter("H-12")),
+    ]
     path = tmp_path / "hostile.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     code, out, err = run("letters", "import", str(path))
@@ -181,8 +218,17 @@ def test_import_of_hostile_rows_refuses_each_by_line_imports_the_rest_and_echoes
     assert "imported 2 letters, 0 duplicates, 10 refused" in out
     refused = [l for l in err.splitlines() if ": refused: " in l]
     assert [l.split(": refused: ")[1].split(":")[0] for l in refused] == [
-        "department", "country", "not valid JSON", "recipient_name", "recipient_name", "letter_id",
-        "line longer than 1048576 bytes", "payload.amount_due", "payload.amount_due", "payload.amount_due"]
+        "department",
+        "country",
+        "not valid JSON",
+        "recipient_name",
+        "recipient_name",
+        "letter_id",
+        "line longer than 1048576 bytes",
+        "payload.amount_due",
+        "payload.amount_due",
+        "payload.amount_due",
+    ]
     assert [l.split(":")[1] for l in refused] == [str(n) for n in range(2, 12)]
     assert "Traceback" not in err
     for personal in (secret, NRN, "Janssens", "Bruul"):
@@ -191,18 +237,30 @@ def test_import_of_hostile_rows_refuses_each_by_line_imports_the_rest_and_echoes
 
 
 def test_letters_status_groups_by_department_and_status(db, run, tmp_path):
-    run("letters", "import", jsonl(tmp_path / "s.jsonl", letter("S-1"), letter("S-2"),
-                                   letter("S-3", department="gas", letter_type="gas_finding")))
-    db.execute("UPDATE letters SET status = 'quarantined', final_at = now(), quarantine_reason = 'x', "
-               "decision_rule = 'incomplete_address' WHERE letter_id = 'S-2'")
+    run(
+        "letters",
+        "import",
+        jsonl(
+            tmp_path / "s.jsonl",
+            letter("S-1"),
+            letter("S-2"),
+            letter("S-3", department="gas", letter_type="gas_finding"),
+        ),
+    )
+    db.execute(
+        "UPDATE letters SET status = 'quarantined', final_at = now(), quarantine_reason = 'x', "
+        "decision_rule = 'incomplete_address' WHERE letter_id = 'S-2'"
+    )
     db.commit()
     code, out, _ = run("letters", "status")
     assert code == EXIT_OK
     lines = [line.split() for line in out.splitlines()]
     assert lines[0] == ["department", "status", "channel", "rule", "letters"]
-    assert sorted(lines[1:]) == [["finance", "pending", "-", "-", "1"],
-                                 ["finance", "quarantined", "-", "incomplete_address", "1"],
-                                 ["gas", "pending", "-", "-", "1"]]
+    assert sorted(lines[1:]) == [
+        ["finance", "pending", "-", "-", "1"],
+        ["finance", "quarantined", "-", "incomplete_address", "1"],
+        ["gas", "pending", "-", "-", "1"],
+    ]
 
     code, out, _ = run("letters", "status", "--department", "gas")
     assert [line.split() for line in out.splitlines()[1:]] == [["gas", "pending", "-", "-", "1"]]
@@ -237,18 +295,25 @@ def test_rollout_set_changes_the_phase_with_history(db, run):
     code, out, err = run("rollout", "set", "gas", "shadow", "--reason", "shadow week", "--by", "tester")
     assert (code, err) == (EXIT_OK, "")
     assert "gas: live -> shadow" in out
-    assert one(db, "SELECT phase, changed_by, reason FROM rollout_phases WHERE department = 'gas'") == \
-        ("shadow", "tester", "shadow week")
-    assert one(db, "SELECT from_phase, to_phase, changed_by FROM rollout_history ORDER BY id DESC LIMIT 1") == \
-        ("live", "shadow", "tester")
+    assert one(db, "SELECT phase, changed_by, reason FROM rollout_phases WHERE department = 'gas'") == (
+        "shadow",
+        "tester",
+        "shadow week",
+    )
+    assert one(
+        db, "SELECT from_phase, to_phase, changed_by FROM rollout_history ORDER BY id DESC LIMIT 1"
+    ) == ("live", "shadow", "tester")
     _, out, _ = run("rollout", "show")
     assert any(line.split()[:2] == ["gas", "shadow"] for line in out.splitlines())
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["finance", "liv", "--reason", "typo"], "unknown phase"),
-    (["finance", "paper", "--reason", "   "], "reason is required"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["finance", "liv", "--reason", "typo"], "unknown phase"),
+        (["finance", "paper", "--reason", "   "], "reason is required"),
+    ],
+)
 def test_rollout_set_refusals_exit_1_and_change_nothing(db, run, argv, message):
     code, out, err = run("rollout", "set", *argv, "--by", "tester")
     assert code == EXIT_REFUSED and message in err and out == ""
@@ -259,11 +324,13 @@ def test_rollout_set_refusals_exit_1_and_change_nothing(db, run, argv, message):
 @pytest.fixture
 def rollout_admin(db):
     """Reset what migration 0006 added (pilot percentage, exemption history), before and after."""
+
     def reset():
         db.rollback()
         db.execute("UPDATE rollout_phases SET pilot_percent = 0")
         db.execute("TRUNCATE paper_exemption_history RESTART IDENTITY")
         db.commit()
+
     reset()
     yield db
     reset()
@@ -278,22 +345,38 @@ def test_rollout_set_refuses_an_unknown_department_with_the_rules_of_rollout_py(
 
 def test_rollout_set_pilot_percent(rollout_admin, run):
     db = rollout_admin
-    code, out, err = run("rollout", "set", "gas", "pilot", "--reason", "a fifth", "--by", "tester",
-                         "--pilot-percent", "20")
+    code, out, err = run(
+        "rollout", "set", "gas", "pilot", "--reason", "a fifth", "--by", "tester", "--pilot-percent", "20"
+    )
     assert (code, err) == (EXIT_OK, "") and "gas: live -> pilot" in out
-    assert one(db, "SELECT phase, pilot_percent FROM rollout_phases WHERE department = 'gas'") == ("pilot", 20)
+    assert one(db, "SELECT phase, pilot_percent FROM rollout_phases WHERE department = 'gas'") == (
+        "pilot",
+        20,
+    )
     _, out, _ = run("rollout", "show")
     assert any(line.split()[:2] == ["gas", "pilot"] and "pilot%=20" in line for line in out.splitlines())
 
 
-@pytest.mark.parametrize("percent,message", [("101", "outside 0..100"), ("-3", "not a whole number"),
-                                             ("half", "not a whole number"), ("0", "needs a pilot group"),
-                                             ("²", "digits 0-9 only"), ("１０", "digits 0-9 only"),
-                                             ("٣", "digits 0-9 only"), ("1_0", "digits 0-9 only"),
-                                             ("+5", "digits 0-9 only"), ("1" * 5000, "of 5000 characters")])
+@pytest.mark.parametrize(
+    "percent,message",
+    [
+        ("101", "outside 0..100"),
+        ("-3", "not a whole number"),
+        ("half", "not a whole number"),
+        ("0", "needs a pilot group"),
+        ("²", "digits 0-9 only"),
+        ("１０", "digits 0-9 only"),
+        ("٣", "digits 0-9 only"),
+        ("1_0", "digits 0-9 only"),
+        ("+5", "digits 0-9 only"),
+        ("1" * 5000, "of 5000 characters"),
+    ],
+)
 def test_rollout_set_refuses_a_bad_pilot_percent_and_changes_nothing(rollout_admin, run, percent, message):
     db = rollout_admin
-    code, out, err = run("rollout", "set", "gas", "pilot", "--reason", "x", "--by", "t", "--pilot-percent", percent)
+    code, out, err = run(
+        "rollout", "set", "gas", "pilot", "--reason", "x", "--by", "t", "--pilot-percent", percent
+    )
     assert code == EXIT_REFUSED and message in err and out == ""
     assert one(db, "SELECT phase, pilot_percent FROM rollout_phases WHERE department = 'gas'") == ("live", 0)
     assert one(db, "SELECT count(*) FROM rollout_history")[0] == 0
@@ -302,12 +385,21 @@ def test_rollout_set_refuses_a_bad_pilot_percent_and_changes_nothing(rollout_adm
 def test_rollout_set_refuses_a_change_to_the_phase_it_already_has(rollout_admin, run):
     db = rollout_admin
     code, out, err = run("rollout", "set", "gas", "live", "--reason", "again", "--by", "t")
-    assert code == EXIT_REFUSED and out == "" and "gas is already in phase live" in err and "nothing to change" in err
+    assert (
+        code == EXIT_REFUSED
+        and out == ""
+        and "gas is already in phase live" in err
+        and "nothing to change" in err
+    )
     assert one(db, "SELECT count(*) FROM rollout_history")[0] == 0
     run("rollout", "set", "gas", "pilot", "--reason", "a tenth", "--by", "t", "--pilot-percent", "10")
-    code, _, err = run("rollout", "set", "gas", "pilot", "--reason", "same", "--by", "t", "--pilot-percent", "10 %")
+    code, _, err = run(
+        "rollout", "set", "gas", "pilot", "--reason", "same", "--by", "t", "--pilot-percent", "10 %"
+    )
     assert code == EXIT_REFUSED and "already in phase pilot" in err
-    code, out, _ = run("rollout", "set", "gas", "pilot", "--reason", "a fifth", "--by", "t", "--pilot-percent", "20")
+    code, out, _ = run(
+        "rollout", "set", "gas", "pilot", "--reason", "a fifth", "--by", "t", "--pilot-percent", "20"
+    )
     assert code == EXIT_OK and "gas: pilot -> pilot" in out
     assert one(db, "SELECT count(*) FROM rollout_history")[0] == 2
 
@@ -327,7 +419,9 @@ def test_rollout_history_lists_changes_newest_first(rollout_admin, run):
     code, out, _ = run("rollout", "history", "--department", "gas")
     lines = out.splitlines()
     assert code == EXIT_OK and len(lines) == 2
-    assert "gas" in lines[0] and "shadow -> pilot" in lines[0] and "by bob pilot=0+10%: ten percent" in lines[0]
+    assert (
+        "gas" in lines[0] and "shadow -> pilot" in lines[0] and "by bob pilot=0+10%: ten percent" in lines[0]
+    )
     assert "live -> shadow" in lines[1] and "by ann" in lines[1] and "measure" in lines[1]
     code, out, _ = run("rollout", "history", "--limit", "1")
     assert out.count("\n") == 1 and "finance" in out and "printer test" in out
@@ -343,7 +437,12 @@ def test_rollout_shadow_report_shows_the_share_and_the_saving(rollout_admin, run
     monkeypatch.setenv("DIJLEPOST_TARIFF_PRINT_PER_EXTRA_PAGE_EUR", "0.10")
     monkeypatch.setenv("DIJLEPOST_TARIFF_PRINT_PER_EXTRA_SHEET_EUR", "0.05")
     run("rollout", "set", "economy_housing", "shadow", "--reason", "measure", "--by", "t")
-    rows = [("ebox", False, 1)] * 3 + [("ebox", True, 3), ("paper", False, 1), ("paper", False, 2), (None, False, None)]
+    rows = [("ebox", False, 1)] * 3 + [
+        ("ebox", True, 3),
+        ("paper", False, 1),
+        ("paper", False, 2),
+        (None, False, None),
+    ]
     with db.cursor() as cur:
         for i, (shadow, registered, pages) in enumerate(rows):
             cur.execute(
@@ -352,7 +451,8 @@ def test_rollout_shadow_report_shows_the_share_and_the_saving(rollout_admin, run
                 "decision_rule, decision_reason, shadow_channel, decided_at, pdf_pages, status, claim_run_id) "
                 "VALUES (%s, 'economy_housing', 'premium_decision', 'citizen', %s, 'Test', 'Bruul 1', '2800', "
                 "'Mechelen', 'nl', %s, 'shadow', %s, 'r', 'why', %s, now(), %s, 'processing', 'run-1')",
-                (f"EH-{i}", NRN, registered, "paper" if shadow else None, shadow, pages))
+                (f"EH-{i}", NRN, registered, "paper" if shadow else None, shadow, pages),
+            )
     db.commit()
     code, out, err = run("rollout", "shadow-report", "economy_housing")
     assert (code, err) == (EXIT_OK, "")
@@ -365,7 +465,7 @@ def test_rollout_shadow_report_shows_the_share_and_the_saving(rollout_admin, run
     assert "postage saved          EUR       9.00" in out
     assert "printing saved         EUR       1.05" in out
     assert "total saved            EUR      10.05" in out
-    assert "DIJLEPOST_TARIFF_POSTAGE_EUR" in out                 # the source of the tariffs is named
+    assert "DIJLEPOST_TARIFF_POSTAGE_EUR" in out  # the source of the tariffs is named
     code, out, _ = run("rollout", "shadow-report", "gas")
     assert code == EXIT_OK and "letters decided                      0" in out and "no letters decided" in out
     code, _, err = run("rollout", "shadow-report", "culture")
@@ -397,28 +497,36 @@ def test_rollout_exempt_remove_needs_a_reason(rollout_admin, run):
 
 
 def test_rollout_set_with_a_missing_pilot_file_is_refused(db, run, tmp_path):
-    code, _, err = run("rollout", "set", "gas", "pilot", "--reason", "x", "--pilot-file", str(tmp_path / "no.csv"))
+    code, _, err = run(
+        "rollout", "set", "gas", "pilot", "--reason", "x", "--pilot-file", str(tmp_path / "no.csv")
+    )
     assert code == EXIT_REFUSED and "does not exist" in err
     assert one(db, "SELECT count(*) FROM rollout_history")[0] == 0
 
 
 def test_rollout_set_pilot_file_stores_pseudonyms(db, run, tmp_path):
     pilot = tmp_path / "pilot.txt"
-    pilot.write_text(f"citizen,{NRN}\n\nenterprise,{KBO}\ncitizen,{NRN_2[:2]}.{NRN_2[2:4]}.{NRN_2[4:6]}-"
-                     f"{NRN_2[6:9]}.{NRN_2[9:]}\n")
-    code, out, _ = run("rollout", "set", "finance", "pilot", "--reason", "pilot", "--by", "t",
-                       "--pilot-file", str(pilot))
+    pilot.write_text(
+        f"citizen,{NRN}\n\nenterprise,{KBO}\ncitizen,{NRN_2[:2]}.{NRN_2[2:4]}.{NRN_2[4:6]}-"
+        f"{NRN_2[6:9]}.{NRN_2[9:]}\n"
+    )
+    code, out, _ = run(
+        "rollout", "set", "finance", "pilot", "--reason", "pilot", "--by", "t", "--pilot-file", str(pilot)
+    )
     assert code == EXIT_OK
     allowlist = one(db, "SELECT pilot_allowlist FROM rollout_phases WHERE department = 'finance'")[0]
-    assert sorted(allowlist) == sorted([pseudonym(KEY, "citizen", NRN), pseudonym(KEY, "enterprise", KBO),
-                                        pseudonym(KEY, "citizen", NRN_2)])
+    assert sorted(allowlist) == sorted(
+        [pseudonym(KEY, "citizen", NRN), pseudonym(KEY, "enterprise", KBO), pseudonym(KEY, "citizen", NRN_2)]
+    )
     assert NRN not in out
 
 
 def test_rollout_set_pilot_file_with_a_bad_line_changes_nothing(db, run, tmp_path):
     pilot = tmp_path / "pilot.txt"
     pilot.write_text(f"citizen,{NRN}\ncitizen,{BAD_NRN}\n")
-    code, out, err = run("rollout", "set", "finance", "pilot", "--reason", "pilot", "--pilot-file", str(pilot))
+    code, out, err = run(
+        "rollout", "set", "finance", "pilot", "--reason", "pilot", "--pilot-file", str(pilot)
+    )
     assert code == EXIT_REFUSED
     assert "pilot.txt:2: refused" in err and BAD_NRN not in err
     assert one(db, "SELECT phase FROM rollout_phases WHERE department = 'finance'")[0] == "live"
@@ -427,14 +535,22 @@ def test_rollout_set_pilot_file_with_a_bad_line_changes_nothing(db, run, tmp_pat
 def test_rollout_exempt_add_and_remove(db, run):
     p = pseudonym(KEY, "citizen", NRN)
     formatted = f"{NRN[:2]}.{NRN[2:4]}.{NRN[4:6]}-{NRN[6:9]}.{NRN[9:]}"
-    code, out, _ = run("rollout", "exempt", "add", "citizen", formatted, "--reason", "digipunt", "--by", "clerk")
+    code, out, _ = run(
+        "rollout", "exempt", "add", "citizen", formatted, "--reason", "digipunt", "--by", "clerk"
+    )
     assert code == EXIT_OK and p in out and "done" in out and NRN not in out
-    assert one(db, "SELECT recipient_pseudonym, added_by, reason FROM paper_exemptions") == (p, "clerk", "digipunt")
+    assert one(db, "SELECT recipient_pseudonym, added_by, reason FROM paper_exemptions") == (
+        p,
+        "clerk",
+        "digipunt",
+    )
 
     code, out, _ = run("rollout", "exempt", "add", "citizen", NRN, "--reason", "again", "--by", "clerk")
     assert code == EXIT_OK and "nothing to change" in out
 
-    code, out, _ = run("rollout", "exempt", "remove", "citizen", NRN, "--reason", "back to eBox", "--by", "clerk")
+    code, out, _ = run(
+        "rollout", "exempt", "remove", "citizen", NRN, "--reason", "back to eBox", "--by", "clerk"
+    )
     assert code == EXIT_OK and "done" in out
     assert one(db, "SELECT count(*) FROM paper_exemptions")[0] == 0
     code, out, _ = run("rollout", "exempt", "remove", "citizen", NRN, "--reason", "again", "--by", "clerk")
@@ -470,9 +586,15 @@ def test_a_resent_file_names_ten_duplicates_and_counts_the_rest(db, run, tmp_pat
     assert "and 5 more identical duplicates" in err
 
 
-@pytest.mark.parametrize("argv", [["rollout", "history", "--limit", "１０"], ["rollout", "history", "--limit", "0"],
-                                  ["rollout", "shadow-report", "gas", "--days", "²"],
-                                  ["rollout", "exemptions", "--limit", "-5"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["rollout", "history", "--limit", "１０"],
+        ["rollout", "history", "--limit", "0"],
+        ["rollout", "shadow-report", "gas", "--days", "²"],
+        ["rollout", "exemptions", "--limit", "-5"],
+    ],
+)
 def test_rollout_counts_are_whole_numbers_in_ascii_digits(db, run, argv, capsys):
     with pytest.raises(SystemExit) as refused:
         run(*argv)

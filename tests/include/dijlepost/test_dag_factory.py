@@ -1,4 +1,5 @@
 """The wave DAG factory's sizing rules (no Airflow needed)."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -17,7 +18,9 @@ def test_a_claim_within_max_chunks_gets_chunks_of_chunk_size():
 
 def test_a_bigger_claim_gets_a_first_chunk_of_two_parts_in_k_plus_one():
     # 100,000 letters in at most 4 chunks: 40 %, 30 %, 20 %, 10 % (outbox.claim)
-    assert dag_factory.largest_chunk(replace(WAVE, batch_size=100_000, chunk_size=2000, max_chunks=4)) == 40_000
+    assert (
+        dag_factory.largest_chunk(replace(WAVE, batch_size=100_000, chunk_size=2000, max_chunks=4)) == 40_000
+    )
 
 
 def test_the_chunk_time_limit_grows_with_the_largest_chunk_and_has_a_floor(monkeypatch):

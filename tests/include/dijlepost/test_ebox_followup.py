@@ -1,5 +1,6 @@
 """Read status and the paper follow-up of unread important eBox letters, against real PostgreSQL,
 the eBox sandbox over HTTPS and (for the print path) sshd."""
+
 from __future__ import annotations
 
 import json
@@ -10,13 +11,13 @@ from datetime import date, timedelta
 import psycopg
 import pytest
 
+from demo import dataset
 from include.dijlepost import ebox_followup, pipeline
 from include.dijlepost.ebox import delivery
-from include.dijlepost.printhouse import handoff
-from demo import dataset
 from include.dijlepost.ebox.client import EboxClient
 from include.dijlepost.intake import import_rows
 from include.dijlepost.outbox import RunContext, claim
+from include.dijlepost.printhouse import handoff
 from include.dijlepost.printhouse.hook import PrintHouseHook
 from include.dijlepost.rendering import LetterRenderer
 from include.dijlepost.rollout import read_state
@@ -29,8 +30,9 @@ KEY = b"test-pseudonym-key-not-secret"
 WAVE = WAVES["finance"]
 IMPORTANT = set(WAVE.followup_letter_types)
 CTX = RunContext(dag_id="letters_finance", run_id="manual__1", task_id="test", map_index=-1, try_number=1)
-FCTX = RunContext(dag_id="letters_ebox_followup", run_id="scheduled__1", task_id="test", map_index=-1,
-                  try_number=1)
+FCTX = RunContext(
+    dag_id="letters_ebox_followup", run_id="scheduled__1", task_id="test", map_index=-1, try_number=1
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +58,14 @@ def run_wave_until_delivery(db, client, renderer, tmp_path, run: str) -> list[in
 
 
 def deliver(db, ebox, client, renderer, tmp_path, n: int, seed_no: int) -> dict[str, dict]:
-    data = dataset.build(seed=seed_no, mix={"finance": n}, today=date(2026, 3, 2), prefix=f"F{seed_no}",
-                         ebox_share=1.0, mistakes=False)
+    data = dataset.build(
+        seed=seed_no,
+        mix={"finance": n},
+        today=date(2026, 3, 2),
+        prefix=f"F{seed_no}",
+        ebox_share=1.0,
+        mistakes=False,
+    )
     assert not import_rows(db, enumerate(data.letters, start=1)).errors
     for kind, rid in data.ebox_active:
         ebox.state.register_recipient(kind, rid, active=True)
@@ -66,8 +74,10 @@ def deliver(db, ebox, client, renderer, tmp_path, n: int, seed_no: int) -> dict[
 
 
 def letters(db) -> dict[str, dict]:
-    cur = db.execute("SELECT letter_id, letter_type, status, channel, decision_rule, ebox_message_id, "
-                     "ebox_read_at, ebox_status_checked_at, followup_of, print_batch_id FROM letters")
+    cur = db.execute(
+        "SELECT letter_id, letter_type, status, channel, decision_rule, ebox_message_id, "
+        "ebox_read_at, ebox_status_checked_at, followup_of, print_batch_id FROM letters"
+    )
     names = [d[0] for d in cur.description]
     rows = {r[0]: dict(zip(names, r)) for r in cur.fetchall()}
     db.commit()
@@ -75,14 +85,17 @@ def letters(db) -> dict[str, dict]:
 
 
 def age_publications(db, days: int) -> None:
-    db.execute("UPDATE letters SET final_at = final_at - make_interval(days => %s) "
-               "WHERE status = 'delivered_ebox'", (days,))
+    db.execute(
+        "UPDATE letters SET final_at = final_at - make_interval(days => %s) WHERE status = 'delivered_ebox'",
+        (days,),
+    )
     db.commit()
 
 
 def events(db, event: str) -> list[tuple[str, dict]]:
-    rows = db.execute("SELECT letter_id, details FROM letter_events WHERE event = %s ORDER BY event_id",
-                      (event,)).fetchall()
+    rows = db.execute(
+        "SELECT letter_id, details FROM letter_events WHERE event = %s ORDER BY event_id", (event,)
+    ).fetchall()
     db.commit()
     return rows
 
@@ -93,6 +106,7 @@ def originals_with_types(rows: dict[str, dict], types: set[str]) -> set[str]:
 
 # --------------------------------------------------------------------------- configuration
 
+
 def test_policies_follow_the_wave_configuration():
     rules = {p.department: p for p in ebox_followup.policies()}
     assert set(rules) == {w.department for w in WAVES.values() if w.followup_letter_types}
@@ -101,10 +115,13 @@ def test_policies_follow_the_wave_configuration():
     assert all(p.after == timedelta(days=14) for p in rules.values())
 
 
-@pytest.mark.parametrize("overrides,field", [
-    ({"followup_letter_types": ("gas_decision",)}, "followup_letter_types"),
-    ({"followup_letter_types": ("reminder",), "followup_after_days": 0}, "followup_after_days"),
-])
+@pytest.mark.parametrize(
+    "overrides,field",
+    [
+        ({"followup_letter_types": ("gas_decision",)}, "followup_letter_types"),
+        ({"followup_letter_types": ("reminder",), "followup_after_days": 0}, "followup_after_days"),
+    ],
+)
 def test_a_misconfigured_wave_is_refused_with_the_field(overrides, field):
     wave = Wave(**{**WAVE.__dict__, **overrides})
     with pytest.raises(ValueError, match=field):
@@ -115,11 +132,14 @@ def test_copy_ids_fit_the_letter_id_rule_and_differ_per_attempt():
     pattern = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     assert ebox_followup.copy_letter_id("FIN-2026-000001") == "FIN-2026-000001-P"
     longest = "L" * 64
-    ids = {ebox_followup.copy_letter_id(longest, a) for a in range(3)} | {ebox_followup.copy_letter_id("X", 1)}
+    ids = {ebox_followup.copy_letter_id(longest, a) for a in range(3)} | {
+        ebox_followup.copy_letter_id("X", 1)
+    }
     assert len(ids) == 4 and all(pattern.match(i) for i in ids)
 
 
 # --------------------------------------------------------------------------- read status
+
 
 def test_read_status_is_fetched_in_bounded_batches_and_stored(db, ebox, client, renderer, tmp_path):
     rows = deliver(db, ebox, client, renderer, tmp_path, 7, seed_no=51)
@@ -150,6 +170,7 @@ def test_batch_size_above_the_ebox_limit_is_refused(db, client):
 
 # --------------------------------------------------------------------------- paper copies
 
+
 def test_unread_important_letters_get_exactly_one_paper_copy(db, ebox, client, renderer, tmp_path):
     rows = deliver(db, ebox, client, renderer, tmp_path, 12, seed_no=52)
     important = originals_with_types(rows, IMPORTANT)
@@ -175,12 +196,14 @@ def test_unread_important_letters_get_exactly_one_paper_copy(db, ebox, client, r
     assert set(copies) == expected
     for original, copy_id in copies.items():
         assert copy_id == f"{original}-P" and after[copy_id]["status"] == "pending"
-    same = db.execute("SELECT count(*) FROM letters o JOIN letters c ON c.followup_of = o.letter_id "
-                      "WHERE (o.department, o.letter_type, o.recipient_kind, o.recipient_id, o.recipient_name, "
-                      "o.street, o.postal_code, o.city, o.country, o.language, o.registered, o.payload) IS NOT "
-                      "DISTINCT FROM (c.department, c.letter_type, c.recipient_kind, c.recipient_id, "
-                      "c.recipient_name, c.street, c.postal_code, c.city, c.country, c.language, c.registered, "
-                      "c.payload)").fetchone()[0]
+    same = db.execute(
+        "SELECT count(*) FROM letters o JOIN letters c ON c.followup_of = o.letter_id "
+        "WHERE (o.department, o.letter_type, o.recipient_kind, o.recipient_id, o.recipient_name, "
+        "o.street, o.postal_code, o.city, o.country, o.language, o.registered, o.payload) IS NOT "
+        "DISTINCT FROM (c.department, c.letter_type, c.recipient_kind, c.recipient_id, "
+        "c.recipient_name, c.street, c.postal_code, c.city, c.country, c.language, c.registered, "
+        "c.payload)"
+    ).fetchone()[0]
     assert same == len(expected)
     assert {lid for lid, _ in events(db, "ebox_followup_copy_created")} == expected
     assert {d["followup_of"] for _, d in events(db, "created_as_followup")} == expected
@@ -192,8 +215,9 @@ def test_unread_important_letters_get_exactly_one_paper_copy(db, ebox, client, r
     assert len(events(db, "ebox_followup_copy_created")) == len(expected)
 
 
-def test_the_copy_goes_through_the_wave_to_the_print_house(db, ebox, client, renderer, tmp_path,
-                                                           printhouse_dirs, monkeypatch):
+def test_the_copy_goes_through_the_wave_to_the_print_house(
+    db, ebox, client, renderer, tmp_path, printhouse_dirs, monkeypatch
+):
     rows = deliver(db, ebox, client, renderer, tmp_path, 6, seed_no=53)
     important = originals_with_types(rows, IMPORTANT)
     assert important
@@ -207,7 +231,9 @@ def test_the_copy_goes_through_the_wave_to_the_print_house(db, ebox, client, ren
     assert chunks
     after = letters(db)
     copies = {lid: r for lid, r in after.items() if r["followup_of"]}
-    assert {(r["channel"], r["decision_rule"]) for r in copies.values()} == {("paper", "unread_ebox_followup")}
+    assert {(r["channel"], r["decision_rule"]) for r in copies.values()} == {
+        ("paper", "unread_ebox_followup")
+    }
     assert len(ebox.state.publications()) == published_before  # the copy never goes to the eBox
     monkeypatch.setenv("AIRFLOW_CONN_PRINTHOUSE_SFTP", json.dumps(printhouse_dirs.airflow_connection()))
     for chunk in chunks:
@@ -219,7 +245,9 @@ def test_the_copy_goes_through_the_wave_to_the_print_house(db, ebox, client, ren
     assert ebox_followup.create_paper_copies(db, FCTX)["created"] == 0
 
 
-def test_a_letter_without_message_id_counts_as_unread_for_important_types(db, ebox, client, renderer, tmp_path):
+def test_a_letter_without_message_id_counts_as_unread_for_important_types(
+    db, ebox, client, renderer, tmp_path
+):
     rows = deliver(db, ebox, client, renderer, tmp_path, 8, seed_no=54)
     important = originals_with_types(rows, IMPORTANT)
     other = originals_with_types(rows, set(WAVE.letter_types) - IMPORTANT)
@@ -253,9 +281,11 @@ def test_concurrent_runs_create_one_copy_and_record_it_once(db, pg_url, ebox, cl
     with a.cursor() as cur:
         assert ebox_followup._insert_copy(cur, first) == f"{first}-P"
     results = {}
+
     def run_b():
         with psycopg.connect(pg_url) as conn:
             results["b"] = ebox_followup.create_paper_copies(conn, FCTX)
+
     b_thread = threading.Thread(target=run_b)
     b_thread.start()
     b_thread.join(timeout=1.0)
@@ -265,7 +295,6 @@ def test_concurrent_runs_create_one_copy_and_record_it_once(db, pg_url, ebox, cl
     b_thread.join(timeout=30)
     assert results["b"]["created"] == len(important) - 1
     assert first not in {lid for lid, _ in events(db, "ebox_followup_copy_created")}
-
 
 
 def test_many_runs_at_once_create_one_copy_per_letter(db, pg_url, ebox, client, renderer, tmp_path):
@@ -279,6 +308,7 @@ def test_many_runs_at_once_create_one_copy_per_letter(db, pg_url, ebox, client, 
     def run():
         with psycopg.connect(pg_url) as conn:
             made.append(ebox_followup.create_paper_copies(conn, FCTX)["created"])
+
     threads = [threading.Thread(target=run) for _ in range(4)]
     for t in threads:
         t.start()
@@ -294,10 +324,13 @@ def test_a_taken_copy_id_gets_another_id(db, ebox, client, renderer, tmp_path):
     rows = deliver(db, ebox, client, renderer, tmp_path, 6, seed_no=57)
     victim = sorted(originals_with_types(rows, IMPORTANT))[0]
     # A department system already used "<id>-P" for an unrelated letter.
-    db.execute("INSERT INTO letters (letter_id, department, letter_type, recipient_kind, recipient_id, "
-               "recipient_name, street, postal_code, city, language) SELECT %s, department, letter_type, "
-               "recipient_kind, recipient_id, recipient_name, street, postal_code, city, language "
-               "FROM letters WHERE letter_id = %s", (f"{victim}-P", victim))
+    db.execute(
+        "INSERT INTO letters (letter_id, department, letter_type, recipient_kind, recipient_id, "
+        "recipient_name, street, postal_code, city, language) SELECT %s, department, letter_type, "
+        "recipient_kind, recipient_id, recipient_name, street, postal_code, city, language "
+        "FROM letters WHERE letter_id = %s",
+        (f"{victim}-P", victim),
+    )
     db.commit()
     age_publications(db, 15)
     ebox_followup.fetch_read_status(db, client, FCTX)

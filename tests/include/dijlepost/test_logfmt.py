@@ -1,4 +1,5 @@
 """Structured task-log lines (`include.dijlepost.logfmt`): one parseable line per fact."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ def parse(text: str) -> dict[str, str]:
     """A strict logfmt reader: a value is a JSON string if it starts with a quote, else up to whitespace."""
     out, pos = {}, 0
     for m in TOKEN.finditer(text):
-        assert text[pos:m.start()].strip() == "", f"unparsed text {text[pos:m.start()]!r} in {text!r}"
+        assert text[pos : m.start()].strip() == "", f"unparsed text {text[pos : m.start()]!r} in {text!r}"
         key, raw = m.groups()
         out[key] = json.loads(raw) if raw.startswith('"') else raw
         pos = m.end()
@@ -25,8 +26,10 @@ def parse(text: str) -> dict[str, str]:
 
 
 def test_event_comes_first_and_plain_values_are_bare():
-    assert logfmt.line("letters_claimed", department="finance", letters=12, chunks=3) == \
-        "event=letters_claimed department=finance letters=12 chunks=3"
+    assert (
+        logfmt.line("letters_claimed", department="finance", letters=12, chunks=3)
+        == "event=letters_claimed department=finance letters=12 chunks=3"
+    )
 
 
 def test_values_with_spaces_are_quoted():
@@ -35,9 +38,25 @@ def test_values_with_spaces_are_quoted():
     assert parse(text)["reason"] == "rollout phase off"
 
 
-@pytest.mark.parametrize("value", ["a=b", "", "two  spaces", "tab\there", "new\nline", "carriage\rreturn",
-                                   'quote"inside', '"leading quote', '"lead', 'nul\x00', "trailing\\", "non\u00a0breaking",
-                                   "ünïcödé", "x" * 300])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a=b",
+        "",
+        "two  spaces",
+        "tab\there",
+        "new\nline",
+        "carriage\rreturn",
+        'quote"inside',
+        '"leading quote',
+        '"lead',
+        "nul\x00",
+        "trailing\\",
+        "non\u00a0breaking",
+        "ünïcödé",
+        "x" * 300,
+    ],
+)
 def test_every_string_round_trips_on_one_line(value):
     text = logfmt.line("x", value=value, after="tail")
     assert "\n" not in text and "\r" not in text
@@ -55,8 +74,15 @@ def test_lists_are_json():
     assert logfmt.line("x", ids=["L-1", "L-2"]) == 'event=x ids=["L-1","L-2"]'
 
 
-@pytest.mark.parametrize("mapping", [{"reason": "recipient has no active eBox"}, {"a b": 1},
-                                     {"k": "line\nbreak"}, {"nested": {"x": [1, "two words"]}}])
+@pytest.mark.parametrize(
+    "mapping",
+    [
+        {"reason": "recipient has no active eBox"},
+        {"a b": 1},
+        {"k": "line\nbreak"},
+        {"nested": {"x": [1, "two words"]}},
+    ],
+)
 def test_mappings_with_spaces_stay_one_parseable_value(mapping):
     text = logfmt.line("x", details=mapping, after="tail")
     assert "\n" not in text

@@ -1,4 +1,5 @@
 """The outbox state machine (`include.dijlepost.outbox`) against a real PostgreSQL."""
+
 from __future__ import annotations
 
 import threading
@@ -24,17 +25,31 @@ def ctx(run_id: str, dag_id: str = "letters_finance") -> RunContext:
 def add_letters(db, n: int, department: str = "finance", prefix: str | None = None, **columns) -> list[str]:
     """Insert n letters (in id order) straight into the outbox, as a department system would."""
     prefix = prefix or department[:3].upper()
-    letter_type = {"finance": "invoice", "gas": "gas_finding", "economy_housing": "premium_decision"}[department]
+    letter_type = {"finance": "invoice", "gas": "gas_finding", "economy_housing": "premium_decision"}[
+        department
+    ]
     ids = []
     start = db.execute("SELECT count(*) FROM letters").fetchone()[0]
     with db.cursor() as cur:
         for i in range(n):
             lid = f"{prefix}-{start + i:05d}"
-            cols = {"letter_id": lid, "department": department, "letter_type": letter_type,
-                    "recipient_kind": "citizen", "recipient_id": NRN, "recipient_name": "Test Person",
-                    "street": "Bruul 1", "postal_code": "2800", "city": "Mechelen", "language": "nl", **columns}
-            cur.execute(f"INSERT INTO letters ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})",
-                        list(cols.values()))
+            cols = {
+                "letter_id": lid,
+                "department": department,
+                "letter_type": letter_type,
+                "recipient_kind": "citizen",
+                "recipient_id": NRN,
+                "recipient_name": "Test Person",
+                "street": "Bruul 1",
+                "postal_code": "2800",
+                "city": "Mechelen",
+                "language": "nl",
+                **columns,
+            }
+            cur.execute(
+                f"INSERT INTO letters ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})",
+                list(cols.values()),
+            )
             ids.append(lid)
     db.commit()
     return ids
@@ -42,8 +57,11 @@ def add_letters(db, n: int, department: str = "finance", prefix: str | None = No
 
 def held(db, run_id: str) -> dict[str, int]:
     """letter_id -> chunk of the letters a run holds."""
-    rows = db.execute("SELECT letter_id, claim_chunk FROM letters WHERE claim_run_id = %s AND status = 'processing' "
-                      "ORDER BY id", (run_id,)).fetchall()
+    rows = db.execute(
+        "SELECT letter_id, claim_chunk FROM letters WHERE claim_run_id = %s AND status = 'processing' "
+        "ORDER BY id",
+        (run_id,),
+    ).fetchall()
     db.commit()
     return dict(rows)
 
@@ -71,15 +89,22 @@ def test_claim_takes_the_oldest_letters_up_to_batch_size_in_numbered_chunks(db):
     h = held(db, "run-1")
     assert list(h) == ids[:10]
     assert Counter(h.values()) == {0: 4, 1: 4, 2: 2}
-    assert [h[i] for i in ids[:10]] == sorted(h.values())          # chunks follow the letter order
+    assert [h[i] for i in ids[:10]] == sorted(h.values())  # chunks follow the letter order
     assert one(db, "SELECT count(*) FROM letters WHERE status = 'pending'")[0] == 13
-    assert one(db, "SELECT min(attempts), max(attempts), bool_and(claimed_at IS NOT NULL) FROM letters "
-                   "WHERE claim_run_id = 'run-1'") == (1, 1, True)
-    events = db.execute("SELECT letter_id, details, dag_id, run_id, task_id, map_index, try_number "
-                        "FROM letter_events WHERE event = 'claimed' ORDER BY letter_id").fetchall()
+    assert one(
+        db,
+        "SELECT min(attempts), max(attempts), bool_and(claimed_at IS NOT NULL) FROM letters "
+        "WHERE claim_run_id = 'run-1'",
+    ) == (1, 1, True)
+    events = db.execute(
+        "SELECT letter_id, details, dag_id, run_id, task_id, map_index, try_number "
+        "FROM letter_events WHERE event = 'claimed' ORDER BY letter_id"
+    ).fetchall()
     db.commit()
     assert [e[0] for e in events] == ids[:10]
-    assert all(tuple(e[1:]) == ({"taken_over": False}, "letters_finance", "run-1", "claim", -1, 1) for e in events)
+    assert all(
+        tuple(e[1:]) == ({"taken_over": False}, "letters_finance", "run-1", "claim", -1, 1) for e in events
+    )
 
 
 def test_successive_runs_share_the_outbox_until_it_is_empty(db):
@@ -88,7 +113,7 @@ def test_successive_runs_share_the_outbox_until_it_is_empty(db):
     assert [c.count for c in counts] == [10, 10, 3, 0]
     assert [c.chunks for c in counts] == [[0, 1, 2], [0, 1, 2], [0], []]
     assert sorted(lid for i in range(3) for lid in held(db, f"run-{i}")) == ids
-    assert claimed_events(db) == Counter({lid: 1 for lid in ids})
+    assert claimed_events(db) == Counter(dict.fromkeys(ids, 1))
 
 
 def test_chunk_size_larger_than_batch_gives_one_chunk(db):
@@ -106,7 +131,9 @@ def test_a_big_claim_gets_bigger_chunks_not_more_of_them_and_the_last_ones_small
     assert Counter(h.values()) == {0: 10, 1: 7, 2: 3}
     assert [h[i] for i in ids[:20]] == sorted(h.values())
     # A claim that fits max_chunks at chunk_size keeps chunk_size.
-    small = claim(db, "finance", "small", batch_size=3, chunk_size=2, lease=HOUR, ctx=ctx("small"), max_chunks=3)
+    small = claim(
+        db, "finance", "small", batch_size=3, chunk_size=2, lease=HOUR, ctx=ctx("small"), max_chunks=3
+    )
     assert Counter(held(db, "small").values()) == {0: 2, 1: 1} and small.chunks == [0, 1]
 
 
@@ -115,18 +142,18 @@ def test_the_chunks_of_a_big_claim_shrink_linearly_and_cover_it_once(db):
     c = claim(db, "finance", "big", batch_size=500, chunk_size=10, lease=HOUR, ctx=ctx("big"), max_chunks=7)
     sizes = [n for _, n in sorted(Counter(held(db, "big").values()).items())]
     assert c.chunks == list(range(7)) and sum(sizes) == 500 == c.count
-    assert all(a > b for a, b in zip(sizes, sizes[1:]))              # every chunk smaller than the one before
-    assert [round(n / (500 / 28)) for n in sizes] == [7, 6, 5, 4, 3, 2, 1]   # shares 7 : 6 : ... : 1 of 28
+    assert all(a > b for a, b in zip(sizes, sizes[1:]))  # every chunk smaller than the one before
+    assert [round(n / (500 / 28)) for n in sizes] == [7, 6, 5, 4, 3, 2, 1]  # shares 7 : 6 : ... : 1 of 28
 
 
 def test_a_chunk_is_read_page_by_page_in_id_order_each_letter_once(db):
     add_letters(db, 23)
     claim(db, "finance", "paged", batch_size=23, chunk_size=23, lease=HOUR, ctx=ctx("paged"))
-    whole = list(iter_letters_in_claim(db, "paged", 0, page=1000))         # one page
-    assert list(iter_letters_in_claim(db, "paged", 0, page=5)) == whole        # 5 pages, the last of 3
-    assert list(iter_letters_in_claim(db, "paged", 0, page=23)) == whole       # a full last page
+    whole = list(iter_letters_in_claim(db, "paged", 0, page=1000))  # one page
+    assert list(iter_letters_in_claim(db, "paged", 0, page=5)) == whole  # 5 pages, the last of 3
+    assert list(iter_letters_in_claim(db, "paged", 0, page=23)) == whole  # a full last page
     assert list(iter_letters_in_claim(db, "paged", 1, page=5)) == []
-    assert db.info.transaction_status == 0                                     # no transaction left open
+    assert db.info.transaction_status == 0  # no transaction left open
 
 
 def test_rerun_of_the_same_run_keeps_its_letters_and_claims_nothing_new(db):
@@ -141,13 +168,13 @@ def test_rerun_of_the_same_run_keeps_its_letters_and_claims_nothing_new(db):
     assert sum(claimed_events(db).values()) == 10
 
     smaller = claim(db, "finance", "run-A", 4, 4, HOUR, ctx("run-A"))
-    assert smaller.count == 10 and held(db, "run-A") == before      # nothing is given back either
+    assert smaller.count == 10 and held(db, "run-A") == before  # nothing is given back either
 
     bigger = claim(db, "finance", "run-A", 15, 4, HOUR, ctx("run-A"))
     after = held(db, "run-A")
     assert bigger.count == 15 and list(after) == ids[:15]
-    assert {k: after[k] for k in before} == before                  # earlier chunks unchanged
-    assert {after[k] for k in ids[10:15]} == {3, 4}                 # new chunks continue the numbering
+    assert {k: after[k] for k in before} == before  # earlier chunks unchanged
+    assert {after[k] for k in ids[10:15]} == {3, 4}  # new chunks continue the numbering
     assert bigger.chunks == [0, 1, 2, 3, 4]
 
 
@@ -157,7 +184,9 @@ def test_claim_leaves_other_departments_alone(db):
     eh = add_letters(db, 2, department="economy_housing")
     c = claim(db, "finance", "fin-run", 100, 10, HOUR, ctx("fin-run"))
     assert c.count == 3 and sorted(held(db, "fin-run")) == sorted(fin)
-    rows = db.execute("SELECT letter_id, status, claim_run_id FROM letters WHERE department <> 'finance'").fetchall()
+    rows = db.execute(
+        "SELECT letter_id, status, claim_run_id FROM letters WHERE department <> 'finance'"
+    ).fetchall()
     db.commit()
     assert sorted(r[0] for r in rows) == sorted(gas + eh)
     assert {(r[1], r[2]) for r in rows} == {("pending", None)}
@@ -167,12 +196,20 @@ def test_expired_claim_of_another_run_is_taken_over(db):
     ids = add_letters(db, 6)
     claim(db, "finance", "dead-run", 6, 10, HOUR, ctx("dead-run"))
     expired, young, batched = ids[:2], ids[2:4], ids[4:6]
-    db.execute("UPDATE letters SET claimed_at = now() - interval '3 hours', channel = 'ebox', "
-               "decision_rule = 'ebox_active', decided_at = now(), ebox_state = 'in_flight' "
-               "WHERE letter_id = ANY(%s)", (expired,))
-    db.execute("UPDATE letters SET claimed_at = now() - interval '30 minutes' WHERE letter_id = ANY(%s)", (young,))
-    db.execute("UPDATE letters SET claimed_at = now() - interval '3 hours', print_batch_id = 'PB-1' "
-               "WHERE letter_id = ANY(%s)", (batched,))
+    db.execute(
+        "UPDATE letters SET claimed_at = now() - interval '3 hours', channel = 'ebox', "
+        "decision_rule = 'ebox_active', decided_at = now(), ebox_state = 'in_flight' "
+        "WHERE letter_id = ANY(%s)",
+        (expired,),
+    )
+    db.execute(
+        "UPDATE letters SET claimed_at = now() - interval '30 minutes' WHERE letter_id = ANY(%s)", (young,)
+    )
+    db.execute(
+        "UPDATE letters SET claimed_at = now() - interval '3 hours', print_batch_id = 'PB-1' "
+        "WHERE letter_id = ANY(%s)",
+        (batched,),
+    )
     db.commit()
 
     c = claim(db, "finance", "new-run", 10, 10, timedelta(hours=2), ctx("new-run"))
@@ -180,10 +217,15 @@ def test_expired_claim_of_another_run_is_taken_over(db):
     assert (c.count, c.taken_over) == (2, 2)
     assert sorted(held(db, "new-run")) == expired
     assert sorted(held(db, "dead-run")) == young + batched
-    rows = db.execute("SELECT attempts, channel, decision_rule, decided_at, ebox_state FROM letters "
-                      "WHERE letter_id = ANY(%s)", (expired,)).fetchall()
-    assert set(rows) == {(2, None, None, None, "in_flight")}   # re-decided, but the eBox state is kept
-    details = db.execute("SELECT details FROM letter_events WHERE event = 'claimed' AND run_id = 'new-run'").fetchall()
+    rows = db.execute(
+        "SELECT attempts, channel, decision_rule, decided_at, ebox_state FROM letters "
+        "WHERE letter_id = ANY(%s)",
+        (expired,),
+    ).fetchall()
+    assert set(rows) == {(2, None, None, None, "in_flight")}  # re-decided, but the eBox state is kept
+    details = db.execute(
+        "SELECT details FROM letter_events WHERE event = 'claimed' AND run_id = 'new-run'"
+    ).fetchall()
     db.commit()
     assert [d[0] for d in details] == [{"taken_over": True}] * 2
 
@@ -210,8 +252,15 @@ def test_a_run_does_not_take_over_its_own_old_claim(db):
 
 @pytest.mark.parametrize("status", ["delivered_ebox", "handed_to_print", "quarantined"])
 def test_final_letters_are_never_claimed(db, status):
-    add_letters(db, 3, status=status, final_at="2025-01-01T00:00:00Z", claim_run_id="old",
-                claimed_at="2025-01-01T00:00:00Z", quarantine_reason="r" if status == "quarantined" else None)
+    add_letters(
+        db,
+        3,
+        status=status,
+        final_at="2025-01-01T00:00:00Z",
+        claim_run_id="old",
+        claimed_at="2025-01-01T00:00:00Z",
+        quarantine_reason="r" if status == "quarantined" else None,
+    )
     c = claim(db, "finance", "r", 10, 10, timedelta(0), ctx("r"))
     assert (c.count, c.taken_over) == (0, 0)
     assert one(db, "SELECT count(*) FROM letters WHERE status = %s AND claim_run_id = 'old'", status)[0] == 3
@@ -231,11 +280,13 @@ def test_concurrent_claims_never_share_a_letter_and_together_take_all(db, pg_url
                 start.wait()
                 for round_no in range(1000):
                     run_id = f"{name}-{round_no}"
-                    c = claim(conn, "finance", run_id, batch_size=5, chunk_size=2, lease=HOUR, ctx=ctx(run_id))
+                    c = claim(
+                        conn, "finance", run_id, batch_size=5, chunk_size=2, lease=HOUR, ctx=ctx(run_id)
+                    )
                     reported[run_id] = c.count
                     if c.count == 0:
                         break
-        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+        except BaseException as exc:
             failures.append(exc)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in ("a", "b", "c")]
@@ -249,14 +300,15 @@ def test_concurrent_claims_never_share_a_letter_and_together_take_all(db, pg_url
     assert sum(reported.values()) == len(ids)
     assert max(reported.values()) <= 5
     assert sum(1 for r, n in reported.items() if n and r.startswith("a")) > 0
-    rows = db.execute("SELECT letter_id, status, claim_run_id, attempts FROM letters WHERE department = 'finance'"
-                      ).fetchall()
+    rows = db.execute(
+        "SELECT letter_id, status, claim_run_id, attempts FROM letters WHERE department = 'finance'"
+    ).fetchall()
     db.commit()
     assert {r[1] for r in rows} == {"processing"}
     assert {r[3] for r in rows} == {1}
     per_run = Counter(r[2] for r in rows)
     assert per_run == Counter({r: n for r, n in reported.items() if n})
-    assert claimed_events(db) == Counter({lid: 1 for lid in ids})
+    assert claimed_events(db) == Counter(dict.fromkeys(ids, 1))
     assert one(db, "SELECT count(*) FROM letters WHERE department = 'gas' AND status = 'pending'")[0] == 20
 
 
@@ -267,13 +319,19 @@ def test_quarantine_acts_once_and_only_on_the_runs_processing_letter(db):
     ids = add_letters(db, 3)
     claim(db, "finance", "run-q", 2, 10, HOUR, ctx("run-q"))
     with db.cursor() as cur:
-        assert quarantine(cur, ctx("run-q"), ids[0], "run-q", "render failed: missing amount", "render") is True
+        assert (
+            quarantine(cur, ctx("run-q"), ids[0], "run-q", "render failed: missing amount", "render") is True
+        )
         assert quarantine(cur, ctx("run-q"), ids[0], "run-q", "another reason", "render") is False
         assert quarantine(cur, ctx("other"), ids[1], "other-run", "wrong run", "render") is False
         assert quarantine(cur, ctx("run-q"), ids[2], "run-q", "not claimed", "render") is False
     db.commit()
-    rows = dict((r[0], r[1:]) for r in db.execute(
-        "SELECT letter_id, status, quarantine_reason, final_at IS NOT NULL FROM letters").fetchall())
+    rows = dict(
+        (r[0], r[1:])
+        for r in db.execute(
+            "SELECT letter_id, status, quarantine_reason, final_at IS NOT NULL FROM letters"
+        ).fetchall()
+    )
     assert rows[ids[0]] == ("quarantined", "render failed: missing amount", True)
     assert rows[ids[1]] == ("processing", None, False)
     assert rows[ids[2]] == ("pending", None, False)
@@ -293,17 +351,24 @@ def test_release_for_retry_acts_once_and_the_letter_is_claimed_again(db):
         assert release_for_retry(cur, ctx("run-r"), ids[0], "run-r", "eBox 503 again") is False
         assert release_for_retry(cur, ctx("x"), ids[1], "another-run", "nope") is False
     db.commit()
-    assert one(db, "SELECT status, claim_run_id, claim_chunk, claimed_at, last_error, ebox_state FROM letters "
-                   "WHERE letter_id = %s", ids[0]) == ("pending", None, None, None, "eBox 503", "in_flight")
+    assert one(
+        db,
+        "SELECT status, claim_run_id, claim_chunk, claimed_at, last_error, ebox_state FROM letters "
+        "WHERE letter_id = %s",
+        ids[0],
+    ) == ("pending", None, None, None, "eBox 503", "in_flight")
     assert held(db, "run-r") == {ids[1]: 0}
-    with db.cursor() as cur:   # a released letter is no longer the run's to quarantine
+    with db.cursor() as cur:  # a released letter is no longer the run's to quarantine
         assert quarantine(cur, ctx("run-r"), ids[0], "run-r", "late", "ebox") is False
     db.commit()
     assert one(db, "SELECT count(*) FROM letter_events WHERE event = 'released_for_retry'")[0] == 1
 
     c = claim(db, "finance", "run-s", 5, 10, HOUR, ctx("run-s"))
     assert c.count == 1 and list(held(db, "run-s")) == [ids[0]]
-    assert one(db, "SELECT attempts, ebox_state FROM letters WHERE letter_id = %s", ids[0]) == (2, "in_flight")
+    assert one(db, "SELECT attempts, ebox_state FROM letters WHERE letter_id = %s", ids[0]) == (
+        2,
+        "in_flight",
+    )
 
 
 def test_quarantine_in_the_callers_transaction_can_be_rolled_back(db):
@@ -316,15 +381,18 @@ def test_quarantine_in_the_callers_transaction_can_be_rolled_back(db):
     assert one(db, "SELECT count(*) FROM letter_events WHERE event = 'quarantined'")[0] == 0
 
 
-@pytest.mark.parametrize("sql", [
-    "UPDATE letters SET status = 'delivered_ebox'",
-    "UPDATE letters SET status = 'handed_to_print'",
-    "UPDATE letters SET status = 'quarantined', quarantine_reason = 'x'",
-    "UPDATE letters SET status = 'quarantined', final_at = now()",
-    "UPDATE letters SET final_at = now()",
-    "UPDATE letters SET channel = 'fax'",
-    "UPDATE letters SET status = 'sent', final_at = now()",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE letters SET status = 'delivered_ebox'",
+        "UPDATE letters SET status = 'handed_to_print'",
+        "UPDATE letters SET status = 'quarantined', quarantine_reason = 'x'",
+        "UPDATE letters SET status = 'quarantined', final_at = now()",
+        "UPDATE letters SET final_at = now()",
+        "UPDATE letters SET channel = 'fax'",
+        "UPDATE letters SET status = 'sent', final_at = now()",
+    ],
+)
 def test_schema_refuses_inconsistent_states(db, sql):
     add_letters(db, 1)
     with pytest.raises(psycopg.errors.CheckViolation):
@@ -360,8 +428,10 @@ def test_outcome_counts_follow_the_letters_a_run_claimed(db):
     claim(db, "finance", "run-o", 4, 10, HOUR, ctx("run-o"))
     with db.cursor() as cur:
         quarantine(cur, ctx("run-o"), ids[0], "run-o", "x", "decide")
-    db.execute("UPDATE letters SET channel = 'paper', decision_rule = 'no_ebox' WHERE letter_id = ANY(%s)",
-               (ids[1:3],))
+    db.execute(
+        "UPDATE letters SET channel = 'paper', decision_rule = 'no_ebox' WHERE letter_id = ANY(%s)",
+        (ids[1:3],),
+    )
     db.commit()
     out = outbox.outcome_counts(db, "letters_finance", "run-o")
     assert out["by_status"] == {"processing": 3, "quarantined": 1}
@@ -371,15 +441,21 @@ def test_outcome_counts_follow_the_letters_a_run_claimed(db):
 
 def _plan_for_one_letter(db, letter_id: str, run_id: str) -> str:
     """The plan of the statement quarantine() and release_for_retry() use for a single letter."""
-    rows = db.execute("EXPLAIN UPDATE letters SET updated_at = now() WHERE letter_id = %s AND claim_run_id = %s "
-                      "AND status = 'processing'", (letter_id, run_id)).fetchall()
+    rows = db.execute(
+        "EXPLAIN UPDATE letters SET updated_at = now() WHERE letter_id = %s AND claim_run_id = %s "
+        "AND status = 'processing'",
+        (letter_id, run_id),
+    ).fetchall()
     db.rollback()
     return "\n".join(r[0] for r in rows)
 
 
-@pytest.mark.parametrize("threshold, expected_index", [(50, "letters_letter_id_key"), (10**9, "letters_claim_idx")])
-def test_a_big_claim_refreshes_the_statistics_so_one_letter_is_found_by_its_id(db, monkeypatch, threshold,
-                                                                             expected_index):
+@pytest.mark.parametrize(
+    "threshold, expected_index", [(50, "letters_letter_id_key"), (10**9, "letters_claim_idx")]
+)
+def test_a_big_claim_refreshes_the_statistics_so_one_letter_is_found_by_its_id(
+    db, monkeypatch, threshold, expected_index
+):
     # The statistics describe the outbox before the claim: every letter pending, the claim index empty.
     ids = add_letters(db, 400)
     db.execute("ANALYZE letters")
@@ -393,6 +469,7 @@ def test_a_big_claim_refreshes_the_statistics_so_one_letter_is_found_by_its_id(d
 
 # --------------------------------------------------------------------------- the state machine
 
+
 def status(db, letter_id: str) -> str:
     return one(db, "SELECT status FROM letters WHERE letter_id = %s", letter_id)[0]
 
@@ -402,7 +479,7 @@ def test_every_final_state_is_reached_only_from_processing(db):
     it changes nothing and says so (an empty set or False)."""
     [lid] = add_letters(db, 1)
     c = ctx("run-a")
-    with db.cursor() as cur:               # still pending: nothing may finish it
+    with db.cursor() as cur:  # still pending: nothing may finish it
         assert outbox.mark_delivered_ebox(cur, c, "run-a", [(lid, "m-1", "published", None)]) == set()
         assert outbox.mark_handed_to_print(cur, c, "b-1", [lid], "0" * 64) == set()
         assert outbox.quarantine(cur, c, lid, "run-a", "test", stage="test") is False
@@ -411,13 +488,22 @@ def test_every_final_state_is_reached_only_from_processing(db):
     assert status(db, lid) == outbox.Status.PENDING
     claim(db, "finance", "run-a", 10, 10, HOUR, c)
     with db.cursor() as cur:
-        assert outbox.mark_delivered_ebox(cur, c, "run-b", [(lid, "m-1", "published", None)]) == set()  # not its claim
-        assert outbox.mark_delivered_ebox(cur, c, "run-a", [(lid, "m-1", "published", "2027-12-02T00:00:00Z")]) == {lid}
-        assert outbox.mark_delivered_ebox(cur, c, "run-a", [(lid, "m-2", "published", None)]) == set()  # done once
+        assert (
+            outbox.mark_delivered_ebox(cur, c, "run-b", [(lid, "m-1", "published", None)]) == set()
+        )  # not its claim
+        assert outbox.mark_delivered_ebox(
+            cur, c, "run-a", [(lid, "m-1", "published", "2027-12-02T00:00:00Z")]
+        ) == {lid}
+        assert (
+            outbox.mark_delivered_ebox(cur, c, "run-a", [(lid, "m-2", "published", None)]) == set()
+        )  # done once
         assert outbox.quarantine(cur, c, lid, "run-a", "late", stage="test") is False
     db.commit()
-    assert one(db, "SELECT status, ebox_message_id, ebox_expires_at IS NOT NULL FROM letters WHERE letter_id = %s",
-               lid) == ("delivered_ebox", "m-1", True)
+    assert one(
+        db,
+        "SELECT status, ebox_message_id, ebox_expires_at IS NOT NULL FROM letters WHERE letter_id = %s",
+        lid,
+    ) == ("delivered_ebox", "m-1", True)
 
 
 def test_only_a_letter_handed_to_print_can_be_quarantined_by_the_print_house(db):
@@ -426,17 +512,23 @@ def test_only_a_letter_handed_to_print_can_be_quarantined_by_the_print_house(db)
     claim(db, "finance", "run-p", 10, 10, HOUR, c)
     with db.cursor() as cur:
         assert outbox.assign_to_print_batch(cur, c, "batch-1", [a, b], None) == {a, b}
-        assert outbox.assign_to_print_batch(cur, c, "batch-2", [a], None) == set()   # one batch per letter
+        assert outbox.assign_to_print_batch(cur, c, "batch-2", [a], None) == set()  # one batch per letter
         # b was never handed over: the print house cannot have refused it
         assert outbox.quarantine_after_print_rejection(cur, c, b, "batch-1", "unreadable") is False
         assert outbox.mark_handed_to_print(cur, c, "batch-1", [a], "0" * 64) == {a}
-        assert outbox.quarantine_after_print_rejection(cur, c, a, "batch-2", "unreadable") is False  # other batch
+        assert (
+            outbox.quarantine_after_print_rejection(cur, c, a, "batch-2", "unreadable") is False
+        )  # other batch
         assert outbox.quarantine_after_print_rejection(cur, c, a, "batch-1", "unreadable") is True
         assert outbox.quarantine_after_print_rejection(cur, c, a, "batch-1", "unreadable") is False  # once
     db.commit()
     assert (status(db, a), status(db, b)) == ("quarantined", "processing")
-    events = [r[0] for r in db.execute("SELECT event FROM letter_events WHERE letter_id = %s ORDER BY event_id",
-                                       (a,)).fetchall()]
+    events = [
+        r[0]
+        for r in db.execute(
+            "SELECT event FROM letter_events WHERE letter_id = %s ORDER BY event_id", (a,)
+        ).fetchall()
+    ]
     assert events == ["claimed", "assigned_to_print_batch", "handed_to_print", "quarantined"]
 
 

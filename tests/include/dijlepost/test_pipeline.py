@@ -1,19 +1,19 @@
 """The wave stages against real PostgreSQL, the eBox sandbox over HTTPS and sshd, including crashes
 in the middle of a step: nothing may be lost and nothing may be sent twice."""
+
 from __future__ import annotations
 
 from datetime import date, timedelta
 
 import pytest
 
-from include.dijlepost import pipeline
-from include.dijlepost import documents
-from include.dijlepost.ebox import delivery
-from include.dijlepost.printhouse import handoff
 from demo import dataset
+from include.dijlepost import documents, pipeline
+from include.dijlepost.ebox import delivery
 from include.dijlepost.ebox.client import EboxClient
 from include.dijlepost.intake import import_rows
 from include.dijlepost.outbox import RunContext, claim
+from include.dijlepost.printhouse import handoff
 from include.dijlepost.printhouse.hook import PrintHouseHook
 from include.dijlepost.rendering import LetterRenderer
 from include.dijlepost.rollout import read_state, set_phase
@@ -37,8 +37,14 @@ def client(ebox):
 
 
 def seed(db, ebox, n: int, active_share: float, seed_no: int = 3):
-    data = dataset.build(seed=seed_no, mix={"finance": n}, today=date(2026, 3, 2), prefix=f"P{seed_no}",
-                         ebox_share=active_share, mistakes=False)
+    data = dataset.build(
+        seed=seed_no,
+        mix={"finance": n},
+        today=date(2026, 3, 2),
+        prefix=f"P{seed_no}",
+        ebox_share=active_share,
+        mistakes=False,
+    )
     data.no_digital_user.clear()
     data.paper_exempt.clear()
     assert not import_rows(db, enumerate(data.letters, start=1)).errors
@@ -96,15 +102,22 @@ class LookupLog:
 
 
 def test_a_chunk_checks_and_decides_only_its_own_letters_and_reuses_fresh_answers(
-        db, ebox, client, renderer, tmp_path):
+    db, ebox, client, renderer, tmp_path
+):
     from include.dijlepost.recipients import normalize_recipient_id
 
     seed(db, ebox, 40, active_share=0.5)
     c = claim(db, "finance", RUN, 1000, 10, timedelta(hours=3), CTX)
     assert c.chunks == [0, 1, 2, 3]
-    recipients = {chunk: {normalize_recipient_id(k, r) for k, r in db.execute(
-        "SELECT recipient_kind, recipient_id FROM letters WHERE claim_chunk = %s", (chunk,)).fetchall()}
-        for chunk in c.chunks}
+    recipients = {
+        chunk: {
+            normalize_recipient_id(k, r)
+            for k, r in db.execute(
+                "SELECT recipient_kind, recipient_id FROM letters WHERE claim_chunk = %s", (chunk,)
+            ).fetchall()
+        }
+        for chunk in c.chunks
+    }
     spy = LookupLog(client)
     state = read_state(db, "finance")
 
@@ -112,8 +125,9 @@ def test_a_chunk_checks_and_decides_only_its_own_letters_and_reuses_fresh_answer
     decided = pipeline.decide_claim(db, WAVE, state, KEY, RUN, CTX, chunk=1)
     assert set().union(*spy.asked) == recipients[1] and checked["recipients"] == len(recipients[1])
     assert decided["decided"] == 10
-    undecided = dict(db.execute("SELECT claim_chunk, count(*) FROM letters WHERE decided_at IS NULL "
-                                "GROUP BY 1").fetchall())
+    undecided = dict(
+        db.execute("SELECT claim_chunk, count(*) FROM letters WHERE decided_at IS NULL GROUP BY 1").fetchall()
+    )
     assert undecided == {0: 10, 2: 10, 3: 10}
     assert pipeline.render_chunk(db, renderer, tmp_path / "docs", RUN, 1, CTX)["rendered"] == 10
 
@@ -129,19 +143,21 @@ def test_a_chunk_checks_and_decides_only_its_own_letters_and_reuses_fresh_answer
 def test_a_chunk_is_decided_page_by_page_each_letter_once(db, ebox, client, monkeypatch):
     seed(db, ebox, 10, active_share=0.5)
     c = claim(db, "finance", RUN, 1000, 1000, timedelta(hours=3), CTX)
-    monkeypatch.setattr(pipeline, "_DECIDE_PAGE", 3)                    # pages of 3, 3, 3 and 1
+    monkeypatch.setattr(pipeline, "_DECIDE_PAGE", 3)  # pages of 3, 3, 3 and 1
     delivery.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX, chunk=c.chunks[0])
     result = pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, RUN, CTX, chunk=c.chunks[0])
     assert result["decided"] == 10
     assert db.execute("SELECT count(*) FROM letters WHERE decided_at IS NULL").fetchone()[0] == 0
-    per_letter = db.execute("SELECT letter_id, count(*) FROM letter_events WHERE event = 'decided' "
-                            "GROUP BY 1").fetchall()
+    per_letter = db.execute(
+        "SELECT letter_id, count(*) FROM letter_events WHERE event = 'decided' GROUP BY 1"
+    ).fetchall()
     db.commit()
     assert len(per_letter) == 10 and {n for _, n in per_letter} == {1}
 
 
-def _render_first_chunk_recording_syncs(db, ebox, client, renderer, tmp_path, monkeypatch, syncfs,
-                                        sync_each_file=False):
+def _render_first_chunk_recording_syncs(
+    db, ebox, client, renderer, tmp_path, monkeypatch, syncfs, sync_each_file=False
+):
     """Render a 4-letter chunk into a new document root; return what was synced, in order:
     (kind, path, letters recorded as rendered by then), kind 'syncfs' or 'fsync'."""
     import os
@@ -165,18 +181,22 @@ def _render_first_chunk_recording_syncs(db, ebox, client, renderer, tmp_path, mo
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(documents, "SYNCFS", recording_syncfs if syncfs else None)
-    pipeline.render_chunk(db, renderer, tmp_path / "docs", RUN, c.chunks[0], CTX, sync_each_file=sync_each_file)
+    pipeline.render_chunk(
+        db, renderer, tmp_path / "docs", RUN, c.chunks[0], CTX, sync_each_file=sync_each_file
+    )
     assert recorded() == 4
     return synced
 
 
 def test_rendered_pdfs_and_their_directories_are_on_disk_before_the_rendering_is_recorded(
-        db, ebox, client, renderer, tmp_path, monkeypatch):
+    db, ebox, client, renderer, tmp_path, monkeypatch
+):
     """One syncfs of the document volume, after the last PDF is written, then the directories."""
-    synced = _render_first_chunk_recording_syncs(db, ebox, client, renderer, tmp_path, monkeypatch,
-                                                 documents.SYNCFS)
+    synced = _render_first_chunk_recording_syncs(
+        db, ebox, client, renderer, tmp_path, monkeypatch, documents.SYNCFS
+    )
     root = tmp_path / "docs"
-    department = root / "finance"                         # created by this first rendering, as is docs/
+    department = root / "finance"  # created by this first rendering, as is docs/
     directories = [str(d.resolve()) for d in (department, root, tmp_path)]
     assert synced == [("syncfs", str(root.resolve()), 0)] + [("fsync", d, 0) for d in directories]
     assert len(list(department.glob("*.pdf"))) == 4
@@ -184,20 +204,23 @@ def test_rendered_pdfs_and_their_directories_are_on_disk_before_the_rendering_is
 
 @pytest.mark.parametrize("why", ["libc has no syncfs", "DIJLEPOST_DOCUMENT_SYNC=file"])
 def test_without_syncfs_every_pdf_is_fsynced_before_the_rendering_is_recorded(
-        db, ebox, client, renderer, tmp_path, monkeypatch, why):
+    db, ebox, client, renderer, tmp_path, monkeypatch, why
+):
     each_file = why.startswith("DIJLEPOST")
-    synced = _render_first_chunk_recording_syncs(db, ebox, client, renderer, tmp_path, monkeypatch,
-                                                 documents.SYNCFS if each_file else None, each_file)
+    synced = _render_first_chunk_recording_syncs(
+        db, ebox, client, renderer, tmp_path, monkeypatch, documents.SYNCFS if each_file else None, each_file
+    )
     department = (tmp_path / "docs" / "finance").resolve()
     files = sorted(str(p.resolve()) for p in department.glob("*.pdf"))
     directories = [str(d) for d in (department, department.parent, tmp_path.resolve())]
     assert len(files) == 4
-    assert sorted(synced[:4]) == [("fsync", f, 0) for f in files]    # the final files, not temporary ones
+    assert sorted(synced[:4]) == [("fsync", f, 0) for f in files]  # the final files, not temporary ones
     assert synced[4:] == [("fsync", d, 0) for d in directories]
 
 
 def test_a_failed_sync_of_the_document_volume_fails_the_task_and_records_nothing(
-        db, ebox, client, renderer, tmp_path, monkeypatch):
+    db, ebox, client, renderer, tmp_path, monkeypatch
+):
     import ctypes
     import errno
 
@@ -207,7 +230,7 @@ def test_a_failed_sync_of_the_document_volume_fails_the_task_and_records_nothing
     pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, RUN, CTX)
 
     def failing_syncfs(fd):
-        ctypes.set_errno(errno.EIO)                     # what Linux reports after a failed write-back
+        ctypes.set_errno(errno.EIO)  # what Linux reports after a failed write-back
         return -1
 
     monkeypatch.setattr(documents, "SYNCFS", failing_syncfs)
@@ -217,7 +240,7 @@ def test_a_failed_sync_of_the_document_volume_fails_the_task_and_records_nothing
     assert db.execute("SELECT count(*) FROM letters WHERE rendered_at IS NOT NULL").fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM letter_events WHERE event = 'rendered'").fetchone()[0] == 0
     db.commit()
-    monkeypatch.undo()                                  # the retry renders the chunk again and records it
+    monkeypatch.undo()  # the retry renders the chunk again and records it
     assert pipeline.render_chunk(db, renderer, tmp_path / "docs", RUN, c.chunks[0], CTX)["rendered"] == 3
 
 
@@ -225,8 +248,17 @@ def test_crash_after_publishing_then_retry_delivers_each_letter_once(db, ebox, c
     seed(db, ebox, 8, active_share=1.0)
     c = prepare(db, client, renderer, tmp_path)
     with pytest.raises(SystemExit):
-        delivery.deliver_chunk_to_ebox(db, CrashAfterPublishing(client, survive=3), renderer, WAVE, KEY, RUN,
-                                       c.chunks[0], CTX, concurrency=1)
+        delivery.deliver_chunk_to_ebox(
+            db,
+            CrashAfterPublishing(client, survive=3),
+            renderer,
+            WAVE,
+            KEY,
+            RUN,
+            c.chunks[0],
+            CTX,
+            concurrency=1,
+        )
     mid = statuses(db)
     # The three answers the eBox gave before the crash are recorded (answers are written in groups);
     # the letter it accepted last, and those after it, stay in flight.
@@ -241,15 +273,32 @@ def test_crash_after_publishing_then_retry_delivers_each_letter_once(db, ebox, c
 
 
 def test_a_chunk_is_published_page_by_page_and_a_crash_leaves_later_pages_unsent(
-        db, ebox, client, renderer, tmp_path, monkeypatch):
+    db, ebox, client, renderer, tmp_path, monkeypatch
+):
     seed(db, ebox, 7, active_share=1.0, seed_no=6)
     c = prepare(db, client, renderer, tmp_path)
-    monkeypatch.setattr(delivery, "_PUBLISH_PAGE", 3)                   # pages of 3, 3 and 1
-    with pytest.raises(SystemExit):                     # the worker dies after the eBox took the 6th letter
-        delivery.deliver_chunk_to_ebox(db, CrashAfterPublishing(client, survive=5), renderer, WAVE, KEY, RUN,
-                                       c.chunks[0], CTX, concurrency=1)
-    in_order = [s for _, s in sorted(statuses(db).items(), key=lambda item: db.execute(
-        "SELECT id FROM letters WHERE letter_id = %s", (item[0],)).fetchone()[0])]
+    monkeypatch.setattr(delivery, "_PUBLISH_PAGE", 3)  # pages of 3, 3 and 1
+    with pytest.raises(SystemExit):  # the worker dies after the eBox took the 6th letter
+        delivery.deliver_chunk_to_ebox(
+            db,
+            CrashAfterPublishing(client, survive=5),
+            renderer,
+            WAVE,
+            KEY,
+            RUN,
+            c.chunks[0],
+            CTX,
+            concurrency=1,
+        )
+    in_order = [
+        s
+        for _, s in sorted(
+            statuses(db).items(),
+            key=lambda item: db.execute("SELECT id FROM letters WHERE letter_id = %s", (item[0],)).fetchone()[
+                0
+            ],
+        )
+    ]
     db.commit()
     # The answers to letters 1-5 are recorded; letter 6, the last of page 2, reached the eBox but not the
     # database (in flight); page 3 was never marked, never sent.
@@ -264,12 +313,22 @@ def test_a_chunk_is_published_page_by_page_and_a_crash_leaves_later_pages_unsent
 
 
 def test_in_flight_letter_taken_over_after_phase_change_still_goes_to_ebox_not_paper(
-        db, ebox, client, renderer, tmp_path):
+    db, ebox, client, renderer, tmp_path
+):
     seed(db, ebox, 4, active_share=1.0, seed_no=5)
     c = prepare(db, client, renderer, tmp_path)
     with pytest.raises(SystemExit):
-        delivery.deliver_chunk_to_ebox(db, CrashAfterPublishing(client, survive=0), renderer, WAVE, KEY, RUN,
-                                       c.chunks[0], CTX, concurrency=1)
+        delivery.deliver_chunk_to_ebox(
+            db,
+            CrashAfterPublishing(client, survive=0),
+            renderer,
+            WAVE,
+            KEY,
+            RUN,
+            c.chunks[0],
+            CTX,
+            concurrency=1,
+        )
     # The run died. An administrator switches finance to paper; the next run takes the claims over.
     set_phase(db, "finance", "paper", "incident", "test")
     run2 = "letters_finance:manual__2"
@@ -299,15 +358,18 @@ def test_unreachable_ebox_releases_letters_for_the_next_run(db, ebox, client, re
     assert len(ebox.state.publications()) == 3
 
 
-def test_no_digital_user_goes_to_paper_in_the_same_run(db, ebox, client, renderer, tmp_path, printhouse_dirs,
-                                                       monkeypatch):
+def test_no_digital_user_goes_to_paper_in_the_same_run(
+    db, ebox, client, renderer, tmp_path, printhouse_dirs, monkeypatch
+):
     data = seed(db, ebox, 3, active_share=1.0, seed_no=21)
     for kind, rid in data.ebox_active:
         ebox.state.register_recipient(kind, rid, active=True, no_digital_user=True)
     c = prepare(db, client, renderer, tmp_path)
     delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
     assert {s[2] for s in statuses(db).values()} == {"no_digital_user"}
-    monkeypatch.setenv("AIRFLOW_CONN_PRINTHOUSE_SFTP", __import__("json").dumps(printhouse_dirs.airflow_connection()))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PRINTHOUSE_SFTP", __import__("json").dumps(printhouse_dirs.airflow_connection())
+    )
     result = handoff.hand_over(db, PrintHouseHook(), WAVE, RUN, CTX, tmp_path / "work", chunk=c.chunks[0])
     assert result["letters"] == 3 and len(result["batches"]) == 1
     assert {s[0] for s in statuses(db).values()} == {"handed_to_print"}
@@ -320,13 +382,14 @@ def test_missing_template_field_quarantines_with_the_field_name(db, ebox, client
     db.execute("UPDATE letters SET payload = payload - %s WHERE letter_id = %s", (field, victim))
     db.commit()
     prepare(db, client, renderer, tmp_path)
-    status, reason = db.execute("SELECT status, quarantine_reason FROM letters WHERE letter_id = %s",
-                                (victim,)).fetchone()
+    status, reason = db.execute(
+        "SELECT status, quarantine_reason FROM letters WHERE letter_id = %s", (victim,)
+    ).fetchone()
     assert status == "quarantined" and field in reason
 
 
 def test_each_chunk_cuts_and_finds_its_own_print_batches(db, ebox, client, renderer, tmp_path):
-    seed(db, ebox, 6, active_share=0.0, seed_no=11)            # no eBox: every letter goes on paper
+    seed(db, ebox, 6, active_share=0.0, seed_no=11)  # no eBox: every letter goes on paper
     c = claim(db, "finance", RUN, 1000, 3, timedelta(hours=3), CTX)
     assert len(c.chunks) == 2
     delivery.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX)
@@ -337,8 +400,11 @@ def test_each_chunk_cuts_and_finds_its_own_print_batches(db, ebox, client, rende
     db.commit()
 
     first = handoff.assign_print_batches(db, "finance", RUN, CTX, 100, chunk=c.chunks[0])
-    batch_of = dict(db.execute("SELECT letter_id, print_batch_id FROM letters WHERE print_batch_id IS NOT NULL")
-                    .fetchall())
+    batch_of = dict(
+        db.execute(
+            "SELECT letter_id, print_batch_id FROM letters WHERE print_batch_id IS NOT NULL"
+        ).fetchall()
+    )
     db.commit()
     assert first and {chunk_of[i] for i in batch_of} == {c.chunks[0]} and set(batch_of.values()) == set(first)
     # The other chunk has nothing due yet; this chunk finds exactly its own batches, also on a retry.
@@ -352,6 +418,7 @@ def test_each_chunk_cuts_and_finds_its_own_print_batches(db, ebox, client, rende
 
 
 # --------------------------------------------------------------------------- what a 409 meant (unit)
+
 
 class _Federation:
     """Answers lookup_activation from a dict, or raises `error`; records what it was asked."""
@@ -376,18 +443,33 @@ def test_a_409_is_settled_by_the_recipients_last_connection():
     from include.dijlepost.ebox.client import Activation
 
     citizen, never, company = "85073003328", "85073003427", "0123456749"
-    fed = _Federation({("citizen", citizen): Activation(True, False, "2026-05-01T10:00:00Z"),
-                       ("citizen", never): Activation(True, False, None),
-                       ("enterprise", company): Activation(True, True, "2026-01-01T00:00:00Z")})
-    letters = [_conflict("L1", "citizen", citizen), _conflict("L2", "citizen", never),
-               _conflict("L3", "enterprise", company), _conflict("L4", "citizen", citizen),
-               _conflict("L5", "enterprise", "0403170701")]          # no eBox (any more)
+    fed = _Federation(
+        {
+            ("citizen", citizen): Activation(True, False, "2026-05-01T10:00:00Z"),
+            ("citizen", never): Activation(True, False, None),
+            ("enterprise", company): Activation(True, True, "2026-01-01T00:00:00Z"),
+        }
+    )
+    letters = [
+        _conflict("L1", "citizen", citizen),
+        _conflict("L2", "citizen", never),
+        _conflict("L3", "enterprise", company),
+        _conflict("L4", "citizen", citizen),
+        _conflict("L5", "enterprise", "0403170701"),
+    ]  # no eBox (any more)
     settled = dict((lid, r.kind) for lid, r in delivery.settle_already_published(fed, letters))
-    assert settled == {"L1": "already_published", "L2": "never_connected", "L3": "already_published",
-                       "L4": "already_published", "L5": "no_active_ebox"}
+    assert settled == {
+        "L1": "already_published",
+        "L2": "never_connected",
+        "L3": "already_published",
+        "L4": "already_published",
+        "L5": "no_active_ebox",
+    }
     # one search per recipient kind, each recipient once
-    assert sorted(fed.asked) == [("citizen", sorted({citizen, never})),
-                                 ("enterprise", ["0123456749", "0403170701"])]
+    assert sorted(fed.asked) == [
+        ("citizen", sorted({citizen, never})),
+        ("enterprise", ["0123456749", "0403170701"]),
+    ]
 
 
 def test_a_409_waits_when_the_search_is_unavailable_and_any_other_error_fails_the_task():
@@ -395,8 +477,11 @@ def test_a_409_waits_when_the_search_is_unavailable_and_any_other_error_fails_th
 
     letters = [_conflict("L1", "citizen", "85073003328")]
     unavailable = EboxUnavailableError("citizenEboxConsents/search unavailable: HTTP 503")
-    (lid, result), = delivery.settle_already_published(_Federation(error=unavailable), letters)
+    ((lid, result),) = delivery.settle_already_published(_Federation(error=unavailable), letters)
     assert (lid, result.kind) == ("L1", "retry_later") and "HTTP 503" in result.message
-    for error in (EboxConfigurationError("403", "client_id"), EboxError("answered something other than a list")):
+    for error in (
+        EboxConfigurationError("403", "client_id"),
+        EboxError("answered something other than a list"),
+    ):
         with pytest.raises(type(error)):
             delivery.settle_already_published(_Federation(error=error), letters)

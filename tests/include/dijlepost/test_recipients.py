@@ -1,4 +1,5 @@
 """National register numbers, KBO numbers and keyed pseudonyms (`include.dijlepost.recipients`)."""
+
 from __future__ import annotations
 
 import re
@@ -6,8 +7,13 @@ import re
 import pytest
 from stdnum.be import nn, vat
 
-from include.dijlepost.recipients import (CITIZEN, ENTERPRISE, InvalidRecipientId, normalize_recipient_id,
-                                          pseudonym)
+from include.dijlepost.recipients import (
+    CITIZEN,
+    ENTERPRISE,
+    InvalidRecipientId,
+    normalize_recipient_id,
+    pseudonym,
+)
 
 
 def make_nrn(yymmdd: str, serial: int, born_2000_or_later: bool = False) -> str:
@@ -22,8 +28,13 @@ def make_kbo(first8: str) -> str:
     return f"{first8}{97 - int(first8) % 97:02d}"
 
 
-VALID_NRNS = [make_nrn("850730", 33), make_nrn("720101", 998), make_nrn("591231", 1),
-              make_nrn("050615", 120, born_2000_or_later=True), make_nrn("101010", 2, born_2000_or_later=True)]
+VALID_NRNS = [
+    make_nrn("850730", 33),
+    make_nrn("720101", 998),
+    make_nrn("591231", 1),
+    make_nrn("050615", 120, born_2000_or_later=True),
+    make_nrn("101010", 2, born_2000_or_later=True),
+]
 VALID_KBOS = [make_kbo("04035784"), make_kbo("02071234"), make_kbo("08810039"), make_kbo("10000001")]
 
 
@@ -51,10 +62,25 @@ def _wrong_check(number: str) -> str:
     return number[:-2] + f"{(int(number[-2:]) % 97) + 1:02d}"
 
 
-BAD_NRNS = [_wrong_check(VALID_NRNS[0]), _wrong_check(VALID_NRNS[3]), VALID_NRNS[0][:-1],
-            VALID_NRNS[0] + "1", "8507300332A", make_nrn("851330", 33), "00000000000", "", "abc"]
-BAD_KBOS = [_wrong_check(VALID_KBOS[0]), VALID_KBOS[0] + "1", make_kbo("24035784"), "BE12345",
-            "04035784xx", ""]
+BAD_NRNS = [
+    _wrong_check(VALID_NRNS[0]),
+    _wrong_check(VALID_NRNS[3]),
+    VALID_NRNS[0][:-1],
+    VALID_NRNS[0] + "1",
+    "8507300332A",
+    make_nrn("851330", 33),
+    "00000000000",
+    "",
+    "abc",
+]
+BAD_KBOS = [
+    _wrong_check(VALID_KBOS[0]),
+    VALID_KBOS[0] + "1",
+    make_kbo("24035784"),
+    "BE12345",
+    "04035784xx",
+    "",
+]
 
 
 @pytest.mark.parametrize("value", BAD_NRNS)

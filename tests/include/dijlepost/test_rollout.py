@@ -49,7 +49,7 @@ def _reset_rollout_admin(request):
 
 def phases(db) -> dict[str, tuple]:
     rows = db.execute(
-        "SELECT department, phase, pilot_allowlist, changed_by, reason, pilot_percent " "FROM rollout_phases"
+        "SELECT department, phase, pilot_allowlist, changed_by, reason, pilot_percent FROM rollout_phases"
     ).fetchall()
     db.commit()
     return {r[0]: r[1:] for r in rows}
@@ -57,7 +57,7 @@ def phases(db) -> dict[str, tuple]:
 
 def history(db) -> list[tuple]:
     rows = db.execute(
-        "SELECT department, from_phase, to_phase, changed_by, reason FROM rollout_history " "ORDER BY id"
+        "SELECT department, from_phase, to_phase, changed_by, reason FROM rollout_history ORDER BY id"
     ).fetchall()
     db.commit()
     return rows

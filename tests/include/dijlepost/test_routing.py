@@ -1,4 +1,5 @@
 """Behaviour of the ordered routing rules (`include.dijlepost.routing.decide`)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,16 +12,25 @@ from include.dijlepost.routing import EBOX, PAPER, RULES, Decision, LetterFacts,
 
 PILOT_MEMBER = "r-pilotmember000000001"
 OUTSIDER = "r-outsider00000000000002"
-PERCENT_MEMBER = "r-percentmember00000008"    # hash bucket 378: in every pilot of 4 % or more
+PERCENT_MEMBER = "r-percentmember00000008"  # hash bucket 378: in every pilot of 4 % or more
 PILOT_PERCENT = 20
 ROUTED_PHASES = tuple(p for p in PHASES if p != "off")
 
 
 def facts(**overrides) -> LetterFacts:
     """A letter that goes to the eBox when its department is live; tests change one fact at a time."""
-    base = dict(letter_id="L-1", recipient_pseudonym=PILOT_MEMBER, recipient_id_error=None,
-                address_complete=True, registered=False, paper_exempt=False, ebox_active=True,
-                ebox_state=None, registered_via_ebox=True, followup_of=None)
+    base = dict(
+        letter_id="L-1",
+        recipient_pseudonym=PILOT_MEMBER,
+        recipient_id_error=None,
+        address_complete=True,
+        registered=False,
+        paper_exempt=False,
+        ebox_active=True,
+        ebox_state=None,
+        registered_via_ebox=True,
+        followup_of=None,
+    )
     base.update(overrides)
     return LetterFacts(**base)
 
@@ -37,6 +47,7 @@ def test_the_test_pseudonyms_fall_where_the_tests_need_them():
 
 # --------------------------------------------------------------------------- one rule at a time
 
+
 def test_live_with_active_ebox_goes_to_ebox():
     d = decide(facts(), state("live"))
     assert (d.channel, d.rule, d.shadow_channel) == (EBOX, "ebox_active", None)
@@ -45,9 +56,16 @@ def test_live_with_active_ebox_goes_to_ebox():
 
 @pytest.mark.parametrize("phase", ROUTED_PHASES)
 def test_in_flight_publication_beats_every_other_fact_in_every_phase(phase):
-    worst = facts(ebox_state="in_flight", recipient_id_error="not a valid national register or BIS number",
-                  address_complete=False, paper_exempt=True, ebox_active=False, registered=True,
-                  registered_via_ebox=False, recipient_pseudonym=OUTSIDER)
+    worst = facts(
+        ebox_state="in_flight",
+        recipient_id_error="not a valid national register or BIS number",
+        address_complete=False,
+        paper_exempt=True,
+        ebox_active=False,
+        registered=True,
+        registered_via_ebox=False,
+        recipient_pseudonym=OUTSIDER,
+    )
     d = decide(worst, state(phase))
     assert d.channel == EBOX
     assert d.rule == "ebox_publication_in_flight"
@@ -56,9 +74,16 @@ def test_in_flight_publication_beats_every_other_fact_in_every_phase(phase):
 @pytest.mark.parametrize("phase", ROUTED_PHASES)
 def test_paper_copy_of_an_unread_ebox_letter_goes_on_paper_whatever_else_holds(phase):
     # Everything else about the recipient says eBox (or would quarantine): the copy is for paper.
-    for other in ({}, {"paper_exempt": True}, {"ebox_active": False}, {"recipient_pseudonym": OUTSIDER},
-                  {"registered": True, "registered_via_ebox": False}, {"ebox_state": "no_digital_user"},
-                  {"address_complete": False}, {"recipient_id_error": "x"}):
+    for other in (
+        {},
+        {"paper_exempt": True},
+        {"ebox_active": False},
+        {"recipient_pseudonym": OUTSIDER},
+        {"registered": True, "registered_via_ebox": False},
+        {"ebox_state": "no_digital_user"},
+        {"address_complete": False},
+        {"recipient_id_error": "x"},
+    ):
         d = decide(facts(followup_of="FIN-1", **other), state(phase))
         assert (d.channel, d.rule) == (PAPER, "unread_ebox_followup"), other
         assert "FIN-1" in d.reason
@@ -84,8 +109,10 @@ def test_no_digital_user_answer_sends_paper_even_with_an_active_ebox(phase):
 
 @pytest.mark.parametrize("phase", ROUTED_PHASES)
 def test_invalid_recipient_id_quarantines_before_any_phase_rule(phase):
-    d = decide(facts(recipient_id_error="not a valid KBO enterprise number (checksum)", paper_exempt=True),
-               state(phase))
+    d = decide(
+        facts(recipient_id_error="not a valid KBO enterprise number (checksum)", paper_exempt=True),
+        state(phase),
+    )
     assert d.channel is None
     assert d.rule == "invalid_recipient_id"
     assert "not a valid KBO enterprise number" in d.reason
@@ -194,12 +221,15 @@ def test_shadow_sends_a_would_be_ebox_letter_on_paper_and_records_ebox():
     assert "eBox" in d.reason
 
 
-@pytest.mark.parametrize("overrides,rule", [
-    ({"ebox_active": False}, "no_ebox"),
-    ({"paper_exempt": True}, "paper_preference"),
-    ({"registered": True, "registered_via_ebox": False}, "registered_requires_paper"),
-    ({"ebox_state": "no_digital_user"}, "no_digital_user"),
-])
+@pytest.mark.parametrize(
+    "overrides,rule",
+    [
+        ({"ebox_active": False}, "no_ebox"),
+        ({"paper_exempt": True}, "paper_preference"),
+        ({"registered": True, "registered_via_ebox": False}, "registered_requires_paper"),
+        ({"ebox_state": "no_digital_user"}, "no_digital_user"),
+    ],
+)
 def test_shadow_keeps_the_rule_of_a_would_be_paper_letter(overrides, rule):
     d = decide(facts(**overrides), state("shadow"))
     assert (d.channel, d.rule, d.shadow_channel) == (PAPER, rule, PAPER)
@@ -244,8 +274,11 @@ RULE_NAMES = {r.__name__ for r in RULES} | {"shadow_mode"}
 
 
 # pilot group configurations: (allowlist, percentage)
-PILOT_GROUPS = {"allowlist": ((PILOT_MEMBER,), 0), "percent": ((), PILOT_PERCENT),
-                "both": ((PILOT_MEMBER,), PILOT_PERCENT)}
+PILOT_GROUPS = {
+    "allowlist": ((PILOT_MEMBER,), 0),
+    "percent": ((), PILOT_PERCENT),
+    "both": ((PILOT_MEMBER,), PILOT_PERCENT),
+}
 
 
 def _in_pilot_group(pseudonym: str, group: str) -> bool:
@@ -262,10 +295,15 @@ def _ebox_allowed(f: LetterFacts, phase: str, group: str = "allowlist") -> bool:
         return False
     if phase in ("paper", "shadow"):
         return False
-    return (f.ebox_active is True and not f.paper_exempt and f.recipient_id_error is None
-            and f.address_complete and f.ebox_state != "no_digital_user"
-            and not (f.registered and not f.registered_via_ebox)
-            and (phase == "live" or _in_pilot_group(f.recipient_pseudonym, group)))
+    return (
+        f.ebox_active is True
+        and not f.paper_exempt
+        and f.recipient_id_error is None
+        and f.address_complete
+        and f.ebox_state != "no_digital_user"
+        and not (f.registered and not f.registered_via_ebox)
+        and (phase == "live" or _in_pilot_group(f.recipient_pseudonym, group))
+    )
 
 
 def test_fact_space_is_complete():
@@ -308,8 +346,11 @@ def test_quarantine_exactly_for_bad_id_or_address_unless_a_publication_is_in_fli
         # A letter the eBox may already hold is finished there; anything else with a bad id or no
         # printable address (even after NO_DIGITAL_USER) cannot be sent and is quarantined.
         # A paper copy of an unread eBox letter was printable when its original was decided.
-        expect_quarantine = (f.ebox_state != "in_flight" and f.followup_of is None
-                             and (f.recipient_id_error is not None or not f.address_complete))
+        expect_quarantine = (
+            f.ebox_state != "in_flight"
+            and f.followup_of is None
+            and (f.recipient_id_error is not None or not f.address_complete)
+        )
         assert (d.channel is None) == expect_quarantine, (f, d)
 
 

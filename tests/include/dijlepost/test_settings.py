@@ -1,4 +1,5 @@
 """Deployment settings from the environment: defaults, and a clear error for a bad value."""
+
 import pytest
 
 from include.dijlepost.settings import ConfigurationError, Settings
@@ -46,7 +47,7 @@ def test_a_missing_pseudonym_key_is_refused_by_name_without_a_traceback_of_value
 
 
 def test_a_short_key_is_counted_in_characters_and_never_echoed(env):
-    env.setenv("DIJLEPOST_PSEUDONYM_KEY", "ééééééééé")          # 9 characters, 18 bytes
+    env.setenv("DIJLEPOST_PSEUDONYM_KEY", "ééééééééé")  # 9 characters, 18 bytes
     with pytest.raises(ConfigurationError) as refused:
         Settings.from_env()
     assert "é" not in str(refused.value)

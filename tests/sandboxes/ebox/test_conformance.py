@@ -8,6 +8,7 @@ sandbox implements get schemathesis's status code, content type and response sch
 other published operation must answer a `StatusMessage` of its file (400 NOT_IMPLEMENTED), never a
 framework error body.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -19,10 +20,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from jsonschema import Draft4Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
-
 from schemathesis import openapi
 from schemathesis.checks import (
-    content_type_conformance, not_a_server_error, response_schema_conformance, status_code_conformance,
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
 )
 
 from include.dijlepost.ebox.client import EboxClient
@@ -33,14 +36,22 @@ pytestmark = pytest.mark.integration
 
 # Operations the sandbox serves, by file: the full schemathesis checks apply to them.
 IMPLEMENTED = {
-    "message-registry-2.1.yaml": {("POST", "/publishMessage"), ("POST", "/searchMessageStatus"),
-                                  ("GET", "/referenceData/messageTypes"),
-                                  ("GET", "/referenceData/messageTypes/{messageTypeId}")},
+    "message-registry-2.1.yaml": {
+        ("POST", "/publishMessage"),
+        ("POST", "/searchMessageStatus"),
+        ("GET", "/referenceData/messageTypes"),
+        ("GET", "/referenceData/messageTypes/{messageTypeId}"),
+    },
     "federation-1.3.yaml": {("POST", "/eboxPreferences/search")},
 }
 EXAMPLES_IMPLEMENTED = 8
 EXAMPLES_OTHER = 2
-FULL_CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+FULL_CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 def _published(name: str) -> dict:
@@ -51,7 +62,9 @@ def _published(name: str) -> dict:
 
 
 def _status_message_validator(document: dict) -> Draft4Validator:
-    registry = Registry().with_resource("urn:published", Resource.from_contents(document, default_specification=DRAFT4))
+    registry = Registry().with_resource(
+        "urn:published", Resource.from_contents(document, default_specification=DRAFT4)
+    )
     return Draft4Validator({"$ref": "urn:published#/definitions/StatusMessage"}, registry=registry)
 
 
@@ -77,12 +90,21 @@ def test_the_sandbox_conforms_to_the_published_swagger(ebox, token, name):
         implemented = key in IMPLEMENTED[name]
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES_IMPLEMENTED if implemented else EXAMPLES_OTHER, deadline=None,
-                  database=None, derandomize=True, phases=[Phase.generate],
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES_IMPLEMENTED if implemented else EXAMPLES_OTHER,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         def exercise(case):
-            response = case.call(base_url=base_url, headers={"Authorization": f"Bearer {token}"},
-                                 verify=str(ebox.ca_path), timeout=10)
+            response = case.call(
+                base_url=base_url,
+                headers={"Authorization": f"Bearer {token}"},
+                verify=str(ebox.ca_path),
+                timeout=10,
+            )
             seen[key] += 1
             where = f"{key[0]} {key[1]} -> {response.status_code}"
             if implemented:
@@ -103,8 +125,12 @@ def test_the_sandbox_conforms_to_the_published_swagger(ebox, token, name):
         exercise()
     assert problems == []
     assert set(seen) >= IMPLEMENTED[name]
-    published = {(method.upper(), path) for path, item in document["paths"].items() for method in item
-                 if method in ("get", "post", "put", "patch", "delete", "options", "head")}
+    published = {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in ("get", "post", "put", "patch", "delete", "options", "head")
+    }
     assert set(seen) == published  # every published operation was exercised
 
 
@@ -126,15 +152,29 @@ def test_the_clients_recorded_requests_conform_to_the_published_swagger(ebox, mo
         assert client.lookup_activation("citizen", [CITIZEN_ID])[CITIZEN_ID].active
         first = client.publish(publication(language="fr", subject="Décision à l'égard de la prime"))
         assert client.publish(publication()).kind == "already_published"
-        assert client.publish(publication(letter_id="L-2", recipient_kind="enterprise", recipient_id=ENTERPRISE_ID,
-                                          language="de", subject="Prämienentscheidung")).kind == "published"
+        assert (
+            client.publish(
+                publication(
+                    letter_id="L-2",
+                    recipient_kind="enterprise",
+                    recipient_id=ENTERPRISE_ID,
+                    language="de",
+                    subject="Prämienentscheidung",
+                )
+            ).kind
+            == "published"
+        )
         assert len(client.search_message_status([(first.message_id, "citizen", CITIZEN_ID)])) == 1
     for request in recorded:
         contract.check_request(request)  # raises ContractViolation naming the operation and the field
-    assert contract.checked == Counter({
-        "GET getAllMessagesTypes request": 1, "POST getEboxPreferencesByList request": 1,
-        "POST postMessage request": 3, "POST getStatus request": 1,
-    })
+    assert contract.checked == Counter(
+        {
+            "GET getAllMessagesTypes request": 1,
+            "POST getEboxPreferencesByList request": 1,
+            "POST postMessage request": 3,
+            "POST getStatus request": 1,
+        }
+    )
     paths = Counter(request.url.path.rsplit("/", 1)[-1] for request in recorded)
     assert paths["token"] == 2  # the injected 503, then a fresh assertion
     assert paths["search"] == 2  # the citizen search has no published description (NOTES: unverified)

@@ -1,5 +1,6 @@
 """The sandbox's vocabulary against the published Swagger files (when the shared contracts are
 present, as in CI), and its routes against docs/ebox-sandbox-openapi.yaml."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,24 +31,34 @@ def federation() -> dict:
 def test_the_federation_search_vocabulary(federation):
     definition = federation["EboxIdSameTypeList"]
     assert validation.FEDERATION_KINDS["enterprise"] == (
-        definition["properties"]["eboxType"]["example"], definition["properties"]["eboxIdType"]["example"])
+        definition["properties"]["eboxType"]["example"],
+        definition["properties"]["eboxIdType"]["example"],
+    )
 
 
 def test_the_sandbox_knows_the_swagger_vocabulary(registry):
-    assert validation.MESSAGE_TO_PUBLISH_KEYS == set(registry["MessageToPublish"]["properties"])
-    assert validation.ATTACHMENT_KEYS == set(registry["AttachmentToPublish"]["properties"])
-    assert validation.MEDIA_TYPES == set(registry["Attachment"]["properties"]["mediaType"]["enum"])
+    assert set(registry["MessageToPublish"]["properties"]) == validation.MESSAGE_TO_PUBLISH_KEYS
+    assert set(registry["AttachmentToPublish"]["properties"]) == validation.ATTACHMENT_KEYS
+    assert set(registry["Attachment"]["properties"]["mediaType"]["enum"]) == validation.MEDIA_TYPES
     assert set(validation.LANGUAGES) == set(registry["TranslatedString"]["properties"])
     assert set(registry["PublicationStatusMessage"]["required"]) == {"messageId", "expirationDate"}
 
 
 def test_the_openapi_document_describes_every_sandbox_route():
     document = yaml.safe_load((PROJECT_ROOT / "docs" / "ebox-sandbox-openapi.yaml").read_text())
-    documented = {(path, method.upper()) for path, item in document["paths"].items() for method in item
-                  if method in ("get", "post", "put", "patch", "delete")}
+    documented = {
+        (path, method.upper())
+        for path, item in document["paths"].items()
+        for method in item
+        if method in ("get", "post", "put", "patch", "delete")
+    }
     app = create_app(SandboxState())
-    served = {(route.path, method) for route in app.routes if isinstance(route, APIRoute)
-              and route.include_in_schema for method in route.methods}
+    served = {
+        (route.path, method)
+        for route in app.routes
+        if isinstance(route, APIRoute) and route.include_in_schema
+        for method in route.methods
+    }
     assert documented == served
 
 

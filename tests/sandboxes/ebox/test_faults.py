@@ -1,5 +1,6 @@
 """The sandbox's fault injection over HTTPS: latency, 500, dropped connections, NO_DIGITAL_USER by
 configuration, and the publications (with digests and keys) inspected over HTTP."""
+
 from __future__ import annotations
 
 import ssl
@@ -17,7 +18,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def admin(ebox):
-    with httpx.Client(base_url=ebox.base_url, verify=ssl.create_default_context(cafile=str(ebox.ca_path))) as c:
+    with httpx.Client(
+        base_url=ebox.base_url, verify=ssl.create_default_context(cafile=str(ebox.ca_path))
+    ) as c:
         yield c
 
 
@@ -38,7 +41,9 @@ def test_a_dropped_connection_loses_the_answer_not_the_publication(ebox, admin):
         client._access_token()  # the token endpoint is never faulted; fetch it outside the count
         lost = client.publish(publication())
         assert (lost.kind, lost.message) == ("retry_later", "RemoteProtocolError")
-        stored = admin.get("/_sandbox/publications", params={"idempotency_key": idempotency_key("L-0001")}).json()
+        stored = admin.get(
+            "/_sandbox/publications", params={"idempotency_key": idempotency_key("L-0001")}
+        ).json()
         assert len(stored) == 1  # processed before the connection was closed
         assert client.publish(publication()).kind == "already_published"
     assert len(ebox.state.publications()) == 1
@@ -129,23 +134,36 @@ def test_no_digital_user_by_configuration(ebox, admin):
         first = client.publish(publication(letter_id="L-1"))
         # A duplicate does not use up the configured answer.
         assert client.publish(publication(letter_id="L-1")).kind == "already_published"
-        second = client.publish(publication(letter_id="L-2", recipient_kind="enterprise",
-                                            recipient_id=ENTERPRISE_ID))
+        second = client.publish(
+            publication(letter_id="L-2", recipient_kind="enterprise", recipient_id=ENTERPRISE_ID)
+        )
         # The citizen turned out never to have opened the eBox: so it stays, as a real one would.
         again = client.publish(publication(letter_id="L-4"))
         set_faults(admin, no_digital_user_rate=1.0)
-        third = client.publish(publication(letter_id="L-3", recipient_kind="enterprise",
-                                           recipient_id=OTHER_ENTERPRISE_ID))
+        third = client.publish(
+            publication(letter_id="L-3", recipient_kind="enterprise", recipient_id=OTHER_ENTERPRISE_ID)
+        )
         citizens = client.lookup_activation("citizen", [CITIZEN_ID])
         enterprises = client.lookup_activation("enterprise", [ENTERPRISE_ID, OTHER_ENTERPRISE_ID])
     assert (first.kind, second.kind, again.kind, third.kind) == (
-        "no_digital_user", "published", "no_digital_user", "no_digital_user")
+        "no_digital_user",
+        "published",
+        "no_digital_user",
+        "no_digital_user",
+    )
     codes = {p["idempotency_key"]: p["code"] for p in admin.get("/_sandbox/publications").json()}
-    assert codes == {idempotency_key("L-1"): "NO_DIGITAL_USER", idempotency_key("L-2"): None,
-                     idempotency_key("L-3"): "NO_DIGITAL_USER", idempotency_key("L-4"): "NO_DIGITAL_USER"}
+    assert codes == {
+        idempotency_key("L-1"): "NO_DIGITAL_USER",
+        idempotency_key("L-2"): None,
+        idempotency_key("L-3"): "NO_DIGITAL_USER",
+        idempotency_key("L-4"): "NO_DIGITAL_USER",
+    }
     # The federation search tells the same story: no lastConnectionDate for who never opened it.
     assert citizens[CITIZEN_ID].active and citizens[CITIZEN_ID].last_connection is None
-    assert enterprises[ENTERPRISE_ID].last_connection and enterprises[OTHER_ENTERPRISE_ID].last_connection is None
+    assert (
+        enterprises[ENTERPRISE_ID].last_connection
+        and enterprises[OTHER_ENTERPRISE_ID].last_connection is None
+    )
 
 
 def test_publications_and_their_digests_are_inspectable_over_http(ebox, admin):

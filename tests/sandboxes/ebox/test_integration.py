@@ -1,5 +1,6 @@
 """EboxClient against the real sandbox over HTTPS: publication, duplicates, fallbacks, TLS, tokens,
 faults, restarts and the sandbox as a process."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -21,13 +22,22 @@ import trustme
 
 from include.dijlepost.ebox import client as client_module
 from include.dijlepost.ebox.client import (
-    PREFERENCE_SCOPE, Activation, EboxClient, EboxConfigurationError, EboxError,
+    PREFERENCE_SCOPE,
+    Activation,
+    EboxClient,
+    EboxConfigurationError,
+    EboxError,
 )
 from include.dijlepost.ebox.hook import config_from_connection
-from sandboxes.ebox.state import DEFAULT_MESSAGE_TYPES
 from sandboxes.ebox.app import DEFAULT_CLIENT_ID, SandboxServer
+from sandboxes.ebox.state import DEFAULT_MESSAGE_TYPES
 from tests.include.dijlepost.ebox.helpers import (
-    CITIZEN_ID, ENTERPRISE_ID, certificate_pem, private_pem, public_pem, publication,
+    CITIZEN_ID,
+    ENTERPRISE_ID,
+    certificate_pem,
+    private_pem,
+    public_pem,
+    publication,
 )
 
 pytestmark = pytest.mark.integration
@@ -42,7 +52,9 @@ def client(ebox):
 
 
 def admin(server: SandboxServer) -> httpx.Client:
-    return httpx.Client(base_url=server.base_url, verify=ssl.create_default_context(cafile=str(server.ca_path)))
+    return httpx.Client(
+        base_url=server.base_url, verify=ssl.create_default_context(cafile=str(server.ca_path))
+    )
 
 
 # -- publishing ----------------------------------------------------------------------------------
@@ -58,17 +70,25 @@ def test_publish_stores_one_letter_and_a_duplicate_is_409(ebox, client):
         assert other.publish(pub).kind == "already_published"
     assert ebox.state.letter_count("citizen", CITIZEN_ID) == 1
     (stored,) = ebox.state.publications()
-    assert (stored["message_id"], stored["idempotency_key"]) == (first.message_id, client.idempotency_key("L-0001"))
+    assert (stored["message_id"], stored["idempotency_key"]) == (
+        first.message_id,
+        client.idempotency_key("L-0001"),
+    )
     assert stored["attachments"][0]["fileName"] == "L-0001.pdf"
     assert stored["attachments"][0]["size"] == len(pub.pdf)
     assert (stored["subject"], stored["message_type_id"], stored["code"]) == (
-        "Uw aanslagbiljet", "MECH-FIN-INVOICE", None)
+        "Uw aanslagbiljet",
+        "MECH-FIN-INVOICE",
+        None,
+    )
 
 
 def test_concurrent_duplicates_publish_once(ebox, client):
     ebox.state.register_recipient("citizen", CITIZEN_ID)
     kinds = []
-    threads = [threading.Thread(target=lambda: kinds.append(client.publish(publication()).kind)) for _ in range(6)]
+    threads = [
+        threading.Thread(target=lambda: kinds.append(client.publish(publication()).kind)) for _ in range(6)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -99,10 +119,13 @@ def test_digest_mismatch_is_rejected(ebox, client, monkeypatch):
     assert ebox.state.publications() == []
 
 
-@pytest.mark.parametrize("change, fragment", [
-    ({"subject": "x" * 256}, "at most 255"),
-    ({"filename": "f" * 77 + ".pdf"}, "at most 80"),
-])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"subject": "x" * 256}, "at most 255"),
+        ({"filename": "f" * 77 + ".pdf"}, "at most 80"),
+    ],
+)
 def test_contract_limits_are_rejected(client, change, fragment):
     outcome = client.publish(publication(**change))
     assert (outcome.kind, outcome.code) == ("rejected", "INVALID_INPUT")
@@ -128,7 +151,10 @@ def test_the_expiry_follows_the_message_type_and_is_answered(ebox, client):
     assert outcome.expires_at == stored["expiration_date"]
     published = datetime.strptime(stored["published_at"], "%Y-%m-%dT%H:%M:%SZ")
     expires = datetime.strptime(outcome.expires_at, "%Y-%m-%dT%H:%M:%SZ")
-    assert expires.year - published.year == 5 and (expires.month, expires.day) == (published.month, published.day)
+    assert expires.year - published.year == 5 and (expires.month, expires.day) == (
+        published.month,
+        published.day,
+    )
 
 
 def test_an_unregistered_message_type_is_rejected(ebox, client):
@@ -143,9 +169,19 @@ def test_the_registry_is_read_from_reference_data(ebox, client, monkeypatch):
     assert set(types) == {t.message_type_id for t in DEFAULT_MESSAGE_TYPES}
     assert types["MECH-EW-INSPECTION"].validity == "6 month"
     with admin(ebox) as http:
-        assert http.put("/_sandbox/messageTypes", json=[{
-            "messageTypeId": "ONLY-ONE", "messageTypeName": {"nl": "Enig"},
-            "validityPeriod": {"validityPeriodNumber": 3, "validityPeriodUnit": "day"}}]).status_code == 200
+        assert (
+            http.put(
+                "/_sandbox/messageTypes",
+                json=[
+                    {
+                        "messageTypeId": "ONLY-ONE",
+                        "messageTypeName": {"nl": "Enig"},
+                        "validityPeriod": {"validityPeriodNumber": 3, "validityPeriodUnit": "day"},
+                    }
+                ],
+            ).status_code
+            == 200
+        )
         assert [t["messageTypeId"] for t in http.get("/_sandbox/messageTypes").json()] == ["ONLY-ONE"]
     assert set(client.message_types()) != {"ONLY-ONE"}  # cached for the day
     assert set(client.message_types(refresh=True)) == {"ONLY-ONE"}
@@ -155,7 +191,8 @@ def test_a_message_above_the_size_limit_is_413_and_rejected_with_the_reason(ebox
     ebox.state.register_recipient("citizen", CITIZEN_ID)
     with admin(ebox) as http:
         assert http.put("/_sandbox/limits", json={"max_message_bytes": 64 * 1024}).json() == {
-            "max_message_bytes": 65536}
+            "max_message_bytes": 65536
+        }
     outcome = client.publish(publication(pdf=b"%PDF-1.7\n" + b"0" * (80 * 1024)))
     assert (outcome.kind, outcome.code) == ("rejected", "PAYLOAD_TOO_LARGE")
     assert "at most 65536 bytes" in outcome.message
@@ -170,8 +207,12 @@ def test_the_default_size_limit_refuses_an_8_mib_pdf(ebox, client):
 
 def _is_status_message(answer: httpx.Response, environment: str = "simulation") -> bool:
     body = answer.json()
-    return (set(body) >= {"id", "code", "message"} and uuid.UUID(body["id"]) and "detail" not in body
-            and body["environment"] == environment)
+    return (
+        set(body) >= {"id", "code", "message"}
+        and uuid.UUID(body["id"])
+        and "detail" not in body
+        and body["environment"] == environment
+    )
 
 
 def test_every_error_is_a_status_message(ebox, client):
@@ -181,17 +222,40 @@ def test_every_error_is_a_status_message(ebox, client):
     with admin(ebox) as http:
         cases = [
             (http.get(f"{registry}/ebox/messages", headers=auth), 400, "NOT_IMPLEMENTED", "simulation"),
-            (http.post(f"{registry}/linkEboxMessage", headers=auth, json={}), 400, "NOT_IMPLEMENTED", "simulation"),
+            (
+                http.post(f"{registry}/linkEboxMessage", headers=auth, json={}),
+                400,
+                "NOT_IMPLEMENTED",
+                "simulation",
+            ),
             (http.get(f"{federation}/messageProviders", headers=auth), 400, "NOT_IMPLEMENTED", "SIMULATION"),
             (http.get(f"{registry}/ebox/messages"), 401, "UNAUTHORIZED", "simulation"),
             (http.get(f"{registry}/publishMessage", headers=auth), 405, "METHOD_NOT_ALLOWED", "simulation"),
-            (http.delete(f"{registry}/searchMessageStatus", headers=auth), 405, "METHOD_NOT_ALLOWED", "simulation"),
+            (
+                http.delete(f"{registry}/searchMessageStatus", headers=auth),
+                405,
+                "METHOD_NOT_ALLOWED",
+                "simulation",
+            ),
             (http.get("/nothing/here"), 404, "NOT_FOUND", "simulation"),
-            (http.get(f"{registry}/referenceData/messageTypes/NOPE", headers=auth), 404, "NOT_FOUND", "simulation"),
-            (http.get(f"{registry}/referenceData/messageTypes", headers=auth, params={"pageSize": 101}),
-             400, "INVALID_INPUT", "simulation"),
-            (http.post("/_sandbox/recipients", json=[{"kind": "person", "id": "1"}]), 400, "INVALID_INPUT",
-             "simulation"),
+            (
+                http.get(f"{registry}/referenceData/messageTypes/NOPE", headers=auth),
+                404,
+                "NOT_FOUND",
+                "simulation",
+            ),
+            (
+                http.get(f"{registry}/referenceData/messageTypes", headers=auth, params={"pageSize": 101}),
+                400,
+                "INVALID_INPUT",
+                "simulation",
+            ),
+            (
+                http.post("/_sandbox/recipients", json=[{"kind": "person", "id": "1"}]),
+                400,
+                "INVALID_INPUT",
+                "simulation",
+            ),
         ]
         for answer, status, code, environment in cases:
             assert (answer.status_code, answer.json()["code"]) == (status, code), answer.request.url
@@ -199,15 +263,30 @@ def test_every_error_is_a_status_message(ebox, client):
         assert "GET" not in http.get(f"{registry}/publishMessage", headers=auth).headers["Allow"]
 
 
-@pytest.mark.parametrize("item, fragment", [
-    ({"messageId": "", "eboxId": {"eboxType": "citizen", "eboxIdValue": CITIZEN_ID}}, "messageId is empty"),
-    ({"messageId": "m", "eboxId": {"eboxType": "citizen", "eboxIdValue": {"nested": True}}}, "must be a string"),
-    ({"messageId": "m", "eboxId": {"eboxType": "CITIZEN", "eboxIdValue": CITIZEN_ID}}, "citizen or enterprise"),
-])
+@pytest.mark.parametrize(
+    "item, fragment",
+    [
+        (
+            {"messageId": "", "eboxId": {"eboxType": "citizen", "eboxIdValue": CITIZEN_ID}},
+            "messageId is empty",
+        ),
+        (
+            {"messageId": "m", "eboxId": {"eboxType": "citizen", "eboxIdValue": {"nested": True}}},
+            "must be a string",
+        ),
+        (
+            {"messageId": "m", "eboxId": {"eboxType": "CITIZEN", "eboxIdValue": CITIZEN_ID}},
+            "citizen or enterprise",
+        ),
+    ],
+)
 def test_search_message_status_refuses_bad_input(ebox, client, item, fragment):
     with admin(ebox) as http:
-        answer = http.post("/REST/ebox/enterprise/messageRegistry/v2/searchMessageStatus", json=[item],
-                           headers={"Authorization": f"Bearer {client._access_token()}"})
+        answer = http.post(
+            "/REST/ebox/enterprise/messageRegistry/v2/searchMessageStatus",
+            json=[item],
+            headers={"Authorization": f"Bearer {client._access_token()}"},
+        )
     assert (answer.status_code, answer.json()["code"]) == (400, "INVALID_INPUT")
     assert fragment in answer.json()["message"]
 
@@ -216,26 +295,33 @@ def test_search_message_status_refuses_bad_input(ebox, client, item, fragment):
 
 
 def test_activation_lookup(ebox, client):
-    ebox.state.register_recipient("enterprise", ENTERPRISE_ID, exclusively_ebox=True,
-                                  last_connection_date="2026-01-02T03:04:05Z")
+    ebox.state.register_recipient(
+        "enterprise", ENTERPRISE_ID, exclusively_ebox=True, last_connection_date="2026-01-02T03:04:05Z"
+    )
     ebox.state.register_recipient("enterprise", "0200000043", active=False)
     ebox.state.register_recipient("citizen", CITIZEN_ID, no_digital_user=True)
     enterprises = client.lookup_activation("enterprise", [ENTERPRISE_ID, "0200000043", "0403170701"])
-    assert enterprises == {ENTERPRISE_ID: Activation(True, True, "2026-01-02T03:04:05Z"),
-                           "0200000043": Activation(False), "0403170701": Activation(False)}
+    assert enterprises == {
+        ENTERPRISE_ID: Activation(True, True, "2026-01-02T03:04:05Z"),
+        "0200000043": Activation(False),
+        "0403170701": Activation(False),
+    }
     # the kinds are separate registries; who never opened the eBox has no lastConnectionDate
     assert client.lookup_activation("citizen", [CITIZEN_ID, ENTERPRISE_ID]) == {
-        CITIZEN_ID: Activation(True, False, None), ENTERPRISE_ID: Activation(False)}
+        CITIZEN_ID: Activation(True, False, None),
+        ENTERPRISE_ID: Activation(False),
+    }
 
 
 def test_a_recipient_registered_without_a_date_last_connected_at_registration(ebox, client):
     ebox.state.register_recipient("citizen", CITIZEN_ID)
     (found,) = client.lookup_activation("citizen", [CITIZEN_ID]).values()
-    connected = datetime.strptime(found.last_connection, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    assert abs((datetime.now(timezone.utc) - connected).total_seconds()) < 60
+    connected = datetime.strptime(found.last_connection, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs((datetime.now(UTC) - connected).total_seconds()) < 60
     with pytest.raises(ValueError, match="never opened"):
-        ebox.state.register_recipient("citizen", CITIZEN_ID, no_digital_user=True,
-                                      last_connection_date="2026-01-02T03:04:05Z")
+        ebox.state.register_recipient(
+            "citizen", CITIZEN_ID, no_digital_user=True, last_connection_date="2026-01-02T03:04:05Z"
+        )
 
 
 def test_large_lookups_are_batched_and_the_sandbox_enforces_1000(ebox, client, monkeypatch):
@@ -271,30 +357,42 @@ def test_an_expired_token_is_replaced_once(ebox, client):
 
 def test_missing_scope_is_403_and_fails_loudly(ebox):
     ebox.state.register_client("limited", public_pem(), "0200000043", "dijlepost", (PREFERENCE_SCOPE,))
-    with EboxClient(ebox.config(client_id="limited", private_key_pem=private_pem(),
-                                certificate_pem=certificate_pem())) as limited:
+    with EboxClient(
+        ebox.config(client_id="limited", private_key_pem=private_pem(), certificate_pem=certificate_pem())
+    ) as limited:
         assert limited.lookup_activation("citizen", [CITIZEN_ID]) == {CITIZEN_ID: Activation(False)}
         with pytest.raises(EboxConfigurationError, match="403"):
             limited.publish(publication())
 
 
 def test_unknown_client_key_is_refused_at_the_token_endpoint(ebox):
-    with EboxClient(ebox.config(private_key_pem=private_pem(), certificate_pem=certificate_pem())) as impostor:
-        with pytest.raises(EboxConfigurationError, match="invalid_client"):
-            impostor.publish(publication())
+    with EboxClient(
+        ebox.config(private_key_pem=private_pem(), certificate_pem=certificate_pem())
+    ) as impostor, pytest.raises(EboxConfigurationError, match="invalid_client"):
+        impostor.publish(publication())
 
 
 def _assertion(ebox, headers: dict | None = None, **claims) -> str:
     now = int(time.time())
-    payload = {"iss": DEFAULT_CLIENT_ID, "sub": DEFAULT_CLIENT_ID, "aud": ebox.token_url,
-               "jti": str(uuid.uuid4()), "iat": now, "exp": now + 300, **claims}
+    payload = {
+        "iss": DEFAULT_CLIENT_ID,
+        "sub": DEFAULT_CLIENT_ID,
+        "aud": ebox.token_url,
+        "jti": str(uuid.uuid4()),
+        "iat": now,
+        "exp": now + 300,
+        **claims,
+    }
     header = ebox.config().assertion_header() if headers is None else headers
     return jwt.encode(payload, ebox.client_private_key_pem, algorithm="RS256", headers=header)
 
 
 def _token_form(assertion: str) -> dict:
-    return {"grant_type": "client_credentials", "client_assertion": assertion,
-            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}
+    return {
+        "grant_type": "client_credentials",
+        "client_assertion": assertion,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    }
 
 
 def test_token_endpoint_checks_the_assertion(ebox):
@@ -303,14 +401,18 @@ def test_token_endpoint_checks_the_assertion(ebox):
         answer = http.post("/REST/oauth/v5/token", data=_token_form(good))
         assert answer.status_code == 200 and answer.json()["token_type"] == "Bearer"
         assert http.post("/REST/oauth/v5/token", data=_token_form(good)).json()["error"] == "invalid_client"
-        for bad in (_assertion(ebox, aud="https://elsewhere.example/token"),
-                    _assertion(ebox, exp=int(time.time()) - 60),
-                    _assertion(ebox, headers={}),  # no x5t#S256 / kid naming the registered certificate
-                    _assertion(ebox, headers={"x5t#S256": "not-the-thumbprint"}),
-                    jwt.encode({"iss": DEFAULT_CLIENT_ID}, private_pem(), algorithm="RS256")):
+        for bad in (
+            _assertion(ebox, aud="https://elsewhere.example/token"),
+            _assertion(ebox, exp=int(time.time()) - 60),
+            _assertion(ebox, headers={}),  # no x5t#S256 / kid naming the registered certificate
+            _assertion(ebox, headers={"x5t#S256": "not-the-thumbprint"}),
+            jwt.encode({"iss": DEFAULT_CLIENT_ID}, private_pem(), algorithm="RS256"),
+        ):
             refused = http.post("/REST/oauth/v5/token", data=_token_form(bad))
             assert (refused.status_code, refused.json()["error"]) == (401, "invalid_client")
-        bad_scope = http.post("/REST/oauth/v5/token", data={**_token_form(_assertion(ebox)), "scope": "other"})
+        bad_scope = http.post(
+            "/REST/oauth/v5/token", data={**_token_form(_assertion(ebox)), "scope": "other"}
+        )
         assert bad_scope.json()["error"] == "invalid_scope"
         no_token = http.post("/REST/ebox/enterprise/federation/v1/eboxPreferences/search", json={})
         assert (no_token.status_code, no_token.json()["code"]) == (401, "UNAUTHORIZED")
@@ -350,13 +452,25 @@ def test_seeded_fault_rates_are_reproducible(ebox):
 def test_admin_api(ebox):
     with admin(ebox) as http:
         assert http.get("/_sandbox/health").json() == {"status": "ok"}
-        assert http.post("/_sandbox/recipients", json=[
-            {"kind": "citizen", "id": CITIZEN_ID},
-            {"kind": "enterprise", "id": ENTERPRISE_ID, "active": False, "no_digital_user": True},
-        ]).json() == {"registered": 2}
+        assert http.post(
+            "/_sandbox/recipients",
+            json=[
+                {"kind": "citizen", "id": CITIZEN_ID},
+                {"kind": "enterprise", "id": ENTERPRISE_ID, "active": False, "no_digital_user": True},
+            ],
+        ).json() == {"registered": 2}
         assert [r["id"] for r in http.get("/_sandbox/recipients").json()] == [CITIZEN_ID, ENTERPRISE_ID]
-        contradiction = http.post("/_sandbox/recipients", json=[
-            {"kind": "citizen", "id": CITIZEN_ID, "no_digital_user": True, "last_connection_date": "2026-01-02T03:04:05Z"}])
+        contradiction = http.post(
+            "/_sandbox/recipients",
+            json=[
+                {
+                    "kind": "citizen",
+                    "id": CITIZEN_ID,
+                    "no_digital_user": True,
+                    "last_connection_date": "2026-01-02T03:04:05Z",
+                }
+            ],
+        )
         assert contradiction.status_code == 400 and "never opened" in contradiction.json()["message"]
         assert http.put("/_sandbox/faults", json={"error_rate": 0.7, "timeout_rate": 0.7}).status_code == 400
         assert http.put("/_sandbox/faults", json={"fail_next": 1}).json()["fail_next"] == 1
@@ -372,7 +486,9 @@ def test_admin_api(ebox):
 
 def test_hook_mapping_accepts_the_sandbox_connection(ebox):
     conn = ebox.airflow_connection()
-    config = config_from_connection("ebox_default", conn["host"], conn["login"], conn["password"], conn["extra"])
+    config = config_from_connection(
+        "ebox_default", conn["host"], conn["login"], conn["password"], conn["extra"]
+    )
     assert config == ebox.config()
     with EboxClient(config) as c:
         assert c.lookup_activation("citizen", [CITIZEN_ID]) == {CITIZEN_ID: Activation(False)}
@@ -398,19 +514,29 @@ def test_a_restarted_sandbox_remembers_keys_ca_and_client_key(tmp_path):
 def test_sandbox_runs_as_a_process(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "sandboxes.ebox", "--port", "0", "--dir", str(tmp_path)],
-        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
     )
     try:
         banner = process.stdout.readline()
-        assert "eBox sandbox at https://" in banner, process.stderr.read() if process.poll() is not None else banner
-        assert {p.name for p in tmp_path.iterdir()} >= {"ca.pem", "client_key.pem", "connection.json",
-                                                        "state.sqlite"}
+        assert "eBox sandbox at https://" in banner, (
+            process.stderr.read() if process.poll() is not None else banner
+        )
+        assert {p.name for p in tmp_path.iterdir()} >= {
+            "ca.pem",
+            "client_key.pem",
+            "connection.json",
+            "state.sqlite",
+        }
         assert oct(os.stat(tmp_path / "client_key.pem").st_mode & 0o777) == "0o600"
         conn = json.loads((tmp_path / "connection.json").read_text())
         assert conn["conn_type"] == "ebox"
-        config = config_from_connection("ebox_default", conn["host"], conn["login"], conn["password"],
-                                        conn["extra"])
+        config = config_from_connection(
+            "ebox_default", conn["host"], conn["login"], conn["password"], conn["extra"]
+        )
         with EboxClient(config) as c:
             assert c.publish(publication()).kind == "no_digital_user"
     finally:

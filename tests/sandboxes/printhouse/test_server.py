@@ -1,22 +1,23 @@
 """The asyncssh print-house sandbox works with the same hook and upload protocol as production."""
+
 from __future__ import annotations
 
 import hashlib
-from base64 import b64decode
 import json
 import os
 import stat
 import subprocess
 import sys
 import time
+from base64 import b64decode
 
 import paramiko
 import pytest
 
 from include.dijlepost.printhouse.hook import PrintHouseHook
-from sandboxes.printhouse.server import PrintHouseSftpServer
 from include.dijlepost.printhouse.upload import upload_batch
 from include.dijlepost.settings import PROJECT_ROOT
+from sandboxes.printhouse.server import PrintHouseSftpServer
 
 
 @pytest.fixture
@@ -63,8 +64,15 @@ def test_sandbox_keeps_its_identity_and_admits_one_user_with_one_key(tmp_path):
         for username, key in attempts:
             client = pinned_client(server)
             with pytest.raises(paramiko.AuthenticationException):
-                client.connect(server.host, server.port, username=username, key_filename=str(key),
-                               look_for_keys=False, allow_agent=False, timeout=5)
+                client.connect(
+                    server.host,
+                    server.port,
+                    username=username,
+                    key_filename=str(key),
+                    look_for_keys=False,
+                    allow_agent=False,
+                    timeout=5,
+                )
             client.close()
 
     with PrintHouseSftpServer(directory) as restarted:
@@ -74,9 +82,10 @@ def test_sandbox_keeps_its_identity_and_admits_one_user_with_one_key(tmp_path):
 def test_sandbox_command_line_writes_the_connection(tmp_path, monkeypatch, batch_file):
     directory = tmp_path / "printhouse"
     process = subprocess.Popen(
-        [sys.executable, "-m", "sandboxes.printhouse",
-         "--dir", str(directory), "--port", "0"],
-        cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "sandboxes.printhouse", "--dir", str(directory), "--port", "0"],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         connection_file = directory / "connection.json"

@@ -1,5 +1,6 @@
 """The simulated print house: takes complete batches from the inbox, checks them against their
 checksum file and manifest, answers in the agreed formats; the sandbox server can run it by itself."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,14 +11,11 @@ import zipfile
 import pytest
 
 from include.dijlepost.printhouse.acks import parse_ack, parse_returns
-from include.dijlepost.printhouse.batch import batch_id_for, build_batch_zip
-from include.dijlepost.printhouse.batch import write_checksum_file
-from include.dijlepost.printhouse.upload import upload_checksum
+from include.dijlepost.printhouse.batch import batch_id_for, build_batch_zip, write_checksum_file
 from include.dijlepost.printhouse.hook import PrintHouseHook
+from include.dijlepost.printhouse.upload import upload_batch, upload_checksum
 from sandboxes.printhouse.server import PrintHouseSftpServer
 from sandboxes.printhouse.simulator import PrinterBehaviour, print_log_path, printed_letters, process_inbox
-from include.dijlepost.printhouse.upload import upload_batch
-
 from tests.include.dijlepost.printhouse.test_batch import make_letter
 
 
@@ -41,12 +39,22 @@ def test_answers_a_complete_batch_and_takes_it_out_of_the_inbox(tmp_path):
     assert done["batches"] == {built.batch_id: {"accepted": 4, "rejected": 2, "returned": 2}}
     ack = parse_ack("x.ack.csv", (root / "outbox" / f"{built.batch_id}.ack.csv").read_bytes())
     assert [(r.letter_id, r.result) for r in ack] == [
-        ("S-000", "accepted"), ("S-001", "accepted"), ("S-002", "rejected"),
-        ("S-003", "accepted"), ("S-004", "accepted"), ("S-005", "rejected")]
-    returns = parse_returns("returned-x.csv", (root / "outbox" / f"returned-{built.batch_id}.csv").read_bytes())
+        ("S-000", "accepted"),
+        ("S-001", "accepted"),
+        ("S-002", "rejected"),
+        ("S-003", "accepted"),
+        ("S-004", "accepted"),
+        ("S-005", "rejected"),
+    ]
+    returns = parse_returns(
+        "returned-x.csv", (root / "outbox" / f"returned-{built.batch_id}.csv").read_bytes()
+    )
     assert returns == [("S-001", "unknown_address"), ("S-004", "unknown_address")]
     assert list((root / "inbox").iterdir()) == []
-    assert sorted(p.name for p in (root / "printed").iterdir()) == [built.path.name, built.path.name + ".sha256"]
+    assert sorted(p.name for p in (root / "printed").iterdir()) == [
+        built.path.name,
+        built.path.name + ".sha256",
+    ]
     assert [p.name for p in (root / "outbox").iterdir() if p.name.startswith(".")] == []
     assert process_inbox(root)["batches"] == {}  # nothing twice
 
@@ -56,9 +64,9 @@ def test_the_print_log_counts_every_letter_each_time_it_is_printed(tmp_path):
     root = tmp_path / "root"
     built = put_batch(tmp_path, root, n=4)
     process_inbox(root, PrinterBehaviour(reject_every=4))
-    assert printed_letters(root) == {"S-000": 1, "S-001": 1, "S-002": 1}   # S-003 rejected: not printed
-    assert print_log_path(root).parent == tmp_path                        # beside the served tree
-    put_batch(tmp_path, root, n=4)                                          # the same batch sent again
+    assert printed_letters(root) == {"S-000": 1, "S-001": 1, "S-002": 1}  # S-003 rejected: not printed
+    assert print_log_path(root).parent == tmp_path  # beside the served tree
+    put_batch(tmp_path, root, n=4)  # the same batch sent again
     assert list(process_inbox(root)["batches"]) == [built.batch_id]
     assert printed_letters(root) == {"S-000": 2, "S-001": 2, "S-002": 2, "S-003": 1}
 
@@ -96,13 +104,19 @@ def test_a_pdf_that_differs_from_the_manifest_is_rejected(tmp_path):
     process_inbox(root)
     ack = parse_ack("x.ack.csv", (root / "outbox" / f"{built.batch_id}.ack.csv").read_bytes())
     assert [(r.letter_id, r.result, r.reason) for r in ack] == [
-        ("S-000", "accepted", ""), ("S-001", "rejected", "PDF does not match the manifest checksum")]
+        ("S-000", "accepted", ""),
+        ("S-001", "rejected", "PDF does not match the manifest checksum"),
+    ]
 
 
 def test_sandbox_server_plays_the_print_house(tmp_path, monkeypatch):
     letters = [make_letter(tmp_path, f"SB-{i}") for i in range(3)]
-    built = build_batch_zip(batch_id_for("gas", "non_prior", [l.letter_id for l in letters]), letters, tmp_path / "z")
-    with PrintHouseSftpServer(tmp_path / "ph", printer=PrinterBehaviour(reject_every=3), poll_seconds=0.05) as server:
+    built = build_batch_zip(
+        batch_id_for("gas", "non_prior", [l.letter_id for l in letters]), letters, tmp_path / "z"
+    )
+    with PrintHouseSftpServer(
+        tmp_path / "ph", printer=PrinterBehaviour(reject_every=3), poll_seconds=0.05
+    ) as server:
         monkeypatch.setenv("AIRFLOW_CONN_PRINTHOUSE_SFTP", json.dumps(server.airflow_connection()))
         hook = PrintHouseHook()
         with hook.get_managed_conn() as sftp:

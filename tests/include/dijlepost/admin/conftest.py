@@ -5,7 +5,7 @@ authentication behind that dependency is exercised by tests/plugins/test_admin_p
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -88,7 +88,7 @@ def add_letters(
     ]
     start = db.execute("SELECT count(*) FROM letters").fetchone()[0]
     final = status in ("delivered_ebox", "handed_to_print", "quarantined")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     ids = []
     with db.cursor() as cur:
         for i in range(n):

@@ -30,7 +30,7 @@ def phase_rows(db):
 
 def history_rows(db):
     rows = db.execute(
-        "SELECT department, from_phase, to_phase, changed_by, reason FROM rollout_history " "ORDER BY id"
+        "SELECT department, from_phase, to_phase, changed_by, reason FROM rollout_history ORDER BY id"
     ).fetchall()
     db.commit()
     return rows
@@ -39,7 +39,7 @@ def history_rows(db):
 def exemption_rows(db):
     rows = db.execute("SELECT recipient_pseudonym, added_by, reason FROM paper_exemptions").fetchall()
     hist = db.execute(
-        "SELECT recipient_pseudonym, action, changed_by, reason FROM paper_exemption_history " "ORDER BY id"
+        "SELECT recipient_pseudonym, action, changed_by, reason FROM paper_exemption_history ORDER BY id"
     ).fetchall()
     db.commit()
     return rows, hist
@@ -394,7 +394,9 @@ def _changes(db):
         ({"Origin": "http://evil.example", "X-Forwarded-Host": "airflow.mechelen.example"}, "another site"),
     ],
 )
-def test_a_change_without_a_same_origin_proof_is_refused(rollout_db, admin_without_browser_headers, headers, detail):
+def test_a_change_without_a_same_origin_proof_is_refused(
+    rollout_db, admin_without_browser_headers, headers, detail
+):
     client = admin_without_browser_headers
     before = _changes(rollout_db)
     r = client.put("/api/v1/departments/gas/phase", json={"phase": "paper", "reason": "x"}, headers=headers)
@@ -403,7 +405,9 @@ def test_a_change_without_a_same_origin_proof_is_refused(rollout_db, admin_witho
     assert r.status_code == 403 and detail in text(r.text), headers
     r = client.post("/exemptions/add", data={"recipient": "r-abc", "reason": "x"}, headers=headers)
     assert r.status_code == 403
-    r = client.post("/api/v1/exemptions", json={"recipient_pseudonym": "r-abc", "reason": "x"}, headers=headers)
+    r = client.post(
+        "/api/v1/exemptions", json={"recipient_pseudonym": "r-abc", "reason": "x"}, headers=headers
+    )
     assert r.status_code == 403
     assert _changes(rollout_db) == before
 
@@ -436,7 +440,9 @@ def test_reading_needs_no_same_origin_proof(admin_without_browser_headers):
 @pytest.mark.parametrize("percent", ["²", "１０", "٣", "1_0", "+5", "10.5", "9" * 5000])
 def test_the_form_refuses_a_pilot_percentage_that_is_not_ascii_digits(rollout_db, as_admin, percent):
     before = _changes(rollout_db)
-    r = as_admin.post("/departments/gas/phase", data={"phase": "pilot", "reason": "x", "pilot_percent": percent})
+    r = as_admin.post(
+        "/departments/gas/phase", data={"phase": "pilot", "reason": "x", "pilot_percent": percent}
+    )
     assert r.status_code == 400, r.text
     assert "refused, nothing changed: pilot percentage" in text(r.text)
     assert "digits 0-9 only" in text(r.text) and "9" * 100 not in r.text
@@ -469,13 +475,16 @@ def test_a_reason_is_bounded_on_the_page_and_in_the_api(rollout_db, as_admin):
 def test_a_change_to_the_phase_a_department_already_has_is_refused(rollout_db, as_admin):
     before = _changes(rollout_db)
     assert read_state(rollout_db, "gas").phase == "live"
-    r = as_admin.post("/departments/gas/phase", data={"phase": "live", "reason": "again", "pilot_percent": ""})
+    r = as_admin.post(
+        "/departments/gas/phase", data={"phase": "live", "reason": "again", "pilot_percent": ""}
+    )
     assert r.status_code == 400
     assert "refused, nothing changed: gas is already in phase live" in text(r.text)
     r = as_admin.put("/api/v1/departments/gas/phase", json={"phase": "live", "reason": "again"})
     assert r.status_code == 422 and "already in phase live" in r.json()["detail"]
     assert _changes(rollout_db) == before
     r = as_admin.put(
-        "/api/v1/departments/gas/phase", json={"phase": "live", "reason": "pilot size kept", "pilot_percent": 5}
+        "/api/v1/departments/gas/phase",
+        json={"phase": "live", "reason": "pilot size kept", "pilot_percent": 5},
     )
     assert r.status_code == 200  # the same phase with another pilot group is a change

@@ -8,10 +8,10 @@ from decimal import Decimal
 
 import pytest
 
-from include.dijlepost import pipeline
-from include.dijlepost.ebox import delivery
-from include.dijlepost.admin.figures import recent_runs, shadow_report, totals
 from demo import dataset
+from include.dijlepost import pipeline
+from include.dijlepost.admin.figures import recent_runs, shadow_report, totals
+from include.dijlepost.ebox import delivery
 from include.dijlepost.ebox.client import EboxClient
 from include.dijlepost.intake import import_rows
 from include.dijlepost.outbox import RunContext, claim

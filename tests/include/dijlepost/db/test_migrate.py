@@ -1,4 +1,5 @@
 """Versioned schema migrations (`include.dijlepost.db.migrate`) on real, fresh PostgreSQL databases."""
+
 from __future__ import annotations
 
 import hashlib
@@ -33,22 +34,29 @@ def recorded(conn) -> dict[str, str]:
 
 
 def advisory_locks(conn) -> int:
-    n = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s",
-                     (_LOCK_ID,)).fetchone()[0]
+    n = conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s", (_LOCK_ID,)
+    ).fetchone()[0]
     conn.commit()
     return n
 
 
 def test_the_migrations_are_ordered_and_named():
-    assert VERSIONS == sorted(VERSIONS) and VERSIONS[:2] == ["0001_outbox", "0002_ebox_state"]
+    assert sorted(VERSIONS) == VERSIONS and VERSIONS[:2] == ["0001_outbox", "0002_ebox_state"]
 
 
 def test_first_migrate_applies_everything_and_records_checksums(fresh_url):
     with psycopg.connect(fresh_url) as conn:
         assert migrate(conn) == VERSIONS
-        assert recorded(conn) == {v: hashlib.sha256(sql.encode()).hexdigest() for v, sql in available_migrations()}
-        columns = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns "
-                                              "WHERE table_name = 'letters'").fetchall()}
+        assert recorded(conn) == {
+            v: hashlib.sha256(sql.encode()).hexdigest() for v, sql in available_migrations()
+        }
+        columns = {
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'letters'"
+            ).fetchall()
+        }
         assert {"letter_id", "status", "claim_run_id", "ebox_state", "final_at"} <= columns
         phases = dict(conn.execute("SELECT department, phase FROM rollout_phases").fetchall())
         assert phases == {"finance": "live", "gas": "paper", "economy_housing": "off"}
@@ -73,8 +81,8 @@ def test_an_edited_applied_migration_is_detected(fresh_url):
         with pytest.raises(RuntimeError, match="0001_outbox was changed after it was applied"):
             migrate(conn)
         assert conn.info.transaction_status.name == "IDLE"
-        assert advisory_locks(conn) == 0        # the lock is released after the refusal
-    with psycopg.connect(fresh_url) as other:   # so another runner is refused, not blocked
+        assert advisory_locks(conn) == 0  # the lock is released after the refusal
+    with psycopg.connect(fresh_url) as other:  # so another runner is refused, not blocked
         with pytest.raises(RuntimeError, match="changed after it was applied"):
             migrate(other)
 
@@ -101,7 +109,7 @@ def test_concurrent_migrate_on_a_fresh_database_applies_once(fresh_url):
             with psycopg.connect(fresh_url) as conn:
                 start.wait()
                 results[i] = migrate(conn)
-        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+        except BaseException as exc:
             failures.append(exc)
 
     threads = [threading.Thread(target=runner, args=(i,)) for i in range(4)]
@@ -121,12 +129,15 @@ def test_a_failing_migration_is_rolled_back_and_not_recorded(fresh_url, monkeypa
     import include.dijlepost.db.migrate as m
 
     good = available_migrations()
-    monkeypatch.setattr(m, "available_migrations",
-                        lambda: good + [("9999_broken", "CREATE TABLE half_done (x int); SELECT 1/0;")])
+    monkeypatch.setattr(
+        m,
+        "available_migrations",
+        lambda: good + [("9999_broken", "CREATE TABLE half_done (x int); SELECT 1/0;")],
+    )
     with psycopg.connect(fresh_url) as conn:
         with pytest.raises(psycopg.errors.DivisionByZero):
             migrate(conn)
-        assert set(recorded(conn)) == set(VERSIONS)       # the good ones were committed one by one
+        assert set(recorded(conn)) == set(VERSIONS)  # the good ones were committed one by one
         assert conn.execute("SELECT to_regclass('half_done')").fetchone()[0] is None
         conn.commit()
         assert advisory_locks(conn) == 0
@@ -141,24 +152,34 @@ def test_a_new_wave_needs_no_migration_only_its_entry_in_waves(fresh_url, monkey
 
     with psycopg.connect(fresh_url) as conn:
         migrate(conn)
-        culture = replace(waves.WAVES["economy_housing"], department="culture", title="Wave 4: culture",
-                          wave_number=4)
+        culture = replace(
+            waves.WAVES["economy_housing"], department="culture", title="Wave 4: culture", wave_number=4
+        )
         monkeypatch.setitem(waves.WAVES, "culture", culture)
-        assert migrate(conn) == []                      # no file to apply, yet the department is there
-        assert conn.execute("SELECT phase FROM rollout_phases WHERE department = 'culture'").fetchone() == ("off",)
-        assert conn.execute("SELECT to_phase FROM rollout_history WHERE department = 'culture'").fetchall() == [
-            ("off",)]
-        conn.execute("INSERT INTO letters (letter_id, department, letter_type, recipient_kind, recipient_id, "
-                     "recipient_name, street, postal_code, city, language) VALUES ('CUL-1', 'culture', "
-                     "'premium_decision', 'citizen', '85073003328', 'A', 'B 1', '2800', 'Mechelen', 'nl')")
+        assert migrate(conn) == []  # no file to apply, yet the department is there
+        assert conn.execute("SELECT phase FROM rollout_phases WHERE department = 'culture'").fetchone() == (
+            "off",
+        )
+        assert conn.execute(
+            "SELECT to_phase FROM rollout_history WHERE department = 'culture'"
+        ).fetchall() == [("off",)]
+        conn.execute(
+            "INSERT INTO letters (letter_id, department, letter_type, recipient_kind, recipient_id, "
+            "recipient_name, street, postal_code, city, language) VALUES ('CUL-1', 'culture', "
+            "'premium_decision', 'citizen', '85073003328', 'A', 'B 1', '2800', 'Mechelen', 'nl')"
+        )
         conn.commit()
         with pytest.raises(psycopg.errors.ForeignKeyViolation):
-            conn.execute("INSERT INTO letters (letter_id, department, letter_type, recipient_kind, recipient_id, "
-                         "recipient_name, street, postal_code, city, language) VALUES ('X-1', 'no_such', "
-                         "'invoice', 'citizen', '85073003328', 'A', 'B 1', '2800', 'Mechelen', 'nl')")
+            conn.execute(
+                "INSERT INTO letters (letter_id, department, letter_type, recipient_kind, recipient_id, "
+                "recipient_name, street, postal_code, city, language) VALUES ('X-1', 'no_such', "
+                "'invoice', 'citizen', '85073003328', 'A', 'B 1', '2800', 'Mechelen', 'nl')"
+            )
         conn.rollback()
         # Running it again changes nothing: the phase an administrator sets is kept.
         conn.execute("UPDATE rollout_phases SET phase = 'live' WHERE department = 'culture'")
         conn.commit()
         migrate(conn)
-        assert conn.execute("SELECT phase FROM rollout_phases WHERE department = 'culture'").fetchone() == ("live",)
+        assert conn.execute("SELECT phase FROM rollout_phases WHERE department = 'culture'").fetchone() == (
+            "live",
+        )

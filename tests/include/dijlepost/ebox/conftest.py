@@ -1,4 +1,5 @@
 """Every eBox test runs with the client's traffic checked against the published Swagger files."""
+
 from __future__ import annotations
 
 import pytest

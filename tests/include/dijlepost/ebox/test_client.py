@@ -1,5 +1,6 @@
 """EboxClient against httpx.MockTransport: every answer of the contract and what the client makes
 of it, the token flow, retries, batching and the shape of what it sends."""
+
 from __future__ import annotations
 
 import base64
@@ -20,11 +21,24 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from include.dijlepost.ebox import client as client_module
 from include.dijlepost.ebox.client import (
-    PREFERENCE_SCOPE, PUBLICATION_SCOPE, Activation, EboxClient, EboxConfigurationError, EboxError,
-    EboxUnavailableError, PublishOutcome, idempotency_key,
+    PREFERENCE_SCOPE,
+    PUBLICATION_SCOPE,
+    Activation,
+    EboxClient,
+    EboxConfigurationError,
+    EboxError,
+    EboxUnavailableError,
+    PublishOutcome,
+    idempotency_key,
 )
 from tests.include.dijlepost.ebox.helpers import (
-    CITIZEN_ID, ENTERPRISE_ID, certificate_pem, message_to_publish, multipart_parts, public_pem, publication,
+    CITIZEN_ID,
+    ENTERPRISE_ID,
+    certificate_pem,
+    message_to_publish,
+    multipart_parts,
+    public_pem,
+    publication,
     unit_config,
 )
 from tests.support.contracts import multipart_charsets
@@ -41,8 +55,12 @@ class FakeEbox:
     httpx.Response or a callable(request) -> Response. The token endpoint serves `token_failures`
     first (answers or exceptions), then issues tokens."""
 
-    def __init__(self, answers: dict[str, list] | None = None, expires_in: int = 600,
-                 token_failures: list | None = None):
+    def __init__(
+        self,
+        answers: dict[str, list] | None = None,
+        expires_in: int = 600,
+        token_failures: list | None = None,
+    ):
         self.answers = answers or {}
         self.expires_in = expires_in
         self.token_failures = list(token_failures or [])
@@ -63,8 +81,14 @@ class FakeEbox:
                         raise failure
                     return failure
                 self.tokens_issued += 1
-                return httpx.Response(200, json={"access_token": f"token-{self.tokens_issued}",
-                                                 "token_type": "Bearer", "expires_in": self.expires_in})
+                return httpx.Response(
+                    200,
+                    json={
+                        "access_token": f"token-{self.tokens_issued}",
+                        "token_type": "Bearer",
+                        "expires_in": self.expires_in,
+                    },
+                )
             queue = self.answers[request.url.path]
             answer = queue.pop(0) if len(queue) > 1 else queue[0]
         return answer(request) if callable(answer) else answer
@@ -72,18 +96,22 @@ class FakeEbox:
 
 def make_client(fake: Callable, sleeps: list[float] | None = None, **config) -> EboxClient:
     recorded = sleeps if sleeps is not None else []
-    return EboxClient(unit_config(**config), http=httpx.Client(transport=httpx.MockTransport(fake)),
-                      sleep=recorded.append)
+    return EboxClient(
+        unit_config(**config), http=httpx.Client(transport=httpx.MockTransport(fake)), sleep=recorded.append
+    )
 
 
 def created(message_id="m-1", **extra) -> httpx.Response:
     """A 201 PublicationStatusMessage (expiring 2027-01-01)."""
-    return httpx.Response(201, json={"messageId": message_id, "expirationDate": "2027-01-01T00:00:00Z", **extra})
+    return httpx.Response(
+        201, json={"messageId": message_id, "expirationDate": "2027-01-01T00:00:00Z", **extra}
+    )
 
 
 def status(code: int, error: str = "X", message: str = "x", headers=None) -> httpx.Response:
-    return httpx.Response(code, json={"id": str(uuid.uuid4()), "code": error, "message": message},
-                          headers=headers)
+    return httpx.Response(
+        code, json={"id": str(uuid.uuid4()), "code": error, "message": message}, headers=headers
+    )
 
 
 # -- publish: one test per answer ------------------------------------------------------------------
@@ -92,7 +120,8 @@ def status(code: int, error: str = "X", message: str = "x", headers=None) -> htt
 def test_201_is_published_with_the_message_id():
     fake = FakeEbox({PUBLISH_PATH: [created("m-42")]})
     assert make_client(fake).publish(publication()) == PublishOutcome(
-        "published", message_id="m-42", expires_at="2027-01-01T00:00:00Z")
+        "published", message_id="m-42", expires_at="2027-01-01T00:00:00Z"
+    )
     (request,) = fake.calls(PUBLISH_PATH)
     assert request.headers["Authorization"] == "Bearer token-1"
     assert request.headers["Idempotency-Key"] == idempotency_key("L-0001")
@@ -108,7 +137,9 @@ def test_201_no_digital_user_is_its_own_outcome():
 def test_413_is_rejected_with_the_reason_so_the_letter_is_quarantined():
     fake = FakeEbox({PUBLISH_PATH: [status(413, "PAYLOAD_TOO_LARGE", "the message is 9000000 bytes")]})
     outcome = make_client(fake).publish(publication())
-    assert outcome == PublishOutcome("rejected", code="PAYLOAD_TOO_LARGE", message="the message is 9000000 bytes")
+    assert outcome == PublishOutcome(
+        "rejected", code="PAYLOAD_TOO_LARGE", message="the message is 9000000 bytes"
+    )
     assert len(fake.calls(PUBLISH_PATH)) == 1  # not retried
 
 
@@ -126,7 +157,8 @@ def test_409_is_already_published():
 def test_400_is_rejected_with_the_servers_code_and_message():
     fake = FakeEbox({PUBLISH_PATH: [status(400, "INVALID_INPUT", "subject too long")]})
     assert make_client(fake).publish(publication()) == PublishOutcome(
-        "rejected", code="INVALID_INPUT", message="subject too long")
+        "rejected", code="INVALID_INPUT", message="subject too long"
+    )
 
 
 def test_400_without_json_is_still_rejected():
@@ -140,17 +172,27 @@ def test_401_refreshes_the_token_once_and_retries():
     assert make_client(fake).publish(publication()).kind == "published"
     first, second = fake.calls(PUBLISH_PATH)
     assert (first.headers["Authorization"], second.headers["Authorization"]) == (
-        "Bearer token-1", "Bearer token-2")
+        "Bearer token-1",
+        "Bearer token-2",
+    )
     assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"]
 
 
 def test_400_invalid_access_token_renews_the_token_once():
-    fake = FakeEbox({PREFERENCES_PATH: [status(400, "INVALID_TOKEN", "Invalid access token"),
-                                        _preferences_answer({ENTERPRISE_ID})]})
+    fake = FakeEbox(
+        {
+            PREFERENCES_PATH: [
+                status(400, "INVALID_TOKEN", "Invalid access token"),
+                _preferences_answer({ENTERPRISE_ID}),
+            ]
+        }
+    )
     assert make_client(fake).lookup_activation("enterprise", [ENTERPRISE_ID])[ENTERPRISE_ID].active
     first, second = fake.calls(PREFERENCES_PATH)
     assert (first.headers["Authorization"], second.headers["Authorization"]) == (
-        "Bearer token-1", "Bearer token-2")
+        "Bearer token-1",
+        "Bearer token-2",
+    )
 
 
 def test_400_invalid_access_token_twice_fails_loudly():
@@ -194,8 +236,9 @@ def test_429_honours_retry_after_then_succeeds():
 
 def test_retry_after_as_http_date_is_understood():
     sleeps: list[float] = []
-    when = httpx.Response(503, headers={"Retry-After": time.strftime(
-        "%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 5))})
+    when = httpx.Response(
+        503, headers={"Retry-After": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 5))}
+    )
     fake = FakeEbox({PUBLISH_PATH: [when, created()]})
     assert make_client(fake, sleeps).publish(publication()).kind == "published"
     assert 3 <= sleeps[0] <= 5
@@ -228,7 +271,8 @@ def test_timeouts_are_retried_and_end_in_retry_later():
 
     fake = FakeEbox({PUBLISH_PATH: [timeout]})
     assert make_client(fake, max_attempts=3).publish(publication()) == PublishOutcome(
-        "retry_later", message="ReadTimeout")
+        "retry_later", message="ReadTimeout"
+    )
     assert len(fake.calls(PUBLISH_PATH)) == 3
 
 
@@ -242,6 +286,7 @@ def test_a_timeout_then_success_is_published():
 
 def test_a_timeout_then_409_is_already_published():
     """The first attempt reached the eBox but its answer was lost: the stable key makes it a 409."""
+
     def timeout(request):
         raise httpx.ReadTimeout("slow", request=request)
 
@@ -261,18 +306,28 @@ def _assertion(token_request: httpx.Request) -> str:
     return dict(httpx.QueryParams(token_request.read().decode()))["client_assertion"]
 
 
-@pytest.mark.parametrize("failure", [
-    httpx.Response(503, json={"error": "temporarily_unavailable"}),
-    httpx.Response(429, headers={"Retry-After": "1"}),
-    httpx.ReadTimeout("slow"),
-])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.Response(503, json={"error": "temporarily_unavailable"}),
+        httpx.Response(429, headers={"Retry-After": "1"}),
+        httpx.ReadTimeout("slow"),
+    ],
+)
 def test_a_token_endpoint_failure_is_retried_with_a_fresh_assertion(failure):
     sleeps: list[float] = []
     fake = FakeEbox({PUBLISH_PATH: [created("m-5")]}, token_failures=[failure])
     assert make_client(fake, sleeps).publish(publication()).message_id == "m-5"
     first, second = fake.calls(TOKEN_PATH)
-    claims = [jwt.decode(_assertion(r), public_pem(), algorithms=["RS256"],
-                         audience="https://ebox.test/REST/oauth/v5/token") for r in (first, second)]
+    claims = [
+        jwt.decode(
+            _assertion(r),
+            public_pem(),
+            algorithms=["RS256"],
+            audience="https://ebox.test/REST/oauth/v5/token",
+        )
+        for r in (first, second)
+    ]
     assert claims[0]["jti"] != claims[1]["jti"]
     assert len(sleeps) == 1
 
@@ -283,8 +338,9 @@ def test_token_endpoint_down_is_retry_later_not_an_exception():
             return httpx.Response(503)
         return created()
 
-    client = EboxClient(unit_config(), http=httpx.Client(transport=httpx.MockTransport(handler)),
-                        sleep=lambda _: None)
+    client = EboxClient(
+        unit_config(), http=httpx.Client(transport=httpx.MockTransport(handler)), sleep=lambda _: None
+    )
     assert client.publish(publication()).kind == "retry_later"
 
 
@@ -329,11 +385,17 @@ def test_message_to_publish_has_the_documented_shape():
         "senderOrganizationId": "0200000043",
         "senderApplicationId": "dijlepost",
         "replyAuthorized": False,
-        "attachments": [{
-            "httpPartName": "upfile1", "mainContent": True, "attachmentSigned": False,
-            "digest": {"digestMethod": "sha_256",
-                       "digestValue": base64.urlsafe_b64encode(hashlib.sha256(pdf).digest()).decode()},
-        }],
+        "attachments": [
+            {
+                "httpPartName": "upfile1",
+                "mainContent": True,
+                "attachmentSigned": False,
+                "digest": {
+                    "digestMethod": "sha_256",
+                    "digestValue": base64.urlsafe_b64encode(hashlib.sha256(pdf).digest()).decode(),
+                },
+            }
+        ],
     }
     assert set(parts) == {"messageToPublish", "upfile1"}
     assert parts["upfile1"] == ("L-0001.pdf", "application/pdf", pdf)
@@ -350,8 +412,11 @@ def test_message_to_publish_declares_its_charset_and_keeps_accents():
 
 def test_digest_is_base64url_of_sha256():
     # This content's SHA-256 gives '+' and '/' in plain base64: base64url must not.
-    pdf = next(p for p in (str(i).encode() for i in range(1000))
-               if {"+", "/"} <= set(base64.b64encode(hashlib.sha256(p).digest()).decode()))
+    pdf = next(
+        p
+        for p in (str(i).encode() for i in range(1000))
+        if {"+", "/"} <= set(base64.b64encode(hashlib.sha256(p).digest()).decode())
+    )
     message, _ = _sent_message(publication(pdf=pdf))
     value = message["attachments"][0]["digest"]["digestValue"]
     assert "+" not in value and "/" not in value
@@ -372,8 +437,9 @@ def test_registered_mail_only_when_registered():
 
 
 def test_enterprise_recipient_and_exactly_one_language():
-    message, _ = _sent_message(publication(recipient_kind="enterprise", recipient_id=ENTERPRISE_ID,
-                                           language="de"))
+    message, _ = _sent_message(
+        publication(recipient_kind="enterprise", recipient_id=ENTERPRISE_ID, language="de")
+    )
     assert message["recipient"] == {"eboxType": "enterprise", "eboxIdValue": ENTERPRISE_ID}
     assert list(message["subject"]) == ["de"]
 
@@ -408,16 +474,28 @@ def test_token_request_is_private_key_jwt_with_both_scopes():
     assert form["grant_type"] == "client_credentials"
     assert form["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
     assert set(form["scope"].split()) == {PUBLICATION_SCOPE, PREFERENCE_SCOPE}
-    claims = jwt.decode(form["client_assertion"], public_pem(), algorithms=["RS256"],
-                        audience="https://ebox.test/REST/oauth/v5/token")
+    claims = jwt.decode(
+        form["client_assertion"],
+        public_pem(),
+        algorithms=["RS256"],
+        audience="https://ebox.test/REST/oauth/v5/token",
+    )
     assert claims["iss"] == claims["sub"] == "dijlepost-test"
     assert claims["exp"] - claims["iat"] == 300
     assert uuid.UUID(claims["jti"]).version == 4
     header = jwt.get_unverified_header(form["client_assertion"])
     assert header["alg"] == "RS256"
-    thumbprint = base64.urlsafe_b64encode(hashlib.sha256(
-        x509.load_pem_x509_certificate(certificate_pem().encode()).public_bytes(serialization.Encoding.DER)
-    ).digest()).decode().rstrip("=")
+    thumbprint = (
+        base64.urlsafe_b64encode(
+            hashlib.sha256(
+                x509.load_pem_x509_certificate(certificate_pem().encode()).public_bytes(
+                    serialization.Encoding.DER
+                )
+            ).digest()
+        )
+        .decode()
+        .rstrip("=")
+    )
     assert header["x5t#S256"] == header["kid"] == thumbprint
 
 
@@ -448,8 +526,9 @@ def test_concurrent_publishers_share_one_token_and_respect_max_concurrency():
 
     fake = FakeEbox({PUBLISH_PATH: [slow]})
     client = make_client(fake, max_concurrency=2)
-    threads = [threading.Thread(target=client.publish, args=(publication(letter_id=f"L{i}"),))
-               for i in range(8)]
+    threads = [
+        threading.Thread(target=client.publish, args=(publication(letter_id=f"L{i}"),)) for i in range(8)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -465,9 +544,15 @@ def test_concurrent_publishers_share_one_token_and_respect_max_concurrency():
 def _preferences_answer(active: set[str], ebox_type="ENTERPRISE"):
     def answer(request):
         body = httpx.Response(200, content=request.read()).json()
-        return httpx.Response(200, json=[
-            {"eboxId": {"eboxType": ebox_type, "eboxIdValue": i}, "exclusivelyEbox": i.endswith("0")}
-            for i in body["eboxIdValueList"] if i in active])
+        return httpx.Response(
+            200,
+            json=[
+                {"eboxId": {"eboxType": ebox_type, "eboxIdValue": i}, "exclusivelyEbox": i.endswith("0")}
+                for i in body["eboxIdValueList"]
+                if i in active
+            ],
+        )
+
     return answer
 
 
@@ -511,8 +596,14 @@ def test_lookup_error_answer_raises():
 
 
 def test_search_message_status_sends_message_and_ebox_ids():
-    answer = [{"messageId": "m-1", "eboxId": {"eboxType": "citizen", "eboxIdValue": CITIZEN_ID},
-               "readStatus": True, "visible": True}]
+    answer = [
+        {
+            "messageId": "m-1",
+            "eboxId": {"eboxType": "citizen", "eboxIdValue": CITIZEN_ID},
+            "readStatus": True,
+            "visible": True,
+        }
+    ]
     fake = FakeEbox({STATUS_PATH: [httpx.Response(201, json=answer)]})
     assert make_client(fake).search_message_status([("m-1", "citizen", CITIZEN_ID)]) == answer
     body = httpx.Response(200, content=fake.calls(STATUS_PATH)[0].read()).json()
@@ -527,10 +618,17 @@ TYPES_PATH = "/REST/ebox/enterprise/messageRegistry/v2/referenceData/messageType
 def _types_answer(ids: list[str]):
     def answer(request):
         page, size = int(request.url.params["page"]), int(request.url.params["pageSize"])
-        items = [{"messageTypeId": i, "messageTypeName": {"nl": i},
-                  "validityPeriod": {"validityPeriodNumber": 2, "validityPeriodUnit": "year"},
-                  "senderApplicationIds": ["dijlepost"]} for i in ids[(page - 1) * size : page * size]]
+        items = [
+            {
+                "messageTypeId": i,
+                "messageTypeName": {"nl": i},
+                "validityPeriod": {"validityPeriodNumber": 2, "validityPeriodUnit": "year"},
+                "senderApplicationIds": ["dijlepost"],
+            }
+            for i in ids[(page - 1) * size : page * size]
+        ]
         return httpx.Response(200, json={"items": items, "totalItems": len(ids)})
+
     return answer
 
 
@@ -546,7 +644,9 @@ def test_message_types_are_read_page_by_page(fresh_type_cache):
     assert sorted(types) == ids
     assert [r.url.params["page"] for r in fake.calls(TYPES_PATH)] == ["1", "2"]
     assert types["T-007"].validity == "2 year"
-    assert types["T-007"].allows("0200000043", "dijlepost") and not types["T-007"].allows("0200000043", "other")
+    assert types["T-007"].allows("0200000043", "dijlepost") and not types["T-007"].allows(
+        "0200000043", "other"
+    )
 
 
 def test_message_types_are_cached_for_the_day(fresh_type_cache, monkeypatch):
@@ -581,20 +681,23 @@ def test_an_unavailable_registry_raises(fresh_type_cache):
 # -- configuration and logging -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("field, value", [
-    ("message_registry_url", "http://ebox.test/"),
-    ("token_url", ""),
-    ("client_id", " "),
-    ("sender_organization_id", "2200000043"),
-    ("sender_organization_id", "020000004"),
-    ("private_key_pem", "not a key"),
-    ("ca_bundle", "/nonexistent/ca.pem"),
-    ("timeout_seconds", 0),
-    ("max_concurrency", 0),
-    ("max_attempts", 1.5),
-    ("certificate_pem", "not a certificate"),
-    ("key_id", " "),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("message_registry_url", "http://ebox.test/"),
+        ("token_url", ""),
+        ("client_id", " "),
+        ("sender_organization_id", "2200000043"),
+        ("sender_organization_id", "020000004"),
+        ("private_key_pem", "not a key"),
+        ("ca_bundle", "/nonexistent/ca.pem"),
+        ("timeout_seconds", 0),
+        ("max_concurrency", 0),
+        ("max_attempts", 1.5),
+        ("certificate_pem", "not a certificate"),
+        ("key_id", " "),
+    ],
+)
 def test_config_names_the_bad_field(field, value):
     with pytest.raises(EboxConfigurationError) as caught:
         unit_config(**{field: value})
@@ -603,8 +706,13 @@ def test_config_names_the_bad_field(field, value):
 
 
 def test_config_wants_an_rsa_key_and_hides_it_from_repr():
-    ec_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    ec_pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        .decode()
+    )
     with pytest.raises(EboxConfigurationError, match="RSA"):
         unit_config(private_key_pem=ec_pem)
     assert "PRIVATE KEY" not in repr(unit_config())
@@ -613,12 +721,14 @@ def test_config_wants_an_rsa_key_and_hides_it_from_repr():
 
 def test_logs_never_contain_recipient_ids(caplog):
     caplog.set_level(logging.DEBUG)
-    fake = FakeEbox({
-        PUBLISH_PATH: [status(503), created()],
-        PREFERENCES_PATH: [_preferences_answer({ENTERPRISE_ID})],
-        CONSENTS_PATH: [_preferences_answer({CITIZEN_ID}, "CITIZEN")],
-        STATUS_PATH: [httpx.Response(201, json=[])],
-    })
+    fake = FakeEbox(
+        {
+            PUBLISH_PATH: [status(503), created()],
+            PREFERENCES_PATH: [_preferences_answer({ENTERPRISE_ID})],
+            CONSENTS_PATH: [_preferences_answer({CITIZEN_ID}, "CITIZEN")],
+            STATUS_PATH: [httpx.Response(201, json=[])],
+        }
+    )
     client = make_client(fake)
     client.publish(publication())
     client.lookup_activation("enterprise", [ENTERPRISE_ID])

@@ -1,5 +1,6 @@
 """What the client sends, checked against the definitions of the published Swagger files (when
 the shared contracts are present, as in CI)."""
+
 from __future__ import annotations
 
 import re
@@ -7,8 +8,8 @@ import re
 import pytest
 
 from include.dijlepost.ebox.client import build_message_to_publish
-from tests.support.contracts import EBOX_CONTRACTS, published_definitions
 from tests.include.dijlepost.ebox.helpers import publication, unit_config
+from tests.support.contracts import EBOX_CONTRACTS, published_definitions
 
 CONTRACTS = EBOX_CONTRACTS
 
@@ -35,7 +36,9 @@ def test_message_to_publish_keys_exist_in_the_swagger(registry):
     assert set(message["recipient"]) <= set(registry["EboxId"]["properties"])
     assert message["recipient"]["eboxType"] in registry["EboxId"]["properties"]["eboxType"]["enum"]
     assert set(message["subject"]) <= set(registry["TranslatedString"]["properties"])
-    assert re.fullmatch(definition["properties"]["senderOrganizationId"]["pattern"], message["senderOrganizationId"])
+    assert re.fullmatch(
+        definition["properties"]["senderOrganizationId"]["pattern"], message["senderOrganizationId"]
+    )
     (attachment,) = message["attachments"]
     assert set(attachment) <= set(registry["AttachmentToPublish"]["properties"])
     assert set(registry["AttachmentToPublish"]["required"]) <= set(attachment)
@@ -48,4 +51,6 @@ def test_federation_search_body_matches_the_swagger(federation):
     body = {"eboxType": "ENTERPRISE", "eboxIdType": "EnterpriseNumber", "eboxIdValueList": []}
     assert set(body) == set(definition["properties"]) == set(definition["required"])
     assert (body["eboxType"], body["eboxIdType"]) == (
-        definition["properties"]["eboxType"]["example"], definition["properties"]["eboxIdType"]["example"])
+        definition["properties"]["eboxType"]["example"],
+        definition["properties"]["eboxIdType"]["example"],
+    )

@@ -2,27 +2,37 @@
 over HTTPS and the real PostgreSQL. For every answer of the eBox the letter ends in the right state;
 whatever the faults, no letter is published twice (counted by Idempotency-Key and by file name in the
 sandbox) and none is lost."""
+
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from include.dijlepost import ebox_followup, pipeline
-from include.dijlepost.ebox import delivery
 from demo import dataset
+from include.dijlepost import ebox_followup, pipeline
 from include.dijlepost.ebox import client as client_module
-from include.dijlepost.ebox.client import (PREFERENCE_SCOPE, SCOPES, EboxClient, EboxConfigurationError,
-                                           idempotency_key)
-from sandboxes.ebox.app import (DEFAULT_CLIENT_ID, FEDERATION_PREFIX, DEFAULT_SENDER_APPLICATION_ID,
-                                DEFAULT_SENDER_ORGANIZATION_ID)
+from include.dijlepost.ebox import delivery
+from include.dijlepost.ebox.client import (
+    PREFERENCE_SCOPE,
+    SCOPES,
+    EboxClient,
+    EboxConfigurationError,
+    idempotency_key,
+)
 from include.dijlepost.intake import import_rows
 from include.dijlepost.outbox import RunContext, claim
 from include.dijlepost.rendering import LetterRenderer
 from include.dijlepost.rollout import read_state
 from include.dijlepost.waves import WAVES, Wave
+from sandboxes.ebox.app import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_SENDER_APPLICATION_ID,
+    DEFAULT_SENDER_ORGANIZATION_ID,
+    FEDERATION_PREFIX,
+)
 
 pytestmark = pytest.mark.integration
 KEY = b"test-pseudonym-key-not-secret"
@@ -36,8 +46,9 @@ def renderer():
 
 
 def make_client(ebox, **config) -> EboxClient:
-    return EboxClient(ebox.config(**{"backoff_base_seconds": 0.001, "max_attempts": 3, "timeout_seconds": 5,
-                                     **config}))
+    return EboxClient(
+        ebox.config(**{"backoff_base_seconds": 0.001, "max_attempts": 3, "timeout_seconds": 5, **config})
+    )
 
 
 @pytest.fixture
@@ -47,8 +58,14 @@ def client(ebox):
 
 
 def seed(db, ebox, n: int, seed_no: int) -> list[str]:
-    data = dataset.build(seed=seed_no, mix={"finance": n}, today=date(2026, 3, 2), prefix=f"X{seed_no}",
-                         ebox_share=1.0, mistakes=False)
+    data = dataset.build(
+        seed=seed_no,
+        mix={"finance": n},
+        today=date(2026, 3, 2),
+        prefix=f"X{seed_no}",
+        ebox_share=1.0,
+        mistakes=False,
+    )
     assert not import_rows(db, enumerate(data.letters, start=1)).errors
     for kind, rid in data.ebox_active:
         ebox.state.register_recipient(kind, rid, active=True)
@@ -71,15 +88,18 @@ class Run:
         total: Counter = Counter()
         for chunk in self.claim.chunks:
             before_each_chunk()
-            result = delivery.deliver_chunk_to_ebox(self.db, client, self.renderer, self.wave, KEY, self.run_id,
-                                                    chunk, CTX, concurrency=3)
+            result = delivery.deliver_chunk_to_ebox(
+                self.db, client, self.renderer, self.wave, KEY, self.run_id, chunk, CTX, concurrency=3
+            )
             total.update({k: v for k, v in result.items() if k not in ("chunk", "letters")})
         return total
 
 
 def states(db) -> dict[str, tuple]:
-    rows = db.execute("SELECT letter_id, status, channel, decision_rule, ebox_state, ebox_message_id, "
-                      "quarantine_reason FROM letters").fetchall()
+    rows = db.execute(
+        "SELECT letter_id, status, channel, decision_rule, ebox_state, ebox_message_id, "
+        "quarantine_reason FROM letters"
+    ).fetchall()
     db.commit()
     return {r[0]: r[1:] for r in rows}
 
@@ -91,11 +111,14 @@ def assert_published_at_most_once(ebox, letter_ids) -> dict[str, int]:
     by_file = Counter(p["attachments"][0]["fileName"] for p in publications)
     assert set(by_key.values()) <= {1} and set(by_file.values()) <= {1}
     keys = {idempotency_key(lid): lid for lid in letter_ids}
-    assert set(by_key) <= set(keys) and all(any(f.endswith(f"_{lid}.pdf") for lid in letter_ids) for f in by_file)
+    assert set(by_key) <= set(keys) and all(
+        any(f.endswith(f"_{lid}.pdf") for lid in letter_ids) for f in by_file
+    )
     return {keys[k]: n for k, n in by_key.items()}
 
 
 # --------------------------------------------------------------------------- one answer at a time
+
 
 def test_201_delivers_and_keeps_the_message_id_and_expiry(db, ebox, client, renderer, tmp_path):
     ids = seed(db, ebox, 5, 61)
@@ -109,19 +132,21 @@ def test_201_delivers_and_keeps_the_message_id_and_expiry(db, ebox, client, rend
         assert after[lid][0] == "delivered_ebox" and after[lid][4] == stored["message_id"]
         # the eBox's expirationDate of the message, from its type's validity
         assert expiry[lid] == datetime.strptime(stored["expiration_date"], "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=timezone.utc)
-        assert expiry[lid] > datetime.now(timezone.utc) + timedelta(days=300)
+            tzinfo=UTC
+        )
+        assert expiry[lid] > datetime.now(UTC) + timedelta(days=300)
     assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
 
 
-def test_letters_show_and_audit_trace_tell_until_when_the_ebox_keeps_the_letter(db, ebox, client, renderer,
-                                                                                tmp_path, pg_url, capsys):
+def test_letters_show_and_audit_trace_tell_until_when_the_ebox_keeps_the_letter(
+    db, ebox, client, renderer, tmp_path, pg_url, capsys
+):
     from include.dijlepost.cli import main
 
     (letter_id, *_) = seed(db, ebox, 1, 70)
     assert Run(db, client, renderer, tmp_path, 1).deliver(client) == {"published": 1}
     (stored,) = ebox.state.publications()
-    expires = datetime.strptime(stored["expiration_date"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    expires = datetime.strptime(stored["expiration_date"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     capsys.readouterr()
     assert main(["--database-url", pg_url, "letters", "show", letter_id]) == 0
     shown = capsys.readouterr().out
@@ -165,6 +190,7 @@ def test_413_quarantines_the_letter_with_the_reason(db, ebox, client, renderer, 
 
 # --------------------------------------------------------------------------- message types
 
+
 def test_the_waves_message_types_pass_the_check(db, ebox, client):
     for wave in WAVES.values():
         checked = delivery.check_message_types(db, client, wave)
@@ -172,14 +198,30 @@ def test_the_waves_message_types_pass_the_check(db, ebox, client):
         assert all(checked["validity"].values())
 
 
-@pytest.mark.parametrize("types, fragment", [
-    ({"invoice": "MECH-FIN-INVOICE", "reminder": "MECH-FIN-REMINDER"}, "letter type 'tax_assessment' has no eBox"),
-    ({"invoice": "MECH-FIN-INVOICE", "reminder": "MECH-FIN-REMINDER", "tax_assessment": " "},
-     "letter type 'tax_assessment' has no eBox"),
-    ({"invoice": "MECH-FIN-INVOICE", "reminder": "MECH-FIN-REMINDERS", "tax_assessment": "MECH-FIN-TAX"},
-     "letter type 'reminder' uses eBox message type 'MECH-FIN-REMINDERS', which the eBox's"),
-])
-def test_an_unknown_or_missing_message_type_fails_before_anything_is_published(db, ebox, client, types, fragment):
+@pytest.mark.parametrize(
+    "types, fragment",
+    [
+        (
+            {"invoice": "MECH-FIN-INVOICE", "reminder": "MECH-FIN-REMINDER"},
+            "letter type 'tax_assessment' has no eBox",
+        ),
+        (
+            {"invoice": "MECH-FIN-INVOICE", "reminder": "MECH-FIN-REMINDER", "tax_assessment": " "},
+            "letter type 'tax_assessment' has no eBox",
+        ),
+        (
+            {
+                "invoice": "MECH-FIN-INVOICE",
+                "reminder": "MECH-FIN-REMINDERS",
+                "tax_assessment": "MECH-FIN-TAX",
+            },
+            "letter type 'reminder' uses eBox message type 'MECH-FIN-REMINDERS', which the eBox's",
+        ),
+    ],
+)
+def test_an_unknown_or_missing_message_type_fails_before_anything_is_published(
+    db, ebox, client, types, fragment
+):
     ids = seed(db, ebox, 3, 74)
     wave = Wave(**{**WAVE.__dict__, "ebox_message_types": types})
     with pytest.raises(EboxConfigurationError, match=fragment) as caught:
@@ -192,10 +234,17 @@ def test_an_unknown_or_missing_message_type_fails_before_anything_is_published(d
 
 def test_a_waiting_letter_of_a_type_outside_the_waves_map_fails_the_check(db, ebox, client):
     seed(db, ebox, 2, 75)
-    db.execute("UPDATE letters SET letter_type = 'reminder' WHERE letter_id = (SELECT min(letter_id) FROM letters)")
+    db.execute(
+        "UPDATE letters SET letter_type = 'reminder' WHERE letter_id = (SELECT min(letter_id) FROM letters)"
+    )
     db.commit()
-    wave = Wave(**{**WAVE.__dict__, "letter_types": ("invoice", "tax_assessment"),
-                   "ebox_message_types": {"invoice": "MECH-FIN-INVOICE", "tax_assessment": "MECH-FIN-TAX"}})
+    wave = Wave(
+        **{
+            **WAVE.__dict__,
+            "letter_types": ("invoice", "tax_assessment"),
+            "ebox_message_types": {"invoice": "MECH-FIN-INVOICE", "tax_assessment": "MECH-FIN-TAX"},
+        }
+    )
     with pytest.raises(EboxConfigurationError, match="letter type 'reminder' has no eBox"):
         delivery.check_message_types(db, client, wave)
 
@@ -204,9 +253,18 @@ def test_a_message_type_the_sender_may_not_publish_fails_the_check(db, ebox, cli
     from sandboxes.ebox.state import DEFAULT_MESSAGE_TYPES, MessageType
 
     monkeypatch.setattr(client_module, "_MESSAGE_TYPES_CACHE", {})
-    others = [MessageType(t.message_type_id, t.name, t.validity_number, t.validity_unit,
-                          sender_application_ids=("someone-else",)) if t.message_type_id == "MECH-FIN-TAX" else t
-              for t in DEFAULT_MESSAGE_TYPES]
+    others = [
+        MessageType(
+            t.message_type_id,
+            t.name,
+            t.validity_number,
+            t.validity_unit,
+            sender_application_ids=("someone-else",),
+        )
+        if t.message_type_id == "MECH-FIN-TAX"
+        else t
+        for t in DEFAULT_MESSAGE_TYPES
+    ]
     ebox.state.register_message_types(others, replace=True)
     with pytest.raises(EboxConfigurationError, match="'MECH-FIN-TAX', which sender application 'dijlepost'"):
         delivery.check_message_types(db, client, WAVE)
@@ -250,7 +308,9 @@ def test_409_counts_as_delivered_and_publishes_nothing(db, ebox, client, rendere
 def test_400_quarantines_with_the_servers_message(db, ebox, client, renderer, tmp_path):
     seed(db, ebox, 3, 64)
     # A message type the eBox does not register is refused (INVALID_INPUT).
-    wave = Wave(**{**WAVE.__dict__, "ebox_message_types": dict.fromkeys(WAVE.letter_types, "MECH-NOT-REGISTERED")})
+    wave = Wave(
+        **{**WAVE.__dict__, "ebox_message_types": dict.fromkeys(WAVE.letter_types, "MECH-NOT-REGISTERED")}
+    )
     assert Run(db, client, renderer, tmp_path, 1, wave).deliver(client) == {"rejected": 3}
     for lid, (status, _, _, ebox_state, _, reason) in states(db).items():
         assert (status, ebox_state) == ("quarantined", "rejected")
@@ -271,8 +331,13 @@ def test_403_fails_the_task_loudly_and_loses_nothing(db, ebox, client, renderer,
     run = Run(db, client, renderer, tmp_path, 1)
     registered = ebox.state.client(DEFAULT_CLIENT_ID)
     register = lambda scopes: ebox.state.register_client(  # noqa: E731
-        DEFAULT_CLIENT_ID, registered.public_key_pem, DEFAULT_SENDER_ORGANIZATION_ID, DEFAULT_SENDER_APPLICATION_ID,
-        scopes, certificate_thumbprint=registered.certificate_thumbprint)
+        DEFAULT_CLIENT_ID,
+        registered.public_key_pem,
+        DEFAULT_SENDER_ORGANIZATION_ID,
+        DEFAULT_SENDER_APPLICATION_ID,
+        scopes,
+        certificate_thumbprint=registered.certificate_thumbprint,
+    )
     register((PREFERENCE_SCOPE,))  # the publication scope was withdrawn: configuration, not data
     with pytest.raises(EboxConfigurationError, match="403"):
         run.deliver(client)
@@ -285,13 +350,16 @@ def test_403_fails_the_task_loudly_and_loses_nothing(db, ebox, client, renderer,
     assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
 
 
-@pytest.mark.parametrize("faults", [
-    {"fail_next": 2, "error_status": 429, "retry_after_seconds": 0},
-    {"fail_next": 2, "error_status": 500},
-    {"fail_next": 2, "error_status": 503},
-    {"drop_next": 2},
-    {"timeout_next": 1, "timeout_delay_seconds": 0.8},
-])
+@pytest.mark.parametrize(
+    "faults",
+    [
+        {"fail_next": 2, "error_status": 429, "retry_after_seconds": 0},
+        {"fail_next": 2, "error_status": 500},
+        {"fail_next": 2, "error_status": 503},
+        {"drop_next": 2},
+        {"timeout_next": 1, "timeout_delay_seconds": 0.8},
+    ],
+)
 def test_transient_trouble_is_retried_and_each_letter_published_once(db, ebox, renderer, tmp_path, faults):
     ids = seed(db, ebox, 4, 67)
     with make_client(ebox, timeout_seconds=0.4) as client:
@@ -318,6 +386,7 @@ def test_an_ebox_that_stays_down_leaves_every_letter_for_the_next_run(db, ebox, 
 
 
 # --------------------------------------------------------------------------- everything at once
+
 
 def test_random_faults_over_several_runs_lose_nothing_and_publish_nothing_twice(db, ebox, renderer, tmp_path):
     ids = seed(db, ebox, 40, 69)
@@ -352,7 +421,8 @@ def events(db, event: str) -> dict[str, dict]:
 
 
 def test_a_lost_no_digital_user_answer_reads_409_and_goes_on_paper_in_the_same_run(
-        db, ebox, client, renderer, tmp_path):
+    db, ebox, client, renderer, tmp_path
+):
     ids = seed(db, ebox, 8, 70)
     run = Run(db, client, renderer, tmp_path, 1, chunk_size=1)
     # Every first answer is lost after the eBox stored NO_DIGITAL_USER; the retry reads 409.
@@ -372,7 +442,8 @@ def test_a_lost_no_digital_user_answer_reads_409_and_goes_on_paper_in_the_same_r
 
 
 def test_a_lost_answer_to_someone_who_opened_the_ebox_stays_delivered_and_the_follow_up_prints_a_copy(
-        db, ebox, client, renderer, tmp_path):
+    db, ebox, client, renderer, tmp_path
+):
     ids = seed(db, ebox, 8, 71)
     run = Run(db, client, renderer, tmp_path, 1, chunk_size=1)
     outcomes = run.deliver(client, lambda: ebox.state.set_faults(drop_next=1))
@@ -381,7 +452,8 @@ def test_a_lost_answer_to_someone_who_opened_the_ebox_stays_delivered_and_the_fo
     after = states(db)
     assert {(s[0], s[4]) for s in after.values()} == {("delivered_ebox", None)}
     assert {lid: d["answer"] for lid, d in events(db, "delivered_ebox").items()} == dict.fromkeys(
-        ids, "already_published")
+        ids, "already_published"
+    )
 
     # A 409 repeats no message id, so the read status cannot be asked: once the follow-up period has
     # passed, important letters get their paper copy (the safe side).
@@ -397,7 +469,8 @@ def test_a_lost_answer_to_someone_who_opened_the_ebox_stays_delivered_and_the_fo
 
 
 def test_a_409_whose_activation_lookup_fails_waits_in_flight_for_the_next_run(
-        db, ebox, client, renderer, tmp_path):
+    db, ebox, client, renderer, tmp_path
+):
     ids = seed(db, ebox, 3, 72)
     run = Run(db, client, renderer, tmp_path, 1, chunk_size=1)
     # Every first answer is lost, the retry reads 409, and the federation search cannot be reached.
@@ -409,17 +482,22 @@ def test_a_409_whose_activation_lookup_fails_waits_in_flight_for_the_next_run(
         assert run.deliver(cut_off, faults) == {"retry_later": 3}
     after = states(db)
     assert {s[:4] for s in after.values()} == {("pending", "ebox", "ebox_active", "in_flight")}
-    assert {"409" in d["error"] and "lookup" in d["error"] for d in events(db, "released_for_retry").values()} == {True}
+    assert {
+        "409" in d["error"] and "lookup" in d["error"] for d in events(db, "released_for_retry").values()
+    } == {True}
 
     # The next run publishes nothing new: 409 again, and this time the search answers.
     run2 = Run(db, client, renderer, tmp_path, 2)
     assert run2.deliver(client) == {"never_connected": 3}
-    assert {s[:4] for s in states(db).values()} == {("processing", "paper", "no_digital_user", "no_digital_user")}
+    assert {s[:4] for s in states(db).values()} == {
+        ("processing", "paper", "no_digital_user", "no_digital_user")
+    }
     assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
 
 
 def test_a_task_that_fails_before_settling_its_409s_leaves_them_in_flight_and_the_retry_settles_them(
-        db, ebox, client, renderer, tmp_path):
+    db, ebox, client, renderer, tmp_path
+):
     ids = seed(db, ebox, 4, 73)
     run = Run(db, client, renderer, tmp_path, 1)
     (chunk,) = run.claim.chunks
@@ -433,13 +511,17 @@ def test_a_task_that_fails_before_settling_its_409s_leaves_them_in_flight_and_th
     with pytest.raises(FileNotFoundError):
         delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run.run_id, chunk, CTX, concurrency=1)
     after = states(db)
-    assert after[first][:4] == ("processing", "ebox", "ebox_active", "in_flight")   # not settled, not lost
-    assert [after[lid][0] for lid in sorted(ids)[1:-1]] == ["delivered_ebox"] * 2  # recorded before the failure
+    assert after[first][:4] == ("processing", "ebox", "ebox_active", "in_flight")  # not settled, not lost
+    assert [after[lid][0] for lid in sorted(ids)[1:-1]] == [
+        "delivered_ebox"
+    ] * 2  # recorded before the failure
     assert after[last][:4] == ("processing", "ebox", "ebox_active", "in_flight")
 
     # Airflow's retry of the task: the same keys; the 409 is settled, the last letter published.
     hidden.rename(paths[last])
-    retry = delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run.run_id, chunk, CTX, concurrency=1)
+    retry = delivery.deliver_chunk_to_ebox(
+        db, client, renderer, WAVE, KEY, run.run_id, chunk, CTX, concurrency=1
+    )
     assert (retry["already_published"], retry["published"]) == (1, 1)
     assert {s[0] for s in states(db).values()} == {"delivered_ebox"}
     assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)

@@ -1,4 +1,5 @@
 """Fixtures of the print-house tests against OpenSSH's sshd."""
+
 from __future__ import annotations
 
 import json

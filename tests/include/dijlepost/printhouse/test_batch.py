@@ -1,4 +1,5 @@
 """Print batches: stable ids, reproducible zips, the manifest, and PDFs checked against their hash."""
+
 from __future__ import annotations
 
 import csv
@@ -20,16 +21,26 @@ from include.dijlepost.printhouse.batch import (
 )
 
 
-def make_letter(tmp_path: Path, letter_id: str, pages: int = 3, registered: bool = False,
-                lines: tuple[str, ...] = ("Jan Peeters", "Grote Markt 21", "2800 Mechelen"),
-                country: str = "BE") -> BatchLetter:
+def make_letter(
+    tmp_path: Path,
+    letter_id: str,
+    pages: int = 3,
+    registered: bool = False,
+    lines: tuple[str, ...] = ("Jan Peeters", "Grote Markt 21", "2800 Mechelen"),
+    country: str = "BE",
+) -> BatchLetter:
     pdf = tmp_path / "pdf" / f"{letter_id}.pdf"
     pdf.parent.mkdir(exist_ok=True)
     pdf.write_bytes(b"%PDF-1.7\n" + letter_id.encode() * 1000 + b"\n%%EOF\n")
     return BatchLetter(
-        letter_id=letter_id, pdf_path=pdf, pdf_sha256=hashlib.sha256(pdf.read_bytes()).hexdigest(),
-        pages=pages, postage_class=postage_class_for(registered), registered=registered,
-        address_lines=lines, country=country,
+        letter_id=letter_id,
+        pdf_path=pdf,
+        pdf_sha256=hashlib.sha256(pdf.read_bytes()).hexdigest(),
+        pages=pages,
+        postage_class=postage_class_for(registered),
+        registered=registered,
+        address_lines=lines,
+        country=country,
     )
 
 
@@ -42,12 +53,15 @@ def test_batch_id_is_stable_and_ignores_order():
     assert first != batch_id_for("gas", "non_prior", ["L-1", "L-2", "L-3"])
 
 
-@pytest.mark.parametrize("department, postage, ids", [
-    ("finance", "non_prior", []),
-    ("finance", "non_prior", ["L-1", "L-1"]),
-    ("finance", "express", ["L-1"]),
-    ("../etc", "non_prior", ["L-1"]),
-])
+@pytest.mark.parametrize(
+    "department, postage, ids",
+    [
+        ("finance", "non_prior", []),
+        ("finance", "non_prior", ["L-1", "L-1"]),
+        ("finance", "express", ["L-1"]),
+        ("../etc", "non_prior", ["L-1"]),
+    ],
+)
 def test_batch_id_rejects_bad_input(department, postage, ids):
     with pytest.raises(ValueError):
         batch_id_for(department, postage, ids)
@@ -63,10 +77,15 @@ def test_postage_class_for():
 
 def test_address_lines_home_and_abroad():
     assert address_lines(" Jan Peeters ", "Grote Markt 21", "2800", "Mechelen", "BE") == (
-        "Jan Peeters", "Grote Markt 21", "2800 Mechelen",
+        "Jan Peeters",
+        "Grote Markt 21",
+        "2800 Mechelen",
     )
     assert address_lines("Anna de Vries", "Dorpsstraat 1", "1234 AB", "Utrecht", "nl") == (
-        "Anna de Vries", "Dorpsstraat 1", "1234 AB Utrecht", "NEDERLAND",
+        "Anna de Vries",
+        "Dorpsstraat 1",
+        "1234 AB Utrecht",
+        "NEDERLAND",
     )
     assert address_lines("Max Muster", "Hauptstr. 5", "52062", "Aachen", "DE")[-1] == "DUITSLAND"
     with pytest.raises(ValueError, match="country"):
@@ -96,8 +115,12 @@ def test_zip_is_deterministic(tmp_path):
 def test_zip_contents_and_manifest(tmp_path):
     home = make_letter(tmp_path, "FIN-0002", pages=3)
     abroad = make_letter(
-        tmp_path, "FIN-0001", pages=4, registered=True,
-        lines=address_lines("Anna de Vries", "Dorpsstraat 1", "1234 AB", "Utrecht", "NL"), country="NL",
+        tmp_path,
+        "FIN-0001",
+        pages=4,
+        registered=True,
+        lines=address_lines("Anna de Vries", "Dorpsstraat 1", "1234 AB", "Utrecht", "NL"),
+        country="NL",
     )
     built = build_batch_zip("finance-registered-x", [home, abroad], tmp_path / "out")
 
@@ -110,11 +133,20 @@ def test_zip_contents_and_manifest(tmp_path):
     assert tuple(header) == MANIFEST_COLUMNS
     assert MANIFEST_COLUMNS[-1] == "country" and "address_line_6" in MANIFEST_COLUMNS
     assert rows[0] == {
-        "letter_id": "FIN-0001", "file_name": "FIN-0001.pdf", "sha256": abroad.pdf_sha256,
-        "pages": "4", "sheets": "2", "postage_class": "registered", "registered": "true",
-        "address_line_1": "Anna de Vries", "address_line_2": "Dorpsstraat 1",
-        "address_line_3": "1234 AB Utrecht", "address_line_4": "NEDERLAND",
-        "address_line_5": "", "address_line_6": "", "country": "NL",
+        "letter_id": "FIN-0001",
+        "file_name": "FIN-0001.pdf",
+        "sha256": abroad.pdf_sha256,
+        "pages": "4",
+        "sheets": "2",
+        "postage_class": "registered",
+        "registered": "true",
+        "address_line_1": "Anna de Vries",
+        "address_line_2": "Dorpsstraat 1",
+        "address_line_3": "1234 AB Utrecht",
+        "address_line_4": "NEDERLAND",
+        "address_line_5": "",
+        "address_line_6": "",
+        "country": "NL",
     }
     assert (rows[1]["pages"], rows[1]["sheets"], rows[1]["registered"]) == ("3", "2", "false")
     assert rows[1]["address_line_3"] == "2800 Mechelen" and rows[1]["address_line_4"] == ""

@@ -1,20 +1,30 @@
 """Batch planning (print day from the daily cut-off, limits in letters and megabytes) and the batch's
 checksum file. Pure functions: no database, no server."""
+
 from __future__ import annotations
 
 import hashlib
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 import pytest
 
 from include.dijlepost.printhouse.batch import BuiltBatch, checksum_line, write_checksum_file
-from include.dijlepost.printhouse.handoff import MIB, PER_LETTER_OVERHEAD, PlannedLetter, parse_cutoff, plan_batches, print_day
+from include.dijlepost.printhouse.handoff import (
+    MIB,
+    PER_LETTER_OVERHEAD,
+    PlannedLetter,
+    parse_cutoff,
+    plan_batches,
+    print_day,
+)
 
-UTC = timezone.utc
+UTC = UTC
 
 
-@pytest.mark.parametrize("value, expected", [("15:00", time(15, 0)), ("00:05", time(0, 5)), ("23:59", time(23, 59))])
+@pytest.mark.parametrize(
+    "value, expected", [("15:00", time(15, 0)), ("00:05", time(0, 5)), ("23:59", time(23, 59))]
+)
 def test_parse_cutoff(value, expected):
     assert parse_cutoff(value) == expected
 
@@ -44,14 +54,22 @@ def letters(n, day=date(2026, 3, 2), postage="non_prior", size=10_000, prefix="L
 
 
 def test_batches_by_print_day_and_postage_class_within_the_letter_limit():
-    planned = (letters(5) + letters(3, postage="registered", prefix="R")
-               + letters(4, day=date(2026, 3, 3), prefix="T"))
+    planned = (
+        letters(5)
+        + letters(3, postage="registered", prefix="R")
+        + letters(4, day=date(2026, 3, 3), prefix="T")
+    )
     batches = plan_batches("finance", planned, max_letters=2, max_bytes=MIB * 100)
     shape = [(b.print_day, b.postage_class, len(b.letter_ids)) for b in batches]
-    assert shape == [(date(2026, 3, 2), "non_prior", 2), (date(2026, 3, 2), "non_prior", 2),
-                     (date(2026, 3, 2), "non_prior", 1), (date(2026, 3, 2), "registered", 2),
-                     (date(2026, 3, 2), "registered", 1), (date(2026, 3, 3), "non_prior", 2),
-                     (date(2026, 3, 3), "non_prior", 2)]
+    assert shape == [
+        (date(2026, 3, 2), "non_prior", 2),
+        (date(2026, 3, 2), "non_prior", 2),
+        (date(2026, 3, 2), "non_prior", 1),
+        (date(2026, 3, 2), "registered", 2),
+        (date(2026, 3, 2), "registered", 1),
+        (date(2026, 3, 3), "non_prior", 2),
+        (date(2026, 3, 3), "non_prior", 2),
+    ]
     every = [lid for b in batches for lid in b.letter_ids]
     assert sorted(every) == sorted(l.letter_id for l in planned)  # each letter exactly once
     assert len({b.batch_id for b in batches}) == len(batches)

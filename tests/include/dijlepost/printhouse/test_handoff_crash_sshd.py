@@ -7,6 +7,7 @@ rename, before the final commit, after it. The print house (the simulator on ssh
 consumes its inbox as a print house does: every complete batch is taken out of the inbox, printed
 and acknowledged. The task's retry runs, the print house consumes again, a later rerun runs, and
 the print house's own log of printed letters must list every letter exactly once."""
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,13 @@ from include.dijlepost.waves import WAVES
 
 pytestmark = pytest.mark.integration
 RUN = "letters_finance:manual__crash"
-CTX = RunContext(dag_id="letters_finance", run_id="manual__crash", task_id="chunk.hand_over_to_print",
-                 map_index=0, try_number=2)
+CTX = RunContext(
+    dag_id="letters_finance",
+    run_id="manual__crash",
+    task_id="chunk.hand_over_to_print",
+    map_index=0,
+    try_number=2,
+)
 ACK_CTX = RunContext(dag_id="print_house_acknowledgements", run_id="manual__ack", task_id="test")
 LETTERS = 6
 
@@ -42,7 +48,7 @@ KILL_POINTS = {
     "before_checksum_rename": "uploaded",
     "after_checksum_rename": "taken_by_print_house",
     "before_commit": "taken_by_print_house",
-    "after_commit": None,           # nothing left for the retry
+    "after_commit": None,  # nothing left for the retry
 }
 
 # Runs one hand-over, as the wave's task does, and kills itself at the named point.
@@ -121,15 +127,23 @@ def rendered_paper_letters(db, tmp_path, n: int) -> list[str]:
             "channel, decision_rule, decided_at, pdf_path, pdf_sha256, pdf_pages, rendered_at) VALUES "
             "(%s, 'finance', 'tax_assessment', 'citizen', %s, 'An Peeters', 'Bruul 12', '2800', 'Mechelen', 'BE', "
             "'nl', 'processing', %s, 0, now(), 1, 'paper', 'phase_paper', now(), %s, %s, 1, now())",
-            (letter_id, f"R{i}", RUN, str(path), hashlib.sha256(pdf).hexdigest()))
+            (letter_id, f"R{i}", RUN, str(path), hashlib.sha256(pdf).hexdigest()),
+        )
     db.commit()
     return ids
 
 
 def killed_attempt(pg_url: str, point: str, work_dir) -> int:
-    proc = subprocess.run([sys.executable, "-c", KILLED_ATTEMPT, pg_url, point, RUN, str(work_dir)],
-                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == -signal.SIGKILL, f"the attempt was not killed at {point}:\n{proc.stderr[-3000:]}"
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_ATTEMPT, pg_url, point, RUN, str(work_dir)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, (
+        f"the attempt was not killed at {point}:\n{proc.stderr[-3000:]}"
+    )
     return proc.returncode
 
 
@@ -151,13 +165,13 @@ def test_a_batch_is_printed_once_whenever_the_hand_over_is_killed(db, pg_url, tm
     [batch_id] = db.execute("SELECT batch_id FROM print_batches").fetchone()
     db.commit()
 
-    printhouse.answer_as_print_house()            # the print house consumes its inbox meanwhile
+    printhouse.answer_as_print_house()  # the print house consumes its inbox meanwhile
     first = retry(db, tmp_path, "work-2")
     printhouse.answer_as_print_house()
-    again = retry(db, tmp_path, "work-3")         # a later rerun of the wave
+    again = retry(db, tmp_path, "work-3")  # a later rerun of the wave
     printhouse.answer_as_print_house()
 
-    assert printhouse.printed_letters() == Counter({i: 1 for i in ids})
+    assert printhouse.printed_letters() == Counter(dict.fromkeys(ids, 1))
     expected = KILL_POINTS[point]
     if expected is None:
         assert first["batches"] == [] and first["letters"] == 0
@@ -174,11 +188,15 @@ def test_a_batch_is_printed_once_whenever_the_hand_over_is_killed(db, pg_url, tm
     hook = PrintHouseHook()
     with hook.get_managed_conn() as sftp:
         outcomes = acks.collect(db, sftp, hook.outbox_dir, ACK_CTX)
-    assert [(o.outcome, o.batch_id, o.counts["accepted"]) for o in outcomes] == [("applied", batch_id, LETTERS)]
+    assert [(o.outcome, o.batch_id, o.counts["accepted"]) for o in outcomes] == [
+        ("applied", batch_id, LETTERS)
+    ]
     assert states(db) == Counter({("handed_to_print", "posted"): LETTERS})
 
 
-def test_a_batch_taken_and_cleared_away_is_recognised_by_its_acknowledgement(db, pg_url, tmp_path, printhouse):
+def test_a_batch_taken_and_cleared_away_is_recognised_by_its_acknowledgement(
+    db, pg_url, tmp_path, printhouse
+):
     """The print house has taken and answered the batch and no longer lists it among what it took: its
     acknowledgement, still waiting in its outbox (it cannot be applied before the hand-over is
     recorded), is what the retry finds."""
@@ -195,7 +213,7 @@ def test_a_batch_taken_and_cleared_away_is_recognised_by_its_acknowledgement(db,
     [result] = retry(db, tmp_path, "work-2")["batches"]
     printhouse.answer_as_print_house()
     assert result["evidence"] == "acknowledged" and result["letters"] == LETTERS
-    assert printhouse.printed_letters() == Counter({i: 1 for i in ids})
+    assert printhouse.printed_letters() == Counter(dict.fromkeys(ids, 1))
     with hook.get_managed_conn() as sftp:
         [applied] = acks.collect(db, sftp, hook.outbox_dir, ACK_CTX)
     assert applied.outcome == "applied"
@@ -211,9 +229,9 @@ def test_a_batch_still_in_the_inbox_is_not_sent_again(db, pg_url, tmp_path, prin
     before = {p.name: p.stat().st_mtime_ns for p in inbox.iterdir()}
     [result] = retry(db, tmp_path, "work-2")["batches"]
     assert result["evidence"] == "found_in_inbox"
-    assert {p.name: p.stat().st_mtime_ns for p in inbox.iterdir()} == before   # untouched
+    assert {p.name: p.stat().st_mtime_ns for p in inbox.iterdir()} == before  # untouched
     printhouse.answer_as_print_house()
-    assert printhouse.printed_letters() == Counter({i: 1 for i in ids})
+    assert printhouse.printed_letters() == Counter(dict.fromkeys(ids, 1))
 
 
 def test_an_upload_that_died_and_was_never_retried_is_reported_overdue(db, pg_url, tmp_path, printhouse):

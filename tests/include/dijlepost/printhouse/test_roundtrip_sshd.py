@@ -2,6 +2,7 @@
 batches assigned and uploaded with their checksum file, the print house (simulated on sshd's tree)
 answering, and the acknowledgement logic moving letters on. Includes a connection dropped in the
 middle of an upload, a corrupt acknowledgement, the cut-off and the overdue alert."""
+
 from __future__ import annotations
 
 import csv
@@ -13,17 +14,17 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from include.dijlepost import pipeline
 from demo import dataset
+from include.dijlepost import pipeline
 from include.dijlepost.intake import import_rows
 from include.dijlepost.outbox import RunContext, claim
 from include.dijlepost.printhouse import acks, handoff
 from include.dijlepost.printhouse.handoff import BRUSSELS, today_in_brussels
 from include.dijlepost.printhouse.hook import PrintHouseHook
-from sandboxes.printhouse.simulator import PrinterBehaviour, process_inbox
 from include.dijlepost.rendering import LetterRenderer
 from include.dijlepost.rollout import read_state, set_phase
 from include.dijlepost.waves import WAVES
+from sandboxes.printhouse.simulator import PrinterBehaviour, process_inbox
 
 pytestmark = pytest.mark.integration
 KEY = b"test-pseudonym-key-not-secret"
@@ -39,8 +40,14 @@ def renderer():
 
 def paper_letters(db, renderer, tmp_path, n: int, seed_no: int, run: str = RUN) -> list[str]:
     """n finance letters decided for paper (phase `paper`) and rendered, as the wave DAG leaves them."""
-    data = dataset.build(seed=seed_no, mix={"finance": n}, today=date(2026, 3, 2), prefix=f"H{seed_no}",
-                         ebox_share=0.0, mistakes=False)
+    data = dataset.build(
+        seed=seed_no,
+        mix={"finance": n},
+        today=date(2026, 3, 2),
+        prefix=f"H{seed_no}",
+        ebox_share=0.0,
+        mistakes=False,
+    )
     assert not import_rows(db, enumerate(data.letters, start=1)).errors
     set_phase(db, "finance", "paper", "print tests", "test")
     c = claim(db, "finance", run, 1000, 1000, timedelta(hours=3), CTX)
@@ -51,7 +58,9 @@ def paper_letters(db, renderer, tmp_path, n: int, seed_no: int, run: str = RUN) 
 
 
 def letter_states(db) -> dict[str, tuple]:
-    rows = db.execute("SELECT letter_id, status, print_status, print_reason, quarantine_reason FROM letters").fetchall()
+    rows = db.execute(
+        "SELECT letter_id, status, print_status, print_reason, quarantine_reason FROM letters"
+    ).fetchall()
     db.commit()
     return {r[0]: r[1:] for r in rows}
 
@@ -78,8 +87,9 @@ def test_full_round_trip(db, renderer, tmp_path, printhouse):
     inbox = printhouse.root / "inbox"
     for r in results:
         zip_bytes = (inbox / f"{r['batch_id']}.zip").read_bytes()
-        assert (inbox / f"{r['batch_id']}.zip.sha256").read_text() == \
-            f"{hashlib.sha256(zip_bytes).hexdigest()}  {r['batch_id']}.zip\n"
+        assert (
+            inbox / f"{r['batch_id']}.zip.sha256"
+        ).read_text() == f"{hashlib.sha256(zip_bytes).hexdigest()}  {r['batch_id']}.zip\n"
     assert {s[0] for s in letter_states(db).values()} == {"handed_to_print"}
 
     # The print house takes the batches, rejects every 4th letter of a batch, sees every 2nd accepted one returned.
@@ -143,10 +153,12 @@ class DroppingSftp:
             transport_socket = self.sftp.get_channel().get_transport().sock
             transport_socket.shutdown(socket.SHUT_RDWR)
             transport_socket.close()
-            remote.write(data[len(data) // 2:])
+            remote.write(data[len(data) // 2 :])
 
 
-def test_connection_dropped_mid_upload_then_rerun_hands_over_one_complete_batch(db, renderer, tmp_path, printhouse):
+def test_connection_dropped_mid_upload_then_rerun_hands_over_one_complete_batch(
+    db, renderer, tmp_path, printhouse
+):
     ids = paper_letters(db, renderer, tmp_path, 8, seed_no=53)
     batches = handoff.assign_print_batches(db, "finance", RUN, CTX, 100)
     assert len(batches) == 1
@@ -172,7 +184,11 @@ def test_connection_dropped_mid_upload_then_rerun_hands_over_one_complete_batch(
     assert handoff.pending_print_batches(db, "finance") == []
     # A later rerun sends nothing again.
     assert hand_over(db, tmp_path, batches)[0]["letters"] == 0
-    assert process_inbox(printhouse.root)["batches"][batches[0]] == {"accepted": 8, "rejected": 0, "returned": 0}
+    assert process_inbox(printhouse.root)["batches"][batches[0]] == {
+        "accepted": 8,
+        "rejected": 0,
+        "returned": 0,
+    }
 
 
 def test_corrupt_ack_is_refused_kept_and_nothing_changes(db, renderer, tmp_path, printhouse):
@@ -192,7 +208,9 @@ def test_corrupt_ack_is_refused_kept_and_nothing_changes(db, renderer, tmp_path,
     assert "unknown file name" in outcomes["invoice-scan.pdf"].error
     assert letter_states(db) == before
     # Nothing lost: the bytes are kept in the database and moved aside on the server.
-    kept = db.execute("SELECT content, error FROM print_house_files WHERE file_name = %s", (f"{batch}.ack.csv",)).fetchone()
+    kept = db.execute(
+        "SELECT content, error FROM print_house_files WHERE file_name = %s", (f"{batch}.ack.csv",)
+    ).fetchone()
     db.commit()
     assert bytes(kept[0]) == corrupt and kept[1]
     assert (outbox / "refused" / f"{batch}.ack.csv").read_bytes() == corrupt
@@ -219,8 +237,9 @@ def test_ack_for_unknown_batch_or_letters_is_refused(db, renderer, tmp_path, pri
     [batch] = handoff.assign_print_batches(db, "finance", RUN, CTX, 100)
     hand_over(db, tmp_path, [batch])
     members = sorted(letter_states(db))
-    unknown = acks.apply_file(db, "finance-prior-00000000deadbeef.ack.csv",
-                              b"letter_id,result,reason\nX-1,accepted,\n", ACK_CTX)
+    unknown = acks.apply_file(
+        db, "finance-prior-00000000deadbeef.ack.csv", b"letter_id,result,reason\nX-1,accepted,\n", ACK_CTX
+    )
     assert unknown.outcome == "refused" and "no batch finance-prior-00000000deadbeef" in unknown.error
     extra = "letter_id,result,reason\n" + "".join(f"{m},accepted,\n" for m in members) + "X-9,accepted,\n"
     o = acks.apply_file(db, f"{batch}.ack.csv", extra.encode(), ACK_CTX)
@@ -251,7 +270,9 @@ def test_overdue_batch_alert_and_reconciliation(db, renderer, tmp_path, printhou
     assert sorted(r["letter_id"] for r in report["unacknowledged"]) == ids
     path = acks.write_reconciliation_report(report, tmp_path / "rec", date(2026, 3, 3))
     rows = list(csv.DictReader(open(path)))
-    assert {r["issue"] for r in rows} == {"no_acknowledgement"} and sorted(r["letter_id"] for r in rows) == ids
+    assert {r["issue"] for r in rows} == {"no_acknowledgement"} and sorted(
+        r["letter_id"] for r in rows
+    ) == ids
 
     process_inbox(printhouse.root)
     collect(db)
@@ -281,14 +302,17 @@ def test_letters_decided_after_the_cutoff_wait_for_the_next_day(db, renderer, tm
     assert handoff.pending_print_batches(db, "finance") == [b_today]
     hand_over(db, tmp_path, handoff.pending_print_batches(db, "finance"))
     states = letter_states(db)
-    assert {states[i][0] for i in early} == {"handed_to_print"} and {states[i][0] for i in late} == {"processing"}
+    assert {states[i][0] for i in early} == {"handed_to_print"} and {states[i][0] for i in late} == {
+        "processing"
+    }
     # A retry the same evening assigns nothing new; tomorrow the same batch (same id) goes out.
     assert handoff.assign_print_batches(db, "finance", RUN, CTX, 100, max_mb=50, cutoff="15:00") == []
     assert handoff.pending_print_batches(db, "finance", day + timedelta(days=1)) == [b_tomorrow]
     hand_over(db, tmp_path, [b_tomorrow])
     assert {s[0] for s in letter_states(db).values()} == {"handed_to_print"}
     assert sorted(p.name for p in (printhouse.root / "inbox").glob("*.zip")) == sorted(
-        [f"{b_today}.zip", f"{b_tomorrow}.zip"])
+        [f"{b_today}.zip", f"{b_tomorrow}.zip"]
+    )
 
 
 def test_batches_split_by_megabytes_at_pipeline_level(db, renderer, tmp_path, printhouse):
@@ -299,17 +323,20 @@ def test_batches_split_by_megabytes_at_pipeline_level(db, renderer, tmp_path, pr
     assert len(batches) == 3
     results = hand_over(db, tmp_path, batches)
     assert all(r["bytes"] <= max_mb * 1024 * 1024 for r in results)
-    assert sorted(sum((list(zipfile.ZipFile(tmp_path / "work" / f"{b}.zip").namelist()) for b in batches), [])) == \
-        sorted([f"{i}.pdf" for i in ids] + ["manifest.csv"] * 3)
+    assert sorted(
+        sum((list(zipfile.ZipFile(tmp_path / "work" / f"{b}.zip").namelist()) for b in batches), [])
+    ) == sorted([f"{i}.pdf" for i in ids] + ["manifest.csv"] * 3)
 
 
-def test_an_ack_arriving_before_the_upload_is_recorded_waits_and_is_applied_later(db, renderer, tmp_path, printhouse,
-                                                                                monkeypatch):
+def test_an_ack_arriving_before_the_upload_is_recorded_waits_and_is_applied_later(
+    db, renderer, tmp_path, printhouse, monkeypatch
+):
     paper_letters(db, renderer, tmp_path, 3, seed_no=69)
     [batch] = handoff.assign_print_batches(db, "finance", RUN, CTX, 100)
 
     def crash(*args, **kwargs):
         raise SystemExit("worker killed after the upload, before the database was updated")
+
     real_mark = handoff._record_handed_over
     monkeypatch.setattr(handoff, "_record_handed_over", crash)
     with pytest.raises(SystemExit):

@@ -1,4 +1,5 @@
 """Uploading batches through PrintHouseHook to a real OpenSSH sshd (chrooted, SFTP only)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -46,9 +47,11 @@ def other_public_key(kind: str) -> str:
         private = ed25519.Ed25519PrivateKey.generate()
     else:
         private = ec.generate_private_key(ec.SECP256R1())
-    return private.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    ).decode()
+    return (
+        private.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
 
 
 def test_full_upload(printhouse, batch_file, caplog):
@@ -76,8 +79,9 @@ def test_private_key_in_the_connection(printhouse, batch_file, monkeypatch):
 
 
 @pytest.mark.parametrize("extra, negotiated", [({}, "none"), ({"compress": "true"}, "zlib@openssh.com")])
-def test_ssh_compression_is_what_the_connection_asks_for(printhouse, batch_file, monkeypatch, extra,
-                                                         negotiated):
+def test_ssh_compression_is_what_the_connection_asks_for(
+    printhouse, batch_file, monkeypatch, extra, negotiated
+):
     conn = printhouse.airflow_connection()
     conn["extra"].update(extra)
     set_connection(monkeypatch, conn)

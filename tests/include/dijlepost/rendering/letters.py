@@ -1,9 +1,10 @@
 """Shared by the rendering tests: one renderer for the whole session and letter rows to feed it."""
+
 from __future__ import annotations
 
 import functools
 import random
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from demo.sample_payloads import sample_payload
 from include.dijlepost.rendering import LetterRenderer
@@ -34,7 +35,7 @@ def make_letter(letter_type: str = "invoice", language: str = "nl", *, seed: int
         "language": language,
         "registered": False,
         "payload": sample_payload(letter_type, random.Random(seed), TODAY),
-        "created_at": datetime(2026, 2, 28, 17, 5, tzinfo=timezone.utc),
+        "created_at": datetime(2026, 2, 28, 17, 5, tzinfo=UTC),
     }
     letter.update(overrides)
     return letter

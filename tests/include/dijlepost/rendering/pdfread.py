@@ -6,6 +6,7 @@ rectangles) and each font's ToUnicode CMap, which turns fpdf2's two-byte glyph c
 It understands the subset of PDF that fpdf2 produces, not PDF in general; anything it does not
 recognise fails loudly rather than reading wrongly.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,16 +22,16 @@ _REF_RE = re.compile(rb"(\d+) 0 R")
 
 @dataclass(frozen=True)
 class TextRun:
-    x: float            # mm from the left edge
-    y: float            # baseline, mm from the top edge
-    font: str           # resource name, e.g. F1
-    size: float         # pt
+    x: float  # mm from the left edge
+    y: float  # baseline, mm from the top edge
+    font: str  # resource name, e.g. F1
+    size: float  # pt
     text: str
 
 
 @dataclass(frozen=True)
 class FilledRect:
-    x: float            # mm, top-left corner
+    x: float  # mm, top-left corner
     y: float
     width: float
     height: float
@@ -39,6 +40,7 @@ class FilledRect:
 @dataclass
 class Marked:
     """One marked-content sequence: BDC with an MCID (tagged content) or BMC /Artifact."""
+
     tag: str
     mcid: int | None
     texts: list[str] = field(default_factory=list)
@@ -54,8 +56,8 @@ class Marked:
 class Page:
     runs: list[TextRun] = field(default_factory=list)
     rects: list[FilledRect] = field(default_factory=list)
-    marked: list[Marked] = field(default_factory=list)      # in content-stream order
-    unmarked: list[str] = field(default_factory=list)        # text drawn outside any marked content
+    marked: list[Marked] = field(default_factory=list)  # in content-stream order
+    unmarked: list[str] = field(default_factory=list)  # text drawn outside any marked content
 
     @property
     def text(self) -> str:
@@ -68,8 +70,8 @@ class Document:
     pages: list[Page]
     info: dict[str, str]
     catalog: dict[str, str]
-    font_names: dict[str, str]           # resource name -> BaseFont
-    font_files: list[bytes]              # embedded TrueType programs
+    font_names: dict[str, str]  # resource name -> BaseFont
+    font_files: list[bytes]  # embedded TrueType programs
 
     @property
     def text(self) -> str:
@@ -80,7 +82,7 @@ def read_pdf(data: bytes) -> Document:
     assert data.startswith(b"%PDF-1."), "no PDF header"
     assert data.rstrip().endswith(b"%%EOF"), "no %%EOF trailer"
     objects = {int(num): body for num, body in _OBJECT_RE.findall(data)}
-    trailer = data[data.rindex(b"trailer"):]
+    trailer = data[data.rindex(b"trailer") :]
     root = _ref(trailer, b"/Root")
     info = _strings(objects[_ref(trailer, b"/Info")])
     catalog = _strings(objects[root])
@@ -151,25 +153,33 @@ def _cmap(data: bytes) -> dict[int, str]:
     return mapping
 
 
-_ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f", b"(": b"(", b")": b")",
-            b"\\": b"\\"}
+_ESCAPES = {
+    b"n": b"\n",
+    b"r": b"\r",
+    b"t": b"\t",
+    b"b": b"\b",
+    b"f": b"\f",
+    b"(": b"(",
+    b")": b")",
+    b"\\": b"\\",
+}
 
 
 def _unescape(raw: bytes) -> bytes:
     out = bytearray()
     i = 0
     while i < len(raw):
-        char = raw[i:i + 1]
+        char = raw[i : i + 1]
         if char != b"\\":
             out += char
             i += 1
             continue
-        nxt = raw[i + 1:i + 2]
+        nxt = raw[i + 1 : i + 2]
         if nxt in _ESCAPES:
             out += _ESCAPES[nxt]
             i += 2
         elif nxt.isdigit():
-            octal = re.match(rb"[0-7]{1,3}", raw[i + 1:i + 4]).group(0)
+            octal = re.match(rb"[0-7]{1,3}", raw[i + 1 : i + 4]).group(0)
             out.append(int(octal, 8))
             i += 1 + len(octal)
         else:
@@ -181,26 +191,26 @@ def _tokens(data: bytes):
     i = 0
     n = len(data)
     while i < n:
-        c = data[i:i + 1]
+        c = data[i : i + 1]
         if c.isspace():
             i += 1
-        elif data[i:i + 2] in (b"<<", b">>"):       # inline dictionary (marked-content properties)
-            yield ("op", data[i:i + 2].decode())
+        elif data[i : i + 2] in (b"<<", b">>"):  # inline dictionary (marked-content properties)
+            yield ("op", data[i : i + 2].decode())
             i += 2
         elif c == b"(":
             depth, j = 1, i + 1
             while depth:
-                d = data[j:j + 1]
+                d = data[j : j + 1]
                 if d == b"\\":
                     j += 2
                     continue
                 depth += {b"(": 1, b")": -1}.get(d, 0)
                 j += 1
-            yield ("string", _unescape(data[i + 1:j - 1]))
+            yield ("string", _unescape(data[i + 1 : j - 1]))
             i = j
-        elif c == b"<" and data[i:i + 2] != b"<<":
+        elif c == b"<" and data[i : i + 2] != b"<<":
             j = data.index(b">", i)
-            yield ("string", bytes.fromhex(data[i + 1:j].decode()))
+            yield ("string", bytes.fromhex(data[i + 1 : j].decode()))
             i = j + 1
         elif c == b"/":
             m = re.match(rb"/[^\s/\[\]()<>]+", data[i:])
@@ -224,7 +234,7 @@ def _page(content: bytes, cmaps: dict[str, dict[int, str]]) -> Page:
     operands: list = []
     font, size = None, 0.0
     x = y = 0.0
-    pending_rects = []          # a path may hold many rectangles, filled at once
+    pending_rects = []  # a path may hold many rectangles, filled at once
     current: Marked | None = None
     for kind, value in _tokens(content):
         if kind != "op" or value in ("[", "]", "<<", ">>"):
@@ -236,10 +246,10 @@ def _page(content: bytes, cmaps: dict[str, dict[int, str]]) -> Page:
             x, y = operands[-2], operands[-1]
         elif value == "Tj":
             raw = operands[-1]
-            codes = [int.from_bytes(raw[k:k + 2], "big") for k in range(0, len(raw), 2)]
+            codes = [int.from_bytes(raw[k : k + 2], "big") for k in range(0, len(raw), 2)]
             text = "".join(cmaps[font][code] for code in codes)
             (current.texts if current else page.unmarked).append(text)
-            if text.strip():        # the renderer draws a space where a line of an element breaks
+            if text.strip():  # the renderer draws a space where a line of an element breaks
                 page.runs.append(TextRun(x * PT_TO_MM, (PAGE_HEIGHT_PT - y) * PT_TO_MM, font, size, text))
         elif value == "BDC":
             assert current is None, "nested marked content"
@@ -259,8 +269,11 @@ def _page(content: bytes, cmaps: dict[str, dict[int, str]]) -> Page:
                 current.rects += len(pending_rects)
             for rx, ry, rw, rh in pending_rects:
                 top, bottom = PAGE_HEIGHT_PT - ry, PAGE_HEIGHT_PT - (ry + rh)
-                page.rects.append(FilledRect(rx * PT_TO_MM, min(top, bottom) * PT_TO_MM, abs(rw) * PT_TO_MM,
-                                             abs(rh) * PT_TO_MM))
+                page.rects.append(
+                    FilledRect(
+                        rx * PT_TO_MM, min(top, bottom) * PT_TO_MM, abs(rw) * PT_TO_MM, abs(rh) * PT_TO_MM
+                    )
+                )
             pending_rects = []
         elif value in ("S", "B", "n"):
             pending_rects = []

@@ -3,6 +3,7 @@
 The structure tree is read with pypdf; the marked content of each page with pdfread (which decodes the
 text inside each BDC/BMC ... EMC sequence through the fonts' ToUnicode maps).
 """
+
 from io import BytesIO
 
 import pytest
@@ -80,16 +81,16 @@ def test_the_reading_order_follows_the_letter():
         return matches[0]
 
     order = [
-        position("Stad Mechelen Financiële dienst"),        # the sender
-        position("Datum"),                                  # date and reference
-        position("Łukasz Şahin-Öztürk Bruul 12 bus 3"),     # the address, one element
-        position(renderer().subject(letter)),               # subject (H1)
-        position("Factuurnummer"),                          # details, one element per row
-        position("Geachte"),                                # salutation, then the body
+        position("Stad Mechelen Financiële dienst"),  # the sender
+        position("Datum"),  # date and reference
+        position("Łukasz Şahin-Öztürk Bruul 12 bus 3"),  # the address, one element
+        position(renderer().subject(letter)),  # subject (H1)
+        position("Factuurnummer"),  # details, one element per row
+        position("Geachte"),  # salutation, then the body
         position("Hierbij ontvangt u"),
-        position("Betalingsgegevens"),                      # the payment block (H2)
+        position("Betalingsgegevens"),  # the payment block (H2)
         position("Te betalen bedrag"),
-        position("Met vriendelijke groeten"),               # closing and signature last
+        position("Met vriendelijke groeten"),  # closing and signature last
     ]
     assert order == sorted(order)
     # A label and its value read as two words, as do the lines of the address.

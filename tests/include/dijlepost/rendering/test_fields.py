@@ -1,4 +1,5 @@
 """Payload field kinds: what is accepted, what is refused with which message, how it is printed."""
+
 from datetime import date, time
 from decimal import Decimal
 
@@ -6,26 +7,40 @@ import pytest
 
 from include.dijlepost.rendering import LetterDataError
 from include.dijlepost.rendering.fields import (
-    NARROW_NBSP, NBSP, clean_text, format_amount, format_date, format_ogm, format_time, parse, parse_choice,
+    NARROW_NBSP,
+    NBSP,
+    clean_text,
+    format_amount,
+    format_date,
+    format_ogm,
+    format_time,
+    parse,
+    parse_choice,
 )
 
 
-@pytest.mark.parametrize("day, nl, fr, de", [
-    (date(2026, 3, 1), "1 maart 2026", "1er mars 2026", "1. März 2026"),
-    (date(2026, 2, 28), "28 februari 2026", "28 février 2026", "28. Februar 2026"),
-    (date(2026, 8, 15), "15 augustus 2026", "15 août 2026", "15. August 2026"),
-    (date(2026, 12, 2), "2 december 2026", "2 décembre 2026", "2. Dezember 2026"),
-])
+@pytest.mark.parametrize(
+    "day, nl, fr, de",
+    [
+        (date(2026, 3, 1), "1 maart 2026", "1er mars 2026", "1. März 2026"),
+        (date(2026, 2, 28), "28 februari 2026", "28 février 2026", "28. Februar 2026"),
+        (date(2026, 8, 15), "15 augustus 2026", "15 août 2026", "15. August 2026"),
+        (date(2026, 12, 2), "2 december 2026", "2 décembre 2026", "2. Dezember 2026"),
+    ],
+)
 def test_dates_are_written_in_the_letters_language(day, nl, fr, de):
     assert (format_date(day, "nl"), format_date(day, "fr"), format_date(day, "de")) == (nl, fr, de)
 
 
-@pytest.mark.parametrize("amount, nl, fr", [
-    ("125.50", "125,50", "125,50"),
-    ("0.05", "0,05", "0,05"),
-    ("1250.5", "1.250,50", f"1{NARROW_NBSP}250,50"),
-    ("1234567.89", "1.234.567,89", f"1{NARROW_NBSP}234{NARROW_NBSP}567,89"),
-])
+@pytest.mark.parametrize(
+    "amount, nl, fr",
+    [
+        ("125.50", "125,50", "125,50"),
+        ("0.05", "0,05", "0,05"),
+        ("1250.5", "1.250,50", f"1{NARROW_NBSP}250,50"),
+        ("1234567.89", "1.234.567,89", f"1{NARROW_NBSP}234{NARROW_NBSP}567,89"),
+    ],
+)
 def test_amounts_are_written_in_the_letters_language(amount, nl, fr):
     value = Decimal(amount)
     assert format_amount(value, "nl") == f"{nl}{NBSP}EUR"
@@ -39,29 +54,39 @@ def test_times_are_written_in_the_letters_language():
     assert format_time(time(14, 30), "de") == f"14:30{NBSP}Uhr"
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("125.50", Decimal("125.50")), ("125.5", Decimal("125.50")), ("7", Decimal("7.00")),
-    (12, Decimal("12.00")), (Decimal("3.1"), Decimal("3.10")), (" 99.99 ", Decimal("99.99")),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("125.50", Decimal("125.50")),
+        ("125.5", Decimal("125.50")),
+        ("7", Decimal("7.00")),
+        (12, Decimal("12.00")),
+        (Decimal("3.1"), Decimal("3.10")),
+        (" 99.99 ", Decimal("99.99")),
+    ],
+)
 def test_amounts_are_parsed_as_decimals(raw, expected):
     value = parse("amount", raw, "amount_due")
     assert value == expected and isinstance(value, Decimal)
     assert value.as_tuple().exponent == -2
 
 
-@pytest.mark.parametrize("raw, words", [
-    (125.5, "not a float"),
-    ("125,50", "a point before the cents"),
-    ("125.505", "at most two decimals"),
-    ("-5.00", "not negative"),
-    (Decimal("-5"), "non-negative"),
-    (Decimal("1.234"), "at most two decimals"),
-    (Decimal("NaN"), "non-negative"),
-    ("1e3", "a point before the cents"),
-    ("", "a point before the cents"),
-    (True, "a point before the cents"),
-    ("1000000000.00", "a point before the cents"),
-])
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        (125.5, "not a float"),
+        ("125,50", "a point before the cents"),
+        ("125.505", "at most two decimals"),
+        ("-5.00", "not negative"),
+        (Decimal("-5"), "non-negative"),
+        (Decimal("1.234"), "at most two decimals"),
+        (Decimal("NaN"), "non-negative"),
+        ("1e3", "a point before the cents"),
+        ("", "a point before the cents"),
+        (True, "a point before the cents"),
+        ("1000000000.00", "a point before the cents"),
+    ],
+)
 def test_malformed_amounts_are_refused_naming_the_field(raw, words):
     with pytest.raises(LetterDataError) as caught:
         parse("amount", raw, "amount_due")

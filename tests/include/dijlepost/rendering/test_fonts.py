@@ -3,8 +3,9 @@
 fonts.py reuses fpdf2 internals to avoid parsing the font for every letter and to embed each subset from
 a cache; if an fpdf2 upgrade changes them, these tests say so before a letter comes out wrong.
 """
+
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from io import BytesIO
 
 import pytest
@@ -16,7 +17,14 @@ from pypdf import PdfReader
 
 from include.dijlepost.rendering import fonts as fonts_module
 from include.dijlepost.rendering.fonts import (
-    BASE_CODEPOINTS, BOLD, FAMILY, FONT_FILES, REGULAR, SUBSET_MAP_ATTRIBUTES, LetterFonts, LetterPDF,
+    BASE_CODEPOINTS,
+    BOLD,
+    FAMILY,
+    FONT_FILES,
+    REGULAR,
+    SUBSET_MAP_ATTRIBUTES,
+    LetterFonts,
+    LetterPDF,
 )
 from include.dijlepost.settings import TEMPLATES_DIR
 
@@ -29,7 +37,7 @@ FULL_TEXT = CORE_TEXT + ["Ștefan Țurcanu, Nguyễn Thị Ánh ǅ"]
 
 def _draw(install, lines, pdf_class=FPDF) -> bytes:
     pdf = pdf_class(unit="mm", format="A4")
-    pdf.set_creation_date(datetime(2026, 3, 1, tzinfo=timezone.utc))   # else documents a second apart differ
+    pdf.set_creation_date(datetime(2026, 3, 1, tzinfo=UTC))  # else documents a second apart differ
     install(pdf)
     pdf.add_page()
     for index, line in enumerate(lines):
@@ -163,13 +171,14 @@ def test_measured_widths_match_fpdf2():
 
 def test_coverage_is_latin_and_the_unshaped_scripts():
     fonts = LetterFonts(FONTS_DIR)
-    assert fonts.unprintable("Ærøskøbing Ğ ș ẞ ﬁ") == "ﬁ"       # ligature outside the blocks we keep
+    assert fonts.unprintable("Ærøskøbing Ğ ș ẞ ﬁ") == "ﬁ"  # ligature outside the blocks we keep
     assert fonts.unprintable("Łódź, Šiauliai, Kırşehir, Hà Nội") is None
     assert fonts.unprintable("Ελλάδα, Олександр Шевченко, Ґанна, Արամ, გიორგი") is None
-    assert fonts.unprintable("محمد") == "م"                     # Arabic needs shaping: refused
+    assert fonts.unprintable("محمد") == "م"  # Arabic needs shaping: refused
 
 
 # --------------------------------------------------------------------------- reduced fonts kept on disk
+
 
 def test_a_reduced_font_is_made_once_and_then_read_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DIJLEPOST_CACHE_DIR", str(tmp_path))
@@ -197,4 +206,6 @@ def test_without_a_writable_cache_the_font_is_reduced_in_memory(tmp_path, monkey
     monkeypatch.setenv("DIJLEPOST_CACHE_DIR", str(blocker))
     path = str(FONTS_DIR / FONT_FILES[BOLD])
     data = fonts_module._reduced_font(path, fonts_module.CORE_COVERAGE)
-    assert data == fonts_module._subset((FONTS_DIR / FONT_FILES[BOLD]).read_bytes(), fonts_module.CORE_COVERAGE)
+    assert data == fonts_module._subset(
+        (FONTS_DIR / FONT_FILES[BOLD]).read_bytes(), fonts_module.CORE_COVERAGE
+    )

@@ -3,6 +3,7 @@ the payment block off the folds, and the PDF/UA keys, over every template in eve
 
 Everything is read back from the PDF (pdfread.py): positions, fonts and sizes of the text runs as
 drawn, and the QR code's rectangles."""
+
 import re
 from io import BytesIO
 
@@ -35,18 +36,33 @@ PAYMENT_TYPES = sorted(t for t, template in TEMPLATES.templates.items() if templ
 # street wraps), the longest realistic values included.
 ADDRESSES = {
     "3 lines": {},
-    "3 lines, long": {"recipient_name": "Jean-Baptiste Marie Charles de la Fontaine-Dubois d’Harcourt",
-                      "street": "Frederik de Merodestraat 145 bus 3"},
+    "3 lines, long": {
+        "recipient_name": "Jean-Baptiste Marie Charles de la Fontaine-Dubois d’Harcourt",
+        "street": "Frederik de Merodestraat 145 bus 3",
+    },
     "4 lines, NL": {"street": "Kerkstraat 12", "postal_code": "4811 ZX", "city": "Breda", "country": "NL"},
-    "4 lines, DE": {"recipient_name": "Dr. Hans-Jürgen Müller-Lüdenscheidt", "street": "Königsallee 92a",
-                    "postal_code": "40212", "city": "Düsseldorf", "country": "DE"},
+    "4 lines, DE": {
+        "recipient_name": "Dr. Hans-Jürgen Müller-Lüdenscheidt",
+        "street": "Königsallee 92a",
+        "postal_code": "40212",
+        "city": "Düsseldorf",
+        "country": "DE",
+    },
     "5 lines, long street abroad": {
         "recipient_kind": "enterprise",
         "recipient_name": "Schrijnwerkerij Van den Broeck & Zonen Mechelen BV",
         "street": "Onze-Lieve-Vrouw-van-Hanswijk-en-Sint-Rombouts-Kathedraalstraat 123 bus 4",
-        "postal_code": "L-1130", "city": "Luxembourg", "country": "LU"},
-    "5 lines, GB": {"recipient_name": "Mrs Ødegård-Čapek", "street": "Flat 3, 221B Baker Street",
-                    "postal_code": "NW1 6XE", "city": "London", "country": "GB"},
+        "postal_code": "L-1130",
+        "city": "Luxembourg",
+        "country": "LU",
+    },
+    "5 lines, GB": {
+        "recipient_name": "Mrs Ødegård-Čapek",
+        "street": "Flat 3, 221B Baker Street",
+        "postal_code": "NW1 6XE",
+        "city": "London",
+        "country": "GB",
+    },
 }
 
 
@@ -68,8 +84,9 @@ def _address_runs(page):
 def test_bpost_free_zones_around_the_address(letter_type, language, address):
     """Only the address can show through the window, at any position of the folded sheet; whatever
     that position, 30 mm stay free below it and 15 mm right of it on the envelope."""
-    letter = make_letter(letter_type, language, registered=letter_type == "gas_decision",
-                         **ADDRESSES[address])
+    letter = make_letter(
+        letter_type, language, registered=letter_type == "gas_decision", **ADDRESSES[address]
+    )
     page = read_pdf(renderer().render(letter).pdf).pages[0]
     runs = _address_runs(page)
     assert 3 <= len(runs) <= 6
@@ -102,7 +119,9 @@ def test_an_envelope_that_breaks_bpost_free_zones_is_refused(tmp_path):
     # The usual DL window envelope: window 100 x 45 mm, 20 mm from the right, 15 mm from the bottom.
     common["envelope"]["window"] = {"left": 100, "top": 50, "width": 100, "height": 45}
     (tmp_path / "common.yaml").write_text(yaml.safe_dump(common, allow_unicode=True), encoding="utf-8")
-    with pytest.raises(TemplateError, match="bpost needs 30 mm free below the window, this envelope leaves 15 mm"):
+    with pytest.raises(
+        TemplateError, match="bpost needs 30 mm free below the window, this envelope leaves 15 mm"
+    ):
         load_templates(tmp_path)
     common["envelope"]["window"] = {"left": 110, "top": 40, "width": 100, "height": 40}
     (tmp_path / "common.yaml").write_text(yaml.safe_dump(common, allow_unicode=True), encoding="utf-8")
@@ -125,7 +144,7 @@ def _broken_only_at_break_points(pieces: list[str], value: str) -> None:
     joined = ""
     for index, piece in enumerate(pieces):
         if index:
-            rest = value[len(joined):]
+            rest = value[len(joined) :]
             if rest.startswith(" "):
                 joined += " "
             else:
@@ -159,8 +178,9 @@ LONG_VALUES = {
 @pytest.mark.parametrize("language", LANGUAGES)
 @pytest.mark.parametrize("letter_type", sorted(ALL_LETTER_TYPES))
 def test_no_word_is_cut_in_the_longest_realistic_values(letter_type, language):
-    letter = make_letter(letter_type, language, letter_id="DEMO-ECONOMIE-WONEN-2026-000123456789",
-                         **LONG_VALUES)
+    letter = make_letter(
+        letter_type, language, letter_id="DEMO-ECONOMIE-WONEN-2026-000123456789", **LONG_VALUES
+    )
     page = read_pdf(renderer().render(letter).pdf).pages[0]
     department = TEMPLATES.departments[TEMPLATES.templates[letter_type].department]
     for value in (*LONG_VALUES.values(), department.email, letter["letter_id"]):
@@ -178,14 +198,23 @@ def test_every_department_email_is_printed_on_one_line():
 
 # -- page economy and folds ------------------------------------------------------------------------
 
+
 def _letters_over_every_template():
     for letter_type in sorted(ALL_LETTER_TYPES):
         for language in LANGUAGES:
             for seed in (1, 2, 3):
                 for address in ("3 lines", "5 lines, long street abroad"):
-                    yield letter_type, language, make_letter(
-                        letter_type, language, seed=seed, registered=letter_type == "gas_decision",
-                        **ADDRESSES[address])
+                    yield (
+                        letter_type,
+                        language,
+                        make_letter(
+                            letter_type,
+                            language,
+                            seed=seed,
+                            registered=letter_type == "gas_decision",
+                            **ADDRESSES[address],
+                        ),
+                    )
 
 
 def _qr_rows(page) -> tuple[float, float] | None:
@@ -205,9 +234,9 @@ def test_pages_per_letter_and_what_each_page_holds(capsys):
         pages.setdefault((letter_type, language), []).append(doc.pages)
         closing = LABELS[language]["closing"]
         last = pdf.pages[-1]
-        body = [run.text for run in last.runs[:-2]]             # without the footer line and page number
+        body = [run.text for run in last.runs[:-2]]  # without the footer line and page number
         if doc.pages > 1:
-            body = body[1:]                                     # nor the running header
+            body = body[1:]  # nor the running header
         at = next(index for index, text in enumerate(body) if text.startswith(closing[:20]))
         assert at > 0, f"{letter_type} {language}: the closing stands alone on page {doc.pages}"
         for page in pdf.pages:
@@ -220,8 +249,10 @@ def test_pages_per_letter_and_what_each_page_holds(capsys):
         print("\npages per letter (3 payloads x Belgian / foreign 5-line address):")
         print(f"{'letter type':<20}" + "".join(f"{lang:>16}" for lang in LANGUAGES))
         for letter_type in sorted(ALL_LETTER_TYPES):
-            print(f"{letter_type:<20}" + "".join(
-                f"{' '.join(map(str, pages[letter_type, lang])):>16}" for lang in LANGUAGES))
+            print(
+                f"{letter_type:<20}"
+                + "".join(f"{' '.join(map(str, pages[letter_type, lang])):>16}" for lang in LANGUAGES)
+            )
     # The standard letters all fit on one sheet.
     assert all(count == 1 for counts in pages.values() for count in counts)
 
@@ -248,8 +279,12 @@ def test_the_payment_block_is_never_on_a_fold(letter_type):
     for words in range(0, 120, 5):
         letter = make_letter(letter_type, "fr", seed=7)
         if words:
-            key = {"invoice": "service_detail", "reminder": "invoice_number", "tax_assessment": "tax_object",
-                   "gas_decision": "offence_location"}[letter_type]
+            key = {
+                "invoice": "service_detail",
+                "reminder": "invoice_number",
+                "tax_assessment": "tax_object",
+                "gas_decision": "offence_location",
+            }[letter_type]
             letter["payload"][key] = " ".join(["Zaal Lamot, opbouw inbegrepen"] * words)[:3900]
         doc = renderer().render(letter)
         prepared = renderer()._prepare(letter)
@@ -258,12 +293,17 @@ def test_the_payment_block_is_never_on_a_fold(letter_type):
                 box = getattr(op, "box", None)
                 if box is not None:
                     for fold in ENVELOPE.folds:
-                        assert not box.top - FOLD_CLEARANCE < fold < box.bottom + FOLD_CLEARANCE, \
-                            (letter_type, words, fold, box)
+                        assert not box.top - FOLD_CLEARANCE < fold < box.bottom + FOLD_CLEARANCE, (
+                            letter_type,
+                            words,
+                            fold,
+                            box,
+                        )
         assert doc.pages >= 1
 
 
 # -- PDF/UA ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("language", LANGUAGES)
 @pytest.mark.parametrize("letter_type", sorted(ALL_LETTER_TYPES))

@@ -1,4 +1,5 @@
 """Structured communication check digits and the EPC069-12 QR payload."""
+
 from decimal import Decimal
 
 import pytest
@@ -8,12 +9,15 @@ from include.dijlepost.rendering import LetterDataError
 from include.dijlepost.rendering.payment import QR_MASK, epc_payload, epc_qr_matrix, make_ogm
 
 
-@pytest.mark.parametrize("base, expected", [
-    (108068171, "010806817183"),     # python-stdnum's documented example
-    (1, "000000000101"),
-    (97, "000000009797"),            # base divisible by 97: the check digits are 97, never 00
-    (9999999999, "999999999948"),
-])
+@pytest.mark.parametrize(
+    "base, expected",
+    [
+        (108068171, "010806817183"),  # python-stdnum's documented example
+        (1, "000000000101"),
+        (97, "000000009797"),  # base divisible by 97: the check digits are 97, never 00
+        (9999999999, "999999999948"),
+    ],
+)
 def test_structured_communication_check_digits_are_base_mod_97(base, expected):
     assert make_ogm(base) == expected
     assert int(expected[-2:]) == (int(expected[:10]) % 97 or 97)
@@ -26,38 +30,62 @@ def test_structured_communication_base_is_ten_digits_at_most():
 
 
 def test_epc_payload_is_exactly_as_epc069_12_lays_it_out():
-    payload = epc_payload(name="Stad Mechelen", iban="BE68 5390 0754 7034", amount=Decimal("125.50"),
-                          reference="010806817183")
+    payload = epc_payload(
+        name="Stad Mechelen", iban="BE68 5390 0754 7034", amount=Decimal("125.50"), reference="010806817183"
+    )
     assert payload == (
-        "BCD\n"            # service tag
-        "002\n"            # version 2: BIC optional
-        "1\n"              # UTF-8
-        "SCT\n"            # SEPA credit transfer
-        "\n"               # no BIC
+        "BCD\n"  # service tag
+        "002\n"  # version 2: BIC optional
+        "1\n"  # UTF-8
+        "SCT\n"  # SEPA credit transfer
+        "\n"  # no BIC
         "Stad Mechelen\n"
         "BE68539007547034\n"
         "EUR125.50\n"
-        "\n"               # no purpose code
-        "010806817183"     # structured reference, and nothing after the last element used
+        "\n"  # no purpose code
+        "010806817183"  # structured reference, and nothing after the last element used
     )
 
 
 def test_epc_payload_with_bic_and_whole_euros():
-    payload = epc_payload(name="Stad Mechelen", iban="BE68539007547034", amount=Decimal("80"),
-                          reference="010806817183", bic="GKCCBEBB")
-    assert payload.split("\n") == ["BCD", "002", "1", "SCT", "GKCCBEBB", "Stad Mechelen", "BE68539007547034",
-                                   "EUR80.00", "", "010806817183"]
+    payload = epc_payload(
+        name="Stad Mechelen",
+        iban="BE68539007547034",
+        amount=Decimal("80"),
+        reference="010806817183",
+        bic="GKCCBEBB",
+    )
+    assert payload.split("\n") == [
+        "BCD",
+        "002",
+        "1",
+        "SCT",
+        "GKCCBEBB",
+        "Stad Mechelen",
+        "BE68539007547034",
+        "EUR80.00",
+        "",
+        "010806817183",
+    ]
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"amount": Decimal("0.00")}, "between 0.01 and 999999999.99"),
-    ({"amount": Decimal("1000000000.00")}, "between 0.01 and 999999999.99"),
-    ({"amount": 12.5}, "between 0.01 and 999999999.99"),
-    ({"name": "x" * 71}, "1 to 70 characters"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"amount": Decimal("0.00")}, "between 0.01 and 999999999.99"),
+        ({"amount": Decimal("1000000000.00")}, "between 0.01 and 999999999.99"),
+        ({"amount": 12.5}, "between 0.01 and 999999999.99"),
+        ({"name": "x" * 71}, "1 to 70 characters"),
+    ],
+)
 def test_epc_payload_limits(kwargs, words):
-    args = {"name": "Stad Mechelen", "iban": "BE68539007547034", "amount": Decimal("1.00"),
-            "reference": "010806817183", **kwargs}
+    args = {
+        "name": "Stad Mechelen",
+        "iban": "BE68539007547034",
+        "amount": Decimal("1.00"),
+        "reference": "010806817183",
+        **kwargs,
+    }
     with pytest.raises(LetterDataError, match=words):
         epc_payload(**args)
 
@@ -72,12 +100,18 @@ def _format_bits(matrix) -> int:
 
 
 def test_epc_qr_code_uses_error_correction_level_m_and_at_most_version_13():
-    payload = epc_payload(name="Stad Mechelen", iban="BE68539007547034", amount=Decimal("999999999.99"),
-                          reference="999999999948")
+    payload = epc_payload(
+        name="Stad Mechelen",
+        iban="BE68539007547034",
+        amount=Decimal("999999999.99"),
+        reference="999999999948",
+    )
     matrix = epc_qr_matrix(payload)
     version = (len(matrix) - 17) // 4
     assert 1 <= version <= 13
-    assert _format_bits(matrix) >> 13 == 0b00          # 00 is level M
+    assert _format_bits(matrix) >> 13 == 0b00  # 00 is level M
     assert (_format_bits(matrix) >> 10) & 0b111 == QR_MASK
-    assert matrix == tuple(tuple(bool(m) for m in row) for row in segno.make_qr(
-        payload.encode(), error="m", boost_error=False, mask=QR_MASK).matrix)
+    assert matrix == tuple(
+        tuple(bool(m) for m in row)
+        for row in segno.make_qr(payload.encode(), error="m", boost_error=False, mask=QR_MASK).matrix
+    )

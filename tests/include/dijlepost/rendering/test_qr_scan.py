@@ -1,5 +1,6 @@
 """The EPC QR code scanned from the rendered page (pypdfium2 renders it, zxing-cpp decodes it) at the
 edges of what a letter may ask: a cent, the EPC maximum, amounts whose float would round wrongly."""
+
 from decimal import Decimal
 
 import pypdfium2
@@ -17,8 +18,11 @@ def _scan(pdf: bytes) -> list[str]:
         found = []
         for page in document:
             image = page.render(scale=DPI / 72).to_pil()
-            found += [code.text for code in zxingcpp.read_barcodes(image)
-                      if code.format == zxingcpp.BarcodeFormat.QRCode]
+            found += [
+                code.text
+                for code in zxingcpp.read_barcodes(image)
+                if code.format == zxingcpp.BarcodeFormat.QRCode
+            ]
         return found
     finally:
         document.close()
@@ -37,8 +41,10 @@ def test_the_scanned_amount_is_exactly_the_letters_amount(amount):
 FOREIGN = {"street": "Kerkstraat 12", "postal_code": "4811 ZX", "city": "Breda", "country": "NL"}
 
 
-@pytest.mark.parametrize("country, postal_code", [("NL", "4811 ZX"), ("DE", "40212"), ("FR", "75001"),
-                                                  ("MA", "20250"), ("TR", "34430")])
+@pytest.mark.parametrize(
+    "country, postal_code",
+    [("NL", "4811 ZX"), ("DE", "40212"), ("FR", "75001"), ("MA", "20250"), ("TR", "34430")],
+)
 def test_what_a_bank_abroad_reads_from_the_structured_reference(country, postal_code):
     """For a letter abroad, the QR code's structured-reference element (line 10 of EPC069-12) holds the
     structured communication as its 12 digits, without +++ or slashes and without an RF prefix, exactly
@@ -46,8 +52,13 @@ def test_what_a_bank_abroad_reads_from_the_structured_reference(country, postal_
     what a bank abroad does with it."""
     ogm = "+++010/8068/17183+++"
     home = with_payload(make_letter("reminder", "fr"), ogm=ogm)
-    abroad = {**home, "street": "Rue de Rivoli 1", "postal_code": postal_code, "city": "Paris",
-              "country": country}
+    abroad = {
+        **home,
+        "street": "Rue de Rivoli 1",
+        "postal_code": postal_code,
+        "city": "Paris",
+        "country": country,
+    }
     (at_home,) = _scan(renderer().render(home).pdf)
     (from_abroad,) = _scan(renderer().render(abroad).pdf)
     lines = from_abroad.split("\n")

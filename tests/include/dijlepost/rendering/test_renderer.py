@@ -1,4 +1,5 @@
 """Rendering letter rows to PDF, checked by reading the PDF back (pdfread.py)."""
+
 import hashlib
 import re
 from decimal import Decimal
@@ -19,8 +20,8 @@ from .letters import TODAY, make_letter, renderer, with_payload
 from .pdfread import read_pdf
 
 TEMPLATES = load_templates(TEMPLATES_DIR)
-WINDOW = TEMPLATES.envelope.always_visible        # the part of the sheet always in the window
-REACH = TEMPLATES.envelope.ever_visible           # the part that can come into the window
+WINDOW = TEMPLATES.envelope.always_visible  # the part of the sheet always in the window
+REACH = TEMPLATES.envelope.ever_visible  # the part that can come into the window
 LABELS = TEMPLATES.labels
 FONTS = LetterFonts(TEMPLATES_DIR / "fonts")
 PAYMENT_TYPES = {"invoice", "reminder", "tax_assessment", "gas_decision"}
@@ -46,12 +47,19 @@ def test_every_letter_type_renders_a_complete_pdf_in_every_language(letter_type,
     assert doc.sha256 == hashlib.sha256(doc.pdf).hexdigest()
     assert len(pdf.pages) == doc.pages >= 1
     text = pdf.text
-    for expected in ("Łukasz Şahin-Öztürk", "Bruul 12 bus 3", "2800 Mechelen", letter["letter_id"],
-                     format_date(TODAY, language), doc.subject, LABELS[language]["salutation"]):
+    for expected in (
+        "Łukasz Şahin-Öztürk",
+        "Bruul 12 bus 3",
+        "2800 Mechelen",
+        letter["letter_id"],
+        format_date(TODAY, language),
+        doc.subject,
+        LABELS[language]["salutation"],
+    ):
         assert expected in text
     for number, page in enumerate(pdf.pages, start=1):
         assert page.runs[-1].text == f"{LABELS[language]['page']} {number}/{doc.pages}"
-    assert "{" not in text and "}" not in text          # no placeholder left behind
+    assert "{" not in text and "}" not in text  # no placeholder left behind
 
     assert pdf.info["Title"] == doc.subject
     assert pdf.info["Subject"] == texts.document_name
@@ -92,42 +100,50 @@ def test_a_missing_payload_field_is_named(letter_type):
         renderer().subject(with_payload(letter, **{required[0]: None}))
 
 
-@pytest.mark.parametrize("letter_type, field, value, words", [
-    ("invoice", "amount_due", "12,50", "'amount_due' must be an amount in euro"),
-    ("invoice", "amount_due", 12.5, "'amount_due' must be an amount written as a string"),
-    ("invoice", "amount_due", "0.00", "'amount_due' must be above 0.00 EUR"),
-    ("reminder", "reminder_costs", "abc", "'reminder_costs' must be an amount in euro"),
-    ("invoice", "ogm", "+++010/8068/17180+++", "'ogm' is not a valid structured communication"),
-    ("gas_decision", "ogm", "123", "'ogm' is not a valid structured communication"),
-    ("premium_decision", "iban", "BE68 5390 0754 7035", "'iban' is not a valid IBAN"),
-    ("tax_assessment", "due_date", "1/5/2026", "'due_date' must be a date written YYYY-MM-DD"),
-    ("tax_assessment", "tax", "dog_tax", "'tax' must be one of"),
-    ("inspection_notice", "inspection_time", "25:00", "'inspection_time' must be a time of day"),
-])
+@pytest.mark.parametrize(
+    "letter_type, field, value, words",
+    [
+        ("invoice", "amount_due", "12,50", "'amount_due' must be an amount in euro"),
+        ("invoice", "amount_due", 12.5, "'amount_due' must be an amount written as a string"),
+        ("invoice", "amount_due", "0.00", "'amount_due' must be above 0.00 EUR"),
+        ("reminder", "reminder_costs", "abc", "'reminder_costs' must be an amount in euro"),
+        ("invoice", "ogm", "+++010/8068/17180+++", "'ogm' is not a valid structured communication"),
+        ("gas_decision", "ogm", "123", "'ogm' is not a valid structured communication"),
+        ("premium_decision", "iban", "BE68 5390 0754 7035", "'iban' is not a valid IBAN"),
+        ("tax_assessment", "due_date", "1/5/2026", "'due_date' must be a date written YYYY-MM-DD"),
+        ("tax_assessment", "tax", "dog_tax", "'tax' must be one of"),
+        ("inspection_notice", "inspection_time", "25:00", "'inspection_time' must be a time of day"),
+    ],
+)
 def test_malformed_payload_values_are_refused_with_a_clear_message(letter_type, field, value, words):
     with pytest.raises(LetterDataError, match=re.escape(words)):
         renderer().render(with_payload(make_letter(letter_type), **{field: value}))
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"letter_type": "parking_fine"}, "unknown letter type 'parking_fine'"),
-    ({"language": "en"}, "language must be one of nl, fr, de"),
-    ({"letter_id": "bad id with spaces"}, "letter_id must be 1 to 64"),
-    ({"letter_id": "x" * 65}, "letter_id must be 1 to 64"),
-    ({"department": "gas"}, "belongs to department 'finance', not 'gas'"),
-    ({"recipient_kind": "person"}, "recipient_kind must be one of citizen, enterprise"),
-    ({"registered": "yes"}, "registered must be true or false"),
-    ({"street": " "}, "letter field 'street' is missing or empty"),
-    ({"recipient_name": None}, "letter field 'recipient_name' is missing or empty"),
-    ({"postal_code": "28000"}, "a Belgian postal_code is four digits"),
-    ({"country": "Belgium"}, "country must be a two-letter ISO 3166 code"),
-    ({"country": "XX"}, "country 'XX' is not an ISO 3166 country code"),
-    ({"country": "eu"}, "country 'EU' is not an ISO 3166 country code"),
-    ({"payload": "not a mapping"}, "payload must be a JSON object"),
-    ({"recipient_name": "王小明"},
-     "letter field 'recipient_name' contains a character the letter font cannot print: '王' (U+738B)"),
-    ({"street": "Bruul 12 \U0001F3E0"}, "letter field 'street' contains a character"),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"letter_type": "parking_fine"}, "unknown letter type 'parking_fine'"),
+        ({"language": "en"}, "language must be one of nl, fr, de"),
+        ({"letter_id": "bad id with spaces"}, "letter_id must be 1 to 64"),
+        ({"letter_id": "x" * 65}, "letter_id must be 1 to 64"),
+        ({"department": "gas"}, "belongs to department 'finance', not 'gas'"),
+        ({"recipient_kind": "person"}, "recipient_kind must be one of citizen, enterprise"),
+        ({"registered": "yes"}, "registered must be true or false"),
+        ({"street": " "}, "letter field 'street' is missing or empty"),
+        ({"recipient_name": None}, "letter field 'recipient_name' is missing or empty"),
+        ({"postal_code": "28000"}, "a Belgian postal_code is four digits"),
+        ({"country": "Belgium"}, "country must be a two-letter ISO 3166 code"),
+        ({"country": "XX"}, "country 'XX' is not an ISO 3166 country code"),
+        ({"country": "eu"}, "country 'EU' is not an ISO 3166 country code"),
+        ({"payload": "not a mapping"}, "payload must be a JSON object"),
+        (
+            {"recipient_name": "王小明"},
+            "letter field 'recipient_name' contains a character the letter font cannot print: '王' (U+738B)",
+        ),
+        ({"street": "Bruul 12 \U0001f3e0"}, "letter field 'street' contains a character"),
+    ],
+)
 def test_a_wrong_letter_row_is_refused(change, words):
     with pytest.raises(LetterDataError, match=re.escape(words)):
         renderer().render({**make_letter("invoice"), **change})
@@ -147,16 +163,28 @@ def test_the_address_window_and_box():
     assert WINDOW.width < envelope.window.width and WINDOW.height < envelope.window.height
 
 
-@pytest.mark.parametrize("address", [
-    {},
-    {"recipient_name": "Małgorzata Nowak-Brzęczyszczykiewicz-Łukaszewicz",
-     "street": "Onze-Lieve-Vrouwestraat 123 bus 12"},
-    {"recipient_kind": "enterprise", "recipient_name": "Schrijnwerkerij Van den Broeck & Zonen Mechelen BV",
-     "street": "Frederik de Merodestraat 145 bus 3"},
-    {"street": "Kerkstraat 12", "postal_code": "4811 ZX", "city": "Breda", "country": "NL"},
-    {"recipient_name": "Jean-Baptiste Marie Charles Antoine de la Fontaine-Dubois d’Harcourt-Lévêque",
-     "street": "Rue de la Loi 200", "postal_code": "1000", "city": "Bruxelles"},
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        {},
+        {
+            "recipient_name": "Małgorzata Nowak-Brzęczyszczykiewicz-Łukaszewicz",
+            "street": "Onze-Lieve-Vrouwestraat 123 bus 12",
+        },
+        {
+            "recipient_kind": "enterprise",
+            "recipient_name": "Schrijnwerkerij Van den Broeck & Zonen Mechelen BV",
+            "street": "Frederik de Merodestraat 145 bus 3",
+        },
+        {"street": "Kerkstraat 12", "postal_code": "4811 ZX", "city": "Breda", "country": "NL"},
+        {
+            "recipient_name": "Jean-Baptiste Marie Charles Antoine de la Fontaine-Dubois d’Harcourt-Lévêque",
+            "street": "Rue de la Loi 200",
+            "postal_code": "1000",
+            "city": "Bruxelles",
+        },
+    ],
+)
 def test_the_recipient_address_lies_inside_the_envelope_window_and_nothing_else_does(address):
     letter = make_letter("invoice", "fr", **address)
     first_page = read_pdf(renderer().render(letter).pdf).pages[0]
@@ -171,8 +199,14 @@ def test_the_recipient_address_lies_inside_the_envelope_window_and_nothing_else_
 
 def test_a_foreign_address_ends_with_the_country_in_the_letters_language():
     for language, country in (("nl", "NEDERLAND"), ("fr", "PAYS-BAS"), ("de", "NIEDERLANDE")):
-        letter = make_letter("premium_decision", language, street="Kerkstraat 12", postal_code="4811 ZX",
-                             city="Breda", country="nl")
+        letter = make_letter(
+            "premium_decision",
+            language,
+            street="Kerkstraat 12",
+            postal_code="4811 ZX",
+            city="Breda",
+            country="nl",
+        )
         runs = read_pdf(renderer().render(letter).pdf).pages[0].runs
         lines = [run.text for run in runs if _overlaps(_ink(run), REACH)]
         assert lines[-2:] == ["4811 ZX Breda", country]
@@ -202,11 +236,24 @@ def test_a_long_body_flows_onto_more_pages_with_page_numbers():
         assert all(_ink(run).bottom < FOOTER_RULE and _ink(run).right <= 190.01 for run in body)
 
 
-@pytest.mark.parametrize("name", [
-    "Łukasz Şahin-Öztürk", "Françoise Lefèvre", "Søren Æbelø", "Jürgen Weiß", "Nguyễn Thị Ánh",
-    "Ștefan Țurcanu", "Małgorzata Wiśniewska", "Zoë O’Brien-Núñez", "Ødegård Čapek Dvořák",
-    "Олександр Шевченко", "Γιώργος Παπαδόπουλος", "Արամ Խաչատրյան", "გიორგი ბერიძე",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Łukasz Şahin-Öztürk",
+        "Françoise Lefèvre",
+        "Søren Æbelø",
+        "Jürgen Weiß",
+        "Nguyễn Thị Ánh",
+        "Ștefan Țurcanu",
+        "Małgorzata Wiśniewska",
+        "Zoë O’Brien-Núñez",
+        "Ødegård Čapek Dvořák",
+        "Олександр Шевченко",
+        "Γιώργος Παπαδόπουλος",
+        "Արամ Խաչատրյան",
+        "გიორგი ბერიძე",
+    ],
+)
 def test_names_in_any_latin_script_survive(name):
     doc = renderer().render(make_letter("reminder", "de", recipient_name=name))
     runs = read_pdf(doc.pdf).pages[0].runs
@@ -218,9 +265,14 @@ def test_decomposed_accents_are_printed_as_one_letter():
     assert "Müller Jörg" in read_pdf(doc.pdf).text
 
 
-@pytest.mark.parametrize("language, expected", [
-    ("nl", "1.250,50\u00a0EUR"), ("fr", "1\u202f250,50\u00a0EUR"), ("de", "1.250,50\u00a0EUR"),
-])
+@pytest.mark.parametrize(
+    "language, expected",
+    [
+        ("nl", "1.250,50\u00a0EUR"),
+        ("fr", "1\u202f250,50\u00a0EUR"),
+        ("de", "1.250,50\u00a0EUR"),
+    ],
+)
 def test_amounts_are_printed_in_the_letters_language(language, expected):
     letter = with_payload(make_letter("premium_decision", language), premium_amount="1250.50")
     assert expected in read_pdf(renderer().render(letter).pdf).text
@@ -232,8 +284,11 @@ def test_amounts_are_printed_in_the_letters_language(language, expected):
 def test_the_qr_code_in_the_pdf_is_the_epc_payload_of_the_letter():
     letter = with_payload(make_letter("invoice", "nl"), amount_due="125.50", ogm="+++010/8068/17183+++")
     page = read_pdf(renderer().render(letter).pdf).pages[0]
-    expected = epc_qr_matrix(epc_payload(name="Stad Mechelen", iban="BE68539007547034",
-                                         amount=Decimal("125.50"), reference="010806817183"))
+    expected = epc_qr_matrix(
+        epc_payload(
+            name="Stad Mechelen", iban="BE68539007547034", amount=Decimal("125.50"), reference="010806817183"
+        )
+    )
     module = QR_SIZE / (len(expected) + 2 * QR_QUIET_ZONE)
     left, top = min(r.x for r in page.rects), min(r.y for r in page.rects)
     drawn = [[False] * len(expected) for _ in expected]
@@ -261,8 +316,11 @@ def test_filename_is_short_one_language_and_carries_the_letter_id(letter_id):
         assert letter_id in filename
         names.add(filename)
     if len(letter_id) < 64:
-        assert names == {f"Premiebeslissing_{letter_id}.pdf", f"Decision_de_prime_{letter_id}.pdf",
-                         f"Praemienentscheidung_{letter_id}.pdf"}
+        assert names == {
+            f"Premiebeslissing_{letter_id}.pdf",
+            f"Decision_de_prime_{letter_id}.pdf",
+            f"Praemienentscheidung_{letter_id}.pdf",
+        }
 
 
 def test_rendering_is_deterministic():
@@ -273,6 +331,7 @@ def test_rendering_is_deterministic():
 
 def test_the_letter_is_dated_today_unless_told_otherwise():
     from datetime import date
+
     doc = LetterRenderer().render(make_letter("inspection_notice", "nl"))
     assert format_date(date.today(), "nl") in read_pdf(doc.pdf).text
 
@@ -281,6 +340,7 @@ def test_the_fonts_are_embedded_and_cover_the_text():
     from io import BytesIO
 
     from fontTools.ttLib import TTFont
+
     pdf = read_pdf(renderer().render(make_letter("invoice", "de")).pdf)
     assert sorted(pdf.font_names.values()) == ["MPDFAA+DejaVuSansBold", "MPDFAA+DejaVuSansBook"]
     for program in pdf.font_files:

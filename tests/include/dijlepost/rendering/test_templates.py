@@ -1,5 +1,6 @@
 """The template files: all letter types load, and each kind of mistake stops loading with a message
 that names the template and the field."""
+
 import shutil
 from pathlib import Path
 
@@ -14,20 +15,75 @@ from include.dijlepost.waves import ALL_LETTER_TYPES, LANGUAGES
 from .letters import renderer
 
 EXPECTED_FIELDS = {
-    "invoice": ("invoice_number", "invoice_date", "service", "service_detail", "amount_due", "due_date",
-                "ogm"),
-    "reminder": ("invoice_number", "invoice_date", "original_due_date", "original_amount", "reminder_costs",
-                 "amount_due", "due_date", "ogm"),
-    "tax_assessment": ("tax", "tax_year", "assessment_number", "tax_object", "roll_date", "amount_due",
-                       "due_date", "ogm"),
-    "gas_finding": ("finding_number", "offence", "offence_date", "offence_time", "offence_location",
-                    "regulation_article", "max_fine", "defence_deadline"),
-    "gas_decision": ("decision_number", "finding_number", "offence", "offence_date", "offence_location",
-                     "regulation_article", "amount_due", "due_date", "ogm"),
-    "premium_decision": ("premium", "application_number", "application_date", "property_address",
-                         "decision_date", "premium_amount", "iban", "payment_date"),
-    "inspection_notice": ("inspection", "case_number", "property_address", "inspection_date",
-                          "inspection_time", "inspector_name", "reschedule_deadline"),
+    "invoice": (
+        "invoice_number",
+        "invoice_date",
+        "service",
+        "service_detail",
+        "amount_due",
+        "due_date",
+        "ogm",
+    ),
+    "reminder": (
+        "invoice_number",
+        "invoice_date",
+        "original_due_date",
+        "original_amount",
+        "reminder_costs",
+        "amount_due",
+        "due_date",
+        "ogm",
+    ),
+    "tax_assessment": (
+        "tax",
+        "tax_year",
+        "assessment_number",
+        "tax_object",
+        "roll_date",
+        "amount_due",
+        "due_date",
+        "ogm",
+    ),
+    "gas_finding": (
+        "finding_number",
+        "offence",
+        "offence_date",
+        "offence_time",
+        "offence_location",
+        "regulation_article",
+        "max_fine",
+        "defence_deadline",
+    ),
+    "gas_decision": (
+        "decision_number",
+        "finding_number",
+        "offence",
+        "offence_date",
+        "offence_location",
+        "regulation_article",
+        "amount_due",
+        "due_date",
+        "ogm",
+    ),
+    "premium_decision": (
+        "premium",
+        "application_number",
+        "application_date",
+        "property_address",
+        "decision_date",
+        "premium_amount",
+        "iban",
+        "payment_date",
+    ),
+    "inspection_notice": (
+        "inspection",
+        "case_number",
+        "property_address",
+        "inspection_date",
+        "inspection_time",
+        "inspector_name",
+        "reschedule_deadline",
+    ),
 }
 
 
@@ -101,6 +157,7 @@ def test_payment_letter_without_structured_communication(tmp_path):
 
     def drop_ogm(data):
         data["fields"].pop("ogm")
+
     _edit(directory, "tax_assessment", drop_ogm)
     assert "must declare ogm: ogm" in str(_fails(directory, "tax_assessment", "ogm"))
 

@@ -1,5 +1,6 @@
 """validate_letter: the render stage's checks without drawing, for `letters import`; the deadline and
 the linear word wrap that keep one absurd field from stalling a chunk."""
+
 import re
 import time
 
@@ -26,24 +27,36 @@ FONTS = LetterFonts(TEMPLATES_DIR / "fonts")
 def test_a_letter_that_renders_validates(letter_type, language):
     letter = make_letter(letter_type, language)
     assert validate_letter(letter, renderer=renderer()) is None
-    assert validate_letter(letter) is None          # the process's own renderer over the shipped templates
+    assert validate_letter(letter) is None  # the process's own renderer over the shipped templates
 
 
 BAD_ROWS = [
     ({"letter_type": "parking_fine"}, "unknown letter type"),
     ({"postal_code": "28000"}, "a Belgian postal_code is four digits"),
-    ({"recipient_name": "Jan\u202eesneeP"}, ("letter field 'recipient_name' contains an invisible formatting "
-                                             "character, U+202E (RIGHT-TO-LEFT OVERRIDE)")),
-    ({"street": "Bruul\u2066 12"}, "letter field 'street' contains an invisible formatting character, U+2066"),
+    (
+        {"recipient_name": "Jan\u202eesneeP"},
+        (
+            "letter field 'recipient_name' contains an invisible formatting "
+            "character, U+202E (RIGHT-TO-LEFT OVERRIDE)"
+        ),
+    ),
+    (
+        {"street": "Bruul\u2066 12"},
+        "letter field 'street' contains an invisible formatting character, U+2066",
+    ),
     ({"city": "Meche\u200blen"}, "letter field 'city' contains an invisible formatting character, U+200B"),
     ({"recipient_name": "Jan Pee\u00adters"}, "U+00AD (SOFT HYPHEN)"),
     ({"recipient_name": "x" * 201}, "letter field 'recipient_name' is longer than 200 characters"),
     ({"street": "y" * 10_000_000}, "letter field 'street' is longer than 200 characters"),
-    ({"recipient_name": " ".join(["Wolfeschlegelsteinhausenbergerdorff"] * 5)},
-     "too long to fit in the envelope window"),
+    (
+        {"recipient_name": " ".join(["Wolfeschlegelsteinhausenbergerdorff"] * 5)},
+        "too long to fit in the envelope window",
+    ),
     # A word no break point can split is not cut between characters in an address: refused.
-    ({"street": "Wolfeschlegelsteinhausenbergerdorffvoralternwarengewissenhaft 1"},
-     "too long to fit in the envelope window"),
+    (
+        {"street": "Wolfeschlegelsteinhausenbergerdorffvoralternwarengewissenhaft 1"},
+        "too long to fit in the envelope window",
+    ),
 ]
 
 
@@ -55,20 +68,31 @@ def test_validate_refuses_what_render_refuses_with_the_same_reason(change, words
     with pytest.raises(LetterDataError) as rendered:
         renderer().render(letter)
     assert str(validated.value) == str(rendered.value)
-    assert "Jan" not in str(validated.value) and "Bruul" not in str(validated.value)   # no value echoed
+    assert "Jan" not in str(validated.value) and "Bruul" not in str(validated.value)  # no value echoed
 
 
-@pytest.mark.parametrize("letter_type, field, value, words", [
-    ("gas_finding", "max_fine", "0.00", "payload field 'max_fine' must be above 0.00 EUR"),
-    ("premium_decision", "premium_amount", "0", "payload field 'premium_amount' must be above 0.00 EUR"),
-    ("reminder", "original_amount", "0.00", "payload field 'original_amount' must be above 0.00 EUR"),
-    ("invoice", "amount_due", "0.00", "payload field 'amount_due' must be above 0.00 EUR"),
-    ("inspection_notice", "inspector_name", "Sofie\u2069 Wouters",
-     "payload field 'inspector_name' contains an invisible formatting character, U+2069"),
-    ("premium_decision", "property_address", "Bruul 1\ufeff",
-     "payload field 'property_address' contains an invisible formatting character, U+FEFF"),
-    ("invoice", "service_detail", "z" * 20_000_000, "payload field 'service_detail' is longer than 4000"),
-])
+@pytest.mark.parametrize(
+    "letter_type, field, value, words",
+    [
+        ("gas_finding", "max_fine", "0.00", "payload field 'max_fine' must be above 0.00 EUR"),
+        ("premium_decision", "premium_amount", "0", "payload field 'premium_amount' must be above 0.00 EUR"),
+        ("reminder", "original_amount", "0.00", "payload field 'original_amount' must be above 0.00 EUR"),
+        ("invoice", "amount_due", "0.00", "payload field 'amount_due' must be above 0.00 EUR"),
+        (
+            "inspection_notice",
+            "inspector_name",
+            "Sofie\u2069 Wouters",
+            "payload field 'inspector_name' contains an invisible formatting character, U+2069",
+        ),
+        (
+            "premium_decision",
+            "property_address",
+            "Bruul 1\ufeff",
+            "payload field 'property_address' contains an invisible formatting character, U+FEFF",
+        ),
+        ("invoice", "service_detail", "z" * 20_000_000, "payload field 'service_detail' is longer than 4000"),
+    ],
+)
 def test_payload_values_that_mean_nothing_are_refused(letter_type, field, value, words):
     letter = with_payload(make_letter(letter_type), **{field: value})
     with pytest.raises(LetterDataError, match=re.escape(words)):
@@ -93,8 +117,10 @@ def test_a_missing_field_is_the_same_error_class():
 def test_a_layout_past_its_deadline_raises_render_timeout_a_letter_data_error():
     letter = make_letter("gas_decision", "fr")
     past = time.monotonic() - 1
-    for check in (lambda: renderer().render(letter, deadline=past),
-                  lambda: validate_letter(letter, renderer=renderer(), deadline=past)):
+    for check in (
+        lambda: renderer().render(letter, deadline=past),
+        lambda: validate_letter(letter, renderer=renderer(), deadline=past),
+    ):
         with pytest.raises(RenderTimeout) as caught:
             check()
         assert isinstance(caught.value, LetterDataError)
@@ -110,7 +136,7 @@ def test_the_deadline_is_checked_inside_the_wrap_loop(monkeypatch):
     text = " ".join(["woord"] * 100_000)
     with pytest.raises(RenderTimeout):
         layout.wrap(FONTS, text, REGULAR, 10, 170, deadline=5)
-    assert next(looks) < 20             # it stopped after a handful of looks, not at the end
+    assert next(looks) < 20  # it stopped after a handful of looks, not at the end
 
 
 class _CountingFonts:
@@ -158,15 +184,24 @@ def test_a_huge_field_is_refused_before_any_layout():
     assert not calls
 
 
-@pytest.mark.parametrize("letter, words", [
-    (None, "a letter is a mapping of its columns, not NoneType"),
-    (["invoice"], "a letter is a mapping of its columns, not list"),
-    ({**make_letter("invoice"), "letter_type": ["Jan Peeters"]}, "unknown letter type a value of type list"),
-    ({**make_letter("invoice"), "language": "Jan Peeters"}, "got a value of type str"),
-    ({**make_letter("invoice"), "department": {"name": "Jan"}}, "not a value of type dict"),
-    ({**make_letter("invoice"), "postal_code": 2800.0}, "letter field 'postal_code' must be text, got float"),
-    ({**make_letter("invoice"), "street": ["Bruul 12"]}, "letter field 'street' must be text, got list"),
-])
+@pytest.mark.parametrize(
+    "letter, words",
+    [
+        (None, "a letter is a mapping of its columns, not NoneType"),
+        (["invoice"], "a letter is a mapping of its columns, not list"),
+        (
+            {**make_letter("invoice"), "letter_type": ["Jan Peeters"]},
+            "unknown letter type a value of type list",
+        ),
+        ({**make_letter("invoice"), "language": "Jan Peeters"}, "got a value of type str"),
+        ({**make_letter("invoice"), "department": {"name": "Jan"}}, "not a value of type dict"),
+        (
+            {**make_letter("invoice"), "postal_code": 2800.0},
+            "letter field 'postal_code' must be text, got float",
+        ),
+        ({**make_letter("invoice"), "street": ["Bruul 12"]}, "letter field 'street' must be text, got list"),
+    ],
+)
 def test_rows_of_the_wrong_shape_are_refused_without_echoing_them(letter, words):
     with pytest.raises(LetterDataError, match=re.escape(words)) as caught:
         validate_letter(letter, renderer=renderer())
@@ -174,9 +209,12 @@ def test_rows_of_the_wrong_shape_are_refused_without_echoing_them(letter, words)
 
 
 def test_a_reminder_whose_total_is_not_the_sum_of_its_parts_is_refused():
-    letter = with_payload(make_letter("reminder", "nl"), original_amount="100.00", reminder_costs="10.00",
-                          amount_due="110.00")
+    letter = with_payload(
+        make_letter("reminder", "nl"), original_amount="100.00", reminder_costs="10.00", amount_due="110.00"
+    )
     assert validate_letter(letter, renderer=renderer()) is None
-    with pytest.raises(LetterDataError, match=re.escape(
-            "payload field 'amount_due' must be the sum of original_amount + reminder_costs")):
+    with pytest.raises(
+        LetterDataError,
+        match=re.escape("payload field 'amount_due' must be the sum of original_amount + reminder_costs"),
+    ):
         validate_letter(with_payload(letter, amount_due="100.00"), renderer=renderer())

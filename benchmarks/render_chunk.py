@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-from datetime import date
 from pathlib import Path
 
 import psycopg
@@ -33,7 +32,7 @@ from benchmarks.cpu_accounting import ProcessClock
 from benchmarks.scale import copy_letters, mix_for
 from benchmarks.scratch_db import scratch_database
 from demo import dataset
-from include.dijlepost import pipeline
+from include.dijlepost import clock, pipeline
 from include.dijlepost.outbox import RunContext, iter_letters_in_claim
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +46,7 @@ def seed_and_decide(conn, n: int) -> None:
     """n letters, held by one run as one chunk and routed to paper (claim and routing are not measured
     here: only their outcome is set)."""
     data = dataset.build(
-        seed=2811, mix=mix_for(n), today=date.today(), prefix="R", ebox_share=0.5, mistakes=False
+        seed=2811, mix=mix_for(n), today=clock.today(), prefix="R", ebox_share=0.5, mistakes=False
     )
     copy_letters(conn, data.letters)
     conn.execute(

@@ -48,7 +48,6 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -60,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.cpu_accounting import TASK_TITLE, CpuAccounting  # noqa: E402
 from demo import dataset  # noqa: E402
+from include.dijlepost import clock  # noqa: E402
 from include.dijlepost.db.migrate import migrate  # noqa: E402
 from include.dijlepost.intake import COMPARED  # noqa: E402
 from include.dijlepost.outbox import LETTER_COLUMNS  # noqa: E402
@@ -112,7 +112,7 @@ def mix_for(n: int) -> dict[str, int]:
 
 def copy_letters(conn, letters: list[dict]) -> None:
     """Put generated letters into the outbox with COPY (pending, as intake would leave them)."""
-    cols = ("letter_id",) + COMPARED
+    cols = ("letter_id", *COMPARED)
     with conn.cursor() as cur, cur.copy(f"COPY letters ({', '.join(cols)}) FROM STDIN") as copy:
         for r in letters:
             copy.write_row([json.dumps(r["payload"]) if c == "payload" else r[c] for c in cols])
@@ -122,7 +122,7 @@ def copy_letters(conn, letters: list[dict]) -> None:
 def seed(url: str, ebox: httpx.Client, n: int, seed_no: int) -> dict[str, int]:
     mix = mix_for(n)
     data = dataset.build(
-        seed=seed_no, mix=mix, today=date.today(), prefix="S", ebox_share=0.5, mistakes=False
+        seed=seed_no, mix=mix, today=clock.today(), prefix="S", ebox_share=0.5, mistakes=False
     )
     with psycopg.connect(url) as conn:
         copy_letters(conn, data.letters)

@@ -58,34 +58,11 @@ def print_house_acknowledgements():
 
     @task
     def check_unacknowledged_batches(collected: dict):
-        from include.dijlepost.printhouse.acks import overdue_batches
+        from include.dijlepost.printhouse.acks import acknowledgement_problems
 
+        alert_hours = {w.department: w.print_ack_alert_hours for w in WAVES.values()}
         with db_connection() as conn:
-            overdue = {
-                w.department: overdue_batches(conn, w.department, w.print_ack_alert_hours)
-                for w in WAVES.values()
-            }
-        late = 0
-        for department, batches in overdue.items():
-            for b in batches:
-                late += 1
-                logfmt.emit(
-                    "alert_print_ack_overdue",
-                    department=department,
-                    batch_id=b["batch_id"],
-                    letters=b["letters"],
-                    uploaded_at=b["uploaded_at"],
-                    alert_after_hours=WAVES[department].print_ack_alert_hours,
-                )
-        logfmt.emit("print_acks_checked", overdue_batches=late, refused_files=len(collected["refused_files"]))
-        problems = []
-        if collected["refused_files"]:
-            problems.append(
-                f"refused print-house file(s) {collected['refused_files']}, kept in the database and "
-                f"in {collected['refused_in']} (reasons in the alert_print_house_file_refused lines)"
-            )
-        if late:
-            problems.append(f"{late} print batch(es) without acknowledgement past the alert delay")
+            problems = acknowledgement_problems(conn, alert_hours, collected)
         if problems:
             raise AirflowFailException("; ".join(problems))
         return {"overdue_batches": 0}

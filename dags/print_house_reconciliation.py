@@ -10,7 +10,6 @@ from datetime import timedelta
 
 from airflow.sdk import dag, task
 
-from include.dijlepost import logfmt
 from include.dijlepost.airflow_support import (
     QUEUES,
     START_DATE,
@@ -38,36 +37,11 @@ from include.dijlepost.airflow_support import (
 def print_house_reconciliation():
     @task
     def reconcile_print_handoffs():
-        from include.dijlepost.printhouse.acks import reconciliation, write_reconciliation_report
-        from include.dijlepost.printhouse.handoff import today_in_brussels
+        from include.dijlepost import clock
+        from include.dijlepost.printhouse.acks import reconcile
 
         with db_connection() as conn:
-            report = reconciliation(conn)
-        path = write_reconciliation_report(
-            report, settings().print_work_dir / "reconciliation", today_in_brussels()
-        )
-        by_batch: dict[str, int] = {}
-        for r in report["unacknowledged"]:
-            by_batch[r["batch_id"]] = by_batch.get(r["batch_id"], 0) + 1
-        logfmt.emit(
-            "print_reconciliation",
-            unacknowledged=len(report["unacknowledged"]),
-            returned=len(report["returned"]),
-            batches_without_ack=by_batch,
-            report=path,
-        )
-        for r in report["returned"]:
-            logfmt.emit(
-                "print_follow_up_needed",
-                letter_id=r["letter_id"],
-                department=r["department"],
-                reason=r["reason"],
-            )
-        return {
-            "unacknowledged": len(report["unacknowledged"]),
-            "returned": len(report["returned"]),
-            "report": path,
-        }
+            return reconcile(conn, settings().print_work_dir / "reconciliation", clock.today())
 
     reconcile_print_handoffs()
 

@@ -14,6 +14,7 @@ from datetime import date
 
 from demo.population import Recipient, make_recipient
 from demo.sample_payloads import sample_payload
+from include.dijlepost import clock
 from include.dijlepost.waves import WAVES
 
 DEFAULT_MIX = {"finance": 320, "gas": 160, "economy_housing": 120}
@@ -59,7 +60,7 @@ def build(
     mistakes: bool = True,
 ) -> DemoDataset:
     rng = random.Random(seed)
-    today = today or date.today()
+    today = today or clock.today()
     mix = mix or DEFAULT_MIX
     total = sum(mix.values())
     # People receive several letters over the departments, as in a real city.
@@ -68,7 +69,7 @@ def build(
     for p in people:
         if rng.random() < ebox_share:
             ds.ebox_active[(p.kind, p.recipient_id)] = rng.random() < 0.1
-    active = [k for k in ds.ebox_active]
+    active = list(ds.ebox_active)
     ds.no_digital_user = set(rng.sample(active, k=min(len(active), max(1, total // 120))))
     ds.paper_exempt = set(rng.sample(active, k=min(len(active), max(1, total // 100))))
     ds.pilot = set(rng.sample(active, k=min(len(active), max(2, len(active) // 4))))

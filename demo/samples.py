@@ -23,6 +23,7 @@ from datetime import date
 from pathlib import Path
 
 from demo.sample_payloads import sample_payload
+from include.dijlepost import clock
 from include.dijlepost.rendering import LetterRenderer, RenderedLetter, TemplateError
 from include.dijlepost.settings import TEMPLATES_DIR
 from include.dijlepost.waves import ALL_LETTER_TYPES, LANGUAGES
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         samples = render_samples(
-            args.out, args.date or date.today(), png=not args.no_png, templates_dir=args.templates
+            args.out, args.date or clock.today(), png=not args.no_png, templates_dir=args.templates
         )
     except TemplateError as exc:
         print(f"The templates have a mistake, no samples written: {exc}", file=sys.stderr)

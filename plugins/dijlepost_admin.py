@@ -18,6 +18,8 @@ of FastAPI or the admin code.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from airflow.plugins_manager import AirflowPlugin
 
 URL_PREFIX = "/dijlepost-rollout"
@@ -76,14 +78,14 @@ class _AppOnFirstRequest:
 
 class DijlepostAdminPlugin(AirflowPlugin):
     name = "dijlepost_admin"
-    fastapi_apps = [
+    fastapi_apps: ClassVar[list[dict]] = [
         {
             "app": _AppOnFirstRequest(build_app),
             "url_prefix": URL_PREFIX,
             "name": "dijlepost rollout administration",
         }
     ]
-    external_views = [
+    external_views: ClassVar[list[dict]] = [
         {
             "name": "Rollout",
             "href": URL_PREFIX + "/",

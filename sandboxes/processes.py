@@ -41,6 +41,7 @@ Celery workers on one machine report the same host name to Airflow; each worker 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -565,22 +566,17 @@ class AirflowCluster:
         self._wait_for_api()
 
     def stop(self) -> None:
-        for name, proc in reversed(list(self.processes.items())):
+        for proc in reversed(list(self.processes.values())):
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + 20
         for proc in self.processes.values():
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            try:  # whatever is left of the group (task processes), also after the leader exited
+            # whatever is left of the group (task processes), also after the leader exited
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
             proc.wait()
         self.processes.clear()
         if not self._own_database:

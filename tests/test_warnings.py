@@ -10,9 +10,9 @@ import pytest
 
 def test_a_deprecation_raised_from_our_own_code_is_an_error():
     with pytest.raises(DeprecationWarning, match="old way"):
-        warnings.warn("the old way", DeprecationWarning)  # attributed to tests.test_warnings
+        warnings.warn("the old way", DeprecationWarning, stacklevel=1)  # attributed to tests.test_warnings
     with pytest.raises(PendingDeprecationWarning):
-        warnings.warn("soon the old way", PendingDeprecationWarning)
+        warnings.warn("soon the old way", PendingDeprecationWarning, stacklevel=1)
 
 
 def test_a_deprecation_inside_a_library_is_shown_not_fatal():

@@ -238,7 +238,7 @@ def _read_csv(lines: Iterator[str]) -> Iterator[tuple[int, dict | Unreadable]]:
                 )
                 continue
             row: dict = dict(zip(header, values))
-            row.update(dict.fromkeys(header[len(values):]))
+            row.update(dict.fromkeys(header[len(values) :]))
             yield start, row
     finally:
         csv.field_size_limit(old_limit)
@@ -544,7 +544,7 @@ def _renderer_refusal(exc: Exception) -> str:
 # --------------------------------------------------------------------------- importing
 
 
-_COLUMNS = ("letter_id",) + COMPARED
+_COLUMNS = ("letter_id", *COMPARED)
 _INSERT = (
     f"INSERT INTO letters ({', '.join(_COLUMNS)}) VALUES ({', '.join(['%s'] * (len(_COLUMNS) - 1))}, "
     "%s::jsonb) ON CONFLICT (letter_id) DO NOTHING"

@@ -14,7 +14,7 @@ log = logging.getLogger("dijlepost")
 
 
 def _value(v) -> str:
-    if isinstance(v, Mapping) or isinstance(v, (list, tuple)):
+    if isinstance(v, (Mapping, list, tuple)):
         s = json.dumps(v, sort_keys=True, separators=(",", ":"), default=str)
         # JSON escapes control characters; a space inside a string would still split the value.
         return json.dumps(s) if any(c.isspace() for c in s) else s

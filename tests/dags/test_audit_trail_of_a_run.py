@@ -5,6 +5,7 @@ in which every task ends with its summary line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import psycopg
@@ -32,11 +33,12 @@ SUMMARY_LINES = (
 @pytest.fixture
 def pipeline_login(pg_url):
     """A login that is a member of dijlepost_pipeline and nothing else (the test server trusts loopback)."""
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        try:
-            admin.execute(f"CREATE ROLE {LOGIN} LOGIN IN ROLE dijlepost_pipeline")
-        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
-            pass  # left by an earlier session: roles belong to the server, not to one database
+    # left by an earlier session: roles belong to the server, not to one database
+    with (
+        psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin,
+        contextlib.suppress(psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation),
+    ):
+        admin.execute(f"CREATE ROLE {LOGIN} LOGIN IN ROLE dijlepost_pipeline")
     head, _, database = pg_url.rpartition("/")
     scheme, _, host = head.partition("://")
     host = host.rpartition("@")[2]

@@ -30,7 +30,7 @@ def run_evaluation(airflow_home, airflow_metadata_url, pg_url, tmp_path):
         if conf:
             argv += ["--conf", json.dumps(conf)]
         proc = subprocess.run(
-            argv + ["letters_evaluation"],
+            [*argv, "letters_evaluation"],
             env=env,
             cwd=ROOT,
             capture_output=True,

@@ -87,7 +87,7 @@ def test_finance_live_end_to_end(db, ebox, run_wave, sshd):
     assert sorted(inbox_manifest_ids(sshd)) == paper_ids
     assert not list((sshd.root / "inbox").glob("*.part"))
     # The rules chose as the world says.
-    for i, r in rows.items():
+    for r in rows.values():
         who = (r["recipient_kind"], r["recipient_id"])
         if who in data.no_digital_user:
             assert (r["status"], r["decision_rule"]) == ("handed_to_print", "no_digital_user")

@@ -21,4 +21,4 @@ def ebox_sandbox():
 @pytest.fixture
 def ebox(ebox_sandbox):
     ebox_sandbox.state.reset()
-    yield ebox_sandbox
+    return ebox_sandbox

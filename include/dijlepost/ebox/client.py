@@ -412,7 +412,7 @@ class EboxClient:
             )
         )
         self._sleep = sleep
-        self._rng = rng or random.Random()
+        self._rng = rng or random.Random()  # noqa: S311 - back-off jitter, not a secret
         self._slots = threading.BoundedSemaphore(config.max_concurrency)
         self._token_lock = threading.Lock()
         self._token: str | None = None

@@ -195,14 +195,16 @@ def deliver_chunk_to_ebox(
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         try:
             while page := list(islice(letters, _PUBLISH_PAGE)):
-                if renderer is None and any(not l["pdf_subject"] for l in page):
+                if renderer is None and any(not letter["pdf_subject"] for letter in page):
                     from include.dijlepost.rendering import LetterRenderer
 
                     renderer = LetterRenderer()
                 with conn.cursor() as cur:
-                    marked = outbox.mark_ebox_in_flight(cur, run_id, [l["letter_id"] for l in page])
+                    marked = outbox.mark_ebox_in_flight(cur, run_id, [letter["letter_id"] for letter in page])
                 conn.commit()
-                page = [l for l in page if l["letter_id"] in marked]  # still this run's, now in flight
+                page = [
+                    letter for letter in page if letter["letter_id"] in marked
+                ]  # still this run's, now in flight
                 count += len(page)
                 for letter, result in pool.map(publish, page):
                     if result.kind == "already_published":

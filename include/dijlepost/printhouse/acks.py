@@ -408,6 +408,35 @@ def overdue_batches(conn, department: str, hours: int, now: datetime | None = No
     return rows
 
 
+def acknowledgement_problems(conn, alert_hours: dict[str, int], collected: dict) -> list[str]:
+    """What an operator must act on after a collection: each department's batches without an
+    acknowledgement past its alert delay (`alert_hours`, department -> hours; one `alert_print_ack_overdue`
+    line each) and the files the collection refused. An empty list when all is well."""
+    late = 0
+    for department, hours in alert_hours.items():
+        for batch in overdue_batches(conn, department, hours):
+            late += 1
+            logfmt.emit(
+                "alert_print_ack_overdue",
+                department=department,
+                batch_id=batch["batch_id"],
+                letters=batch["letters"],
+                uploaded_at=batch["uploaded_at"],
+                alert_after_hours=hours,
+            )
+    refused = collected["refused_files"]
+    logfmt.emit("print_acks_checked", overdue_batches=late, refused_files=len(refused))
+    problems = []
+    if refused:
+        problems.append(
+            f"refused print-house file(s) {refused}, kept in the database and in {collected['refused_in']} "
+            "(reasons in the alert_print_house_file_refused lines)"
+        )
+    if late:
+        problems.append(f"{late} print batch(es) without acknowledgement past the alert delay")
+    return problems
+
+
 def reconciliation(conn) -> dict:
     """Letters handed over without an acknowledgement, and returned letters awaiting follow-up."""
     with conn.cursor() as cur:
@@ -468,6 +497,36 @@ def write_reconciliation_report(report: dict, directory, day: date) -> str:
     tmp.write_text(buf.getvalue())
     tmp.replace(path)
     return str(path)
+
+
+def reconcile(conn, directory, day: date) -> dict:
+    """The daily reconciliation: the report written under `directory` for `day`, one
+    `print_reconciliation` line with the counts per batch, and a `print_follow_up_needed` line per
+    returned letter. Returns the counts and the report's path."""
+    report = reconciliation(conn)
+    path = write_reconciliation_report(report, directory, day)
+    by_batch: dict[str, int] = {}
+    for row in report["unacknowledged"]:
+        by_batch[row["batch_id"]] = by_batch.get(row["batch_id"], 0) + 1
+    logfmt.emit(
+        "print_reconciliation",
+        unacknowledged=len(report["unacknowledged"]),
+        returned=len(report["returned"]),
+        batches_without_ack=by_batch,
+        report=path,
+    )
+    for row in report["returned"]:
+        logfmt.emit(
+            "print_follow_up_needed",
+            letter_id=row["letter_id"],
+            department=row["department"],
+            reason=row["reason"],
+        )
+    return {
+        "unacknowledged": len(report["unacknowledged"]),
+        "returned": len(report["returned"]),
+        "report": path,
+    }
 
 
 def summarise(outcomes: list[FileOutcome]) -> dict:

@@ -29,13 +29,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import psycopg
 from paramiko import SFTPClient
 from psycopg.rows import dict_row
 
-from include.dijlepost import logfmt, outbox
+from include.dijlepost import clock, logfmt, outbox
 from include.dijlepost.outbox import RunContext
 from include.dijlepost.printhouse import upload
 from include.dijlepost.printhouse.batch import (
@@ -47,7 +46,6 @@ from include.dijlepost.printhouse.batch import (
 )
 from include.dijlepost.printhouse.upload import PrintHouseFolders, Whereabouts
 
-BRUSSELS = ZoneInfo("Europe/Brussels")
 MIB = 1024 * 1024
 # What a letter adds to the zip besides its PDF: two zip headers with its file name (~100 bytes) and
 # its manifest row (address lines included, ~300 bytes); generous so a batch never exceeds its limit.
@@ -68,12 +66,8 @@ def print_day(decided_at: datetime, cutoff: time) -> date:
     decision came at or after the cut-off (local time in Brussels, daylight saving included)."""
     if decided_at.tzinfo is None:
         raise ValueError("decided_at must carry a time zone")
-    local = decided_at.astimezone(BRUSSELS)
+    local = decided_at.astimezone(clock.BRUSSELS)
     return local.date() + timedelta(days=1) if local.time() >= cutoff else local.date()
-
-
-def today_in_brussels(now: datetime | None = None) -> date:
-    return (now or datetime.now(BRUSSELS)).astimezone(BRUSSELS).date()
 
 
 @dataclass(frozen=True)
@@ -102,7 +96,7 @@ def plan_batches(
     if max_letters < 1 or max_bytes < 1:
         raise ValueError("batch limits must be positive")
     groups: dict[tuple[date, str], list[PlannedLetter]] = {}
-    for letter in sorted(letters, key=lambda l: l.letter_id):
+    for letter in sorted(letters, key=lambda planned: planned.letter_id):
         groups.setdefault((letter.print_day, letter.postage_class), []).append(letter)
     batches: list[PlannedBatch] = []
     for (day, postage_class), members in sorted(groups.items()):
@@ -169,7 +163,7 @@ def assign_print_batches(
             missing.append((row["letter_id"], f"print: the rendered PDF is gone ({type(exc).__name__})"))
             continue
         decided_at = row["decided_at"]
-        day = print_day(decided_at, cutoff_time) if cutoff_time and decided_at else today_in_brussels()
+        day = print_day(decided_at, cutoff_time) if cutoff_time and decided_at else clock.today()
         planned.append(PlannedLetter(row["letter_id"], postage_class_for(row["registered"]), day, size))
 
     batches = plan_batches(department, planned, max_letters, max_bytes)
@@ -197,7 +191,7 @@ def pending_print_batches(
         "SELECT batch_id FROM print_batches WHERE department = %s AND status IN ('assigned', 'uploading') "
         "AND (hand_over_on IS NULL OR hand_over_on <= %s)"
     )
-    params: list = [department, today or today_in_brussels()]
+    params: list = [department, today or clock.today()]
     if chunk is not None:
         sql += (
             " AND batch_id IN (SELECT print_batch_id FROM letters WHERE claim_run_id = %s AND claim_chunk = %s "

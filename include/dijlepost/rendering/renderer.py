@@ -30,6 +30,7 @@ from fpdf.output import PDFPage
 from fpdf.prefs import ViewerPreferences
 from fpdf.syntax import Name
 
+from .. import clock
 from ..recipients import RECIPIENT_KINDS
 from ..settings import TEMPLATES_DIR
 from ..waves import LANGUAGES
@@ -239,7 +240,7 @@ class LetterRenderer:
             values[name] = fields.display(spec.kind, parsed[name], language)
             if spec.kind == "text":
                 self._require_printable(values[name], f"payload field {name!r}")
-        letter_date = self._today or date.today()
+        letter_date = self._today or clock.today()
         values.update(
             recipient_name=address[0],
             letter_id=letter_id,

@@ -6,6 +6,7 @@ Tampering is done as the superuser the tests connect as, under break-glass or wi
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import threading
@@ -308,11 +309,12 @@ def test_the_pipeline_role_can_append_but_never_change_events(db):
 
 def test_break_glass_needs_the_role_the_privilege_and_the_setting(db, pg_url):
     member = "dijlepost_test_breakglass_member"
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        try:
-            admin.execute(f"CREATE ROLE {member} NOLOGIN IN ROLE dijlepost_audit_breakglass")
-        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
-            pass  # roles belong to the server: made by an earlier session
+    # roles belong to the server: made by an earlier session
+    with (
+        psycopg.connect(pg_url, autocommit=True) as admin,
+        contextlib.suppress(psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation),
+    ):
+        admin.execute(f"CREATE ROLE {member} NOLOGIN IN ROLE dijlepost_audit_breakglass")
     seed_history(db)
     db.execute(f"SET ROLE {member}")
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import random
-from datetime import date
 
 import pytest
 
 from demo.sample_payloads import sample_payload
+from include.dijlepost import clock
 from include.dijlepost.cli import EXIT_CONFIG, EXIT_NOT_RUN, EXIT_OK, EXIT_REFUSED, main
 from include.dijlepost.recipients import pseudonym
 
@@ -56,7 +56,7 @@ def letter(letter_id: str, **overrides) -> dict:
         "language": "nl",
         **overrides,
     }
-    row.setdefault("payload", sample_payload(row["letter_type"], random.Random(letter_id), date.today()))
+    row.setdefault("payload", sample_payload(row["letter_type"], random.Random(letter_id), clock.today()))
     return row
 
 
@@ -128,7 +128,7 @@ def test_import_with_refused_rows_exits_1_naming_line_and_field_only(db, run, tm
 
 def test_import_of_a_duplicate_with_different_content_exits_1(db, run, tmp_path):
     run("letters", "import", jsonl(tmp_path / "a.jsonl", letter("CLI-1")))
-    code, out, err = run(
+    code, _out, err = run(
         "letters", "import", jsonl(tmp_path / "b.jsonl", letter("CLI-1", postal_code="2801"))
     )
     assert code == EXIT_REFUSED
@@ -406,7 +406,7 @@ def test_rollout_set_refuses_a_change_to_the_phase_it_already_has(rollout_admin,
 
 def test_rollout_set_refuses_a_reason_too_long_to_keep(rollout_admin, run):
     db = rollout_admin
-    code, out, err = run("rollout", "set", "gas", "paper", "--reason", "x" * 501, "--by", "t")
+    code, _out, err = run("rollout", "set", "gas", "paper", "--reason", "x" * 501, "--by", "t")
     assert code == EXIT_REFUSED and "the reason is 501 characters long; at most 500" in err
     assert "x" * 100 not in err
     assert one(db, "SELECT count(*) FROM rollout_history")[0] == 0
@@ -524,7 +524,7 @@ def test_rollout_set_pilot_file_stores_pseudonyms(db, run, tmp_path):
 def test_rollout_set_pilot_file_with_a_bad_line_changes_nothing(db, run, tmp_path):
     pilot = tmp_path / "pilot.txt"
     pilot.write_text(f"citizen,{NRN}\ncitizen,{BAD_NRN}\n")
-    code, out, err = run(
+    code, _out, err = run(
         "rollout", "set", "finance", "pilot", "--reason", "pilot", "--pilot-file", str(pilot)
     )
     assert code == EXIT_REFUSED

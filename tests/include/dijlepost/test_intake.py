@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import random
 import re
 import uuid
-from datetime import date
 from pathlib import Path
 
 import pytest
 
 from demo.sample_payloads import sample_payload
+from include.dijlepost import clock
 from include.dijlepost.intake import FileRefused, RowError, import_file, import_rows, validate_row
 from include.dijlepost.outbox import RunContext
 
@@ -52,7 +53,7 @@ STREETS = [f"Bruul {n}" for n in range(1, 20)]
 
 def payload(letter_type: str = "invoice", i: int = 0) -> dict:
     """A payload the template of the letter type accepts (the renderer checks it at import)."""
-    return sample_payload(letter_type, random.Random(f"{letter_type}-{i}"), date.today())
+    return sample_payload(letter_type, random.Random(f"{letter_type}-{i}"), clock.today())
 
 
 def row(letter_id: str, i: int = 0, **overrides) -> dict:
@@ -650,7 +651,7 @@ def test_a_csv_field_over_131072_characters_is_refused_on_its_line_naming_the_fi
 
 def test_a_semicolon_separated_csv_is_read_as_such(db, tmp_path):
     lines = [";".join(CSV_FIELDS)]
-    for i, letter in enumerate([row("SC-1", 0, recipient_name="Janssens; Jan"), row("SC-2", 1)]):
+    for letter in [row("SC-1", 0, recipient_name="Janssens; Jan"), row("SC-2", 1)]:
         out = io.StringIO()
         csv.DictWriter(out, CSV_FIELDS, delimiter=";", lineterminator="\n").writerow(
             {**letter, "payload": json.dumps(letter["payload"])}
@@ -776,11 +777,12 @@ def department_login(pg_url):
     from tests.support.database import SERVER
 
     login = "dijlepost_test_department_system"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        try:
-            admin.execute(f"CREATE ROLE {login} LOGIN IN ROLE dijlepost_department")
-        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
-            pass  # left by an earlier session: roles belong to the server
+    # left by an earlier session: roles belong to the server
+    with (
+        psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin,
+        contextlib.suppress(psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation),
+    ):
+        admin.execute(f"CREATE ROLE {login} LOGIN IN ROLE dijlepost_department")
     return pg_url.replace("postgres@", f"{login}@", 1)
 
 

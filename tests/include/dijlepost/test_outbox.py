@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -142,7 +143,7 @@ def test_the_chunks_of_a_big_claim_shrink_linearly_and_cover_it_once(db):
     c = claim(db, "finance", "big", batch_size=500, chunk_size=10, lease=HOUR, ctx=ctx("big"), max_chunks=7)
     sizes = [n for _, n in sorted(Counter(held(db, "big").values()).items())]
     assert c.chunks == list(range(7)) and sum(sizes) == 500 == c.count
-    assert all(a > b for a, b in zip(sizes, sizes[1:]))  # every chunk smaller than the one before
+    assert all(a > b for a, b in itertools.pairwise(sizes))  # every chunk smaller than the one before
     assert [round(n / (500 / 28)) for n in sizes] == [7, 6, 5, 4, 3, 2, 1]  # shares 7 : 6 : ... : 1 of 28
 
 
@@ -326,12 +327,12 @@ def test_quarantine_acts_once_and_only_on_the_runs_processing_letter(db):
         assert quarantine(cur, ctx("other"), ids[1], "other-run", "wrong run", "render") is False
         assert quarantine(cur, ctx("run-q"), ids[2], "run-q", "not claimed", "render") is False
     db.commit()
-    rows = dict(
-        (r[0], r[1:])
+    rows = {
+        r[0]: r[1:]
         for r in db.execute(
             "SELECT letter_id, status, quarantine_reason, final_at IS NOT NULL FROM letters"
         ).fetchall()
-    )
+    }
     assert rows[ids[0]] == ("quarantined", "render failed: missing amount", True)
     assert rows[ids[1]] == ("processing", None, False)
     assert rows[ids[2]] == ("pending", None, False)
@@ -538,4 +539,4 @@ def test_the_transition_table_names_the_function_that_makes_each_move():
         assert outbox.allowed(source, target)
     assert not outbox.allowed("delivered_ebox", "handed_to_print")
     assert not outbox.allowed("quarantined", "pending")
-    assert set(outbox.FINAL_STATUSES) == {s for s in outbox.Status} - {"pending", "processing"}
+    assert set(outbox.FINAL_STATUSES) == set(outbox.Status) - {"pending", "processing"}

@@ -457,7 +457,7 @@ def test_a_409_is_settled_by_the_recipients_last_connection():
         _conflict("L4", "citizen", citizen),
         _conflict("L5", "enterprise", "0403170701"),
     ]  # no eBox (any more)
-    settled = dict((lid, r.kind) for lid, r in delivery.settle_already_published(fed, letters))
+    settled = {lid: r.kind for lid, r in delivery.settle_already_published(fed, letters)}
     assert settled == {
         "L1": "already_published",
         "L2": "never_connected",

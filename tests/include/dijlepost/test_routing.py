@@ -19,18 +19,18 @@ ROUTED_PHASES = tuple(p for p in PHASES if p != "off")
 
 def facts(**overrides) -> LetterFacts:
     """A letter that goes to the eBox when its department is live; tests change one fact at a time."""
-    base = dict(
-        letter_id="L-1",
-        recipient_pseudonym=PILOT_MEMBER,
-        recipient_id_error=None,
-        address_complete=True,
-        registered=False,
-        paper_exempt=False,
-        ebox_active=True,
-        ebox_state=None,
-        registered_via_ebox=True,
-        followup_of=None,
-    )
+    base = {
+        "letter_id": "L-1",
+        "recipient_pseudonym": PILOT_MEMBER,
+        "recipient_id_error": None,
+        "address_complete": True,
+        "registered": False,
+        "paper_exempt": False,
+        "ebox_active": True,
+        "ebox_state": None,
+        "registered_via_ebox": True,
+        "followup_of": None,
+    }
     base.update(overrides)
     return LetterFacts(**base)
 
@@ -258,17 +258,17 @@ def test_decision_is_immutable():
 
 # --------------------------------------------------------------------------- every combination
 
-FACT_SPACE = dict(
-    recipient_id_error=(None, "not a valid national register or BIS number (checksum)"),
-    address_complete=(True, False),
-    registered=(False, True),
-    paper_exempt=(False, True),
-    ebox_active=(True, False, None),
-    ebox_state=(None, "in_flight", "no_digital_user", "rejected"),
-    registered_via_ebox=(True, False),
-    recipient_pseudonym=(PILOT_MEMBER, PERCENT_MEMBER, OUTSIDER),
-    followup_of=(None, "FIN-2026-000001"),
-)
+FACT_SPACE = {
+    "recipient_id_error": (None, "not a valid national register or BIS number (checksum)"),
+    "address_complete": (True, False),
+    "registered": (False, True),
+    "paper_exempt": (False, True),
+    "ebox_active": (True, False, None),
+    "ebox_state": (None, "in_flight", "no_digital_user", "rejected"),
+    "registered_via_ebox": (True, False),
+    "recipient_pseudonym": (PILOT_MEMBER, PERCENT_MEMBER, OUTSIDER),
+    "followup_of": (None, "FIN-2026-000001"),
+}
 ALL_FACTS = [facts(**dict(zip(FACT_SPACE, values))) for values in itertools.product(*FACT_SPACE.values())]
 RULE_NAMES = {r.__name__ for r in RULES} | {"shadow_mode"}
 

@@ -1,6 +1,7 @@
 """Deployment settings from the environment: defaults, and a clear error for a bad value."""
 
 import pytest
+from pydantic import ValidationError
 
 from include.dijlepost.settings import ConfigurationError, Settings
 
@@ -68,5 +69,5 @@ def test_explicit_paths_and_database_url_override_the_var_dir(env, tmp_path):
 
 def test_settings_cannot_be_changed_after_reading(env):
     settings = Settings.from_env()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         settings.document_sync = "file"

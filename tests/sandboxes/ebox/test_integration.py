@@ -149,8 +149,8 @@ def test_the_expiry_follows_the_message_type_and_is_answered(ebox, client):
     outcome = client.publish(publication(message_type_id="MECH-FIN-TAX"))
     stored = ebox.state.publication(outcome.message_id)
     assert outcome.expires_at == stored["expiration_date"]
-    published = datetime.strptime(stored["published_at"], "%Y-%m-%dT%H:%M:%SZ")
-    expires = datetime.strptime(outcome.expires_at, "%Y-%m-%dT%H:%M:%SZ")
+    published = datetime.fromisoformat(stored["published_at"])
+    expires = datetime.fromisoformat(outcome.expires_at)
     assert expires.year - published.year == 5 and (expires.month, expires.day) == (
         published.month,
         published.day,
@@ -343,9 +343,11 @@ def test_tls_is_verified_against_the_configured_ca(ebox, tmp_path):
     stranger = tmp_path / "other-ca.pem"
     stranger.write_bytes(trustme.CA().cert_pem.bytes())
     for ca_bundle in (str(stranger), None):  # another CA, and the system trust store
-        with EboxClient(ebox.config(ca_bundle=ca_bundle, max_attempts=1)) as c:
-            with pytest.raises(EboxConfigurationError, match="does not verify"):
-                c.publish(publication())
+        with (
+            EboxClient(ebox.config(ca_bundle=ca_bundle, max_attempts=1)) as c,
+            pytest.raises(EboxConfigurationError, match="does not verify"),
+        ):
+            c.publish(publication())
     assert ebox.state.publications() == []
 
 
@@ -366,9 +368,10 @@ def test_missing_scope_is_403_and_fails_loudly(ebox):
 
 
 def test_unknown_client_key_is_refused_at_the_token_endpoint(ebox):
-    with EboxClient(
-        ebox.config(private_key_pem=private_pem(), certificate_pem=certificate_pem())
-    ) as impostor, pytest.raises(EboxConfigurationError, match="invalid_client"):
+    with (
+        EboxClient(ebox.config(private_key_pem=private_pem(), certificate_pem=certificate_pem())) as impostor,
+        pytest.raises(EboxConfigurationError, match="invalid_client"),
+    ):
         impostor.publish(publication())
 
 

@@ -89,7 +89,7 @@ def test_shadow_report_of_letters_the_pipeline_decided_in_shadow(rollout_db, ebo
 
 def test_shadow_report_counts_pages_and_registered_letters_exactly(rollout_db):
     db = rollout_db
-    common = dict(rollout_phase="shadow", decision_rule="r", decision_reason="why")
+    common = {"rollout_phase": "shadow", "decision_rule": "r", "decision_reason": "why"}
     add_letters(
         db,
         "gas",
@@ -154,14 +154,14 @@ def test_shadow_report_counts_pages_and_registered_letters_exactly(rollout_db):
 
 def test_shadow_report_of_recent_days_only(rollout_db):
     db = rollout_db
-    common = dict(
-        rollout_phase="shadow",
-        decision_rule="r",
-        decision_reason="why",
-        shadow_channel="ebox",
-        channel="paper",
-        pdf_pages=1,
-    )
+    common = {
+        "rollout_phase": "shadow",
+        "decision_rule": "r",
+        "decision_reason": "why",
+        "shadow_channel": "ebox",
+        "channel": "paper",
+        "pdf_pages": 1,
+    }
     add_letters(db, "gas", 2, prefix="OLD", decided_at=_now(db) - timedelta(days=10), **common)
     add_letters(db, "gas", 1, prefix="NEW", decided_at=_now(db) - timedelta(hours=1), **common)
     assert shadow_report(db, "gas", TARIFFS).would_be_ebox == 3

@@ -82,9 +82,12 @@ def test_an_edited_applied_migration_is_detected(fresh_url):
             migrate(conn)
         assert conn.info.transaction_status.name == "IDLE"
         assert advisory_locks(conn) == 0  # the lock is released after the refusal
-    with psycopg.connect(fresh_url) as other:  # so another runner is refused, not blocked
-        with pytest.raises(RuntimeError, match="changed after it was applied"):
-            migrate(other)
+    # so another runner is refused, not blocked
+    with (
+        psycopg.connect(fresh_url) as other,
+        pytest.raises(RuntimeError, match="changed after it was applied"),
+    ):
+        migrate(other)
 
 
 def test_a_partial_database_gets_only_the_missing_migrations(fresh_url):
@@ -132,7 +135,7 @@ def test_a_failing_migration_is_rolled_back_and_not_recorded(fresh_url, monkeypa
     monkeypatch.setattr(
         m,
         "available_migrations",
-        lambda: good + [("9999_broken", "CREATE TABLE half_done (x int); SELECT 1/0;")],
+        lambda: [*good, ("9999_broken", "CREATE TABLE half_done (x int); SELECT 1/0;")],
     )
     with psycopg.connect(fresh_url) as conn:
         with pytest.raises(psycopg.errors.DivisionByZero):

@@ -9,4 +9,4 @@ from tests.support.contracts import swagger_checked  # noqa: F401  (fixture)
 
 @pytest.fixture(autouse=True)
 def _contract_checked(swagger_checked):  # noqa: F811
-    yield swagger_checked
+    return swagger_checked

@@ -67,33 +67,33 @@ def certificate_pem() -> str:
 
 
 def unit_config(**overrides) -> EboxConfig:
-    fields = dict(
-        message_registry_url="https://ebox.test/REST/ebox/enterprise/messageRegistry/v2/",
-        federation_url="https://ebox.test/REST/ebox/enterprise/federation/v1/",
-        token_url="https://ebox.test/REST/oauth/v5/token",
-        client_id="dijlepost-test",
-        private_key_pem=private_pem(),
-        certificate_pem=certificate_pem(),
-        sender_organization_id="0200000043",
-        sender_application_id="dijlepost",
-        backoff_base_seconds=0.001,
-    )
+    fields = {
+        "message_registry_url": "https://ebox.test/REST/ebox/enterprise/messageRegistry/v2/",
+        "federation_url": "https://ebox.test/REST/ebox/enterprise/federation/v1/",
+        "token_url": "https://ebox.test/REST/oauth/v5/token",
+        "client_id": "dijlepost-test",
+        "private_key_pem": private_pem(),
+        "certificate_pem": certificate_pem(),
+        "sender_organization_id": "0200000043",
+        "sender_application_id": "dijlepost",
+        "backoff_base_seconds": 0.001,
+    }
     fields.update(overrides)
     return EboxConfig(**fields)
 
 
 def publication(**overrides) -> Publication:
-    fields = dict(
-        letter_id="L-0001",
-        recipient_kind="citizen",
-        recipient_id=CITIZEN_ID,
-        language="nl",
-        subject="Uw aanslagbiljet",
-        message_type_id="MECH-FIN-INVOICE",
-        registered=False,
-        pdf=b"%PDF-1.7\n% a tiny test document\n",
-        filename="L-0001.pdf",
-    )
+    fields = {
+        "letter_id": "L-0001",
+        "recipient_kind": "citizen",
+        "recipient_id": CITIZEN_ID,
+        "language": "nl",
+        "subject": "Uw aanslagbiljet",
+        "message_type_id": "MECH-FIN-INVOICE",
+        "registered": False,
+        "pdf": b"%PDF-1.7\n% a tiny test document\n",
+        "filename": "L-0001.pdf",
+    }
     fields.update(overrides)
     return Publication(**fields)
 

@@ -312,7 +312,7 @@ def test_400_quarantines_with_the_servers_message(db, ebox, client, renderer, tm
         **{**WAVE.__dict__, "ebox_message_types": dict.fromkeys(WAVE.letter_types, "MECH-NOT-REGISTERED")}
     )
     assert Run(db, client, renderer, tmp_path, 1, wave).deliver(client) == {"rejected": 3}
-    for lid, (status, _, _, ebox_state, _, reason) in states(db).items():
+    for status, _, _, ebox_state, _, reason in states(db).values():
         assert (status, ebox_state) == ("quarantined", "rejected")
         assert reason.startswith("ebox rejected INVALID_INPUT:") and "messageTypeId" in reason
     assert ebox.state.publications() == []
@@ -401,7 +401,7 @@ def test_random_faults_over_several_runs_lose_nothing_and_publish_nothing_twice(
     assert not [lid for lid, s in after.items() if s[0] == "pending"], "some letters were never finished"
     counts = assert_published_at_most_once(ebox, ids)
     for lid in ids:
-        status, channel, rule, ebox_state, message_id, _ = after[lid]
+        status, channel, rule, _ebox_state, _message_id, _ = after[lid]
         assert counts.get(lid) == 1, lid  # every letter reached the eBox exactly once
         if rule == "no_digital_user":
             assert (status, channel) == ("processing", "paper")

@@ -46,7 +46,7 @@ def test_print_day_uses_brussels_time_across_daylight_saving():
     # 23:30 UTC on 31 December is already 1 January in Brussels, before the cut-off.
     assert print_day(datetime(2026, 12, 31, 23, 30, tzinfo=UTC), cutoff) == date(2027, 1, 1)
     with pytest.raises(ValueError):
-        print_day(datetime(2026, 1, 12, 10, 0), cutoff)
+        print_day(datetime(2026, 1, 12, 10, 0), cutoff)  # noqa: DTZ001 - a naive time is what is refused
 
 
 def letters(n, day=date(2026, 3, 2), postage="non_prior", size=10_000, prefix="L"):

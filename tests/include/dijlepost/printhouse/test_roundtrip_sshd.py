@@ -6,8 +6,10 @@ middle of an upload, a corrupt acknowledgement, the cut-off and the overdue aler
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
+import operator
 import socket
 import zipfile
 from datetime import date, datetime, timedelta
@@ -16,10 +18,11 @@ import pytest
 
 from demo import dataset
 from include.dijlepost import pipeline
+from include.dijlepost.clock import BRUSSELS
+from include.dijlepost.clock import today as today_in_brussels
 from include.dijlepost.intake import import_rows
 from include.dijlepost.outbox import RunContext, claim
 from include.dijlepost.printhouse import acks, handoff
-from include.dijlepost.printhouse.handoff import BRUSSELS, today_in_brussels
 from include.dijlepost.printhouse.hook import PrintHouseHook
 from include.dijlepost.rendering import LetterRenderer
 from include.dijlepost.rollout import read_state, set_phase
@@ -164,7 +167,7 @@ def test_connection_dropped_mid_upload_then_rerun_hands_over_one_complete_batch(
     assert len(batches) == 1
     hook = PrintHouseHook()
     sftp = hook.get_conn()
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - whatever paramiko raises for a dead connection
         handoff.hand_over_batch(db, DroppingSftp(sftp), hook.folders, tmp_path / "work", batches[0], CTX)
     db.rollback()
     inbox = printhouse.root / "inbox"
@@ -266,13 +269,25 @@ def test_overdue_batch_alert_and_reconciliation(db, renderer, tmp_path, printhou
     [late] = acks.overdue_batches(db, "finance", 24)
     assert (late["batch_id"], late["letters"]) == (batch, 3)
     assert acks.overdue_batches(db, "finance", 48) == [] and acks.overdue_batches(db, "gas", 24) == []
+    collected = {"refused_files": [], "refused_in": "outbox/refused"}
+    assert acks.acknowledgement_problems(db, {"finance": 48, "gas": 24}, collected) == []
+    assert acks.acknowledgement_problems(db, {"finance": 24}, {**collected, "refused_files": ["x.csv"]}) == [
+        "refused print-house file(s) ['x.csv'], kept in the database and in outbox/refused "
+        "(reasons in the alert_print_house_file_refused lines)",
+        "1 print batch(es) without acknowledgement past the alert delay",
+    ]
     report = acks.reconciliation(db)
     assert sorted(r["letter_id"] for r in report["unacknowledged"]) == ids
     path = acks.write_reconciliation_report(report, tmp_path / "rec", date(2026, 3, 3))
-    rows = list(csv.DictReader(open(path)))
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
     assert {r["issue"] for r in rows} == {"no_acknowledgement"} and sorted(
         r["letter_id"] for r in rows
     ) == ids
+    counts = acks.reconcile(db, tmp_path / "daily", date(2026, 3, 4))
+    assert (counts["unacknowledged"], counts["returned"]) == (3, 0)
+    with open(counts["report"], newline="") as f:
+        assert sorted(r["letter_id"] for r in csv.DictReader(f)) == ids
 
     process_inbox(printhouse.root)
     collect(db)
@@ -324,7 +339,11 @@ def test_batches_split_by_megabytes_at_pipeline_level(db, renderer, tmp_path, pr
     results = hand_over(db, tmp_path, batches)
     assert all(r["bytes"] <= max_mb * 1024 * 1024 for r in results)
     assert sorted(
-        sum((list(zipfile.ZipFile(tmp_path / "work" / f"{b}.zip").namelist()) for b in batches), [])
+        functools.reduce(
+            operator.iadd,
+            (list(zipfile.ZipFile(tmp_path / "work" / f"{b}.zip").namelist()) for b in batches),
+            [],
+        )
     ) == sorted([f"{i}.pdf" for i in ids] + ["manifest.csv"] * 3)
 
 

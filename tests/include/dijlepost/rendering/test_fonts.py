@@ -32,7 +32,7 @@ from .pdfread import read_pdf
 
 FONTS_DIR = TEMPLATES_DIR / "fonts"
 CORE_TEXT = ["Łukasz Şahin-Öztürk – Françoise Æbelø", "Weiß 1.250,50\u00a0EUR +++010/8068/17183+++ «€»"]
-FULL_TEXT = CORE_TEXT + ["Ștefan Țurcanu, Nguyễn Thị Ánh ǅ"]
+FULL_TEXT = [*CORE_TEXT, "Ștefan Țurcanu, Nguyễn Thị Ánh ǅ"]
 
 
 def _draw(install, lines, pdf_class=FPDF) -> bytes:
@@ -186,7 +186,7 @@ def test_a_reduced_font_is_made_once_and_then_read_from_the_cache(tmp_path, monk
     made = fonts_module._reduced_font(path, coverage)
     [entry] = (tmp_path / "fonts").glob("DejaVuSans-*.ttf")
     assert entry.read_bytes() == made
-    assert {cp for cp in TTFont(BytesIO(made)).getBestCmap()} >= set(range(0x20, 0x7F))
+    assert set(TTFont(BytesIO(made)).getBestCmap()) >= set(range(0x20, 0x7F))
 
     def no_subsetting(*args):
         raise AssertionError("the font was reduced again instead of read from the cache")

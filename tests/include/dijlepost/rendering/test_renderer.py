@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 
+from include.dijlepost import clock
 from include.dijlepost.rendering import LetterDataError, LetterRenderer, TemplateFieldMissing
 from include.dijlepost.rendering.fields import format_date
 from include.dijlepost.rendering.fonts import LetterFonts
@@ -330,10 +331,9 @@ def test_rendering_is_deterministic():
 
 
 def test_the_letter_is_dated_today_unless_told_otherwise():
-    from datetime import date
 
     doc = LetterRenderer().render(make_letter("inspection_notice", "nl"))
-    assert format_date(date.today(), "nl") in read_pdf(doc.pdf).text
+    assert format_date(clock.today(), "nl") in read_pdf(doc.pdf).text
 
 
 def test_the_fonts_are_embedded_and_cover_the_text():

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 
-.PHONY: demo test test-fast bench install lock clean
+.PHONY: demo test test-fast lint format bench install lock clean
 
 # Development and CI install both locked sets (requirements-dev.txt pins the production packages at
 # the versions of requirements.txt); a production image installs requirements.txt only.
@@ -29,6 +29,18 @@ demo: install
 test: install
 	scripts/system-deps
 	$(PY) -m pytest -q
+
+# Style and types: ruff (rules and format in pyproject.toml) on the whole tree, mypy on the code that runs in
+# production (include/, dags/, plugins/). .ci/run runs it before the tests; pre-commit runs the same checks.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# Rewrite the tree in the project's style and apply ruff's safe fixes.
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 test-fast: install
 	scripts/system-deps

@@ -18,8 +18,6 @@ of FastAPI or the admin code.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from airflow.plugins_manager import AirflowPlugin
 
 URL_PREFIX = "/dijlepost-rollout"
@@ -78,14 +76,14 @@ class _AppOnFirstRequest:
 
 class DijlepostAdminPlugin(AirflowPlugin):
     name = "dijlepost_admin"
-    fastapi_apps: ClassVar[list[dict]] = [
+    fastapi_apps = [  # noqa: RUF012 - AirflowPlugin declares these as plain attributes
         {
             "app": _AppOnFirstRequest(build_app),
             "url_prefix": URL_PREFIX,
             "name": "dijlepost rollout administration",
         }
     ]
-    external_views: ClassVar[list[dict]] = [
+    external_views = [  # noqa: RUF012
         {
             "name": "Rollout",
             "href": URL_PREFIX + "/",

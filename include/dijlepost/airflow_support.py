@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pendulum
 
@@ -96,7 +96,9 @@ def db_connection() -> Iterator[psycopg.Connection]:
     closed on the way out."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    with closing(PostgresHook(postgres_conn_id=DB_CONN_ID).get_conn()) as conn:
+    # the hook's annotation covers psycopg 2 and 3; with psycopg 3 installed it is a psycopg 3 connection
+    conn = cast("psycopg.Connection", PostgresHook(postgres_conn_id=DB_CONN_ID).get_conn())
+    with closing(conn):
         yield conn
 
 

@@ -24,6 +24,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
 from paramiko import SFTPClient
 from psycopg.rows import dict_row
@@ -123,7 +124,7 @@ def _rows(name: str, data: bytes, columns: tuple[str, ...]) -> list[dict]:
             raise PrintHouseFileError(
                 f"{name}: line {line_no} has {len(record)} fields, expected {len(columns)}"
             )
-        row = dict(zip(columns, (v.strip() for v in record)))
+        row: dict[str, Any] = dict(zip(columns, (v.strip() for v in record)))
         if not _LETTER_ID.match(row["letter_id"]):
             raise PrintHouseFileError(
                 f"{name}: line {line_no}: {_shown(row['letter_id'])} is not a letter id"

@@ -130,7 +130,7 @@ def format_date(value: date, language: str) -> str:
 def format_amount(value: Decimal, language: str) -> str:
     """`1250.5` -> `1.250,50 EUR` (nl, de) or `1 250,50 EUR` (fr); the space before EUR does not break."""
     units, cents = f"{abs(value):.2f}".split(".")
-    groups = []
+    groups: list[str] = []
     while len(units) > 3:
         groups.insert(0, units[-3:])
         units = units[:-3]

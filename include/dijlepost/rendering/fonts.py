@@ -105,7 +105,7 @@ EMBED_CACHE_SIZE = 64  # glyph keys per face kept; a miss costs one fontTools su
 class _PreparedFont:
     data: bytes  # the reduced TrueType file
     prototype: TTFFont  # fpdf2's parsed font, never written to a PDF itself
-    widths: dict[int, int]  # code point -> advance width in 1/1000 em, rounded as fpdf2 does
+    widths: dict[int, float]  # code point -> advance width in 1/1000 em, as fpdf2 keeps it
 
 
 class LetterFonts:
@@ -203,7 +203,8 @@ def _trim(cache: dict) -> None:
 @cache
 def _prepare(path: str, style: str, coverage: tuple[tuple[int, int], ...]) -> _PreparedFont:
     data = _reduced_font(path, coverage)
-    prototype = TTFFont(FPDF(), io.BytesIO(data), f"{FAMILY}{style}", style)
+    # fpdf2 reads a font from a path or, as here, a file object; its annotation names only the path
+    prototype = TTFFont(FPDF(), io.BytesIO(data), f"{FAMILY}{style}", style)  # type: ignore[arg-type]
     # fpdf2 keeps widths in a defaultdict; a plain copy keeps measuring from growing it.
     widths = {cp: prototype.cw[cp] for cp in prototype.cmap}
     return _PreparedFont(data, prototype, widths)
@@ -401,13 +402,13 @@ class _LetterOutputProducer(OutputProducer):
     order and with the same bytes as `OutputProducer._add_fonts` writes them."""
 
     def _add_fonts(self, image_objects_per_index, gfxstate_objs_per_name, pattern_objs_per_name):
-        fpdf = self.fpdf
+        fpdf: LetterPDF = self.fpdf  # type: ignore[assignment]  # this producer is only built by LetterPDF
         if fpdf._compliance or set(fpdf.fonts) != set(fpdf.letter_fonts):
             raise FPDFException("LetterPDF embeds only the letter fonts, without a PDF/A profile")
         objects = {}
         try:
             for font in sorted(fpdf.fonts.values(), key=lambda font: font.i):
-                objects[font.i] = self._add_letter_font(font, fpdf.letter_fonts[font.fontkey])
+                objects[font.i] = self._add_letter_font(font, fpdf.letter_fonts[font.fontkey])  # type: ignore[arg-type]  # checked above: only letter fonts
         finally:
             # fpdf2 caches SubsetMap lookups process-wide; it clears them after each document too.
             SubsetMap.pick.cache_clear()
@@ -441,5 +442,5 @@ class _LetterOutputProducer(OutputProducer):
         cid_font.c_i_d_to_g_i_d_map = cid_to_gid
         font_file = _CompressedStream(embedded.font_file, embedded.font_file_length)
         self._add_pdf_obj(font_file, "fonts")
-        descriptor.font_file2 = font_file
+        descriptor.font_file2 = font_file  # type: ignore[attr-defined]  # fpdf2 sets it the same way
         return composite

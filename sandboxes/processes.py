@@ -65,6 +65,7 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
+from include.dijlepost.airflow_support import POOL_SPECS
 from include.dijlepost.printhouse import sftp_connection
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,11 +74,8 @@ PG_SERVER = os.environ.get("DIJLEPOST_TEST_PG", "postgresql://postgres@127.0.0.1
 # A dedicated Redis database number for the test broker (override when something else uses it).
 REDIS_URL = os.environ.get("DIJLEPOST_TEST_REDIS", "redis://127.0.0.1:6379/13")
 QUEUES = "default,render,delivery"
-POOLS = {
-    "rendering": (os.cpu_count() or 2, "chunks rendered at once (CPU-bound: one per core)"),
-    "ebox_publication": (4, "concurrent eBox publication tasks"),
-    "print_house_sftp": (1, "one SFTP session to the print house at a time"),
-}
+# The pools of include.dijlepost.airflow_support, with this machine's slots: name -> (slots, description).
+POOLS = {spec.name: (spec.slots or os.cpu_count() or 2, spec.description) for spec in POOL_SPECS.values()}
 FINAL_RUN_STATES = {"success", "failed"}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, cast
 
@@ -28,7 +29,23 @@ DB_CONN_ID = "dijlepost_db"
 QUEUES = {"default": "default", "render": "render", "delivery": "delivery"}
 # Pools bound how much runs at once, whatever the executor: rendering (CPU: cores on one machine, the
 # render workers' total concurrency on Celery), eBox publication and the print house's SFTP session.
-POOLS = {"render": "rendering", "ebox": "ebox_publication", "print": "print_house_sftp"}
+# Declared here once: the DAGs take the names, the local Airflow harness (sandboxes.processes) creates them
+# with `slots` (None: one per core), and a test holds airflow_settings.yaml and astro-config.yaml to them.
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    name: str
+    description: str
+    slots: int | None  # None: as many as the machine has cores (CPU-bound work)
+
+
+POOL_SPECS = {
+    "render": PoolSpec("rendering", "chunks rendered at once (CPU-bound: one per core)", None),
+    "ebox": PoolSpec("ebox_publication", "concurrent eBox publication tasks", 4),
+    "print": PoolSpec("print_house_sftp", "one SFTP session to the print house at a time", 1),
+}
+POOLS = {role: spec.name for role, spec in POOL_SPECS.items()}
 START_DATE = pendulum.datetime(2026, 1, 1, tz="Europe/Brussels")
 TAGS = ("dijlepost",)
 # Deployment settings read from the environment at parse time (no database or network involved).

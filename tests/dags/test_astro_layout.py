@@ -70,3 +70,21 @@ def test_dags_parse_from_a_copy_with_only_the_project_root_on_the_path(tmp_path)
     assert result["errors"] == []
     assert {"letters_finance", "letters_gas", "letters_economy_housing"} <= set(result["dags"])
     assert result["package"].startswith(str(project)), "the copy's include/ must be the one imported"
+
+
+def test_the_deployment_files_declare_the_pools_the_dags_use():
+    """airflow_settings.yaml (local `astro dev`) and astro-config.yaml (the deployment) create exactly the
+    pools of include.dijlepost.airflow_support, with its slots where they are fixed."""
+    import yaml
+
+    from include.dijlepost.airflow_support import POOL_SPECS
+
+    specs = {spec.name: spec for spec in POOL_SPECS.values()}
+    local = yaml.safe_load((ROOT / "airflow_settings.yaml").read_text())["airflow"]["pools"]
+    deployed = yaml.safe_load((ROOT / "astro-config.yaml").read_text())["deployment"]["pools"]
+    for pools, name_key, slots_key in ((local, "pool_name", "pool_slot"), (deployed, "name", "slots")):
+        assert sorted(p[name_key] for p in pools) == sorted(specs)
+        for pool in pools:
+            fixed = specs[pool[name_key]].slots
+            assert fixed is None or pool[slots_key] == fixed, pool
+            assert isinstance(pool[slots_key], int) and pool[slots_key] >= 1, pool

@@ -22,6 +22,15 @@ def _day():
     return evaluated_day(c["dag_run"].run_after, c["params"].get("day")), c["run_id"]
 
 
+def _evaluate(period_of) -> dict:
+    """Figures and report for the period `period_of(day)` around the evaluated day."""
+    day, run_id = _day()
+    with db_connection() as conn:
+        summary = evaluate(conn, period_of(day), run_id=run_id)
+    logfmt.emit("evaluation_done", **summary)
+    return summary
+
+
 @dag(
     dag_id=DAG_ID,
     description="Daily rollout figures per department (weekly summary on Mondays): table and report.",
@@ -46,11 +55,7 @@ def _day():
 def letters_evaluation():
     @task
     def evaluate_day():
-        day, run_id = _day()
-        with db_connection() as conn:
-            summary = evaluate(conn, Period.day(day), run_id=run_id)
-        logfmt.emit("evaluation_done", **summary)
-        return summary
+        return _evaluate(Period.day)
 
     @task.short_circuit
     def week_is_complete():
@@ -61,11 +66,7 @@ def letters_evaluation():
 
     @task
     def evaluate_week():
-        day, run_id = _day()
-        with db_connection() as conn:
-            summary = evaluate(conn, Period.week_of(day), run_id=run_id)
-        logfmt.emit("evaluation_done", **summary)
-        return summary
+        return _evaluate(Period.week_of)
 
     evaluate_day() >> week_is_complete() >> evaluate_week()
 

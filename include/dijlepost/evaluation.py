@@ -121,6 +121,12 @@ def _columns(cur) -> set[str]:
     return {r[0] for r in cur.fetchall()}
 
 
+def _count_by_department(cur, where: str, params: tuple) -> dict[str, int]:
+    """department -> the number of its letters matching `where` (a condition on `letters`)."""
+    cur.execute(f"SELECT department, count(*) FROM letters WHERE {where} GROUP BY 1", params)
+    return dict(cur.fetchall())
+
+
 def _eur(x: Decimal) -> Decimal:
     return Decimal(x).quantize(Decimal("0.01"))
 
@@ -178,12 +184,11 @@ def compute(conn, period: Period, tariffs: Tariffs, departments=DEPARTMENTS) -> 
                 out[dept].printing_avoided_eur += tariffs.printing_for(pages) * n
                 out[dept].postage_avoided_eur += tariffs.postage_for(registered) * n
         if "ebox_read_at" in cols:
-            cur.execute(
-                "SELECT department, count(*) FROM letters WHERE status = 'delivered_ebox' "
-                "AND final_at >= %s AND final_at < %s AND ebox_read_at IS NULL GROUP BY 1",
+            unread = _count_by_department(
+                cur,
+                "status = 'delivered_ebox' AND final_at >= %s AND final_at < %s AND ebox_read_at IS NULL",
                 (lo, hi),
             )
-            unread = dict(cur.fetchall())
             for dept, f in out.items():
                 f.ebox_unread = unread.get(dept, 0)
         if "followup_of" in cols:
@@ -200,12 +205,11 @@ def compute(conn, period: Period, tariffs: Tariffs, departments=DEPARTMENTS) -> 
             for dept, f in out.items():
                 f.paper_followups = counts.get(dept, 0)
         if "print_status" in cols and "print_returned_at" in cols:
-            cur.execute(
-                "SELECT department, count(*) FROM letters WHERE print_status = 'returned' "
-                "AND print_returned_at >= %s AND print_returned_at < %s GROUP BY 1",
+            returned = _count_by_department(
+                cur,
+                "print_status = 'returned' AND print_returned_at >= %s AND print_returned_at < %s",
                 (lo, hi),
             )
-            returned = dict(cur.fetchall())
             for dept, f in out.items():
                 f.returned_mail = returned.get(dept, 0)
     conn.commit()

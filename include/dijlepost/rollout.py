@@ -25,8 +25,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
-from psycopg.rows import dict_row
-
+from include.dijlepost.db.connection import read_rows
 from include.dijlepost.waves import DEPARTMENTS
 
 PHASES = ("off", "paper", "shadow", "pilot", "live")
@@ -232,30 +231,24 @@ def set_phase(
 
 
 def show(conn) -> list[dict]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            "SELECT department, phase, cardinality(pilot_allowlist) AS pilot_size, pilot_percent, changed_by, "
-            "reason, changed_at FROM rollout_phases ORDER BY department"
-        )
-        rows = cur.fetchall()
-    conn.commit()
-    return rows
+    return read_rows(
+        conn,
+        "SELECT department, phase, cardinality(pilot_allowlist) AS pilot_size, pilot_percent, changed_by, "
+        "reason, changed_at FROM rollout_phases ORDER BY department",
+    )
 
 
 def history(conn, department: str | None = None, limit: int = 100) -> list[dict]:
     """Phase changes, newest first: who, when, from which phase to which, why, and the pilot group."""
     if department is not None:
         check_department(department)
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            "SELECT id, department, from_phase, to_phase, changed_by, reason, changed_at, pilot_percent, "
-            "pilot_size FROM rollout_history WHERE %(d)s::text IS NULL OR department = %(d)s "
-            "ORDER BY id DESC LIMIT %(n)s",
-            {"d": department, "n": limit},
-        )
-        rows = cur.fetchall()
-    conn.commit()
-    return rows
+    return read_rows(
+        conn,
+        "SELECT id, department, from_phase, to_phase, changed_by, reason, changed_at, pilot_percent, "
+        "pilot_size FROM rollout_history WHERE %(d)s::text IS NULL OR department = %(d)s "
+        "ORDER BY id DESC LIMIT %(n)s",
+        {"d": department, "n": limit},
+    )
 
 
 def _check_pseudonym(recipient_pseudonym) -> str:
@@ -313,25 +306,19 @@ def remove_exemption(conn, recipient_pseudonym: str, reason: str, removed_by: st
 
 
 def exemptions(conn, limit: int = 500) -> list[dict]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            "SELECT recipient_pseudonym, added_by, reason, added_at FROM paper_exemptions "
-            "ORDER BY added_at DESC, recipient_pseudonym LIMIT %s",
-            (limit,),
-        )
-        rows = cur.fetchall()
-    conn.commit()
-    return rows
+    return read_rows(
+        conn,
+        "SELECT recipient_pseudonym, added_by, reason, added_at FROM paper_exemptions "
+        "ORDER BY added_at DESC, recipient_pseudonym LIMIT %s",
+        (limit,),
+    )
 
 
 def exemption_history(conn, recipient_pseudonym: str | None = None, limit: int = 100) -> list[dict]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            "SELECT id, recipient_pseudonym, action, changed_by, reason, changed_at "
-            "FROM paper_exemption_history WHERE %(p)s::text IS NULL OR recipient_pseudonym = %(p)s "
-            "ORDER BY id DESC LIMIT %(n)s",
-            {"p": recipient_pseudonym, "n": limit},
-        )
-        rows = cur.fetchall()
-    conn.commit()
-    return rows
+    return read_rows(
+        conn,
+        "SELECT id, recipient_pseudonym, action, changed_by, reason, changed_at "
+        "FROM paper_exemption_history WHERE %(p)s::text IS NULL OR recipient_pseudonym = %(p)s "
+        "ORDER BY id DESC LIMIT %(n)s",
+        {"p": recipient_pseudonym, "n": limit},
+    )

@@ -9,7 +9,10 @@ errors for every role but superusers; docs/letters-import.md says what the DBA s
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import psycopg
+from psycopg.rows import dict_row
 
 from include.dijlepost.settings import ConfigurationError
 
@@ -41,6 +44,16 @@ def connect(url: str | None):
     if not url:
         raise ConfigurationError("DIJLEPOST_DATABASE_URL is not set (e.g. postgresql://user@host:5432/db)")
     return psycopg.connect(url)
+
+
+def read_rows(conn, sql: str, params: Sequence | Mapping | None = None) -> list[dict]:
+    """The rows of one query as dicts; the read's transaction is ended, so no snapshot or lock is held
+    while the caller works with them."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+    conn.commit()
+    return rows
 
 
 def is_row_error(exc: BaseException) -> bool:

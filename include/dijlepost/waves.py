@@ -1,7 +1,7 @@
-"""The rollout waves, declared once. Adding a department is one entry here plus its templates;
-`dijlepost db migrate` then adds it to the `departments` table in rollout phase `off`.
-
-Each wave becomes one Airflow DAG (`letters_<department>`) built by `dag_factory.build_wave_dag`.
+"""The rollout waves, declared once. Adding a department is one entry here, its templates, and its
+three-line DAG file `dags/letters_<department>.py` that hands the entry to `dag_factory.build_wave_dag`
+(one file per DAG, so the UI names each wave's own file; `tests/dags/test_dag_integrity.py` fails while a
+wave has no DAG). `dijlepost db migrate` then adds the department in rollout phase `off`.
 Nothing here touches a database or the network: DAG files import it at parse time.
 """
 

@@ -1,4 +1,4 @@
-"""The audit trail of a real wave run (issue 7), end to end: the finance wave runs as a login that holds
+"""The audit trail of a real wave run, end to end: the finance wave runs as a login that holds
 only the `dijlepost_pipeline` role (migration 0005), and what it leaves behind is an intact hash chain
 without personal data, a trace from acceptance to delivery with each task's coordinates, and task logs
 in which every task ends with its summary line."""

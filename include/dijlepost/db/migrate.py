@@ -15,6 +15,15 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _LOCK_ID = 0x64696A6C  # "dijl"
+# Applied migrations whose comments were reworded afterwards, the SQL unchanged: version -> the checksums
+# of the earlier wordings. A database that recorded one of them takes the current wording's checksum;
+# any other difference is still refused.
+REWORDED = {
+    "0003_ebox_read_status": {"4e82f775fb7179574fbe537a9865d5ab7f454faa82e405f21da335d2ec54fc1e"},
+    "0004_print_acknowledgements": {"583dfdbf9bdadaf23ec9e52f05a7ee029ce342d090ba33e1e3e60ca96d521692"},
+    "0005_audit_chain": {"b5f2014e69b19abb9e38a7a12d8ba440103e1d8f88c8ad4838deed0953adad4f"},
+    "0006_rollout_admin": {"9d19a922f02203de43d5e024bff03d7f92de8bbf9310d9422e6e5ffa2092c62a"},
+}
 
 
 def available_migrations() -> list[tuple[str, str]]:
@@ -37,7 +46,14 @@ def migrate(conn) -> list[str]:
             for version, sql in available_migrations():
                 checksum = hashlib.sha256(sql.encode()).hexdigest()
                 if version in done:
-                    if done[version] != checksum:
+                    if done[version] in REWORDED.get(version, ()):
+                        cur.execute(
+                            "UPDATE schema_migrations SET checksum = %s WHERE version = %s",
+                            (checksum, version),
+                        )
+                        conn.commit()
+                        log.info("event=migration_rewording_recorded version=%s", version)
+                    elif done[version] != checksum:
                         raise RuntimeError(
                             f"migration {version} was changed after it was applied; "
                             "add a new migration instead of editing an applied one"

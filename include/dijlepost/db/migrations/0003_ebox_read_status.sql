@@ -1,4 +1,4 @@
--- Read status of eBox publications, and paper copies of important letters left unread (issue 3).
+-- Read status of eBox publications, and paper copies of important letters left unread.
 -- `ebox_status_checked_at`: the last searchMessageStatus check of the letter's message;
 -- `ebox_read_at`: the first check that found its main content opened (the eBox gives no read time).
 -- A paper copy is a new outbox row whose `followup_of` names the original; the unique index makes

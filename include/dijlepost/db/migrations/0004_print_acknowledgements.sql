@@ -1,4 +1,4 @@
--- The print house's answers (issue 5): acknowledgements per batch, returned mail, and the daily cut-off.
+-- The print house's answers: acknowledgements per batch, returned mail, and the daily cut-off.
 --
 -- `letters.status` keeps its final states. `handed_to_print` stays the final state of a letter the
 -- print house received; what the print house said about it afterwards is `print_status`:

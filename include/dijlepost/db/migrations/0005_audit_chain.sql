@@ -1,4 +1,4 @@
--- Audit trail (issue 7): `letter_events` becomes tamper-evident and append-only; evaluation figures.
+-- Audit trail: `letter_events` becomes tamper-evident and append-only; evaluation figures.
 --
 -- 1. A hash chain. Every event gets its place in the chain (`chain_seq`, 1, 2, 3, ... in commit
 --    order), the hash of the event before it (`prev_hash`; 32 zero bytes for the first) and its own
@@ -71,7 +71,7 @@ DECLARE
     head record;
 BEGIN
     -- One writer at a time extends the chain; the lock is held until the transaction ends.
-    PERFORM pg_advisory_xact_lock(1684630636, 7);   -- ('dijl', issue 7)
+    PERFORM pg_advisory_xact_lock(1684630636, 7);   -- ('dijl', 7): the audit chain's lock
     -- A volatile function's query sees what committed before the lock was granted, and the rows this
     -- statement inserted so far.
     SELECT chain_seq, hash INTO head FROM letter_events ORDER BY chain_seq DESC LIMIT 1;

@@ -1,4 +1,4 @@
--- Rollout administration (issue 6): a pilot by percentage, and the full history of paper exemptions.
+-- Rollout administration: a pilot by percentage, and the full history of paper exemptions.
 
 -- `pilot` takes an allowlist and/or a percentage of recipients chosen by a stable hash of their
 -- pseudonym (see include/dijlepost/rollout.py `pilot_bucket`): raising the percentage only adds people.

@@ -90,6 +90,25 @@ def test_an_edited_applied_migration_is_detected(fresh_url):
         migrate(other)
 
 
+def test_a_migration_applied_in_an_earlier_wording_takes_the_current_checksum(fresh_url):
+    import hashlib
+
+    from include.dijlepost.db.migrate import REWORDED
+
+    version, earlier = next(iter(REWORDED.items()))
+    with psycopg.connect(fresh_url) as conn:
+        migrate(conn)
+        current = recorded(conn)[version]
+        assert current not in earlier  # the file holds the current wording
+        conn.execute(
+            "UPDATE schema_migrations SET checksum = %s WHERE version = %s", (next(iter(earlier)), version)
+        )
+        conn.commit()
+        assert migrate(conn) == []  # nothing re-applied
+        assert recorded(conn)[version] == current
+        assert current == hashlib.sha256(dict(available_migrations())[version].encode()).hexdigest()
+
+
 def test_a_partial_database_gets_only_the_missing_migrations(fresh_url):
     with psycopg.connect(fresh_url) as conn:
         migrate(conn)

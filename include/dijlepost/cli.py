@@ -73,7 +73,14 @@ def cmd_import(args) -> int:
                 report = import_file(conn, path)
             except (FileRefused, ImportFailed) as exc:
                 conn.rollback()
-                print(f"error: {path.name}: {exc}; nothing imported", file=sys.stderr)
+                before = len(exc.report.inserted) if hasattr(exc, "report") else 0
+                done = (
+                    f"the {before} letters before it were imported (an import of the corrected file reports "
+                    "them as duplicates)"
+                    if before
+                    else "nothing imported"
+                )
+                print(f"error: {path.name}: {exc}; {done}", file=sys.stderr)
                 return EXIT_NOT_RUN
     except TemplateError as exc:  # the renderer checks every row: without templates, none
         print(f"error: the letter templates cannot be loaded ({exc}); nothing imported", file=sys.stderr)

@@ -5,8 +5,11 @@ row is checked on its own: every field for its type, its length limit (`LIMITS`)
 letter as a whole, payload included, by the renderer's own check (`rendering.validation.validate_letter`),
 so a letter that imports also renders. A bad row is refused with a message naming the line and the field,
 never the value itself; a letter id that is already in the outbox is reported as a duplicate and not
-inserted again; the good rows are inserted in one transaction. A problem with the file itself (not UTF-8,
-an unknown column, no letters at all) is a `FileRefused` naming the line, and nothing is imported.
+inserted again. The file is read as a stream and the good rows are inserted in transactions of
+`IMPORT_BATCH` rows: memory stays flat in the file's size, and a rerun after a crash imports the rest (the
+letters already in reported as duplicates). A problem with the file itself (not UTF-8, an unknown column,
+no letters at all) is a `FileRefused` naming the line; found in the header, nothing is imported, found
+further down, the batches before that line are (the exception's `report` says which).
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ MAX_CSV_FIELD = 1_048_576  # one CSV value as the csv module reads it (its defau
 CSV_DELIMITERS = {",": "comma", ";": "semicolon"}
 
 _IMPORT_LOCK_ID = 0x64696A69  # "diji": held by one import transaction at a time
+# Checked rows written per transaction: memory stays flat in the file's size, a crash loses one batch.
+IMPORT_BATCH = 1000
 
 
 class RowError(ValueError):
@@ -94,12 +99,14 @@ class RowError(ValueError):
 
 
 class FileRefused(ValueError):
-    """The file as a whole cannot be imported (nothing is); the message names the line where it can."""
+    """The file cannot be read on from the line the message names; `report` (set by `import_rows`) holds
+    what the batches before it imported."""
 
 
 class ImportFailed(RuntimeError):
-    """Checking a row failed in an unexpected way (a fault of dijlepost, not of the row): nothing is
-    imported. The message names the line and the kind of error, never the error's own text."""
+    """Checking a row failed in an unexpected way (a fault of dijlepost, not of the row): the import stops
+    there, the batches before it stay imported (`report`). The message names the line and the kind of
+    error, never the error's own text."""
 
 
 @dataclass
@@ -551,38 +558,68 @@ _INSERT = (
 )
 
 
-def import_rows(conn, rows: Iterable[tuple[int, Mapping]], ctx: RunContext | None = None) -> ImportReport:
-    """Check every row, then insert the good ones in one transaction.
+def import_rows(
+    conn,
+    rows: Iterable[tuple[int, Mapping | Unreadable]],
+    ctx: RunContext | None = None,
+    batch_size: int = IMPORT_BATCH,
+) -> ImportReport:
+    """Check the rows and insert the good ones, committing every `batch_size` checked rows, so memory
+    stays flat whatever the file's size and a crash loses at most the batch being written.
 
-    FileRefused (from reading), ImportFailed and the renderer's TemplateError propagate before anything is
-    written. A row the database still refuses
+    A rerun after a crash, or of the same file, finds the letters already in the outbox and reports them
+    as duplicates (identical or not), so it imports exactly the rest. A row the database still refuses
     (a constraint added after this code, say) is refused by line with the field or constraint name; the
-    database's own message, which may quote the row, is never passed on."""
+    database's own message, which may quote the row, is never passed on.
+
+    FileRefused (from reading), ImportFailed and the renderer's TemplateError propagate; the batches
+    before the one they interrupt stay committed, and the exception's `report` says what they imported."""
     from include.dijlepost.rendering.errors import TemplateError
 
     report = ImportReport()
-    clean: dict[str, tuple[int, dict]] = {}
-    for line_no, raw in rows:
-        try:
-            row = validate_row(raw)
-        except RowError as exc:
-            report.errors.append((line_no, str(exc)))
-            continue
-        except TemplateError:
-            raise  # the templates cannot be loaded: no row can be checked
-        except Exception as exc:
-            raise ImportFailed(
-                f"line {line_no}: checking the row failed unexpectedly "
-                f"({type(exc).__name__}); please report it"
-            ) from None
-        if row["letter_id"] in clean:
-            same = _same(clean[row["letter_id"]][1], row)
-            report.duplicates.append((line_no, row["letter_id"], same))
-            continue
-        clean[row["letter_id"]] = (line_no, row)
-    if not clean:
+    batch: dict[str, tuple[int, dict]] = {}
+    try:
+        for line_no, raw in rows:
+            try:
+                row = validate_row(raw)
+            except RowError as exc:
+                report.errors.append((line_no, str(exc)))
+                continue
+            except TemplateError:
+                raise  # the templates cannot be loaded: no row can be checked
+            except Exception as exc:
+                raise ImportFailed(
+                    f"line {line_no}: checking the row failed unexpectedly "
+                    f"({type(exc).__name__}); please report it"
+                ) from None
+            if row["letter_id"] in batch:
+                same = _same(batch[row["letter_id"]][1], row)
+                report.duplicates.append((line_no, row["letter_id"], same))
+                continue
+            batch[row["letter_id"]] = (line_no, row)
+            if len(batch) >= batch_size:
+                _write_batch(conn, batch, ctx, report)
+                batch = {}
+        _write_batch(conn, batch, ctx, report)
+    except (FileRefused, ImportFailed, TemplateError) as exc:
+        conn.rollback()
+        report.duplicates.sort()
         report.errors.sort()
-        return report
+        exc.report = report  # type: ignore[attr-defined]  # what the committed batches imported
+        raise
+    report.duplicates.sort()
+    report.errors.sort()
+    return report
+
+
+def _write_batch(
+    conn, batch: dict[str, tuple[int, dict]], ctx: RunContext | None, report: ImportReport
+) -> None:
+    """Insert one batch of checked rows in one transaction: those already in the outbox become duplicates,
+    those the database refuses become errors, the rest are inserted with their `accepted` event."""
+    if not batch:
+        return
+    clean = dict(batch)
     with conn.cursor() as cur:
         # Serialise imports: without it, two imports of the same file both see "not yet in the outbox", the
         # second INSERT silently does nothing (ON CONFLICT), yet both report and record the letters as accepted.
@@ -605,10 +642,7 @@ def import_rows(conn, rows: Iterable[tuple[int, Mapping]], ctx: RunContext | Non
             ),
         )
     conn.commit()
-    report.inserted = list(clean)
-    report.duplicates.sort()
-    report.errors.sort()
-    return report
+    report.inserted.extend(clean)
 
 
 def _insert(conn, cur, clean: dict[str, tuple[int, dict]]) -> list[tuple[str, int, str]]:

@@ -15,7 +15,7 @@ import pytest
 
 from demo.sample_payloads import sample_payload
 from include.dijlepost import clock
-from include.dijlepost.intake import FileRefused, RowError, import_file, import_rows, validate_row
+from include.dijlepost.intake import FileRefused, RowError, import_file, import_rows, read_rows, validate_row
 from include.dijlepost.outbox import RunContext
 
 pytestmark = pytest.mark.integration
@@ -985,3 +985,35 @@ def test_a_value_quoted_by_a_library_inside_the_renderer_reason_is_not_shown():
         assert message.startswith("payload.iban: ") and "IBAN" in message
         assert wrong not in message and wrong.replace(" ", "") not in message
         assert not re.search(r"\d{4}", message.replace("3!n7!n2!n", "")), message  # no part of it either
+
+
+def test_a_big_file_is_written_in_batches_and_a_rerun_imports_the_rest(db, tmp_path):
+    """Batches of 3: every good row is in after its batch commits; a line that is not UTF-8 stops the
+    import there with the batches before it kept; the corrected file imports the rest, the letters
+    already in reported as identical duplicates, each letter accepted once."""
+    good = [row(f"BT-{i:02d}", i) for i in range(8)]
+    path = tmp_path / "big.jsonl"
+    lines = [json.dumps(r) for r in good]
+    # line 8 is not UTF-8: the batches holding lines 1-6 are committed, line 7 (the open batch) is not
+    path.write_bytes(("\n".join(lines[:7]) + "\n").encode() + b"\xff\n" + lines[7].encode() + b"\n")
+    with pytest.raises(FileRefused, match="line 8: not UTF-8") as refused:
+        import_rows(db, read_rows(path), batch_size=3)
+    assert refused.value.report.inserted == [f"BT-{i:02d}" for i in range(6)]
+    assert sorted(letters(db)) == [f"BT-{i:02d}" for i in range(6)]
+
+    write_jsonl(path, [*good, good[1]])  # corrected, and line 9 repeats line 2 in another batch
+    report = import_file(db, path)
+    assert report.inserted == ["BT-06", "BT-07"]
+    assert [(line, lid, same) for line, lid, same in report.duplicates] == [
+        *[(i + 1, f"BT-{i:02d}", True) for i in range(6)],
+        (9, "BT-01", True),
+    ]
+    assert sorted(letters(db)) == [f"BT-{i:02d}" for i in range(8)]
+    assert [e[0] for e in accepted_events(db)] == [f"BT-{i:02d}" for i in range(8)]
+
+
+def test_a_duplicate_in_a_later_batch_with_other_content_is_reported_as_different(db, tmp_path):
+    path = write_jsonl(tmp_path / "f.jsonl", [row("BD-1", 0), row("BD-2", 1), row("BD-1", 0, city="Muizen")])
+    report = import_rows(db, read_rows(path), batch_size=2)
+    assert report.inserted == ["BD-1", "BD-2"] and report.duplicates == [(3, "BD-1", False)]
+    assert not report.ok

@@ -43,3 +43,17 @@ def test_a_process_started_during_the_run_is_counted_with_its_cpu_time(tmp_path)
     counted = sum(v for role, v in result["by_role_cpu_s"].items() if "dijlepost_cpu_burner" in role)
     assert 0.6 <= counted <= 1.3
     assert result["wall_s"] >= 1.0
+
+
+def test_the_product_and_the_stand_ins_are_counted_apart():
+    from benchmarks.cpu_accounting import product_and_stand_ins
+
+    by_role = {
+        "task": 100.0,
+        "scheduler": 20.0,
+        "PostgreSQL (outbox)": 10.0,
+        "eBox sandbox": 30.0,
+        "print house": 5.0,
+        "other: redis-server": 7.0,
+    }
+    assert product_and_stand_ins(by_role) == (130.0, 35.0)

@@ -27,3 +27,26 @@ def test_repeated_runs_are_summed_up_per_n_by_their_median_in_the_order_run():
     }
     assert summary[1]["runs"] == 2 and summary[1]["ratio_e2e_to_bare"] == 0.35  # even count: the mean of two
     assert summary[1]["wall_s"] == 85.0
+
+
+def test_the_benchmark_airflow_takes_the_production_scheduler_settings():
+    import yaml
+
+    from benchmarks.scale import ROOT, production_airflow_settings
+
+    settings = production_airflow_settings()
+    deployed = {
+        v["key"]: str(v["value"])
+        for v in yaml.safe_load((ROOT / "astro-config.yaml").read_text())["deployment"][
+            "environment_variables"
+        ]
+    }
+    assert (
+        settings["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"]
+        == deployed["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"]
+    )
+    assert (
+        settings["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"]
+        == deployed["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"]
+    )
+    assert all(k.startswith(("AIRFLOW__SCHEDULER__", "AIRFLOW__DAG_PROCESSOR__")) for k in settings)

@@ -16,7 +16,9 @@ from .pdfread import read_pdf
 
 
 def _structure(data: bytes):
-    """(reader, catalog, [(tag, page index, mcid, element)] in structure-tree order)."""
+    """(reader, catalog, [(tag, page index, mcid, element)] in structure-tree order): every marked-content
+    item of the tree with the element holding it, depth first (an element holding several items, e.g.
+    a paragraph over a page break, once per item)."""
     reader = PdfReader(BytesIO(data))
     catalog = reader.trailer["/Root"]
     root = catalog["/StructTreeRoot"]
@@ -25,11 +27,25 @@ def _structure(data: bytes):
     assert document["/S"] == "/Document"
     page_index = {page.indirect_reference.idnum: index for index, page in enumerate(reader.pages)}
     elements = []
+
+    def walk(element, parent, page):
+        assert element["/P"].get_object() == parent
+        if "/Pg" in element:
+            page = page_index[element.raw_get("/Pg").idnum]
+        kids = element["/K"]
+        for kid in kids if isinstance(kids, list) else [kids]:
+            if isinstance(kid, int):
+                elements.append((element["/S"][1:], page, int(kid), element))
+                continue
+            kid = kid.get_object()
+            if kid.get("/Type") == "/MCR":
+                where = page_index[kid.raw_get("/Pg").idnum]
+                elements.append((element["/S"][1:], where, int(kid["/MCID"]), element))
+            else:
+                walk(kid, element, page)
+
     for kid in document["/K"]:
-        element = kid.get_object()
-        assert element["/P"].get_object() == document
-        (mcid,) = element["/K"]
-        elements.append((element["/S"][1:], page_index[element.raw_get("/Pg").idnum], int(mcid), element))
+        walk(kid.get_object(), document, None)
     return reader, catalog, elements
 
 

@@ -43,7 +43,7 @@ def long_invoice(count: int = 40, language: str = "nl") -> dict:
     """An invoice of `count` itemised lines (40 take three pages), whose total is its amount_due."""
     lines = [
         {
-            "description": f"Ophaling grofvuil, adres {n}, {n % 4 + 1} m³",
+            "description": f"Ophaling grofvuil aan huis, adres {n}, {n % 4 + 1} m³ (afspraak via het contactcenter)",
             "quantity": str(n % 3 + 1),
             "unit_price": "12.50",
             "vat_rate": "21" if n % 2 else "0",

@@ -597,7 +597,6 @@ class LetterRenderer:
             path: StructPath = ()
             if section:
                 path = (("Table", table), (section, table), ("TR", new_group()))
-            tags = (cell_tags[0], *[cell_tags[1]] * len(cells))
             baseline = flow.y + baseline_offset(size)
             texts = [(MARGIN_LEFT, part, index) for index, part in enumerate(parts) if part]
             for text, (_, edge) in zip(cells, columns[-len(cells) :], strict=False):
@@ -613,7 +612,7 @@ class LetterRenderer:
                         text,
                         style,
                         size,
-                        tag=(tags[0] if is_first else tags[1]) if section else None,
+                        tag=cell_tags[0 if is_first else 1] if section else None,
                         group=first_cell if is_first else new_group(),
                         path=path,
                         artifact=RUNNING_HEADER,

@@ -175,8 +175,9 @@ _groups = itertools.count(1)
 
 
 def new_group() -> int:
-    """A fresh structure-element id: consecutive text operations with the same tag and group are one
-    element of the tagged PDF (one paragraph, one heading, one label/value row)."""
+    """A fresh structure-element id: text operations with the same path, tag and group are one element
+    of the tagged PDF (one paragraph, one heading, one table cell), and a (type, id) pair in a path one
+    grouping element (a table, a row, a list)."""
     return next(_groups)
 
 

@@ -398,3 +398,15 @@ def test_the_outline_command_prints_one_letters_tree(capsys, tmp_path):
     assert "        TH Scope=Column [p1] 'Eenheidsprijs'" in printed
     assert "        TH Scope=Row ColSpan=4 [p3] 'Totaal'" in printed
     assert (tmp_path / "l.pdf").read_bytes() == renderer().render(long_invoice(50)).pdf
+
+
+def test_structure_elements_are_written_as_fpdf2_writes_them(monkeypatch):
+    """The renderer writes its structure elements itself (faster); the bytes are fpdf2's."""
+    from fpdf.syntax import PDFObject
+
+    from include.dijlepost.rendering import renderer as module
+
+    letters = [make_letter("invoice", "fr"), make_letter("gas_finding", "nl"), long_invoice(50, "de")]
+    own = [renderer().render(letter).pdf for letter in letters]
+    monkeypatch.setattr(module._Element, "serialize", PDFObject.serialize)
+    assert [renderer().render(letter).pdf for letter in letters] == own

@@ -11,6 +11,7 @@ All measures are millimetres from the top-left corner of an A4 page.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from dataclasses import dataclass
@@ -174,9 +175,21 @@ _groups = itertools.count(1)
 
 
 def new_group() -> int:
-    """A fresh structure-element id: consecutive text operations with the same tag and group are one
-    element of the tagged PDF (one paragraph, one heading, one label/value row)."""
+    """A fresh structure-element id: text operations with the same path, tag and group are one element
+    of the tagged PDF (one paragraph, one heading, one table cell), and a (type, id) pair in a path one
+    grouping element (a table, a row, a list)."""
     return next(_groups)
+
+
+# What an artifact is (ISO 32000-1, 14.8.2.2): its /Type and /Subtype in the marked content's properties.
+LAYOUT = "Layout"  # rules, frames
+RUNNING_HEADER = "Pagination/Header"  # the running header of later pages, a table's repeated header row
+RUNNING_FOOTER = "Pagination/Footer"  # the footer line and the page number
+
+# Where an element sits in the structure tree: the grouping elements above it, outermost first, each a
+# (structure type, new_group() id) pair, e.g. (("Table", 7), ("TBody", 7), ("TR", 9)). Operations
+# with the same container pairs are under the same elements.
+StructPath = tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +200,10 @@ class TextOp:
     style: str
     size: float
     gray: bool = False
-    tag: str | None = "P"  # structure type (P, H1, H2); None for a page artifact (footer, header)
+    tag: str | None = "P"  # structure type (P, H1, TH, LBody...); None for an artifact
     group: int = 0  # see new_group(); 0 = an element of its own
+    path: StructPath = ()  # the grouping elements it is in (none: directly under /Document)
+    artifact: str = LAYOUT  # what kind of artifact, when tag is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +224,7 @@ class QrOp:
     box: Box  # includes the quiet zone
     matrix: tuple[tuple[bool, ...], ...]
     alt: str = ""  # alternative text of the figure
+    path: StructPath = ()
 
 
 Op = TextOp | RuleOp | FrameOp | QrOp
@@ -370,6 +386,7 @@ class Flow:
         space_after: float = PARAGRAPH_GAP,
         tag: str = "P",
         group: int | None = None,
+        path: StructPath = (),
     ) -> None:
         height = line_height(size, self.spacing)
         group = group or new_group()
@@ -386,15 +403,24 @@ class Flow:
                     size,
                     tag=tag,
                     group=group,
+                    path=path,
                 )
             )
             self.y += height
         self.y += space_after
 
-    def bullet(self, text: str, *, size: float = BODY_SIZE, space_after: float = PARAGRAPH_GAP / 2) -> None:
-        """A list item: the bullet and its text are one paragraph of the tagged PDF."""
+    def bullet(
+        self,
+        text: str,
+        *,
+        list_id: int,
+        size: float = BODY_SIZE,
+        space_after: float = PARAGRAPH_GAP / 2,
+    ) -> None:
+        """A list item of the list `list_id` (a new_group() id shared by the bullets of one list): in the
+        tagged PDF an LI of that L, the bullet its Lbl and the text its LBody."""
         self.ensure(line_height(size, self.spacing))
-        group = new_group()
+        item: StructPath = (("L", list_id), ("LI", new_group()))
         self.ops.append(
             TextOp(
                 MARGIN_LEFT + 1.5,
@@ -402,7 +428,9 @@ class Flow:
                 "\u2022",
                 REGULAR,
                 size,
-                group=group,
+                tag="Lbl",
+                group=new_group(),
+                path=item,
             )
         )
         self.paragraph(
@@ -411,7 +439,8 @@ class Flow:
             left=MARGIN_LEFT + BULLET_INDENT,
             width=CONTENT_WIDTH - BULLET_INDENT,
             space_after=space_after,
-            group=group,
+            tag="LBody",
+            path=item,
         )
 
     def rows(
@@ -423,12 +452,18 @@ class Flow:
         left: float = MARGIN_LEFT,
         width: float = CONTENT_WIDTH,
         shrink: tuple[float, ...] = (),
+        table: bool = False,
+        path: StructPath = (),
     ) -> None:
         """Label/value rows (label in bold); a row splits over two pages only if it is longer than a page.
         A value too wide for its column is set in the first of the `shrink` sizes (pt) at which it fits
-        on one line, and wrapped (at the smallest) only if none does."""
+        on one line, and wrapped (at the smallest) only if none does.
+
+        In the tagged PDF each row is one P (the label, then the value), or with `table` a Table of
+        two columns: per row a TR of the label as its row header (TH) and the value (TD)."""
         height = line_height(size, self.spacing)
         value_width = width - label_width
+        table_path = (*path, ("Table", new_group())) if table else path
         for label, value in rows:
             check_deadline(self.deadline)
             labels = wrap(self.fonts, label, BOLD, size, label_width - 3, self.deadline)
@@ -440,17 +475,47 @@ class Flow:
             count = max(len(labels), len(values))
             if count * height <= BODY_BOTTOM - NEXT_PAGE_BODY_TOP:
                 self.ensure(count * height)
-            group = new_group()  # a row reads as one paragraph: the label, then the value
-            for index in range(count):
+            if table:
+                row_path = (*table_path, ("TR", new_group()))
+                label_tag, label_group, value_tag, value_group = "TH", new_group(), "TD", new_group()
+            else:  # a row reads as one paragraph: the label, then the value
+                row_path, label_tag, value_tag = path, "P", "P"
+                label_group = value_group = new_group()
+            lines = []  # (page, baseline) of each line of the row
+            for _ in range(count):
                 self.ensure(height)
-                baseline = self.y + baseline_offset(size, self.spacing)
-                if index < len(labels):
-                    self.ops.append(TextOp(left, baseline, labels[index], BOLD, size, group=group))
-                if index < len(values):
-                    self.ops.append(
-                        TextOp(left + label_width, baseline, values[index], REGULAR, value_size, group=group)
-                    )
+                lines.append((self.ops, self.y + baseline_offset(size, self.spacing)))
                 self.y += height
+            label_ops = [
+                (
+                    page,
+                    TextOp(left, baseline, text, BOLD, size, tag=label_tag, group=label_group, path=row_path),
+                )
+                for (page, baseline), text in zip(lines, labels, strict=False)
+            ]
+            value_ops = [
+                (
+                    page,
+                    TextOp(
+                        left + label_width,
+                        baseline,
+                        text,
+                        REGULAR,
+                        value_size,
+                        tag=value_tag,
+                        group=value_group,
+                        path=row_path,
+                    ),
+                )
+                for (page, baseline), text in zip(lines, values, strict=False)
+            ]
+            # A paragraph reads line by line, label and value; in a table each cell is drawn whole,
+            # the label's lines, then the value's, so that each cell is one run of the page.
+            ordered = label_ops + value_ops
+            if not table:
+                ordered = [op for pair in itertools.zip_longest(label_ops, value_ops) for op in pair if op]
+            for page, op in ordered:
+                page.append(op)
 
     def keep_together(self, ops: list[Op], height: float, *, off_folds: bool = False) -> bool:
         """Place a block drawn from y=0 as one piece, on a new page if it does not fit here; with
@@ -473,9 +538,9 @@ class Flow:
 
 def _shift(op: Op, dy: float) -> Op:
     if isinstance(op, TextOp):
-        return TextOp(op.x, op.y + dy, op.text, op.style, op.size, op.gray, op.tag, op.group)
+        return dataclasses.replace(op, y=op.y + dy)
     if isinstance(op, RuleOp):
         return RuleOp(op.x1, op.y1 + dy, op.x2, op.y2 + dy)
     if isinstance(op, FrameOp):
         return FrameOp(Box(op.box.left, op.box.top + dy, op.box.width, op.box.height))
-    return QrOp(Box(op.box.left, op.box.top + dy, op.box.width, op.box.height), op.matrix, op.alt)
+    return dataclasses.replace(op, box=Box(op.box.left, op.box.top + dy, op.box.width, op.box.height))

@@ -28,6 +28,7 @@ from babel import Locale
 from fpdf import FPDF, FPDF_VERSION
 from fpdf.output import PDFPage
 from fpdf.prefs import ViewerPreferences
+from fpdf.structure_tree import StructElem, StructureTreeBuilder
 from fpdf.syntax import Name
 
 from .. import clock
@@ -45,6 +46,7 @@ from .layout import (
     FIRST_PAGE_BODY_GAP,
     FOOTER_BASELINE,
     FOOTER_RULE,
+    LAYOUT,
     LINE_SPACING,
     MARGIN_LEFT,
     META_TOP,
@@ -53,6 +55,8 @@ from .layout import (
     PAGE_WIDTH,
     PARAGRAPH_GAP,
     PT_TO_MM,
+    RUNNING_FOOTER,
+    RUNNING_HEADER,
     SENDER_TOP,
     SMALL_SIZE,
     TIGHT_LINE_SPACING,
@@ -62,6 +66,7 @@ from .layout import (
     Op,
     QrOp,
     RuleOp,
+    StructPath,
     TextOp,
     address_box,
     baseline_offset,
@@ -423,7 +428,7 @@ class LetterRenderer:
         flow.ops.extend(first_page)
         flow.paragraph(letter.subject, style=BOLD, size=11, space_after=3 if tight else 5, tag="H1")
         if letter.details:
-            flow.rows(list(letter.details), label_width=48)
+            flow.rows(list(letter.details), label_width=48, table=True)
             flow.gap(2 if tight else 4)
         if letter.lines:
             self._lines_table(flow, letter)
@@ -431,11 +436,13 @@ class LetterRenderer:
         flow.paragraph(labels["salutation"], space_after=gap)
         last_block = len(letter.body) - 1 if not letter.payment else None
         after_bullet = False
+        list_id = 0
         for index, paragraph in enumerate(letter.body):
             if carry and index == last_block:
                 flow.new_page()
             if paragraph.bullet:
-                flow.bullet(paragraph.text, space_after=gap / 2)
+                list_id = list_id if after_bullet else new_group()  # bullets in a row are one list
+                flow.bullet(paragraph.text, list_id=list_id, space_after=gap / 2)
             else:
                 if after_bullet:
                     flow.gap(gap / 2)  # bullets sit closer together than paragraphs
@@ -472,14 +479,17 @@ class LetterRenderer:
         sender = self._set.sender
         department = self._set.departments[letter.template.department]
         lang = letter.language
+        block: StructPath = (("Div", new_group()),)  # the sender block: who writes, and their address
         group = new_group()
-        ops: list[Op] = [TextOp(MARGIN_LEFT, SENDER_TOP + 5, sender.names[lang], BOLD, 16, group=group)]
+        ops: list[Op] = [
+            TextOp(MARGIN_LEFT, SENDER_TOP + 5, sender.names[lang], BOLD, 16, group=group, path=block)
+        ]
         y = SENDER_TOP + 11
-        ops.append(TextOp(MARGIN_LEFT, y, department.names[lang], BOLD, 9, group=group))
+        ops.append(TextOp(MARGIN_LEFT, y, department.names[lang], BOLD, 9, group=group, path=block))
         group = new_group()
         for line in (sender.street, f"{sender.postal_code} {sender.city}", sender.website):
             y += line_height(SMALL_SIZE)
-            ops.append(TextOp(MARGIN_LEFT, y, line, REGULAR, SMALL_SIZE, gray=True, group=group))
+            ops.append(TextOp(MARGIN_LEFT, y, line, REGULAR, SMALL_SIZE, gray=True, group=group, path=block))
         return ops
 
     def _meta(self, letter: _Letter, deadline: float | None = None) -> list[Op]:
@@ -495,12 +505,21 @@ class LetterRenderer:
         width = self._set.envelope.ever_visible.left - 2 - MARGIN_LEFT
         label_width = min(32.0, 3.5 + max(self._fonts.width(label, BOLD, SMALL_SIZE) for label, _ in rows))
         flow = Flow(self._fonts, META_TOP, deadline)
+        block: StructPath = (("Div", new_group()),)
         flow.rows(
-            rows, label_width=label_width, size=SMALL_SIZE, left=MARGIN_LEFT, width=width, shrink=(7.5, 6.5)
+            rows,
+            label_width=label_width,
+            size=SMALL_SIZE,
+            left=MARGIN_LEFT,
+            width=width,
+            shrink=(7.5, 6.5),
+            path=block,
         )
         if letter.registered:
             flow.gap(1.5)
-            flow.paragraph(labels["registered"].upper(), style=BOLD, size=9, left=MARGIN_LEFT, width=width)
+            flow.paragraph(
+                labels["registered"].upper(), style=BOLD, size=9, left=MARGIN_LEFT, width=width, path=block
+            )
         return flow.ops
 
     def _address_ops(self, address: tuple[str, ...], deadline: float | None = None) -> list[Op]:
@@ -527,8 +546,9 @@ class LetterRenderer:
         height = line_height(size)
         top = box.top + baseline_offset(size)
         group = new_group()
+        block: StructPath = (("Div", new_group()),)  # the recipient's address, a block of its own
         ops = [
-            TextOp(box.left, top + index * height, line, REGULAR, size, group=group)
+            TextOp(box.left, top + index * height, line, REGULAR, size, group=group, path=block)
             for index, line in enumerate(lines)
         ]
         if not all(box.contains(ink_box(self._fonts, op)) for op in ops):
@@ -543,8 +563,13 @@ class LetterRenderer:
 
     def _lines_table(self, flow: Flow, letter: _Letter) -> None:
         """The itemised lines as a table: description, quantity, unit price (excluding VAT), VAT rate,
-        amount (VAT included); then the total, which is amount_due, and the VAT in it. A row reads as
-        one paragraph of the tagged PDF; a row never splits over two pages."""
+        amount (VAT included); then the total, which is amount_due, and the VAT in it. A row never
+        splits over two pages; a page the table continues on starts with the header row again.
+
+        Tagged as one Table: THead (the header row, TH cells with /Scope /Column), TBody (a TR per
+        line, a TD per cell), TFoot (the total and the VAT, each a TH with /Scope /Row spanning the
+        first four columns and a TD). The header row repeated on a later page is an artifact
+        (pagination), so the tree holds the table once and a reader meets its header once."""
         labels = self._set.labels[letter.language]
         lang = letter.language
         size = 9.0
@@ -557,27 +582,51 @@ class LetterRenderer:
             ("line_amount", CONTENT_WIDTH),
         )
         description_width = 76.0
+        right = MARGIN_LEFT + CONTENT_WIDTH
+        table = new_group()
+        header = [labels[key] for key, _ in columns]
 
-        def row(cells: list[str], style: str, description: str = "") -> None:
+        def row(
+            cells: list[str], style: str, description: str, section: str | None, cell_tags: tuple[str, str]
+        ) -> None:
+            """One row; `section` is THead, TBody or TFoot, None for the header row repeated as an
+            artifact; `cell_tags` the structure types of the first cell and of the others."""
             parts = wrap(self._fonts, description, style, size, description_width, flow.deadline) or [""]
-            flow.ensure(len(parts) * height)
-            group = new_group()
+            if flow.ensure(len(parts) * height) and section != "THead":
+                row(header, BOLD, labels["line_description"], None, ("TH", "TH"))
+                header_rule()
+            path: StructPath = ()
+            if section:
+                path = (("Table", table), (section, table), ("TR", new_group()))
             baseline = flow.y + baseline_offset(size)
-            for index, part in enumerate(parts):
-                if part:
-                    flow.ops.append(
-                        TextOp(MARGIN_LEFT, baseline + index * height, part, style, size, group=group)
-                    )
-            for text, (_, right) in zip(cells, columns[-len(cells) :]):
+            texts = [(MARGIN_LEFT, part, index) for index, part in enumerate(parts) if part]
+            for text, (_, edge) in zip(cells, columns[-len(cells) :], strict=False):
                 if text:
-                    x = MARGIN_LEFT + right - self._fonts.width(text, style, size)
-                    flow.ops.append(TextOp(x, baseline, text, style, size, group=group))
+                    texts.append((MARGIN_LEFT + edge - self._fonts.width(text, style, size), text, 0))
+            first_cell = new_group()
+            for x, text, line in texts:
+                is_first = x == MARGIN_LEFT
+                flow.ops.append(
+                    TextOp(
+                        x,
+                        baseline + line * height,
+                        text,
+                        style,
+                        size,
+                        tag=cell_tags[0 if is_first else 1] if section else None,
+                        group=first_cell if is_first else new_group(),
+                        path=path,
+                        artifact=RUNNING_HEADER,
+                    )
+                )
             flow.y += len(parts) * height
 
-        right = MARGIN_LEFT + CONTENT_WIDTH
-        row([labels[key] for key, _ in columns], BOLD, labels["line_description"])
-        flow.ops.append(RuleOp(MARGIN_LEFT, flow.y + 0.3, right, flow.y + 0.3))
-        flow.gap(1)
+        def header_rule() -> None:
+            flow.ops.append(RuleOp(MARGIN_LEFT, flow.y + 0.3, right, flow.y + 0.3))
+            flow.gap(1)
+
+        row(header, BOLD, labels["line_description"], "THead", ("TH", "TH"))
+        header_rule()
         for line in letter.lines:
             check_deadline(flow.deadline)
             row(
@@ -589,14 +638,16 @@ class LetterRenderer:
                 ],
                 REGULAR,
                 line.description,
+                "TBody",
+                ("TD", "TD"),
             )
         flow.ops.append(RuleOp(MARGIN_LEFT, flow.y + 0.3, right, flow.y + 0.3))
         flow.gap(1)
         total = sum(line.total for line in letter.lines)
-        row([fields.format_amount(total, lang)], BOLD, labels["lines_total"])
+        row([fields.format_amount(total, lang)], BOLD, labels["lines_total"], "TFoot", ("TH", "TD"))
         vat = sum(line.vat for line in letter.lines)
         if vat:
-            row([fields.format_amount(vat, lang)], REGULAR, labels["lines_vat"])
+            row([fields.format_amount(vat, lang)], REGULAR, labels["lines_vat"], "TFoot", ("TH", "TD"))
 
     def _bic(self, letter: _Letter) -> str:
         """The BIC printed and put in the QR code: the configured one; for a letter abroad, else the
@@ -629,9 +680,16 @@ class LetterRenderer:
             *([(labels["bic"], self._bic(letter))] if self._bic(letter) else []),
             (labels["ogm"], fields.format_ogm(payment.ogm)),
         ]
+        # One section: its heading, the details as a table of label and value, the code, its caption.
+        section: StructPath = (("Sect", new_group()),)
         flow = Flow(self._fonts, padding)
         flow.paragraph(
-            labels["payment_title"], style=BOLD, left=MARGIN_LEFT + padding, space_after=1.5, tag="H2"
+            labels["payment_title"],
+            style=BOLD,
+            left=MARGIN_LEFT + padding,
+            space_after=1.5,
+            tag="H2",
+            path=section,
         )
         flow.rows(
             rows,
@@ -639,6 +697,8 @@ class LetterRenderer:
             size=9,
             left=MARGIN_LEFT + padding,
             width=qr_box.left - MARGIN_LEFT - 2 * padding,
+            table=True,
+            path=section,
         )
         ops = flow.ops
         # The code itself is a figure whose alternative text says what a scan fills in; its caption
@@ -647,7 +707,7 @@ class LetterRenderer:
             f"{labels['qr_caption']}: {fields.format_amount(payment.amount, lang)}, "
             f"{sender.iban.formatted}, {fields.format_ogm(payment.ogm)}"
         )
-        ops.append(QrOp(qr_box, matrix, alt=alt))
+        ops.append(QrOp(qr_box, matrix, alt=alt, path=section))
         caption_y = max(flow.y + 1.5, qr_box.bottom - 1.5 - line_height(7.5)) + baseline_offset(7.5)
         ops.append(
             TextOp(
@@ -658,6 +718,7 @@ class LetterRenderer:
                 7.5,
                 gray=True,
                 group=new_group(),
+                path=section,
             )
         )
         height = max(qr_box.bottom, caption_y + DESCENT * 7.5 * PT_TO_MM) + padding / 2
@@ -678,7 +739,7 @@ class LetterRenderer:
         sender = self._set.sender.names[letter.language]
         line = f"{sender} \u00b7 {texts.document_name} \u00b7 {letter.letter_id}"
         return [
-            TextOp(MARGIN_LEFT, 16, line, REGULAR, 8, gray=True, tag=None),
+            TextOp(MARGIN_LEFT, 16, line, REGULAR, 8, gray=True, tag=None, artifact=RUNNING_HEADER),
             RuleOp(MARGIN_LEFT, NEXT_PAGE_BODY_TOP - 8, PAGE_WIDTH - MARGIN_LEFT, NEXT_PAGE_BODY_TOP - 8),
         ]
 
@@ -697,7 +758,9 @@ class LetterRenderer:
         right = PAGE_WIDTH - MARGIN_LEFT
         return [
             RuleOp(MARGIN_LEFT, FOOTER_RULE, right, FOOTER_RULE),
-            TextOp(MARGIN_LEFT, FOOTER_BASELINE, line, REGULAR, 7.5, gray=True, tag=None),
+            TextOp(
+                MARGIN_LEFT, FOOTER_BASELINE, line, REGULAR, 7.5, gray=True, tag=None, artifact=RUNNING_FOOTER
+            ),
             TextOp(
                 right - self._fonts.width(page_text, REGULAR, 7.5),
                 FOOTER_BASELINE,
@@ -706,6 +769,7 @@ class LetterRenderer:
                 7.5,
                 gray=True,
                 tag=None,
+                artifact=RUNNING_FOOTER,
             ),
         ]
 
@@ -740,11 +804,12 @@ class LetterRenderer:
         )
         pdf.set_draw_color(150)
         pdf.set_line_width(0.2)
+        tree = _StructureTree(pdf)
         for ops in pages:
             pdf.add_page()
             font = None
             gray = None
-            marks = _MarkedContent(pdf)
+            marks = _MarkedContent(pdf, tree)
             for index, op in enumerate(ops):
                 marks.enter(op)
                 if isinstance(op, TextOp):
@@ -772,6 +837,7 @@ class LetterRenderer:
                 else:
                     _draw_qr(pdf, op)
             marks.close()
+        tree.finish()
         for page in pdf.pages.values():
             page.__class__ = _StructureOrderPage
         return bytes(pdf.output())
@@ -833,38 +899,166 @@ def _overlaps(a: Box, b: Box) -> bool:
     return a.left < b.right and b.left < a.right and a.top < b.bottom and b.top < a.bottom
 
 
-class _MarkedContent:
-    """Tags one page as it is drawn (PDF 1.7, 14.7 and 14.8): each structure element (a paragraph, a
-    heading, a label/value row, the QR figure) is one marked-content sequence with its MCID, in the
-    order the letter reads; rules, frames, the running header and the footer are artifacts.
+class _Element(StructElem):
+    """fpdf2's structure element with attributes (/A: a table cell's /Scope and /ColSpan).
 
-    Builds on fpdf2's structure tree (`FPDF._add_marked_content`, which it uses for images' alt text):
-    fpdf2 then writes the StructTreeRoot with its /Document element, the ParentTree, each page's
-    /StructParents and /MarkInfo << /Marked true >>. test_accessibility.py reads all of it back."""
+    Written by its own `serialize`, which writes what fpdf2's generic one writes (the keys in the
+    order of `dir()`, each on its line; test_accessibility.py compares the bytes) without collecting
+    the object's attributes by reflection: that took a quarter of the render time of a letter of
+    some 50 elements."""
+
+    __slots__ = ("a",)
+
+    def __init__(self, struct_type: str, parent, page_number: int, alt: str | None = None):
+        super().__init__(struct_type=struct_type, parent=parent, kids=[], page_number=page_number, alt=alt)
+        self.a: str | None = None
+
+    def serialize(self, obj_dict=None, _security_handler=None) -> str:
+        if obj_dict is not None or _security_handler is not None or self.t is not None:
+            return super().serialize(obj_dict, _security_handler)
+        k = self.k
+        lines = [f"{self.id} 0 obj", "<<"]
+        if self.a is not None:
+            lines.append(f"/A {self.a}")
+        if self.alt is not None:
+            lines.append(f"/Alt {self.alt.serialize(_obj_id=self.id)}")
+        lines.append(f"/K {k}" if isinstance(k, int) else f"/K {k.serialize(_obj_id=self.id)}")
+        lines.append(f"/P {self.p.ref}")
+        if self.pg is not None:
+            lines.append(f"/Pg {self.pg.ref}")
+        lines += [f"/S {self.s}", "/Type /StructElem", ">>", "endobj"]
+        return "\n".join(lines)
+
+
+class _ContentItem:
+    """A marked-content reference (ISO 32000-1, 14.7.4.3): an MCID on another page than the element's
+    /Pg, for an element whose content runs over a page break."""
+
+    def __init__(self, page: PDFPage, mcid: int):
+        self.page = page
+        self.mcid = mcid
+
+    def serialize(self, **_kwargs) -> str:
+        return f"<</Type /MCR /Pg {self.page.ref} /MCID {self.mcid}>>"
+
+
+class _StructureTree(StructureTreeBuilder):
+    """The letter's structure tree (PDF 1.7, 14.7 and 14.8) as fpdf2 writes it: fpdf2's builder makes
+    a flat /Document of elements; this one nests them. Grouping elements (the sender and address
+    blocks, a Table with its THead/TBody/TFoot and rows, a list and its items, the payment section)
+    come from the operations' `path`; the elements that hold content (P, H1, H2, TH, TD, Lbl, LBody,
+    Figure) from their tag and group. Every element is added under its parent the first time its
+    content is drawn, so the tree's order is the order of drawing, which is the order the letter
+    reads. A content element keeps all its marked-content sequences, over pages too (/K lists their
+    MCIDs, as /MCR references for a page other than its /Pg); the ParentTree lists, per page, the
+    element of each MCID.
+
+    fpdf2 writes the StructTreeRoot, the ParentTree, each page's /StructParents and the catalog's
+    /MarkInfo << /Marked true >> from it; `__iter__` hands fpdf2 every element to write, parents
+    before children."""
 
     def __init__(self, pdf: FPDF):
+        super().__init__()
         self.pdf = pdf
+        pdf.struct_builder = self
+        self.elements: dict[tuple, _Element] = {}
+        self.rows: dict[tuple, list[_Element]] = {}  # a table's rows (path) -> cells, for ColSpan
+
+    def content(self, path: StructPath, leaf: tuple, alt: str | None = None) -> int:
+        """The next MCID of the current page, given to the content element `leaf` (type, group) under
+        the grouping elements `path`."""
+        page = self.pdf.page
+        spid = self.spid_per_page_number.setdefault(page, len(self.spid_per_page_number))
+        self.pdf.pages[page].struct_parents = spid
+        element = self._element(path, leaf, alt)
+        mcids = self.struct_tree_root.parent_tree.nums[spid]
+        mcid = len(mcids)
+        mcids.append(element)
+        if element.page_number() == page:
+            element.k.append(mcid)
+        else:
+            element.k.append(_ContentItem(self.pdf.pages[page], mcid))
+        return mcid
+
+    def _element(self, path: StructPath, leaf: tuple, alt: str | None = None) -> _Element:
+        key = (*path, leaf)
+        element = self.elements.get(key)
+        if element is not None:
+            return element
+        parent = self.doc_struct_elem
+        for depth in range(len(key)):
+            prefix = key[: depth + 1]
+            element = self.elements.get(prefix)
+            if element is None:
+                page = self.pdf.page
+                element = _Element(f"/{prefix[-1][0]}", parent, page, alt if prefix == key else None)
+                element.pg = self.pdf.pages[page]
+                parent.k.append(element)
+                self.elements[prefix] = element
+                if prefix[-1][0] in ("TH", "TD"):
+                    self.rows.setdefault(prefix[:-1], []).append(element)
+                    if prefix[-1][0] == "TH":
+                        scope = "Column" if any(kind == "THead" for kind, _ in prefix) else "Row"
+                        element.a = f"<</O /Table /Scope /{scope}>>"
+            parent = element
+        return element
+
+    def finish(self) -> None:
+        """What is known once the whole letter is drawn: a row with fewer cells than its table's widest
+        row (the total under the itemised lines) has its header cell span the missing columns; an
+        element with one MCID has it as its /K."""
+        widths: dict[tuple, int] = {}
+        for row, cells in self.rows.items():
+            table = row[: [kind for kind, _ in row].index("Table") + 1]
+            widths[table] = max(widths.get(table, 0), len(cells))
+        for row, cells in self.rows.items():
+            table = row[: [kind for kind, _ in row].index("Table") + 1]
+            missing = widths[table] - len(cells)
+            if missing and cells[0].s == "/TH":
+                cells[0].a = cells[0].a[:-2] + f" /ColSpan {missing + 1}>>"
+        for element in self.elements.values():
+            if len(element.k) == 1 and isinstance(element.k[0], int):
+                element.k = element.k[0]
+        self.pdf._set_min_pdf_version("1.4")  # /MarkInfo
+
+    def __iter__(self):
+        yield self.struct_tree_root
+        yield self.doc_struct_elem
+        yield self.struct_tree_root.parent_tree
+        yield from self.elements.values()
+
+
+class _MarkedContent:
+    """Tags one page as it is drawn: each run of operations of one content element is one
+    marked-content sequence (`/TD <</MCID n>> BDC ... EMC`) with the MCID `_StructureTree` gives it;
+    rules, frames, the running header, a table's repeated header row, the footer and the page number
+    are artifacts (`/Artifact <</Type /Pagination /Subtype /Footer>> BDC ... EMC`, /Layout for
+    rules and frames), so a reader does not read them out on every page."""
+
+    def __init__(self, pdf: FPDF, tree: _StructureTree):
+        self.pdf = pdf
+        self.tree = tree
         self.current: tuple | None = None
-        self.mcid = 0
 
     def enter(self, op: Op) -> None:
-        if isinstance(op, TextOp):
-            key = (op.tag, op.group or id(op)) if op.tag else ("Artifact",)
+        if isinstance(op, TextOp) and op.tag:
+            key = (op.path, (op.tag, op.group or id(op)))
         elif isinstance(op, QrOp):
-            key = ("Figure", id(op))
+            key = (op.path, ("Figure", id(op)))
         else:
-            key = ("Artifact",)
+            key = ("Artifact", op.artifact if isinstance(op, TextOp) else LAYOUT)
         if key == self.current:
             return
         self.close()
         self.current = key
         if key[0] == "Artifact":
-            self.pdf._out("/Artifact BMC")
+            kind, _, subtype = key[1].partition("/")
+            properties = f"/Type /{kind}" + (f" /Subtype /{subtype}" if subtype else "")
+            self.pdf._out(f"/Artifact <<{properties}>> BDC")
             return
         alt = op.alt if isinstance(op, QrOp) else None
-        self.pdf._add_marked_content(struct_type=f"/{key[0]}", mcid=self.mcid, alt_text=alt)
-        self.pdf._out(f"/{key[0]} <</MCID {self.mcid}>> BDC")
-        self.mcid += 1
+        mcid = self.tree.content(key[0], key[1], alt)
+        self.pdf._out(f"/{key[1][0]} <</MCID {mcid}>> BDC")
 
     def close(self) -> None:
         if self.current is not None:

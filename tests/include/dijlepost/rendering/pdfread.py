@@ -39,12 +39,14 @@ class FilledRect:
 
 @dataclass
 class Marked:
-    """One marked-content sequence: BDC with an MCID (tagged content) or BMC /Artifact."""
+    """One marked-content sequence: BDC with an MCID (tagged content) or an artifact (BMC /Artifact or
+    BDC /Artifact with its properties)."""
 
     tag: str
     mcid: int | None
     texts: list[str] = field(default_factory=list)
     rects: int = 0
+    kind: str = ""  # an artifact's /Type and /Subtype: "Pagination/Footer", "Layout"
 
     @property
     def text(self) -> str:
@@ -253,8 +255,12 @@ def _page(content: bytes, cmaps: dict[str, dict[int, str]]) -> Page:
                 page.runs.append(TextRun(x * PT_TO_MM, (PAGE_HEIGHT_PT - y) * PT_TO_MM, font, size, text))
         elif value == "BDC":
             assert current is None, "nested marked content"
-            assert operands[1:3] == ["<<", "MCID"] and operands[-1] == ">>", f"unexpected BDC {operands}"
-            current = Marked(operands[0], int(operands[3]))
+            assert operands[1] == "<<" and operands[-1] == ">>", f"unexpected BDC {operands}"
+            if operands[0] == "Artifact":  # with its /Type (and /Subtype): Layout, Pagination...
+                current = Marked("Artifact", None, kind="/".join(operands[3:-1:2]))
+            else:
+                assert operands[2] == "MCID", f"unexpected BDC {operands}"
+                current = Marked(operands[0], int(operands[3]))
         elif value == "BMC":
             assert current is None, "nested marked content"
             current = Marked(operands[-1], None)

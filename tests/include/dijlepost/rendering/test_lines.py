@@ -39,6 +39,24 @@ def _invoice(language="nl", lines=LINES, amount=TOTAL, letter_type="invoice"):
     return with_payload(letter, **changes)
 
 
+def long_invoice(count: int = 40, language: str = "nl") -> dict:
+    """An invoice of `count` itemised lines (40 take three pages), whose total is its amount_due."""
+    lines = [
+        {
+            "description": f"Ophaling grofvuil aan huis, adres {n}, {n % 4 + 1} m³ (afspraak via het contactcenter)",
+            "quantity": str(n % 3 + 1),
+            "unit_price": "12.50",
+            "vat_rate": "21" if n % 2 else "0",
+        }
+        for n in range(count)
+    ]
+    total = sum(
+        InvoiceLine("", Decimal(line["quantity"]), Decimal("12.50"), int(line["vat_rate"])).total
+        for line in lines
+    )
+    return _invoice(language, lines=lines, amount=f"{total:.2f}")
+
+
 def test_a_line_rounds_each_step_to_the_cent():
     line = InvoiceLine("x", Decimal("1.5"), Decimal("40.00"), 6)
     assert (line.net, line.vat, line.total) == (Decimal("60.00"), Decimal("3.60"), Decimal("63.60"))

@@ -1,3 +1,4 @@
+# ruff: noqa: S608  -- statements interpolate the states' SQL literals (states.py) only, never a value
 """How is the rollout going? Daily and weekly figures per department, a table and a one-page report.
 
 No Airflow here: the DAG in dags/letters_evaluation.py calls `evaluated_day`, `Period` and `evaluate`.
@@ -36,6 +37,7 @@ from jinja2 import Environment, select_autoescape
 from psycopg.rows import dict_row
 
 from include.dijlepost.settings import PROJECT_ROOT
+from include.dijlepost.states import PrintStatus, Status
 from include.dijlepost.tariffs import Tariffs
 from include.dijlepost.waves import DEPARTMENTS
 
@@ -149,7 +151,7 @@ def compute(conn, period: Period, tariffs: Tariffs, departments=DEPARTMENTS) -> 
                 f.quarantined = n
         cur.execute(
             "SELECT department, btrim(split_part(quarantine_reason, ':', 1)), count(*) FROM letters "
-            "WHERE status = 'quarantined' AND final_at >= %s AND final_at < %s GROUP BY 1, 2 ORDER BY 1, 2",
+            f"WHERE status = {Status.QUARANTINED.sql} AND final_at >= %s AND final_at < %s GROUP BY 1, 2 ORDER BY 1, 2",
             (lo, hi),
         )
         for dept, reason, n in cur.fetchall():
@@ -170,7 +172,7 @@ def compute(conn, period: Period, tariffs: Tariffs, departments=DEPARTMENTS) -> 
         # Printing and postage the eBox letters avoided.
         cur.execute(
             "SELECT department, coalesce(pdf_pages, 1), registered, count(*) FROM letters "
-            "WHERE status = 'delivered_ebox' AND final_at >= %s AND final_at < %s GROUP BY 1, 2, 3",
+            f"WHERE status = {Status.DELIVERED_EBOX.sql} AND final_at >= %s AND final_at < %s GROUP BY 1, 2, 3",
             (lo, hi),
         )
         for dept, pages, registered, n in cur.fetchall():
@@ -179,7 +181,7 @@ def compute(conn, period: Period, tariffs: Tariffs, departments=DEPARTMENTS) -> 
                 out[dept].postage_avoided_eur += tariffs.postage_for(registered) * n
         if "ebox_read_at" in cols:
             cur.execute(
-                "SELECT department, count(*) FROM letters WHERE status = 'delivered_ebox' "
+                f"SELECT department, count(*) FROM letters WHERE status = {Status.DELIVERED_EBOX.sql} "
                 "AND final_at >= %s AND final_at < %s AND ebox_read_at IS NULL GROUP BY 1",
                 (lo, hi),
             )
@@ -201,7 +203,7 @@ def compute(conn, period: Period, tariffs: Tariffs, departments=DEPARTMENTS) -> 
                 f.paper_followups = counts.get(dept, 0)
         if "print_status" in cols and "print_returned_at" in cols:
             cur.execute(
-                "SELECT department, count(*) FROM letters WHERE print_status = 'returned' "
+                f"SELECT department, count(*) FROM letters WHERE print_status = {PrintStatus.RETURNED.sql} "
                 "AND print_returned_at >= %s AND print_returned_at < %s GROUP BY 1",
                 (lo, hi),
             )

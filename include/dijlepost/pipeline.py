@@ -1,3 +1,4 @@
+# ruff: noqa: S608  -- statements interpolate the states' SQL literals (states.py) only, never a value
 """The run's own stages: routing a claim's letters, rendering their PDFs, and the run's summary.
 
 The wave DAG's tasks (`dag_factory.py`) call one function each and log what it returns. The eBox side
@@ -20,6 +21,7 @@ from include.dijlepost.outbox import RunContext, iter_letters_in_claim
 from include.dijlepost.recipients import InvalidRecipientId, normalize_recipient_id, pseudonym
 from include.dijlepost.rollout import RolloutState
 from include.dijlepost.routing import LetterFacts, decide
+from include.dijlepost.states import Status
 from include.dijlepost.waves import Wave
 
 log = logging.getLogger("dijlepost.pipeline")
@@ -46,7 +48,7 @@ def decide_claim(
     if chunk is None:
         with conn.cursor() as cur:
             cur.execute(
-                "SELECT DISTINCT claim_chunk FROM letters WHERE claim_run_id = %s AND status = 'processing' "
+                f"SELECT DISTINCT claim_chunk FROM letters WHERE claim_run_id = %s AND status = {Status.PROCESSING.sql} "
                 "AND decided_at IS NULL ORDER BY 1",
                 (run_id,),
             )
@@ -226,7 +228,7 @@ def letters_to_deliver(conn, run_id: str, chunk: int) -> dict:
     with conn.cursor() as cur:
         cur.execute(
             "SELECT count(*) FILTER (WHERE channel = 'ebox'), count(*) FILTER (WHERE channel = 'paper') "
-            "FROM letters WHERE claim_run_id = %s AND claim_chunk = %s AND status = 'processing' "
+            f"FROM letters WHERE claim_run_id = %s AND claim_chunk = %s AND status = {Status.PROCESSING.sql} "
             "AND rendered_at IS NOT NULL",
             (run_id, chunk),
         )

@@ -1,3 +1,4 @@
+# ruff: noqa: S608  -- statements interpolate the states' SQL literals (states.py) only, never a value
 """The print house's answers: acknowledgements and returned mail, read from its outbound folder.
 
 Two kinds of file, both UTF-8 CSV with a header row (formats in docs/print-house.md):
@@ -31,6 +32,7 @@ from psycopg.rows import dict_row
 from include.dijlepost import logfmt, outbox
 from include.dijlepost.outbox import RunContext, quarantine_after_print_rejection
 from include.dijlepost.printhouse.upload import ACK_SUFFIX, PROCESSED_DIR, REFUSED_DIR, rename
+from include.dijlepost.states import BatchStatus, PrintStatus, Status, sql_list
 
 ACK_COLUMNS = ("letter_id", "result", "reason")
 ACK_RESULTS = ("accepted", "rejected")
@@ -390,7 +392,7 @@ def overdue_batches(conn, department: str, hours: int, now: datetime | None = No
         cur.execute(
             "SELECT batch_id, letter_count AS letters, status, coalesce(uploaded_at, upload_started_at) AS since "
             "FROM print_batches WHERE department = %s AND acknowledged_at IS NULL "
-            "AND status IN ('uploaded', 'uploading') "
+            f"AND status IN {sql_list(BatchStatus.UPLOADED, BatchStatus.UPLOADING)} "
             "AND coalesce(uploaded_at, upload_started_at) < coalesce(%s, now()) - make_interval(hours => %s) "
             "ORDER BY since, batch_id",
             (department, now, hours),
@@ -414,7 +416,8 @@ def reconciliation(conn) -> dict:
         cur.execute(
             "SELECT l.letter_id, l.department, l.print_batch_id, b.uploaded_at FROM letters l "
             "JOIN print_batches b ON b.batch_id = l.print_batch_id "
-            "WHERE l.status = 'handed_to_print' AND l.print_status IS NULL ORDER BY b.uploaded_at, l.letter_id"
+            f"WHERE l.status = {Status.HANDED_TO_PRINT.sql} AND l.print_status IS NULL "
+            "ORDER BY b.uploaded_at, l.letter_id"
         )
         unacknowledged = [
             {"letter_id": r[0], "department": r[1], "batch_id": r[2], "handed_over_at": r[3]}
@@ -422,7 +425,7 @@ def reconciliation(conn) -> dict:
         ]
         cur.execute(
             "SELECT letter_id, department, print_batch_id, print_returned_at, print_reason FROM letters "
-            "WHERE print_status = 'returned' ORDER BY print_returned_at, letter_id"
+            f"WHERE print_status = {PrintStatus.RETURNED.sql} ORDER BY print_returned_at, letter_id"
         )
         returned = [
             {"letter_id": r[0], "department": r[1], "batch_id": r[2], "returned_at": r[3], "reason": r[4]}

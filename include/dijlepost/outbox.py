@@ -77,7 +77,8 @@ def record_events(cur, ctx: RunContext, events: Iterable[tuple[str, str, dict]])
     ]
     if rows:
         cur.executemany(
-            "SELECT record_letter_event(%s, %s, %s::jsonb, %s, %s, %s, %s, %s)",
+            "SELECT record_letter_event(%s::text, %s::text, %s::jsonb, %s::text, %s::text, %s::text, "
+            "%s::integer, %s::integer)",
             rows,
         )
 

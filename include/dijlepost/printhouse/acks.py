@@ -8,8 +8,9 @@ Two kinds of file, both UTF-8 CSV with a header row (formats in docs/print-house
 
 Every file is validated whole before anything changes: an ack must answer every letter of its batch
 exactly once and nothing else; a returns file may only name letters that were handed to the print
-house. A file that fails is refused as a whole with a clear error, kept in `print_house_files` and
-moved aside to `refused/`; nothing in it is applied, nothing is lost. An applied file is moved to
+house. A file that fails is refused as a whole with a clear error, recorded in `print_house_files`
+(its SHA-256, size and first `REFUSED_KEPT_BYTES` bytes, enough to show the print house) and moved
+aside to `refused/` at the print house; nothing in it is applied. An applied file is moved to
 `processed/`. Applying is idempotent: every update is guarded by the state it expects, and a file
 seen again (same name, same bytes) is recognised and changes nothing. No Airflow import.
 """
@@ -47,6 +48,8 @@ RETURN_REASONS = (
     "other",
 )
 MAX_FILE_BYTES = 20 * 1024 * 1024
+# A refused file is kept as its SHA-256, size and first bytes, not whole (migration 0013).
+REFUSED_KEPT_BYTES = 4096
 MAX_REASON_CHARS = 300
 _BATCH_ID = re.compile(r"^[a-z0-9_]+-(non_prior|prior|registered)-[0-9a-f]{16}$")
 _RETURNS_NAME = re.compile(r"^returned-[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.csv$")
@@ -209,9 +212,9 @@ def apply_file(conn, name: str, data: bytes, ctx: RunContext) -> FileOutcome:
                 )
             letters = sum(counts.values())
             cur.execute(
-                "INSERT INTO print_house_files (file_name, sha256, kind, outcome, batch_id, letters, content) "
-                "VALUES (%s, %s, %s, 'applied', %s, %s, %s)",
-                (name, digest, kind, batch_id, letters, data),
+                "INSERT INTO print_house_files (file_name, sha256, kind, outcome, batch_id, letters, content, "
+                "size_bytes) VALUES (%s, %s, %s, 'applied', %s, %s, %s, %s)",
+                (name, digest, kind, batch_id, letters, data, len(data)),
             )
         conn.commit()
         return FileOutcome(name, kind, "applied", batch_id, letters, counts)
@@ -224,9 +227,10 @@ def apply_file(conn, name: str, data: bytes, ctx: RunContext) -> FileOutcome:
         batch_id = name[: -len(ACK_SUFFIX)] if kind == "ack" else None
         with conn.cursor() as cur:
             cur.execute(
-                "INSERT INTO print_house_files (file_name, sha256, kind, outcome, batch_id, error, content) "
-                "VALUES (%s, %s, %s, 'refused', %s, %s, %s) ON CONFLICT (file_name, sha256) DO NOTHING",
-                (name, digest, kind, batch_id, error, data),
+                "INSERT INTO print_house_files (file_name, sha256, kind, outcome, batch_id, error, content, "
+                "size_bytes) VALUES (%s, %s, %s, 'refused', %s, %s, %s, %s) "
+                "ON CONFLICT (file_name, sha256) DO NOTHING",
+                (name, digest, kind, batch_id, error, data[:REFUSED_KEPT_BYTES], len(data)),
             )
         conn.commit()
         return FileOutcome(name, kind, "refused", batch_id, 0, {}, error)

@@ -71,6 +71,7 @@ class BatchStatus(SqlEnum):
 class Move:
     function: str  # the function that makes the move (outbox.py, printhouse/handoff.py)
     event: str | None  # the audit event the database writes for a letter's move (None: a batch)
+    while_status: tuple[Status, ...] = ()  # letters.status the letter must have (before): () any
 
 
 # letters.status. A move to the same state is the take-over of a dead run's claim (a new claim_run_id).
@@ -85,21 +86,26 @@ STATUS_TRANSITIONS: dict[tuple[Status, Status], Move] = {
     (Status.HANDED_TO_PRINT, Status.QUARANTINED): Move("quarantine_after_print_rejection", "quarantined"),
 }
 
-# letters.ebox_state, None for NULL. Only while the letter is `processing` (the status move, when the
-# same UPDATE makes one, names the event).
+# letters.ebox_state, None for NULL: only while the letter is `processing` (when the same UPDATE also
+# moves the status, the status move names the event).
+_PROCESSING = (Status.PROCESSING,)
 EBOX_STATE_TRANSITIONS: dict[tuple[EboxState | None, EboxState | None], Move] = {
-    (None, EboxState.IN_FLIGHT): Move("mark_ebox_in_flight", "ebox_publication_started"),
-    (EboxState.IN_FLIGHT, None): Move("mark_delivered_ebox", "delivered_ebox"),
-    (EboxState.IN_FLIGHT, EboxState.NO_DIGITAL_USER): Move("reroute_to_paper", "rerouted_to_paper"),
-    (EboxState.IN_FLIGHT, EboxState.REJECTED): Move("mark_ebox_rejected", "quarantined"),
+    (None, EboxState.IN_FLIGHT): Move("mark_ebox_in_flight", "ebox_publication_started", _PROCESSING),
+    (EboxState.IN_FLIGHT, None): Move("mark_delivered_ebox", "delivered_ebox", _PROCESSING),
+    (EboxState.IN_FLIGHT, EboxState.NO_DIGITAL_USER): Move(
+        "reroute_to_paper", "rerouted_to_paper", _PROCESSING
+    ),
+    (EboxState.IN_FLIGHT, EboxState.REJECTED): Move("mark_ebox_rejected", "quarantined", _PROCESSING),
 }
 
-# letters.print_status, None for NULL: what the print house said about a letter handed over.
+# letters.print_status, None for NULL: what the print house said about a letter handed over, so only
+# while the letter is `handed_to_print`.
+_HANDED = (Status.HANDED_TO_PRINT,)
 PRINT_STATUS_TRANSITIONS: dict[tuple[PrintStatus | None, PrintStatus | None], Move] = {
-    (None, PrintStatus.POSTED): Move("mark_posted", "printed_and_posted"),
-    (None, PrintStatus.RETURNED): Move("mark_returned", "returned_by_post"),
-    (PrintStatus.POSTED, PrintStatus.RETURNED): Move("mark_returned", "returned_by_post"),
-    (None, PrintStatus.REJECTED): Move("quarantine_after_print_rejection", "quarantined"),
+    (None, PrintStatus.POSTED): Move("mark_posted", "printed_and_posted", _HANDED),
+    (None, PrintStatus.RETURNED): Move("mark_returned", "returned_by_post", _HANDED),
+    (PrintStatus.POSTED, PrintStatus.RETURNED): Move("mark_returned", "returned_by_post", _HANDED),
+    (None, PrintStatus.REJECTED): Move("quarantine_after_print_rejection", "quarantined", _HANDED),
 }
 
 # print_batches.status. A move to the same state is another upload attempt of a batch.
@@ -136,9 +142,9 @@ def allowed(source: Status | str, target: Status | str) -> bool:
     return (Status(source), Status(target)) in STATUS_TRANSITIONS
 
 
-def transition_rows() -> list[tuple[str, str, str | None, str | None, str, str | None]]:
-    """Every allowed move as `(table, column, from, to, function, event)`, NULL as None: the rows of
-    the database's `state_transitions`."""
+def transition_rows() -> list[tuple[str, str, str | None, str | None, str, str | None, list[str] | None]]:
+    """Every allowed move as `(table, column, from, to, function, event, while_status)`, NULL as None:
+    the rows of the database's `state_transitions`."""
     return [
         (
             table,
@@ -147,6 +153,7 @@ def transition_rows() -> list[tuple[str, str, str | None, str | None, str, str |
             None if dst is None else str(dst),
             m.function,
             m.event,
+            [str(s) for s in m.while_status] or None,
         )
         for (table, column), moves in TRANSITIONS_BY_COLUMN.items()
         for (src, dst), m in moves.items()

@@ -117,8 +117,8 @@ def sync_state_transitions(conn) -> int:
         rows = transition_rows()
         cur.execute("DELETE FROM state_transitions")
         cur.executemany(
-            "INSERT INTO state_transitions (table_name, column_name, from_state, to_state, function, event) "
-            "VALUES (%s, %s, %s, %s, %s, %s)",
+            "INSERT INTO state_transitions (table_name, column_name, from_state, to_state, function, event, "
+            "while_status) VALUES (%s, %s, %s, %s, %s, %s, %s)",
             rows,
         )
         cur.execute("DELETE FROM state_initial")

@@ -26,6 +26,7 @@ CREATE TABLE state_transitions (
     to_state    text,
     function    text NOT NULL,
     event       text,
+    while_status text[],   -- letters.status the letter must have for the move (NULL: any)
     CHECK ((table_name = 'letters') = (event IS NOT NULL))
 );
 CREATE UNIQUE INDEX state_transitions_move_idx
@@ -42,11 +43,14 @@ CREATE TABLE state_initial (
 ALTER TABLE letters ADD COLUMN audit_event jsonb, ADD CONSTRAINT letters_audit_event_transient
     CHECK (audit_event IS NULL);
 
-CREATE FUNCTION state_move_event(p_table text, p_column text, p_from text, p_to text) RETURNS text
+-- The event of an allowed move ('' for a print batch's), NULL when the move is not allowed.
+CREATE FUNCTION state_move_event(p_table text, p_column text, p_from text, p_to text, p_status text)
+RETURNS text
 LANGUAGE sql STABLE AS $$
     SELECT coalesce(event, '') FROM state_transitions
      WHERE table_name = p_table AND column_name = p_column
        AND from_state IS NOT DISTINCT FROM p_from AND to_state IS NOT DISTINCT FROM p_to
+       AND (while_status IS NULL OR p_status = ANY (while_status))
 $$;
 
 CREATE FUNCTION session_is_superuser() RETURNS boolean
@@ -85,14 +89,14 @@ BEGIN
         CONTINUE WHEN old_value IS NOT DISTINCT FROM new_value
             AND NOT (col = 'status' AND OLD.claim_run_id IS DISTINCT FROM NEW.claim_run_id
                      AND NEW.claim_run_id IS NOT NULL);
-        found_event := nullif(state_move_event('letters', col, old_value, new_value), '');
+        found_event := nullif(state_move_event('letters', col, old_value, new_value, OLD.status), '');
         IF found_event IS NULL AND old_value IS NOT DISTINCT FROM new_value THEN
             CONTINUE;   -- the claim re-set on a letter in a state without such a move
         END IF;
         IF found_event IS NULL THEN
             IF NOT exempt THEN
-                RAISE EXCEPTION 'letters.% may not move from % to % (letter %)', col,
-                    coalesce(old_value, 'NULL'), coalesce(new_value, 'NULL'), NEW.letter_id
+                RAISE EXCEPTION 'letters.% may not move from % to % (letter %, status %)', col,
+                    coalesce(old_value, 'NULL'), coalesce(new_value, 'NULL'), NEW.letter_id, OLD.status
                     USING ERRCODE = 'integrity_constraint_violation', CONSTRAINT = 'letters_state_machine',
                           TABLE = 'letters', COLUMN = col,
                           HINT = 'the allowed moves are in state_transitions (include/dijlepost/states.py)';
@@ -130,7 +134,7 @@ BEGIN
                 USING ERRCODE = 'integrity_constraint_violation', CONSTRAINT = 'print_batches_state_machine';
         END IF;
     ELSIF OLD.status IS DISTINCT FROM NEW.status
-          AND state_move_event('print_batches', 'status', OLD.status, NEW.status) IS NULL THEN
+          AND state_move_event('print_batches', 'status', OLD.status, NEW.status, NULL) IS NULL THEN
         RAISE EXCEPTION 'print_batches.status may not move from % to % (batch %)', OLD.status, NEW.status,
             NEW.batch_id
             USING ERRCODE = 'integrity_constraint_violation', CONSTRAINT = 'print_batches_state_machine';

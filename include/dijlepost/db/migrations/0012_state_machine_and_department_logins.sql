@@ -118,8 +118,16 @@ BEGIN
     RETURN NEW;
 END $$;
 
-CREATE TRIGGER letters_state_machine BEFORE INSERT OR UPDATE ON letters
+CREATE TRIGGER letters_state_machine_insert BEFORE INSERT ON letters
     FOR EACH ROW EXECUTE FUNCTION letters_state_machine();
+-- Only an UPDATE that may be a move (or brings an event) runs the function: the many updates of a run
+-- that move nothing (decisions, rendering, batch membership) cost no more than before.
+CREATE TRIGGER letters_state_machine BEFORE UPDATE ON letters
+    FOR EACH ROW
+    WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.ebox_state IS DISTINCT FROM NEW.ebox_state
+          OR OLD.print_status IS DISTINCT FROM NEW.print_status
+          OR OLD.claim_run_id IS DISTINCT FROM NEW.claim_run_id OR NEW.audit_event IS NOT NULL)
+    EXECUTE FUNCTION letters_state_machine();
 
 CREATE FUNCTION print_batches_state_machine() RETURNS trigger
 LANGUAGE plpgsql AS $$

@@ -108,10 +108,10 @@ def create_app(
         return who
 
     def key() -> bytes:
-        if pseudonym_key is None:
-            from include.dijlepost.settings import Settings
+        if pseudonym_key is None:  # the settings, their secrets registered with Airflow's masker
+            from include.dijlepost.airflow_support import settings
 
-            return Settings.from_env().pseudonym_key
+            return settings().pseudonym_key
         return pseudonym_key()
 
     def to_pseudonym(value: str | None, kind: str | None, recipient_id: str | None) -> str:

@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.cpu_accounting import TASK_TITLE, CpuAccounting, product_and_stand_ins  # noqa: E402
 from demo import dataset  # noqa: E402
 from include.dijlepost import clock  # noqa: E402
+from include.dijlepost.db.logins import ensure_login  # noqa: E402
 from include.dijlepost.db.migrate import migrate  # noqa: E402
 from include.dijlepost.intake import COMPARED  # noqa: E402
 from include.dijlepost.outbox import LETTER_COLUMNS  # noqa: E402
@@ -91,14 +92,22 @@ def start_printhouse(work: Path, port: int = 0) -> tuple[Service, Path, dict]:
     return service, directory, connection
 
 
+PIPELINE_LOGIN = "dijlepost_bench_pipeline"
+
+
 def _pg_connection(url: str) -> dict:
+    """The Airflow Connection of the wave runs: the pipeline's own login (member of dijlepost_pipeline
+    only, as in production; the DAGs refuse a superuser), created on the server when missing (trust
+    auth on the benchmark's server, so no password)."""
     p = urlsplit(url)
+    with psycopg.connect(url) as admin:
+        ensure_login(admin, PIPELINE_LOGIN, "dijlepost_pipeline")
     return {
         "conn_type": "postgres",
         "host": p.hostname,
         "port": p.port or 5432,
-        "login": p.username or "postgres",
-        "password": p.password or "",
+        "login": PIPELINE_LOGIN,
+        "password": "",
         "schema": p.path.lstrip("/"),
     }
 

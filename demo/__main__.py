@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DIJLEPOST_PRINT_WORK_DIR", str(VAR / "print-batches"))
 
     from demo import dataset
-    from demo.services import airflow_env, start_database
+    from demo.services import airflow_env, department_login_url, start_database, with_pipeline_login
     from include.dijlepost import cli
     from include.dijlepost.db.connection import connect
     from include.dijlepost.recipients import pseudonym
@@ -166,23 +166,29 @@ def main(argv: list[str] | None = None) -> int:
 
         say("migrating the outbox schema")
         cli.main(["--database-url", db.dijlepost_url, "db", "migrate"])
+        db = with_pipeline_login(db)  # the import, the waves and the print house's answers use it
+        print(
+            "    pipeline login: dijlepost_demo_pipeline (dijlepost_pipeline only: no superuser, no BYPASSRLS)"
+        )
 
         say("seeding the demo letters")
         data = dataset.build(mix=scaled_mix(args.letters))
         import_file = _write_jsonl(VAR / "outbox-import.jsonl", data.letters)
-        cli.main(["--database-url", db.dijlepost_url, "letters", "import", str(import_file)])
+        cli.main(["--database-url", db.pipeline_url, "letters", "import", str(import_file)])
         say("a file with bad rows, to show what `letters import` refuses")
         cli.main(
             [
                 "--database-url",
-                db.dijlepost_url,
+                db.pipeline_url,
                 "letters",
                 "import",
                 str(_write_jsonl(VAR / "bad-rows.jsonl", data.refused_rows)),
             ]
         )
+        for department in sorted({r["department"] for r in data.direct_rows}):
+            with connect(department_login_url(db, department)) as system:
+                _insert_direct_rows(system, [r for r in data.direct_rows if r["department"] == department])
         with connect(db.dijlepost_url) as conn:
-            _insert_direct_rows(conn, data.direct_rows)
             for (kind, rid), exclusive in data.ebox_active.items():
                 ebox.state.register_recipient(
                     kind,
@@ -248,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             logging.WARNING
         )  # the task's log lines; the demo sums them up
         hook = PrintHouseHook()
-        with connect(db.dijlepost_url) as conn, hook.get_managed_conn() as remote:
+        with connect(db.pipeline_url) as conn, hook.get_managed_conn() as remote:
             read = summarise(
                 collect(
                     conn,
@@ -332,7 +338,8 @@ def _serve_ui(cluster) -> None:
 
 
 def _insert_direct_rows(conn, rows: list[dict]) -> None:
-    """What a department system does when it writes into the outbox table itself: no validation."""
+    """What a department system does when it writes into the outbox table itself, with its own login
+    (its department's letters only): no validation."""
     for r in rows:
         conn.execute(
             "INSERT INTO letters (letter_id, department, letter_type, recipient_kind, recipient_id, recipient_name, "

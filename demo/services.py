@@ -1,14 +1,22 @@
 """Local stand-ins for the city's infrastructure, for `make demo` on a machine with nothing installed:
 an embedded PostgreSQL (pgserver, unless DIJLEPOST_DATABASE_URL points at a real one) holding the
-outbox and Airflow's metadata, and the Airflow Connections of the eBox sandbox and the print house."""
+outbox and Airflow's metadata, and the Airflow Connections of the eBox sandbox and the print house.
+
+The demo connects to PostgreSQL as a superuser (pgserver's `postgres`) only to create the databases,
+migrate and administer; after `db migrate` it creates the pipeline's login (`with_pipeline_login`:
+member of dijlepost_pipeline only, no superuser, no BYPASSRLS) and the department systems' logins
+(`department_login_url`), and the import, the wave DAGs and the print house's answers use those."""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
+
+import psycopg
 
 from sandboxes.processes import ensure_database, start_embedded_postgres
 
@@ -19,6 +27,43 @@ class Database:
     airflow_url: str  # psycopg URL of Airflow's metadata database
     airflow_connection: dict  # JSON form of AIRFLOW_CONN_DIJLEPOST_DB
     embedded: bool
+    pipeline_url: str | None = None  # the outbox database as the pipeline's login
+
+
+PIPELINE_LOGIN = "dijlepost_demo_pipeline"
+
+
+def _as_login(url: str, login: str, password: str) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{quote(login, safe='')}:{quote(password, safe='')}@{host}").geturl()
+
+
+def with_pipeline_login(db: Database) -> Database:
+    """Create (or reuse) the pipeline's login with a fresh password, after `db migrate` made its role;
+    return `db` with the Airflow Connection and `pipeline_url` on that login."""
+    from include.dijlepost.db.logins import ensure_login
+
+    password = secrets.token_urlsafe(24)
+    with psycopg.connect(db.dijlepost_url) as admin:
+        ensure_login(admin, PIPELINE_LOGIN, "dijlepost_pipeline", password=password)
+    return replace(
+        db,
+        pipeline_url=_as_login(db.dijlepost_url, PIPELINE_LOGIN, password),
+        airflow_connection={**db.airflow_connection, "login": PIPELINE_LOGIN, "password": password},
+    )
+
+
+def department_login_url(db: Database, department: str) -> str:
+    """The outbox database as the login of `department`'s system (`dijlepost_demo_<department>_system`,
+    member of dijlepost_dept_<department> only), created or reused with a fresh password."""
+    from include.dijlepost.db.logins import ensure_login
+    from include.dijlepost.db.migrate import department_role
+
+    login, password = f"dijlepost_demo_{department}_system", secrets.token_urlsafe(24)
+    with psycopg.connect(db.dijlepost_url) as admin:
+        ensure_login(admin, login, department_role(department), password=password)
+    return _as_login(db.dijlepost_url, login, password)
 
 
 def start_database(var_dir: Path) -> tuple[Database, object | None]:

@@ -110,16 +110,27 @@ def claim_key(ctx: RunContext) -> str:
 @contextmanager
 def db_connection() -> Iterator[psycopg.Connection]:
     """A psycopg 3 connection from the `dijlepost_db` Airflow Connection (the postgres provider's hook),
-    closed on the way out."""
+    closed on the way out. A login that is a superuser or bypasses row-level security is refused with
+    a ConfigurationError naming the Connection (`db.logins.refuse_privileged_login`)."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    from include.dijlepost.db.logins import refuse_privileged_login
 
     # the hook's annotation covers psycopg 2 and 3; with psycopg 3 installed it is a psycopg 3 connection
     conn = cast("psycopg.Connection", PostgresHook(postgres_conn_id=DB_CONN_ID).get_conn())
     with closing(conn):
+        refuse_privileged_login(conn, f"Airflow Connection {DB_CONN_ID}")
         yield conn
 
 
 def settings() -> Settings:
+    """The process settings, their secrets registered with Airflow's secrets masker first, so that a
+    task log or the UI shows `***` wherever one of them would appear."""
+    from airflow.sdk.log import mask_secret
+
     from include.dijlepost.settings import Settings
 
-    return Settings.from_env()
+    config = Settings.from_env()
+    for secret in config.secrets():
+        mask_secret(secret)
+    return config

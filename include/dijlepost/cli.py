@@ -60,6 +60,7 @@ def cmd_import(args) -> int:
     import psycopg
 
     from include.dijlepost.db.connection import describe_db_error
+    from include.dijlepost.db.logins import refuse_privileged_login
     from include.dijlepost.intake import FileRefused, ImportFailed, import_file
     from include.dijlepost.rendering.errors import TemplateError
 
@@ -70,6 +71,7 @@ def cmd_import(args) -> int:
     try:
         with closing(_conn(args)) as conn:
             try:
+                refuse_privileged_login(conn, "DIJLEPOST_DATABASE_URL (or --database-url)")
                 report = import_file(conn, path)
             except (FileRefused, ImportFailed) as exc:
                 conn.rollback()

@@ -34,6 +34,7 @@ from datetime import timedelta
 from include.dijlepost import outbox
 from include.dijlepost.outbox import RunContext, record_events
 from include.dijlepost.recipients import InvalidRecipientId, normalize_recipient_id
+from include.dijlepost.states import Status
 from include.dijlepost.waves import WAVES, Wave
 
 log = logging.getLogger("dijlepost.ebox_followup")
@@ -107,7 +108,7 @@ def fetch_read_status(
     with conn.cursor() as cur:
         cur.execute(
             "SELECT letter_id, ebox_message_id, recipient_kind, recipient_id FROM letters "
-            "WHERE status = 'delivered_ebox' AND ebox_read_at IS NULL AND ebox_message_id IS NOT NULL "
+            f"WHERE status = {Status.DELIVERED_EBOX.sql} AND ebox_read_at IS NULL AND ebox_message_id IS NOT NULL "
             "AND final_at >= now() - %s "
             "AND (ebox_status_checked_at IS NULL OR ebox_status_checked_at < now() - %s) "
             "ORDER BY ebox_status_checked_at NULLS FIRST, final_at, letter_id LIMIT %s",
@@ -148,10 +149,10 @@ def fetch_read_status(
 
 # --------------------------------------------------------------------------- paper copies
 
-_DUE_SQL = """
+_DUE_SQL = f"""
 SELECT o.letter_id, o.ebox_message_id
   FROM letters o
- WHERE o.status = 'delivered_ebox' AND o.department = %(dept)s AND o.letter_type = ANY(%(types)s)
+ WHERE o.status = {Status.DELIVERED_EBOX.sql} AND o.department = %(dept)s AND o.letter_type = ANY(%(types)s)
    AND o.followup_of IS NULL AND o.ebox_read_at IS NULL
    AND o.final_at <= now() - %(after)s AND o.final_at >= now() - %(horizon)s
    -- unread at a check made after the period ended; without a messageId nothing can be checked

@@ -36,6 +36,7 @@ from jinja2 import Environment, select_autoescape
 from psycopg.rows import dict_row
 
 from include.dijlepost.settings import PROJECT_ROOT
+from include.dijlepost.states import PrintStatus, Status
 from include.dijlepost.tariffs import Tariffs
 from include.dijlepost.waves import DEPARTMENTS
 
@@ -155,7 +156,7 @@ def compute(conn, period: Period, tariffs: Tariffs, departments=DEPARTMENTS) -> 
                 f.quarantined = n
         cur.execute(
             "SELECT department, btrim(split_part(quarantine_reason, ':', 1)), count(*) FROM letters "
-            "WHERE status = 'quarantined' AND final_at >= %s AND final_at < %s GROUP BY 1, 2 ORDER BY 1, 2",
+            f"WHERE status = {Status.QUARANTINED.sql} AND final_at >= %s AND final_at < %s GROUP BY 1, 2 ORDER BY 1, 2",
             (lo, hi),
         )
         for dept, reason, n in cur.fetchall():
@@ -176,7 +177,7 @@ def compute(conn, period: Period, tariffs: Tariffs, departments=DEPARTMENTS) -> 
         # Printing and postage the eBox letters avoided.
         cur.execute(
             "SELECT department, coalesce(pdf_pages, 1), registered, count(*) FROM letters "
-            "WHERE status = 'delivered_ebox' AND final_at >= %s AND final_at < %s GROUP BY 1, 2, 3",
+            f"WHERE status = {Status.DELIVERED_EBOX.sql} AND final_at >= %s AND final_at < %s GROUP BY 1, 2, 3",
             (lo, hi),
         )
         for dept, pages, registered, n in cur.fetchall():
@@ -186,7 +187,7 @@ def compute(conn, period: Period, tariffs: Tariffs, departments=DEPARTMENTS) -> 
         if "ebox_read_at" in cols:
             unread = _count_by_department(
                 cur,
-                "status = 'delivered_ebox' AND final_at >= %s AND final_at < %s AND ebox_read_at IS NULL",
+                f"status = {Status.DELIVERED_EBOX.sql} AND final_at >= %s AND final_at < %s AND ebox_read_at IS NULL",
                 (lo, hi),
             )
             for dept, f in out.items():
@@ -207,7 +208,7 @@ def compute(conn, period: Period, tariffs: Tariffs, departments=DEPARTMENTS) -> 
         if "print_status" in cols and "print_returned_at" in cols:
             returned = _count_by_department(
                 cur,
-                "print_status = 'returned' AND print_returned_at >= %s AND print_returned_at < %s",
+                f"print_status = {PrintStatus.RETURNED.sql} AND print_returned_at >= %s AND print_returned_at < %s",
                 (lo, hi),
             )
             for dept, f in out.items():

@@ -4,9 +4,11 @@
        ^                  |       --mark_handed_to_print--> handed_to_print --(print house refuses)--> quarantined
        +--release_for_retry--+    --quarantine--> quarantined (with the reason)
 
-Every change of a letter's status is one of the named functions below, each checking the state it
-expects in its WHERE clause (`TRANSITIONS` lists what is allowed; a test holds every other module to
-it), so a retried or rerun step changes nothing twice. A run claims letters atomically (`FOR UPDATE
+Every change of a letter's status, eBox state or print status is one of the named functions below,
+each checking the state it expects in its WHERE clause, so a retried or rerun step changes nothing
+twice. The moves allowed are those of `include/dijlepost/states.py`; the database refuses any other
+(trigger of migration 0012) and writes each move's audit event itself, with the details and Airflow
+coordinates the function passes in the same UPDATE (`audit_event`). A run claims letters atomically (`FOR UPDATE
 SKIP LOCKED`), so overlapping runs never share one; a claim held by a run that died is taken over
 after `lease` by the next run of the department. The functions that take a cursor work in the
 caller's transaction; those that take a connection (psycopg 3) commit what they change.
@@ -18,35 +20,17 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from enum import StrEnum
 
 from psycopg.rows import dict_row
 
+from include.dijlepost.states import FINAL_STATUSES as FINAL_STATUSES
+from include.dijlepost.states import STATUS_TRANSITIONS, EboxState, PrintStatus, Status
+from include.dijlepost.states import allowed as allowed
 
-class Status(StrEnum):
-    PENDING = "pending"
-    PROCESSING = "processing"
-    DELIVERED_EBOX = "delivered_ebox"
-    HANDED_TO_PRINT = "handed_to_print"
-    QUARANTINED = "quarantined"
-
-
-# The allowed moves, and the function that makes each one.
+# The letter's status moves and the function that makes each one (states.py: every state column).
 TRANSITIONS: dict[tuple[Status, Status], str] = {
-    (Status.PENDING, Status.PROCESSING): "claim",
-    (Status.PROCESSING, Status.PROCESSING): "claim",  # taking over a dead run's claim
-    (Status.PROCESSING, Status.PENDING): "release_for_retry",
-    (Status.PROCESSING, Status.DELIVERED_EBOX): "mark_delivered_ebox",
-    (Status.PROCESSING, Status.HANDED_TO_PRINT): "mark_handed_to_print",
-    (Status.PROCESSING, Status.QUARANTINED): "quarantine",
-    # The print house refused the letter (damaged PDF, unprintable address): it was never posted.
-    (Status.HANDED_TO_PRINT, Status.QUARANTINED): "quarantine_after_print_rejection",
+    key: move.function for key, move in STATUS_TRANSITIONS.items()
 }
-FINAL_STATUSES = (Status.DELIVERED_EBOX, Status.HANDED_TO_PRINT, Status.QUARANTINED)
-
-
-def allowed(source: Status | str, target: Status | str) -> bool:
-    return (Status(source), Status(target)) in TRANSITIONS
 
 
 @dataclass(frozen=True)
@@ -69,11 +53,14 @@ class Claim:
 
 
 def record_events(cur, ctx: RunContext, events: Iterable[tuple[str, str, dict]]) -> None:
-    """Append (letter_id, event, details) rows to the letter history, in the caller's transaction.
+    """Append (letter_id, event, details) rows to the letter history, in the caller's transaction, for
+    what is not a move of a state column (accepted, decided, rendered, ...): the database writes a move's
+    event itself and refuses its name here.
 
-    The database chains each row by hash and stamps its time (trigger of migration 0005, docs/audit.md);
-    rows can never be changed afterwards. `details` must hold keyed pseudonyms only, never a recipient's
-    id, name or address (`dijlepost audit verify` reports any it finds)."""
+    Through `record_letter_event` (migration 0012), the only way a login other than the table's owner
+    adds an event; the database chains each row by hash and stamps its time (migration 0005,
+    docs/audit.md); rows can never be changed afterwards. `details` must hold keyed pseudonyms only,
+    never a recipient's id, name or address (`dijlepost audit verify` reports any it finds)."""
     rows = [
         (
             lid,
@@ -89,10 +76,25 @@ def record_events(cur, ctx: RunContext, events: Iterable[tuple[str, str, dict]])
     ]
     if rows:
         cur.executemany(
-            "INSERT INTO letter_events (letter_id, event, details, dag_id, run_id, task_id, map_index, "
-            "try_number) VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s, %s)",
+            "SELECT record_letter_event(%s::text, %s::text, %s::jsonb, %s::text, %s::text, %s::text, "
+            "%s::integer, %s::integer)",
             rows,
         )
+
+
+def audit_event(ctx: RunContext, details: dict | None = None) -> str:
+    """The `audit_event` value of an UPDATE that moves a letter: the details and Airflow coordinates of
+    the event the database writes for the move (JSON text, for a `%s::jsonb` parameter)."""
+    coordinates = {
+        "dag_id": ctx.dag_id,
+        "run_id": ctx.run_id,
+        "task_id": ctx.task_id,
+        "map_index": ctx.map_index,
+        "try_number": ctx.try_number,
+    }
+    if details is not None:
+        coordinates["details"] = details
+    return json.dumps(coordinates, default=str)
 
 
 # A big claim moves many letters into the claim index at once; until autovacuum analyzes the table,
@@ -130,18 +132,18 @@ def claim(
     with conn.cursor() as cur:
         cur.execute(
             "SELECT count(*), coalesce(max(claim_chunk), -1) FROM letters "
-            "WHERE claim_run_id = %s AND status = 'processing'",
+            f"WHERE claim_run_id = %s AND status = {Status.PROCESSING.sql}",
             (run_id,),
         )
         held, last_chunk = cur.fetchone()
         room = max(batch_size - held, 0)
         cur.execute(
-            """
+            f"""
             WITH candidates AS (
                 SELECT id, status FROM letters
                  WHERE department = %(dept)s
-                   AND (status = 'pending'
-                        OR (status = 'processing' AND claim_run_id IS DISTINCT FROM %(run)s
+                   AND (status = {Status.PENDING.sql}
+                        OR (status = {Status.PROCESSING.sql} AND claim_run_id IS DISTINCT FROM %(run)s
                             AND print_batch_id IS NULL AND claimed_at < now() - %(lease)s))
                  ORDER BY id
                  LIMIT %(room)s
@@ -160,8 +162,10 @@ def claim(
                   FROM positioned
             )
             UPDATE letters l
-               SET status = 'processing', claim_run_id = %(run)s, claim_chunk = %(base)s + numbered.n,
-                   claimed_at = now(), attempts = l.attempts + 1, updated_at = now(),
+               SET status = {Status.PROCESSING.sql}, claim_run_id = %(run)s,
+                   claim_chunk = %(base)s + numbered.n, claimed_at = now(), attempts = l.attempts + 1,
+                   updated_at = now(), audit_event = %(event)s::jsonb || jsonb_build_object('details',
+                       jsonb_build_object('taken_over', numbered.status = {Status.PROCESSING.sql})),
                    rollout_phase = NULL, channel = NULL, decision_rule = NULL, decision_reason = NULL,
                    shadow_channel = NULL, decided_at = NULL
               FROM numbered
@@ -177,14 +181,12 @@ def claim(
                 # a float, so that PostgreSQL's constant folding of the formula cannot overflow an integer
                 "k": float(max_chunks) if max_chunks else None,
                 "base": last_chunk + 1,
+                "event": audit_event(ctx),
             },
         )
         taken = cur.fetchall()
-        record_events(
-            cur, ctx, ((lid, "claimed", {"taken_over": prev == "processing"}) for lid, prev in taken)
-        )
         cur.execute(
-            "SELECT claim_chunk, count(*) FROM letters WHERE claim_run_id = %s AND status = 'processing' "
+            f"SELECT claim_chunk, count(*) FROM letters WHERE claim_run_id = %s AND status = {Status.PROCESSING.sql} "
             "GROUP BY claim_chunk ORDER BY claim_chunk",
             (run_id,),
         )
@@ -196,7 +198,7 @@ def claim(
         run_id=run_id,
         count=sum(n for _, n in chunks),
         chunks=[c for c, _ in chunks],
-        taken_over=sum(1 for _, prev in taken if prev == "processing"),
+        taken_over=sum(1 for _, prev in taken if prev == Status.PROCESSING),
     )
 
 
@@ -215,7 +217,8 @@ def iter_letters_in_claim(
     its chunk. `where` must not depend on what the caller changes while iterating, except on letters
     already handed out (a page is read after the letters before it)."""
     sql = (
-        f"SELECT id AS _id, {LETTER_COLUMNS} FROM letters WHERE claim_run_id = %s AND status = 'processing' "
+        f"SELECT id AS _id, {LETTER_COLUMNS} FROM letters WHERE claim_run_id = %s "
+        f"AND status = {Status.PROCESSING.sql} "
         + ("AND claim_chunk = %s " if chunk is not None else "")
         + "AND id > %s"
         + (f" AND {where}" if where else "")
@@ -253,7 +256,7 @@ def record_decisions(cur, ctx: RunContext, run_id: str, phase: str, rows: Sequen
         "decision_reason = v.reason, shadow_channel = v.shadow, decided_at = now(), updated_at = now() "
         "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
         "AS v(letter_id, channel, rule, reason, shadow) "
-        "WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = 'processing' "
+        f"WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = {Status.PROCESSING.sql} "
         "RETURNING l.letter_id",
         (phase, *_columns([r[:5] for r in rows], 5), run_id),
     )
@@ -269,7 +272,7 @@ def mark_rendered(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]) -> s
         "pdf_subject = v.subject, pdf_filename = v.filename, rendered_at = now(), updated_at = now() "
         "FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[]) "
         "AS v(letter_id, path, sha, pages, subject, filename) "
-        "WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = 'processing' "
+        f"WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = {Status.PROCESSING.sql} "
         "RETURNING l.letter_id",
         (*_columns(rows, 6), run_id),
     )
@@ -286,40 +289,43 @@ def mark_rendered(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]) -> s
     return changed
 
 
-def mark_ebox_in_flight(cur, run_id: str, letter_ids: Sequence[str]) -> set[str]:
+def mark_ebox_in_flight(
+    cur, run_id: str, letter_ids: Sequence[str], ctx: RunContext | None = None
+) -> set[str]:
     """Committed before the first publication call: from here on no decision may put the letter on
-    paper while the eBox may hold it (a retry publishes with the same Idempotency-Key)."""
+    paper while the eBox may hold it (a retry publishes with the same Idempotency-Key). The database
+    writes `ebox_publication_started` for each letter that was not in flight yet."""
     cur.execute(
-        "UPDATE letters SET ebox_state = 'in_flight', updated_at = now() "
-        "WHERE letter_id = ANY(%s) AND claim_run_id = %s AND status = 'processing' "
+        f"UPDATE letters SET ebox_state = {EboxState.IN_FLIGHT.sql}, updated_at = now(), "
+        "audit_event = %s::jsonb "
+        f"WHERE letter_id = ANY(%s) AND claim_run_id = %s AND status = {Status.PROCESSING.sql} "
         "RETURNING letter_id",
-        (list(letter_ids), run_id),
+        (audit_event(ctx or RunContext(), {}), list(letter_ids), run_id),
     )
     return {r[0] for r in cur.fetchall()}
+
+
+NO_DIGITAL_USER_RULE = "no_digital_user"  # the routing rule of a letter the eBox will not reach
 
 
 def reroute_to_paper(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]) -> set[str]:
     """The eBox will not reach the recipient (NO_DIGITAL_USER, or a 409 settled that way): the letter
     goes on paper in the same run, rule `no_digital_user`. Rows of `(letter_id, reason, answer)`."""
     cur.execute(
-        "UPDATE letters l SET channel = 'paper', ebox_state = 'no_digital_user', decision_rule = "
-        "'no_digital_user', decision_reason = v.reason, updated_at = now() "
-        "FROM unnest(%s::text[], %s::text[]) AS v(letter_id, reason) "
-        "WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = 'processing' "
+        f"UPDATE letters l SET channel = 'paper', ebox_state = {EboxState.NO_DIGITAL_USER.sql}, "
+        "decision_rule = %s, decision_reason = v.reason, updated_at = now(), audit_event = v.event "
+        "FROM unnest(%s::text[], %s::text[], %s::jsonb[]) AS v(letter_id, reason, event) "
+        f"WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = {Status.PROCESSING.sql} "
         "RETURNING l.letter_id",
-        ([r[0] for r in rows], [r[1] for r in rows], run_id),
-    )
-    changed = {r[0] for r in cur.fetchall()}
-    record_events(
-        cur,
-        ctx,
         (
-            (lid, "rerouted_to_paper", {"rule": "no_digital_user", "answer": answer})
-            for lid, _, answer in rows
-            if lid in changed
+            NO_DIGITAL_USER_RULE,
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [audit_event(ctx, {"rule": NO_DIGITAL_USER_RULE, "answer": r[2]}) for r in rows],
+            run_id,
         ),
     )
-    return changed
+    return {r[0] for r in cur.fetchall()}
 
 
 def assign_to_print_batch(
@@ -328,7 +334,7 @@ def assign_to_print_batch(
     """Batch membership, written before the batch's file is built: a letter joins one batch only."""
     cur.execute(
         "UPDATE letters SET print_batch_id = %s, updated_at = now() WHERE letter_id = ANY(%s) "
-        "AND status = 'processing' AND print_batch_id IS NULL RETURNING letter_id",
+        f"AND status = {Status.PROCESSING.sql} AND print_batch_id IS NULL RETURNING letter_id",
         (batch_id, list(letter_ids)),
     )
     changed = {r[0] for r in cur.fetchall()}
@@ -347,28 +353,25 @@ def mark_delivered_ebox(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]
     `published` or `already_published` (a 409 settled as delivered); `expires_at` is the eBox's
     `expirationDate` of the message, or None when the eBox did not say."""
     cur.execute(
-        "UPDATE letters l SET status = 'delivered_ebox', ebox_message_id = v.message_id, ebox_state = NULL, "
-        "ebox_expires_at = v.expires_at, final_at = now(), updated_at = now() "
-        "FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS v(letter_id, message_id, expires_at) "
-        "WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = 'processing' "
+        f"UPDATE letters l SET status = {Status.DELIVERED_EBOX.sql}, ebox_message_id = v.message_id, "
+        "ebox_state = NULL, ebox_expires_at = v.expires_at, final_at = now(), updated_at = now(), "
+        "audit_event = v.event "
+        "FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::jsonb[]) "
+        "AS v(letter_id, message_id, expires_at, event) "
+        f"WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = {Status.PROCESSING.sql} "
         "RETURNING l.letter_id",
-        ([r[0] for r in rows], [r[1] for r in rows], [_timestamp(r[3]) for r in rows], run_id),
-    )
-    changed = {r[0] for r in cur.fetchall()}
-    record_events(
-        cur,
-        ctx,
         (
-            (
-                lid,
-                "delivered_ebox",
-                {"message_id": message_id, "answer": answer, "expires_at": _timestamp(expires)},
-            )
-            for lid, message_id, answer, expires in rows
-            if lid in changed
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [_timestamp(r[3]) for r in rows],
+            [
+                audit_event(ctx, {"message_id": mid, "answer": answer, "expires_at": _timestamp(expires)})
+                for _, mid, answer, expires in rows
+            ],
+            run_id,
         ),
     )
-    return changed
+    return {r[0] for r in cur.fetchall()}
 
 
 def _timestamp(value) -> str | None:
@@ -382,131 +385,104 @@ def mark_handed_to_print(
 ) -> set[str]:
     """processing -> handed_to_print, for the members of an uploaded batch."""
     cur.execute(
-        "UPDATE letters SET status = 'handed_to_print', final_at = now(), updated_at = now() "
-        "WHERE print_batch_id = %s AND status = 'processing' AND letter_id = ANY(%s) RETURNING letter_id",
-        (batch_id, list(letter_ids)),
+        f"UPDATE letters SET status = {Status.HANDED_TO_PRINT.sql}, final_at = now(), updated_at = now(), "
+        "audit_event = %s::jsonb "
+        f"WHERE print_batch_id = %s AND status = {Status.PROCESSING.sql} AND letter_id = ANY(%s) "
+        "RETURNING letter_id",
+        (audit_event(ctx, {"batch_id": batch_id, "batch_sha256": batch_sha256}), batch_id, list(letter_ids)),
     )
-    changed = {r[0] for r in cur.fetchall()}
-    record_events(
-        cur,
-        ctx,
-        (
-            (lid, "handed_to_print", {"batch_id": batch_id, "batch_sha256": batch_sha256})
-            for lid in letter_ids
-            if lid in changed
-        ),
-    )
-    return changed
+    return {r[0] for r in cur.fetchall()}
 
 
 def quarantine(cur, ctx: RunContext, letter_id: str, run_id: str, reason: str, stage: str) -> bool:
     """processing -> quarantined, with the reason in words (names a field or an answer, never a value)."""
     cur.execute(
-        "UPDATE letters SET status = 'quarantined', quarantine_reason = %s, final_at = now(), updated_at = now() "
-        "WHERE letter_id = %s AND claim_run_id = %s AND status = 'processing'",
-        (reason, letter_id, run_id),
+        f"UPDATE letters SET status = {Status.QUARANTINED.sql}, quarantine_reason = %s, final_at = now(), "
+        "updated_at = now(), audit_event = %s::jsonb "
+        f"WHERE letter_id = %s AND claim_run_id = %s AND status = {Status.PROCESSING.sql}",
+        (reason, audit_event(ctx, {"stage": stage, "reason": reason}), letter_id, run_id),
     )
-    if cur.rowcount == 1:
-        record_events(cur, ctx, [(letter_id, "quarantined", {"stage": stage, "reason": reason})])
-        return True
-    return False
+    return cur.rowcount == 1
 
 
 def mark_ebox_rejected(cur, ctx: RunContext, letter_id: str, run_id: str, reason: str) -> bool:
-    """The eBox refused the publication for good (4xx other than a conflict): quarantined, stage ebox."""
+    """The eBox refused the publication for good (4xx other than a conflict): eBox state `rejected`
+    and quarantined, stage ebox, in one move."""
     cur.execute(
-        "UPDATE letters SET ebox_state = 'rejected' WHERE letter_id = %s AND claim_run_id = %s "
-        "AND status = 'processing'",
-        (letter_id, run_id),
+        f"UPDATE letters SET status = {Status.QUARANTINED.sql}, ebox_state = {EboxState.REJECTED.sql}, "
+        "quarantine_reason = %s, final_at = now(), updated_at = now(), audit_event = %s::jsonb "
+        f"WHERE letter_id = %s AND claim_run_id = %s AND status = {Status.PROCESSING.sql}",
+        (reason, audit_event(ctx, {"stage": "ebox", "reason": reason}), letter_id, run_id),
     )
-    return quarantine(cur, ctx, letter_id, run_id, reason, stage="ebox")
+    return cur.rowcount == 1
 
 
 def quarantine_after_print_rejection(
     cur, ctx: RunContext, letter_id: str, batch_id: str, reason: str, details: dict | None = None
 ) -> bool:
     """handed_to_print -> quarantined: the print house refused the letter, so it was never posted."""
-    cur.execute(
-        "UPDATE letters SET status = 'quarantined', quarantine_reason = %s, print_status = 'rejected', "
-        "print_reason = %s, print_acknowledged_at = now(), final_at = now(), updated_at = now() "
-        "WHERE letter_id = %s AND print_batch_id = %s AND status = 'handed_to_print' AND print_status IS NULL",
-        (f"print house rejected: {reason}", reason, letter_id, batch_id),
+    event = audit_event(
+        ctx, {"stage": "print_house", "reason": reason, "batch_id": batch_id, **(details or {})}
     )
-    if cur.rowcount == 1:
-        record_events(
-            cur,
-            ctx,
-            [
-                (
-                    letter_id,
-                    "quarantined",
-                    {"stage": "print_house", "reason": reason, "batch_id": batch_id, **(details or {})},
-                )
-            ],
-        )
-        return True
-    return False
+    cur.execute(
+        f"UPDATE letters SET status = {Status.QUARANTINED.sql}, quarantine_reason = %s, "
+        f"print_status = {PrintStatus.REJECTED.sql}, print_reason = %s, print_acknowledged_at = now(), "
+        "final_at = now(), updated_at = now(), audit_event = %s::jsonb "
+        f"WHERE letter_id = %s AND print_batch_id = %s AND status = {Status.HANDED_TO_PRINT.sql} "
+        "AND print_status IS NULL",
+        (f"print house rejected: {reason}", reason, event, letter_id, batch_id),
+    )
+    return cur.rowcount == 1
 
 
 def release_for_retry(cur, ctx: RunContext, letter_id: str, run_id: str, error: str) -> bool:
     """processing -> pending: back to the outbox for the next run, keeping its eBox state."""
     cur.execute(
-        "UPDATE letters SET status = 'pending', claim_run_id = NULL, claim_chunk = NULL, claimed_at = NULL, "
-        "last_error = %s, updated_at = now() WHERE letter_id = %s AND claim_run_id = %s AND status = 'processing'",
-        (error, letter_id, run_id),
+        f"UPDATE letters SET status = {Status.PENDING.sql}, claim_run_id = NULL, claim_chunk = NULL, "
+        "claimed_at = NULL, last_error = %s, updated_at = now(), audit_event = %s::jsonb "
+        f"WHERE letter_id = %s AND claim_run_id = %s AND status = {Status.PROCESSING.sql}",
+        (error, audit_event(ctx, {"error": error}), letter_id, run_id),
     )
-    if cur.rowcount == 1:
-        record_events(cur, ctx, [(letter_id, "released_for_retry", {"error": error})])
-        return True
-    return False
+    return cur.rowcount == 1
 
 
 # --------------------------------------------------------------------------- after the final state
 # What happens to a letter after it left: posted or returned by post, opened in the eBox. These
-# change no status; they are written here so that the outbox stays the one writer of `letters`.
+# change no status, only the print status or read marks; they are written here so that the outbox
+# stays the one writer of `letters`.
 
 
 def mark_posted(cur, ctx: RunContext, batch_id: str, letter_ids: Sequence[str], ack_file: str) -> list[str]:
     """The print house acknowledged these letters of the batch as printed and posted."""
     cur.execute(
-        "UPDATE letters SET print_status = 'posted', print_acknowledged_at = now(), updated_at = now() "
-        "WHERE letter_id = ANY(%s) AND print_batch_id = %s AND status = 'handed_to_print' "
+        f"UPDATE letters SET print_status = {PrintStatus.POSTED.sql}, print_acknowledged_at = now(), "
+        "updated_at = now(), audit_event = %s::jsonb "
+        f"WHERE letter_id = ANY(%s) AND print_batch_id = %s AND status = {Status.HANDED_TO_PRINT.sql} "
         "AND print_status IS NULL RETURNING letter_id",
-        (list(letter_ids), batch_id),
+        (audit_event(ctx, {"batch_id": batch_id, "ack_file": ack_file}), list(letter_ids), batch_id),
     )
-    posted = [r[0] for r in cur.fetchall()]
-    record_events(
-        cur,
-        ctx,
-        ((lid, "printed_and_posted", {"batch_id": batch_id, "ack_file": ack_file}) for lid in posted),
-    )
-    return posted
+    return [r[0] for r in cur.fetchall()]
 
 
 def mark_returned(cur, ctx: RunContext, letter_id: str, reason: str, returns_file: str) -> bool:
     """bpost returned the letter (unknown address, refused): it needs a follow-up by its department."""
+    event = audit_event(ctx, {"reason": reason, "file": returns_file, "follow_up": True})
     cur.execute(
-        "UPDATE letters SET print_status = 'returned', print_reason = %s, print_returned_at = now(), "
-        "print_acknowledged_at = coalesce(print_acknowledged_at, now()), updated_at = now() "
-        "WHERE letter_id = %s AND status = 'handed_to_print' "
-        "AND print_status IS DISTINCT FROM 'returned'",
-        (reason, letter_id),
+        f"UPDATE letters SET print_status = {PrintStatus.RETURNED.sql}, print_reason = %s, "
+        "print_returned_at = now(), print_acknowledged_at = coalesce(print_acknowledged_at, now()), "
+        "updated_at = now(), audit_event = %s::jsonb "
+        f"WHERE letter_id = %s AND status = {Status.HANDED_TO_PRINT.sql} "
+        f"AND print_status IS DISTINCT FROM {PrintStatus.RETURNED.sql}",
+        (reason, event, letter_id),
     )
-    if cur.rowcount != 1:
-        return False
-    record_events(
-        cur,
-        ctx,
-        [(letter_id, "returned_by_post", {"reason": reason, "file": returns_file, "follow_up": True})],
-    )
-    return True
+    return cur.rowcount == 1
 
 
 def mark_ebox_status_checked(cur, letter_ids: Sequence[str]) -> None:
     """The eBox was asked for these letters' read status (answered or not)."""
     cur.execute(
         "UPDATE letters SET ebox_status_checked_at = now() "
-        "WHERE letter_id = ANY(%s) AND status = 'delivered_ebox'",
+        f"WHERE letter_id = ANY(%s) AND status = {Status.DELIVERED_EBOX.sql}",
         (list(letter_ids),),
     )
 
@@ -515,7 +491,7 @@ def mark_ebox_read(cur, ctx: RunContext, letter_ids: Sequence[str]) -> list[str]
     """The recipient opened these letters in the eBox (the first check that saw it counts)."""
     cur.execute(
         "UPDATE letters SET ebox_read_at = now(), updated_at = now() "
-        "WHERE letter_id = ANY(%s) AND ebox_read_at IS NULL AND status = 'delivered_ebox' "
+        f"WHERE letter_id = ANY(%s) AND ebox_read_at IS NULL AND status = {Status.DELIVERED_EBOX.sql} "
         "RETURNING letter_id",
         (list(letter_ids),),
     )

@@ -20,6 +20,7 @@ from include.dijlepost.outbox import RunContext, iter_letters_in_claim
 from include.dijlepost.recipients import InvalidRecipientId, normalize_recipient_id, pseudonym
 from include.dijlepost.rollout import RolloutState
 from include.dijlepost.routing import LetterFacts, decide
+from include.dijlepost.states import Status
 from include.dijlepost.waves import Wave
 
 log = logging.getLogger("dijlepost.pipeline")
@@ -46,7 +47,7 @@ def decide_claim(
     if chunk is None:
         with conn.cursor() as cur:
             cur.execute(
-                "SELECT DISTINCT claim_chunk FROM letters WHERE claim_run_id = %s AND status = 'processing' "
+                f"SELECT DISTINCT claim_chunk FROM letters WHERE claim_run_id = %s AND status = {Status.PROCESSING.sql} "
                 "AND decided_at IS NULL ORDER BY 1",
                 (run_id,),
             )
@@ -226,7 +227,7 @@ def letters_to_deliver(conn, run_id: str, chunk: int) -> dict:
     with conn.cursor() as cur:
         cur.execute(
             "SELECT count(*) FILTER (WHERE channel = 'ebox'), count(*) FILTER (WHERE channel = 'paper') "
-            "FROM letters WHERE claim_run_id = %s AND claim_chunk = %s AND status = 'processing' "
+            f"FROM letters WHERE claim_run_id = %s AND claim_chunk = %s AND status = {Status.PROCESSING.sql} "
             "AND rendered_at IS NOT NULL",
             (run_id, chunk),
         )

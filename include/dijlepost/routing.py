@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from include.dijlepost.rollout import RolloutState
+from include.dijlepost.states import EboxState
 
 EBOX = "ebox"
 PAPER = "paper"
@@ -44,7 +45,7 @@ Rule = Callable[[LetterFacts, RolloutState], Decision | None]
 
 
 def ebox_publication_in_flight(f: LetterFacts, r: RolloutState) -> Decision | None:
-    if f.ebox_state == "in_flight":
+    if f.ebox_state == EboxState.IN_FLIGHT:
         return Decision(
             EBOX,
             "ebox_publication_in_flight",
@@ -66,7 +67,7 @@ def unread_ebox_followup(f: LetterFacts, r: RolloutState) -> Decision | None:
 
 
 def no_digital_user(f: LetterFacts, r: RolloutState) -> Decision | None:
-    if f.ebox_state == "no_digital_user":
+    if f.ebox_state == EboxState.NO_DIGITAL_USER:
         return Decision(
             PAPER,
             "no_digital_user",

@@ -43,8 +43,10 @@ _MESSAGES = {
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
-    pseudonym_key: bytes = Field(min_length=16)
-    database_url: str | None = None
+    # Secrets: left out of repr() (and so of any log line or traceback that prints the settings), and
+    # registered with Airflow's secrets masker by `airflow_support.settings()` (see `secrets`).
+    pseudonym_key: bytes = Field(min_length=16, repr=False)
+    database_url: str | None = Field(default=None, repr=False)  # may hold a password
     var_dir: Path = PROJECT_ROOT / "var"
     document_root: Path = Field(default_factory=lambda data: data["var_dir"] / "documents")
     print_work_dir: Path = Field(default_factory=lambda data: data["var_dir"] / "print-batches")
@@ -66,6 +68,18 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value):
         return value or None
+
+    def secrets(self) -> list[str]:
+        """The secret values of these settings as they may appear in text: the pseudonym key (as
+        set, and as hex) and the database URL's password, for a log masker."""
+        from urllib.parse import unquote, urlsplit
+
+        found = [self.pseudonym_key.decode("utf-8", "replace"), self.pseudonym_key.hex()]
+        if self.database_url:
+            password = urlsplit(self.database_url).password
+            if password:
+                found += [password, unquote(password)]
+        return found
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -110,12 +110,15 @@ class WaveRunner:
 
 
 @pytest.fixture
-def run_wave(airflow_home, airflow_metadata_url, pg_url, ebox, sshd, printhouse_dirs, tmp_path, monkeypatch):
-    """A callable that runs a wave DAG against the test PostgreSQL, the eBox sandbox and sshd."""
+def run_wave(
+    airflow_home, airflow_metadata_url, pipeline_url, ebox, sshd, printhouse_dirs, tmp_path, monkeypatch
+):
+    """A callable that runs a wave DAG against the test PostgreSQL (as the pipeline's login, which
+    holds only dijlepost_pipeline: the DAGs refuse a superuser), the eBox sandbox and sshd."""
     env = base_airflow_env(airflow_home, airflow_metadata_url)
     env.update(
         {
-            "AIRFLOW_CONN_DIJLEPOST_DB": json.dumps(pg_connection(pg_url)),
+            "AIRFLOW_CONN_DIJLEPOST_DB": json.dumps(pg_connection(pipeline_url)),
             "AIRFLOW_CONN_EBOX_DEFAULT": json.dumps(ebox.airflow_connection()),
             "AIRFLOW_CONN_PRINTHOUSE_SFTP": json.dumps(sshd.airflow_connection()),
             "DIJLEPOST_DOCUMENT_ROOT": str(tmp_path / "documents"),

@@ -1,11 +1,10 @@
 """The audit trail of a real wave run, end to end: the finance wave runs as a login that holds
-only the `dijlepost_pipeline` role (migration 0005), and what it leaves behind is an intact hash chain
+only the `dijlepost_pipeline` role (migration 0005), as every wave test does, and what it leaves behind is an intact hash chain
 without personal data, a trace from acceptance to delivery with each task's coordinates, and task logs
 in which every task ends with its summary line."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import psycopg
@@ -14,10 +13,8 @@ import pytest
 from include.dijlepost.audit import privacy_findings, trace, verify
 from tests.dags.conftest import pg_connection
 from tests.dags.test_wave_runs import assert_no_personal_data, letters, seed
-from tests.support.database import SERVER
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-LOGIN = "dijlepost_e2e_pipeline"
 SUMMARY_LINES = (
     "rollout_phase",
     "letters_claimed",
@@ -31,18 +28,9 @@ SUMMARY_LINES = (
 
 
 @pytest.fixture
-def pipeline_login(pg_url):
-    """A login that is a member of dijlepost_pipeline and nothing else (the test server trusts loopback)."""
-    # left by an earlier session: roles belong to the server, not to one database
-    with (
-        psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin,
-        contextlib.suppress(psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation),
-    ):
-        admin.execute(f"CREATE ROLE {LOGIN} LOGIN IN ROLE dijlepost_pipeline")
-    head, _, database = pg_url.rpartition("/")
-    scheme, _, host = head.partition("://")
-    host = host.rpartition("@")[2]
-    return f"{scheme}://{LOGIN}@{host}/{database}"
+def pipeline_login(pipeline_url):
+    """A login that is a member of dijlepost_pipeline and nothing else (tests/support/database.py)."""
+    return pipeline_url
 
 
 def test_a_run_as_the_pipeline_role_leaves_an_intact_readable_trail(db, ebox, run_wave, sshd, pipeline_login):
@@ -64,6 +52,7 @@ def test_a_run_as_the_pipeline_role_leaves_an_intact_readable_trail(db, ebox, ru
         ("claimed", "claim_letters", "letters_finance"),
         ("decided", "chunk.decide_channels", "letters_finance"),
         ("rendered", "chunk.render_letters", "letters_finance"),
+        ("ebox_publication_started", "chunk.deliver_to_ebox", "letters_finance"),
         ("delivered_ebox", "chunk.deliver_to_ebox", "letters_finance"),
     ]
     rendered = next(e for e in trace(db, delivered[0]) if e["event"] == "rendered")

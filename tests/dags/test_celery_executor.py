@@ -68,7 +68,7 @@ def reset_world(db, ebox, sshd) -> None:
 
 
 def test_wave_on_two_celery_workers_matches_the_local_run(
-    redis_broker, db, ebox, sshd, printhouse_dirs, pg_url, run_wave, tmp_path
+    redis_broker, db, ebox, sshd, printhouse_dirs, pipeline_url, run_wave, tmp_path
 ):
     seed(db, ebox, "finance", LETTERS, seed_no=31)
     run_wave("letters_finance")
@@ -81,7 +81,7 @@ def test_wave_on_two_celery_workers_matches_the_local_run(
 
     work = tmp_path / "celery"
     env = {
-        "AIRFLOW_CONN_DIJLEPOST_DB": json.dumps(pg_connection(pg_url)),
+        "AIRFLOW_CONN_DIJLEPOST_DB": json.dumps(pg_connection(pipeline_url)),
         "AIRFLOW_CONN_EBOX_DEFAULT": json.dumps(ebox.airflow_connection()),
         "AIRFLOW_CONN_PRINTHOUSE_SFTP": json.dumps(sshd.airflow_connection()),
         # One machine here; across machines these two must be one shared volume (docs/scaling.md).

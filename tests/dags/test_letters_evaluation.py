@@ -15,11 +15,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 
 @pytest.fixture
-def run_evaluation(airflow_home, airflow_metadata_url, pg_url, tmp_path):
+def run_evaluation(airflow_home, airflow_metadata_url, pipeline_url, tmp_path):
     env = base_airflow_env(airflow_home, airflow_metadata_url)
     env.update(
         {
-            "AIRFLOW_CONN_DIJLEPOST_DB": json.dumps(pg_connection(pg_url)),
+            "AIRFLOW_CONN_DIJLEPOST_DB": json.dumps(pg_connection(pipeline_url)),
             "DIJLEPOST_REPORTS_DIR": str(tmp_path / "reports"),
             "DIJLEPOST_TARIFF_POSTAGE_EUR": "1.00",
         }

@@ -108,10 +108,10 @@ def create_app(
         return who
 
     def key() -> bytes:
-        if pseudonym_key is None:
-            from include.dijlepost.settings import Settings
+        if pseudonym_key is None:  # the settings, their secrets registered with Airflow's masker
+            from include.dijlepost.airflow_support import settings
 
-            return Settings.from_env().pseudonym_key
+            return settings().pseudonym_key
         return pseudonym_key()
 
     def to_pseudonym(value: str | None, kind: str | None, recipient_id: str | None) -> str:
@@ -370,13 +370,20 @@ def _host_and_port(netloc: str, scheme: str) -> tuple[str, int | None] | None:
         return None
 
 
+def _origin(scheme: str, netloc: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) of an origin: `http://host` and `https://host` are two origins."""
+    where = _host_and_port(netloc, scheme)
+    return None if where is None else (scheme, *where)
+
+
 def same_origin_proof(request: Request) -> None:
     """Refuse (403) a request that changes something unless it shows it comes from this site.
 
-    `Sec-Fetch-Site`, when sent, must be `same-origin`; `Origin`, when sent, must be this host (the
-    `Host` header, or `X-Forwarded-Host` behind a reverse proxy: neither can be set by a cross-site
-    form) and not `null`; one of the two must be there, unless the request brings its own credential
-    in an `Authorization` header.
+    `Sec-Fetch-Site`, when sent, must be `same-origin`; `Origin`, when sent, must be this origin, the
+    same scheme, host and port (the request's scheme and `Host` header, or `X-Forwarded-Proto` and
+    `X-Forwarded-Host` behind a reverse proxy: none can be set by a cross-site form) and not `null`;
+    one of the two must be there, unless the request brings its own credential in an `Authorization`
+    header.
     """
     site = request.headers.get("sec-fetch-site")
     if site is not None and site != "same-origin":
@@ -386,10 +393,15 @@ def same_origin_proof(request: Request) -> None:
         parts = urlsplit(origin) if origin != "null" else None
         if parts is None or parts.scheme not in _DEFAULT_PORTS or not parts.netloc:
             raise HTTPException(403, "request refused: its Origin is not a web page of this site")
-        theirs = _host_and_port(parts.netloc, parts.scheme)
+        theirs = _origin(parts.scheme, parts.netloc)
+        scheme = request.url.scheme
+        forwarded = (request.headers.get("x-forwarded-proto") or scheme).split(",")[0].strip().lower()
         ours = {
-            _host_and_port(h.split(",")[0].strip(), parts.scheme)
-            for h in (request.headers.get("host"), request.headers.get("x-forwarded-host"))
+            _origin(proto, h.split(",")[0].strip())
+            for proto, h in (
+                (scheme, request.headers.get("host")),
+                (forwarded, request.headers.get("x-forwarded-host")),
+            )
             if h
         }
         if theirs is None or theirs not in ours:

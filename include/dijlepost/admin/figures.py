@@ -13,6 +13,7 @@ from decimal import Decimal
 from psycopg.rows import dict_row
 
 from include.dijlepost.rollout import check_department
+from include.dijlepost.states import Status, sql_list
 from include.dijlepost.tariffs import Tariffs
 
 
@@ -26,14 +27,14 @@ def recent_runs(conn, department: str, limit: int = 5, days: int = 14) -> list[d
     check_department(department)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            """
+            f"""
             SELECT claim_run_id AS run,
                    min(claimed_at) AS started,
                    max(final_at)   AS last_final,
-                   count(*) FILTER (WHERE status = 'delivered_ebox')  AS ebox,
-                   count(*) FILTER (WHERE status = 'handed_to_print') AS paper,
-                   count(*) FILTER (WHERE status = 'quarantined')     AS quarantined,
-                   count(*) FILTER (WHERE status NOT IN ('delivered_ebox', 'handed_to_print', 'quarantined'))
+                   count(*) FILTER (WHERE status = {Status.DELIVERED_EBOX.sql})  AS ebox,
+                   count(*) FILTER (WHERE status = {Status.HANDED_TO_PRINT.sql}) AS paper,
+                   count(*) FILTER (WHERE status = {Status.QUARANTINED.sql})     AS quarantined,
+                   count(*) FILTER (WHERE status NOT IN {sql_list(Status.DELIVERED_EBOX, Status.HANDED_TO_PRINT, Status.QUARANTINED)})
                                                                       AS unfinished,
                    count(*) FILTER (WHERE shadow_channel = 'ebox')    AS shadow_ebox,
                    string_agg(DISTINCT rollout_phase, ',')            AS phases

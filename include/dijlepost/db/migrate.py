@@ -1,7 +1,10 @@
 """Versioned schema migrations: `dijlepost db migrate` applies every file in `migrations/` once.
 
 After the files, `sync_departments` makes the `departments` table and the rollout phases hold every
-wave of `waves.py`: a new department starts in phase `off` until an administrator changes it.
+wave of `waves.py` (a new department starts in phase `off` until an administrator changes it) and
+gives every department its role `dijlepost_dept_<department>` (`sync_department_roles`), and
+`sync_state_transitions` copies the allowed state moves of `include/dijlepost/states.py` into the
+table the database's state-machine triggers read (migration 0012).
 Idempotent and safe to run concurrently: a session-level advisory lock (released in `finally`) serialises
 runners and each file is applied in the same transaction that records it in `schema_migrations`.
 """
@@ -66,7 +69,9 @@ def migrate(conn) -> list[str]:
                 conn.commit()
                 applied_now.append(version)
                 log.info("event=migration_applied version=%s", version)
+            sync_state_transitions(conn)
             sync_departments(conn)
+            sync_department_roles(conn)
         except Exception:
             conn.rollback()
             raise
@@ -113,3 +118,81 @@ def sync_departments(conn) -> list[str]:
     for department in added:
         log.info("event=department_added department=%s", department)
     return added
+
+
+def sync_state_transitions(conn) -> int:
+    """Make `state_transitions` and `state_initial` hold exactly the moves and first states of
+    `states.py`, in one transaction; return the number of moves. A database migrated only part of the
+    way (no such table) is left alone."""
+    from include.dijlepost.states import INITIAL_STATES, transition_rows
+
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('state_transitions') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return 0
+        rows = transition_rows()
+        cur.execute("DELETE FROM state_transitions")
+        cur.executemany(
+            "INSERT INTO state_transitions (table_name, column_name, from_state, to_state, function, event, "
+            "while_status) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            rows,
+        )
+        cur.execute("DELETE FROM state_initial")
+        cur.executemany(
+            "INSERT INTO state_initial (table_name, column_name, state) VALUES (%s, %s, %s)",
+            [(t, c, None if v is None else str(v)) for (t, c), v in INITIAL_STATES.items()],
+        )
+    conn.commit()
+    return len(rows)
+
+
+DEPARTMENT_ROLE_PREFIX = "dijlepost_dept_"
+
+
+def department_role(department: str) -> str:
+    """The role a department system's login holds to write that department's letters."""
+    return DEPARTMENT_ROLE_PREFIX + department
+
+
+def sync_department_roles(conn) -> list[str]:
+    """Create the role `dijlepost_dept_<department>` (NOLOGIN, member of `dijlepost_department`) of
+    every department that lacks one; return those created. Roles belong to the server, so another
+    database's migration may create the same role at the same moment: that is not an error. Without
+    the privilege to create roles a warning names the statement for a DBA (docs/letters-import.md)."""
+    from psycopg import sql
+
+    created: list[str] = []
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT to_regclass('departments') IS NOT NULL "
+            "AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'dijlepost_department')"
+        )
+        if not cur.fetchone()[0]:
+            return created
+        cur.execute(
+            "SELECT department FROM departments d WHERE NOT EXISTS "
+            "(SELECT 1 FROM pg_roles WHERE rolname = %s || d.department) ORDER BY department",
+            (DEPARTMENT_ROLE_PREFIX,),
+        )
+        missing = [r[0] for r in cur.fetchall()]
+    conn.commit()
+    for department in missing:
+        role = department_role(department)
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "DO $$ BEGIN "
+                    "CREATE ROLE {role} NOLOGIN IN ROLE dijlepost_department; "
+                    "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; "
+                    "WHEN insufficient_privilege THEN RAISE WARNING "
+                    "'cannot create role %, ask a DBA: CREATE ROLE % NOLOGIN IN ROLE dijlepost_department', "
+                    "{name}, {name}; END $$"
+                ).format(role=sql.Identifier(role), name=sql.Literal(role))
+            )
+            cur.execute("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s)", (role,))
+            if cur.fetchone()[0]:
+                created.append(role)
+        conn.commit()
+    for role in created:
+        log.info("event=department_role_created role=%s", role)
+    return created

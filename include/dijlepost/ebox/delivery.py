@@ -21,6 +21,7 @@ from pathlib import Path
 from include.dijlepost import logfmt, outbox
 from include.dijlepost.outbox import RunContext, iter_letters_in_claim
 from include.dijlepost.recipients import InvalidRecipientId, normalize_recipient_id, pseudonym
+from include.dijlepost.states import Status, sql_list
 from include.dijlepost.waves import Wave
 
 log = logging.getLogger("dijlepost.ebox")
@@ -46,7 +47,7 @@ def check_message_types(conn, client, wave: Wave) -> dict:
     with conn.cursor() as cur:
         cur.execute(
             "SELECT DISTINCT letter_type FROM letters WHERE department = %s "
-            "AND status IN ('pending', 'processing')",
+            f"AND status IN {sql_list(Status.PENDING, Status.PROCESSING)}",
             (wave.department,),
         )
         waiting = {r[0] for r in cur.fetchall()}
@@ -99,7 +100,7 @@ def check_activation(
     with conn.cursor() as cur:  # only the recipients, never the letters: memory stays small for big waves
         cur.execute(
             "SELECT DISTINCT recipient_kind, recipient_id FROM letters "
-            "WHERE claim_run_id = %s AND status = 'processing'"
+            f"WHERE claim_run_id = %s AND status = {Status.PROCESSING.sql}"
             + (" AND claim_chunk = %s" if chunk is not None else ""),
             (run_id,) if chunk is None else (run_id, chunk),
         )
@@ -200,7 +201,9 @@ def deliver_chunk_to_ebox(
 
                     renderer = LetterRenderer()
                 with conn.cursor() as cur:
-                    marked = outbox.mark_ebox_in_flight(cur, run_id, [letter["letter_id"] for letter in page])
+                    marked = outbox.mark_ebox_in_flight(
+                        cur, run_id, [letter["letter_id"] for letter in page], ctx
+                    )
                 conn.commit()
                 page = [
                     letter for letter in page if letter["letter_id"] in marked

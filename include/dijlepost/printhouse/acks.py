@@ -7,8 +7,9 @@ Two kinds of file, both UTF-8 CSV with a header row (formats in docs/print-house
 
 Every file is validated whole before anything changes: an ack must answer every letter of its batch
 exactly once and nothing else; a returns file may only name letters that were handed to the print
-house. A file that fails is refused as a whole with a clear error, kept in `print_house_files` and
-moved aside to `refused/`; nothing in it is applied, nothing is lost. An applied file is moved to
+house. A file that fails is refused as a whole with a clear error, recorded in `print_house_files`
+(its SHA-256, size and first `REFUSED_KEPT_BYTES` bytes, enough to show the print house) and moved
+aside to `refused/` at the print house; nothing in it is applied. An applied file is moved to
 `processed/`. Applying is idempotent: every update is guarded by the state it expects, and a file
 seen again (same name, same bytes) is recognised and changes nothing. No Airflow import.
 """
@@ -32,6 +33,7 @@ from psycopg.rows import dict_row
 from include.dijlepost import logfmt, outbox
 from include.dijlepost.outbox import RunContext, quarantine_after_print_rejection
 from include.dijlepost.printhouse.upload import ACK_SUFFIX, PROCESSED_DIR, REFUSED_DIR, rename
+from include.dijlepost.states import BatchStatus, PrintStatus, Status, sql_list
 
 ACK_COLUMNS = ("letter_id", "result", "reason")
 ACK_RESULTS = ("accepted", "rejected")
@@ -46,6 +48,8 @@ RETURN_REASONS = (
     "other",
 )
 MAX_FILE_BYTES = 20 * 1024 * 1024
+# A refused file is kept as its SHA-256, size and first bytes, not whole (migration 0013).
+REFUSED_KEPT_BYTES = 4096
 MAX_REASON_CHARS = 300
 _BATCH_ID = re.compile(r"^[a-z0-9_]+-(non_prior|prior|registered)-[0-9a-f]{16}$")
 _RETURNS_NAME = re.compile(r"^returned-[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.csv$")
@@ -208,9 +212,9 @@ def apply_file(conn, name: str, data: bytes, ctx: RunContext) -> FileOutcome:
                 )
             letters = sum(counts.values())
             cur.execute(
-                "INSERT INTO print_house_files (file_name, sha256, kind, outcome, batch_id, letters, content) "
-                "VALUES (%s, %s, %s, 'applied', %s, %s, %s)",
-                (name, digest, kind, batch_id, letters, data),
+                "INSERT INTO print_house_files (file_name, sha256, kind, outcome, batch_id, letters, content, "
+                "size_bytes) VALUES (%s, %s, %s, 'applied', %s, %s, %s, %s)",
+                (name, digest, kind, batch_id, letters, data, len(data)),
             )
         conn.commit()
         return FileOutcome(name, kind, "applied", batch_id, letters, counts)
@@ -223,9 +227,10 @@ def apply_file(conn, name: str, data: bytes, ctx: RunContext) -> FileOutcome:
         batch_id = name[: -len(ACK_SUFFIX)] if kind == "ack" else None
         with conn.cursor() as cur:
             cur.execute(
-                "INSERT INTO print_house_files (file_name, sha256, kind, outcome, batch_id, error, content) "
-                "VALUES (%s, %s, %s, 'refused', %s, %s, %s) ON CONFLICT (file_name, sha256) DO NOTHING",
-                (name, digest, kind, batch_id, error, data),
+                "INSERT INTO print_house_files (file_name, sha256, kind, outcome, batch_id, error, content, "
+                "size_bytes) VALUES (%s, %s, %s, 'refused', %s, %s, %s, %s) "
+                "ON CONFLICT (file_name, sha256) DO NOTHING",
+                (name, digest, kind, batch_id, error, data[:REFUSED_KEPT_BYTES], len(data)),
             )
         conn.commit()
         return FileOutcome(name, kind, "refused", batch_id, 0, {}, error)
@@ -391,7 +396,7 @@ def overdue_batches(conn, department: str, hours: int, now: datetime | None = No
         cur.execute(
             "SELECT batch_id, letter_count AS letters, status, coalesce(uploaded_at, upload_started_at) AS since "
             "FROM print_batches WHERE department = %s AND acknowledged_at IS NULL "
-            "AND status IN ('uploaded', 'uploading') "
+            f"AND status IN {sql_list(BatchStatus.UPLOADED, BatchStatus.UPLOADING)} "
             "AND coalesce(uploaded_at, upload_started_at) < coalesce(%s, now()) - make_interval(hours => %s) "
             "ORDER BY since, batch_id",
             (department, now, hours),
@@ -444,7 +449,8 @@ def reconciliation(conn) -> dict:
         cur.execute(
             "SELECT l.letter_id, l.department, l.print_batch_id, b.uploaded_at FROM letters l "
             "JOIN print_batches b ON b.batch_id = l.print_batch_id "
-            "WHERE l.status = 'handed_to_print' AND l.print_status IS NULL ORDER BY b.uploaded_at, l.letter_id"
+            f"WHERE l.status = {Status.HANDED_TO_PRINT.sql} AND l.print_status IS NULL "
+            "ORDER BY b.uploaded_at, l.letter_id"
         )
         unacknowledged = [
             {"letter_id": r[0], "department": r[1], "batch_id": r[2], "handed_over_at": r[3]}
@@ -452,7 +458,7 @@ def reconciliation(conn) -> dict:
         ]
         cur.execute(
             "SELECT letter_id, department, print_batch_id, print_returned_at, print_reason FROM letters "
-            "WHERE print_status = 'returned' ORDER BY print_returned_at, letter_id"
+            f"WHERE print_status = {PrintStatus.RETURNED.sql} ORDER BY print_returned_at, letter_id"
         )
         returned = [
             {"letter_id": r[0], "department": r[1], "batch_id": r[2], "returned_at": r[3], "reason": r[4]}

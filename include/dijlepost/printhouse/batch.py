@@ -217,7 +217,24 @@ def _add_pdf(zf: zipfile.ZipFile, letter: BatchLetter) -> None:
         )
 
 
+# A cell a spreadsheet would run as a formula starts with one of these (OWASP, "CSV Injection").
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def manifest_cell(text: str) -> str:
+    """A text cell of the manifest as data, never as a formula or a second line: line breaks and other
+    control characters become a space (the import and the renderer refuse them in an address already;
+    this holds for rows written before that), and a cell starting with `=`, `+`, `-`, `@`, TAB or CR
+    gets a leading apostrophe, as OWASP advises, so that a spreadsheet shows it as text (also when
+    spaces come first, which some spreadsheets skip)."""
+    text = _BREAKS.sub(" ", text)
+    return "'" + text if text.lstrip(" ").startswith(FORMULA_TRIGGERS) else text
+
+
 def _manifest(letters: Sequence[BatchLetter]) -> bytes:
+    """The manifest CSV: RFC 4180 quoting, one physical line per letter, every text cell from the
+    letter's data through `manifest_cell`."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(MANIFEST_COLUMNS)
@@ -232,8 +249,8 @@ def _manifest(letters: Sequence[BatchLetter]) -> bytes:
                 letter.sheets,
                 letter.postage_class,
                 "true" if letter.registered else "false",
-                *lines,
-                letter.country,
+                *(manifest_cell(line) for line in lines),
+                manifest_cell(letter.country),
             ]
         )
     return buf.getvalue().encode("utf-8")

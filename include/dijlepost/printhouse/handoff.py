@@ -45,6 +45,7 @@ from include.dijlepost.printhouse.batch import (
     postage_class_for,
 )
 from include.dijlepost.printhouse.upload import PrintHouseFolders, Whereabouts
+from include.dijlepost.states import BatchStatus, Status, sql_list
 
 MIB = 1024 * 1024
 # What a letter adds to the zip besides its PDF: two zip headers with its file name (~100 bytes) and
@@ -146,7 +147,7 @@ def assign_print_batches(
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "SELECT letter_id, registered, decided_at, pdf_path FROM letters WHERE claim_run_id = %s "
-            "AND status = 'processing' AND channel = 'paper' AND rendered_at IS NOT NULL "
+            f"AND status = {Status.PROCESSING.sql} AND channel = 'paper' AND rendered_at IS NOT NULL "
             "AND print_batch_id IS NULL"
             + (" AND claim_chunk = %s" if chunk is not None else "")
             + " ORDER BY letter_id",
@@ -188,14 +189,14 @@ def pending_print_batches(
     whose print day has come, oldest first: all of the department, or (with `run_id` and `chunk`)
     those holding letters of that chunk of the claim."""
     sql = (
-        "SELECT batch_id FROM print_batches WHERE department = %s AND status IN ('assigned', 'uploading') "
+        f"SELECT batch_id FROM print_batches WHERE department = %s AND status IN {sql_list(BatchStatus.ASSIGNED, BatchStatus.UPLOADING)} "
         "AND (hand_over_on IS NULL OR hand_over_on <= %s)"
     )
     params: list = [department, today or clock.today()]
     if chunk is not None:
         sql += (
             " AND batch_id IN (SELECT print_batch_id FROM letters WHERE claim_run_id = %s AND claim_chunk = %s "
-            "AND status = 'processing' AND print_batch_id IS NOT NULL)"
+            f"AND status = {Status.PROCESSING.sql} AND print_batch_id IS NOT NULL)"
         )
         params += [run_id, chunk]
     with conn.cursor() as cur:
@@ -294,7 +295,7 @@ def hand_over_batch(
             batch = cur.fetchone()
             cur.execute(
                 "SELECT letter_id, pdf_path, pdf_sha256, pdf_pages, registered, recipient_name, street, "
-                "postal_code, city, country FROM letters WHERE print_batch_id = %s AND status = 'processing' "
+                f"postal_code, city, country FROM letters WHERE print_batch_id = %s AND status = {Status.PROCESSING.sql} "
                 "ORDER BY letter_id",
                 (batch_id,),
             )
@@ -393,9 +394,9 @@ def _record_uploading(conn, batch_id: str, sha256: str, size: int) -> None:
     """Committed before the first byte goes to the print house: from here on, a retry looks first."""
     with conn.cursor() as cur:
         cur.execute(
-            "UPDATE print_batches SET status = 'uploading', zip_sha256 = %s, zip_bytes = %s, "
+            f"UPDATE print_batches SET status = {BatchStatus.UPLOADING.sql}, zip_sha256 = %s, zip_bytes = %s, "
             "upload_started_at = coalesce(upload_started_at, now()), upload_attempts = upload_attempts + 1 "
-            "WHERE batch_id = %s AND status IN ('assigned', 'uploading')",
+            f"WHERE batch_id = %s AND status IN {sql_list(BatchStatus.ASSIGNED, BatchStatus.UPLOADING)}",
             (sha256, size, batch_id),
         )
         if cur.rowcount != 1:
@@ -416,10 +417,10 @@ def _record_handed_over(
     """The batch `uploaded` and its letters `handed_to_print`, in one transaction."""
     with conn.cursor() as cur:
         cur.execute(
-            "UPDATE print_batches SET status = 'uploaded', handover_evidence = %s, uploaded_at = now(), "
+            f"UPDATE print_batches SET status = {BatchStatus.UPLOADED.sql}, handover_evidence = %s, uploaded_at = now(), "
             "remote_path = coalesce(%s, remote_path), "
             "zip_sha256_remote_path = coalesce(%s, zip_sha256_remote_path) "
-            "WHERE batch_id = %s AND status IN ('assigned', 'uploading')",
+            f"WHERE batch_id = %s AND status IN {sql_list(BatchStatus.ASSIGNED, BatchStatus.UPLOADING)}",
             (evidence, remote_path, checksum_path, batch_id),
         )
         changed = outbox.mark_handed_to_print(cur, ctx, batch_id, letter_ids, sha256) if letter_ids else set()

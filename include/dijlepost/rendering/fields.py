@@ -88,10 +88,12 @@ VAT_RATES = (0, 6, 12, 21)  # the Belgian VAT rates, percent
 LINE_KEYS = ("description", "quantity", "unit_price", "vat_rate")
 _CENT = Decimal("0.01")
 
-_AMOUNT_RE = re.compile(r"^\d{1,9}(\.\d{1,2})?$")
-_QUANTITY_RE = re.compile(r"^\d{1,6}(\.\d{1,3})?$")
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+# ASCII digits only: `\d` would take Arabic-Indic or fullwidth digits, which Decimal() reads as well.
+_AMOUNT_RE = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,2})?\Z")
+_QUANTITY_RE = re.compile(r"^[0-9]{1,6}(\.[0-9]{1,3})?\Z")
+_DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+_TIME_RE = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]\Z")
+_INTEGER_RE = re.compile(r"[0-9]{1,18}")
 _WHITESPACE_RE = re.compile(r"\s+")
 
 
@@ -234,6 +236,44 @@ def invisible_format_character(text: str) -> str | None:
     return None
 
 
+# Default_Ignorable_Code_Point (Unicode DerivedCoreProperties) that are not of category Cf or Cn:
+# combining grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian and other variation selectors.
+_IGNORABLE = frozenset(
+    (0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0, *range(0x180B, 0x1810), *range(0xFE00, 0xFE10))
+) | frozenset(range(0xE0100, 0xE01F0))
+# Categories of characters that print nothing or break the line: controls (TAB, LF, CR, U+0085 ...),
+# format characters, line and paragraph separators, private use, surrogates, unassigned.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn"})
+
+
+def hidden_character(text: str) -> str | None:
+    """The first control, line or paragraph separator, format or otherwise invisible character in
+    `text` (categories Cc Cf Zl Zp Co Cs Cn, and the default-ignorable code points), if any."""
+    for char in text:
+        if (char < " " or char > "~") and (
+            unicodedata.category(char) in _HIDDEN_CATEGORIES or ord(char) in _IGNORABLE
+        ):
+            return char
+    return None
+
+
+def hidden_character_problem(text: str, where: str) -> str | None:
+    """A refusal naming `where` and the character (never the value), or None when there is none: for
+    an address field, which is one line on the envelope and one cell in the print manifest."""
+    char = hidden_character(text)
+    if char is None:
+        return None
+    name = unicodedata.name(char, f"category {unicodedata.category(char)}")
+    category = unicodedata.category(char)
+    if category in ("Zl", "Zp") or char in "\n\r\x0b\x0c\x1c\x1d\x1e\x85":
+        what = "a line break"
+    elif category == "Cf":
+        what = "an invisible formatting character"
+    else:
+        what = "a control or invisible character"
+    return f"{where} contains {what}, U+{ord(char):04X} ({name}), which is not allowed in an address"
+
+
 def format_character_problem(text: str, where: str) -> str | None:
     """A refusal naming `where` and the character, or None when `text` has no format character."""
     char = invisible_format_character(text)
@@ -346,7 +386,7 @@ def _parse_ogm(value: Any, field: str) -> str:
 def _parse_integer(value: Any, field: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().isdecimal():
+    if isinstance(value, str) and _INTEGER_RE.fullmatch(value.strip()):
         return int(value.strip())
     raise LetterDataError(f"payload field {field!r} must be a whole number")
 

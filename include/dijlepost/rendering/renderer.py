@@ -83,6 +83,8 @@ MAX_FILENAME = 80
 FPDF_PRODUCER = f"fpdf2 {FPDF_VERSION}"
 LETTER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # as the outbox table checks it
 ADDRESS_FIELDS = ("recipient_name", "street", "postal_code", "city")
+# The field of each line of the printed address (the third holds postal code and city).
+ADDRESS_LINE_FIELDS = ("recipient_name", "street", "city", "country")
 # No address line longer than this fits the window even wrapped at the smallest size; refusing it
 # first keeps an absurd value from costing any layout work.
 MAX_ADDRESS_FIELD = 200
@@ -298,6 +300,9 @@ class LetterRenderer:
                 raise LetterDataError(f"letter field {name!r} must be text, got {type(value).__name__}")
             if len(value) > 4 * MAX_ADDRESS_FIELD:  # not worth cleaning first
                 raise LetterDataError(f"letter field {name!r} is longer than {MAX_ADDRESS_FIELD} characters")
+            problem = fields.hidden_character_problem(value, f"letter field {name!r}")
+            if problem:  # one line per field, as printed and as handed to the print house
+                raise LetterDataError(problem)
             lines[name] = fields.clean_text(value)
             if len(lines[name]) > MAX_ADDRESS_FIELD:
                 raise LetterDataError(f"letter field {name!r} is longer than {MAX_ADDRESS_FIELD} characters")
@@ -534,11 +539,15 @@ class LetterRenderer:
                 lines = list(address)
                 break
         else:
-            lines = [
-                part
-                for line in address
-                for part in wrap(self._fonts, line, REGULAR, size, box.width, deadline, cut=False)
-            ]
+            lines = []
+            for index, line in enumerate(address):
+                parts = wrap(self._fonts, line, REGULAR, size, box.width, deadline, cut=False)
+                if any(self._fonts.width(part, REGULAR, size) > box.width for part in parts):
+                    raise LetterDataError(
+                        f"letter field {ADDRESS_LINE_FIELDS[min(index, 3)]!r} holds a word too long to fit "
+                        "in the envelope window (an address is never split inside a word)"
+                    )
+                lines += parts
         if len(lines) > ADDRESS_MAX_LINES or any(
             self._fonts.width(line, REGULAR, size) > box.width for line in lines
         ):

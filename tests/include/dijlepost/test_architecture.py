@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from include.dijlepost.states import BatchStatus, EboxState, PrintStatus, Status
+
 ROOT = Path(__file__).resolve().parents[3]
 PACKAGE = ROOT / "include" / "dijlepost"
 SOURCES = sorted(p for p in PACKAGE.rglob("*.py"))
@@ -98,3 +100,30 @@ def test_dag_files_import_the_public_airflow_layer_only():
     for path in sorted((ROOT / "dags").glob("*.py")):
         text = path.read_text()
         assert "dag_factory import _" not in text and "airflow_support import _" not in text, path.name
+
+
+# Every value of a state column, as an SQL literal: written only through states.py (`Status.X.sql`).
+STATE_VALUES = sorted(
+    {m.value for enum in (Status, EboxState, PrintStatus, BatchStatus) for m in enum}, key=len, reverse=True
+)
+STATE_LITERAL = re.compile(r"'(" + "|".join(STATE_VALUES) + r")'")
+STATE_SOURCES = sorted(
+    p
+    for p in [*SOURCES, *(ROOT / "dags").glob("*.py"), *(ROOT / "plugins").glob("*.py")]
+    if p.name != "states.py"
+)
+
+
+def test_the_state_literal_pattern_finds_a_state_and_nothing_else():
+    assert STATE_LITERAL.search("WHERE status = 'processing'")
+    assert STATE_LITERAL.search("status IN ('uploaded', 'uploading')")
+    assert not STATE_LITERAL.search("WHERE status = {Status.PROCESSING.sql} AND channel = 'paper'")
+    assert not STATE_LITERAL.search("event = 'claimed'")
+
+
+@pytest.mark.parametrize("path", STATE_SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_state_literal_outside_the_states_module(path):
+    found = STATE_LITERAL.search(sql_text(path))
+    assert found is None, (
+        f"{path.name} writes the state {found.group(0)} itself; use states.py (e.g. Status.X.sql)"
+    )

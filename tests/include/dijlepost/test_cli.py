@@ -31,10 +31,14 @@ KEY = os.environ["DIJLEPOST_PSEUDONYM_KEY"].encode()
 
 
 @pytest.fixture
-def run(pg_url, capsys):
+def run(pg_url, pipeline_url, capsys):
+    """The CLI on the session database; `letters import` as the pipeline's login, as documented (it
+    refuses a superuser), the administrator's commands as the owner."""
+
     def _run(*argv: str) -> tuple[int, str, str]:
         capsys.readouterr()
-        code = main(["--database-url", pg_url, *argv])
+        url = pipeline_url if argv[:2] == ("letters", "import") else pg_url
+        code = main(["--database-url", url, *argv])
         out, err = capsys.readouterr()
         return code, out, err
 

@@ -71,3 +71,30 @@ def test_settings_cannot_be_changed_after_reading(env):
     settings = Settings.from_env()
     with pytest.raises(ValidationError, match="frozen"):
         settings.document_sync = "file"
+
+
+def test_the_secrets_have_no_clear_text_repr(env):
+    key = "pseudonym-key-0123456789-secret"
+    env.setenv("DIJLEPOST_PSEUDONYM_KEY", key)
+    env.setenv("DIJLEPOST_DATABASE_URL", "postgresql://airflow_dijlepost:s3cr%40t-pw@db.example/dijlepost")
+    settings = Settings.from_env()
+    for text in (repr(settings), str(settings), f"{settings!r}"):
+        assert key not in text and key.encode().hex() not in text
+        assert "s3cr" not in text and "db.example" not in text
+    assert settings.pseudonym_key == key.encode()  # the value itself is there for the code that needs it
+    assert set(settings.secrets()) >= {key, key.encode().hex(), "s3cr@t-pw", "s3cr%40t-pw"}
+
+
+def test_the_tasks_settings_register_every_secret_with_airflows_masker(env):
+    from airflow.sdk._shared.secrets_masker import redact
+
+    from include.dijlepost.airflow_support import settings
+
+    key = "another-pseudonym-key-4242-secret"
+    env.setenv("DIJLEPOST_PSEUDONYM_KEY", key)
+    env.setenv("DIJLEPOST_DATABASE_URL", "postgresql://airflow_dijlepost:pw-9f8e7d6c5b@db.example/dijlepost")
+    config = settings()
+    assert config.pseudonym_key == key.encode()
+    line = redact(f"event=debug key={key} hex={key.encode().hex()} url=postgresql://u:pw-9f8e7d6c5b@h/db")
+    assert key not in line and key.encode().hex() not in line and "pw-9f8e7d6c5b" not in line
+    assert line.count("***") == 3

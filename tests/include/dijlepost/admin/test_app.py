@@ -390,6 +390,17 @@ def _changes(db):
         ({"Sec-Fetch-Site": "none"}, "cross-site request refused"),
         ({"Origin": "http://testserver.evil.example"}, "its Origin is another site"),
         ({"Origin": "http://testserver:8081"}, "its Origin is another site"),
+        # the same host and port as the request, but not its scheme (http)
+        ({"Origin": "https://testserver:8080", "Host": "testserver:8080"}, "its Origin is another site"),
+        ({"Origin": "https://testserver"}, "its Origin is another site"),
+        (
+            {
+                "Origin": "http://airflow.mechelen.example",
+                "X-Forwarded-Host": "airflow.mechelen.example",
+                "X-Forwarded-Proto": "https",
+            },
+            "its Origin is another site",
+        ),
         ({"Origin": "file://"}, "not a web page of this site"),
         ({"Origin": "http://evil.example", "X-Forwarded-Host": "airflow.mechelen.example"}, "another site"),
     ],
@@ -418,7 +429,11 @@ def test_a_change_without_a_same_origin_proof_is_refused(
         {"Origin": "http://testserver"},  # a browser that does not send Sec-Fetch-Site
         {"Sec-Fetch-Site": "same-origin"},  # one that sends no Origin
         {"Origin": "http://testserver:80", "Sec-Fetch-Site": "same-origin"},
-        {"Origin": "https://airflow.mechelen.example", "X-Forwarded-Host": "airflow.mechelen.example"},
+        {
+            "Origin": "https://airflow.mechelen.example",
+            "X-Forwarded-Host": "airflow.mechelen.example",
+            "X-Forwarded-Proto": "https",
+        },
         {"Authorization": "Bearer token-of-an-api-client"},  # not a browser: its own credential
     ],
 )

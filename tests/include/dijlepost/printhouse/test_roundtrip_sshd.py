@@ -203,6 +203,8 @@ def test_corrupt_ack_is_refused_kept_and_nothing_changes(db, renderer, tmp_path,
     corrupt = b"letter_id;status\r\n" + b"\x00\x01garbage" * 10
     (outbox / f"{batch}.ack.csv").write_bytes(corrupt)
     (outbox / "invoice-scan.pdf").write_bytes(b"%PDF-1.4 not for us")
+    big = b"%PDF-1.4 a scan sent by mistake\n" + bytes(range(256)) * 2000  # 512 KiB
+    (outbox / "big-scan.pdf").write_bytes(big)
 
     outcomes = {o.file_name: o for o in collect(db)}
     assert outcomes[f"{batch}.ack.csv"].outcome == "refused"
@@ -210,12 +212,19 @@ def test_corrupt_ack_is_refused_kept_and_nothing_changes(db, renderer, tmp_path,
     assert outcomes["invoice-scan.pdf"].outcome == "refused"
     assert "unknown file name" in outcomes["invoice-scan.pdf"].error
     assert letter_states(db) == before
-    # Nothing lost: the bytes are kept in the database and moved aside on the server.
+    # Nothing lost: a refused file is recorded by its hash, size and first bytes (at most 4 KiB, what
+    # shows the print house which file it was) and moved aside, whole, on the server.
     kept = db.execute(
-        "SELECT content, error FROM print_house_files WHERE file_name = %s", (f"{batch}.ack.csv",)
+        "SELECT content, error, size_bytes, sha256 FROM print_house_files WHERE file_name = %s",
+        (f"{batch}.ack.csv",),
+    ).fetchone()
+    assert bytes(kept[0]) == corrupt and kept[1] and kept[2] == len(corrupt)
+    content, size, sha = db.execute(
+        "SELECT content, size_bytes, sha256 FROM print_house_files WHERE file_name = 'big-scan.pdf'"
     ).fetchone()
     db.commit()
-    assert bytes(kept[0]) == corrupt and kept[1]
+    assert bytes(content) == big[:4096] and size == len(big) and sha == hashlib.sha256(big).hexdigest()
+    assert (outbox / "refused" / "big-scan.pdf").read_bytes() == big
     assert (outbox / "refused" / f"{batch}.ack.csv").read_bytes() == corrupt
     assert not (outbox / f"{batch}.ack.csv").exists()
 

@@ -85,6 +85,11 @@ def test_amounts_are_parsed_as_decimals(raw, expected):
         ("", "a point before the cents"),
         (True, "a point before the cents"),
         ("1000000000.00", "a point before the cents"),
+        # digits other than ASCII, which Decimal() would read: Arabic-Indic, fullwidth, Devanagari
+        ("\u0661\u0662.\u0665\u0660", "a point before the cents"),
+        ("\uff11\uff12.\uff15\uff10", "a point before the cents"),
+        ("\u0967\u0968", "a point before the cents"),
+        ("1\u034f2.50", "a point before the cents"),
     ],
 )
 def test_malformed_amounts_are_refused_naming_the_field(raw, words):
@@ -134,3 +139,17 @@ def test_text_is_normalised_to_composed_characters_and_single_spaces():
     assert parse("text", 12345, "invoice_number") == "12345"
     with pytest.raises(LetterDataError, match="'invoice_number' must be text"):
         parse("text", ["x"], "invoice_number")
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw"),
+    [
+        ("integer", "\u0662\u0660\u0662\u0666"),
+        ("integer", "\uff12\uff10\uff12\uff16"),
+        ("date", "\u0662\u0660\u0662\u0666-03-01"),
+        ("time", "\uff10\uff19:30"),
+    ],
+)
+def test_numbers_dates_and_times_take_ascii_digits_only(kind, raw):
+    with pytest.raises(LetterDataError, match="'f'"):
+        parse(kind, raw, "f")

@@ -55,9 +55,58 @@ BAD_ROWS = [
     # A word no break point can split is not cut between characters in an address: refused.
     (
         {"street": "Wolfeschlegelsteinhausenbergerdorffvoralternwarengewissenhaft 1"},
-        "too long to fit in the envelope window",
+        "letter field 'street' holds a word too long to fit in the envelope window",
+    ),
+    (
+        {"recipient_name": "Wolfeschlegelsteinhausenbergerdorffvoralternwarengewissenhaft"},
+        "letter field 'recipient_name' holds a word too long to fit in the envelope window",
     ),
 ]
+
+# Characters that break an address line or hide in it: each refused in each address field, by name.
+HIDDEN = [
+    ("\n", "a line break, U+000A"),
+    ("\r", "a line break, U+000D"),
+    ("\r\n", "a line break, U+000D"),
+    ("\x85", "a line break, U+0085"),
+    ("\u2028", "a line break, U+2028 (LINE SEPARATOR)"),
+    ("\u2029", "a line break, U+2029 (PARAGRAPH SEPARATOR)"),
+    ("\x0b", "a line break, U+000B"),
+    ("\t", "a control or invisible character, U+0009"),
+    ("\x1b", "a control or invisible character, U+001B"),
+    ("\x7f", "a control or invisible character, U+007F"),
+    ("\u034f", "a control or invisible character, U+034F (COMBINING GRAPHEME JOINER)"),
+    ("\u3164", "a control or invisible character, U+3164 (HANGUL FILLER)"),
+    ("\ufe0f", "a control or invisible character, U+FE0F (VARIATION SELECTOR-16)"),
+    ("\ue000", "a control or invisible character, U+E000"),
+    ("\u0378", "a control or invisible character, U+0378"),  # unassigned
+    ("\u200b", "an invisible formatting character, U+200B (ZERO WIDTH SPACE)"),
+]
+
+
+@pytest.mark.parametrize("field", ["recipient_name", "street", "postal_code", "city"])
+@pytest.mark.parametrize("char, words", HIDDEN, ids=[repr(c) for c, _ in HIDDEN])
+def test_an_address_field_refuses_line_breaks_controls_and_invisible_characters_by_name(field, char, words):
+    value = {"recipient_name": "Jan Peeters", "street": "Bruul 1", "postal_code": "2800", "city": "Mechelen"}
+    letter = {**make_letter("invoice"), field: value[field][:2] + char + value[field][2:]}
+    expected = f"letter field {field!r} contains {words}"
+    with pytest.raises(LetterDataError, match=re.escape(expected)) as validated:
+        validate_letter(letter, renderer=renderer())
+    with pytest.raises(LetterDataError) as rendered:
+        renderer().render(letter)
+    assert str(validated.value) == str(rendered.value) and "which is not allowed in an address" in str(
+        rendered.value
+    )
+
+
+def test_ordinary_addresses_with_accents_and_spaces_still_render():
+    letter = {
+        **make_letter("invoice"),
+        "recipient_name": "Zoë D'Hondt-Ötzürk",
+        "street": "Rue de l'Étoile 5\u00a0bte 2",
+        "city": "Liège",
+    }
+    assert validate_letter(letter, renderer=renderer()) is None
 
 
 @pytest.mark.parametrize("change, words", BAD_ROWS)

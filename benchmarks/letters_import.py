@@ -18,11 +18,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
 
 from benchmarks.scratch_db import scratch_database
 from demo import dataset
 from include.dijlepost import clock
+from include.dijlepost.db.logins import ensure_login
 
+LOGIN = "dijlepost_bench_pipeline"
 DISTINCT = 5_000  # letters of the demo mix; a bigger file repeats them under new ids
 
 
@@ -36,8 +41,13 @@ def write_file(path: Path, n: int) -> None:
 
 
 def import_once(url: str, path: Path) -> dict:
-    """The command in a child process: its CPU (user + system), wall time and peak RSS."""
-    env = {**os.environ, "DIJLEPOST_DATABASE_URL": url}
+    """The command in a child process, as the pipeline's login (the import refuses a superuser): its CPU
+    (user + system), wall time and peak RSS."""
+    with psycopg.connect(url) as admin:
+        ensure_login(admin, LOGIN, "dijlepost_pipeline")
+    parts = urlsplit(url)
+    as_pipeline = urlunsplit(parts._replace(netloc=f"{LOGIN}@{parts.hostname}:{parts.port or 5432}"))
+    env = {**os.environ, "DIJLEPOST_DATABASE_URL": as_pipeline}
     command = [sys.executable, "-m", "include.dijlepost.cli", "letters", "import", str(path)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

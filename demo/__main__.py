@@ -1,6 +1,6 @@
 """`make demo`: the three wave DAGs on embedded defaults, end to end, what happened, and the Airflow UI.
 
-    python -m demo [--letters N] [--chunk-size N] [--ui | --no-ui] [--port PORT]
+    python -m demo [--letters N] [--chunk-size N] [--ui | --no-ui] [--port PORT] [--user NAME:ROLE ...]
 
 1. brings up an embedded PostgreSQL (or uses DIJLEPOST_DATABASE_URL), the eBox sandbox over HTTPS
    and the print house's SFTP server, all on loopback and kept under var/demo/;
@@ -11,8 +11,9 @@
 4. lets the print house answer, reads its answers, runs the day's rollout evaluation;
 5. prints letters per department, status, channel and rule, and where the PDFs and batches are;
 6. in a terminal (or with --ui): keeps the Airflow UI up on 127.0.0.1 with the demo's runs, their task
-   logs and Admin -> Rollout, prints the address and a login, and stops everything on Ctrl-C. Without
-   a terminal (CI) it stops everything and exits.
+   logs and Admin -> Rollout, prints the address and one login per user (a data engineer, an
+   administrator, an auditor, and those of --user), and stops everything on Ctrl-C. Without a
+   terminal (CI) it stops everything and exits.
 Rerunning is safe: the import reports duplicates, nothing is sent twice, new runs find no work.
 """
 
@@ -23,6 +24,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import signal
 import socket
 import sys
@@ -36,6 +38,13 @@ from include.dijlepost.settings import PROJECT_ROOT
 VAR = Path(os.environ.get("DIJLEPOST_DEMO_DIR", PROJECT_ROOT / "var" / "demo"))
 WAVE_DAGS = ["letters_finance", "letters_gas", "letters_economy_housing"]
 UI_USER = "admin"
+# One login per user of the UI, with the SimpleAuthManager role that user has in production
+# (docs/rollout-admin.md, "Logins and roles"): {name: (role, what they do)}.
+DEMO_LOGINS = {
+    "engineer": ("op", "data engineer: runs the waves, reads their logs, pools and connections"),
+    UI_USER: ("admin", "administrator: changes rollout phases and paper exemptions"),
+    "auditor": ("viewer", "auditor: reads runs, task logs and the Rollout page, changes nothing"),
+}
 UI_PORT = 8080
 DEMO_PHASES = {
     "finance": ("live", "wave 1: the financial service is digital"),
@@ -57,13 +66,25 @@ def _pseudonym_key() -> str:
     return path.read_text().strip()
 
 
-def _ui_password() -> str:
-    """The UI administrator's password, kept in var/demo so that a rerun keeps the same login."""
-    path = VAR / "airflow-admin-password"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(12))
+def _ui_passwords(names) -> dict[str, str]:
+    """The UI logins' passwords, kept in var/demo so that a rerun keeps the same logins."""
+    path = VAR / "airflow-passwords.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    wanted = {name: known.get(name) or secrets.token_urlsafe(12) for name in names}
+    if wanted != known:
+        path.write_text(json.dumps({**known, **wanted}, indent=1))
         path.chmod(0o600)
-    return path.read_text().strip()
+    return wanted
+
+
+def _login(text: str) -> tuple[str, str]:
+    from sandboxes.processes import parse_logins
+
+    try:
+        ((name, role),) = parse_logins(text).items()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return name, role
 
 
 def _port(wanted: int | None) -> int:
@@ -104,6 +125,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ui.add_argument("--no-ui", dest="ui", action="store_false", help="stop everything at the end")
     parser.add_argument(
         "--port", type=int, default=None, help=f"the UI's port (default {UI_PORT}, or a free one)"
+    )
+    parser.add_argument(
+        "--user",
+        dest="users",
+        type=_login,
+        action="append",
+        default=[],
+        metavar="NAME:ROLE",
+        help="one more UI login, ROLE one of viewer, user, op, admin (repeatable; "
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=name:role,... adds them too)",
     )
     args = parser.parse_args(argv)
     if args.ui is None:
@@ -147,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     from include.dijlepost.settings import Settings
     from sandboxes.ebox import SandboxServer
     from sandboxes.printhouse.server import PrintHouseSftpServer
-    from sandboxes.processes import AirflowCluster
+    from sandboxes.processes import AirflowCluster, parse_logins
 
     settings = Settings.from_env()
     with ExitStack() as stack:
@@ -212,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
             **{k: v for k, v in os.environ.items() if k.startswith("DIJLEPOST_")},
             "DIJLEPOST_REPORTS_DIR": str(VAR / "reports"),
         }
+        logins = {
+            **parse_logins(os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "")),
+            **{name: role for name, (role, _) in DEMO_LOGINS.items()},
+            **dict(args.users),
+        }
+        passwords = _ui_passwords(logins)
         cluster = AirflowCluster(
             VAR,
             env,
@@ -220,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
             metadata_url=db.airflow_url,
             port=_port(args.port),
             user=UI_USER,
-            password=_ui_password(),
+            password=passwords[UI_USER],
+            users=logins,
+            passwords=passwords,
         )
         say(f"starting Airflow: api-server, dag-processor and scheduler (their logs in {VAR / 'logs'})")
         stack.callback(cluster.stop)
@@ -284,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
         if args.ui:
-            _serve_ui(cluster)
+            _serve_ui(cluster, db.dijlepost_url)
             return 0
         print(
             "(in a terminal the demo ends with the Airflow UI up on 127.0.0.1 until Ctrl-C; "
@@ -315,13 +354,28 @@ def _report_runs(cluster, runs: list[tuple[str, str]]) -> bool:
     return ok
 
 
-def _serve_ui(cluster) -> None:
+def _serve_ui(cluster, database_url: str) -> None:
     """Keep Airflow up until Ctrl-C (or SIGTERM); the caller's ExitStack then stops everything."""
-    say(f"the Airflow UI: {cluster.base_url}/   login: {cluster.user} / {cluster.password}")
+    say(f"the Airflow UI: {cluster.base_url}/   one login per user:")
+    for name, (role, password) in cluster.logins.items():
+        what = DEMO_LOGINS.get(name, (role, "added with --user or AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"))[
+            1
+        ]
+        print(f"    login: {name} / {password}   (role {role}; {what})")
     print(
         "    DAGs: the three waves with this demo's runs; a run's Grid shows each chunk's tasks and their logs"
     )
     print("    Admin -> Rollout: each department's phase, the pilot and the shadow report")
+    print(
+        "    times: the UI shows the browser's time zone (Europe/Brussels in the city; the clock icon "
+        "at the top right changes it), the CLI and the task logs' events Europe/Brussels"
+    )
+    print(
+        "    schedules: this demo's scheduler runs only the runs the demo triggers, so each DAG's "
+        "'Next Run' passes without a run; the Trigger button runs a DAG now"
+    )
+    print("    the CLI on this demo's database and UI (in another terminal):")
+    print(f"    {cli_exports(database_url, cluster.base_url)}")
     print("    Ctrl-C stops Airflow, the sandboxes and PostgreSQL", flush=True)
     try:
         while True:
@@ -329,6 +383,18 @@ def _serve_ui(cluster) -> None:
             time.sleep(1)
     except KeyboardInterrupt:
         print("\n==> stopping Airflow, the sandboxes and PostgreSQL", flush=True)
+
+
+def cli_exports(database_url: str, airflow_url: str) -> str:
+    """The shell line that points `dijlepost` at the demo: its database, the Airflow UI that `audit
+    trace` links to, and the pseudonym key the demo keeps in var/demo."""
+    key = VAR / "pseudonym.key"
+    own_key = os.environ.get("DIJLEPOST_PSEUDONYM_KEY") == key.read_text().strip()  # else the caller's
+    return (
+        f"export DIJLEPOST_DATABASE_URL={shlex.quote(database_url)} "
+        f"AIRFLOW__API__BASE_URL={shlex.quote(airflow_url)}"
+        + (f' DIJLEPOST_PSEUDONYM_KEY="$(cat {shlex.quote(str(key))})"' if own_key else "")
+    )
 
 
 def _insert_direct_rows(conn, rows: list[dict]) -> None:

@@ -31,9 +31,13 @@ SAME_DUPLICATES_SHOWN = 10
 
 
 def _conn(args):
+    """The database connection, its session in Europe/Brussels: every time printed is the city's."""
     from include.dijlepost.db.connection import connect
 
-    return connect(args.database_url or os.environ.get("DIJLEPOST_DATABASE_URL"))
+    conn = connect(args.database_url or os.environ.get("DIJLEPOST_DATABASE_URL"))
+    conn.execute("SET TIME ZONE 'Europe/Brussels'")
+    conn.commit()
+    return conn
 
 
 def _key() -> bytes:
@@ -167,7 +171,9 @@ def cmd_show(args) -> int:
             where = (
                 f"{dag_id}/{run_id}/{task_id}[{map_index}] try {try_number}" if dag_id else (task_id or "")
             )
-            print(f"{at:%Y-%m-%d %H:%M:%S%z}  {event:<24} {json.dumps(details, ensure_ascii=False)}  {where}")
+            print(
+                f"{at:%Y-%m-%d %H:%M:%S %Z}  {event:<24} {json.dumps(details, ensure_ascii=False)}  {where}"
+            )
     return EXIT_OK
 
 
@@ -179,7 +185,7 @@ def cmd_rollout_show(args) -> int:
             print(
                 f"{r['department']:<16} {r['phase']:<7} pilot={r['pilot_size']:<5} "
                 f"pilot%={r['pilot_percent']:<3} "
-                f"{r['changed_at']:%Y-%m-%d %H:%M} by {r['changed_by']}: {r['reason']}"
+                f"{r['changed_at']:%Y-%m-%d %H:%M %Z} by {r['changed_by']}: {r['reason']}"
             )
     return EXIT_OK
 
@@ -196,7 +202,7 @@ def cmd_rollout_history(args) -> int:
     for h in rows:
         pilot = f" pilot={h['pilot_size']}+{h['pilot_percent']}%" if h["pilot_percent"] is not None else ""
         print(
-            f"{h['changed_at']:%Y-%m-%d %H:%M}  {h['department']:<16} {h['from_phase'] or '-':>6} -> "
+            f"{h['changed_at']:%Y-%m-%d %H:%M %Z}  {h['department']:<16} {h['from_phase'] or '-':>6} -> "
             f"{h['to_phase']:<7} by {h['changed_by']}{pilot}: {h['reason']}"
         )
     return EXIT_OK
@@ -245,7 +251,7 @@ def cmd_exemptions(args) -> int:
         if args.history:
             for h in exemption_history(conn, limit=args.limit):
                 print(
-                    f"{h['changed_at']:%Y-%m-%d %H:%M}  {h['action']:<6} {h['recipient_pseudonym']} "
+                    f"{h['changed_at']:%Y-%m-%d %H:%M %Z}  {h['action']:<6} {h['recipient_pseudonym']} "
                     f"by {h['changed_by']}: {h['reason']}"
                 )
         else:

@@ -276,6 +276,23 @@ def test_letters_show_prints_state_and_history_without_personal_data(db, run, tm
         assert personal not in out
 
 
+def test_times_the_cli_prints_are_europe_brussels_whatever_the_server_s_zone(db, run, tmp_path):
+    """An event written at 12:00 UTC in winter reads 13:00 CET; a phase change at 12:00 UTC in summer
+    reads 14:00 CEST, in `letters show` and `rollout history` alike."""
+    run("letters", "import", jsonl(tmp_path / "t.jsonl", letter("TZ-1")))
+    run("rollout", "set", "gas", "shadow", "--reason", "summer", "--by", "ann")
+    db.execute("ALTER DATABASE " + one(db, "SELECT current_database()")[0] + " SET TimeZone = 'UTC'")
+    db.execute("ALTER TABLE letter_events DISABLE TRIGGER USER")
+    db.execute("UPDATE letter_events SET at = '2026-01-15 12:00:00+00' WHERE letter_id = 'TZ-1'")
+    db.execute("ALTER TABLE letter_events ENABLE TRIGGER USER")
+    db.execute("UPDATE rollout_history SET changed_at = '2026-07-15 12:00:00+00'")
+    db.commit()
+    _, out, _ = run("letters", "show", "TZ-1")
+    assert "2026-01-15 13:00:00 CET  accepted" in out, out
+    _, out, _ = run("rollout", "history", "--department", "gas")
+    assert out.startswith("2026-07-15 14:00 CEST  gas"), out
+
+
 def test_letters_show_of_an_unknown_letter_exits_1(db, run):
     code, _, err = run("letters", "show", "NOPE-1")
     assert code == EXIT_REFUSED and "NOPE-1" in err

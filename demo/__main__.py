@@ -275,34 +275,17 @@ def main(argv: list[str] | None = None) -> int:
 
         answered = process_inbox(sftp.root, PrinterBehaviour(reject_every=25, return_every=20))
         print(f"    {len(answered['batches'])} batch(es) acknowledged in {sftp.root / 'outbox'}")
-        # What the print_house_acknowledgements DAG does every 15 minutes, run here directly to keep the
-        # demo short: read the answers over SFTP (pinned host key) and move the letters on.
-        from include.dijlepost.outbox import RunContext
-        from include.dijlepost.printhouse.acks import collect, summarise
-        from include.dijlepost.printhouse.hook import PrintHouseHook
-
-        os.environ["AIRFLOW_CONN_PRINTHOUSE_SFTP"] = env["AIRFLOW_CONN_PRINTHOUSE_SFTP"]
-        logging.getLogger("paramiko").setLevel(logging.WARNING)
-        logging.getLogger("dijlepost").setLevel(
-            logging.WARNING
-        )  # the task's log lines; the demo sums them up
-        hook = PrintHouseHook()
-        with connect(db.dijlepost_url) as conn, hook.get_managed_conn() as remote:
-            read = summarise(
-                collect(
-                    conn,
-                    remote,
-                    hook.outbox_dir,
-                    RunContext(
-                        dag_id="print_house_acknowledgements",
-                        run_id="demo",
-                        task_id="collect_print_house_files",
-                    ),
-                )
-            )
+        # The print_house_acknowledgements DAG (every 15 minutes in production) reads the answers over
+        # SFTP (pinned host key) and moves the letters on: triggered here, so that each letter's
+        # printed_and_posted event links to the task log of a real run.
+        acks = [("print_house_acknowledgements", cluster.trigger("print_house_acknowledgements"))]
+        if not _report_runs(cluster, acks):
+            return 1
+        (read,) = cluster.xcom_returns(*acks[0], "collect_print_house_files")
         print(
-            f"    read {read['files']} file(s) from the print house: {read.get('accepted', 0)} accepted "
-            f"(printed and posted), {read.get('rejected', 0)} rejected, {read.get('returned', 0)} later returned"
+            f"    read {read['files']} file(s) from the print house: {read.get('accepted', 0)} letters "
+            f"printed and posted, {read.get('rejected', 0)} rejected by the print house, "
+            f"{read.get('returned', 0)} later returned by the post"
         )
 
         say("what happened")

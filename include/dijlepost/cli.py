@@ -331,14 +331,34 @@ def _whole_number(text: str) -> int:
 
 
 def _airflow_url(args) -> str:
+    """The Airflow UI the links open: --airflow-url, else DIJLEPOST_AIRFLOW_URL, else Airflow's own
+    `[api] base_url` (AIRFLOW__API__BASE_URL, or airflow.cfg), else http://localhost:8080."""
     from include.dijlepost.audit import DEFAULT_AIRFLOW_URL
 
     return (
         args.airflow_url
         or os.environ.get("DIJLEPOST_AIRFLOW_URL")
-        or os.environ.get("AIRFLOW__API__BASE_URL")
+        or airflow_base_url()
         or DEFAULT_AIRFLOW_URL
     )
+
+
+def airflow_base_url(environ=os.environ) -> str | None:
+    """Airflow's `[api] base_url` as Airflow reads it: the environment variable, else the `[api]`
+    section of airflow.cfg ($AIRFLOW_CONFIG, else $AIRFLOW_HOME/airflow.cfg, else ~/airflow/airflow.cfg).
+    Read without importing Airflow, which would take seconds and may write a default airflow.cfg."""
+    import configparser
+
+    if environ.get("AIRFLOW__API__BASE_URL"):
+        return environ["AIRFLOW__API__BASE_URL"]
+    home = Path(environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
+    path = Path(environ.get("AIRFLOW_CONFIG") or home / "airflow.cfg")
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+    except (OSError, configparser.Error):
+        return None
+    return parser.get("api", "base_url", fallback=None) or None
 
 
 def cmd_audit_trace(args) -> int:

@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     from include.dijlepost import cli
     from include.dijlepost.db.connection import connect
     from include.dijlepost.recipients import pseudonym
-    from include.dijlepost.rollout import set_phase
+    from include.dijlepost.rollout import add_exemption, set_phase
     from include.dijlepost.settings import Settings
     from sandboxes.ebox import SandboxServer
     from sandboxes.printhouse.server import PrintHouseSftpServer
@@ -223,14 +223,12 @@ def main(argv: list[str] | None = None) -> int:
                     no_digital_user=(kind, rid) in data.no_digital_user,
                 )
             key = settings.pseudonym_key
-            for kind, rid in data.paper_exempt:
-                conn.execute(
-                    "INSERT INTO paper_exemptions (recipient_pseudonym, added_by, reason) "
-                    "VALUES (%s, 'digipunt Mechelen', 'no internet at home: keeps paper') "
-                    "ON CONFLICT DO NOTHING",
-                    (pseudonym(key, kind, rid),),
-                )
             conn.commit()
+            # through the rollout code, as the page and `rollout exempt add` do: kept in the history
+            for kind, rid in data.paper_exempt:
+                add_exemption(
+                    conn, pseudonym(key, kind, rid), "no internet at home: keeps paper", "digipunt Mechelen"
+                )
             pilot = sorted(pseudonym(key, k, r) for k, r in data.pilot)
             for department, (phase, reason) in DEMO_PHASES.items():
                 set_phase(
@@ -433,12 +431,19 @@ def _print_where(db_url: str, ebox, sftp) -> None:
         print(f"    {batch_id}  {postage:<10} {count:>4} letters  {remote}")
     with connect(db_url) as conn:
         answers = conn.execute(
-            "SELECT coalesce(print_status, 'awaiting acknowledgement'), count(*) FROM letters "
+            "SELECT coalesce(print_status, 'awaiting'), count(*) FROM letters "
             "WHERE print_batch_id IS NOT NULL GROUP BY 1 ORDER BY 1"
         ).fetchall()
+    # one word per letter's last answer: a returned letter was posted first, but counts as returned
+    words = {
+        "posted": "posted (not returned)",
+        "returned": "posted, then returned by the post",
+        "rejected": "rejected by the print house (quarantined)",
+        "awaiting": "awaiting the print house's answer",
+    }
     print(
         "print house:     "
-        + (", ".join(f"{n} {what}" for what, n in answers) or "nothing handed over")
+        + (", ".join(f"{n} {words.get(what, what)}" for what, n in answers) or "nothing handed over")
         + "  (docs/print-house.md)"
     )
     if shadow[1]:

@@ -30,6 +30,11 @@ EXIT_NOT_RUN = EXIT_CONFIG  # letters import: the file could not be imported at 
 SAME_DUPLICATES_SHOWN = 10
 
 
+def _n(count: int, thing: str, things: str | None = None) -> str:
+    """`1 letter`, `2 letters`."""
+    return f"{count} {thing if count == 1 else things or thing + 's'}"
+
+
 def _conn(args):
     """The database connection, its session in Europe/Brussels: every time printed is the city's."""
     from include.dijlepost.db.connection import connect
@@ -109,17 +114,29 @@ def cmd_import(args) -> int:
         print(f"{path.name}:{line}: duplicate {letter_id}: {what}", file=sys.stderr)
     hidden = sum(1 for _, _, same in report.duplicates if same) - shown
     if hidden > 0:
-        print(f"{path.name}: ... and {hidden} more identical duplicates, not inserted again", file=sys.stderr)
+        print(
+            f"{path.name}: ... and {hidden} more identical {'duplicate' if hidden == 1 else 'duplicates'}, "
+            "not inserted again",
+            file=sys.stderr,
+        )
     print(
-        f"imported {len(report.inserted)} letters, {len(report.duplicates)} duplicates, "
+        f"imported {_n(len(report.inserted), 'letter')}, {_n(len(report.duplicates), 'duplicate')}, "
         f"{len(report.errors)} refused"
     )
     return EXIT_OK if report.ok else EXIT_REFUSED
 
 
 def cmd_status(args) -> int:
+    # A quarantined letter shows why (the rule that quarantined it, or the stage that did: the print
+    # house's rejection, the eBox's refusal, rendering), not the routing rule it had before.
     sql = (
-        "SELECT department, status, coalesce(channel, '-'), coalesce(decision_rule, '-'), count(*) "
+        "SELECT department, status, coalesce(channel, '-'), "
+        "CASE WHEN status <> 'quarantined' THEN coalesce(decision_rule, '-') "
+        "WHEN print_status = 'rejected' THEN 'rejected_by_print_house' "
+        "WHEN decision_rule IN ('invalid_recipient_id', 'incomplete_address') THEN decision_rule "
+        "ELSE coalesce((SELECT 'at ' || (e.details->>'stage') FROM letter_events e "
+        "WHERE e.letter_id = letters.letter_id AND e.event = 'quarantined' ORDER BY e.event_id DESC LIMIT 1), "
+        "'-') END, count(*) "
         "FROM letters {} GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
     )
     with _conn(args) as conn:
@@ -422,6 +439,11 @@ def cmd_audit_verify(args) -> int:
         print(
             f"PERSONAL DATA: event #{f['chain_seq']} ({f['event']} of {f['letter_id']}) holds a {f['holds']}"
         )
+    if result.broken_at is None and not findings:
+        print(
+            f"privacy: none of the {result.checked} events holds a recipient's id, name or street, "
+            "or a national register number"
+        )
     return EXIT_OK if result.ok and not findings else EXIT_REFUSED
 
 
@@ -429,35 +451,45 @@ def build_parser() -> argparse.ArgumentParser:
     from include.dijlepost.rollout import PHASES
     from include.dijlepost.waves import DEPARTMENTS
 
-    p = argparse.ArgumentParser(prog="dijlepost", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="dijlepost",
+        description=__doc__.splitlines()[0] + " Times are Europe/Brussels.",
+        epilog="`dijlepost COMMAND --help` tells more about each command.",
+    )
     p.add_argument("--database-url", help="PostgreSQL URL (default: $DIJLEPOST_DATABASE_URL)")
-    sub = p.add_subparsers(dest="area", required=True)
+    sub = p.add_subparsers(dest="area", required=True, metavar="COMMAND", help="what to work on")
 
-    db = sub.add_parser("db").add_subparsers(dest="cmd", required=True)
+    def area(name: str, what: str):
+        return sub.add_parser(name, help=what, description=what).add_subparsers(
+            dest="cmd", required=True, metavar="ACTION", help="what to do"
+        )
+
+    by_help = "who makes the change, kept in the history (default: your login name)"
+    db = area("db", "the outbox database's schema")
     db.add_parser("migrate", help="create or upgrade the schema (idempotent)").set_defaults(func=cmd_migrate)
 
-    letters = sub.add_parser("letters").add_subparsers(dest="cmd", required=True)
+    letters = area("letters", "import letters into the outbox, and see where they are")
     imp = letters.add_parser(
         "import",
         help="validate and insert letters from CSV or JSON Lines "
         "(exit 0: all in; 1: some rows refused; 2: nothing imported)",
     )
-    imp.add_argument("file")
+    imp.add_argument("file", help="a .csv or .jsonl file, one letter a row (docs/letters-import.md)")
     imp.set_defaults(func=cmd_import)
     st = letters.add_parser("status", help="letters by department, status, channel and rule")
-    st.add_argument("--department", choices=DEPARTMENTS)
+    st.add_argument("--department", choices=DEPARTMENTS, help="only this department")
     st.set_defaults(func=cmd_status)
     sh = letters.add_parser("show", help="one letter's state and history")
-    sh.add_argument("letter_id")
+    sh.add_argument("letter_id", help="the letter's id, as its department system gave it")
     sh.set_defaults(func=cmd_show)
 
-    rollout = sub.add_parser("rollout").add_subparsers(dest="cmd", required=True)
+    rollout = area("rollout", "rollout phases per department, the pilot group and paper exemptions")
     rollout.add_parser("show", help="each department's rollout phase").set_defaults(func=cmd_rollout_show)
     rs = rollout.add_parser("set", help="change a department's rollout phase")
     rs.add_argument("department", help=f"one of {', '.join(DEPARTMENTS)}")  # checked by rollout.set_phase
     rs.add_argument("phase", help=f"one of {', '.join(PHASES)}")
-    rs.add_argument("--reason", required=True)
-    rs.add_argument("--by", default=getpass.getuser())
+    rs.add_argument("--reason", required=True, help="why, in words: kept in the history (required)")
+    rs.add_argument("--by", default=getpass.getuser(), help=by_help)
     rs.add_argument("--pilot-file", help="lines 'citizen,<NRN>' or 'enterprise,<KBO>': the pilot allowlist")
     rs.add_argument(
         "--pilot-percent",
@@ -466,40 +498,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rs.set_defaults(func=cmd_rollout_set)
     rh = rollout.add_parser("history", help="phase changes, newest first: who, when, from, to, why")
-    rh.add_argument("--department")
-    rh.add_argument("--limit", type=_whole_number, default=50)
+    rh.add_argument("--department", help="only this department")
+    rh.add_argument("--limit", type=_whole_number, default=50, help="at most this many changes (default 50)")
     rh.set_defaults(func=cmd_rollout_history)
     rr = rollout.add_parser(
         "shadow-report", help="share of letters that would have gone digital, and the saving"
     )
-    rr.add_argument("department")
+    rr.add_argument("department", help=f"one of {', '.join(DEPARTMENTS)}")
     rr.add_argument("--days", type=_whole_number, help="only letters decided in the last N days")
     rr.set_defaults(func=cmd_rollout_shadow_report)
     rx = rollout.add_parser("exemptions", help="the paper exemptions (by pseudonym), or their history")
-    rx.add_argument("--history", action="store_true")
-    rx.add_argument("--limit", type=_whole_number, default=500)
+    rx.add_argument("--history", action="store_true", help="every addition and removal, newest first")
+    rx.add_argument("--limit", type=_whole_number, default=500, help="at most this many rows (default 500)")
     rx.set_defaults(func=cmd_exemptions)
     ex = rollout.add_parser("exempt", help="keep a recipient on paper whatever their eBox says")
-    ex.add_argument("action", choices=("add", "remove"))
-    ex.add_argument("kind", choices=("citizen", "enterprise"))
-    ex.add_argument("recipient_id")
-    ex.add_argument("--reason", required=True)
-    ex.add_argument("--by", default=getpass.getuser())
+    ex.add_argument("action", choices=("add", "remove"), help="add or remove the exemption")
+    ex.add_argument("kind", choices=("citizen", "enterprise"), help="the kind of recipient")
+    ex.add_argument(
+        "recipient_id",
+        help="national register number (citizen) or KBO number (enterprise); only its pseudonym is stored",
+    )
+    ex.add_argument("--reason", required=True, help="why, in words: kept in the history (required)")
+    ex.add_argument("--by", default=getpass.getuser(), help=by_help)
     ex.set_defaults(func=cmd_exempt)
 
-    audit = sub.add_parser("audit").add_subparsers(dest="cmd", required=True)
+    audit = area("audit", "a letter's whole life, the events of a period, the hash chain's proof")
     at = audit.add_parser("trace", help="a letter's whole life in order, with the task log of each step")
-    at.add_argument("letter_id")
-    at.add_argument(
-        "--airflow-url", help="Airflow UI base URL for task log links (default: $DIJLEPOST_AIRFLOW_URL)"
+    at.add_argument("letter_id", help="the letter's id")
+    airflow_url_help = (
+        "the Airflow UI the task log links open (default: $DIJLEPOST_AIRFLOW_URL, else Airflow's "
+        "[api] base_url, else http://localhost:8080)"
     )
+    at.add_argument("--airflow-url", help=airflow_url_help)
     at.set_defaults(func=cmd_audit_trace)
     ae = audit.add_parser("export", help="the events of a period (whole days, Europe/Brussels) as CSV")
-    ae.add_argument("--from", dest="date_from", required=True, metavar="YYYY-MM-DD")
-    ae.add_argument("--to", dest="date_to", required=True, metavar="YYYY-MM-DD", help="included")
-    ae.add_argument("--format", choices=("csv",), default="csv")
-    ae.add_argument("--output", required=True)
-    ae.add_argument("--airflow-url")
+    ae.add_argument(
+        "--from", dest="date_from", required=True, metavar="YYYY-MM-DD", help="first day (Europe/Brussels)"
+    )
+    ae.add_argument(
+        "--to",
+        dest="date_to",
+        required=True,
+        metavar="YYYY-MM-DD",
+        help="last day, included (Europe/Brussels)",
+    )
+    ae.add_argument("--format", choices=("csv",), default="csv", help="the file's format (CSV only)")
+    ae.add_argument("--output", required=True, help="the file to write (replaced when complete)")
+    ae.add_argument("--airflow-url", help=airflow_url_help)
     ae.set_defaults(func=cmd_audit_export)
     av = audit.add_parser("verify", help="check the hash chain and that no event holds personal data")
     av.add_argument(
@@ -510,7 +555,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="a chain head recorded earlier (e.g. in an evaluation report); repeatable",
     )
     av.set_defaults(func=cmd_audit_verify)
+    _describe(p)
     return p
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Each command's --help starts with the line the list of commands shows for it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, child in action.choices.items():
+                child.description = child.description or helps.get(name)
+                _describe(child)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,9 @@ import socket
 import sys
 import time
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from demo.dataset import DEFAULT_MIX
 from include.dijlepost.settings import PROJECT_ROOT
@@ -46,6 +48,7 @@ DEMO_LOGINS = {
     "auditor": ("viewer", "auditor: reads runs, task logs and the Rollout page, changes nothing"),
 }
 UI_PORT = 8080
+BRUSSELS = ZoneInfo("Europe/Brussels")
 DEMO_PHASES = {
     "finance": ("live", "wave 1: the financial service is digital"),
     "gas": ("pilot", "wave 2: GAS pilot with a group of volunteers before the summer"),
@@ -266,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"running {', '.join(WAVE_DAGS)} (task logs in {cluster.env()['AIRFLOW_HOME']}/logs)")
         # Small chunks, so that the demo shows the fan-out of rendering and delivery per chunk.
         runs = [(dag_id, cluster.trigger(dag_id, {"chunk_size": args.chunk_size})) for dag_id in WAVE_DAGS]
+        _watch(cluster, db.dijlepost_url, runs)
         if not _report_runs(cluster, runs):
             return 1
         say("the print house answers: batches checked, 1 letter in 25 rejected, 1 in 20 returned by the post")
@@ -293,10 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         say("the audit trail and today's rollout evaluation (docs/audit.md, docs/evaluation.md)")
         print("$ dijlepost audit verify")
         cli.main(["--database-url", db.dijlepost_url, "audit", "verify"])
-        from datetime import datetime
-        from zoneinfo import ZoneInfo
-
-        today = datetime.now(ZoneInfo("Europe/Brussels")).date().isoformat()
+        today = datetime.now(BRUSSELS).date().isoformat()
         evaluation = [("letters_evaluation", cluster.trigger("letters_evaluation", {"day": today}))]
         ok = _report_runs(cluster, evaluation)
         print(f"    report: {VAR / 'reports' / 'day' / today / 'report.html'}")
@@ -311,6 +312,30 @@ def main(argv: list[str] | None = None) -> int:
             "`python -m demo --ui` asks for it)"
         )
     return 0
+
+
+def _watch(
+    cluster, db_url: str, runs: list[tuple[str, str]], every: float = 3.0, timeout: float = 1800
+) -> None:
+    """While the wave runs work: a line per run whenever its progress in the outbox changes."""
+    from include.dijlepost.db.connection import connect
+    from include.dijlepost.progress import describe, run_progress
+
+    shown: dict = {}
+    deadline = time.monotonic() + timeout
+    with connect(db_url) as conn:
+        while time.monotonic() < deadline:
+            states = {run: cluster.run_state(*run) for run in runs}
+            for dag_id, run_id in runs:
+                line = describe(run_progress(conn, f"{dag_id}:{run_id}"))
+                if shown.get(dag_id) != line:
+                    shown[dag_id] = line
+                    now = datetime.now(BRUSSELS).strftime("%H:%M:%S")
+                    print(f"    {now}  {dag_id}: {line}", flush=True)
+            if all(state in ("success", "failed") for state in states.values()):
+                return
+            cluster.check_alive()
+            time.sleep(every)
 
 
 def _report_runs(cluster, runs: list[tuple[str, str]]) -> bool:

@@ -69,7 +69,7 @@ def cmd_import(args) -> int:
     import psycopg
 
     from include.dijlepost.db.connection import describe_db_error
-    from include.dijlepost.intake import FileRefused, ImportFailed, import_file
+    from include.dijlepost.intake import FileRefused, ImportFailed, import_rows, read_rows
     from include.dijlepost.rendering.errors import TemplateError
 
     path = Path(args.file)
@@ -79,7 +79,7 @@ def cmd_import(args) -> int:
     try:
         with closing(_conn(args)) as conn:
             try:
-                report = import_file(conn, path)
+                report = import_rows(conn, _with_progress(read_rows(path), path))
             except (FileRefused, ImportFailed) as exc:
                 conn.rollback()
                 print(f"error: {path.name}: {exc}; nothing imported", file=sys.stderr)
@@ -124,6 +124,33 @@ def cmd_import(args) -> int:
         f"{len(report.errors)} refused"
     )
     return EXIT_OK if report.ok else EXIT_REFUSED
+
+
+def _with_progress(rows, path: Path, stream=None):
+    """The rows, with a progress bar (rich) on a terminal: lines checked of the file's lines, then the
+    insert. In a pipe or a log file the rows pass unchanged and nothing extra is printed."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        yield from rows
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with path.open("rb") as fp:
+        lines = sum(1 for _ in fp)
+    with Progress(
+        TextColumn("checking {task.fields[name]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(file=stream),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("import", total=lines, name=path.name)
+        for line, row in rows:
+            bar.update(task, completed=line)
+            yield line, row
+    print(f"{path.name}: checked; inserting ...", file=stream, flush=True)
 
 
 def cmd_status(args) -> int:

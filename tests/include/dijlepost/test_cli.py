@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -688,3 +689,23 @@ def test_every_command_and_option_of_the_cli_says_what_it_is_for(capsys):
         line = next(ln for ln in out.splitlines() if ln.split()[:1] == [command])
         assert len(line.split()) > 3, line  # the command and a line on what it is for
     assert "{db,letters,rollout,audit}" not in out
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_import_shows_a_progress_bar_on_a_terminal_and_nothing_extra_in_a_pipe(tmp_path):
+    from include.dijlepost.cli import _with_progress
+
+    path = tmp_path / "big.jsonl"
+    path.write_text("".join(f'{{"n": {i}}}\n' for i in range(200)))
+    rows = [(i + 1, {"n": i}) for i in range(200)]
+    pipe = io.StringIO()
+    assert list(_with_progress(iter(rows), path, pipe)) == rows
+    assert pipe.getvalue() == ""
+    terminal = _Terminal()
+    assert list(_with_progress(iter(rows), path, terminal)) == rows
+    shown = terminal.getvalue()
+    assert "checking big.jsonl" in shown and "200/200" in shown and "big.jsonl: checked; inserting" in shown

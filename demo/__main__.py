@@ -48,6 +48,7 @@ DEMO_LOGINS = {
     "auditor": ("viewer", "auditor: reads runs, task logs and the Rollout page, changes nothing"),
 }
 UI_PORT = 8080
+ALERT_TO = "ict-dijlepost@mechelen.example"
 BRUSSELS = ZoneInfo("Europe/Brussels")
 DEMO_PHASES = {
     "finance": ("live", "wave 1: the financial service is digital"),
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     from include.dijlepost.rollout import add_exemption, set_phase
     from include.dijlepost.settings import Settings
     from sandboxes.ebox import SandboxServer
+    from sandboxes.mail import MailSink
     from sandboxes.printhouse.server import PrintHouseSftpServer
     from sandboxes.processes import AirflowCluster, parse_logins
 
@@ -193,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(ebox.stop)
         sftp = PrintHouseSftpServer(VAR / "printhouse").start()
         stack.callback(sftp.stop)
+        mail = MailSink(VAR / "mail").start()  # the alerts' mail server
+        stack.callback(mail.stop)
         print(
             f"    database: {'embedded PostgreSQL in ' + str(VAR / 'pgdata') if db.embedded else db.dijlepost_url}"
         )
@@ -243,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             **airflow_env(PROJECT_ROOT, db, ebox.airflow_connection(), sftp.airflow_connection()),
             **{k: v for k, v in os.environ.items() if k.startswith("DIJLEPOST_")},
             "DIJLEPOST_REPORTS_DIR": str(VAR / "reports"),
+            "AIRFLOW_CONN_DIJLEPOST_ALERTS": json.dumps(mail.airflow_connection()),
+            "DIJLEPOST_ALERT_EMAILS": os.environ.get("DIJLEPOST_ALERT_EMAILS", ALERT_TO),
         }
         logins = {
             **parse_logins(os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "")),
@@ -303,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    report: {VAR / 'reports' / 'day' / today / 'report.html'}")
         if not ok:
             return 1
+        _forced_failure(cluster, sftp, mail)
         print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
         if args.ui:
             _serve_ui(cluster, db.dijlepost_url)
@@ -336,6 +343,27 @@ def _watch(
                 return
             cluster.check_alive()
             time.sleep(every)
+
+
+def _forced_failure(cluster, sftp, mail) -> None:
+    """A failure on purpose, and the alert it sends: the print house drops a file that cannot be read,
+    the acknowledgements run refuses it (kept aside in refused/) and fails, and its failure callback
+    e-mails the alert through the SMTP Connection `dijlepost_alerts` to the demo's mail server."""
+    from sandboxes.mail import as_text
+
+    say("a forced failure and its alert: the print house drops a file that cannot be read")
+    (sftp.root / "outbox" / "returned-demo-unreadable.csv").write_text("letter,why\nFIN-0,moved\n")
+    run = ("print_house_acknowledgements", cluster.trigger("print_house_acknowledgements"))
+    state = cluster.wait([run], timeout=600)[run]
+    print(f"    print_house_acknowledgements: {state} (the file is refused and kept in refused/)")
+    try:
+        message = mail.wait_for(1, timeout=120)[-1]
+    except TimeoutError:
+        print("    no alert e-mail arrived; see the task log", file=sys.stderr)
+        return
+    print(f"    the alert e-mail, as the demo's mail server received it ({mail.directory}):")
+    for line in as_text(message).splitlines():
+        print(f"      {line}")
 
 
 def _report_runs(cluster, runs: list[tuple[str, str]]) -> bool:

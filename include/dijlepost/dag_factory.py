@@ -37,6 +37,7 @@ from include.dijlepost.airflow_support import (
     on_failure,
     settings,
     task_context,
+    wave_deadline,
 )
 from include.dijlepost.waves import Wave
 
@@ -85,6 +86,7 @@ def build_wave_dag(wave: Wave):
         dagrun_timeout=DAGRUN_TIMEOUT,
         tags=[*TAGS, wave.department, *wave.tags],
         on_failure_callback=on_failure,
+        deadline=wave_deadline(),
         params={
             "batch_size": Param(
                 wave.batch_size,

@@ -216,6 +216,15 @@ def test_the_demo_ran_everything_and_printed_one_login_per_user_and_the_cli_expo
     assert all(len(password) >= 12 for _, password in logins.values())
     assert len({password for _, password in logins.values()}) == 3
     assert "only the runs the demo triggers" in demo.output  # why "Next Run" passes without a run
+    # the forced failure's alert, as the demo's mail server received it
+    assert "print_house_acknowledgements: failed (the file is refused" in demo.output
+    assert (
+        "Subject: dijlepost alert: print_house_acknowledgements / check_unacknowledged_batches failed"
+        in demo.output
+    )
+    assert "To: ict-dijlepost@mechelen.example" in demo.output
+    # the waves' progress while they ran, from the outbox
+    assert re.search(r"letters_finance: \d+/\d+ chunks done; \d+ delivered to the eBox", demo.output)
     env = exported(demo_ui)
     assert env["AIRFLOW__API__BASE_URL"] == base and len(env["DIJLEPOST_PSEUDONYM_KEY"]) == 64
     with psycopg.connect(env["DIJLEPOST_DATABASE_URL"]) as conn:
@@ -336,14 +345,17 @@ def test_the_administrator_changes_a_phase_under_their_own_name(signed_in, demo_
 
 
 def test_the_rollout_page_links_each_recent_run_to_the_run(signed_in, demo_ui):
+    """The Rollout view is a sandboxed frame of the Airflow UI (no top-level navigation): the run's link
+    opens the run in that frame."""
     page = signed_in("admin")
     frame = rollout_page(page, demo_ui[1])
     run_id = demo_run(demo_ui, "letters_finance")["dag_run_id"]
-    link = frame.locator("#dept-finance a[target=_top]").first
+    link = frame.locator("#dept-finance td a").first
     assert link.inner_text() == f"letters_finance:{run_id}"
+    assert link.get_attribute("href") == f"{demo_ui[1]}/dags/letters_finance/runs/{run_id}"
     link.click()
-    page.wait_for_url("**/dags/letters_finance/runs/**")
-    page.get_by_text("chunk [ ]", exact=True).wait_for()  # the run's grid, not a 404
+    frame.get_by_text("chunk [ ]", exact=True).wait_for()  # the run's grid, not a 404
+    assert any(f.url.endswith(f"/dags/letters_finance/runs/{run_id}") for f in page.frames)
     shot(page, "admin-run-from-rollout-page")
 
 

@@ -56,7 +56,7 @@ TEMPLATE = r"""<!doctype html>
     <caption>Recent runs</caption>
     <tr><th>run</th><th>phase</th><th>started</th><th>eBox</th><th>paper</th><th>quarantined</th><th>unfinished</th></tr>
     {% for r in d.recent_runs %}
-    <tr><td>{% if r.url %}<a href="{{ r.url }}" target="_top" title="open this run in Airflow"><code>{{ r.run }}</code></a>{% else %}<code>{{ r.run }}</code>{% endif %}</td><td>{{ r.phases or "" }}</td><td>{{ r.started | when }}</td>
+    <tr><td>{% if r.url %}<a href="{{ r.url }}" title="this run in Airflow: its grid, tasks and logs"><code>{{ r.run }}</code></a>{% else %}<code>{{ r.run }}</code>{% endif %}</td><td>{{ r.phases or "" }}</td><td>{{ r.started | when }}</td>
         <td class="n">{{ r.ebox }}</td><td class="n">{{ r.paper }}</td><td class="n">{{ r.quarantined }}</td>
         <td class="n">{{ r.unfinished }}</td></tr>
     {% else %}<tr><td colspan="7">no runs yet</td></tr>{% endfor %}

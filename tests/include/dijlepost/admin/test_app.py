@@ -512,7 +512,7 @@ def test_the_page_links_each_recent_run_to_its_run_in_airflow_with_times_in_brus
     with TestClient(app, headers={"X-Test-User": "carl.auditor:viewer"}) as c:
         page = c.get("/").text
     href = "http://127.0.0.1:8080/dags/letters_gas/runs/manual__2026-03-02T07%3A00%3A00%2B00%3A00"
-    assert f'<a href="{href}" target="_top"' in page
+    assert f'<a href="{href}" title=' in page
     started = rollout_db.execute(
         "SELECT min(claimed_at) FROM letters WHERE claim_run_id = %s", (f"letters_gas:{run_id}",)
     ).fetchone()[0]

@@ -5,7 +5,7 @@
         mail.wait_for(1)                       # the messages received, each also saved as NNN.eml
 
 Plain SMTP on loopback only (no TLS, no login): a stand-in for the city's mail relay, which the
-production Connection reaches with STARTTLS and a verified certificate (docs/scaling.md).
+production Connection reaches with STARTTLS and a verified certificate (README, *Alerts*).
 """
 
 from __future__ import annotations

@@ -111,7 +111,8 @@ def on_failure(context) -> None:
         "task_id": getattr(ti, "task_id", None),
         "run_id": context.get("run_id"),
         "map_index": getattr(ti, "map_index", None),
-        "error": type(context.get("exception")).__name__,
+        # the kind of error only (its text may quote data); Airflow passes none for some failures
+        "error": type(exc).__name__ if (exc := context.get("exception")) is not None else "see the log",
     }
     logfmt.emit("alert_task_failed", **fields)
     if ti is None:  # a DAG run's failure: its failed task has sent its own message

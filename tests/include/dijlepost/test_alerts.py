@@ -84,6 +84,12 @@ def test_a_late_wave_run_is_e_mailed_with_its_times_in_brussels(mail, caplog):
     )
 
 
+def test_a_failure_airflow_passes_no_exception_for_says_where_to_look(mail):
+    airflow_support.on_failure(failure_context(None))
+    (message,) = mail.wait_for(1)
+    assert "error: see the log" in as_text(message)
+
+
 def test_without_recipients_the_alert_is_the_log_line_only(mail, caplog, monkeypatch):
     monkeypatch.setattr(airflow_support, "ALERT_EMAILS", [])
     with caplog.at_level(logging.INFO, logger="dijlepost"):

@@ -119,3 +119,7 @@ def test_each_wave_dag_has_a_deadline_alert_on_its_queued_runs():
     )
     assert alert.callback.path == "include.dijlepost.airflow_support.wave_late"
     assert alert.callback.kwargs == {"minutes": airflow_support.WAVE_DEADLINE.seconds // 60}
+
+
+def test_the_deadline_alert_can_be_switched_off():
+    assert airflow_support.wave_deadline(None) is None

@@ -447,6 +447,32 @@ class PeakRss(threading.Thread):
         return dict(by_task)
 
 
+class ProgressLines(threading.Thread):
+    """A line per wave run whenever its progress in the outbox changed, every `interval` seconds, so
+    that a long benchmark shows that it works (one small query per run: nothing the figures notice)."""
+
+    def __init__(self, url: str, runs: list[tuple[str, str]], interval: float = 15.0):
+        super().__init__(daemon=True, name="progress")
+        self.url, self.runs, self.interval = url, list(runs), interval
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        from include.dijlepost.progress import describe, run_progress
+
+        shown: dict = {}
+        with psycopg.connect(self.url) as conn:
+            while not self._halt.wait(self.interval):
+                for dag_id, run_id in list(self.runs):
+                    line = describe(run_progress(conn, f"{dag_id}:{run_id}"))
+                    if shown.get((dag_id, run_id)) != line:
+                        shown[(dag_id, run_id)] = line
+                        say(f"{dag_id}: {line}")
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
 def verify(url: str, ebox: httpx.Client, printhouse_dir: Path) -> dict:
     """What arrived, counted where it arrived: the eBox's messages per letter (matched by the PDF's
     SHA-256, not by the Idempotency-Key, which the eBox would refuse a second time anyway) and the
@@ -625,6 +651,8 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
                 printer.start()
                 injector = FaultInjector(cluster, [r for _, r in runs], work, services, url)
                 injector.start()
+            progress = ProgressLines(url, runs)
+            progress.start()
             states = cluster.wait(runs, timeout=args.timeout, poll=2)
             if injector:
                 injector.stop_event.set()
@@ -638,6 +666,7 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
                     (DAGS[d], cluster.trigger(DAGS[d], {"batch_size": max(1, c), **chunking}))
                     for d, c in mix.items()
                 ]
+                progress.runs = reruns
                 rerun_states = cluster.wait(reruns, timeout=args.timeout, poll=2)
                 say(f"reruns: {rerun_states}")
                 runs += reruns
@@ -646,6 +675,7 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
                 fault_problems = injector.confirm(cluster.workdir / "airflow")
                 faults_done, fault_details = injector.done, injector.faults
             wall = time.monotonic() - t0
+            progress.stop()
             cpu_used = cpu.stop()
             tis = [ti | {"dag_id": d} for d, r in runs for ti in cluster.task_instances(d, r)]
             ti_tasks = dict(

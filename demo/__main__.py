@@ -1,6 +1,6 @@
 """`make demo`: the three wave DAGs on embedded defaults, end to end, what happened, and the Airflow UI.
 
-    python -m demo [--letters N] [--chunk-size N] [--ui | --no-ui] [--port PORT]
+    python -m demo [--letters N] [--chunk-size N] [--ui | --no-ui] [--port PORT] [--user NAME:ROLE ...]
 
 1. brings up an embedded PostgreSQL (or uses DIJLEPOST_DATABASE_URL), the eBox sandbox over HTTPS
    and the print house's SFTP server, all on loopback and kept under var/demo/;
@@ -11,8 +11,9 @@
 4. lets the print house answer, reads its answers, runs the day's rollout evaluation;
 5. prints letters per department, status, channel and rule, and where the PDFs and batches are;
 6. in a terminal (or with --ui): keeps the Airflow UI up on 127.0.0.1 with the demo's runs, their task
-   logs and Admin -> Rollout, prints the address and a login, and stops everything on Ctrl-C. Without
-   a terminal (CI) it stops everything and exits.
+   logs and Admin -> Rollout, prints the address and one login per user (a data engineer, an
+   administrator, an auditor, and those of --user), and stops everything on Ctrl-C. Without a
+   terminal (CI) it stops everything and exits.
 Rerunning is safe: the import reports duplicates, nothing is sent twice, new runs find no work.
 """
 
@@ -23,12 +24,15 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import signal
 import socket
 import sys
 import time
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from demo.dataset import DEFAULT_MIX
 from include.dijlepost.settings import PROJECT_ROOT
@@ -36,7 +40,16 @@ from include.dijlepost.settings import PROJECT_ROOT
 VAR = Path(os.environ.get("DIJLEPOST_DEMO_DIR", PROJECT_ROOT / "var" / "demo"))
 WAVE_DAGS = ["letters_finance", "letters_gas", "letters_economy_housing"]
 UI_USER = "admin"
+# One login per user of the UI, with the SimpleAuthManager role that user has in production
+# (docs/rollout-admin.md, "Logins and roles"): {name: (role, what they do)}.
+DEMO_LOGINS = {
+    "engineer": ("op", "data engineer: runs the waves, reads their logs, pools and connections"),
+    UI_USER: ("admin", "administrator: changes rollout phases and paper exemptions"),
+    "auditor": ("viewer", "auditor: reads runs, task logs and the Rollout page, changes nothing"),
+}
 UI_PORT = 8080
+ALERT_TO = "ict-dijlepost@mechelen.example"
+BRUSSELS = ZoneInfo("Europe/Brussels")
 DEMO_PHASES = {
     "finance": ("live", "wave 1: the financial service is digital"),
     "gas": ("pilot", "wave 2: GAS pilot with a group of volunteers before the summer"),
@@ -57,13 +70,25 @@ def _pseudonym_key() -> str:
     return path.read_text().strip()
 
 
-def _ui_password() -> str:
-    """The UI administrator's password, kept in var/demo so that a rerun keeps the same login."""
-    path = VAR / "airflow-admin-password"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(12))
+def _ui_passwords(names) -> dict[str, str]:
+    """The UI logins' passwords, kept in var/demo so that a rerun keeps the same logins."""
+    path = VAR / "airflow-passwords.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    wanted = {name: known.get(name) or secrets.token_urlsafe(12) for name in names}
+    if wanted != known:
+        path.write_text(json.dumps({**known, **wanted}, indent=1))
         path.chmod(0o600)
-    return path.read_text().strip()
+    return wanted
+
+
+def _login(text: str) -> tuple[str, str]:
+    from sandboxes.processes import parse_logins
+
+    try:
+        ((name, role),) = parse_logins(text).items()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return name, role
 
 
 def _port(wanted: int | None) -> int:
@@ -105,6 +130,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--port", type=int, default=None, help=f"the UI's port (default {UI_PORT}, or a free one)"
     )
+    parser.add_argument(
+        "--user",
+        dest="users",
+        type=_login,
+        action="append",
+        default=[],
+        metavar="NAME:ROLE",
+        help="one more UI login, ROLE one of viewer, user, op, admin (repeatable; "
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=name:role,... adds them too)",
+    )
     args = parser.parse_args(argv)
     if args.ui is None:
         args.ui = sys.stdin.isatty() and sys.stdout.isatty()
@@ -143,11 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     from include.dijlepost import cli
     from include.dijlepost.db.connection import connect
     from include.dijlepost.recipients import pseudonym
-    from include.dijlepost.rollout import set_phase
+    from include.dijlepost.rollout import add_exemption, set_phase
     from include.dijlepost.settings import Settings
     from sandboxes.ebox import SandboxServer
+    from sandboxes.mail import MailSink
     from sandboxes.printhouse.server import PrintHouseSftpServer
-    from sandboxes.processes import AirflowCluster
+    from sandboxes.processes import AirflowCluster, parse_logins
 
     settings = Settings.from_env()
     with ExitStack() as stack:
@@ -159,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(ebox.stop)
         sftp = PrintHouseSftpServer(VAR / "printhouse").start()
         stack.callback(sftp.stop)
+        mail = MailSink(VAR / "mail").start()  # the alerts' mail server
+        stack.callback(mail.stop)
         print(
             f"    database: {'embedded PostgreSQL in ' + str(VAR / 'pgdata') if db.embedded else db.dijlepost_url}"
         )
@@ -198,14 +236,12 @@ def main(argv: list[str] | None = None) -> int:
                     no_digital_user=(kind, rid) in data.no_digital_user,
                 )
             key = settings.pseudonym_key
-            for kind, rid in data.paper_exempt:
-                conn.execute(
-                    "INSERT INTO paper_exemptions (recipient_pseudonym, added_by, reason) "
-                    "VALUES (%s, 'digipunt Mechelen', 'no internet at home: keeps paper') "
-                    "ON CONFLICT DO NOTHING",
-                    (pseudonym(key, kind, rid),),
-                )
             conn.commit()
+            # through the rollout code, as the page and `rollout exempt add` do: kept in the history
+            for kind, rid in data.paper_exempt:
+                add_exemption(
+                    conn, pseudonym(key, kind, rid), "no internet at home: keeps paper", "digipunt Mechelen"
+                )
             pilot = sorted(pseudonym(key, k, r) for k, r in data.pilot)
             for department, (phase, reason) in DEMO_PHASES.items():
                 set_phase(
@@ -217,7 +253,15 @@ def main(argv: list[str] | None = None) -> int:
             **airflow_env(PROJECT_ROOT, db, ebox.airflow_connection(), sftp.airflow_connection()),
             **{k: v for k, v in os.environ.items() if k.startswith("DIJLEPOST_")},
             "DIJLEPOST_REPORTS_DIR": str(VAR / "reports"),
+            "AIRFLOW_CONN_DIJLEPOST_ALERTS": json.dumps(mail.airflow_connection()),
+            "DIJLEPOST_ALERT_EMAILS": os.environ.get("DIJLEPOST_ALERT_EMAILS", ALERT_TO),
         }
+        logins = {
+            **parse_logins(os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "")),
+            **{name: role for name, (role, _) in DEMO_LOGINS.items()},
+            **dict(args.users),
+        }
+        passwords = _ui_passwords(logins)
         cluster = AirflowCluster(
             VAR,
             env,
@@ -226,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
             metadata_url=db.airflow_url,
             port=_port(args.port),
             user=UI_USER,
-            password=_ui_password(),
+            password=passwords[UI_USER],
+            users=logins,
+            passwords=passwords,
         )
         say(f"starting Airflow: api-server, dag-processor and scheduler (their logs in {VAR / 'logs'})")
         stack.callback(cluster.stop)
@@ -235,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"running {', '.join(WAVE_DAGS)} (task logs in {cluster.env()['AIRFLOW_HOME']}/logs)")
         # Small chunks, so that the demo shows the fan-out of rendering and delivery per chunk.
         runs = [(dag_id, cluster.trigger(dag_id, {"chunk_size": args.chunk_size})) for dag_id in WAVE_DAGS]
+        _watch(cluster, db.dijlepost_url, runs)
         if not _report_runs(cluster, runs):
             return 1
         say("the print house answers: batches checked, 1 letter in 25 rejected, 1 in 20 returned by the post")
@@ -242,34 +289,17 @@ def main(argv: list[str] | None = None) -> int:
 
         answered = process_inbox(sftp.root, PrinterBehaviour(reject_every=25, return_every=20))
         print(f"    {len(answered['batches'])} batch(es) acknowledged in {sftp.root / 'outbox'}")
-        # What the print_house_acknowledgements DAG does every 15 minutes, run here directly to keep the
-        # demo short: read the answers over SFTP (pinned host key) and move the letters on.
-        from include.dijlepost.outbox import RunContext
-        from include.dijlepost.printhouse.acks import collect, summarise
-        from include.dijlepost.printhouse.hook import PrintHouseHook
-
-        os.environ["AIRFLOW_CONN_PRINTHOUSE_SFTP"] = env["AIRFLOW_CONN_PRINTHOUSE_SFTP"]
-        logging.getLogger("paramiko").setLevel(logging.WARNING)
-        logging.getLogger("dijlepost").setLevel(
-            logging.WARNING
-        )  # the task's log lines; the demo sums them up
-        hook = PrintHouseHook()
-        with connect(db.pipeline_url) as conn, hook.get_managed_conn() as remote:
-            read = summarise(
-                collect(
-                    conn,
-                    remote,
-                    hook.outbox_dir,
-                    RunContext(
-                        dag_id="print_house_acknowledgements",
-                        run_id="demo",
-                        task_id="collect_print_house_files",
-                    ),
-                )
-            )
+        # The print_house_acknowledgements DAG (every 15 minutes in production) reads the answers over
+        # SFTP (pinned host key) and moves the letters on: triggered here, so that each letter's
+        # printed_and_posted event links to the task log of a real run.
+        acks = [("print_house_acknowledgements", cluster.trigger("print_house_acknowledgements"))]
+        if not _report_runs(cluster, acks):
+            return 1
+        (read,) = cluster.xcom_returns(*acks[0], "collect_print_house_files")
         print(
-            f"    read {read['files']} file(s) from the print house: {read.get('accepted', 0)} accepted "
-            f"(printed and posted), {read.get('rejected', 0)} rejected, {read.get('returned', 0)} later returned"
+            f"    read {read['files']} file(s) from the print house: {read.get('accepted', 0)} letters "
+            f"printed and posted, {read.get('rejected', 0)} rejected by the print house, "
+            f"{read.get('returned', 0)} later returned by the post"
         )
 
         say("what happened")
@@ -279,24 +309,67 @@ def main(argv: list[str] | None = None) -> int:
         say("the audit trail and today's rollout evaluation (docs/audit.md, docs/evaluation.md)")
         print("$ dijlepost audit verify")
         cli.main(["--database-url", db.dijlepost_url, "audit", "verify"])
-        from datetime import datetime
-        from zoneinfo import ZoneInfo
-
-        today = datetime.now(ZoneInfo("Europe/Brussels")).date().isoformat()
+        today = datetime.now(BRUSSELS).date().isoformat()
         evaluation = [("letters_evaluation", cluster.trigger("letters_evaluation", {"day": today}))]
         ok = _report_runs(cluster, evaluation)
         print(f"    report: {VAR / 'reports' / 'day' / today / 'report.html'}")
         if not ok:
             return 1
+        _forced_failure(cluster, sftp, mail)
         print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
         if args.ui:
-            _serve_ui(cluster)
+            _serve_ui(cluster, db.dijlepost_url)
             return 0
         print(
             "(in a terminal the demo ends with the Airflow UI up on 127.0.0.1 until Ctrl-C; "
             "`python -m demo --ui` asks for it)"
         )
     return 0
+
+
+def _watch(
+    cluster, db_url: str, runs: list[tuple[str, str]], every: float = 3.0, timeout: float = 1800
+) -> None:
+    """While the wave runs work: a line per run whenever its progress in the outbox changes."""
+    from include.dijlepost.db.connection import connect
+    from include.dijlepost.progress import describe, run_progress
+
+    shown: dict = {}
+    deadline = time.monotonic() + timeout
+    with connect(db_url) as conn:
+        while time.monotonic() < deadline:
+            states = {run: cluster.run_state(*run) for run in runs}
+            for dag_id, run_id in runs:
+                line = describe(run_progress(conn, f"{dag_id}:{run_id}"))
+                if shown.get(dag_id) != line:
+                    shown[dag_id] = line
+                    now = datetime.now(BRUSSELS).strftime("%H:%M:%S")
+                    print(f"    {now}  {dag_id}: {line}", flush=True)
+            if all(state in ("success", "failed") for state in states.values()):
+                return
+            cluster.check_alive()
+            time.sleep(every)
+
+
+def _forced_failure(cluster, sftp, mail) -> None:
+    """A failure on purpose, and the alert it sends: the print house drops a file that cannot be read,
+    the acknowledgements run refuses it (kept aside in refused/) and fails, and its failure callback
+    e-mails the alert through the SMTP Connection `dijlepost_alerts` to the demo's mail server."""
+    from sandboxes.mail import as_text
+
+    say("a forced failure and its alert: the print house drops a file that cannot be read")
+    (sftp.root / "outbox" / "returned-demo-unreadable.csv").write_text("letter,why\nFIN-0,moved\n")
+    run = ("print_house_acknowledgements", cluster.trigger("print_house_acknowledgements"))
+    state = cluster.wait([run], timeout=600)[run]
+    print(f"    print_house_acknowledgements: {state} (the file is refused and kept in refused/)")
+    try:
+        message = mail.wait_for(1, timeout=120)[-1]
+    except TimeoutError:
+        print("    no alert e-mail arrived; see the task log", file=sys.stderr)
+        return
+    print(f"    the alert e-mail, as the demo's mail server received it ({mail.directory}):")
+    for line in as_text(message).splitlines():
+        print(f"      {line}")
 
 
 def _report_runs(cluster, runs: list[tuple[str, str]]) -> bool:
@@ -321,13 +394,28 @@ def _report_runs(cluster, runs: list[tuple[str, str]]) -> bool:
     return ok
 
 
-def _serve_ui(cluster) -> None:
+def _serve_ui(cluster, database_url: str) -> None:
     """Keep Airflow up until Ctrl-C (or SIGTERM); the caller's ExitStack then stops everything."""
-    say(f"the Airflow UI: {cluster.base_url}/   login: {cluster.user} / {cluster.password}")
+    say(f"the Airflow UI: {cluster.base_url}/   one login per user:")
+    for name, (role, password) in cluster.logins.items():
+        what = DEMO_LOGINS.get(name, (role, "added with --user or AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"))[
+            1
+        ]
+        print(f"    login: {name} / {password}   (role {role}; {what})")
     print(
         "    DAGs: the three waves with this demo's runs; a run's Grid shows each chunk's tasks and their logs"
     )
     print("    Admin -> Rollout: each department's phase, the pilot and the shadow report")
+    print(
+        "    times: the UI shows the browser's time zone (Europe/Brussels in the city; the clock icon "
+        "at the top right changes it), the CLI and the task logs' events Europe/Brussels"
+    )
+    print(
+        "    schedules: this demo's scheduler runs only the runs the demo triggers, so each DAG's "
+        "'Next Run' passes without a run; the Trigger button runs a DAG now"
+    )
+    print("    the CLI on this demo's database and UI (in another terminal):")
+    print(f"    {cli_exports(database_url, cluster.base_url)}")
     print("    Ctrl-C stops Airflow, the sandboxes and PostgreSQL", flush=True)
     try:
         while True:
@@ -335,6 +423,18 @@ def _serve_ui(cluster) -> None:
             time.sleep(1)
     except KeyboardInterrupt:
         print("\n==> stopping Airflow, the sandboxes and PostgreSQL", flush=True)
+
+
+def cli_exports(database_url: str, airflow_url: str) -> str:
+    """The shell line that points `dijlepost` at the demo: its database, the Airflow UI that `audit
+    trace` links to, and the pseudonym key the demo keeps in var/demo."""
+    key = VAR / "pseudonym.key"
+    own_key = os.environ.get("DIJLEPOST_PSEUDONYM_KEY") == key.read_text().strip()  # else the caller's
+    return (
+        f"export DIJLEPOST_DATABASE_URL={shlex.quote(database_url)} "
+        f"AIRFLOW__API__BASE_URL={shlex.quote(airflow_url)}"
+        + (f' DIJLEPOST_PSEUDONYM_KEY="$(cat {shlex.quote(str(key))})"' if own_key else "")
+    )
 
 
 def _insert_direct_rows(conn, rows: list[dict]) -> None:
@@ -391,12 +491,19 @@ def _print_where(db_url: str, ebox, sftp) -> None:
         print(f"    {batch_id}  {postage:<10} {count:>4} letters  {remote}")
     with connect(db_url) as conn:
         answers = conn.execute(
-            "SELECT coalesce(print_status, 'awaiting acknowledgement'), count(*) FROM letters "
+            "SELECT coalesce(print_status, 'awaiting'), count(*) FROM letters "
             "WHERE print_batch_id IS NOT NULL GROUP BY 1 ORDER BY 1"
         ).fetchall()
+    # one word per letter's last answer: a returned letter was posted first, but counts as returned
+    words = {
+        "posted": "posted (not returned)",
+        "returned": "posted, then returned by the post",
+        "rejected": "rejected by the print house (quarantined)",
+        "awaiting": "awaiting the print house's answer",
+    }
     print(
         "print house:     "
-        + (", ".join(f"{n} {what}" for what, n in answers) or "nothing handed over")
+        + (", ".join(f"{n} {words.get(what, what)}" for what, n in answers) or "nothing handed over")
         + "  (docs/print-house.md)"
     )
     if shadow[1]:

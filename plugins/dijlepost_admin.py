@@ -58,7 +58,12 @@ def build_app():
     def login_url(request: Request) -> str:
         return get_auth_manager().get_url_login(next_url=str(request.url))
 
-    return create_app(_connect, identify, login_url=login_url)
+    from airflow.configuration import conf
+
+    # The run links open the run in this Airflow UI: its public address, `[api] base_url`.
+    return create_app(
+        _connect, identify, login_url=login_url, ui_url=conf.get("api", "base_url", fallback="") or ""
+    )
 
 
 class _AppOnFirstRequest:

@@ -29,8 +29,11 @@ stops them in order):
                              --celery-hostname, listening on the default, render and delivery queues)
 
 Every process shares one JWT secret and one API secret key. Scheduled runs are switched off
-(`use_job_schedule = False`): only the runs that `trigger` creates happen. SimpleAuthManager knows one
-administrator, `user` with `password`. `stop()` ends exactly the process groups it started (and drops
+(`use_job_schedule = False`): only the runs that `trigger` creates happen. SimpleAuthManager knows
+the administrator `user` (with `password`), the logins of `users` ({name: role}) and those the
+environment adds in Airflow's own `AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS` (`name:role,...`);
+roles are SimpleAuthManager's `viewer`, `user`, `op` and `admin`. `logins` holds each one's role and
+password (`passwords` gives a login a fixed password; the others get a random one). `stop()` ends exactly the process groups it started (and drops
 the metadata database it created); use it as a context manager so that this happens even when a test
 fails.
 
@@ -77,6 +80,18 @@ QUEUES = "default,render,delivery"
 # The pools of include.dijlepost.airflow_support, with this machine's slots: name -> (slots, description).
 POOLS = {spec.name: (spec.slots or os.cpu_count() or 2, spec.description) for spec in POOL_SPECS.values()}
 FINAL_RUN_STATES = {"success", "failed"}
+ROLES = ("viewer", "user", "op", "admin")  # SimpleAuthManager's roles, least to most
+
+
+def parse_logins(text: str) -> dict[str, str]:
+    """`name:role,name:role` (the form of `[core] simple_auth_manager_users`) as {name: role}."""
+    logins = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, role = item.partition(":")
+        if not name or role.lower() not in ROLES:
+            raise ValueError(f"login {item!r} must be NAME:ROLE with ROLE one of {', '.join(ROLES)}")
+        logins[name] = role.lower()
+    return logins
 
 
 # -- embedded PostgreSQL ---------------------------------------------------------------------------
@@ -449,6 +464,8 @@ class AirflowCluster:
     port: int | None = None  # of the api-server; None: a free one
     user: str = "operator"  # the SimpleAuthManager administrator
     password: str | None = None  # None: a random one
+    users: dict = field(default_factory=dict)  # more logins, {name: role}
+    passwords: dict = field(default_factory=dict)  # fixed passwords of some logins, {name: password}
 
     def __post_init__(self):
         self.workdir = Path(self.workdir)
@@ -461,6 +478,20 @@ class AirflowCluster:
         self.processes: dict[str, subprocess.Popen] = {}
         self._env: dict | None = None
         self.password = self.password or secrets.token_hex(16)
+        roles = {
+            **parse_logins(os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "")),
+            **{name: role.lower() for name, role in self.users.items()},
+            self.user: "admin",
+        }
+        parse_logins(",".join(f"{n}:{r}" for n, r in roles.items()))  # a wrong role fails here
+        # {name: (role, password)}: every login of the UI and the REST API
+        self.logins = {
+            name: (
+                role,
+                self.password if name == self.user else self.passwords.get(name) or secrets.token_hex(16),
+            )
+            for name, role in roles.items()
+        }
         self._token: str | None = None
 
     # -- configuration --------------------------------------------------------------------------
@@ -475,6 +506,7 @@ class AirflowCluster:
                 "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
                 "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DEFAULT_TIMEZONE": "Europe/Brussels",
                 "AIRFLOW__CORE__EXECUTOR": self.executor,
                 "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
@@ -485,7 +517,9 @@ class AirflowCluster:
                 "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
                 "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.user}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                    f"{name}:{role}" for name, (role, _) in self.logins.items()
+                ),
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.workdir / "passwords.json"),
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sa_url,
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
@@ -520,7 +554,9 @@ class AirflowCluster:
 
     def start(self) -> None:
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
-        (self.workdir / "passwords.json").write_text(json.dumps({self.user: self.password}))
+        passwords = self.workdir / "passwords.json"
+        passwords.write_text(json.dumps({name: password for name, (_, password) in self.logins.items()}))
+        passwords.chmod(0o600)
         if self._own_database:
             with psycopg.connect(f"{self.server}/postgres", autocommit=True) as admin:
                 admin.execute(f'CREATE DATABASE "{self.metadata_db}"')

@@ -1,5 +1,13 @@
-"""What every dijlepost DAG shares: task defaults, the failure alert, the run coordinates of a task,
-the database connection and the deployment settings.
+"""What every dijlepost DAG shares: task defaults, the alerts, the run coordinates of a task, the
+database connection and the deployment settings.
+
+Alerts go through Airflow's notifier framework: a task that fails for good (`on_failure`) and a wave
+run not finished `DIJLEPOST_WAVE_DEADLINE_MINUTES` after it was queued (a Deadline Alert on each wave
+DAG, `wave_deadline`; it also fires for a run that is queued but never starts) each write an
+`alert_...` log line and send a message through every notifier of `alert_notifiers`: an e-mail
+(the SMTP provider's `SmtpNotifier`) to `DIJLEPOST_ALERT_EMAILS` over the SMTP Connection
+`dijlepost_alerts`. Another channel (Slack, Teams, a pager) is one more notifier in that list. A
+message holds ids, counts, times in Europe/Brussels and the task log address, never personal data.
 
 DAG files and the wave DAG factory import these; the domain modules never import Airflow. Airflow is
 imported inside the functions, so importing this module at DAG-parse time touches no database or
@@ -56,16 +64,133 @@ RETRY_DELAY = timedelta(seconds=int(os.environ.get("DIJLEPOST_RETRY_DELAY_SECOND
 TASK_TIMEOUT = timedelta(minutes=int(os.environ.get("DIJLEPOST_TASK_TIMEOUT_MINUTES", "30")))
 
 
+ALERT_CONN_ID = "dijlepost_alerts"
+# Who receives the alerts (comma-separated e-mail addresses); none: the alert lines only.
+ALERT_EMAILS = [a.strip() for a in os.environ.get("DIJLEPOST_ALERT_EMAILS", "").split(",") if a.strip()]
+# A wave run not finished this long after it was queued is late (shorter than DAGRUN_TIMEOUT);
+# "off": no Deadline Alert (`demo.run_waves`: Airflow 3.3's `dag.test()` runs the DAG unserialized,
+# and a Deadline Alert then breaks the end of a successful run).
+_DEADLINE_SETTING = os.environ.get("DIJLEPOST_WAVE_DEADLINE_MINUTES", "90").strip().lower()
+WAVE_DEADLINE = None if _DEADLINE_SETTING == "off" else timedelta(minutes=int(_DEADLINE_SETTING))
+BRUSSELS = pendulum.timezone("Europe/Brussels")
+
+
+def alert_notifiers(subject: str, html: str) -> list:
+    """The notifiers every alert goes through (Airflow's `BaseNotifier`s): e-mail over the SMTP
+    Connection `dijlepost_alerts` when DIJLEPOST_ALERT_EMAILS names someone."""
+    if not ALERT_EMAILS:
+        return []
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    return [
+        SmtpNotifier(
+            to=ALERT_EMAILS,
+            from_email=os.environ.get("DIJLEPOST_ALERT_FROM"),  # None: the Connection's from_email
+            subject=subject,
+            html_content=html,
+            smtp_conn_id=ALERT_CONN_ID,
+        )
+    ]
+
+
+def _send_alert(context, subject: str, rows: dict) -> None:
+    """Send through every notifier; a notifier that fails is logged, and the others still send."""
+    html = "<table>" + "".join(
+        f"<tr><th align=left>{k}</th><td>{_html(v)}</td></tr>" for k, v in rows.items()
+    )
+    for notifier in alert_notifiers(subject, html + "</table>"):
+        try:
+            notifier(context)
+        except Exception as exc:  # an alert must never hide the failure it reports
+            logfmt.emit("alert_not_sent", notifier=type(notifier).__name__, error=type(exc).__name__)
+        else:
+            logfmt.emit("alert_sent", notifier=type(notifier).__name__, to=",".join(ALERT_EMAILS))
+
+
+def _html(value) -> str:
+    from html import escape
+
+    text = escape(str(value))
+    return f'<a href="{text}">{text}</a>' if text.startswith(("http://", "https://")) else text
+
+
+def _brussels(value) -> str:
+    if not value:
+        return "-"
+    moment = pendulum.parse(value) if isinstance(value, str) else pendulum.instance(value)
+    return moment.in_timezone(BRUSSELS).format("YYYY-MM-DD HH:mm:ss zz")
+
+
 def on_failure(context) -> None:
-    """Failure callback on every DAG and task: one alert line an operator can grep and page on."""
+    """Failure callback on every DAG and task: one alert line an operator can grep and page on and,
+    for a task, a message through the alert notifiers (which task, which run, which try, the kind of
+    error and the address of its log)."""
     ti = context.get("ti") or context.get("task_instance")
+    fields = {
+        "dag_id": getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", None),
+        "task_id": getattr(ti, "task_id", None),
+        "run_id": context.get("run_id"),
+        "map_index": getattr(ti, "map_index", None),
+        # the kind of error only (its text may quote data); Airflow passes none for some failures
+        "error": type(exc).__name__ if (exc := context.get("exception")) is not None else "see the log",
+    }
+    logfmt.emit("alert_task_failed", **fields)
+    if ti is None:  # a DAG run's failure: its failed task has sent its own message
+        return
+    chunk = f" chunk {ti.map_index}" if (ti.map_index or -1) >= 0 else ""
+    _send_alert(
+        context,
+        f"dijlepost alert: {ti.dag_id} / {ti.task_id}{chunk} failed (try {ti.try_number})",
+        {
+            "DAG": ti.dag_id,
+            "run": context.get("run_id"),
+            "task": ti.task_id + chunk,
+            "try": ti.try_number,
+            "error": fields["error"],
+            "at": pendulum.now(BRUSSELS).format("YYYY-MM-DD HH:mm:ss zz"),
+            "log": getattr(ti, "log_url", None) or "-",
+        },
+    )
+
+
+def wave_late(context, minutes: int) -> None:
+    """The Deadline Alert's callback (run by the executor): the wave run is not finished `minutes`
+    after it was queued."""
+    run = context.get("dag_run") or {}
+    deadline = (context.get("deadline") or {}).get("deadline_time")
     logfmt.emit(
-        "alert_task_failed",
-        dag_id=getattr(ti, "dag_id", None),
-        task_id=getattr(ti, "task_id", None),
-        run_id=context.get("run_id"),
-        map_index=getattr(ti, "map_index", None),
-        error=type(context.get("exception")).__name__,
+        "alert_wave_late",
+        dag_id=run.get("dag_id"),
+        run_id=run.get("dag_run_id"),
+        state=run.get("state"),
+        minutes=minutes,
+    )
+    _send_alert(
+        context,
+        f"dijlepost alert: {run.get('dag_id')} not finished {minutes} minutes after it was queued",
+        {
+            "DAG": run.get("dag_id"),
+            "run": run.get("dag_run_id"),
+            "state now": run.get("state"),
+            "queued at": _brussels(run.get("queued_at")),
+            "started at": _brussels(run.get("start_date")),
+            "deadline": _brussels(deadline),
+        },
+    )
+
+
+def wave_deadline(deadline: timedelta | None = WAVE_DEADLINE):
+    """The Deadline Alert of a wave DAG: not finished `deadline` after the run was queued (None: off)."""
+    from airflow.sdk import DeadlineAlert, DeadlineReference, SyncCallback
+
+    if deadline is None:
+        return None
+    minutes = int(deadline.total_seconds() // 60)
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=deadline,
+        callback=SyncCallback(wave_late, kwargs={"minutes": minutes}),
+        name=f"not finished {minutes} minutes after it was queued",
     )
 
 

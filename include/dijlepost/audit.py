@@ -52,6 +52,12 @@ EXPORT_COLUMNS = (
 )
 
 
+def run_url(base_url: str | None, dag_id: str, run_id: str) -> str:
+    """The Airflow 3 UI address of a DAG run (its grid and graph)."""
+    base = DEFAULT_AIRFLOW_URL if base_url is None else base_url
+    return f"{base.rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}"
+
+
 def task_log_url(
     base_url: str | None,
     dag_id: str | None,
@@ -63,10 +69,7 @@ def task_log_url(
     """The Airflow 3 UI address of a task try's log (the pattern of `TaskInstance.log_url`)."""
     if not (dag_id and run_id and task_id):
         return None
-    url = (
-        f"{(base_url or DEFAULT_AIRFLOW_URL).rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}"
-        f"/tasks/{quote(task_id)}"
-    )
+    url = f"{run_url(base_url or DEFAULT_AIRFLOW_URL, dag_id, run_id)}/tasks/{quote(task_id)}"
     if map_index is not None and map_index >= 0:
         url += f"/mapped/{map_index}"
     if try_number:

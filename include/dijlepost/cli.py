@@ -30,10 +30,19 @@ EXIT_NOT_RUN = EXIT_CONFIG  # letters import: the file could not be imported at 
 SAME_DUPLICATES_SHOWN = 10
 
 
+def _n(count: int, thing: str, things: str | None = None) -> str:
+    """`1 letter`, `2 letters`."""
+    return f"{count} {thing if count == 1 else things or thing + 's'}"
+
+
 def _conn(args):
+    """The database connection, its session in Europe/Brussels: every time printed is the city's."""
     from include.dijlepost.db.connection import connect
 
-    return connect(args.database_url or os.environ.get("DIJLEPOST_DATABASE_URL"))
+    conn = connect(args.database_url or os.environ.get("DIJLEPOST_DATABASE_URL"))
+    conn.execute("SET TIME ZONE 'Europe/Brussels'")
+    conn.commit()
+    return conn
 
 
 def _key() -> bytes:
@@ -61,7 +70,7 @@ def cmd_import(args) -> int:
 
     from include.dijlepost.db.connection import describe_db_error
     from include.dijlepost.db.logins import refuse_privileged_login
-    from include.dijlepost.intake import FileRefused, ImportFailed, import_file
+    from include.dijlepost.intake import FileRefused, ImportFailed, import_rows, read_rows
     from include.dijlepost.rendering.errors import TemplateError
 
     path = Path(args.file)
@@ -72,7 +81,7 @@ def cmd_import(args) -> int:
         with closing(_conn(args)) as conn:
             try:
                 refuse_privileged_login(conn, "DIJLEPOST_DATABASE_URL (or --database-url)")
-                report = import_file(conn, path)
+                report = import_rows(conn, _with_progress(read_rows(path), path))
             except (FileRefused, ImportFailed) as exc:
                 conn.rollback()
                 before = len(exc.report.inserted) if hasattr(exc, "report") else 0
@@ -114,17 +123,56 @@ def cmd_import(args) -> int:
         print(f"{path.name}:{line}: duplicate {letter_id}: {what}", file=sys.stderr)
     hidden = sum(1 for _, _, same in report.duplicates if same) - shown
     if hidden > 0:
-        print(f"{path.name}: ... and {hidden} more identical duplicates, not inserted again", file=sys.stderr)
+        print(
+            f"{path.name}: ... and {hidden} more identical {'duplicate' if hidden == 1 else 'duplicates'}, "
+            "not inserted again",
+            file=sys.stderr,
+        )
     print(
-        f"imported {len(report.inserted)} letters, {len(report.duplicates)} duplicates, "
+        f"imported {_n(len(report.inserted), 'letter')}, {_n(len(report.duplicates), 'duplicate')}, "
         f"{len(report.errors)} refused"
     )
     return EXIT_OK if report.ok else EXIT_REFUSED
 
 
+def _with_progress(rows, path: Path, stream=None):
+    """The rows, with a progress bar (rich) on a terminal: lines checked of the file's lines, then the
+    insert. In a pipe or a log file the rows pass unchanged and nothing extra is printed."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        yield from rows
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with path.open("rb") as fp:
+        lines = sum(1 for _ in fp)
+    with Progress(
+        TextColumn("checking {task.fields[name]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(file=stream),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("import", total=lines, name=path.name)
+        for line, row in rows:
+            bar.update(task, completed=line)
+            yield line, row
+    print(f"{path.name}: checked; inserting ...", file=stream, flush=True)
+
+
 def cmd_status(args) -> int:
+    # A quarantined letter shows why (the rule that quarantined it, or the stage that did: the print
+    # house's rejection, the eBox's refusal, rendering), not the routing rule it had before.
     sql = (
-        "SELECT department, status, coalesce(channel, '-'), coalesce(decision_rule, '-'), count(*) "
+        "SELECT department, status, coalesce(channel, '-'), "
+        "CASE WHEN status <> 'quarantined' THEN coalesce(decision_rule, '-') "
+        "WHEN print_status = 'rejected' THEN 'rejected_by_print_house' "
+        "WHEN decision_rule IN ('invalid_recipient_id', 'incomplete_address') THEN decision_rule "
+        "ELSE coalesce((SELECT 'at ' || (e.details->>'stage') FROM letter_events e "
+        "WHERE e.letter_id = letters.letter_id AND e.event = 'quarantined' ORDER BY e.event_id DESC LIMIT 1), "
+        "'-') END, count(*) "
         "FROM letters {} GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
     )
     with _conn(args) as conn:
@@ -176,7 +224,9 @@ def cmd_show(args) -> int:
             where = (
                 f"{dag_id}/{run_id}/{task_id}[{map_index}] try {try_number}" if dag_id else (task_id or "")
             )
-            print(f"{at:%Y-%m-%d %H:%M:%S%z}  {event:<24} {json.dumps(details, ensure_ascii=False)}  {where}")
+            print(
+                f"{at:%Y-%m-%d %H:%M:%S %Z}  {event:<24} {json.dumps(details, ensure_ascii=False)}  {where}"
+            )
     return EXIT_OK
 
 
@@ -188,7 +238,7 @@ def cmd_rollout_show(args) -> int:
             print(
                 f"{r['department']:<16} {r['phase']:<7} pilot={r['pilot_size']:<5} "
                 f"pilot%={r['pilot_percent']:<3} "
-                f"{r['changed_at']:%Y-%m-%d %H:%M} by {r['changed_by']}: {r['reason']}"
+                f"{r['changed_at']:%Y-%m-%d %H:%M %Z} by {r['changed_by']}: {r['reason']}"
             )
     return EXIT_OK
 
@@ -205,7 +255,7 @@ def cmd_rollout_history(args) -> int:
     for h in rows:
         pilot = f" pilot={h['pilot_size']}+{h['pilot_percent']}%" if h["pilot_percent"] is not None else ""
         print(
-            f"{h['changed_at']:%Y-%m-%d %H:%M}  {h['department']:<16} {h['from_phase'] or '-':>6} -> "
+            f"{h['changed_at']:%Y-%m-%d %H:%M %Z}  {h['department']:<16} {h['from_phase'] or '-':>6} -> "
             f"{h['to_phase']:<7} by {h['changed_by']}{pilot}: {h['reason']}"
         )
     return EXIT_OK
@@ -254,7 +304,7 @@ def cmd_exemptions(args) -> int:
         if args.history:
             for h in exemption_history(conn, limit=args.limit):
                 print(
-                    f"{h['changed_at']:%Y-%m-%d %H:%M}  {h['action']:<6} {h['recipient_pseudonym']} "
+                    f"{h['changed_at']:%Y-%m-%d %H:%M %Z}  {h['action']:<6} {h['recipient_pseudonym']} "
                     f"by {h['changed_by']}: {h['reason']}"
                 )
         else:
@@ -334,14 +384,34 @@ def _whole_number(text: str) -> int:
 
 
 def _airflow_url(args) -> str:
+    """The Airflow UI the links open: --airflow-url, else DIJLEPOST_AIRFLOW_URL, else Airflow's own
+    `[api] base_url` (AIRFLOW__API__BASE_URL, or airflow.cfg), else http://localhost:8080."""
     from include.dijlepost.audit import DEFAULT_AIRFLOW_URL
 
     return (
         args.airflow_url
         or os.environ.get("DIJLEPOST_AIRFLOW_URL")
-        or os.environ.get("AIRFLOW__API__BASE_URL")
+        or airflow_base_url()
         or DEFAULT_AIRFLOW_URL
     )
+
+
+def airflow_base_url(environ=os.environ) -> str | None:
+    """Airflow's `[api] base_url` as Airflow reads it: the environment variable, else the `[api]`
+    section of airflow.cfg ($AIRFLOW_CONFIG, else $AIRFLOW_HOME/airflow.cfg, else ~/airflow/airflow.cfg).
+    Read without importing Airflow, which would take seconds and may write a default airflow.cfg."""
+    import configparser
+
+    if environ.get("AIRFLOW__API__BASE_URL"):
+        return environ["AIRFLOW__API__BASE_URL"]
+    home = Path(environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
+    path = Path(environ.get("AIRFLOW_CONFIG") or home / "airflow.cfg")
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+    except (OSError, configparser.Error):
+        return None
+    return parser.get("api", "base_url", fallback=None) or None
 
 
 def cmd_audit_trace(args) -> int:
@@ -405,6 +475,11 @@ def cmd_audit_verify(args) -> int:
         print(
             f"PERSONAL DATA: event #{f['chain_seq']} ({f['event']} of {f['letter_id']}) holds a {f['holds']}"
         )
+    if result.broken_at is None and not findings:
+        print(
+            f"privacy: none of the {result.checked} events holds a recipient's id, name or street, "
+            "or a national register number"
+        )
     return EXIT_OK if result.ok and not findings else EXIT_REFUSED
 
 
@@ -412,35 +487,45 @@ def build_parser() -> argparse.ArgumentParser:
     from include.dijlepost.rollout import PHASES
     from include.dijlepost.waves import DEPARTMENTS
 
-    p = argparse.ArgumentParser(prog="dijlepost", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="dijlepost",
+        description=__doc__.splitlines()[0] + " Times are Europe/Brussels.",
+        epilog="`dijlepost COMMAND --help` tells more about each command.",
+    )
     p.add_argument("--database-url", help="PostgreSQL URL (default: $DIJLEPOST_DATABASE_URL)")
-    sub = p.add_subparsers(dest="area", required=True)
+    sub = p.add_subparsers(dest="area", required=True, metavar="COMMAND", help="what to work on")
 
-    db = sub.add_parser("db").add_subparsers(dest="cmd", required=True)
+    def area(name: str, what: str):
+        return sub.add_parser(name, help=what, description=what).add_subparsers(
+            dest="cmd", required=True, metavar="ACTION", help="what to do"
+        )
+
+    by_help = "who makes the change, kept in the history (default: your login name)"
+    db = area("db", "the outbox database's schema")
     db.add_parser("migrate", help="create or upgrade the schema (idempotent)").set_defaults(func=cmd_migrate)
 
-    letters = sub.add_parser("letters").add_subparsers(dest="cmd", required=True)
+    letters = area("letters", "import letters into the outbox, and see where they are")
     imp = letters.add_parser(
         "import",
         help="validate and insert letters from CSV or JSON Lines "
         "(exit 0: all in; 1: some rows refused; 2: nothing imported)",
     )
-    imp.add_argument("file")
+    imp.add_argument("file", help="a .csv or .jsonl file, one letter a row (docs/letters-import.md)")
     imp.set_defaults(func=cmd_import)
     st = letters.add_parser("status", help="letters by department, status, channel and rule")
-    st.add_argument("--department", choices=DEPARTMENTS)
+    st.add_argument("--department", choices=DEPARTMENTS, help="only this department")
     st.set_defaults(func=cmd_status)
     sh = letters.add_parser("show", help="one letter's state and history")
-    sh.add_argument("letter_id")
+    sh.add_argument("letter_id", help="the letter's id, as its department system gave it")
     sh.set_defaults(func=cmd_show)
 
-    rollout = sub.add_parser("rollout").add_subparsers(dest="cmd", required=True)
+    rollout = area("rollout", "rollout phases per department, the pilot group and paper exemptions")
     rollout.add_parser("show", help="each department's rollout phase").set_defaults(func=cmd_rollout_show)
     rs = rollout.add_parser("set", help="change a department's rollout phase")
     rs.add_argument("department", help=f"one of {', '.join(DEPARTMENTS)}")  # checked by rollout.set_phase
     rs.add_argument("phase", help=f"one of {', '.join(PHASES)}")
-    rs.add_argument("--reason", required=True)
-    rs.add_argument("--by", default=getpass.getuser())
+    rs.add_argument("--reason", required=True, help="why, in words: kept in the history (required)")
+    rs.add_argument("--by", default=getpass.getuser(), help=by_help)
     rs.add_argument("--pilot-file", help="lines 'citizen,<NRN>' or 'enterprise,<KBO>': the pilot allowlist")
     rs.add_argument(
         "--pilot-percent",
@@ -449,40 +534,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rs.set_defaults(func=cmd_rollout_set)
     rh = rollout.add_parser("history", help="phase changes, newest first: who, when, from, to, why")
-    rh.add_argument("--department")
-    rh.add_argument("--limit", type=_whole_number, default=50)
+    rh.add_argument("--department", help="only this department")
+    rh.add_argument("--limit", type=_whole_number, default=50, help="at most this many changes (default 50)")
     rh.set_defaults(func=cmd_rollout_history)
     rr = rollout.add_parser(
         "shadow-report", help="share of letters that would have gone digital, and the saving"
     )
-    rr.add_argument("department")
+    rr.add_argument("department", help=f"one of {', '.join(DEPARTMENTS)}")
     rr.add_argument("--days", type=_whole_number, help="only letters decided in the last N days")
     rr.set_defaults(func=cmd_rollout_shadow_report)
     rx = rollout.add_parser("exemptions", help="the paper exemptions (by pseudonym), or their history")
-    rx.add_argument("--history", action="store_true")
-    rx.add_argument("--limit", type=_whole_number, default=500)
+    rx.add_argument("--history", action="store_true", help="every addition and removal, newest first")
+    rx.add_argument("--limit", type=_whole_number, default=500, help="at most this many rows (default 500)")
     rx.set_defaults(func=cmd_exemptions)
     ex = rollout.add_parser("exempt", help="keep a recipient on paper whatever their eBox says")
-    ex.add_argument("action", choices=("add", "remove"))
-    ex.add_argument("kind", choices=("citizen", "enterprise"))
-    ex.add_argument("recipient_id")
-    ex.add_argument("--reason", required=True)
-    ex.add_argument("--by", default=getpass.getuser())
+    ex.add_argument("action", choices=("add", "remove"), help="add or remove the exemption")
+    ex.add_argument("kind", choices=("citizen", "enterprise"), help="the kind of recipient")
+    ex.add_argument(
+        "recipient_id",
+        help="national register number (citizen) or KBO number (enterprise); only its pseudonym is stored",
+    )
+    ex.add_argument("--reason", required=True, help="why, in words: kept in the history (required)")
+    ex.add_argument("--by", default=getpass.getuser(), help=by_help)
     ex.set_defaults(func=cmd_exempt)
 
-    audit = sub.add_parser("audit").add_subparsers(dest="cmd", required=True)
+    audit = area("audit", "a letter's whole life, the events of a period, the hash chain's proof")
     at = audit.add_parser("trace", help="a letter's whole life in order, with the task log of each step")
-    at.add_argument("letter_id")
-    at.add_argument(
-        "--airflow-url", help="Airflow UI base URL for task log links (default: $DIJLEPOST_AIRFLOW_URL)"
+    at.add_argument("letter_id", help="the letter's id")
+    airflow_url_help = (
+        "the Airflow UI the task log links open (default: $DIJLEPOST_AIRFLOW_URL, else Airflow's "
+        "[api] base_url, else http://localhost:8080)"
     )
+    at.add_argument("--airflow-url", help=airflow_url_help)
     at.set_defaults(func=cmd_audit_trace)
     ae = audit.add_parser("export", help="the events of a period (whole days, Europe/Brussels) as CSV")
-    ae.add_argument("--from", dest="date_from", required=True, metavar="YYYY-MM-DD")
-    ae.add_argument("--to", dest="date_to", required=True, metavar="YYYY-MM-DD", help="included")
-    ae.add_argument("--format", choices=("csv",), default="csv")
-    ae.add_argument("--output", required=True)
-    ae.add_argument("--airflow-url")
+    ae.add_argument(
+        "--from", dest="date_from", required=True, metavar="YYYY-MM-DD", help="first day (Europe/Brussels)"
+    )
+    ae.add_argument(
+        "--to",
+        dest="date_to",
+        required=True,
+        metavar="YYYY-MM-DD",
+        help="last day, included (Europe/Brussels)",
+    )
+    ae.add_argument("--format", choices=("csv",), default="csv", help="the file's format (CSV only)")
+    ae.add_argument("--output", required=True, help="the file to write (replaced when complete)")
+    ae.add_argument("--airflow-url", help=airflow_url_help)
     ae.set_defaults(func=cmd_audit_export)
     av = audit.add_parser("verify", help="check the hash chain and that no event holds personal data")
     av.add_argument(
@@ -493,7 +591,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="a chain head recorded earlier (e.g. in an evaluation report); repeatable",
     )
     av.set_defaults(func=cmd_audit_verify)
+    _describe(p)
     return p
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Each command's --help starts with the line the list of commands shows for it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, child in action.choices.items():
+                child.description = child.description or helps.get(name)
+                _describe(child)
 
 
 def main(argv: list[str] | None = None) -> int:

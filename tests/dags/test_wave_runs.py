@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import zipfile
 from datetime import date
 
@@ -99,6 +100,16 @@ def test_finance_live_end_to_end(db, ebox, run_wave, sshd):
     # Both channels had letters: the branch chose eBox delivery, and the print hand-over after it
     # also printed the NO_DIGITAL_USER answers of the same run.
     assert 'tasks=["deliver_to_ebox","hand_over_to_print"]' in log
+    # The delivery tasks name every letter they finished, by id (docs/audit.md): an auditor finds a
+    # letter in the log that sent it.
+    named: dict[str, set] = {}
+    for m in re.finditer(r"event=(?:ebox_letters|print_letters) .*?outcome=(\w+) .*?letters=([\w,-]+)", log):
+        named.setdefault(m[1], set()).update(m[2].split(","))
+    assert named["delivered_ebox"] == set(ebox_ids)
+    assert named["handed_to_print"] == set(paper_ids)
+    assert named.get("rerouted_to_paper", set()) == {
+        i for i, r in rows.items() if r["decision_rule"] == "no_digital_user"
+    }
     assert_no_personal_data(log, rows)
 
     # A second run finds nothing to do and sends nothing again.

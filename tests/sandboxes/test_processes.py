@@ -93,3 +93,38 @@ def test_the_embedded_postgres_starts_creates_a_database_once_and_stops():
     finally:
         shutil.rmtree(parent, ignore_errors=True)
     assert os.path.exists(parent) is False
+
+
+def test_airflow_cluster_logins_the_caller_s_the_environment_s_and_the_administrator(tmp_path, monkeypatch):
+    from sandboxes.processes import AirflowCluster
+
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "dora:user")
+    cluster = AirflowCluster(
+        tmp_path,
+        metadata_url="postgresql://unused/db",
+        user="admin",
+        password="admin-secret",
+        users={"engineer": "op", "auditor": "VIEWER"},
+        passwords={"auditor": "auditor-secret"},
+    )
+    roles = {name: role for name, (role, _) in cluster.logins.items()}
+    assert roles == {"dora": "user", "engineer": "op", "auditor": "viewer", "admin": "admin"}
+    assert cluster.logins["admin"][1] == "admin-secret" and cluster.logins["auditor"][1] == "auditor-secret"
+    assert (
+        len(cluster.logins["engineer"][1]) >= 16
+        and cluster.logins["dora"][1] != cluster.logins["engineer"][1]
+    )
+    env_users = dict(
+        u.split(":") for u in cluster.env()["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(",")
+    )
+    assert env_users == roles
+    assert cluster.env()["AIRFLOW__CORE__DEFAULT_TIMEZONE"] == "Europe/Brussels"
+
+
+@pytest.mark.parametrize("users", ["bob", "bob:root", ":op", "bob:op:team-a"])
+def test_a_login_without_a_known_role_is_refused(users, tmp_path, monkeypatch):
+    from sandboxes.processes import AirflowCluster
+
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", users)
+    with pytest.raises(ValueError, match="must be NAME:ROLE"):
+        AirflowCluster(tmp_path, metadata_url="postgresql://unused/db")

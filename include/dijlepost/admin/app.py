@@ -36,6 +36,7 @@ from pydantic import BaseModel, StrictInt
 from include.dijlepost import rollout
 from include.dijlepost.admin import figures
 from include.dijlepost.admin.page import render_page
+from include.dijlepost.audit import run_url
 from include.dijlepost.rollout import RolloutChangeRefused
 from include.dijlepost.tariffs import Tariffs
 from include.dijlepost.waves import DEPARTMENTS, WAVES
@@ -87,7 +88,10 @@ def create_app(
     pseudonym_key: Callable[[], bytes] | None = None,
     tariffs: Callable[[], Tariffs] = Tariffs.from_env,
     login_url: Callable[[Request], str] | None = None,
+    ui_url: str = "",
 ) -> FastAPI:
+    """`ui_url`: the Airflow UI's address (`[api] base_url`) the page's run links start with; empty:
+    the same host as the page."""
     app = FastAPI(
         title="dijlepost rollout administration",
         version="1",
@@ -154,7 +158,10 @@ def create_app(
                 {
                     **row,
                     "title": WAVES[d].title if d in WAVES else d,
-                    "recent_runs": figures.recent_runs(conn, d),
+                    "recent_runs": [
+                        {**r, "url": run_url(ui_url, *r["run"].split(":", 1)) if ":" in r["run"] else None}
+                        for r in figures.recent_runs(conn, d)
+                    ],
                     "history": rollout.history(conn, d, limit=10),
                     "shadow_report": report.to_dict() if row["phase"] == "shadow" or report.decided else None,
                 }

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, select_autoescape
+
+BRUSSELS = ZoneInfo("Europe/Brussels")
 
 TEMPLATE = r"""<!doctype html>
 <html lang="en">
@@ -52,7 +56,7 @@ TEMPLATE = r"""<!doctype html>
     <caption>Recent runs</caption>
     <tr><th>run</th><th>phase</th><th>started</th><th>eBox</th><th>paper</th><th>quarantined</th><th>unfinished</th></tr>
     {% for r in d.recent_runs %}
-    <tr><td><code>{{ r.run }}</code></td><td>{{ r.phases or "" }}</td><td>{{ r.started | when }}</td>
+    <tr><td>{% if r.url %}<a href="{{ r.url }}" title="this run in Airflow: its grid, tasks and logs"><code>{{ r.run }}</code></a>{% else %}<code>{{ r.run }}</code>{% endif %}</td><td>{{ r.phases or "" }}</td><td>{{ r.started | when }}</td>
         <td class="n">{{ r.ebox }}</td><td class="n">{{ r.paper }}</td><td class="n">{{ r.quarantined }}</td>
         <td class="n">{{ r.unfinished }}</td></tr>
     {% else %}<tr><td colspan="7">no runs yet</td></tr>{% endfor %}
@@ -151,11 +155,12 @@ TEMPLATE = r"""<!doctype html>
 
 
 def _when(value) -> str:
-    return (
-        value.strftime("%Y-%m-%d %H:%M %Z").strip()
-        if value is not None and hasattr(value, "strftime")
-        else ""
-    )
+    """A moment in Europe/Brussels (CET/CEST), whatever the session's time zone; a date as it is."""
+    if value is None or not hasattr(value, "strftime"):
+        return ""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        value = value.astimezone(BRUSSELS)
+    return value.strftime("%Y-%m-%d %H:%M %Z").strip()
 
 
 def _eur(value) -> str:

@@ -361,6 +361,27 @@ def test_trace_tells_a_letters_life_in_order_with_its_task_logs(db, run):
     assert run("audit", "trace", "NOPE")[0] == EXIT_REFUSED
 
 
+def test_trace_links_to_the_airflow_ui_of_airflow_s_own_base_url(db, run, tmp_path, monkeypatch):
+    """Without --airflow-url or DIJLEPOST_AIRFLOW_URL the links start with Airflow's `[api] base_url`:
+    AIRFLOW__API__BASE_URL, else the one in airflow.cfg, else http://localhost:8080."""
+    from include.dijlepost.cli import airflow_base_url
+
+    seed_history(db)
+    for name in ("DIJLEPOST_AIRFLOW_URL", "AIRFLOW__API__BASE_URL", "AIRFLOW_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    assert airflow_base_url() is None
+    assert "log http://localhost:8080/dags/letters_finance/" in run("audit", "trace", "FIN-1")[1]
+    (tmp_path / "airflow.cfg").write_text(
+        "[core]\nexecutor = LocalExecutor\n[api]\nbase_url = https://airflow.cfg.example\n"
+    )
+    assert "log https://airflow.cfg.example/dags/letters_finance/" in run("audit", "trace", "FIN-1")[1]
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://127.0.0.1:8080")
+    assert "log http://127.0.0.1:8080/dags/letters_finance/" in run("audit", "trace", "FIN-1")[1]
+    monkeypatch.setenv("DIJLEPOST_AIRFLOW_URL", "https://dijlepost.example")
+    assert "log https://dijlepost.example/dags/letters_finance/" in run("audit", "trace", "FIN-1")[1]
+
+
 def test_task_log_url_follows_airflow_3():
     assert (
         task_log_url("http://h:8080", "d", "manual__1", "t", -1, 0)

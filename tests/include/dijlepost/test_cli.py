@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -123,7 +124,7 @@ def test_import_with_refused_rows_exits_1_naming_line_and_field_only(db, run, tm
     )
     code, out, err = run("letters", "import", path)
     assert code == EXIT_REFUSED
-    assert "imported 1 letters, 0 duplicates, 2 refused" in out
+    assert "imported 1 letter, 0 duplicates, 2 refused" in out
     assert "mixed.jsonl:2: refused: recipient_id: not a valid national register or BIS number" in err
     assert "mixed.jsonl:3: refused: postal_code:" in err
     for personal in (BAD_NRN, NRN, "Janssens", "Bruul"):
@@ -150,7 +151,7 @@ def test_import_of_a_csv_file(db, run, tmp_path):
         encoding="utf-8",
     )
     code, out, _ = run("letters", "import", str(path))
-    assert code == EXIT_OK and "imported 1 letters" in out
+    assert code == EXIT_OK and "imported 1 letter," in out
     assert one(db, "SELECT registered, recipient_id FROM letters WHERE letter_id = 'CSV-1'") == (True, KBO)
 
 
@@ -260,6 +261,7 @@ def test_letters_status_groups_by_department_and_status(db, run, tmp_path):
     assert code == EXIT_OK
     lines = [line.split() for line in out.splitlines()]
     assert lines[0] == ["department", "status", "channel", "rule", "letters"]
+    assert ["finance", "quarantined", "-", "incomplete_address", "1"] in lines
     assert sorted(lines[1:]) == [
         ["finance", "pending", "-", "-", "1"],
         ["finance", "quarantined", "-", "incomplete_address", "1"],
@@ -270,6 +272,48 @@ def test_letters_status_groups_by_department_and_status(db, run, tmp_path):
     assert [line.split() for line in out.splitlines()[1:]] == [["gas", "pending", "-", "-", "1"]]
 
 
+def test_letters_status_says_why_a_letter_was_quarantined_not_the_rule_it_had_before(db, run, tmp_path):
+    """A paper letter the print house rejected, or one that failed to render, is not shown with the
+    routing rule (`no_ebox`) that sent it to paper, but with who quarantined it."""
+    from include.dijlepost.outbox import RunContext, record_events
+
+    run("letters", "import", jsonl(tmp_path / "q.jsonl", letter("Q-1"), letter("Q-2"), letter("Q-3")))
+    db.execute(
+        "INSERT INTO print_batches (batch_id, department, postage_class, letter_count, hand_over_on) "
+        "VALUES ('finance-standard-0000000000000001', 'finance', 'standard', 1, current_date)"
+    )
+    db.execute(
+        "UPDATE letters SET status = 'quarantined', final_at = now(), channel = 'paper', "
+        "decision_rule = 'no_ebox', quarantine_reason = 'print house: unreadable', print_status = 'rejected', "
+        "print_batch_id = 'finance-standard-0000000000000001', print_acknowledged_at = now(), "
+        "print_reason = 'unreadable' WHERE letter_id = 'Q-1'"
+    )
+    db.execute(
+        "UPDATE letters SET status = 'quarantined', final_at = now(), channel = 'paper', "
+        "decision_rule = 'no_ebox', quarantine_reason = 'render: a field is too long' WHERE letter_id = 'Q-2'"
+    )
+    with db.cursor() as cur:
+        record_events(
+            cur, RunContext(), [("Q-2", "quarantined", {"stage": "render", "reason": "render: ..."})]
+        )
+    db.commit()
+    _, out, _ = run("letters", "status")
+    lines = sorted(line.split() for line in out.splitlines()[1:])
+    assert lines == [
+        ["finance", "pending", "-", "-", "1"],
+        ["finance", "quarantined", "paper", "at", "render", "1"],
+        ["finance", "quarantined", "paper", "rejected_by_print_house", "1"],
+    ]
+
+
+def test_import_and_verify_speak_plainly(db, run, tmp_path):
+    code, out, _ = run("letters", "import", jsonl(tmp_path / "one.jsonl", letter("ONE-1")))
+    assert "imported 1 letter, 0 duplicates, 0 refused" in out
+    code, out, _ = run("audit", "verify")
+    assert code == EXIT_OK
+    assert "privacy: none of the 1 events holds a recipient's id, name or street" in out
+
+
 def test_letters_show_prints_state_and_history_without_personal_data(db, run, tmp_path):
     run("letters", "import", jsonl(tmp_path / "s.jsonl", letter("SHOW-1")))
     code, out, _ = run("letters", "show", "SHOW-1")
@@ -278,6 +322,23 @@ def test_letters_show_prints_state_and_history_without_personal_data(db, run, tm
     assert "accepted" in out and "letters_import" in out
     for personal in (NRN, "Janssens", "Bruul", "2800", "Mechelen"):
         assert personal not in out
+
+
+def test_times_the_cli_prints_are_europe_brussels_whatever_the_server_s_zone(db, run, tmp_path):
+    """An event written at 12:00 UTC in winter reads 13:00 CET; a phase change at 12:00 UTC in summer
+    reads 14:00 CEST, in `letters show` and `rollout history` alike."""
+    run("letters", "import", jsonl(tmp_path / "t.jsonl", letter("TZ-1")))
+    run("rollout", "set", "gas", "shadow", "--reason", "summer", "--by", "ann")
+    db.execute("ALTER DATABASE " + one(db, "SELECT current_database()")[0] + " SET TimeZone = 'UTC'")
+    db.execute("ALTER TABLE letter_events DISABLE TRIGGER USER")
+    db.execute("UPDATE letter_events SET at = '2026-01-15 12:00:00+00' WHERE letter_id = 'TZ-1'")
+    db.execute("ALTER TABLE letter_events ENABLE TRIGGER USER")
+    db.execute("UPDATE rollout_history SET changed_at = '2026-07-15 12:00:00+00'")
+    db.commit()
+    _, out, _ = run("letters", "show", "TZ-1")
+    assert "2026-01-15 13:00:00 CET  accepted" in out, out
+    _, out, _ = run("rollout", "history", "--department", "gas")
+    assert out.startswith("2026-07-15 14:00 CEST  gas"), out
 
 
 def test_letters_show_of_an_unknown_letter_exits_1(db, run):
@@ -604,3 +665,51 @@ def test_rollout_counts_are_whole_numbers_in_ascii_digits(db, run, argv, capsys)
         run(*argv)
     assert refused.value.code == 2
     assert "is not a whole number of at least 1 in digits 0-9" in capsys.readouterr().err
+
+
+def _parsers(parser):
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _parsers(child)
+
+
+def test_every_command_and_option_of_the_cli_says_what_it_is_for(capsys):
+    from include.dijlepost.cli import build_parser
+
+    parsers = list(_parsers(build_parser()))
+    assert len(parsers) >= 18
+    for parser in parsers:
+        assert parser.description, f"{parser.prog}: no description"
+        for action in parser._actions:
+            assert action.help, f"{parser.prog} {action.option_strings or action.dest}: no help text"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("db", "letters", "rollout", "audit"):
+        line = next(ln for ln in out.splitlines() if ln.split()[:1] == [command])
+        assert len(line.split()) > 3, line  # the command and a line on what it is for
+    assert "{db,letters,rollout,audit}" not in out
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_import_shows_a_progress_bar_on_a_terminal_and_nothing_extra_in_a_pipe(tmp_path):
+    from include.dijlepost.cli import _with_progress
+
+    path = tmp_path / "big.jsonl"
+    path.write_text("".join(f'{{"n": {i}}}\n' for i in range(200)))
+    rows = [(i + 1, {"n": i}) for i in range(200)]
+    pipe = io.StringIO()
+    assert list(_with_progress(iter(rows), path, pipe)) == rows
+    assert pipe.getvalue() == ""
+    terminal = _Terminal()
+    assert list(_with_progress(iter(rows), path, terminal)) == rows
+    shown = terminal.getvalue()
+    assert "checking big.jsonl" in shown and "200/200" in shown and "big.jsonl: checked; inserting" in shown

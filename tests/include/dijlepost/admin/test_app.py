@@ -503,3 +503,35 @@ def test_a_change_to_the_phase_a_department_already_has_is_refused(rollout_db, a
         json={"phase": "live", "reason": "pilot size kept", "pilot_percent": 5},
     )
     assert r.status_code == 200  # the same phase with another pilot group is a change
+
+
+def test_the_page_links_each_recent_run_to_its_run_in_airflow_with_times_in_brussels(pg_url, rollout_db):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from fastapi.testclient import TestClient
+
+    from include.dijlepost.admin.app import create_app
+
+    from .conftest import TARIFFS, header_identity
+
+    run_id = "manual__2026-03-02T07:00:00+00:00"
+    add_letters(rollout_db, "gas", 1, run=f"letters_gas:{run_id}", status="delivered_ebox", channel="ebox")
+    app = create_app(
+        # a session in UTC: the page must still show the city's clock
+        lambda: psycopg.connect(pg_url, options="-c TimeZone=UTC"),
+        header_identity,
+        tariffs=lambda: TARIFFS,
+        ui_url="http://127.0.0.1:8080/",
+    )
+    with TestClient(app, headers={"X-Test-User": "carl.auditor:viewer"}) as c:
+        page = c.get("/").text
+    href = "http://127.0.0.1:8080/dags/letters_gas/runs/manual__2026-03-02T07%3A00%3A00%2B00%3A00"
+    assert f'<a href="{href}" title=' in page
+    started = rollout_db.execute(
+        "SELECT min(claimed_at) FROM letters WHERE claim_run_id = %s", (f"letters_gas:{run_id}",)
+    ).fetchone()[0]
+    rollout_db.commit()
+    shown = started.astimezone(ZoneInfo("Europe/Brussels")).strftime("%Y-%m-%d %H:%M %Z")
+    assert shown.endswith(("CET", "CEST")) and f"<td>{shown}</td>" in page
+    assert datetime.now(ZoneInfo("UTC")).strftime("%H:%M UTC") not in page

@@ -118,6 +118,8 @@ def _brussels(value) -> str:
     if not value:
         return "-"
     moment = pendulum.parse(value) if isinstance(value, str) else pendulum.instance(value)
+    if not isinstance(moment, pendulum.DateTime):  # a date or a duration alone has no time to show
+        return str(value)
     return moment.in_timezone(BRUSSELS).format("YYYY-MM-DD HH:mm:ss zz")
 
 
@@ -181,7 +183,8 @@ def wave_late(context, minutes: int) -> None:
 
 def wave_deadline(deadline: timedelta | None = WAVE_DEADLINE):
     """The Deadline Alert of a wave DAG: not finished `deadline` after the run was queued (None: off)."""
-    from airflow.sdk import DeadlineAlert, DeadlineReference, SyncCallback
+    # exported by airflow.sdk at run time; its type stub (airflow/sdk/__init__.pyi) does not list them yet
+    from airflow.sdk import DeadlineAlert, DeadlineReference, SyncCallback  # type: ignore[attr-defined]
 
     if deadline is None:
         return None

@@ -84,7 +84,7 @@ def cmd_import(args) -> int:
                 report = import_rows(conn, _with_progress(read_rows(path), path))
             except (FileRefused, ImportFailed) as exc:
                 conn.rollback()
-                before = len(exc.report.inserted) if hasattr(exc, "report") else 0
+                before = len(exc.report.inserted) if exc.report else 0
                 done = (
                     f"the {before} letters before it were imported (an import of the corrected file reports "
                     "them as duplicates)"
@@ -163,15 +163,19 @@ def _with_progress(rows, path: Path, stream=None):
 
 
 def cmd_status(args) -> int:
+    from include.dijlepost.states import PrintStatus, Status
+
     # A quarantined letter shows why (the rule that quarantined it, or the stage that did: the print
     # house's rejection, the eBox's refusal, rendering), not the routing rule it had before.
     sql = (
         "SELECT department, status, coalesce(channel, '-'), "
-        "CASE WHEN status <> 'quarantined' THEN coalesce(decision_rule, '-') "
-        "WHEN print_status = 'rejected' THEN 'rejected_by_print_house' "
+        f"CASE WHEN status <> {Status.QUARANTINED.sql} THEN coalesce(decision_rule, '-') "
+        f"WHEN print_status = {PrintStatus.REJECTED.sql} THEN 'rejected_by_print_house' "
         "WHEN decision_rule IN ('invalid_recipient_id', 'incomplete_address') THEN decision_rule "
         "ELSE coalesce((SELECT 'at ' || (e.details->>'stage') FROM letter_events e "
-        "WHERE e.letter_id = letters.letter_id AND e.event = 'quarantined' ORDER BY e.event_id DESC LIMIT 1), "
+        # the event that quarantined a letter carries the state's name
+        f"WHERE e.letter_id = letters.letter_id AND e.event = {Status.QUARANTINED.sql} "
+        "ORDER BY e.event_id DESC LIMIT 1), "
         "'-') END, count(*) "
         "FROM letters {} GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 log = logging.getLogger("dijlepost")
 
@@ -29,5 +30,6 @@ def line(event: str, **fields) -> str:
     return " ".join([f"event={event}"] + [f"{k}={_value(v)}" for k, v in fields.items()])
 
 
-def emit(event: str, logger: logging.Logger | None = None, **fields) -> None:
+def emit(event: str, *, logger: logging.Logger | None = None, **fields: Any) -> None:
+    """Log `event=<event> key=value ...` at INFO on `logger` (default: the dijlepost logger)."""
     (logger or log).info(line(event, **fields))

@@ -85,7 +85,7 @@ def record_events(cur, ctx: RunContext, events: Iterable[tuple[str, str, dict]])
 def audit_event(ctx: RunContext, details: dict | None = None) -> str:
     """The `audit_event` value of an UPDATE that moves a letter: the details and Airflow coordinates of
     the event the database writes for the move (JSON text, for a `%s::jsonb` parameter)."""
-    coordinates = {
+    coordinates: dict[str, object] = {
         "dag_id": ctx.dag_id,
         "run_id": ctx.run_id,
         "task_id": ctx.task_id,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from include.dijlepost.states import FINAL_STATUSES, Status, sql_list
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -31,10 +33,10 @@ def run_progress(conn, claim_key: str) -> Progress:
     with conn.cursor() as cur:
         cur.execute(
             "SELECT count(*), count(*) FILTER (WHERE done), sum(n), sum(ebox), sum(paper), sum(quarantined) "
-            "FROM (SELECT claim_chunk, bool_and(status IN ('delivered_ebox', 'handed_to_print', 'quarantined')) AS done, count(*) AS n, "
-            "count(*) FILTER (WHERE status = 'delivered_ebox') AS ebox, "
-            "count(*) FILTER (WHERE status = 'handed_to_print') AS paper, "
-            "count(*) FILTER (WHERE status = 'quarantined') AS quarantined "
+            f"FROM (SELECT claim_chunk, bool_and(status IN {sql_list(*FINAL_STATUSES)}) AS done, count(*) AS n, "
+            f"count(*) FILTER (WHERE status = {Status.DELIVERED_EBOX.sql}) AS ebox, "
+            f"count(*) FILTER (WHERE status = {Status.HANDED_TO_PRINT.sql}) AS paper, "
+            f"count(*) FILTER (WHERE status = {Status.QUARANTINED.sql}) AS quarantined "
             "FROM letters WHERE claim_run_id = %s GROUP BY claim_chunk) AS chunks",
             (claim_key,),
         )

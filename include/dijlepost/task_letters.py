@@ -61,7 +61,7 @@ def earlier_tries(conn, ctx: RunContext, events) -> list[Done]:
     return _done(conn, ctx, events, "earlier")
 
 
-def name_letters(conn, ctx: RunContext, log_event: str, events, **fields) -> int:
+def name_letters(conn, ctx: RunContext, log_event: str, events, **fields: object) -> int:
     """Log `event=<log_event> ... [batch_id=...] part=i/n letters=ID,ID,...` for what this try did,
     IDS_PER_LINE ids a line; returns the number of letters named."""
     named = 0
@@ -69,7 +69,7 @@ def name_letters(conn, ctx: RunContext, log_event: str, events, **fields) -> int
         ids = done.letter_ids
         parts = max(1, -(-len(ids) // IDS_PER_LINE))
         for i in range(parts):
-            logfmt.emit(
+            line = logfmt.line(
                 log_event,
                 **fields,
                 outcome=done.event,
@@ -77,6 +77,7 @@ def name_letters(conn, ctx: RunContext, log_event: str, events, **fields) -> int
                 part=f"{i + 1}/{parts}",
                 letters=",".join(ids[i * IDS_PER_LINE : (i + 1) * IDS_PER_LINE]),
             )
+            logfmt.log.info(line)
         named += len(ids)
     return named
 

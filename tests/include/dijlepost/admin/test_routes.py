@@ -67,3 +67,26 @@ def test_no_read_route_asks_for_the_administrator_check():
 def test_the_user_seam_is_bound_to_the_given_identify():
     app = create_app(lambda: psycopg.connect("postgresql:///unused"), nobody)
     assert app.dependency_overrides == {deps.current_user: nobody}
+
+
+def test_a_browser_not_signed_in_is_sent_to_the_login_page_and_an_api_client_gets_401():
+    from fastapi.testclient import TestClient
+
+    from .conftest import header_identity
+
+    def never() -> psycopg.Connection:
+        raise AssertionError("no connection is opened for a request that is not signed in")
+
+    html = {"Accept": "text/html"}
+    with_login = create_app(
+        never, header_identity, login_url=lambda request: f"/login?next={request.url.path}"
+    )
+    with TestClient(with_login, follow_redirects=False) as client:
+        page = client.get("/", headers=html)
+        assert (page.status_code, page.headers["location"]) == (303, "/login?next=/")
+        api = client.get("/api/v1/me", headers=html)
+        assert (api.status_code, api.json()) == (401, {"detail": "Not authenticated"})
+        post = client.post("/exemptions/add", headers=html)
+        assert post.status_code == 401
+    with TestClient(create_app(never, header_identity), follow_redirects=False) as client:
+        assert client.get("/", headers=html).status_code == 401

@@ -86,7 +86,7 @@ def administrator(request: Request, who: Annotated[Identity, Depends(current_use
 
 
 def known_department(department: str) -> str:
-    """The path's department, or 404."""
+    """The path's department, or 404 (called in the route, after the request's own checks)."""
     if department not in DEPARTMENTS:
         raise HTTPException(
             404, f"unknown department {department!r}; expected one of {', '.join(DEPARTMENTS)}"
@@ -98,4 +98,3 @@ CurrentUser = Annotated[Identity, Depends(current_user)]
 Administrator = Annotated[Identity, Depends(administrator)]
 Settings = Annotated[AdminSettings, Depends(admin_settings)]
 Conn = Annotated[Connection, Depends(db)]
-KnownDepartment = Annotated[str, Depends(known_department)]

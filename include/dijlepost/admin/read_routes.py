@@ -8,7 +8,7 @@ from fastapi.responses import HTMLResponse
 
 from include.dijlepost import rollout
 from include.dijlepost.admin import figures
-from include.dijlepost.admin.deps import Conn, CurrentUser, KnownDepartment, Settings
+from include.dijlepost.admin.deps import Conn, CurrentUser, Settings, known_department
 from include.dijlepost.admin.views import Page, json_safe, overview
 
 router = APIRouter()
@@ -30,24 +30,28 @@ def departments(who: CurrentUser, conn: Conn, settings: Settings):
 
 
 @router.get("/api/v1/departments/{department}")
-def department(who: CurrentUser, conn: Conn, settings: Settings, department: KnownDepartment):
+def department(who: CurrentUser, conn: Conn, settings: Settings, department: str):
+    known_department(department)
     return json_safe(next(d for d in overview(conn, settings) if d["department"] == department))
 
 
 @router.get("/api/v1/departments/{department}/history")
-def department_history(who: CurrentUser, conn: Conn, department: KnownDepartment, limit: int = 100):
+def department_history(who: CurrentUser, conn: Conn, department: str, limit: int = 100):
+    known_department(department)
     return json_safe(rollout.history(conn, department, limit=min(max(limit, 1), 1000)))
 
 
 @router.get("/api/v1/departments/{department}/runs")
-def department_runs(who: CurrentUser, conn: Conn, department: KnownDepartment, limit: int = 5):
+def department_runs(who: CurrentUser, conn: Conn, department: str, limit: int = 5):
+    known_department(department)
     return json_safe(figures.recent_runs(conn, department, limit=min(max(limit, 1), 100)))
 
 
 @router.get("/api/v1/departments/{department}/shadow-report")
 def department_shadow_report(
-    who: CurrentUser, conn: Conn, settings: Settings, department: KnownDepartment, days: int | None = None
+    who: CurrentUser, conn: Conn, settings: Settings, department: str, days: int | None = None
 ):
+    known_department(department)
     return figures.shadow_report(conn, department, settings.tariffs(), days).to_dict()
 
 

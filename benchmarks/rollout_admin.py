@@ -19,7 +19,8 @@ import psycopg
 from fastapi.testclient import TestClient
 
 from benchmarks.scratch_db import scratch_database
-from include.dijlepost.admin.app import Identity, create_app
+from include.dijlepost.admin.app import create_app
+from include.dijlepost.admin.deps import Identity
 from include.dijlepost.admin.figures import recent_runs, shadow_report
 from include.dijlepost.tariffs import Tariffs
 

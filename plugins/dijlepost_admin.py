@@ -18,7 +18,17 @@ of FastAPI or the admin code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
 from airflow.plugins_manager import AirflowPlugin
+
+if TYPE_CHECKING:
+    import psycopg
+    from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
+    from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
+    from fastapi import FastAPI
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 URL_PREFIX = "/dijlepost-rollout"
 URL_ROUTE = "dijlepost-rollout"
@@ -26,39 +36,42 @@ RESOURCE_NAME = "Dijlepost Rollout"
 DB_CONN_ID = "dijlepost_db"
 
 
-def _connect():
+def _connect() -> psycopg.Connection[Any]:
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    return PostgresHook(postgres_conn_id=DB_CONN_ID).get_conn()
+    # the hook's annotation covers psycopg 2 and 3; with psycopg 3 installed it is a psycopg 3 connection
+    return cast("psycopg.Connection[Any]", PostgresHook(postgres_conn_id=DB_CONN_ID).get_conn())
 
 
-def build_app():
+def _is_admin(auth_manager: BaseAuthManager[Any], user: BaseUser) -> bool:
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    if isinstance(auth_manager, SimpleAuthManager):
+        # SimpleAuthManager lets every role "PUT" a custom view; the administrator role is ADMIN.
+        return (
+            isinstance(user, SimpleAuthManagerUser) and bool(user.role) and SimpleAuthManager._is_admin(user)
+        )
+    return bool(auth_manager.is_authorized_custom_view(method="PUT", resource_name=RESOURCE_NAME, user=user))
+
+
+def build_app() -> FastAPI:
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.core_api.security import get_user
+    from airflow.configuration import conf
     from fastapi import Depends, HTTPException, Request
 
-    from include.dijlepost.admin.app import Identity, create_app
+    from include.dijlepost.admin.app import create_app
+    from include.dijlepost.admin.deps import Identity
 
-    def is_admin(auth_manager, user) -> bool:
-        from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
-
-        if isinstance(auth_manager, SimpleAuthManager):
-            # SimpleAuthManager lets every role "PUT" a custom view; the administrator role is ADMIN.
-            return bool(user.role) and SimpleAuthManager._is_admin(user)
-        return bool(
-            auth_manager.is_authorized_custom_view(method="PUT", resource_name=RESOURCE_NAME, user=user)
-        )
-
-    def identify(user=Depends(get_user)) -> Identity:
+    def identify(user: BaseUser = Depends(get_user)) -> Identity:
         auth_manager = get_auth_manager()
         if not auth_manager.is_authorized_custom_view(method="GET", resource_name=RESOURCE_NAME, user=user):
             raise HTTPException(403, f"{user.get_name()} may not view the rollout administration")
-        return Identity(name=user.get_name(), is_admin=is_admin(auth_manager, user))
+        return Identity(name=user.get_name(), is_admin=_is_admin(auth_manager, user))
 
     def login_url(request: Request) -> str:
         return get_auth_manager().get_url_login(next_url=str(request.url))
-
-    from airflow.configuration import conf
 
     # The run links open the run in this Airflow UI: its public address, `[api] base_url`.
     return create_app(
@@ -69,11 +82,11 @@ def build_app():
 class _AppOnFirstRequest:
     """An ASGI app that builds the real one when the API server first routes a request to it."""
 
-    def __init__(self, factory):
+    def __init__(self, factory: Callable[[], ASGIApp]):
         self._factory = factory
-        self._app = None
+        self._app: ASGIApp | None = None
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._app is None:
             self._app = self._factory()
         await self._app(scope, receive, send)

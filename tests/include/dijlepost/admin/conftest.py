@@ -12,7 +12,8 @@ import pytest
 from fastapi import HTTPException, Request
 from fastapi.testclient import TestClient
 
-from include.dijlepost.admin.app import Identity, create_app
+from include.dijlepost.admin.app import create_app
+from include.dijlepost.admin.deps import Identity
 from include.dijlepost.tariffs import Tariffs
 
 NRN = "85073003328"

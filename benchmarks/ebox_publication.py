@@ -49,8 +49,8 @@ def sample_pdf() -> tuple[bytes, str]:
 
 
 def start_sandbox(directory: Path) -> tuple[subprocess.Popen, dict]:
-    """The sandbox in its own process (`sandboxes.processes`), once it serves; its process and Connection."""
-    from sandboxes.processes import start_ebox_sandbox
+    """The sandbox in its own process (`sandboxes.services`), once it serves; its process and Connection."""
+    from sandboxes.services import start_ebox_sandbox
 
     service, client, connection = start_ebox_sandbox(directory, log=directory / "sandbox.log")
     client.close()

@@ -94,7 +94,7 @@ def make_letters(directory: Path, count: int) -> list[BatchLetter]:
 
 def start_server(kind: str, state: Path):
     if kind == "sshd":
-        from sandboxes.processes import start_sshd
+        from sandboxes.services import start_sshd
 
         return start_sshd()
     from sandboxes.printhouse.server import PrintHouseSftpServer

@@ -12,7 +12,7 @@ For each N, on this machine:
 2. the eBox sandbox (HTTPS) and the print house's SFTP server, each in its own process so that
    neither competes with this driver for a GIL; recipients registered through the sandbox's admin API;
 3. Airflow as deployed: api-server, dag-processor and scheduler with LocalExecutor, parallelism =
-   cores, a fresh metadata database (`sandboxes/processes.py`); the three wave DAGs are
+   cores, a fresh metadata database (`sandboxes/airflow_cluster.py`); the three wave DAGs are
    triggered at once with `batch_size` = their letters and `chunk_size` (default 500);
 4. after the runs, counted where the letters arrived: every letter must be in a final state, the eBox
    must hold one message for each letter delivered there and none for any other (matched by the
@@ -65,8 +65,9 @@ from include.dijlepost.db.migrate import migrate  # noqa: E402
 from include.dijlepost.intake import COMPARED  # noqa: E402
 from include.dijlepost.outbox import LETTER_COLUMNS  # noqa: E402
 from include.dijlepost.rollout import set_phase  # noqa: E402
-from sandboxes.processes import POOLS, AirflowCluster, Service, start_ebox_sandbox  # noqa: E402
-from sandboxes.processes import start_printhouse as start_printhouse_sftp  # noqa: E402
+from sandboxes.airflow_cluster import POOLS, AirflowCluster  # noqa: E402
+from sandboxes.services import Service, start_ebox_sandbox  # noqa: E402
+from sandboxes.services import start_printhouse as start_printhouse_sftp  # noqa: E402
 
 PG_SERVER = os.environ.get("DIJLEPOST_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 MIX = {"finance": 0.45, "gas": 0.30, "economy_housing": 0.25}

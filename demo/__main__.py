@@ -82,7 +82,7 @@ def _ui_passwords(names) -> dict[str, str]:
 
 
 def _login(text: str) -> tuple[str, str]:
-    from sandboxes.processes import parse_logins
+    from sandboxes.airflow_cluster import parse_logins
 
     try:
         ((name, role),) = parse_logins(text).items()
@@ -180,10 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     from include.dijlepost.recipients import pseudonym
     from include.dijlepost.rollout import add_exemption, set_phase
     from include.dijlepost.settings import Settings
+    from sandboxes.airflow_cluster import AirflowCluster, parse_logins
     from sandboxes.ebox import SandboxServer
     from sandboxes.mail import MailSink
     from sandboxes.printhouse.server import PrintHouseSftpServer
-    from sandboxes.processes import AirflowCluster, parse_logins
 
     settings = Settings.from_env()
     with ExitStack() as stack:

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 
 import psycopg
 
-from sandboxes.processes import ensure_database, start_embedded_postgres
+from sandboxes.services import ensure_database, start_embedded_postgres
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import time
 from email.message import EmailMessage
 from pathlib import Path
 
-from sandboxes.processes import free_port
+from sandboxes.services import free_port
 
 
 class MailSink:

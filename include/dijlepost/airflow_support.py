@@ -37,8 +37,9 @@ DB_CONN_ID = "dijlepost_db"
 QUEUES = {"default": "default", "render": "render", "delivery": "delivery"}
 # Pools bound how much runs at once, whatever the executor: rendering (CPU: cores on one machine, the
 # render workers' total concurrency on Celery), eBox publication and the print house's SFTP session.
-# Declared here once: the DAGs take the names, the local Airflow harness (sandboxes.processes) creates them
-# with `slots` (None: one per core), and a test holds airflow_settings.yaml and astro-config.yaml to them.
+# Declared here once: the DAGs take the names, the local Airflow harness (sandboxes.airflow_cluster)
+# creates them with `slots` (None: one per core), and a test holds airflow_settings.yaml and
+# astro-config.yaml to them.
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ import json
 
 import pytest
 
+from sandboxes.airflow_cluster import AirflowCluster
 from sandboxes.mail import MailSink, as_text
 from tests.dags.conftest import pg_connection
-from tests.support.airflow_cluster import AirflowCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(600)]
 

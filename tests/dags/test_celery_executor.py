@@ -1,6 +1,6 @@
 """A wave through a real CeleryExecutor deployment: two Celery workers on a Redis broker, PostgreSQL for
 Airflow's metadata and Celery's results, the api-server, scheduler and dag-processor as separate
-processes (`tests/support/airflow_cluster.py`), the eBox sandbox over HTTPS and OpenSSH's sshd.
+processes (`sandboxes/airflow_cluster.py`), the eBox sandbox over HTTPS and OpenSSH's sshd.
 
 The same seeded outbox is first run with `dag.test()` (the reference), then, from a clean outbox,
 through the Celery deployment with small chunks so that the mapped render and eBox tasks spread over
@@ -15,9 +15,9 @@ import shutil
 import pytest
 
 from include.dijlepost.ebox.client import idempotency_key
+from sandboxes.airflow_cluster import REDIS_URL, AirflowCluster
 from tests.dags.conftest import pg_connection
 from tests.dags.test_wave_runs import inbox_manifest_ids, letters, seed
-from tests.support.airflow_cluster import REDIS_URL, AirflowCluster
 from tests.support.sshd import REMOTE_DIRS
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(420)]

@@ -1,4 +1,4 @@
-"""Pytest plugin: a real OpenSSH sshd on loopback playing the print house (`sandboxes.processes.start_sshd`).
+"""Pytest plugin: a real OpenSSH sshd on loopback playing the print house (`sandboxes.services.start_sshd`).
 
 The paper-path integration tests upload through `PrintHouseHook` to this server, so host key
 verification, public-key authentication, the chroot and `internal-sftp` are OpenSSH's own, as at
@@ -14,7 +14,7 @@ import shutil
 
 import pytest
 
-from sandboxes.processes import REMOTE_DIRS, SSH_KEYGEN, SSHD, TAKEN_DIR, SshdServer, start_sshd
+from sandboxes.services import REMOTE_DIRS, SSH_KEYGEN, SSHD, TAKEN_DIR, SshdServer, start_sshd
 from tests.support.tools import require_tool
 
 __all__ = ["REMOTE_DIRS", "SshdServer", "printhouse_dirs", "sshd", "start_sshd"]

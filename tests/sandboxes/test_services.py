@@ -1,24 +1,31 @@
-"""The processes that tests, demo and benchmarks start: each serves when returned, and stops by its id."""
+"""The stand-ins that tests, demo and benchmarks start (`sandboxes.services`): each serves when returned, and
+stops by its id."""
 
 from __future__ import annotations
 
 import base64
 import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import paramiko
 import psycopg
 import pytest
 
-from sandboxes.processes import (
+from sandboxes.services import (
     Service,
     ensure_database,
+    free_port,
     start_ebox_sandbox,
     start_embedded_postgres,
     start_printhouse,
+    stop_process,
     wait_until,
 )
 
@@ -95,36 +102,17 @@ def test_the_embedded_postgres_starts_creates_a_database_once_and_stops():
     assert os.path.exists(parent) is False
 
 
-def test_airflow_cluster_logins_the_caller_s_the_environment_s_and_the_administrator(tmp_path, monkeypatch):
-    from sandboxes.processes import AirflowCluster
-
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "dora:user")
-    cluster = AirflowCluster(
-        tmp_path,
-        metadata_url="postgresql://unused/db",
-        user="admin",
-        password="admin-secret",
-        users={"engineer": "op", "auditor": "VIEWER"},
-        passwords={"auditor": "auditor-secret"},
-    )
-    roles = {name: role for name, (role, _) in cluster.logins.items()}
-    assert roles == {"dora": "user", "engineer": "op", "auditor": "viewer", "admin": "admin"}
-    assert cluster.logins["admin"][1] == "admin-secret" and cluster.logins["auditor"][1] == "auditor-secret"
-    assert (
-        len(cluster.logins["engineer"][1]) >= 16
-        and cluster.logins["dora"][1] != cluster.logins["engineer"][1]
-    )
-    env_users = dict(
-        u.split(":") for u in cluster.env()["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(",")
-    )
-    assert env_users == roles
-    assert cluster.env()["AIRFLOW__CORE__DEFAULT_TIMEZONE"] == "Europe/Brussels"
+def test_a_process_that_ignores_sigterm_is_killed_after_the_timeout():
+    ignoring = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    process = subprocess.Popen([sys.executable, "-c", ignoring], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"  # SIGTERM is ignored from here on
+    started = time.monotonic()
+    stop_process(process, timeout=0.5)
+    assert process.returncode == -signal.SIGKILL
+    assert time.monotonic() - started < 10
 
 
-@pytest.mark.parametrize("users", ["bob", "bob:root", ":op", "bob:op:team-a"])
-def test_a_login_without_a_known_role_is_refused(users, tmp_path, monkeypatch):
-    from sandboxes.processes import AirflowCluster
-
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", users)
-    with pytest.raises(ValueError, match="must be NAME:ROLE"):
-        AirflowCluster(tmp_path, metadata_url="postgresql://unused/db")
+def test_a_free_port_is_one_nothing_listens_on():
+    port = free_port()
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0

@@ -27,6 +27,7 @@ from include.dijlepost.ebox.client import (
     EboxClient,
     EboxConfigurationError,
     EboxError,
+    EboxOutageError,
     EboxUnavailableError,
     PublishOutcome,
     idempotency_key,
@@ -231,7 +232,7 @@ def test_429_honours_retry_after_then_succeeds():
     sleeps: list[float] = []
     fake = FakeEbox({PUBLISH_PATH: [status(429, headers={"Retry-After": "2"}), created("m-3")]})
     assert make_client(fake, sleeps).publish(publication()).message_id == "m-3"
-    assert sleeps == [2.0]
+    assert sum(sleeps) == pytest.approx(2.0, abs=0.05)  # the breaker's pause, nothing on top
 
 
 def test_retry_after_as_http_date_is_understood():
@@ -241,28 +242,44 @@ def test_retry_after_as_http_date_is_understood():
     )
     fake = FakeEbox({PUBLISH_PATH: [when, created()]})
     assert make_client(fake, sleeps).publish(publication()).kind == "published"
-    assert 3 <= sleeps[0] <= 5
+    assert 3 <= sum(sleeps) <= 5
 
 
 def test_503_until_max_attempts_is_retry_later_with_backoff():
+    """Fewer failures in a row than open the breaker: the call's own attempts, with backoff."""
     sleeps: list[float] = []
     fake = FakeEbox({PUBLISH_PATH: [status(503)]})
-    outcome = make_client(fake, sleeps, max_attempts=4, backoff_base_seconds=1.0).publish(publication())
+    outcome = make_client(fake, sleeps, max_attempts=2, backoff_base_seconds=1.0).publish(publication())
     assert outcome == PublishOutcome("retry_later", message="HTTP 503")
-    assert len(fake.calls(PUBLISH_PATH)) == 4
+    assert len(fake.calls(PUBLISH_PATH)) == 2
     assert len({r.headers["Idempotency-Key"] for r in fake.calls(PUBLISH_PATH)}) == 1
     # exponential with "equal jitter": attempt n waits between half and all of base * 2**(n-1)
-    assert len(sleeps) == 3
-    for n, delay in enumerate(sleeps, start=1):
-        assert 2 ** (n - 1) / 2 <= delay <= 2 ** (n - 1)
+    assert len(sleeps) == 1 and 0.5 <= sleeps[0] <= 1.0
+
+
+def test_an_ebox_that_stays_down_is_probed_rarely_and_given_up_at_the_outage_budget():
+    sleeps: list[float] = []
+    fake = FakeEbox({PUBLISH_PATH: [status(503)]})
+    client = make_client(fake, sleeps, outage_budget_seconds=60)
+    with pytest.raises(EboxOutageError, match="outage budget of 60 s"):
+        client.publish(publication())
+    # 3 failures open the breaker; then one probe per pause (1, 2, 4, 8, 16 s): the next pause
+    # (30 s) would pass the budget.
+    assert len(fake.calls(PUBLISH_PATH)) == 8
+    assert sum(sleeps) == pytest.approx(31, abs=0.5)
+    assert client.breaker.stopped and client.breaker.openings == 1
+    with pytest.raises(EboxOutageError) as stopped:  # nothing leaves any more
+        client.publish(publication())
+    assert stopped.value.sent is False and len(fake.calls(PUBLISH_PATH)) == 8
 
 
 def test_a_very_long_retry_after_is_not_slept_through():
     sleeps: list[float] = []
     fake = FakeEbox({PUBLISH_PATH: [status(503, headers={"Retry-After": "3600"})]})
-    outcome = make_client(fake, sleeps).publish(publication())
-    assert outcome.kind == "retry_later" and "3600" in outcome.message
-    assert (len(fake.calls(PUBLISH_PATH)), sleeps) == (1, [])
+    with pytest.raises(EboxOutageError, match="outage budget") as stopped:
+        make_client(fake, sleeps).publish(publication())
+    assert stopped.value.sent is True
+    assert (len(fake.calls(PUBLISH_PATH)), sum(sleeps)) == (1, 0)
 
 
 def test_timeouts_are_retried_and_end_in_retry_later():
@@ -270,10 +287,10 @@ def test_timeouts_are_retried_and_end_in_retry_later():
         raise httpx.ReadTimeout("slow", request=request)
 
     fake = FakeEbox({PUBLISH_PATH: [timeout]})
-    assert make_client(fake, max_attempts=3).publish(publication()) == PublishOutcome(
+    assert make_client(fake, max_attempts=2).publish(publication()) == PublishOutcome(
         "retry_later", message="ReadTimeout"
     )
-    assert len(fake.calls(PUBLISH_PATH)) == 3
+    assert len(fake.calls(PUBLISH_PATH)) == 2
 
 
 def test_a_timeout_then_success_is_published():
@@ -329,10 +346,10 @@ def test_a_token_endpoint_failure_is_retried_with_a_fresh_assertion(failure):
         for r in (first, second)
     ]
     assert claims[0]["jti"] != claims[1]["jti"]
-    assert len(sleeps) == 1
+    assert len([s for s in sleeps if s]) == 1
 
 
-def test_token_endpoint_down_is_retry_later_not_an_exception():
+def test_token_endpoint_down_stops_the_task_at_the_outage_budget():
     def handler(request):
         if request.url.path == TOKEN_PATH:
             return httpx.Response(503)
@@ -341,7 +358,8 @@ def test_token_endpoint_down_is_retry_later_not_an_exception():
     client = EboxClient(
         unit_config(), http=httpx.Client(transport=httpx.MockTransport(handler)), sleep=lambda _: None
     )
-    assert client.publish(publication()).kind == "retry_later"
+    with pytest.raises(EboxOutageError):
+        client.publish(publication())
 
 
 def test_token_endpoint_refusal_is_a_configuration_error():
@@ -481,7 +499,9 @@ def test_token_request_is_private_key_jwt_with_both_scopes():
         audience="https://ebox.test/REST/oauth/v5/token",
     )
     assert claims["iss"] == claims["sub"] == "dijlepost-test"
-    assert claims["exp"] - claims["iat"] == 300
+    # iat backdated by the leeway (30 s), exp short (60 s after signing)
+    assert claims["exp"] - claims["iat"] == 90
+    assert claims["iat"] <= time.time() - 29 and claims["exp"] <= time.time() + 61
     assert uuid.UUID(claims["jti"]).version == 4
     header = jwt.get_unverified_header(form["client_assertion"])
     assert header["alg"] == "RS256"

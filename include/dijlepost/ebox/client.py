@@ -762,10 +762,10 @@ class CircuitBreaker:
                 self._outage_since = now
             if retry_after is None and self._failures < self.threshold:
                 return
-            if retry_after is not None:
-                pause = retry_after
-            else:
-                pause, self._pause = self._pause, min(self.max_pause, self._pause * 2)
+            # A Retry-After is the least pause (never a hammering `Retry-After: 0`); longer outages
+            # get longer pauses either way.
+            pause = max(retry_after or 0.0, self._pause)
+            self._pause = min(self.max_pause, self._pause * 2)
             if self._open_until is None:
                 self.openings += 1
                 log.warning(

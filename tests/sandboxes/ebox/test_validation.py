@@ -197,9 +197,7 @@ def test_a_message_type_of_another_sender_is_refused():
 def test_the_expiry_follows_the_validity_of_the_type():
     published = datetime(2026, 1, 31, 10, 0, tzinfo=UTC)
     assert REGISTRY["MECH-FIN-TAX"].expiry(published) == datetime(2031, 1, 31, 10, 0, tzinfo=UTC)
-    assert REGISTRY["MECH-EW-INSPECTION"].expiry(published) == datetime(
-        2026, 7, 31, 10, 0, tzinfo=UTC
-    )
+    assert REGISTRY["MECH-EW-INSPECTION"].expiry(published) == datetime(2026, 7, 31, 10, 0, tzinfo=UTC)
 
 
 # -- searchMessageStatus --------------------------------------------------------------------------

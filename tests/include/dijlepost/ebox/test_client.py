@@ -4,13 +4,14 @@ of it, the token flow, retries, batching and the shape of what it sends."""
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import jwt
@@ -30,6 +31,7 @@ from include.dijlepost.ebox.client import (
     EboxOutageError,
     EboxUnavailableError,
     PublishOutcome,
+    Verdict,
     idempotency_key,
 )
 from tests.include.dijlepost.ebox.helpers import (
@@ -757,3 +759,103 @@ def test_logs_never_contain_recipient_ids(caplog):
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "L-0001" in text  # letters are identified by their letter id
     assert CITIZEN_ID not in text and ENTERPRISE_ID not in text
+
+
+# -- the table of answers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "answer, verdict",
+    [
+        (status(400, "INVALID_INPUT", "$.subject.nl is empty"), Verdict.LETTER),
+        (status(400, "DIGEST_DO_NOT_MATCH", "digest"), Verdict.LETTER),
+        (status(413, "PAYLOAD_TOO_LARGE", "too large"), Verdict.LETTER),
+        (status(400, "INVALID_SENDER", "unknown sender"), Verdict.CONFIGURATION),
+        (status(400, "NOT_IMPLEMENTED", "no"), Verdict.CONFIGURATION),
+        (status(403, "FORBIDDEN", "no"), Verdict.CONFIGURATION),
+        (status(404, "NOT_FOUND", "no"), Verdict.CONFIGURATION),
+        (status(405, "METHOD_NOT_ALLOWED", "no"), Verdict.CONFIGURATION),
+        (status(415, "UNSUPPORTED", "no"), Verdict.CONFIGURATION),
+        (httpx.Response(302, headers={"Location": "https://login.example/"}), Verdict.CONFIGURATION),
+        (status(418, "TEAPOT", "?"), Verdict.CONFIGURATION),
+        (status(408, "TIMEOUT", "slow"), Verdict.TRANSIENT),
+        (status(425, "TOO_EARLY", "early"), Verdict.TRANSIENT),
+        (status(429), Verdict.TRANSIENT),
+        (httpx.Response(502, text="<html>bad gateway</html>"), Verdict.TRANSIENT),
+        (status(401, "UNAUTHORIZED"), Verdict.TOKEN),
+        (status(400, "INVALID_TOKEN", "Invalid access token"), Verdict.TOKEN),
+        (status(400, "BAD_REQUEST", "Invalid acess token"), Verdict.TOKEN),  # the Swagger's spelling
+        # A validation message that merely mentions the access token is not the token answer.
+        (
+            status(400, "INVALID_INPUT", "field accessToken: the access token of the recipient"),
+            Verdict.LETTER,
+        ),
+        (status(409, "CONFLICT"), Verdict.CONFLICT),
+    ],
+)
+def test_every_answer_has_one_verdict_in_the_table(answer, verdict):
+    assert client_module.classify(answer).verdict is verdict
+
+
+def test_a_configuration_refusal_names_the_setting_to_check():
+    fake = FakeEbox({PUBLISH_PATH: [status(400, "INVALID_SENDER", "unknown sender")]})
+    with pytest.raises(EboxConfigurationError, match="check extras 'sender_organization_id'"):
+        make_client(fake).publish(publication())
+    assert fake.tokens_issued == 1  # no token renewal for it
+
+
+def test_a_408_is_retried_not_quarantined():
+    fake = FakeEbox({PUBLISH_PATH: [status(408, "TIMEOUT"), created("m-9")]})
+    assert make_client(fake).publish(publication()).message_id == "m-9"
+
+
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (httpx.Response(200, html="<html><body>Service unavailable</body></html>"), "not JSON (text/html)"),
+        (httpx.Response(201, json={}), "no messageId, no expirationDate"),
+        (httpx.Response(201, text=""), "not JSON"),
+        (httpx.Response(201, json=[]), "JSON that is not an object"),
+        (httpx.Response(201, json={"messageId": "m-1"}), "no expirationDate"),
+        (
+            httpx.Response(
+                201, json={"messageId": "m-1", "expirationDate": "2027-01-01T00:00:00Z", "code": "QUEUED"}
+            ),
+            "unknown code 'QUEUED'",
+        ),
+        (
+            httpx.Response(200, json={"messageId": "m-1", "expirationDate": "2027-01-01T00:00:00Z"}),
+            "HTTP 200",
+        ),
+        (
+            httpx.Response(202, json={"messageId": "", "expirationDate": "2027-01-01T00:00:00Z"}),
+            "no messageId",
+        ),
+    ],
+)
+def test_anything_but_a_contract_201_is_unconfirmed(answer, message):
+    outcome = make_client(FakeEbox({PUBLISH_PATH: [answer]})).publish(publication())
+    assert outcome.kind == "unconfirmed" and message in outcome.message
+    assert outcome.message_id in (None, "m-1")
+
+
+def test_a_contract_201_with_no_digital_user_is_accepted():
+    fake = FakeEbox({PUBLISH_PATH: [created("m-7", code="NO_DIGITAL_USER", message="never opened")]})
+    outcome = make_client(fake).publish(publication())
+    assert (outcome.kind, outcome.message_id) == ("no_digital_user", "m-7")
+
+
+def test_a_token_refused_for_the_clock_is_named_as_such():
+    late = email.utils.format_datetime(datetime.now(UTC) - timedelta(seconds=120), usegmt=True)
+
+    def handler(request):
+        return httpx.Response(
+            401,
+            json={"error": "invalid_client", "error_description": "assertion rejected"},
+            headers={"Date": late},
+        )
+
+    client = EboxClient(unit_config(), http=httpx.Client(transport=httpx.MockTransport(handler)))
+    with pytest.raises(EboxConfigurationError, match=r"clock is \+12\d s off the eBox's.*NTP") as refused:
+        client.publish(publication())
+    assert refused.value.field == "assertion_leeway_seconds"

@@ -739,6 +739,11 @@ class CircuitBreaker:
             with self._cond:
                 self.waited_seconds += pause
 
+    def end_probe(self) -> None:
+        with self._cond:
+            self._probing = False
+            self._cond.notify_all()
+
     def success(self) -> None:
         with self._cond:
             if self._open_until is not None:
@@ -920,9 +925,17 @@ class EboxClient:
         def attempt() -> httpx.Response:
             nonlocal sent
             try:
-                self.breaker.before_call()
+                probe = self.breaker.before_call()
             except _Stopped as exc:
                 raise EboxOutageError(str(exc), sent=sent) from None
+            try:
+                return exchange()
+            finally:
+                if probe:  # whatever became of the probe, the waiting threads must not wait for it forever
+                    self.breaker.end_probe()
+
+        def exchange() -> httpx.Response:
+            nonlocal sent
             request_kwargs = {**kwargs, **prepare()} if prepare is not None else kwargs
             try:
                 with self._slots:

@@ -468,7 +468,9 @@ def release_for_retry(
         (
             never_sent,
             error,
-            audit_event(ctx, {"error": error, **({"never_sent": True} if never_sent else {}), **(details or {})}),
+            audit_event(
+                ctx, {"error": error, **({"never_sent": True} if never_sent else {}), **(details or {})}
+            ),
             letter_id,
             run_id,
         ),

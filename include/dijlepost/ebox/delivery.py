@@ -303,7 +303,9 @@ def deliver_chunk_to_ebox(
 
                     renderer = LetterRenderer()
                 with conn.cursor() as cur:
-                    marked = outbox.mark_ebox_in_flight(cur, run_id, [item["letter_id"] for item in page], ctx)
+                    marked = outbox.mark_ebox_in_flight(
+                        cur, run_id, [item["letter_id"] for item in page], ctx
+                    )
                 conn.commit()
                 page = [
                     item for item in page if item["letter_id"] in marked
@@ -408,7 +410,7 @@ def _give_back(conn, ctx: RunContext, run_id: str, chunk: int, error: Exception,
     with conn.cursor() as cur:
         cur.execute(
             "SELECT letter_id FROM letters WHERE claim_run_id = %s AND claim_chunk = %s "
-            "AND status = 'processing' AND channel = 'ebox' ORDER BY id",
+            f"AND status = {Status.PROCESSING.sql} AND channel = 'ebox' ORDER BY id",
             (run_id, chunk),
         )
         waiting = [r[0] for r in cur.fetchall()]

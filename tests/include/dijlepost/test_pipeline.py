@@ -348,9 +348,11 @@ def test_unreachable_ebox_releases_letters_for_the_next_run(db, ebox, client, re
     seed(db, ebox, 3, active_share=1.0, seed_no=9)
     c = prepare(db, client, renderer, tmp_path)
     ebox.state.set_faults(error_rate=1.0)
-    with EboxClient(dataclasses.replace(client.config, outage_budget_seconds=2)) as down:
-        with pytest.raises(EboxOutageError):
-            delivery.deliver_chunk_to_ebox(db, down, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
+    with (
+        EboxClient(dataclasses.replace(client.config, outage_budget_seconds=2)) as down,
+        pytest.raises(EboxOutageError),
+    ):
+        delivery.deliver_chunk_to_ebox(db, down, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
     assert {s[0] for s in statuses(db).values()} == {"pending"}
     ebox.state.set_faults()
     run2 = "letters_finance:manual__2"

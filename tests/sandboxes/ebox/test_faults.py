@@ -156,9 +156,11 @@ def test_a_token_endpoint_whose_clock_runs_behind_is_met_by_the_leeway_or_named(
     set_faults(admin, clock_skew_seconds=20)  # this worker's clock 20 s ahead of the eBox's
     with client_for(ebox) as client:  # iat backdated by 30 s
         assert client.publish(publication()).kind == "published"
-    with client_for(ebox, assertion_leeway_seconds=0) as client:
-        with pytest.raises(EboxConfigurationError, match="clock") as refused:
-            client.publish(publication())
+    with (
+        client_for(ebox, assertion_leeway_seconds=0) as client,
+        pytest.raises(EboxConfigurationError, match="clock") as refused,
+    ):
+        client.publish(publication())
     assert refused.value.field == "assertion_leeway_seconds"
     assert "iat is in the future" in str(refused.value)
 

@@ -885,7 +885,7 @@ class EboxClient:
                 return
             _CERTIFICATE_WARNED.add(key)
         log.warning("%s", warning)
-        logfmt.emit("alert_ebox_certificate_expiring", log, warning=warning)
+        logfmt.emit("alert_ebox_certificate_expiring", logger=log, warning=warning)
 
     # -- HTTP plumbing -------------------------------------------------------------------------
 

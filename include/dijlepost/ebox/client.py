@@ -793,7 +793,7 @@ class CircuitBreaker:
         log.error("eBox circuit breaker: %s; this task stops publishing", self.stopped)
         logfmt.emit(
             "alert_ebox_unavailable",
-            log,
+            logger=log,
             reason=self._last_reason,
             outage_seconds=round(now - self._outage_since),
             budget_seconds=round(self.budget),

@@ -1,6 +1,7 @@
 """Publication throughput to the eBox sandbox, at 0 ms and 100 ms injected latency per call.
 
     .venv/bin/python -m benchmarks.ebox_publication [--letters 400] [--latencies 0 100] [--concurrency 4]
+    .venv/bin/python -m benchmarks.ebox_publication --unavailable [--letters 40] [--budget 60]
 
 The sandbox runs as its own process (HTTPS on loopback, SQLite state file), as in the demo, so the
 client and the server do not share a GIL. Each letter is one real rendered PDF (a finance letter from
@@ -9,6 +10,11 @@ does it: a thread pool of `concurrency` workers over one EboxClient, whose own l
 (`max_concurrency`, the Connection's extra, default 4) bounds the calls in flight. The client asks
 for its token before the clock starts. Prints letters/s, the latency of one publication, and the
 CPU per publication of the client (this process) and of the sandbox (its own process).
+
+`--unavailable` measures instead what an eBox that answers every publication 503, or 429 with
+`Retry-After: 5`, costs: the requests that reach it and the time until the client's circuit breaker
+gives up at its outage budget (`--budget`, seconds), letters published by 4 threads over one client
+as the delivery task does.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from include.dijlepost.ebox.client import EboxClient, Publication
+from include.dijlepost.ebox.client import EboxClient, EboxOutageError, Publication
 from include.dijlepost.ebox.hook import config_from_connection
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,6 +132,50 @@ def run(
     }
 
 
+def unavailable(
+    letters: int, budget: float, conn: dict, admin: httpx.Client, pdf: bytes, subject: str
+) -> None:
+    print(f"an eBox that does not publish: {letters} letters, 4 threads, outage budget {budget:.0f} s")
+    print(f"{'answer':>28} {'requests':>9} {'seconds':>8}  letters given back")
+    for name, faults in (
+        ("503 to every call", {"error_rate": 1.0, "error_status": 503}),
+        ("429 with Retry-After: 5", {"error_rate": 1.0, "error_status": 429, "retry_after_seconds": 5}),
+    ):
+        admin.post("/_sandbox/reset").raise_for_status()
+        admin.post("/_sandbox/recipients", json=[{"kind": "citizen", "id": CITIZEN_ID}]).raise_for_status()
+        extra = {**conn["extra"], "outage_budget_seconds": budget}
+        config = config_from_connection("ebox_default", conn["host"], conn["login"], conn["password"], extra)
+        with EboxClient(config) as client:
+            client._access_token()
+            admin.put("/_sandbox/faults", json=faults).raise_for_status()
+
+            def publish(i: int) -> str:
+                pub = Publication(
+                    letter_id=f"DOWN-{i:06d}",
+                    recipient_kind="citizen",
+                    recipient_id=CITIZEN_ID,
+                    language="nl",
+                    subject=subject,
+                    message_type_id="MECH-FIN-INVOICE",
+                    registered=False,
+                    pdf=pdf,
+                    filename=f"DOWN-{i:06d}.pdf",
+                )
+                try:
+                    return client.publish(pub).kind
+                except EboxOutageError:
+                    return "given back"
+
+            start = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                kinds = list(pool.map(publish, range(letters)))
+            elapsed = time.perf_counter() - start
+            requests = client.calls["transient"] + client.calls["ok"]
+        print(
+            f"{name:>28} {requests:>9} {elapsed:>8.1f}  {kinds.count('given back')} of {letters}", flush=True
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--letters", type=int, default=400)
@@ -137,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
         default=[4],
         help="client-side limits to measure (the default 4 is what production uses)",
     )
+    parser.add_argument("--unavailable", action="store_true", help="measure an eBox that publishes nothing")
+    parser.add_argument("--budget", type=float, default=60, help="with --unavailable: the outage budget, s")
     args = parser.parse_args(argv)
     for name in ("dijlepost", "httpx", "fontTools"):  # one line per letter would drown the figures
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -146,6 +198,9 @@ def main(argv: list[str] | None = None) -> None:
         try:
             verify = ssl.create_default_context(cafile=conn["extra"]["ca_bundle"])
             with httpx.Client(base_url=conn["host"].split("/REST/")[0], verify=verify) as admin:
+                if args.unavailable:
+                    unavailable(args.letters, args.budget, conn, admin, pdf, subject)
+                    return
                 print(
                     f"eBox publication throughput: {args.letters} letters of {len(pdf)} bytes (one PDF each), "
                     f"sandbox in its own process over HTTPS, {os.cpu_count()} CPUs"

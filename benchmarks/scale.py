@@ -214,6 +214,48 @@ def bare_render(url: str, processes: int, size: int, half: int) -> tuple[int, fl
 # -- faults at scale -----------------------------------------------------------------------------
 EBOX_FAULTS = {"error_rate": 0.05, "error_status": 503, "timeout_rate": 0.01, "timeout_delay_seconds": 8}
 EBOX_CLIENT_TIMEOUT_S = 5
+
+
+class EboxOutage(threading.Thread):
+    """An eBox outage in the middle of the wave: once a chunk's eBox delivery has been running for a
+    few seconds, every call to the eBox (token endpoint included) answers 503 for `seconds`; the other
+    eBox faults go on around it. Afterwards it reads how many calls the sandbox answered with the
+    outage, and how the letters' quarantine reasons look."""
+
+    def __init__(self, cluster, run_ids: list[str], ebox: httpx.Client, seconds: float, seed: int):
+        super().__init__(name="ebox-outage", daemon=True)
+        self.cluster, self.run_ids, self.ebox, self.seconds, self.seed = cluster, run_ids, ebox, seconds, seed
+        self.stop_event = threading.Event()
+        self.started_at: float | None = None
+        self.detail: dict = {}
+
+    def run(self) -> None:
+        while not self.stop_event.wait(1.0):
+            running = self.cluster.query(
+                "SELECT count(*) FROM task_instance WHERE run_id = ANY(%s) AND task_id = 'chunk.deliver_to_ebox' "
+                "AND state = 'running' AND start_date < now() - interval '3 seconds'",
+                (self.run_ids,),
+            )
+            if running and running[0][0]:
+                break
+        if self.stop_event.is_set():
+            return
+        self.ebox.put(
+            "/_sandbox/faults", json={**EBOX_FAULTS, "seed": self.seed, "outage_seconds": self.seconds}
+        ).raise_for_status()
+        self.started_at = time.monotonic()
+        say(f"fault: the eBox answers 503 to every call for {self.seconds:.0f} s from now")
+        self.stop_event.wait(self.seconds + 1)
+        stats = self.ebox.get("/_sandbox/faults").json()["stats"]
+        self.detail = {
+            "seconds": self.seconds,
+            "calls_during_outage": stats["outage_answers"],
+            "detail": f"a {self.seconds:.0f} s eBox outage mid-wave: {stats['outage_answers']} calls reached "
+            "the eBox during it (each answered 503)",
+        }
+        say(f"fault: {self.detail['detail']}")
+
+
 # The eBox client's retry log line (include/dijlepost/ebox/client.py) for an error answer and a timeout.
 EBOX_ERROR_LINE = re.compile(rf"eBox POST \S+: HTTP {EBOX_FAULTS['error_status']} \(attempt")
 EBOX_TIMEOUT_LINE = re.compile(r"eBox POST \S+: \w*Timeout \(attempt")
@@ -485,6 +527,9 @@ def verify(url: str, ebox: httpx.Client, printhouse_dir: Path) -> dict:
         letters = conn.execute("SELECT letter_id, status, pdf_sha256 FROM letters").fetchall()
         rendered = conn.execute("SELECT count(*) FROM letters WHERE rendered_at IS NOT NULL").fetchone()[0]
         by_claim = dict(conn.execute("SELECT claim_run_id, count(*) FROM letters GROUP BY 1").fetchall())
+        quarantined_by_ebox = conn.execute(
+            "SELECT count(*) FROM letters WHERE status = 'quarantined' AND quarantine_reason LIKE 'ebox%%'"
+        ).fetchone()[0]
         evidence = dict(
             conn.execute(
                 "SELECT coalesce(handover_evidence, status), count(*) FROM print_batches GROUP BY 1"
@@ -537,6 +582,7 @@ def verify(url: str, ebox: httpx.Client, printhouse_dir: Path) -> dict:
         "letters_printed_more_than_once": printed_twice,
         "print_batches": evidence,
         "letters_by_claim": by_claim,
+        "quarantined_by_ebox": quarantined_by_ebox,
         "problems": problems,
     }
 
@@ -643,7 +689,7 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
                 (DAGS[d], cluster.trigger(DAGS[d], {"batch_size": max(1, c), **chunking}))
                 for d, c in mix.items()
             ]
-            injector, faults_done, fault_details = None, [], {}
+            injector, faults_done, fault_details, outage = None, [], {}, None
             # Under faults the print house takes batches while the wave runs, as a real one would (a
             # batch taken between a crash and its retry is what could be printed twice); otherwise it
             # comes by after the runs, so that its work does not weigh on the measured figures.
@@ -652,9 +698,16 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
                 printer.start()
                 injector = FaultInjector(cluster, [r for _, r in runs], work, services, url)
                 injector.start()
+                if args.outage_seconds:
+                    outage = EboxOutage(cluster, [r for _, r in runs], ebox, args.outage_seconds, args.seed)
+                    outage.start()
             progress = ProgressLines(url, runs)
             progress.start()
             states = cluster.wait(runs, timeout=args.timeout, poll=2)
+            first_wall = time.monotonic() - t0
+            if outage:
+                outage.stop_event.set()
+                outage.join()
             if injector:
                 injector.stop_event.set()
                 injector.join()
@@ -674,6 +727,11 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
                 states = {**states, **rerun_states}
                 injector.run_ids = [r for _, r in runs]
                 fault_problems = injector.confirm(cluster.workdir / "airflow")
+                if outage is not None:
+                    if not outage.detail:
+                        fault_problems.append("fault not injected: ebox_outage")
+                    else:
+                        injector.faults["ebox_outage"] = outage.detail
                 faults_done, fault_details = injector.done, injector.faults
             wall = time.monotonic() - t0
             progress.stop()
@@ -699,6 +757,10 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
         check = verify(url, ebox, ph_dir)
         if args.faults:
             check["problems"] += fault_problems + [f"print house: {e}" for e in printer.errors]
+            if check["quarantined_by_ebox"]:
+                check["problems"].append(
+                    f"{check['quarantined_by_ebox']} letters quarantined by an eBox answer under transient faults"
+                )
         say(
             f"bare rendering loop, second half of {bare_total} letters spread over the wave ({cores} processes)"
         )
@@ -767,6 +829,7 @@ def run_once(n: int, args, run_no: int = 1) -> dict:
         "chunks": stages.get("chunk.render_letters", {}).get("tasks"),
         "run_states": list(states.values()),
         "wall_s": round(wall, 1),
+        "first_runs_wall_s": round(first_wall, 1),
         "letters_per_s": round(e2e, 1),
         "dag_run_span_s": round(run_wall, 1),
         "airflow_overhead_s": round(max(0.0, run_wall - busy), 1),
@@ -839,6 +902,8 @@ def report(r: dict) -> None:
         f"  wall time:             {r['wall_s']} s (trigger to last run end)   dag runs span {r['dag_run_span_s']} s"
     )
     print(f"  end to end:            {r['letters_per_s']} letters/s")
+    if r.get("first_runs_wall_s") and r["faults"]:
+        print(f"  first runs:            {r['first_runs_wall_s']} s (trigger to the last first run's end)")
     before, after = r["bare_letters_per_s_before_after"]
     print(
         f"  bare rendering:        {r['bare_letters_per_s']} letters/s ({r['bare_letters']} letters, "
@@ -937,6 +1002,13 @@ def main(argv: list[str] | None = None) -> int:
         "mid-upload, a hand-over task killed as its batch arrives, the print house "
         "consuming its inbox throughout; then one rerun of every wave. Exits 1 when a "
         "fault did not happen or a letter arrived twice (see docs/scaling.md)",
+    )
+    parser.add_argument(
+        "--outage-seconds",
+        type=float,
+        default=180,
+        help="with --faults: an eBox outage of this many seconds (every call answered 503) once the "
+        "first chunk publishes; 0 for none (default 180)",
     )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.series.split(",")] if args.series else [args.letters]

@@ -259,24 +259,43 @@ def build_wave_dag(wave: Wave):
 
         @task(queue=QUEUES["delivery"], pool=POOLS["ebox"], **per_chunk)
         def deliver_to_ebox(chunk: int):
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from include.dijlepost.ebox.client import EboxConfigurationError, EboxOutageError
             from include.dijlepost.ebox.delivery import deliver_chunk_to_ebox
             from include.dijlepost.ebox.hook import EboxHook
             from include.dijlepost.task_letters import EBOX_EVENTS, describe, earlier_tries, name_letters
 
             ctx = task_context(chunk)
             hook = EboxHook()  # no network until the first publication
-            with db_connection() as conn:
-                result = deliver_chunk_to_ebox(
-                    conn,
-                    hook.get_client(),
-                    None,
-                    wave,
-                    settings().pseudonym_key,
-                    claim_key(ctx),
-                    chunk,
-                    ctx,
-                    concurrency=hook.get_config().max_concurrency,
+            # The outage budget stays well inside the task's time limit: the letters are given back in
+            # time, not lost to a killed task.
+            budget = min(hook.get_config().outage_budget_seconds, chunk_timeout(wave).total_seconds() / 3)
+            try:
+                with db_connection() as conn, hook.get_client(outage_budget_seconds=budget) as client:
+                    result = deliver_chunk_to_ebox(
+                        conn,
+                        client,
+                        None,
+                        wave,
+                        settings().pseudonym_key,
+                        claim_key(ctx),
+                        chunk,
+                        ctx,
+                        concurrency=client.config.max_concurrency,
+                    )
+            except EboxConfigurationError as exc:
+                # No retry fixes a configuration: one failure, one alert, the letters back in the outbox.
+                logfmt.emit(
+                    "alert_ebox_configuration", department=wave.department, chunk=chunk, error=str(exc)
                 )
+                raise AirflowFailException(f"eBox configuration: {exc}") from exc
+            except EboxOutageError as exc:
+                # The letters are back in the outbox; the task's retry finds none of them and lets the
+                # chunk's paper go, the next run of the wave publishes them.
+                logfmt.emit("ebox_outage_gave_back", department=wave.department, chunk=chunk, error=str(exc))
+                raise
+            with db_connection() as conn:
                 # the letters by id, so that an auditor finds a letter in the log that sent it
                 name_letters(conn, ctx, "ebox_letters", EBOX_EVENTS, department=wave.department, chunk=chunk)
                 earlier = earlier_tries(conn, ctx, EBOX_EVENTS)

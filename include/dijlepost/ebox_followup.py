@@ -15,10 +15,13 @@ without Airflow:
    `unread_ebox_followup`, so it goes through the normal render and print-house path.
    "Once" is a unique index on `followup_of`: reruns and concurrent runs insert nothing twice.
 
-A letter answered 409 (already published) has no messageId, so its read status cannot be asked: its
-first answer was lost. (A lost NO_DIGITAL_USER answer does not get here: the 409 is settled by the
-federation search and the letter goes on paper in the same run, docs/ebox.md.) For important letter
-types such a letter counts as unread and gets its paper copy after the period.
+A letter settled from a 409 (already published) has no messageId unless an unconfirmed answer
+carried one, so its read status cannot be asked: its first answer was lost. (A lost NO_DIGITAL_USER
+answer does not get here: the 409 is settled by the federation search and the letter goes on paper
+in the same run, docs/ebox.md.) What happens to such a letter of an important type is the wave's
+setting per letter type, `Wave.followup_without_message_id`: `paper_copy` (the default) counts it as
+unread and gives it its paper copy after the period; `no_copy` trusts the eBox and records an
+`ebox_followup_not_created` event saying why, once.
 """
 
 from __future__ import annotations
@@ -51,11 +54,19 @@ COPY_SUFFIX = "-P"
 MAX_LETTER_ID = 64  # the letters.letter_id CHECK
 
 
+WITHOUT_MESSAGE_ID_CHOICES = ("paper_copy", "no_copy")
+
+
 @dataclass(frozen=True)
 class FollowupPolicy:
     department: str
     letter_types: tuple[str, ...]
     after: timedelta
+    # letter type -> "paper_copy" | "no_copy" for a letter delivered without a message id
+    without_message_id: tuple[tuple[str, str], ...] = ()
+
+    def choice_without_message_id(self, letter_type: str) -> str:
+        return dict(self.without_message_id).get(letter_type, "paper_copy")
 
 
 def policies(waves: Iterable[Wave] | None = None) -> list[FollowupPolicy]:
@@ -72,9 +83,20 @@ def policies(waves: Iterable[Wave] | None = None) -> list[FollowupPolicy]:
             )
         if not isinstance(wave.followup_after_days, int) or wave.followup_after_days < 1:
             raise ValueError(f"wave {wave.department}: followup_after_days must be a whole number >= 1")
+        choices = dict(wave.followup_without_message_id)
+        if set(choices) - set(wave.followup_letter_types) or not set(choices.values()) <= set(
+            WITHOUT_MESSAGE_ID_CHOICES
+        ):
+            raise ValueError(
+                f"wave {wave.department}: followup_without_message_id maps followup_letter_types to "
+                f"one of {WITHOUT_MESSAGE_ID_CHOICES}"
+            )
         out.append(
             FollowupPolicy(
-                wave.department, tuple(wave.followup_letter_types), timedelta(days=wave.followup_after_days)
+                wave.department,
+                tuple(wave.followup_letter_types),
+                timedelta(days=wave.followup_after_days),
+                tuple(sorted(choices.items())),
             )
         )
     return out
@@ -150,7 +172,7 @@ def fetch_read_status(
 # --------------------------------------------------------------------------- paper copies
 
 _DUE_SQL = f"""
-SELECT o.letter_id, o.ebox_message_id
+SELECT o.letter_id, o.ebox_message_id, o.letter_type
   FROM letters o
  WHERE o.status = {Status.DELIVERED_EBOX.sql} AND o.department = %(dept)s AND o.letter_type = ANY(%(types)s)
    AND o.followup_of IS NULL AND o.ebox_read_at IS NULL
@@ -158,6 +180,8 @@ SELECT o.letter_id, o.ebox_message_id
    -- unread at a check made after the period ended; without a messageId nothing can be checked
    AND (o.ebox_message_id IS NULL OR o.ebox_status_checked_at >= o.final_at + %(after)s)
    AND NOT EXISTS (SELECT 1 FROM letters c WHERE c.followup_of = o.letter_id)
+   AND (o.ebox_message_id IS NOT NULL OR NOT EXISTS (
+        SELECT 1 FROM letter_events e WHERE e.letter_id = o.letter_id AND e.event = 'ebox_followup_not_created'))
  ORDER BY o.final_at, o.letter_id
 """
 
@@ -196,7 +220,27 @@ def create_paper_copies(
             )
             due = cur.fetchall()
             made = 0
-            for original, message_id in due:
+            for original, message_id, letter_type in due:
+                choice = policy.choice_without_message_id(letter_type)
+                if message_id is None and choice == "no_copy":
+                    record_events(
+                        cur,
+                        ctx,
+                        [
+                            (
+                                original,
+                                "ebox_followup_not_created",
+                                {
+                                    "reason": "no_message_id",
+                                    "setting": f"followup_without_message_id[{letter_type}] = no_copy",
+                                    "why": "delivered from a 409 whose first answer was lost: its read "
+                                    "status cannot be asked, and this letter type trusts the eBox",
+                                },
+                            )
+                        ],
+                    )
+                    reasons["no_message_id_no_copy"] += 1
+                    continue
                 copy_id = _insert_copy(cur, original)
                 if copy_id is None:
                     continue  # a concurrent run made it: it recorded the events
@@ -219,6 +263,11 @@ def create_paper_copies(
                                 "reason": reason,
                                 "message_id": message_id,
                                 "after_days": policy.after.days,
+                                **(
+                                    {"setting": f"followup_without_message_id[{letter_type}] = paper_copy"}
+                                    if message_id is None
+                                    else {}
+                                ),
                             },
                         ),
                         (copy_id, "created_as_followup", {"followup_of": original, "reason": text}),

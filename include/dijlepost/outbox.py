@@ -349,9 +349,10 @@ def assign_to_print_batch(
 
 
 def mark_delivered_ebox(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]) -> set[str]:
-    """processing -> delivered_ebox. Rows of `(letter_id, message_id, answer, expires_at)`; `answer` is
-    `published` or `already_published` (a 409 settled as delivered); `expires_at` is the eBox's
-    `expirationDate` of the message, or None when the eBox did not say."""
+    """processing -> delivered_ebox. Rows of `(letter_id, message_id, answer, expires_at[, details])`;
+    `answer` is `published` or `already_published` (a 409 settled as delivered); `expires_at` is the
+    eBox's `expirationDate` of the message, or None when the eBox did not say; `details` (optional)
+    are added to the event (where the message id came from, or why there is none)."""
     cur.execute(
         f"UPDATE letters l SET status = {Status.DELIVERED_EBOX.sql}, ebox_message_id = v.message_id, "
         "ebox_state = NULL, ebox_expires_at = v.expires_at, final_at = now(), updated_at = now(), "
@@ -365,8 +366,16 @@ def mark_delivered_ebox(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]
             [r[1] for r in rows],
             [_timestamp(r[3]) for r in rows],
             [
-                audit_event(ctx, {"message_id": mid, "answer": answer, "expires_at": _timestamp(expires)})
-                for _, mid, answer, expires in rows
+                audit_event(
+                    ctx,
+                    {
+                        "message_id": row[1],
+                        "answer": row[2],
+                        "expires_at": _timestamp(row[3]),
+                        **(row[4] if len(row) > 4 and row[4] else {}),
+                    },
+                )
+                for row in rows
             ],
             run_id,
         ),
@@ -435,13 +444,36 @@ def quarantine_after_print_rejection(
     return cur.rowcount == 1
 
 
-def release_for_retry(cur, ctx: RunContext, letter_id: str, run_id: str, error: str) -> bool:
-    """processing -> pending: back to the outbox for the next run, keeping its eBox state."""
+def release_for_retry(
+    cur,
+    ctx: RunContext,
+    letter_id: str,
+    run_id: str,
+    error: str,
+    *,
+    never_sent: bool = False,
+    details: dict | None = None,
+) -> bool:
+    """processing -> pending: back to the outbox for the next run, keeping its eBox state.
+
+    `never_sent`: the task marked the letter in flight but no publication call for it ever left (the
+    task stopped first), and it was not in flight before: its `in_flight` is cleared, so the next run
+    decides its channel afresh. `details` are added to the event (e.g. `ebox: unconfirmed`)."""
     cur.execute(
         f"UPDATE letters SET status = {Status.PENDING.sql}, claim_run_id = NULL, claim_chunk = NULL, "
-        "claimed_at = NULL, last_error = %s, updated_at = now(), audit_event = %s::jsonb "
+        "claimed_at = NULL, "
+        f"ebox_state = CASE WHEN %s AND ebox_state = {EboxState.IN_FLIGHT.sql} THEN NULL ELSE ebox_state END, "
+        "last_error = %s, updated_at = now(), audit_event = %s::jsonb "
         f"WHERE letter_id = %s AND claim_run_id = %s AND status = {Status.PROCESSING.sql}",
-        (error, audit_event(ctx, {"error": error}), letter_id, run_id),
+        (
+            never_sent,
+            error,
+            audit_event(
+                ctx, {"error": error, **({"never_sent": True} if never_sent else {}), **(details or {})}
+            ),
+            letter_id,
+            run_id,
+        ),
     )
     return cur.rowcount == 1
 

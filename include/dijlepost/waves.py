@@ -40,6 +40,10 @@ class Wave:
     # `followup_after_days` gets one paper copy (rule `unread_ebox_followup`, DAG letters_ebox_followup).
     followup_letter_types: tuple[str, ...] = ()
     followup_after_days: int = 14
+    # What the follow-up does with such a letter delivered without a message id (a 409 whose first
+    # answer was lost: its read status cannot be asked), per letter type: "paper_copy" (the default:
+    # counted as unread, one paper copy after the period) or "no_copy" (trusted as delivered).
+    followup_without_message_id: dict[str, str] = field(default_factory=dict)
 
     @property
     def dag_id(self) -> str:
@@ -61,6 +65,7 @@ WAVES: dict[str, Wave] = {
         },
         tags=("wave-1",),
         followup_letter_types=("reminder", "tax_assessment"),
+        followup_without_message_id={"reminder": "paper_copy", "tax_assessment": "paper_copy"},
     ),
     "gas": Wave(
         department="gas",
@@ -72,6 +77,7 @@ WAVES: dict[str, Wave] = {
         ebox_message_types={"gas_finding": "MECH-GAS-FINDING", "gas_decision": "MECH-GAS-DECISION"},
         tags=("wave-2",),
         followup_letter_types=("gas_decision",),
+        followup_without_message_id={"gas_decision": "paper_copy"},
     ),
     "economy_housing": Wave(
         department="economy_housing",

@@ -64,11 +64,13 @@ from sandboxes.ebox.validation import (
     ADMIN_PREFIX,
     FEDERATION_KINDS,
     FEDERATION_PREFIX,
+    INT32_MAX,
     MAX_ASSERTION_LIFETIME_SECONDS,
     MESSAGE_REGISTRY_PREFIX,
     TOKEN_PATH,
     ApiError,
     invalid,
+    published_methods,
     read_uploads,
     validate_publication,
     validate_search,
@@ -76,6 +78,8 @@ from sandboxes.ebox.validation import (
 )
 
 log = logging.getLogger("dijlepost.ebox.sandbox")
+# How far an assertion's iat may lie in the future, or its exp in the past, by the sandbox's clock.
+ASSERTION_CLOCK_LEEWAY_SECONDS = 5
 
 __all__ = [
     "DEFAULT_CLIENT_ID",
@@ -119,10 +123,16 @@ class FaultsIn(BaseModel):
     token_fail_next: int = Field(0, ge=0)
     token_error_rate: float = Field(0.0, ge=0, le=1)
     token_timeout_next: int = Field(0, ge=0)
+    outage_seconds: float = Field(0.0, ge=0, le=86_400)
+    html_200_next: int = Field(0, ge=0)
+    empty_201_next: int = Field(0, ge=0)
+    invalid_sender: bool = False
+    forbidden: bool = False
+    clock_skew_seconds: int = Field(0, ge=-86_400, le=86_400)
 
 
 class ValidityPeriodIn(BaseModel):
-    validityPeriodNumber: int = Field(ge=1)
+    validityPeriodNumber: int = Field(ge=1, le=INT32_MAX)
     validityPeriodUnit: Literal["day", "month", "year"]
 
 
@@ -245,14 +255,29 @@ def create_app(state: SandboxState) -> FastAPI:
                 algorithms=["RS256"],
                 audience=audience,
                 issuer=issuer,
-                options={"require": ["iss", "sub", "aud", "exp", "iat", "jti"]},
-                leeway=5,
+                options={
+                    "require": ["iss", "sub", "aud", "exp", "iat", "jti"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                },
             )
         except jwt.InvalidTokenError as exc:
             return _oauth_error(401, "invalid_client", f"client_assertion rejected: {exc}")
+        # The times, against the sandbox's own clock (which a fault may set behind the client's).
+        now = time.time() - state.faults().clock_skew_seconds
+        if (
+            not isinstance(claims["iat"], (int, float))
+            or claims["iat"] > now + ASSERTION_CLOCK_LEEWAY_SECONDS
+        ):
+            return _oauth_error(401, "invalid_client", "client_assertion rejected: iat is in the future")
+        if (
+            not isinstance(claims["exp"], (int, float))
+            or claims["exp"] < now - ASSERTION_CLOCK_LEEWAY_SECONDS
+        ):
+            return _oauth_error(401, "invalid_client", "client_assertion rejected: exp has passed")
         if claims["sub"] != issuer:
             return _oauth_error(401, "invalid_client", "client_assertion sub must equal iss")
-        if claims["exp"] - time.time() > MAX_ASSERTION_LIFETIME_SECONDS:
+        if claims["exp"] - now > MAX_ASSERTION_LIFETIME_SECONDS:
             return _oauth_error(401, "invalid_client", "client_assertion lives too long")
         if not state.first_use_of_assertion(str(claims["jti"]), float(claims["exp"])):
             return _oauth_error(401, "invalid_client", "client_assertion was used before (jti)")
@@ -323,14 +348,14 @@ def create_app(state: SandboxState) -> FastAPI:
 
     def _page(request: Request) -> tuple[int, int]:
         values = []
-        for name, default, top in (("page", 1, None), ("pageSize", 25, 100)):
+        for name, default, top in (("page", 1, INT32_MAX), ("pageSize", 25, 100)):
             raw = request.query_params.get(name)
             try:
                 value = default if raw is None else int(raw)
             except ValueError:
                 raise invalid(f"{name} must be a whole number") from None
-            if value < 1 or (top is not None and value > top):
-                raise invalid(f"{name} must be within 1..{top}" if top else f"{name} must be >= 1")
+            if not 1 <= value <= top:  # the published bounds (page: int32)
+                raise invalid(f"{name} must be within 1..{top}")
             values.append(value)
         return values[0], values[1]
 
@@ -427,7 +452,7 @@ def create_app(state: SandboxState) -> FastAPI:
 
     @app.get(f"{ADMIN_PREFIX}/faults", tags=["sandbox"])
     async def get_faults() -> dict[str, Any]:
-        return dataclasses.asdict(state.faults())
+        return {**dataclasses.asdict(state.faults()), "stats": state.fault_injector.stats()}
 
     @app.post(f"{ADMIN_PREFIX}/reset", tags=["sandbox"])
     async def reset() -> Response:
@@ -442,9 +467,10 @@ def create_app(state: SandboxState) -> FastAPI:
         include_in_schema=False,
     )
     async def not_served(request: Request, path: str) -> Response:
-        """A path with routes for other methods answers 405; an operation of the published APIs that
-        the sandbox does not implement answers 400 NOT_IMPLEMENTED (after the token check, as the
-        real service would); anything else 404."""
+        """A method the published files (or the sandbox's own routes) do not give a path answers 405
+        with `Allow`; a published operation the sandbox does not implement answers 400
+        NOT_IMPLEMENTED (after the token check, as the real service would); anything else 404."""
+        published = published_methods(request.url.path)
         allowed = sorted(
             {
                 method
@@ -455,7 +481,10 @@ def create_app(state: SandboxState) -> FastAPI:
                 is not Match.NONE
                 for method in route.methods
             }
+            | (published or set())
         )
+        if published is not None and request.method in published:
+            allowed = []  # a published operation the sandbox does not implement
         if allowed:
             raise StarletteHTTPException(
                 405,

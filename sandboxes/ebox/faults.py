@@ -1,9 +1,12 @@
 """Fault injection: what `PUT /_sandbox/faults` sets, and the ASGI layer that applies it.
 
-Contract calls (federation and Message Registry) can get latency, error answers (429/500/503 with an
-optional Retry-After), answers that come too late, dropped connections, a 400 "Invalid access token"
-and configured NO_DIGITAL_USER answers. The token endpoint has its own error and late-answer faults,
-so a client's token retries are exercised too. The sandbox's `/_sandbox` routes never fail.
+Contract calls (federation and Message Registry) can get latency, error answers (408/425/429/5xx with
+an optional Retry-After), an outage of N seconds, answers that come too late, dropped connections, a
+400 "Invalid access token" and configured NO_DIGITAL_USER answers; what a gateway or an operator's
+misconfiguration gives: a publication answered `200` with an HTML page or `201 {}` (processed, its
+answer replaced), `400 INVALID_SENDER`, a `403` for the whole application; and a token endpoint whose
+clock runs behind the client's. The token endpoint has its own error and late-answer faults, so a
+client's token retries are exercised too. The sandbox's `/_sandbox` routes never fail.
 """
 
 from __future__ import annotations
@@ -12,18 +15,25 @@ import asyncio
 import dataclasses
 import random
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 
 from sandboxes.ebox.validation import TOKEN_PATH, ApiError
 
 if TYPE_CHECKING:
     from sandboxes.ebox.state import SandboxState
 
-ERROR_STATUSES = (429, 500, 503)
-Fault = Literal["error", "timeout", "drop", "invalid_token"]
+ERROR_STATUSES = (408, 425, 429, 500, 502, 503, 504)
+Fault = Literal["error", "timeout", "drop", "invalid_token", "outage", "html_200", "empty_201"]
+# The header that marks an answer a fault put in the eBox's place (a gateway's), outside the contract.
+FAULT_HEADER = "X-Sandbox-Fault"
+GATEWAY_PAGE = (
+    "<!DOCTYPE html><html><head><title>Service unavailable</title></head>"
+    "<body><h1>Sorry</h1><p>The service is temporarily unavailable. Please try again later.</p></body></html>"
+)
 
 
 @dataclass
@@ -34,7 +44,7 @@ class Faults:
     answer is lost, which is what an Idempotency-Key is for."""
 
     error_rate: float = 0.0
-    error_status: int = 503  # 429, 500 or 503; the token endpoint's errors use it too
+    error_status: int = 503  # one of ERROR_STATUSES; the token endpoint's errors use it too
     retry_after_seconds: int | None = None
     timeout_rate: float = 0.0
     timeout_delay_seconds: float = 35.0
@@ -56,6 +66,20 @@ class Faults:
     token_fail_next: int = 0
     token_error_rate: float = 0.0
     token_timeout_next: int = 0  # the next N token requests are answered late (a token is issued)
+    # An outage: for this many seconds from the setting, every contract call and token request answers
+    # error_status (with retry_after_seconds as Retry-After, when set), nothing processed.
+    outage_seconds: float = 0.0
+    # A gateway in front of the eBox: the next N publications are processed, and answered 200 with an
+    # HTML page, or 201 with `{}`.
+    html_200_next: int = 0
+    empty_201_next: int = 0
+    # Misconfiguration: every publication answered 400 INVALID_SENDER; every contract call answered
+    # 403 (the application may not use the service). Nothing is processed.
+    invalid_sender: bool = False
+    forbidden: bool = False
+    # The token endpoint's clock runs this many seconds behind the client's: an assertion's `iat`
+    # looks issued in the future to it.
+    clock_skew_seconds: int = 0
 
     def validate(self) -> Faults:
         rates = (self.error_rate, self.timeout_rate, self.drop_rate)
@@ -77,6 +101,9 @@ class Faults:
             "no_digital_user_next",
             "token_fail_next",
             "token_timeout_next",
+            "outage_seconds",
+            "html_200_next",
+            "empty_201_next",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -90,6 +117,10 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._faults = Faults()
         self._rng = random.Random()
+        self._outage_until = 0.0
+        # Calls answered by the outage since it was set, and all contract calls and token requests.
+        self.outage_answers = 0
+        self.calls = 0
 
     def set(self, **settings) -> Faults:
         """Replace the settings (unnamed ones go back to their defaults)."""
@@ -97,7 +128,32 @@ class FaultInjector:
         with self._lock:
             self._faults = faults
             self._rng = random.Random(faults.seed)
+            self._outage_until = time.monotonic() + faults.outage_seconds if faults.outage_seconds else 0.0
+            self.outage_answers = 0
         return dataclasses.replace(faults)
+
+    def in_outage(self) -> bool:
+        """Whether this call falls in the outage (and counts it when it does)."""
+        with self._lock:
+            self.calls += 1
+            if self._outage_until and time.monotonic() < self._outage_until:
+                self.outage_answers += 1
+                return True
+            return False
+
+    def stats(self) -> dict:
+        with self._lock:
+            left = max(0.0, self._outage_until - time.monotonic()) if self._outage_until else 0.0
+            return {"calls": self.calls, "outage_answers": self.outage_answers, "outage_left_seconds": left}
+
+    def roll_publication(self) -> Fault | None:
+        """A gateway's replacement of the next publication's answer, if any."""
+        with self._lock:
+            for counter, fault in (("html_200_next", "html_200"), ("empty_201_next", "empty_201")):
+                if getattr(self._faults, counter) > 0:
+                    setattr(self._faults, counter, getattr(self._faults, counter) - 1)
+                    return fault
+            return None
 
     def get(self) -> Faults:
         with self._lock:
@@ -176,6 +232,15 @@ class FaultLayer:
         if scope["type"] != "http" or not path.startswith("/REST/"):
             return await self.app(scope, receive, send)
         faults = self.state.faults()
+        injector = self.state.fault_injector
+        if injector.in_outage():
+            response = ApiError(faults.error_status, "SERVICE_UNAVAILABLE", "injected outage").response(path)
+            if path == TOKEN_PATH:
+                response = JSONResponse(
+                    {"error": "temporarily_unavailable", "error_description": "injected outage"},
+                    status_code=faults.error_status,
+                )
+            return await self._answer(response, faults, scope, receive, send)
         if path == TOKEN_PATH:
             fault = self.state.fault_injector.roll_token()
             if fault == "error":
@@ -189,6 +254,19 @@ class FaultLayer:
             return await self.app(scope, receive, send)
         if faults.latency_ms:
             await asyncio.sleep(faults.latency_ms / 1000)
+        if faults.forbidden:
+            response = ApiError(
+                403, "FORBIDDEN", "the application is not allowed to use this service (injected)"
+            ).response(path)
+            return await response(scope, receive, send)
+        publication = path.endswith("/publishMessage") and scope.get("method") == "POST"
+        if publication and faults.invalid_sender:
+            response = ApiError(
+                400, "INVALID_SENDER", "the sender organisation or application is not known for this client"
+            ).response(path)
+            return await response(scope, receive, send)
+        if publication and (replaced := injector.roll_publication()):
+            return await self._replaced(replaced, scope, receive, send)
         fault = self.state.fault_injector.roll()
         if fault == "error":
             response = ApiError(faults.error_status, "INJECTED_FAULT", "injected fault").response(path)
@@ -215,6 +293,20 @@ class FaultLayer:
         if fault == "timeout":
             return await self._late(faults, scope, receive, send)
         await self.app(scope, receive, send)
+
+    async def _replaced(self, fault: Fault, scope, receive, send):
+        # The eBox processes the call; a gateway answers in its place.
+        async def swallow(message):
+            pass
+
+        await self.app(scope, receive, swallow)
+        # Marked, so that the tests' contract check knows the answer breaks the contract on purpose.
+        marker = {FAULT_HEADER: fault}
+        if fault == "html_200":
+            response = HTMLResponse(GATEWAY_PAGE, status_code=200, headers=marker)
+        else:
+            response = JSONResponse({}, status_code=201, headers=marker)
+        await response(scope, receive, send)
 
     @staticmethod
     async def _answer(response, faults: Faults, scope, receive, send):

@@ -28,6 +28,69 @@ MESSAGE_REGISTRY_PREFIX = "/REST/ebox/enterprise/messageRegistry/v2"
 FEDERATION_PREFIX = "/REST/ebox/enterprise/federation/v1"
 TOKEN_PATH = "/REST/oauth/v5/token"
 ADMIN_PREFIX = "/_sandbox"
+# The published integers are `format: int32` (page, validityPeriodNumber, ...).
+INT32_MAX = 2**31 - 1
+
+# Every operation of the two published files (path template under its prefix -> its methods): a
+# method not listed on a published path answers 405 with `Allow`, a listed one the sandbox does not
+# implement 400 NOT_IMPLEMENTED.
+PUBLISHED_OPERATIONS: dict[str, dict[str, frozenset[str]]] = {
+    FEDERATION_PREFIX: {
+        "/api": frozenset({"GET", "OPTIONS"}),
+        "/api/doc": frozenset({"GET"}),
+        "/api/doc/jsonSchemas/{jsonSchema}": frozenset({"GET"}),
+        "/api/doc/swagger.json": frozenset({"GET"}),
+        "/eboxPreferences/search": frozenset({"POST"}),
+        "/eboxPreferences": frozenset({"PATCH"}),
+        "/messageProviders": frozenset({"GET"}),
+        "/messageProviders/{messageProviderId}": frozenset({"GET", "PATCH"}),
+        # Not in the published file (NOTES.md): the citizens' search, assumed like eboxPreferences/search.
+        "/citizenEboxConsents/search": frozenset({"POST"}),
+    },
+    MESSAGE_REGISTRY_PREFIX: {
+        "/ebox": frozenset({"GET"}),
+        "/ebox/messages": frozenset({"GET", "PATCH"}),
+        "/ebox/messages/{messageId}": frozenset({"GET"}),
+        "/ebox/messages/{messageId}/attachments": frozenset({"GET"}),
+        "/ebox/messages/{messageId}/attachments/{attachmentId}": frozenset({"GET"}),
+        "/ebox/messages/{messageId}/attachments/{attachmentId}/content": frozenset({"GET"}),
+        "/ebox/messages/{messageId}/body": frozenset({"GET"}),
+        "/ebox/messages/{messageId}/paymentData": frozenset({"GET"}),
+        "/publishMessage": frozenset({"POST"}),
+        "/linkEboxMessage": frozenset({"POST"}),
+        "/searchMessageStatus": frozenset({"POST"}),
+        "/referenceData/messageTypes": frozenset({"GET"}),
+        "/referenceData/messageTypes/{messageTypeId}": frozenset({"GET"}),
+        "/referenceData/senderApplications": frozenset({"GET"}),
+        "/referenceData/senderApplications/{senderApplicationId}": frozenset({"GET"}),
+        "/referenceData/senderApplications/{senderApplicationId}/images/{imageId}/content": frozenset(
+            {"GET"}
+        ),
+        "/referenceData/senderOrganizations": frozenset({"GET"}),
+        "/referenceData/senderOrganizations/{senderOrganizationId}": frozenset({"GET"}),
+        "/referenceData/senderOrganizations/{senderOrganizationId}/images/{imageId}/content": frozenset(
+            {"GET"}
+        ),
+    },
+}
+
+
+def published_methods(path: str) -> frozenset[str] | None:
+    """The methods the published files give the path (a template's `{...}` is one segment); None
+    for a path they do not publish."""
+    for prefix, operations in PUBLISHED_OPERATIONS.items():
+        if not path.startswith(prefix + "/"):
+            continue
+        segments = path[len(prefix) :].split("/")
+        for template, methods in operations.items():
+            parts = template.split("/")
+            if len(parts) == len(segments) and all(
+                (t.startswith("{") and t.endswith("}") and s) or t == s
+                for t, s in zip(parts, segments, strict=True)
+            ):
+                return methods
+    return None
+
 
 MAX_IDS_PER_SEARCH = 1000
 MAX_SUBJECT_LENGTH = 255

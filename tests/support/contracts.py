@@ -273,6 +273,12 @@ class SwaggerContract:
             return
         api, operation = found
         where = f"{request.method} {request.url.path} answer {response.status_code}"
+        if response.headers.get("X-Sandbox-Fault"):
+            # A gateway's answer the sandbox gives in the eBox's place on purpose (HTML 200, 201 {}).
+            self.checked[
+                f"{request.method} {operation.get('operationId')} injected {response.status_code}"
+            ] += 1
+            return
         response.read()
         documented = operation.get("responses", {})
         spec = documented.get(response.status_code) or documented.get(str(response.status_code))

@@ -4,17 +4,20 @@ Plain Python on httpx (no Airflow import), so the same code runs in Airflow task
 demo and the tests. The contract is the eBox integration notes plus the published Message Registry
 2.1 and Federation 1.3 Swagger files; the local sandbox (`sandboxes/ebox`) speaks the same contract.
 
-Error policy, so that callers can route a letter without parsing exceptions:
-- per-letter answers (published, duplicate, no digital user, rejected, including a 413 for a
-  message too large) come back as a `PublishOutcome`;
-- transient trouble (429, 5xx, timeouts, connection errors), of the API and of the token endpoint
-  alike, is retried with exponential backoff and jitter (tenacity), honouring `Retry-After`; every
-  token attempt signs a fresh client assertion. When the attempts run out `publish` answers
-  `retry_later`, the lookups raise `EboxUnavailableError`;
+Every answer is classified by one table, `ANSWERS` (docs/ebox.md, "Every answer"):
+- a refusal of *this letter* (recipient, document: a 400, a 413) comes back as a `PublishOutcome`
+  `rejected`; the caller quarantines it;
+- a refusal of the sender, the application, the credentials, the message type or the request format
+  (400 INVALID_SENDER, 403, 404/405, 406/415, a token request refused, an expired certificate)
+  raises `EboxConfigurationError` naming the setting to check, so the task fails once;
+- transient trouble (408, 425, 429, 5xx, timeouts, connection errors), of the API and of the token
+  endpoint alike, is retried (tenacity) through one `CircuitBreaker` per client: a `Retry-After` or a
+  run of failures pauses every thread of the task, and when the eBox stays unavailable past
+  `outage_budget_seconds` every call raises `EboxOutageError` so the task gives its letters back;
 - a 401, or the federation's 400 "Invalid access token", gets one fresh token and one more try;
-- anything that no retry can fix (403, a token request the server refuses, a second 401, a TLS
-  certificate that does not verify, a message type the eBox does not know) raises
-  `EboxConfigurationError` so the task fails loudly.
+- a publication counts as accepted only with a `201` whose JSON body is a contract
+  `PublicationStatusMessage` (a `messageId` and an `expirationDate`, no `code` but NO_DIGITAL_USER);
+  any other success-looking answer (a gateway's HTML page, `{}`, an unknown code) is `unconfirmed`.
 
 Logs carry letter ids, status codes and counts only: never a recipient id, name or address.
 """
@@ -34,7 +37,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -44,6 +48,8 @@ import tenacity
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
+
+from include.dijlepost import logfmt
 
 log = logging.getLogger("dijlepost.ebox")
 
@@ -64,11 +70,13 @@ SENDER_ORGANIZATION_PATTERN = re.compile(r"[0-1][0-9]{9}")
 # Refresh the token this long before the server says it expires, so that a request never leaves
 # with a token that dies in flight.
 TOKEN_REFRESH_MARGIN_SECONDS = 60.0
-ASSERTION_LIFETIME_SECONDS = 300
 MAX_BACKOFF_SECONDS = 30.0
-# A Retry-After longer than this is not slept through inside a task: the letter is handed back as
-# retry_later (publish) or the lookup fails (and Airflow retries the task later).
-MAX_RETRY_AFTER_SECONDS = 60.0
+# The circuit breaker: this many transient failures in a row (without a success between them) pause
+# every thread of the task; the pause starts at BREAKER_FIRST_PAUSE and doubles up to
+# BREAKER_MAX_PAUSE; one call probes the eBox at the end of each pause. A Retry-After sets the pause.
+BREAKER_THRESHOLD = 3
+BREAKER_FIRST_PAUSE_SECONDS = 1.0
+BREAKER_MAX_PAUSE_SECONDS = 30.0
 MESSAGE_TYPES_PAGE_SIZE = 100  # the largest page referenceData/messageTypes gives
 # The message-type registry is read once a day (the city's day) per registry, client and application.
 MESSAGE_TYPES_DAY_ZONE = ZoneInfo("Europe/Brussels")
@@ -83,15 +91,26 @@ class EboxError(Exception):
 class EboxConfigurationError(EboxError):
     """Bad configuration or credentials: no retry will help, the task must fail loudly.
 
-    `field` names the offending EboxConfig field when the problem is one field's value."""
+    `field` names the offending EboxConfig field when the problem is one field's value; `sent` says
+    whether the call that met the refusal reached the eBox."""
 
-    def __init__(self, message: str, field: str | None = None):
+    def __init__(self, message: str, field: str | None = None, *, sent: bool = True):
         super().__init__(message)
-        self.field = field
+        self.field, self.sent = field, sent
 
 
 class EboxUnavailableError(EboxError):
     """The eBox kept answering 429/5xx or timing out until the attempts ran out."""
+
+
+class EboxOutageError(EboxUnavailableError):
+    """The circuit breaker gave up: the eBox stayed unavailable past the task's outage budget.
+
+    `sent` is False when the call that raised it never left (the breaker was already open)."""
+
+    def __init__(self, message: str, *, sent: bool = False):
+        super().__init__(message)
+        self.sent = sent
 
 
 @dataclass(frozen=True)
@@ -115,6 +134,20 @@ class EboxConfig:
     max_concurrency: int = 4
     max_attempts: int = 4
     backoff_base_seconds: float = 0.5
+    # The client assertion's `iat` is backdated by this much, so that a worker whose clock runs ahead
+    # of the eBox's is not refused; its `exp` is `assertion_lifetime_seconds` after the signing.
+    assertion_leeway_seconds: int = 30
+    assertion_lifetime_seconds: int = 60
+    # How long one task waits out an unavailable eBox (circuit breaker open) before it gives its
+    # unsent letters back to the outbox; well inside a chunk task's execution_timeout (15 min).
+    outage_budget_seconds: float = 300.0
+    # Certificate rotation: the next certificate (and its key, when it has a new one), used from
+    # `certificate_switch_at` on; a warning (log line and alert) this many days before the certificate
+    # in use expires.
+    next_certificate_pem: str | None = field(default=None, repr=False)
+    next_private_key_pem: str | None = field(default=None, repr=False)
+    certificate_switch_at: datetime | None = None
+    certificate_warning_days: int = 30
 
     def __post_init__(self) -> None:
         for name in ("message_registry_url", "federation_url", "token_url"):
@@ -147,50 +180,130 @@ class EboxConfig:
                 raise EboxConfigurationError(f"{name} must be a whole number >= 1", name)
         if not isinstance(self.backoff_base_seconds, (int, float)) or self.backoff_base_seconds < 0:
             raise EboxConfigurationError("backoff_base_seconds must be a number >= 0", "backoff_base_seconds")
-        key = self.signing_key()  # fails here rather than at the first token request
-        certificate = self.certificate()
-        if certificate.public_key().public_bytes(
-            Encoding.DER, PublicFormat.SubjectPublicKeyInfo
-        ) != key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo):
+        for name, low, high in (
+            ("assertion_leeway_seconds", 0, 300),
+            ("assertion_lifetime_seconds", 10, 300),
+            ("certificate_warning_days", 0, 365),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise EboxConfigurationError(f"{name} must be a whole number within {low}..{high}", name)
+        if not isinstance(self.outage_budget_seconds, (int, float)) or self.outage_budget_seconds < 0:
             raise EboxConfigurationError(
-                "certificate_pem is not the certificate of private_key_pem", "certificate_pem"
+                "outage_budget_seconds must be a number >= 0", "outage_budget_seconds"
             )
+        # Fails here rather than at the first token request.
+        _matching(self.signing_key(), self.certificate(), "certificate_pem", "private_key_pem")
         if self.key_id is not None and (not isinstance(self.key_id, str) or not self.key_id.strip()):
             raise EboxConfigurationError("key_id is empty", "key_id")
-
-    def certificate(self) -> x509.Certificate:
-        try:
-            return x509.load_pem_x509_certificate(self.certificate_pem.encode())
-        except (ValueError, TypeError, AttributeError):
+        if self.next_private_key_pem is not None and self.next_certificate_pem is None:
             raise EboxConfigurationError(
-                "certificate_pem is not a PEM X.509 certificate", "certificate_pem"
-            ) from None
+                "next_private_key_pem is set without next_certificate_pem", "next_certificate_pem"
+            )
+        if self.next_certificate_pem is not None:
+            if (
+                not isinstance(self.certificate_switch_at, datetime)
+                or self.certificate_switch_at.tzinfo is None
+            ):
+                raise EboxConfigurationError(
+                    "certificate_switch_at (a date-time with its time zone) is required with the next "
+                    "certificate",
+                    "certificate_switch_at",
+                )
+            _matching(
+                self.signing_key(next_one=True),
+                self.certificate(next_one=True),
+                "next_certificate_pem",
+                "next_private_key_pem" if self.next_private_key_pem else "private_key_pem",
+            )
 
-    def certificate_thumbprint(self) -> str:
+    def _next_is_active(self, now: datetime | None) -> bool:
+        if self.next_certificate_pem is None or self.certificate_switch_at is None:
+            return False
+        return (now or datetime.now(UTC)) >= self.certificate_switch_at
+
+    def certificate(self, *, next_one: bool = False, at: datetime | None = None) -> x509.Certificate:
+        """The current certificate; `next_one` the next one; `at` the one in use at that moment."""
+        use_next = next_one or (at is not None and self._next_is_active(at))
+        name = "next_certificate_pem" if use_next else "certificate_pem"
+        try:
+            return x509.load_pem_x509_certificate(getattr(self, name).encode())
+        except (ValueError, TypeError, AttributeError):
+            raise EboxConfigurationError(f"{name} is not a PEM X.509 certificate", name) from None
+
+    def certificate_thumbprint(self, at: datetime | None = None) -> str:
         """`x5t#S256` (RFC 7515): base64url without padding of the SHA-256 of the certificate's DER."""
-        der = self.certificate().public_bytes(Encoding.DER)
+        der = self.certificate(at=at).public_bytes(Encoding.DER)
         return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).decode("ascii").rstrip("=")
 
-    def assertion_header(self) -> dict[str, str]:
+    def assertion_header(self, at: datetime | None = None) -> dict[str, str]:
         """The JOSE header fields of the client assertion that name the registered certificate.
 
         The eBox documentation registers one certificate per environment but does not say which
-        header field it reads: both the thumbprint and a key id are sent."""
-        thumbprint = self.certificate_thumbprint()
+        header field it reads: both the thumbprint and a key id are sent. After the switch date the
+        next certificate is named (by its thumbprint: `key_id` belongs to the current one)."""
+        thumbprint = self.certificate_thumbprint(at)
+        if self._next_is_active(at):
+            return {"kid": thumbprint, "x5t#S256": thumbprint}
         return {"kid": self.key_id or thumbprint, "x5t#S256": thumbprint}
 
-    def signing_key(self) -> RSAPrivateKey:
+    def signing_key(self, *, next_one: bool = False, at: datetime | None = None) -> RSAPrivateKey:
+        use_next = (next_one or (at is not None and self._next_is_active(at))) and bool(
+            self.next_private_key_pem
+        )
+        name = "next_private_key_pem" if use_next else "private_key_pem"
         try:
-            key = load_pem_private_key(self.private_key_pem.encode(), password=None)
+            key = load_pem_private_key(getattr(self, name).encode(), password=None)
         except (ValueError, TypeError, AttributeError):
-            raise EboxConfigurationError(
-                "private_key_pem is not an unencrypted PEM private key", "private_key_pem"
-            ) from None
+            raise EboxConfigurationError(f"{name} is not an unencrypted PEM private key", name) from None
         if not isinstance(key, RSAPrivateKey):
-            raise EboxConfigurationError(
-                "private_key_pem must be an RSA key (the assertion is signed RS256)", "private_key_pem"
-            )
+            raise EboxConfigurationError(f"{name} must be an RSA key (the assertion is signed RS256)", name)
         return key
+
+    def check_certificate(self, now: datetime | None = None) -> str | None:
+        """Refuse a certificate in use that expired (or is not valid yet); a warning in words when it
+        expires within `certificate_warning_days` and no next certificate takes over before that."""
+        now = now or datetime.now(UTC)
+        use_next = self._next_is_active(now)
+        name = "next_certificate_pem" if use_next else "certificate_pem"
+        certificate = self.certificate(at=now)
+        not_after, not_before = certificate.not_valid_after_utc, certificate.not_valid_before_utc
+        if now >= not_after:
+            raise EboxConfigurationError(
+                f"the eBox client certificate ({name}) expired on {_brussels(not_after)}: put the renewed "
+                "certificate registered with the eBox in the Connection (extra 'certificate', or "
+                "'next_certificate' with 'certificate_switch_at')",
+                name,
+                sent=False,
+            )
+        if now < not_before:
+            raise EboxConfigurationError(
+                f"the eBox client certificate ({name}) is not valid before {_brussels(not_before)}",
+                name,
+                sent=False,
+            )
+        taken_over = (
+            not use_next and self.certificate_switch_at is not None and self.certificate_switch_at < not_after
+        )
+        left = not_after - now
+        if left <= timedelta(days=self.certificate_warning_days) and not taken_over:
+            return (
+                f"the eBox client certificate ({name}) expires on {_brussels(not_after)}, in {left.days} days: "
+                "register its successor with the eBox and put it in the Connection (extra "
+                "'next_certificate' and 'certificate_switch_at')"
+            )
+        return None
+
+
+def _brussels(moment: datetime) -> str:
+    return moment.astimezone(MESSAGE_TYPES_DAY_ZONE).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _matching(key: RSAPrivateKey, certificate: x509.Certificate, cert_name: str, key_name: str) -> None:
+    if certificate.public_key().public_bytes(
+        Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+    ) != key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo):
+        raise EboxConfigurationError(f"{cert_name} is not the certificate of {key_name}", cert_name)
 
 
 @dataclass(frozen=True)
@@ -225,12 +338,179 @@ class Publication:
 
 @dataclass(frozen=True)
 class PublishOutcome:
-    kind: str  # "published" | "already_published" | "no_digital_user" | "rejected" | "retry_later"
+    # "published" | "no_digital_user": a 201 PublicationStatusMessage; "already_published": a 409;
+    # "unconfirmed": a success-looking answer without a contract messageId; "rejected": a refusal of
+    # this letter; "retry_later": transient trouble until the attempts ran out.
+    kind: str
     message_id: str | None = None
     code: str | None = None
     message: str | None = None
     # `expirationDate` of a 201 answer: until when the eBox keeps the message (its type's validity).
     expires_at: str | None = None
+    status: int | None = field(default=None, compare=False)  # the HTTP status, when there was one
+
+
+class Verdict(StrEnum):
+    """What an answer of the eBox means for the caller."""
+
+    LETTER = "letter"  # this letter is refused: quarantined with the reason
+    CONFIGURATION = "configuration"  # the sender, application, credentials or request: the task fails
+    TRANSIENT = "transient"  # retried through the circuit breaker
+    TOKEN = "token"  # noqa: S105  (not a secret) one fresh token and one more try
+    CONFLICT = "conflict"  # 409: the Idempotency-Key was used before
+
+
+@dataclass(frozen=True)
+class AnswerRule:
+    statuses: tuple[int, ...]
+    code: str | None  # the StatusMessage `code`, None: any
+    verdict: Verdict
+    setting: str | None  # what to check, for a configuration refusal
+    meaning: str
+
+
+def _span(low: int, high: int) -> tuple[int, ...]:
+    return tuple(range(low, high + 1))
+
+
+CONNECTION_URLS = "the eBox Connection's URLs (host or extra 'message_registry_url', extra 'federation_url')"
+# The one table of the eBox's answers (other than a 201), first match wins; docs/ebox.md shows it.
+ANSWERS: tuple[AnswerRule, ...] = (
+    AnswerRule((408, 425, 429), None, Verdict.TRANSIENT, None, "busy or timed out: retried"),
+    AnswerRule(_span(500, 599), None, Verdict.TRANSIENT, None, "server or gateway error: retried"),
+    AnswerRule((401,), None, Verdict.TOKEN, None, "bad or expired token"),
+    AnswerRule((400,), "INVALID_TOKEN", Verdict.TOKEN, None, 'the federation\'s "Invalid access token"'),
+    AnswerRule(
+        (400,),
+        "INVALID_SENDER",
+        Verdict.CONFIGURATION,
+        "extras 'sender_organization_id' and 'sender_application_id' of the eBox Connection",
+        "the sender organisation or application is not registered for this client",
+    ),
+    AnswerRule(
+        (400,),
+        "NOT_IMPLEMENTED",
+        Verdict.CONFIGURATION,
+        CONNECTION_URLS,
+        "this eBox does not offer the operation",
+    ),
+    AnswerRule(
+        (403,),
+        None,
+        Verdict.CONFIGURATION,
+        "the access registered with the eBox for client 'login' / extra 'client_id' (its scopes, its "
+        "sender application)",
+        "the application may not make this call",
+    ),
+    AnswerRule((404, 405), None, Verdict.CONFIGURATION, CONNECTION_URLS, "no such operation at this URL"),
+    AnswerRule(
+        (406, 411, 415, 431),
+        None,
+        Verdict.CONFIGURATION,
+        "the request format this client sends (its version against the eBox's)",
+        "the eBox refuses the request's format",
+    ),
+    AnswerRule((409,), None, Verdict.CONFLICT, None, "the Idempotency-Key was used before"),
+    AnswerRule((413,), None, Verdict.LETTER, None, "this letter is larger than the eBox accepts"),
+    AnswerRule(
+        (400,),
+        None,
+        Verdict.LETTER,
+        None,
+        "a refusal of this letter (recipient, document); the same refusal for several letters in a "
+        "row, before any is accepted, is one of the request",
+    ),
+    AnswerRule(
+        _span(300, 399), None, Verdict.CONFIGURATION, CONNECTION_URLS, "a redirect (a gateway's login page)"
+    ),
+    AnswerRule(
+        _span(400, 499),
+        None,
+        Verdict.CONFIGURATION,
+        "the request format this client sends (its version against the eBox's)",
+        "an answer the contract does not describe",
+    ),
+)
+# The federation's documented 400 "Invalid access token" (the Swagger spells it "acess"): its code is
+# not published, so besides the code INVALID_TOKEN the whole message, and nothing else, counts.
+_INVALID_TOKEN_MESSAGE = re.compile(r"invalid ac+ess token\.?", re.I)
+
+
+def classify(response: httpx.Response) -> AnswerRule:
+    """The rule of `ANSWERS` that an answer (other than a 2xx) falls under."""
+    status = response.status_code
+    code, message = _status_message(response)
+    if status == 400 and _INVALID_TOKEN_MESSAGE.fullmatch((message or "").strip()):
+        code = "INVALID_TOKEN"
+    for rule in ANSWERS:
+        if status in rule.statuses and (rule.code is None or rule.code == code):
+            return rule
+    return AnswerRule((status,), None, Verdict.CONFIGURATION, CONNECTION_URLS, "an unexpected answer")
+
+
+def configuration_error(path: str, response: httpx.Response, rule: AnswerRule) -> EboxConfigurationError:
+    code, message = _status_message(response)
+    return EboxConfigurationError(
+        f"eBox {path} answered HTTP {response.status_code} {code or ''}: {message or rule.meaning}; "
+        f"check {rule.setting}".replace("  ", " ")
+    )
+
+
+def publication_answer(response: httpx.Response) -> PublishOutcome | None:
+    """A 2xx answer of publishMessage as an outcome; None for any other status.
+
+    Only a 201 whose JSON body is a contract PublicationStatusMessage (a non-empty `messageId`, an
+    `expirationDate`, no `code` or NO_DIGITAL_USER) is accepted. Anything else that looks like
+    success (a gateway's HTML page, `{}`, an unknown code, a 200) is `unconfirmed`: the letter may or
+    may not be in the eBox. A `messageId` it carries is kept for the status search."""
+    status = response.status_code
+    if not 200 <= status < 300:
+        return None
+    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower() or "none"
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        what = "a body that is not JSON" if body is None else "JSON that is not an object"
+        return PublishOutcome(
+            "unconfirmed", code=f"HTTP_{status}", message=f"{what} ({content_type})", status=status
+        )
+    message_id, expires, code = body.get("messageId"), body.get("expirationDate"), body.get("code")
+    candidate = message_id if isinstance(message_id, str) and message_id.strip() else None
+    problems = []
+    if status != 201:
+        problems.append(f"HTTP {status} instead of 201")
+    if candidate is None:
+        problems.append("no messageId")
+    if not isinstance(expires, str) or not _is_date_time(expires):
+        problems.append("no expirationDate")
+    if code not in (None, "NO_DIGITAL_USER"):
+        problems.append(f"unknown code {str(code)[:40]!r}")
+    if problems:
+        return PublishOutcome(
+            "unconfirmed",
+            message_id=candidate,
+            code=f"HTTP_{status}",
+            message=", ".join(problems),
+            status=status,
+        )
+    return PublishOutcome(
+        "no_digital_user" if code == "NO_DIGITAL_USER" else "published",
+        message_id=candidate,
+        code=code,
+        message=body.get("message") if isinstance(body.get("message"), str) else None,
+        expires_at=expires,
+        status=status,
+    )
+
+
+def _is_date_time(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -322,6 +602,27 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def _clock_skew(response: httpx.Response) -> float | None:
+    """How far this machine's clock is ahead of the server's (its `Date` header), in seconds."""
+    value = response.headers.get("Date")
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - when).total_seconds()
+
+
+def _speaks_of_time(description: Any) -> bool:
+    """An OAuth2 error description about the assertion's times (`iat`, `exp`, "not yet valid")."""
+    return isinstance(description, str) and bool(
+        re.search(r"\b(iat|exp|nbf)\b|not yet valid|expired|clock", description, re.I)
+    )
+
+
 def _status_message(response: httpx.Response) -> tuple[str | None, str | None]:
     """`code` and `message` of a StatusMessage answer, tolerating bodies that are not JSON."""
     try:
@@ -357,17 +658,6 @@ def _is_certificate_failure(exc: BaseException) -> bool:
     return False
 
 
-def _is_invalid_token_answer(response: httpx.Response) -> bool:
-    """The federation's documented 400 "Invalid access token" (the Swagger spells it "acess").
-
-    The one adapter for that answer: its StatusMessage code is not published, so a 400 whose code
-    or message speaks of the (access) token counts."""
-    if response.status_code != 400:
-        return False
-    code, message = _status_message(response)
-    return bool(re.search(r"ac+ess[ _-]?token|invalid[ _-]?token", f"{code or ''} {message or ''}", re.I))
-
-
 class _Exhausted(Exception):
     """Transient failures until max_attempts; `reason` says the last one (status or error type)."""
 
@@ -377,12 +667,146 @@ class _Exhausted(Exception):
 
 
 class _Transient(Exception):
-    """One attempt that is worth another: 429, 5xx, a timeout or a connection error."""
+    """One attempt that is worth another: 408, 425, 429, 5xx, a timeout or a connection error."""
 
     def __init__(self, reason: str, retry_after: float | None = None):
         super().__init__(reason)
         self.reason, self.retry_after = reason, retry_after
 
+
+class CircuitBreaker:
+    """One per client, so one per task: every thread's calls to the eBox go through it.
+
+    Closed, calls go out. A `Retry-After`, or `threshold` transient failures in a row (no success
+    between them, whichever thread saw them), open it: every thread waits for the pause to end,
+    then one call probes the eBox while the others keep waiting. A success closes it; a failure opens
+    it again (the pause doubles up to `max_pause`, or follows the new Retry-After). When the outage,
+    counted from its first failure, would last past `budget_seconds`, the breaker stops for good and
+    every call raises EboxOutageError: the task gives its letters back and fails.
+
+    The first opening and the stop are logged (one line each, and an alert line at the stop), never
+    one line per call."""
+
+    def __init__(
+        self,
+        budget_seconds: float,
+        *,
+        threshold: int = BREAKER_THRESHOLD,
+        first_pause: float = BREAKER_FIRST_PAUSE_SECONDS,
+        max_pause: float = BREAKER_MAX_PAUSE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.budget, self.threshold = float(budget_seconds), threshold
+        self.first_pause, self.max_pause = first_pause, max_pause
+        self._clock, self._sleep = clock, sleep
+        self._cond = threading.Condition()
+        self._failures = 0
+        self._pause = first_pause
+        self._open_until: float | None = None
+        self._outage_since: float | None = None
+        self._last_reason = ""
+        self._probing = False
+        self.stopped: str | None = None
+        # What the breaker saw, for the task's summary and the benchmark.
+        self.openings = 0
+        self.probes = 0
+        self.waited_seconds = 0.0
+
+    @property
+    def in_outage(self) -> bool:
+        with self._cond:
+            return self._open_until is not None or self._failures >= self.threshold
+
+    def before_call(self) -> bool:
+        """Wait while the breaker is open; True when this call is the probe. Raises _Stopped."""
+        while True:
+            with self._cond:
+                if self.stopped is not None:
+                    raise _Stopped(self.stopped)
+                if self._open_until is None:
+                    return False
+                now = self._clock()
+                pause = self._open_until - now
+                if pause <= 0:
+                    if self._probing:  # another thread is asking the eBox; its answer decides
+                        self._cond.wait(0.05)
+                        continue
+                    self._probing = True
+                    self.probes += 1
+                    return True
+            self._sleep(pause)  # outside the lock, so that other threads can report and wait too
+            with self._cond:
+                self.waited_seconds += pause
+
+    def end_probe(self) -> None:
+        with self._cond:
+            self._probing = False
+            self._cond.notify_all()
+
+    def success(self) -> None:
+        with self._cond:
+            if self._open_until is not None:
+                log.warning(
+                    "eBox available again after %.0f s (%d probes); publishing resumes",
+                    self._clock() - (self._outage_since or self._clock()),
+                    self.probes,
+                )
+            self._failures, self._pause = 0, self.first_pause
+            self._open_until = self._outage_since = None
+            self._probing = False
+            self._cond.notify_all()
+
+    def failure(self, reason: str, retry_after: float | None) -> None:
+        with self._cond:
+            now = self._clock()
+            self._failures += 1
+            self._last_reason = reason
+            self._probing = False
+            if self._outage_since is None:
+                self._outage_since = now
+            if retry_after is None and self._failures < self.threshold:
+                return
+            # A Retry-After is the least pause (never a hammering `Retry-After: 0`); longer outages
+            # get longer pauses either way.
+            pause = max(retry_after or 0.0, self._pause)
+            self._pause = min(self.max_pause, self._pause * 2)
+            if self._open_until is None:
+                self.openings += 1
+                log.warning(
+                    "eBox unavailable (%s): every call of this task paused %.0f s, then one probe at a time "
+                    "(outage budget %.0f s)",
+                    reason,
+                    pause,
+                    self.budget,
+                )
+            self._open_until = max(self._open_until or now, now + pause)
+            if self._open_until - self._outage_since > self.budget:
+                self._stop(now)
+            self._cond.notify_all()
+
+    def _stop(self, now: float) -> None:
+        self.stopped = (
+            f"the eBox stayed unavailable ({self._last_reason}) for {now - self._outage_since:.0f} s, and the "
+            f"next try would pass the outage budget of {self.budget:.0f} s"
+        )
+        log.error("eBox circuit breaker: %s; this task stops publishing", self.stopped)
+        logfmt.emit(
+            "alert_ebox_unavailable",
+            logger=log,
+            reason=self._last_reason,
+            outage_seconds=round(now - self._outage_since),
+            budget_seconds=round(self.budget),
+        )
+
+
+class _Stopped(Exception):
+    """The breaker has stopped: no call leaves any more."""
+
+
+# The certificates already warned about, per (thumbprint, day): one warning a day per process.
+_CERTIFICATE_WARNED: set[tuple[str, date]] = set()
+_CERTIFICATE_WARNED_LOCK = threading.Lock()
 
 # The message-type registry, per (registry URL, client, application): (the day it was read, types).
 _MESSAGE_TYPES_CACHE: dict[tuple[str, str, str], tuple[date, dict[str, MessageType]]] = {}
@@ -390,7 +814,8 @@ _MESSAGE_TYPES_LOCK = threading.Lock()
 
 
 class EboxClient:
-    """Thread-safe eBox client; share one per process (it caches the access token)."""
+    """Thread-safe eBox client; share one per task (it caches the access token and holds the task's
+    circuit breaker)."""
 
     def __init__(
         self,
@@ -399,8 +824,10 @@ class EboxClient:
         *,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        breaker: CircuitBreaker | None = None,
     ):
         self.config = config
+        self._warn_about_certificate()  # an expired certificate fails here, before any call
         self._owns_http = http is None
         self._http = (
             http
@@ -417,6 +844,23 @@ class EboxClient:
         self._token_lock = threading.Lock()
         self._token: str | None = None
         self._token_refresh_at = 0.0
+        if breaker is None and sleep is not time.sleep:
+            # An injected sleep (tests) passes virtual time: the breaker's clock follows what it slept.
+            slept = [0.0]
+
+            def virtual_sleep(seconds: float) -> None:
+                sleep(seconds)
+                slept[0] += seconds
+
+            breaker = CircuitBreaker(
+                config.outage_budget_seconds,
+                clock=lambda: time.monotonic() + slept[0],
+                sleep=virtual_sleep,
+            )
+        self.breaker = breaker or CircuitBreaker(config.outage_budget_seconds)
+        # Calls that left for the eBox, by outcome ("ok", "transient"), for summaries and benchmarks.
+        self.calls: dict[str, int] = {"ok": 0, "transient": 0}
+        self._calls_lock = threading.Lock()
 
     idempotency_key = staticmethod(idempotency_key)
 
@@ -430,6 +874,19 @@ class EboxClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _warn_about_certificate(self) -> None:
+        warning = self.config.check_certificate()
+        if warning is None:
+            return
+        day = datetime.now(MESSAGE_TYPES_DAY_ZONE).date()
+        key = (self.config.certificate_thumbprint(datetime.now(UTC)), day)
+        with _CERTIFICATE_WARNED_LOCK:  # once a day per process, not once per task
+            if key in _CERTIFICATE_WARNED:
+                return
+            _CERTIFICATE_WARNED.add(key)
+        log.warning("%s", warning)
+        logfmt.emit("alert_ebox_certificate_expiring", logger=log, warning=warning)
+
     # -- HTTP plumbing -------------------------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
@@ -439,57 +896,90 @@ class EboxClient:
         return step / 2 + self._rng.uniform(0, step / 2)
 
     def _wait(self, retry_state: tenacity.RetryCallState) -> float:
-        failure = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(failure, _Transient) and failure.retry_after is not None:
-            return failure.retry_after
+        # While the breaker is open it does the waiting (and a Retry-After opens it): no second pause.
+        if self.breaker.in_outage:
+            return 0.0
         return self._backoff(retry_state.attempt_number)
+
+    def _stop(self, retry_state: tenacity.RetryCallState) -> bool:
+        # During an outage a call keeps waiting through the breaker until the outage budget is spent;
+        # otherwise (one call failing while others get through) after max_attempts.
+        return retry_state.attempt_number >= self.config.max_attempts and not self.breaker.in_outage
+
+    def _count(self, what: str) -> None:
+        with self._calls_lock:
+            self.calls[what] += 1
 
     def _send(
         self, method: str, url: str, prepare: Callable[[], dict[str, Any]] | None = None, **kwargs: Any
     ) -> httpx.Response:
-        """One request with retries (tenacity) for 429, 5xx, timeouts and connection errors.
+        """One request with retries (tenacity) for transient answers (408, 425, 429, 5xx, timeouts and
+        connection errors), each attempt through the circuit breaker.
 
         `prepare`, when given, is called for every attempt and its keyword arguments are added to
         the request's (the token request signs a fresh assertion each time). Returns the first other
-        answer; raises _Exhausted when the attempts run out."""
+        answer; raises _Exhausted when the attempts run out, EboxOutageError when the breaker stops."""
         path = httpx.URL(url).path
+        sent = False
 
         def attempt() -> httpx.Response:
+            nonlocal sent
+            try:
+                probe = self.breaker.before_call()
+            except _Stopped as exc:
+                raise EboxOutageError(str(exc), sent=sent) from None
+            try:
+                return exchange()
+            finally:
+                if probe:  # whatever became of the probe, the waiting threads must not wait for it forever
+                    self.breaker.end_probe()
+
+        def exchange() -> httpx.Response:
+            nonlocal sent
             request_kwargs = {**kwargs, **prepare()} if prepare is not None else kwargs
             try:
                 with self._slots:
+                    sent = True
                     response = self._http.request(method, url, **request_kwargs)
             except httpx.TransportError as exc:
                 if _is_certificate_failure(exc):
+                    self.breaker.success()  # the eBox answered; nothing to wait for
                     raise EboxConfigurationError(
                         f"TLS certificate of {httpx.URL(url).host} does not verify against "
-                        f"ca_bundle={self.config.ca_bundle!r}"
+                        f"ca_bundle={self.config.ca_bundle!r}",
+                        "ca_bundle",
                     ) from exc
+                self._count("transient")
+                self.breaker.failure(type(exc).__name__, None)
                 raise _Transient(type(exc).__name__) from exc
-            if response.status_code != 429 and response.status_code < 500:
+            if 200 <= response.status_code < 300 or classify(response).verdict is not Verdict.TRANSIENT:
+                self._count("ok")
+                self.breaker.success()
                 return response
             reason = f"HTTP {response.status_code}"
             retry_after = _retry_after_seconds(response)
-            if retry_after is not None and retry_after > MAX_RETRY_AFTER_SECONDS:
-                raise _Exhausted(f"{reason} with Retry-After {retry_after:.0f}s")
+            self._count("transient")
+            self.breaker.failure(reason, retry_after)
             raise _Transient(reason, retry_after)
 
         def log_attempt(retry_state: tenacity.RetryCallState) -> None:
-            log.info(
-                "eBox %s %s: %s (attempt %d of %d)",
-                method,
-                path,
-                retry_state.outcome.exception().reason,
-                retry_state.attempt_number,
-                self.config.max_attempts,
-            )
+            # During an outage the breaker logs once for every thread; single failures are logged here.
+            if not self.breaker.in_outage:
+                log.info(
+                    "eBox %s %s: %s (attempt %d of %d)",
+                    method,
+                    path,
+                    retry_state.outcome.exception().reason,
+                    retry_state.attempt_number,
+                    self.config.max_attempts,
+                )
 
         def exhausted(retry_state: tenacity.RetryCallState) -> httpx.Response:
             raise _Exhausted(retry_state.outcome.exception().reason)
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_Transient),
-            stop=tenacity.stop_after_attempt(self.config.max_attempts),
+            stop=self._stop,
             wait=self._wait,
             sleep=self._sleep,
             after=log_attempt,
@@ -511,22 +1001,28 @@ class EboxClient:
             if self._token == rejected:
                 self._token = None
 
-    def client_assertion(self) -> str:
-        """A new private_key_jwt: its own `jti`, `iat` and `exp`, so no attempt repeats another's."""
+    def client_assertion(self, now: float | None = None) -> str:
+        """A new private_key_jwt: its own `jti`, `iat` and `exp`, so no attempt repeats another's.
+
+        `iat` is backdated by `assertion_leeway_seconds`, so that a worker whose clock runs somewhat
+        ahead of the eBox's is not refused; `exp` is `assertion_lifetime_seconds` after now. It is
+        signed with the certificate in use now (the next one from `certificate_switch_at` on)."""
         cfg = self.config
-        now = int(time.time())
+        now = int(time.time() if now is None else now)
+        moment = datetime.fromtimestamp(now, UTC)
+        cfg.check_certificate(moment)
         return jwt.encode(
             {
                 "iss": cfg.client_id,
                 "sub": cfg.client_id,
                 "aud": cfg.token_url,
                 "jti": str(uuid.uuid4()),
-                "iat": now,
-                "exp": now + ASSERTION_LIFETIME_SECONDS,
+                "iat": now - cfg.assertion_leeway_seconds,
+                "exp": now + cfg.assertion_lifetime_seconds,
             },
-            cfg.signing_key(),
+            cfg.signing_key(at=moment),
             algorithm="RS256",
-            headers=cfg.assertion_header(),
+            headers=cfg.assertion_header(moment),
         )
 
     def _token_form(self) -> dict[str, Any]:
@@ -546,12 +1042,29 @@ class EboxClient:
         response = self._send("POST", cfg.token_url, prepare=self._token_form)
         if response.status_code != 200:
             try:
-                error = response.json().get("error")
+                answer = response.json()
+                error, description = answer.get("error"), answer.get("error_description")
             except (ValueError, AttributeError):
-                error = None
-            raise EboxConfigurationError(
-                f"token endpoint refused client {cfg.client_id!r}: HTTP {response.status_code}"
+                error = description = None
+            refused = (
+                f"the eBox token endpoint refused client {cfg.client_id!r}: HTTP {response.status_code}"
                 + (f" {error}" if error else "")
+                + (f" ({str(description)[:200]})" if description else "")
+            )
+            skew = _clock_skew(response)
+            if (skew is not None and abs(skew) > cfg.assertion_leeway_seconds) or _speaks_of_time(
+                description
+            ):
+                raise EboxConfigurationError(
+                    f"{refused}: the client assertion's time was refused, this worker's clock is "
+                    + (f"{skew:+.0f} s off the eBox's; " if skew is not None else "off the eBox's; ")
+                    + "synchronise it (NTP), or raise extra 'assertion_leeway_seconds' "
+                    f"({cfg.assertion_leeway_seconds} s)",
+                    "assertion_leeway_seconds",
+                )
+            raise EboxConfigurationError(
+                f"{refused}: check login / extra 'client_id', the private key and extra 'certificate' "
+                "(the one registered with the eBox)"
             )
         try:
             body = response.json()
@@ -564,7 +1077,8 @@ class EboxClient:
 
     def _authorized(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """A request with a bearer token. A 401, or a 400 "Invalid access token", gets one fresh token
-        and one more try; 403 raises."""
+        and one more try; a refusal of the sender, application or request raises
+        EboxConfigurationError naming the setting (`ANSWERS`)."""
         extra_headers = kwargs.pop("headers", {})
         path = httpx.URL(url).path
         for fresh_token_tried in (False, True):
@@ -572,22 +1086,23 @@ class EboxClient:
             response = self._send(
                 method, url, headers={**extra_headers, "Authorization": f"Bearer {token}"}, **kwargs
             )
-            refused = response.status_code == 401 or _is_invalid_token_answer(response)
+            refused = not 200 <= response.status_code < 300 and classify(response).verdict is Verdict.TOKEN
             if not refused:
                 break
             if fresh_token_tried:
                 raise EboxConfigurationError(
-                    f"{path} answered {response.status_code} (invalid token) even with a fresh token"
+                    f"{path} answered {response.status_code} (invalid token) even with a fresh token; check "
+                    "the client's registration with the eBox (login / extra 'client_id', extra 'certificate')"
                 )
             log.info(
                 "eBox %s answered %d (invalid token); renewing the token once", path, response.status_code
             )
             self._invalidate_token(token)
-        if response.status_code == 403:
-            raise EboxConfigurationError(
-                f"{path} answered 403: the client lacks the scope for this call "
-                f"(client {self.config.client_id!r})"
-            )
+        if not 200 <= response.status_code < 300:
+            rule = classify(response)
+            # 404 of the searches and the registry is an answer ("not found"); the callers read it.
+            if rule.verdict is Verdict.CONFIGURATION and response.status_code != 404:
+                raise configuration_error(path, response, rule)
         return response
 
     # -- Federation: is the eBox active? ---------------------------------------------------------
@@ -655,7 +1170,10 @@ class EboxClient:
     # -- Message Registry: publish and follow up -----------------------------------------------
 
     def publish(self, pub: Publication) -> PublishOutcome:
-        """Publish one letter; the outcome says what to do with it next (see the module doc)."""
+        """Publish one letter; the outcome says what to do with it next (`ANSWERS`).
+
+        Raises EboxConfigurationError for a refusal that is not this letter's, EboxOutageError when
+        the circuit breaker has given up."""
         message = build_message_to_publish(pub, self.config)
         url = _join(self.config.message_registry_url, "publishMessage")
         # httpx encodes the multipart body once; sent as one buffer it costs one TLS write instead of
@@ -686,7 +1204,7 @@ class EboxClient:
         except _Exhausted as exc:
             log.warning("eBox publish letter %s: retry later (%s)", pub.letter_id, exc.reason)
             return PublishOutcome("retry_later", message=exc.reason)
-        outcome = self._publish_outcome(response)
+        outcome = self.publish_outcome(response)
         # A plain success is the common case of a 100,000-letter wave: the chunk's summary line and the
         # letter's `delivered_ebox` event carry it; every other answer is worth its own line.
         log.log(
@@ -700,42 +1218,29 @@ class EboxClient:
         return outcome
 
     @staticmethod
-    def _publish_outcome(response: httpx.Response) -> PublishOutcome:
-        status = response.status_code
-        if status in (200, 201):
-            try:
-                body = response.json()
-            except ValueError:
-                body = {}
-            body = body if isinstance(body, dict) else {}
-            code, message_id = body.get("code"), body.get("messageId")
-            kind = "no_digital_user" if code == "NO_DIGITAL_USER" else "published"
-            expires = body.get("expirationDate")
-            return PublishOutcome(
-                kind,
-                message_id=message_id,
-                code=code,
-                message=body.get("message"),
-                expires_at=expires if isinstance(expires, str) and expires else None,
-            )
+    def publish_outcome(response: httpx.Response) -> PublishOutcome:
+        """What an answer of publishMessage means for its letter (`ANSWERS`, `publication_answer`)."""
+        answered = publication_answer(response)
+        if answered is not None:
+            return answered
+        rule = classify(response)
         code, message = _status_message(response)
-        if status == 413:
-            # No size limit is published; the eBox refused this one: the letter is quarantined with
-            # the reason rather than retried.
+        if rule.verdict is Verdict.CONFLICT:
+            # The key was seen before: the eBox holds the letter (its messageId is not repeated in a
+            # 409; the caller settles it).
+            return PublishOutcome("already_published", code=code, message=message, status=409)
+        if rule.verdict is Verdict.LETTER:
+            if response.status_code == 413:
+                # No size limit is published; the eBox refused this one: quarantined, not retried.
+                code = code or "PAYLOAD_TOO_LARGE"
+                message = message or rule.meaning
             return PublishOutcome(
                 "rejected",
-                code=code or "PAYLOAD_TOO_LARGE",
-                message=message or "the message is larger than the eBox accepts",
+                code=code or f"HTTP_{response.status_code}",
+                message=message,
+                status=response.status_code,
             )
-        if status == 409:
-            # The key was seen before: the letter is in the eBox already (its messageId is not
-            # repeated in a 409, so the caller keeps the one it recorded, if any).
-            return PublishOutcome("already_published", code=code, message=message)
-        if status == 404:
-            raise EboxConfigurationError(
-                f"publishMessage answered 404: check message_registry_url ({response.request.url})"
-            )
-        return PublishOutcome("rejected", code=code or f"HTTP_{status}", message=message)
+        raise configuration_error("publishMessage", response, rule)
 
     # -- Message Registry: reference data -------------------------------------------------------
 

@@ -12,8 +12,10 @@ without a second publication (`settle_already_published`).
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import timedelta
 from itertools import islice
 from pathlib import Path
@@ -144,6 +146,52 @@ def check_activation(
 # --------------------------------------------------------------------------- publication
 
 
+class _Gate:
+    """What the threads of one delivery share: whether to keep sending.
+
+    It stops on a refusal that is not the letters' (EboxConfigurationError), on the circuit
+    breaker's giving up (EboxOutageError), and when `repeat_limit` letters in a row got the very
+    same refusal (status, code and message) before the eBox accepted any letter of the task: that is
+    a refusal of the request (sender, message type, format), not of the letters."""
+
+    def __init__(self, repeat_limit: int):
+        self.repeat_limit = repeat_limit
+        self._lock = threading.Lock()
+        self.error: Exception | None = None
+        self.accepted = False
+        self._same: Counter = Counter()
+
+    @property
+    def stopped(self) -> bool:
+        return self.error is not None
+
+    def stop(self, error: Exception) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error = error
+
+    def observe(self, result) -> None:
+        from include.dijlepost.ebox.client import EboxConfigurationError
+
+        with self._lock:
+            if result.kind in _ACCEPTED:
+                self.accepted = True
+                return
+            if result.kind != "rejected" or self.accepted:
+                return
+            signature = (result.status, result.code, result.message)
+            self._same[signature] += 1
+            if self._same[signature] >= self.repeat_limit and self.error is None:
+                self.error = EboxConfigurationError(
+                    f"the eBox refused {self._same[signature]} letters in a row with the same answer before "
+                    f"accepting any (HTTP {result.status} {result.code}: {result.message}): a refusal of the "
+                    "request, not of the letters; check the eBox Connection (extras 'sender_organization_id', "
+                    "'sender_application_id', the certificate), ebox_message_types in waves.py and the "
+                    "request format",
+                    "ebox_message_types",
+                )
+
+
 def deliver_chunk_to_ebox(
     conn,
     client,
@@ -154,23 +202,43 @@ def deliver_chunk_to_ebox(
     chunk: int,
     ctx: RunContext,
     concurrency: int = 4,
+    refusal_repeat_limit: int = 3,
 ) -> dict:
     """Publish the chunk's eBox letters, `_PUBLISH_PAGE` at a time (memory follows the page, not the
     chunk). A page's `in_flight` is committed before its first call, so that no later decision can
     send a copy on paper of a letter the eBox may already hold.
 
+    Every answer ends where `client.ANSWERS` puts it: accepted letters are delivered (or on paper
+    for NO_DIGITAL_USER), refused letters quarantined, 409s settled by the federation search,
+    unconfirmed answers published once more with the same key (a 409 then settles them, or they
+    wait in flight for the next run). When the task must stop (a refusal of the sender, application,
+    credentials or request; the eBox unavailable past the outage budget) no further call leaves,
+    every letter of the chunk not finished goes back to `pending` with the reason, none is
+    quarantined, and the error is raised: EboxConfigurationError or EboxOutageError.
+
     The subject and file name come from the rendering; `renderer` (or None: made on demand) is only
     needed for letters rendered before they were stored."""
-    from include.dijlepost.ebox.client import EboxConfigurationError, Publication
+    from include.dijlepost.ebox.client import (
+        EboxConfigurationError,
+        EboxOutageError,
+        Publication,
+        PublishOutcome,
+    )
+
+    gate = _Gate(refusal_repeat_limit)
 
     def publish(letter: dict):
+        if gate.stopped:
+            return letter, PublishOutcome("not_sent", message=str(gate.error)), False
         message_type_id = (wave.ebox_message_types.get(letter["letter_type"]) or "").strip()
         if not message_type_id:  # check_message_types stops such a run before its claim
-            raise EboxConfigurationError(
+            error = EboxConfigurationError(
                 f"wave {wave.department}: letter type {letter['letter_type']!r} has "
                 "no eBox message type (ebox_message_types in waves.py)",
                 "ebox_message_types",
             )
+            gate.stop(error)
+            return letter, PublishOutcome("not_sent", message=str(error)), False
         pdf = Path(letter["pdf_path"]).read_bytes()
         pub = Publication(
             letter_id=letter["letter_id"],
@@ -183,7 +251,13 @@ def deliver_chunk_to_ebox(
             pdf=pdf,
             filename=letter["pdf_filename"] or f"{letter['letter_id']}.pdf",
         )
-        return letter, client.publish(pub)
+        try:
+            result = client.publish(pub)
+        except (EboxConfigurationError, EboxOutageError) as exc:
+            gate.stop(exc)
+            return letter, PublishOutcome("not_sent", message=str(exc)), exc.sent
+        gate.observe(result)
+        return letter, result, True
 
     # Keyset pages: what this loop changes (status, channel) only touches letters already read.
     letters = iter_letters_in_claim(
@@ -193,43 +267,159 @@ def deliver_chunk_to_ebox(
     outcomes: Counter = Counter()
     answered: list[tuple[str, object]] = []
     conflicts: list[dict] = []  # answered 409: settled below, once the chunk is through
+    unconfirmed: list[tuple[dict, object]] = []  # no contract messageId: published once more below
+    held: list[tuple[str, object]] = []  # refusals seen before the eBox accepted any letter
+    fresh: set[str] = set()  # letters this task put in flight (not in flight before it)
+    sent_ids: set[str] = set()
+
+    def take(letter: dict, result, sent: bool) -> None:
+        nonlocal answered
+        if sent:
+            sent_ids.add(letter["letter_id"])
+        if result.kind == "already_published":
+            conflicts.append({k: letter[k] for k in ("letter_id", "recipient_kind", "recipient_id")})
+        elif result.kind == "unconfirmed":
+            unconfirmed.append((letter, result))
+        elif result.kind == "not_sent":
+            pass  # given back below, with the reason
+        elif result.kind == "rejected" and not gate.accepted:
+            held.append((letter["letter_id"], result))
+        else:
+            outcomes[result.kind] += 1
+            answered.append((letter["letter_id"], result))
+        if gate.accepted and held and not gate.stopped:
+            outcomes["rejected"] += len(held)
+            answered += held
+            held.clear()
+        if len(answered) >= _RECORD_EVERY:
+            _record_publications(conn, ctx, run_id, answered)
+            answered = []
+
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         try:
-            while page := list(islice(letters, _PUBLISH_PAGE)):
-                if renderer is None and any(not letter["pdf_subject"] for letter in page):
+            while not gate.stopped and (page := list(islice(letters, _PUBLISH_PAGE))):
+                if renderer is None and any(not item["pdf_subject"] for item in page):
                     from include.dijlepost.rendering import LetterRenderer
 
                     renderer = LetterRenderer()
                 with conn.cursor() as cur:
                     marked = outbox.mark_ebox_in_flight(
-                        cur, run_id, [letter["letter_id"] for letter in page], ctx
+                        cur, run_id, [item["letter_id"] for item in page], ctx
                     )
                 conn.commit()
                 page = [
-                    letter for letter in page if letter["letter_id"] in marked
+                    item for item in page if item["letter_id"] in marked
                 ]  # still this run's, now in flight
+                fresh.update(item["letter_id"] for item in page if item["ebox_state"] is None)
                 count += len(page)
-                for letter, result in pool.map(publish, page):
-                    if result.kind == "already_published":
-                        conflicts.append(
-                            {k: letter[k] for k in ("letter_id", "recipient_kind", "recipient_id")}
-                        )
-                        continue
-                    outcomes[result.kind] += 1
-                    answered.append((letter["letter_id"], result))
-                    if len(answered) >= _RECORD_EVERY:
-                        _record_publications(conn, ctx, run_id, answered)
-                        answered = []
+                for letter, result, sent in pool.map(publish, page):
+                    take(letter, result, sent)
+            if unconfirmed:
+                _record_unconfirmed(conn, ctx, unconfirmed)
+            if unconfirmed and not gate.stopped:
+                # One more publication with the same Idempotency-Key: a 409 says the eBox holds the
+                # letter (settled below like any 409), a contract 201 that the first never arrived.
+                first = {letter["letter_id"]: result for letter, result in unconfirmed}
+                again, unconfirmed = [letter for letter, _ in unconfirmed], []
+                for letter, result, sent in pool.map(publish, again):
+                    if result.kind == "unconfirmed" and not result.message_id:
+                        result = replace(result, message_id=first[letter["letter_id"]].message_id)
+                    take(letter, result, sent)
         finally:  # what the eBox answered is recorded even when a later call fails the task
             _record_publications(conn, ctx, run_id, answered)
+            answered = []
+    if gate.stopped:
+        returned = _give_back(conn, ctx, run_id, chunk, gate.error, fresh - sent_ids)
+        logfmt.emit(
+            "ebox_chunk_stopped",
+            chunk=chunk,
+            returned_to_pending=returned,
+            reason=type(gate.error).__name__,
+            **dict(outcomes),
+        )
+        raise gate.error
+    if held:  # the eBox accepted none of the chunk, and the refusals were not all the same
+        outcomes["rejected"] += len(held)
+        _record_publications(conn, ctx, run_id, held)
     if not count:
         return {"chunk": chunk, "letters": 0}
+    if unconfirmed:  # unconfirmed twice: they wait in flight for the next run, which asks again
+        outcomes["unconfirmed"] += len(unconfirmed)
+        with conn.cursor() as cur:
+            for letter, result in unconfirmed:
+                outbox.release_for_retry(
+                    cur,
+                    ctx,
+                    letter["letter_id"],
+                    run_id,
+                    f"ebox unconfirmed: {result.message}",
+                    details={"ebox": "unconfirmed", "message_id": result.message_id},
+                )
+        conn.commit()
     if conflicts:  # a failed task left them in_flight: its retry reads the same 409s again
+        candidates = _candidate_message_ids(conn, [c["letter_id"] for c in conflicts])
+        for letter in conflicts:
+            letter["candidate_message_id"] = candidates.get(letter["letter_id"])
         settled = settle_already_published(client, conflicts)
         outcomes.update(result.kind for _, result in settled)
         _record_publications(conn, ctx, run_id, settled)
     logfmt.emit("ebox_chunk_outcomes", chunk=chunk, **dict(outcomes))
     return {"chunk": chunk, "letters": count, **dict(sorted(outcomes.items()))}
+
+
+def _record_unconfirmed(conn, ctx: RunContext, unconfirmed: list[tuple[dict, object]]) -> None:
+    """An `ebox_unconfirmed` event per letter: what came back instead of a contract answer."""
+    with conn.cursor() as cur:
+        outbox.record_events(
+            cur,
+            ctx,
+            (
+                (
+                    letter["letter_id"],
+                    "ebox_unconfirmed",
+                    {"status": result.status, "reason": result.message, "message_id": result.message_id},
+                )
+                for letter, result in unconfirmed
+            ),
+        )
+    conn.commit()
+    log.warning(
+        "eBox: %d publications answered without a contract messageId (%s); each is published once more "
+        "with the same Idempotency-Key",
+        len(unconfirmed),
+        dict(Counter(f"HTTP {r.status}: {r.message}" for _, r in unconfirmed)),
+    )
+
+
+def _candidate_message_ids(conn, letter_ids: list[str]) -> dict[str, str]:
+    """The messageId an unconfirmed answer carried, per letter (its latest `ebox_unconfirmed` event)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT DISTINCT ON (letter_id) letter_id, details->>'message_id' FROM letter_events "
+            "WHERE event = 'ebox_unconfirmed' AND letter_id = ANY(%s) ORDER BY letter_id, event_id DESC",
+            (letter_ids,),
+        )
+        found = {lid: mid for lid, mid in cur.fetchall() if mid}
+    conn.commit()
+    return found
+
+
+def _give_back(conn, ctx: RunContext, run_id: str, chunk: int, error: Exception, never_sent: set[str]) -> int:
+    """Every eBox letter of the chunk not finished goes back to `pending` with the reason; those whose
+    publication never left (and that were not in flight before) lose their `in_flight` too."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT letter_id FROM letters WHERE claim_run_id = %s AND claim_chunk = %s "
+            f"AND status = {Status.PROCESSING.sql} AND channel = 'ebox' ORDER BY id",
+            (run_id, chunk),
+        )
+        waiting = [r[0] for r in cur.fetchall()]
+        reason = f"ebox: {type(error).__name__}: {error}"[:1000]
+        for letter_id in waiting:
+            outbox.release_for_retry(cur, ctx, letter_id, run_id, reason, never_sent=letter_id in never_sent)
+    conn.commit()
+    log.error("eBox delivery of chunk %s stopped: %s; %d letters back to pending", chunk, error, len(waiting))
+    return len(waiting)
 
 
 def settle_already_published(client, letters: list[dict]) -> list[tuple[str, object]]:
@@ -249,6 +439,7 @@ def settle_already_published(client, letters: list[dict]) -> list[tuple[str, obj
     from include.dijlepost.ebox.client import EboxUnavailableError, PublishOutcome
 
     by_kind: dict[str, dict[str, str]] = {}
+    candidates = {x["letter_id"]: x["candidate_message_id"] for x in letters if x.get("candidate_message_id")}
     for letter in letters:
         by_kind.setdefault(letter["recipient_kind"], {})[letter["letter_id"]] = normalize_recipient_id(
             letter["recipient_kind"], letter["recipient_id"]
@@ -263,15 +454,19 @@ def settle_already_published(client, letters: list[dict]) -> list[tuple[str, obj
                 (lid, PublishOutcome("retry_later", code="CONFLICT", message=reason)) for lid in recipients
             ]
             continue
+        delivered: list[str] = []
         for letter_id, recipient_id in recipients.items():
             activation = found[recipient_id]  # lookup_activation answers for every id asked
             if not activation.active:
                 kind_of = "no_active_ebox"
             elif activation.last_connection:
                 kind_of = "already_published"
+                delivered.append(letter_id)
+                continue
             else:
                 kind_of = "never_connected"
             settled.append((letter_id, PublishOutcome(kind_of, code="CONFLICT")))
+        settled += _message_ids_of_conflicts(client, kind, recipients, delivered, candidates)
     rerouted = Counter(r.kind for _, r in settled if r.kind in _TO_PAPER)
     if rerouted:
         # Counts only. `lastConnectionDate` of citizenEboxConsents/search is assumed, not verified
@@ -282,10 +477,62 @@ def settle_already_published(client, letters: list[dict]) -> list[tuple[str, obj
     return settled
 
 
+# Why a letter settled from a 409 has no message id (its `delivered_ebox` event says it).
+NO_MESSAGE_ID = (
+    "a 409 repeats no messageId and searchMessageStatus needs one: the read status cannot be asked; "
+    "the follow-up of its letter type decides (Wave.followup_without_message_id)"
+)
+
+
+def _message_ids_of_conflicts(
+    client, kind: str, recipients: dict[str, str], delivered: list[str], candidates: dict[str, str]
+) -> list[tuple[str, object]]:
+    """The 409s settled as delivered, each with its message id where the published searches give it.
+
+    None of the published searches finds a message by its Idempotency-Key or recipient for a sender
+    (`searchMessageStatus` needs the messageId; `ebox/messages` is the recipient's own view), so a
+    message id is only known when an unconfirmed answer carried one: `searchMessageStatus` then
+    confirms it for this recipient. Otherwise the letter is delivered without one, and says why."""
+    from include.dijlepost.ebox.client import EboxUnavailableError, PublishOutcome
+
+    asked = [(lid, candidates[lid]) for lid in delivered if lid in candidates]
+    confirmed: dict[str, dict] = {}
+    if asked:
+        try:
+            answers = client.search_message_status([(mid, kind, recipients[lid]) for lid, mid in asked])
+        except EboxUnavailableError:
+            answers = []
+        by_message = {a.get("messageId"): a for a in answers if isinstance(a, dict)}
+        confirmed = {lid: by_message[mid] for lid, mid in asked if mid in by_message}
+    out = []
+    for letter_id in delivered:
+        status = confirmed.get(letter_id)
+        if status is not None:
+            out.append(
+                (
+                    letter_id,
+                    PublishOutcome(
+                        "already_published",
+                        message_id=status["messageId"],
+                        code="CONFLICT",
+                        message="messageId of an unconfirmed answer, confirmed by searchMessageStatus",
+                        expires_at=status.get("expirationDate"),
+                    ),
+                )
+            )
+        else:
+            out.append(
+                (letter_id, PublishOutcome("already_published", code="CONFLICT", message=NO_MESSAGE_ID))
+            )
+    return out
+
+
 # Answers are recorded in groups, one transaction each: a letter the eBox accepted but whose answer
 # was not recorded yet stays `in_flight`, and its retry gets 409 for the same Idempotency-Key.
 _RECORD_EVERY = 100
 _PUBLISH_PAGE = 500
+# The answers that show the eBox takes this task's publications.
+_ACCEPTED = ("published", "no_digital_user", "already_published")
 
 # The answers that put a letter on paper because the eBox will not reach its recipient, and why.
 _TO_PAPER = {
@@ -303,7 +550,17 @@ def _record_publications(conn, ctx: RunContext, run_id: str, answered: list[tupl
     with conn.cursor() as cur:
         # A 409 settled as delivered has no expirationDate of its own: the first answer was lost.
         delivered = [
-            (lid, r.message_id, r.kind, r.expires_at)
+            (
+                lid,
+                r.message_id,
+                r.kind,
+                r.expires_at,
+                {"message_id_source": "searchMessageStatus"}
+                if r.kind == "already_published" and r.message_id
+                else {"no_message_id": r.message}
+                if r.kind == "already_published"
+                else None,
+            )
             for lid, r in answered
             if r.kind in ("published", "already_published")
         ]

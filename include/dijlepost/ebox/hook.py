@@ -12,13 +12,20 @@ metadata database. Connection fields:
   as `x5t#S256`, and as `kid` unless the optional extra `key_id` gives the key id the eBox knows it by
 - extra `sender_organization_id` (KBO), `sender_application_id`
 - optional extras `ca_bundle`, `key_id`, `timeout_seconds`, `max_concurrency`, `max_attempts`,
-  `backoff_base_seconds`
+  `backoff_base_seconds`, `assertion_leeway_seconds`, `assertion_lifetime_seconds`,
+  `outage_budget_seconds`, `certificate_warning_days`
+- certificate rotation: extra `next_certificate` (PEM) or `next_certificate_path`, optionally
+  `next_private_key` or `next_private_key_path` (when the next certificate has a new key), and
+  `certificate_switch_at` (ISO 8601; without a zone, Europe/Brussels)
 """
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 try:
     from airflow.sdk import BaseHook
@@ -32,7 +39,12 @@ _NUMBER_EXTRAS = {
     "max_concurrency": int,
     "max_attempts": int,
     "backoff_base_seconds": float,
+    "assertion_leeway_seconds": int,
+    "assertion_lifetime_seconds": int,
+    "outage_budget_seconds": float,
+    "certificate_warning_days": int,
 }
+SWITCH_ZONE = ZoneInfo("Europe/Brussels")  # a switch date without a zone is the city's time
 
 
 def config_from_connection(
@@ -101,6 +113,31 @@ def config_from_connection(
             "'certificate_path')",
             "certificate_pem",
         )
+    for pem_field, path_field, field in (
+        ("next_certificate", "next_certificate_path", "next_certificate_pem"),
+        ("next_private_key", "next_private_key_path", "next_private_key_pem"),
+    ):
+        if isinstance(extra.get(pem_field), str) and extra[pem_field].strip():
+            fields[field], origin[field] = extra[pem_field], f"extra '{pem_field}'"
+        elif extra.get(path_field):
+            try:
+                fields[field] = Path(extra[path_field]).read_text()
+            except OSError as exc:
+                raise EboxConfigurationError(
+                    f"{conn_id}: extra '{path_field}' cannot be read ({exc.strerror})", field
+                ) from None
+            origin[field] = f"extra '{path_field}'"
+    if extra.get("certificate_switch_at") not in (None, ""):
+        origin["certificate_switch_at"] = "extra 'certificate_switch_at'"
+        try:
+            switch = datetime.fromisoformat(str(extra["certificate_switch_at"]).strip())
+        except ValueError:
+            raise EboxConfigurationError(
+                f"{conn_id}: extra 'certificate_switch_at' must be an ISO 8601 date-time "
+                "(e.g. 2027-03-01T06:00:00+01:00)",
+                "certificate_switch_at",
+            ) from None
+        fields["certificate_switch_at"] = switch if switch.tzinfo else switch.replace(tzinfo=SWITCH_ZONE)
     if extra.get("key_id") not in (None, ""):
         fields["key_id"], origin["key_id"] = str(extra["key_id"]), "extra 'key_id'"
     if extra.get("ca_bundle"):
@@ -145,8 +182,12 @@ class EboxHook(BaseHook):
             self.ebox_conn_id, conn.host, conn.login, conn.password, conn.extra_dejson
         )
 
-    def get_client(self) -> EboxClient:
-        return EboxClient(self.get_config())
+    def get_client(self, **overrides: Any) -> EboxClient:
+        """A client of the Connection; keyword arguments replace fields of its config."""
+        config = self.get_config()
+        if overrides:
+            config = dataclasses.replace(config, **overrides)
+        return EboxClient(config)
 
     def get_conn(self) -> EboxClient:
         return self.get_client()

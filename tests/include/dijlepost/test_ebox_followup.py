@@ -120,6 +120,8 @@ def test_policies_follow_the_wave_configuration():
     [
         ({"followup_letter_types": ("gas_decision",)}, "followup_letter_types"),
         ({"followup_letter_types": ("reminder",), "followup_after_days": 0}, "followup_after_days"),
+        ({"followup_without_message_id": {"reminder": "maybe"}}, "followup_without_message_id"),
+        ({"followup_without_message_id": {"invoice": "no_copy"}}, "followup_without_message_id"),
     ],
 )
 def test_a_misconfigured_wave_is_refused_with_the_field(overrides, field):
@@ -260,6 +262,36 @@ def test_a_letter_without_message_id_counts_as_unread_for_important_types(
     result = ebox_followup.create_paper_copies(db, FCTX)
     assert result["by_reason"] == {"no_message_id": len(important)}
     assert {r["followup_of"] for r in letters(db).values() if r["followup_of"]} == important
+
+
+def test_the_letter_type_setting_decides_the_follow_up_of_a_letter_without_message_id(
+    db, ebox, client, renderer, tmp_path
+):
+    rows = deliver(db, ebox, client, renderer, tmp_path, 12, seed_no=56)
+    reminders = originals_with_types(rows, {"reminder"})
+    assessments = originals_with_types(rows, {"tax_assessment"})
+    assert reminders and assessments
+    db.execute("UPDATE letters SET ebox_message_id = NULL")  # delivered from lost first answers
+    db.commit()
+    age_publications(db, 14)
+    wave = Wave(**{**WAVE.__dict__, "followup_without_message_id": {"reminder": "no_copy"}})
+    rules = ebox_followup.policies([wave])
+    result = ebox_followup.create_paper_copies(db, FCTX, rules)
+    # tax_assessment keeps the default (paper_copy); reminders trust the eBox.
+    assert result["by_reason"] == {"no_message_id": len(assessments), "no_message_id_no_copy": len(reminders)}
+    assert {r["followup_of"] for r in letters(db).values() if r["followup_of"]} == assessments
+    not_created = db.execute(
+        "SELECT letter_id, details FROM letter_events WHERE event = 'ebox_followup_not_created'"
+    ).fetchall()
+    db.commit()
+    assert {lid for lid, _ in not_created} == reminders
+    assert all(d["setting"] == "followup_without_message_id[reminder] = no_copy" for _, d in not_created)
+    # Said once: the next run neither copies nor records again.
+    assert ebox_followup.create_paper_copies(db, FCTX, rules)["by_reason"] == {}
+    assert db.execute(
+        "SELECT count(*) FROM letter_events WHERE event = 'ebox_followup_not_created'"
+    ).fetchone()[0] == len(reminders)
+    db.commit()
 
 
 def test_letters_past_the_horizon_are_left_alone(db, ebox, client, renderer, tmp_path):

@@ -3,6 +3,7 @@ in the middle of a step: nothing may be lost and nothing may be sent twice."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, timedelta
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from demo import dataset
 from include.dijlepost import documents, pipeline
 from include.dijlepost.ebox import delivery
-from include.dijlepost.ebox.client import EboxClient
+from include.dijlepost.ebox.client import EboxClient, EboxOutageError
 from include.dijlepost.intake import import_rows
 from include.dijlepost.outbox import RunContext, claim
 from include.dijlepost.printhouse import handoff
@@ -347,8 +348,11 @@ def test_unreachable_ebox_releases_letters_for_the_next_run(db, ebox, client, re
     seed(db, ebox, 3, active_share=1.0, seed_no=9)
     c = prepare(db, client, renderer, tmp_path)
     ebox.state.set_faults(error_rate=1.0)
-    result = delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
-    assert result["retry_later"] == 3
+    with (
+        EboxClient(dataclasses.replace(client.config, outage_budget_seconds=2)) as down,
+        pytest.raises(EboxOutageError),
+    ):
+        delivery.deliver_chunk_to_ebox(db, down, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
     assert {s[0] for s in statuses(db).values()} == {"pending"}
     ebox.state.set_faults()
     run2 = "letters_finance:manual__2"

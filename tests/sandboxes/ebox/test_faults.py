@@ -8,7 +8,14 @@ import ssl
 import httpx
 import pytest
 
-from include.dijlepost.ebox.client import EboxClient, EboxUnavailableError, idempotency_key, sha256_base64url
+from include.dijlepost.ebox.client import (
+    EboxClient,
+    EboxConfigurationError,
+    EboxOutageError,
+    EboxUnavailableError,
+    idempotency_key,
+    sha256_base64url,
+)
 from tests.include.dijlepost.ebox.helpers import CITIZEN_ID, ENTERPRISE_ID, publication
 
 OTHER_ENTERPRISE_ID = "0403170701"
@@ -72,7 +79,7 @@ def test_500_is_retried_and_then_the_letter_is_published_once(ebox, admin):
     with client_for(ebox, max_attempts=3) as client:
         assert client.publish(publication()).kind == "published"
     assert len(ebox.state.publications()) == 1
-    refused = admin.put("/_sandbox/faults", json={"error_status": 502})
+    refused = admin.put("/_sandbox/faults", json={"error_status": 418})
     assert (refused.status_code, refused.json()["code"]) == (400, "INVALID_INPUT")
     assert "error_status" in refused.json()["message"]
 
@@ -88,13 +95,74 @@ def test_a_503_of_the_token_endpoint_is_retried_and_the_publication_succeeds(ebo
     assert admin.get("/_sandbox/faults").json()["token_fail_next"] == 0
 
 
-def test_a_token_endpoint_that_stays_down_is_retry_later(ebox, admin):
+def test_a_token_endpoint_that_stays_down_stops_the_task_at_its_outage_budget(ebox, admin):
     ebox.state.register_recipient("citizen", CITIZEN_ID)
     set_faults(admin, token_error_rate=1.0, error_status=429, retry_after_seconds=0)
-    with client_for(ebox, max_attempts=2) as client:
-        outcome = client.publish(publication())
-    assert (outcome.kind, outcome.message) == ("retry_later", "HTTP 429")
+    with client_for(ebox, max_attempts=2, outage_budget_seconds=2) as client:
+        with pytest.raises(EboxOutageError, match="HTTP 429"):
+            client.publish(publication())
+        # Retry-After: 0 is no licence to hammer: the breaker pauses 1 s anyway, then one probe; the
+        # next pause (2 s) would pass the budget.
+        assert client.calls["transient"] == 2
     assert ebox.state.publications() == []
+
+
+@pytest.mark.parametrize("status", [408, 425, 502, 504])
+def test_408_425_and_gateway_errors_are_retried(ebox, admin, status):
+    ebox.state.register_recipient("citizen", CITIZEN_ID)
+    set_faults(admin, fail_next=1, error_status=status)
+    with client_for(ebox, max_attempts=3) as client:
+        assert client.publish(publication()).kind == "published"
+    assert len(ebox.state.publications()) == 1
+
+
+def test_an_outage_answers_every_call_for_its_seconds_and_counts_them(ebox, admin):
+    ebox.state.register_recipient("citizen", CITIZEN_ID)
+    set_faults(admin, outage_seconds=1.5, error_status=503, retry_after_seconds=1)
+    with client_for(ebox) as client:
+        assert client.publish(publication()).kind == "published"  # waited out by the breaker
+        assert client.breaker.openings == 1 and client.calls["transient"] <= 3
+    stats = admin.get("/_sandbox/faults").json()["stats"]
+    assert 1 <= stats["outage_answers"] <= 3 and stats["outage_left_seconds"] == 0
+    assert len(ebox.state.publications()) == 1
+
+
+@pytest.mark.parametrize("fault, status", [("html_200_next", 200), ("empty_201_next", 201)])
+def test_a_gateway_answer_leaves_the_publication_unconfirmed_and_the_republication_reads_409(
+    ebox, admin, fault, status
+):
+    ebox.state.register_recipient("citizen", CITIZEN_ID)
+    set_faults(admin, **{fault: 1})
+    with client_for(ebox) as client:
+        first = client.publish(publication())
+        assert (first.kind, first.status, first.message_id) == ("unconfirmed", status, None)
+        assert client.publish(publication()).kind == "already_published"  # the eBox had processed it
+    assert len(ebox.state.publications()) == 1
+
+
+def test_invalid_sender_and_a_forbidden_application_are_configuration_errors(ebox, admin):
+    ebox.state.register_recipient("citizen", CITIZEN_ID)
+    set_faults(admin, invalid_sender=True)
+    with client_for(ebox) as client, pytest.raises(EboxConfigurationError, match="sender_organization_id"):
+        client.publish(publication())
+    set_faults(admin, forbidden=True)
+    with client_for(ebox) as client, pytest.raises(EboxConfigurationError, match="403.*client_id"):
+        client.publish(publication())
+    assert ebox.state.publications() == []
+
+
+def test_a_token_endpoint_whose_clock_runs_behind_is_met_by_the_leeway_or_named(ebox, admin):
+    ebox.state.register_recipient("citizen", CITIZEN_ID)
+    set_faults(admin, clock_skew_seconds=20)  # this worker's clock 20 s ahead of the eBox's
+    with client_for(ebox) as client:  # iat backdated by 30 s
+        assert client.publish(publication()).kind == "published"
+    with (
+        client_for(ebox, assertion_leeway_seconds=0) as client,
+        pytest.raises(EboxConfigurationError, match="clock") as refused,
+    ):
+        client.publish(publication())
+    assert refused.value.field == "assertion_leeway_seconds"
+    assert "iat is in the future" in str(refused.value)
 
 
 def test_a_late_token_answer_is_a_timeout_and_retried(ebox, admin):

@@ -263,6 +263,53 @@ def test_every_error_is_a_status_message(ebox, client):
         assert "GET" not in http.get(f"{registry}/publishMessage", headers=auth).headers["Allow"]
 
 
+def test_a_method_the_published_files_do_not_give_a_path_is_405_with_allow(ebox, client):
+    auth = {"Authorization": f"Bearer {client._access_token()}"}
+    registry, federation = "/REST/ebox/enterprise/messageRegistry/v2", "/REST/ebox/enterprise/federation/v1"
+    with admin(ebox) as http:
+        for answer, allow in [
+            (http.delete(f"{registry}/ebox/messages", headers=auth), "GET, PATCH"),
+            (http.post(f"{registry}/ebox/messages/m-1/body", headers=auth), "GET"),
+            (http.put(f"{registry}/referenceData/senderOrganizations", headers=auth), "GET"),
+            (http.get(f"{federation}/eboxPreferences", headers=auth), "PATCH"),
+            (http.post(f"{federation}/messageProviders/p-1", headers=auth), "GET, PATCH"),
+        ]:
+            assert (answer.status_code, answer.json()["code"]) == (405, "METHOD_NOT_ALLOWED"), (
+                answer.request.url
+            )
+            assert answer.headers["Allow"] == allow and _is_status_message(
+                answer, "SIMULATION" if federation in str(answer.request.url) else "simulation"
+            )
+        # A published method the sandbox does not implement stays NOT_IMPLEMENTED.
+        answer = http.patch(f"{registry}/ebox/messages", headers=auth, json={})
+        assert (answer.status_code, answer.json()["code"]) == (400, "NOT_IMPLEMENTED")
+
+
+@pytest.mark.parametrize(
+    "params, status",
+    [
+        ({"page": 2147483647}, 200),  # the int32 bound itself
+        ({"page": 2147483648}, 400),  # past it
+        ({"page": -2147483649}, 400),
+        ({"page": 0}, 400),
+        ({"pageSize": 100}, 200),
+        ({"pageSize": 101}, 400),
+        ({"pageSize": 2147483648}, 400),
+    ],
+)
+def test_the_published_integer_bounds_are_enforced(ebox, client, params, status):
+    auth = {"Authorization": f"Bearer {client._access_token()}"}
+    with admin(ebox) as http:
+        answer = http.get(
+            "/REST/ebox/enterprise/messageRegistry/v2/referenceData/messageTypes", headers=auth, params=params
+        )
+    assert answer.status_code == status, answer.text
+    if status == 200:
+        assert answer.json()["totalItems"] >= 1
+    else:
+        assert answer.json()["code"] == "INVALID_INPUT"
+
+
 @pytest.mark.parametrize(
     "item, fragment",
     [

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from include.dijlepost.ebox.client import EboxClient, EboxConfigurationError
 from include.dijlepost.ebox.hook import EboxHook, config_from_connection
@@ -142,3 +146,103 @@ def test_hook_reads_the_connection_from_the_environment(monkeypatch):
     assert hook.get_config().message_registry_url == HOST
     with hook.get_client() as client:
         assert isinstance(client, EboxClient)
+
+
+def _certificate(key, not_before: dt.datetime, not_after: dt.datetime) -> str:
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dijlepost rotation test")])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+        .decode()
+    )
+
+
+def _pem(key) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+NOW = dt.datetime.now(dt.UTC)
+
+
+def test_the_next_certificate_takes_over_at_the_switch_date(tmp_path):
+    next_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    next_cert = _certificate(next_key, NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=400))
+    (tmp_path / "next.pem").write_text(_pem(next_key))
+    config = build(
+        next_certificate=next_cert,
+        next_private_key_path=str(tmp_path / "next.pem"),
+        certificate_switch_at="2030-03-01T06:00:00",  # no zone: Europe/Brussels
+    )
+    assert config.certificate_switch_at.utcoffset() == dt.timedelta(hours=1)
+    before, after = config.certificate_switch_at - dt.timedelta(seconds=1), config.certificate_switch_at
+    assert (
+        config.certificate(at=before).public_bytes(serialization.Encoding.PEM).decode() == certificate_pem()
+    )
+    assert config.certificate(at=after).public_bytes(serialization.Encoding.PEM).decode() == next_cert
+    assert config.assertion_header(after)["x5t#S256"] != config.assertion_header(before)["x5t#S256"]
+    assert config.signing_key(at=after).private_numbers() == next_key.private_numbers()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            {"next_certificate": "garbage", "certificate_switch_at": "2030-01-01T00:00:00Z"},
+            "next_certificate",
+        ),
+        ({"certificate_switch_at": "next tuesday"}, "certificate_switch_at"),
+        ({"next_private_key": "x"}, "next_private_key_pem is set without next_certificate_pem"),
+    ],
+)
+def test_a_bad_rotation_setting_is_named(extra, message):
+    with pytest.raises(EboxConfigurationError, match=message):
+        build(**extra)
+
+
+def test_the_next_certificate_must_come_with_its_switch_date_and_key():
+    with pytest.raises(EboxConfigurationError, match="certificate_switch_at"):
+        build(next_certificate=certificate_pem())
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with pytest.raises(EboxConfigurationError, match="next_certificate_pem is not the certificate of"):
+        build(
+            next_certificate=_certificate(other, NOW, NOW + dt.timedelta(days=9)),
+            certificate_switch_at="2030-01-01T00:00:00Z",
+        )
+
+
+def test_an_expired_certificate_is_refused_and_one_about_to_expire_warned_about(caplog):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    expired = _certificate(key, NOW - dt.timedelta(days=400), NOW - dt.timedelta(days=1))
+    config = build(password=_pem(key), certificate=expired)
+    with pytest.raises(EboxConfigurationError, match="expired on .* put the renewed certificate"):
+        EboxClient(config)
+    soon = _certificate(key, NOW - dt.timedelta(days=300), NOW + dt.timedelta(days=10))
+    with caplog.at_level("INFO"):
+        EboxClient(build(password=_pem(key), certificate=soon, certificate_warning_days=30)).close()
+    assert "expires on" in caplog.text and "event=alert_ebox_certificate_expiring" in caplog.text
+    assert "in 9 days" in caplog.text or "in 10 days" in caplog.text
+    # With its successor set to take over before it expires, no warning.
+    config = build(
+        password=_pem(key),
+        certificate=soon,
+        next_certificate=_certificate(key, NOW, NOW + dt.timedelta(days=400)),
+        certificate_switch_at=(NOW + dt.timedelta(days=5)).isoformat(),
+    )
+    assert config.check_certificate() is None
+    # An expired current certificate after the switch date is no obstacle: the next one is in use.
+    config = build(
+        password=_pem(key),
+        certificate=expired,
+        next_certificate=_certificate(key, NOW - dt.timedelta(days=2), NOW + dt.timedelta(days=400)),
+        certificate_switch_at=(NOW - dt.timedelta(days=2)).isoformat(),
+    )
+    assert config.check_certificate() is None

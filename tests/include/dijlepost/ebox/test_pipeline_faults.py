@@ -20,6 +20,7 @@ from include.dijlepost.ebox.client import (
     SCOPES,
     EboxClient,
     EboxConfigurationError,
+    EboxOutageError,
     idempotency_key,
 )
 from include.dijlepost.intake import import_rows
@@ -305,17 +306,40 @@ def test_409_counts_as_delivered_and_publishes_nothing(db, ebox, client, rendere
     assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
 
 
-def test_400_quarantines_with_the_servers_message(db, ebox, client, renderer, tmp_path):
-    seed(db, ebox, 3, 64)
-    # A message type the eBox does not register is refused (INVALID_INPUT).
+def test_the_same_400_for_every_letter_fails_the_task_once_and_quarantines_none(
+    db, ebox, client, renderer, tmp_path
+):
+    seed(db, ebox, 6, 64)
+    # A message type the eBox does not register is refused (INVALID_INPUT) for every letter alike.
     wave = Wave(
         **{**WAVE.__dict__, "ebox_message_types": dict.fromkeys(WAVE.letter_types, "MECH-NOT-REGISTERED")}
     )
-    assert Run(db, client, renderer, tmp_path, 1, wave).deliver(client) == {"rejected": 3}
-    for status, _, _, ebox_state, _, reason in states(db).values():
-        assert (status, ebox_state) == ("quarantined", "rejected")
-        assert reason.startswith("ebox rejected INVALID_INPUT:") and "messageTypeId" in reason
+    run = Run(db, client, renderer, tmp_path, 1, wave, chunk_size=6)
+    with pytest.raises(EboxConfigurationError, match="3 letters in a row.*ebox_message_types"):
+        run.deliver(client)
+    after = states(db)
+    assert {s[0] for s in after.values()} == {"pending"}  # none quarantined, all back in the outbox
+    assert not any(s[5] for s in after.values())
     assert ebox.state.publications() == []
+    # At most a few identical answers: the threads stopped sending after the third.
+    assert len(events(db, "released_for_retry")) == 6
+
+
+def test_a_400_of_one_letter_among_accepted_ones_quarantines_it_with_the_servers_message(
+    db, ebox, client, renderer, tmp_path
+):
+    ids = seed(db, ebox, 4, 74)
+    run = Run(db, client, renderer, tmp_path, 1, chunk_size=4)
+    # One letter's recipient is refused by the eBox: its own answer, not the request's.
+    bad = ids[2]
+    db.execute("UPDATE letters SET pdf_subject = %s WHERE letter_id = %s", ("x" * 300, bad))
+    db.commit()
+    outcomes = run.deliver(client)
+    assert outcomes == {"published": 3, "rejected": 1}
+    after = states(db)
+    assert after[bad][0] == "quarantined" and after[bad][3] == "rejected"
+    assert after[bad][5].startswith("ebox rejected INVALID_INPUT:") and "subject" in after[bad][5]
+    assert {after[i][0] for i in ids if i != bad} == {"delivered_ebox"}
 
 
 def test_401_gets_one_fresh_token_and_the_letters_go_through(db, ebox, client, renderer, tmp_path):
@@ -326,7 +350,7 @@ def test_401_gets_one_fresh_token_and_the_letters_go_through(db, ebox, client, r
     assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
 
 
-def test_403_fails_the_task_loudly_and_loses_nothing(db, ebox, client, renderer, tmp_path):
+def test_403_fails_the_task_once_and_gives_every_letter_back(db, ebox, client, renderer, tmp_path):
     ids = seed(db, ebox, 4, 66)
     run = Run(db, client, renderer, tmp_path, 1)
     registered = ebox.state.client(DEFAULT_CLIENT_ID)
@@ -339,14 +363,134 @@ def test_403_fails_the_task_loudly_and_loses_nothing(db, ebox, client, renderer,
         certificate_thumbprint=registered.certificate_thumbprint,
     )
     register((PREFERENCE_SCOPE,))  # the publication scope was withdrawn: configuration, not data
-    with pytest.raises(EboxConfigurationError, match="403"):
+    with pytest.raises(EboxConfigurationError, match="403.*client_id"):
         run.deliver(client)
     after = states(db)
-    assert {s[0] for s in after.values()} == {"processing"}
-    assert {s[3] for s in after.values()} == {"in_flight"}  # never re-decided onto paper
+    assert {s[0] for s in after.values()} == {"pending"}  # none quarantined
+    sent = {lid for lid, s in after.items() if s[3] == "in_flight"}
+    assert sent  # what reached the eBox stays in flight: the next run finishes it on the eBox
     register(SCOPES)
-    with make_client(ebox) as fixed:  # the task's retry, with the scope back
-        assert run.deliver(fixed) == {"published": 4}
+    with make_client(ebox) as fixed:  # the next run, with the scope back
+        run2 = Run(db, fixed, renderer, tmp_path, 2)
+        assert run2.deliver(fixed) == {"published": 4}
+    assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
+
+
+@pytest.mark.parametrize(
+    "faults, match",
+    [
+        ({"invalid_sender": True}, "INVALID_SENDER.*sender_organization_id"),
+        ({"forbidden": True}, "403"),
+    ],
+)
+def test_a_refusal_of_the_sender_or_application_fails_the_task_once(
+    db, ebox, client, renderer, tmp_path, faults, match
+):
+    ids = seed(db, ebox, 8, 75)
+    run = Run(db, client, renderer, tmp_path, 1, chunk_size=8)
+    ebox.state.set_faults(**faults)
+    with pytest.raises(EboxConfigurationError, match=match):
+        run.deliver(client)
+    after = states(db)
+    assert {s[0] for s in after.values()} == {"pending"} and not any(s[5] for s in after.values())
+    # Only the calls in flight when the first refusal came (at most the client's 3 threads) left.
+    never_sent = [lid for lid, s in after.items() if s[3] is None]
+    assert len(never_sent) >= 8 - 3
+    ebox.state.set_faults()
+    with make_client(ebox) as fixed:
+        assert Run(db, fixed, renderer, tmp_path, 2).deliver(fixed) == {"published": 8}
+    assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
+
+
+@pytest.mark.parametrize("fault", ["html_200_next", "empty_201_next"])
+def test_an_answer_without_a_contract_message_id_is_never_counted_delivered_without_proof(
+    db, ebox, client, renderer, tmp_path, fault
+):
+    ids = seed(db, ebox, 4, 76)
+    run = Run(db, client, renderer, tmp_path, 1, chunk_size=4)
+    ebox.state.set_faults(**{fault: 2})
+    outcomes = run.deliver(client)
+    # Two answers replaced by a gateway: published once more with the same key, read as 409 and
+    # settled by the federation search (the recipients opened their eBox).
+    assert outcomes == {"published": 2, "already_published": 2}
+    unconfirmed = events(db, "ebox_unconfirmed")
+    assert len(unconfirmed) == 2 and all(e["message_id"] is None for e in unconfirmed.values())
+    delivered = events(db, "delivered_ebox")
+    for lid in unconfirmed:
+        assert delivered[lid]["answer"] == "already_published"
+        assert "searchMessageStatus needs one" in delivered[lid]["no_message_id"]
+    assert {s[0] for s in states(db).values()} == {"delivered_ebox"}
+    assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
+
+
+def test_an_unconfirmed_answer_twice_waits_in_flight_and_the_next_run_settles_it(
+    db, ebox, client, renderer, tmp_path
+):
+    ids = seed(db, ebox, 1, 77)
+    run = Run(db, client, renderer, tmp_path, 1, chunk_size=1)
+    ebox.state.set_faults(html_200_next=1, empty_201_next=1)
+    assert run.deliver(client) == {"unconfirmed": 1}
+    (lid,) = ids
+    assert states(db)[lid][0] == "pending" and states(db)[lid][3] == "in_flight"
+    assert "unconfirmed" in events(db, "released_for_retry")[lid]["error"]
+    run2 = Run(db, client, renderer, tmp_path, 2, chunk_size=1)
+    assert states(db)[lid][2] == "ebox_publication_in_flight"
+    assert run2.deliver(client) == {"already_published": 1}
+    assert states(db)[lid][0] == "delivered_ebox"
+    assert assert_published_at_most_once(ebox, ids) == {lid: 1}
+
+
+def test_a_message_id_of_an_unconfirmed_answer_is_confirmed_by_the_status_search(
+    db, ebox, client, renderer, tmp_path, monkeypatch
+):
+    """An answer that names a messageId but breaks the contract otherwise (here: an unknown code)."""
+    ids = seed(db, ebox, 1, 78)
+    run = Run(db, client, renderer, tmp_path, 1, chunk_size=1)
+    original = client_module.EboxClient.publish_outcome
+
+    def odd_code(response):
+        outcome = original(response)
+        if outcome.kind == "published":
+            return client_module.PublishOutcome(
+                "unconfirmed", message_id=outcome.message_id, code="HTTP_201", message="unknown code 'X'"
+            )
+        return outcome
+
+    monkeypatch.setattr(client_module.EboxClient, "publish_outcome", staticmethod(odd_code))
+    assert run.deliver(client) == {"already_published": 1}
+    (lid,) = ids
+    (publication,) = ebox.state.publications()
+    after = states(db)[lid]
+    assert after[0] == "delivered_ebox" and after[4] == publication["message_id"]
+    assert events(db, "delivered_ebox")[lid]["message_id_source"] == "searchMessageStatus"
+
+
+def test_an_outage_past_the_budget_gives_every_letter_back_and_quarantines_none(db, ebox, renderer, tmp_path):
+    ids = seed(db, ebox, 6, 79)
+    with make_client(ebox, outage_budget_seconds=2) as client:
+        run = Run(db, client, renderer, tmp_path, 1, chunk_size=6)
+        ebox.state.set_faults(outage_seconds=60, error_status=503)
+        with pytest.raises(EboxOutageError, match="outage budget of 2 s"):
+            run.deliver(client)
+        # A few probes, not a storm: 3 failures open the breaker, one probe after 1 s, then stop.
+        assert client.calls["transient"] <= 5
+    after = states(db)
+    assert {s[0] for s in after.values()} == {"pending"} and not any(s[5] for s in after.values())
+    released = events(db, "released_for_retry")
+    assert set(released) == set(ids) and all("EboxOutageError" in e["error"] for e in released.values())
+    ebox.state.set_faults()
+    with make_client(ebox) as client:
+        assert Run(db, client, renderer, tmp_path, 2, chunk_size=6).deliver(client) == {"published": 6}
+    assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
+
+
+def test_a_short_outage_is_waited_out_by_every_thread_together(db, ebox, renderer, tmp_path):
+    ids = seed(db, ebox, 12, 80)
+    with make_client(ebox, outage_budget_seconds=30) as client:
+        run = Run(db, client, renderer, tmp_path, 1, chunk_size=12)
+        ebox.state.set_faults(outage_seconds=2, error_status=429, retry_after_seconds=1)
+        assert run.deliver(client) == {"published": 12}
+        assert client.breaker.openings == 1 and client.calls["transient"] <= 6
     assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
 
 
@@ -368,20 +512,6 @@ def test_transient_trouble_is_retried_and_each_letter_published_once(db, ebox, r
         outcomes = run.deliver(client)
     assert outcomes["published"] + outcomes.get("already_published", 0) == 4
     assert {s[0] for s in states(db).values()} == {"delivered_ebox"}
-    assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
-
-
-def test_an_ebox_that_stays_down_leaves_every_letter_for_the_next_run(db, ebox, client, renderer, tmp_path):
-    ids = seed(db, ebox, 4, 68)
-    run = Run(db, client, renderer, tmp_path, 1)
-    ebox.state.set_faults(error_rate=1.0, error_status=503, retry_after_seconds=0)
-    assert run.deliver(client) == {"retry_later": 4}
-    after = states(db)
-    assert {(s[0], s[3]) for s in after.values()} == {("pending", "in_flight")}
-    ebox.state.set_faults()
-    run2 = Run(db, client, renderer, tmp_path, 2)
-    assert {s[2] for s in states(db).values()} == {"ebox_publication_in_flight"}
-    assert run2.deliver(client) == {"published": 4}
     assert assert_published_at_most_once(ebox, ids) == dict.fromkeys(ids, 1)
 
 

@@ -24,27 +24,103 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
-try:
-    from airflow.sdk import BaseHook
-except ImportError:  # Airflow 2 layout
-    from airflow.hooks.base import BaseHook
+from airflow.sdk import BaseHook
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from include.dijlepost.ebox.client import EboxClient, EboxConfig, EboxConfigurationError
 
-_NUMBER_EXTRAS = {
-    "timeout_seconds": float,
-    "max_concurrency": int,
-    "max_attempts": int,
-    "backoff_base_seconds": float,
-    "assertion_leeway_seconds": int,
-    "assertion_lifetime_seconds": int,
-    "outage_budget_seconds": float,
-    "certificate_warning_days": int,
-}
 SWITCH_ZONE = ZoneInfo("Europe/Brussels")  # a switch date without a zone is the city's time
+
+
+class EboxExtras(BaseModel):
+    """The Connection's extra field as the hook reads it: every value optional here (which ones are
+    required, and what may stand in for them, is decided in `config_from_connection`), an empty
+    string the same as absent, numbers given as JSON numbers or as quoted text."""
+
+    model_config = ConfigDict(extra="ignore")  # PEM values keep their exact text
+
+    message_registry_url: str | None = None
+    federation_url: str | None = None
+    token_url: str | None = None
+    client_id: str | None = None
+    sender_organization_id: str | None = None
+    sender_application_id: str | None = None
+    private_key: str | None = None
+    private_key_path: str | None = None
+    certificate: str | None = None
+    certificate_path: str | None = None
+    next_certificate: str | None = None
+    next_certificate_path: str | None = None
+    next_private_key: str | None = None
+    next_private_key_path: str | None = None
+    certificate_switch_at: datetime | None = None
+    key_id: str | None = None
+    ca_bundle: str | None = None
+    timeout_seconds: float | None = None
+    max_concurrency: int | None = None
+    max_attempts: int | None = None
+    backoff_base_seconds: float | None = None
+    assertion_leeway_seconds: int | None = None
+    assertion_lifetime_seconds: int | None = None
+    outage_budget_seconds: float | None = None
+    certificate_warning_days: int | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_absent(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("key_id", mode="before")
+    @classmethod
+    def _key_id_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) else value
+
+    @field_validator("certificate_switch_at")
+    @classmethod
+    def _brussels_when_naive(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=SWITCH_ZONE) if value and value.tzinfo is None else value
+
+
+def _kind(name: str) -> type:
+    """The type an extra is read as (`int` for `int | None`)."""
+    return get_args(EboxExtras.model_fields[name].annotation)[0]
+
+
+# The extras that set an EboxConfig field of the same name as they are.
+_SETTINGS = (
+    "key_id",
+    "ca_bundle",
+    "certificate_switch_at",
+    *(name for name in EboxExtras.model_fields if _kind(name) in (int, float)),
+)
+
+
+def _refusal(conn_id: str, exc: ValidationError) -> EboxConfigurationError:
+    """The first problem of the extras, named by field and without the value (it may be key material)."""
+    error = exc.errors(include_input=False)[0]
+    name = str(error["loc"][0])
+    kind = _kind(name)
+    if kind is datetime:
+        what = "must be an ISO 8601 date-time (e.g. 2027-03-01T06:00:00+01:00)"
+    elif kind is int:
+        what = "must be a whole number"
+    elif kind is float:
+        what = "must be a number"
+    else:
+        what = "must be text"
+    return EboxConfigurationError(f"{conn_id}: extra '{name}' {what}", name)
+
+
+def _read(conn_id: str, path: str, extra_name: str, field: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise EboxConfigurationError(
+            f"{conn_id}: extra '{extra_name}' cannot be read ({exc.strerror})", field
+        ) from None
 
 
 def config_from_connection(
@@ -54,41 +130,37 @@ def config_from_connection(
 
     Raises EboxConfigurationError naming the connection and the field at fault, e.g.
     "ebox_default: extra 'federation_url' is missing"."""
-    extra = dict(extra or {})
-    # Where each EboxConfig field came from, to name it in an error message.
-    origin: dict[str, str] = {}
+    try:
+        extras = EboxExtras.model_validate(extra or {})
+    except ValidationError as exc:
+        raise _refusal(conn_id, exc) from None
     fields: dict[str, Any] = {}
+    origin: dict[str, str] = {}  # where each EboxConfig field came from, to name it in an error
 
-    def take(field: str, *candidates: tuple[str, Any]) -> None:
+    def take(field: str, *candidates: tuple[str, str | None]) -> None:
         for where, value in candidates:
-            if isinstance(value, str) and value.strip():
+            if value and value.strip():
                 fields[field], origin[field] = value.strip(), where
                 return
         raise EboxConfigurationError(f"{conn_id}: {candidates[-1][0]} is missing", field)
 
     take(
-        "message_registry_url",
-        ("extra 'message_registry_url'", extra.get("message_registry_url")),
-        ("host", host),
+        "message_registry_url", ("extra 'message_registry_url'", extras.message_registry_url), ("host", host)
     )
-    take("federation_url", ("extra 'federation_url'", extra.get("federation_url")))
-    take("token_url", ("extra 'token_url'", extra.get("token_url")))
-    take("client_id", ("extra 'client_id'", extra.get("client_id")), ("login", login))
-    take("sender_organization_id", ("extra 'sender_organization_id'", extra.get("sender_organization_id")))
-    take("sender_application_id", ("extra 'sender_application_id'", extra.get("sender_application_id")))
+    take("federation_url", ("extra 'federation_url'", extras.federation_url))
+    take("token_url", ("extra 'token_url'", extras.token_url))
+    take("client_id", ("extra 'client_id'", extras.client_id), ("login", login))
+    take("sender_organization_id", ("extra 'sender_organization_id'", extras.sender_organization_id))
+    take("sender_application_id", ("extra 'sender_application_id'", extras.sender_application_id))
 
-    key_path = extra.get("private_key_path")
-    if isinstance(extra.get("private_key"), str) and extra["private_key"].strip():
-        fields["private_key_pem"], origin["private_key_pem"] = extra["private_key"], "extra 'private_key'"
+    if extras.private_key:
+        fields["private_key_pem"], origin["private_key_pem"] = extras.private_key, "extra 'private_key'"
     elif password and "-----BEGIN" in password:
         fields["private_key_pem"], origin["private_key_pem"] = password, "password"
-    elif key_path:
-        try:
-            fields["private_key_pem"] = Path(key_path).read_text()
-        except OSError as exc:
-            raise EboxConfigurationError(
-                f"{conn_id}: extra 'private_key_path' cannot be read ({exc.strerror})", "private_key_pem"
-            ) from None
+    elif extras.private_key_path:
+        fields["private_key_pem"] = _read(
+            conn_id, extras.private_key_path, "private_key_path", "private_key_pem"
+        )
         origin["private_key_pem"] = "extra 'private_key_path'"
     else:
         raise EboxConfigurationError(
@@ -96,66 +168,27 @@ def config_from_connection(
             "or a file in extra 'private_key_path')",
             "private_key_pem",
         )
-
-    if isinstance(extra.get("certificate"), str) and extra["certificate"].strip():
-        fields["certificate_pem"], origin["certificate_pem"] = extra["certificate"], "extra 'certificate'"
-    elif extra.get("certificate_path"):
-        try:
-            fields["certificate_pem"] = Path(extra["certificate_path"]).read_text()
-        except OSError as exc:
-            raise EboxConfigurationError(
-                f"{conn_id}: extra 'certificate_path' cannot be read ({exc.strerror})", "certificate_pem"
-            ) from None
-        origin["certificate_pem"] = "extra 'certificate_path'"
-    else:
-        raise EboxConfigurationError(
-            f"{conn_id}: the certificate is missing (PEM in extra 'certificate', or a file in extra "
-            "'certificate_path')",
-            "certificate_pem",
-        )
-    for pem_field, path_field, field in (
-        ("next_certificate", "next_certificate_path", "next_certificate_pem"),
-        ("next_private_key", "next_private_key_path", "next_private_key_pem"),
+    # The certificate is required; the next certificate and its key (a rotation) are not.
+    for pem_name, path_name, field, required in (
+        ("certificate", "certificate_path", "certificate_pem", True),
+        ("next_certificate", "next_certificate_path", "next_certificate_pem", False),
+        ("next_private_key", "next_private_key_path", "next_private_key_pem", False),
     ):
-        if isinstance(extra.get(pem_field), str) and extra[pem_field].strip():
-            fields[field], origin[field] = extra[pem_field], f"extra '{pem_field}'"
-        elif extra.get(path_field):
-            try:
-                fields[field] = Path(extra[path_field]).read_text()
-            except OSError as exc:
-                raise EboxConfigurationError(
-                    f"{conn_id}: extra '{path_field}' cannot be read ({exc.strerror})", field
-                ) from None
-            origin[field] = f"extra '{path_field}'"
-    if extra.get("certificate_switch_at") not in (None, ""):
-        origin["certificate_switch_at"] = "extra 'certificate_switch_at'"
-        try:
-            switch = datetime.fromisoformat(str(extra["certificate_switch_at"]).strip())
-        except ValueError:
+        pem, path = getattr(extras, pem_name), getattr(extras, path_name)
+        if pem:
+            fields[field], origin[field] = pem, f"extra '{pem_name}'"
+        elif path:
+            fields[field], origin[field] = _read(conn_id, path, path_name, field), f"extra '{path_name}'"
+        elif required:
             raise EboxConfigurationError(
-                f"{conn_id}: extra 'certificate_switch_at' must be an ISO 8601 date-time "
-                "(e.g. 2027-03-01T06:00:00+01:00)",
-                "certificate_switch_at",
-            ) from None
-        fields["certificate_switch_at"] = switch if switch.tzinfo else switch.replace(tzinfo=SWITCH_ZONE)
-    if extra.get("key_id") not in (None, ""):
-        fields["key_id"], origin["key_id"] = str(extra["key_id"]), "extra 'key_id'"
-    if extra.get("ca_bundle"):
-        fields["ca_bundle"], origin["ca_bundle"] = str(extra["ca_bundle"]), "extra 'ca_bundle'"
-    for name, number in _NUMBER_EXTRAS.items():
-        if name not in extra or extra[name] in (None, ""):
-            continue
-        origin[name] = f"extra '{name}'"
-        try:
-            # The UI stores extras as typed JSON, but hand-written ones often quote numbers.
-            value = number(extra[name])
-            if number is int and value != float(extra[name]):
-                raise ValueError
-        except (TypeError, ValueError):
-            raise EboxConfigurationError(
-                f"{conn_id}: extra '{name}' must be a {'whole ' if number is int else ''}number", name
-            ) from None
-        fields[name] = value
+                f"{conn_id}: the certificate is missing (PEM in extra 'certificate', or a file in extra "
+                "'certificate_path')",
+                field,
+            )
+    for name in _SETTINGS:
+        value = getattr(extras, name)
+        if value is not None:
+            fields[name], origin[name] = value, f"extra '{name}'"
 
     try:
         return EboxConfig(**fields)

@@ -246,3 +246,16 @@ def test_an_expired_certificate_is_refused_and_one_about_to_expire_warned_about(
         certificate_switch_at=(NOW - dt.timedelta(days=2)).isoformat(),
     )
     assert config.check_certificate() is None
+
+
+def test_the_extras_model_reads_empty_as_absent_and_numbers_as_text_or_json():
+    from include.dijlepost.ebox.hook import EboxExtras
+
+    extras = EboxExtras.model_validate(
+        {"ca_bundle": "  ", "key_id": 2026, "max_attempts": "3", "timeout_seconds": 12, "unknown": "kept out"}
+    )
+    assert extras.ca_bundle is None and extras.key_id == "2026"
+    assert (extras.max_attempts, extras.timeout_seconds) == (3, 12.0)
+    assert not hasattr(extras, "unknown")
+    config = build(key_id=2026, ca_bundle="")
+    assert (config.key_id, config.ca_bundle) == ("2026", None)

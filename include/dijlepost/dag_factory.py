@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
 from datetime import timedelta
 
 from include.dijlepost import logfmt
@@ -143,7 +144,11 @@ def build_wave_dag(wave: Wave):
             if state["phase"] == "paper":
                 logfmt.emit("ebox_message_types_skipped", department=wave.department, reason="phase paper")
                 return {"checked": 0}
-            with db_connection() as conn, EboxHook().get_client() as client:
+            with (
+                ebox_configuration_fails_once(wave),
+                db_connection() as conn,
+                EboxHook().get_client() as client,
+            ):
                 checked = check_message_types(conn, client, wave)
             logfmt.emit("ebox_message_types_checked", department=wave.department, **checked)
             return checked
@@ -190,15 +195,16 @@ def build_wave_dag(wave: Wave):
                         "ebox_check_skipped", department=wave.department, chunk=chunk, reason="phase paper"
                     )
                 else:
-                    checked = check_activation(
-                        conn,
-                        EboxHook().get_client(),
-                        config.pseudonym_key,
-                        claim_key(ctx),
-                        EBOX_FRESHNESS,
-                        ctx,
-                        chunk=chunk,
-                    )
+                    with ebox_configuration_fails_once(wave, chunk):
+                        checked = check_activation(
+                            conn,
+                            EboxHook().get_client(),
+                            config.pseudonym_key,
+                            claim_key(ctx),
+                            EBOX_FRESHNESS,
+                            ctx,
+                            chunk=chunk,
+                        )
                     logfmt.emit("ebox_activation_checked", department=wave.department, chunk=chunk, **checked)
                 result = decide_claim(
                     conn,
@@ -259,37 +265,32 @@ def build_wave_dag(wave: Wave):
 
         @task(queue=QUEUES["delivery"], pool=POOLS["ebox"], **per_chunk)
         def deliver_to_ebox(chunk: int):
-            from airflow.sdk.exceptions import AirflowFailException
-
-            from include.dijlepost.ebox.client import EboxConfigurationError, EboxOutageError
+            from include.dijlepost.ebox.client import EboxOutageError
             from include.dijlepost.ebox.delivery import deliver_chunk_to_ebox
             from include.dijlepost.ebox.hook import EboxHook
             from include.dijlepost.task_letters import EBOX_EVENTS, describe, earlier_tries, name_letters
 
             ctx = task_context(chunk)
-            hook = EboxHook()  # no network until the first publication
-            # The outage budget stays well inside the task's time limit: the letters are given back in
-            # time, not lost to a killed task.
-            budget = min(hook.get_config().outage_budget_seconds, chunk_timeout(wave).total_seconds() / 3)
             try:
-                with db_connection() as conn, hook.get_client(outage_budget_seconds=budget) as client:
-                    result = deliver_chunk_to_ebox(
-                        conn,
-                        client,
-                        None,
-                        wave,
-                        settings().pseudonym_key,
-                        claim_key(ctx),
-                        chunk,
-                        ctx,
-                        concurrency=client.config.max_concurrency,
+                with ebox_configuration_fails_once(wave, chunk):
+                    hook = EboxHook()  # no network until the first publication
+                    # The outage budget stays well inside the task's time limit: the letters are given
+                    # back in time, not lost to a killed task.
+                    budget = min(
+                        hook.get_config().outage_budget_seconds, chunk_timeout(wave).total_seconds() / 3
                     )
-            except EboxConfigurationError as exc:
-                # No retry fixes a configuration: one failure, one alert, the letters back in the outbox.
-                logfmt.emit(
-                    "alert_ebox_configuration", department=wave.department, chunk=chunk, error=str(exc)
-                )
-                raise AirflowFailException(f"eBox configuration: {exc}") from exc
+                    with db_connection() as conn, hook.get_client(outage_budget_seconds=budget) as client:
+                        result = deliver_chunk_to_ebox(
+                            conn,
+                            client,
+                            None,
+                            wave,
+                            settings().pseudonym_key,
+                            claim_key(ctx),
+                            chunk,
+                            ctx,
+                            concurrency=client.config.max_concurrency,
+                        )
             except EboxOutageError as exc:
                 # The letters are back in the outbox; the task's retry finds none of them and lets the
                 # chunk's paper go, the next run of the wave publishes them.
@@ -352,6 +353,22 @@ def build_wave_dag(wave: Wave):
         by_chunk.partial(state=state).expand(chunk=claimed) >> hand_over_earlier_batches() >> record_outcome()
 
     return wave_dag()
+
+
+@contextmanager
+def ebox_configuration_fails_once(wave: Wave, chunk: int | None = None):
+    """A refusal of the eBox configuration (sender, application, credentials, certificate, URLs): no
+    retry fixes it, so the task fails once (AirflowFailException) with one alert line naming what to
+    check; the delivery has already given its letters back to the outbox."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.dijlepost.ebox.client import EboxConfigurationError
+
+    try:
+        yield
+    except EboxConfigurationError as exc:
+        logfmt.emit("alert_ebox_configuration", department=wave.department, chunk=chunk, error=str(exc))
+        raise AirflowFailException(f"eBox configuration: {exc}") from exc
 
 
 def _hand_over(wave: Wave, ctx, chunk: int | None) -> dict:

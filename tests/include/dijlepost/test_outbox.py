@@ -343,6 +343,28 @@ def test_quarantine_acts_once_and_only_on_the_runs_processing_letter(db):
     assert ids[0] not in held(db, "later")
 
 
+def test_a_letter_whose_publication_never_left_is_released_without_its_in_flight(db):
+    ids = add_letters(db, 2)
+    claim(db, "finance", "run-n", 2, 10, HOUR, ctx("run-n"))
+    db.execute("UPDATE letters SET ebox_state = 'in_flight' WHERE letter_id = ANY(%s)", (ids,))
+    with db.cursor() as cur:
+        assert release_for_retry(cur, ctx("run-n"), ids[0], "run-n", "ebox: stopped", never_sent=True)
+        assert release_for_retry(
+            cur, ctx("run-n"), ids[1], "run-n", "ebox: stopped", details={"ebox": "unconfirmed"}
+        )
+    db.commit()
+    rows = dict(db.execute("SELECT letter_id, ebox_state FROM letters").fetchall())
+    assert rows == {ids[0]: None, ids[1]: "in_flight"}  # only what never reached the eBox is cleared
+    details = dict(
+        db.execute(
+            "SELECT letter_id, details FROM letter_events WHERE event = 'released_for_retry'"
+        ).fetchall()
+    )
+    db.commit()
+    assert details[ids[0]] == {"error": "ebox: stopped", "never_sent": True}
+    assert details[ids[1]] == {"error": "ebox: stopped", "ebox": "unconfirmed"}
+
+
 def test_release_for_retry_acts_once_and_the_letter_is_claimed_again(db):
     ids = add_letters(db, 2)
     claim(db, "finance", "run-r", 2, 10, HOUR, ctx("run-r"))

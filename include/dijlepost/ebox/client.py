@@ -637,7 +637,7 @@ def _status_message(response: httpx.Response) -> tuple[str | None, str | None]:
 def _message_type(item: Any) -> MessageType:
     if not isinstance(item, dict) or not isinstance(item.get("messageTypeId"), str):
         raise EboxError("referenceData/messageTypes answered an item without messageTypeId")
-    validity = item.get("validityPeriod") if isinstance(item.get("validityPeriod"), dict) else {}
+    validity: dict[str, Any] = item["validityPeriod"] if isinstance(item.get("validityPeriod"), dict) else {}
     number, unit = validity.get("validityPeriodNumber"), validity.get("validityPeriodUnit")
     ids = lambda key: tuple(str(i) for i in item.get(key) or ())  # noqa: E731
     return MessageType(
@@ -781,13 +781,14 @@ class CircuitBreaker:
                     self.budget,
                 )
             self._open_until = max(self._open_until or now, now + pause)
-            if self._open_until - self._outage_since > self.budget:
+            if self._open_until - (self._outage_since or now) > self.budget:
                 self._stop(now)
             self._cond.notify_all()
 
     def _stop(self, now: float) -> None:
+        since = self._outage_since if self._outage_since is not None else now
         self.stopped = (
-            f"the eBox stayed unavailable ({self._last_reason}) for {now - self._outage_since:.0f} s, and the "
+            f"the eBox stayed unavailable ({self._last_reason}) for {now - since:.0f} s, and the "
             f"next try would pass the outage budget of {self.budget:.0f} s"
         )
         log.error("eBox circuit breaker: %s; this task stops publishing", self.stopped)
@@ -795,7 +796,7 @@ class CircuitBreaker:
             "alert_ebox_unavailable",
             logger=log,
             reason=self._last_reason,
-            outage_seconds=round(now - self._outage_since),
+            outage_seconds=round(now - since),
             budget_seconds=round(self.budget),
         )
 
@@ -962,6 +963,11 @@ class EboxClient:
             self.breaker.failure(reason, retry_after)
             raise _Transient(reason, retry_after)
 
+        def reason_of(retry_state: tenacity.RetryCallState) -> str:
+            """Why the attempt failed: every exception this retry loop retries carries its `reason`."""
+            exc = retry_state.outcome.exception() if retry_state.outcome else None
+            return str(getattr(exc, "reason", exc))
+
         def log_attempt(retry_state: tenacity.RetryCallState) -> None:
             # During an outage the breaker logs once for every thread; single failures are logged here.
             if not self.breaker.in_outage:
@@ -969,13 +975,13 @@ class EboxClient:
                     "eBox %s %s: %s (attempt %d of %d)",
                     method,
                     path,
-                    retry_state.outcome.exception().reason,
+                    reason_of(retry_state),
                     retry_state.attempt_number,
                     self.config.max_attempts,
                 )
 
         def exhausted(retry_state: tenacity.RetryCallState) -> httpx.Response:
-            raise _Exhausted(retry_state.outcome.exception().reason)
+            raise _Exhausted(reason_of(retry_state))
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_Transient),

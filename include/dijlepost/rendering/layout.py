@@ -222,7 +222,7 @@ class FrameOp:
 @dataclass(frozen=True, slots=True)
 class QrOp:
     box: Box  # includes the quiet zone
-    matrix: tuple[tuple[bool, ...], ...]
+    payload: str  # the EPC QR payload; its modules are built when the code is drawn
     alt: str = ""  # alternative text of the figure
     path: StructPath = ()
 

@@ -283,15 +283,7 @@ class LetterLayout:
         sender = self._set.sender
         lang = letter.language
         bic = self._bic(letter)
-        qr_payload = epc_payload(
-            name=sender.account_name,
-            iban=sender.iban.compact,
-            amount=payment.amount,
-            reference=payment.ogm,
-            bic=bic or None,
-        )
-        check_epc_qr_fits(qr_payload)
-
+        qr_payload = self._qr_payload(payment, bic)
         padding = 4.0
         qr_box = Box(MARGIN_LEFT + CONTENT_WIDTH - padding - QR_SIZE, padding - 1, QR_SIZE, QR_SIZE)
         # One section: its heading, the details as a table of label and value, the code, its caption.
@@ -339,6 +331,19 @@ class LetterLayout:
         height = max(qr_box.bottom, caption_y + DESCENT * 7.5 * PT_TO_MM) + padding / 2
         ops.append(FrameOp(Box(MARGIN_LEFT, 0, CONTENT_WIDTH, height)))
         return ops, height
+
+    def _qr_payload(self, payment: Payment, bic: str) -> str:
+        """The EPC QR payload, checked to fit the largest code a scanner must read."""
+        sender = self._set.sender
+        payload = epc_payload(
+            name=sender.account_name,
+            iban=sender.iban.compact,
+            amount=payment.amount,
+            reference=payment.ogm,
+            bic=bic or None,
+        )
+        check_epc_qr_fits(payload)
+        return payload
 
     def _payment_rows(self, letter: PreparedLetter, payment: Payment, bic: str) -> list[tuple[str, str]]:
         labels = self._set.labels[letter.language]

@@ -141,12 +141,16 @@ def format_amount(value: Decimal, language: str) -> str:
     return f"{sign}{_THOUSANDS[language].join(groups)},{cents}{NBSP}EUR"
 
 
+_TIME_FORMATS = {
+    "fr": "{hour}" + NBSP + "h" + NBSP + "{minute:02d}",
+    "de": "{hour}:{minute:02d}" + NBSP + "Uhr",
+    "nl": "{hour}.{minute:02d}" + NBSP + "uur",
+}
+
+
 def format_time(value: time, language: str) -> str:
-    if language == "fr":
-        return f"{value.hour}{NBSP}h{NBSP}{value.minute:02d}"
-    if language == "de":
-        return f"{value.hour}:{value.minute:02d}{NBSP}Uhr"
-    return f"{value.hour}.{value.minute:02d}{NBSP}uur"
+    """`14.30 uur` (nl), `14 h 30` (fr), `14:30 Uhr` (de), the spaces not breaking."""
+    return _TIME_FORMATS.get(language, _TIME_FORMATS["nl"]).format(hour=value.hour, minute=value.minute)
 
 
 def format_quantity(value: Decimal, language: str) -> str:

@@ -222,7 +222,7 @@ class FrameOp:
 @dataclass(frozen=True, slots=True)
 class QrOp:
     box: Box  # includes the quiet zone
-    matrix: tuple[tuple[bool, ...], ...]
+    payload: str  # the EPC QR payload; its modules are built when the code is drawn
     alt: str = ""  # alternative text of the figure
     path: StructPath = ()
 
@@ -475,47 +475,44 @@ class Flow:
             count = max(len(labels), len(values))
             if count * height <= BODY_BOTTOM - NEXT_PAGE_BODY_TOP:
                 self.ensure(count * height)
-            if table:
-                row_path = (*table_path, ("TR", new_group()))
-                label_tag, label_group, value_tag, value_group = "TH", new_group(), "TD", new_group()
-            else:  # a row reads as one paragraph: the label, then the value
-                row_path, label_tag, value_tag = path, "P", "P"
-                label_group = value_group = new_group()
             lines = []  # (page, baseline) of each line of the row
             for _ in range(count):
                 self.ensure(height)
                 lines.append((self.ops, self.y + baseline_offset(size, self.spacing)))
                 self.y += height
-            label_ops = [
-                (
-                    page,
-                    TextOp(left, baseline, text, BOLD, size, tag=label_tag, group=label_group, path=row_path),
-                )
-                for (page, baseline), text in zip(lines, labels, strict=False)
+            cells = ((left, labels, BOLD, size), (left + label_width, values, REGULAR, value_size))
+            self._place_row(lines, cells, table_path if table else None, path)
+
+    @staticmethod
+    def _place_row(
+        lines: list[tuple[list[Op], float]],
+        cells: tuple[tuple[float, list[str], str, float], ...],
+        table_path: StructPath | None,
+        path: StructPath,
+    ) -> None:
+        """A label/value row's text on the (page, baseline) `lines`; `cells` are the label and the value
+        as (left, lines, style, size). In a table (`table_path`) a TR of a TH and a TD, else one P."""
+        if table_path is not None:
+            row_path = (*table_path, ("TR", new_group()))
+            tags = (("TH", new_group()), ("TD", new_group()))
+        else:  # a row reads as one paragraph: the label, then the value
+            row_path = path
+            group = new_group()
+            tags = (("P", group), ("P", group))
+        label_ops, value_ops = (
+            [
+                (page, TextOp(x, baseline, text, style, size, tag=tag, group=group, path=row_path))
+                for (page, baseline), text in zip(lines, texts, strict=False)
             ]
-            value_ops = [
-                (
-                    page,
-                    TextOp(
-                        left + label_width,
-                        baseline,
-                        text,
-                        REGULAR,
-                        value_size,
-                        tag=value_tag,
-                        group=value_group,
-                        path=row_path,
-                    ),
-                )
-                for (page, baseline), text in zip(lines, values, strict=False)
-            ]
-            # A paragraph reads line by line, label and value; in a table each cell is drawn whole,
-            # the label's lines, then the value's, so that each cell is one run of the page.
-            ordered = label_ops + value_ops
-            if not table:
-                ordered = [op for pair in itertools.zip_longest(label_ops, value_ops) for op in pair if op]
-            for page, op in ordered:
-                page.append(op)
+            for (x, texts, style, size), (tag, group) in zip(cells, tags, strict=True)
+        )
+        # A paragraph reads line by line, label and value; in a table each cell is drawn whole,
+        # the label's lines, then the value's, so that each cell is one run of the page.
+        ordered = label_ops + value_ops
+        if table_path is None:
+            ordered = [op for pair in itertools.zip_longest(label_ops, value_ops) for op in pair if op]
+        for page, op in ordered:
+            page.append(op)
 
     def keep_together(self, ops: list[Op], height: float, *, off_folds: bool = False) -> bool:
         """Place a block drawn from y=0 as one piece, on a new page if it does not fit here; with

@@ -404,9 +404,9 @@ def test_structure_elements_are_written_as_fpdf2_writes_them(monkeypatch):
     """The renderer writes its structure elements itself (faster); the bytes are fpdf2's."""
     from fpdf.syntax import PDFObject
 
-    from include.dijlepost.rendering import renderer as module
+    from include.dijlepost.rendering import structure as module
 
     letters = [make_letter("invoice", "fr"), make_letter("gas_finding", "nl"), long_invoice(50, "de")]
     own = [renderer().render(letter).pdf for letter in letters]
-    monkeypatch.setattr(module._Element, "serialize", PDFObject.serialize)
+    monkeypatch.setattr(module.Element, "serialize", PDFObject.serialize)
     assert [renderer().render(letter).pdf for letter in letters] == own

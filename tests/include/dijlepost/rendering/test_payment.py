@@ -1,12 +1,21 @@
 """Structured communication check digits and the EPC069-12 QR payload."""
 
+import random
 from decimal import Decimal
 
 import pytest
 import segno
 
 from include.dijlepost.rendering import LetterDataError
-from include.dijlepost.rendering.payment import QR_MASK, epc_payload, epc_qr_matrix, make_ogm
+from include.dijlepost.rendering.payment import (
+    EPC_MAX_VERSION,
+    QR_MASK,
+    check_epc_qr_fits,
+    epc_payload,
+    epc_qr_matrix,
+    epc_qr_version,
+    make_ogm,
+)
 
 
 @pytest.mark.parametrize(
@@ -115,3 +124,42 @@ def test_epc_qr_code_uses_error_correction_level_m_and_at_most_version_13():
         tuple(bool(m) for m in row)
         for row in segno.make_qr(payload.encode(), error="m", boost_error=False, mask=QR_MASK).matrix
     )
+
+
+def _random_payload(rng: random.Random) -> str:
+    """An EPC payload of random length and content: names of 1 to 70 characters, some outside ASCII
+    (two bytes each in UTF-8), amounts of every size, with and without a BIC."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 -.&'" + "éèëçàüößÉØæœ"
+    name = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 70))).strip() or "X"
+    amount = Decimal(rng.randint(1, 99999999999)) / 100
+    return epc_payload(
+        name=name,
+        iban="BE68539007547034",
+        amount=amount,
+        reference=make_ogm(rng.randint(1, 10**10 - 1)),
+        bic=rng.choice([None, "GKCCBEBB", "KREDBEBB"]),
+    )
+
+
+def test_the_version_validation_checks_is_the_version_of_the_code_drawn():
+    """Validation finds the QR code's version without building it; over many payloads of every size it
+    is the version of the code the renderer builds (and segno's own)."""
+    rng = random.Random(29)
+    seen = set()
+    for _ in range(600):
+        payload = _random_payload(rng)
+        matrix = epc_qr_matrix(payload)
+        built = (len(matrix) - 17) // 4
+        assert epc_qr_version(payload) == built
+        assert built == segno.make_qr(payload.encode(), error="m", boost_error=False).version
+        seen.add(built)
+    assert len(seen) >= 4  # the payloads cover several versions, not one
+
+
+def test_a_payload_too_large_for_the_maximum_version_is_refused_without_building_the_code():
+    payload = "BCD\n002\n1\nSCT\n\n" + "x" * 400
+    assert epc_qr_version(payload) > EPC_MAX_VERSION
+    with pytest.raises(LetterDataError, match=f"above the maximum {EPC_MAX_VERSION}"):
+        check_epc_qr_fits(payload)
+    with pytest.raises(LetterDataError, match=f"above the maximum {EPC_MAX_VERSION}"):
+        epc_qr_matrix(payload)

@@ -267,3 +267,26 @@ def test_a_reminder_whose_total_is_not_the_sum_of_its_parts_is_refused():
         match=re.escape("payload field 'amount_due' must be the sum of original_amount + reminder_costs"),
     ):
         validate_letter(with_payload(letter, amount_due="100.00"), renderer=renderer())
+
+
+def test_validation_checks_the_qr_code_without_building_it(monkeypatch):
+    """A payment letter's QR code is checked by its version alone; its modules are built only when the
+    letter is drawn."""
+    from include.dijlepost.rendering import payment
+
+    letter = make_letter("invoice", "nl")
+    built = []
+    make_qr = payment.segno.make_qr
+    monkeypatch.setattr(payment.segno, "make_qr", lambda *a, **k: built.append(1) or make_qr(*a, **k))
+    validate_letter(letter, renderer=renderer())
+    assert built == []
+    renderer().render(letter)
+    assert built == [1]
+
+
+def test_a_qr_code_above_the_maximum_version_is_refused_by_validation(monkeypatch):
+    from include.dijlepost.rendering import blocks, payment
+
+    monkeypatch.setattr(blocks, "check_epc_qr_fits", lambda p: payment.check_epc_qr_fits(p, version=14))
+    with pytest.raises(LetterDataError, match="the EPC QR code needs version 14, above the maximum 13"):
+        validate_letter(make_letter("invoice", "nl"), renderer=renderer())

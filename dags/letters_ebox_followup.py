@@ -16,11 +16,8 @@ from include.dijlepost import logfmt
 from include.dijlepost.airflow_support import (
     POOLS,
     QUEUES,
-    START_DATE,
-    TAGS,
+    dag_arguments,
     db_connection,
-    default_task_args,
-    on_failure,
     task_context,
 )
 from include.dijlepost.ebox_followup import DAG_ID, SCHEDULE, policies
@@ -30,17 +27,14 @@ IMPORTANT = {p.department: {"types": list(p.letter_types), "after_days": p.after
 
 
 @dag(
-    dag_id=DAG_ID,
-    description="eBox read status, and one paper copy of an important letter not opened in time",
-    doc_md=__doc__,
-    schedule=SCHEDULE,
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    dagrun_timeout=timedelta(hours=2),
-    tags=[*TAGS, "ebox", "followup"],
-    on_failure_callback=on_failure,
-    default_args=default_task_args(),
+    **dag_arguments(
+        DAG_ID,
+        "eBox read status, and one paper copy of an important letter not opened in time",
+        __doc__,
+        SCHEDULE,
+        timeout=timedelta(hours=2),
+        tags=("ebox", "followup"),
+    )
 )
 def letters_ebox_followup():
     @task(queue=QUEUES["delivery"], pool=POOLS["ebox"])

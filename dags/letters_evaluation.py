@@ -13,7 +13,7 @@ from datetime import timedelta
 from airflow.sdk import Param, dag, get_current_context, task
 
 from include.dijlepost import logfmt
-from include.dijlepost.airflow_support import START_DATE, TAGS, db_connection, default_task_args, on_failure
+from include.dijlepost.airflow_support import dag_arguments, db_connection
 from include.dijlepost.evaluation import DAG_ID, Period, evaluate, evaluated_day
 
 
@@ -32,25 +32,22 @@ def _evaluate(period_of) -> dict:
 
 
 @dag(
-    dag_id=DAG_ID,
-    description="Daily rollout figures per department (weekly summary on Mondays): table and report.",
-    doc_md=__doc__,
-    schedule="30 6 * * *",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    dagrun_timeout=timedelta(hours=1),
-    tags=[*TAGS, "evaluation"],
-    on_failure_callback=on_failure,
-    params={
-        "day": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            description="Evaluate this day (YYYY-MM-DD) instead of yesterday",
-        )
-    },
-    default_args=default_task_args(),
+    **dag_arguments(
+        DAG_ID,
+        "Daily rollout figures per department (weekly summary on Mondays): table and report.",
+        __doc__,
+        "30 6 * * *",
+        timeout=timedelta(hours=1),
+        tags=("evaluation",),
+        params={
+            "day": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                description="Evaluate this day (YYYY-MM-DD) instead of yesterday",
+            )
+        },
+    )
 )
 def letters_evaluation():
     @task

@@ -18,28 +18,23 @@ from include.dijlepost import logfmt
 from include.dijlepost.airflow_support import (
     POOLS,
     QUEUES,
-    START_DATE,
-    TAGS,
+    dag_arguments,
     db_connection,
-    default_task_args,
-    on_failure,
     task_context,
 )
 from include.dijlepost.waves import WAVES
 
 
 @dag(
-    dag_id="print_house_acknowledgements",
-    description="Reads the print house's acknowledgements and returned mail; alerts on missing acks.",
-    doc_md=__doc__,
-    schedule="*/15 * * * *",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    dagrun_timeout=timedelta(minutes=30),
-    tags=[*TAGS, "print-house"],
-    on_failure_callback=on_failure,
-    default_args=default_task_args(QUEUES["delivery"]),
+    **dag_arguments(
+        "print_house_acknowledgements",
+        "Reads the print house's acknowledgements and returned mail; alerts on missing acks.",
+        __doc__,
+        "*/15 * * * *",
+        timeout=timedelta(minutes=30),
+        tags=("print-house",),
+        queue=QUEUES["delivery"],
+    )
 )
 def print_house_acknowledgements():
     @task(pool=POOLS["print"])

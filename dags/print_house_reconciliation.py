@@ -12,27 +12,22 @@ from airflow.sdk import dag, task
 
 from include.dijlepost.airflow_support import (
     QUEUES,
-    START_DATE,
-    TAGS,
+    dag_arguments,
     db_connection,
-    default_task_args,
-    on_failure,
     settings,
 )
 
 
 @dag(
-    dag_id="print_house_reconciliation",
-    description="Daily list of letters handed to the print house without acknowledgement, and returns.",
-    doc_md=__doc__,
-    schedule="0 7 * * *",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    dagrun_timeout=timedelta(hours=1),
-    tags=[*TAGS, "print-house"],
-    on_failure_callback=on_failure,
-    default_args=default_task_args(QUEUES["delivery"]),
+    **dag_arguments(
+        "print_house_reconciliation",
+        "Daily list of letters handed to the print house without acknowledgement, and returns.",
+        __doc__,
+        "0 7 * * *",
+        timeout=timedelta(hours=1),
+        tags=("print-house",),
+        queue=QUEUES["delivery"],
+    )
 )
 def print_house_reconciliation():
     @task

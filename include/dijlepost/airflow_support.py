@@ -17,11 +17,11 @@ network.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pendulum
 
@@ -196,6 +196,35 @@ def wave_deadline(deadline: timedelta | None = WAVE_DEADLINE):
         callback=SyncCallback(wave_late, kwargs={"minutes": minutes}),
         name=f"not finished {minutes} minutes after it was queued",
     )
+
+
+def dag_arguments(
+    dag_id: str,
+    description: str,
+    doc_md: str | None,
+    schedule: str,
+    timeout: timedelta,
+    tags: Sequence[str] = (),
+    queue: str = QUEUES["default"],
+    **more: Any,
+) -> dict[str, Any]:
+    """The `@dag(...)` arguments of a dijlepost DAG that is not a wave: one run at a time, no catch-up,
+    a run time limit, the project's tags and start date, the failure alert on the DAG and its tasks, and
+    the task defaults (`queue` for every task). `more` adds DAG arguments of its own (params, ...)."""
+    return {
+        "dag_id": dag_id,
+        "description": description,
+        "doc_md": doc_md,
+        "schedule": schedule,
+        "start_date": START_DATE,
+        "catchup": False,
+        "max_active_runs": 1,
+        "dagrun_timeout": timeout,
+        "tags": [*TAGS, *tags],
+        "on_failure_callback": on_failure,
+        "default_args": default_task_args(queue),
+        **more,
+    }
 
 
 def default_task_args(queue: str = QUEUES["default"], execution_timeout: timedelta = TASK_TIMEOUT) -> dict:

@@ -157,38 +157,12 @@ def export_csv(conn, start: date, end: date, out: IO[str], base_url: str | None 
             "WHERE at >= %s AND at < %s ORDER BY chain_seq",
             (lo, hi),
         )
-        for (
-            seq,
-            event_id,
-            at,
-            letter_id,
-            event,
-            details,
-            dag_id,
-            run_id,
-            task_id,
-            map_index,
-            try_number,
-            prev_hash,
-            h,
-        ) in cur:
+        for row in cur:
+            # the columns as selected, the time in UTC, and the task log's address before the two hashes
+            at, coordinates, hashes = row[2], row[6:11], row[11:]
+            log_url = task_log_url(base_url, *coordinates) or ""
             writer.writerow(
-                (
-                    seq,
-                    event_id,
-                    at.astimezone(ZoneInfo("UTC")).isoformat(),
-                    letter_id,
-                    event,
-                    details,
-                    dag_id,
-                    run_id,
-                    task_id,
-                    map_index,
-                    try_number,
-                    task_log_url(base_url, dag_id, run_id, task_id, map_index, try_number) or "",
-                    prev_hash,
-                    h,
-                )
+                (*row[:2], at.astimezone(ZoneInfo("UTC")).isoformat(), *row[3:11], log_url, *hashes)
             )
             n += 1
     conn.commit()

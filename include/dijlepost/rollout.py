@@ -265,44 +265,43 @@ def _check_pseudonym(recipient_pseudonym) -> str:
     return recipient_pseudonym
 
 
+_EXEMPTION_CHANGE = {
+    "add": "INSERT INTO paper_exemptions (recipient_pseudonym, added_by, reason) VALUES (%s, %s, %s) "
+    "ON CONFLICT DO NOTHING",
+    "remove": "DELETE FROM paper_exemptions WHERE recipient_pseudonym = %s",
+}
+
+
+def _change_exemption(conn, action: str, recipient_pseudonym: str, reason: str, by: str) -> bool:
+    """Add or remove a paper exemption and, when that changed anything, its history row, in one
+    transaction; False when nothing changed (already there, or none to remove)."""
+    _check_pseudonym(recipient_pseudonym)
+    params = (recipient_pseudonym, by, reason) if action == "add" else (recipient_pseudonym,)
+    with conn.cursor() as cur:
+        cur.execute(_EXEMPTION_CHANGE[action], params)
+        changed = cur.rowcount == 1
+        if changed:
+            cur.execute(
+                "INSERT INTO paper_exemption_history (recipient_pseudonym, action, changed_by, reason) "
+                "VALUES (%s, %s, %s, %s)",
+                (recipient_pseudonym, action, by, reason),
+            )
+    conn.commit()
+    return changed
+
+
 def add_exemption(conn, recipient_pseudonym: str, reason: str, added_by: str) -> bool:
     """Register a recipient to keep paper; False if already registered (nothing changes then)."""
     reason = _require(reason, "a reason is required to register a paper exemption")
     added_by = _require(added_by, "the person registering the exemption must be named", "name", MAX_NAME)
-    _check_pseudonym(recipient_pseudonym)
-    with conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO paper_exemptions (recipient_pseudonym, added_by, reason) VALUES (%s, %s, %s) "
-            "ON CONFLICT DO NOTHING",
-            (recipient_pseudonym, added_by, reason),
-        )
-        added = cur.rowcount == 1
-        if added:
-            cur.execute(
-                "INSERT INTO paper_exemption_history (recipient_pseudonym, action, changed_by, reason) "
-                "VALUES (%s, 'add', %s, %s)",
-                (recipient_pseudonym, added_by, reason),
-            )
-    conn.commit()
-    return added
+    return _change_exemption(conn, "add", recipient_pseudonym, reason, added_by)
 
 
 def remove_exemption(conn, recipient_pseudonym: str, reason: str, removed_by: str) -> bool:
     """End a paper exemption, with a reason; False if there was none (nothing changes then)."""
     reason = _require(reason, "a reason is required to remove a paper exemption")
     removed_by = _require(removed_by, "the person removing the exemption must be named", "name", MAX_NAME)
-    _check_pseudonym(recipient_pseudonym)
-    with conn.cursor() as cur:
-        cur.execute("DELETE FROM paper_exemptions WHERE recipient_pseudonym = %s", (recipient_pseudonym,))
-        removed = cur.rowcount == 1
-        if removed:
-            cur.execute(
-                "INSERT INTO paper_exemption_history (recipient_pseudonym, action, changed_by, reason) "
-                "VALUES (%s, 'remove', %s, %s)",
-                (recipient_pseudonym, removed_by, reason),
-            )
-    conn.commit()
-    return removed
+    return _change_exemption(conn, "remove", recipient_pseudonym, reason, removed_by)
 
 
 def exemptions(conn, limit: int = 500) -> list[dict]:

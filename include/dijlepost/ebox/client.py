@@ -593,27 +593,25 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    when = _http_date(value)
+    return None if when is None else max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _clock_skew(response: httpx.Response) -> float | None:
-    """How far this machine's clock is ahead of the server's (its `Date` header), in seconds."""
-    value = response.headers.get("Date")
+def _http_date(value: str | None) -> datetime | None:
+    """An HTTP date (`Date`, `Retry-After`) as an aware datetime; None when absent or unreadable."""
     if not value:
         return None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return (datetime.now(UTC) - when).total_seconds()
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _clock_skew(response: httpx.Response) -> float | None:
+    """How far this machine's clock is ahead of the server's (its `Date` header), in seconds."""
+    when = _http_date(response.headers.get("Date"))
+    return None if when is None else (datetime.now(UTC) - when).total_seconds()
 
 
 def _speaks_of_time(description: Any) -> bool:

@@ -52,6 +52,7 @@ bench: install
 	$(PY) -m benchmarks.ebox_publication
 	$(PY) -m benchmarks.print_handoff
 	$(PY) -m benchmarks.audit_chain
+	$(PY) -m benchmarks.letters_import --sizes 10000
 
 # Re-resolve the pinned sets after editing requirements.in or requirements-dev.in: production first,
 # then the development set constrained by it (unchanged pins are kept; `make lock UPGRADE=1` upgrades).

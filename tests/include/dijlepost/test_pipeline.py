@@ -19,6 +19,7 @@ from include.dijlepost.printhouse.hook import PrintHouseHook
 from include.dijlepost.rendering import LetterRenderer
 from include.dijlepost.rollout import read_state, set_phase
 from include.dijlepost.waves import WAVES
+from tests.support.work import chunk_work
 
 pytestmark = pytest.mark.integration
 KEY = b"test-pseudonym-key-not-secret"
@@ -56,11 +57,15 @@ def seed(db, ebox, n: int, active_share: float, seed_no: int = 3):
 
 def prepare(db, client, renderer, tmp_path, run=RUN, lease=timedelta(hours=3)):
     """claim -> activation -> decide -> render, as the DAG does before branching."""
-    c = claim(db, "finance", run, 1000, 1000, lease, CTX)
-    delivery.check_activation(db, client, KEY, run, timedelta(days=7), CTX)
-    pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, run, CTX)
+    c = claim(db, chunk_work(run, wave="finance", ctx=CTX), batch_size=1000, chunk_size=1000, lease=lease)
+    delivery.check_activation(
+        db, chunk_work(run, key=KEY, ctx=CTX), client=client, freshness=timedelta(days=7)
+    )
+    pipeline.decide_claim(db, chunk_work(run, wave=WAVE, key=KEY, ctx=CTX), state=read_state(db, "finance"))
     for chunk in c.chunks:
-        pipeline.render_chunk(db, renderer, tmp_path / "docs", run, chunk, CTX)
+        pipeline.render_chunk(
+            db, chunk_work(run, ctx=CTX, chunk=chunk), renderer=renderer, document_root=tmp_path / "docs"
+        )
     return c
 
 
@@ -108,7 +113,9 @@ def test_a_chunk_checks_and_decides_only_its_own_letters_and_reuses_fresh_answer
     from include.dijlepost.recipients import normalize_recipient_id
 
     seed(db, ebox, 40, active_share=0.5)
-    c = claim(db, "finance", RUN, 1000, 10, timedelta(hours=3), CTX)
+    c = claim(
+        db, chunk_work(RUN, wave="finance", ctx=CTX), batch_size=1000, chunk_size=10, lease=timedelta(hours=3)
+    )
     assert c.chunks == [0, 1, 2, 3]
     recipients = {
         chunk: {
@@ -122,31 +129,52 @@ def test_a_chunk_checks_and_decides_only_its_own_letters_and_reuses_fresh_answer
     spy = LookupLog(client)
     state = read_state(db, "finance")
 
-    checked = delivery.check_activation(db, spy, KEY, RUN, timedelta(days=7), CTX, chunk=1)
-    decided = pipeline.decide_claim(db, WAVE, state, KEY, RUN, CTX, chunk=1)
+    checked = delivery.check_activation(
+        db, chunk_work(RUN, key=KEY, ctx=CTX, chunk=1), client=spy, freshness=timedelta(days=7)
+    )
+    decided = pipeline.decide_claim(db, chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX, chunk=1), state=state)
     assert set().union(*spy.asked) == recipients[1] and checked["recipients"] == len(recipients[1])
     assert decided["decided"] == 10
     undecided = dict(
         db.execute("SELECT claim_chunk, count(*) FROM letters WHERE decided_at IS NULL GROUP BY 1").fetchall()
     )
     assert undecided == {0: 10, 2: 10, 3: 10}
-    assert pipeline.render_chunk(db, renderer, tmp_path / "docs", RUN, 1, CTX)["rendered"] == 10
+    assert (
+        pipeline.render_chunk(
+            db, chunk_work(RUN, ctx=CTX, chunk=1), renderer=renderer, document_root=tmp_path / "docs"
+        )["rendered"]
+        == 10
+    )
 
     # A retried chunk, and the next chunk, ask only about recipients whose answer is not cached yet.
     spy.asked.clear()
-    retried = delivery.check_activation(db, spy, KEY, RUN, timedelta(days=7), CTX, chunk=1)
+    retried = delivery.check_activation(
+        db, chunk_work(RUN, key=KEY, ctx=CTX, chunk=1), client=spy, freshness=timedelta(days=7)
+    )
     assert spy.asked == [] and retried["cached_fresh"] == len(recipients[1])
-    nxt = delivery.check_activation(db, spy, KEY, RUN, timedelta(days=7), CTX, chunk=2)
+    nxt = delivery.check_activation(
+        db, chunk_work(RUN, key=KEY, ctx=CTX, chunk=2), client=spy, freshness=timedelta(days=7)
+    )
     assert set().union(set(), *spy.asked) == recipients[2] - recipients[1]
     assert nxt["cached_fresh"] == len(recipients[2] & recipients[1])
 
 
 def test_a_chunk_is_decided_page_by_page_each_letter_once(db, ebox, client, monkeypatch):
     seed(db, ebox, 10, active_share=0.5)
-    c = claim(db, "finance", RUN, 1000, 1000, timedelta(hours=3), CTX)
+    c = claim(
+        db,
+        chunk_work(RUN, wave="finance", ctx=CTX),
+        batch_size=1000,
+        chunk_size=1000,
+        lease=timedelta(hours=3),
+    )
     monkeypatch.setattr(pipeline, "_DECIDE_PAGE", 3)  # pages of 3, 3, 3 and 1
-    delivery.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX, chunk=c.chunks[0])
-    result = pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, RUN, CTX, chunk=c.chunks[0])
+    delivery.check_activation(
+        db, chunk_work(RUN, key=KEY, ctx=CTX, chunk=c.chunks[0]), client=client, freshness=timedelta(days=7)
+    )
+    result = pipeline.decide_claim(
+        db, chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX, chunk=c.chunks[0]), state=read_state(db, "finance")
+    )
     assert result["decided"] == 10
     assert db.execute("SELECT count(*) FROM letters WHERE decided_at IS NULL").fetchone()[0] == 0
     per_letter = db.execute(
@@ -164,9 +192,17 @@ def _render_first_chunk_recording_syncs(
     import os
 
     seed(db, ebox, 4, active_share=0.5, seed_no=8)
-    c = claim(db, "finance", RUN, 1000, 1000, timedelta(hours=3), CTX)
-    delivery.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX)
-    pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, RUN, CTX)
+    c = claim(
+        db,
+        chunk_work(RUN, wave="finance", ctx=CTX),
+        batch_size=1000,
+        chunk_size=1000,
+        lease=timedelta(hours=3),
+    )
+    delivery.check_activation(
+        db, chunk_work(RUN, key=KEY, ctx=CTX), client=client, freshness=timedelta(days=7)
+    )
+    pipeline.decide_claim(db, chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX), state=read_state(db, "finance"))
     synced: list[tuple[str, str, int]] = []
 
     def recorded():
@@ -183,7 +219,11 @@ def _render_first_chunk_recording_syncs(
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(documents, "SYNCFS", recording_syncfs if syncfs else None)
     pipeline.render_chunk(
-        db, renderer, tmp_path / "docs", RUN, c.chunks[0], CTX, sync_each_file=sync_each_file
+        db,
+        chunk_work(RUN, ctx=CTX, chunk=c.chunks[0]),
+        renderer=renderer,
+        document_root=tmp_path / "docs",
+        sync_each_file=sync_each_file,
     )
     assert recorded() == 4
     return synced
@@ -226,9 +266,17 @@ def test_a_failed_sync_of_the_document_volume_fails_the_task_and_records_nothing
     import errno
 
     seed(db, ebox, 3, active_share=0.5, seed_no=8)
-    c = claim(db, "finance", RUN, 1000, 1000, timedelta(hours=3), CTX)
-    delivery.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX)
-    pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, RUN, CTX)
+    c = claim(
+        db,
+        chunk_work(RUN, wave="finance", ctx=CTX),
+        batch_size=1000,
+        chunk_size=1000,
+        lease=timedelta(hours=3),
+    )
+    delivery.check_activation(
+        db, chunk_work(RUN, key=KEY, ctx=CTX), client=client, freshness=timedelta(days=7)
+    )
+    pipeline.decide_claim(db, chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX), state=read_state(db, "finance"))
 
     def failing_syncfs(fd):
         ctypes.set_errno(errno.EIO)  # what Linux reports after a failed write-back
@@ -236,13 +284,26 @@ def test_a_failed_sync_of_the_document_volume_fails_the_task_and_records_nothing
 
     monkeypatch.setattr(documents, "SYNCFS", failing_syncfs)
     with pytest.raises(OSError, match="syncfs of the document volume failed"):
-        pipeline.render_chunk(db, renderer, tmp_path / "docs", RUN, c.chunks[0], CTX)
+        pipeline.render_chunk(
+            db,
+            chunk_work(RUN, ctx=CTX, chunk=c.chunks[0]),
+            renderer=renderer,
+            document_root=tmp_path / "docs",
+        )
     db.rollback()
     assert db.execute("SELECT count(*) FROM letters WHERE rendered_at IS NOT NULL").fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM letter_events WHERE event = 'rendered'").fetchone()[0] == 0
     db.commit()
     monkeypatch.undo()  # the retry renders the chunk again and records it
-    assert pipeline.render_chunk(db, renderer, tmp_path / "docs", RUN, c.chunks[0], CTX)["rendered"] == 3
+    assert (
+        pipeline.render_chunk(
+            db,
+            chunk_work(RUN, ctx=CTX, chunk=c.chunks[0]),
+            renderer=renderer,
+            document_root=tmp_path / "docs",
+        )["rendered"]
+        == 3
+    )
 
 
 def test_crash_after_publishing_then_retry_delivers_each_letter_once(db, ebox, client, renderer, tmp_path):
@@ -251,13 +312,9 @@ def test_crash_after_publishing_then_retry_delivers_each_letter_once(db, ebox, c
     with pytest.raises(SystemExit):
         delivery.deliver_chunk_to_ebox(
             db,
-            CrashAfterPublishing(client, survive=3),
-            renderer,
-            WAVE,
-            KEY,
-            RUN,
-            c.chunks[0],
-            CTX,
+            chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX, chunk=c.chunks[0]),
+            client=CrashAfterPublishing(client, survive=3),
+            renderer=renderer,
             concurrency=1,
         )
     mid = statuses(db)
@@ -266,7 +323,9 @@ def test_crash_after_publishing_then_retry_delivers_each_letter_once(db, ebox, c
     assert sum(1 for s in mid.values() if s[0] == "delivered_ebox") == 3
     assert sum(1 for s in mid.values() if s[3] == "in_flight" and s[0] == "processing") == 5
 
-    delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
+    delivery.deliver_chunk_to_ebox(
+        db, chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX, chunk=c.chunks[0]), client=client, renderer=renderer
+    )
     after = statuses(db)
     assert {s[0] for s in after.values()} == {"delivered_ebox"}
     assert len(ebox.state.publications()) == 8
@@ -282,13 +341,9 @@ def test_a_chunk_is_published_page_by_page_and_a_crash_leaves_later_pages_unsent
     with pytest.raises(SystemExit):  # the worker dies after the eBox took the 6th letter
         delivery.deliver_chunk_to_ebox(
             db,
-            CrashAfterPublishing(client, survive=5),
-            renderer,
-            WAVE,
-            KEY,
-            RUN,
-            c.chunks[0],
-            CTX,
+            chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX, chunk=c.chunks[0]),
+            client=CrashAfterPublishing(client, survive=5),
+            renderer=renderer,
             concurrency=1,
         )
     in_order = [
@@ -307,7 +362,9 @@ def test_a_chunk_is_published_page_by_page_and_a_crash_leaves_later_pages_unsent
     assert [s[3] for s in in_order[5:]] == ["in_flight", None]
     assert len(ebox.state.publications()) == 6
 
-    result = delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
+    result = delivery.deliver_chunk_to_ebox(
+        db, chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX, chunk=c.chunks[0]), client=client, renderer=renderer
+    )
     assert result["letters"] == 2 and result["published"] == 1 and result["already_published"] == 1
     assert {s[0] for s in statuses(db).values()} == {"delivered_ebox"}
     assert len(ebox_copies(ebox)) == 7 and set(ebox_copies(ebox).values()) == {1}
@@ -321,13 +378,9 @@ def test_in_flight_letter_taken_over_after_phase_change_still_goes_to_ebox_not_p
     with pytest.raises(SystemExit):
         delivery.deliver_chunk_to_ebox(
             db,
-            CrashAfterPublishing(client, survive=0),
-            renderer,
-            WAVE,
-            KEY,
-            RUN,
-            c.chunks[0],
-            CTX,
+            chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX, chunk=c.chunks[0]),
+            client=CrashAfterPublishing(client, survive=0),
+            renderer=renderer,
             concurrency=1,
         )
     # The run died. An administrator switches finance to paper; the next run takes the claims over.
@@ -338,7 +391,9 @@ def test_in_flight_letter_taken_over_after_phase_change_still_goes_to_ebox_not_p
     rules = {s[2] for s in statuses(db).values()}
     assert rules == {"ebox_publication_in_flight"}
     for chunk in c2.chunks:
-        delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run2, chunk, CTX)
+        delivery.deliver_chunk_to_ebox(
+            db, chunk_work(run2, wave=WAVE, key=KEY, ctx=CTX, chunk=chunk), client=client, renderer=renderer
+        )
     assert {s[0] for s in statuses(db).values()} == {"delivered_ebox"}
     assert set(ebox_copies(ebox).values()) == {1} and len(ebox_copies(ebox)) == 4
     assert handoff.assign_print_batches(db, "finance", run2, CTX, 100) == []
@@ -352,12 +407,22 @@ def test_unreachable_ebox_releases_letters_for_the_next_run(db, ebox, client, re
         EboxClient(dataclasses.replace(client.config, outage_budget_seconds=2)) as down,
         pytest.raises(EboxOutageError),
     ):
-        delivery.deliver_chunk_to_ebox(db, down, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
+        delivery.deliver_chunk_to_ebox(
+            db,
+            chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX, chunk=c.chunks[0]),
+            client=down,
+            renderer=renderer,
+        )
     assert {s[0] for s in statuses(db).values()} == {"pending"}
     ebox.state.set_faults()
     run2 = "letters_finance:manual__2"
     c2 = prepare(db, client, renderer, tmp_path, run=run2)
-    delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run2, c2.chunks[0], CTX)
+    delivery.deliver_chunk_to_ebox(
+        db,
+        chunk_work(run2, wave=WAVE, key=KEY, ctx=CTX, chunk=c2.chunks[0]),
+        client=client,
+        renderer=renderer,
+    )
     assert {s[0] for s in statuses(db).values()} == {"delivered_ebox"}
     assert len(ebox.state.publications()) == 3
 
@@ -369,12 +434,19 @@ def test_no_digital_user_goes_to_paper_in_the_same_run(
     for kind, rid in data.ebox_active:
         ebox.state.register_recipient(kind, rid, active=True, no_digital_user=True)
     c = prepare(db, client, renderer, tmp_path)
-    delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, RUN, c.chunks[0], CTX)
+    delivery.deliver_chunk_to_ebox(
+        db, chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX, chunk=c.chunks[0]), client=client, renderer=renderer
+    )
     assert {s[2] for s in statuses(db).values()} == {"no_digital_user"}
     monkeypatch.setenv(
         "AIRFLOW_CONN_PRINTHOUSE_SFTP", __import__("json").dumps(printhouse_dirs.airflow_connection())
     )
-    result = handoff.hand_over(db, PrintHouseHook(), WAVE, RUN, CTX, tmp_path / "work", chunk=c.chunks[0])
+    result = handoff.hand_over(
+        db,
+        chunk_work(RUN, wave=WAVE, ctx=CTX, chunk=c.chunks[0]),
+        hook=PrintHouseHook(),
+        work_dir=tmp_path / "work",
+    )
     assert result["letters"] == 3 and len(result["batches"]) == 1
     assert {s[0] for s in statuses(db).values()} == {"handed_to_print"}
 
@@ -394,12 +466,18 @@ def test_missing_template_field_quarantines_with_the_field_name(db, ebox, client
 
 def test_each_chunk_cuts_and_finds_its_own_print_batches(db, ebox, client, renderer, tmp_path):
     seed(db, ebox, 6, active_share=0.0, seed_no=11)  # no eBox: every letter goes on paper
-    c = claim(db, "finance", RUN, 1000, 3, timedelta(hours=3), CTX)
+    c = claim(
+        db, chunk_work(RUN, wave="finance", ctx=CTX), batch_size=1000, chunk_size=3, lease=timedelta(hours=3)
+    )
     assert len(c.chunks) == 2
-    delivery.check_activation(db, client, KEY, RUN, timedelta(days=7), CTX)
-    pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, RUN, CTX)
+    delivery.check_activation(
+        db, chunk_work(RUN, key=KEY, ctx=CTX), client=client, freshness=timedelta(days=7)
+    )
+    pipeline.decide_claim(db, chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX), state=read_state(db, "finance"))
     for chunk in c.chunks:
-        pipeline.render_chunk(db, renderer, tmp_path / "docs", RUN, chunk, CTX)
+        pipeline.render_chunk(
+            db, chunk_work(RUN, ctx=CTX, chunk=chunk), renderer=renderer, document_root=tmp_path / "docs"
+        )
     chunk_of = dict(db.execute("SELECT letter_id, claim_chunk FROM letters").fetchall())
     db.commit()
 
@@ -412,8 +490,8 @@ def test_each_chunk_cuts_and_finds_its_own_print_batches(db, ebox, client, rende
     db.commit()
     assert first and {chunk_of[i] for i in batch_of} == {c.chunks[0]} and set(batch_of.values()) == set(first)
     # The other chunk has nothing due yet; this chunk finds exactly its own batches, also on a retry.
-    assert handoff.pending_print_batches(db, "finance", run_id=RUN, chunk=c.chunks[1]) == []
-    assert handoff.pending_print_batches(db, "finance", run_id=RUN, chunk=c.chunks[0]) == first
+    assert handoff.pending_print_batches(db, "finance", claim_id=RUN, chunk=c.chunks[1]) == []
+    assert handoff.pending_print_batches(db, "finance", claim_id=RUN, chunk=c.chunks[0]) == first
     assert handoff.assign_print_batches(db, "finance", RUN, CTX, 100, chunk=c.chunks[0]) == []
 
     second = handoff.assign_print_batches(db, "finance", RUN, CTX, 100, chunk=c.chunks[1])

@@ -34,6 +34,7 @@ from sandboxes.ebox.app import (
     DEFAULT_SENDER_ORGANIZATION_ID,
     FEDERATION_PREFIX,
 )
+from tests.support.work import chunk_work
 
 pytestmark = pytest.mark.integration
 KEY = b"test-pseudonym-key-not-secret"
@@ -79,18 +80,37 @@ class Run:
     def __init__(self, db, client, renderer, tmp_path, number: int, wave: Wave = WAVE, chunk_size: int = 4):
         self.db, self.renderer, self.wave = db, renderer, wave
         self.run_id = f"letters_finance:manual__{number}"
-        self.claim = claim(db, "finance", self.run_id, 1000, chunk_size, timedelta(hours=3), CTX)
-        delivery.check_activation(db, client, KEY, self.run_id, timedelta(days=7), CTX)
-        pipeline.decide_claim(db, wave, read_state(db, "finance"), KEY, self.run_id, CTX)
+        self.claim = claim(
+            db,
+            chunk_work(self.run_id, wave="finance", ctx=CTX),
+            batch_size=1000,
+            chunk_size=chunk_size,
+            lease=timedelta(hours=3),
+        )
+        delivery.check_activation(
+            db, chunk_work(self.run_id, key=KEY, ctx=CTX), client=client, freshness=timedelta(days=7)
+        )
+        pipeline.decide_claim(
+            db, chunk_work(self.run_id, wave=wave, key=KEY, ctx=CTX), state=read_state(db, "finance")
+        )
         for chunk in self.claim.chunks:
-            pipeline.render_chunk(db, renderer, tmp_path / "docs", self.run_id, chunk, CTX)
+            pipeline.render_chunk(
+                db,
+                chunk_work(self.run_id, ctx=CTX, chunk=chunk),
+                renderer=renderer,
+                document_root=tmp_path / "docs",
+            )
 
     def deliver(self, client, before_each_chunk=lambda: None) -> Counter:
         total: Counter = Counter()
         for chunk in self.claim.chunks:
             before_each_chunk()
             result = delivery.deliver_chunk_to_ebox(
-                self.db, client, self.renderer, self.wave, KEY, self.run_id, chunk, CTX, concurrency=3
+                self.db,
+                chunk_work(self.run_id, wave=self.wave, key=KEY, ctx=CTX, chunk=chunk),
+                client=client,
+                renderer=self.renderer,
+                concurrency=3,
             )
             total.update({k: v for k, v in result.items() if k not in ("chunk", "letters")})
         return total
@@ -639,7 +659,13 @@ def test_a_task_that_fails_before_settling_its_409s_leaves_them_in_flight_and_th
     hidden = Path(paths[last]).rename(tmp_path / "hidden.pdf")
     ebox.state.set_faults(drop_next=1)
     with pytest.raises(FileNotFoundError):
-        delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run.run_id, chunk, CTX, concurrency=1)
+        delivery.deliver_chunk_to_ebox(
+            db,
+            chunk_work(run.run_id, wave=WAVE, key=KEY, ctx=CTX, chunk=chunk),
+            client=client,
+            renderer=renderer,
+            concurrency=1,
+        )
     after = states(db)
     assert after[first][:4] == ("processing", "ebox", "ebox_active", "in_flight")  # not settled, not lost
     assert [after[lid][0] for lid in sorted(ids)[1:-1]] == [
@@ -650,7 +676,11 @@ def test_a_task_that_fails_before_settling_its_409s_leaves_them_in_flight_and_th
     # Airflow's retry of the task: the same keys; the 409 is settled, the last letter published.
     hidden.rename(paths[last])
     retry = delivery.deliver_chunk_to_ebox(
-        db, client, renderer, WAVE, KEY, run.run_id, chunk, CTX, concurrency=1
+        db,
+        chunk_work(run.run_id, wave=WAVE, key=KEY, ctx=CTX, chunk=chunk),
+        client=client,
+        renderer=renderer,
+        concurrency=1,
     )
     assert (retry["already_published"], retry["published"]) == (1, 1)
     assert {s[0] for s in states(db).values()} == {"delivered_ebox"}

@@ -1,4 +1,4 @@
-"""Fault injection at the pipeline level: `pipeline.deliver_chunk_to_ebox` against the real sandbox
+"""Fault injection at the delivery level: `ebox.delivery.deliver_chunk_to_ebox` against the real sandbox
 over HTTPS and the real PostgreSQL. For every answer of the eBox the letter ends in the right state;
 whatever the faults, no letter is published twice (counted by Idempotency-Key and by file name in the
 sandbox) and none is lost."""

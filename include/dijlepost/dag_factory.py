@@ -144,7 +144,7 @@ def build_wave_dag(wave: Wave):
                 logfmt.emit("ebox_message_types_skipped", department=wave.department, reason="phase paper")
                 return {"checked": 0}
             with db_connection() as conn, EboxHook().get_client() as client:
-                checked = check_message_types(conn, client, wave)
+                checked = check_message_types(conn, chunk_work(wave), client=client)
             logfmt.emit("ebox_message_types_checked", department=wave.department, **checked)
             return checked
 

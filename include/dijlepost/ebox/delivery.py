@@ -24,7 +24,6 @@ from include.dijlepost import logfmt, outbox
 from include.dijlepost.outbox import RunContext, iter_letters_in_claim
 from include.dijlepost.recipients import InvalidRecipientId, normalize_recipient_id, pseudonym
 from include.dijlepost.states import Status, sql_list
-from include.dijlepost.waves import Wave
 from include.dijlepost.work import ChunkWork
 
 log = logging.getLogger("dijlepost.ebox")
@@ -33,8 +32,9 @@ log = logging.getLogger("dijlepost.ebox")
 # --------------------------------------------------------------------------- message types
 
 
-def check_message_types(conn, client, wave: Wave) -> dict:
-    """Every letter type the wave may publish has a message type the eBox registers for this sender.
+def check_message_types(conn, work: ChunkWork, *, client) -> dict:
+    """Every letter type the work's wave may publish has a message type the eBox registers for this
+    sender.
 
     The letter types are the wave's own and those of the department's letters still waiting
     (pending or processing). Each must have a `messageTypeId` in `wave.ebox_message_types`, listed
@@ -47,6 +47,7 @@ def check_message_types(conn, client, wave: Wave) -> dict:
     "5 year" or None}, "registered": number of types in the registry}`."""
     from include.dijlepost.ebox.client import EboxConfigurationError
 
+    wave = work.wave
     with conn.cursor() as cur:
         cur.execute(
             "SELECT DISTINCT letter_type FROM letters WHERE department = %s "

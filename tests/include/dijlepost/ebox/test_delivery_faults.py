@@ -214,7 +214,9 @@ def test_413_quarantines_the_letter_with_the_reason(db, ebox, client, renderer, 
 
 def test_the_waves_message_types_pass_the_check(db, ebox, client):
     for wave in WAVES.values():
-        checked = delivery.check_message_types(db, client, wave)
+        checked = delivery.check_message_types(
+            db, chunk_work("letters_finance:manual__1", wave=wave), client=client
+        )
         assert set(checked["letter_types"]) == set(wave.letter_types)
         assert all(checked["validity"].values())
 
@@ -246,7 +248,7 @@ def test_an_unknown_or_missing_message_type_fails_before_anything_is_published(
     ids = seed(db, ebox, 3, 74)
     wave = Wave(**{**WAVE.__dict__, "ebox_message_types": types})
     with pytest.raises(EboxConfigurationError, match=fragment) as caught:
-        delivery.check_message_types(db, client, wave)
+        delivery.check_message_types(db, chunk_work("letters_finance:manual__1", wave=wave), client=client)
     assert caught.value.field == "ebox_message_types"
     assert ebox.state.publications() == []
     assert {s[0] for s in states(db).values()} == {"pending"}  # nothing claimed
@@ -267,7 +269,7 @@ def test_a_waiting_letter_of_a_type_outside_the_waves_map_fails_the_check(db, eb
         }
     )
     with pytest.raises(EboxConfigurationError, match="letter type 'reminder' has no eBox"):
-        delivery.check_message_types(db, client, wave)
+        delivery.check_message_types(db, chunk_work("letters_finance:manual__1", wave=wave), client=client)
 
 
 def test_a_message_type_the_sender_may_not_publish_fails_the_check(db, ebox, client, monkeypatch):
@@ -288,7 +290,7 @@ def test_a_message_type_the_sender_may_not_publish_fails_the_check(db, ebox, cli
     ]
     ebox.state.register_message_types(others, replace=True)
     with pytest.raises(EboxConfigurationError, match="'MECH-FIN-TAX', which sender application 'dijlepost'"):
-        delivery.check_message_types(db, client, WAVE)
+        delivery.check_message_types(db, chunk_work("letters_finance:manual__1", wave=WAVE), client=client)
 
 
 def test_no_digital_user_reroutes_to_paper_in_the_same_run(db, ebox, client, renderer, tmp_path):

@@ -42,7 +42,7 @@ class RunContext:
     """Airflow coordinates of the task acting on letters, written with every event for auditors."""
 
     dag_id: str | None = None
-    run_id: str | None = None
+    run_id: str | None = None  # Airflow's run id (the claim is `dag_id:run_id`)
     task_id: str | None = None
     map_index: int | None = None
     try_number: int | None = None

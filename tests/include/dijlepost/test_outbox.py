@@ -57,12 +57,12 @@ def add_letters(db, n: int, department: str = "finance", prefix: str | None = No
     return ids
 
 
-def held(db, run_id: str) -> dict[str, int]:
+def held(db, claim_id: str) -> dict[str, int]:
     """letter_id -> chunk of the letters a run holds."""
     rows = db.execute(
         "SELECT letter_id, claim_chunk FROM letters WHERE claim_run_id = %s AND status = 'processing' "
         "ORDER BY id",
-        (run_id,),
+        (claim_id,),
     ).fetchall()
     db.commit()
     return dict(rows)

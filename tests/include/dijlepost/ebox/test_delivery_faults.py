@@ -79,24 +79,24 @@ class Run:
 
     def __init__(self, db, client, renderer, tmp_path, number: int, wave: Wave = WAVE, chunk_size: int = 4):
         self.db, self.renderer, self.wave = db, renderer, wave
-        self.run_id = f"letters_finance:manual__{number}"
+        self.claim_id = f"letters_finance:manual__{number}"
         self.claim = claim(
             db,
-            chunk_work(self.run_id, wave="finance", ctx=CTX),
+            chunk_work(self.claim_id, wave="finance", ctx=CTX),
             batch_size=1000,
             chunk_size=chunk_size,
             lease=timedelta(hours=3),
         )
         delivery.check_activation(
-            db, chunk_work(self.run_id, key=KEY, ctx=CTX), client=client, freshness=timedelta(days=7)
+            db, chunk_work(self.claim_id, key=KEY, ctx=CTX), client=client, freshness=timedelta(days=7)
         )
         pipeline.decide_claim(
-            db, chunk_work(self.run_id, wave=wave, key=KEY, ctx=CTX), state=read_state(db, "finance")
+            db, chunk_work(self.claim_id, wave=wave, key=KEY, ctx=CTX), state=read_state(db, "finance")
         )
         for chunk in self.claim.chunks:
             pipeline.render_chunk(
                 db,
-                chunk_work(self.run_id, ctx=CTX, chunk=chunk),
+                chunk_work(self.claim_id, ctx=CTX, chunk=chunk),
                 renderer=renderer,
                 document_root=tmp_path / "docs",
             )
@@ -107,7 +107,7 @@ class Run:
             before_each_chunk()
             result = delivery.deliver_chunk_to_ebox(
                 self.db,
-                chunk_work(self.run_id, wave=self.wave, key=KEY, ctx=CTX, chunk=chunk),
+                chunk_work(self.claim_id, wave=self.wave, key=KEY, ctx=CTX, chunk=chunk),
                 client=client,
                 renderer=self.renderer,
                 concurrency=3,
@@ -663,7 +663,7 @@ def test_a_task_that_fails_before_settling_its_409s_leaves_them_in_flight_and_th
     with pytest.raises(FileNotFoundError):
         delivery.deliver_chunk_to_ebox(
             db,
-            chunk_work(run.run_id, wave=WAVE, key=KEY, ctx=CTX, chunk=chunk),
+            chunk_work(run.claim_id, wave=WAVE, key=KEY, ctx=CTX, chunk=chunk),
             client=client,
             renderer=renderer,
             concurrency=1,
@@ -679,7 +679,7 @@ def test_a_task_that_fails_before_settling_its_409s_leaves_them_in_flight_and_th
     hidden.rename(paths[last])
     retry = delivery.deliver_chunk_to_ebox(
         db,
-        chunk_work(run.run_id, wave=WAVE, key=KEY, ctx=CTX, chunk=chunk),
+        chunk_work(run.claim_id, wave=WAVE, key=KEY, ctx=CTX, chunk=chunk),
         client=client,
         renderer=renderer,
         concurrency=1,

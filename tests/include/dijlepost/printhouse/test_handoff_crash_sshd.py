@@ -64,7 +64,7 @@ KILLED_ATTEMPT = textwrap.dedent("""
     from include.dijlepost.waves import WAVES
     from include.dijlepost.work import ChunkWork
 
-    url, point, run_id, work_dir = sys.argv[1:5]
+    url, point, claim_id, work_dir = sys.argv[1:5]
 
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
@@ -99,7 +99,7 @@ KILLED_ATTEMPT = textwrap.dedent("""
         wrap(handoff, "_record_handed_over", after=always)
     ctx = RunContext(dag_id="letters_finance", run_id="manual__crash", task_id="chunk.hand_over_to_print",
                      map_index=0, try_number=1)
-    work = ChunkWork(ctx=ctx, claim_id=run_id, wave=WAVES["finance"], pseudonym_key=b"", chunk=0)
+    work = ChunkWork(ctx=ctx, claim_id=claim_id, wave=WAVES["finance"], pseudonym_key=b"", chunk=0)
     with psycopg.connect(url) as conn:
         handoff.hand_over(conn, work, hook=PrintHouseHook(), work_dir=Path(work_dir))
     sys.exit(3)   # not killed: the point was never reached

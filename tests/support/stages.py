@@ -22,6 +22,7 @@ KEY = b"test-pseudonym-key-not-secret"
 WAVE = WAVES["finance"]
 RUN = "letters_finance:manual__1"
 CTX = RunContext(dag_id="letters_finance", run_id="manual__1", task_id="test", map_index=-1, try_number=1)
+WORK = chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX)  # the whole claim; `WORK.for_chunk(n)`: one chunk
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +54,12 @@ def seed(db, ebox, n: int, active_share: float, seed_no: int = 3):
 
 def prepare(db, client, renderer, tmp_path, run=RUN, lease=timedelta(hours=3)):
     """claim -> activation -> decide -> render, as the DAG does before branching."""
-    c = claim(db, chunk_work(run, wave="finance", ctx=CTX), batch_size=1000, chunk_size=1000, lease=lease)
-    delivery.check_activation(
-        db, chunk_work(run, key=KEY, ctx=CTX), client=client, freshness=timedelta(days=7)
-    )
-    pipeline.decide_claim(db, chunk_work(run, wave=WAVE, key=KEY, ctx=CTX), state=read_state(db, "finance"))
+    work = chunk_work(run, wave=WAVE, key=KEY, ctx=CTX)
+    c = claim(db, work, batch_size=1000, chunk_size=1000, lease=lease)
+    delivery.check_activation(db, work, client=client, freshness=timedelta(days=7))
+    pipeline.decide_claim(db, work, state=read_state(db, "finance"))
     for chunk in c.chunks:
-        pipeline.render_chunk(
-            db, chunk_work(run, ctx=CTX, chunk=chunk), renderer=renderer, document_root=tmp_path / "docs"
-        )
+        pipeline.render_chunk(db, work.for_chunk(chunk), renderer=renderer, document_root=tmp_path / "docs")
     return c
 
 

@@ -12,8 +12,7 @@ from include.dijlepost.ebox import delivery
 from include.dijlepost.outbox import claim
 from include.dijlepost.rollout import read_state
 from tests.support import stages
-from tests.support.stages import CTX, KEY, RUN, WAVE, seed
-from tests.support.work import chunk_work
+from tests.support.stages import WORK, seed
 
 pytestmark = pytest.mark.integration
 renderer, client = stages.renderer, stages.client  # fixtures
@@ -29,15 +28,13 @@ def _render_first_chunk_recording_syncs(
     seed(db, ebox, 4, active_share=0.5, seed_no=8)
     c = claim(
         db,
-        chunk_work(RUN, wave="finance", ctx=CTX),
+        WORK,
         batch_size=1000,
         chunk_size=1000,
         lease=timedelta(hours=3),
     )
-    delivery.check_activation(
-        db, chunk_work(RUN, key=KEY, ctx=CTX), client=client, freshness=timedelta(days=7)
-    )
-    pipeline.decide_claim(db, chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX), state=read_state(db, "finance"))
+    delivery.check_activation(db, WORK, client=client, freshness=timedelta(days=7))
+    pipeline.decide_claim(db, WORK, state=read_state(db, "finance"))
     synced: list[tuple[str, str, int]] = []
 
     def recorded():
@@ -55,7 +52,7 @@ def _render_first_chunk_recording_syncs(
     monkeypatch.setattr(documents, "SYNCFS", recording_syncfs if syncfs else None)
     pipeline.render_chunk(
         db,
-        chunk_work(RUN, ctx=CTX, chunk=c.chunks[0]),
+        WORK.for_chunk(c.chunks[0]),
         renderer=renderer,
         document_root=tmp_path / "docs",
         sync_each_file=sync_each_file,
@@ -103,15 +100,13 @@ def test_a_failed_sync_of_the_document_volume_fails_the_task_and_records_nothing
     seed(db, ebox, 3, active_share=0.5, seed_no=8)
     c = claim(
         db,
-        chunk_work(RUN, wave="finance", ctx=CTX),
+        WORK,
         batch_size=1000,
         chunk_size=1000,
         lease=timedelta(hours=3),
     )
-    delivery.check_activation(
-        db, chunk_work(RUN, key=KEY, ctx=CTX), client=client, freshness=timedelta(days=7)
-    )
-    pipeline.decide_claim(db, chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX), state=read_state(db, "finance"))
+    delivery.check_activation(db, WORK, client=client, freshness=timedelta(days=7))
+    pipeline.decide_claim(db, WORK, state=read_state(db, "finance"))
 
     def failing_syncfs(fd):
         ctypes.set_errno(errno.EIO)  # what Linux reports after a failed write-back
@@ -121,7 +116,7 @@ def test_a_failed_sync_of_the_document_volume_fails_the_task_and_records_nothing
     with pytest.raises(OSError, match="syncfs of the document volume failed"):
         pipeline.render_chunk(
             db,
-            chunk_work(RUN, ctx=CTX, chunk=c.chunks[0]),
+            WORK.for_chunk(c.chunks[0]),
             renderer=renderer,
             document_root=tmp_path / "docs",
         )
@@ -133,7 +128,7 @@ def test_a_failed_sync_of_the_document_volume_fails_the_task_and_records_nothing
     assert (
         pipeline.render_chunk(
             db,
-            chunk_work(RUN, ctx=CTX, chunk=c.chunks[0]),
+            WORK.for_chunk(c.chunks[0]),
             renderer=renderer,
             document_root=tmp_path / "docs",
         )["rendered"]

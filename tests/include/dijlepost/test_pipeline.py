@@ -14,8 +14,7 @@ from include.dijlepost.outbox import claim
 from include.dijlepost.printhouse import handoff
 from include.dijlepost.rollout import read_state
 from tests.support import stages
-from tests.support.stages import CTX, KEY, RUN, WAVE, prepare, seed
-from tests.support.work import chunk_work
+from tests.support.stages import CTX, RUN, WORK, prepare, seed
 
 pytestmark = pytest.mark.integration
 renderer, client = stages.renderer, stages.client  # fixtures
@@ -38,9 +37,7 @@ def test_a_chunk_checks_and_decides_only_its_own_letters_and_reuses_fresh_answer
     from include.dijlepost.recipients import normalize_recipient_id
 
     seed(db, ebox, 40, active_share=0.5)
-    c = claim(
-        db, chunk_work(RUN, wave="finance", ctx=CTX), batch_size=1000, chunk_size=10, lease=timedelta(hours=3)
-    )
+    c = claim(db, WORK, batch_size=1000, chunk_size=10, lease=timedelta(hours=3))
     assert c.chunks == [0, 1, 2, 3]
     recipients = {
         chunk: {
@@ -54,10 +51,8 @@ def test_a_chunk_checks_and_decides_only_its_own_letters_and_reuses_fresh_answer
     spy = LookupLog(client)
     state = read_state(db, "finance")
 
-    checked = delivery.check_activation(
-        db, chunk_work(RUN, key=KEY, ctx=CTX, chunk=1), client=spy, freshness=timedelta(days=7)
-    )
-    decided = pipeline.decide_claim(db, chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX, chunk=1), state=state)
+    checked = delivery.check_activation(db, WORK.for_chunk(1), client=spy, freshness=timedelta(days=7))
+    decided = pipeline.decide_claim(db, WORK.for_chunk(1), state=state)
     assert set().union(*spy.asked) == recipients[1] and checked["recipients"] == len(recipients[1])
     assert decided["decided"] == 10
     undecided = dict(
@@ -65,21 +60,17 @@ def test_a_chunk_checks_and_decides_only_its_own_letters_and_reuses_fresh_answer
     )
     assert undecided == {0: 10, 2: 10, 3: 10}
     assert (
-        pipeline.render_chunk(
-            db, chunk_work(RUN, ctx=CTX, chunk=1), renderer=renderer, document_root=tmp_path / "docs"
-        )["rendered"]
+        pipeline.render_chunk(db, WORK.for_chunk(1), renderer=renderer, document_root=tmp_path / "docs")[
+            "rendered"
+        ]
         == 10
     )
 
     # A retried chunk, and the next chunk, ask only about recipients whose answer is not cached yet.
     spy.asked.clear()
-    retried = delivery.check_activation(
-        db, chunk_work(RUN, key=KEY, ctx=CTX, chunk=1), client=spy, freshness=timedelta(days=7)
-    )
+    retried = delivery.check_activation(db, WORK.for_chunk(1), client=spy, freshness=timedelta(days=7))
     assert spy.asked == [] and retried["cached_fresh"] == len(recipients[1])
-    nxt = delivery.check_activation(
-        db, chunk_work(RUN, key=KEY, ctx=CTX, chunk=2), client=spy, freshness=timedelta(days=7)
-    )
+    nxt = delivery.check_activation(db, WORK.for_chunk(2), client=spy, freshness=timedelta(days=7))
     assert set().union(set(), *spy.asked) == recipients[2] - recipients[1]
     assert nxt["cached_fresh"] == len(recipients[2] & recipients[1])
 
@@ -88,18 +79,14 @@ def test_a_chunk_is_decided_page_by_page_each_letter_once(db, ebox, client, monk
     seed(db, ebox, 10, active_share=0.5)
     c = claim(
         db,
-        chunk_work(RUN, wave="finance", ctx=CTX),
+        WORK,
         batch_size=1000,
         chunk_size=1000,
         lease=timedelta(hours=3),
     )
     monkeypatch.setattr(pipeline, "_DECIDE_PAGE", 3)  # pages of 3, 3, 3 and 1
-    delivery.check_activation(
-        db, chunk_work(RUN, key=KEY, ctx=CTX, chunk=c.chunks[0]), client=client, freshness=timedelta(days=7)
-    )
-    result = pipeline.decide_claim(
-        db, chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX, chunk=c.chunks[0]), state=read_state(db, "finance")
-    )
+    delivery.check_activation(db, WORK.for_chunk(c.chunks[0]), client=client, freshness=timedelta(days=7))
+    result = pipeline.decide_claim(db, WORK.for_chunk(c.chunks[0]), state=read_state(db, "finance"))
     assert result["decided"] == 10
     assert db.execute("SELECT count(*) FROM letters WHERE decided_at IS NULL").fetchone()[0] == 0
     per_letter = db.execute(
@@ -124,18 +111,12 @@ def test_missing_template_field_quarantines_with_the_field_name(db, ebox, client
 
 def test_each_chunk_cuts_and_finds_its_own_print_batches(db, ebox, client, renderer, tmp_path):
     seed(db, ebox, 6, active_share=0.0, seed_no=11)  # no eBox: every letter goes on paper
-    c = claim(
-        db, chunk_work(RUN, wave="finance", ctx=CTX), batch_size=1000, chunk_size=3, lease=timedelta(hours=3)
-    )
+    c = claim(db, WORK, batch_size=1000, chunk_size=3, lease=timedelta(hours=3))
     assert len(c.chunks) == 2
-    delivery.check_activation(
-        db, chunk_work(RUN, key=KEY, ctx=CTX), client=client, freshness=timedelta(days=7)
-    )
-    pipeline.decide_claim(db, chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX), state=read_state(db, "finance"))
+    delivery.check_activation(db, WORK, client=client, freshness=timedelta(days=7))
+    pipeline.decide_claim(db, WORK, state=read_state(db, "finance"))
     for chunk in c.chunks:
-        pipeline.render_chunk(
-            db, chunk_work(RUN, ctx=CTX, chunk=chunk), renderer=renderer, document_root=tmp_path / "docs"
-        )
+        pipeline.render_chunk(db, WORK.for_chunk(chunk), renderer=renderer, document_root=tmp_path / "docs")
     chunk_of = dict(db.execute("SELECT letter_id, claim_chunk FROM letters").fetchall())
     db.commit()
 

@@ -14,7 +14,7 @@ from include.dijlepost.printhouse import handoff
 from include.dijlepost.printhouse.hook import PrintHouseHook
 from include.dijlepost.rollout import set_phase
 from tests.support import stages
-from tests.support.stages import CTX, KEY, RUN, WAVE, ebox_copies, prepare, seed, statuses
+from tests.support.stages import CTX, KEY, WAVE, WORK, ebox_copies, prepare, seed, statuses
 from tests.support.work import chunk_work
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def test_crash_after_publishing_then_retry_delivers_each_letter_once(db, ebox, c
     with pytest.raises(SystemExit):
         delivery.deliver_chunk_to_ebox(
             db,
-            chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX, chunk=c.chunks[0]),
+            WORK.for_chunk(c.chunks[0]),
             client=CrashAfterPublishing(client, survive=3),
             renderer=renderer,
             concurrency=1,
@@ -52,9 +52,7 @@ def test_crash_after_publishing_then_retry_delivers_each_letter_once(db, ebox, c
     assert sum(1 for s in mid.values() if s[0] == "delivered_ebox") == 3
     assert sum(1 for s in mid.values() if s[3] == "in_flight" and s[0] == "processing") == 5
 
-    delivery.deliver_chunk_to_ebox(
-        db, chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX, chunk=c.chunks[0]), client=client, renderer=renderer
-    )
+    delivery.deliver_chunk_to_ebox(db, WORK.for_chunk(c.chunks[0]), client=client, renderer=renderer)
     after = statuses(db)
     assert {s[0] for s in after.values()} == {"delivered_ebox"}
     assert len(ebox.state.publications()) == 8
@@ -70,7 +68,7 @@ def test_a_chunk_is_published_page_by_page_and_a_crash_leaves_later_pages_unsent
     with pytest.raises(SystemExit):  # the worker dies after the eBox took the 6th letter
         delivery.deliver_chunk_to_ebox(
             db,
-            chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX, chunk=c.chunks[0]),
+            WORK.for_chunk(c.chunks[0]),
             client=CrashAfterPublishing(client, survive=5),
             renderer=renderer,
             concurrency=1,
@@ -91,9 +89,7 @@ def test_a_chunk_is_published_page_by_page_and_a_crash_leaves_later_pages_unsent
     assert [s[3] for s in in_order[5:]] == ["in_flight", None]
     assert len(ebox.state.publications()) == 6
 
-    result = delivery.deliver_chunk_to_ebox(
-        db, chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX, chunk=c.chunks[0]), client=client, renderer=renderer
-    )
+    result = delivery.deliver_chunk_to_ebox(db, WORK.for_chunk(c.chunks[0]), client=client, renderer=renderer)
     assert result["letters"] == 2 and result["published"] == 1 and result["already_published"] == 1
     assert {s[0] for s in statuses(db).values()} == {"delivered_ebox"}
     assert len(ebox_copies(ebox)) == 7 and set(ebox_copies(ebox).values()) == {1}
@@ -107,7 +103,7 @@ def test_in_flight_letter_taken_over_after_phase_change_still_goes_to_ebox_not_p
     with pytest.raises(SystemExit):
         delivery.deliver_chunk_to_ebox(
             db,
-            chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX, chunk=c.chunks[0]),
+            WORK.for_chunk(c.chunks[0]),
             client=CrashAfterPublishing(client, survive=0),
             renderer=renderer,
             concurrency=1,
@@ -138,7 +134,7 @@ def test_unreachable_ebox_releases_letters_for_the_next_run(db, ebox, client, re
     ):
         delivery.deliver_chunk_to_ebox(
             db,
-            chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX, chunk=c.chunks[0]),
+            WORK.for_chunk(c.chunks[0]),
             client=down,
             renderer=renderer,
         )
@@ -163,16 +159,14 @@ def test_no_digital_user_goes_to_paper_in_the_same_run(
     for kind, rid in data.ebox_active:
         ebox.state.register_recipient(kind, rid, active=True, no_digital_user=True)
     c = prepare(db, client, renderer, tmp_path)
-    delivery.deliver_chunk_to_ebox(
-        db, chunk_work(RUN, wave=WAVE, key=KEY, ctx=CTX, chunk=c.chunks[0]), client=client, renderer=renderer
-    )
+    delivery.deliver_chunk_to_ebox(db, WORK.for_chunk(c.chunks[0]), client=client, renderer=renderer)
     assert {s[2] for s in statuses(db).values()} == {"no_digital_user"}
     monkeypatch.setenv(
         "AIRFLOW_CONN_PRINTHOUSE_SFTP", __import__("json").dumps(printhouse_dirs.airflow_connection())
     )
     result = handoff.hand_over(
         db,
-        chunk_work(RUN, wave=WAVE, ctx=CTX, chunk=c.chunks[0]),
+        WORK.for_chunk(c.chunks[0]),
         hook=PrintHouseHook(),
         work_dir=tmp_path / "work",
     )

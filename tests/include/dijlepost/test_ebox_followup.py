@@ -51,7 +51,7 @@ def run_wave_until_delivery(db, client, renderer, tmp_path, run: str) -> list[in
     """claim -> activation -> decide -> render -> eBox delivery, as the wave DAG does."""
     c = claim(
         db,
-        chunk_work(run, wave="finance", ctx=CTX),
+        chunk_work(run, ctx=CTX),
         batch_size=1000,
         chunk_size=1000,
         lease=timedelta(hours=3),

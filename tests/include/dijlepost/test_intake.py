@@ -925,7 +925,7 @@ def test_row_level_security_changes_nothing_the_pipeline_role_does(db, pg_url):
         assert sorted(report.inserted) == ["R-1", "R-2"]
         held = claim(
             conn,
-            chunk_work("r-rls", wave="finance", ctx=ctx),
+            chunk_work("r-rls", ctx=ctx),
             batch_size=10,
             chunk_size=10,
             lease=timedelta(hours=3),

@@ -12,6 +12,7 @@ import pytest
 
 from include.dijlepost import outbox
 from include.dijlepost.outbox import RunContext, claim, iter_letters_in_claim, quarantine, release_for_retry
+from include.dijlepost.work import ChunkWork
 from tests.support.work import chunk_work
 
 pytestmark = pytest.mark.integration
@@ -22,6 +23,11 @@ NRN = "85073003328"
 
 def ctx(run_id: str, dag_id: str = "letters_finance") -> RunContext:
     return RunContext(dag_id=dag_id, run_id=run_id, task_id="claim", map_index=-1, try_number=1)
+
+
+def work(claim_id: str) -> ChunkWork:
+    """The finance wave's work on the claim `claim_id`, its task context named after it."""
+    return chunk_work(claim_id, ctx=ctx(claim_id))
 
 
 def add_letters(db, n: int, department: str = "finance", prefix: str | None = None, **columns) -> list[str]:
@@ -85,9 +91,7 @@ def one(db, sql: str, *params):
 
 def test_claim_takes_the_oldest_letters_up_to_batch_size_in_numbered_chunks(db):
     ids = add_letters(db, 23)
-    c = claim(
-        db, chunk_work("run-1", wave="finance", ctx=ctx("run-1")), batch_size=10, chunk_size=4, lease=HOUR
-    )
+    c = claim(db, work("run-1"), batch_size=10, chunk_size=4, lease=HOUR)
 
     assert (c.claim_id, c.count, c.chunks, c.taken_over) == ("run-1", 10, [0, 1, 2], 0)
     h = held(db, "run-1")
@@ -116,7 +120,7 @@ def test_successive_runs_share_the_outbox_until_it_is_empty(db):
     counts = [
         claim(
             db,
-            chunk_work(f"run-{i}", wave="finance", ctx=ctx(f"run-{i}")),
+            work(f"run-{i}"),
             batch_size=10,
             chunk_size=4,
             lease=HOUR,
@@ -131,7 +135,7 @@ def test_successive_runs_share_the_outbox_until_it_is_empty(db):
 
 def test_chunk_size_larger_than_batch_gives_one_chunk(db):
     add_letters(db, 5)
-    c = claim(db, chunk_work("r", wave="finance", ctx=ctx("r")), batch_size=50, chunk_size=500, lease=HOUR)
+    c = claim(db, work("r"), batch_size=50, chunk_size=500, lease=HOUR)
     assert (c.count, c.chunks) == (5, [0])
 
 
@@ -139,7 +143,7 @@ def test_a_big_claim_gets_bigger_chunks_not_more_of_them_and_the_last_ones_small
     ids = add_letters(db, 23)
     c = claim(
         db,
-        chunk_work("big", wave="finance", ctx=ctx("big")),
+        work("big"),
         batch_size=20,
         chunk_size=2,
         lease=HOUR,
@@ -153,7 +157,7 @@ def test_a_big_claim_gets_bigger_chunks_not_more_of_them_and_the_last_ones_small
     # A claim that fits max_chunks at chunk_size keeps chunk_size.
     small = claim(
         db,
-        chunk_work("small", wave="finance", ctx=ctx("small")),
+        work("small"),
         batch_size=3,
         chunk_size=2,
         lease=HOUR,
@@ -166,7 +170,7 @@ def test_the_chunks_of_a_big_claim_shrink_linearly_and_cover_it_once(db):
     add_letters(db, 500)
     c = claim(
         db,
-        chunk_work("big", wave="finance", ctx=ctx("big")),
+        work("big"),
         batch_size=500,
         chunk_size=10,
         lease=HOUR,
@@ -180,7 +184,7 @@ def test_the_chunks_of_a_big_claim_shrink_linearly_and_cover_it_once(db):
 
 def test_a_chunk_is_read_page_by_page_in_id_order_each_letter_once(db):
     add_letters(db, 23)
-    claim(db, chunk_work("paged", wave="finance", ctx=ctx("paged")), batch_size=23, chunk_size=23, lease=HOUR)
+    claim(db, work("paged"), batch_size=23, chunk_size=23, lease=HOUR)
     whole = list(iter_letters_in_claim(db, "paged", 0, page=1000))  # one page
     assert list(iter_letters_in_claim(db, "paged", 0, page=5)) == whole  # 5 pages, the last of 3
     assert list(iter_letters_in_claim(db, "paged", 0, page=23)) == whole  # a full last page
@@ -190,27 +194,19 @@ def test_a_chunk_is_read_page_by_page_in_id_order_each_letter_once(db):
 
 def test_rerun_of_the_same_run_keeps_its_letters_and_claims_nothing_new(db):
     ids = add_letters(db, 30)
-    first = claim(
-        db, chunk_work("run-A", wave="finance", ctx=ctx("run-A")), batch_size=10, chunk_size=4, lease=HOUR
-    )
+    first = claim(db, work("run-A"), batch_size=10, chunk_size=4, lease=HOUR)
     before = held(db, "run-A")
 
-    again = claim(
-        db, chunk_work("run-A", wave="finance", ctx=ctx("run-A")), batch_size=10, chunk_size=4, lease=HOUR
-    )
+    again = claim(db, work("run-A"), batch_size=10, chunk_size=4, lease=HOUR)
     assert (again.count, again.chunks, again.taken_over) == (first.count, first.chunks, 0)
     assert held(db, "run-A") == before
     assert one(db, "SELECT max(attempts) FROM letters")[0] == 1
     assert sum(claimed_events(db).values()) == 10
 
-    smaller = claim(
-        db, chunk_work("run-A", wave="finance", ctx=ctx("run-A")), batch_size=4, chunk_size=4, lease=HOUR
-    )
+    smaller = claim(db, work("run-A"), batch_size=4, chunk_size=4, lease=HOUR)
     assert smaller.count == 10 and held(db, "run-A") == before  # nothing is given back either
 
-    bigger = claim(
-        db, chunk_work("run-A", wave="finance", ctx=ctx("run-A")), batch_size=15, chunk_size=4, lease=HOUR
-    )
+    bigger = claim(db, work("run-A"), batch_size=15, chunk_size=4, lease=HOUR)
     after = held(db, "run-A")
     assert bigger.count == 15 and list(after) == ids[:15]
     assert {k: after[k] for k in before} == before  # earlier chunks unchanged
@@ -224,7 +220,7 @@ def test_claim_leaves_other_departments_alone(db):
     eh = add_letters(db, 2, department="economy_housing")
     c = claim(
         db,
-        chunk_work("fin-run", wave="finance", ctx=ctx("fin-run")),
+        work("fin-run"),
         batch_size=100,
         chunk_size=10,
         lease=HOUR,
@@ -242,7 +238,7 @@ def test_expired_claim_of_another_run_is_taken_over(db):
     ids = add_letters(db, 6)
     claim(
         db,
-        chunk_work("dead-run", wave="finance", ctx=ctx("dead-run")),
+        work("dead-run"),
         batch_size=6,
         chunk_size=10,
         lease=HOUR,
@@ -266,7 +262,7 @@ def test_expired_claim_of_another_run_is_taken_over(db):
 
     c = claim(
         db,
-        chunk_work("new-run", wave="finance", ctx=ctx("new-run")),
+        work("new-run"),
         batch_size=10,
         chunk_size=10,
         lease=timedelta(hours=2),
@@ -290,22 +286,20 @@ def test_expired_claim_of_another_run_is_taken_over(db):
 
 def test_takeover_and_pending_letters_together_respect_the_batch(db):
     ids = add_letters(db, 8)
-    claim(db, chunk_work("dead", wave="finance", ctx=ctx("dead")), batch_size=3, chunk_size=10, lease=HOUR)
+    claim(db, work("dead"), batch_size=3, chunk_size=10, lease=HOUR)
     db.execute("UPDATE letters SET claimed_at = now() - interval '1 day' WHERE claim_run_id = 'dead'")
     db.commit()
-    c = claim(db, chunk_work("next", wave="finance", ctx=ctx("next")), batch_size=5, chunk_size=2, lease=HOUR)
+    c = claim(db, work("next"), batch_size=5, chunk_size=2, lease=HOUR)
     assert (c.count, c.taken_over, c.chunks) == (5, 3, [0, 1, 2])
     assert list(held(db, "next")) == ids[:5]
 
 
 def test_a_run_does_not_take_over_its_own_old_claim(db):
     add_letters(db, 2)
-    claim(db, chunk_work("self", wave="finance", ctx=ctx("self")), batch_size=2, chunk_size=10, lease=HOUR)
+    claim(db, work("self"), batch_size=2, chunk_size=10, lease=HOUR)
     db.execute("UPDATE letters SET claimed_at = now() - interval '1 day'")
     db.commit()
-    c = claim(
-        db, chunk_work("self", wave="finance", ctx=ctx("self")), batch_size=2, chunk_size=10, lease=HOUR
-    )
+    c = claim(db, work("self"), batch_size=2, chunk_size=10, lease=HOUR)
     assert (c.count, c.taken_over) == (2, 0)
     assert one(db, "SELECT max(attempts) FROM letters")[0] == 1
 
@@ -321,9 +315,7 @@ def test_final_letters_are_never_claimed(db, status):
         claimed_at="2025-01-01T00:00:00Z",
         quarantine_reason="r" if status == "quarantined" else None,
     )
-    c = claim(
-        db, chunk_work("r", wave="finance", ctx=ctx("r")), batch_size=10, chunk_size=10, lease=timedelta(0)
-    )
+    c = claim(db, work("r"), batch_size=10, chunk_size=10, lease=timedelta(0))
     assert (c.count, c.taken_over) == (0, 0)
     assert one(db, "SELECT count(*) FROM letters WHERE status = %s AND claim_run_id = 'old'", status)[0] == 3
     assert claimed_events(db) == Counter()
@@ -344,7 +336,7 @@ def test_concurrent_claims_never_share_a_letter_and_together_take_all(db, pg_url
                     run_id = f"{name}-{round_no}"
                     c = claim(
                         conn,
-                        chunk_work(run_id, wave="finance", ctx=ctx(run_id)),
+                        chunk_work(run_id, ctx=ctx(run_id)),
                         batch_size=5,
                         chunk_size=2,
                         lease=HOUR,
@@ -383,7 +375,7 @@ def test_concurrent_claims_never_share_a_letter_and_together_take_all(db, pg_url
 
 def test_quarantine_acts_once_and_only_on_the_runs_processing_letter(db):
     ids = add_letters(db, 3)
-    claim(db, chunk_work("run-q", wave="finance", ctx=ctx("run-q")), batch_size=2, chunk_size=10, lease=HOUR)
+    claim(db, work("run-q"), batch_size=2, chunk_size=10, lease=HOUR)
     with db.cursor() as cur:
         assert (
             quarantine(cur, ctx("run-q"), ids[0], "run-q", "render failed: missing amount", "render") is True
@@ -407,7 +399,7 @@ def test_quarantine_acts_once_and_only_on_the_runs_processing_letter(db):
     assert (
         claim(
             db,
-            chunk_work("later", wave="finance", ctx=ctx("later")),
+            work("later"),
             batch_size=10,
             chunk_size=10,
             lease=HOUR,
@@ -419,7 +411,7 @@ def test_quarantine_acts_once_and_only_on_the_runs_processing_letter(db):
 
 def test_release_for_retry_acts_once_and_the_letter_is_claimed_again(db):
     ids = add_letters(db, 2)
-    claim(db, chunk_work("run-r", wave="finance", ctx=ctx("run-r")), batch_size=2, chunk_size=10, lease=HOUR)
+    claim(db, work("run-r"), batch_size=2, chunk_size=10, lease=HOUR)
     db.execute("UPDATE letters SET ebox_state = 'in_flight' WHERE letter_id = %s", (ids[0],))
     with db.cursor() as cur:
         assert release_for_retry(cur, ctx("run-r"), ids[0], "run-r", "eBox 503") is True
@@ -438,9 +430,7 @@ def test_release_for_retry_acts_once_and_the_letter_is_claimed_again(db):
     db.commit()
     assert one(db, "SELECT count(*) FROM letter_events WHERE event = 'released_for_retry'")[0] == 1
 
-    c = claim(
-        db, chunk_work("run-s", wave="finance", ctx=ctx("run-s")), batch_size=5, chunk_size=10, lease=HOUR
-    )
+    c = claim(db, work("run-s"), batch_size=5, chunk_size=10, lease=HOUR)
     assert c.count == 1 and list(held(db, "run-s")) == [ids[0]]
     assert one(db, "SELECT attempts, ebox_state FROM letters WHERE letter_id = %s", ids[0]) == (
         2,
@@ -450,7 +440,7 @@ def test_release_for_retry_acts_once_and_the_letter_is_claimed_again(db):
 
 def test_quarantine_in_the_callers_transaction_can_be_rolled_back(db):
     ids = add_letters(db, 1)
-    claim(db, chunk_work("run-t", wave="finance", ctx=ctx("run-t")), batch_size=1, chunk_size=1, lease=HOUR)
+    claim(db, work("run-t"), batch_size=1, chunk_size=1, lease=HOUR)
     with db.cursor() as cur:
         assert quarantine(cur, ctx("run-t"), ids[0], "run-t", "r", "render")
     db.rollback()
@@ -487,7 +477,7 @@ def test_final_status_with_final_at_is_accepted(db):
 
 def test_the_letters_of_a_claim_filter_by_chunk_and_condition(db):
     ids = add_letters(db, 5)
-    claim(db, chunk_work("run-l", wave="finance", ctx=ctx("run-l")), batch_size=5, chunk_size=2, lease=HOUR)
+    claim(db, work("run-l"), batch_size=5, chunk_size=2, lease=HOUR)
     db.execute("UPDATE letters SET decided_at = now() WHERE letter_id = %s", (ids[0],))
     db.commit()
 
@@ -502,7 +492,7 @@ def test_the_letters_of_a_claim_filter_by_chunk_and_condition(db):
 
 def test_outcome_counts_follow_the_letters_a_run_claimed(db):
     ids = add_letters(db, 4)
-    claim(db, chunk_work("run-o", wave="finance", ctx=ctx("run-o")), batch_size=4, chunk_size=10, lease=HOUR)
+    claim(db, work("run-o"), batch_size=4, chunk_size=10, lease=HOUR)
     with db.cursor() as cur:
         quarantine(cur, ctx("run-o"), ids[0], "run-o", "x", "decide")
     db.execute(
@@ -540,7 +530,7 @@ def test_a_big_claim_refreshes_the_statistics_so_one_letter_is_found_by_its_id(
     monkeypatch.setattr(outbox, "ANALYZE_AFTER_CLAIMING", threshold)
     claim(
         db,
-        chunk_work("big-run", wave="finance", ctx=ctx("big-run")),
+        work("big-run"),
         batch_size=400,
         chunk_size=100,
         lease=HOUR,
@@ -569,7 +559,7 @@ def test_every_final_state_is_reached_only_from_processing(db):
         assert outbox.release_for_retry(cur, c, lid, "run-a", "test") is False
     db.commit()
     assert status(db, lid) == outbox.Status.PENDING
-    claim(db, chunk_work("run-a", wave="finance", ctx=c), batch_size=10, chunk_size=10, lease=HOUR)
+    claim(db, chunk_work("run-a", ctx=c), batch_size=10, chunk_size=10, lease=HOUR)
     with db.cursor() as cur:
         assert (
             outbox.mark_delivered_ebox(cur, c, "run-b", [(lid, "m-1", "published", None)]) == set()
@@ -592,7 +582,7 @@ def test_every_final_state_is_reached_only_from_processing(db):
 def test_only_a_letter_handed_to_print_can_be_quarantined_by_the_print_house(db):
     a, b = add_letters(db, 2)
     c = ctx("run-p")
-    claim(db, chunk_work("run-p", wave="finance", ctx=c), batch_size=10, chunk_size=10, lease=HOUR)
+    claim(db, chunk_work("run-p", ctx=c), batch_size=10, chunk_size=10, lease=HOUR)
     with db.cursor() as cur:
         assert outbox.assign_to_print_batch(cur, c, "batch-1", [a, b], None) == {a, b}
         assert outbox.assign_to_print_batch(cur, c, "batch-2", [a], None) == set()  # one batch per letter

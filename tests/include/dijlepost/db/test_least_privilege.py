@@ -114,7 +114,7 @@ def finish_on_paper(db, letter_id: str) -> None:
     """pending -> processing -> handed_to_print through the outbox, as a run does."""
     outbox.claim(
         db,
-        chunk_work("r1", wave="finance", ctx=CTX),
+        chunk_work("r1", ctx=CTX),
         batch_size=10,
         chunk_size=10,
         lease=outbox.timedelta(hours=3),
@@ -180,7 +180,7 @@ def test_every_move_of_a_run_has_its_event_from_the_database(db, pipeline_url):
     with pipeline(pipeline_url) as conn:
         outbox.claim(
             conn,
-            chunk_work("r1", wave="finance", ctx=CTX),
+            chunk_work("r1", ctx=CTX),
             batch_size=10,
             chunk_size=10,
             lease=outbox.timedelta(hours=3),

@@ -82,7 +82,7 @@ class Run:
         self.claim_id = f"letters_finance:manual__{number}"
         self.claim = claim(
             db,
-            chunk_work(self.claim_id, wave="finance", ctx=CTX),
+            chunk_work(self.claim_id, ctx=CTX),
             batch_size=1000,
             chunk_size=chunk_size,
             lease=timedelta(hours=3),

@@ -56,7 +56,7 @@ def paper_letters(db, renderer, tmp_path, n: int, seed_no: int, run: str = RUN) 
     set_phase(db, "finance", "paper", "print tests", "test")
     c = claim(
         db,
-        chunk_work(run, wave="finance", ctx=CTX),
+        chunk_work(run, ctx=CTX),
         batch_size=1000,
         chunk_size=1000,
         lease=timedelta(hours=3),

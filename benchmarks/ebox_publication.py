@@ -5,7 +5,7 @@
 
 The sandbox runs as its own process (HTTPS on loopback, SQLite state file), as in the demo, so the
 client and the server do not share a GIL. Each letter is one real rendered PDF (a finance letter from
-the demo data set) published with its own Idempotency-Key, exactly as `pipeline.deliver_chunk_to_ebox`
+the demo data set) published with its own Idempotency-Key, exactly as `ebox.delivery.deliver_chunk_to_ebox`
 does it: a thread pool of `concurrency` workers over one EboxClient, whose own limit
 (`max_concurrency`, the Connection's extra, default 4) bounds the calls in flight. The client asks
 for its token before the clock starts. Prints letters/s, the latency of one publication, and the

@@ -34,12 +34,15 @@ from benchmarks.scratch_db import scratch_database
 from demo import dataset
 from include.dijlepost import clock, pipeline
 from include.dijlepost.outbox import RunContext, iter_letters_in_claim
+from include.dijlepost.waves import WAVES
+from include.dijlepost.work import ChunkWork
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "benchmark:render_chunk"
 CTX = RunContext(
     dag_id="benchmark", run_id="render_chunk", task_id="chunk.render_letters", map_index=0, try_number=1
 )
+WORK = ChunkWork(ctx=CTX, claim_id=RUN, wave=WAVES["finance"], pseudonym_key=b"benchmark-key", chunk=0)
 
 
 def seed_and_decide(conn, n: int) -> None:
@@ -74,7 +77,7 @@ def measure(n: int, documents: Path) -> dict[str, dict[str, float]]:
         target = Path(tempfile.mkdtemp(dir=documents, prefix="render-chunk-"))
         try:
             clock = ProcessClock()
-            result = pipeline.render_chunk(conn, renderer, target, RUN, 0, CTX)
+            result = pipeline.render_chunk(conn, WORK, renderer=renderer, document_root=target)
             task = clock.per(n)
         finally:
             shutil.rmtree(target, ignore_errors=True)

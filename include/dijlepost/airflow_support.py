@@ -1,5 +1,5 @@
 """What every dijlepost DAG shares: task defaults, the alerts, the run coordinates of a task, the
-database connection and the deployment settings.
+database connection, the deployment settings and the work of a wave task (`chunk_work`).
 
 Alerts go through Airflow's notifier framework: a task that fails for good (`on_failure`) and a wave
 run not finished `DIJLEPOST_WAVE_DEADLINE_MINUTES` after it was queued (a Deadline Alert on each wave
@@ -27,6 +27,8 @@ import pendulum
 
 from include.dijlepost import logfmt
 from include.dijlepost.outbox import RunContext
+from include.dijlepost.waves import Wave
+from include.dijlepost.work import ChunkWork, claim_id_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import psycopg
@@ -260,9 +262,18 @@ def task_context(chunk: int | None = None) -> RunContext:
     )
 
 
-def claim_key(ctx: RunContext) -> str:
-    """The claim a DAG run holds on its letters: the same for every task and try of the run."""
-    return f"{ctx.dag_id}:{ctx.run_id}"
+def chunk_work(wave: Wave, chunk: int | None = None) -> ChunkWork:
+    """The running task's work, built once per task and passed to its stage function: the task's
+    coordinates, its run's claim (`dag_id:run_id`), the wave, the chunk (None: the whole claim) and
+    the pseudonym key of the process settings."""
+    ctx = task_context(chunk)
+    return ChunkWork(
+        ctx=ctx,
+        claim_id=claim_id_of(ctx),
+        wave=wave,
+        pseudonym_key=settings().pseudonym_key,
+        chunk=chunk,
+    )
 
 
 @contextmanager

@@ -32,15 +32,15 @@ from include.dijlepost.airflow_support import (
     QUEUES,
     START_DATE,
     TAGS,
-    claim_key,
+    chunk_work,
     db_connection,
     default_task_args,
     on_failure,
     settings,
-    task_context,
     wave_deadline,
 )
 from include.dijlepost.waves import Wave
+from include.dijlepost.work import ChunkWork
 
 CLAIM_LEASE = timedelta(hours=3)
 DAGRUN_TIMEOUT = timedelta(hours=2)  # shorter than the lease: a claim is only taken over from a dead run
@@ -149,7 +149,7 @@ def build_wave_dag(wave: Wave):
                 db_connection() as conn,
                 EboxHook().get_client() as client,
             ):
-                checked = check_message_types(conn, client, wave)
+                checked = check_message_types(conn, chunk_work(wave), client=client)
             logfmt.emit("ebox_message_types_checked", department=wave.department, **checked)
             return checked
 
@@ -157,16 +157,14 @@ def build_wave_dag(wave: Wave):
         def claim_letters(params=None) -> list[int]:
             from include.dijlepost.outbox import claim
 
-            ctx = task_context()
+            work = chunk_work(wave)
             with db_connection() as conn:
                 c = claim(
                     conn,
-                    wave.department,
-                    claim_key(ctx),
-                    int(params["batch_size"]),
-                    int(params["chunk_size"]),
-                    CLAIM_LEASE,
-                    ctx,
+                    work,
+                    batch_size=int(params["batch_size"]),
+                    chunk_size=int(params["chunk_size"]),
+                    lease=CLAIM_LEASE,
                     max_chunks=int(params["max_chunks"]),
                 )
             logfmt.emit(
@@ -187,8 +185,7 @@ def build_wave_dag(wave: Wave):
             from include.dijlepost.pipeline import decide_claim
             from include.dijlepost.rollout import RolloutState
 
-            ctx = task_context(chunk)
-            config = settings()
+            work = chunk_work(wave, chunk)
             with db_connection() as conn:
                 if state["phase"] == "paper":
                     logfmt.emit(
@@ -197,24 +194,10 @@ def build_wave_dag(wave: Wave):
                 else:
                     with ebox_configuration_fails_once(wave, chunk):
                         checked = check_activation(
-                            conn,
-                            EboxHook().get_client(),
-                            config.pseudonym_key,
-                            claim_key(ctx),
-                            EBOX_FRESHNESS,
-                            ctx,
-                            chunk=chunk,
+                            conn, work, client=EboxHook().get_client(), freshness=EBOX_FRESHNESS
                         )
                     logfmt.emit("ebox_activation_checked", department=wave.department, chunk=chunk, **checked)
-                result = decide_claim(
-                    conn,
-                    wave,
-                    RolloutState.from_xcom(state),
-                    config.pseudonym_key,
-                    claim_key(ctx),
-                    ctx,
-                    chunk=chunk,
-                )
+                result = decide_claim(conn, work, state=RolloutState.from_xcom(state))
             logfmt.emit("channels_decided", department=wave.department, chunk=chunk, **result)
             return result
 
@@ -223,16 +206,14 @@ def build_wave_dag(wave: Wave):
             from include.dijlepost.pipeline import render_chunk
             from include.dijlepost.rendering import LetterRenderer
 
-            ctx = task_context(chunk)
+            work = chunk_work(wave, chunk)
             config = settings()
             with db_connection() as conn:
                 result = render_chunk(
                     conn,
-                    LetterRenderer(),
-                    config.document_root,
-                    claim_key(ctx),
-                    chunk,
-                    ctx,
+                    work,
+                    renderer=LetterRenderer(),
+                    document_root=config.document_root,
                     sync_each_file=config.document_sync == "file",
                     budget_seconds=RENDER_BUDGET_SECONDS,
                 )
@@ -246,9 +227,8 @@ def build_wave_dag(wave: Wave):
             alone when it only has paper letters, none when every letter was quarantined."""
             from include.dijlepost.pipeline import letters_to_deliver
 
-            ctx = task_context(chunk)
             with db_connection() as conn:
-                waiting = letters_to_deliver(conn, claim_key(ctx), chunk)
+                waiting = letters_to_deliver(conn, chunk_work(wave, chunk))
             chosen = []
             if waiting["ebox"]:
                 chosen.append("chunk.deliver_to_ebox")
@@ -266,11 +246,10 @@ def build_wave_dag(wave: Wave):
         @task(queue=QUEUES["delivery"], pool=POOLS["ebox"], **per_chunk)
         def deliver_to_ebox(chunk: int):
             from include.dijlepost.ebox.client import EboxOutageError
-            from include.dijlepost.ebox.delivery import deliver_chunk_to_ebox
+            from include.dijlepost.ebox.delivery import account_for_delivery, deliver_chunk_to_ebox
             from include.dijlepost.ebox.hook import EboxHook
-            from include.dijlepost.task_letters import EBOX_EVENTS, describe, earlier_tries, name_letters
 
-            ctx = task_context(chunk)
+            work = chunk_work(wave, chunk)
             try:
                 with ebox_configuration_fails_once(wave, chunk):
                     hook = EboxHook()  # no network until the first publication
@@ -281,15 +260,7 @@ def build_wave_dag(wave: Wave):
                     )
                     with db_connection() as conn, hook.get_client(outage_budget_seconds=budget) as client:
                         result = deliver_chunk_to_ebox(
-                            conn,
-                            client,
-                            None,
-                            wave,
-                            settings().pseudonym_key,
-                            claim_key(ctx),
-                            chunk,
-                            ctx,
-                            concurrency=client.config.max_concurrency,
+                            conn, work, client=client, concurrency=client.config.max_concurrency
                         )
             except EboxOutageError as exc:
                 # The letters are back in the outbox; the task's retry finds none of them and lets the
@@ -297,28 +268,14 @@ def build_wave_dag(wave: Wave):
                 logfmt.emit("ebox_outage_gave_back", department=wave.department, chunk=chunk, error=str(exc))
                 raise
             with db_connection() as conn:
-                # the letters by id, so that an auditor finds a letter in the log that sent it
-                name_letters(conn, ctx, "ebox_letters", EBOX_EVENTS, department=wave.department, chunk=chunk)
-                earlier = earlier_tries(conn, ctx, EBOX_EVENTS)
-            if earlier:  # a rerun (a cleared task, a retry) says what the earlier tries did
-                found = describe(earlier, EBOX_EVENTS)
-                logfmt.emit("ebox_delivered_earlier", department=wave.department, chunk=chunk, found=found)
-            if not result["letters"]:
-                if earlier:
-                    return {**result, "done_earlier": sum(len(d.letter_ids) for d in earlier)}
-                logfmt.emit(
-                    "ebox_delivery_skipped",
-                    department=wave.department,
-                    chunk=chunk,
-                    reason="no rendered eBox letters in this chunk",
-                )
+                done = account_for_delivery(conn, work, result)
+            if done is None:
                 raise AirflowSkipException("no eBox letters in this chunk")
-            logfmt.emit("ebox_delivered", department=wave.department, **result)
-            return result
+            return done
 
         @task(queue=QUEUES["delivery"], pool=POOLS["print"], trigger_rule="none_failed", **per_chunk)
         def hand_over_to_print(chunk: int):
-            return _hand_over(wave, task_context(chunk), chunk)
+            return _hand_over(chunk_work(wave, chunk))
 
         @task_group(group_id="chunk")
         def by_chunk(state: dict, chunk: int):
@@ -332,18 +289,14 @@ def build_wave_dag(wave: Wave):
         @task(queue=QUEUES["delivery"], pool=POOLS["print"], trigger_rule="none_failed")
         def hand_over_earlier_batches():
             """Batches recorded by an earlier, interrupted run, or held back by the cut-off, now due."""
-            return _hand_over(wave, task_context(), None)
+            return _hand_over(chunk_work(wave))
 
         @task(trigger_rule="none_failed")
         def record_outcome():
-            from include.dijlepost.outbox import outcome_counts
-            from include.dijlepost.pipeline import RunSummary
+            from include.dijlepost.pipeline import summarize_run
 
-            ctx = task_context()
             with db_connection() as conn:
-                summary = RunSummary(
-                    wave.department, ctx.run_id, outcome_counts(conn, ctx.dag_id, ctx.run_id)
-                )
+                summary = summarize_run(conn, chunk_work(wave))
             summary.log()
             return summary.outcome
 
@@ -371,34 +324,17 @@ def ebox_configuration_fails_once(wave: Wave, chunk: int | None = None):
         raise AirflowFailException(f"eBox configuration: {exc}") from exc
 
 
-def _hand_over(wave: Wave, ctx, chunk: int | None) -> dict:
-    """The print house's side of a chunk (or, with `chunk` None, the batches of earlier runs now due):
-    `printhouse.handoff.hand_over` does it all; nothing due is a skip, with the reason in the log."""
+def _hand_over(work: ChunkWork) -> dict:
+    """The print house's side of a chunk (or, with `work.chunk` None, the batches of earlier runs now
+    due): `printhouse.handoff.hand_over`; nothing due is a skip, with the reason in the log."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from include.dijlepost.printhouse.handoff import hand_over
+    from include.dijlepost.printhouse.handoff import account_for_hand_over, hand_over
     from include.dijlepost.printhouse.hook import PrintHouseHook
-    from include.dijlepost.task_letters import PRINT_EVENTS, describe, earlier_tries, name_letters
 
     with db_connection() as conn:
-        result = hand_over(
-            conn, PrintHouseHook(), wave, claim_key(ctx), ctx, settings().print_work_dir, chunk=chunk
-        )
-        # the letters by id and batch, so that an auditor finds a letter in the log that sent it
-        name_letters(conn, ctx, "print_letters", PRINT_EVENTS, department=wave.department, chunk=chunk)
-        earlier = earlier_tries(conn, ctx, PRINT_EVENTS)
-    if earlier:  # a rerun (a cleared task, a retry) says what the earlier tries did
-        found = describe(earlier, PRINT_EVENTS)
-        logfmt.emit("print_handed_over_earlier", department=wave.department, chunk=chunk, found=found)
-    if not result["batches"]:
-        if earlier:
-            return {**result, "done_earlier": sum(len(d.letter_ids) for d in earlier)}
-        logfmt.emit(
-            "print_handoff_skipped",
-            department=wave.department,
-            chunk=chunk,
-            assigned_now=len(result["assigned_now"]),
-            reason="no batch due today (none, or all after the cut-off)",
-        )
+        result = hand_over(conn, work, hook=PrintHouseHook(), work_dir=settings().print_work_dir)
+        done = account_for_hand_over(conn, work, result)
+    if done is None:
         raise AirflowSkipException("no paper letters to hand over")
-    return result
+    return done

@@ -20,12 +20,16 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from psycopg.rows import dict_row
 
 from include.dijlepost.states import FINAL_STATUSES as FINAL_STATUSES
 from include.dijlepost.states import STATUS_TRANSITIONS, EboxState, PrintStatus, Status
 from include.dijlepost.states import allowed as allowed
+
+if TYPE_CHECKING:  # pragma: no cover
+    from include.dijlepost.work import ChunkWork
 
 # The letter's status moves and the function that makes each one (states.py: every state column).
 TRANSITIONS: dict[tuple[Status, Status], str] = {
@@ -38,7 +42,7 @@ class RunContext:
     """Airflow coordinates of the task acting on letters, written with every event for auditors."""
 
     dag_id: str | None = None
-    run_id: str | None = None
+    run_id: str | None = None  # Airflow's run id (the claim is `dag_id:run_id`)
     task_id: str | None = None
     map_index: int | None = None
     try_number: int | None = None
@@ -46,7 +50,7 @@ class RunContext:
 
 @dataclass(frozen=True)
 class Claim:
-    run_id: str
+    claim_id: str  # the run's claim on its letters (`dag_id:run_id`)
     count: int
     chunks: list[int]
     taken_over: int  # letters whose earlier claim had expired
@@ -112,15 +116,15 @@ def _refresh_statistics(conn) -> None:
 
 def claim(
     conn,
-    department: str,
-    run_id: str,
+    work: ChunkWork,
+    *,
     batch_size: int,
     chunk_size: int,
     lease: timedelta,
-    ctx: RunContext,
     max_chunks: int | None = None,
 ) -> Claim:
-    """Claim up to `batch_size` letters for this run; a rerun of the same run keeps what it holds.
+    """Claim up to `batch_size` letters of the work's department for its claim (`work.claim_id`); a
+    rerun of the same run keeps what it holds.
 
     The letters are numbered into chunks of `chunk_size`; with `max_chunks`, a big claim gets bigger
     chunks instead of more of them (at most `max_chunks` per claim): every chunk is four mapped task
@@ -129,11 +133,12 @@ def claim(
     claim shrink linearly (sizes in the ratio max_chunks : ... : 2 : 1, in letter id order): the
     chunks rendered last are small, so the cores run out of work together and the last chunk's
     delivery, which nothing else overlaps, is short (guided self-scheduling)."""
+    claim_id, ctx = work.claim_id, work.ctx
     with conn.cursor() as cur:
         cur.execute(
             "SELECT count(*), coalesce(max(claim_chunk), -1) FROM letters "
             f"WHERE claim_run_id = %s AND status = {Status.PROCESSING.sql}",
-            (run_id,),
+            (claim_id,),
         )
         held, last_chunk = cur.fetchone()
         room = max(batch_size - held, 0)
@@ -173,8 +178,8 @@ def claim(
          RETURNING l.letter_id, numbered.status
             """,
             {
-                "dept": department,
-                "run": run_id,
+                "dept": work.department,
+                "run": claim_id,
                 "lease": lease,
                 "room": room,
                 "chunk": chunk_size,
@@ -188,14 +193,14 @@ def claim(
         cur.execute(
             f"SELECT claim_chunk, count(*) FROM letters WHERE claim_run_id = %s AND status = {Status.PROCESSING.sql} "
             "GROUP BY claim_chunk ORDER BY claim_chunk",
-            (run_id,),
+            (claim_id,),
         )
         chunks = cur.fetchall()
     conn.commit()
     if len(taken) >= ANALYZE_AFTER_CLAIMING:
         _refresh_statistics(conn)
     return Claim(
-        run_id=run_id,
+        claim_id=claim_id,
         count=sum(n for _, n in chunks),
         chunks=[c for c, _ in chunks],
         taken_over=sum(1 for _, prev in taken if prev == Status.PROCESSING),
@@ -210,7 +215,7 @@ LETTER_COLUMNS = (
 
 
 def iter_letters_in_claim(
-    conn, run_id: str, chunk: int | None = None, where: str = "", page: int = 500
+    conn, claim_id: str, chunk: int | None = None, where: str = "", page: int = 500
 ) -> Iterator[dict]:
     """The letters this run holds (optionally one chunk) in id order, read `page` at a time (keyset on
     the id, each page its own short transaction): a task's memory then does not grow with the size of
@@ -224,7 +229,7 @@ def iter_letters_in_claim(
         + (f" AND {where}" if where else "")
         + " ORDER BY id LIMIT %s"
     )
-    fixed = (run_id,) if chunk is None else (run_id, chunk)
+    fixed = (claim_id,) if chunk is None else (claim_id, chunk)
     after = 0
     while True:
         with conn.cursor(row_factory=dict_row) as cur:
@@ -246,7 +251,7 @@ def _columns(rows: Sequence[tuple], width: int) -> list[list]:
 # --------------------------------------------------------------------------- within processing
 
 
-def record_decisions(cur, ctx: RunContext, run_id: str, phase: str, rows: Sequence[tuple]) -> set[str]:
+def record_decisions(cur, ctx: RunContext, claim_id: str, phase: str, rows: Sequence[tuple]) -> set[str]:
     """Store each letter's channel, rule, reason and shadow channel, rows of
     `(letter_id, channel_or_None, rule, reason, shadow_channel, event_details)`. One set-based
     statement per page: a statement per letter costs a plan and an index probe each, and turns
@@ -258,14 +263,14 @@ def record_decisions(cur, ctx: RunContext, run_id: str, phase: str, rows: Sequen
         "AS v(letter_id, channel, rule, reason, shadow) "
         f"WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = {Status.PROCESSING.sql} "
         "RETURNING l.letter_id",
-        (phase, *_columns([r[:5] for r in rows], 5), run_id),
+        (phase, *_columns([r[:5] for r in rows], 5), claim_id),
     )
     changed = {r[0] for r in cur.fetchall()}
     record_events(cur, ctx, ((r[0], "decided", r[5]) for r in rows if r[0] in changed))
     return changed
 
 
-def mark_rendered(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]) -> set[str]:
+def mark_rendered(cur, ctx: RunContext, claim_id: str, rows: Sequence[tuple]) -> set[str]:
     """Record the durable PDF of each letter, rows of `(letter_id, path, sha256, pages, subject, filename)`."""
     cur.execute(
         "UPDATE letters l SET pdf_path = v.path, pdf_sha256 = v.sha, pdf_pages = v.pages, "
@@ -274,7 +279,7 @@ def mark_rendered(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]) -> s
         "AS v(letter_id, path, sha, pages, subject, filename) "
         f"WHERE l.letter_id = v.letter_id AND l.claim_run_id = %s AND l.status = {Status.PROCESSING.sql} "
         "RETURNING l.letter_id",
-        (*_columns(rows, 6), run_id),
+        (*_columns(rows, 6), claim_id),
     )
     changed = {r[0] for r in cur.fetchall()}
     record_events(
@@ -290,7 +295,7 @@ def mark_rendered(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]) -> s
 
 
 def mark_ebox_in_flight(
-    cur, run_id: str, letter_ids: Sequence[str], ctx: RunContext | None = None
+    cur, claim_id: str, letter_ids: Sequence[str], ctx: RunContext | None = None
 ) -> set[str]:
     """Committed before the first publication call: from here on no decision may put the letter on
     paper while the eBox may hold it (a retry publishes with the same Idempotency-Key). The database
@@ -300,7 +305,7 @@ def mark_ebox_in_flight(
         "audit_event = %s::jsonb "
         f"WHERE letter_id = ANY(%s) AND claim_run_id = %s AND status = {Status.PROCESSING.sql} "
         "RETURNING letter_id",
-        (audit_event(ctx or RunContext(), {}), list(letter_ids), run_id),
+        (audit_event(ctx or RunContext(), {}), list(letter_ids), claim_id),
     )
     return {r[0] for r in cur.fetchall()}
 
@@ -308,7 +313,7 @@ def mark_ebox_in_flight(
 NO_DIGITAL_USER_RULE = "no_digital_user"  # the routing rule of a letter the eBox will not reach
 
 
-def reroute_to_paper(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]) -> set[str]:
+def reroute_to_paper(cur, ctx: RunContext, claim_id: str, rows: Sequence[tuple]) -> set[str]:
     """The eBox will not reach the recipient (NO_DIGITAL_USER, or a 409 settled that way): the letter
     goes on paper in the same run, rule `no_digital_user`. Rows of `(letter_id, reason, answer)`."""
     cur.execute(
@@ -322,7 +327,7 @@ def reroute_to_paper(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]) -
             [r[0] for r in rows],
             [r[1] for r in rows],
             [audit_event(ctx, {"rule": NO_DIGITAL_USER_RULE, "answer": r[2]}) for r in rows],
-            run_id,
+            claim_id,
         ),
     )
     return {r[0] for r in cur.fetchall()}
@@ -348,7 +353,7 @@ def assign_to_print_batch(
 # --------------------------------------------------------------------------- to a final state
 
 
-def mark_delivered_ebox(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]) -> set[str]:
+def mark_delivered_ebox(cur, ctx: RunContext, claim_id: str, rows: Sequence[tuple]) -> set[str]:
     """processing -> delivered_ebox. Rows of `(letter_id, message_id, answer, expires_at[, details])`;
     `answer` is `published` or `already_published` (a 409 settled as delivered); `expires_at` is the
     eBox's `expirationDate` of the message, or None when the eBox did not say; `details` (optional)
@@ -377,7 +382,7 @@ def mark_delivered_ebox(cur, ctx: RunContext, run_id: str, rows: Sequence[tuple]
                 )
                 for row in rows
             ],
-            run_id,
+            claim_id,
         ),
     )
     return {r[0] for r in cur.fetchall()}
@@ -403,25 +408,25 @@ def mark_handed_to_print(
     return {r[0] for r in cur.fetchall()}
 
 
-def quarantine(cur, ctx: RunContext, letter_id: str, run_id: str, reason: str, stage: str) -> bool:
+def quarantine(cur, ctx: RunContext, letter_id: str, claim_id: str, reason: str, stage: str) -> bool:
     """processing -> quarantined, with the reason in words (names a field or an answer, never a value)."""
     cur.execute(
         f"UPDATE letters SET status = {Status.QUARANTINED.sql}, quarantine_reason = %s, final_at = now(), "
         "updated_at = now(), audit_event = %s::jsonb "
         f"WHERE letter_id = %s AND claim_run_id = %s AND status = {Status.PROCESSING.sql}",
-        (reason, audit_event(ctx, {"stage": stage, "reason": reason}), letter_id, run_id),
+        (reason, audit_event(ctx, {"stage": stage, "reason": reason}), letter_id, claim_id),
     )
     return cur.rowcount == 1
 
 
-def mark_ebox_rejected(cur, ctx: RunContext, letter_id: str, run_id: str, reason: str) -> bool:
+def mark_ebox_rejected(cur, ctx: RunContext, letter_id: str, claim_id: str, reason: str) -> bool:
     """The eBox refused the publication for good (4xx other than a conflict): eBox state `rejected`
     and quarantined, stage ebox, in one move."""
     cur.execute(
         f"UPDATE letters SET status = {Status.QUARANTINED.sql}, ebox_state = {EboxState.REJECTED.sql}, "
         "quarantine_reason = %s, final_at = now(), updated_at = now(), audit_event = %s::jsonb "
         f"WHERE letter_id = %s AND claim_run_id = %s AND status = {Status.PROCESSING.sql}",
-        (reason, audit_event(ctx, {"stage": "ebox", "reason": reason}), letter_id, run_id),
+        (reason, audit_event(ctx, {"stage": "ebox", "reason": reason}), letter_id, claim_id),
     )
     return cur.rowcount == 1
 
@@ -448,7 +453,7 @@ def release_for_retry(
     cur,
     ctx: RunContext,
     letter_id: str,
-    run_id: str,
+    claim_id: str,
     error: str,
     *,
     never_sent: bool = False,
@@ -472,7 +477,7 @@ def release_for_retry(
                 ctx, {"error": error, **({"never_sent": True} if never_sent else {}), **(details or {})}
             ),
             letter_id,
-            run_id,
+            claim_id,
         ),
     )
     return cur.rowcount == 1
@@ -535,7 +540,7 @@ def mark_ebox_read(cur, ctx: RunContext, letter_ids: Sequence[str]) -> list[str]
 # --------------------------------------------------------------------------- reading
 
 
-def outcome_counts(conn, dag_id: str, run_id: str) -> dict:
+def outcome_counts(conn, dag_id: str | None, run_id: str | None) -> dict:
     """Current states and rules of the letters this DAG run claimed (from their `claimed` events)."""
     with conn.cursor() as cur:
         cur.execute(

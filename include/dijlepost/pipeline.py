@@ -22,6 +22,7 @@ from include.dijlepost.rollout import RolloutState
 from include.dijlepost.routing import LetterFacts, decide
 from include.dijlepost.states import Status
 from include.dijlepost.waves import Wave
+from include.dijlepost.work import ChunkWork
 
 log = logging.getLogger("dijlepost.pipeline")
 
@@ -38,18 +39,17 @@ def _address_complete(letter: dict) -> bool:
     )
 
 
-def decide_claim(
-    conn, wave: Wave, state: RolloutState, key: bytes, run_id: str, ctx: RunContext, chunk: int | None = None
-) -> dict:
-    """Route every undecided letter of the claim (or of one chunk) with the ordered rules; store
-    channel, rule, reason. Chunk by chunk and page by page, each page committed on its own, so memory
-    grows neither with the size of the wave nor with the size of a chunk."""
+def decide_claim(conn, work: ChunkWork, *, state: RolloutState) -> dict:
+    """Route every undecided letter of the claim (or of the work's chunk) with the ordered rules of the
+    rollout `state`; store channel, rule, reason. Chunk by chunk and page by page, each page committed
+    on its own, so memory grows neither with the size of the wave nor with the size of a chunk."""
+    wave, key, claim_id, ctx, chunk = work.wave, work.pseudonym_key, work.claim_id, work.ctx, work.chunk
     if chunk is None:
         with conn.cursor() as cur:
             cur.execute(
                 f"SELECT DISTINCT claim_chunk FROM letters WHERE claim_run_id = %s AND status = {Status.PROCESSING.sql} "
                 "AND decided_at IS NULL ORDER BY 1",
-                (run_id,),
+                (claim_id,),
             )
             chunks = [r[0] for r in cur.fetchall()]
         conn.commit()
@@ -58,7 +58,7 @@ def decide_claim(
     by_rule: Counter = Counter()
     channels: Counter = Counter()
     for chunk in chunks:
-        _decide_chunk(conn, wave, state, key, run_id, chunk, ctx, by_rule, channels)
+        _decide_chunk(conn, wave, state, key, claim_id, chunk, ctx, by_rule, channels)
     return {
         "decided": sum(channels.values()),
         "by_channel": dict(sorted(channels.items())),
@@ -75,7 +75,7 @@ def _decide_chunk(
     wave: Wave,
     state: RolloutState,
     key: bytes,
-    run_id: str,
+    claim_id: str,
     chunk: int,
     ctx: RunContext,
     by_rule: Counter,
@@ -83,9 +83,9 @@ def _decide_chunk(
 ) -> None:
     """Decide the chunk `_DECIDE_PAGE` letters at a time, each page committed on its own (a page read
     after an earlier page's commit is unaffected by it: pages follow the id)."""
-    letters = iter_letters_in_claim(conn, run_id, chunk, where="decided_at IS NULL", page=_DECIDE_PAGE)
+    letters = iter_letters_in_claim(conn, claim_id, chunk, where="decided_at IS NULL", page=_DECIDE_PAGE)
     while page := list(islice(letters, _DECIDE_PAGE)):
-        _decide_page(conn, wave, state, key, run_id, page, ctx, by_rule, channels)
+        _decide_page(conn, wave, state, key, claim_id, page, ctx, by_rule, channels)
 
 
 def _decide_page(
@@ -93,7 +93,7 @@ def _decide_page(
     wave: Wave,
     state: RolloutState,
     key: bytes,
-    run_id: str,
+    claim_id: str,
     letters: list[dict],
     ctx: RunContext,
     by_rule: Counter,
@@ -158,9 +158,9 @@ def _decide_page(
             )
         )
     with conn.cursor() as cur:
-        outbox.record_decisions(cur, ctx, run_id, state.phase, rows)
+        outbox.record_decisions(cur, ctx, claim_id, state.phase, rows)
         for letter_id, reason in quarantined:
-            outbox.quarantine(cur, ctx, letter_id, run_id, reason, stage="decide")
+            outbox.quarantine(cur, ctx, letter_id, claim_id, reason, stage="decide")
     conn.commit()
     channels.update(r[1] or "quarantine" for r in rows)
 
@@ -170,22 +170,24 @@ def _decide_page(
 
 def render_chunk(
     conn,
+    work: ChunkWork,
+    *,
     renderer,
     document_root: Path,
-    run_id: str,
-    chunk: int,
-    ctx: RunContext,
     sync_each_file: bool = False,
     budget_seconds: float | None = None,
 ) -> dict:
-    """Render one PDF per decided letter of the chunk that has none yet; bad data is quarantined, and
+    """Render one PDF per decided letter of the work's chunk that has none yet; bad data is quarantined, and
     so is a letter that cannot be laid out within `budget_seconds`, so one absurd letter never stalls
     its chunk. The PDFs are durable before anything is recorded: one syncfs of the document volume,
     or an fsync per PDF with `sync_each_file` (see `documents.VolumeSync`)."""
     from include.dijlepost.rendering import LetterDataError
 
+    claim_id, chunk, ctx = work.claim_id, work.chunk, work.ctx
     # Read page by page: memory follows the page, not the chunk (rendered_at is only set after the loop).
-    letters = iter_letters_in_claim(conn, run_id, chunk, where="channel IS NOT NULL AND rendered_at IS NULL")
+    letters = iter_letters_in_claim(
+        conn, claim_id, chunk, where="channel IS NOT NULL AND rendered_at IS NULL"
+    )
     rendered, failed = [], []
     volume = documents.VolumeSync(document_root, sync_each_file)  # opened before the first write
     try:
@@ -207,9 +209,9 @@ def render_chunk(
         volume.close()
     documents.sync_directories((path for _, path, *_ in rendered), document_root)  # the renames too
     with conn.cursor() as cur:
-        outbox.mark_rendered(cur, ctx, run_id, rendered)
+        outbox.mark_rendered(cur, ctx, claim_id, rendered)
         for letter_id, reason in failed:
-            outbox.quarantine(cur, ctx, letter_id, run_id, f"render: {reason}", stage="render")
+            outbox.quarantine(cur, ctx, letter_id, claim_id, f"render: {reason}", stage="render")
     conn.commit()
     return {
         "chunk": chunk,
@@ -222,14 +224,14 @@ def render_chunk(
 # --------------------------------------------------------------------------- delivery branch
 
 
-def letters_to_deliver(conn, run_id: str, chunk: int) -> dict:
-    """How many of the chunk's rendered letters still wait for each channel (the wave DAG's branch)."""
+def letters_to_deliver(conn, work: ChunkWork) -> dict:
+    """How many of the work chunk's rendered letters still wait for each channel (the wave DAG's branch)."""
     with conn.cursor() as cur:
         cur.execute(
             "SELECT count(*) FILTER (WHERE channel = 'ebox'), count(*) FILTER (WHERE channel = 'paper') "
             f"FROM letters WHERE claim_run_id = %s AND claim_chunk = %s AND status = {Status.PROCESSING.sql} "
             "AND rendered_at IS NOT NULL",
-            (run_id, chunk),
+            (work.claim_id, work.chunk),
         )
         ebox, paper = cur.fetchone()
     conn.commit()
@@ -242,7 +244,7 @@ def letters_to_deliver(conn, run_id: str, chunk: int) -> dict:
 @dataclass(frozen=True)
 class RunSummary:
     department: str
-    run_id: str
+    run_id: str  # Airflow's run id
     outcome: dict
 
     def log(self) -> None:
@@ -253,3 +255,10 @@ class RunSummary:
             by_status=self.outcome["by_status"],
             by_rule=self.outcome["by_rule"],
         )
+
+
+def summarize_run(conn, work: ChunkWork) -> RunSummary:
+    """The states and rules now of the letters the work's DAG run claimed (`outbox.outcome_counts`
+    by Airflow's dag and run id)."""
+    ctx = work.ctx
+    return RunSummary(work.department, ctx.run_id or "", outbox.outcome_counts(conn, ctx.dag_id, ctx.run_id))

@@ -1,6 +1,6 @@
 """How far a wave run is, read from the outbox while it works (the demo and the scale benchmark show it).
 
-    run_progress(conn, claim_key)   chunks claimed and done, letters by where they are now
+    run_progress(conn, claim_id)   chunks claimed and done, letters by where they are now
     describe(progress)              one line for a person watching
 
 A chunk is done when each of its letters is in a final state. The figures come from `letters`
@@ -28,8 +28,8 @@ class Progress:
         return self.letters - self.delivered_ebox - self.handed_to_print - self.quarantined
 
 
-def run_progress(conn, claim_key: str) -> Progress:
-    """The progress of the run holding the claim `claim_key` (`dag_id:run_id`)."""
+def run_progress(conn, claim_id: str) -> Progress:
+    """The progress of the run holding the claim `claim_id` (`dag_id:run_id`)."""
     with conn.cursor() as cur:
         cur.execute(
             "SELECT count(*), count(*) FILTER (WHERE done), sum(n), sum(ebox), sum(paper), sum(quarantined) "
@@ -38,7 +38,7 @@ def run_progress(conn, claim_key: str) -> Progress:
             f"count(*) FILTER (WHERE status = {Status.HANDED_TO_PRINT.sql}) AS paper, "
             f"count(*) FILTER (WHERE status = {Status.QUARANTINED.sql}) AS quarantined "
             "FROM letters WHERE claim_run_id = %s GROUP BY claim_chunk) AS chunks",
-            (claim_key,),
+            (claim_id,),
         )
         row = cur.fetchone()
     conn.commit()

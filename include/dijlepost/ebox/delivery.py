@@ -24,7 +24,7 @@ from include.dijlepost import logfmt, outbox
 from include.dijlepost.outbox import RunContext, iter_letters_in_claim
 from include.dijlepost.recipients import InvalidRecipientId, normalize_recipient_id, pseudonym
 from include.dijlepost.states import Status, sql_list
-from include.dijlepost.waves import Wave
+from include.dijlepost.work import ChunkWork
 
 log = logging.getLogger("dijlepost.ebox")
 
@@ -32,8 +32,9 @@ log = logging.getLogger("dijlepost.ebox")
 # --------------------------------------------------------------------------- message types
 
 
-def check_message_types(conn, client, wave: Wave) -> dict:
-    """Every letter type the wave may publish has a message type the eBox registers for this sender.
+def check_message_types(conn, work: ChunkWork, *, client) -> dict:
+    """Every letter type the work's wave may publish has a message type the eBox registers for this
+    sender.
 
     The letter types are the wave's own and those of the department's letters still waiting
     (pending or processing). Each must have a `messageTypeId` in `wave.ebox_message_types`, listed
@@ -46,6 +47,7 @@ def check_message_types(conn, client, wave: Wave) -> dict:
     "5 year" or None}, "registered": number of types in the registry}`."""
     from include.dijlepost.ebox.client import EboxConfigurationError
 
+    wave = work.wave
     with conn.cursor() as cur:
         cur.execute(
             "SELECT DISTINCT letter_type FROM letters WHERE department = %s "
@@ -92,19 +94,18 @@ def check_message_types(conn, client, wave: Wave) -> dict:
 # --------------------------------------------------------------------------- activation
 
 
-def check_activation(
-    conn, client, key: bytes, run_id: str, freshness: timedelta, ctx: RunContext, chunk: int | None = None
-) -> dict:
-    """Make sure every valid recipient of the claim (or of one chunk) has an activation check younger
-    than `freshness`. Chunks check their own recipients: a recipient in two chunks is looked up by the
-    first and found fresh in the cache by the second (or, at the same moment, looked up twice)."""
+def check_activation(conn, work: ChunkWork, *, client, freshness: timedelta) -> dict:
+    """Make sure every valid recipient of the claim (or of the work's chunk) has an activation check
+    younger than `freshness`. Chunks check their own recipients: a recipient in two chunks is looked up
+    by the first and found fresh in the cache by the second (or, at the same moment, looked up twice)."""
+    key, claim_id, chunk = work.pseudonym_key, work.claim_id, work.chunk
     wanted: dict[str, tuple[str, str]] = {}
     with conn.cursor() as cur:  # only the recipients, never the letters: memory stays small for big waves
         cur.execute(
             "SELECT DISTINCT recipient_kind, recipient_id FROM letters "
             f"WHERE claim_run_id = %s AND status = {Status.PROCESSING.sql}"
             + (" AND claim_chunk = %s" if chunk is not None else ""),
-            (run_id,) if chunk is None else (run_id, chunk),
+            (claim_id,) if chunk is None else (claim_id, chunk),
         )
         recipients = cur.fetchall()
     conn.commit()
@@ -194,17 +195,14 @@ class _Gate:
 
 def deliver_chunk_to_ebox(
     conn,
+    work: ChunkWork,
+    *,
     client,
-    renderer,
-    wave: Wave,
-    key: bytes,
-    run_id: str,
-    chunk: int,
-    ctx: RunContext,
+    renderer=None,
     concurrency: int = 4,
     refusal_repeat_limit: int = 3,
 ) -> dict:
-    """Publish the chunk's eBox letters, `_PUBLISH_PAGE` at a time (memory follows the page, not the
+    """Publish the eBox letters of the work's chunk, `_PUBLISH_PAGE` at a time (memory follows the page, not the
     chunk). A page's `in_flight` is committed before its first call, so that no later decision can
     send a copy on paper of a letter the eBox may already hold.
 
@@ -225,6 +223,7 @@ def deliver_chunk_to_ebox(
         PublishOutcome,
     )
 
+    wave, claim_id, ctx, chunk = work.wave, work.claim_id, work.ctx, work.chunk
     gate = _Gate(refusal_repeat_limit)
 
     def publish(letter: dict):
@@ -261,7 +260,7 @@ def deliver_chunk_to_ebox(
 
     # Keyset pages: what this loop changes (status, channel) only touches letters already read.
     letters = iter_letters_in_claim(
-        conn, run_id, chunk, where="channel = 'ebox' AND rendered_at IS NOT NULL", page=_PUBLISH_PAGE
+        conn, claim_id, chunk, where="channel = 'ebox' AND rendered_at IS NOT NULL", page=_PUBLISH_PAGE
     )
     count = 0
     outcomes: Counter = Counter()
@@ -292,7 +291,7 @@ def deliver_chunk_to_ebox(
             answered += held
             held.clear()
         if len(answered) >= _RECORD_EVERY:
-            _record_publications(conn, ctx, run_id, answered)
+            _record_publications(conn, ctx, claim_id, answered)
             answered = []
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
@@ -304,7 +303,7 @@ def deliver_chunk_to_ebox(
                     renderer = LetterRenderer()
                 with conn.cursor() as cur:
                     marked = outbox.mark_ebox_in_flight(
-                        cur, run_id, [item["letter_id"] for item in page], ctx
+                        cur, claim_id, [item["letter_id"] for item in page], ctx
                     )
                 conn.commit()
                 page = [
@@ -326,10 +325,10 @@ def deliver_chunk_to_ebox(
                         result = replace(result, message_id=first[letter["letter_id"]].message_id)
                     take(letter, result, sent)
         finally:  # what the eBox answered is recorded even when a later call fails the task
-            _record_publications(conn, ctx, run_id, answered)
+            _record_publications(conn, ctx, claim_id, answered)
             answered = []
     if gate.stopped:
-        returned = _give_back(conn, ctx, run_id, chunk, gate.error, fresh - sent_ids)
+        returned = _give_back(conn, ctx, claim_id, chunk, gate.error, fresh - sent_ids)
         logfmt.emit(
             "ebox_chunk_stopped",
             chunk=chunk,
@@ -340,7 +339,7 @@ def deliver_chunk_to_ebox(
         raise gate.error
     if held:  # the eBox accepted none of the chunk, and the refusals were not all the same
         outcomes["rejected"] += len(held)
-        _record_publications(conn, ctx, run_id, held)
+        _record_publications(conn, ctx, claim_id, held)
     if not count:
         return {"chunk": chunk, "letters": 0}
     if unconfirmed:  # unconfirmed twice: they wait in flight for the next run, which asks again
@@ -351,7 +350,7 @@ def deliver_chunk_to_ebox(
                     cur,
                     ctx,
                     letter["letter_id"],
-                    run_id,
+                    claim_id,
                     f"ebox unconfirmed: {result.message}",
                     details={"ebox": "unconfirmed", "message_id": result.message_id},
                 )
@@ -362,9 +361,31 @@ def deliver_chunk_to_ebox(
             letter["candidate_message_id"] = candidates.get(letter["letter_id"])
         settled = settle_already_published(client, conflicts)
         outcomes.update(result.kind for _, result in settled)
-        _record_publications(conn, ctx, run_id, settled)
+        _record_publications(conn, ctx, claim_id, settled)
     logfmt.emit("ebox_chunk_outcomes", chunk=chunk, **dict(outcomes))
     return {"chunk": chunk, "letters": count, **dict(sorted(outcomes.items()))}
+
+
+def account_for_delivery(conn, work: ChunkWork, result: dict) -> dict | None:
+    """The log of a `deliver_to_ebox` task after `deliver_chunk_to_ebox`: its letters by id (so that an
+    auditor finds a letter in the log that sent it) and, on a rerun (a cleared task, a retry), what the
+    earlier tries did. Returns the task's result, or None when it had nothing to do (a skip)."""
+    from include.dijlepost.task_letters import EBOX_EVENTS, describe, earlier_tries, name_letters
+
+    department, chunk = work.department, work.chunk
+    name_letters(conn, work.ctx, "ebox_letters", EBOX_EVENTS, department=department, chunk=chunk)
+    earlier = earlier_tries(conn, work.ctx, EBOX_EVENTS)
+    if earlier:
+        found = describe(earlier, EBOX_EVENTS)
+        logfmt.emit("ebox_delivered_earlier", department=department, chunk=chunk, found=found)
+    if not result["letters"]:
+        if earlier:
+            return {**result, "done_earlier": sum(len(d.letter_ids) for d in earlier)}
+        reason = "no rendered eBox letters in this chunk"
+        logfmt.emit("ebox_delivery_skipped", department=department, chunk=chunk, reason=reason)
+        return None
+    logfmt.emit("ebox_delivered", department=work.department, **result)
+    return result
 
 
 def _record_unconfirmed(conn, ctx: RunContext, unconfirmed: list[tuple[dict, object]]) -> None:
@@ -404,19 +425,25 @@ def _candidate_message_ids(conn, letter_ids: list[str]) -> dict[str, str]:
     return found
 
 
-def _give_back(conn, ctx: RunContext, run_id: str, chunk: int, error: Exception, never_sent: set[str]) -> int:
-    """Every eBox letter of the chunk not finished goes back to `pending` with the reason; those whose
-    publication never left (and that were not in flight before) lose their `in_flight` too."""
+def _give_back(
+    conn, ctx: RunContext, claim_id: str, chunk: int | None, error: Exception, never_sent: set[str]
+) -> int:
+    """Every eBox letter of the chunk (None: of the claim) not finished goes back to `pending` with the
+    reason; those whose publication never left (and that were not in flight before) lose their
+    `in_flight` too."""
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT letter_id FROM letters WHERE claim_run_id = %s AND claim_chunk = %s "
-            f"AND status = {Status.PROCESSING.sql} AND channel = 'ebox' ORDER BY id",
-            (run_id, chunk),
+            "SELECT letter_id FROM letters WHERE claim_run_id = %s "
+            + ("AND claim_chunk = %s " if chunk is not None else "")
+            + f"AND status = {Status.PROCESSING.sql} AND channel = 'ebox' ORDER BY id",
+            (claim_id,) if chunk is None else (claim_id, chunk),
         )
         waiting = [r[0] for r in cur.fetchall()]
         reason = f"ebox: {type(error).__name__}: {error}"[:1000]
         for letter_id in waiting:
-            outbox.release_for_retry(cur, ctx, letter_id, run_id, reason, never_sent=letter_id in never_sent)
+            outbox.release_for_retry(
+                cur, ctx, letter_id, claim_id, reason, never_sent=letter_id in never_sent
+            )
     conn.commit()
     log.error("eBox delivery of chunk %s stopped: %s; %d letters back to pending", chunk, error, len(waiting))
     return len(waiting)
@@ -544,7 +571,7 @@ _TO_PAPER = {
 }
 
 
-def _record_publications(conn, ctx: RunContext, run_id: str, answered: list[tuple[str, object]]) -> None:
+def _record_publications(conn, ctx: RunContext, claim_id: str, answered: list[tuple[str, object]]) -> None:
     if not answered:
         return
     with conn.cursor() as cur:
@@ -565,18 +592,18 @@ def _record_publications(conn, ctx: RunContext, run_id: str, answered: list[tupl
             if r.kind in ("published", "already_published")
         ]
         if delivered:
-            outbox.mark_delivered_ebox(cur, ctx, run_id, delivered)
+            outbox.mark_delivered_ebox(cur, ctx, claim_id, delivered)
         to_paper = [(lid, _TO_PAPER[r.kind], r.kind) for lid, r in answered if r.kind in _TO_PAPER]
         if to_paper:
-            outbox.reroute_to_paper(cur, ctx, run_id, to_paper)
+            outbox.reroute_to_paper(cur, ctx, claim_id, to_paper)
         for letter_id, result in answered:
             if result.kind == "rejected":  # a 400, or a 413 for a message larger than the eBox accepts
                 outbox.mark_ebox_rejected(
-                    cur, ctx, letter_id, run_id, f"ebox rejected {result.code}: {result.message}"
+                    cur, ctx, letter_id, claim_id, f"ebox rejected {result.code}: {result.message}"
                 )
             elif result.kind not in ("published", "already_published", *_TO_PAPER):
                 # retry_later: the eBox did not answer; the letter goes back to the outbox for the next run
                 outbox.release_for_retry(
-                    cur, ctx, letter_id, run_id, f"ebox: {result.code or ''} {result.message or ''}".strip()
+                    cur, ctx, letter_id, claim_id, f"ebox: {result.code or ''} {result.message or ''}".strip()
                 )
     conn.commit()

@@ -46,6 +46,7 @@ from include.dijlepost.printhouse.batch import (
 )
 from include.dijlepost.printhouse.upload import PrintHouseFolders, Whereabouts
 from include.dijlepost.states import BatchStatus, Status, sql_list
+from include.dijlepost.work import ChunkWork
 
 MIB = 1024 * 1024
 # What a letter adds to the zip besides its PDF: two zip headers with its file name (~100 bytes) and
@@ -131,7 +132,7 @@ def _batch(
 def assign_print_batches(
     conn,
     department: str,
-    run_id: str,
+    claim_id: str,
     ctx: RunContext,
     max_letters: int,
     max_mb: float | None = None,
@@ -151,7 +152,7 @@ def assign_print_batches(
             "AND print_batch_id IS NULL"
             + (" AND claim_chunk = %s" if chunk is not None else "")
             + " ORDER BY letter_id",
-            (run_id,) if chunk is None else (run_id, chunk),
+            (claim_id,) if chunk is None else (claim_id, chunk),
         )
         rows = cur.fetchall()
     conn.commit()
@@ -170,7 +171,7 @@ def assign_print_batches(
     batches = plan_batches(department, planned, max_letters, max_bytes)
     with conn.cursor() as cur:
         for letter_id, reason in missing:
-            outbox.quarantine(cur, ctx, letter_id, run_id, reason, stage="print")
+            outbox.quarantine(cur, ctx, letter_id, claim_id, reason, stage="print")
         for b in batches:
             cur.execute(
                 "INSERT INTO print_batches (batch_id, department, postage_class, letter_count, hand_over_on) "
@@ -183,10 +184,10 @@ def assign_print_batches(
 
 
 def pending_print_batches(
-    conn, department: str, today: date | None = None, run_id: str | None = None, chunk: int | None = None
+    conn, department: str, today: date | None = None, claim_id: str | None = None, chunk: int | None = None
 ) -> list[str]:
     """Batches not yet recorded as handed over (`assigned`, or `uploading` by an attempt that died)
-    whose print day has come, oldest first: all of the department, or (with `run_id` and `chunk`)
+    whose print day has come, oldest first: all of the department, or (with `claim_id` and `chunk`)
     those holding letters of that chunk of the claim."""
     sql = (
         f"SELECT batch_id FROM print_batches WHERE department = %s AND status IN {sql_list(BatchStatus.ASSIGNED, BatchStatus.UPLOADING)} "
@@ -198,7 +199,7 @@ def pending_print_batches(
             " AND batch_id IN (SELECT print_batch_id FROM letters WHERE claim_run_id = %s AND claim_chunk = %s "
             f"AND status = {Status.PROCESSING.sql} AND print_batch_id IS NOT NULL)"
         )
-        params += [run_id, chunk]
+        params += [claim_id, chunk]
     with conn.cursor() as cur:
         cur.execute(sql + " ORDER BY created_at, batch_id", params)
         ids = [r[0] for r in cur.fetchall()]
@@ -209,21 +210,20 @@ def pending_print_batches(
 # --------------------------------------------------------------------------- the hand-over
 
 
-def hand_over(
-    conn, hook, wave, run_id: str, ctx: RunContext, work_dir: Path, chunk: int | None = None
-) -> dict:
-    """Assign the paper letters of one chunk of the claim `run_id` to print batches (none with `chunk`
-    None) and hand over the due batches: of that chunk, or with `chunk` None every due batch of the
-    department (earlier runs' and those held back by the cut-off). The SFTP session is opened only
+def hand_over(conn, work: ChunkWork, *, hook, work_dir: Path) -> dict:
+    """Assign the paper letters of the work's chunk of its claim to print batches (none with
+    `work.chunk` None) and hand over the due batches: of that chunk, or with `work.chunk` None every
+    due batch of the department (earlier runs' and those held back by the cut-off). The SFTP session is opened only
     when a batch is due. Returns `{"assigned_now": [batch ids], "batches": [one dict per batch handed
     over], "letters": letters marked handed over now}`."""
+    wave, claim_id, ctx, chunk = work.wave, work.claim_id, work.ctx, work.chunk
     assigned = (
         []
         if chunk is None
         else assign_print_batches(
             conn,
             wave.department,
-            run_id,
+            claim_id,
             ctx,
             wave.print_batch_max_letters,
             wave.print_batch_max_mb,
@@ -231,7 +231,7 @@ def hand_over(
             chunk=chunk,
         )
     )
-    due = pending_print_batches(conn, wave.department, run_id=run_id, chunk=chunk)
+    due = pending_print_batches(conn, wave.department, claim_id=claim_id, chunk=chunk)
     results: list[dict] = []
     if due:
         folders = hook.folders
@@ -275,6 +275,32 @@ def _batch_lock(conn, batch_id: str) -> Iterator[bool]:
                 conn.commit()
             except psycopg.Error:
                 pass  # the session is gone, and the lock with it
+
+
+def account_for_hand_over(conn, work: ChunkWork, result: dict) -> dict | None:
+    """The log of a print hand-over task after `hand_over`: its letters by id and batch (so that an
+    auditor finds a letter in the log that sent it) and, on a rerun (a cleared task, a retry), what
+    the earlier tries did. Returns the task's result, or None when nothing was due (a skip)."""
+    from include.dijlepost.task_letters import PRINT_EVENTS, describe, earlier_tries, name_letters
+
+    department, chunk = work.department, work.chunk
+    name_letters(conn, work.ctx, "print_letters", PRINT_EVENTS, department=department, chunk=chunk)
+    earlier = earlier_tries(conn, work.ctx, PRINT_EVENTS)
+    if earlier:
+        found = describe(earlier, PRINT_EVENTS)
+        logfmt.emit("print_handed_over_earlier", department=department, chunk=chunk, found=found)
+    if not result["batches"]:
+        if earlier:
+            return {**result, "done_earlier": sum(len(d.letter_ids) for d in earlier)}
+        logfmt.emit(
+            "print_handoff_skipped",
+            department=department,
+            chunk=chunk,
+            assigned_now=len(result["assigned_now"]),
+            reason="no batch due today (none, or all after the cut-off)",
+        )
+        return None
+    return result
 
 
 def hand_over_batch(

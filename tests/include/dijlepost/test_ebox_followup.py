@@ -23,6 +23,7 @@ from include.dijlepost.rendering import LetterRenderer
 from include.dijlepost.rollout import read_state
 from include.dijlepost.waves import WAVES, Wave
 from tests.support.contracts import swagger_checked  # noqa: F401  (fixture)
+from tests.support.work import chunk_work
 
 # Every request to the eBox here is checked against the published Swagger files too.
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("swagger_checked")]
@@ -48,12 +49,24 @@ def client(ebox):
 
 def run_wave_until_delivery(db, client, renderer, tmp_path, run: str) -> list[int]:
     """claim -> activation -> decide -> render -> eBox delivery, as the wave DAG does."""
-    c = claim(db, "finance", run, 1000, 1000, timedelta(hours=3), CTX)
-    delivery.check_activation(db, client, KEY, run, timedelta(days=7), CTX)
-    pipeline.decide_claim(db, WAVE, read_state(db, "finance"), KEY, run, CTX)
+    c = claim(
+        db,
+        chunk_work(run, ctx=CTX),
+        batch_size=1000,
+        chunk_size=1000,
+        lease=timedelta(hours=3),
+    )
+    delivery.check_activation(
+        db, chunk_work(run, key=KEY, ctx=CTX), client=client, freshness=timedelta(days=7)
+    )
+    pipeline.decide_claim(db, chunk_work(run, wave=WAVE, key=KEY, ctx=CTX), state=read_state(db, "finance"))
     for chunk in c.chunks:
-        pipeline.render_chunk(db, renderer, tmp_path / "docs", run, chunk, CTX)
-        delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run, chunk, CTX)
+        pipeline.render_chunk(
+            db, chunk_work(run, ctx=CTX, chunk=chunk), renderer=renderer, document_root=tmp_path / "docs"
+        )
+        delivery.deliver_chunk_to_ebox(
+            db, chunk_work(run, wave=WAVE, key=KEY, ctx=CTX, chunk=chunk), client=client, renderer=renderer
+        )
     return c.chunks
 
 
@@ -239,7 +252,12 @@ def test_the_copy_goes_through_the_wave_to_the_print_house(
     assert len(ebox.state.publications()) == published_before  # the copy never goes to the eBox
     monkeypatch.setenv("AIRFLOW_CONN_PRINTHOUSE_SFTP", json.dumps(printhouse_dirs.airflow_connection()))
     for chunk in chunks:
-        handoff.hand_over(db, PrintHouseHook(), WAVE, run2, CTX, tmp_path / "work", chunk=chunk)
+        handoff.hand_over(
+            db,
+            chunk_work(run2, wave=WAVE, ctx=CTX, chunk=chunk),
+            hook=PrintHouseHook(),
+            work_dir=tmp_path / "work",
+        )
     after = letters(db)
     assert {after[c]["status"] for c in copies} == {"handed_to_print"}
     assert {after[o]["status"] for o in important} == {"delivered_ebox"}

@@ -16,6 +16,7 @@ from demo.sample_payloads import sample_payload
 from include.dijlepost import clock
 from include.dijlepost.intake import FileRefused, RowError, import_file, import_rows, read_rows, validate_row
 from include.dijlepost.outbox import RunContext
+from tests.support.work import chunk_work
 
 pytestmark = pytest.mark.integration
 
@@ -922,7 +923,13 @@ def test_row_level_security_changes_nothing_the_pipeline_role_does(db, pg_url):
         )
         report = import_rows(conn, [(1, row("R-1", 0)), (2, row("R-2", 1))])
         assert sorted(report.inserted) == ["R-1", "R-2"]
-        held = claim(conn, "finance", "r-rls", 10, 10, timedelta(hours=3), ctx)
+        held = claim(
+            conn,
+            chunk_work("r-rls", ctx=ctx),
+            batch_size=10,
+            chunk_size=10,
+            lease=timedelta(hours=3),
+        )
         assert held.count == 2
         with conn.cursor() as cur:
             assert quarantine(cur, ctx, "R-1", "r-rls", "a reason", "render")

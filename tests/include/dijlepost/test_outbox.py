@@ -12,6 +12,8 @@ import pytest
 
 from include.dijlepost import outbox
 from include.dijlepost.outbox import RunContext, claim, iter_letters_in_claim, quarantine, release_for_retry
+from include.dijlepost.work import ChunkWork
+from tests.support.work import chunk_work
 
 pytestmark = pytest.mark.integration
 
@@ -21,6 +23,11 @@ NRN = "85073003328"
 
 def ctx(run_id: str, dag_id: str = "letters_finance") -> RunContext:
     return RunContext(dag_id=dag_id, run_id=run_id, task_id="claim", map_index=-1, try_number=1)
+
+
+def work(claim_id: str) -> ChunkWork:
+    """The finance wave's work on the claim `claim_id`, its task context named after it."""
+    return chunk_work(claim_id, ctx=ctx(claim_id))
 
 
 def add_letters(db, n: int, department: str = "finance", prefix: str | None = None, **columns) -> list[str]:
@@ -56,12 +63,12 @@ def add_letters(db, n: int, department: str = "finance", prefix: str | None = No
     return ids
 
 
-def held(db, run_id: str) -> dict[str, int]:
+def held(db, claim_id: str) -> dict[str, int]:
     """letter_id -> chunk of the letters a run holds."""
     rows = db.execute(
         "SELECT letter_id, claim_chunk FROM letters WHERE claim_run_id = %s AND status = 'processing' "
         "ORDER BY id",
-        (run_id,),
+        (claim_id,),
     ).fetchall()
     db.commit()
     return dict(rows)
@@ -84,9 +91,9 @@ def one(db, sql: str, *params):
 
 def test_claim_takes_the_oldest_letters_up_to_batch_size_in_numbered_chunks(db):
     ids = add_letters(db, 23)
-    c = claim(db, "finance", "run-1", batch_size=10, chunk_size=4, lease=HOUR, ctx=ctx("run-1"))
+    c = claim(db, work("run-1"), batch_size=10, chunk_size=4, lease=HOUR)
 
-    assert (c.run_id, c.count, c.chunks, c.taken_over) == ("run-1", 10, [0, 1, 2], 0)
+    assert (c.claim_id, c.count, c.chunks, c.taken_over) == ("run-1", 10, [0, 1, 2], 0)
     h = held(db, "run-1")
     assert list(h) == ids[:10]
     assert Counter(h.values()) == {0: 4, 1: 4, 2: 2}
@@ -110,7 +117,16 @@ def test_claim_takes_the_oldest_letters_up_to_batch_size_in_numbered_chunks(db):
 
 def test_successive_runs_share_the_outbox_until_it_is_empty(db):
     ids = add_letters(db, 23)
-    counts = [claim(db, "finance", f"run-{i}", 10, 4, HOUR, ctx(f"run-{i}")) for i in range(4)]
+    counts = [
+        claim(
+            db,
+            work(f"run-{i}"),
+            batch_size=10,
+            chunk_size=4,
+            lease=HOUR,
+        )
+        for i in range(4)
+    ]
     assert [c.count for c in counts] == [10, 10, 3, 0]
     assert [c.chunks for c in counts] == [[0, 1, 2], [0, 1, 2], [0], []]
     assert sorted(lid for i in range(3) for lid in held(db, f"run-{i}")) == ids
@@ -119,13 +135,20 @@ def test_successive_runs_share_the_outbox_until_it_is_empty(db):
 
 def test_chunk_size_larger_than_batch_gives_one_chunk(db):
     add_letters(db, 5)
-    c = claim(db, "finance", "r", batch_size=50, chunk_size=500, lease=HOUR, ctx=ctx("r"))
+    c = claim(db, work("r"), batch_size=50, chunk_size=500, lease=HOUR)
     assert (c.count, c.chunks) == (5, [0])
 
 
 def test_a_big_claim_gets_bigger_chunks_not_more_of_them_and_the_last_ones_small(db):
     ids = add_letters(db, 23)
-    c = claim(db, "finance", "big", batch_size=20, chunk_size=2, lease=HOUR, ctx=ctx("big"), max_chunks=3)
+    c = claim(
+        db,
+        work("big"),
+        batch_size=20,
+        chunk_size=2,
+        lease=HOUR,
+        max_chunks=3,
+    )
     assert (c.count, c.chunks) == (20, [0, 1, 2])
     h = held(db, "big")
     # 3 chunks, shrinking 3 : 2 : 1 (the chunks rendered last are the small ones): 10, 7 and 3 letters
@@ -133,14 +156,26 @@ def test_a_big_claim_gets_bigger_chunks_not_more_of_them_and_the_last_ones_small
     assert [h[i] for i in ids[:20]] == sorted(h.values())
     # A claim that fits max_chunks at chunk_size keeps chunk_size.
     small = claim(
-        db, "finance", "small", batch_size=3, chunk_size=2, lease=HOUR, ctx=ctx("small"), max_chunks=3
+        db,
+        work("small"),
+        batch_size=3,
+        chunk_size=2,
+        lease=HOUR,
+        max_chunks=3,
     )
     assert Counter(held(db, "small").values()) == {0: 2, 1: 1} and small.chunks == [0, 1]
 
 
 def test_the_chunks_of_a_big_claim_shrink_linearly_and_cover_it_once(db):
     add_letters(db, 500)
-    c = claim(db, "finance", "big", batch_size=500, chunk_size=10, lease=HOUR, ctx=ctx("big"), max_chunks=7)
+    c = claim(
+        db,
+        work("big"),
+        batch_size=500,
+        chunk_size=10,
+        lease=HOUR,
+        max_chunks=7,
+    )
     sizes = [n for _, n in sorted(Counter(held(db, "big").values()).items())]
     assert c.chunks == list(range(7)) and sum(sizes) == 500 == c.count
     assert all(a > b for a, b in itertools.pairwise(sizes))  # every chunk smaller than the one before
@@ -149,7 +184,7 @@ def test_the_chunks_of_a_big_claim_shrink_linearly_and_cover_it_once(db):
 
 def test_a_chunk_is_read_page_by_page_in_id_order_each_letter_once(db):
     add_letters(db, 23)
-    claim(db, "finance", "paged", batch_size=23, chunk_size=23, lease=HOUR, ctx=ctx("paged"))
+    claim(db, work("paged"), batch_size=23, chunk_size=23, lease=HOUR)
     whole = list(iter_letters_in_claim(db, "paged", 0, page=1000))  # one page
     assert list(iter_letters_in_claim(db, "paged", 0, page=5)) == whole  # 5 pages, the last of 3
     assert list(iter_letters_in_claim(db, "paged", 0, page=23)) == whole  # a full last page
@@ -159,19 +194,19 @@ def test_a_chunk_is_read_page_by_page_in_id_order_each_letter_once(db):
 
 def test_rerun_of_the_same_run_keeps_its_letters_and_claims_nothing_new(db):
     ids = add_letters(db, 30)
-    first = claim(db, "finance", "run-A", 10, 4, HOUR, ctx("run-A"))
+    first = claim(db, work("run-A"), batch_size=10, chunk_size=4, lease=HOUR)
     before = held(db, "run-A")
 
-    again = claim(db, "finance", "run-A", 10, 4, HOUR, ctx("run-A"))
+    again = claim(db, work("run-A"), batch_size=10, chunk_size=4, lease=HOUR)
     assert (again.count, again.chunks, again.taken_over) == (first.count, first.chunks, 0)
     assert held(db, "run-A") == before
     assert one(db, "SELECT max(attempts) FROM letters")[0] == 1
     assert sum(claimed_events(db).values()) == 10
 
-    smaller = claim(db, "finance", "run-A", 4, 4, HOUR, ctx("run-A"))
+    smaller = claim(db, work("run-A"), batch_size=4, chunk_size=4, lease=HOUR)
     assert smaller.count == 10 and held(db, "run-A") == before  # nothing is given back either
 
-    bigger = claim(db, "finance", "run-A", 15, 4, HOUR, ctx("run-A"))
+    bigger = claim(db, work("run-A"), batch_size=15, chunk_size=4, lease=HOUR)
     after = held(db, "run-A")
     assert bigger.count == 15 and list(after) == ids[:15]
     assert {k: after[k] for k in before} == before  # earlier chunks unchanged
@@ -183,7 +218,13 @@ def test_claim_leaves_other_departments_alone(db):
     gas = add_letters(db, 4, department="gas")
     fin = add_letters(db, 3)
     eh = add_letters(db, 2, department="economy_housing")
-    c = claim(db, "finance", "fin-run", 100, 10, HOUR, ctx("fin-run"))
+    c = claim(
+        db,
+        work("fin-run"),
+        batch_size=100,
+        chunk_size=10,
+        lease=HOUR,
+    )
     assert c.count == 3 and sorted(held(db, "fin-run")) == sorted(fin)
     rows = db.execute(
         "SELECT letter_id, status, claim_run_id FROM letters WHERE department <> 'finance'"
@@ -195,7 +236,13 @@ def test_claim_leaves_other_departments_alone(db):
 
 def test_expired_claim_of_another_run_is_taken_over(db):
     ids = add_letters(db, 6)
-    claim(db, "finance", "dead-run", 6, 10, HOUR, ctx("dead-run"))
+    claim(
+        db,
+        work("dead-run"),
+        batch_size=6,
+        chunk_size=10,
+        lease=HOUR,
+    )
     expired, young, batched = ids[:2], ids[2:4], ids[4:6]
     db.execute(
         "UPDATE letters SET claimed_at = now() - interval '3 hours', channel = 'ebox', "
@@ -213,7 +260,13 @@ def test_expired_claim_of_another_run_is_taken_over(db):
     )
     db.commit()
 
-    c = claim(db, "finance", "new-run", 10, 10, timedelta(hours=2), ctx("new-run"))
+    c = claim(
+        db,
+        work("new-run"),
+        batch_size=10,
+        chunk_size=10,
+        lease=timedelta(hours=2),
+    )
 
     assert (c.count, c.taken_over) == (2, 2)
     assert sorted(held(db, "new-run")) == expired
@@ -233,20 +286,20 @@ def test_expired_claim_of_another_run_is_taken_over(db):
 
 def test_takeover_and_pending_letters_together_respect_the_batch(db):
     ids = add_letters(db, 8)
-    claim(db, "finance", "dead", 3, 10, HOUR, ctx("dead"))
+    claim(db, work("dead"), batch_size=3, chunk_size=10, lease=HOUR)
     db.execute("UPDATE letters SET claimed_at = now() - interval '1 day' WHERE claim_run_id = 'dead'")
     db.commit()
-    c = claim(db, "finance", "next", 5, 2, HOUR, ctx("next"))
+    c = claim(db, work("next"), batch_size=5, chunk_size=2, lease=HOUR)
     assert (c.count, c.taken_over, c.chunks) == (5, 3, [0, 1, 2])
     assert list(held(db, "next")) == ids[:5]
 
 
 def test_a_run_does_not_take_over_its_own_old_claim(db):
     add_letters(db, 2)
-    claim(db, "finance", "self", 2, 10, HOUR, ctx("self"))
+    claim(db, work("self"), batch_size=2, chunk_size=10, lease=HOUR)
     db.execute("UPDATE letters SET claimed_at = now() - interval '1 day'")
     db.commit()
-    c = claim(db, "finance", "self", 2, 10, HOUR, ctx("self"))
+    c = claim(db, work("self"), batch_size=2, chunk_size=10, lease=HOUR)
     assert (c.count, c.taken_over) == (2, 0)
     assert one(db, "SELECT max(attempts) FROM letters")[0] == 1
 
@@ -262,7 +315,7 @@ def test_final_letters_are_never_claimed(db, status):
         claimed_at="2025-01-01T00:00:00Z",
         quarantine_reason="r" if status == "quarantined" else None,
     )
-    c = claim(db, "finance", "r", 10, 10, timedelta(0), ctx("r"))
+    c = claim(db, work("r"), batch_size=10, chunk_size=10, lease=timedelta(0))
     assert (c.count, c.taken_over) == (0, 0)
     assert one(db, "SELECT count(*) FROM letters WHERE status = %s AND claim_run_id = 'old'", status)[0] == 3
     assert claimed_events(db) == Counter()
@@ -282,7 +335,11 @@ def test_concurrent_claims_never_share_a_letter_and_together_take_all(db, pg_url
                 for round_no in range(1000):
                     run_id = f"{name}-{round_no}"
                     c = claim(
-                        conn, "finance", run_id, batch_size=5, chunk_size=2, lease=HOUR, ctx=ctx(run_id)
+                        conn,
+                        chunk_work(run_id, ctx=ctx(run_id)),
+                        batch_size=5,
+                        chunk_size=2,
+                        lease=HOUR,
                     )
                     reported[run_id] = c.count
                     if c.count == 0:
@@ -318,7 +375,7 @@ def test_concurrent_claims_never_share_a_letter_and_together_take_all(db, pg_url
 
 def test_quarantine_acts_once_and_only_on_the_runs_processing_letter(db):
     ids = add_letters(db, 3)
-    claim(db, "finance", "run-q", 2, 10, HOUR, ctx("run-q"))
+    claim(db, work("run-q"), batch_size=2, chunk_size=10, lease=HOUR)
     with db.cursor() as cur:
         assert (
             quarantine(cur, ctx("run-q"), ids[0], "run-q", "render failed: missing amount", "render") is True
@@ -339,7 +396,16 @@ def test_quarantine_acts_once_and_only_on_the_runs_processing_letter(db):
     events = db.execute("SELECT letter_id, details FROM letter_events WHERE event = 'quarantined'").fetchall()
     db.commit()
     assert events == [(ids[0], {"stage": "render", "reason": "render failed: missing amount"})]
-    assert claim(db, "finance", "later", 10, 10, HOUR, ctx("later")).count == 1  # only ids[2]
+    assert (
+        claim(
+            db,
+            work("later"),
+            batch_size=10,
+            chunk_size=10,
+            lease=HOUR,
+        ).count
+        == 1
+    )  # only ids[2]
     assert ids[0] not in held(db, "later")
 
 
@@ -367,7 +433,7 @@ def test_a_letter_whose_publication_never_left_is_released_without_its_in_flight
 
 def test_release_for_retry_acts_once_and_the_letter_is_claimed_again(db):
     ids = add_letters(db, 2)
-    claim(db, "finance", "run-r", 2, 10, HOUR, ctx("run-r"))
+    claim(db, work("run-r"), batch_size=2, chunk_size=10, lease=HOUR)
     db.execute("UPDATE letters SET ebox_state = 'in_flight' WHERE letter_id = %s", (ids[0],))
     with db.cursor() as cur:
         assert release_for_retry(cur, ctx("run-r"), ids[0], "run-r", "eBox 503") is True
@@ -386,7 +452,7 @@ def test_release_for_retry_acts_once_and_the_letter_is_claimed_again(db):
     db.commit()
     assert one(db, "SELECT count(*) FROM letter_events WHERE event = 'released_for_retry'")[0] == 1
 
-    c = claim(db, "finance", "run-s", 5, 10, HOUR, ctx("run-s"))
+    c = claim(db, work("run-s"), batch_size=5, chunk_size=10, lease=HOUR)
     assert c.count == 1 and list(held(db, "run-s")) == [ids[0]]
     assert one(db, "SELECT attempts, ebox_state FROM letters WHERE letter_id = %s", ids[0]) == (
         2,
@@ -396,7 +462,7 @@ def test_release_for_retry_acts_once_and_the_letter_is_claimed_again(db):
 
 def test_quarantine_in_the_callers_transaction_can_be_rolled_back(db):
     ids = add_letters(db, 1)
-    claim(db, "finance", "run-t", 1, 1, HOUR, ctx("run-t"))
+    claim(db, work("run-t"), batch_size=1, chunk_size=1, lease=HOUR)
     with db.cursor() as cur:
         assert quarantine(cur, ctx("run-t"), ids[0], "run-t", "r", "render")
     db.rollback()
@@ -433,7 +499,7 @@ def test_final_status_with_final_at_is_accepted(db):
 
 def test_the_letters_of_a_claim_filter_by_chunk_and_condition(db):
     ids = add_letters(db, 5)
-    claim(db, "finance", "run-l", 5, 2, HOUR, ctx("run-l"))
+    claim(db, work("run-l"), batch_size=5, chunk_size=2, lease=HOUR)
     db.execute("UPDATE letters SET decided_at = now() WHERE letter_id = %s", (ids[0],))
     db.commit()
 
@@ -448,7 +514,7 @@ def test_the_letters_of_a_claim_filter_by_chunk_and_condition(db):
 
 def test_outcome_counts_follow_the_letters_a_run_claimed(db):
     ids = add_letters(db, 4)
-    claim(db, "finance", "run-o", 4, 10, HOUR, ctx("run-o"))
+    claim(db, work("run-o"), batch_size=4, chunk_size=10, lease=HOUR)
     with db.cursor() as cur:
         quarantine(cur, ctx("run-o"), ids[0], "run-o", "x", "decide")
     db.execute(
@@ -484,7 +550,13 @@ def test_a_big_claim_refreshes_the_statistics_so_one_letter_is_found_by_its_id(
     db.execute("ANALYZE letters")
     db.commit()
     monkeypatch.setattr(outbox, "ANALYZE_AFTER_CLAIMING", threshold)
-    claim(db, "finance", "big-run", 400, 100, HOUR, ctx("big-run"))
+    claim(
+        db,
+        work("big-run"),
+        batch_size=400,
+        chunk_size=100,
+        lease=HOUR,
+    )
     # Refreshed (threshold 50): the planner knows the claim holds 400 letters and probes the unique
     # letter_id index. Not refreshed: it believes the claim is empty and scans the claim for one letter.
     assert expected_index in _plan_for_one_letter(db, ids[200], "big-run")
@@ -509,7 +581,7 @@ def test_every_final_state_is_reached_only_from_processing(db):
         assert outbox.release_for_retry(cur, c, lid, "run-a", "test") is False
     db.commit()
     assert status(db, lid) == outbox.Status.PENDING
-    claim(db, "finance", "run-a", 10, 10, HOUR, c)
+    claim(db, chunk_work("run-a", ctx=c), batch_size=10, chunk_size=10, lease=HOUR)
     with db.cursor() as cur:
         assert (
             outbox.mark_delivered_ebox(cur, c, "run-b", [(lid, "m-1", "published", None)]) == set()
@@ -532,7 +604,7 @@ def test_every_final_state_is_reached_only_from_processing(db):
 def test_only_a_letter_handed_to_print_can_be_quarantined_by_the_print_house(db):
     a, b = add_letters(db, 2)
     c = ctx("run-p")
-    claim(db, "finance", "run-p", 10, 10, HOUR, c)
+    claim(db, chunk_work("run-p", ctx=c), batch_size=10, chunk_size=10, lease=HOUR)
     with db.cursor() as cur:
         assert outbox.assign_to_print_batch(cur, c, "batch-1", [a, b], None) == {a, b}
         assert outbox.assign_to_print_batch(cur, c, "batch-2", [a], None) == set()  # one batch per letter

@@ -19,6 +19,7 @@ from include.dijlepost.recipients import normalize_recipient_id
 from include.dijlepost.rollout import RolloutChangeRefused, read_state, set_phase
 from include.dijlepost.tariffs import Tariffs
 from include.dijlepost.waves import WAVES
+from tests.support.work import chunk_work
 
 from .conftest import add_letters
 
@@ -54,10 +55,22 @@ def test_shadow_report_of_letters_the_pipeline_decided_in_shadow(rollout_db, ebo
     ctx = RunContext(
         dag_id="letters_economy_housing", run_id="manual__1", task_id="t", map_index=-1, try_number=1
     )
-    claim(db, "economy_housing", run, 1000, 1000, timedelta(hours=3), ctx)
+    claim(
+        db,
+        chunk_work(run, wave="economy_housing", ctx=ctx),
+        batch_size=1000,
+        chunk_size=1000,
+        lease=timedelta(hours=3),
+    )
     with EboxClient(ebox.config(backoff_base_seconds=0.01, max_attempts=2, timeout_seconds=5)) as client:
-        delivery.check_activation(db, client, KEY, run, timedelta(days=7), ctx)
-    pipeline.decide_claim(db, WAVES["economy_housing"], read_state(db, "economy_housing"), KEY, run, ctx)
+        delivery.check_activation(
+            db, chunk_work(run, key=KEY, ctx=ctx), client=client, freshness=timedelta(days=7)
+        )
+    pipeline.decide_claim(
+        db,
+        chunk_work(run, wave=WAVES["economy_housing"], key=KEY, ctx=ctx),
+        state=read_state(db, "economy_housing"),
+    )
 
     report = shadow_report(db, "economy_housing", TARIFFS)
     active = {(k, normalize_recipient_id(k, r)) for k, r in data.ebox_active}

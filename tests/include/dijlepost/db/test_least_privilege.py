@@ -18,6 +18,7 @@ from include.dijlepost.outbox import RunContext
 from include.dijlepost.settings import ConfigurationError
 from tests.include.dijlepost.test_outbox import add_letters
 from tests.support.database import department_url
+from tests.support.work import chunk_work
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +112,13 @@ def pipeline(pipeline_url) -> psycopg.Connection:
 
 def finish_on_paper(db, letter_id: str) -> None:
     """pending -> processing -> handed_to_print through the outbox, as a run does."""
-    outbox.claim(db, "finance", "r1", 10, 10, outbox.timedelta(hours=3), CTX)
+    outbox.claim(
+        db,
+        chunk_work("r1", ctx=CTX),
+        batch_size=10,
+        chunk_size=10,
+        lease=outbox.timedelta(hours=3),
+    )
     db.execute("UPDATE letters SET print_batch_id = 'finance-non_prior-0123456789abcdef'")
     with db.cursor() as cur:
         outbox.mark_handed_to_print(cur, CTX, "finance-non_prior-0123456789abcdef", [letter_id], "ab" * 32)
@@ -171,7 +178,13 @@ def test_a_move_by_hand_that_the_table_allows_is_audited_by_the_database(db, pip
 def test_every_move_of_a_run_has_its_event_from_the_database(db, pipeline_url):
     lids = add_letters(db, 3)
     with pipeline(pipeline_url) as conn:
-        outbox.claim(conn, "finance", "r1", 10, 10, outbox.timedelta(hours=3), CTX)
+        outbox.claim(
+            conn,
+            chunk_work("r1", ctx=CTX),
+            batch_size=10,
+            chunk_size=10,
+            lease=outbox.timedelta(hours=3),
+        )
         with conn.cursor() as cur:
             assert outbox.mark_ebox_in_flight(cur, "finance_run", [lids[0]], CTX) == set()  # not its claim
             assert outbox.mark_ebox_in_flight(cur, "r1", [lids[0]], CTX) == {lids[0]}

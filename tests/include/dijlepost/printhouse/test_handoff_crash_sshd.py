@@ -26,6 +26,7 @@ from include.dijlepost.printhouse import acks, handoff
 from include.dijlepost.printhouse.hook import PrintHouseHook
 from include.dijlepost.settings import PROJECT_ROOT
 from include.dijlepost.waves import WAVES
+from tests.support.work import chunk_work
 
 pytestmark = pytest.mark.integration
 RUN = "letters_finance:manual__crash"
@@ -61,8 +62,9 @@ KILLED_ATTEMPT = textwrap.dedent("""
     from include.dijlepost.printhouse import handoff, upload
     from include.dijlepost.printhouse.hook import PrintHouseHook
     from include.dijlepost.waves import WAVES
+    from include.dijlepost.work import ChunkWork
 
-    url, point, run_id, work_dir = sys.argv[1:5]
+    url, point, claim_id, work_dir = sys.argv[1:5]
 
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
@@ -97,8 +99,9 @@ KILLED_ATTEMPT = textwrap.dedent("""
         wrap(handoff, "_record_handed_over", after=always)
     ctx = RunContext(dag_id="letters_finance", run_id="manual__crash", task_id="chunk.hand_over_to_print",
                      map_index=0, try_number=1)
+    work = ChunkWork(ctx=ctx, claim_id=claim_id, wave=WAVES["finance"], pseudonym_key=b"", chunk=0)
     with psycopg.connect(url) as conn:
-        handoff.hand_over(conn, PrintHouseHook(), WAVES["finance"], run_id, ctx, Path(work_dir), chunk=0)
+        handoff.hand_over(conn, work, hook=PrintHouseHook(), work_dir=Path(work_dir))
     sys.exit(3)   # not killed: the point was never reached
 """)
 
@@ -149,7 +152,12 @@ def killed_attempt(pg_url: str, point: str, work_dir) -> int:
 
 def retry(db, tmp_path, name: str) -> dict:
     """The task's retry (another worker: its own work directory)."""
-    return handoff.hand_over(db, PrintHouseHook(), WAVES["finance"], RUN, CTX, tmp_path / name, chunk=0)
+    return handoff.hand_over(
+        db,
+        chunk_work(RUN, wave=WAVES["finance"], ctx=CTX, chunk=0),
+        hook=PrintHouseHook(),
+        work_dir=tmp_path / name,
+    )
 
 
 def states(db) -> Counter:

@@ -28,6 +28,7 @@ from include.dijlepost.rendering import LetterRenderer
 from include.dijlepost.rollout import read_state, set_phase
 from include.dijlepost.waves import WAVES
 from sandboxes.printhouse.simulator import PrinterBehaviour, process_inbox
+from tests.support.work import chunk_work
 
 pytestmark = pytest.mark.integration
 KEY = b"test-pseudonym-key-not-secret"
@@ -53,10 +54,20 @@ def paper_letters(db, renderer, tmp_path, n: int, seed_no: int, run: str = RUN) 
     )
     assert not import_rows(db, enumerate(data.letters, start=1)).errors
     set_phase(db, "finance", "paper", "print tests", "test")
-    c = claim(db, "finance", run, 1000, 1000, timedelta(hours=3), CTX)
-    pipeline.decide_claim(db, WAVES["finance"], read_state(db, "finance"), KEY, run, CTX)
+    c = claim(
+        db,
+        chunk_work(run, ctx=CTX),
+        batch_size=1000,
+        chunk_size=1000,
+        lease=timedelta(hours=3),
+    )
+    pipeline.decide_claim(
+        db, chunk_work(run, wave=WAVES["finance"], key=KEY, ctx=CTX), state=read_state(db, "finance")
+    )
     for chunk in c.chunks:
-        pipeline.render_chunk(db, renderer, tmp_path / "docs", run, chunk, CTX)
+        pipeline.render_chunk(
+            db, chunk_work(run, ctx=CTX, chunk=chunk), renderer=renderer, document_root=tmp_path / "docs"
+        )
     return sorted(l["letter_id"] for l in data.letters)
 
 

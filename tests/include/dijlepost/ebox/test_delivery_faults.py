@@ -1,4 +1,4 @@
-"""Fault injection at the pipeline level: `pipeline.deliver_chunk_to_ebox` against the real sandbox
+"""Fault injection at the delivery level: `ebox.delivery.deliver_chunk_to_ebox` against the real sandbox
 over HTTPS and the real PostgreSQL. For every answer of the eBox the letter ends in the right state;
 whatever the faults, no letter is published twice (counted by Idempotency-Key and by file name in the
 sandbox) and none is lost."""
@@ -34,6 +34,7 @@ from sandboxes.ebox.app import (
     DEFAULT_SENDER_ORGANIZATION_ID,
     FEDERATION_PREFIX,
 )
+from tests.support.work import chunk_work
 
 pytestmark = pytest.mark.integration
 KEY = b"test-pseudonym-key-not-secret"
@@ -78,19 +79,38 @@ class Run:
 
     def __init__(self, db, client, renderer, tmp_path, number: int, wave: Wave = WAVE, chunk_size: int = 4):
         self.db, self.renderer, self.wave = db, renderer, wave
-        self.run_id = f"letters_finance:manual__{number}"
-        self.claim = claim(db, "finance", self.run_id, 1000, chunk_size, timedelta(hours=3), CTX)
-        delivery.check_activation(db, client, KEY, self.run_id, timedelta(days=7), CTX)
-        pipeline.decide_claim(db, wave, read_state(db, "finance"), KEY, self.run_id, CTX)
+        self.claim_id = f"letters_finance:manual__{number}"
+        self.claim = claim(
+            db,
+            chunk_work(self.claim_id, ctx=CTX),
+            batch_size=1000,
+            chunk_size=chunk_size,
+            lease=timedelta(hours=3),
+        )
+        delivery.check_activation(
+            db, chunk_work(self.claim_id, key=KEY, ctx=CTX), client=client, freshness=timedelta(days=7)
+        )
+        pipeline.decide_claim(
+            db, chunk_work(self.claim_id, wave=wave, key=KEY, ctx=CTX), state=read_state(db, "finance")
+        )
         for chunk in self.claim.chunks:
-            pipeline.render_chunk(db, renderer, tmp_path / "docs", self.run_id, chunk, CTX)
+            pipeline.render_chunk(
+                db,
+                chunk_work(self.claim_id, ctx=CTX, chunk=chunk),
+                renderer=renderer,
+                document_root=tmp_path / "docs",
+            )
 
     def deliver(self, client, before_each_chunk=lambda: None) -> Counter:
         total: Counter = Counter()
         for chunk in self.claim.chunks:
             before_each_chunk()
             result = delivery.deliver_chunk_to_ebox(
-                self.db, client, self.renderer, self.wave, KEY, self.run_id, chunk, CTX, concurrency=3
+                self.db,
+                chunk_work(self.claim_id, wave=self.wave, key=KEY, ctx=CTX, chunk=chunk),
+                client=client,
+                renderer=self.renderer,
+                concurrency=3,
             )
             total.update({k: v for k, v in result.items() if k not in ("chunk", "letters")})
         return total
@@ -194,7 +214,9 @@ def test_413_quarantines_the_letter_with_the_reason(db, ebox, client, renderer, 
 
 def test_the_waves_message_types_pass_the_check(db, ebox, client):
     for wave in WAVES.values():
-        checked = delivery.check_message_types(db, client, wave)
+        checked = delivery.check_message_types(
+            db, chunk_work("letters_finance:manual__1", wave=wave), client=client
+        )
         assert set(checked["letter_types"]) == set(wave.letter_types)
         assert all(checked["validity"].values())
 
@@ -226,7 +248,7 @@ def test_an_unknown_or_missing_message_type_fails_before_anything_is_published(
     ids = seed(db, ebox, 3, 74)
     wave = Wave(**{**WAVE.__dict__, "ebox_message_types": types})
     with pytest.raises(EboxConfigurationError, match=fragment) as caught:
-        delivery.check_message_types(db, client, wave)
+        delivery.check_message_types(db, chunk_work("letters_finance:manual__1", wave=wave), client=client)
     assert caught.value.field == "ebox_message_types"
     assert ebox.state.publications() == []
     assert {s[0] for s in states(db).values()} == {"pending"}  # nothing claimed
@@ -247,7 +269,7 @@ def test_a_waiting_letter_of_a_type_outside_the_waves_map_fails_the_check(db, eb
         }
     )
     with pytest.raises(EboxConfigurationError, match="letter type 'reminder' has no eBox"):
-        delivery.check_message_types(db, client, wave)
+        delivery.check_message_types(db, chunk_work("letters_finance:manual__1", wave=wave), client=client)
 
 
 def test_a_message_type_the_sender_may_not_publish_fails_the_check(db, ebox, client, monkeypatch):
@@ -268,7 +290,7 @@ def test_a_message_type_the_sender_may_not_publish_fails_the_check(db, ebox, cli
     ]
     ebox.state.register_message_types(others, replace=True)
     with pytest.raises(EboxConfigurationError, match="'MECH-FIN-TAX', which sender application 'dijlepost'"):
-        delivery.check_message_types(db, client, WAVE)
+        delivery.check_message_types(db, chunk_work("letters_finance:manual__1", wave=WAVE), client=client)
 
 
 def test_no_digital_user_reroutes_to_paper_in_the_same_run(db, ebox, client, renderer, tmp_path):
@@ -639,7 +661,13 @@ def test_a_task_that_fails_before_settling_its_409s_leaves_them_in_flight_and_th
     hidden = Path(paths[last]).rename(tmp_path / "hidden.pdf")
     ebox.state.set_faults(drop_next=1)
     with pytest.raises(FileNotFoundError):
-        delivery.deliver_chunk_to_ebox(db, client, renderer, WAVE, KEY, run.run_id, chunk, CTX, concurrency=1)
+        delivery.deliver_chunk_to_ebox(
+            db,
+            chunk_work(run.claim_id, wave=WAVE, key=KEY, ctx=CTX, chunk=chunk),
+            client=client,
+            renderer=renderer,
+            concurrency=1,
+        )
     after = states(db)
     assert after[first][:4] == ("processing", "ebox", "ebox_active", "in_flight")  # not settled, not lost
     assert [after[lid][0] for lid in sorted(ids)[1:-1]] == [
@@ -650,7 +678,11 @@ def test_a_task_that_fails_before_settling_its_409s_leaves_them_in_flight_and_th
     # Airflow's retry of the task: the same keys; the 409 is settled, the last letter published.
     hidden.rename(paths[last])
     retry = delivery.deliver_chunk_to_ebox(
-        db, client, renderer, WAVE, KEY, run.run_id, chunk, CTX, concurrency=1
+        db,
+        chunk_work(run.claim_id, wave=WAVE, key=KEY, ctx=CTX, chunk=chunk),
+        client=client,
+        renderer=renderer,
+        concurrency=1,
     )
     assert (retry["already_published"], retry["published"]) == (1, 1)
     assert {s[0] for s in states(db).values()} == {"delivered_ebox"}

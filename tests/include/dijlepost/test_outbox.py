@@ -411,7 +411,7 @@ def test_quarantine_acts_once_and_only_on_the_runs_processing_letter(db):
 
 def test_a_letter_whose_publication_never_left_is_released_without_its_in_flight(db):
     ids = add_letters(db, 2)
-    claim(db, "finance", "run-n", 2, 10, HOUR, ctx("run-n"))
+    claim(db, work("run-n"), batch_size=2, chunk_size=10, lease=HOUR)
     db.execute("UPDATE letters SET ebox_state = 'in_flight' WHERE letter_id = ANY(%s)", (ids,))
     with db.cursor() as cur:
         assert release_for_retry(cur, ctx("run-n"), ids[0], "run-n", "ebox: stopped", never_sent=True)

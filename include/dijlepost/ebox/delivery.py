@@ -19,12 +19,16 @@ from dataclasses import replace
 from datetime import timedelta
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from include.dijlepost import logfmt, outbox
 from include.dijlepost.outbox import RunContext, iter_letters_in_claim
 from include.dijlepost.recipients import InvalidRecipientId, normalize_recipient_id, pseudonym
 from include.dijlepost.states import Status, sql_list
 from include.dijlepost.work import ChunkWork
+
+if TYPE_CHECKING:  # for annotations only; the code imports the client where it uses it
+    from include.dijlepost.ebox.client import PublishOutcome
 
 log = logging.getLogger("dijlepost.ebox")
 
@@ -124,7 +128,7 @@ def check_activation(conn, work: ChunkWork, *, client, freshness: timedelta) -> 
         fresh = {r[0] for r in cur.fetchall()}
     conn.commit()
     stale = {p: v for p, v in wanted.items() if p not in fresh}
-    looked_up = Counter()
+    looked_up: Counter[str] = Counter()
     for kind in ("citizen", "enterprise"):
         ids = {rid: p for p, (k, rid) in stale.items() if k == kind}
         if not ids:
@@ -264,10 +268,10 @@ def deliver_chunk_to_ebox(
     )
     count = 0
     outcomes: Counter = Counter()
-    answered: list[tuple[str, object]] = []
+    answered: list[tuple[str, PublishOutcome]] = []
     conflicts: list[dict] = []  # answered 409: settled below, once the chunk is through
-    unconfirmed: list[tuple[dict, object]] = []  # no contract messageId: published once more below
-    held: list[tuple[str, object]] = []  # refusals seen before the eBox accepted any letter
+    unconfirmed: list[tuple[dict, PublishOutcome]] = []  # no contract messageId: published once more below
+    held: list[tuple[str, PublishOutcome]] = []  # refusals seen before the eBox accepted any letter
     fresh: set[str] = set()  # letters this task put in flight (not in flight before it)
     sent_ids: set[str] = set()
 
@@ -327,7 +331,7 @@ def deliver_chunk_to_ebox(
         finally:  # what the eBox answered is recorded even when a later call fails the task
             _record_publications(conn, ctx, claim_id, answered)
             answered = []
-    if gate.stopped:
+    if gate.error is not None:
         returned = _give_back(conn, ctx, claim_id, chunk, gate.error, fresh - sent_ids)
         logfmt.emit(
             "ebox_chunk_stopped",
@@ -388,7 +392,7 @@ def account_for_delivery(conn, work: ChunkWork, result: dict) -> dict | None:
     return result
 
 
-def _record_unconfirmed(conn, ctx: RunContext, unconfirmed: list[tuple[dict, object]]) -> None:
+def _record_unconfirmed(conn, ctx: RunContext, unconfirmed: list[tuple[dict, PublishOutcome]]) -> None:
     """An `ebox_unconfirmed` event per letter: what came back instead of a contract answer."""
     with conn.cursor() as cur:
         outbox.record_events(
@@ -449,7 +453,7 @@ def _give_back(
     return len(waiting)
 
 
-def settle_already_published(client, letters: list[dict]) -> list[tuple[str, object]]:
+def settle_already_published(client, letters: list[dict]) -> list[tuple[str, PublishOutcome]]:
     """What a 409 meant, letter by letter.
 
     A 409 says the eBox holds the letter (its Idempotency-Key was used before), not what it answered
@@ -471,7 +475,7 @@ def settle_already_published(client, letters: list[dict]) -> list[tuple[str, obj
         by_kind.setdefault(letter["recipient_kind"], {})[letter["letter_id"]] = normalize_recipient_id(
             letter["recipient_kind"], letter["recipient_id"]
         )
-    settled: list[tuple[str, object]] = []
+    settled: list[tuple[str, PublishOutcome]] = []
     for kind, recipients in sorted(by_kind.items()):
         try:
             found = client.lookup_activation(kind, sorted(set(recipients.values())))
@@ -513,7 +517,7 @@ NO_MESSAGE_ID = (
 
 def _message_ids_of_conflicts(
     client, kind: str, recipients: dict[str, str], delivered: list[str], candidates: dict[str, str]
-) -> list[tuple[str, object]]:
+) -> list[tuple[str, PublishOutcome]]:
     """The 409s settled as delivered, each with its message id where the published searches give it.
 
     None of the published searches finds a message by its Idempotency-Key or recipient for a sender
@@ -571,7 +575,9 @@ _TO_PAPER = {
 }
 
 
-def _record_publications(conn, ctx: RunContext, claim_id: str, answered: list[tuple[str, object]]) -> None:
+def _record_publications(
+    conn, ctx: RunContext, claim_id: str, answered: list[tuple[str, PublishOutcome]]
+) -> None:
     if not answered:
         return
     with conn.cursor() as cur:

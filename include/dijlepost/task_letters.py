@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from include.dijlepost import logfmt
 from include.dijlepost.outbox import RunContext
+from include.dijlepost.work import ChunkWork
 
 IDS_PER_LINE = 50
 # The events a delivery task writes for a letter it is done with, and the words a user reads for them.
@@ -90,3 +91,20 @@ def describe(done: list[Done], words: dict[str, str]) -> str:
         what += f"batch {d.batch_id}, " if d.batch_id else ""
         parts.append(what + f"{len(d.letter_ids)} letter{'s' if len(d.letter_ids) != 1 else ''}")
     return "already " + "; ".join(parts)
+
+
+def account_for_task(conn, work: ChunkWork, events, log_event: str, earlier_event: str) -> list[Done]:
+    """What a delivery task's log says after its work: its letters by id (`log_event` lines, so that an
+    auditor finds a letter in the log that sent it) and, on a rerun (a cleared task, a retry), one
+    `earlier_event` line with what the earlier tries did. Returns those earlier tries' work."""
+    name_letters(conn, work.ctx, log_event, events, department=work.department, chunk=work.chunk)
+    earlier = earlier_tries(conn, work.ctx, events)
+    if earlier:
+        found = describe(earlier, events)
+        logfmt.emit(earlier_event, department=work.department, chunk=work.chunk, found=found)
+    return earlier
+
+
+def done_earlier(result: dict, earlier: list[Done]) -> dict:
+    """A task's result when an earlier try did its work: the letters that try finished, counted."""
+    return {**result, "done_earlier": sum(len(d.letter_ids) for d in earlier)}

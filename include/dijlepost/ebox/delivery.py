@@ -374,19 +374,14 @@ def account_for_delivery(conn, work: ChunkWork, result: dict) -> dict | None:
     """The log of a `deliver_to_ebox` task after `deliver_chunk_to_ebox`: its letters by id (so that an
     auditor finds a letter in the log that sent it) and, on a rerun (a cleared task, a retry), what the
     earlier tries did. Returns the task's result, or None when it had nothing to do (a skip)."""
-    from include.dijlepost.task_letters import EBOX_EVENTS, describe, earlier_tries, name_letters
+    from include.dijlepost.task_letters import EBOX_EVENTS, account_for_task, done_earlier
 
-    department, chunk = work.department, work.chunk
-    name_letters(conn, work.ctx, "ebox_letters", EBOX_EVENTS, department=department, chunk=chunk)
-    earlier = earlier_tries(conn, work.ctx, EBOX_EVENTS)
-    if earlier:
-        found = describe(earlier, EBOX_EVENTS)
-        logfmt.emit("ebox_delivered_earlier", department=department, chunk=chunk, found=found)
+    earlier = account_for_task(conn, work, EBOX_EVENTS, "ebox_letters", "ebox_delivered_earlier")
     if not result["letters"]:
         if earlier:
-            return {**result, "done_earlier": sum(len(d.letter_ids) for d in earlier)}
+            return done_earlier(result, earlier)
         reason = "no rendered eBox letters in this chunk"
-        logfmt.emit("ebox_delivery_skipped", department=department, chunk=chunk, reason=reason)
+        logfmt.emit("ebox_delivery_skipped", department=work.department, chunk=work.chunk, reason=reason)
         return None
     logfmt.emit("ebox_delivered", department=work.department, **result)
     return result

@@ -281,21 +281,16 @@ def account_for_hand_over(conn, work: ChunkWork, result: dict) -> dict | None:
     """The log of a print hand-over task after `hand_over`: its letters by id and batch (so that an
     auditor finds a letter in the log that sent it) and, on a rerun (a cleared task, a retry), what
     the earlier tries did. Returns the task's result, or None when nothing was due (a skip)."""
-    from include.dijlepost.task_letters import PRINT_EVENTS, describe, earlier_tries, name_letters
+    from include.dijlepost.task_letters import PRINT_EVENTS, account_for_task, done_earlier
 
-    department, chunk = work.department, work.chunk
-    name_letters(conn, work.ctx, "print_letters", PRINT_EVENTS, department=department, chunk=chunk)
-    earlier = earlier_tries(conn, work.ctx, PRINT_EVENTS)
-    if earlier:
-        found = describe(earlier, PRINT_EVENTS)
-        logfmt.emit("print_handed_over_earlier", department=department, chunk=chunk, found=found)
+    earlier = account_for_task(conn, work, PRINT_EVENTS, "print_letters", "print_handed_over_earlier")
     if not result["batches"]:
         if earlier:
-            return {**result, "done_earlier": sum(len(d.letter_ids) for d in earlier)}
+            return done_earlier(result, earlier)
         logfmt.emit(
             "print_handoff_skipped",
-            department=department,
-            chunk=chunk,
+            department=work.department,
+            chunk=work.chunk,
             assigned_now=len(result["assigned_now"]),
             reason="no batch due today (none, or all after the cut-off)",
         )

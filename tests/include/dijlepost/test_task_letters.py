@@ -83,3 +83,31 @@ def test_an_ebox_rerun_says_what_each_earlier_try_delivered_and_rerouted(db):
         "already delivered to the eBox in try 1: 2 letters; rerouted to paper in try 1: 1 letter; "
         "delivered to the eBox in try 2: 1 letter"
     )
+
+
+def test_a_rerun_task_accounts_for_the_earlier_try_and_counts_its_letters(db, caplog):
+    from include.dijlepost.task_letters import account_for_task, done_earlier
+    from tests.support.work import chunk_work
+
+    record(db, TRY_1, "handed_to_print", ["F-1", "F-2"], batch_id="B-1")
+    work = chunk_work("letters_finance:manual__1", chunk=3, ctx=TRY_2)
+    with caplog.at_level(logging.INFO, logger="dijlepost"):
+        earlier = account_for_task(db, work, PRINT_EVENTS, "print_letters", "print_handed_over_earlier")
+    assert lines(caplog) == [
+        "event=print_handed_over_earlier department=finance chunk=3 "
+        'found="already handed over in try 1: batch B-1, 2 letters"'
+    ]
+    assert done_earlier({"batches": []}, earlier) == {"batches": [], "done_earlier": 2}
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dijlepost"):  # the first try: its own letters, nothing earlier
+        assert (
+            account_for_task(
+                db,
+                chunk_work("letters_finance:manual__1", chunk=3, ctx=TRY_1),
+                PRINT_EVENTS,
+                "print_letters",
+                "x",
+            )
+            == []
+        )
+    assert [line.split(" letters=")[1] for line in lines(caplog)] == ["F-1,F-2"]

@@ -54,6 +54,21 @@ def sample_pdf() -> tuple[bytes, str]:
     return renderer.render(row).pdf, renderer.subject(row)
 
 
+def invoice(letter_id: str, subject: str, pdf: bytes) -> Publication:
+    """One finance invoice to the benchmark's citizen, the same for every publication but its id."""
+    return Publication(
+        letter_id=letter_id,
+        recipient_kind="citizen",
+        recipient_id=CITIZEN_ID,
+        language="nl",
+        subject=subject,
+        message_type_id="MECH-FIN-INVOICE",
+        registered=False,
+        pdf=pdf,
+        filename=f"{letter_id}.pdf",
+    )
+
+
 def start_sandbox(directory: Path) -> tuple[subprocess.Popen, dict]:
     """The sandbox in its own process (`sandboxes.services`), once it serves; its process and Connection."""
     from sandboxes.services import start_ebox_sandbox
@@ -79,20 +94,7 @@ def run(
     assert admin.put("/_sandbox/faults", json={"latency_ms": latency_ms}).status_code == 200
     extra = {**conn["extra"], "max_concurrency": concurrency}
     config = config_from_connection("ebox_default", conn["host"], conn["login"], conn["password"], extra)
-    pubs = [
-        Publication(
-            letter_id=f"BENCH-{tag}-{i:06d}",
-            recipient_kind="citizen",
-            recipient_id=CITIZEN_ID,
-            language="nl",
-            subject=subject,
-            message_type_id="MECH-FIN-INVOICE",
-            registered=False,
-            pdf=pdf,
-            filename=f"BENCH-{tag}-{i:06d}.pdf",
-        )
-        for i in range(letters)
-    ]
+    pubs = [invoice(f"BENCH-{tag}-{i:06d}", subject, pdf) for i in range(letters)]
     durations: list[float] = []
 
     with EboxClient(config) as client:
@@ -150,17 +152,7 @@ def unavailable(
             admin.put("/_sandbox/faults", json=faults).raise_for_status()
 
             def publish(i: int) -> str:
-                pub = Publication(
-                    letter_id=f"DOWN-{i:06d}",
-                    recipient_kind="citizen",
-                    recipient_id=CITIZEN_ID,
-                    language="nl",
-                    subject=subject,
-                    message_type_id="MECH-FIN-INVOICE",
-                    registered=False,
-                    pdf=pdf,
-                    filename=f"DOWN-{i:06d}.pdf",
-                )
+                pub = invoice(f"DOWN-{i:06d}", subject, pdf)
                 try:
                     return client.publish(pub).kind
                 except EboxOutageError:

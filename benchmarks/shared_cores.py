@@ -93,8 +93,8 @@ def _publish_forever(connection_file: str, counter_file: str) -> None:
     import logging
     import threading
 
-    from benchmarks.ebox_publication import CITIZEN_ID, sample_pdf
-    from include.dijlepost.ebox.client import EboxClient, Publication
+    from benchmarks.ebox_publication import invoice, sample_pdf
+    from include.dijlepost.ebox.client import EboxClient
     from include.dijlepost.ebox.hook import config_from_connection
 
     logging.getLogger("dijlepost").setLevel(logging.WARNING)
@@ -108,19 +108,7 @@ def _publish_forever(connection_file: str, counter_file: str) -> None:
     def loop(worker: int) -> None:
         for i in itertools.count():
             letter_id = f"LOAD-{os.getpid()}-{worker}-{i:09d}"
-            client.publish(
-                Publication(
-                    letter_id=letter_id,
-                    recipient_kind="citizen",
-                    recipient_id=CITIZEN_ID,
-                    language="nl",
-                    subject=subject,
-                    message_type_id="MECH-FIN-INVOICE",
-                    registered=False,
-                    pdf=pdf,
-                    filename=f"{letter_id}.pdf",
-                )
-            )
+            client.publish(invoice(letter_id, subject, pdf))
             with lock:
                 made[0] += 1
                 if made[0] % 200 == 0:

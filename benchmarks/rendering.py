@@ -30,17 +30,21 @@ TODAY = date(2026, 3, 1)
 SEED = 2800
 
 
-def _letters(count: int, seed: int = SEED):
+def _letters(count: int, seed: int = SEED, *, mix: bool = False):
+    """`count` letters: invoices, or with `mix` every template in turn."""
     from demo.population import make_recipient
     from demo.sample_payloads import sample_payload
+    from include.dijlepost.waves import ALL_LETTER_TYPES
 
     rng = random.Random(seed)
+    letter_types = sorted(ALL_LETTER_TYPES) if mix else ["invoice"]
     for index in range(count):
         recipient = make_recipient(rng)
+        letter_type = letter_types[index % len(letter_types)]
         yield {
             "letter_id": f"BENCH-{index:06d}",
-            "department": "finance",
-            "letter_type": "invoice",
+            "department": ALL_LETTER_TYPES[letter_type],
+            "letter_type": letter_type,
             "recipient_kind": recipient.kind,
             "recipient_id": recipient.recipient_id,
             "recipient_name": recipient.name,
@@ -50,7 +54,7 @@ def _letters(count: int, seed: int = SEED):
             "country": recipient.country,
             "language": recipient.language,
             "registered": False,
-            "payload": sample_payload("invoice", rng, TODAY),
+            "payload": sample_payload(letter_type, rng, TODAY),
         }
 
 
@@ -106,12 +110,12 @@ def _naive_pdf(renderer, letter) -> bytes:
     return bytes(pdf.output())
 
 
-def _measure(kind: str, count: int, queue) -> None:
+def _measure(kind: str, count: int, mix: bool, queue) -> None:
     """Child process: render `count` letters and report rate and memory."""
     from include.dijlepost.rendering import LetterRenderer
 
     renderer = LetterRenderer(today=TODAY)
-    letters = list(_letters(count))
+    letters = list(_letters(count, mix=mix))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     render = renderer.render if kind == "renderer" else (lambda letter: _naive_pdf(renderer, letter))
     total_bytes = pages = elements = 0
@@ -146,10 +150,10 @@ def _measure(kind: str, count: int, queue) -> None:
     )
 
 
-def run(kind: str, count: int) -> dict:
+def run(kind: str, count: int, mix: bool = False) -> dict:
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_measure, args=(kind, count, queue))
+    process = context.Process(target=_measure, args=(kind, count, mix, queue))
     process.start()
     result = queue.get()
     process.join()
@@ -167,11 +171,12 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--naive", type=int, default=200, help="letters for the naive baseline (0: skip)")
+    parser.add_argument("--mix", action="store_true", help="every template in turn instead of invoices")
     args = parser.parse_args(argv)
 
-    results = [run("renderer", size) for size in args.sizes]
+    results = [run("renderer", size, args.mix) for size in args.sizes]
     if args.naive:
-        results.append(run("naive", args.naive))
+        results.append(run("naive", args.naive, args.mix))
     print(
         f"{'method':<10} {'letters':>8} {'letters/s/core':>15} {'wall letters/s':>15} "
         f"{'peak RSS MB':>12} {'growth MB':>10} {'avg PDF kB':>11} {'tree elements':>14}"

@@ -9,6 +9,7 @@ same day gives the same bytes.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, time
 
@@ -19,7 +20,7 @@ from fpdf.syntax import Name
 
 from .fonts import FAMILY, LetterFonts, LetterPDF
 from .layout import PAGE_HEIGHT, PAGE_WIDTH, FrameOp, Op, QrOp, RuleOp, TextOp
-from .payment import epc_qr_matrix
+from .payment import epc_qr_rows
 from .preparation import PreparedLetter
 from .structure import MarkedContent, StructureTree
 from .templates import TemplateSet
@@ -48,7 +49,7 @@ class LetterDrawing:
             page.__class__ = _StructureOrderPage
         return bytes(pdf.output())
 
-    def _document(self, letter: PreparedLetter, pages: Sequence[Sequence[Op]]) -> FPDF:
+    def _document(self, letter: PreparedLetter, pages: Sequence[Sequence[Op]]) -> LetterPDF:
         """A new PDF with the letter's fonts and metadata, before its first page."""
         lang = letter.language
         department = self._set.departments[letter.template.department]
@@ -82,7 +83,7 @@ class LetterDrawing:
         pdf.set_line_width(0.2)
         return pdf
 
-    def _draw_page(self, pdf: FPDF, tree: StructureTree, ops: Sequence[Op]) -> None:
+    def _draw_page(self, pdf: LetterPDF, tree: StructureTree, ops: Sequence[Op]) -> None:
         font: tuple[str, float] | None = None
         gray: bool | None = None
         marks = MarkedContent(pdf, tree)
@@ -95,7 +96,7 @@ class LetterDrawing:
                 if gray != op.gray:
                     gray = op.gray
                     pdf.set_text_color(90 if gray else 0)
-                pdf.text(op.x, op.y, op.text)
+                pdf.letter_text(op.x, op.y, op.text)
                 following = ops[index + 1] if index + 1 < len(ops) else None
                 if (
                     op.tag
@@ -105,7 +106,7 @@ class LetterDrawing:
                 ):
                     # An invisible space where a line breaks (or between a label and its value),
                     # so that text extraction and screen readers keep the words apart.
-                    pdf.text(op.x + self._fonts.width(op.text, op.style, op.size), op.y, " ")
+                    pdf.letter_text(op.x + self._fonts.width(op.text, op.style, op.size), op.y, " ")
             elif isinstance(op, RuleOp):
                 pdf.line(op.x1, op.y1, op.x2, op.y2)
             elif isinstance(op, FrameOp):
@@ -165,35 +166,25 @@ def draw_qr(pdf: FPDF, op: QrOp) -> None:
     the number of rectangles. All rectangles form one path filled once (`re` ... `f`, as fpdf2's `rect`
     writes each of them), written straight into the page's content stream: some 300 `rect` calls cost
     more than the rest of the page."""
-    matrix = epc_qr_matrix(op.payload)
-    module = op.box.width / (len(matrix) + 2 * QR_QUIET_ZONE)
+    rows = epc_qr_rows(op.payload)
+    module = op.box.width / (len(rows) + 2 * QR_QUIET_ZONE)
     left = op.box.left + QR_QUIET_ZONE * module
     top = op.box.top + QR_QUIET_ZONE * module
     k = pdf.k
     page_height = pdf.h
     path: list[str] = []
     open_runs: dict[tuple[int, int], int] = {}  # (first, end) column -> first row
-    for row_index, row in enumerate((*matrix, ())):
-        runs = _dark_runs(row)
+    for row_index, row in enumerate((*rows, b"")):
+        runs = {match.span() for match in _DARK_RUN.finditer(row)}
         for run in sorted(run for run in open_runs if run not in runs):
             first_row = open_runs.pop(run)
             x, y = left + run[0] * module, top + first_row * module
             width, height = (run[1] - run[0]) * module, (row_index - first_row) * module
             path.append(f"{x * k:.2f} {(page_height - y) * k:.2f} {width * k:.2f} {-height * k:.2f} re")
-        for run in sorted(runs):
+        for run in runs:
             open_runs.setdefault(run, row_index)
     path.append("f")
     pdf._out("\n".join(path))
 
 
-def _dark_runs(row: tuple[bool, ...]) -> set[tuple[int, int]]:
-    """The runs of dark modules in a row, as (first, end) columns."""
-    runs = set()
-    start = None
-    for col, dark in enumerate((*row, False)):
-        if dark and start is None:
-            start = col
-        elif not dark and start is not None:
-            runs.add((start, col))
-            start = None
-    return runs
+_DARK_RUN = re.compile(rb"[^\x00]+")  # a run of dark modules in a row of `epc_qr_rows`

@@ -83,6 +83,11 @@ def epc_qr_matrix(payload: str) -> tuple[tuple[bool, ...], ...]:
     information) instead of segno scoring all eight, which was 80% of the encoding time. Mask 6 is the
     one segno's own scoring chose for 56% of 400 random payloads to the city's account (mask 4 for
     most others); tests decode the rendered codes."""
+    return tuple(tuple(module != 0 for module in row) for row in epc_qr_rows(payload))
+
+
+def epc_qr_rows(payload: str) -> tuple[bytes, ...]:
+    """The modules of `epc_qr_matrix` as one bytes object per row (0 = light), as drawing reads them."""
     qr = segno.make_qr(payload.encode("utf-8"), error="m", boost_error=False, mask=QR_MASK)
     check_epc_qr_fits(payload, int(qr.version))  # segno types a version as int or, for Micro QR, str
-    return tuple(tuple(bool(module) for module in row) for row in qr.matrix)
+    return tuple(bytes(row) for row in qr.matrix)

@@ -141,6 +141,43 @@ def test_letters_with_the_same_glyph_key_share_one_embedding(monkeypatch):
     assert len(fonts_module._embeddings) == cached + len(FONT_FILES)
 
 
+def test_names_of_latin_extended_a_share_one_glyph_key(monkeypatch):
+    """Polish, Turkish, Czech and Hungarian letters mix freely in names: one key for the whole block."""
+    monkeypatch.setattr(fonts_module, "_embeddings", type(fonts_module._embeddings)())
+    fonts = LetterFonts(FONTS_DIR)
+    for name in ["Łukasz Wiśniewski", "Şahin Yılmaz", "Dvořák Čapek", "Erdős Ödön"]:
+        _draw(lambda pdf, name=name: fonts.install(pdf, [name]), [name], LetterPDF)
+    assert len(fonts_module._embeddings) == len(FONT_FILES)
+
+
+def _draw_with(method: str, lines: list[str], installed: list[str]) -> bytes:
+    fonts = LetterFonts(FONTS_DIR)
+    pdf = LetterPDF(unit="mm", format="A4")
+    pdf.set_creation_date(datetime(2026, 3, 1, tzinfo=UTC))
+    fonts.install(pdf, installed)
+    pdf.add_page()
+    for index, line in enumerate(lines):
+        pdf.set_font(FAMILY, BOLD if index % 2 else REGULAR, 10 + index)
+        pdf.set_text_color(90 if index % 3 else 0)
+        getattr(pdf, method)(20, 30 + 10 * index, line)
+    return bytes(pdf.output())
+
+
+@pytest.mark.parametrize(
+    "lines", [CORE_TEXT, FULL_TEXT, ["(a) \\ b)", "", " "]], ids=["core", "full", "escapes"]
+)
+def test_letter_text_writes_byte_for_byte_what_text_writes(lines):
+    assert _draw_with("letter_text", lines, lines) == _draw_with("text", lines, lines)
+
+
+def test_letter_text_outside_the_installed_key_falls_back_to_text():
+    """A character the glyph key does not hold is picked by fpdf2 itself, as `text` does."""
+    lines = ["Jan Peeters", "Łukasz Şahin"]
+    fast = _draw_with("letter_text", lines, ["Jan Peeters"])
+    assert fast == _draw_with("text", lines, ["Jan Peeters"])
+    assert "".join(run.text for run in read_pdf(fast).pages[0].runs) == "".join(lines)
+
+
 def test_the_embedding_cache_is_bounded(monkeypatch):
     monkeypatch.setattr(fonts_module, "EMBED_CACHE_SIZE", 1)
     fonts = LetterFonts(FONTS_DIR)

@@ -39,6 +39,7 @@ import copy
 import hashlib
 import io
 import os
+import re
 import tempfile
 import zlib
 from collections import OrderedDict
@@ -55,7 +56,7 @@ from fpdf.enums import TextMode
 from fpdf.errors import FPDFException
 from fpdf.fonts import SubsetMap, TTFFont
 from fpdf.output import CIDSystemInfo, OutputProducer, PDFFont, _build_cmap_blocks, _tt_font_widths
-from fpdf.syntax import Name, PDFArray, PDFContentStream, PDFObject
+from fpdf.syntax import Name, PDFArray, PDFContentStream, PDFObject, create_dictionary_string, create_stream
 from fpdf.util import escape_parens
 
 FAMILY = "dejavu"
@@ -380,6 +381,32 @@ class _Embedding:
     cid_to_gid: bytes  # FlateDecode CIDToGIDMap
 
 
+@dataclass(frozen=True)
+class _ObjectText:
+    """One PDF object as fpdf2 serialises it, but for the object numbers: `parts` alternates text and
+    the index (0-6) of a font object it refers to, so that it can be written at any position."""
+
+    parts: tuple[str | int, ...]
+
+    def serialize(self, first_id: int) -> str:
+        return "".join(part if isinstance(part, str) else f"{first_id + part} 0 R" for part in self.parts)
+
+
+class _WrittenObject(PDFObject):
+    """A font object of a letter, written from its `_ObjectText` (fpdf2 rebuilds an object's dictionary
+    from its attributes through `dir()` every time: a sixth of `output()`)."""
+
+    def __init__(self, text: _ObjectText, first_id: int):
+        super().__init__()
+        self._text = text
+        self._first_id = first_id
+
+    def serialize(self, obj_dict=None, _security_handler=None) -> str:
+        if obj_dict is not None or _security_handler is not None:
+            raise FPDFException("a letter's font objects are written unencrypted, as they were built")
+        return f"{self.id} 0 obj\n{self._text.serialize(self._first_id)}"
+
+
 class _CompressedStream(PDFContentStream):
     """A stream whose FlateDecode bytes are already known (PDFContentStream would compress again)."""
 
@@ -392,7 +419,7 @@ class _CompressedStream(PDFContentStream):
             self.length1 = length1
 
 
-_embeddings: OrderedDict[tuple, _Embedding] = OrderedDict()
+_embeddings: OrderedDict[tuple, tuple[_Embedding, tuple[_ObjectText, ...]]] = OrderedDict()
 
 
 def _glyphs(font: TTFFont) -> tuple[tuple, ...]:
@@ -406,7 +433,7 @@ def _glyphs(font: TTFFont) -> tuple[tuple, ...]:
     )
 
 
-def _embedding(installed: _Installed, font: TTFFont) -> _Embedding:
+def _embedding(installed: _Installed, font: TTFFont) -> tuple[_Embedding, tuple[_ObjectText, ...]]:
     prepared = installed.prepared
     glyphs = None
     if len(font.subset) == installed.picked:
@@ -481,9 +508,59 @@ def _embedding(installed: _Installed, font: TTFFont) -> _Embedding:
         to_unicode=to_unicode,
         cid_to_gid=zlib.compress(bytes(cid_to_gid), level=level),
     )
-    _embeddings[key] = embedded
+    texts = _object_texts(_font_objects(font, embedded))
+    _embeddings[key] = (embedded, texts)
     _trim(_embeddings)
-    return embedded
+    return embedded, texts
+
+
+def _font_objects(font: TTFFont, embedded: _Embedding) -> list[PDFObject]:
+    """The seven objects of one embedded face, built as fpdf2's `OutputProducer._add_fonts` builds them
+    for a TrueType font, in the order it adds them (the references between them are set)."""
+    fontname = f"MPDFAA+{font.name}"
+    composite = PDFFont(subtype="Type0", base_font=fontname, encoding="Identity-H")
+    cid_font = PDFFont(
+        subtype="CIDFontType2", base_font=fontname, d_w=font.desc.missing_width, w=embedded.widths
+    )
+    composite.descendant_fonts = PDFArray([cid_font])
+    to_unicode = PDFContentStream(embedded.to_unicode)
+    composite.to_unicode = to_unicode
+    system_info = CIDSystemInfo()
+    cid_font.c_i_d_system_info = system_info
+    descriptor = copy.copy(font.desc)  # the prototype's descriptor is shared; never mutate it
+    descriptor.font_name = Name(fontname)
+    cid_font.font_descriptor = descriptor
+    cid_to_gid = _CompressedStream(embedded.cid_to_gid)
+    cid_font.c_i_d_to_g_i_d_map = cid_to_gid
+    font_file = _CompressedStream(embedded.font_file, embedded.font_file_length)
+    descriptor.font_file2 = font_file  # type: ignore[attr-defined]  # fpdf2 sets it the same way
+    return [composite, cid_font, to_unicode, system_info, descriptor, cid_to_gid, font_file]
+
+
+def _alternate(pieces: list[str]):
+    """(False, text), (True, number), (False, text)... of a `re.split` with one group."""
+    return ((index % 2 == 1, piece) for index, piece in enumerate(pieces))
+
+
+_PLACEHOLDER_ID = 1_000_000_000  # object numbers no letter reaches: the objects are serialised with these
+
+
+def _object_texts(objects: list[PDFObject]) -> tuple[_ObjectText, ...]:
+    """What fpdf2's `PDFObject.serialize` writes for each object after its `N 0 obj` line, with the
+    references between the objects left open."""
+    for index, obj in enumerate(objects):
+        obj.id = _PLACEHOLDER_ID + index
+    reference = re.compile(rf"\b{_PLACEHOLDER_ID // 10}(\d) 0 R\b")
+    texts = []
+    for obj in objects:
+        dictionary = create_dictionary_string(obj._build_obj_dict(), open_dict="", close_dict="")
+        pieces = reference.split(dictionary)  # text, index, text, index, ..., text
+        stream = obj.content_stream()
+        tail = [">>", *([] if stream is None else [create_stream(stream)]), "endobj"]
+        pieces[0] = "<<\n" + pieces[0]
+        pieces[-1] = "\n".join([pieces[-1], *tail])
+        texts.append(_ObjectText(tuple(int(piece) if odd else piece for odd, piece in _alternate(pieces))))
+    return tuple(texts)
 
 
 class _LetterOutputProducer(OutputProducer):
@@ -504,32 +581,12 @@ class _LetterOutputProducer(OutputProducer):
             SubsetMap.get_glyph.cache_clear()
         return objects
 
-    def _add_letter_font(self, font: TTFFont, installed: _Installed) -> PDFFont:
+    def _add_letter_font(self, font: TTFFont, installed: _Installed) -> PDFObject:
         if font.missing_glyphs:
             raise FPDFException(f"font {font.fontkey} lacks glyphs {font.missing_glyphs[:10]}")
-        embedded = _embedding(installed, font)
-        fontname = f"MPDFAA+{font.name}"
-        composite = PDFFont(subtype="Type0", base_font=fontname, encoding="Identity-H")
-        self._add_pdf_obj(composite, "fonts")
-        cid_font = PDFFont(
-            subtype="CIDFontType2", base_font=fontname, d_w=font.desc.missing_width, w=embedded.widths
-        )
-        self._add_pdf_obj(cid_font, "fonts")
-        composite.descendant_fonts = PDFArray([cid_font])
-        to_unicode = PDFContentStream(embedded.to_unicode)
-        self._add_pdf_obj(to_unicode, "fonts")
-        composite.to_unicode = to_unicode
-        system_info = CIDSystemInfo()
-        self._add_pdf_obj(system_info, "fonts")
-        cid_font.c_i_d_system_info = system_info
-        descriptor = copy.copy(font.desc)  # the prototype's descriptor is shared; never mutate it
-        descriptor.font_name = Name(fontname)
-        self._add_pdf_obj(descriptor, "fonts")
-        cid_font.font_descriptor = descriptor
-        cid_to_gid = _CompressedStream(embedded.cid_to_gid)
-        self._add_pdf_obj(cid_to_gid, "fonts")
-        cid_font.c_i_d_to_g_i_d_map = cid_to_gid
-        font_file = _CompressedStream(embedded.font_file, embedded.font_file_length)
-        self._add_pdf_obj(font_file, "fonts")
-        descriptor.font_file2 = font_file  # type: ignore[attr-defined]  # fpdf2 sets it the same way
-        return composite
+        _, texts = _embedding(installed, font)
+        first_id = self.obj_id + 1  # the objects are numbered in the order they are added
+        objects = [_WrittenObject(text, first_id) for text in texts]
+        for obj in objects:
+            self._add_pdf_obj(obj, "fonts")
+        return objects[0]  # the Type0 font the page resources name

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, time
 
 from fpdf import FPDF, FPDF_VERSION
@@ -84,9 +84,18 @@ class LetterDrawing:
         return pdf
 
     def _draw_page(self, pdf: LetterPDF, tree: StructureTree, ops: Sequence[Op]) -> None:
+        # The page's content-stream lines are collected and written at once: the same bytes as writing
+        # them one by one (fpdf2 ends each with a newline), at a fraction of the calls.
+        lines: list[str] = []
+
+        def flush() -> None:
+            if lines:
+                pdf._out("\n".join(lines))
+                lines.clear()
+
         font: tuple[str, float] | None = None
         gray: bool | None = None
-        marks = MarkedContent(pdf, tree)
+        marks = MarkedContent(tree, lines.append)
         for index, op in enumerate(ops):
             marks.enter(op)
             if isinstance(op, TextOp):
@@ -96,7 +105,7 @@ class LetterDrawing:
                 if gray != op.gray:
                     gray = op.gray
                     pdf.set_text_color(90 if gray else 0)
-                pdf.letter_text(op.x, op.y, op.text)
+                self._text(pdf, lines, flush, op.x, op.y, op.text)
                 following = ops[index + 1] if index + 1 < len(ops) else None
                 if (
                     op.tag
@@ -106,14 +115,30 @@ class LetterDrawing:
                 ):
                     # An invisible space where a line breaks (or between a label and its value),
                     # so that text extraction and screen readers keep the words apart.
-                    pdf.letter_text(op.x + self._fonts.width(op.text, op.style, op.size), op.y, " ")
-            elif isinstance(op, RuleOp):
-                pdf.line(op.x1, op.y1, op.x2, op.y2)
-            elif isinstance(op, FrameOp):
-                pdf.rect(op.box.left, op.box.top, op.box.width, op.box.height)
+                    self._text(
+                        pdf, lines, flush, op.x + self._fonts.width(op.text, op.style, op.size), op.y, " "
+                    )
             else:
-                draw_qr(pdf, op)
+                flush()
+                if isinstance(op, RuleOp):
+                    pdf.line(op.x1, op.y1, op.x2, op.y2)
+                elif isinstance(op, FrameOp):
+                    pdf.rect(op.box.left, op.box.top, op.box.width, op.box.height)
+                else:
+                    draw_qr(pdf, op)
         marks.close()
+        flush()
+
+    @staticmethod
+    def _text(
+        pdf: LetterPDF, lines: list[str], flush: Callable[[], None], x: float, y: float, text: str
+    ) -> None:
+        line = pdf.text_lines(x, y, text)
+        if line is None:
+            flush()
+            pdf.text(x, y, text)
+        else:
+            lines.append(line)
 
 
 class _StructureOrderPage(PDFPage):

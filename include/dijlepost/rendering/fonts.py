@@ -341,27 +341,35 @@ class LetterPDF(FPDF):
         self.letter_fonts: dict[str, _Installed] = {}
 
     def letter_text(self, x: float, y: float, text: str) -> None:
-        """What `FPDF.text(x, y, text)` writes, byte for byte, for a letter font in the plain fill mode:
-        the characters are mapped with one `str.translate` over the glyph key's codes instead of
-        fpdf2's pick per character (a sixth of the render time). Anything else (a character outside the
-        key, another text mode, underlining) goes through `text` itself."""
+        """What `FPDF.text(x, y, text)` writes, byte for byte (see `text_lines`)."""
+        lines = self.text_lines(x, y, text)
+        if lines is None:
+            self.text(x, y, text)
+        else:
+            self._out(lines)
+
+    def text_lines(self, x: float, y: float, text: str) -> str | None:
+        """The content-stream lines `FPDF.text(x, y, text)` would write, for a letter font in the plain
+        fill mode, for the caller to write (a page's lines are written at once); None where `text` must
+        be called instead: a character outside the glyph key, another text mode, underlining. The
+        characters are mapped with one `str.translate` over the glyph key's codes instead of fpdf2's
+        pick per character (a sixth of the render time)."""
         font = self.current_font
         installed = self.letter_fonts.get(font.fontkey) if font is not None else None
         codes = text.translate(installed.codes) if installed is not None else None
         plain = not (self.underline or self.strikethrough or self._record_text_quad_points)
         # Every mapped character becomes two bytes; one left as it was makes the length odd or short.
         if codes is None or len(codes) != 2 * len(text) or self.text_mode != TextMode.FILL or not plain:
-            self.text(x, y, text)
-            return
+            return None
         if not self.page:
             raise FPDFException("No page open, you need to call add_page() first")
-        if not self.current_font_is_set_on_page:
-            self._out(self._set_font_for_page(font, self.font_size_pt))  # type: ignore[arg-type]  # checked above
         k = self.k
         line = f"BT {x * k:.2f} {(self.h - y) * k:.2f} Td ({escape_parens(codes)}) Tj ET"
         if self.fill_color != self.text_color:
             line = f"q {self.text_color.serialize().lower()} {line} Q"  # type: ignore[union-attr]  # fpdf2 sets a text colour
-        self._out(line)
+        if not self.current_font_is_set_on_page:
+            line = f"{self._set_font_for_page(font, self.font_size_pt)}\n{line}"  # type: ignore[arg-type]  # checked above
+        return line
 
     def output(self, *args, **kwargs):
         # fpdf2's own producer would subset the shared font tables in place.

@@ -8,7 +8,7 @@ page content stream; the few places that reach into fpdf2's internals say so.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from fpdf import FPDF
@@ -178,9 +178,9 @@ class MarkedContent:
     are artifacts (`/Artifact <</Type /Pagination /Subtype /Footer>> BDC ... EMC`, /Layout for
     rules and frames), so a reader does not read them out on every page."""
 
-    def __init__(self, pdf: FPDF, tree: StructureTree):
-        self.pdf = pdf
+    def __init__(self, tree: StructureTree, out: Callable[[str], None]):
         self.tree = tree
+        self.out = out  # writes a line of the page's content stream
         self.current: _Sequence | None = None
 
     def enter(self, op: Op) -> None:
@@ -198,13 +198,13 @@ class MarkedContent:
         if isinstance(key, str):
             kind, _, subtype = key.partition("/")
             properties = f"/Type /{kind}" + (f" /Subtype /{subtype}" if subtype else "")
-            self.pdf._out(f"/Artifact <<{properties}>> BDC")
+            self.out(f"/Artifact <<{properties}>> BDC")
             return
         alt = op.alt if isinstance(op, QrOp) else None
         mcid = self.tree.content(key[0], key[1], alt)
-        self.pdf._out(f"/{key[1][0]} <</MCID {mcid}>> BDC")
+        self.out(f"/{key[1][0]} <</MCID {mcid}>> BDC")
 
     def close(self) -> None:
         if self.current is not None:
-            self.pdf._out("EMC")
+            self.out("EMC")
             self.current = None

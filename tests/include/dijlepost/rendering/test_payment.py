@@ -13,6 +13,7 @@ from include.dijlepost.rendering.payment import (
     check_epc_qr_fits,
     epc_payload,
     epc_qr_matrix,
+    epc_qr_rows,
     epc_qr_version,
     make_ogm,
 )
@@ -163,3 +164,19 @@ def test_a_payload_too_large_for_the_maximum_version_is_refused_without_building
         check_epc_qr_fits(payload)
     with pytest.raises(LetterDataError, match=f"above the maximum {EPC_MAX_VERSION}"):
         epc_qr_matrix(payload)
+
+
+def test_the_code_placed_from_the_blank_code_is_segnos_module_for_module():
+    """epc_qr_rows encodes with segno and places the message on a blank code built once per version:
+    every version up to the EPC maximum, with plain and multi-byte text, gives segno's own code."""
+    rng = random.Random(2026)
+    versions = set()
+    for length in range(1, 332, 3):
+        text = "".join(rng.choice("AZaz09 -+/\né") for _ in range(length))
+        data = text.encode()[:length].decode(errors="ignore")
+        if epc_qr_version(data) > EPC_MAX_VERSION:
+            continue
+        code = segno.make_qr(data.encode(), error="m", boost_error=False, mask=QR_MASK)
+        versions.add(code.version)
+        assert epc_qr_rows(data) == tuple(bytes(row) for row in code.matrix), (length, code.version)
+    assert versions == set(range(1, EPC_MAX_VERSION + 1))

@@ -276,8 +276,8 @@ def test_validation_checks_the_qr_code_without_building_it(monkeypatch):
 
     letter = make_letter("invoice", "nl")
     built = []
-    make_qr = payment.segno.make_qr
-    monkeypatch.setattr(payment.segno, "make_qr", lambda *a, **k: built.append(1) or make_qr(*a, **k))
+    encode = payment._message_bits  # the data and error correction codewords of the code drawn
+    monkeypatch.setattr(payment, "_message_bits", lambda *a, **k: built.append(1) or encode(*a, **k))
     validate_letter(letter, renderer=renderer())
     assert built == []
     renderer().render(letter)

@@ -56,7 +56,15 @@ from fpdf.enums import TextMode
 from fpdf.errors import FPDFException
 from fpdf.fonts import SubsetMap, TTFFont
 from fpdf.output import CIDSystemInfo, OutputProducer, PDFFont, _build_cmap_blocks, _tt_font_widths
-from fpdf.syntax import Name, PDFArray, PDFContentStream, PDFObject, create_dictionary_string, create_stream
+from fpdf.syntax import (
+    Name,
+    PDFArray,
+    PDFContentStream,
+    PDFObject,
+    build_obj_dict,
+    create_dictionary_string,
+    create_stream,
+)
 from fpdf.util import escape_parens
 
 FAMILY = "dejavu"
@@ -573,7 +581,13 @@ def _object_texts(objects: list[PDFObject]) -> tuple[_ObjectText, ...]:
 
 class _LetterOutputProducer(OutputProducer):
     """fpdf2's producer with the letter fonts written from the cache: the same objects, in the same
-    order and with the same bytes as `OutputProducer._add_fonts` writes them."""
+    order and with the same bytes as `OutputProducer._add_fonts` writes them; and every other object's
+    dictionary built from its class's attribute names found once (see `_quick_class`)."""
+
+    def _add_pdf_obj(self, pdf_obj: PDFObject, trace_label: str | None = None) -> int:
+        if type(pdf_obj)._build_obj_dict is PDFObject._build_obj_dict:
+            pdf_obj.__class__ = _quick_class(type(pdf_obj))
+        return super()._add_pdf_obj(pdf_obj, trace_label)
 
     def _add_fonts(self, image_objects_per_index, gfxstate_objs_per_name, pattern_objs_per_name):
         fpdf: LetterPDF = self.fpdf  # type: ignore[assignment]  # this producer is only built by LetterPDF
@@ -598,3 +612,30 @@ class _LetterOutputProducer(OutputProducer):
         for obj in objects:
             self._add_pdf_obj(obj, "fonts")
         return objects[0]  # the Type0 font the page resources name
+
+
+@cache
+def _quick_class(cls: type[PDFObject]) -> type[PDFObject]:
+    """A subclass of one of fpdf2's object classes, with no new state, whose `_build_obj_dict` passes
+    fpdf2's `build_obj_dict` exactly what `PDFObject._build_obj_dict` passes (every attribute, in the
+    sorted order of `dir()`) except what it would skip anyway: private names and the class's methods.
+    fpdf2 runs `dir()` and a `getattr` of every method for each of a letter's objects; a test compares
+    the bytes with fpdf2's own output."""
+    class_names = frozenset(
+        name
+        for name in dir(cls)
+        if not name.startswith("_") and name not in ("id", "ref") and not callable(getattr(cls, name, None))
+    )
+
+    def _build_obj_dict(self, security_handler=None):
+        names = class_names.union(key for key in getattr(self, "__dict__", ()) if not key.startswith("_"))
+        return build_obj_dict(
+            {key: getattr(self, key) for key in sorted(names)},
+            _security_handler=security_handler,
+            _obj_id=self.id,
+        )
+
+    namespace = {"_build_obj_dict": _build_obj_dict, "__module__": __name__, "__qualname__": cls.__qualname__}
+    if "__slots__" in vars(cls):
+        namespace["__slots__"] = ()
+    return type(cls.__name__, (cls,), namespace)

@@ -27,7 +27,9 @@ from include.dijlepost.rendering.fonts import (
     LetterPDF,
 )
 from include.dijlepost.settings import TEMPLATES_DIR
+from include.dijlepost.waves import ALL_LETTER_TYPES
 
+from .letters import make_letter, renderer
 from .pdfread import read_pdf
 
 FONTS_DIR = TEMPLATES_DIR / "fonts"
@@ -246,3 +248,13 @@ def test_without_a_writable_cache_the_font_is_reduced_in_memory(tmp_path, monkey
     assert data == fonts_module._subset(
         (FONTS_DIR / FONT_FILES[BOLD]).read_bytes(), fonts_module.CORE_COVERAGE
     )
+
+
+@pytest.mark.parametrize("letter_type", sorted(ALL_LETTER_TYPES))
+def test_a_letter_written_with_quick_object_dictionaries_is_the_one_fpdf2_writes(letter_type, monkeypatch):
+    """Every object of a whole letter (catalog, pages, structure tree, metadata, fonts) through
+    LetterPDF's producer against fpdf2's own way of building object dictionaries."""
+    letter = make_letter(letter_type, "fr", seed=7)
+    quick = renderer().render(letter).pdf
+    monkeypatch.setattr(fonts_module._LetterOutputProducer, "_add_pdf_obj", OutputProducer._add_pdf_obj)
+    assert renderer().render(letter).pdf == quick

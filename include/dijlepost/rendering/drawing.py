@@ -11,7 +11,9 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, time
+from functools import lru_cache
 
 from fpdf import FPDF, FPDF_VERSION
 from fpdf.output import PDFPage
@@ -192,24 +194,49 @@ def draw_qr(pdf: FPDF, op: QrOp) -> None:
     writes each of them), written straight into the page's content stream: some 300 `rect` calls cost
     more than the rest of the page."""
     rows = epc_qr_rows(op.payload)
-    module = op.box.width / (len(rows) + 2 * QR_QUIET_ZONE)
-    left = op.box.left + QR_QUIET_ZONE * module
-    top = op.box.top + QR_QUIET_ZONE * module
-    k = pdf.k
-    page_height = pdf.h
+    grid = _qr_grid(len(rows), op.box.left, op.box.top, op.box.width, pdf.k, pdf.h)
     path: list[str] = []
     open_runs: dict[tuple[int, int], int] = {}  # (first, end) column -> first row
     for row_index, row in enumerate((*rows, b"")):
         runs = {match.span() for match in _DARK_RUN.finditer(row)}
         for run in sorted(run for run in open_runs if run not in runs):
             first_row = open_runs.pop(run)
-            x, y = left + run[0] * module, top + first_row * module
-            width, height = (run[1] - run[0]) * module, (row_index - first_row) * module
-            path.append(f"{x * k:.2f} {(page_height - y) * k:.2f} {width * k:.2f} {-height * k:.2f} re")
+            path.append(
+                f"{grid.x[run[0]]} {grid.y[first_row]} {grid.width[run[1] - run[0]]} "
+                f"{grid.height[row_index - first_row]} re"
+            )
         for run in runs:
             open_runs.setdefault(run, row_index)
     path.append("f")
     pdf._out("\n".join(path))
+
+
+@dataclass(frozen=True)
+class _QrGrid:
+    """The numbers a code's rectangles are written with, as fpdf2's `rect` formats them (points, two
+    decimals): column -> x, row -> y, modules -> width and (negative) height. The same for every code
+    of one size in one place, so they are formatted once."""
+
+    x: tuple[str, ...]
+    y: tuple[str, ...]
+    width: tuple[str, ...]
+    height: tuple[str, ...]
+
+
+@lru_cache(maxsize=64)
+def _qr_grid(
+    modules: int, box_left: float, box_top: float, box_width: float, k: float, page_height: float
+) -> _QrGrid:
+    module = box_width / (modules + 2 * QR_QUIET_ZONE)
+    left = box_left + QR_QUIET_ZONE * module
+    top = box_top + QR_QUIET_ZONE * module
+    counts = range(modules + 1)
+    return _QrGrid(
+        x=tuple(f"{(left + col * module) * k:.2f}" for col in counts),
+        y=tuple(f"{(page_height - (top + row * module)) * k:.2f}" for row in counts),
+        width=tuple(f"{count * module * k:.2f}" for count in counts),
+        height=tuple(f"{-(count * module) * k:.2f}" for count in counts),
+    )
 
 
 _DARK_RUN = re.compile(rb"[^\x00]+")  # a run of dark modules in a row of `epc_qr_rows`

@@ -585,8 +585,12 @@ class _LetterOutputProducer(OutputProducer):
     dictionary built from its class's attribute names found once (see `_quick_class`)."""
 
     def _add_pdf_obj(self, pdf_obj: PDFObject, trace_label: str | None = None) -> int:
-        if type(pdf_obj)._build_obj_dict is PDFObject._build_obj_dict:
-            pdf_obj.__class__ = _quick_class(type(pdf_obj))
+        cls = type(pdf_obj)
+        if cls._build_obj_dict is PDFObject._build_obj_dict:
+            quick = _quick_classes.get(cls)
+            if quick is None:
+                quick = _quick_classes[cls] = _quick_class(cls)
+            pdf_obj.__class__ = quick
         return super()._add_pdf_obj(pdf_obj, trace_label)
 
     def _add_fonts(self, image_objects_per_index, gfxstate_objs_per_name, pattern_objs_per_name):
@@ -614,7 +618,9 @@ class _LetterOutputProducer(OutputProducer):
         return objects[0]  # the Type0 font the page resources name
 
 
-@cache
+_quick_classes: dict[type[PDFObject], type[PDFObject]] = {}
+
+
 def _quick_class(cls: type[PDFObject]) -> type[PDFObject]:
     """A subclass of one of fpdf2's object classes, with no new state, whose `_build_obj_dict` passes
     fpdf2's `build_obj_dict` exactly what `PDFObject._build_obj_dict` passes (every attribute, in the

@@ -9,12 +9,14 @@ remittance field and fill in the +++ddd/dddd/ddddd+++ communication.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
+from itertools import chain, zip_longest
+from typing import Any
 
 import numpy as np
-import segno
 from segno import consts, encoder
 from stdnum.be import ogm_vcs
 
@@ -101,24 +103,42 @@ def epc_qr_rows(payload: str) -> tuple[bytes, ...]:
     check_epc_qr_fits(payload, version)
     bits = _message_bits(segments, version)
     placement = _placement(version)
-    if len(bits) != len(placement.rows):  # pragma: no cover - segno fills every data module
-        qr = segno.make_qr(data, error="m", boost_error=False, mask=QR_MASK, version=version)
-        return tuple(bytes(row) for row in qr.matrix)
+    if not 0 <= len(placement.rows) - len(bits) < 8:  # pragma: no cover - at most 7 remainder bits
+        raise ValueError(f"a version {version} QR code has no room for a message of {len(bits)} bits")
     return placement.code(bits)
 
 
-def _message_bits(segments, version: int) -> bytearray:
-    """The final message of a QR code at level M (data, terminator, padding, interleaved error
-    correction codewords, remainder bits) as segno's encoder writes it, one 0/1 byte per bit."""
+def _message_bits(segments, version: int) -> bytes:
+    """The final message of a QR code at level M as segno's encoder builds it (ISO/IEC 18004 7.4-7.6:
+    data, terminator, padding, then the data and error correction codewords of every block interleaved),
+    one 0/1 byte per bit, without the remainder bits. segno writes the data bits and computes the error
+    correction (`make_blocks`); the bit-to-codeword conversions around it, which segno does through
+    strings and generators, are numpy's packbits and unpackbits here."""
     error = consts.ERROR_LEVEL_M
     buffer = encoder.Buffer()
     for segment in segments:
         encoder.write_segment(buffer, segment, None, encoder.version_range(version), False)
-    capacity = consts.SYMBOL_CAPACITY[version][error]
+    tables: Any = consts  # segno declares its tables as plain objects
+    capacity = tables.SYMBOL_CAPACITY[version][error]
     encoder.write_terminator(buffer, capacity, None, len(buffer))
     encoder.write_padding_bits(buffer, version, len(buffer))
     encoder.write_pad_codewords(buffer, version, capacity, len(buffer))
-    return encoder.make_final_message(version, error, buffer).getbits()
+    codewords = np.packbits(np.frombuffer(buffer.getbits(), dtype=np.uint8)).tobytes()
+    data_blocks, error_blocks = encoder.make_blocks(tables.ECC[version][error], _Codewords(codewords))
+    interleaved = bytes(
+        codeword
+        for blocks in (data_blocks, error_blocks)
+        for codeword in chain.from_iterable(zip_longest(*blocks))
+        if codeword is not None
+    )
+    return np.unpackbits(np.frombuffer(interleaved, dtype=np.uint8)).tobytes()
+
+
+class _Codewords(bytes):
+    """Codewords as segno's `make_blocks` reads them from its bit buffer."""
+
+    def toints(self) -> Iterator[int]:
+        return iter(self)
 
 
 @dataclass(frozen=True)
@@ -132,10 +152,11 @@ class _QrPlacement:
     rows: np.ndarray  # the module row of the message's k-th bit
     cols: np.ndarray  # its module column
 
-    def code(self, bits: bytearray) -> tuple[bytes, ...]:
+    def code(self, bits: bytes) -> tuple[bytes, ...]:
+        """The code of a message (without remainder bits: they are 0, as the blank code has them)."""
         modules = self.blank.copy()
         ones = np.frombuffer(bits, dtype=np.uint8).astype(bool)
-        modules[self.rows[ones], self.cols[ones]] ^= 1
+        modules[self.rows[: len(ones)][ones], self.cols[: len(ones)][ones]] ^= 1
         return tuple(row.tobytes() for row in modules)
 
 

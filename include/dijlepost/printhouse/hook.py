@@ -119,6 +119,7 @@ class PrintHouseHook(SFTPHook, _PinnedHostKeySSHHook):
 
     default_conn_name = "printhouse_sftp"
     hook_name = "Print house (SFTP)"
+    ssh_conn_id: str
 
     def __init__(self, ssh_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         if kwargs.get("no_host_key_check"):
@@ -135,6 +136,33 @@ class PrintHouseHook(SFTPHook, _PinnedHostKeySSHHook):
         self.outbox_dir: str = extra.get("outbox_dir") or "outbox"
         self.printed_dir: str = extra.get("printed_dir") or "printed"
         self.compress = _compression(ssh_conn_id, extra)
+
+    def _build_worker_hook(self) -> PrintHouseHook:
+        """A hook for one worker of the concurrent transfers, set up as this one (as the provider's is).
+
+        The provider builds a plain `SFTPHook`, whose connection would read known_hosts."""
+        worker = type(self)(
+            ssh_conn_id=self.ssh_conn_id,
+            remote_host=self.remote_host,
+            username=self.username,
+            key_file=None if self.pkey else self.key_file,
+            port=self.port,
+            conn_timeout=self.conn_timeout,
+            cmd_timeout=self.cmd_timeout,
+            keepalive_interval=self.keepalive_interval,
+            banner_timeout=self.banner_timeout,
+            disabled_algorithms=self.disabled_algorithms,
+            ciphers=self.ciphers,
+            auth_timeout=self.auth_timeout,
+            host_proxy_cmd=self.host_proxy_cmd,
+            conn_retry_attempts=self.conn_retry_attempts,
+        )
+        worker.host_key = self.host_key
+        worker.no_host_key_check = self.no_host_key_check
+        worker.allow_host_key_change = self.allow_host_key_change
+        worker.pkey = self.pkey
+        worker.compress = self.compress
+        return worker
 
     @property
     def folders(self) -> PrintHouseFolders:

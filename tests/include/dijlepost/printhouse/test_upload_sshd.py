@@ -203,3 +203,24 @@ def test_the_pinned_key_is_verified_whatever_known_hosts_says(printhouse, batch_
         server_key = sftp.get_channel().get_transport().get_remote_server_key()
     assert f"{server_key.get_name()} {server_key.get_base64()}" == printhouse.host_public_key
     assert sha256(printhouse.root / "inbox" / batch_file.name) == sha256(batch_file)
+
+
+def test_concurrent_transfers_verify_every_connection_against_the_pinned_key(
+    printhouse, monkeypatch, tmp_path
+):
+    """The provider's concurrent transfers open a connection per worker; each is verified against the
+    pinned key only, as the hook's own: a stale known_hosts entry changes nothing."""
+    write_known_hosts(tmp_path, printhouse, other_public_key("ed25519"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    sent = tmp_path / "sent"
+    sent.mkdir()
+    for name in ("a.zip", "b.zip", "c.zip"):
+        (sent / name).write_bytes(os.urandom(64 * 1024))
+
+    hook = PrintHouseHook(conn_retry_attempts=1)
+    hook.store_directory_concurrently("inbox/batches", str(sent), workers=2)
+    received = tmp_path / "received"
+    hook.retrieve_directory_concurrently("inbox/batches", str(received), workers=2)
+
+    assert sorted(os.listdir(printhouse.root / "inbox" / "batches")) == ["a.zip", "b.zip", "c.zip"]
+    assert {p.name: sha256(p) for p in received.iterdir()} == {p.name: sha256(p) for p in sent.iterdir()}

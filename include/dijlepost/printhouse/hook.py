@@ -7,10 +7,14 @@ checking may not be switched off, and the client authenticates with its own key 
 extras, and `printed_dir`, where the print house moves a batch it has taken (`folders`).
 `get_conn()` / `get_managed_conn()` give a paramiko `SFTPClient`, as in the provider.
 
-Only the pinned key is trusted. The SSH provider loads the system's and the user's known_hosts
-(`~/.ssh/known_hosts`) into the client, and paramiko looks there first: any key listed there for the
-host would be accepted and the pin never consulted. This hook's SSH client therefore starts from
-the pinned key alone and rejects every other key; known_hosts files are not read.
+Only the pinned key is trusted. The provider's `SSHHook.get_conn` makes the paramiko client and,
+in the same method, loads the Airflow worker's `~/.ssh/known_hosts` into it ahead of the pin;
+paramiko looks there first, so a key listed there would be accepted over the pin. The provider's one
+switch that skips the file, `allow_host_key_change`, also makes the client accept any key of a host
+it knows no key for. So `get_conn` is the one provider method this hook replaces: its client starts
+from the pinned key alone and rejects every other. The rest is the provider's (the Connection's
+parsing, the SFTP session, managed connections); the extra connections of the concurrent transfers
+are made by this hook too (`_build_worker_hook`).
 
 SSH compression is off unless the `compress` extra is `true` (the provider turns it on unless the
 extra is `false`; OpenSSH's own client has it off). A print batch is rendered PDFs, whose content is
@@ -74,7 +78,7 @@ class _PinnedHostKeySSHHook(SSHHook):
         if self.host_key is None or self.no_host_key_check or self.allow_host_key_change:
             raise InsecurePrintHouseConnection("the print house's host key must be pinned and always checked")
         client = paramiko.SSHClient()
-        # No load_system_host_keys(): neither /etc/ssh/ssh_known_hosts nor ~/.ssh/known_hosts count.
+        # No load_system_host_keys(): ~/.ssh/known_hosts does not count.
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         name = self.remote_host if self.port == SSH_PORT else f"[{self.remote_host}]:{self.port}"
         client.get_host_keys().add(name, self.host_key.get_name(), self.host_key)
@@ -119,6 +123,7 @@ class PrintHouseHook(SFTPHook, _PinnedHostKeySSHHook):
 
     default_conn_name = "printhouse_sftp"
     hook_name = "Print house (SFTP)"
+    ssh_conn_id: str
 
     def __init__(self, ssh_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         if kwargs.get("no_host_key_check"):
@@ -135,6 +140,33 @@ class PrintHouseHook(SFTPHook, _PinnedHostKeySSHHook):
         self.outbox_dir: str = extra.get("outbox_dir") or "outbox"
         self.printed_dir: str = extra.get("printed_dir") or "printed"
         self.compress = _compression(ssh_conn_id, extra)
+
+    def _build_worker_hook(self) -> PrintHouseHook:
+        """A hook for one worker of the concurrent transfers, set up as this one (as the provider's is).
+
+        The provider builds a plain `SFTPHook`, whose connection would read known_hosts."""
+        worker = type(self)(
+            ssh_conn_id=self.ssh_conn_id,
+            remote_host=self.remote_host,
+            username=self.username,
+            key_file=None if self.pkey else self.key_file,
+            port=self.port,
+            conn_timeout=self.conn_timeout,
+            cmd_timeout=self.cmd_timeout,
+            keepalive_interval=self.keepalive_interval,
+            banner_timeout=self.banner_timeout,
+            disabled_algorithms=self.disabled_algorithms,
+            ciphers=self.ciphers,
+            auth_timeout=self.auth_timeout,
+            host_proxy_cmd=self.host_proxy_cmd,
+            conn_retry_attempts=self.conn_retry_attempts,
+        )
+        worker.host_key = self.host_key
+        worker.no_host_key_check = self.no_host_key_check
+        worker.allow_host_key_change = self.allow_host_key_change
+        worker.pkey = self.pkey
+        worker.compress = self.compress
+        return worker
 
     @property
     def folders(self) -> PrintHouseFolders:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
+from airflow.providers.sftp.hooks.sftp import SFTPHook
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
@@ -203,3 +204,39 @@ def test_the_pinned_key_is_verified_whatever_known_hosts_says(printhouse, batch_
         server_key = sftp.get_channel().get_transport().get_remote_server_key()
     assert f"{server_key.get_name()} {server_key.get_base64()}" == printhouse.host_public_key
     assert sha256(printhouse.root / "inbox" / batch_file.name) == sha256(batch_file)
+
+
+def test_concurrent_transfers_verify_every_connection_against_the_pinned_key(
+    printhouse, monkeypatch, tmp_path
+):
+    """The provider's concurrent transfers open a connection per worker; each is verified against the
+    pinned key only, as the hook's own: a stale known_hosts entry changes nothing."""
+    write_known_hosts(tmp_path, printhouse, other_public_key("ed25519"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    sent = tmp_path / "sent"
+    sent.mkdir()
+    for name in ("a.zip", "b.zip", "c.zip"):
+        (sent / name).write_bytes(os.urandom(64 * 1024))
+
+    hook = PrintHouseHook(conn_retry_attempts=1)
+    hook.store_directory_concurrently("inbox/batches", str(sent), workers=2)
+    received = tmp_path / "received"
+    hook.retrieve_directory_concurrently("inbox/batches", str(received), workers=2)
+
+    assert sorted(os.listdir(printhouse.root / "inbox" / "batches")) == ["a.zip", "b.zip", "c.zip"]
+    assert {p.name: sha256(p) for p in received.iterdir()} == {p.name: sha256(p) for p in sent.iterdir()}
+
+
+def test_the_ssh_provider_alone_lets_known_hosts_override_the_pinned_key(printhouse, monkeypatch, tmp_path):
+    """Why the hook makes its own SSH client: the provider's SFTPHook, given the same Connection,
+    accepts a key that known_hosts lists and the pin does not. If a provider release stops doing so,
+    this fails, and the hook's get_conn can become the provider's."""
+    write_known_hosts(tmp_path, printhouse, printhouse.host_public_key)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    conn = printhouse.airflow_connection()
+    conn["extra"]["host_key"] = other_public_key("ed25519")
+    set_connection(monkeypatch, conn)
+
+    with SFTPHook(ssh_conn_id="printhouse_sftp", conn_retry_attempts=1).get_managed_conn() as sftp:
+        server_key = sftp.get_channel().get_transport().get_remote_server_key()
+    assert f"{server_key.get_name()} {server_key.get_base64()}" == printhouse.host_public_key

@@ -977,18 +977,24 @@ class EboxClient:
             or http.is_closed
         ):
             return http.request(method, url, **kwargs)
-        replaced = {name.lower().encode("ascii") for name in headers}
+        # As httpx merges them: the client's headers but those the call replaces, then the call's
+        # (encoded as httpx encodes text headers).
+        own = [(name.encode("ascii"), value.encode("ascii")) for name, value in headers.items()]
+        replaced = {name.lower() for name, _ in own}
         request = httpx.Request(
             method,
             url,
-            headers=[(name, value) for name, value in http.headers.raw if name.lower() not in replaced]
-            + list(headers.items()),
+            headers=[(name, value) for name, value in http.headers.raw if name.lower() not in replaced] + own,
             content=kwargs.get("content"),
             extensions={"timeout": http.timeout.as_dict()},
         )
         for hook in http.event_hooks["request"]:
             hook(request)
-        response = http._transport_for_url(request.url).handle_request(request)
+        try:
+            response = http._transport_for_url(request.url).handle_request(request)
+        except httpx.RequestError as exc:
+            exc.request = request  # as httpx.Client names the request of its errors
+            raise
         try:
             response.request = request
             if "set-cookie" in response.headers or "set-cookie2" in response.headers:

@@ -29,6 +29,7 @@ import email.utils
 import hashlib
 import json
 import logging
+import os
 import random
 import re
 import ssl
@@ -52,6 +53,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 from include.dijlepost import logfmt
 
 log = logging.getLogger("dijlepost.ebox")
+_HTTPX_LOG = logging.getLogger("httpx")  # httpx's line per request, kept on the client's own path
 
 PUBLICATION_SCOPE = "scope:document:management:consult:ws-eboxrestentreprise:publicationsender"
 PREFERENCE_SCOPE = "scope:documentmanagement:ebox:enterprise:federation-rest:preference"
@@ -577,6 +579,50 @@ def build_message_to_publish(pub: Publication, config: EboxConfig) -> dict[str, 
     return message
 
 
+# One encoder for every messageToPublish (json.dumps builds a new one per call for these options).
+_MESSAGE_ENCODER = json.JSONEncoder(ensure_ascii=False)
+# A multipart parameter value escaped as httpx (and HTML5 forms) do it: `"` and control characters
+# (but ESC) percent-encoded, a backslash doubled.
+_FORM_PARAM_ESCAPES = {ord('"'): "%22", ord("\\"): "\\\\"} | {
+    c: f"%{c:02X}" for c in range(0x20) if c != 0x1B
+}
+_MESSAGE_PART_HEAD = (
+    b'\r\nContent-Disposition: form-data; name="messageToPublish"\r\nContent-Type: '
+    + MESSAGE_PART_CONTENT_TYPE.encode("ascii")
+    + b"\r\n\r\n"
+)
+
+
+def publication_body(message: dict[str, Any], pub: Publication) -> tuple[str, bytes]:
+    """The multipart/form-data body of publishMessage and its Content-Type, in one buffer.
+
+    The same bytes as httpx's own multipart encoding of the two parts (a random boundary; the
+    `messageToPublish` JSON as a form field without a filename, with its media type and charset; the
+    PDF as `upfile1` with its filename), built in one join: sent as one buffer it costs one TLS write
+    instead of one per part, and a retry re-sends the same bytes."""
+    boundary = os.urandom(16).hex().encode("ascii")
+    file_head = b'\r\nContent-Disposition: form-data; name="upfile1"'
+    if pub.filename:
+        file_head += b'; filename="' + pub.filename.translate(_FORM_PARAM_ESCAPES).encode() + b'"'
+    body = b"".join(
+        (
+            b"--",
+            boundary,
+            _MESSAGE_PART_HEAD,
+            _MESSAGE_ENCODER.encode(message).encode("utf-8"),
+            b"\r\n--",
+            boundary,
+            file_head,
+            b"\r\nContent-Type: application/pdf\r\n\r\n",
+            pub.pdf,
+            b"\r\n--",
+            boundary,
+            b"--\r\n",
+        )
+    )
+    return "multipart/form-data; boundary=" + boundary.decode("ascii"), body
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -857,6 +903,8 @@ class EboxClient:
                 sleep=virtual_sleep,
             )
         self.breaker = breaker or CircuitBreaker(config.outage_budget_seconds)
+        # Parsed once: every publication goes to the same URL.
+        self._publish_url = httpx.URL(_join(config.message_registry_url, "publishMessage"))
         # Calls that left for the eBox, by outcome ("ok", "transient"), for summaries and benchmarks.
         self.calls: dict[str, int] = {"ok": 0, "transient": 0}
         self._calls_lock = threading.Lock()
@@ -909,16 +957,80 @@ class EboxClient:
         with self._calls_lock:
             self.calls[what] += 1
 
+    def _request(self, method: str, url: str | httpx.URL, **kwargs: Any) -> httpx.Response:
+        """One HTTP exchange: what `httpx.Client.request` does with this client's calls, for less.
+
+        The request is the one `Client.build_request` makes of them (the client's headers, then the
+        call's; the client's timeout); it goes to the client's transport for its URL (a proxy included),
+        the event hooks see it and its answer, httpx logs it, and the answer's cookies are kept when it
+        sets any. Left out is what costs a publication most above the transport: httpx's cookie jar
+        reads every answer through urllib's request and message classes, even one that sets no cookie.
+        A call with other arguments than `headers` and `content`, or a client with authentication,
+        redirects followed or cookies to send, takes httpx's own path."""
+        http = self._http
+        headers: dict[str, str] = kwargs.get("headers", {})
+        if (
+            kwargs.keys() - {"headers", "content"}
+            or http.auth is not None
+            or http.follow_redirects
+            or len(http.cookies)
+            or http.is_closed
+        ):
+            return http.request(method, url, **kwargs)
+        # As httpx merges them: the client's headers but those the call replaces, then the call's
+        # (encoded as httpx encodes text headers).
+        own = [(name.encode("ascii"), value.encode("ascii")) for name, value in headers.items()]
+        replaced = {name.lower() for name, _ in own}
+        request = httpx.Request(
+            method,
+            url,
+            headers=[(name, value) for name, value in http.headers.raw if name.lower() not in replaced] + own,
+            content=kwargs.get("content"),
+            extensions={"timeout": http.timeout.as_dict()},
+        )
+        for hook in http.event_hooks["request"]:
+            hook(request)
+        try:
+            response = http._transport_for_url(request.url).handle_request(request)
+        except httpx.RequestError as exc:
+            exc.request = request  # as httpx.Client names the request of its errors
+            raise
+        try:
+            response.request = request
+            if "set-cookie" in response.headers or "set-cookie2" in response.headers:
+                http.cookies.extract_cookies(response)
+            if _HTTPX_LOG.isEnabledFor(logging.INFO):
+                _HTTPX_LOG.info(
+                    'HTTP Request: %s %s "%s %d %s"',
+                    request.method,
+                    request.url,
+                    response.http_version,
+                    response.status_code,
+                    response.reason_phrase,
+                )
+            for hook in http.event_hooks["response"]:
+                hook(response)
+            response.read()
+        finally:
+            response.close()
+        return response
+
     def _send(
-        self, method: str, url: str, prepare: Callable[[], dict[str, Any]] | None = None, **kwargs: Any
+        self,
+        method: str,
+        url: str | httpx.URL,
+        prepare: Callable[[], dict[str, Any]] | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
         """One request with retries (tenacity) for transient answers (408, 425, 429, 5xx, timeouts and
         connection errors), each attempt through the circuit breaker.
 
         `prepare`, when given, is called for every attempt and its keyword arguments are added to
         the request's (the token request signs a fresh assertion each time). Returns the first other
-        answer; raises _Exhausted when the attempts run out, EboxOutageError when the breaker stops."""
-        path = httpx.URL(url).path
+        answer; raises _Exhausted when the attempts run out, EboxOutageError when the breaker stops.
+
+        The first attempt runs on its own: most calls succeed at once and need no retry loop. A first
+        attempt that fails transiently starts the loop, which takes that failure as its attempt 1."""
         sent = False
 
         def attempt() -> httpx.Response:
@@ -939,7 +1051,7 @@ class EboxClient:
             try:
                 with self._slots:
                     sent = True
-                    response = self._http.request(method, url, **request_kwargs)
+                    response = self._request(method, url, **request_kwargs)
             except httpx.TransportError as exc:
                 if _is_certificate_failure(exc):
                     self.breaker.success()  # the eBox answered; nothing to wait for
@@ -960,6 +1072,19 @@ class EboxClient:
             self._count("transient")
             self.breaker.failure(reason, retry_after)
             raise _Transient(reason, retry_after)
+
+        try:
+            return attempt()
+        except _Transient as failure:
+            first_failure: _Transient | None = failure
+        path = httpx.URL(url).path
+
+        def again() -> httpx.Response:
+            nonlocal first_failure
+            if first_failure is not None:
+                failure, first_failure = first_failure, None
+                raise failure
+            return attempt()
 
         def reason_of(retry_state: tenacity.RetryCallState) -> str:
             """Why the attempt failed: every exception this retry loop retries carries its `reason`."""
@@ -989,7 +1114,7 @@ class EboxClient:
             after=log_attempt,
             retry_error_callback=exhausted,
         )
-        return retrying(attempt)
+        return retrying(again)
 
     def _access_token(self) -> str:
         with self._token_lock:
@@ -1079,12 +1204,11 @@ class EboxClient:
         log.info("eBox access token obtained (expires in %.0f s)", lifetime)
         return token, lifetime
 
-    def _authorized(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def _authorized(self, method: str, url: str | httpx.URL, **kwargs: Any) -> httpx.Response:
         """A request with a bearer token. A 401, or a 400 "Invalid access token", gets one fresh token
         and one more try; a refusal of the sender, application or request raises
         EboxConfigurationError naming the setting (`ANSWERS`)."""
         extra_headers = kwargs.pop("headers", {})
-        path = httpx.URL(url).path
         for fresh_token_tried in (False, True):
             token = self._access_token()
             response = self._send(
@@ -1093,6 +1217,7 @@ class EboxClient:
             refused = not 200 <= response.status_code < 300 and classify(response).verdict is Verdict.TOKEN
             if not refused:
                 break
+            path = httpx.URL(url).path
             if fresh_token_tried:
                 raise EboxConfigurationError(
                     f"{path} answered {response.status_code} (invalid token) even with a fresh token; check "
@@ -1106,7 +1231,7 @@ class EboxClient:
             rule = classify(response)
             # 404 of the searches and the registry is an answer ("not found"); the callers read it.
             if rule.verdict is Verdict.CONFIGURATION and response.status_code != 404:
-                raise configuration_error(path, response, rule)
+                raise configuration_error(httpx.URL(url).path, response, rule)
         return response
 
     # -- Federation: is the eBox active? ---------------------------------------------------------
@@ -1179,31 +1304,13 @@ class EboxClient:
         Raises EboxConfigurationError for a refusal that is not this letter's, EboxOutageError when
         the circuit breaker has given up."""
         message = build_message_to_publish(pub, self.config)
-        url = _join(self.config.message_registry_url, "publishMessage")
-        # httpx encodes the multipart body once; sent as one buffer it costs one TLS write instead of
-        # one per part, and a retry re-sends the same bytes.
-        encoded = httpx.Request(
-            "POST",
-            url,
-            files={
-                # A plain form field (no filename) whose part declares its media type and charset.
-                "messageToPublish": (
-                    None,
-                    json.dumps(message, ensure_ascii=False).encode("utf-8"),
-                    MESSAGE_PART_CONTENT_TYPE,
-                ),
-                "upfile1": (pub.filename, pub.pdf, "application/pdf"),
-            },
-        )
+        content_type, body = publication_body(message, pub)
         try:
             response = self._authorized(
                 "POST",
-                url,
-                headers={
-                    "Idempotency-Key": idempotency_key(pub.letter_id),
-                    "Content-Type": encoded.headers["Content-Type"],
-                },
-                content=encoded.read(),
+                self._publish_url,
+                headers={"Idempotency-Key": idempotency_key(pub.letter_id), "Content-Type": content_type},
+                content=body,
             )
         except _Exhausted as exc:
             log.warning("eBox publish letter %s: retry later (%s)", pub.letter_id, exc.reason)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -259,6 +260,24 @@ def test_503_until_max_attempts_is_retry_later_with_backoff():
     assert len(sleeps) == 1 and 0.5 <= sleeps[0] <= 1.0
 
 
+def test_each_failed_attempt_is_logged_once_with_its_number(caplog):
+    caplog.set_level(logging.INFO, logger="dijlepost.ebox")
+    fake = FakeEbox({PUBLISH_PATH: [status(503), status(502), created()]})
+    assert make_client(fake, max_attempts=3).publish(publication()).kind == "published"
+    assert [r.getMessage() for r in caplog.records if "attempt" in r.getMessage()] == [
+        f"eBox POST {PUBLISH_PATH}: HTTP 503 (attempt 1 of 3)",
+        f"eBox POST {PUBLISH_PATH}: HTTP 502 (attempt 2 of 3)",
+    ]
+
+
+def test_a_single_attempt_allowed_is_one_request_and_no_wait():
+    sleeps: list[float] = []
+    fake = FakeEbox({PUBLISH_PATH: [status(503)]})
+    outcome = make_client(fake, sleeps, max_attempts=1).publish(publication())
+    assert outcome == PublishOutcome("retry_later", message="HTTP 503")
+    assert (len(fake.calls(PUBLISH_PATH)), sleeps) == (1, [])
+
+
 def test_an_ebox_that_stays_down_is_probed_rarely_and_given_up_at_the_outage_budget():
     sleeps: list[float] = []
     fake = FakeEbox({PUBLISH_PATH: [status(503)]})
@@ -420,6 +439,76 @@ def test_message_to_publish_has_the_documented_shape():
     assert set(parts) == {"messageToPublish", "upfile1"}
     assert parts["upfile1"] == ("L-0001.pdf", "application/pdf", pdf)
     assert parts["messageToPublish"][:2] == (None, "application/json")
+
+
+@pytest.mark.parametrize(
+    "filename, subject",
+    [("L-0001.pdf", "Uw aanslagbiljet"), ('a "quoted"\\ \x01\x1b name é.pdf', 'Décision € \u2028 "x"')],
+)
+def test_a_publication_is_the_request_httpx_would_build_for_it(filename, subject):
+    """publish encodes its multipart body and its request itself: the same bytes and headers as
+    httpx's multipart encoding and `Client.build_request` (the client's own headers included)."""
+    fake = FakeEbox({PUBLISH_PATH: [created()]})
+    http = httpx.Client(transport=httpx.MockTransport(fake), headers={"X-Client": "dijlepost"}, timeout=7)
+    pub = publication(filename=filename, subject=subject, pdf=b"%PDF-1.7\r\n\x00\xff" * 300)
+    EboxClient(unit_config(), http=http).publish(pub)
+    (sent,) = fake.calls(PUBLISH_PATH)
+    content_type = sent.headers["Content-Type"]
+    assert content_type.startswith("multipart/form-data; boundary=")
+    message = json.dumps(client_module.build_message_to_publish(pub, unit_config()), ensure_ascii=False)
+    reference = httpx.Request(
+        "POST",
+        sent.url,
+        headers={"Content-Type": content_type},  # the same boundary
+        files={
+            "messageToPublish": (None, message.encode("utf-8"), "application/json; charset=UTF-8"),
+            "upfile1": (filename, pub.pdf, "application/pdf"),
+        },
+    )
+    assert sent.content == reference.read()
+    expected = http.build_request(
+        "POST",
+        sent.url,
+        headers={
+            "Idempotency-Key": idempotency_key(pub.letter_id),
+            "Content-Type": content_type,
+            "Authorization": "Bearer token-1",
+        },
+        content=sent.content,
+    )
+    assert sent.headers.raw == expected.headers.raw
+    assert sent.extensions["timeout"] == expected.extensions["timeout"]
+
+
+def test_a_cookie_the_ebox_sets_is_sent_back_with_the_next_calls():
+    """A gateway's cookie (a load balancer's, say) is kept by the client as httpx keeps it."""
+    sticky = httpx.Response(
+        201,
+        json={"messageId": "m-1", "expirationDate": "2027-01-01T00:00:00Z"},
+        headers={"Set-Cookie": "node=b2; Path=/"},
+    )
+    fake = FakeEbox({PUBLISH_PATH: [sticky, created()]})
+    client = make_client(fake)
+    assert [client.publish(publication(letter_id=f"L-{i}")).kind for i in (1, 2)] == ["published"] * 2
+    first, second = fake.calls(PUBLISH_PATH)
+    assert "cookie" not in first.headers
+    assert second.headers["Cookie"] == "node=b2"
+
+
+def test_event_hooks_of_the_http_client_see_every_publication_and_its_answer():
+    seen: list[str] = []
+    fake = FakeEbox({PUBLISH_PATH: [status(503), created()]})
+    http = httpx.Client(
+        transport=httpx.MockTransport(fake),
+        event_hooks={
+            "request": [lambda request: seen.append(f"{request.method} {request.url.path}")],
+            "response": [lambda response: seen.append(str(response.status_code))],
+        },
+    )
+    assert (
+        EboxClient(unit_config(), http=http, sleep=lambda _: None).publish(publication()).kind == "published"
+    )
+    assert seen == [f"POST {TOKEN_PATH}", "200", f"POST {PUBLISH_PATH}", "503", f"POST {PUBLISH_PATH}", "201"]
 
 
 def test_message_to_publish_declares_its_charset_and_keeps_accents():

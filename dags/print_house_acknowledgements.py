@@ -17,23 +17,20 @@ from airflow.sdk.exceptions import AirflowFailException
 from include.dijlepost import logfmt
 from include.dijlepost.airflow_support import (
     POOLS,
-    QUEUES,
-    dag_arguments,
     db_connection,
+    print_house_dag_arguments,
     task_context,
 )
 from include.dijlepost.waves import WAVES
 
 
 @dag(
-    **dag_arguments(
+    **print_house_dag_arguments(
         "print_house_acknowledgements",
         "Reads the print house's acknowledgements and returned mail; alerts on missing acks.",
         __doc__,
         "*/15 * * * *",
         timeout=timedelta(minutes=30),
-        tags=("print-house",),
-        queue=QUEUES["delivery"],
     )
 )
 def print_house_acknowledgements():

@@ -11,22 +11,19 @@ from datetime import timedelta
 from airflow.sdk import dag, task
 
 from include.dijlepost.airflow_support import (
-    QUEUES,
-    dag_arguments,
     db_connection,
+    print_house_dag_arguments,
     settings,
 )
 
 
 @dag(
-    **dag_arguments(
+    **print_house_dag_arguments(
         "print_house_reconciliation",
         "Daily list of letters handed to the print house without acknowledgement, and returns.",
         __doc__,
         "0 7 * * *",
         timeout=timedelta(hours=1),
-        tags=("print-house",),
-        queue=QUEUES["delivery"],
     )
 )
 def print_house_reconciliation():

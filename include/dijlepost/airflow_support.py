@@ -229,6 +229,16 @@ def dag_arguments(
     }
 
 
+def print_house_dag_arguments(
+    dag_id: str, description: str, doc_md: str | None, schedule: str, timeout: timedelta
+) -> dict[str, Any]:
+    """`dag_arguments` of a DAG that works with the print house: tagged `print-house`, its tasks on the
+    delivery queue (the workers that reach the print house's SFTP server)."""
+    return dag_arguments(
+        dag_id, description, doc_md, schedule, timeout, tags=("print-house",), queue=QUEUES["delivery"]
+    )
+
+
 def default_task_args(queue: str = QUEUES["default"], execution_timeout: timedelta = TASK_TIMEOUT) -> dict:
     """Retries with backoff, a time limit and the failure alert, the same for every dijlepost DAG."""
     return {

@@ -23,6 +23,8 @@ from typing import IO
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from include.dijlepost.db.connection import read_rows
+
 TZ = ZoneInfo("Europe/Brussels")
 GENESIS = bytes(32)
 DEFAULT_AIRFLOW_URL = "http://localhost:8080"
@@ -89,33 +91,21 @@ def day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
 
 def trace(conn, letter_id: str, base_url: str | None = None) -> list[dict]:
     """Every event of one letter in chain order, each with the address of the task log that wrote it."""
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT chain_seq, event_id, at, event, details, dag_id, run_id, task_id, map_index, "
-            "try_number, encode(hash, 'hex') FROM letter_events WHERE letter_id = %s ORDER BY chain_seq",
-            (letter_id,),
-        )
-        rows = cur.fetchall()
-    conn.commit()
-    out = []
-    for seq, event_id, at, event, details, dag_id, run_id, task_id, map_index, try_number, h in rows:
-        out.append(
-            {
-                "chain_seq": seq,
-                "event_id": event_id,
-                "at": at,
-                "event": event,
-                "details": details,
-                "dag_id": dag_id,
-                "run_id": run_id,
-                "task_id": task_id,
-                "map_index": map_index,
-                "try_number": try_number,
-                "hash": h,
-                "task_log_url": task_log_url(base_url, dag_id, run_id, task_id, map_index, try_number),
-            }
-        )
-    return out
+    rows = read_rows(
+        conn,
+        "SELECT chain_seq, event_id, at, event, details, dag_id, run_id, task_id, map_index, try_number, "
+        "encode(hash, 'hex') AS hash FROM letter_events WHERE letter_id = %s ORDER BY chain_seq",
+        (letter_id,),
+    )
+    return [
+        {
+            **r,
+            "task_log_url": task_log_url(
+                base_url, r["dag_id"], r["run_id"], r["task_id"], r["map_index"], r["try_number"]
+            ),
+        }
+        for r in rows
+    ]
 
 
 def format_trace(events: list[dict]) -> Iterator[str]:

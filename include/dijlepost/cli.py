@@ -487,10 +487,13 @@ def cmd_audit_verify(args) -> int:
     return EXIT_OK if result.ok and not findings else EXIT_REFUSED
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from include.dijlepost.rollout import PHASES
-    from include.dijlepost.waves import DEPARTMENTS
+AIRFLOW_URL_HELP = (
+    "the Airflow UI the task log links open (default: $DIJLEPOST_AIRFLOW_URL, else Airflow's "
+    "[api] base_url, else http://localhost:8080)"
+)
 
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dijlepost",
         description=__doc__.splitlines()[0] + " Times are Europe/Brussels.",
@@ -498,17 +501,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--database-url", help="PostgreSQL URL (default: $DIJLEPOST_DATABASE_URL)")
     sub = p.add_subparsers(dest="area", required=True, metavar="COMMAND", help="what to work on")
-
-    def area(name: str, what: str):
-        return sub.add_parser(name, help=what, description=what).add_subparsers(
-            dest="cmd", required=True, metavar="ACTION", help="what to do"
-        )
-
-    by_help = "who makes the change, kept in the history (default: your login name)"
-    db = area("db", "the outbox database's schema")
+    db = _area(sub, "db", "the outbox database's schema")
     db.add_parser("migrate", help="create or upgrade the schema (idempotent)").set_defaults(func=cmd_migrate)
+    _add_letters_commands(_area(sub, "letters", "import letters into the outbox, and see where they are"))
+    _add_rollout_commands(
+        _area(sub, "rollout", "rollout phases per department, the pilot group and paper exemptions")
+    )
+    _add_audit_commands(
+        _area(sub, "audit", "a letter's whole life, the events of a period, the hash chain's proof")
+    )
+    _describe(p)
+    return p
 
-    letters = area("letters", "import letters into the outbox, and see where they are")
+
+def _area(sub, name: str, what: str):
+    """A command (`dijlepost NAME`) whose actions are added to the returned subparsers."""
+    return sub.add_parser(name, help=what, description=what).add_subparsers(
+        dest="cmd", required=True, metavar="ACTION", help="what to do"
+    )
+
+
+def _add_letters_commands(letters) -> None:
+    from include.dijlepost.waves import DEPARTMENTS
+
     imp = letters.add_parser(
         "import",
         help="validate and insert letters from CSV or JSON Lines "
@@ -523,13 +538,26 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("letter_id", help="the letter's id, as its department system gave it")
     sh.set_defaults(func=cmd_show)
 
-    rollout = area("rollout", "rollout phases per department, the pilot group and paper exemptions")
+
+def _add_change_record(parser: argparse.ArgumentParser) -> None:
+    """--reason and --by: why and by whom a rollout change is made, both kept in its history."""
+    parser.add_argument("--reason", required=True, help="why, in words: kept in the history (required)")
+    parser.add_argument(
+        "--by",
+        default=getpass.getuser(),
+        help="who makes the change, kept in the history (default: your login name)",
+    )
+
+
+def _add_rollout_commands(rollout) -> None:
+    from include.dijlepost.rollout import PHASES
+    from include.dijlepost.waves import DEPARTMENTS
+
     rollout.add_parser("show", help="each department's rollout phase").set_defaults(func=cmd_rollout_show)
     rs = rollout.add_parser("set", help="change a department's rollout phase")
     rs.add_argument("department", help=f"one of {', '.join(DEPARTMENTS)}")  # checked by rollout.set_phase
     rs.add_argument("phase", help=f"one of {', '.join(PHASES)}")
-    rs.add_argument("--reason", required=True, help="why, in words: kept in the history (required)")
-    rs.add_argument("--by", default=getpass.getuser(), help=by_help)
+    _add_change_record(rs)
     rs.add_argument("--pilot-file", help="lines 'citizen,<NRN>' or 'enterprise,<KBO>': the pilot allowlist")
     rs.add_argument(
         "--pilot-percent",
@@ -547,6 +575,10 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("department", help=f"one of {', '.join(DEPARTMENTS)}")
     rr.add_argument("--days", type=_whole_number, help="only letters decided in the last N days")
     rr.set_defaults(func=cmd_rollout_shadow_report)
+    _add_exemption_commands(rollout)
+
+
+def _add_exemption_commands(rollout) -> None:
     rx = rollout.add_parser("exemptions", help="the paper exemptions (by pseudonym), or their history")
     rx.add_argument("--history", action="store_true", help="every addition and removal, newest first")
     rx.add_argument("--limit", type=_whole_number, default=500, help="at most this many rows (default 500)")
@@ -558,18 +590,14 @@ def build_parser() -> argparse.ArgumentParser:
         "recipient_id",
         help="national register number (citizen) or KBO number (enterprise); only its pseudonym is stored",
     )
-    ex.add_argument("--reason", required=True, help="why, in words: kept in the history (required)")
-    ex.add_argument("--by", default=getpass.getuser(), help=by_help)
+    _add_change_record(ex)
     ex.set_defaults(func=cmd_exempt)
 
-    audit = area("audit", "a letter's whole life, the events of a period, the hash chain's proof")
+
+def _add_audit_commands(audit) -> None:
     at = audit.add_parser("trace", help="a letter's whole life in order, with the task log of each step")
     at.add_argument("letter_id", help="the letter's id")
-    airflow_url_help = (
-        "the Airflow UI the task log links open (default: $DIJLEPOST_AIRFLOW_URL, else Airflow's "
-        "[api] base_url, else http://localhost:8080)"
-    )
-    at.add_argument("--airflow-url", help=airflow_url_help)
+    at.add_argument("--airflow-url", help=AIRFLOW_URL_HELP)
     at.set_defaults(func=cmd_audit_trace)
     ae = audit.add_parser("export", help="the events of a period (whole days, Europe/Brussels) as CSV")
     ae.add_argument(
@@ -584,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ae.add_argument("--format", choices=("csv",), default="csv", help="the file's format (CSV only)")
     ae.add_argument("--output", required=True, help="the file to write (replaced when complete)")
-    ae.add_argument("--airflow-url", help=airflow_url_help)
+    ae.add_argument("--airflow-url", help=AIRFLOW_URL_HELP)
     ae.set_defaults(func=cmd_audit_export)
     av = audit.add_parser("verify", help="check the hash chain and that no event holds personal data")
     av.add_argument(
@@ -595,8 +623,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="a chain head recorded earlier (e.g. in an evaluation report); repeatable",
     )
     av.set_defaults(func=cmd_audit_verify)
-    _describe(p)
-    return p
 
 
 def _describe(parser: argparse.ArgumentParser) -> None:

@@ -68,210 +68,61 @@ def chunk_timeout(wave: Wave) -> timedelta:
     return max(timedelta(minutes=15), timedelta(seconds=largest_chunk(wave) * CHUNK_SECONDS_PER_LETTER))
 
 
+# A chunk's tasks are labelled "chunk N" in the UI's grid instead of by their map index.
+CHUNK_LABEL = "chunk {{ task.op_kwargs['chunk'] }}"
+# The run's params: name -> (maximum, description); the default is the wave's own value, the minimum 1.
+RUN_PARAMS = {
+    "batch_size": (200_000, "Maximum letters claimed by this run"),
+    "chunk_size": (
+        10_000,
+        "Letters per chunk: each chunk is rendered, published and printed by its own tasks",
+    ),
+    "max_chunks": (256, "At most this many chunks per claim: a bigger claim gets bigger chunks"),
+}
+
+
 def build_wave_dag(wave: Wave):
-    from airflow.sdk import Param, dag, task, task_group
-    from airflow.sdk.exceptions import AirflowSkipException
+    """The wave's DAG: its tasks, their queues, pools and order; each task's work is a function below."""
+    from airflow.sdk import dag, task, task_group
 
-    # A chunk's tasks are labelled "chunk N" in the UI's grid instead of by their map index.
-    chunk_label = "chunk {{ task.op_kwargs['chunk'] }}"
-    per_chunk = {"execution_timeout": chunk_timeout(wave), "map_index_template": chunk_label}
+    per_chunk = {"execution_timeout": chunk_timeout(wave), "map_index_template": CHUNK_LABEL}
 
-    @dag(
-        dag_id=wave.dag_id,
-        description=f"{wave.title}: {wave.description}",
-        doc_md=f"### {wave.title}\n{wave.description}\n\n" + (__doc__ or ""),
-        schedule=wave.schedule,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        dagrun_timeout=DAGRUN_TIMEOUT,
-        tags=[*TAGS, wave.department, *wave.tags],
-        on_failure_callback=on_failure,
-        deadline=wave_deadline(),
-        params={
-            "batch_size": Param(
-                wave.batch_size,
-                type="integer",
-                minimum=1,
-                maximum=200_000,
-                description="Maximum letters claimed by this run",
-            ),
-            "chunk_size": Param(
-                wave.chunk_size,
-                type="integer",
-                minimum=1,
-                maximum=10_000,
-                description="Letters per chunk: each chunk is rendered, published and printed by its own tasks",
-            ),
-            "max_chunks": Param(
-                wave.max_chunks,
-                type="integer",
-                minimum=1,
-                maximum=256,
-                description="At most this many chunks per claim: a bigger claim gets bigger chunks",
-            ),
-        },
-        # "upstream": a task weighs what comes before it, so a rendered chunk's delivery goes before
-        # the next chunk's rendering (depth first) and a wave's letters leave while it still renders.
-        default_args={**default_task_args(), "weight_rule": "upstream"},
-    )
+    @dag(**_wave_dag_arguments(wave))
     def wave_dag():
         @task.short_circuit
         def read_rollout_phase():
-            from include.dijlepost.rollout import read_state
-
-            with db_connection() as conn:
-                state = read_state(conn, wave.department)
-            logfmt.emit(
-                "rollout_phase",
-                department=wave.department,
-                phase=state.phase,
-                pilot_size=len(state.pilot_allowlist),
-                pilot_percent=state.pilot_percent,
-            )
-            if state.phase == "off":
-                logfmt.emit("wave_skipped", department=wave.department, reason="rollout phase off")
-                return False
-            return state.to_xcom()
+            return _read_rollout_phase(wave)
 
         @task
         def check_ebox_message_types(state: dict):
             """Before anything is claimed: every letter type of the wave must have an eBox message type
             the eBox knows, else the run fails naming the letter type (nothing is published)."""
-            from include.dijlepost.ebox.delivery import check_message_types
-            from include.dijlepost.ebox.hook import EboxHook
-
-            if state["phase"] == "paper":
-                logfmt.emit("ebox_message_types_skipped", department=wave.department, reason="phase paper")
-                return {"checked": 0}
-            with (
-                ebox_configuration_fails_once(wave),
-                db_connection() as conn,
-                EboxHook().get_client() as client,
-            ):
-                checked = check_message_types(conn, chunk_work(wave), client=client)
-            logfmt.emit("ebox_message_types_checked", department=wave.department, **checked)
-            return checked
+            return _check_ebox_message_types(wave, state)
 
         @task
         def claim_letters(params=None) -> list[int]:
-            from include.dijlepost.outbox import claim
-
-            work = chunk_work(wave)
-            with db_connection() as conn:
-                c = claim(
-                    conn,
-                    work,
-                    batch_size=int(params["batch_size"]),
-                    chunk_size=int(params["chunk_size"]),
-                    lease=CLAIM_LEASE,
-                    max_chunks=int(params["max_chunks"]),
-                )
-            logfmt.emit(
-                "letters_claimed",
-                department=wave.department,
-                letters=c.count,
-                chunks=len(c.chunks),
-                taken_over=c.taken_over,
-            )
-            return c.chunks
+            return _claim_letters(wave, params)
 
         @task(**per_chunk)
         def decide_channels(state: dict, chunk: int):
             """The chunk's eBox activation check (batched, cached per recipient), then its routing: the
             first chunk renders as soon as it is decided, not after the whole claim is."""
-            from include.dijlepost.ebox.delivery import check_activation
-            from include.dijlepost.ebox.hook import EboxHook
-            from include.dijlepost.pipeline import decide_claim
-            from include.dijlepost.rollout import RolloutState
-
-            work = chunk_work(wave, chunk)
-            with db_connection() as conn:
-                if state["phase"] == "paper":
-                    logfmt.emit(
-                        "ebox_check_skipped", department=wave.department, chunk=chunk, reason="phase paper"
-                    )
-                else:
-                    with ebox_configuration_fails_once(wave, chunk):
-                        checked = check_activation(
-                            conn, work, client=EboxHook().get_client(), freshness=EBOX_FRESHNESS
-                        )
-                    logfmt.emit("ebox_activation_checked", department=wave.department, chunk=chunk, **checked)
-                result = decide_claim(conn, work, state=RolloutState.from_xcom(state))
-            logfmt.emit("channels_decided", department=wave.department, chunk=chunk, **result)
-            return result
+            return _decide_channels(wave, state, chunk)
 
         @task(queue=QUEUES["render"], pool=POOLS["render"], **per_chunk)
         def render_letters(chunk: int):
-            from include.dijlepost.pipeline import render_chunk
-            from include.dijlepost.rendering import LetterRenderer
+            return _render_letters(wave, chunk)
 
-            work = chunk_work(wave, chunk)
-            config = settings()
-            with db_connection() as conn:
-                result = render_chunk(
-                    conn,
-                    work,
-                    renderer=LetterRenderer(),
-                    document_root=config.document_root,
-                    sync_each_file=config.document_sync == "file",
-                    budget_seconds=RENDER_BUDGET_SECONDS,
-                )
-            logfmt.emit("letters_rendered", department=wave.department, **result)
-            return result
-
-        @task.branch(map_index_template=chunk_label)
+        @task.branch(map_index_template=CHUNK_LABEL)
         def choose_channels(chunk: int):
             """The delivery tasks this chunk needs: `deliver_to_ebox` when it has rendered eBox letters
             (`hand_over_to_print` follows it for the NO_DIGITAL_USER answers), `hand_over_to_print`
             alone when it only has paper letters, none when every letter was quarantined."""
-            from include.dijlepost.pipeline import letters_to_deliver
-
-            with db_connection() as conn:
-                waiting = letters_to_deliver(conn, chunk_work(wave, chunk))
-            chosen = []
-            if waiting["ebox"]:
-                chosen.append("chunk.deliver_to_ebox")
-            if waiting["paper"]:
-                chosen.append("chunk.hand_over_to_print")
-            logfmt.emit(
-                "delivery_channels_chosen",
-                department=wave.department,
-                chunk=chunk,
-                tasks=[c.split(".")[-1] for c in chosen] or "none",
-                **waiting,
-            )
-            return chosen
+            return _choose_channels(wave, chunk)
 
         @task(queue=QUEUES["delivery"], pool=POOLS["ebox"], **per_chunk)
         def deliver_to_ebox(chunk: int):
-            from include.dijlepost.ebox.client import EboxOutageError
-            from include.dijlepost.ebox.delivery import account_for_delivery, deliver_chunk_to_ebox
-            from include.dijlepost.ebox.hook import EboxHook
-
-            work = chunk_work(wave, chunk)
-            try:
-                with ebox_configuration_fails_once(wave, chunk):
-                    hook = EboxHook()  # no network until the first publication
-                    # The outage budget stays well inside the task's time limit: the letters are given
-                    # back in time, not lost to a killed task.
-                    budget = min(
-                        hook.get_config().outage_budget_seconds, chunk_timeout(wave).total_seconds() / 3
-                    )
-                    with db_connection() as conn, hook.get_client(outage_budget_seconds=budget) as client:
-                        result = deliver_chunk_to_ebox(
-                            conn, work, client=client, concurrency=client.config.max_concurrency
-                        )
-            except EboxOutageError as exc:
-                # The letters are back in the outbox; the task's retry finds none of them and lets the
-                # chunk's paper go, the next run of the wave publishes them.
-                logfmt.emit("ebox_outage_gave_back", department=wave.department, chunk=chunk, error=str(exc))
-                raise
-            with db_connection() as conn:
-                done = account_for_delivery(conn, work, result)
-            if done is None:
-                raise AirflowSkipException("no eBox letters in this chunk")
-            return done
+            return _deliver_to_ebox(wave, chunk)
 
         @task(queue=QUEUES["delivery"], pool=POOLS["print"], trigger_rule="none_failed", **per_chunk)
         def hand_over_to_print(chunk: int):
@@ -293,12 +144,7 @@ def build_wave_dag(wave: Wave):
 
         @task(trigger_rule="none_failed")
         def record_outcome():
-            from include.dijlepost.pipeline import summarize_run
-
-            with db_connection() as conn:
-                summary = summarize_run(conn, chunk_work(wave))
-            summary.log()
-            return summary.outcome
+            return _record_outcome(wave)
 
         state = read_rollout_phase()
         claimed = claim_letters()
@@ -306,6 +152,191 @@ def build_wave_dag(wave: Wave):
         by_chunk.partial(state=state).expand(chunk=claimed) >> hand_over_earlier_batches() >> record_outcome()
 
     return wave_dag()
+
+
+def _wave_dag_arguments(wave: Wave) -> dict:
+    """The `@dag(...)` arguments of the wave's DAG: one run at a time, no catch-up, the run's params."""
+    from airflow.sdk import Param
+
+    return {
+        "dag_id": wave.dag_id,
+        "description": f"{wave.title}: {wave.description}",
+        "doc_md": f"### {wave.title}\n{wave.description}\n\n" + (__doc__ or ""),
+        "schedule": wave.schedule,
+        "start_date": START_DATE,
+        "catchup": False,
+        "max_active_runs": 1,
+        "dagrun_timeout": DAGRUN_TIMEOUT,
+        "tags": [*TAGS, wave.department, *wave.tags],
+        "on_failure_callback": on_failure,
+        "deadline": wave_deadline(),
+        "params": {
+            name: Param(
+                getattr(wave, name), type="integer", minimum=1, maximum=maximum, description=description
+            )
+            for name, (maximum, description) in RUN_PARAMS.items()
+        },
+        # "upstream": a task weighs what comes before it, so a rendered chunk's delivery goes before
+        # the next chunk's rendering (depth first) and a wave's letters leave while it still renders.
+        "default_args": {**default_task_args(), "weight_rule": "upstream"},
+    }
+
+
+def _read_rollout_phase(wave: Wave) -> dict | bool:
+    """The department's rollout state for the run, or False (the run stops) when the phase is off."""
+    from include.dijlepost.rollout import read_state
+
+    with db_connection() as conn:
+        state = read_state(conn, wave.department)
+    logfmt.emit(
+        "rollout_phase",
+        department=wave.department,
+        phase=state.phase,
+        pilot_size=len(state.pilot_allowlist),
+        pilot_percent=state.pilot_percent,
+    )
+    if state.phase == "off":
+        logfmt.emit("wave_skipped", department=wave.department, reason="rollout phase off")
+        return False
+    return state.to_xcom()
+
+
+def _check_ebox_message_types(wave: Wave, state: dict) -> dict:
+    from include.dijlepost.ebox.delivery import check_message_types
+    from include.dijlepost.ebox.hook import EboxHook
+
+    if state["phase"] == "paper":
+        logfmt.emit("ebox_message_types_skipped", department=wave.department, reason="phase paper")
+        return {"checked": 0}
+    with (
+        ebox_configuration_fails_once(wave),
+        db_connection() as conn,
+        EboxHook().get_client() as client,
+    ):
+        checked = check_message_types(conn, chunk_work(wave), client=client)
+    logfmt.emit("ebox_message_types_checked", department=wave.department, **checked)
+    return checked
+
+
+def _claim_letters(wave: Wave, params) -> list[int]:
+    from include.dijlepost.outbox import claim
+
+    work = chunk_work(wave)
+    with db_connection() as conn:
+        c = claim(
+            conn,
+            work,
+            batch_size=int(params["batch_size"]),
+            chunk_size=int(params["chunk_size"]),
+            lease=CLAIM_LEASE,
+            max_chunks=int(params["max_chunks"]),
+        )
+    logfmt.emit(
+        "letters_claimed",
+        department=wave.department,
+        letters=c.count,
+        chunks=len(c.chunks),
+        taken_over=c.taken_over,
+    )
+    return c.chunks
+
+
+def _decide_channels(wave: Wave, state: dict, chunk: int) -> dict:
+    from include.dijlepost.ebox.delivery import check_activation
+    from include.dijlepost.ebox.hook import EboxHook
+    from include.dijlepost.pipeline import decide_claim
+    from include.dijlepost.rollout import RolloutState
+
+    work = chunk_work(wave, chunk)
+    with db_connection() as conn:
+        if state["phase"] == "paper":
+            logfmt.emit("ebox_check_skipped", department=wave.department, chunk=chunk, reason="phase paper")
+        else:
+            with ebox_configuration_fails_once(wave, chunk):
+                checked = check_activation(
+                    conn, work, client=EboxHook().get_client(), freshness=EBOX_FRESHNESS
+                )
+            logfmt.emit("ebox_activation_checked", department=wave.department, chunk=chunk, **checked)
+        result = decide_claim(conn, work, state=RolloutState.from_xcom(state))
+    logfmt.emit("channels_decided", department=wave.department, chunk=chunk, **result)
+    return result
+
+
+def _render_letters(wave: Wave, chunk: int) -> dict:
+    from include.dijlepost.pipeline import render_chunk
+    from include.dijlepost.rendering import LetterRenderer
+
+    config = settings()
+    with db_connection() as conn:
+        result = render_chunk(
+            conn,
+            chunk_work(wave, chunk),
+            renderer=LetterRenderer(),
+            document_root=config.document_root,
+            sync_each_file=config.document_sync == "file",
+            budget_seconds=RENDER_BUDGET_SECONDS,
+        )
+    logfmt.emit("letters_rendered", department=wave.department, **result)
+    return result
+
+
+def _choose_channels(wave: Wave, chunk: int) -> list[str]:
+    from include.dijlepost.pipeline import letters_to_deliver
+
+    with db_connection() as conn:
+        waiting = letters_to_deliver(conn, chunk_work(wave, chunk))
+    chosen = []
+    if waiting["ebox"]:
+        chosen.append("chunk.deliver_to_ebox")
+    if waiting["paper"]:
+        chosen.append("chunk.hand_over_to_print")
+    logfmt.emit(
+        "delivery_channels_chosen",
+        department=wave.department,
+        chunk=chunk,
+        tasks=[c.split(".")[-1] for c in chosen] or "none",
+        **waiting,
+    )
+    return chosen
+
+
+def _deliver_to_ebox(wave: Wave, chunk: int) -> dict:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from include.dijlepost.ebox.client import EboxOutageError
+    from include.dijlepost.ebox.delivery import account_for_delivery, deliver_chunk_to_ebox
+    from include.dijlepost.ebox.hook import EboxHook
+
+    work = chunk_work(wave, chunk)
+    try:
+        with ebox_configuration_fails_once(wave, chunk):
+            hook = EboxHook()  # no network until the first publication
+            # The outage budget stays well inside the task's time limit: the letters are given
+            # back in time, not lost to a killed task.
+            budget = min(hook.get_config().outage_budget_seconds, chunk_timeout(wave).total_seconds() / 3)
+            with db_connection() as conn, hook.get_client(outage_budget_seconds=budget) as client:
+                result = deliver_chunk_to_ebox(
+                    conn, work, client=client, concurrency=client.config.max_concurrency
+                )
+    except EboxOutageError as exc:
+        # The letters are back in the outbox; the task's retry finds none of them and lets the
+        # chunk's paper go, the next run of the wave publishes them.
+        logfmt.emit("ebox_outage_gave_back", department=wave.department, chunk=chunk, error=str(exc))
+        raise
+    with db_connection() as conn:
+        done = account_for_delivery(conn, work, result)
+    if done is None:
+        raise AirflowSkipException("no eBox letters in this chunk")
+    return done
+
+
+def _record_outcome(wave: Wave) -> dict:
+    from include.dijlepost.pipeline import summarize_run
+
+    with db_connection() as conn:
+        summary = summarize_run(conn, chunk_work(wave))
+    summary.log()
+    return summary.outcome
 
 
 @contextmanager

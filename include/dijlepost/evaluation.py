@@ -128,6 +128,12 @@ def _count_by_department(cur, where: str, params: tuple) -> dict[str, int]:
     return dict(cur.fetchall())
 
 
+def _fill(figures: dict[str, Figures], name: str, counts: dict[str, int]) -> None:
+    """Set the figure `name` of each department to its count in `counts`: 0 where it has none."""
+    for dept, f in figures.items():
+        setattr(f, name, counts.get(dept, 0))
+
+
 def _eur(x: Decimal) -> Decimal:
     return Decimal(x).quantize(Decimal("0.01"))
 
@@ -190,8 +196,7 @@ def compute(conn, period: Period, tariffs: Tariffs, departments=DEPARTMENTS) -> 
                 f"status = {Status.DELIVERED_EBOX.sql} AND final_at >= %s AND final_at < %s AND ebox_read_at IS NULL",
                 (lo, hi),
             )
-            for dept, f in out.items():
-                f.ebox_unread = unread.get(dept, 0)
+            _fill(out, "ebox_unread", unread)
         if "followup_of" in cols:
             cur.execute(
                 "SELECT department, coalesce(pdf_pages, 1), registered, count(*) FROM letters "
@@ -203,16 +208,14 @@ def compute(conn, period: Period, tariffs: Tariffs, departments=DEPARTMENTS) -> 
                 if dept in out:
                     counts[dept] += n
                     out[dept].followup_cost_eur += tariffs.paper_cost(pages, registered) * n
-            for dept, f in out.items():
-                f.paper_followups = counts.get(dept, 0)
+            _fill(out, "paper_followups", counts)
         if "print_status" in cols and "print_returned_at" in cols:
             returned = _count_by_department(
                 cur,
                 f"print_status = {PrintStatus.RETURNED.sql} AND print_returned_at >= %s AND print_returned_at < %s",
                 (lo, hi),
             )
-            for dept, f in out.items():
-                f.returned_mail = returned.get(dept, 0)
+            _fill(out, "returned_mail", returned)
     conn.commit()
     for f in out.values():
         f.printing_avoided_eur, f.postage_avoided_eur = (

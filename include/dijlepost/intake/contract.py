@@ -29,20 +29,8 @@ REQUIRED = (
 OPTIONAL = ("country", "registered", "payload")
 FIELDS = REQUIRED + OPTIONAL
 TRUE, FALSE = {"true", "1", "yes", "ja", "oui", "t"}, {"false", "0", "no", "nee", "non", "f", ""}
-COMPARED = (
-    "department",
-    "letter_type",
-    "recipient_kind",
-    "recipient_id",
-    "recipient_name",
-    "street",
-    "postal_code",
-    "city",
-    "country",
-    "language",
-    "registered",
-    "payload",
-)
+# A letter imported again is the same letter when every field but its id (the key) is the same.
+COMPARED = tuple(f for f in FIELDS if f != "letter_id")
 
 # The longest value each text field may hold, in characters, after leading and trailing spaces are
 # removed. Migration 0009 checks the same limits in the table (constraints letters_<field>_length), so

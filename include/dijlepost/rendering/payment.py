@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 from itertools import chain, zip_longest
 from typing import Any
 
@@ -69,8 +69,15 @@ def epc_qr_version(payload: str) -> int:
     (the smallest version whose capacity at level M holds the encoded payload) without building the
     code: validating a letter needs only this, and building the matrix is most of a letter's checking
     time. A test holds it equal to the built code's version over many payloads."""
+    return _encoded(payload)[1]
+
+
+@lru_cache(maxsize=16)
+def _encoded(payload: str) -> tuple[Any, int]:
+    """segno's data segments of the payload and the version they need: found when the layout checks the
+    code, used again when it is drawn."""
     segments = encoder.prepare_data(payload.encode("utf-8"), None, None)
-    return int(encoder.find_version(segments, consts.ERROR_LEVEL_M, eci=False, micro=False))
+    return segments, int(encoder.find_version(segments, consts.ERROR_LEVEL_M, eci=False, micro=False))
 
 
 def check_epc_qr_fits(payload: str, version: int | None = None) -> None:
@@ -97,9 +104,7 @@ def epc_qr_rows(payload: str) -> tuple[bytes, ...]:
     What `segno.make_qr(..., mask=QR_MASK)` builds, module for module (a test holds them equal over
     every version up to the EPC maximum), in half the time: segno encodes the data and computes the
     error correction (`_message_bits`), and the bits are then placed with `_QrPlacement`."""
-    data = payload.encode("utf-8")
-    segments = encoder.prepare_data(data, None, None)
-    version = int(encoder.find_version(segments, consts.ERROR_LEVEL_M, eci=False, micro=False))
+    segments, version = _encoded(payload)
     check_epc_qr_fits(payload, version)
     bits = _message_bits(segments, version)
     placement = _placement(version)

@@ -223,56 +223,13 @@ def create_paper_copies(
             for original, message_id, letter_type in due:
                 choice = policy.choice_without_message_id(letter_type)
                 if message_id is None and choice == "no_copy":
-                    record_events(
-                        cur,
-                        ctx,
-                        [
-                            (
-                                original,
-                                "ebox_followup_not_created",
-                                {
-                                    "reason": "no_message_id",
-                                    "setting": f"followup_without_message_id[{letter_type}] = no_copy",
-                                    "why": "delivered from a 409 whose first answer was lost: its read "
-                                    "status cannot be asked, and this letter type trusts the eBox",
-                                },
-                            )
-                        ],
-                    )
+                    _record_no_copy(cur, ctx, original, letter_type)
                     reasons["no_message_id_no_copy"] += 1
                     continue
                 copy_id = _insert_copy(cur, original)
                 if copy_id is None:
                     continue  # a concurrent run made it: it recorded the events
-                reason = "unread" if message_id else "no_message_id"
-                text = (
-                    f"eBox message not opened within {policy.after.days} days"
-                    if message_id
-                    else "the eBox answered 409 (already published) so its message id and read status are "
-                    f"unknown; treated as not opened within {policy.after.days} days"
-                )
-                record_events(
-                    cur,
-                    ctx,
-                    [
-                        (
-                            original,
-                            "ebox_followup_copy_created",
-                            {
-                                "copy_letter_id": copy_id,
-                                "reason": reason,
-                                "message_id": message_id,
-                                "after_days": policy.after.days,
-                                **(
-                                    {"setting": f"followup_without_message_id[{letter_type}] = paper_copy"}
-                                    if message_id is None
-                                    else {}
-                                ),
-                            },
-                        ),
-                        (copy_id, "created_as_followup", {"followup_of": original, "reason": text}),
-                    ],
-                )
+                reason = _record_copy_created(cur, ctx, policy, original, copy_id, message_id, letter_type)
                 reasons[reason] += 1
                 created_ids.append(copy_id)
                 made += 1
@@ -284,6 +241,70 @@ def create_paper_copies(
         "by_reason": dict(sorted(reasons.items())),
         "copies": created_ids,
     }
+
+
+def _record_no_copy(cur, ctx: RunContext, original: str, letter_type: str) -> None:
+    """The letter's `ebox_followup_not_created` event: delivered without a message id, and its letter type
+    trusts the eBox (`followup_without_message_id` is `no_copy`)."""
+    record_events(
+        cur,
+        ctx,
+        [
+            (
+                original,
+                "ebox_followup_not_created",
+                {
+                    "reason": "no_message_id",
+                    "setting": f"followup_without_message_id[{letter_type}] = no_copy",
+                    "why": "delivered from a 409 whose first answer was lost: its read "
+                    "status cannot be asked, and this letter type trusts the eBox",
+                },
+            )
+        ],
+    )
+
+
+def _record_copy_created(
+    cur,
+    ctx: RunContext,
+    policy: FollowupPolicy,
+    original: str,
+    copy_id: str,
+    message_id: str | None,
+    letter_type: str,
+) -> str:
+    """The events of a paper copy made: `ebox_followup_copy_created` on the letter, `created_as_followup` on
+    the copy. Returns the reason: `unread`, or `no_message_id` (its read status cannot be asked)."""
+    reason = "unread" if message_id else "no_message_id"
+    text = (
+        f"eBox message not opened within {policy.after.days} days"
+        if message_id
+        else "the eBox answered 409 (already published) so its message id and read status are "
+        f"unknown; treated as not opened within {policy.after.days} days"
+    )
+    record_events(
+        cur,
+        ctx,
+        [
+            (
+                original,
+                "ebox_followup_copy_created",
+                {
+                    "copy_letter_id": copy_id,
+                    "reason": reason,
+                    "message_id": message_id,
+                    "after_days": policy.after.days,
+                    **(
+                        {"setting": f"followup_without_message_id[{letter_type}] = paper_copy"}
+                        if message_id is None
+                        else {}
+                    ),
+                },
+            ),
+            (copy_id, "created_as_followup", {"followup_of": original, "reason": text}),
+        ],
+    )
+    return reason
 
 
 def _insert_copy(cur, original: str) -> str | None:

@@ -144,52 +144,10 @@ def compute(conn, period: Period, tariffs: Tariffs, departments=DEPARTMENTS) -> 
     out = {d: Figures(d) for d in departments}
     with conn.cursor() as cur:
         cols = _columns(cur)
-        cur.execute(
-            "SELECT department, status, count(*) FROM letters WHERE final_at >= %s AND final_at < %s "
-            "GROUP BY 1, 2",
-            (lo, hi),
-        )
-        for dept, status, n in cur.fetchall():
-            if dept not in out:
-                continue
-            f = out[dept]
-            f.letters_final += n
-            if status == "delivered_ebox":
-                f.ebox = n
-            elif status == "handed_to_print":
-                f.paper = n
-            elif status == "quarantined":
-                f.quarantined = n
-        cur.execute(
-            "SELECT department, btrim(split_part(quarantine_reason, ':', 1)), count(*) FROM letters "
-            f"WHERE status = {Status.QUARANTINED.sql} AND final_at >= %s AND final_at < %s GROUP BY 1, 2 ORDER BY 1, 2",
-            (lo, hi),
-        )
-        for dept, reason, n in cur.fetchall():
-            if dept in out:
-                out[dept].quarantine_reasons[reason or "unknown"] = n
-        # Recipients decided in the period, by keyed pseudonym, against their latest eBox check.
-        cur.execute(
-            "SELECT r.department, count(a.recipient_pseudonym), count(*) FILTER (WHERE a.active) FROM ("
-            "  SELECT DISTINCT l.department, e.details->>'recipient' AS pseudonym FROM letter_events e "
-            "    JOIN letters l ON l.letter_id = e.letter_id "
-            "   WHERE e.event = 'decided' AND e.at >= %s AND e.at < %s AND e.details ? 'recipient') r "
-            "LEFT JOIN ebox_activation a ON a.recipient_pseudonym = r.pseudonym GROUP BY 1",
-            (lo, hi),
-        )
-        for dept, checked, active in cur.fetchall():
-            if dept in out:
-                out[dept].recipients_checked, out[dept].recipients_active = checked, active
-        # Printing and postage the eBox letters avoided.
-        cur.execute(
-            "SELECT department, coalesce(pdf_pages, 1), registered, count(*) FROM letters "
-            f"WHERE status = {Status.DELIVERED_EBOX.sql} AND final_at >= %s AND final_at < %s GROUP BY 1, 2, 3",
-            (lo, hi),
-        )
-        for dept, pages, registered, n in cur.fetchall():
-            if dept in out:
-                out[dept].printing_avoided_eur += tariffs.printing_for(pages) * n
-                out[dept].postage_avoided_eur += tariffs.postage_for(registered) * n
+        _count_final_letters(cur, out, lo, hi)
+        _count_quarantine_reasons(cur, out, lo, hi)
+        _count_recipients_checked(cur, out, lo, hi)
+        _add_paper_avoided(cur, out, tariffs, lo, hi)
         if "ebox_read_at" in cols:
             unread = _count_by_department(
                 cur,
@@ -198,17 +156,7 @@ def compute(conn, period: Period, tariffs: Tariffs, departments=DEPARTMENTS) -> 
             )
             _fill(out, "ebox_unread", unread)
         if "followup_of" in cols:
-            cur.execute(
-                "SELECT department, coalesce(pdf_pages, 1), registered, count(*) FROM letters "
-                "WHERE followup_of IS NOT NULL AND created_at >= %s AND created_at < %s GROUP BY 1, 2, 3",
-                (lo, hi),
-            )
-            counts: dict = defaultdict(int)
-            for dept, pages, registered, n in cur.fetchall():
-                if dept in out:
-                    counts[dept] += n
-                    out[dept].followup_cost_eur += tariffs.paper_cost(pages, registered) * n
-            _fill(out, "paper_followups", counts)
+            _add_paper_followups(cur, out, tariffs, lo, hi)
         if "print_status" in cols and "print_returned_at" in cols:
             returned = _count_by_department(
                 cur,
@@ -224,6 +172,80 @@ def compute(conn, period: Period, tariffs: Tariffs, departments=DEPARTMENTS) -> 
         )
         f.followup_cost_eur = _eur(f.followup_cost_eur)
     return [out[d] for d in departments]
+
+
+def _count_final_letters(cur, out: dict[str, Figures], lo, hi) -> None:
+    """The letters final in the period, by department and final status."""
+    cur.execute(
+        "SELECT department, status, count(*) FROM letters WHERE final_at >= %s AND final_at < %s GROUP BY 1, 2",
+        (lo, hi),
+    )
+    for dept, status, n in cur.fetchall():
+        if dept not in out:
+            continue
+        f = out[dept]
+        f.letters_final += n
+        if status == "delivered_ebox":
+            f.ebox = n
+        elif status == "handed_to_print":
+            f.paper = n
+        elif status == "quarantined":
+            f.quarantined = n
+
+
+def _count_quarantine_reasons(cur, out: dict[str, Figures], lo, hi) -> None:
+    """The letters quarantined in the period, by department and the first part of their reason."""
+    cur.execute(
+        "SELECT department, btrim(split_part(quarantine_reason, ':', 1)), count(*) FROM letters "
+        f"WHERE status = {Status.QUARANTINED.sql} AND final_at >= %s AND final_at < %s GROUP BY 1, 2 ORDER BY 1, 2",
+        (lo, hi),
+    )
+    for dept, reason, n in cur.fetchall():
+        if dept in out:
+            out[dept].quarantine_reasons[reason or "unknown"] = n
+
+
+def _count_recipients_checked(cur, out: dict[str, Figures], lo, hi) -> None:
+    """Recipients decided in the period, by keyed pseudonym, against their latest eBox check."""
+    cur.execute(
+        "SELECT r.department, count(a.recipient_pseudonym), count(*) FILTER (WHERE a.active) FROM ("
+        "  SELECT DISTINCT l.department, e.details->>'recipient' AS pseudonym FROM letter_events e "
+        "    JOIN letters l ON l.letter_id = e.letter_id "
+        "   WHERE e.event = 'decided' AND e.at >= %s AND e.at < %s AND e.details ? 'recipient') r "
+        "LEFT JOIN ebox_activation a ON a.recipient_pseudonym = r.pseudonym GROUP BY 1",
+        (lo, hi),
+    )
+    for dept, checked, active in cur.fetchall():
+        if dept in out:
+            out[dept].recipients_checked, out[dept].recipients_active = checked, active
+
+
+def _add_paper_avoided(cur, out: dict[str, Figures], tariffs: Tariffs, lo, hi) -> None:
+    """Printing and postage the eBox letters delivered in the period avoided."""
+    cur.execute(
+        "SELECT department, coalesce(pdf_pages, 1), registered, count(*) FROM letters "
+        f"WHERE status = {Status.DELIVERED_EBOX.sql} AND final_at >= %s AND final_at < %s GROUP BY 1, 2, 3",
+        (lo, hi),
+    )
+    for dept, pages, registered, n in cur.fetchall():
+        if dept in out:
+            out[dept].printing_avoided_eur += tariffs.printing_for(pages) * n
+            out[dept].postage_avoided_eur += tariffs.postage_for(registered) * n
+
+
+def _add_paper_followups(cur, out: dict[str, Figures], tariffs: Tariffs, lo, hi) -> None:
+    """The paper copies of unread eBox letters created in the period, and what they cost."""
+    cur.execute(
+        "SELECT department, coalesce(pdf_pages, 1), registered, count(*) FROM letters "
+        "WHERE followup_of IS NOT NULL AND created_at >= %s AND created_at < %s GROUP BY 1, 2, 3",
+        (lo, hi),
+    )
+    counts: dict = defaultdict(int)
+    for dept, pages, registered, n in cur.fetchall():
+        if dept in out:
+            counts[dept] += n
+            out[dept].followup_cost_eur += tariffs.paper_cost(pages, registered) * n
+    _fill(out, "paper_followups", counts)
 
 
 def _tariffs_json(t: Tariffs) -> str:

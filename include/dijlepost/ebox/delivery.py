@@ -28,7 +28,7 @@ from include.dijlepost.states import Status, sql_list
 from include.dijlepost.work import ChunkWork
 
 if TYPE_CHECKING:  # for annotations only; the code imports the client where it uses it
-    from include.dijlepost.ebox.client import PublishOutcome
+    from include.dijlepost.ebox.client import Publication, PublishOutcome
 
 log = logging.getLogger("dijlepost.ebox")
 
@@ -220,154 +220,198 @@ def deliver_chunk_to_ebox(
 
     The subject and file name come from the rendering; `renderer` (or None: made on demand) is only
     needed for letters rendered before they were stored."""
-    from include.dijlepost.ebox.client import (
-        EboxConfigurationError,
-        EboxOutageError,
-        Publication,
-        PublishOutcome,
+    delivery = _ChunkDelivery(conn, work, client, renderer, _Gate(refusal_repeat_limit))
+    # Keyset pages: what the delivery changes (status, channel) only touches letters already read.
+    letters = iter_letters_in_claim(
+        conn,
+        work.claim_id,
+        work.chunk,
+        where="channel = 'ebox' AND rendered_at IS NOT NULL",
+        page=_PUBLISH_PAGE,
     )
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        try:
+            delivery.publish_letters(pool, letters)
+            delivery.publish_unconfirmed_again(pool)
+        finally:  # what the eBox answered is recorded even when a later call fails the task
+            delivery.record_answers()
+    error = delivery.gate.error
+    if error is not None:
+        delivery.give_back_chunk(error)
+        raise error
+    return delivery.settle_chunk()
 
-    wave, claim_id, ctx, chunk = work.wave, work.claim_id, work.ctx, work.chunk
-    gate = _Gate(refusal_repeat_limit)
 
-    def publish(letter: dict):
-        if gate.stopped:
-            return letter, PublishOutcome("not_sent", message=str(gate.error)), False
-        message_type_id = (wave.ebox_message_types.get(letter["letter_type"]) or "").strip()
+class _ChunkDelivery:
+    """One chunk's publication: the letters it put in flight and sent, and where each answer goes.
+
+    `publish_letter` runs in the pool's threads; everything else, `take_answer` included, runs in the
+    task's own thread, which alone uses the database connection."""
+
+    def __init__(self, conn, work: ChunkWork, client, renderer, gate: _Gate):
+        self.conn, self.client, self.renderer, self.gate = conn, client, renderer, gate
+        self.wave, self.claim_id, self.ctx, self.chunk = work.wave, work.claim_id, work.ctx, work.chunk
+        self.letter_count = 0
+        self.outcomes: Counter = Counter()
+        self.answered: list[tuple[str, PublishOutcome]] = []
+        self.conflicts: list[dict] = []  # answered 409: settled once the chunk is through
+        self.unconfirmed: list[tuple[dict, PublishOutcome]] = []  # no contract messageId: published once more
+        self.held: list[tuple[str, PublishOutcome]] = []  # refusals seen before the eBox accepted any letter
+        self.fresh: set[str] = set()  # letters this task put in flight (not in flight before it)
+        self.sent_ids: set[str] = set()
+
+    def publish_letters(self, pool: ThreadPoolExecutor, letters) -> None:
+        """Page by page: put the page's letters in flight, publish them, take the answers."""
+        while not self.gate.stopped and (page := list(islice(letters, _PUBLISH_PAGE))):
+            if self.renderer is None and any(not item["pdf_subject"] for item in page):
+                from include.dijlepost.rendering import LetterRenderer
+
+                self.renderer = LetterRenderer()
+            for letter, result, sent in pool.map(self.publish_letter, self.put_in_flight(page)):
+                self.take_answer(letter, result, sent)
+
+    def put_in_flight(self, page: list[dict]) -> list[dict]:
+        """The page's letters still this run's, their `in_flight` committed before any is published."""
+        with self.conn.cursor() as cur:
+            marked = outbox.mark_ebox_in_flight(
+                cur, self.claim_id, [item["letter_id"] for item in page], self.ctx
+            )
+        self.conn.commit()
+        page = [item for item in page if item["letter_id"] in marked]
+        self.fresh.update(item["letter_id"] for item in page if item["ebox_state"] is None)
+        self.letter_count += len(page)
+        return page
+
+    def publish_letter(self, letter: dict) -> tuple[dict, PublishOutcome, bool]:
+        """The eBox's answer to the letter's publication, and whether a request may have left."""
+        from include.dijlepost.ebox.client import EboxConfigurationError, EboxOutageError, PublishOutcome
+
+        if self.gate.stopped:
+            return letter, PublishOutcome("not_sent", message=str(self.gate.error)), False
+        message_type_id = (self.wave.ebox_message_types.get(letter["letter_type"]) or "").strip()
         if not message_type_id:  # check_message_types stops such a run before its claim
             error = EboxConfigurationError(
-                f"wave {wave.department}: letter type {letter['letter_type']!r} has "
+                f"wave {self.wave.department}: letter type {letter['letter_type']!r} has "
                 "no eBox message type (ebox_message_types in waves.py)",
                 "ebox_message_types",
             )
-            gate.stop(error)
+            self.gate.stop(error)
             return letter, PublishOutcome("not_sent", message=str(error)), False
+        try:
+            result = self.client.publish(self.publication(letter, message_type_id))
+        except (EboxConfigurationError, EboxOutageError) as exc:
+            self.gate.stop(exc)
+            return letter, PublishOutcome("not_sent", message=str(exc)), exc.sent
+        self.gate.observe(result)
+        return letter, result, True
+
+    def publication(self, letter: dict, message_type_id: str) -> Publication:
+        """The eBox publication of a rendered letter: its PDF, subject and file name."""
+        from include.dijlepost.ebox.client import Publication
+
         pdf = Path(letter["pdf_path"]).read_bytes()
-        pub = Publication(
+        return Publication(
             letter_id=letter["letter_id"],
             recipient_kind=letter["recipient_kind"],
             recipient_id=normalize_recipient_id(letter["recipient_kind"], letter["recipient_id"]),
             language=letter["language"],
-            subject=letter["pdf_subject"] or renderer.subject(letter),
+            subject=letter["pdf_subject"] or self.renderer.subject(letter),
             message_type_id=message_type_id,
             registered=letter["registered"],
             pdf=pdf,
             filename=letter["pdf_filename"] or f"{letter['letter_id']}.pdf",
         )
-        try:
-            result = client.publish(pub)
-        except (EboxConfigurationError, EboxOutageError) as exc:
-            gate.stop(exc)
-            return letter, PublishOutcome("not_sent", message=str(exc)), exc.sent
-        gate.observe(result)
-        return letter, result, True
 
-    # Keyset pages: what this loop changes (status, channel) only touches letters already read.
-    letters = iter_letters_in_claim(
-        conn, claim_id, chunk, where="channel = 'ebox' AND rendered_at IS NOT NULL", page=_PUBLISH_PAGE
-    )
-    count = 0
-    outcomes: Counter = Counter()
-    answered: list[tuple[str, PublishOutcome]] = []
-    conflicts: list[dict] = []  # answered 409: settled below, once the chunk is through
-    unconfirmed: list[tuple[dict, PublishOutcome]] = []  # no contract messageId: published once more below
-    held: list[tuple[str, PublishOutcome]] = []  # refusals seen before the eBox accepted any letter
-    fresh: set[str] = set()  # letters this task put in flight (not in flight before it)
-    sent_ids: set[str] = set()
-
-    def take(letter: dict, result, sent: bool) -> None:
-        nonlocal answered
+    def take_answer(self, letter: dict, result: PublishOutcome, sent: bool) -> None:
+        """Sort the answer to a letter's publication; record the answers every `_RECORD_EVERY`."""
         if sent:
-            sent_ids.add(letter["letter_id"])
+            self.sent_ids.add(letter["letter_id"])
         if result.kind == "already_published":
-            conflicts.append({k: letter[k] for k in ("letter_id", "recipient_kind", "recipient_id")})
+            self.conflicts.append({k: letter[k] for k in ("letter_id", "recipient_kind", "recipient_id")})
         elif result.kind == "unconfirmed":
-            unconfirmed.append((letter, result))
+            self.unconfirmed.append((letter, result))
         elif result.kind == "not_sent":
-            pass  # given back below, with the reason
-        elif result.kind == "rejected" and not gate.accepted:
-            held.append((letter["letter_id"], result))
+            pass  # given back with the reason when the chunk stops
+        elif result.kind == "rejected" and not self.gate.accepted:
+            self.held.append((letter["letter_id"], result))
         else:
-            outcomes[result.kind] += 1
-            answered.append((letter["letter_id"], result))
-        if gate.accepted and held and not gate.stopped:
-            outcomes["rejected"] += len(held)
-            answered += held
-            held.clear()
-        if len(answered) >= _RECORD_EVERY:
-            _record_publications(conn, ctx, claim_id, answered)
-            answered = []
+            self.outcomes[result.kind] += 1
+            self.answered.append((letter["letter_id"], result))
+        if self.gate.accepted and self.held and not self.gate.stopped:
+            self.outcomes["rejected"] += len(self.held)
+            self.answered += self.held
+            self.held.clear()
+        if len(self.answered) >= _RECORD_EVERY:
+            self.record_answers()
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        try:
-            while not gate.stopped and (page := list(islice(letters, _PUBLISH_PAGE))):
-                if renderer is None and any(not item["pdf_subject"] for item in page):
-                    from include.dijlepost.rendering import LetterRenderer
+    def record_answers(self) -> None:
+        _record_publications(self.conn, self.ctx, self.claim_id, self.answered)
+        self.answered = []
 
-                    renderer = LetterRenderer()
-                with conn.cursor() as cur:
-                    marked = outbox.mark_ebox_in_flight(
-                        cur, claim_id, [item["letter_id"] for item in page], ctx
-                    )
-                conn.commit()
-                page = [
-                    item for item in page if item["letter_id"] in marked
-                ]  # still this run's, now in flight
-                fresh.update(item["letter_id"] for item in page if item["ebox_state"] is None)
-                count += len(page)
-                for letter, result, sent in pool.map(publish, page):
-                    take(letter, result, sent)
-            if unconfirmed:
-                _record_unconfirmed(conn, ctx, unconfirmed)
-            if unconfirmed and not gate.stopped:
-                # One more publication with the same Idempotency-Key: a 409 says the eBox holds the
-                # letter (settled below like any 409), a contract 201 that the first never arrived.
-                first = {letter["letter_id"]: result for letter, result in unconfirmed}
-                again, unconfirmed = [letter for letter, _ in unconfirmed], []
-                for letter, result, sent in pool.map(publish, again):
-                    if result.kind == "unconfirmed" and not result.message_id:
-                        result = replace(result, message_id=first[letter["letter_id"]].message_id)
-                    take(letter, result, sent)
-        finally:  # what the eBox answered is recorded even when a later call fails the task
-            _record_publications(conn, ctx, claim_id, answered)
-            answered = []
-    if gate.error is not None:
-        returned = _give_back(conn, ctx, claim_id, chunk, gate.error, fresh - sent_ids)
+    def publish_unconfirmed_again(self, pool: ThreadPoolExecutor) -> None:
+        """One more publication with the same Idempotency-Key: a 409 says the eBox holds the letter
+        (settled like any 409), a contract 201 that the first never arrived."""
+        if not self.unconfirmed:
+            return
+        _record_unconfirmed(self.conn, self.ctx, self.unconfirmed)
+        if self.gate.stopped:
+            return
+        first = {letter["letter_id"]: result for letter, result in self.unconfirmed}
+        again, self.unconfirmed = [letter for letter, _ in self.unconfirmed], []
+        for letter, result, sent in pool.map(self.publish_letter, again):
+            if result.kind == "unconfirmed" and not result.message_id:
+                result = replace(result, message_id=first[letter["letter_id"]].message_id)
+            self.take_answer(letter, result, sent)
+
+    def give_back_chunk(self, error: Exception) -> None:
+        """The task stops on `error`: every letter of the chunk not finished goes back to `pending`."""
+        returned = _give_back(
+            self.conn, self.ctx, self.claim_id, self.chunk, error, self.fresh - self.sent_ids
+        )
         logfmt.emit(
             "ebox_chunk_stopped",
-            chunk=chunk,
+            chunk=self.chunk,
             returned_to_pending=returned,
-            reason=type(gate.error).__name__,
-            **dict(outcomes),
+            reason=type(error).__name__,
+            **dict(self.outcomes),
         )
-        raise gate.error
-    if held:  # the eBox accepted none of the chunk, and the refusals were not all the same
-        outcomes["rejected"] += len(held)
-        _record_publications(conn, ctx, claim_id, held)
-    if not count:
-        return {"chunk": chunk, "letters": 0}
-    if unconfirmed:  # unconfirmed twice: they wait in flight for the next run, which asks again
-        outcomes["unconfirmed"] += len(unconfirmed)
-        with conn.cursor() as cur:
-            for letter, result in unconfirmed:
+
+    def settle_chunk(self) -> dict:
+        """Once every letter is published: the held refusals, the letters unconfirmed twice and the 409s."""
+        if self.held:  # the eBox accepted none of the chunk, and the refusals were not all the same
+            self.outcomes["rejected"] += len(self.held)
+            _record_publications(self.conn, self.ctx, self.claim_id, self.held)
+        if not self.letter_count:
+            return {"chunk": self.chunk, "letters": 0}
+        if self.unconfirmed:  # unconfirmed twice: they wait in flight for the next run, which asks again
+            self.outcomes["unconfirmed"] += len(self.unconfirmed)
+            self.release_unconfirmed()
+        if self.conflicts:  # a failed task left them in_flight: its retry reads the same 409s again
+            self.settle_conflicts()
+        logfmt.emit("ebox_chunk_outcomes", chunk=self.chunk, **dict(self.outcomes))
+        return {"chunk": self.chunk, "letters": self.letter_count, **dict(sorted(self.outcomes.items()))}
+
+    def release_unconfirmed(self) -> None:
+        with self.conn.cursor() as cur:
+            for letter, result in self.unconfirmed:
                 outbox.release_for_retry(
                     cur,
-                    ctx,
+                    self.ctx,
                     letter["letter_id"],
-                    claim_id,
+                    self.claim_id,
                     f"ebox unconfirmed: {result.message}",
                     details={"ebox": "unconfirmed", "message_id": result.message_id},
                 )
-        conn.commit()
-    if conflicts:  # a failed task left them in_flight: its retry reads the same 409s again
-        candidates = _candidate_message_ids(conn, [c["letter_id"] for c in conflicts])
-        for letter in conflicts:
+        self.conn.commit()
+
+    def settle_conflicts(self) -> None:
+        """The 409s, told apart by the federation search (`settle_already_published`)."""
+        candidates = _candidate_message_ids(self.conn, [c["letter_id"] for c in self.conflicts])
+        for letter in self.conflicts:
             letter["candidate_message_id"] = candidates.get(letter["letter_id"])
-        settled = settle_already_published(client, conflicts)
-        outcomes.update(result.kind for _, result in settled)
-        _record_publications(conn, ctx, claim_id, settled)
-    logfmt.emit("ebox_chunk_outcomes", chunk=chunk, **dict(outcomes))
-    return {"chunk": chunk, "letters": count, **dict(sorted(outcomes.items()))}
+        settled = settle_already_published(self.client, self.conflicts)
+        self.outcomes.update(result.kind for _, result in settled)
+        _record_publications(self.conn, self.ctx, self.claim_id, settled)
 
 
 def account_for_delivery(conn, work: ChunkWork, result: dict) -> dict | None:

@@ -309,94 +309,130 @@ def hand_over_batch(
         if not held:
             logfmt.emit("print_batch_busy", batch_id=batch_id, reason="another worker is handing it over")
             return {"batch_id": batch_id, "letters": 0, "evidence": None, "busy": True}
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                "SELECT status, zip_sha256, zip_bytes FROM print_batches WHERE batch_id = %s", (batch_id,)
-            )
-            batch = cur.fetchone()
-            cur.execute(
-                "SELECT letter_id, pdf_path, pdf_sha256, pdf_pages, registered, recipient_name, street, "
-                f"postal_code, city, country FROM letters WHERE print_batch_id = %s AND status = {Status.PROCESSING.sql} "
-                "ORDER BY letter_id",
-                (batch_id,),
-            )
-            rows = cur.fetchall()
-        conn.commit()
-        if batch is None:
-            raise LookupError(f"batch {batch_id} is not recorded")
+        batch, rows = _read_batch(conn, batch_id)
         if batch["status"] == "uploaded":  # an earlier attempt finished meanwhile
             return {"batch_id": batch_id, "letters": 0, "evidence": None}
         if not rows:  # every member is final already: nothing to send
             _record_handed_over(conn, ctx, batch_id, [], batch["zip_sha256"], "members_final")
             return {"batch_id": batch_id, "letters": 0, "evidence": "members_final"}
-
-        # Looked up before anything is sent: after an attempt that died (`uploading`) the print house
-        # may have the batch, or have taken and printed it; so may it for a batch recorded before
-        # the `uploading` state existed. For any other batch this finds nothing, at a few stat calls.
-        where = upload.find_batch(sftp, batch_id, folders)
-        if where is Whereabouts.NOT_THERE and _acknowledgement_read(conn, batch_id):
-            where = Whereabouts.ACKNOWLEDGED
-        if batch["status"] == "uploading" or where is not Whereabouts.NOT_THERE:
-            logfmt.emit("print_batch_looked_up", batch_id=batch_id, status=batch["status"], found=where.value)
+        where = _look_for_batch(conn, sftp, folders, batch_id, batch["status"])
         if where.delivered:
-            ids = [r["letter_id"] for r in rows]
-            evidence = {
-                Whereabouts.IN_INBOX: "found_in_inbox",
-                Whereabouts.TAKEN: "taken_by_print_house",
-                Whereabouts.ACKNOWLEDGED: "acknowledged",
-            }[where]
-            changed = _record_handed_over(conn, ctx, batch_id, ids, batch["zip_sha256"], evidence)
-            return {
-                "batch_id": batch_id,
-                "letters": len(changed),
-                "sha256": batch["zip_sha256"],
-                "bytes": batch["zip_bytes"],
-                "already_present": True,
-                "evidence": evidence,
-            }
+            return _record_found_batch(conn, ctx, batch_id, batch, [r["letter_id"] for r in rows], where)
+        return _upload_and_record_batch(conn, sftp, folders, work_dir, batch_id, ctx, rows)
 
-        members = [
-            BatchLetter(
-                letter_id=r["letter_id"],
-                pdf_path=Path(r["pdf_path"]),
-                pdf_sha256=r["pdf_sha256"],
-                pages=r["pdf_pages"],
-                postage_class=postage_class_for(r["registered"]),
-                registered=r["registered"],
-                address_lines=address_lines(
-                    r["recipient_name"], r["street"], r["postal_code"], r["city"], r["country"]
-                ),
-                country=r["country"],
-            )
-            for r in rows
-        ]
-        built = build_batch_zip(batch_id, members, work_dir)
-        _record_uploading(conn, batch_id, built.sha256, built.size)
-        sent = upload.upload_batch(sftp, built.path, folders.inbox)
-        # The checksum file goes last: its arrival tells the print house the batch is complete.
-        checksum = upload.upload_checksum(sftp, built, folders.inbox)
-        evidence = "found_in_inbox" if sent.already_present and checksum.already_present else "uploaded"
-        changed = _record_handed_over(
-            conn,
-            ctx,
-            batch_id,
-            [m.letter_id for m in members],
-            built.sha256,
-            evidence,
-            sent.remote_path,
-            checksum.remote_path,
+
+def _read_batch(conn, batch_id: str) -> tuple[dict, list[dict]]:
+    """The batch's record and its members still processing (the letters it would send)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT status, zip_sha256, zip_bytes FROM print_batches WHERE batch_id = %s", (batch_id,)
         )
-        return {
-            "batch_id": batch_id,
-            "letters": len(changed),
-            "bytes": built.size,
-            "sha256": built.sha256,
-            "already_present": sent.already_present,
-            "evidence": evidence,
-            "remote_path": sent.remote_path,
-            "checksum_path": checksum.remote_path,
-            "local_path": str(built.path),
-        }
+        batch = cur.fetchone()
+        cur.execute(
+            "SELECT letter_id, pdf_path, pdf_sha256, pdf_pages, registered, recipient_name, street, "
+            f"postal_code, city, country FROM letters WHERE print_batch_id = %s AND status = {Status.PROCESSING.sql} "
+            "ORDER BY letter_id",
+            (batch_id,),
+        )
+        rows = cur.fetchall()
+    conn.commit()
+    if batch is None:
+        raise LookupError(f"batch {batch_id} is not recorded")
+    return batch, rows
+
+
+def _look_for_batch(
+    conn, sftp: SFTPClient, folders: PrintHouseFolders, batch_id: str, status: str
+) -> Whereabouts:
+    """Where the batch is at the print house, looked up before anything is sent.
+
+    After an attempt that died (`uploading`) the print house may have the batch, or have taken and
+    printed it; so may it for a batch recorded before the `uploading` state existed. For any other
+    batch this finds nothing, at a few stat calls."""
+    where = upload.find_batch(sftp, batch_id, folders)
+    if where is Whereabouts.NOT_THERE and _acknowledgement_read(conn, batch_id):
+        where = Whereabouts.ACKNOWLEDGED
+    if status == "uploading" or where is not Whereabouts.NOT_THERE:
+        logfmt.emit("print_batch_looked_up", batch_id=batch_id, status=status, found=where.value)
+    return where
+
+
+def _record_found_batch(
+    conn, ctx: RunContext, batch_id: str, batch: dict, letter_ids: list[str], where: Whereabouts
+) -> dict:
+    """The batch is at the print house already (in its inbox, taken or acknowledged): only record the
+    hand-over, with that evidence."""
+    evidence = {
+        Whereabouts.IN_INBOX: "found_in_inbox",
+        Whereabouts.TAKEN: "taken_by_print_house",
+        Whereabouts.ACKNOWLEDGED: "acknowledged",
+    }[where]
+    changed = _record_handed_over(conn, ctx, batch_id, letter_ids, batch["zip_sha256"], evidence)
+    return {
+        "batch_id": batch_id,
+        "letters": len(changed),
+        "sha256": batch["zip_sha256"],
+        "bytes": batch["zip_bytes"],
+        "already_present": True,
+        "evidence": evidence,
+    }
+
+
+def _upload_and_record_batch(
+    conn,
+    sftp: SFTPClient,
+    folders: PrintHouseFolders,
+    work_dir: Path,
+    batch_id: str,
+    ctx: RunContext,
+    rows: list[dict],
+) -> dict:
+    """Build the batch's zip from its members, commit `uploading`, upload the zip and then its checksum
+    file, and record the hand-over."""
+    members = [_batch_letter(r) for r in rows]
+    built = build_batch_zip(batch_id, members, work_dir)
+    _record_uploading(conn, batch_id, built.sha256, built.size)
+    sent = upload.upload_batch(sftp, built.path, folders.inbox)
+    # The checksum file goes last: its arrival tells the print house the batch is complete.
+    checksum = upload.upload_checksum(sftp, built, folders.inbox)
+    evidence = "found_in_inbox" if sent.already_present and checksum.already_present else "uploaded"
+    changed = _record_handed_over(
+        conn,
+        ctx,
+        batch_id,
+        [m.letter_id for m in members],
+        built.sha256,
+        evidence,
+        sent.remote_path,
+        checksum.remote_path,
+    )
+    return {
+        "batch_id": batch_id,
+        "letters": len(changed),
+        "bytes": built.size,
+        "sha256": built.sha256,
+        "already_present": sent.already_present,
+        "evidence": evidence,
+        "remote_path": sent.remote_path,
+        "checksum_path": checksum.remote_path,
+        "local_path": str(built.path),
+    }
+
+
+def _batch_letter(row: dict) -> BatchLetter:
+    """A member of the batch's zip, from its letter's row."""
+    return BatchLetter(
+        letter_id=row["letter_id"],
+        pdf_path=Path(row["pdf_path"]),
+        pdf_sha256=row["pdf_sha256"],
+        pages=row["pdf_pages"],
+        postage_class=postage_class_for(row["registered"]),
+        registered=row["registered"],
+        address_lines=address_lines(
+            row["recipient_name"], row["street"], row["postal_code"], row["city"], row["country"]
+        ),
+        country=row["country"],
+    )
 
 
 def _acknowledgement_read(conn, batch_id: str) -> bool:

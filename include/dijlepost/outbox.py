@@ -114,44 +114,6 @@ def _refresh_statistics(conn) -> None:
     conn.commit()
 
 
-# Take up to %(room)s letters of the department (pending, or processing under another run whose lease
-# ran out and that no print batch holds) and number them into chunks from %(base)s on: `claim`.
-_CLAIM_LETTERS = f"""
-       WITH candidates AS (
-           SELECT id, status FROM letters
-            WHERE department = %(dept)s
-              AND (status = {Status.PENDING.sql}
-                   OR (status = {Status.PROCESSING.sql} AND claim_run_id IS DISTINCT FROM %(run)s
-                       AND print_batch_id IS NULL AND claimed_at < now() - %(lease)s))
-            ORDER BY id
-            LIMIT %(room)s
-            FOR UPDATE SKIP LOCKED
-       ), positioned AS (
-           SELECT id, status, row_number() OVER (ORDER BY id) - 1 AS pos, count(*) OVER () AS total
-             FROM candidates
-       ), numbered AS (
-           -- chunk j of k holds the share (k - j) / (k (k + 1) / 2): solve the cumulative share for j
-           SELECT id, status,
-                  CASE WHEN %(k)s::float8 IS NULL OR total <= %(chunk)s * %(k)s::float8 THEN pos / %(chunk)s
-                       ELSE least(%(k)s - 1, floor(((2 * %(k)s + 1)
-                            - sqrt(greatest(0, (2 * %(k)s + 1) ^ 2 - 4 * %(k)s * (%(k)s + 1) * pos / total)))
-                            / 2))
-                  END::int AS n
-             FROM positioned
-       )
-       UPDATE letters l
-          SET status = {Status.PROCESSING.sql}, claim_run_id = %(run)s,
-              claim_chunk = %(base)s + numbered.n, claimed_at = now(), attempts = l.attempts + 1,
-              updated_at = now(), audit_event = %(event)s::jsonb || jsonb_build_object('details',
-                  jsonb_build_object('taken_over', numbered.status = {Status.PROCESSING.sql})),
-              rollout_phase = NULL, channel = NULL, decision_rule = NULL, decision_reason = NULL,
-              shadow_channel = NULL, decided_at = NULL
-         FROM numbered
-        WHERE l.id = numbered.id
-    RETURNING l.letter_id, numbered.status
-"""
-
-
 def claim(
     conn,
     work: ChunkWork,
@@ -181,7 +143,40 @@ def claim(
         held, last_chunk = cur.fetchone()
         room = max(batch_size - held, 0)
         cur.execute(
-            _CLAIM_LETTERS,
+            f"""
+            WITH candidates AS (
+                SELECT id, status FROM letters
+                 WHERE department = %(dept)s
+                   AND (status = {Status.PENDING.sql}
+                        OR (status = {Status.PROCESSING.sql} AND claim_run_id IS DISTINCT FROM %(run)s
+                            AND print_batch_id IS NULL AND claimed_at < now() - %(lease)s))
+                 ORDER BY id
+                 LIMIT %(room)s
+                 FOR UPDATE SKIP LOCKED
+            ), positioned AS (
+                SELECT id, status, row_number() OVER (ORDER BY id) - 1 AS pos, count(*) OVER () AS total
+                  FROM candidates
+            ), numbered AS (
+                -- chunk j of k holds the share (k - j) / (k (k + 1) / 2): solve the cumulative share for j
+                SELECT id, status,
+                       CASE WHEN %(k)s::float8 IS NULL OR total <= %(chunk)s * %(k)s::float8 THEN pos / %(chunk)s
+                            ELSE least(%(k)s - 1, floor(((2 * %(k)s + 1)
+                                 - sqrt(greatest(0, (2 * %(k)s + 1) ^ 2 - 4 * %(k)s * (%(k)s + 1) * pos / total)))
+                                 / 2))
+                       END::int AS n
+                  FROM positioned
+            )
+            UPDATE letters l
+               SET status = {Status.PROCESSING.sql}, claim_run_id = %(run)s,
+                   claim_chunk = %(base)s + numbered.n, claimed_at = now(), attempts = l.attempts + 1,
+                   updated_at = now(), audit_event = %(event)s::jsonb || jsonb_build_object('details',
+                       jsonb_build_object('taken_over', numbered.status = {Status.PROCESSING.sql})),
+                   rollout_phase = NULL, channel = NULL, decision_rule = NULL, decision_reason = NULL,
+                   shadow_channel = NULL, decided_at = NULL
+              FROM numbered
+             WHERE l.id = numbered.id
+         RETURNING l.letter_id, numbered.status
+            """,
             {
                 "dept": work.department,
                 "run": claim_id,

@@ -2,11 +2,12 @@
 
     .venv/bin/python -m benchmarks.rendering                 # 1,000 and 10,000 letters + naive baseline
     .venv/bin/python -m benchmarks.rendering --sizes 1000 --naive 100
+    .venv/bin/python -m benchmarks.rendering --mix           # every template in turn instead of invoices
 
 Every measurement runs in a fresh child process (one core: rendering is single-threaded), so its peak
 resident memory (`ru_maxrss`) is its own. Letters/s/core is letters per CPU second of that process
-(robust to other load on the machine); the wall-clock rate is printed too. The letters are invoices to
-recipients drawn from the demo population (Flemish, French, Moroccan, Turkish, Polish... names), in
+(robust to other load on the machine); the wall-clock rate is printed too. The letters are invoices
+(with `--mix`, every letter type in turn) to recipients drawn from the demo population (Flemish, French, Moroccan, Turkish, Polish... names), in
 their own language, with a fresh amount and structured communication each. "tree elements" is the
 average number of structure elements (/StructElem) of a letter's tagged PDF: what the tree costs is
 the rate and PDF size beside it.

@@ -435,7 +435,7 @@ class _CompressedStream(PDFContentStream):
             self.length1 = length1
 
 
-_embeddings: OrderedDict[tuple, tuple[_Embedding, tuple[_ObjectText, ...]]] = OrderedDict()
+_embeddings: OrderedDict[tuple, tuple[_ObjectText, ...]] = OrderedDict()  # a subset's font objects
 
 
 def _glyphs(font: TTFFont) -> tuple[tuple, ...]:
@@ -449,7 +449,7 @@ def _glyphs(font: TTFFont) -> tuple[tuple, ...]:
     )
 
 
-def _embedding(installed: _Installed, font: TTFFont) -> tuple[_Embedding, tuple[_ObjectText, ...]]:
+def _embedding(installed: _Installed, font: TTFFont) -> tuple[_ObjectText, ...]:
     prepared = installed.prepared
     glyphs = None
     if len(font.subset) == installed.picked:
@@ -525,9 +525,9 @@ def _embedding(installed: _Installed, font: TTFFont) -> tuple[_Embedding, tuple[
         cid_to_gid=zlib.compress(bytes(cid_to_gid), level=level),
     )
     texts = _object_texts(_font_objects(font, embedded))
-    _embeddings[key] = (embedded, texts)
+    _embeddings[key] = texts
     _trim(_embeddings)
-    return embedded, texts
+    return texts
 
 
 def _font_objects(font: TTFFont, embedded: _Embedding) -> list[PDFObject]:
@@ -610,7 +610,7 @@ class _LetterOutputProducer(OutputProducer):
     def _add_letter_font(self, font: TTFFont, installed: _Installed) -> PDFObject:
         if font.missing_glyphs:
             raise FPDFException(f"font {font.fontkey} lacks glyphs {font.missing_glyphs[:10]}")
-        _, texts = _embedding(installed, font)
+        texts = _embedding(installed, font)
         first_id = self.obj_id + 1  # the objects are numbered in the order they are added
         objects = [_WrittenObject(text, first_id) for text in texts]
         for obj in objects:

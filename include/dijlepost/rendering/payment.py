@@ -116,9 +116,9 @@ def epc_qr_rows(payload: str) -> tuple[bytes, ...]:
 def _message_bits(segments, version: int) -> bytes:
     """The final message of a QR code at level M as segno's encoder builds it (ISO/IEC 18004 7.4-7.6:
     data, terminator, padding, then the data and error correction codewords of every block interleaved),
-    one 0/1 byte per bit, without the remainder bits. segno writes the data bits and computes the error
-    correction (`make_blocks`); the bit-to-codeword conversions around it, which segno does through
-    strings and generators, are numpy's packbits and unpackbits here."""
+    one 0/1 byte per bit, without the remainder bits. segno writes the data bits; the error correction
+    and the interleaving are `_MessagePlan`'s, and the bit-to-codeword conversions around them, which
+    segno does through strings and generators, are numpy's packbits and unpackbits."""
     error = consts.ERROR_LEVEL_M
     buffer = encoder.Buffer()
     for segment in segments:
@@ -128,15 +128,75 @@ def _message_bits(segments, version: int) -> bytes:
     encoder.write_terminator(buffer, capacity, None, len(buffer))
     encoder.write_padding_bits(buffer, version, len(buffer))
     encoder.write_pad_codewords(buffer, version, capacity, len(buffer))
-    codewords = np.packbits(np.frombuffer(buffer.getbits(), dtype=np.uint8)).tobytes()
-    data_blocks, error_blocks = encoder.make_blocks(tables.ECC[version][error], _Codewords(codewords))
-    interleaved = bytes(
-        codeword
+    codewords = np.packbits(np.frombuffer(buffer.getbits(), dtype=np.uint8))
+    return np.unpackbits(_message_plan(version).message(codewords)).tobytes()
+
+
+@dataclass(frozen=True)
+class _BlockGroup:
+    """Blocks of one size in a QR code's message, and their error correction as a table: the
+    Reed-Solomon remainder is linear (addition in GF(256) is XOR), so a block's error correction
+    codewords are the XOR of what each data codeword contributes at its place, `table[place, value]`."""
+
+    start: int  # the group's first data codeword
+    blocks: int
+    data: int  # data codewords per block
+    table: np.ndarray  # uint8 (data, 256, error codewords per block)
+
+    def error_codewords(self, codewords: np.ndarray) -> np.ndarray:
+        """The group's error correction codewords, block after block."""
+        data = codewords[self.start : self.start + self.blocks * self.data].reshape(self.blocks, self.data)
+        contributions = self.table[np.arange(self.data), data]  # (blocks, data, error codewords)
+        return np.bitwise_xor.reduce(contributions, axis=1).ravel()
+
+
+@dataclass(frozen=True)
+class _MessagePlan:
+    """How one QR code version at level M turns its data codewords into its message: the error
+    correction of each block group, then the order in which data and error codewords interleave."""
+
+    groups: tuple[_BlockGroup, ...]
+    data: int  # data codewords (the buffer may hold a few bits more, which segno's blocks leave out)
+    order: np.ndarray  # message position -> index into data codewords + error codewords
+
+    def message(self, codewords: np.ndarray) -> np.ndarray:
+        errors = [group.error_codewords(codewords) for group in self.groups]
+        return np.concatenate([codewords[: self.data], *errors])[self.order]
+
+
+@cache
+def _message_plan(version: int) -> _MessagePlan:
+    """Built once per version from segno's block table and its own `make_blocks`: what a data codeword
+    of value 1 at each place contributes, scaled to every value by GF(256) multiplication."""
+    tables: Any = consts
+    log = np.array(tables.GALIOS_LOG, dtype=np.intp)
+    exp = np.array(tables.GALIOS_EXP, dtype=np.uint8)
+    product = exp[(log[:, None] + log[None, :]) % 255]  # GF(256) a * b for a, b > 0
+    product[0, :] = product[:, 0] = 0
+    groups, data_blocks, error_blocks = [], [], []
+    start = error_start = 0
+    for ec_info in tables.ECC[version][consts.ERROR_LEVEL_M]:
+        units = _Codewords(np.eye(ec_info.num_data, dtype=np.uint8).tobytes())
+        _, unit_errors = encoder.make_blocks([ec_info._replace(num_blocks=ec_info.num_data)], units)
+        unit_table = np.array([list(block) for block in unit_errors], dtype=np.uint8)  # (data, error)
+        table = np.ascontiguousarray(product[:, unit_table].transpose(1, 0, 2))  # (data, 256, error)
+        groups.append(_BlockGroup(start, ec_info.num_blocks, ec_info.num_data, table))
+        errors = ec_info.num_total - ec_info.num_data
+        for block in range(ec_info.num_blocks):
+            data_blocks.append(
+                range(start + block * ec_info.num_data, start + (block + 1) * ec_info.num_data)
+            )
+            error_blocks.append(range(error_start + block * errors, error_start + (block + 1) * errors))
+        start += ec_info.num_blocks * ec_info.num_data
+        error_start += ec_info.num_blocks * errors
+    error_blocks = [range(start + block.start, start + block.stop) for block in error_blocks]
+    order = [
+        index
         for blocks in (data_blocks, error_blocks)
-        for codeword in chain.from_iterable(zip_longest(*blocks))
-        if codeword is not None
-    )
-    return np.unpackbits(np.frombuffer(interleaved, dtype=np.uint8)).tobytes()
+        for index in chain.from_iterable(zip_longest(*blocks))
+        if index is not None
+    ]
+    return _MessagePlan(groups=tuple(groups), data=start, order=np.array(order, dtype=np.intp))
 
 
 class _Codewords(bytes):

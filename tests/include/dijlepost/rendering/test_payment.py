@@ -2,14 +2,19 @@
 
 import random
 from decimal import Decimal
+from itertools import chain, zip_longest
 
+import numpy as np
 import pytest
 import segno
+from segno import consts, encoder
 
 from include.dijlepost.rendering import LetterDataError
 from include.dijlepost.rendering.payment import (
     EPC_MAX_VERSION,
     QR_MASK,
+    _Codewords,
+    _message_plan,
     check_epc_qr_fits,
     epc_payload,
     epc_qr_matrix,
@@ -180,3 +185,23 @@ def test_the_code_placed_from_the_blank_code_is_segnos_module_for_module():
         versions.add(code.version)
         assert epc_qr_rows(data) == tuple(bytes(row) for row in code.matrix), (length, code.version)
     assert versions == set(range(1, EPC_MAX_VERSION + 1))
+
+
+@pytest.mark.parametrize("version", range(1, EPC_MAX_VERSION + 1))
+def test_the_error_correction_table_gives_segnos_reed_solomon_codewords(version):
+    """The message's error correction comes from a table of each data codeword's contribution: for
+    random data (every byte value at every place, over the rounds), it is segno's `make_blocks`,
+    block for block, interleaved as segno interleaves them."""
+    blocks = consts.ECC[version][consts.ERROR_LEVEL_M]
+    data_codewords = sum(block.num_blocks * block.num_data for block in blocks)
+    rng = np.random.default_rng(version)
+    for _ in range(20):
+        codewords = rng.integers(0, 256, data_codewords + 1, dtype=np.uint8)  # one more, left out
+        data, errors = encoder.make_blocks(blocks, _Codewords(codewords.tobytes()))
+        expected = bytes(
+            codeword
+            for group in (data, errors)
+            for codeword in chain.from_iterable(zip_longest(*group))
+            if codeword is not None
+        )
+        assert _message_plan(version).message(codewords).tobytes() == expected

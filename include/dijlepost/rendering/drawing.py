@@ -103,7 +103,7 @@ class LetterDrawing:
             if isinstance(op, TextOp):
                 if font != (op.style, op.size):
                     font = (op.style, op.size)
-                    pdf.set_font(FAMILY, op.style, op.size)
+                    pdf.set_letter_font(FAMILY, op.style, op.size)
                 if gray != op.gray:
                     gray = op.gray
                     pdf.set_text_color(90 if gray else 0)

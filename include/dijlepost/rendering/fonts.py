@@ -61,11 +61,11 @@ from fpdf.syntax import (
     PDFArray,
     PDFContentStream,
     PDFObject,
-    build_obj_dict,
+    camel_case,
     create_dictionary_string,
     create_stream,
 )
-from fpdf.util import escape_parens
+from fpdf.util import FloatTolerance, escape_parens
 
 FAMILY = "dejavu"
 REGULAR = ""
@@ -348,6 +348,30 @@ class LetterPDF(FPDF):
         super().__init__(*args, **kwargs)
         self.letter_fonts: dict[str, _Installed] = {}
 
+    def set_letter_font(self, family: str, style: str, size: float) -> None:
+        """What `set_font(family, style, size)` does for a font `LetterFonts.install` added, plain or
+        bold, without fpdf2's style parsing and its checks for the other fonts (a letter changes font
+        some 30 times); anything else goes to `set_font`."""
+        family = family.lower()
+        fontkey = family + style
+        font = self.fonts.get(fontkey) if style in ("", "B") and size else None
+        if font is None:
+            self.set_font(family, style, size)
+            return
+        self.underline = self.strikethrough = False
+        if (
+            self.font_family == family
+            and self.font_style == style
+            and FloatTolerance.equal(self.font_size_pt, size)
+            and (self.current_font is None or self.current_font.fontkey == fontkey)
+        ):
+            return
+        self.font_family = family
+        self.font_style = style
+        self.font_size_pt = size
+        self.current_font = font
+        self.current_font_is_set_on_page = False
+
     def letter_text(self, x: float, y: float, text: str) -> None:
         """What `FPDF.text(x, y, text)` writes, byte for byte (see `text_lines`)."""
         lines = self.text_lines(x, y, text)
@@ -582,7 +606,7 @@ def _object_texts(objects: list[PDFObject]) -> tuple[_ObjectText, ...]:
 class _LetterOutputProducer(OutputProducer):
     """fpdf2's producer with the letter fonts written from the cache: the same objects, in the same
     order and with the same bytes as `OutputProducer._add_fonts` writes them; and every other object's
-    dictionary built from its class's attribute names found once (see `_quick_class`)."""
+    dictionary built in one loop over its class's attribute names found once (see `_quick_class`)."""
 
     def _add_pdf_obj(self, pdf_obj: PDFObject, trace_label: str | None = None) -> int:
         cls = type(pdf_obj)
@@ -591,7 +615,9 @@ class _LetterOutputProducer(OutputProducer):
             if quick is None:
                 quick = _quick_classes[cls] = _quick_class(cls)
             pdf_obj.__class__ = quick
-        return super()._add_pdf_obj(pdf_obj, trace_label)
+        # No trace label: fpdf2 measures each labelled object's size for a DEBUG summary of the
+        # document's sections, through a context manager per object.
+        return super()._add_pdf_obj(pdf_obj, None)
 
     def _add_fonts(self, image_objects_per_index, gfxstate_objs_per_name, pattern_objs_per_name):
         fpdf: LetterPDF = self.fpdf  # type: ignore[assignment]  # this producer is only built by LetterPDF
@@ -622,26 +648,48 @@ _quick_classes: dict[type[PDFObject], type[PDFObject]] = {}
 
 
 def _quick_class(cls: type[PDFObject]) -> type[PDFObject]:
-    """A subclass of one of fpdf2's object classes, with no new state, whose `_build_obj_dict` passes
-    fpdf2's `build_obj_dict` exactly what `PDFObject._build_obj_dict` passes (every attribute, in the
-    sorted order of `dir()`) except what it would skip anyway: private names and the class's methods.
-    fpdf2 runs `dir()` and a `getattr` of every method for each of a letter's objects; a test compares
-    the bytes with fpdf2's own output."""
+    """A subclass of one of fpdf2's object classes, with no new state, whose `_build_obj_dict` returns
+    what fpdf2's `build_obj_dict` returns for what `PDFObject._build_obj_dict` passes it (every
+    attribute, in the sorted order of `dir()`), in one loop: the class's attribute names are found
+    once (private names and methods left out, as fpdf2 skips them anyway) and each name's PDF key
+    (`/CamelCase`) is spelled once per process. fpdf2 runs `dir()`, a `getattr` of every method and a
+    `str.title()` per key for each of a letter's objects; a test compares the bytes with fpdf2's own
+    output."""
     class_names = frozenset(
         name
         for name in dir(cls)
         if not name.startswith("_") and name not in ("id", "ref") and not callable(getattr(cls, name, None))
     )
+    sorted_class_names = tuple(sorted(class_names))
 
     def _build_obj_dict(self, security_handler=None):
-        names = class_names.union(key for key in getattr(self, "__dict__", ()) if not key.startswith("_"))
-        return build_obj_dict(
-            {key: getattr(self, key) for key in sorted(names)},
-            _security_handler=security_handler,
-            _obj_id=self.id,
-        )
+        instance_names = [
+            key for key in getattr(self, "__dict__", ()) if key not in class_names and not key.startswith("_")
+        ]
+        names = sorted(class_names.union(instance_names)) if instance_names else sorted_class_names
+        obj_dict: dict[str, object] = {}
+        for name in names:
+            value = getattr(self, name)
+            if value is None or callable(value):
+                continue
+            if hasattr(value, "value"):  # e.g. an Enum
+                value = value.value
+            if isinstance(value, PDFObject):  # an indirect object reference
+                value = value.ref
+            elif hasattr(value, "serialize"):  # PDFArray, PDFString, Name...
+                value = value.serialize(_security_handler=security_handler, _obj_id=self.id)
+            elif isinstance(value, bool):
+                value = str(value).lower()
+            key = _pdf_keys.get(name)
+            if key is None:
+                key = _pdf_keys[name] = f"/{camel_case(name)}"
+            obj_dict[key] = value
+        return obj_dict
 
     namespace = {"_build_obj_dict": _build_obj_dict, "__module__": __name__, "__qualname__": cls.__qualname__}
     if "__slots__" in vars(cls):
         namespace["__slots__"] = ()
     return type(cls.__name__, (cls,), namespace)
+
+
+_pdf_keys: dict[str, str] = {}  # attribute name -> the PDF key fpdf2's `camel_case` makes of it

@@ -11,6 +11,7 @@ from io import BytesIO
 import pytest
 from fontTools.ttLib import TTFont
 from fpdf import FPDF
+from fpdf.errors import FPDFException
 from fpdf.fonts import SubsetMap
 from fpdf.output import OutputProducer
 from pypdf import PdfReader
@@ -170,6 +171,46 @@ def _draw_with(method: str, lines: list[str], installed: list[str]) -> bytes:
 )
 def test_letter_text_writes_byte_for_byte_what_text_writes(lines):
     assert _draw_with("letter_text", lines, lines) == _draw_with("text", lines, lines)
+
+
+FONT_STATE = (
+    "font_family",
+    "font_style",
+    "font_size_pt",
+    "current_font_is_set_on_page",
+    "underline",
+    "strikethrough",
+)
+
+
+def test_set_letter_font_leaves_the_document_as_set_font_leaves_it():
+    """Plain, bold, the same font again (also after a page began), another size, an underlined style and
+    an unknown family: after each call the font state, the underline and the page's content are what
+    `set_font` leaves, and an unknown font is refused the same way."""
+    documents = {}
+    for method in ("set_font", "set_letter_font"):
+        pdf = LetterPDF(unit="mm", format="A4")
+        LetterFonts(FONTS_DIR).install(pdf, ["Jan"])
+        pdf.add_page()
+        states = []
+        for style, size in [
+            ("", 10),
+            ("", 10),
+            ("B", 10),
+            ("B", 12),
+            ("", 12),
+            ("U", 12),
+            ("", 12),
+            ("B", 9),
+        ]:
+            getattr(pdf, method)(FAMILY, style, size)
+            pdf.text(20, 30, "Jan")
+            getattr(pdf, method)(FAMILY.upper(), style, size)
+            states.append([getattr(pdf, name) for name in FONT_STATE] + [pdf.current_font.fontkey])
+        with pytest.raises(FPDFException, match="Undefined font"):
+            getattr(pdf, method)("Courier New", "", 10)
+        documents[method] = (states, bytes(pdf.pages[1].contents))
+    assert documents["set_letter_font"] == documents["set_font"]
 
 
 def test_letter_text_outside_the_installed_key_falls_back_to_text():

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from fpdf import FPDF
 from fpdf.output import PDFPage
 from fpdf.structure_tree import StructElem, StructureTreeBuilder
-from fpdf.syntax import PDFObject
+from fpdf.syntax import PDFArray, PDFObject, PDFString
 
 from .layout import LAYOUT, Op, QrOp, StructPath, TextOp
 
@@ -38,7 +38,16 @@ class Element(StructElem):
     __slots__ = ("a",)
 
     def __init__(self, struct_type: str, parent: PDFObject, page_number: int, alt: str | None = None):
-        super().__init__(struct_type=struct_type, parent=parent, kids=[], page_number=page_number, alt=alt)
+        # What `StructElem.__init__` sets (no title), assigned here: a letter makes some 50 elements.
+        self._id = None
+        self.type = "/StructElem"
+        self.s = struct_type
+        self.p = parent
+        self.k = PDFArray()
+        self.t = None
+        self.alt = None if alt is None else PDFString(alt)
+        self.pg = None
+        self._page_number = page_number
         self.a: str | None = None
 
     def serialize(

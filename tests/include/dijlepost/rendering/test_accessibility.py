@@ -410,3 +410,28 @@ def test_structure_elements_are_written_as_fpdf2_writes_them(monkeypatch):
     own = [renderer().render(letter).pdf for letter in letters]
     monkeypatch.setattr(module.Element, "serialize", PDFObject.serialize)
     assert [renderer().render(letter).pdf for letter in letters] == own
+
+
+def test_a_structure_element_is_made_as_fpdf2_makes_one():
+    """Element sets fpdf2's StructElem slots itself (faster): every slot holds what StructElem's own
+    constructor puts there, with and without alternative text."""
+    from fpdf.structure_tree import StructElem
+    from fpdf.syntax import PDFObject
+
+    from include.dijlepost.rendering.structure import Element
+
+    def state(element):
+        return {
+            name: value.serialize()
+            if hasattr(value, "serialize") and not isinstance(value, PDFObject)
+            else value
+            for name in StructElem.__slots__
+            for value in [getattr(element, name)]
+        }
+
+    parent = StructElem("/Document", parent=None, kids=[])  # type: ignore[arg-type]
+    for alt in (None, "EPC QR code"):
+        ours = Element("/Figure", parent, 2, alt)
+        theirs = StructElem("/Figure", parent=parent, kids=[], page_number=2, alt=alt)
+        assert state(ours) == state(theirs)
+        assert ours.a is None

@@ -47,6 +47,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
+from typing import Any
 
 import fontTools
 from fontTools import subset
@@ -55,7 +56,7 @@ from fpdf import FPDF
 from fpdf.enums import TextMode
 from fpdf.errors import FPDFException
 from fpdf.fonts import SubsetMap, TTFFont
-from fpdf.output import CIDSystemInfo, OutputProducer, PDFFont, _build_cmap_blocks, _tt_font_widths
+from fpdf.output import CIDSystemInfo, OutputProducer, PDFFont, PDFPage, _build_cmap_blocks, _tt_font_widths
 from fpdf.syntax import (
     Name,
     PDFArray,
@@ -98,6 +99,9 @@ COVERAGE = (
 CORE_COVERAGE = ((0x0020, 0x007E), (0x00A0, 0x017F), (0x2000, 0x206F), (0x20AC, 0x20AC))
 
 PT_TO_MM = 25.4 / 72
+# zlib's level for a page's content stream (fpdf2 uses the default, 6): level 3 compresses a letter's
+# page in 0.16 ms instead of 0.28 ms, and the PDF is some 350 bytes (under 1%) larger.
+PAGE_COMPRESSION_LEVEL = 3
 
 # Glyphs every document embeds whether it shows them or not (a superset keeps the cache hit rate high
 # at the price of a few kilobytes per PDF): printable ASCII, every letter of Latin-1 (Dutch, French,
@@ -606,7 +610,23 @@ def _object_texts(objects: list[PDFObject]) -> tuple[_ObjectText, ...]:
 class _LetterOutputProducer(OutputProducer):
     """fpdf2's producer with the letter fonts written from the cache: the same objects, in the same
     order and with the same bytes as `OutputProducer._add_fonts` writes them; and every other object's
-    dictionary built in one loop over its class's attribute names found once (see `_quick_class`)."""
+    dictionary built in one loop over its class's attribute names found once (see `_quick_class`).
+    A page's content stream is compressed at `PAGE_COMPRESSION_LEVEL`."""
+
+    def _add_pages(self, _slice: slice = slice(0, None)) -> list[PDFPage]:
+        fpdf = self.fpdf
+        compress, fpdf.compress = fpdf.compress, False
+        try:
+            pages = super()._add_pages(_slice)
+        finally:
+            fpdf.compress = compress
+        if compress:
+            for page in pages:
+                stream: Any = page.contents  # fpdf2 has put the page's PDFContentStream there
+                stream._contents = zlib.compress(stream._contents, level=PAGE_COMPRESSION_LEVEL)
+                stream.filter = Name("FlateDecode")
+                stream.length = len(stream._contents)
+        return pages
 
     def _add_pdf_obj(self, pdf_obj: PDFObject, trace_label: str | None = None) -> int:
         cls = type(pdf_obj)

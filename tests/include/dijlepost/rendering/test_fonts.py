@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime
 from io import BytesIO
 
+import pikepdf
 import pytest
 from fontTools.ttLib import TTFont
 from fpdf import FPDF
@@ -107,9 +108,10 @@ def _char_widths(data: bytes) -> list[dict[str, int]]:
 
 
 @pytest.mark.parametrize("lines", [CORE_TEXT, FULL_TEXT], ids=["core", "full"])
-def test_cached_embedding_writes_byte_for_byte_what_fpdf2_writes(lines):
+def test_cached_embedding_writes_byte_for_byte_what_fpdf2_writes(lines, monkeypatch):
     """LetterPDF's producer against fpdf2's own `_add_fonts` for the same document, on a cache miss and
-    on a hit."""
+    on a hit (the page compressed at fpdf2's level: that difference has its own test)."""
+    monkeypatch.setattr(fonts_module, "PAGE_COMPRESSION_LEVEL", -1)
     fonts = LetterFonts(FONTS_DIR)
     theirs = _draw(lambda pdf: fonts.install(pdf, lines), lines)
     first = _draw(lambda pdf: fonts.install(pdf, lines), lines, LetterPDF)
@@ -299,3 +301,19 @@ def test_a_letter_written_with_quick_object_dictionaries_is_the_one_fpdf2_writes
     quick = renderer().render(letter).pdf
     monkeypatch.setattr(fonts_module._LetterOutputProducer, "_add_pdf_obj", OutputProducer._add_pdf_obj)
     assert renderer().render(letter).pdf == quick
+
+
+def test_page_content_is_compressed_at_its_own_level_and_holds_the_same_operators(monkeypatch):
+    """At zlib's default level, a letter is byte for byte what fpdf2's own page compression writes; at
+    PAGE_COMPRESSION_LEVEL, its page content streams decompress to the same operators."""
+    letters = [make_letter("invoice", "fr"), make_letter("gas_finding", "nl")]
+    ours = [renderer().render(letter).pdf for letter in letters]
+    monkeypatch.setattr(fonts_module, "PAGE_COMPRESSION_LEVEL", -1)
+    default_level = [renderer().render(letter).pdf for letter in letters]
+    monkeypatch.setattr(fonts_module._LetterOutputProducer, "_add_pages", OutputProducer._add_pages)
+    assert [renderer().render(letter).pdf for letter in letters] == default_level
+    for own, default in zip(ours, default_level, strict=True):
+        assert own != default
+        assert [page.Contents.read_bytes() for page in pikepdf.open(BytesIO(own)).pages] == [
+            page.Contents.read_bytes() for page in pikepdf.open(BytesIO(default)).pages
+        ]

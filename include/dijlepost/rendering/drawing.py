@@ -9,12 +9,12 @@ same day gives the same bytes.
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from functools import lru_cache
 
+import numpy as np
 from fpdf import FPDF, FPDF_VERSION
 from fpdf.output import PDFPage
 from fpdf.prefs import ViewerPreferences
@@ -22,7 +22,7 @@ from fpdf.syntax import Name
 
 from .fonts import FAMILY, LetterFonts, LetterPDF
 from .layout import PAGE_HEIGHT, PAGE_WIDTH, FrameOp, Op, QrOp, RuleOp, TextOp
-from .payment import epc_qr_rows
+from .payment import epc_qr_modules
 from .preparation import PreparedLetter
 from .structure import MarkedContent, StructureTree
 from .templates import TemplateSet
@@ -193,22 +193,37 @@ def draw_qr(pdf: FPDF, op: QrOp) -> None:
     the number of rectangles. All rectangles form one path filled once (`re` ... `f`, as fpdf2's `rect`
     writes each of them), written straight into the page's content stream: some 300 `rect` calls cost
     more than the rest of the page."""
-    rows = epc_qr_rows(op.payload)
-    grid = _qr_grid(len(rows), op.box.left, op.box.top, op.box.width, pdf.k, pdf.h)
-    path: list[str] = []
-    open_runs: dict[tuple[int, int], int] = {}  # (first, end) column -> first row
-    for row_index, row in enumerate((*rows, b"")):
-        runs = {match.span() for match in _DARK_RUN.finditer(row)}
-        for run in sorted(run for run in open_runs if run not in runs):
-            first_row = open_runs.pop(run)
-            path.append(
-                f"{grid.x[run[0]]} {grid.y[first_row]} {grid.width[run[1] - run[0]]} "
-                f"{grid.height[row_index - first_row]} re"
-            )
-        for run in runs:
-            open_runs.setdefault(run, row_index)
+    modules = epc_qr_modules(op.payload)
+    grid = _qr_grid(len(modules), op.box.left, op.box.top, op.box.width, pdf.k, pdf.h)
+    x, y, width, height = grid.x, grid.y, grid.width, grid.height
+    path = [
+        f"{x[left]} {y[top]} {width[columns]} {height[rows]} re"
+        for left, top, columns, rows in zip(*(part.tolist() for part in qr_rectangles(modules != 0)))
+    ]
     path.append("f")
     pdf._out("\n".join(path))
+
+
+def qr_rectangles(dark: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The rectangles that cover a code's dark modules (a square bool array): each run of dark modules
+    in a row, stacked with the runs of the same columns in the rows below it. As arrays of left column,
+    top row, width and height in modules, in the order the rectangles end: by the row below their
+    last, then from left to right."""
+    size = len(dark)
+    padded = np.zeros((size, size + 2), dtype=np.int8)
+    padded[:, 1:-1] = dark
+    edges = np.diff(padded, axis=1)  # 1 where a run starts, -1 after its last module
+    rows, starts = np.nonzero(edges == 1)
+    ends = np.nonzero(edges == -1)[1]  # row by row, so the k-th end is the k-th start's
+    run_end = np.full((size + 2, size + 1), -1, dtype=np.intp)  # with an empty row above and below
+    run_end[rows + 1, starts] = ends
+    first = run_end[rows, starts] != ends  # the row above has no run of the same columns
+    last = run_end[rows + 2, starts] != ends  # nor has the row below
+    stacks = np.lexsort((rows, ends, starts))  # the runs of the same columns, row after row
+    tops, bottoms = stacks[first[stacks]], stacks[last[stacks]]
+    left, top, bottom = starts[tops], rows[tops], rows[bottoms] + 1
+    order = np.lexsort((left, bottom))
+    return left[order], top[order], (ends[tops] - left)[order], (bottom - top)[order]
 
 
 @dataclass(frozen=True)
@@ -237,6 +252,3 @@ def _qr_grid(
         width=tuple(f"{count * module * k:.2f}" for count in counts),
         height=tuple(f"{-(count * module) * k:.2f}" for count in counts),
     )
-
-
-_DARK_RUN = re.compile(rb"[^\x00]+")  # a run of dark modules in a row of `epc_qr_rows`

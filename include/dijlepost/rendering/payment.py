@@ -99,11 +99,16 @@ def epc_qr_matrix(payload: str) -> tuple[tuple[bool, ...], ...]:
 
 
 def epc_qr_rows(payload: str) -> tuple[bytes, ...]:
-    """The modules of `epc_qr_matrix` as one bytes object per row (0 = light), as drawing reads them.
+    """The modules of `epc_qr_matrix` as one bytes object per row (0 = light)."""
+    return tuple(row.tobytes() for row in epc_qr_modules(payload))
+
+
+def epc_qr_modules(payload: str) -> np.ndarray:
+    """The modules of `epc_qr_matrix` as a uint8 array (0 = light), as drawing reads them.
 
     What `segno.make_qr(..., mask=QR_MASK)` builds, module for module (a test holds them equal over
-    every version up to the EPC maximum), in half the time: segno encodes the data and computes the
-    error correction (`_message_bits`), and the bits are then placed with `_QrPlacement`."""
+    every version up to the EPC maximum), in a fraction of the time: segno encodes the data
+    (`_message_bits`), and the bits are then placed with `_QrPlacement`."""
     segments, version = _encoded(payload)
     check_epc_qr_fits(payload, version)
     bits = _message_bits(segments, version)
@@ -217,12 +222,12 @@ class _QrPlacement:
     rows: np.ndarray  # the module row of the message's k-th bit
     cols: np.ndarray  # its module column
 
-    def code(self, bits: bytes) -> tuple[bytes, ...]:
+    def code(self, bits: bytes) -> np.ndarray:
         """The code of a message (without remainder bits: they are 0, as the blank code has them)."""
         modules = self.blank.copy()
         ones = np.frombuffer(bits, dtype=np.uint8).astype(bool)
         modules[self.rows[: len(ones)][ones], self.cols[: len(ones)][ones]] ^= 1
-        return tuple(row.tobytes() for row in modules)
+        return modules
 
 
 @cache

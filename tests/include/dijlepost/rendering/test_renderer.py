@@ -4,10 +4,12 @@ import hashlib
 import re
 from decimal import Decimal
 
+import numpy as np
 import pytest
 
 from include.dijlepost import clock
 from include.dijlepost.rendering import LetterDataError, LetterRenderer, TemplateFieldMissing
+from include.dijlepost.rendering.drawing import qr_rectangles
 from include.dijlepost.rendering.fields import format_date
 from include.dijlepost.rendering.fonts import LetterFonts
 from include.dijlepost.rendering.layout import FOOTER_RULE, Box, TextOp, address_box, ink_box
@@ -354,3 +356,32 @@ def test_template_paragraphs_starting_with_a_dash_are_bullets():
     assert len(bullets) == 4
     assert runs[bullets[0] + 1].text.startswith("U kunt uw verweermiddelen schriftelijk")
     assert runs[bullets[0] + 1].x > runs[bullets[0]].x
+
+
+def _stacked_runs(dark: list[list[bool]]) -> list[tuple[int, int, int, int]]:
+    """The QR code's rectangles found one row at a time: each run of dark modules, stacked with the
+    same run in the rows below; listed as they end (by the row below them, then left to right)."""
+    rectangles, open_runs = [], {}  # (first, end) column -> first row
+    for row_index, row in enumerate([*dark, [False] * len(dark)]):
+        runs = {(m.start(), m.end()) for m in re.finditer("1+", "".join("1" if v else "0" for v in row))}
+        for first, end in sorted(run for run in open_runs if run not in runs):
+            top = open_runs.pop((first, end))
+            rectangles.append((first, top, end - first, row_index - top))
+        for run in runs:
+            open_runs.setdefault(run, row_index)
+    return rectangles
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 21, 45])
+def test_qr_rectangles_are_the_runs_of_each_row_stacked_down(size):
+    """Random and edge-case grids (all light, all dark, stripes) give the rectangles, in the order,
+    that stacking each row's runs one row at a time gives."""
+    rng = np.random.default_rng(size)
+    grids = [np.zeros((size, size), bool), np.ones((size, size), bool), np.eye(size, dtype=bool)]
+    grids += [
+        np.tile(np.arange(size) % 2 == 0, (size, 1)),
+        *(rng.random((size, size)) < p for p in (0.2, 0.5, 0.8)),
+    ]
+    for dark in grids:
+        found = list(zip(*(part.tolist() for part in qr_rectangles(dark)), strict=True))
+        assert found == _stacked_runs(dark.tolist())

@@ -44,7 +44,7 @@ import tempfile
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,9 @@ BLOCK = 32  # other characters bring their whole block of 32 code points...
 WIDE_BLOCKS = ((0x0100, 0x0180),)
 WIDTH_CACHE_SIZE = 20_000  # measured texts kept per face
 EMBED_CACHE_SIZE = 64  # glyph keys per face kept; a miss costs one fontTools subsetting (~15 ms)
+MAPPED_CACHE_SIZE = (
+    512  # mapped texts kept per glyph key (a letter draws some 60 lines, most the same in every letter)
+)
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,9 @@ class LetterFonts:
             pdf.fonts[font.fontkey] = font
             if isinstance(pdf, LetterPDF):
                 # Embedded from the cache: the font tables are never touched, so they stay shared.
-                pdf.letter_fonts[font.fontkey] = _Installed(prepared, key, len(font.subset), picked.codes)
+                pdf.letter_fonts[font.fontkey] = _Installed(
+                    prepared, key, len(font.subset), picked.codes, picked.mapped
+                )
             else:
                 # fpdf2 subsets the font tables in place while writing the PDF, so it gets its own. The
                 # reduced font's glyph boxes are already exact: fontTools need not decode every kept
@@ -206,6 +211,9 @@ class _PickedKey:
     next_code: int
     reserved: tuple[int, ...]
     codes: dict[int, str]  # code point -> its character code as two UTF-16BE bytes, as fpdf2 writes it
+    # text -> its character codes, escaped for a PDF string: filled as the documents of this key draw
+    # (at most MAPPED_CACHE_SIZE texts, then emptied)
+    mapped: dict[str, str] = field(default_factory=dict, compare=False)
 
     def subset_map(self, font: TTFFont) -> SubsetMap:
         subset_map = SubsetMap.__new__(SubsetMap)
@@ -250,6 +258,13 @@ class _Installed:
     key: tuple[int, ...]  # the glyph key picked
     picked: int  # the subset map's size right after picking: larger means drawing picked more
     codes: dict[int, str]  # see _PickedKey
+    mapped: dict[str, str]  # see _PickedKey
+
+
+@lru_cache(maxsize=64)
+def _fill_operator(color: Any) -> str:
+    """The fill colour operator fpdf2's `text` writes for a text colour (`0.353 g`)."""
+    return color.serialize().lower()
 
 
 def _trim(cache: dict) -> None:
@@ -389,20 +404,33 @@ class LetterPDF(FPDF):
         fill mode, for the caller to write (a page's lines are written at once); None where `text` must
         be called instead: a character outside the glyph key, another text mode, underlining. The
         characters are mapped with one `str.translate` over the glyph key's codes instead of fpdf2's
-        pick per character (a sixth of the render time)."""
+        pick per character (a sixth of the render time), and the mapped text is kept per glyph key:
+        most of a letter's lines are its template's, the same in every letter."""
         font = self.current_font
         installed = self.letter_fonts.get(font.fontkey) if font is not None else None
-        codes = text.translate(installed.codes) if installed is not None else None
-        plain = not (self.underline or self.strikethrough or self._record_text_quad_points)
-        # Every mapped character becomes two bytes; one left as it was makes the length odd or short.
-        if codes is None or len(codes) != 2 * len(text) or self.text_mode != TextMode.FILL or not plain:
+        if (
+            installed is None
+            or self.text_mode != TextMode.FILL
+            or self.underline
+            or self.strikethrough
+            or self._record_text_quad_points
+        ):
             return None
+        mapped = installed.mapped.get(text)
+        if mapped is None:
+            codes = text.translate(installed.codes)
+            # Every mapped character becomes two bytes; one left as it was makes the length odd or short.
+            if len(codes) != 2 * len(text):
+                return None
+            if len(installed.mapped) >= MAPPED_CACHE_SIZE:
+                installed.mapped.clear()
+            mapped = installed.mapped[text] = escape_parens(codes)
         if not self.page:
             raise FPDFException("No page open, you need to call add_page() first")
         k = self.k
-        line = f"BT {x * k:.2f} {(self.h - y) * k:.2f} Td ({escape_parens(codes)}) Tj ET"
+        line = f"BT {x * k:.2f} {(self.h - y) * k:.2f} Td ({mapped}) Tj ET"
         if self.fill_color != self.text_color:
-            line = f"q {self.text_color.serialize().lower()} {line} Q"  # type: ignore[union-attr]  # fpdf2 sets a text colour
+            line = f"q {_fill_operator(self.text_color)} {line} Q"
         if not self.current_font_is_set_on_page:
             line = f"{self._set_font_for_page(font, self.font_size_pt)}\n{line}"  # type: ignore[arg-type]  # checked above
         return line

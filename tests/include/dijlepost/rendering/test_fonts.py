@@ -215,6 +215,19 @@ def test_set_letter_font_leaves_the_document_as_set_font_leaves_it():
     assert documents["set_letter_font"] == documents["set_font"]
 
 
+def test_mapped_text_is_kept_per_glyph_key_and_bounded(monkeypatch):
+    """A text drawn again (here in a second document of the same glyph key) comes from the kept mapping
+    and writes the same bytes as `text`; the kept texts never exceed MAPPED_CACHE_SIZE."""
+    monkeypatch.setattr(fonts_module, "MAPPED_CACHE_SIZE", 3)
+    lines = ["(a) \\ b)", "Jan Peeters", "Jan Peeters", "Grote Markt 21", "2800 Mechelen", "(a) \\ b)"]
+    first = _draw_with("letter_text", lines, lines)
+    pdf = LetterPDF(unit="mm", format="A4")
+    LetterFonts(FONTS_DIR).install(pdf, lines)
+    mapped = pdf.letter_fonts[f"{FAMILY}{REGULAR}"].mapped
+    assert 0 < len(mapped) <= 3
+    assert _draw_with("letter_text", lines, lines) == first == _draw_with("text", lines, lines)
+
+
 def test_letter_text_outside_the_installed_key_falls_back_to_text():
     """A character the glyph key does not hold is picked by fpdf2 itself, as `text` does."""
     lines = ["Jan Peeters", "Łukasz Şahin"]

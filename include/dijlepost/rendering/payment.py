@@ -76,7 +76,17 @@ def epc_qr_version(payload: str) -> int:
 def _encoded(payload: str) -> tuple[Any, int]:
     """segno's data segments of the payload and the version they need: found when the layout checks the
     code, used again when it is drawn."""
-    segments = encoder.prepare_data(payload.encode("utf-8"), None, None)
+    data = payload.encode("utf-8")
+    if encoder.find_mode(data) == consts.MODE_BYTE:  # as every EPC payload is (it has line breaks)
+        # What segno's `make_segment` builds for bytes in byte mode, with the bits unpacked by numpy
+        # instead of eight generator steps per byte.
+        segments = encoder.Segments()
+        bits = bytearray(np.unpackbits(np.frombuffer(data, dtype=np.uint8)).tobytes())
+        segments.add_segment(
+            encoder._Segment(bits, len(data), consts.MODE_BYTE, consts.DEFAULT_BYTE_ENCODING)
+        )
+    else:
+        segments = encoder.prepare_data(data, None, None)
     return segments, int(encoder.find_version(segments, consts.ERROR_LEVEL_M, eci=False, micro=False))
 
 

@@ -14,6 +14,7 @@ from include.dijlepost.rendering.payment import (
     EPC_MAX_VERSION,
     QR_MASK,
     _Codewords,
+    _encoded,
     _message_plan,
     check_epc_qr_fits,
     epc_payload,
@@ -205,3 +206,18 @@ def test_the_error_correction_table_gives_segnos_reed_solomon_codewords(version)
             if codeword is not None
         )
         assert _message_plan(version).message(codewords).tobytes() == expected
+
+
+def test_the_payloads_segments_are_segnos():
+    """Byte-mode payloads get their segment built here; others (not an EPC payload, but a caller may
+    pass one) go through segno. Either way the segments, and so the version, are segno's own."""
+    rng = random.Random(7)
+    payloads = ["12345", "ABC 123", "BCD\n002\n1\nSCT\n\nStad Mechelen\nBE68539007547034\nEUR1.00"]
+    payloads += [
+        "".join(rng.choice("AZaz09 -+/\né€") for _ in range(rng.randrange(1, 200))) for _ in range(50)
+    ]
+    for payload in payloads:
+        segments, version = _encoded(payload)
+        expected = encoder.prepare_data(payload.encode("utf-8"), None, None)
+        assert [tuple(segment) for segment in segments] == [tuple(segment) for segment in expected], payload
+        assert version == encoder.find_version(expected, consts.ERROR_LEVEL_M, eci=False, micro=False)

@@ -12,7 +12,7 @@ import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 from fpdf import FPDF, FPDF_VERSION
@@ -71,7 +71,7 @@ class LetterDrawing:
         # PDF/UA-1: the viewer shows the title, not the file name (7.1); the XMP metadata says the file
         # claims PDF/UA-1 and carries the title (5, 7.1); each page's annotations follow the structure
         # order (/Tabs /S, 7.18.3; a letter has none, but validators ask for the key).
-        pdf.viewer_preferences = ViewerPreferences(display_doc_title=True)
+        pdf.viewer_preferences = LetterViewerPreferences()
         pdf.set_xmp_metadata(
             xmp_metadata(
                 title=letter.subject,
@@ -141,6 +141,24 @@ class LetterDrawing:
             pdf.text(x, y, text)
         else:
             lines.append(line)
+
+
+class LetterViewerPreferences(ViewerPreferences):
+    """A letter's viewer preferences: the viewer shows the document's title. The same dictionary for
+    every letter, so fpdf2 builds it once per process (it collects the attributes by reflection)."""
+
+    def __init__(self) -> None:
+        super().__init__(display_doc_title=True)
+
+    def serialize(self, _security_handler=None, _obj_id=None) -> str:
+        if _security_handler is not None:
+            return super().serialize(_security_handler, _obj_id)
+        return _letter_viewer_preferences()
+
+
+@cache
+def _letter_viewer_preferences() -> str:
+    return ViewerPreferences.serialize(LetterViewerPreferences())
 
 
 class _StructureOrderPage(PDFPage):

@@ -435,3 +435,17 @@ def test_a_structure_element_is_made_as_fpdf2_makes_one():
         theirs = StructElem("/Figure", parent=parent, kids=[], page_number=2, alt=alt)
         assert state(ours) == state(theirs)
         assert ours.a is None
+
+
+def test_the_viewer_preferences_written_once_are_fpdf2s():
+    """The letter's viewer preferences are written from one text per process: fpdf2's own."""
+    from fpdf.prefs import ViewerPreferences
+
+    from include.dijlepost.rendering.drawing import LetterViewerPreferences
+
+    expected = ViewerPreferences(display_doc_title=True).serialize()
+    assert "/DisplayDocTitle true" in expected
+    assert LetterViewerPreferences().serialize() == expected
+    assert LetterViewerPreferences().serialize(_obj_id=7) == ViewerPreferences(
+        display_doc_title=True
+    ).serialize(_obj_id=7)

@@ -120,6 +120,7 @@ BLOCK = 32  # other characters bring their whole block of 32 code points...
 # few (each costs fontTools ~15 ms).
 WIDE_BLOCKS = ((0x0100, 0x0180),)
 WIDTH_CACHE_SIZE = 20_000  # measured texts kept per face
+WRAPPED_CACHE_SIZE = 2_000  # wrapped texts kept (paragraphs, table cells)
 EMBED_CACHE_SIZE = 64  # glyph keys per face kept; a miss costs one fontTools subsetting (~15 ms)
 MAPPED_CACHE_SIZE = (
     512  # mapped texts kept per glyph key (a letter draws some 60 lines, most the same in every letter)
@@ -147,6 +148,14 @@ class LetterFonts:
         # A letter measures the same words and lines many times while it flows its text, and every letter
         # of a template the same fixed texts: their widths in font units, per face.
         self._units: dict[str, dict[str, float]] = {style: {} for style in FONT_FILES}
+        # Texts wrapped into lines (see layout.wrap): (text, style, size, width, cut) -> lines.
+        self.wrapped: dict[tuple, tuple[str, ...]] = {}
+
+    def keep_wrapped(self, key: tuple, lines: tuple[str, ...]) -> None:
+        """Keep a wrapped text's lines, at most WRAPPED_CACHE_SIZE texts (then a fresh start)."""
+        if len(self.wrapped) >= WRAPPED_CACHE_SIZE:
+            self.wrapped.clear()
+        self.wrapped[key] = lines
 
     def width(self, text: str, style: str, size_pt: float) -> float:
         """Width of `text` in mm, exactly as fpdf2 will set it (no kerning without text shaping)."""

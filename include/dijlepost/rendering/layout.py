@@ -276,7 +276,20 @@ def wrap(
     BREAK_AFTER, BREAK_BEFORE), and only a piece without any, still wider than the line, is cut
     between characters (with `cut=False` it is left whole on a line of its own, wider than `width`,
     for the caller to refuse). Linear in the length of the text: every character is measured once
-    (twice in a word that has to be broken)."""
+    (twice in a word that has to be broken). A text wrapped before at the same size and width (most of
+    a template's text is the same in every letter) comes from `LetterFonts.wrapped`."""
+    key = (text, style, size_pt, width, cut)
+    known = fonts.wrapped.get(key)
+    if known is not None:
+        return list(known)
+    lines = _wrap(fonts, text, style, size_pt, width, deadline, cut)
+    fonts.keep_wrapped(key, tuple(lines))
+    return lines
+
+
+def _wrap(
+    fonts: LetterFonts, text: str, style: str, size_pt: float, width: float, deadline: float | None, cut: bool
+) -> list[str]:
     space = fonts.width(" ", style, size_pt)
     lines: list[str] = []
     line: list[str] = []

@@ -13,6 +13,7 @@ from include.dijlepost.rendering import (
     layout,
     validate_letter,
 )
+from include.dijlepost.rendering import fonts as fonts_module
 from include.dijlepost.rendering.fonts import REGULAR, LetterFonts
 from include.dijlepost.settings import TEMPLATES_DIR
 from include.dijlepost.waves import ALL_LETTER_TYPES, LANGUAGES
@@ -194,11 +195,15 @@ class _CountingFonts:
     def __init__(self):
         self.measured = 0
         self.calls = 0
+        self.wrapped = {}
 
     def width(self, text, style, size_pt):
         self.measured += len(text)
         self.calls += 1
         return FONTS.width(text, style, size_pt)
+
+    def keep_wrapped(self, key, lines):
+        self.wrapped[key] = lines
 
 
 def _work_to_wrap(text: str) -> tuple[int, int]:
@@ -218,6 +223,24 @@ def test_wrapping_a_huge_word_is_linear_in_its_length(word):
     assert large_work <= 2 * len(large) + 10
     assert large_work / small_work == pytest.approx(2, rel=0.01)
     assert large_calls / small_calls == pytest.approx(2, rel=0.01)
+
+
+def test_a_text_wrapped_again_is_not_measured_again(monkeypatch):
+    """The same text at the same size and width (a template's text in every letter) is measured once;
+    another width is wrapped anew; the kept texts are bounded."""
+    fonts = _CountingFonts()
+    text = "Wij danken u voor uw betaling binnen dertig dagen na de datum van deze brief. " * 3
+    first = layout.wrap(fonts, text, REGULAR, 10, 170)
+    measured = fonts.measured
+    again = layout.wrap(fonts, text, REGULAR, 10, 170)
+    assert again == first and again is not first and fonts.measured == measured
+    narrower = layout.wrap(fonts, text, REGULAR, 10, 90)
+    assert len(narrower) > len(first) and fonts.measured > measured
+    monkeypatch.setattr(fonts_module, "WRAPPED_CACHE_SIZE", 3)
+    own = LetterFonts(TEMPLATES_DIR / "fonts")
+    for width in range(100, 110):
+        layout.wrap(own, text, REGULAR, 10, width)
+    assert 0 < len(own.wrapped) <= 3
 
 
 def test_a_huge_field_is_refused_before_any_layout():

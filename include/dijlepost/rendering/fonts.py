@@ -122,9 +122,8 @@ WIDE_BLOCKS = ((0x0100, 0x0180),)
 WIDTH_CACHE_SIZE = 20_000  # measured texts kept per face
 WRAPPED_CACHE_SIZE = 2_000  # wrapped texts kept (paragraphs, table cells)
 EMBED_CACHE_SIZE = 64  # glyph keys per face kept; a miss costs one fontTools subsetting (~15 ms)
-MAPPED_CACHE_SIZE = (
-    512  # mapped texts kept per glyph key (a letter draws some 60 lines, most the same in every letter)
-)
+# Mapped texts kept per glyph key: a letter draws some 60 lines, most of them the same in every letter.
+MAPPED_CACHE_SIZE = 512
 
 
 @dataclass(frozen=True)

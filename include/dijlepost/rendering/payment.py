@@ -105,12 +105,7 @@ def epc_qr_matrix(payload: str) -> tuple[tuple[bool, ...], ...]:
     information) instead of segno scoring all eight, which was 80% of the encoding time. Mask 6 is the
     one segno's own scoring chose for 56% of 400 random payloads to the city's account (mask 4 for
     most others); tests decode the rendered codes."""
-    return tuple(tuple(module != 0 for module in row) for row in epc_qr_rows(payload))
-
-
-def epc_qr_rows(payload: str) -> tuple[bytes, ...]:
-    """The modules of `epc_qr_matrix` as one bytes object per row (0 = light)."""
-    return tuple(row.tobytes() for row in epc_qr_modules(payload))
+    return tuple(tuple(row) for row in (epc_qr_modules(payload) != 0).tolist())
 
 
 def epc_qr_modules(payload: str) -> np.ndarray:
